@@ -1,0 +1,119 @@
+/* A UDP socket on a libuv loop, with batched system calls.
+ *
+ * libuv's uv_udp_t cannot do what the data plane needs: its recvmmsg path
+ * asks for a 64 KiB slot per datagram (1.28 MiB per batch, per socket, which
+ * would dominate the memory of a node in a testnet of thousands), and it has
+ * no UDP GSO. So this module owns a nonblocking socket and drives it with a
+ * uv_poll_t:
+ *
+ * - receive: recvmmsg() into scratch buffers on the stack of the poll
+ *   callback. A socket costs no receive memory between callbacks, however
+ *   many sockets a process runs.
+ * - send: kp_udp_send() sends at once (sendto), or, between
+ *   kp_udp_batch_begin() and kp_udp_batch_end(), queues into a caller-owned
+ *   batch flushed with one sendmmsg(). Every receive callback runs inside a
+ *   batch, so replies to a burst of requests leave in one system call.
+ *
+ * A datagram the kernel will not take (socket buffer full) is dropped and
+ * counted, as the network would drop it; callers that need to know (the data
+ * plane) get UV_EAGAIN from kp_udp_send() outside a batch and can wait for
+ * the socket to become writable.
+ *
+ * The callbacks need about 64 KiB of stack. Loop thread only. */
+#ifndef KP_COMMON_UDP_H
+#define KP_COMMON_UDP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "common/addr.h"
+
+/* Largest datagram we ever send or accept (path MTU probes top out here). */
+#define KP_UDP_MAX_DATAGRAM 1500
+/* Datagrams per recvmmsg/sendmmsg call. */
+#define KP_UDP_BATCH 32
+
+typedef struct kp_udp_s kp_udp_t;
+typedef struct kp_udp_batch_s kp_udp_batch_t;
+
+/* data is writable scratch, valid only during the call. */
+typedef void (*kp_udp_recv_cb)(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len);
+typedef void (*kp_udp_writable_cb)(kp_udp_t *udp);
+typedef void (*kp_udp_close_cb)(kp_udp_t *udp);
+
+typedef struct kp_udp_stats_s {
+  uint64_t packets_in;
+  uint64_t packets_out;
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  uint64_t send_drops;    /* refused by the kernel (buffer full, unreachable) */
+  uint64_t recv_oversize; /* larger than KP_UDP_MAX_DATAGRAM */
+} kp_udp_stats_t;
+
+struct kp_udp_s {
+  void *data;
+  uv_loop_t *loop;
+  uv_poll_t poll;
+  int fd;
+  int poll_events;
+  bool closing;
+  bool in_callback;
+  kp_addr_t local;
+  kp_udp_recv_cb on_recv;
+  kp_udp_writable_cb on_writable;
+  kp_udp_close_cb on_close;
+  kp_udp_batch_t *batch;
+  kp_udp_stats_t stats;
+};
+
+struct kp_udp_batch_s {
+  kp_udp_t *udp;
+  kp_udp_batch_t *outer;
+  unsigned count;
+  struct mmsghdr msgs[KP_UDP_BATCH];
+  struct iovec iov[KP_UDP_BATCH];
+  struct sockaddr_storage addrs[KP_UDP_BATCH];
+  uint8_t data[KP_UDP_BATCH][KP_UDP_MAX_DATAGRAM];
+};
+
+typedef struct kp_udp_options_s {
+  int rcvbuf; /* SO_RCVBUF in bytes; 0 keeps the kernel default */
+  int sndbuf; /* SO_SNDBUF in bytes; 0 keeps the kernel default */
+} kp_udp_options_t;
+
+/* Opens a socket bound to bind (port 0 picks one). On success udp->local
+ * holds the bound address. IPv6 sockets are v6-only. All or nothing. */
+int kp_udp_init(uv_loop_t *loop, kp_udp_t *udp, const kp_addr_t *bind,
+                const kp_udp_options_t *opts);
+
+/* Starts delivering datagrams to cb. */
+int kp_udp_recv_start(kp_udp_t *udp, kp_udp_recv_cb cb);
+int kp_udp_recv_stop(kp_udp_t *udp);
+
+/* Sends one datagram (len <= KP_UDP_MAX_DATAGRAM). Inside a batch it is
+ * copied and queued and 0 is returned. Otherwise 0, UV_EAGAIN (socket
+ * buffer full; nothing sent) or another negative errno. */
+int kp_udp_send(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t len);
+
+/* Sends now, bypassing an open batch (for callers that must see UV_EAGAIN). */
+int kp_udp_send_now(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t len);
+
+/* Calls cb once the socket can take more datagrams (then stops watching).
+ * NULL stops watching. */
+void kp_udp_want_writable(kp_udp_t *udp, kp_udp_writable_cb cb);
+
+/* Batches nest: an inner begin/end pair is a no-op, the outermost end sends. */
+void kp_udp_batch_begin(kp_udp_t *udp, kp_udp_batch_t *batch);
+void kp_udp_batch_end(kp_udp_t *udp, kp_udp_batch_t *batch);
+
+/* Sets the IP TTL / hop limit of later datagrams (0 restores the default). */
+int kp_udp_set_ttl(kp_udp_t *udp, int ttl);
+
+/* Stops the socket and closes it; cb (may be NULL) fires on a later tick.
+ * Safe to call from inside the receive callback. */
+void kp_udp_close(kp_udp_t *udp, kp_udp_close_cb cb);
+
+#endif

@@ -1,0 +1,411 @@
+/* common/: errors, addresses, buffers, msgpack checks, rng, logging, the
+ * allocator and the UDP socket layer. */
+#include <msgpack.h>
+#include <sodium.h>
+
+#include "common/addr.h"
+#include "common/alloc.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/mp.h"
+#include "common/rng.h"
+#include "common/udp.h"
+#include "tests/harness/test.h"
+
+static void test_errors_named(void) {
+  /* Every error of ours has a distinct value, a KP_ name and a message, and
+   * libuv's pass through. */
+  int codes[] = {
+#define X(name, msg) KP_##name,
+      KP_ERRNO_MAP(X)
+#undef X
+  };
+  size_t n = sizeof(codes) / sizeof(codes[0]);
+  for (size_t i = 0; i < n; i++) {
+    KP_CHECK(codes[i] < KP__ERR_BASE + 1000 && codes[i] > KP__ERR_BASE);
+    KP_CHECK(!strncmp(kp_err_name(codes[i]), "KP_E", 4));
+    KP_CHECK(strcmp(kp_strerror(codes[i]), "unknown error") != 0);
+    for (size_t j = 0; j < i; j++) KP_CHECK(codes[i] != codes[j]);
+  }
+  KP_CHECK(!strcmp(kp_err_name(UV_ETIMEDOUT), "ETIMEDOUT"));
+  KP_CHECK(!strcmp(kp_strerror(UV_ECANCELED), uv_strerror(UV_ECANCELED)));
+  KP_CHECK(!strcmp(kp_strerror(0), "success"));
+  KP_CHECK(!strcmp(kp_err_name(KP__ERR_BASE - 5), "KP_EUNKNOWN"));
+}
+
+static void test_addr_parse_format(void) {
+  static const struct {
+    const char *in;
+    int ok;
+    const char *out;
+  } cases[] = {
+      {"1.2.3.4:5", 1, "1.2.3.4:5"},
+      {"255.255.255.255:65535", 1, "255.255.255.255:65535"},
+      {"[::1]:80", 1, "[::1]:80"},
+      {"[2001:db8::7]:49737", 1, "[2001:db8::7]:49737"},
+      {"10.0.0.1", 1, "10.0.0.1:0"},
+      {"::1", 1, "[::1]:0"},
+      {"1.2.3.4:65536", 0, NULL},
+      {"1.2.3.4:", 0, NULL},
+      {"1.2.3.4:-1", 0, NULL},
+      {"1.2.3:4", 0, NULL},
+      {"[::1", 0, NULL},
+      {"[::1]x", 0, NULL},
+      {"example.com:80", 0, NULL},
+      {"", 0, NULL},
+      {"1.2.3.4:5:6", 0, NULL},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    kp_addr_t a;
+    char buf[KP_ADDR_STRLEN];
+    int err = kp_addr_parse(&a, cases[i].in);
+    KP_CHECK_MSG((err == 0) == cases[i].ok, "parse '%s': %s", cases[i].in, kp_err_name(err));
+    if (!cases[i].ok) {
+      KP_CHECK_EQ(err, KP_EBADADDR);
+      KP_CHECK(!kp_addr_is_set(&a));
+      continue;
+    }
+    KP_CHECK_MSG(!strcmp(kp_addr_format(&a, buf, sizeof(buf)), cases[i].out), "'%s' -> '%s'",
+                 cases[i].in, buf);
+  }
+  kp_addr_t none = {0};
+  char buf[KP_ADDR_STRLEN];
+  KP_CHECK(!strcmp(kp_addr_format(&none, buf, sizeof(buf)), "(none)"));
+  KP_CHECK_EQ(kp_addr_parse(&none, NULL), KP_EBADADDR);
+}
+
+static void test_addr_compact(void) {
+  kp_addr_t a, b;
+  uint8_t buf[KP_ADDR_COMPACT_MAX];
+  KP_CHECK_OK(kp_addr_parse(&a, "198.51.100.7:49737"));
+  KP_CHECK_EQ(kp_addr_encode_compact(&a, buf), 6);
+  static const uint8_t golden4[] = {198, 51, 100, 7, 0xc2, 0x49};
+  KP_CHECK_MEM(buf, golden4, 6);
+  KP_CHECK_OK(kp_addr_decode_compact(&b, buf, 6));
+  KP_CHECK(kp_addr_eq(&a, &b));
+
+  KP_CHECK_OK(kp_addr_parse(&a, "[2001:db8::1]:1"));
+  KP_CHECK_EQ(kp_addr_encode_compact(&a, buf), 18);
+  KP_CHECK_EQ(buf[0], 0x20);
+  KP_CHECK_EQ(buf[17], 1);
+  KP_CHECK_OK(kp_addr_decode_compact(&b, buf, 18));
+  KP_CHECK(kp_addr_eq(&a, &b));
+  for (size_t len = 0; len < 20; len++)
+    if (len != 6 && len != 18) KP_CHECK_EQ(kp_addr_decode_compact(&b, buf, len), KP_EBADADDR);
+  kp_addr_t unset = {0};
+  KP_CHECK_EQ(kp_addr_encode_compact(&unset, buf), 0);
+}
+
+static void test_addr_compare_hash(void) {
+  kp_addr_t a, b, c, d;
+  kp_addr_parse(&a, "10.0.0.1:5");
+  kp_addr_parse(&b, "10.0.0.1:6");
+  kp_addr_parse(&c, "10.0.0.2:5");
+  kp_addr_parse(&d, "[::a00:1]:5");
+  KP_CHECK(kp_addr_eq(&a, &a));
+  KP_CHECK(!kp_addr_eq(&a, &b));
+  KP_CHECK(kp_addr_same_ip(&a, &b));
+  KP_CHECK(!kp_addr_same_ip(&a, &c));
+  KP_CHECK(!kp_addr_same_ip(&a, &d));
+  KP_CHECK(kp_addr_cmp(&a, &b) < 0 && kp_addr_cmp(&b, &a) > 0);
+  KP_CHECK(kp_addr_cmp(&b, &c) < 0);
+  KP_CHECK(kp_addr_cmp(&a, &d) < 0); /* family first */
+  KP_CHECK_EQ(kp_addr_cmp(&a, &a), 0);
+
+  uint8_t k1[16] = {1}, k2[16] = {2};
+  KP_CHECK(kp_addr_hash(&a, k1) == kp_addr_hash(&a, k1));
+  KP_CHECK(kp_addr_hash(&a, k1) != kp_addr_hash(&b, k1));
+  KP_CHECK(kp_addr_hash(&a, k1) != kp_addr_hash(&a, k2));
+}
+
+static void test_addr_classes(void) {
+  static const struct {
+    const char *addr;
+    bool loopback, priv, any;
+  } cases[] = {
+      {"127.0.0.1:1", true, false, false},     {"10.1.2.3:1", false, true, false},
+      {"172.16.0.1:1", false, true, false},    {"172.32.0.1:1", false, false, false},
+      {"192.168.1.1:1", false, true, false},   {"100.64.0.1:1", false, true, false},
+      {"198.51.100.1:1", false, false, false}, {"0.0.0.0:1", false, false, true},
+      {"[::1]:1", true, false, false},         {"[fd00::1]:1", false, true, false},
+      {"[fe80::1]:1", false, true, false},     {"[2001:db8::1]:1", false, false, false},
+      {"[::]:1", false, false, true},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    kp_addr_t a;
+    KP_CHECK_OK(kp_addr_parse(&a, cases[i].addr));
+    KP_CHECK_MSG(kp_addr_is_loopback(&a) == cases[i].loopback, "%s loopback", cases[i].addr);
+    KP_CHECK_MSG(kp_addr_is_private(&a) == cases[i].priv, "%s private", cases[i].addr);
+    KP_CHECK_MSG(kp_addr_is_any(&a) == cases[i].any, "%s any", cases[i].addr);
+  }
+}
+
+static void test_addr_sockaddr(void) {
+  kp_addr_t a, b;
+  struct sockaddr_storage ss;
+  const char *texts[] = {"192.0.2.1:443", "[2001:db8::2]:8080"};
+  for (int i = 0; i < 2; i++) {
+    KP_CHECK_OK(kp_addr_parse(&a, texts[i]));
+    KP_CHECK(kp_addr_to_sockaddr(&a, &ss) > 0);
+    KP_CHECK_OK(kp_addr_from_sockaddr(&b, (struct sockaddr *)&ss));
+    KP_CHECK(kp_addr_eq(&a, &b));
+  }
+  kp_addr_t unset = {0};
+  KP_CHECK_EQ(kp_addr_to_sockaddr(&unset, &ss), 0);
+  ss.ss_family = AF_UNIX;
+  KP_CHECK_EQ(kp_addr_from_sockaddr(&b, (struct sockaddr *)&ss), KP_EBADADDR);
+}
+
+static void test_buf_bounds(void) {
+  uint8_t mem[7];
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, mem, sizeof(mem));
+  kp_wbuf_put_u16(&w, 0x0102);
+  kp_wbuf_put_u32(&w, 0x03040506);
+  KP_CHECK(!w.overflow);
+  kp_wbuf_put_u16(&w, 0x0708); /* one byte short: nothing written, flag set */
+  KP_CHECK(w.overflow);
+  KP_CHECK_EQ(w.len, 6);
+  kp_wbuf_put_u8(&w, 9); /* later writes are ignored even if they would fit */
+  KP_CHECK_EQ(w.len, 6);
+
+  kp_rbuf_t r;
+  kp_rbuf_init(&r, mem, 6);
+  KP_CHECK_EQ(kp_rbuf_u16(&r), 0x0102);
+  KP_CHECK_EQ(kp_rbuf_u32(&r), 0x03040506);
+  KP_CHECK(!r.error);
+  KP_CHECK_EQ(kp_rbuf_u8(&r), 0);
+  KP_CHECK(r.error);
+  KP_CHECK(kp_rbuf_take(&r, 0) == NULL); /* stays failed */
+
+  uint8_t big[8];
+  kp_wbuf_init(&w, big, sizeof(big));
+  kp_wbuf_put_u64(&w, 0x1122334455667788ULL);
+  kp_rbuf_init(&r, big, 8);
+  KP_CHECK(kp_rbuf_u64(&r) == 0x1122334455667788ULL);
+}
+
+static size_t pack_sample(uint8_t *buf, size_t cap) {
+  kp_wbuf_t w;
+  msgpack_packer pk;
+  kp_wbuf_init(&w, buf, cap);
+  kp_mp_packer_init(&pk, &w);
+  msgpack_pack_array(&pk, 4);
+  msgpack_pack_uint32(&pk, 70000);
+  kp_mp_pack_bin(&pk, "abc", 3);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_str(&pk, 1);
+  msgpack_pack_str_body(&pk, "k", 1);
+  msgpack_pack_nil(&pk);
+  msgpack_pack_int8(&pk, -5);
+  return w.overflow ? 0 : w.len;
+}
+
+static void test_mp_check(void) {
+  uint8_t buf[64];
+  size_t n = pack_sample(buf, sizeof(buf));
+  KP_CHECK(n > 0);
+  KP_CHECK_OK(kp_mp_check(buf, n, 4));
+  /* Every proper prefix is truncated; trailing bytes are malformed. */
+  for (size_t i = 0; i < n; i++) KP_CHECK_EQ(kp_mp_check(buf, i, 4), KP_ETRUNCATED);
+  buf[n] = 0xc0;
+  KP_CHECK_EQ(kp_mp_check(buf, n + 1, 4), KP_EMALFORMED);
+  /* Nesting deeper than allowed. */
+  KP_CHECK_EQ(kp_mp_check(buf, n, 1), KP_EMALFORMED);
+
+  /* The packer never writes past its buffer. */
+  for (size_t cap = 0; cap < n; cap++) KP_CHECK_EQ(pack_sample(buf, cap), 0);
+
+  /* Hostile sizes: 5 bytes that declare 4 billion elements, a bin longer
+   * than the input, a reserved byte, an ext type. */
+  static const uint8_t huge_array[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t huge_map[] = {0xdf, 0x10, 0x00, 0x00, 0x00, 0x01};
+  static const uint8_t long_bin[] = {0xc6, 0x00, 0x01, 0x00, 0x00, 0x01};
+  static const uint8_t reserved[] = {0xc1};
+  static const uint8_t ext[] = {0xd4, 0x01, 0x02};
+  KP_CHECK_EQ(kp_mp_check(huge_array, sizeof(huge_array), 4), KP_ETRUNCATED);
+  KP_CHECK_EQ(kp_mp_check(huge_map, sizeof(huge_map), 4), KP_ETRUNCATED);
+  KP_CHECK_EQ(kp_mp_check(long_bin, sizeof(long_bin), 4), KP_ETRUNCATED);
+  KP_CHECK_EQ(kp_mp_check(reserved, 1, 4), KP_EMALFORMED);
+  KP_CHECK_EQ(kp_mp_check(ext, 3, 4), KP_EMALFORMED);
+  KP_CHECK_EQ(kp_mp_check(buf, 0, 4), KP_ETRUNCATED);
+
+  /* After the check, the parse gives zero-copy views into the input. */
+  n = pack_sample(buf, sizeof(buf));
+  kp_mp_doc_t doc;
+  const msgpack_object *root;
+  KP_CHECK_OK(kp_mp_doc_parse(&doc, buf, n, 4, &root));
+  const uint8_t *p;
+  size_t plen;
+  uint64_t v;
+  KP_CHECK_OK(kp_mp_uint(&root->via.array.ptr[0], 70000, &v));
+  KP_CHECK_EQ(v, 70000);
+  KP_CHECK_EQ(kp_mp_uint(&root->via.array.ptr[0], 69999, &v), KP_EFIELD);
+  KP_CHECK_OK(kp_mp_bin(&root->via.array.ptr[1], 3, 3, &p, &plen));
+  KP_CHECK(p >= buf && p < buf + n);
+  KP_CHECK_EQ(kp_mp_bin(&root->via.array.ptr[1], 4, 8, &p, &plen), KP_EFIELD);
+  KP_CHECK_EQ(kp_mp_uint(&root->via.array.ptr[3], 100, &v), KP_EFIELD); /* negative */
+  kp_mp_doc_free(&doc);
+}
+
+static void test_mp_random_input(void) {
+  /* Random bytes never crash the checker or the parser; whatever passes the
+   * check parses, and nothing allocates beyond a bound (ASan would say). */
+  kp_rng_seeded_t st;
+  kp_rng_seeded_init(&st, 42);
+  kp_rng_t rng = kp_rng_seeded(&st);
+  uint8_t buf[64];
+  unsigned parsed = 0;
+  for (int i = 0; i < 200000; i++) {
+    size_t n = 1 + kp_rng_below(&rng, sizeof(buf));
+    kp_rng_fill(&rng, buf, n);
+    if (i % 3 == 0) buf[0] = (uint8_t)(0x90 | (buf[0] & 0x0f)); /* bias towards arrays */
+    kp_mp_doc_t doc;
+    const msgpack_object *root;
+    int err = kp_mp_doc_parse(&doc, buf, n, 3, &root);
+    if (err == 0) {
+      parsed++;
+      kp_mp_doc_free(&doc);
+    } else {
+      KP_CHECK(err == KP_ETRUNCATED || err == KP_EMALFORMED);
+    }
+  }
+  KP_CHECK(parsed > 0);
+}
+
+static void test_rng(void) {
+  kp_rng_seeded_t a, b;
+  kp_rng_seeded_init(&a, 7);
+  kp_rng_seeded_init(&b, 7);
+  for (int i = 0; i < 100; i++) KP_CHECK(kp_rng_seeded_next(&a) == kp_rng_seeded_next(&b));
+  kp_rng_seeded_init(&b, 8);
+  KP_CHECK(kp_rng_seeded_next(&a) != kp_rng_seeded_next(&b));
+
+  kp_rng_t r = kp_rng_seeded(&a);
+  unsigned hist[10] = {0};
+  for (int i = 0; i < 100000; i++) {
+    uint32_t v = kp_rng_below(&r, 10);
+    KP_CHECK(v < 10);
+    hist[v]++;
+  }
+  for (int i = 0; i < 10; i++) KP_CHECK(hist[i] > 9000 && hist[i] < 11000);
+  KP_CHECK_EQ(kp_rng_below(&r, 0), 0);
+  KP_CHECK_EQ(kp_rng_below(&r, 1), 0);
+
+  kp_rng_t sys = kp_rng_system();
+  uint8_t x[32] = {0}, zero[32] = {0};
+  kp_rng_fill(&sys, x, sizeof(x));
+  KP_CHECK(memcmp(x, zero, 32) != 0);
+}
+
+typedef struct {
+  int count;
+  kp_log_level_t last_level;
+  char last[256];
+} log_capture_t;
+
+static void capture(void *ctx, kp_log_level_t level, const char *line) {
+  log_capture_t *c = ctx;
+  c->count++;
+  c->last_level = level;
+  snprintf(c->last, sizeof(c->last), "%s", line);
+}
+
+static void test_log_levels(void) {
+  log_capture_t cap = {0};
+  kp_log_t log;
+  kp_log_init(&log, KP_LOG_INFO, capture, &cap);
+  log.prefix = "node";
+  KP_DEBUG(&log, "hidden %d", 1);
+  KP_CHECK_EQ(cap.count, 0);
+  KP_INFO(&log, "shown %d", 2);
+  KP_CHECK_EQ(cap.count, 1);
+  KP_CHECK(!strcmp(cap.last, "node: shown 2"));
+  KP_ERROR(&log, "bad");
+  KP_CHECK_EQ(cap.last_level, KP_LOG_ERROR);
+  kp_log_level_t lvl;
+  KP_CHECK_OK(kp_log_level_parse("trace", &lvl));
+  KP_CHECK_EQ(lvl, KP_LOG_TRACE);
+  KP_CHECK_EQ(kp_log_level_parse("loud", &lvl), KP_ECONFIG);
+}
+
+typedef struct {
+  int got;
+  kp_addr_t from;
+  uint8_t data[16];
+  size_t len;
+} udp_probe_t;
+
+static void on_udp(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  udp_probe_t *p = udp->data;
+  p->got++;
+  p->from = *from;
+  p->len = len < sizeof(p->data) ? len : sizeof(p->data);
+  memcpy(p->data, data, p->len);
+}
+
+static void test_udp_send_recv(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_udp_t a, b;
+  kp_addr_t any;
+  kp_addr_parse(&any, "127.0.0.1:0");
+  KP_CHECK_OK(kp_udp_init(&loop, &a, &any, NULL));
+  KP_CHECK_OK(kp_udp_init(&loop, &b, &any, NULL));
+  KP_CHECK(a.local.port != 0);
+  udp_probe_t pb = {0};
+  b.data = &pb;
+  KP_CHECK_OK(kp_udp_recv_start(&b, on_udp));
+
+  /* Batched sends leave together; an oversize datagram is refused. */
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&a, &batch);
+  for (int i = 0; i < 40; i++) KP_CHECK_OK(kp_udp_send(&a, &b.local, "hello", 5));
+  KP_CHECK_EQ(a.stats.packets_out, 32); /* a full batch flushed on its own */
+  kp_udp_batch_end(&a, &batch);
+  KP_CHECK_EQ(a.stats.packets_out, 40);
+  uint8_t big[KP_UDP_MAX_DATAGRAM + 1] = {0};
+  KP_CHECK_EQ(kp_udp_send(&a, &b.local, big, sizeof(big)), KP_ETOOBIG);
+  uint64_t t0 = kp_test_now_ms();
+  while (pb.got < 40 && kp_test_now_ms() - t0 < 5000) uv_run(&loop, UV_RUN_ONCE);
+  KP_CHECK_EQ(pb.got, 40);
+  KP_CHECK(kp_addr_eq(&pb.from, &a.local));
+  KP_CHECK_EQ(pb.len, 5);
+  KP_CHECK_MEM(pb.data, "hello", 5);
+
+  KP_CHECK_OK(kp_udp_set_ttl(&a, 2));
+  KP_CHECK_OK(kp_udp_set_ttl(&a, 0));
+  kp_udp_close(&a, NULL);
+  kp_udp_close(&b, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_udp_bind_errors(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_udp_t a, b;
+  kp_addr_t addr;
+  kp_addr_parse(&addr, "127.0.0.1:0");
+  KP_CHECK_OK(kp_udp_init(&loop, &a, &addr, NULL));
+  KP_CHECK_EQ(kp_udp_init(&loop, &b, &a.local, NULL), UV_EADDRINUSE);
+  kp_addr_parse(&addr, "192.0.2.1:0"); /* not ours */
+  KP_CHECK_EQ(kp_udp_init(&loop, &b, &addr, NULL), UV_EADDRNOTAVAIL);
+  kp_addr_t unset = {0};
+  KP_CHECK_EQ(kp_udp_init(&loop, &b, &unset, NULL), KP_EBADADDR);
+  kp_udp_close(&a, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+static const kp_test_case_t cases[] = {
+    KP_CASE(errors_named, unit, 10),        KP_CASE(addr_parse_format, unit, 10),
+    KP_CASE(addr_compact, unit, 10),        KP_CASE(addr_compare_hash, unit, 10),
+    KP_CASE(addr_classes, unit, 10),        KP_CASE(addr_sockaddr, unit, 10),
+    KP_CASE(buf_bounds, unit, 10),          KP_CASE(mp_check, unit, 10),
+    KP_CASE(mp_random_input, unit, 60),     KP_CASE(rng, unit, 10),
+    KP_CASE(log_levels, unit, 10),          KP_CASE(udp_send_recv, loopback, 20),
+    KP_CASE(udp_bind_errors, loopback, 20),
+};
+
+KP_TEST_MAIN(cases)

@@ -1,0 +1,58 @@
+/* What the DHT learns about our own address and NAT.
+ *
+ * Every response carries `to`: our address as the responder saw it. Samples
+ * from distinct reporters give the public address and the mapping behaviour
+ * (RFC 4787 terms: endpoint-independent mapping shows up as the same address
+ * towards everyone, CONSISTENT; address-dependent mapping as a new port per
+ * destination, RANDOM). PING_NAT results give the filtering behaviour: a reply
+ * from a port we never sent to reaches us only when unsolicited packets do.
+ * Pure bookkeeping; the DHT decides when to ask (docs/architecture.md). */
+#ifndef KP_DHT_NAT_H
+#define KP_DHT_NAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/addr.h"
+#include "kadpunch.h"
+
+#define KP_DHT_NAT_SAMPLES 8
+/* Distinct nodes that must see our address / reach us unsolicited. */
+#define KP_DHT_NAT_QUORUM 2
+
+typedef struct kp_dht_nat_sample_s {
+  kp_addr_t reporter;
+  kp_addr_t seen;
+  uint64_t at;
+} kp_dht_nat_sample_t;
+
+typedef struct kp_dht_nat_s {
+  kp_dht_nat_sample_t samples[KP_DHT_NAT_SAMPLES]; /* newest first */
+  unsigned count;
+  kp_addr_t reach_ok[KP_DHT_NAT_QUORUM]; /* distinct nodes whose PING_NAT reply reached us */
+  unsigned reach_ok_count;
+  unsigned reach_fails; /* consecutive PING_NAT failures */
+  bool reachable;
+  bool has_public;
+  kp_addr_t public_addr; /* for RANDOM only the IP is meaningful */
+  uint64_t public_since; /* when the public address last changed */
+  kp_nat_type_t type;
+} kp_dht_nat_t;
+
+void kp_dht_nat_init(kp_dht_nat_t *nat);
+
+/* Records that `reporter` saw us as `seen`. Returns true if the public
+ * address changed (or became known). */
+bool kp_dht_nat_add_sample(kp_dht_nat_t *nat, const kp_addr_t *reporter, const kp_addr_t *seen,
+                           uint64_t now);
+
+/* Records a PING_NAT outcome. Returns true if reachability flipped. */
+bool kp_dht_nat_reach_result(kp_dht_nat_t *nat, const kp_addr_t *reporter, bool ok);
+
+/* Forgets everything (the network may have changed). */
+void kp_dht_nat_reset(kp_dht_nat_t *nat);
+
+/* True if reporter already confirmed we are reachable. */
+bool kp_dht_nat_reach_confirmed_by(const kp_dht_nat_t *nat, const kp_addr_t *reporter);
+
+#endif

@@ -1,0 +1,126 @@
+/* DHT requests in flight: transaction ids, timeouts, retries, caps.
+ *
+ * A response is matched by transaction id AND source address (PING_NAT
+ * alone accepts another port of the same IP: that is its point). Requests
+ * beyond the in-flight cap or the per-second rate wait in a bounded queue;
+ * past that, kp_dht_rpc_request() fails with KP_ELIMIT.
+ *
+ * Every request gets the same timeout plus a little jitter (up to a quarter,
+ * so a burst of losses does not come back as a synchronized burst of
+ * retries). The in-flight list is kept ordered by deadline by inserting from
+ * the tail, where a new deadline almost always belongs: timeouts are O(1). */
+#ifndef KP_DHT_RPC_H
+#define KP_DHT_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/addr.h"
+#include "common/rng.h"
+#include "dht/dht_msg.h"
+
+typedef struct kp_dht_req_s kp_dht_req_t;
+
+/* status: 0 (resp and from set), UV_ETIMEDOUT after every retry, or
+ * UV_ECANCELED when the rpc layer shuts down. */
+typedef void (*kp_dht_req_cb)(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                              const kp_addr_t *from, uint64_t now);
+
+typedef void (*kp_dht_rpc_send_fn)(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len);
+
+struct kp_dht_req_s {
+  kp_dht_req_t *prev;
+  kp_dht_req_t *next;
+  kp_addr_t to;
+  uint64_t deadline;
+  uint64_t sent_at;
+  uint16_t tid;
+  uint8_t command;
+  uint8_t tries_left;
+  uint8_t sends; /* datagrams sent so far, retries included */
+  bool queued;
+  bool any_port;
+  kp_dht_req_cb cb;
+  void *arg;
+  uint16_t len;
+  uint8_t packet[]; /* the encoded request, resent as is on retry */
+};
+
+typedef struct kp_dht_req_list_s {
+  kp_dht_req_t *head;
+  kp_dht_req_t *tail;
+  unsigned count;
+} kp_dht_req_list_t;
+
+typedef struct kp_dht_rpc_config_s {
+  unsigned timeout_ms;   /* per try (default 1000) */
+  unsigned retries;      /* extra tries after the first (default 2) */
+  unsigned max_inflight; /* default 256 */
+  unsigned max_queued;   /* default 1024 */
+  unsigned rate;         /* requests per second (default 10000) */
+} kp_dht_rpc_config_t;
+
+typedef struct kp_dht_rpc_stats_s {
+  uint64_t requests;  /* datagrams sent, retries included */
+  uint64_t responses; /* matched responses */
+  uint64_t timeouts;  /* requests that exhausted their retries */
+  uint64_t unmatched; /* responses matching nothing in flight */
+  uint64_t rejected;  /* requests refused: queue full */
+} kp_dht_rpc_stats_t;
+
+typedef struct kp_dht_rpc_s {
+  kp_dht_rpc_config_t cfg;
+  kp_dht_req_list_t inflight;
+  kp_dht_req_list_t queue;
+  kp_dht_rpc_send_fn send;
+  const kp_rng_t *rng;
+  /* Optional: told of every request that exhausted its retries, before its
+   * callback (the DHT counts failures against routing-table entries). */
+  void (*on_timeout)(void *ctx, const kp_dht_req_t *req);
+  void *send_ctx;
+  uint16_t next_tid;
+  double tokens; /* rate limiter: requests that may leave now */
+  uint64_t refilled_at;
+  kp_dht_rpc_stats_t stats;
+} kp_dht_rpc_t;
+
+typedef struct kp_dht_req_opts_s {
+  int retries;    /* -1: the configured default */
+  bool any_port;  /* accept the reply from another port of the same IP */
+  size_t min_len; /* pad the request to this many bytes (no-amplification) */
+} kp_dht_req_opts_t;
+
+void kp_dht_rpc_config_defaults(kp_dht_rpc_config_t *cfg);
+/* rng (which must outlive the rpc) picks the first tid and the jitter. */
+void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_rpc_send_fn send,
+                     void *ctx, const kp_rng_t *rng, uint64_t now);
+/* Fails every pending request with UV_ECANCELED and frees them. */
+void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now);
+
+/* Encodes msg (type REQUEST; tid assigned here) and sends or queues it.
+ * On success *out (may be NULL) is the request handle, valid until its
+ * callback returns or kp_dht_rpc_abandon(). cb fires exactly once, never
+ * from inside this call. Errors: KP_ELIMIT, KP_ETOOBIG, UV_ENOMEM. */
+int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to,
+                       const kp_dht_req_opts_t *opts, kp_dht_req_cb cb, void *arg, uint64_t now,
+                       kp_dht_req_t **out);
+
+/* Forgets a request without calling its callback. */
+void kp_dht_rpc_abandon(kp_dht_rpc_t *rpc, kp_dht_req_t *req);
+
+/* Finds and unlinks the request a decoded response answers, or NULL. The
+ * caller then calls kp_dht_rpc_finish() on it. */
+kp_dht_req_t *kp_dht_rpc_take(kp_dht_rpc_t *rpc, const kp_dht_msg_t *msg, const kp_addr_t *from);
+/* Runs a taken request's callback with the response, frees it, and sends
+ * queued requests into the freed slot. */
+void kp_dht_rpc_finish(kp_dht_rpc_t *rpc, kp_dht_req_t *req, const kp_dht_msg_t *msg,
+                       const kp_addr_t *from, uint64_t now);
+
+/* Retries or fails requests whose time is up and sends queued ones. */
+void kp_dht_rpc_tick(kp_dht_rpc_t *rpc, uint64_t now);
+
+/* When kp_dht_rpc_tick next has work, or UINT64_MAX. */
+uint64_t kp_dht_rpc_next_deadline(const kp_dht_rpc_t *rpc);
+
+#endif

@@ -1,4 +1,5 @@
-/* dht/: the codec, routing table, tokens, NAT bookkeeping and RPC layer. */
+/* dht/: the codec, routing table, tokens, NAT bookkeeping and RPC layer as
+ * units; the whole state machine on the simulator is in test_dht_sim.c. */
 #include <sodium.h>
 
 #include "common/rng.h"
@@ -9,6 +10,7 @@
 #include "dht/dht_table.h"
 #include "dht/dht_token.h"
 #include "tests/harness/test.h"
+#include "tests/unit/test_dht.h"
 
 /* ---- Codec --------------------------------------------------------------- */
 
@@ -681,13 +683,30 @@ static void test_rpc_caps(void) {
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(msg_roundtrip, unit, 10),   KP_CASE(msg_golden, unit, 10),
-    KP_CASE(msg_truncations, unit, 10), KP_CASE(msg_rejects, unit, 10),
-    KP_CASE(msg_random, unit, 60),      KP_CASE(msg_padding, unit, 10),
-    KP_CASE(table_buckets, unit, 10),   KP_CASE(table_closest, unit, 60),
-    KP_CASE(id_metric, unit, 10),       KP_CASE(token_rotation, unit, 10),
-    KP_CASE(nat_classify, unit, 10),    KP_CASE(rpc_timeout_retry, unit, 10),
+    KP_CASE(msg_roundtrip, unit, 10),
+    KP_CASE(msg_golden, unit, 10),
+    KP_CASE(msg_truncations, unit, 10),
+    KP_CASE(msg_rejects, unit, 10),
+    KP_CASE(msg_random, unit, 60),
+    KP_CASE(msg_padding, unit, 10),
+    KP_CASE(table_buckets, unit, 10),
+    KP_CASE(table_closest, unit, 60),
+    KP_CASE(id_metric, unit, 10),
+    KP_CASE(token_rotation, unit, 10),
+    KP_CASE(nat_classify, unit, 10),
+    KP_CASE(rpc_timeout_retry, unit, 10),
     KP_CASE(rpc_caps, unit, 10),
+    KP_CASE(sim_lookup_accuracy, sim, 120),
+    KP_CASE(sim_membership_firewall, sim, 60),
+    KP_CASE(sim_membership_moves, sim, 60),
+    KP_CASE(sim_suspend, sim, 60),
+    KP_CASE(sim_full_bucket, sim, 60),
+    KP_CASE(sim_no_amplification, sim, 60),
+    KP_CASE(sim_down_hint, sim, 60),
+    KP_CASE(sim_bootstrap_retry, sim, 60),
+    KP_CASE(sim_bad_input_counted, sim, 60),
+    KP_CASE(sim_extension_commit, sim, 60),
+    KP_CASE(sim_loss, sim, 120),
 };
 
 KP_TEST_MAIN(cases)

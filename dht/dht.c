@@ -1,0 +1,745 @@
+/* The DHT core: receive and dispatch, replies, membership, maintenance.
+ * Queries and commits live in dht_query.c. */
+#include "dht/dht_internal.h"
+
+#include <string.h>
+
+#include "common/alloc.h"
+#include "dht/dht_id.h"
+
+void kp_dht_config_defaults(kp_dht_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->family = KP_AF_INET;
+  cfg->mode = KP_NODE_AUTO;
+  cfg->k = KP_DHT_K;
+  cfg->concurrency = 10;
+  kp_dht_rpc_config_defaults(&cfg->rpc);
+  cfg->query_retries = 2;
+  cfg->member_stable_ms = 20000;
+  cfg->refresh_ms = 15 * 60 * 1000;
+  cfg->ping_stale_ms = 10 * 60 * 1000;
+  cfg->natcheck_ms = 5 * 60 * 1000;
+  cfg->suspend_ms = 60 * 1000;
+  cfg->rng = kp_rng_system();
+}
+
+/* ---- Sending ------------------------------------------------------------ */
+
+static void send_main(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
+  kp_dht_t *dht = ctx;
+  dht->io.send(dht->io.ctx, KP_DHT_SOCK_MAIN, to, data, len);
+}
+
+size_t kp__dht_reply_value_max(const kp_dht_t *dht, uint8_t command) {
+  for (unsigned i = 0; i < dht->handler_count; i++)
+    if (dht->handlers[i].command == command) return dht->handlers[i].reply_value_max;
+  return 0;
+}
+
+int kp__dht_wire_error(uint8_t code) {
+  switch (code) {
+    case KP_DHT_ERR_NONE: return 0;
+    case KP_DHT_ERR_UNKNOWN_COMMAND: return KP_ECOMMAND;
+    case KP_DHT_ERR_BAD_TOKEN: return KP_EBADTOKEN;
+    case KP_DHT_ERR_TRUNCATED: return KP_ETOOBIG;
+    default: return KP_EFIELD;
+  }
+}
+
+int kp_dht_request(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, const uint8_t *target,
+                   const uint8_t *value, size_t value_len, const uint8_t *token, kp_dht_req_cb cb,
+                   void *arg, uint64_t now, kp_dht_req_t **out) {
+  return kp__dht_request_ex(dht, to, command, target, value, value_len, token, -1, cb, arg, now,
+                            out);
+}
+
+int kp__dht_request_ex(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, const uint8_t *target,
+                       const uint8_t *value, size_t value_len, const uint8_t *token, int retries,
+                       kp_dht_req_cb cb, void *arg, uint64_t now, kp_dht_req_t **out) {
+  kp_dht_msg_t m;
+  memset(&m, 0, sizeof(m));
+  if (to->family != dht->cfg.family) return KP_EBADADDR;
+  m.to = *to;
+  m.command = command;
+  if (dht->member && dht->has_id) {
+    m.has_id = true;
+    memcpy(m.id, dht->id, KP_ID_LEN);
+  }
+  if (target) {
+    m.has_target = true;
+    memcpy(m.target, target, KP_ID_LEN);
+  }
+  if (token) {
+    m.has_token = true;
+    memcpy(m.token, token, sizeof(m.token));
+  }
+  m.value = value;
+  m.value_len = value_len;
+
+  kp_dht_req_opts_t opts = {.retries = retries};
+  if (command == KP_DHT_CMD_PING_NAT) opts.any_port = true;
+  if (!token) {
+    /* No proof that we receive at our address: pad so the reply may be as
+     * large as it needs to be (docs/protocol.md, "No amplification"). */
+    size_t nodes = target ? dht->cfg.k : 0;
+    opts.min_len =
+        kp_dht_msg_reply_bound(dht->cfg.family, nodes, kp__dht_reply_value_max(dht, command));
+  }
+  return kp_dht_rpc_request(&dht->rpc, &m, to, &opts, cb, arg, now, out);
+}
+
+void kp_dht_request_abandon(kp_dht_t *dht, kp_dht_req_t *req) {
+  kp_dht_rpc_abandon(&dht->rpc, req);
+}
+
+/* ---- Replies ------------------------------------------------------------ */
+
+void kp_dht_reply_to_init(kp_dht_reply_to_t *rt, const kp_dht_request_t *req) {
+  memset(rt, 0, sizeof(*rt));
+  rt->to = req->from;
+  rt->tid = req->msg->tid;
+  rt->command = req->msg->command;
+  rt->has_target = req->msg->has_target;
+  memcpy(rt->target, req->msg->target, KP_ID_LEN);
+  rt->limit = (uint16_t)(req->token_valid ? KP_DHT_MAX_DATAGRAM : req->wire_len);
+  if (req->token_current) {
+    rt->has_token = true;
+    memcpy(rt->token, req->msg->token, sizeof(rt->token));
+  }
+}
+
+static size_t encode_closest(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
+                             const kp_addr_t *exclude, uint8_t *out) {
+  const kp_dht_entry_t *best[KP_DHT_MAX_NODES];
+  size_t k = dht->cfg.k < KP_DHT_MAX_NODES ? dht->cfg.k : KP_DHT_MAX_NODES;
+  size_t n = kp_dht_table_closest(&dht->table, target, exclude, best, k);
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++) len += kp_addr_encode_compact(&best[i]->addr, out + len);
+  return len;
+}
+
+static int send_reply(kp_dht_t *dht, int sock, const kp_dht_reply_to_t *rt, const uint8_t *value,
+                      size_t value_len, uint8_t error, bool with_id) {
+  uint8_t nodes[KP_DHT_MAX_NODES * KP_ADDR_COMPACT_MAX];
+  uint8_t buf[KP_DHT_MAX_DATAGRAM];
+  size_t step = kp_addr_compact_len(dht->cfg.family);
+  kp_dht_msg_t r;
+  memset(&r, 0, sizeof(r));
+  r.type = KP_DHT_RESPONSE;
+  r.tid = rt->tid;
+  r.to = rt->to;
+  r.command = rt->command;
+  r.error = error;
+  if (with_id && dht->member && dht->has_id) {
+    r.has_id = true;
+    memcpy(r.id, dht->id, KP_ID_LEN);
+  }
+  r.has_token = true;
+  if (rt->has_token)
+    memcpy(r.token, rt->token, sizeof(r.token));
+  else
+    kp_dht_token_make(&dht->tokens, &rt->to, r.token);
+  if (rt->has_target) {
+    r.nodes = nodes;
+    r.nodes_len = encode_closest(dht, rt->target, &rt->to, nodes);
+  }
+  r.value = value;
+  r.value_len = value_len;
+
+  /* Shed what the requester can do without until the reply is no larger
+   * than the limit: nodes first, then the value, then id and token. */
+  for (;;) {
+    size_t len;
+    int err = kp_dht_msg_encode(&r, buf, sizeof(buf), &len);
+    if (!err && len <= rt->limit) {
+      dht->io.send(dht->io.ctx, sock, &rt->to, buf, len);
+      return 0;
+    }
+    size_t excess = err ? KP_DHT_MAX_DATAGRAM : len - rt->limit;
+    if (r.nodes_len) {
+      size_t drop = (excess + step - 1) / step * step;
+      r.nodes_len = drop >= r.nodes_len ? 0 : r.nodes_len - drop;
+    } else if (r.value) {
+      r.value = NULL;
+      r.value_len = 0;
+      r.error = KP_DHT_ERR_TRUNCATED;
+    } else if (r.has_token) {
+      r.has_token = false;
+    } else if (r.has_id) {
+      r.has_id = false;
+    } else {
+      return KP_ETOOBIG;
+    }
+  }
+}
+
+int kp_dht_reply(kp_dht_t *dht, const kp_dht_reply_to_t *rt, const uint8_t *value, size_t len,
+                 uint8_t error, uint64_t now) {
+  (void)now;
+  return send_reply(dht, KP_DHT_SOCK_MAIN, rt, value, len, error, true);
+}
+
+/* ---- Routing table upkeep ---------------------------------------------- */
+
+typedef enum { PING_LIVENESS, PING_REPLACE } ping_kind_t;
+
+typedef struct ping_ctx_s {
+  kp_dht_t *dht;
+  uint8_t id[KP_ID_LEN];
+  ping_kind_t kind;
+  kp_dht_pending_insert_t insert; /* PING_REPLACE: who gets the slot if it fails */
+} ping_ctx_t;
+
+static void on_maint_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                          const kp_addr_t *from, uint64_t now) {
+  ping_ctx_t *p = arg;
+  kp_dht_t *dht = p->dht;
+  (void)req;
+  (void)resp;
+  (void)from;
+  dht->maint_pings--;
+  kp_dht_entry_t *e = kp_dht_table_find(&dht->table, p->id);
+  if (e) e->pinging = 0;
+  if (status == UV_ECANCELED) {
+    kp_free(p);
+    return;
+  }
+  if (status != 0 && e) {
+    /* Dead: evict it, and let the node waiting for its slot in. */
+    kp_dht_table_remove(&dht->table, p->id);
+    if (p->kind == PING_REPLACE)
+      kp_dht_table_add(&dht->table, p->insert.id, &p->insert.addr, kp__dht_seconds(now), NULL);
+  }
+  kp_free(p);
+}
+
+static void ping_entry(kp_dht_t *dht, kp_dht_entry_t *e, ping_kind_t kind,
+                       const kp_dht_pending_insert_t *insert, uint64_t now) {
+  if (e->pinging || dht->maint_pings >= KP_DHT_MAX_MAINT_PINGS) return;
+  ping_ctx_t *p = kp_malloc(sizeof(*p));
+  if (!p) return;
+  p->dht = dht;
+  memcpy(p->id, e->id, KP_ID_LEN);
+  p->kind = kind;
+  if (insert) p->insert = *insert;
+  if (kp_dht_request(dht, &e->addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, on_maint_ping, p, now,
+                     NULL)) {
+    kp_free(p);
+    return;
+  }
+  e->pinging = 1;
+  dht->maint_pings++;
+}
+
+/* A member we heard from directly goes into the table; a full bucket pings
+ * its least recently seen entry and takes the newcomer only if that fails. */
+static void learn_member(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
+                         uint64_t now) {
+  kp_dht_entry_t *lru;
+  int r = kp_dht_table_add(&dht->table, id, addr, kp__dht_seconds(now), &lru);
+  if (r != KP_DHT_TABLE_FULL || !lru) return;
+  /* At most KP_DHT_MAX_MAINT_PINGS newcomers wait; the rest are dropped, as
+   * Kademlia prefers the nodes it already knows to be alive. */
+  kp_dht_pending_insert_t wait;
+  memcpy(wait.id, id, KP_ID_LEN);
+  wait.addr = *addr;
+  ping_entry(dht, lru, PING_REPLACE, &wait, now);
+}
+
+static void on_request_timeout(void *ctx, const kp_dht_req_t *req) {
+  kp_dht_t *dht = ctx;
+  uint8_t id[KP_ID_LEN];
+  kp_dht_id_from_addr(&req->to, id);
+  kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
+  /* Two requests that each exhausted their retries: the node is gone. */
+  if (e && ++e->fails >= 2 && !e->pinging) kp_dht_table_remove(&dht->table, id);
+}
+
+/* ---- Membership ---------------------------------------------------------- */
+
+static void set_id(kp_dht_t *dht, const kp_addr_t *public_addr) {
+  uint8_t id[KP_ID_LEN];
+  kp_dht_id_from_addr(public_addr, id);
+  if (dht->has_id && memcmp(id, dht->id, KP_ID_LEN) == 0) return;
+  memcpy(dht->id, id, KP_ID_LEN);
+  dht->has_id = true;
+  kp_dht_table_set_self(&dht->table, id);
+}
+
+static void self_lookup(kp_dht_t *dht, uint64_t now) {
+  kp_dht_query_opts_t opts = {0};
+  kp_dht_query_start(dht, dht->table.self, &opts, now, NULL);
+}
+
+static void join_step(kp_dht_t *dht, uint64_t now);
+
+static void on_join_step(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *closest,
+                         size_t count, uint64_t now) {
+  kp_dht_t *dht = arg;
+  (void)q, (void)closest, (void)count;
+  if (status != UV_ECANCELED) join_step(dht, now);
+}
+
+/* The Kademlia join: after a lookup of our own id, refresh every bucket from
+ * the farthest to one past the deepest, each lookup starting when the last
+ * ends, so a new member's table fills in a few round trips rather than a
+ * refresh period. Nodes joining at the same moment were not members yet at
+ * our first lookup; the later ones find them. */
+static void join_step(kp_dht_t *dht, uint64_t now) {
+  int last = kp_dht_table_depth(&dht->table) + 1;
+  if (last >= KP_DHT_REFRESH_BUCKETS) last = KP_DHT_REFRESH_BUCKETS - 1;
+  for (int b = 0; b <= last && dht->member; b++) {
+    if (!(dht->refresh_due & (UINT64_C(1) << b))) continue;
+    /* A full bucket needs no filling (the last step, our own id, always runs). */
+    if (b < last && dht->table.bucket_count[b] >= dht->cfg.k) {
+      dht->refresh_due &= ~(UINT64_C(1) << b);
+      continue;
+    }
+    uint8_t target[KP_ID_LEN];
+    if (b == last)
+      memcpy(target, dht->table.self, KP_ID_LEN);
+    else
+      kp_dht_id_random_in_bucket(dht->table.self, (unsigned)b, &dht->cfg.rng, target);
+    dht->refresh_due &= ~(UINT64_C(1) << b);
+    kp_dht_query_opts_t opts = {.on_done = on_join_step, .arg = dht};
+    if (kp_dht_query_start(dht, target, &opts, now, NULL) == 0) return;
+  }
+  dht->refresh_due = 0;
+  dht->joined = dht->member;
+}
+
+static void set_member(kp_dht_t *dht, bool member, uint64_t now) {
+  if (dht->member == member) return;
+  dht->member = member;
+  KP_INFO(dht->cfg.log, "%s", member ? "became a DHT member" : "left DHT membership (ephemeral)");
+  if (member) {
+    set_id(dht, &dht->nat.public_addr);
+    /* Announce ourselves: the nodes closest to us add us as we query them. */
+    dht->refresh_due = UINT64_MAX;
+    kp_dht_query_opts_t opts = {.on_done = on_join_step, .arg = dht};
+    if (kp_dht_query_start(dht, dht->table.self, &opts, now, NULL)) join_step(dht, now);
+  } else {
+    dht->joined = false;
+    dht->refresh_due = 0;
+  }
+  if (dht->io.on_membership) dht->io.on_membership(dht->io.ctx, member);
+}
+
+/* Witnesses we ask for: two distinct nodes, or one while we know only one
+ * (a brand-new network with a single bootstrap node must still form). */
+static unsigned witnesses_needed(const kp_dht_t *dht) {
+  return dht->table.count >= KP_DHT_NAT_QUORUM ? KP_DHT_NAT_QUORUM : 1;
+}
+
+static bool address_settled(const kp_dht_t *dht) {
+  const kp_dht_nat_t *nat = &dht->nat;
+  if (!nat->has_public) return false;
+  if (nat->type == KP_NAT_OPEN || nat->type == KP_NAT_CONSISTENT) return true;
+  return nat->type == KP_NAT_UNKNOWN && nat->count >= witnesses_needed(dht);
+}
+
+static bool reachable_now(const kp_dht_t *dht) {
+  return dht->nat.reach_ok_count >= witnesses_needed(dht) &&
+         dht->nat.reach_fails < KP_DHT_NAT_QUORUM;
+}
+
+/* AUTO mode: join once our address and reachability have held for
+ * member_stable_ms; leave only on evidence (failed PING_NATs, a new address,
+ * a mapping that turned out random), not because more witnesses are wanted. */
+static void evaluate_membership(kp_dht_t *dht, uint64_t now) {
+  if (dht->cfg.mode != KP_NODE_AUTO) return;
+  if (dht->member) {
+    if (dht->nat.reach_fails >= KP_DHT_NAT_QUORUM || !address_settled(dht))
+      set_member(dht, false, now);
+    return;
+  }
+  bool want = address_settled(dht) && reachable_now(dht) &&
+              now - dht->nat.public_since >= dht->cfg.member_stable_ms &&
+              now - dht->reachable_since >= dht->cfg.member_stable_ms;
+  set_member(dht, want, now);
+}
+
+static void on_public_address(kp_dht_t *dht, uint64_t now) {
+  char text[KP_ADDR_STRLEN];
+  KP_DEBUG(dht->cfg.log, "public address %s (%s)",
+           kp_addr_format(&dht->nat.public_addr, text, sizeof(text)),
+           kp_nat_type_name(dht->nat.type));
+  if (dht->cfg.mode == KP_NODE_MEMBER && dht->nat.type != KP_NAT_RANDOM)
+    set_id(dht, &dht->nat.public_addr);
+  /* Our address moved: an AUTO member must prove itself again. */
+  if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
+}
+
+static void natcheck(kp_dht_t *dht, uint64_t now);
+
+static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                        const kp_addr_t *from, uint64_t now) {
+  kp_dht_t *dht = arg;
+  (void)resp;
+  (void)from;
+  dht->natcheck_inflight = false;
+  if (status == UV_ECANCELED) return;
+  bool was = reachable_now(dht);
+  kp_dht_nat_reach_result(&dht->nat, &req->to, status == 0);
+  if (!was && reachable_now(dht)) dht->reachable_since = now;
+  if (dht->nat.reach_ok_count >= KP_DHT_NAT_QUORUM)
+    dht->natcheck_next = now + dht->cfg.natcheck_ms;
+  else if (dht->nat.reach_fails >= KP_DHT_NAT_QUORUM)
+    dht->natcheck_next = now + 30000;
+  else if (status == 0)
+    dht->natcheck_next = now + (reachable_now(dht) ? 1000 : 0);
+  else
+    dht->natcheck_next = now + 1000;
+  evaluate_membership(dht, now);
+  natcheck(dht, now); /* a second witness at once, if one is wanted */
+}
+
+/* PING_NAT asks a node to answer from another port: the answer reaches us
+ * only if unsolicited packets do. Each check goes to a random table entry
+ * that has not vouched for us yet. */
+static void natcheck(kp_dht_t *dht, uint64_t now) {
+  if (dht->natcheck_inflight || now < dht->natcheck_next || !dht->table.count) return;
+  bool recheck = dht->nat.reach_ok_count >= witnesses_needed(dht);
+  uint32_t start = kp_rng_below(&dht->cfg.rng, dht->table.count);
+  for (uint32_t i = 0; i < dht->table.count; i++) {
+    kp_dht_entry_t *e = &dht->table.entries[(start + i) % dht->table.count];
+    if (!recheck && kp_dht_nat_reach_confirmed_by(&dht->nat, &e->addr)) continue;
+    if (kp_dht_request(dht, &e->addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, on_natcheck, dht,
+                       now, NULL) == 0)
+      dht->natcheck_inflight = true;
+    return;
+  }
+  dht->natcheck_next = now + 1000; /* everyone we know vouched; wait for more nodes */
+}
+
+/* ---- Receiving ---------------------------------------------------------- */
+
+static void count_drop(kp_dht_t *dht, int err) {
+  switch (err) {
+    case KP_ETRUNCATED: dht->stats.drops_truncated++; break;
+    case KP_ETOOBIG: dht->stats.drops_too_big++; break;
+    case KP_EVERSION: dht->stats.drops_version++; break;
+    case KP_EFIELD: dht->stats.drops_field++; break;
+    default: dht->stats.drops_malformed++; break;
+  }
+}
+
+static bool id_matches(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *from) {
+  /* Fast path: a table entry already binds this id to this address. */
+  kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
+  if (e && kp_addr_eq(&e->addr, from)) return true;
+  uint8_t expect[KP_ID_LEN];
+  kp_dht_id_from_addr(from, expect);
+  return memcmp(expect, id, KP_ID_LEN) == 0;
+}
+
+static void handle_down_hint(kp_dht_t *dht, const kp_dht_request_t *req, uint64_t now) {
+  kp_addr_t suspect;
+  const kp_dht_msg_t *m = req->msg;
+  if (m->value && kp_addr_decode_compact(&suspect, m->value, m->value_len) == 0 &&
+      suspect.family == dht->cfg.family) {
+    uint8_t id[KP_ID_LEN];
+    kp_dht_id_from_addr(&suspect, id);
+    kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
+    /* Re-check it ourselves; a hint alone never evicts anyone. */
+    if (e && kp_addr_eq(&e->addr, &suspect)) ping_entry(dht, e, PING_LIVENESS, NULL, now);
+  }
+  kp_dht_reply_to_t rt;
+  kp_dht_reply_to_init(&rt, req);
+  kp_dht_reply(dht, &rt, NULL, 0, 0, now);
+}
+
+static void on_request(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *from, size_t len,
+                       uint64_t now) {
+  kp_dht_request_t req = {.msg = m, .from = *from, .wire_len = len, .from_member = m->has_id};
+  int token = m->has_token ? kp_dht_token_check(&dht->tokens, from, m->token) : 0;
+  req.token_valid = token != 0;
+  req.token_current = token == KP_DHT_TOKEN_CURRENT;
+  dht->stats.requests_in++;
+  if (m->has_id) learn_member(dht, m->id, from, now);
+
+  kp_dht_reply_to_t rt;
+  kp_dht_reply_to_init(&rt, &req);
+  switch (m->command) {
+    case KP_DHT_CMD_PING: kp_dht_reply(dht, &rt, NULL, 0, 0, now); return;
+    case KP_DHT_CMD_PING_NAT:
+      /* From the other socket and without our id (it would not match the
+       * other port's address). */
+      send_reply(dht, KP_DHT_SOCK_ALT, &rt, NULL, 0, 0, false);
+      return;
+    case KP_DHT_CMD_FIND_NODE:
+      if (!m->has_target) {
+        dht->stats.drops_field++;
+        return;
+      }
+      kp_dht_reply(dht, &rt, NULL, 0, 0, now);
+      return;
+    case KP_DHT_CMD_DOWN_HINT: handle_down_hint(dht, &req, now); return;
+    default: break;
+  }
+  for (unsigned i = 0; i < dht->handler_count; i++) {
+    if (dht->handlers[i].command == m->command) {
+      dht->handlers[i].fn(dht->handlers[i].ctx, dht, &req, now);
+      return;
+    }
+  }
+  dht->stats.drops_command++;
+  kp_dht_reply(dht, &rt, NULL, 0, KP_DHT_ERR_UNKNOWN_COMMAND, now);
+}
+
+static void on_response(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *from, uint64_t now) {
+  kp_dht_req_t *req = kp_dht_rpc_take(&dht->rpc, m, from);
+  if (!req) return;
+  dht->stats.responses_in++;
+  /* Only answers to our own requests teach us our address; a PING_NAT answer
+   * comes from a second port and would count as a second witness. */
+  if (m->command != KP_DHT_CMD_PING_NAT && kp_dht_nat_add_sample(&dht->nat, from, &m->to, now))
+    on_public_address(dht, now);
+  if (m->has_id) learn_member(dht, m->id, from, now);
+  kp_dht_rpc_finish(&dht->rpc, req, m, from, now);
+}
+
+void kp_dht_recv(kp_dht_t *dht, const kp_addr_t *from, const uint8_t *data, size_t len,
+                 uint64_t now) {
+  kp_dht_msg_t m;
+  if (from->family != dht->cfg.family) {
+    dht->stats.drops_field++;
+    return;
+  }
+  int err = kp_dht_msg_decode(data, len, dht->cfg.family, &m);
+  if (err) {
+    count_drop(dht, err);
+    return;
+  }
+  if (m.has_id && !id_matches(dht, m.id, from)) {
+    /* Not who it claims to be at this address (or behind a NAT it does not
+     * know of): treat it as a non-member. */
+    dht->stats.drops_bad_id++;
+    m.has_id = false;
+  }
+  if (m.type == KP_DHT_RESPONSE)
+    on_response(dht, &m, from, now);
+  else
+    on_request(dht, &m, from, len, now);
+}
+
+/* ---- Periodic work ---------------------------------------------------- */
+
+static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
+                              const kp_dht_result_t *closest, size_t count, uint64_t now) {
+  kp_dht_t *dht = arg;
+  (void)q;
+  (void)closest;
+  dht->bootstrap_query = NULL;
+  if (status == UV_ECANCELED) return;
+  if (count == 0) {
+    /* Nobody answered: try again later, backing off to a minute. */
+    dht->bootstrap_backoff_ms =
+        dht->bootstrap_backoff_ms ? dht->bootstrap_backoff_ms * 2 : KP_DHT_TICK_MS;
+    if (dht->bootstrap_backoff_ms > 60000) dht->bootstrap_backoff_ms = 60000;
+    dht->bootstrap_next = now + dht->bootstrap_backoff_ms;
+    KP_DEBUG(dht->cfg.log, "bootstrap found no nodes; retrying in %u ms",
+             dht->bootstrap_backoff_ms);
+  } else {
+    dht->bootstrap_backoff_ms = 0;
+    dht->bootstrap_next = UINT64_MAX;
+    dht->natcheck_next = now;
+    natcheck(dht, now);
+    /* A member by configuration joins as soon as it has found the network. */
+    if (dht->member && !dht->joined && !dht->refresh_due) {
+      dht->refresh_due = UINT64_MAX;
+      join_step(dht, now);
+    }
+  }
+}
+
+void kp_dht_bootstrap(kp_dht_t *dht, uint64_t now) {
+  if (dht->bootstrap_query) return;
+  kp_dht_query_opts_t opts = {0};
+  opts.on_done = on_bootstrap_done;
+  opts.arg = dht;
+  opts.seeds = dht->bootstrap;
+  opts.seed_count = dht->bootstrap_count;
+  dht->bootstrap_next = UINT64_MAX;
+  if (kp_dht_query_start(dht, dht->table.self, &opts, now, &dht->bootstrap_query))
+    dht->bootstrap_next = now + KP_DHT_TICK_MS;
+}
+
+int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
+  if (addr->family != dht->cfg.family) return KP_EBADADDR;
+  for (unsigned i = 0; i < dht->bootstrap_count; i++)
+    if (kp_addr_eq(&dht->bootstrap[i], addr)) return 0;
+  if (dht->bootstrap_count == KP_DHT_MAX_BOOTSTRAP) return KP_ELIMIT;
+  dht->bootstrap[dht->bootstrap_count++] = *addr;
+  dht->bootstrap_next = now;
+  return 0;
+}
+
+static void on_suspend(kp_dht_t *dht, uint64_t now) {
+  KP_INFO(dht->cfg.log, "clock jumped %llu ms: assuming the machine slept; re-checking",
+          (unsigned long long)(now - dht->last_tick));
+  /* The network may be a different one now: forget what we knew of our
+   * address, prove reachability again, and rejoin. */
+  kp_dht_nat_reset(&dht->nat);
+  if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
+  dht->natcheck_next = now;
+  for (uint32_t i = 0; i < dht->table.count; i++) dht->table.entries[i].last_seen = 0;
+  if (dht->bootstrap_count)
+    dht->bootstrap_next = now;
+  else
+    self_lookup(dht, now);
+}
+
+/* Refreshes the first stale bucket, from the farthest (0) to one past the
+ * deepest non-empty one; the last of these is a lookup of our own id. A
+ * bucket counts as fresh while a query into it ran within refresh_ms. */
+static void refresh_buckets(kp_dht_t *dht, uint64_t now) {
+  if (!dht->table.count || dht->refresh_due) return; /* the join chain is at it */
+  uint32_t now_s = kp__dht_seconds(now), period_s = dht->cfg.refresh_ms / 1000;
+  int last = kp_dht_table_depth(&dht->table) + 1;
+  if (last >= KP_DHT_REFRESH_BUCKETS) last = KP_DHT_REFRESH_BUCKETS - 1;
+  for (int b = 0; b <= last; b++) {
+    if (now_s - dht->refreshed_s[b] < period_s) continue;
+    uint8_t target[KP_ID_LEN];
+    if (b == last)
+      memcpy(target, dht->table.self, KP_ID_LEN);
+    else
+      kp_dht_id_random_in_bucket(dht->table.self, (unsigned)b, &dht->cfg.rng, target);
+    dht->refreshed_s[b] = now_s;
+    kp_dht_query_opts_t opts = {0};
+    kp_dht_query_start(dht, target, &opts, now, NULL);
+    return; /* one refresh per tick keeps the load smooth */
+  }
+}
+
+static void background(kp_dht_t *dht, uint64_t now) {
+  if (dht->last_tick && now - dht->last_tick >= dht->cfg.suspend_ms) on_suspend(dht, now);
+  kp_dht_tokens_tick(&dht->tokens, &dht->cfg.rng, now);
+  natcheck(dht, now);
+  evaluate_membership(dht, now);
+  if (dht->bootstrap_count && now >= dht->bootstrap_next) kp_dht_bootstrap(dht, now);
+  if (!dht->table.count && dht->bootstrap_count && !dht->bootstrap_query &&
+      dht->bootstrap_next == UINT64_MAX)
+    dht->bootstrap_next = now + KP_DHT_TICK_MS; /* lost everyone: rejoin */
+
+  uint32_t now_s = kp__dht_seconds(now);
+  uint32_t stale_s = dht->cfg.ping_stale_ms / 1000;
+  if (now_s > stale_s) {
+    kp_dht_entry_t *old = kp_dht_table_oldest(&dht->table, now_s - stale_s);
+    if (old) ping_entry(dht, old, PING_LIVENESS, NULL, now);
+  }
+  refresh_buckets(dht, now);
+  dht->next_background = now + KP_DHT_TICK_MS;
+}
+
+void kp_dht_tick(kp_dht_t *dht, uint64_t now) {
+  kp_dht_rpc_tick(&dht->rpc, now);
+  if (now >= dht->next_background) background(dht, now);
+  kp__dht_queries_tick(dht, now);
+  dht->last_tick = now;
+}
+
+uint64_t kp_dht_next_deadline(const kp_dht_t *dht) {
+  uint64_t next = dht->next_background;
+  uint64_t rpc = kp_dht_rpc_next_deadline(&dht->rpc);
+  if (rpc < next) next = rpc;
+  return kp__dht_queries_deadline(dht, next);
+}
+
+/* ---- Lifecycle and accessors ---------------------------------------------- */
+
+int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, kp_dht_t **out) {
+  *out = NULL;
+  if (cfg->family != KP_AF_INET && cfg->family != KP_AF_INET6) return KP_ECONFIG;
+  if (!io || !io->send) return UV_EINVAL;
+  kp_dht_t *dht = kp_calloc(1, sizeof(*dht));
+  if (!dht) return UV_ENOMEM;
+  dht->cfg = *cfg;
+  if (!dht->cfg.k || dht->cfg.k > KP_DHT_MAX_NODES) dht->cfg.k = KP_DHT_K;
+  if (!dht->cfg.concurrency) dht->cfg.concurrency = 10;
+  if (!dht->cfg.rng.fill) dht->cfg.rng = kp_rng_system();
+  dht->io = *io;
+
+  uint8_t self[KP_ID_LEN];
+  kp_rng_fill(&dht->cfg.rng, self, sizeof(self));
+  kp_dht_table_init(&dht->table, self, dht->cfg.k);
+  kp_dht_tokens_init(&dht->tokens, &dht->cfg.rng, now);
+  kp_dht_nat_init(&dht->nat);
+  kp_dht_rpc_init(&dht->rpc, &cfg->rpc, send_main, dht, &dht->cfg.rng, now);
+  dht->rpc.on_timeout = on_request_timeout;
+  dht->bootstrap_next = UINT64_MAX;
+  dht->next_background = now;
+  for (unsigned b = 0; b < KP_DHT_REFRESH_BUCKETS; b++) dht->refreshed_s[b] = kp__dht_seconds(now);
+  /* A member by configuration with a concrete bound address knows its id. */
+  if (cfg->mode == KP_NODE_MEMBER) {
+    dht->member = true;
+    if (kp_addr_is_set(&cfg->local) && !kp_addr_is_any(&cfg->local)) set_id(dht, &cfg->local);
+  }
+  *out = dht;
+  return 0;
+}
+
+void kp_dht_free(kp_dht_t *dht, uint64_t now) {
+  if (!dht) return;
+  kp__dht_queries_cancel_all(dht, now);
+  kp_dht_rpc_destroy(&dht->rpc, now);
+  kp_dht_table_destroy(&dht->table);
+  kp_dht_tokens_destroy(&dht->tokens);
+  kp_free(dht);
+}
+
+int kp_dht_register(kp_dht_t *dht, uint8_t command, kp_dht_handler_fn fn, void *ctx,
+                    size_t reply_value_max) {
+  if (command < KP_DHT_CMD_USER || command > KP_DHT_CMD_MAX || !fn ||
+      reply_value_max > KP_DHT_MAX_VALUE)
+    return UV_EINVAL;
+  for (unsigned i = 0; i < dht->handler_count; i++)
+    if (dht->handlers[i].command == command) return UV_EEXIST;
+  if (dht->handler_count == KP_DHT_MAX_HANDLERS) return KP_ELIMIT;
+  kp_dht_handler_t *h = &dht->handlers[dht->handler_count++];
+  h->command = command;
+  h->fn = fn;
+  h->ctx = ctx;
+  h->reply_value_max = (uint16_t)reply_value_max;
+  return 0;
+}
+
+bool kp_dht_is_joined(const kp_dht_t *dht) {
+  /* A configured member with nobody to bootstrap from is the network. */
+  if (dht->cfg.mode == KP_NODE_MEMBER && !dht->bootstrap_count) return kp_dht_is_member(dht);
+  return dht->joined && kp_dht_is_member(dht);
+}
+
+bool kp_dht_is_member(const kp_dht_t *dht) {
+  return dht->member && dht->has_id;
+}
+
+bool kp_dht_id(const kp_dht_t *dht, uint8_t id[KP_ID_LEN]) {
+  if (!dht->has_id) {
+    memset(id, 0, KP_ID_LEN);
+    return false;
+  }
+  memcpy(id, dht->id, KP_ID_LEN);
+  return true;
+}
+
+const kp_dht_nat_t *kp_dht_nat(const kp_dht_t *dht) {
+  return &dht->nat;
+}
+
+const kp_dht_table_t *kp_dht_table(const kp_dht_t *dht) {
+  return &dht->table;
+}
+
+void kp_dht_stats(const kp_dht_t *dht, kp_dht_stats_t *out) {
+  *out = dht->stats;
+  out->rpc = dht->rpc.stats;
+}
+
+int kp_dht_family(const kp_dht_t *dht) {
+  return dht->cfg.family;
+}
+
+size_t kp_dht_inflight(const kp_dht_t *dht) {
+  return dht->rpc.inflight.count + dht->rpc.queue.count;
+}

@@ -1,0 +1,85 @@
+/* The DHT state machine's insides, shared by dht.c (core, membership,
+ * maintenance) and dht_query.c (iterative queries and commits). Never
+ * included outside dht/. */
+#ifndef KP_DHT_INTERNAL_H
+#define KP_DHT_INTERNAL_H
+
+#include "dht/dht.h"
+#include "dht/dht_token.h"
+
+/* Bounds that keep a node's memory fixed whatever its peers do. */
+#define KP_DHT_MAX_HANDLERS 16
+#define KP_DHT_MAX_BOOTSTRAP 16
+#define KP_DHT_MAX_MAINT_PINGS 4  /* liveness and full-bucket pings in flight */
+#define KP_DHT_REFRESH_BUCKETS 64 /* deeper buckets never fill in practice */
+#define KP_DHT_TICK_MS 1000       /* background work period */
+
+typedef struct kp_dht_handler_s {
+  uint8_t command;
+  uint16_t reply_value_max;
+  kp_dht_handler_fn fn;
+  void *ctx;
+} kp_dht_handler_t;
+
+typedef struct kp_dht_pending_insert_s {
+  uint8_t id[KP_ID_LEN];
+  kp_addr_t addr;
+} kp_dht_pending_insert_t;
+
+struct kp_dht_s {
+  kp_dht_config_t cfg;
+  kp_dht_io_t io;
+  kp_dht_rpc_t rpc;
+  kp_dht_table_t table;
+  kp_dht_tokens_t tokens;
+  kp_dht_nat_t nat;
+  kp_dht_stats_t stats;
+
+  bool member;
+  bool joined; /* member, and the join lookups have run */
+  bool has_id;
+  uint8_t id[KP_ID_LEN];
+  uint64_t reachable_since;
+
+  uint64_t last_tick;
+  uint64_t next_background;
+  uint64_t natcheck_next;
+  bool natcheck_inflight;
+
+  kp_dht_handler_t handlers[KP_DHT_MAX_HANDLERS];
+  unsigned handler_count;
+
+  kp_addr_t bootstrap[KP_DHT_MAX_BOOTSTRAP];
+  unsigned bootstrap_count;
+  uint64_t bootstrap_next;
+  unsigned bootstrap_backoff_ms;
+  kp_dht_query_t *bootstrap_query;
+
+  kp_dht_query_t *queries; /* doubly linked, all live queries */
+  bool queries_due;        /* a query finished and awaits its callback */
+
+  unsigned maint_pings;
+  uint32_t refreshed_s[KP_DHT_REFRESH_BUCKETS]; /* last query into each bucket */
+  uint64_t refresh_due;                         /* buckets to refresh now (after joining) */
+};
+
+static inline uint32_t kp__dht_seconds(uint64_t now) {
+  return (uint32_t)(now / 1000);
+}
+
+/* dht_query.c */
+void kp__dht_queries_tick(kp_dht_t *dht, uint64_t now);
+void kp__dht_queries_cancel_all(kp_dht_t *dht, uint64_t now);
+uint64_t kp__dht_queries_deadline(const kp_dht_t *dht, uint64_t fallback);
+
+/* dht.c */
+/* kp_dht_request with an explicit retry count (-1: the configured one). */
+int kp__dht_request_ex(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, const uint8_t *target,
+                       const uint8_t *value, size_t value_len, const uint8_t *token, int retries,
+                       kp_dht_req_cb cb, void *arg, uint64_t now, kp_dht_req_t **out);
+/* The KP_E* error for a response's wire error code. */
+int kp__dht_wire_error(uint8_t code);
+/* The largest reply value a command may carry (for request padding). */
+size_t kp__dht_reply_value_max(const kp_dht_t *dht, uint8_t command);
+
+#endif

@@ -1,0 +1,18 @@
+/* The simulator cases of test_dht (test_dht_sim.c), listed in test_dht.c's
+ * case table. */
+#ifndef KP_TEST_DHT_H
+#define KP_TEST_DHT_H
+
+void test_sim_lookup_accuracy(void);
+void test_sim_membership_firewall(void);
+void test_sim_membership_moves(void);
+void test_sim_suspend(void);
+void test_sim_full_bucket(void);
+void test_sim_no_amplification(void);
+void test_sim_down_hint(void);
+void test_sim_bootstrap_retry(void);
+void test_sim_bad_input_counted(void);
+void test_sim_extension_commit(void);
+void test_sim_loss(void);
+
+#endif

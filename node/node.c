@@ -1,0 +1,390 @@
+/* kp_node: a DHT node on a libuv loop. Owns the sockets and the timer,
+ * feeds datagrams and time to the DHT state machine and sends what it emits
+ * (DESIGN.md, "Three layers per protocol": this is the glue). */
+#include "node/node_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "dht/dht_id.h"
+
+struct kp_node_dns_s {
+  uv_getaddrinfo_t req;
+  kp_node_t *node;
+  kp_node_dns_t *next;
+};
+
+void kp_node_options_init(kp_node_options_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->bind = "0.0.0.0:0";
+  opts->mode = KP_NODE_AUTO;
+  opts->concurrency = 10;
+  opts->request_timeout_ms = 1000;
+  opts->request_retries = 2;
+  opts->member_stable_ms = 20000;
+  opts->log_level = KP_LOG_WARN;
+}
+
+static uint64_t now_ms(const kp_node_t *node) {
+  return uv_now(node->loop);
+}
+
+static void on_timer(uv_timer_t *timer);
+
+void kp__node_rearm(kp_node_t *node) {
+  if (node->closing) return;
+  uint64_t deadline = kp_dht_next_deadline(node->dht);
+  if (deadline == node->armed && uv_is_active((uv_handle_t *)&node->timer)) return;
+  uint64_t now = now_ms(node);
+  node->armed = deadline;
+  uv_timer_start(&node->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static void on_timer(uv_timer_t *timer) {
+  kp_node_t *node = timer->data;
+  kp_udp_batch_t batch;
+  node->armed = UINT64_MAX;
+  kp_udp_batch_begin(&node->sock, &batch);
+  kp_dht_tick(node->dht, now_ms(node));
+  kp_udp_batch_end(&node->sock, &batch);
+  kp__node_rearm(node);
+}
+
+static void dht_send(void *ctx, int sock, const kp_addr_t *to, const uint8_t *data, size_t len) {
+  kp_node_t *node = ctx;
+  if (node->closing) return;
+  /* A full socket buffer drops the datagram, counted in the socket's stats,
+   * exactly as a congested link would. */
+  kp_udp_send(sock == KP_DHT_SOCK_ALT ? &node->alt : &node->sock, to, data, len);
+}
+
+static void dht_membership(void *ctx, bool member) {
+  kp_node_t *node = ctx;
+  KP_INFO(&node->log, "membership: %s", member ? "member" : "ephemeral");
+}
+
+static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  kp_node_t *node = udp->data;
+  if (kp_dht_msg_is_control(data, len)) {
+    kp_dht_recv(node->dht, from, data, len, now_ms(node));
+    kp__node_rearm(node);
+  } else {
+    node->drops_other++;
+  }
+}
+
+static int config_from_options(const kp_node_options_t *o, kp_dht_config_t *cfg) {
+  kp_addr_t bind_addr;
+  if (kp_addr_parse(&bind_addr, o->bind ? o->bind : "0.0.0.0:0")) return KP_EBADADDR;
+  if (o->mode > KP_NODE_MEMBER || !o->request_timeout_ms || o->request_retries > 10 ||
+      o->concurrency > 64 || o->log_level > KP_LOG_TRACE)
+    return KP_ECONFIG;
+  kp_dht_config_defaults(cfg);
+  cfg->family = bind_addr.family;
+  cfg->local = bind_addr;
+  cfg->mode = o->mode;
+  if (o->concurrency) cfg->concurrency = o->concurrency;
+  cfg->rpc.timeout_ms = o->request_timeout_ms;
+  cfg->rpc.retries = o->request_retries;
+  cfg->query_retries = o->request_retries;
+  cfg->member_stable_ms = o->member_stable_ms;
+  return 0;
+}
+
+static void start_close(kp_node_t *node);
+
+int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **out) {
+  kp_node_options_t defaults;
+  kp_dht_config_t cfg;
+  *out = NULL;
+  if (!opts) {
+    kp_node_options_init(&defaults);
+    opts = &defaults;
+  }
+  int err = config_from_options(opts, &cfg);
+  if (err) return err;
+
+  kp_node_t *node = kp_calloc(1, sizeof(*node));
+  if (!node) return UV_ENOMEM;
+  node->loop = loop;
+  node->armed = UINT64_MAX;
+  kp_log_init(&node->log, opts->log_level, opts->log_cb, opts->log_ctx);
+  node->rng = opts->rng ? (kp_rng_t){opts->rng, opts->rng_ctx} : kp_rng_system();
+
+  /* A node answers bursts (a network starting, a popular key): ask for room
+   * to queue them. The kernel caps this at net.core.rmem_max and charges
+   * only what is queued. */
+  kp_udp_options_t sock_opts = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  if ((err = kp_udp_init(loop, &node->sock, &cfg.local, &sock_opts))) {
+    kp_free(node);
+    return err;
+  }
+  node->sock.data = node;
+  node->open_handles |= OPEN_SOCK;
+  kp_addr_t alt_bind = node->sock.local;
+  alt_bind.port = 0;
+  if ((err = kp_udp_init(loop, &node->alt, &alt_bind, NULL))) goto fail;
+  node->alt.data = node;
+  node->open_handles |= OPEN_ALT;
+  if ((err = uv_timer_init(loop, &node->timer))) goto fail;
+  node->timer.data = node;
+  node->open_handles |= OPEN_TIMER;
+
+  cfg.local = node->sock.local;
+  cfg.rng = node->rng;
+  cfg.log = &node->log;
+  kp_addr_format(&cfg.local, node->log_prefix, sizeof(node->log_prefix));
+  node->log.prefix = node->log_prefix;
+  kp_dht_io_t io = {.send = dht_send, .on_membership = dht_membership, .ctx = node};
+  if ((err = kp_dht_new(&cfg, &io, now_ms(node), &node->dht))) goto fail;
+  if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
+  if (opts->bootstrap_count &&
+      (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
+    goto fail;
+  kp__node_rearm(node);
+  *out = node;
+  return 0;
+
+fail:
+  /* Handles close on a later tick; the node's memory goes with the last. */
+  node->close_cb = NULL;
+  start_close(node);
+  return err;
+}
+
+/* ---- Bootstrap ------------------------------------------------------------ */
+
+static void add_bootstrap_addr(kp_node_t *node, const kp_addr_t *addr) {
+  char text[KP_ADDR_STRLEN];
+  int err = kp_dht_add_bootstrap(node->dht, addr, now_ms(node));
+  if (err)
+    KP_WARN(&node->log, "bootstrap %s: %s", kp_addr_format(addr, text, sizeof(text)),
+            kp_strerror(err));
+}
+
+static void dns_unlink(kp_node_t *node, kp_node_dns_t *d) {
+  for (kp_node_dns_t **p = &node->dns; *p; p = &(*p)->next) {
+    if (*p == d) {
+      *p = d->next;
+      return;
+    }
+  }
+}
+
+static void maybe_finish_close(kp_node_t *node);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  kp_node_dns_t *d = req->data;
+  kp_node_t *node = d->node;
+  dns_unlink(node, d);
+  if (status == 0 && !node->closing) {
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+      kp_addr_t addr;
+      if (kp_addr_from_sockaddr(&addr, ai->ai_addr) == 0 && addr.family == kp_dht_family(node->dht))
+        add_bootstrap_addr(node, &addr);
+    }
+    kp__node_rearm(node);
+  } else if (status && status != UV_ECANCELED && status != UV_EAI_CANCELED) {
+    KP_WARN(&node->log, "cannot resolve bootstrap node: %s", uv_strerror(status));
+  }
+  uv_freeaddrinfo(res);
+  kp_free(d);
+  if (node->closing) maybe_finish_close(node);
+}
+
+static int resolve(kp_node_t *node, const char *host_port) {
+  char host[256];
+  const char *colon = strrchr(host_port, ':');
+  if (!colon || colon == host_port || (size_t)(colon - host_port) >= sizeof(host) || !colon[1])
+    return KP_EBADADDR;
+  memcpy(host, host_port, (size_t)(colon - host_port));
+  host[colon - host_port] = '\0';
+  kp_node_dns_t *d = kp_calloc(1, sizeof(*d));
+  if (!d) return UV_ENOMEM;
+  d->node = node;
+  d->req.data = d;
+  struct addrinfo hints = {0};
+  hints.ai_family = kp_dht_family(node->dht) == KP_AF_INET6 ? AF_INET6 : AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  int err = uv_getaddrinfo(node->loop, &d->req, on_resolved, host, colon + 1, &hints);
+  if (err) {
+    kp_free(d);
+    return err;
+  }
+  d->next = node->dns;
+  node->dns = d;
+  return 0;
+}
+
+int kp_node_bootstrap(kp_node_t *node, const char *const *hosts, size_t count) {
+  if (node->closing) return UV_EINVAL;
+  for (size_t i = 0; i < count; i++) {
+    kp_addr_t addr;
+    if (kp_addr_parse(&addr, hosts[i]) == 0) {
+      if (!addr.port) return KP_EBADADDR;
+      if (addr.family != kp_dht_family(node->dht)) return KP_EBADADDR;
+      add_bootstrap_addr(node, &addr);
+      continue;
+    }
+    int err = resolve(node, hosts[i]);
+    if (err) return err;
+  }
+  kp__node_rearm(node);
+  return 0;
+}
+
+/* ---- Queries ---------------------------------------------------------- */
+
+typedef struct find_s {
+  kp_node_t *node;
+  kp_node_find_cb cb;
+  void *arg;
+  uint64_t started_ns;
+} find_t;
+
+static void on_find_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *res,
+                         size_t count, uint64_t now) {
+  find_t *f = arg;
+  kp_node_peer_t peers[KP_DHT_K];
+  (void)now;
+  if (count > KP_DHT_K) count = KP_DHT_K;
+  for (size_t i = 0; i < count; i++) {
+    memcpy(peers[i].id, res[i].id, KP_ID_LEN);
+    peers[i].addr = res[i].addr;
+  }
+  const kp_dht_query_stats_t *qs = kp_dht_query_stats(q);
+  kp_node_query_stats_t stats = {qs->requests, qs->responses, qs->timeouts, qs->hops,
+                                 (uv_hrtime() - f->started_ns) / 1000};
+  f->cb(f->node, status, peers, count, &stats, f->arg);
+  kp_free(f);
+}
+
+int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_find_cb cb,
+                      void *arg) {
+  if (node->closing || !cb) return UV_EINVAL;
+  find_t *f = kp_malloc(sizeof(*f));
+  if (!f) return UV_ENOMEM;
+  f->node = node;
+  f->cb = cb;
+  f->arg = arg;
+  f->started_ns = uv_hrtime();
+  kp_dht_query_opts_t opts = {.on_done = on_find_done, .arg = f};
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&node->sock, &batch);
+  int err = kp_dht_query_start(node->dht, target, &opts, now_ms(node), NULL);
+  kp_udp_batch_end(&node->sock, &batch);
+  if (err) {
+    kp_free(f);
+    return err;
+  }
+  kp__node_rearm(node);
+  return 0;
+}
+
+/* ---- Close --------------------------------------------------------------- */
+
+static void maybe_finish_close(kp_node_t *node) {
+  if (node->open_handles || node->dns) return;
+  /* Everything is quiet: cancelled operations report, then the owner. */
+  if (node->dht) kp_dht_free(node->dht, now_ms(node));
+  node->dht = NULL;
+  if (node->close_cb) node->close_cb(node);
+  kp_free(node);
+}
+
+static void on_timer_closed(uv_handle_t *handle) {
+  kp_node_t *node = handle->data;
+  node->open_handles &= ~OPEN_TIMER;
+  maybe_finish_close(node);
+}
+
+static void on_udp_closed(kp_udp_t *udp) {
+  kp_node_t *node = udp->data;
+  node->open_handles &= ~(udp == &node->sock ? OPEN_SOCK : OPEN_ALT);
+  maybe_finish_close(node);
+}
+
+static void start_close(kp_node_t *node) {
+  node->closing = true;
+  for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
+  if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
+  if (node->open_handles & OPEN_SOCK) kp_udp_close(&node->sock, on_udp_closed);
+  if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
+}
+
+void kp_node_close(kp_node_t *node, kp_node_close_cb cb) {
+  if (node->closing) return;
+  node->close_cb = cb;
+  start_close(node);
+}
+
+/* ---- Accessors ----------------------------------------------------------- */
+
+const uint8_t *kp_node_id(const kp_node_t *node) {
+  static const uint8_t none[KP_ID_LEN];
+  const kp_dht_table_t *t = kp_dht_table(node->dht);
+  return kp_dht_is_member(node->dht) ? t->self : none;
+}
+
+bool kp_node_is_member(const kp_node_t *node) {
+  return kp_dht_is_member(node->dht);
+}
+
+int kp_node_local_addr(const kp_node_t *node, kp_addr_t *out) {
+  *out = node->sock.local;
+  return 0;
+}
+
+int kp_node_public_addr(const kp_node_t *node, kp_addr_t *out) {
+  const kp_dht_nat_t *nat = kp_dht_nat(node->dht);
+  memset(out, 0, sizeof(*out));
+  if (!nat->has_public) return KP_ENOTFOUND;
+  *out = nat->public_addr;
+  return 0;
+}
+
+void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out) {
+  kp_dht_stats_t d;
+  kp_dht_stats(node->dht, &d);
+  memset(out, 0, sizeof(*out));
+  out->packets_in = node->sock.stats.packets_in;
+  out->packets_out = node->sock.stats.packets_out + node->alt.stats.packets_out;
+  out->bytes_in = node->sock.stats.bytes_in;
+  out->bytes_out = node->sock.stats.bytes_out + node->alt.stats.bytes_out;
+  out->requests_in = d.requests_in;
+  out->responses_in = d.responses_in;
+  out->requests_out = d.rpc.requests;
+  out->timeouts = d.rpc.timeouts;
+  out->drops_malformed = d.drops_malformed;
+  out->drops_truncated = d.drops_truncated;
+  out->drops_too_big = d.drops_too_big + node->sock.stats.recv_oversize;
+  out->drops_version = d.drops_version;
+  out->drops_field = d.drops_field;
+  out->drops_command = d.drops_command;
+  out->drops_bad_id = d.drops_bad_id;
+  out->drops_unmatched = d.rpc.unmatched;
+  out->drops_rate = d.drops_rate + d.rpc.rejected;
+  out->drops_send = node->sock.stats.send_drops + node->alt.stats.send_drops;
+  out->drops_other = node->drops_other;
+  out->table_size = kp_dht_table(node->dht)->count;
+  out->inflight = (uint32_t)kp_dht_inflight(node->dht);
+}
+
+size_t kp_node_table(const kp_node_t *node, kp_node_peer_t *out, size_t cap) {
+  const kp_dht_table_t *t = kp_dht_table(node->dht);
+  for (size_t i = 0; i < t->count && i < cap; i++) {
+    memcpy(out[i].id, t->entries[i].id, KP_ID_LEN);
+    out[i].addr = t->entries[i].addr;
+  }
+  return t->count;
+}
+
+void *kp_node_get_data(const kp_node_t *node) {
+  return node->data;
+}
+
+void kp_node_set_data(kp_node_t *node, void *data) {
+  node->data = data;
+}

@@ -1,0 +1,43 @@
+/* kp_node's insides: the libuv glue around the DHT state machine. Shared with
+ * the programs in node/cli and tools/ that need more than the public API
+ * (the testnet, benchmarks); never installed. */
+#ifndef KP_NODE_INTERNAL_H
+#define KP_NODE_INTERNAL_H
+
+#include "common/log.h"
+#include "common/rng.h"
+#include "common/udp.h"
+#include "dht/dht.h"
+#include "kadpunch.h"
+
+typedef struct kp_node_dns_s kp_node_dns_t;
+
+enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4 };
+
+struct kp_node_s {
+  void *data;
+  uv_loop_t *loop;
+  kp_udp_t sock; /* everything */
+  kp_udp_t alt;  /* only sends: PING_NAT replies from a second port */
+  uv_timer_t timer;
+  uint64_t armed; /* the deadline the timer is set for */
+  kp_dht_t *dht;
+  kp_log_t log;
+  char log_prefix[KP_ADDR_STRLEN + 8];
+  kp_rng_t rng;
+  kp_node_dns_t *dns; /* name resolutions in progress */
+  uint64_t drops_other;
+  bool closing;
+  unsigned open_handles; /* OPEN_* bits of what still needs closing */
+  kp_node_close_cb close_cb;
+};
+
+/* The DHT state machine of a node (for tools and tests). */
+static inline kp_dht_t *kp__node_dht(kp_node_t *node) {
+  return node->dht;
+}
+
+/* Re-arms the node's timer after the caller fed its state machine. */
+void kp__node_rearm(kp_node_t *node);
+
+#endif

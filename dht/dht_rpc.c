@@ -7,6 +7,7 @@
 
 void kp_dht_rpc_config_defaults(kp_dht_rpc_config_t *cfg) {
   cfg->timeout_ms = 1000;
+  cfg->min_timeout_ms = 100;
   cfg->retries = 2;
   cfg->max_inflight = 256;
   cfg->max_queued = 1024;
@@ -72,6 +73,7 @@ void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_r
   kp_dht_rpc_config_defaults(&rpc->cfg);
   if (cfg) {
     if (cfg->timeout_ms) rpc->cfg.timeout_ms = cfg->timeout_ms;
+    if (cfg->min_timeout_ms) rpc->cfg.min_timeout_ms = cfg->min_timeout_ms;
     rpc->cfg.retries = cfg->retries;
     if (cfg->max_inflight) rpc->cfg.max_inflight = cfg->max_inflight;
     if (cfg->max_queued) rpc->cfg.max_queued = cfg->max_queued;
@@ -85,10 +87,36 @@ void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_r
   rpc->refilled_at = now;
 }
 
+unsigned kp_dht_rpc_rto(const kp_dht_rpc_t *rpc) {
+  if (!rpc->have_rtt) return rpc->cfg.timeout_ms;
+  double rto = (rpc->srtt_us + 4 * rpc->rttvar_us) / 1000.0;
+  if (rto < rpc->cfg.min_timeout_ms) return rpc->cfg.min_timeout_ms;
+  if (rto > rpc->cfg.timeout_ms) return rpc->cfg.timeout_ms;
+  return (unsigned)rto;
+}
+
+void kp_dht_rpc_sample_rtt(kp_dht_rpc_t *rpc, double rtt_ms) {
+  double r = rtt_ms * 1000.0;
+  if (r < 0) return;
+  if (!rpc->have_rtt) {
+    rpc->srtt_us = r;
+    rpc->rttvar_us = r / 2;
+    rpc->have_rtt = true;
+    return;
+  }
+  /* RFC 6298 section 2.3, alpha = 1/8, beta = 1/4. */
+  double err = r > rpc->srtt_us ? r - rpc->srtt_us : rpc->srtt_us - r;
+  rpc->rttvar_us = 0.75 * rpc->rttvar_us + 0.25 * err;
+  rpc->srtt_us = 0.875 * rpc->srtt_us + 0.125 * r;
+}
+
 static void transmit(kp_dht_rpc_t *rpc, kp_dht_req_t *r, uint64_t now) {
+  /* Each retry waits twice as long, up to the configured timeout. */
+  uint64_t timeout = (uint64_t)kp_dht_rpc_rto(rpc) << (r->sends < 8 ? r->sends : 8);
+  if (timeout > rpc->cfg.timeout_ms) timeout = rpc->cfg.timeout_ms;
   r->queued = false;
   r->sent_at = now;
-  r->deadline = now + rpc->cfg.timeout_ms + kp_rng_below(rpc->rng, rpc->cfg.timeout_ms / 4 + 1);
+  r->deadline = now + timeout + kp_rng_below(rpc->rng, (uint32_t)(timeout / 4 + 1));
   r->sends++;
   list_insert_sorted(&rpc->inflight, r);
   rpc->stats.requests++;
@@ -170,6 +198,8 @@ kp_dht_req_t *kp_dht_rpc_take(kp_dht_rpc_t *rpc, const kp_dht_msg_t *msg, const 
 
 void kp_dht_rpc_finish(kp_dht_rpc_t *rpc, kp_dht_req_t *r, const kp_dht_msg_t *msg,
                        const kp_addr_t *from, uint64_t now) {
+  /* Karn: a retried request's answer could be to any of its copies. */
+  if (r->sends == 1) kp_dht_rpc_sample_rtt(rpc, (double)(now - r->sent_at));
   r->cb(r->arg, r, 0, msg, from, now);
   kp_free(r);
   drain(rpc, now);

@@ -5,10 +5,14 @@
  * beyond the in-flight cap or the per-second rate wait in a bounded queue;
  * past that, kp_dht_rpc_request() fails with KP_ELIMIT.
  *
- * Every request gets the same timeout plus a little jitter (up to a quarter,
- * so a burst of losses does not come back as a synchronized burst of
- * retries). The in-flight list is kept ordered by deadline by inserting from
- * the tail, where a new deadline almost always belongs: timeouts are O(1). */
+ * Timeouts adapt to the round trips measured (RFC 6298's estimator: RTO =
+ * SRTT + 4 RTTVAR, sampled only from requests answered on their first try,
+ * per Karn), clamped to [min_timeout_ms, timeout_ms]; each retry doubles it,
+ * up to timeout_ms. A dead node is then given up on in a few round trips, not
+ * seconds. Each deadline also gets up to a quarter of jitter, so a burst of
+ * losses does not come back as a synchronized burst of retries. The in-flight
+ * list is kept ordered by deadline by inserting from the tail, where a new
+ * deadline almost always belongs. */
 #ifndef KP_DHT_RPC_H
 #define KP_DHT_RPC_H
 
@@ -54,11 +58,12 @@ typedef struct kp_dht_req_list_s {
 } kp_dht_req_list_t;
 
 typedef struct kp_dht_rpc_config_s {
-  unsigned timeout_ms;   /* per try (default 1000) */
-  unsigned retries;      /* extra tries after the first (default 2) */
-  unsigned max_inflight; /* default 256 */
-  unsigned max_queued;   /* default 1024 */
-  unsigned rate;         /* requests per second (default 10000) */
+  unsigned timeout_ms;     /* per try, before any RTT is measured, and the cap (default 1000) */
+  unsigned min_timeout_ms; /* the floor of the adaptive timeout (default 100) */
+  unsigned retries;        /* extra tries after the first (default 2) */
+  unsigned max_inflight;   /* default 256 */
+  unsigned max_queued;     /* default 1024 */
+  unsigned rate;           /* requests per second (default 10000) */
 } kp_dht_rpc_config_t;
 
 typedef struct kp_dht_rpc_stats_s {
@@ -82,6 +87,9 @@ typedef struct kp_dht_rpc_s {
   uint16_t next_tid;
   double tokens; /* rate limiter: requests that may leave now */
   uint64_t refilled_at;
+  bool have_rtt; /* RTT estimator (RFC 6298), in microseconds */
+  double srtt_us;
+  double rttvar_us;
   kp_dht_rpc_stats_t stats;
 } kp_dht_rpc_t;
 
@@ -122,5 +130,11 @@ void kp_dht_rpc_tick(kp_dht_rpc_t *rpc, uint64_t now);
 
 /* When kp_dht_rpc_tick next has work, or UINT64_MAX. */
 uint64_t kp_dht_rpc_next_deadline(const kp_dht_rpc_t *rpc);
+
+/* The current retransmission timeout for a first try, in ms. */
+unsigned kp_dht_rpc_rto(const kp_dht_rpc_t *rpc);
+
+/* Feeds one round-trip sample (ms, fractional allowed) to the estimator. */
+void kp_dht_rpc_sample_rtt(kp_dht_rpc_t *rpc, double rtt_ms);
 
 #endif

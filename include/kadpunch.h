@@ -151,7 +151,9 @@ typedef struct kp_node_options_s {
   kp_node_mode_t mode;
   /* Parallel requests of an iterative query (default 10). */
   unsigned concurrency;
-  /* Per-request timeout in ms (default 1000) and retries (default 2). */
+  /* Request timeout in ms (default 1000): used until round trips are
+   * measured, then the cap of the adaptive timeout (SRTT + 4 RTTVAR, at
+   * least 100 ms, doubling per retry). Retries per request (default 2). */
   unsigned request_timeout_ms;
   unsigned request_retries;
   /* How long the public address and reachability must hold before an AUTO

@@ -620,6 +620,62 @@ static void test_rpc_timeout_retry(void) {
   KP_CHECK_EQ(o4.status, UV_ECANCELED);
 }
 
+static void test_rpc_adaptive_timeout(void) {
+  wire_t w = {0};
+  kp_dht_rpc_t rpc;
+  kp_dht_rpc_config_t cfg;
+  kp_dht_rpc_config_defaults(&cfg); /* 1000 ms cap, 100 ms floor, 2 retries */
+  kp_rng_seeded_t st;
+  kp_rng_seeded_init(&st, 3);
+  kp_rng_t rng = kp_rng_seeded(&st);
+  kp_dht_rpc_init(&rpc, &cfg, wire_send, &w, &rng, 0);
+  KP_CHECK_EQ(kp_dht_rpc_rto(&rpc), 1000); /* nothing measured yet */
+  kp_addr_t to;
+  kp_addr_parse(&to, "10.0.0.2:4000");
+
+  /* Answers after 40 ms, first try: RTO = SRTT + 4 RTTVAR converges down. */
+  uint64_t now = 0;
+  for (int i = 0; i < 20; i++) {
+    outcome_t o = {0};
+    kp_dht_msg_t m = ping_to(&to);
+    KP_CHECK_OK(kp_dht_rpc_request(&rpc, &m, &to, NULL, on_outcome, &o, now, NULL));
+    now += 40;
+    kp_dht_msg_t resp = response_for(&w);
+    kp_dht_req_t *r = kp_dht_rpc_take(&rpc, &resp, &to);
+    KP_CHECK(r != NULL);
+    kp_dht_rpc_finish(&rpc, r, &resp, &to, now);
+  }
+  unsigned rto = kp_dht_rpc_rto(&rpc);
+  KP_CHECK_MSG(rto >= 100 && rto < 150, "rto %u", rto);
+  /* A dead peer: each retry waits twice the last (plus jitter), so it is
+   * given up on in well under the fixed 3 s. */
+  outcome_t o = {0};
+  kp_dht_msg_t m = ping_to(&to);
+  KP_CHECK_OK(kp_dht_rpc_request(&rpc, &m, &to, NULL, on_outcome, &o, now, NULL));
+  uint64_t start = now, prev = now;
+  for (unsigned tries = 0; o.calls == 0 && tries < 10; tries++) {
+    uint64_t d = kp_dht_rpc_next_deadline(&rpc);
+    uint64_t wait = d - prev, expect = (uint64_t)rto << tries;
+    KP_CHECK_MSG(wait >= expect && wait <= expect + expect / 4 + 1, "try %u waited %" PRIu64, tries,
+                 wait);
+    kp_dht_rpc_tick(&rpc, d);
+    prev = d;
+  }
+  KP_CHECK_EQ(o.status, UV_ETIMEDOUT);
+  KP_CHECK(prev - start < 7 * 150);
+  /* A retried request's late answer does not feed the estimator (Karn). */
+  outcome_t o2 = {0};
+  m = ping_to(&to);
+  KP_CHECK_OK(kp_dht_rpc_request(&rpc, &m, &to, NULL, on_outcome, &o2, prev, NULL));
+  kp_dht_rpc_tick(&rpc, kp_dht_rpc_next_deadline(&rpc));
+  kp_dht_msg_t resp = response_for(&w);
+  kp_dht_req_t *r = kp_dht_rpc_take(&rpc, &resp, &to);
+  double srtt = rpc.srtt_us;
+  kp_dht_rpc_finish(&rpc, r, &resp, &to, prev + 900);
+  KP_CHECK(rpc.srtt_us == srtt);
+  kp_dht_rpc_destroy(&rpc, prev + 900);
+}
+
 static void test_rpc_caps(void) {
   wire_t w = {0};
   kp_dht_rpc_t rpc;
@@ -696,6 +752,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(nat_classify, unit, 10),
     KP_CASE(rpc_timeout_retry, unit, 10),
     KP_CASE(rpc_caps, unit, 10),
+    KP_CASE(rpc_adaptive_timeout, unit, 10),
     KP_CASE(sim_lookup_accuracy, sim, 120),
     KP_CASE(sim_membership_firewall, sim, 60),
     KP_CASE(sim_membership_moves, sim, 60),

@@ -325,7 +325,7 @@ void test_sim_full_bucket(void) {
   KP_CHECK(kp_addr_eq(&lru->addr, &addrs[dead]));
   kp_sim_dht_node_free(b[dead]);
   ping_quiet(b[2], a);
-  kp_sim_run_until(sim, kp_sim_now(sim) + 500);
+  kp_sim_run_until(sim, kp_sim_now(sim) + 100);
   KP_CHECK(has_addr(a, &addrs[dead])); /* not yet: the ping is still waiting */
   kp_sim_run_until(sim, kp_sim_now(sim) + 10 * SEC);
   KP_CHECK(!has_addr(a, &addrs[dead]) && has_addr(a, &addrs[1 - dead]) && has(a, b[2]));

@@ -45,7 +45,13 @@ const char *kp_version_string(void);
   X(ENONODES, "no reachable DHT nodes")                                                            \
   X(ELIMIT, "a configured limit was reached")                                                      \
   X(ESTATE, "operation not valid in the current state")                                            \
-  X(ECONFIG, "invalid configuration")
+  X(ECONFIG, "invalid configuration")                                                              \
+  X(EKEYPERM, "secret key file is readable by group or others (chmod 600 it)")                     \
+  X(EKEYFORMAT, "not a kadpunch key, or a damaged one")                                            \
+  X(EBADSIG, "signature does not verify")                                                          \
+  X(ESEQ, "sequence number not newer than the stored one")                                         \
+  X(ECAS, "compare-and-swap mismatch: the stored sequence number differs")                         \
+  X(EHASH, "value does not match its hash")
 
 #define KP__ERR_BASE (-30000)
 
@@ -113,6 +119,42 @@ typedef enum {
 
 /* Receives one formatted log line (no trailing newline). */
 typedef void (*kp_log_cb)(void *ctx, kp_log_level_t level, const char *line);
+
+/* ---- Identity ---------------------------------------------------------- */
+
+#define KP_PUBLIC_KEY_LEN 32
+#define KP_SECRET_KEY_LEN 64
+#define KP_SEED_LEN 32
+/* A public key as text: z-base-32, 52 lowercase letters and digits (a valid
+ * host name label, so `ssh <key>` works). */
+#define KP_KEY_TEXT_LEN 52
+
+/* An ed25519 key pair (libsodium's layout: secret_key = seed || public). */
+typedef struct kp_keypair_s {
+  uint8_t public_key[KP_PUBLIC_KEY_LEN];
+  uint8_t secret_key[KP_SECRET_KEY_LEN];
+} kp_keypair_t;
+
+void kp_keypair_generate(kp_keypair_t *kp);
+void kp_keypair_from_seed(kp_keypair_t *kp, const uint8_t seed[KP_SEED_LEN]);
+/* Overwrites the key pair with zeros. */
+void kp_keypair_wipe(kp_keypair_t *kp);
+
+/* Writes kp to path, mode 0600 (docs/protocol.md, "Key files"). Without
+ * overwrite an existing file is an error (UV_EEXIST); with it the file is
+ * replaced atomically. Other errors: UV_EACCES, UV_ENOENT, ... */
+int kp_key_file_write(const char *path, const kp_keypair_t *kp, bool overwrite);
+
+/* Reads a key file. Errors: KP_EKEYPERM (group/world access: the file is
+ * not used), KP_EKEYFORMAT (not a key file, damaged, or the public key does
+ * not match the seed), UV_ENOENT, UV_EACCES, UV_EISDIR. */
+int kp_key_file_read(const char *path, kp_keypair_t *kp);
+
+/* Public key <-> text. out gets KP_KEY_TEXT_LEN characters and a NUL.
+ * kp_key_from_text accepts upper or lower case and nothing else
+ * (KP_EKEYFORMAT). */
+void kp_key_to_text(const uint8_t public_key[KP_PUBLIC_KEY_LEN], char out[KP_KEY_TEXT_LEN + 1]);
+int kp_key_from_text(const char *text, uint8_t public_key[KP_PUBLIC_KEY_LEN]);
 
 /* ---- NAT types ----------------------------------------------------------- */
 

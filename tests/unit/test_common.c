@@ -2,6 +2,8 @@
  * allocator and the UDP socket layer. */
 #include <msgpack.h>
 #include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/addr.h"
 #include "common/alloc.h"
@@ -10,6 +12,7 @@
 #include "common/mp.h"
 #include "common/rng.h"
 #include "common/udp.h"
+#include "common/z32.h"
 #include "tests/harness/test.h"
 
 static void test_errors_named(void) {
@@ -398,6 +401,143 @@ static void test_udp_bind_errors(void) {
   KP_CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+static void test_z32(void) {
+  /* Vectors from an independent implementation; 0xf0bfc7 is the spec's. */
+  uint8_t counting[32], ones[32], back[32];
+  for (int i = 0; i < 32; i++) counting[i] = (uint8_t)i, ones[i] = 0xff;
+  char text[KP_KEY_TEXT_LEN + 1];
+  kp_z32_encode(counting, 32, text);
+  KP_CHECK(!strcmp(text, "yyyoryarywdyqnyjbefoadeqbhebnrounoktcfaadrpbs8y7daxo"));
+  kp_z32_encode(ones, 32, text);
+  KP_CHECK(!strcmp(text, "999999999999999999999999999999999999999999999999999o"));
+  static const uint8_t spec[3] = {0xf0, 0xbf, 0xc7};
+  char small[8];
+  kp_z32_encode(spec, 3, small);
+  KP_CHECK(!strcmp(small, "6n9hq"));
+  KP_CHECK_EQ(kp_z32_len(32), KP_KEY_TEXT_LEN);
+
+  KP_CHECK_OK(kp_key_from_text("yyyoryarywdyqnyjbefoadeqbhebnrounoktcfaadrpbs8y7daxo", back));
+  KP_CHECK_MEM(back, counting, 32);
+  KP_CHECK_OK(kp_key_from_text("YYYORYARYWDYQNYJBEFOADEQBHEBNROUNOKTCFAADRPBS8Y7DAXO", back));
+  KP_CHECK_MEM(back, counting, 32);
+  static const char *bad[] = {
+      "yyyoryarywdyqnyjbefoadeqbhebnrounoktcfaadrpbs8y7dax",   /* short */
+      "yyyoryarywdyqnyjbefoadeqbhebnrounoktcfaadrpbs8y7daxoy", /* long */
+      "yyyoryarywdyqnyjbefoadeqbhebnrounoktcfaadrpbs8y7dax0",  /* '0' is not in the alphabet */
+      "yyyoryarywdyqnyjbefoadeqbhebnrounoktcfaadrpbs8y7daxr",  /* non-zero unused bits */
+      "",
+      NULL};
+  for (int i = 0; i < 6; i++) KP_CHECK_EQ(kp_key_from_text(bad[i], back), KP_EKEYFORMAT);
+
+  kp_rng_seeded_t st;
+  kp_rng_seeded_init(&st, 32);
+  kp_rng_t rng = kp_rng_seeded(&st);
+  for (int i = 0; i < 1000; i++) {
+    uint8_t k[32];
+    kp_rng_fill(&rng, k, 32);
+    kp_key_to_text(k, text);
+    KP_CHECK_EQ(strlen(text), KP_KEY_TEXT_LEN);
+    for (int j = 0; text[j]; j++)
+      KP_CHECK((text[j] >= 'a' && text[j] <= 'z') || (text[j] >= '0' && text[j] <= '9'));
+    KP_CHECK_OK(kp_key_from_text(text, back));
+    KP_CHECK_MEM(back, k, 32);
+  }
+}
+
+static void write_text(const char *path, const char *text, mode_t mode) {
+  FILE *f = fopen(path, "w");
+  KP_CHECK(f != NULL);
+  fputs(text, f);
+  fclose(f);
+  KP_CHECK(chmod(path, mode) == 0);
+}
+
+static void test_key_files(void) {
+  char dir[] = "/tmp/kp-keys-XXXXXX", path[256], other[256], text[1024];
+  KP_CHECK(mkdtemp(dir) != NULL);
+  snprintf(path, sizeof(path), "%s/id", dir);
+  kp_keypair_t kp, back;
+  kp_keypair_generate(&kp);
+  mode_t old = umask(0); /* the file must be 0600 whatever the umask */
+  KP_CHECK_OK(kp_key_file_write(path, &kp, false));
+  umask(old);
+  struct stat st;
+  KP_CHECK(stat(path, &st) == 0);
+  KP_CHECK_EQ(st.st_mode & 0777, 0600);
+  KP_CHECK_OK(kp_key_file_read(path, &back));
+  KP_CHECK_MEM(&back, &kp, sizeof(kp));
+  /* Signing with what was read verifies under the public key. */
+  uint8_t sig[64];
+  crypto_sign_detached(sig, NULL, (const uint8_t *)"m", 1, back.secret_key);
+  KP_CHECK(crypto_sign_verify_detached(sig, (const uint8_t *)"m", 1, kp.public_key) == 0);
+
+  /* Never clobbered by accident; replaced on request. */
+  KP_CHECK_ERR(kp_key_file_write(path, &kp, false), UV_EEXIST);
+  kp_keypair_t other_kp;
+  kp_keypair_generate(&other_kp);
+  KP_CHECK_OK(kp_key_file_write(path, &other_kp, true));
+  KP_CHECK_OK(kp_key_file_read(path, &back));
+  KP_CHECK_MEM(back.public_key, other_kp.public_key, 32);
+  KP_CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+
+  /* Readable by group or others: refused, and nothing returned. */
+  KP_CHECK(chmod(path, 0640) == 0);
+  KP_CHECK_ERR(kp_key_file_read(path, &back), KP_EKEYPERM);
+  uint8_t zero[sizeof(back)] = {0};
+  KP_CHECK_MEM(&back, zero, sizeof(back));
+  KP_CHECK(chmod(path, 0604) == 0);
+  KP_CHECK_ERR(kp_key_file_read(path, &back), KP_EKEYPERM);
+  KP_CHECK(chmod(path, 0400) == 0);
+  KP_CHECK_OK(kp_key_file_read(path, &back));
+
+  /* Damage of every kind. */
+  FILE *f = fopen(path, "r");
+  size_t n = fread(text, 1, sizeof(text) - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  snprintf(other, sizeof(other), "%s/bad", dir);
+  char *seed = strstr(text, "seed ") + 5;
+  char saved = seed[3];
+  seed[3] = seed[3] == 'y' ? 'b' : 'y'; /* a different seed: public key no longer matches */
+  write_text(other, text, 0600);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  seed[3] = '0'; /* not z-base-32 */
+  write_text(other, text, 0600);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  seed[3] = saved;
+  write_text(other, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\n", 0600);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  write_text(other, "", 0600);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  write_text(other, "kadpunch secret key v1\npublic abc\n", 0600);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  char big[6000];
+  memset(big, '#', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  write_text(other, big, 0600);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  snprintf(other, sizeof(other), "%s/missing", dir);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), UV_ENOENT);
+  KP_CHECK_ERR(kp_key_file_read(dir, &back), UV_EISDIR);
+  snprintf(other, sizeof(other), "%s/link", dir);
+  KP_CHECK(symlink(path, other) == 0);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
+  snprintf(other, sizeof(other), "%s/nodir/id", dir);
+  KP_CHECK_ERR(kp_key_file_write(other, &kp, false), UV_ENOENT);
+  char cmd[300];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  KP_CHECK_EQ(kp_test_sh("%s", cmd), 0);
+
+  /* Seeds are deterministic; wiping clears. */
+  uint8_t s32[32] = {7};
+  kp_keypair_t a, b;
+  kp_keypair_from_seed(&a, s32);
+  kp_keypair_from_seed(&b, s32);
+  KP_CHECK_MEM(&a, &b, sizeof(a));
+  kp_keypair_wipe(&a);
+  KP_CHECK_MEM(&a, zero, sizeof(a));
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(errors_named, unit, 10),        KP_CASE(addr_parse_format, unit, 10),
     KP_CASE(addr_compact, unit, 10),        KP_CASE(addr_compare_hash, unit, 10),
@@ -405,7 +545,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(buf_bounds, unit, 10),          KP_CASE(mp_check, unit, 10),
     KP_CASE(mp_random_input, unit, 60),     KP_CASE(rng, unit, 10),
     KP_CASE(log_levels, unit, 10),          KP_CASE(udp_send_recv, loopback, 20),
-    KP_CASE(udp_bind_errors, loopback, 20),
+    KP_CASE(udp_bind_errors, loopback, 20), KP_CASE(z32, unit, 10),
+    KP_CASE(key_files, unit, 10),
 };
 
 KP_TEST_MAIN(cases)

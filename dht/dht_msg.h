@@ -21,7 +21,7 @@
 /* Every DHT datagram fits this (the IPv6 minimum MTU less headers, rounded). */
 #define KP_DHT_MAX_DATAGRAM 1200
 #define KP_DHT_MAX_NODES KP_DHT_K
-#define KP_DHT_MAX_VALUE 1100
+#define KP_DHT_MAX_VALUE 1150
 #define KP_DHT_MSG_FIELDS 11
 
 typedef enum { KP_DHT_REQUEST = 0, KP_DHT_RESPONSE = 1 } kp_dht_msg_type_t;

@@ -120,6 +120,10 @@ typedef enum {
 /* Receives one formatted log line (no trailing newline). */
 typedef void (*kp_log_cb)(void *ctx, kp_log_level_t level, const char *line);
 
+/* Node ids and DHT targets are 32 bytes; a query returns the k = 20 closest. */
+#define KP_ID_LEN 32
+#define KP_DHT_K 20
+
 /* ---- Identity ---------------------------------------------------------- */
 
 #define KP_PUBLIC_KEY_LEN 32
@@ -156,6 +160,32 @@ int kp_key_file_read(const char *path, kp_keypair_t *kp);
 void kp_key_to_text(const uint8_t public_key[KP_PUBLIC_KEY_LEN], char out[KP_KEY_TEXT_LEN + 1]);
 int kp_key_from_text(const char *text, uint8_t public_key[KP_PUBLIC_KEY_LEN]);
 
+/* ---- Records ------------------------------------------------------------- */
+
+#define KP_RECORD_MAX_RELAYS 3
+#define KP_RECORD_MAX_DATA 128
+#define KP_MUTABLE_MAX_VALUE 1000
+#define KP_MUTABLE_MAX_SALT 64
+#define KP_IMMUTABLE_MAX_VALUE 1000
+
+/* An announcement: public_key can be reached through the relay nodes (the
+ * DHT nodes it announced to and keeps a NAT mapping open with). seq grows
+ * with every refresh; data is the announcer's own, at most
+ * KP_RECORD_MAX_DATA bytes. Views are valid only during the callback. */
+typedef struct kp_record_s {
+  uint8_t public_key[KP_PUBLIC_KEY_LEN];
+  uint64_t seq;
+  kp_addr_t relays[KP_RECORD_MAX_RELAYS];
+  size_t relay_count;
+  const uint8_t *data;
+  size_t data_len;
+} kp_record_t;
+
+/* The 32-byte DHT target of a topic (any bytes) and of a peer's own key
+ * (docs/protocol.md, "Targets"). */
+void kp_target_from_topic(const void *topic, size_t len, uint8_t target[KP_ID_LEN]);
+void kp_target_from_key(const uint8_t public_key[KP_PUBLIC_KEY_LEN], uint8_t target[KP_ID_LEN]);
+
 /* ---- NAT types ----------------------------------------------------------- */
 
 /* What a node learns about its own network from what DHT nodes report
@@ -171,9 +201,6 @@ typedef enum {
 const char *kp_nat_type_name(kp_nat_type_t type);
 
 /* ---- DHT node ---------------------------------------------------------- */
-
-#define KP_ID_LEN 32
-#define KP_DHT_K 20
 
 typedef struct kp_node_s kp_node_t;
 

@@ -1,5 +1,5 @@
-/* The simulator cases of test_dht (test_dht_sim.c), listed in test_dht.c's
- * case table. */
+/* The cases of test_dht that live in other files (test_dht_sim.c,
+ * test_dht_records.c), listed in test_dht.c's case table. */
 #ifndef KP_TEST_DHT_H
 #define KP_TEST_DHT_H
 
@@ -14,5 +14,13 @@ void test_sim_bootstrap_retry(void);
 void test_sim_bad_input_counted(void);
 void test_sim_extension_commit(void);
 void test_sim_loss(void);
+
+/* test_dht_records.c */
+void test_record_codec(void);
+void test_record_mutable(void);
+void test_store_announce_seq_expiry(void);
+void test_store_mutable_cas(void);
+void test_store_flood(void);
+void test_store_bytes_bound(void);
 
 #endif

@@ -36,7 +36,7 @@ size_t kp__dht_reply_value_max(const kp_dht_t *dht, uint8_t command) {
   return 0;
 }
 
-int kp__dht_wire_error(uint8_t code) {
+int kp_dht_wire_error(uint8_t code) {
   switch (code) {
     case KP_DHT_ERR_NONE: return 0;
     case KP_DHT_ERR_UNKNOWN_COMMAND: return KP_ECOMMAND;
@@ -49,19 +49,20 @@ int kp__dht_wire_error(uint8_t code) {
 int kp_dht_request(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, const uint8_t *target,
                    const uint8_t *value, size_t value_len, const uint8_t *token, kp_dht_req_cb cb,
                    void *arg, uint64_t now, kp_dht_req_t **out) {
-  return kp__dht_request_ex(dht, to, command, target, value, value_len, token, -1, cb, arg, now,
+  return kp__dht_request_ex(dht, to, command, target, value, value_len, token, -1, 0, cb, arg, now,
                             out);
 }
 
 int kp__dht_request_ex(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, const uint8_t *target,
                        const uint8_t *value, size_t value_len, const uint8_t *token, int retries,
-                       kp_dht_req_cb cb, void *arg, uint64_t now, kp_dht_req_t **out) {
+                       unsigned flags, kp_dht_req_cb cb, void *arg, uint64_t now,
+                       kp_dht_req_t **out) {
   kp_dht_msg_t m;
   memset(&m, 0, sizeof(m));
   if (to->family != dht->cfg.family) return KP_EBADADDR;
   m.to = *to;
   m.command = command;
-  if (dht->member && dht->has_id) {
+  if (dht->member && dht->has_id && !(flags & KP_DHT_REQ_NO_ID)) {
     m.has_id = true;
     memcpy(m.id, dht->id, KP_ID_LEN);
   }
@@ -171,6 +172,30 @@ static int send_reply(kp_dht_t *dht, int sock, const kp_dht_reply_to_t *rt, cons
       return KP_ETOOBIG;
     }
   }
+}
+
+size_t kp_dht_reply_room(kp_dht_t *dht, const kp_dht_reply_to_t *rt) {
+  uint8_t nodes[KP_DHT_MAX_NODES * KP_ADDR_COMPACT_MAX];
+  uint8_t buf[KP_DHT_MAX_DATAGRAM];
+  kp_dht_msg_t r;
+  memset(&r, 0, sizeof(r));
+  r.type = KP_DHT_RESPONSE;
+  r.tid = rt->tid;
+  r.to = rt->to;
+  r.command = rt->command;
+  r.has_id = dht->member && dht->has_id;
+  r.has_token = true;
+  r.error = UINT8_MAX; /* the widest error, so the estimate never falls short */
+  if (rt->has_target) {
+    r.nodes = nodes;
+    r.nodes_len = encode_closest(dht, rt->target, &rt->to, nodes);
+  }
+  r.value = nodes; /* an empty value: its header is counted */
+  r.value_len = 0;
+  size_t len;
+  if (kp_dht_msg_encode(&r, buf, sizeof(buf), &len) || len + 1 >= rt->limit) return 0;
+  /* A value over 255 bytes takes one more header byte than an empty one. */
+  return rt->limit - len - 1;
 }
 
 int kp_dht_reply(kp_dht_t *dht, const kp_dht_reply_to_t *rt, const uint8_t *value, size_t len,
@@ -632,8 +657,18 @@ static void background(kp_dht_t *dht, uint64_t now) {
   dht->next_background = now + KP_DHT_TICK_MS;
 }
 
+int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker) {
+  if (!ticker->tick || !ticker->deadline) return UV_EINVAL;
+  if (dht->ticker_count == KP_DHT_MAX_TICKERS) return KP_ELIMIT;
+  dht->tickers[dht->ticker_count++] = *ticker;
+  return 0;
+}
+
 void kp_dht_tick(kp_dht_t *dht, uint64_t now) {
   kp_dht_rpc_tick(&dht->rpc, now);
+  for (unsigned i = 0; i < dht->ticker_count; i++)
+    if (dht->tickers[i].deadline(dht->tickers[i].ctx) <= now)
+      dht->tickers[i].tick(dht->tickers[i].ctx, now);
   if (now >= dht->next_background) background(dht, now);
   kp__dht_queries_tick(dht, now);
   dht->last_tick = now;
@@ -643,6 +678,10 @@ uint64_t kp_dht_next_deadline(const kp_dht_t *dht) {
   uint64_t next = dht->next_background;
   uint64_t rpc = kp_dht_rpc_next_deadline(&dht->rpc);
   if (rpc < next) next = rpc;
+  for (unsigned i = 0; i < dht->ticker_count; i++) {
+    uint64_t t = dht->tickers[i].deadline(dht->tickers[i].ctx);
+    if (t < next) next = t;
+  }
   return kp__dht_queries_deadline(dht, next);
 }
 
@@ -704,7 +743,21 @@ int kp_dht_register(kp_dht_t *dht, uint8_t command, kp_dht_handler_fn fn, void *
   return 0;
 }
 
+const kp_rng_t *kp_dht_rng(const kp_dht_t *dht) {
+  return &dht->cfg.rng;
+}
+
+void kp_dht_unregister(kp_dht_t *dht, uint8_t command) {
+  for (unsigned i = 0; i < dht->handler_count; i++) {
+    if (dht->handlers[i].command == command) {
+      dht->handlers[i] = dht->handlers[--dht->handler_count];
+      return;
+    }
+  }
+}
+
 bool kp_dht_is_joined(const kp_dht_t *dht) {
+
   /* A configured member with nobody to bootstrap from is the network. */
   if (dht->cfg.mode == KP_NODE_MEMBER && !dht->bootstrap_count) return kp_dht_is_member(dht);
   return dht->joined && kp_dht_is_member(dht);

@@ -117,10 +117,16 @@ typedef struct kp_dht_query_opts_s {
   size_t seed_count;
 } kp_dht_query_opts_t;
 
+typedef struct kp_dht_commit_s kp_dht_commit_t;
+
+/* Request flags (kp_dht_commit): leave out our id, e.g. so a large value
+ * fits the datagram (a write needs no routing information). */
+enum { KP_DHT_REQ_NO_ID = 1 };
+
 /* Called once per node of a commit, then once with the totals. */
 typedef void (*kp_dht_commit_node_cb)(void *arg, const kp_dht_result_t *node, int status,
                                       const kp_dht_msg_t *reply);
-typedef void (*kp_dht_commit_done_cb)(void *arg, unsigned ok, unsigned failed);
+typedef void (*kp_dht_commit_done_cb)(void *arg, unsigned ok, unsigned failed, uint64_t now);
 
 typedef struct kp_dht_stats_s {
   kp_dht_rpc_stats_t rpc;
@@ -183,19 +189,47 @@ void kp_dht_request_abandon(kp_dht_t *dht, kp_dht_req_t *req);
  * this call. *out (may be NULL) is valid until then. */
 int kp_dht_query_start(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
                        const kp_dht_query_opts_t *opts, uint64_t now, kp_dht_query_t **out);
-/* Stops a query; its on_done does not fire. */
+/* Stops a query; its on_done does not fire. Safe from inside its on_reply
+ * (the query then ends when that callback returns), not from on_done. */
 void kp_dht_query_cancel(kp_dht_t *dht, kp_dht_query_t *q);
 const kp_dht_query_stats_t *kp_dht_query_stats(const kp_dht_query_t *q);
 const uint8_t *kp_dht_query_target(const kp_dht_query_t *q);
 
-/* Sends command (with target, value and each node's token) to each node,
- * typically a query's closest. on_node and on_done fire from later calls. */
+/* Sends command (with target, which may be NULL, value, and each node's
+ * token) to each node, typically a query's closest. on_node fires per node
+ * and on_done once, from later calls; *out (may be NULL) is valid until
+ * on_done returns. KP_ENONODES if no request could be sent. */
 int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
-                  const uint8_t target[KP_ID_LEN], const uint8_t *value, size_t value_len,
+                  const uint8_t *target, const uint8_t *value, size_t value_len, unsigned flags,
                   kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
-                  uint64_t now);
+                  uint64_t now, kp_dht_commit_t **out);
+/* Stops a commit; none of its callbacks fire afterwards. */
+void kp_dht_commit_cancel(kp_dht_t *dht, kp_dht_commit_t *c);
+
+/* Bytes of value a reply to rt can carry next to its closer nodes without
+ * exceeding rt->limit (the no-amplification bound). */
+size_t kp_dht_reply_room(kp_dht_t *dht, const kp_dht_reply_to_t *rt);
+
+/* Higher layers that need time (expiry, refreshes) add a ticker: tick runs
+ * from kp_dht_tick, and the DHT's next deadline includes theirs. */
+typedef struct kp_dht_ticker_s {
+  void (*tick)(void *ctx, uint64_t now);
+  uint64_t (*deadline)(void *ctx);
+  void *ctx;
+} kp_dht_ticker_t;
+int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker);
+
+/* The KP_E* error for a core error code in a response (kp_dht_wire_error_t). */
+int kp_dht_wire_error(uint8_t code);
+
+/* The injected randomness, for the layers built on this DHT. */
+
+const kp_rng_t *kp_dht_rng(const kp_dht_t *dht);
+/* Stops dispatching a registered command (undoes kp_dht_register). */
+void kp_dht_unregister(kp_dht_t *dht, uint8_t command);
 
 /* State, for the glue, tests and inspection. */
+
 bool kp_dht_is_member(const kp_dht_t *dht);
 /* A member whose join lookups (its own id, then every bucket) have run. */
 bool kp_dht_is_joined(const kp_dht_t *dht);

@@ -13,6 +13,7 @@
 #define KP_DHT_MAX_MAINT_PINGS 4  /* liveness and full-bucket pings in flight */
 #define KP_DHT_REFRESH_BUCKETS 64 /* deeper buckets never fill in practice */
 #define KP_DHT_TICK_MS 1000       /* background work period */
+#define KP_DHT_MAX_TICKERS 4      /* higher layers with timers of their own */
 
 typedef struct kp_dht_handler_s {
   uint8_t command;
@@ -48,6 +49,8 @@ struct kp_dht_s {
 
   kp_dht_handler_t handlers[KP_DHT_MAX_HANDLERS];
   unsigned handler_count;
+  kp_dht_ticker_t tickers[KP_DHT_MAX_TICKERS];
+  unsigned ticker_count;
 
   kp_addr_t bootstrap[KP_DHT_MAX_BOOTSTRAP];
   unsigned bootstrap_count;
@@ -73,12 +76,13 @@ void kp__dht_queries_cancel_all(kp_dht_t *dht, uint64_t now);
 uint64_t kp__dht_queries_deadline(const kp_dht_t *dht, uint64_t fallback);
 
 /* dht.c */
-/* kp_dht_request with an explicit retry count (-1: the configured one). */
+/* kp_dht_request with an explicit retry count (-1: the configured one) and
+ * KP_DHT_REQ_* flags. */
 int kp__dht_request_ex(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, const uint8_t *target,
                        const uint8_t *value, size_t value_len, const uint8_t *token, int retries,
-                       kp_dht_req_cb cb, void *arg, uint64_t now, kp_dht_req_t **out);
-/* The KP_E* error for a response's wire error code. */
-int kp__dht_wire_error(uint8_t code);
+                       unsigned flags, kp_dht_req_cb cb, void *arg, uint64_t now,
+                       kp_dht_req_t **out);
+
 /* The largest reply value a command may carry (for request padding). */
 size_t kp__dht_reply_value_max(const kp_dht_t *dht, uint8_t command);
 

@@ -47,6 +47,8 @@ struct kp_dht_query_s {
   unsigned inflight;
   unsigned hints;
   bool finished;
+  bool in_reply;  /* inside on_reply: a cancel must wait until it returns */
+  bool cancelled; /* cancelled from inside on_reply */
   unsigned count;
   uint8_t order[QUERY_MAX]; /* cands[] indices, closest first */
   cand_t cands[QUERY_MAX];
@@ -132,7 +134,7 @@ static void send_to(kp_dht_query_t *q, cand_t *c, uint64_t now) {
   kp_dht_t *dht = q->dht;
   c->state = C_INFLIGHT;
   int err = kp__dht_request_ex(dht, &c->addr, q->command, q->target, q->value, q->value_len, NULL,
-                               (int)dht->cfg.query_retries, on_query_reply, q, now, &c->req);
+                               (int)dht->cfg.query_retries, 0, on_query_reply, q, now, &c->req);
   if (err) {
     c->state = C_FAILED;
     c->req = NULL;
@@ -203,7 +205,15 @@ static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
     kp_dht_id_from_addr(&addr, id);
     add_candidate(q, id, &addr, &referrer, hops);
   }
-  if (q->on_reply) q->on_reply(q->arg, q, resp, from, now);
+  if (q->on_reply) {
+    q->in_reply = true;
+    q->on_reply(q->arg, q, resp, from, now);
+    q->in_reply = false;
+    if (q->cancelled) {
+      kp_dht_query_cancel(q->dht, q);
+      return;
+    }
+  }
   pump(q, now);
 }
 
@@ -216,7 +226,7 @@ static void send_down_hint(kp_dht_query_t *q, const cand_t *c, uint64_t now) {
   if (!kp_addr_is_set(&c->referrer) || q->hints >= QUERY_MAX_HINTS) return;
   uint8_t value[KP_ADDR_COMPACT_MAX];
   size_t n = kp_addr_encode_compact(&c->addr, value);
-  if (kp__dht_request_ex(q->dht, &c->referrer, KP_DHT_CMD_DOWN_HINT, NULL, value, n, NULL, 0,
+  if (kp__dht_request_ex(q->dht, &c->referrer, KP_DHT_CMD_DOWN_HINT, NULL, value, n, NULL, 0, 0,
                          ignore_reply, NULL, now, NULL) == 0)
     q->hints++;
 }
@@ -278,6 +288,11 @@ static void free_query(kp_dht_query_t *q) {
 }
 
 void kp_dht_query_cancel(kp_dht_t *dht, kp_dht_query_t *q) {
+  if (q->in_reply) {
+    q->cancelled = true;
+    return;
+  }
+
   for (unsigned i = 0; i < q->count; i++) forget_request(q, &q->cands[q->order[i]]);
   if (dht->bootstrap_query == q) dht->bootstrap_query = NULL;
   unlink_query(dht, q);
@@ -334,71 +349,4 @@ const kp_dht_query_stats_t *kp_dht_query_stats(const kp_dht_query_t *q) {
 
 const uint8_t *kp_dht_query_target(const kp_dht_query_t *q) {
   return q->target;
-}
-
-/* ---- Commit ------------------------------------------------------------- */
-
-typedef struct commit_s {
-  kp_dht_commit_node_cb on_node;
-  kp_dht_commit_done_cb on_done;
-  void *arg;
-  unsigned pending;
-  unsigned ok;
-  unsigned failed;
-  size_t count;
-  kp_dht_result_t nodes[];
-} commit_t;
-
-static void on_commit_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
-                            const kp_addr_t *from, uint64_t now) {
-  commit_t *c = arg;
-  (void)from;
-  (void)now;
-  const kp_dht_result_t *node = NULL;
-  for (size_t i = 0; i < c->count; i++)
-    if (kp_addr_eq(&c->nodes[i].addr, &req->to)) node = &c->nodes[i];
-  if (status == 0 && resp->error) status = kp__dht_wire_error(resp->error);
-  if (status == 0)
-    c->ok++;
-  else
-    c->failed++;
-  if (c->on_node && node) c->on_node(c->arg, node, status, resp);
-  if (--c->pending == 0) {
-    if (c->on_done) c->on_done(c->arg, c->ok, c->failed);
-    kp_free(c);
-  }
-}
-
-int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
-                  const uint8_t target[KP_ID_LEN], const uint8_t *value, size_t value_len,
-                  kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
-                  uint64_t now) {
-  if (!count) return UV_EINVAL;
-  commit_t *c = kp_malloc(sizeof(*c) + count * sizeof(c->nodes[0]));
-  if (!c) return UV_ENOMEM;
-  c->on_node = on_node;
-  c->on_done = on_done;
-  c->arg = arg;
-  c->pending = 1; /* held until every request is out, so no callback runs early */
-  c->ok = c->failed = 0;
-  c->count = count;
-  memcpy(c->nodes, nodes, count * sizeof(nodes[0]));
-  unsigned started = 0;
-  for (size_t i = 0; i < count; i++) {
-    const kp_dht_result_t *n = &c->nodes[i];
-    c->pending++;
-    if (kp_dht_request(dht, &n->addr, command, target, value, value_len,
-                       n->has_token ? n->token : NULL, on_commit_reply, c, now, NULL) == 0) {
-      started++;
-    } else {
-      c->pending--;
-      c->failed++;
-    }
-  }
-  c->pending--;
-  if (!started) {
-    kp_free(c);
-    return KP_ENONODES;
-  }
-  return 0;
 }

@@ -163,14 +163,17 @@ static int decode_record_body(const uint8_t *body, size_t len, kp_record_t *out)
   return err;
 }
 
+/* Decodes one [body, signature] element; verifies it unless `wanted` says
+ * the caller does not want it (then returns 1). */
 static int record_from_object(const msgpack_object *o, const uint8_t target[KP_ID_LEN],
-                              kp_record_t *out) {
+                              kp_dht_record_wanted_fn wanted, void *ctx, kp_record_t *out) {
   const uint8_t *body;
   size_t body_len;
   uint8_t sig[KP_SIGNATURE_LEN];
   memset(out, 0, sizeof(*out));
   int err = unpack_signed(o, &body, &body_len, sig);
   if (!err) err = decode_record_body(body, body_len, out);
+  if (!err && wanted && !wanted(ctx, out->public_key, out->seq)) return 1;
   if (!err) err = verify(sign_announce, target, body, body_len, out->public_key, sig);
   if (err) memset(out, 0, sizeof(*out));
   return err;
@@ -184,13 +187,14 @@ int kp_dht_record_decode(const uint8_t *buf, size_t len, const uint8_t target[KP
   if (len > KP_RECORD_MAX_SIZE) return KP_ETOOBIG;
   int err = kp_mp_doc_parse(&doc, buf, len, 1, &root);
   if (err) return err;
-  err = record_from_object(root, target, out);
+  err = record_from_object(root, target, NULL, NULL, out);
   kp_mp_doc_free(&doc);
   return err;
 }
 
 int kp_dht_record_list_decode(const uint8_t *buf, size_t len, const uint8_t target[KP_ID_LEN],
-                              kp_dht_record_fn fn, void *ctx, unsigned *rejected) {
+                              kp_dht_record_wanted_fn wanted, kp_dht_record_fn fn, void *ctx,
+                              unsigned *rejected) {
   kp_mp_doc_t doc;
   const msgpack_object *root;
   if (rejected) *rejected = 0;
@@ -204,10 +208,14 @@ int kp_dht_record_list_decode(const uint8_t *buf, size_t len, const uint8_t targ
   for (uint32_t i = 0; i < root->via.array.size; i++) {
     const msgpack_object *o = &root->via.array.ptr[i];
     kp_record_t rec;
-    if (record_from_object(o, target, &rec)) {
+    int rc = record_from_object(o, target, wanted, ctx, &rec);
+    if (rc == 1) continue; /* not wanted: never verified */
+    if (rc) {
+
       if (rejected) (*rejected)++;
       continue;
     }
+
     good++;
     if (fn) fn(ctx, &rec);
   }

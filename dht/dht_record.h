@@ -45,12 +45,18 @@ int kp_dht_record_encode(const kp_record_t *rec, const uint8_t target[KP_ID_LEN]
 int kp_dht_record_decode(const uint8_t *buf, size_t len, const uint8_t target[KP_ID_LEN],
                          kp_record_t *out);
 
-/* A LOOKUP reply: an array of records. Calls fn for each record that
- * verifies; returns how many did, or a negative error if the list itself is
- * malformed. Records that fail are counted in *rejected (may be NULL). */
+/* A LOOKUP reply: an array of records. For each element, `wanted` (may be
+ * NULL) sees the claimed key and seq before the signature is checked (so a
+ * client skips records it already holds without paying for a verification);
+ * fn gets each wanted record that verifies. Returns how many did, or a
+ * negative error if the list itself is malformed; records that fail are
+ * counted in *rejected (may be NULL). */
+typedef bool (*kp_dht_record_wanted_fn)(void *ctx, const uint8_t public_key[KP_PUBLIC_KEY_LEN],
+                                        uint64_t seq);
 typedef void (*kp_dht_record_fn)(void *ctx, const kp_record_t *rec);
 int kp_dht_record_list_decode(const uint8_t *buf, size_t len, const uint8_t target[KP_ID_LEN],
-                              kp_dht_record_fn fn, void *ctx, unsigned *rejected);
+                              kp_dht_record_wanted_fn wanted, kp_dht_record_fn fn, void *ctx,
+                              unsigned *rejected);
 
 /* ---- Unannounce -------------------------------------------------------- */
 

@@ -60,7 +60,7 @@ void kp_dht_store_config_defaults(kp_dht_store_config_t *cfg) {
   cfg->max_bytes = 8u << 20;
   cfg->max_per_target = 128;
   cfg->max_per_source = 64;
-  cfg->ttl_ms = 20 * 60 * 1000;
+  cfg->ttl_ms = KP_DHT_DEFAULT_TTL_MS;
 }
 
 int kp_dht_store_new(const kp_dht_store_config_t *cfg, const kp_rng_t *rng, kp_dht_store_t **out) {

@@ -24,8 +24,12 @@
 #include "dht/dht_record.h"
 #include "kadpunch.h"
 
+/* How long a record lives after its last write, by default. */
+#define KP_DHT_DEFAULT_TTL_MS (20 * 60 * 1000)
+
 typedef enum {
   KP_STORE_ANNOUNCE = 0,
+
   KP_STORE_MUTABLE = 1,
   KP_STORE_IMMUTABLE = 2,
 } kp_dht_store_kind_t;
@@ -39,12 +43,12 @@ typedef struct kp_dht_store_config_s {
 } kp_dht_store_config_t;
 
 typedef struct kp_dht_store_stats_s {
-  size_t records;     /* gauge */
-  size_t bytes;       /* gauge */
-  uint64_t stored;    /* new records and newer versions */
+  size_t records;  /* gauge */
+  size_t bytes;    /* gauge */
+  uint64_t stored; /* new records and newer versions */
   uint64_t expired;
-  uint64_t evicted;   /* displaced by a newcomer under a quota */
-  uint64_t refused;   /* newcomers that found no room */
+  uint64_t evicted; /* displaced by a newcomer under a quota */
+  uint64_t refused; /* newcomers that found no room */
 } kp_dht_store_stats_t;
 
 typedef struct kp_dht_store_s kp_dht_store_t;

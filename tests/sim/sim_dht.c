@@ -76,9 +76,34 @@ kp_sim_dht_node_t *kp_sim_dht_node_new(kp_sim_t *sim, const kp_addr_t *addr, kp_
   return n;
 }
 
+static uint64_t sim_wall_ms(void *ctx) {
+  /* Virtual time since 2026-01-01: sequence numbers look like real ones. */
+  return 1767225600000ull + kp_sim_now(ctx);
+}
+
+void kp_sim_dht_node_add_swarm(kp_sim_dht_node_t *n, const kp_dht_swarm_config_t *cfg) {
+  kp_dht_swarm_config_t c;
+  if (cfg)
+    c = *cfg;
+  else
+    kp_dht_swarm_config_defaults(&c);
+  c.wall_ms = sim_wall_ms;
+  c.wall_ctx = n->sim;
+  if (kp_dht_swarm_new(n->dht, &c, &n->swarm)) abort();
+  kp_sim_dht_node_kick(n);
+}
+
+void kp_sim_dht_net_add_swarms(kp_sim_dht_net_t *net, const kp_dht_swarm_config_t *cfg) {
+  for (size_t i = 0; i < net->count; i++)
+    if (net->nodes[i]->dht && !net->nodes[i]->swarm) kp_sim_dht_node_add_swarm(net->nodes[i], cfg);
+}
+
 void kp_sim_dht_node_free(kp_sim_dht_node_t *n) {
   if (!n || !n->dht) return;
   kp_dht_free(n->dht, kp_sim_now(n->sim));
+  kp_dht_swarm_free(n->swarm); /* after the DHT, which cancels its operations */
+  n->swarm = NULL;
+
   kp_sim_socket_free(n->sock);
   kp_sim_socket_free(n->alt);
   /* Timers still queued point at n: keep it as a husk that ignores them. */
@@ -136,4 +161,13 @@ size_t kp_sim_dht_net_joined(const kp_sim_dht_net_t *net) {
   for (size_t i = 0; i < net->count; i++)
     if (net->nodes[i]->dht && kp_dht_is_joined(net->nodes[i]->dht)) n++;
   return n;
+}
+
+static bool net_all_joined(void *ctx) {
+  const kp_sim_dht_net_t *net = ctx;
+  return kp_sim_dht_net_joined(net) == net->count;
+}
+
+bool kp_sim_dht_net_run_joined(kp_sim_dht_net_t *net, uint64_t within_ms) {
+  return kp_sim_run_while(net->sim, kp_sim_now(net->sim) + within_ms, net_all_joined, net);
 }

@@ -5,11 +5,13 @@
 
 #include "common/log.h"
 #include "dht/dht.h"
+#include "dht/dht_swarm.h"
 #include "tests/sim/sim.h"
 
 typedef struct kp_sim_dht_node_s {
   kp_sim_t *sim;
   kp_dht_t *dht;
+  kp_dht_swarm_t *swarm; /* when the network was made with swarms */
   kp_sim_socket_t *sock;
   kp_sim_socket_t *alt;
   uint64_t timer_at; /* earliest timer event pending, UINT64_MAX if none */
@@ -38,8 +40,16 @@ typedef struct kp_sim_dht_net_s {
 
 void kp_sim_dht_net_init(kp_sim_dht_net_t *net, kp_sim_t *sim, size_t count, unsigned spread_ms,
                          const kp_dht_config_t *cfg, uint64_t seed);
+
+/* Gives every node of the network a swarm (records, announce, lookup). */
+void kp_sim_dht_net_add_swarms(kp_sim_dht_net_t *net, const kp_dht_swarm_config_t *cfg);
+/* Gives one node a swarm; the wall clock is the virtual one plus a fixed epoch. */
+void kp_sim_dht_node_add_swarm(kp_sim_dht_node_t *n, const kp_dht_swarm_config_t *cfg);
+
 void kp_sim_dht_net_destroy(kp_sim_dht_net_t *net);
 size_t kp_sim_dht_net_joined(const kp_sim_dht_net_t *net);
+/* Runs the simulation until every node has joined; false after within_ms. */
+bool kp_sim_dht_net_run_joined(kp_sim_dht_net_t *net, uint64_t within_ms);
 
 /* The address of node i in such a network. */
 void kp_sim_dht_addr(size_t i, kp_addr_t *out);

@@ -770,6 +770,14 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_bad_input_counted, sim, 60),
     KP_CASE(sim_extension_commit, sim, 60),
     KP_CASE(sim_loss, sim, 120),
+    KP_CASE(swarm_announce_lookup, sim, 60),
+    KP_CASE(swarm_expiry_refresh, sim, 60),
+    KP_CASE(swarm_unannounce, sim, 60),
+    KP_CASE(swarm_relay_replacement, sim, 60),
+    KP_CASE(swarm_forged_records, sim, 60),
+    KP_CASE(swarm_mutable, sim, 60),
+    KP_CASE(swarm_immutable, sim, 60),
+
 };
 
 KP_TEST_MAIN(cases)

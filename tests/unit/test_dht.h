@@ -23,4 +23,14 @@ void test_store_mutable_cas(void);
 void test_store_flood(void);
 void test_store_bytes_bound(void);
 
+/* test_dht_swarm.c */
+void test_swarm_announce_lookup(void);
+void test_swarm_expiry_refresh(void);
+void test_swarm_unannounce(void);
+void test_swarm_relay_replacement(void);
+void test_swarm_forged_records(void);
+void test_swarm_mutable(void);
+void test_swarm_immutable(void);
+
+
 #endif

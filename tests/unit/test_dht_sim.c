@@ -16,13 +16,8 @@ static kp_dht_config_t sim_config(void) {
   return c;
 }
 
-static bool all_joined(void *ctx) {
-  const kp_sim_dht_net_t *net = ctx;
-  return kp_sim_dht_net_joined(net) == net->count;
-}
-
 static void join_all(kp_sim_dht_net_t *net, uint64_t within_ms) {
-  bool ok = kp_sim_run_while(net->sim, kp_sim_now(net->sim) + within_ms, all_joined, net);
+  bool ok = kp_sim_dht_net_run_joined(net, within_ms);
   KP_CHECK_MSG(ok, "only %zu of %zu nodes joined", kp_sim_dht_net_joined(net), net->count);
 }
 
@@ -607,7 +602,9 @@ static void on_commit_node(void *arg, const kp_dht_result_t *node, int status,
   if (status == 0) KP_CHECK(reply && reply->value_len == 6);
 }
 
-static void on_commit_done(void *arg, unsigned ok, unsigned failed) {
+static void on_commit_done(void *arg, unsigned ok, unsigned failed, uint64_t now) {
+  (void)now;
+
   commit_result_t *r = arg;
   r->ok = ok;
   r->failed = failed;
@@ -648,7 +645,7 @@ void test_sim_extension_commit(void) {
    * valid token this time. */
   commit_result_t cr = {0};
   KP_CHECK_OK(kp_dht_commit(from->dht, l.results, l.count, CMD_STORE, target, (const uint8_t *)"v",
-                            1, on_commit_node, on_commit_done, &cr, kp_sim_now(net.sim)));
+                            1, 0, on_commit_node, on_commit_done, &cr, kp_sim_now(net.sim), NULL));
   kp_sim_dht_node_kick(from);
   KP_CHECK(kp_sim_run_while(net.sim, kp_sim_now(net.sim) + MINUTE, commit_done, &cr));
   KP_CHECK_EQ(cr.ok, KP_DHT_K);

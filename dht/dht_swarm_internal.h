@@ -1,0 +1,45 @@
+/* Shared by dht_swarm.c (the storing side) and dht_swarm_ops.c (the client
+ * operations). Never included outside dht/. */
+#ifndef KP_DHT_SWARM_INTERNAL_H
+#define KP_DHT_SWARM_INTERNAL_H
+
+#include "dht/dht_swarm.h"
+
+/* Per-source budget of signature checks: a small table indexed by a keyed
+ * hash of the source; a collision just shares a budget. */
+#define KP_SWARM_LIMITER_SLOTS 256
+
+typedef struct kp_swarm_limiter_slot_s {
+  kp_addr_t source;
+  double tokens;
+  uint64_t at;
+} kp_swarm_limiter_slot_t;
+
+/* Every client operation in progress, so the swarm can find and free it. */
+typedef struct kp_swarm_op_s kp_swarm_op_t;
+struct kp_swarm_op_s {
+  kp_swarm_op_t *prev;
+  kp_swarm_op_t *next;
+  void (*drop)(kp_dht_swarm_t *swarm, kp_swarm_op_t *op); /* free without callbacks */
+};
+
+struct kp_dht_swarm_s {
+  kp_dht_t *dht;
+  kp_dht_swarm_config_t cfg;
+  kp_dht_store_t *store;
+  kp_swarm_op_t *ops;
+  kp_dht_announce_t *announces;
+  uint8_t limiter_key[16];
+  kp_swarm_limiter_slot_t limiter[KP_SWARM_LIMITER_SLOTS];
+};
+
+void kp__swarm_op_link(kp_dht_swarm_t *swarm, kp_swarm_op_t *op);
+void kp__swarm_op_unlink(kp_dht_swarm_t *swarm, kp_swarm_op_t *op);
+uint64_t kp__swarm_wall_ms(const kp_dht_swarm_t *swarm, uint64_t now);
+
+/* dht_swarm_ops.c: the announcers' timers. */
+void kp__swarm_announces_tick(kp_dht_swarm_t *swarm, uint64_t now);
+uint64_t kp__swarm_announces_deadline(const kp_dht_swarm_t *swarm);
+void kp__swarm_announces_free(kp_dht_swarm_t *swarm);
+
+#endif

@@ -140,6 +140,7 @@ struct kp_dht_announce_s {
 };
 
 static void start_round(kp_dht_announce_t *a, uint64_t now);
+static void free_announce(kp_dht_announce_t *a);
 
 static void round_failed(kp_dht_announce_t *a, int status, uint64_t now) {
   a->state = A_IDLE;
@@ -285,9 +286,18 @@ int kp_dht_swarm_announce(kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN]
   a->data_len = data_len;
   a->cb = cb;
   a->arg = arg;
+  /* The first round's query starts here, so a failure is this call's error
+   * (callbacks never fire from inside the call). */
+  kp_dht_query_opts_t opts = {.on_done = on_round_query, .arg = a};
+  int err = kp_dht_query_start(swarm->dht, target, &opts, now, &a->query);
+  if (err) {
+    free_announce(a);
+    return err;
+  }
+  a->state = A_QUERY;
+  a->next_round = UINT64_MAX;
   a->next = swarm->announces;
   swarm->announces = a;
-  start_round(a, now);
   if (out) *out = a;
   return 0;
 }

@@ -232,6 +232,11 @@ typedef struct kp_node_options_s {
   kp_log_cb log_cb;
   void *log_ctx;
   kp_log_level_t log_level;
+  /* Records stored for others: caps on their number and memory (0: 16384
+   * and 8 MiB) and their lifetime in ms (0: 20 minutes). */
+  size_t store_max_records;
+  size_t store_max_bytes;
+  unsigned record_ttl_ms;
   /* Where randomness comes from; NULL means libsodium's randombytes_buf. */
   void (*rng)(void *ctx, void *buf, size_t len);
   void *rng_ctx;
@@ -327,6 +332,76 @@ size_t kp_node_table(const kp_node_t *node, kp_node_peer_t *out, size_t cap);
 /* Free for the caller's use. */
 void *kp_node_get_data(const kp_node_t *node);
 void kp_node_set_data(kp_node_t *node, void *data);
+
+/* ---- Swarms: announce and lookup ------------------------------------------ */
+
+typedef struct kp_announce_s kp_announce_t;
+
+/* After each announce round: status 0 and how many nodes stored the record
+ * (the relays are then valid), or an error (the announcement keeps
+ * retrying). Rounds run every 10 minutes and whenever a relay stops
+ * answering. UV_ECANCELED once if the node closes first. */
+typedef void (*kp_announce_cb)(kp_announce_t *a, int status, unsigned stored);
+
+/* Announces kp's public key under target (kp_target_from_topic or
+ * kp_target_from_key) with up to KP_RECORD_MAX_DATA bytes of data, and keeps
+ * the announcement alive until kp_announce_stop: refreshed before it expires
+ * (20 minutes), with a NAT mapping kept open to the relay nodes. kp and data
+ * are copied. Errors: KP_ETOOBIG, UV_ENOMEM, UV_EINVAL (node closing). */
+int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
+                     const void *data, size_t data_len, kp_announce_cb cb, kp_announce_t **out);
+
+/* Stops the announcement; its callback never fires again and the handle is
+ * freed. With unannounce, the record is also withdrawn from the nodes that
+ * hold it (in the background). */
+void kp_announce_stop(kp_announce_t *a, bool unannounce);
+
+/* Announces again now (after a network change, say). */
+void kp_announce_refresh(kp_announce_t *a);
+
+/* Copies up to cap relay addresses of the last good round; returns how many
+ * there are. */
+size_t kp_announce_relays(const kp_announce_t *a, kp_addr_t *out, size_t cap);
+void *kp_announce_get_data(const kp_announce_t *a);
+void kp_announce_set_data(kp_announce_t *a, void *data);
+
+/* Each verified record, once per key (again if a newer seq shows up); rec
+ * is valid during the call. */
+typedef void (*kp_lookup_record_cb)(kp_node_t *node, const kp_record_t *rec, void *arg);
+/* Once, last: status 0 (found may be 0), KP_ENONODES, UV_ECANCELED. */
+typedef void (*kp_lookup_done_cb)(kp_node_t *node, int status, size_t found,
+                                  const kp_node_query_stats_t *stats, void *arg);
+
+/* Looks up who announced under target. on_record may be NULL. */
+int kp_node_lookup(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_lookup_record_cb on_record,
+                   kp_lookup_done_cb on_done, void *arg);
+
+/* ---- Mutable and immutable values ----------------------------------------- */
+
+/* status 0 once at least one node stored the value; else KP_ECAS (a
+ * compare-and-swap conflict: re-read and retry), KP_ESEQ (not newer than
+ * what nodes hold), KP_ELIMIT, KP_ENONODES, UV_ECANCELED. */
+typedef void (*kp_put_cb)(kp_node_t *node, int status, unsigned stored, void *arg);
+/* status 0 with the newest valid value (valid during the call; seq is 0 for
+ * an immutable one), or KP_ENOTFOUND, UV_ECANCELED. */
+typedef void (*kp_get_cb)(kp_node_t *node, int status, uint64_t seq, const uint8_t *value,
+                          size_t len, void *arg);
+
+/* Stores value (<= KP_MUTABLE_MAX_VALUE bytes) under kp's public key and
+ * salt (<= KP_MUTABLE_MAX_SALT bytes; salt + value <= 1006), signed, with
+ * sequence number seq. With cas non-NULL, each node stores it only if the
+ * seq it holds (0 if none) equals *cas. Errors: KP_ETOOBIG, UV_ENOMEM. */
+int kp_node_put_mutable(kp_node_t *node, const kp_keypair_t *kp, const void *salt, size_t salt_len,
+                        uint64_t seq, const void *value, size_t len, const uint64_t *cas,
+                        kp_put_cb cb, void *arg);
+int kp_node_get_mutable(kp_node_t *node, const uint8_t public_key[KP_PUBLIC_KEY_LEN],
+                        const void *salt, size_t salt_len, kp_get_cb cb, void *arg);
+
+/* Stores value (<= KP_IMMUTABLE_MAX_VALUE bytes) under its own hash, which
+ * is written to hash. */
+int kp_node_put_immutable(kp_node_t *node, const void *value, size_t len, uint8_t hash[KP_ID_LEN],
+                          kp_put_cb cb, void *arg);
+int kp_node_get_immutable(kp_node_t *node, const uint8_t hash[KP_ID_LEN], kp_get_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

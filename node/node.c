@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/alloc.h"
 #include "dht/dht_id.h"
@@ -29,6 +30,17 @@ void kp_node_options_init(kp_node_options_t *opts) {
 
 static uint64_t now_ms(const kp_node_t *node) {
   return uv_now(node->loop);
+}
+
+uint64_t kp__node_now(const kp_node_t *node) {
+  return now_ms(node);
+}
+
+uint64_t kp__node_wall_ms(void *ctx) {
+  (void)ctx;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void on_timer(uv_timer_t *timer);
@@ -139,6 +151,14 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   node->log.prefix = node->log_prefix;
   kp_dht_io_t io = {.send = dht_send, .on_membership = dht_membership, .ctx = node};
   if ((err = kp_dht_new(&cfg, &io, now_ms(node), &node->dht))) goto fail;
+  kp_dht_swarm_config_t swarm_cfg;
+  kp_dht_swarm_config_defaults(&swarm_cfg);
+  swarm_cfg.store.max_records = opts->store_max_records;
+  swarm_cfg.store.max_bytes = opts->store_max_bytes;
+  swarm_cfg.store.ttl_ms = opts->record_ttl_ms;
+  swarm_cfg.refresh_ms = opts->record_ttl_ms ? opts->record_ttl_ms / 2 : 0;
+  swarm_cfg.wall_ms = kp__node_wall_ms;
+  if ((err = kp_dht_swarm_new(node->dht, &swarm_cfg, &node->swarm))) goto fail;
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
   if (opts->bootstrap_count &&
       (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
@@ -288,8 +308,12 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 static void maybe_finish_close(kp_node_t *node) {
   if (node->open_handles || node->dns) return;
   /* Everything is quiet: cancelled operations report, then the owner. */
+  kp__node_announces_cancel(node);
   if (node->dht) kp_dht_free(node->dht, now_ms(node));
   node->dht = NULL;
+  kp_dht_swarm_free(node->swarm);
+  node->swarm = NULL;
+
   if (node->close_cb) node->close_cb(node);
   kp_free(node);
 }

@@ -8,6 +8,7 @@
 #include "common/rng.h"
 #include "common/udp.h"
 #include "dht/dht.h"
+#include "dht/dht_swarm.h"
 #include "kadpunch.h"
 
 typedef struct kp_node_dns_s kp_node_dns_t;
@@ -22,6 +23,8 @@ struct kp_node_s {
   uv_timer_t timer;
   uint64_t armed; /* the deadline the timer is set for */
   kp_dht_t *dht;
+  kp_dht_swarm_t *swarm;
+  kp_announce_t *announces; /* live announcements, told of a close */
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
   kp_rng_t rng;
@@ -39,5 +42,12 @@ static inline kp_dht_t *kp__node_dht(kp_node_t *node) {
 
 /* Re-arms the node's timer after the caller fed its state machine. */
 void kp__node_rearm(kp_node_t *node);
+
+/* The node's clock (ms, the loop's) and the wall clock (ms since 1970). */
+uint64_t kp__node_now(const kp_node_t *node);
+uint64_t kp__node_wall_ms(void *ctx);
+
+/* node_swarm.c: ends the node's announcements when it closes. */
+void kp__node_announces_cancel(kp_node_t *node);
 
 #endif

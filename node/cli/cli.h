@@ -22,6 +22,73 @@ typedef struct kp_cli_command_s {
 
 int kp_cli_dht_node(int argc, char **argv);
 int kp_cli_demo(int argc, char **argv);
+int kp_cli_keygen(int argc, char **argv);
+int kp_cli_announce(int argc, char **argv);
+int kp_cli_lookup(int argc, char **argv);
+int kp_cli_put(int argc, char **argv);
+int kp_cli_get(int argc, char **argv);
+
+/* ---- Options every networked command takes (cli_node.c) ----------------- */
+
+/* --bind, --bootstrap (default: $KADPUNCH_BOOTSTRAP), --log. */
+typedef struct kp_cli_net_s {
+  const char *bind;
+  char bootstrap[1024];
+  kp_log_level_t log_level;
+  kp_node_mode_t mode;
+} kp_cli_net_t;
+
+#define KP_CLI_NET_HELP                                                                            \
+  "  --bind ADDR:PORT        local address (default 0.0.0.0:0)\n"                                  \
+  "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
+  "                          (default: $KADPUNCH_BOOTSTRAP)\n"                                     \
+  "  --log LEVEL             error, warn (default), info, debug, trace\n"
+
+/* getopt_long values of those options. */
+enum { KP_CLI_OPT_BIND = 1000, KP_CLI_OPT_BOOTSTRAP, KP_CLI_OPT_LOG };
+#define KP_CLI_NET_OPTIONS                                                                         \
+  {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
+      {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP}, {                                 \
+    "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
+  }
+
+void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode);
+/* Handles one of KP_CLI_NET_OPTIONS. Returns 0, or an exit code after
+ * printing the problem. */
+int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd);
+
+/* A node for the length of a command, stopped by SIGINT/SIGTERM. */
+typedef struct kp_cli_session_s {
+  uv_loop_t loop;
+  kp_node_t *node;
+  uv_signal_t sigint, sigterm;
+  bool signalled;
+  void (*on_signal)(struct kp_cli_session_s *s);
+  void *data;
+} kp_cli_session_t;
+
+/* Creates the node and waits (up to 10 s) until it has reached the DHT.
+ * Returns 0 or an exit code after printing why (bad address, no bootstrap
+ * nodes given, none answering). */
+int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd);
+/* Runs the loop until pred(ctx) holds (or forever if pred is NULL) or a
+ * signal arrives; false on timeout. timeout_ms 0: no limit. */
+bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
+                        unsigned timeout_ms);
+/* Closes the node and the loop. Returns 0, or KP_EXIT_FAIL if the loop did
+ * not close cleanly. */
+int kp_cli_session_close(kp_cli_session_t *s);
+
+/* ---- Keys (cli_node.c) ------------------------------------------------ */
+
+/* $KADPUNCH_KEY, else ~/.kadpunch/key. */
+const char *kp_cli_default_key_path(void);
+/* Reads a key file, printing a clear message (what is wrong and what to do)
+ * on failure. Returns 0 or an exit code. */
+int kp_cli_load_key(const char *path, kp_keypair_t *kp, const char *cmd);
+/* The DHT target of a command-line TOPIC, or of a key given as --key-of. */
+int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],
+                  const char *cmd);
 
 /* Prints "kadpunch CMD: message" to stderr and returns KP_EXIT_USAGE. */
 int kp_cli_usage_error(const char *cmd, const char *fmt, ...)

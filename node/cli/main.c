@@ -8,6 +8,11 @@
 static const kp_cli_command_t commands[] = {
     {"demo", "run a local DHT on loopback and show lookups", kp_cli_demo},
     {"dht-node", "run a DHT node", kp_cli_dht_node},
+    {"keygen", "create a key pair (an identity)", kp_cli_keygen},
+    {"announce", "announce this peer under a topic or its key", kp_cli_announce},
+    {"lookup", "find the peers announced under a topic or key", kp_cli_lookup},
+    {"put", "store a mutable or immutable value", kp_cli_put},
+    {"get", "fetch a mutable or immutable value", kp_cli_get},
 };
 
 static void usage(FILE *out) {

@@ -1,8 +1,6 @@
 /* node/: kp_node on real sockets. Testnets of hundreds of nodes on IPv4 and
  * IPv6 loopback, a node behind a real (iptables) firewall, error paths,
  * lifecycle, and the kadpunch program itself. */
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/rng.h"
@@ -10,6 +8,7 @@
 #include "node/node_internal.h"
 #include "node/testnet.h"
 #include "tests/harness/test.h"
+#include "tests/loopback/test_node.h"
 
 /* An allocator that fails after a budget, to prove create is all or nothing. */
 static long alloc_budget = -1;
@@ -72,8 +71,7 @@ static void test_alloc_failure_create(void) {
 }
 
 static void check_loop_closes(uv_loop_t *loop) {
-  uv_run(loop, UV_RUN_DEFAULT);
-  KP_CHECK_EQ(uv_loop_close(loop), 0);
+  kp_test_check_loop_closes(loop);
 }
 
 static void test_create_errors(void) {
@@ -313,57 +311,16 @@ static void test_bootstrap_by_name(void) {
 
 /* ---- The program ------------------------------------------------------------ */
 
-static int run_cli(const char *const *argv, char *out, size_t cap, int signal_after_ms) {
-  int pipefd[2];
-  KP_CHECK(pipe(pipefd) == 0);
-  pid_t pid = fork();
-  KP_CHECK(pid >= 0);
-  if (pid == 0) {
-    dup2(pipefd[1], 1);
-    dup2(pipefd[1], 2);
-    close(pipefd[0]);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-  }
-  close(pipefd[1]);
-  size_t len = 0;
-  uint64_t start = kp_test_now_ms();
-  bool signalled = false;
-  int status = 0;
-  for (;;) {
-    fd_set fds;
-    FD_ZERO(&fds);
-    FD_SET(pipefd[0], &fds);
-    struct timeval tv = {0, 50000};
-    if (select(pipefd[0] + 1, &fds, NULL, NULL, &tv) > 0) {
-      ssize_t n = read(pipefd[0], out + len, cap - 1 - len);
-      if (n <= 0) break;
-      len += (size_t)n;
-    }
-    if (signal_after_ms >= 0 && !signalled &&
-        kp_test_now_ms() - start > (uint64_t)signal_after_ms) {
-      kill(pid, SIGTERM);
-      signalled = true;
-    }
-    if (kp_test_now_ms() - start > 20000) {
-      kill(pid, SIGKILL);
-      break;
-    }
-  }
-  out[len] = '\0';
-  close(pipefd[0]);
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void test_cli_dht_node(void) {
-  char out[8192];
+  uv_loop_t loop;
+  uv_loop_init(&loop);
   const char *argv[] = {KP_BINARY, "dht-node", "--bind", "127.0.0.1:0", "--member", NULL};
-  int rc = run_cli(argv, out, sizeof(out), 1500);
-  KP_CHECK_MSG(rc == 0, "exit %d, output:\n%s", rc, out);
-  KP_CHECK(strstr(out, "dht node on 127.0.0.1:"));
-  KP_CHECK(strstr(out, "member"));
-  KP_CHECK(strstr(out, "signal 15: stopping"));
+  kp_test_child_t *c = kp_test_spawn(&loop, argv);
+  KP_CHECK(kp_test_child_wait_output(&loop, c, "table", 10000));
+  char out[256];
+  KP_CHECK_EQ(kp_test_child_stop(&loop, c, 10000), 0);
+  (void)out;
+  check_loop_closes(&loop);
 }
 
 static void test_cli_errors(void) {
@@ -385,7 +342,7 @@ static void test_cli_errors(void) {
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *argv[8] = {KP_BINARY};
     for (int j = 0; j < 6 && cases[i].args[j]; j++) argv[j + 1] = cases[i].args[j];
-    int rc = run_cli(argv, out, sizeof(out), -1);
+    int rc = kp_test_run_cli(NULL, argv, out, sizeof(out), 20000);
     KP_CHECK_MSG(rc == cases[i].rc, "%s: exit %d, want %d:\n%s", cases[i].args[0], rc, cases[i].rc,
                  out);
     KP_CHECK_MSG(strstr(out, cases[i].says), "%s: output lacks '%s':\n%s", cases[i].args[0],
@@ -396,17 +353,25 @@ static void test_cli_errors(void) {
 static void test_cli_demo(void) {
   char out[32768];
   const char *argv[] = {KP_BINARY, "demo", "--nodes", "60", "--lookups", "5", NULL};
-  int rc = run_cli(argv, out, sizeof(out), -1);
+  int rc = kp_test_run_cli(NULL, argv, out, sizeof(out), 60000);
   KP_CHECK_MSG(rc == 0, "exit %d:\n%s", rc, out);
   KP_CHECK(strstr(out, "5/5 lookups returned exactly the true 20 closest nodes"));
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(alloc_failure_create, unit, 30),  KP_CASE(create_errors, loopback, 20),
-    KP_CASE(close_cancels, loopback, 20),     KP_CASE(testnet_ipv4, loopback, 120),
-    KP_CASE(testnet_ipv6, loopback, 120),     KP_CASE(firewalled_stays_ephemeral, loopback, 60),
-    KP_CASE(bootstrap_by_name, loopback, 60), KP_CASE(cli_dht_node, loopback, 30),
-    KP_CASE(cli_errors, loopback, 30),        KP_CASE(cli_demo, loopback, 60),
+    KP_CASE(alloc_failure_create, unit, 30),
+    KP_CASE(create_errors, loopback, 20),
+    KP_CASE(close_cancels, loopback, 20),
+    KP_CASE(testnet_ipv4, loopback, 120),
+    KP_CASE(testnet_ipv6, loopback, 120),
+    KP_CASE(firewalled_stays_ephemeral, loopback, 60),
+    KP_CASE(bootstrap_by_name, loopback, 60),
+    KP_CASE(cli_dht_node, loopback, 30),
+    KP_CASE(cli_errors, loopback, 30),
+    KP_CASE(cli_demo, loopback, 60),
+    KP_CASE(swarm_survives_churn, loopback, 300),
+    KP_CASE(cli_keygen, loopback, 30),
+    KP_CASE(cli_swarm_commands, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

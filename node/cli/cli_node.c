@@ -1,0 +1,169 @@
+/* What the networked commands share: their common options, a node for the
+ * command's lifetime, signals, and key files. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/log.h"
+#include "node/cli/cli.h"
+#include "node/testnet.h"
+
+void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode) {
+  memset(net, 0, sizeof(*net));
+  net->bind = "0.0.0.0:0";
+  net->log_level = KP_LOG_WARN;
+  net->mode = mode;
+  const char *env = getenv("KADPUNCH_BOOTSTRAP");
+  if (env) snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", env);
+}
+
+int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd) {
+  switch (opt) {
+    case KP_CLI_OPT_BIND: net->bind = arg; return 0;
+    case KP_CLI_OPT_BOOTSTRAP:
+      if (strlen(arg) >= sizeof(net->bootstrap))
+        return kp_cli_usage_error(cmd, "--bootstrap list too long");
+      snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", arg);
+      return 0;
+    case KP_CLI_OPT_LOG:
+      if (kp_log_level_parse(arg, &net->log_level))
+        return kp_cli_usage_error(cmd, "unknown log level '%s'", arg);
+      return 0;
+    default: return kp_cli_usage_error(cmd, "unknown option");
+  }
+}
+
+static void on_signal(uv_signal_t *sig, int signum) {
+  kp_cli_session_t *s = sig->data;
+  (void)signum;
+  s->signalled = true;
+  if (s->on_signal) s->on_signal(s);
+  uv_stop(sig->loop);
+}
+
+static bool reached_dht(void *ctx) {
+  kp_node_stats_t st;
+  kp_node_stats(ctx, &st);
+  return st.responses_in > 0;
+}
+
+int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd) {
+  memset(s, 0, sizeof(*s));
+  uv_loop_init(&s->loop);
+  const char *hosts[16];
+  char list[sizeof(net->bootstrap)];
+  snprintf(list, sizeof(list), "%s", net->bootstrap);
+  size_t count = kp_cli_split_list(list, hosts, 16);
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = net->bind;
+  o.mode = net->mode;
+  o.log_level = net->log_level;
+  o.bootstrap = hosts;
+  o.bootstrap_count = count;
+  int err = kp_node_create(&s->loop, &o, &s->node);
+  if (err) {
+    fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd, net->bind,
+            err == KP_EBADADDR && count ? "invalid --bind or --bootstrap address"
+                                        : kp_strerror(err));
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
+  }
+  uv_signal_init(&s->loop, &s->sigint);
+  uv_signal_init(&s->loop, &s->sigterm);
+  s->sigint.data = s->sigterm.data = s;
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  if (!count) {
+    fprintf(stderr,
+            "kadpunch %s: no bootstrap nodes: pass --bootstrap HOST:PORT or set "
+            "KADPUNCH_BOOTSTRAP\n",
+            cmd);
+    kp_cli_session_close(s);
+    return KP_EXIT_USAGE;
+  }
+  if (!kp_cli_session_run(s, reached_dht, s->node, 10000)) {
+    if (!s->signalled)
+      fprintf(stderr, "kadpunch %s: no DHT node answered within 10 s (bootstrap: %s)\n", cmd,
+              net->bootstrap);
+    kp_cli_session_close(s);
+    return KP_EXIT_FAIL;
+  }
+  return 0;
+}
+
+bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
+                        unsigned timeout_ms) {
+  uint64_t start = uv_now(&s->loop);
+  while (!s->signalled) {
+    if (pred && pred(ctx)) return true;
+    if (timeout_ms && uv_now(&s->loop) - start >= timeout_ms) return false;
+    /* Wake up at least every 100 ms to look at pred and the clock. */
+    if (!kp_testnet_run_until(&s->loop, pred, ctx, 100) && s->signalled) break;
+  }
+  return pred && pred(ctx);
+}
+
+static void on_node_closed(kp_node_t *node) {
+  (void)node;
+}
+
+int kp_cli_session_close(kp_cli_session_t *s) {
+  if (s->node) kp_node_close(s->node, on_node_closed);
+  s->node = NULL;
+  if (!uv_is_closing((uv_handle_t *)&s->sigint)) uv_close((uv_handle_t *)&s->sigint, NULL);
+  if (!uv_is_closing((uv_handle_t *)&s->sigterm)) uv_close((uv_handle_t *)&s->sigterm, NULL);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  int rc = uv_loop_close(&s->loop);
+  if (rc) fprintf(stderr, "kadpunch: the event loop did not close cleanly: %s\n", uv_strerror(rc));
+  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
+}
+
+const char *kp_cli_default_key_path(void) {
+  static char path[4096];
+  const char *env = getenv("KADPUNCH_KEY");
+  if (env && *env) return env;
+  const char *home = getenv("HOME");
+  snprintf(path, sizeof(path), "%s/.kadpunch/key", home && *home ? home : ".");
+  return path;
+}
+
+int kp_cli_load_key(const char *path, kp_keypair_t *kp, const char *cmd) {
+  int err = kp_key_file_read(path, kp);
+  if (!err) return 0;
+  switch (err) {
+    case KP_EKEYPERM:
+      fprintf(stderr,
+              "kadpunch %s: %s: secret key file is readable by group or others; refusing to use "
+              "it (fix: chmod 600 %s)\n",
+              cmd, path, path);
+      break;
+    case KP_EKEYFORMAT:
+      fprintf(stderr, "kadpunch %s: %s: not a kadpunch key file, or a damaged one\n", cmd, path);
+      break;
+    case UV_ENOENT:
+      fprintf(stderr, "kadpunch %s: %s: no such key file (create one: kadpunch keygen -o %s)\n",
+              cmd, path, path);
+      break;
+    default: fprintf(stderr, "kadpunch %s: %s: %s\n", cmd, path, kp_strerror(err)); break;
+  }
+  return KP_EXIT_USAGE;
+}
+
+int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],
+                  const char *cmd) {
+  if (key_text) {
+    uint8_t pk[KP_PUBLIC_KEY_LEN];
+    if (kp_key_from_text(key_text, pk))
+      return kp_cli_usage_error(cmd, "'%s' is not a public key (52 z-base-32 characters)",
+                                key_text);
+    kp_target_from_key(pk, target);
+    return 0;
+  }
+  if (!topic || !*topic) return kp_cli_usage_error(cmd, "a topic is required");
+  kp_target_from_topic(topic, strlen(topic), target);
+  return 0;
+}

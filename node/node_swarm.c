@@ -1,0 +1,212 @@
+/* kp_node's swarm API: announce, lookup, put and get, translated onto the
+ * swarm state machine (dht/dht_swarm.h) with the node's clock, batching and
+ * timer. */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "node/node_internal.h"
+
+/* Runs a statement that feeds the state machine: what it sends leaves in
+ * one batch, then the node's timer is re-armed for whatever it scheduled. */
+#define FEED(node, stmt)                                                                           \
+  do {                                                                                             \
+    kp_udp_batch_t batch_;                                                                         \
+    kp_udp_batch_begin(&(node)->sock, &batch_);                                                    \
+    stmt;                                                                                          \
+    kp_udp_batch_end(&(node)->sock, &batch_);                                                      \
+    kp__node_rearm(node);                                                                          \
+  } while (0)
+
+/* ---- Announce ----------------------------------------------------------------- */
+
+struct kp_announce_s {
+  void *data;
+  kp_node_t *node;
+  kp_dht_announce_t *inner;
+  kp_announce_cb cb;
+  kp_announce_t *prev, *next;
+  bool cancelled_reported;
+};
+
+static void unlink_announce(kp_announce_t *a) {
+  if (a->prev)
+    a->prev->next = a->next;
+  else
+    a->node->announces = a->next;
+  if (a->next) a->next->prev = a->prev;
+}
+
+static void on_round(void *arg, int status, unsigned stored) {
+  kp_announce_t *a = arg;
+  if (status == UV_ECANCELED) a->cancelled_reported = true;
+  if (a->cb) a->cb(a, status, stored);
+}
+
+int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
+                     const void *data, size_t data_len, kp_announce_cb cb, kp_announce_t **out) {
+  *out = NULL;
+  if (node->closing) return UV_EINVAL;
+  kp_announce_t *a = kp_calloc(1, sizeof(*a));
+  if (!a) return UV_ENOMEM;
+  a->node = node;
+  a->cb = cb;
+  int err;
+  FEED(node, err = kp_dht_swarm_announce(node->swarm, target, kp, data, data_len, on_round, a,
+                                         kp__node_now(node), &a->inner));
+  if (err) {
+    kp_free(a);
+    return err;
+  }
+  a->next = node->announces;
+  if (a->next) a->next->prev = a;
+  node->announces = a;
+  *out = a;
+  return 0;
+}
+
+void kp_announce_stop(kp_announce_t *a, bool unannounce) {
+  kp_node_t *node = a->node;
+  unlink_announce(a);
+  if (!node->closing) {
+    FEED(node, kp_dht_announce_stop(node->swarm, a->inner, unannounce, kp__node_now(node)));
+  }
+  kp_free(a);
+}
+
+void kp_announce_refresh(kp_announce_t *a) {
+  kp_node_t *node = a->node;
+  if (node->closing) return;
+  FEED(node, kp_dht_announce_refresh(node->swarm, a->inner, kp__node_now(node)));
+}
+
+size_t kp_announce_relays(const kp_announce_t *a, kp_addr_t *out, size_t cap) {
+  return kp_dht_announce_relays(a->inner, out, cap);
+}
+
+void *kp_announce_get_data(const kp_announce_t *a) {
+  return a->data;
+}
+
+void kp_announce_set_data(kp_announce_t *a, void *data) {
+  a->data = data;
+}
+
+void kp__node_announces_cancel(kp_node_t *node) {
+  /* The node is closing: every announcement not stopped yet hears of it
+   * once, then its handle is gone (the swarm drops the state behind it). */
+  while (node->announces) {
+    kp_announce_t *a = node->announces;
+    unlink_announce(a);
+    if (!a->cancelled_reported && a->cb) a->cb(a, UV_ECANCELED, 0);
+    kp_free(a);
+  }
+}
+
+/* ---- Lookup ---------------------------------------------------------------- */
+
+typedef struct lookup_s {
+  kp_node_t *node;
+  kp_lookup_record_cb on_record;
+  kp_lookup_done_cb on_done;
+  void *arg;
+  uint64_t started_ns;
+} lookup_t;
+
+static void on_lookup_record(void *arg, const kp_record_t *rec) {
+  lookup_t *l = arg;
+  if (l->on_record) l->on_record(l->node, rec, l->arg);
+}
+
+static void on_lookup_done(void *arg, int status, size_t found, const kp_dht_query_stats_t *qs) {
+  lookup_t *l = arg;
+  kp_node_query_stats_t stats = {qs->requests, qs->responses, qs->timeouts, qs->hops,
+                                 (uv_hrtime() - l->started_ns) / 1000};
+  if (l->on_done) l->on_done(l->node, status, found, &stats, l->arg);
+  kp_free(l);
+}
+
+int kp_node_lookup(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_lookup_record_cb on_record,
+                   kp_lookup_done_cb on_done, void *arg) {
+  if (node->closing || !on_done) return UV_EINVAL;
+  lookup_t *l = kp_malloc(sizeof(*l));
+  if (!l) return UV_ENOMEM;
+  *l = (lookup_t){node, on_record, on_done, arg, uv_hrtime()};
+  int err;
+  FEED(node, err = kp_dht_swarm_lookup(node->swarm, target, on_lookup_record, on_lookup_done, l,
+                                       kp__node_now(node)));
+  if (err) kp_free(l);
+  return err;
+}
+
+/* ---- Values ----------------------------------------------------------------- */
+
+typedef struct value_op_s {
+  kp_node_t *node;
+  kp_put_cb on_put;
+  kp_get_cb on_get;
+  void *arg;
+} value_op_t;
+
+static void on_put(void *arg, int status, unsigned stored, unsigned failed) {
+  value_op_t *op = arg;
+  (void)failed;
+  op->on_put(op->node, status, stored, op->arg);
+  kp_free(op);
+}
+
+static void on_get(void *arg, int status, uint64_t seq, const uint8_t *value, size_t len) {
+  value_op_t *op = arg;
+  op->on_get(op->node, status, seq, status ? NULL : value, status ? 0 : len, op->arg);
+  kp_free(op);
+}
+
+static value_op_t *value_op(kp_node_t *node, kp_put_cb put, kp_get_cb get, void *arg) {
+  if (node->closing || (!put && !get)) return NULL;
+  value_op_t *op = kp_malloc(sizeof(*op));
+  if (op) *op = (value_op_t){node, put, get, arg};
+  return op;
+}
+
+int kp_node_put_mutable(kp_node_t *node, const kp_keypair_t *kp, const void *salt, size_t salt_len,
+                        uint64_t seq, const void *value, size_t len, const uint64_t *cas,
+                        kp_put_cb cb, void *arg) {
+  value_op_t *op = cb ? value_op(node, cb, NULL, arg) : NULL;
+  if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
+  int err;
+  FEED(node,
+       err = kp_dht_swarm_put_mutable(node->swarm, kp, salt, salt_len, seq, value, len, cas != NULL,
+                                      cas ? *cas : 0, on_put, op, kp__node_now(node)));
+  if (err) kp_free(op);
+  return err;
+}
+
+int kp_node_get_mutable(kp_node_t *node, const uint8_t public_key[KP_PUBLIC_KEY_LEN],
+                        const void *salt, size_t salt_len, kp_get_cb cb, void *arg) {
+  value_op_t *op = cb ? value_op(node, NULL, cb, arg) : NULL;
+  if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
+  int err;
+  FEED(node, err = kp_dht_swarm_get_mutable(node->swarm, public_key, salt, salt_len, on_get, op,
+                                            kp__node_now(node)));
+  if (err) kp_free(op);
+  return err;
+}
+
+int kp_node_put_immutable(kp_node_t *node, const void *value, size_t len, uint8_t hash[KP_ID_LEN],
+                          kp_put_cb cb, void *arg) {
+  value_op_t *op = cb ? value_op(node, cb, NULL, arg) : NULL;
+  if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
+  int err;
+  FEED(node, err = kp_dht_swarm_put_immutable(node->swarm, value, len, on_put, op,
+                                              kp__node_now(node), hash));
+  if (err) kp_free(op);
+  return err;
+}
+
+int kp_node_get_immutable(kp_node_t *node, const uint8_t hash[KP_ID_LEN], kp_get_cb cb, void *arg) {
+  value_op_t *op = cb ? value_op(node, NULL, cb, arg) : NULL;
+  if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
+  int err;
+  FEED(node, err = kp_dht_swarm_get_immutable(node->swarm, hash, on_get, op, kp__node_now(node)));
+  if (err) kp_free(op);
+  return err;
+}

@@ -1,0 +1,140 @@
+/* Running the kadpunch program from tests, on a libuv loop. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/testnet.h"
+#include "tests/harness/test.h"
+#include "tests/loopback/test_node.h"
+
+/* stdout and stderr arrive on two pipes in no defined order between them:
+ * each has its own buffer, and callers get stdout then stderr. */
+typedef struct stream_buf_s {
+  uv_pipe_t pipe;
+  struct kp_test_child_s *child;
+  size_t len;
+  char buf[32768];
+} stream_buf_t;
+
+struct kp_test_child_s {
+  uv_process_t proc;
+  stream_buf_t out, err;
+  int open_pipes;
+  bool exited;
+  int status;
+};
+
+void kp_test_check_loop_closes(uv_loop_t *loop) {
+  uv_run(loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(loop), 0);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int signal) {
+  kp_test_child_t *c = p->data;
+  c->exited = true;
+  c->status = signal ? 128 + signal : (int)status;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  stream_buf_t *b = h->data;
+  (void)suggested;
+  *buf = uv_buf_init(b->buf + b->len, (unsigned)(sizeof(b->buf) - 1 - b->len));
+}
+
+static void on_pipe_closed(uv_handle_t *h) {
+  stream_buf_t *b = h->data;
+  b->child->open_pipes--;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  stream_buf_t *b = s->data;
+  (void)buf;
+  if (n > 0) {
+    b->len += (size_t)n;
+    b->buf[b->len] = '\0';
+  }
+  if (n < 0 || b->len + 1 >= sizeof(b->buf)) uv_close((uv_handle_t *)s, on_pipe_closed);
+}
+
+kp_test_child_t *kp_test_spawn(uv_loop_t *loop, const char *const *argv) {
+  kp_test_child_t *c = calloc(1, sizeof(*c));
+  KP_CHECK(c != NULL);
+  stream_buf_t *bufs[2] = {&c->out, &c->err};
+  for (int i = 0; i < 2; i++) {
+    uv_pipe_init(loop, &bufs[i]->pipe, 0);
+    bufs[i]->pipe.data = bufs[i];
+    bufs[i]->child = c;
+  }
+  c->proc.data = c;
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_IGNORE},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->out.pipe},
+      {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&c->err.pipe}};
+  uv_process_options_t o = {0};
+  o.file = argv[0];
+  o.args = (char **)argv;
+  o.exit_cb = on_exit_cb;
+  o.stdio = stdio;
+  o.stdio_count = 3;
+  KP_CHECK_OK(uv_spawn(loop, &c->proc, &o));
+  c->open_pipes = 2;
+  uv_read_start((uv_stream_t *)&c->out.pipe, on_alloc, on_read);
+  uv_read_start((uv_stream_t *)&c->err.pipe, on_alloc, on_read);
+  return c;
+}
+
+static bool output_has(const kp_test_child_t *c, const char *text) {
+  return strstr(c->out.buf, text) || strstr(c->err.buf, text);
+}
+
+static bool has_text(void *ctx) {
+  void **args = ctx;
+  kp_test_child_t *c = args[0];
+  return output_has(c, args[1]) || c->exited;
+}
+
+bool kp_test_child_wait_output(uv_loop_t *loop, kp_test_child_t *c, const char *text,
+                               unsigned timeout_ms) {
+  void *args[2] = {c, (void *)text};
+  kp_testnet_run_until(loop, has_text, args, timeout_ms);
+  return output_has(c, text);
+}
+
+static bool finished(void *ctx) {
+  kp_test_child_t *c = ctx;
+  return c->exited && c->open_pipes == 0;
+}
+
+static int reap(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms) {
+  if (!kp_testnet_run_until(loop, finished, c, timeout_ms)) {
+    uv_process_kill(&c->proc, SIGKILL);
+    kp_testnet_run_until(loop, finished, c, 5000);
+    c->status = -1;
+  }
+  int status = c->status;
+  uv_close((uv_handle_t *)&c->proc, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return status;
+}
+
+int kp_test_child_stop(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms) {
+  if (!c->exited) uv_process_kill(&c->proc, SIGTERM);
+  int status = reap(loop, c, timeout_ms);
+  free(c);
+  return status;
+}
+
+int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t cap,
+                    unsigned timeout_ms) {
+  uv_loop_t own;
+  if (!loop) {
+    uv_loop_init(&own);
+    loop = &own;
+  }
+  kp_test_child_t *c = kp_test_spawn(loop, argv);
+  int status = reap(loop, c, timeout_ms);
+  snprintf(out, cap, "%s%s", c->out.buf, c->err.buf);
+  free(c);
+  if (loop == &own) kp_test_check_loop_closes(&own);
+  return status;
+}

@@ -1,0 +1,34 @@
+/* Shared by the files of the test_node binary. */
+#ifndef KP_TEST_NODE_H
+#define KP_TEST_NODE_H
+
+#include <uv.h>
+
+#include "kadpunch.h"
+
+/* Runs the loop dry and checks it closes with nothing left open. */
+void kp_test_check_loop_closes(uv_loop_t *loop);
+
+/* A child process (the kadpunch program) whose stdout and stderr are
+ * collected while loop runs (so the test's own nodes keep serving). */
+typedef struct kp_test_child_s kp_test_child_t;
+
+kp_test_child_t *kp_test_spawn(uv_loop_t *loop, const char *const *argv);
+/* Runs loop until the child's output contains text; false after timeout. */
+bool kp_test_child_wait_output(uv_loop_t *loop, kp_test_child_t *c, const char *text,
+                               unsigned timeout_ms);
+/* SIGTERM, wait for the exit; returns the exit status (128+signal if
+ * killed, -1 on timeout after SIGKILL) and frees the child. */
+int kp_test_child_stop(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms);
+
+/* Runs argv to completion (on loop, or a private one if NULL) and returns
+ * its exit status; out gets its output (stdout then stderr). */
+int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t cap,
+                    unsigned timeout_ms);
+
+/* test_node_swarm.c */
+void test_swarm_survives_churn(void);
+void test_cli_keygen(void);
+void test_cli_swarm_commands(void);
+
+#endif

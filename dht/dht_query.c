@@ -145,17 +145,25 @@ static void send_to(kp_dht_query_t *q, cand_t *c, uint64_t now) {
 
 /* Sends to the closest unasked candidates, or ends the query when the k
  * closest still standing have all answered. */
+/* Parallel requests before the first answer. Our own table's nodes closest
+ * to an arbitrary target usually share only a bit or two with it; the first
+ * answers bring nodes far closer, which displace the other seeds from the
+ * window. So the first hop asks few and the full concurrency follows. */
+#define FIRST_HOP 3
+
 static void pump(kp_dht_query_t *q, uint64_t now) {
   if (q->finished) return;
   unsigned live = 0;
   bool settled = true;
+  unsigned width = q->stats.responses || q->stats.timeouts ? q->concurrency : FIRST_HOP;
+  if (width > q->concurrency) width = q->concurrency;
   for (unsigned i = 0; i < q->count && live < q->dht->cfg.k; i++) {
     cand_t *c = &q->cands[q->order[i]];
     if (c->state == C_FAILED || c->state == C_NONMEMBER) continue;
     live++;
     if (c->state == C_DONE) continue;
     settled = false;
-    if (c->state == C_NEW && q->inflight < q->concurrency) send_to(q, c, now);
+    if (c->state == C_NEW && q->inflight < width) send_to(q, c, now);
   }
   if (settled) finish(q);
 }

@@ -5,14 +5,15 @@
 
 #include "dht/dht_swarm.h"
 
-/* Per-source budget of signature checks: a small table indexed by a keyed
- * hash of the source; a collision just shares a budget. */
+/* Per-source budget of signature checks: a table indexed by a keyed hash of
+ * the source, allocated on the first write a node receives (most nodes of a
+ * testnet never store anything). A collision just shares a budget. */
 #define KP_SWARM_LIMITER_SLOTS 256
 
 typedef struct kp_swarm_limiter_slot_s {
-  kp_addr_t source;
-  double tokens;
-  uint64_t at;
+  uint64_t tag; /* the source's keyed hash; 0: unused */
+  float tokens;
+  uint32_t at; /* ms, wrapping: only differences are used */
 } kp_swarm_limiter_slot_t;
 
 /* Every client operation in progress, so the swarm can find and free it. */
@@ -30,7 +31,7 @@ struct kp_dht_swarm_s {
   kp_swarm_op_t *ops;
   kp_dht_announce_t *announces;
   uint8_t limiter_key[16];
-  kp_swarm_limiter_slot_t limiter[KP_SWARM_LIMITER_SLOTS];
+  kp_swarm_limiter_slot_t *limiter;
 };
 
 void kp__swarm_op_link(kp_dht_swarm_t *swarm, kp_swarm_op_t *op);

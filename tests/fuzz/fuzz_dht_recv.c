@@ -7,9 +7,11 @@
 
 #include "dht/dht_id.h"
 #include "dht/dht_internal.h"
+#include "dht/dht_swarm.h"
 #include "tests/fuzz/fuzz.h"
 
 static kp_dht_t *dht;
+static kp_dht_swarm_t *swarm;
 static uint64_t now = 1000;
 static kp_addr_t peer;
 static size_t input_len;
@@ -40,7 +42,9 @@ static void setup(void) {
   c.rng = kp_rng_seeded(&rng_state);
   kp_dht_io_t io = {.send = on_send};
   if (kp_dht_new(&c, &io, now, &dht)) kp_fuzz_fail(__FILE__, __LINE__, "kp_dht_new");
-  kp_dht_register(dht, 20, on_user, NULL, 900);
+  /* The swarm's handlers (16-22) are fuzzed too; command 40 is a plain one. */
+  if (kp_dht_swarm_new(dht, NULL, &swarm)) kp_fuzz_fail(__FILE__, __LINE__, "kp_dht_swarm_new");
+  kp_dht_register(dht, 40, on_user, NULL, 900);
   for (uint32_t i = 0; i < 60; i++) {
     kp_addr_t a;
     uint8_t id[KP_ID_LEN];
@@ -64,17 +68,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 size_t kp_fuzz_seeds(kp_fuzz_seed_t *seeds, size_t cap) {
-  static uint8_t bufs[8][KP_DHT_MAX_DATAGRAM];
-  static const uint8_t commands[] = {0, 1, 2, 3, 20, 21, 2, 0};
+  static uint8_t bufs[11][KP_DHT_MAX_DATAGRAM];
+  static const uint8_t commands[] = {0, 1, 2, 3, 40, 18, 2, 0, 16, 19, 22};
   static uint8_t value[6] = {10, 2, 0, 5, 0x0f, 0xa0};
   size_t n = 0;
-  for (int i = 0; i < 8 && n < cap; i++) {
+  for (int i = 0; i < 11 && n < cap; i++) {
     kp_dht_msg_t m = {0};
     m.type = i == 7 ? KP_DHT_RESPONSE : KP_DHT_REQUEST;
     m.tid = (uint16_t)i;
     kp_addr_parse(&m.to, "10.0.0.1:4000");
     m.command = commands[i];
-    m.has_target = m.command == 2 || m.command == 20;
+    m.has_target = m.command == 2 || m.command >= 16;
+
     if (m.command == 3) {
       m.value = value;
       m.value_len = sizeof(value);

@@ -32,5 +32,4 @@ void test_swarm_forged_records(void);
 void test_swarm_mutable(void);
 void test_swarm_immutable(void);
 
-
 #endif

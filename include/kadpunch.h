@@ -51,7 +51,10 @@ const char *kp_version_string(void);
   X(EBADSIG, "signature does not verify")                                                          \
   X(ESEQ, "sequence number not newer than the stored one")                                         \
   X(ECAS, "compare-and-swap mismatch: the stored sequence number differs")                         \
-  X(EHASH, "value does not match its hash")
+  X(EHASH, "value does not match its hash")                                                        \
+  X(ECLOSED, "connection closed by the peer")                                                      \
+  X(EPEERDEAD, "the peer stopped responding")                                                      \
+  X(ERESET, "stream reset by the peer")
 
 #define KP__ERR_BASE (-30000)
 
@@ -185,6 +188,17 @@ typedef struct kp_record_s {
  * (docs/protocol.md, "Targets"). */
 void kp_target_from_topic(const void *topic, size_t len, uint8_t target[KP_ID_LEN]);
 void kp_target_from_key(const uint8_t public_key[KP_PUBLIC_KEY_LEN], uint8_t target[KP_ID_LEN]);
+
+/* ---- Ciphers ------------------------------------------------------------- */
+
+/* The AEAD protecting stream packets. */
+typedef enum {
+  KP_CIPHER_CHACHA20_POLY1305 = 1, /* everywhere */
+  KP_CIPHER_AES256_GCM = 2         /* when both ends have hardware AES */
+} kp_cipher_t;
+
+/* KP_CIPHER_AES256_GCM if this machine has hardware AES, else ChaCha20. */
+kp_cipher_t kp_cipher_preferred(void);
 
 /* ---- NAT types ----------------------------------------------------------- */
 

@@ -1,0 +1,556 @@
+/* The connection core: receiving and building packets, acks, timers, paths,
+ * MTU probing and closing. Streams are in stream_streams.c. */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "stream/stream_conn_internal.h"
+
+/* Path MTU probing (RFC 8899 style): sizes to try, largest first, each
+ * given three chances before the next smaller one. */
+#define PROBE_TRIES 3
+#define PROBE_AGAIN_US (600ull * 1000 * 1000) /* re-probe after ten minutes */
+#define PATH_CHALLENGES 5
+#define MAX_UDP_V4 1472 /* a 1500-byte link: 20 (IPv4) + 8 (UDP) */
+#define MAX_UDP_V6 1452 /* 40 (IPv6) + 8 (UDP) */
+
+static const unsigned probe_sizes[] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
+
+void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->cipher = KP_CIPHER_CHACHA20_POLY1305;
+  cfg->mtu = 1200;
+  cfg->pmtu_probe = true;
+  cfg->stream_window = 2u << 20;
+  cfg->conn_window = 16u << 20;
+  cfg->max_streams = 256;
+  cfg->idle_timeout_ms = 30000;
+  cfg->keepalive_ms = 10000;
+  cfg->rng = kp_rng_system();
+}
+
+/* ---- Recovery hooks ----------------------------------------------------------- */
+
+static void on_frame_acked(void *ctx, const kp_sent_frame_t *f) {
+  kp_sconn_t *c = ctx;
+  if (f->type == KP_FRAME_STREAM || f->type == KP_FRAME_RESET_STREAM) kp__sstream_frame_acked(c, f);
+}
+
+static void on_frame_lost(void *ctx, const kp_sent_frame_t *f) {
+  kp_sconn_t *c = ctx;
+  switch (f->type) {
+    case KP_FRAME_STREAM:
+    case KP_FRAME_RESET_STREAM:
+    case KP_FRAME_STOP_SENDING:
+    case KP_FRAME_MAX_STREAM_DATA: kp__sstream_frame_lost(c, f); break;
+    default: break; /* PING, PATH_*, CLOSE: regenerated when still needed */
+  }
+}
+
+static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
+  kp_sconn_t *c = ctx;
+  if (p->flags & KP_SENT_MTU_PROBE) {
+    /* The path carries datagrams this large. */
+    c->probe_inflight = false;
+    if (p->size > c->mtu) {
+      c->mtu = p->size;
+      kp_cubic_set_mss(&c->cc, c->mtu);
+    }
+    c->probe_size = 0;
+    c->probe_at = now + PROBE_AGAIN_US;
+    return;
+  }
+  if (p->flags & KP_SENT_IN_FLIGHT) {
+    kp_loss_gate_on_outcome(&c->loss_gate, false);
+    kp_cubic_on_ack(&c->cc, p->size, p->sent_us, now, c->rec.srtt_us, c->cwnd_limited);
+  }
+}
+
+static unsigned next_probe_size(const kp_sconn_t *c, unsigned after) {
+  for (size_t i = 0; i < sizeof(probe_sizes) / sizeof(probe_sizes[0]); i++)
+    if (probe_sizes[i] < after && probe_sizes[i] <= c->mtu_max && probe_sizes[i] > c->mtu)
+      return probe_sizes[i];
+  return 0;
+}
+
+static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
+  kp_sconn_t *c = ctx;
+  if (p->flags & KP_SENT_MTU_PROBE) {
+    /* Too big for the path (or plain loss): a lost probe says nothing about
+     * congestion. Three strikes, then a smaller size. */
+    c->probe_inflight = false;
+    if (++c->probe_failures >= PROBE_TRIES) {
+      c->probe_failures = 0;
+      c->probe_size = next_probe_size(c, c->probe_size);
+    }
+    c->probe_at = c->probe_size ? now : now + PROBE_AGAIN_US;
+    return;
+  }
+  kp_loss_gate_on_outcome(&c->loss_gate, true);
+  if (kp_loss_gate_congestive(&c->loss_gate, c->rec.latest_rtt_us, c->rec.min_rtt_us))
+    kp_cubic_on_loss(&c->cc, p->sent_us, now);
+}
+
+/* ---- Lifecycle --------------------------------------------------------------- */
+
+int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint64_t now,
+                 kp_sconn_t **out) {
+  *out = NULL;
+  kp_sconn_t *c = kp_calloc(1, sizeof(*c));
+  if (!c) return UV_ENOMEM;
+  kp_sconn_config_t d;
+  kp_sconn_config_defaults(&d);
+  c->cfg = *cfg;
+  if (!c->cfg.mtu) c->cfg.mtu = d.mtu;
+  if (!c->cfg.stream_window) c->cfg.stream_window = d.stream_window;
+  if (!c->cfg.conn_window) c->cfg.conn_window = d.conn_window;
+  if (!c->cfg.max_streams) c->cfg.max_streams = d.max_streams;
+  if (!c->cfg.idle_timeout_ms) c->cfg.idle_timeout_ms = d.idle_timeout_ms;
+  if (!c->cfg.keepalive_ms) c->cfg.keepalive_ms = d.keepalive_ms;
+  if (!c->cfg.rng.fill) c->cfg.rng = d.rng;
+  if (c->cfg.mtu < 1200 || c->cfg.mtu > 1500 || !kp_addr_is_set(&cfg->remote) ||
+      c->cfg.stream_window < KP_STREAM_INITIAL_WINDOW ||
+      c->cfg.conn_window < KP_CONN_INITIAL_WINDOW) {
+    kp_free(c);
+    return KP_ECONFIG;
+  }
+  if (ev) c->ev = *ev;
+  int err = kp_aead_init(&c->tx, cfg->cipher, cfg->tx_key);
+  if (!err && (err = kp_aead_init(&c->rx, cfg->cipher, cfg->rx_key))) kp_aead_destroy(&c->tx);
+  kp_recovery_hooks_t hooks = {on_frame_acked, on_frame_lost, on_packet_acked, on_packet_lost, c};
+  if (!err && (err = kp_recovery_init(&c->rec, &hooks))) {
+    kp_aead_destroy(&c->tx);
+    kp_aead_destroy(&c->rx);
+  }
+  if (err) {
+    kp_free(c);
+    return err;
+  }
+  c->remote = cfg->remote;
+  c->mtu = c->cfg.mtu;
+  c->mtu_max = cfg->remote.family == KP_AF_INET6 ? MAX_UDP_V6 : MAX_UDP_V4;
+  if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
+  c->probe_size = next_probe_size(c, UINT32_MAX);
+  c->probe_at = now;
+  kp_cubic_init(&c->cc, c->mtu);
+  kp_pacer_init(&c->pacer);
+  /* Until the peer's first ack says more, the protocol's initial limit. */
+  c->peer_max_data = KP_CONN_INITIAL_WINDOW;
+  c->max_data_sent = KP_CONN_INITIAL_WINDOW;
+  c->next_local_id = cfg->initiator ? 0 : 1;
+  c->next_peer_min = cfg->initiator ? 1 : 0;
+  c->last_recv_us = c->last_eliciting_sent_us = now;
+  c->state = S_OPEN;
+  *out = c;
+  return 0;
+}
+
+void kp_sconn_free(kp_sconn_t *c) {
+  if (!c) return;
+  kp__sstreams_free(c);
+  kp_recovery_destroy(&c->rec);
+  kp_aead_destroy(&c->tx);
+  kp_aead_destroy(&c->rx);
+  kp_free(c);
+}
+
+static void finish(kp_sconn_t *c, int status, uint64_t code) {
+  if (c->state == S_CLOSED) return;
+  c->state = S_CLOSED;
+  kp__sstreams_fail_all(c, status ? status : UV_ECANCELED);
+  if (c->ev.closed) c->ev.closed(c->ev.ctx, status, code);
+}
+
+void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason) {
+  if (c->state != S_OPEN) return;
+  c->state = S_CLOSING;
+  c->close_pending = true;
+  c->close_code = code;
+  snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
+  c->close_deadline_us = 0; /* set when the CLOSE leaves */
+  c->closed_status = 0;
+  kp__sstreams_fail_all(c, UV_ECANCELED);
+}
+
+bool kp_sconn_is_closed(const kp_sconn_t *c) {
+  return c->state == S_CLOSED;
+}
+
+uint64_t kp_sconn_local_cid(const kp_sconn_t *c) {
+  return c->cfg.local_cid;
+}
+
+/* ---- Receiving ----------------------------------------------------------------- */
+
+/* Remembers pn for the acks we send: ranges newest first, the oldest
+ * forgotten beyond KP_RECV_RANGES (the sender has declared those lost). */
+static void note_received(kp_sconn_t *c, uint64_t pn, uint64_t now) {
+  unsigned n = c->recv_range_count;
+  unsigned i = 0;
+  while (i < n && c->recv_ranges[i].lo > pn + 1) i++;
+  if (i < n && pn + 1 >= c->recv_ranges[i].lo && pn <= c->recv_ranges[i].hi + 1) {
+    if (pn > c->recv_ranges[i].hi) c->recv_ranges[i].hi = pn;
+    if (pn < c->recv_ranges[i].lo) c->recv_ranges[i].lo = pn;
+    /* Now touching the next (older) range? Merge. */
+    if (i + 1 < n && c->recv_ranges[i + 1].hi + 1 >= c->recv_ranges[i].lo) {
+      c->recv_ranges[i].lo = c->recv_ranges[i + 1].lo;
+      memmove(&c->recv_ranges[i + 1], &c->recv_ranges[i + 2],
+              (n - i - 2) * sizeof(c->recv_ranges[0]));
+      c->recv_range_count--;
+    }
+  } else {
+    if (n == KP_RECV_RANGES) {
+      if (i == n) return; /* older than anything we still track */
+      n--;
+    }
+    memmove(&c->recv_ranges[i + 1], &c->recv_ranges[i], (n - i) * sizeof(c->recv_ranges[0]));
+    c->recv_ranges[i].lo = c->recv_ranges[i].hi = pn;
+    c->recv_range_count = n + 1;
+  }
+  if (c->recv_ranges[0].hi == pn) c->largest_recv_us = now;
+}
+
+static void start_validation(kp_sconn_t *c, const kp_addr_t *from) {
+  if (c->validating && kp_addr_eq(&c->candidate, from)) return;
+  c->validating = true;
+  c->candidate = *from;
+  kp_rng_fill(&c->cfg.rng, c->challenge, sizeof(c->challenge));
+  c->challenge_at = 0;
+  c->challenges = 0;
+}
+
+static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
+  c->remote = *to;
+  c->validating = false;
+  /* A new path: its capacity is unknown; start the controller over. The
+   * round-trip estimate stays (most migrations are NAT rebindings or a
+   * relay giving way to a direct path, close to the old one). */
+  kp_cubic_init(&c->cc, c->mtu);
+  kp_pacer_init(&c->pacer);
+  (void)now;
+  if (c->ev.path_changed) c->ev.path_changed(c->ev.ctx, to);
+}
+
+static void peer_max_data(kp_sconn_t *c, uint64_t max) {
+  if (max <= c->peer_max_data) return;
+  bool was_blocked = c->peer_max_data <= c->sent_new;
+  c->peer_max_data = max;
+  if (!was_blocked) return;
+  for (size_t i = 0; i < c->bucket_count; i++)
+    for (kp_sstream_t *s = c->buckets[i]; s; s = s->hnext)
+      if (s->write_end > s->send_offset) kp__sstream_mark_ready(c, s);
+}
+
+/* Handles one frame; false on a malformed or forbidden one. */
+static bool on_frame(kp_sconn_t *c, const kp_frame_t *f, const kp_addr_t *from, uint64_t now) {
+  kp_sstream_t *s;
+  switch (f->type) {
+    case KP_FRAME_PING: return true;
+    case KP_FRAME_STREAM:
+      if ((s = kp__sstream_for_peer(c, f->stream_id, now)))
+        kp__sstream_on_data(c, s, f->offset, f->data, f->len, f->fin);
+      return true;
+    case KP_FRAME_RESET_STREAM:
+      if ((s = kp__sstream_for_peer(c, f->stream_id, now)))
+        kp__sstream_on_reset(c, s, f->value, f->final_size);
+      return true;
+    /* These may come before the stream's first data (control frames lead a
+     * packet), so they open a peer's stream too. */
+    case KP_FRAME_STOP_SENDING:
+      if ((s = kp__sstream_for_peer(c, f->stream_id, now))) kp__sstream_on_stop(c, s, f->value);
+      return true;
+    case KP_FRAME_MAX_STREAM_DATA:
+      if ((s = kp__sstream_for_peer(c, f->stream_id, now))) kp__sstream_on_max_data(c, s, f->value);
+      return true;
+    case KP_FRAME_PATH_CHALLENGE:
+      c->response_pending = true;
+      c->response_to = *from;
+      memcpy(c->response, f->data, 8);
+      return true;
+    case KP_FRAME_PATH_RESPONSE:
+      if (c->validating && kp_addr_eq(from, &c->candidate) && !memcmp(f->data, c->challenge, 8))
+        switch_path(c, from, now);
+      return true;
+    case KP_FRAME_CLOSE: finish(c, KP_ECLOSED, f->value); return true;
+    default: return false;
+  }
+}
+
+void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data, size_t len,
+                            uint64_t now) {
+  if (c->state == S_CLOSED) return;
+  kp_stream_header_t h;
+  size_t hlen = kp_stream_header_decode(&h, data, len);
+  if (!hlen || len < hlen + KP_STREAM_TAG_LEN || h.cid != c->cfg.local_cid) {
+    c->stats.malformed++;
+    return;
+  }
+  if (!kp_replay_check(&c->replay, h.pn)) {
+    c->stats.replays++;
+    return;
+  }
+  size_t plen = len - hlen - KP_STREAM_TAG_LEN;
+  if (kp_aead_open(&c->rx, h.pn, data, hlen, data + hlen, plen, data + hlen + plen)) {
+    c->stats.auth_failures++;
+    return;
+  }
+  /* Authentic: from here on the peer sent it. */
+  bool newest = !c->replay.any || h.pn > c->replay.largest;
+  kp_replay_mark(&c->replay, h.pn);
+  c->stats.packets_received++;
+  c->stats.bytes_received += len;
+  c->last_recv_us = now;
+  if (c->state != S_OPEN) return;
+
+  /* Packets from a new address move us only after a PATH_CHALLENGE there is
+   * answered: an authentic packet proves the peer sent it, not that it can
+   * receive there (it may be a captured copy raced from elsewhere). */
+  if (!kp_addr_eq(from, &c->remote) && newest) start_validation(c, from);
+  bool in_order = !c->recv_range_count || h.pn == c->recv_ranges[0].hi + 1;
+  note_received(c, h.pn, now);
+
+  if (h.flags & KP_STREAM_FLAG_ACK) {
+    peer_max_data(c, h.ack.max_data);
+    kp_recovery_on_ack(&c->rec, &h.ack, now);
+    if (c->state != S_OPEN) return;
+  }
+  kp_rbuf_t r;
+  kp_rbuf_init(&r, data + hlen, plen);
+  kp_frame_t f;
+  bool eliciting = false;
+  int rc;
+  while ((rc = kp_frame_next(&r, &f)) == 1) {
+    eliciting = true;
+    if (!on_frame(c, &f, from, now)) rc = -1;
+    if (rc < 0 || c->state != S_OPEN) break;
+  }
+  if (rc < 0) c->stats.malformed++;
+  if (eliciting && c->state == S_OPEN) {
+    if (!c->ack_pending) c->ack_due_us = now + KP_MAX_ACK_DELAY_US;
+    c->ack_pending = true;
+    c->unacked_eliciting++;
+    /* Out of order (a gap before it, or a late one): the sender's loss
+     * detection wants to hear now. */
+    if (!in_order) c->ack_now = true;
+  }
+}
+
+/* ---- Sending -------------------------------------------------------------------- */
+
+static void build_ack(kp_sconn_t *c, kp_stream_header_t *h, uint64_t now) {
+  if (!c->recv_range_count) return;
+  kp_stream_ack_t *a = &h->ack;
+  h->flags |= KP_STREAM_FLAG_ACK;
+  a->largest = c->recv_ranges[0].hi;
+  uint64_t delay = (now - c->largest_recv_us) / 8;
+  a->delay_8us = (uint16_t)(delay > UINT16_MAX ? UINT16_MAX : delay);
+  a->max_data = c->consumed + c->cfg.conn_window;
+  if (a->max_data > c->max_data_sent) c->max_data_sent = a->max_data;
+  uint64_t first = c->recv_ranges[0].hi - c->recv_ranges[0].lo;
+  a->first = (uint16_t)(first > UINT16_MAX ? UINT16_MAX : first);
+  a->count = 0;
+  uint64_t prev_lo = a->largest - a->first;
+  for (unsigned i = 1; i < c->recv_range_count && a->count < KP_STREAM_MAX_ACK_RANGES; i++) {
+    if (first > UINT16_MAX) break; /* the first range was cut: the rest would be off */
+    uint64_t gap = prev_lo - c->recv_ranges[i].hi - 2;
+    uint64_t length = c->recv_ranges[i].hi - c->recv_ranges[i].lo;
+    if (gap > UINT16_MAX || length > UINT16_MAX) break;
+    a->ranges[a->count].gap = (uint16_t)gap;
+    a->ranges[a->count].length = (uint16_t)length;
+    a->count++;
+    prev_lo = c->recv_ranges[i].lo;
+  }
+}
+
+/* Seals the packet in buf (header of hlen, then the frames in w) and records
+ * it. Returns its length. */
+static size_t seal(kp_sconn_t *c, uint8_t *buf, size_t hlen, kp_wbuf_t *w, kp_sent_t *sent,
+                   uint64_t pn, uint64_t now) {
+  size_t plen = w->len;
+  kp_aead_seal(&c->tx, pn, buf, hlen, buf + hlen, plen, buf + hlen + plen);
+  size_t len = hlen + plen + KP_STREAM_TAG_LEN;
+  sent->sent_us = now;
+  sent->size = (uint32_t)len;
+  if (kp_recovery_on_sent(&c->rec, sent)) return 0; /* out of memory: drop it */
+  if (sent->flags & KP_SENT_ACK_ELICITING) c->last_eliciting_sent_us = now;
+  if (sent->flags & KP_SENT_IN_FLIGHT) kp_pacer_on_sent(&c->pacer, len);
+  c->stats.packets_sent++;
+  c->stats.bytes_sent += len;
+  c->ack_pending = c->ack_now = false;
+  c->unacked_eliciting = 0;
+  return len;
+}
+
+/* Starts a packet: header (with an ack) into buf, the frame area in w. */
+static size_t begin(kp_sconn_t *c, uint8_t *buf, size_t size, kp_wbuf_t *w, uint64_t now) {
+  kp_stream_header_t h;
+  memset(&h, 0, sizeof(h));
+  h.cid = c->cfg.remote_cid;
+  h.pn = kp_recovery_next_pn(&c->rec);
+  build_ack(c, &h, now);
+  size_t hlen = kp_stream_header_encode(&h, buf, size);
+  kp_wbuf_init(w, buf + hlen, size - hlen - KP_STREAM_TAG_LEN);
+  return hlen;
+}
+
+size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_t *to,
+                               uint64_t now) {
+  if (c->state == S_CLOSED || c->state == S_DRAINING) return 0;
+  if (cap < 1500) return 0;
+  kp_wbuf_t w;
+  kp_sent_t sent;
+  memset(&sent, 0, sizeof(sent));
+  uint64_t pn = kp_recovery_next_pn(&c->rec);
+  size_t hlen;
+
+  if (c->state == S_CLOSING) {
+    if (!c->close_pending) return 0;
+    hlen = begin(c, buf, c->mtu, &w, now);
+    kp_frame_put_close(&w, c->close_code, c->close_reason);
+    c->close_pending = false;
+    c->close_deadline_us = now + 3 * kp_recovery_pto(&c->rec);
+    *to = c->remote;
+    return seal(c, buf, hlen, &w, &sent, pn, now);
+  }
+
+  /* A path check answered, or asked. */
+  if (c->response_pending) {
+    hlen = begin(c, buf, c->mtu, &w, now);
+    kp_frame_put_path(&w, true, c->response);
+    sent.flags = KP_SENT_ACK_ELICITING;
+    c->response_pending = false;
+    *to = c->response_to;
+    return seal(c, buf, hlen, &w, &sent, pn, now);
+  }
+  if (c->validating && now >= c->challenge_at) {
+    if (c->challenges++ >= PATH_CHALLENGES) {
+      c->validating = false; /* it never answered: not a path */
+    } else {
+      hlen = begin(c, buf, c->mtu, &w, now);
+      kp_frame_put_path(&w, false, c->challenge);
+      sent.flags = KP_SENT_ACK_ELICITING;
+      c->challenge_at = now + kp_recovery_pto(&c->rec);
+      *to = c->candidate;
+      return seal(c, buf, hlen, &w, &sent, pn, now);
+    }
+  }
+
+  kp_pacer_update(&c->pacer, &c->cc, c->rec.have_rtt ? c->rec.srtt_us : KP_INITIAL_RTT_US, now);
+  bool window_open = c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd;
+  bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
+
+  /* A path MTU probe: a PING padded to the size being tried. */
+  if (c->probe_size && !c->probe_inflight && now >= c->probe_at && window_open && paced &&
+      c->rec.have_rtt) {
+    hlen = begin(c, buf, c->probe_size, &w, now);
+    kp_frame_put_ping(&w);
+    kp_frame_put_padding(&w, w.cap - w.len);
+    sent.flags = KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT | KP_SENT_MTU_PROBE;
+    c->probe_inflight = true;
+    *to = c->remote;
+    return seal(c, buf, hlen, &w, &sent, pn, now);
+  }
+
+  hlen = begin(c, buf, c->mtu, &w, now);
+  bool eliciting = kp__sstreams_fill_control(c, &w, &sent);
+  bool probe = c->probe_wanted;
+  if ((window_open && paced) || probe) {
+    bool new_ok = c->peer_max_data > c->sent_new;
+    if (kp__sstreams_fill(c, &w, &sent, new_ok)) eliciting = true;
+  } else if (kp__sstreams_have_data(c)) {
+    /* Data waits on the window: the controller may grow it (RFC 9438 4.8). */
+    if (!window_open) c->cwnd_limited = true;
+  }
+  if (probe && !eliciting) {
+    kp_frame_put_ping(&w);
+    eliciting = true;
+  }
+  c->probe_wanted = false;
+  if (!eliciting && now - c->last_eliciting_sent_us >= (uint64_t)c->cfg.keepalive_ms * 1000) {
+    kp_frame_put_ping(&w); /* keepalive: the peer's ack proves it alive */
+    eliciting = true;
+  }
+  /* An ack on its own: every second packet (RFC 9000 13.2.2), at once on
+   * reordering, else when the delay runs out. */
+  bool ack_only_due =
+      c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us);
+  if (!eliciting && !ack_only_due) return 0;
+  if (eliciting) {
+    sent.flags = KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT;
+    if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+    /* Full packets are padded to exactly the MTU so runs of them are equal
+     * in size: the glue hands those to the kernel as one GSO send. */
+    if (w.cap - w.len < 64) kp_frame_put_padding(&w, w.cap - w.len);
+  }
+  *to = c->remote;
+  return seal(c, buf, hlen, &w, &sent, pn, now);
+}
+
+/* ---- Time ------------------------------------------------------------------------ */
+
+void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
+  if (c->state == S_CLOSED) return;
+  if (c->state == S_CLOSING) {
+    if (c->close_deadline_us && now >= c->close_deadline_us) finish(c, c->closed_status, 0);
+    return;
+  }
+  if (now - c->last_recv_us >= (uint64_t)c->cfg.idle_timeout_ms * 1000) {
+    /* Nothing authentic for the whole idle timeout, keepalives included. */
+    finish(c, KP_EPEERDEAD, 0);
+    return;
+  }
+  bool rto;
+  if (kp_recovery_deadline(&c->rec) <= now && kp_recovery_on_timeout(&c->rec, now, &rto)) {
+    c->probe_wanted = true;
+    if (rto) kp_cubic_on_rto(&c->cc, now);
+  }
+  kp__sstreams_deliver(c);
+}
+
+uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
+  if (c->state == S_CLOSED) return UINT64_MAX;
+  if (c->state == S_CLOSING) return c->close_deadline_us ? c->close_deadline_us : UINT64_MAX;
+  uint64_t next = c->last_recv_us + (uint64_t)c->cfg.idle_timeout_ms * 1000;
+  uint64_t t = kp_recovery_deadline(&c->rec);
+  if (t < next) next = t;
+  t = c->last_eliciting_sent_us + (uint64_t)c->cfg.keepalive_ms * 1000;
+  if (t < next) next = t;
+  if (c->ack_pending && c->ack_due_us < next) next = c->ack_due_us;
+  if (c->deliver_due || c->probe_wanted || c->response_pending) next = 0;
+  if (c->validating && c->challenge_at < next) next = c->challenge_at;
+  if (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2)) next = 0;
+  if (kp__sstreams_have_control(c)) next = 0;
+  /* Data and MTU probes wait for the congestion window (an ack reopens
+   * it), then for the pacer. */
+  if (c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd) {
+    uint64_t want = UINT64_MAX;
+    if (kp__sstreams_have_data(c)) want = 0;
+    if (c->probe_size && !c->probe_inflight && c->rec.have_rtt && c->probe_at < want)
+      want = c->probe_at;
+    if (want != UINT64_MAX) {
+      uint64_t paced = kp_pacer_next(&c->pacer, c->mtu, c->pacer.at_us);
+      if (paced > want) want = paced;
+    }
+    if (want < next) next = want;
+  }
+  return next;
+}
+
+void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now) {
+  if (kp_addr_eq(remote, &c->remote)) return;
+  switch_path(c, remote, now);
+}
+
+void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {
+  *out = c->stats;
+  out->srtt_us = c->rec.srtt_us;
+  out->min_rtt_us = c->rec.min_rtt_us == UINT64_MAX ? 0 : c->rec.min_rtt_us;
+  out->rttvar_us = c->rec.rttvar_us;
+  out->cwnd = c->cc.cwnd;
+  out->bytes_in_flight = c->rec.bytes_in_flight;
+  out->packets_lost = c->rec.lost_packets;
+  out->retransmits = c->rec.retransmits;
+  out->congestion_events = c->cc.congestion_events;
+  out->mtu = c->mtu;
+  out->remote = c->remote;
+  out->streams = (unsigned)c->stream_count;
+}

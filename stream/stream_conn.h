@@ -1,0 +1,142 @@
+/* A data-plane connection: reliable, ordered, flow- and congestion-
+ * controlled, encrypted byte streams over UDP datagrams.
+ *
+ * Pure (DESIGN.md's state machine layer): fed datagrams and the time in
+ * microseconds, it hands datagrams out when asked (kp_sconn_write_datagram,
+ * so the glue can batch them into GSO sends) and reports events through
+ * callbacks. It never touches a socket, a clock or libuv.
+ *
+ * Streams are identified by numbers: those the connection's initiator opens
+ * are even, the other side's odd. Data is referenced in the writers' buffers
+ * (kp_swrite_t, like uv_write_t) until the peer acknowledges it, then the
+ * write completes. See docs/protocol.md, "Stream packets", and
+ * docs/architecture.md, "The data plane". */
+#ifndef KP_STREAM_CONN_H
+#define KP_STREAM_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/addr.h"
+#include "common/rng.h"
+#include "kadpunch.h"
+
+typedef struct kp_sconn_s kp_sconn_t;
+
+/* The reset code of a stream the peer refused (it had too many open). */
+#define KP_STREAM_REFUSED 1
+typedef struct kp_swrite_s kp_swrite_t;
+
+/* A write: bytes the caller keeps valid until done fires (once, with 0 when
+ * the peer acknowledged all of them, or an error). Caller-owned storage. */
+#define KP_SWRITE_INLINE_BUFS 4
+struct kp_swrite_s {
+  kp_swrite_t *next;
+  uint64_t start, end; /* stream offsets */
+  unsigned nbufs;
+  uv_buf_t *bufs;
+  uv_buf_t inline_bufs[KP_SWRITE_INLINE_BUFS];
+  void *owner; /* the glue's */
+};
+
+typedef struct kp_sconn_events_s {
+  /* The peer opened a stream. */
+  void (*stream_opened)(void *ctx, uint64_t id);
+  /* In-order data (valid during the call). */
+  void (*stream_data)(void *ctx, uint64_t id, const uint8_t *data, size_t len);
+  /* The peer finished sending (all its data was delivered before). */
+  void (*stream_eof)(void *ctx, uint64_t id);
+  /* The peer reset its sending side (or refused a stream we opened). */
+  void (*stream_reset)(void *ctx, uint64_t id, uint64_t code);
+  /* Both directions of a stream are over: its state is gone. */
+  void (*stream_done)(void *ctx, uint64_t id);
+  /* A write completed (0) or failed. */
+  void (*write_done)(void *ctx, kp_swrite_t *w, int status);
+  /* The connection moved to another remote address. */
+  void (*path_changed)(void *ctx, const kp_addr_t *remote);
+  /* The connection is over: 0 (closed by us), KP_ECLOSED (by the peer),
+   * KP_EPEERDEAD (the peer stopped answering). Last event. */
+  void (*closed)(void *ctx, int status, uint64_t code);
+  void *ctx;
+} kp_sconn_events_t;
+
+typedef struct kp_sconn_config_s {
+  bool initiator;
+  uint64_t local_cid;  /* ours: the peer's packets carry it */
+  uint64_t remote_cid; /* theirs */
+  kp_cipher_t cipher;
+  uint8_t tx_key[32];
+  uint8_t rx_key[32];
+  kp_addr_t remote;
+  unsigned mtu;             /* starting datagram size (default 1200) */
+  bool pmtu_probe;          /* probe up to 1472 (IPv4) / 1452 (IPv6) (default on) */
+  uint32_t stream_window;   /* per-stream receive window (default 2 MiB) */
+  uint32_t conn_window;     /* connection receive window (default 16 MiB) */
+  unsigned max_streams;     /* streams the peer may have open (default 256) */
+  unsigned idle_timeout_ms; /* nothing heard this long: dead (default 30000) */
+  unsigned keepalive_ms;    /* send something at least this often (default 10000) */
+  kp_rng_t rng;
+} kp_sconn_config_t;
+
+typedef struct kp_sconn_stats_s {
+  uint64_t srtt_us, min_rtt_us, rttvar_us;
+  uint64_t cwnd, bytes_in_flight;
+  uint64_t packets_sent, packets_received, packets_lost;
+  uint64_t bytes_sent, bytes_received;               /* on the wire */
+  uint64_t stream_bytes_sent, stream_bytes_received; /* application data, first copies */
+  uint64_t retransmits;
+  uint64_t congestion_events; /* window reductions */
+  uint64_t auth_failures;     /* packets that failed authentication: dropped */
+  uint64_t replays;           /* duplicates or too old: dropped */
+  uint64_t malformed;         /* authentic but unparseable frames */
+  unsigned mtu;
+  kp_addr_t remote;
+  unsigned streams;
+} kp_sconn_stats_t;
+
+void kp_sconn_config_defaults(kp_sconn_config_t *cfg);
+int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint64_t now_us,
+                 kp_sconn_t **out);
+/* Frees everything; pending writes are not called back. */
+void kp_sconn_free(kp_sconn_t *c);
+
+/* A datagram for this connection (its destination id checked by the
+ * caller). data is decrypted in place. */
+void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data, size_t len,
+                            uint64_t now_us);
+/* The next datagram to send, written into buf (cap >= 1500); returns its
+ * length (to is where it goes) or 0 when nothing may leave now. */
+size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_t *to,
+                               uint64_t now_us);
+void kp_sconn_tick(kp_sconn_t *c, uint64_t now_us);
+/* When kp_sconn_tick next has work, or UINT64_MAX. */
+uint64_t kp_sconn_next_deadline(const kp_sconn_t *c);
+
+/* Streams. */
+int kp_sconn_stream_open(kp_sconn_t *c, uint64_t *id);
+/* Queues bufs (copied as an array; the bytes are referenced). */
+int kp_sconn_stream_write(kp_sconn_t *c, uint64_t id, kp_swrite_t *w, const uv_buf_t bufs[],
+                          unsigned nbufs);
+/* Half-close: a FIN after everything written. */
+int kp_sconn_stream_end(kp_sconn_t *c, uint64_t id);
+/* Abandons the stream both ways: pending writes fail with UV_ECANCELED,
+ * the peer gets RESET_STREAM and STOP_SENDING with code. */
+void kp_sconn_stream_reset(kp_sconn_t *c, uint64_t id, uint64_t code);
+/* Pauses delivery (data is buffered, the window closes) or resumes it (what
+ * was buffered is delivered at the next tick). */
+void kp_sconn_stream_pause(kp_sconn_t *c, uint64_t id, bool paused);
+/* Bytes written and not yet acknowledged. */
+uint64_t kp_sconn_stream_unacked(const kp_sconn_t *c, uint64_t id);
+
+/* Closes the connection: the peer is told with code; closed fires later. */
+void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason);
+/* Moves to another remote address now (the caller validated it, e.g. by a
+ * hole punch). */
+void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now_us);
+
+void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out);
+uint64_t kp_sconn_local_cid(const kp_sconn_t *c);
+bool kp_sconn_is_closed(const kp_sconn_t *c);
+
+#endif

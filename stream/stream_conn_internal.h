@@ -1,0 +1,152 @@
+/* The connection's insides, shared by stream_conn.c (packets, timers,
+ * paths) and stream_streams.c (streams, buffers, flow control). */
+#ifndef KP_STREAM_CONN_INTERNAL_H
+#define KP_STREAM_CONN_INTERNAL_H
+
+#include "stream/stream_cc.h"
+#include "stream/stream_conn.h"
+#include "stream/stream_crypto.h"
+#include "stream/stream_frame.h"
+#include "stream/stream_ranges.h"
+#include "stream/stream_recovery.h"
+
+/* Out-of-order (or not yet read) received data of one stream. */
+typedef struct kp_chunk_s {
+  struct kp_chunk_s *next;
+  uint64_t offset;
+  size_t len;
+  uint8_t data[];
+} kp_chunk_t;
+
+typedef struct kp_sstream_s kp_sstream_t;
+struct kp_sstream_s {
+  uint64_t id;
+  kp_sstream_t *hnext;      /* hash chain */
+  kp_sstream_t *next_ready; /* round robin of streams with something to send */
+  bool in_ready;
+  /* Sending. */
+  kp_swrite_t *wq_head, *wq_tail; /* writes not fully acknowledged, by offset */
+  kp_swrite_t *cursor;            /* the write holding send_offset */
+  uint64_t write_end;             /* bytes the application wrote */
+  uint64_t send_offset;           /* next new byte to send */
+  uint64_t acked_prefix;          /* every byte below this was acknowledged */
+  kp_ranges_t acked;              /* acknowledged above the prefix */
+  kp_ranges_t resend;             /* lost, to send again */
+  uint64_t peer_max;              /* the peer's MAX_STREAM_DATA */
+  bool fin_wanted, fin_sent, fin_acked, fin_lost;
+  bool reset_pending, reset_sent; /* our RESET_STREAM */
+  uint64_t reset_code;
+  bool send_done; /* fin acked, or reset */
+  /* Receiving. */
+  uint64_t recv_next;       /* next in-order byte to deliver */
+  uint64_t recv_high;       /* highest byte received + 1 */
+  uint64_t recv_limit_sent; /* the MAX_STREAM_DATA we advertised */
+  bool limit_pending;
+  kp_chunk_t *chunks; /* sorted, not overlapping each other */
+  size_t buffered;
+  bool paused;
+  bool fin_received;
+  uint64_t final_size;
+  bool recv_done;               /* EOF delivered, or reset by the peer */
+  bool stop_pending, stop_sent; /* our STOP_SENDING */
+  uint64_t stop_code;
+  bool deliver_due; /* resumed with data buffered */
+};
+
+typedef enum { S_OPEN, S_CLOSING, S_DRAINING, S_CLOSED } kp_sconn_state_t;
+
+/* Received packet numbers, for building acks: newest ranges first. */
+#define KP_RECV_RANGES (KP_STREAM_MAX_ACK_RANGES + 1)
+
+struct kp_sconn_s {
+  kp_sconn_config_t cfg;
+  kp_sconn_events_t ev;
+  kp_sconn_state_t state;
+  kp_aead_t tx, rx;
+  kp_replay_t replay;
+  kp_recovery_t rec;
+  kp_cubic_t cc;
+  kp_loss_gate_t loss_gate;
+  kp_pacer_t pacer;
+  bool cwnd_limited;
+  /* Paths. */
+  kp_addr_t remote;
+  bool validating;
+  kp_addr_t candidate;
+  uint8_t challenge[8];
+  uint64_t challenge_at;
+  unsigned challenges;
+  bool response_pending;
+  kp_addr_t response_to;
+  uint8_t response[8];
+  /* MTU. */
+  unsigned mtu, mtu_max;
+  unsigned probe_size;
+  unsigned probe_failures;
+  uint64_t probe_at;
+  bool probe_inflight;
+  /* Acks to send. */
+  struct {
+    uint64_t lo, hi;
+  } recv_ranges[KP_RECV_RANGES];
+  unsigned recv_range_count;
+  uint64_t largest_recv_us;
+  bool ack_pending;
+  bool ack_now;               /* a gap or reordering: tell the sender at once */
+  unsigned unacked_eliciting; /* ack-eliciting packets since our last ack */
+  uint64_t ack_due_us;
+  /* Flow control. */
+  uint64_t peer_max_data;   /* stream bytes the peer accepts, total */
+  uint64_t sent_new;        /* first copies of stream bytes sent */
+  uint64_t consumed;        /* stream bytes delivered to the application */
+  uint64_t recv_total_high; /* sum of streams' recv_high */
+  uint64_t max_data_sent;   /* the largest max data our acks announced */
+  /* Streams. */
+  kp_sstream_t **buckets;
+  size_t bucket_count, stream_count, peer_streams;
+  uint64_t next_local_id;
+  uint64_t next_peer_min; /* the lowest peer stream id not seen yet */
+
+  kp_sstream_t *ready_head, *ready_tail;
+  bool deliver_due;
+  /* Timers and liveness. */
+  uint64_t last_recv_us, last_eliciting_sent_us;
+  bool probe_wanted; /* a tail-loss probe or RTO retransmission is owed */
+  /* Closing. */
+  bool close_pending;
+  uint64_t close_code;
+  char close_reason[64];
+  uint64_t close_deadline_us;
+  int closed_status;
+  kp_sconn_stats_t stats;
+};
+
+/* stream_streams.c */
+kp_sstream_t *kp__sstream_find(kp_sconn_t *c, uint64_t id);
+/* The stream for a frame from the peer, opened if new and allowed; NULL if
+ * it was closed already or refused. */
+kp_sstream_t *kp__sstream_for_peer(kp_sconn_t *c, uint64_t id, uint64_t now);
+void kp__sstreams_free(kp_sconn_t *c);
+void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t *data,
+                         size_t len, bool fin);
+void kp__sstream_on_reset(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, uint64_t final_size);
+void kp__sstream_on_stop(kp_sconn_t *c, kp_sstream_t *s, uint64_t code);
+void kp__sstream_on_max_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t max);
+void kp__sstream_frame_acked(kp_sconn_t *c, const kp_sent_frame_t *f);
+void kp__sstream_frame_lost(kp_sconn_t *c, const kp_sent_frame_t *f);
+void kp__sstream_mark_ready(kp_sconn_t *c, kp_sstream_t *s);
+/* Writes frames for the next ready stream(s) into w (at most max_frames,
+ * recorded in sent); new_data_allowed: flow control and congestion permit
+ * new bytes. Returns true if anything was written. */
+bool kp__sstreams_fill(kp_sconn_t *c, kp_wbuf_t *w, kp_sent_t *sent, bool new_data_allowed);
+/* Control frames (MAX_STREAM_DATA, RESET_STREAM, STOP_SENDING) owed. */
+bool kp__sstreams_fill_control(kp_sconn_t *c, kp_wbuf_t *w, kp_sent_t *sent);
+bool kp__sstreams_have_control(const kp_sconn_t *c);
+bool kp__sstreams_have_data(const kp_sconn_t *c);
+/* Delivers what resumed streams buffered. */
+void kp__sstreams_deliver(kp_sconn_t *c);
+/* Fails every pending write (the connection is over). */
+void kp__sstreams_fail_all(kp_sconn_t *c, int status);
+void kp__sstream_maybe_done(kp_sconn_t *c, kp_sstream_t *s);
+
+#endif

@@ -1,0 +1,20 @@
+/* The cases of test_stream that live in test_stream_sim.c, listed in
+ * test_stream.c's case table. */
+#ifndef KP_TEST_STREAM_H
+#define KP_TEST_STREAM_H
+
+void test_transfer_clean(void);
+void test_transfer_loss(void);
+void test_transfer_reorder_duplicate(void);
+void test_transfer_bottleneck(void);
+void test_path_change(void);
+void test_path_spoof(void);
+void test_tamper_replay_truncate(void);
+void test_idle_and_dead_peer(void);
+void test_close(void);
+void test_slow_reader(void);
+void test_stream_reset(void);
+void test_stream_limit(void);
+void test_path_mtu(void);
+
+#endif

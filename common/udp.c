@@ -2,16 +2,30 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "kadpunch.h"
 
 /* At most this many recvmmsg rounds per readiness event, so one busy socket
  * cannot starve the rest of the loop. */
 #define RECV_ROUNDS 8
+/* GRO: buffers per recvmmsg and their size (the kernel coalesces up to 64
+ * KiB). */
+#define GRO_SLOTS 8
+#define GRO_SLOT_SIZE 65536
+/* GSO: a send carries at most 64 segments (the kernel's UDP_MAX_SEGMENTS
+ * on older kernels) and must fit an IP datagram's 64 KiB. */
+#define GSO_MAX_SEGMENTS 64
+#define GSO_MAX_BYTES 65000
+/* GSO sends the kernel refused before we stop trying them. */
+#define GSO_MAX_FAILURES 3
 
 static void update_poll(kp_udp_t *udp);
+static void receive(kp_udp_t *udp);
+static void receive_gro(kp_udp_t *udp);
 
 static void flush(kp_udp_t *udp, kp_udp_batch_t *b) {
   unsigned sent = 0;
@@ -47,15 +61,39 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   }
   if (!(events & UV_READABLE) || !udp->on_recv) return;
 
-  /* Scratch for one recvmmsg round; lives only for this callback. */
+  kp_udp_batch_t batch;
+  udp->in_callback = true;
+  kp_udp_batch_begin(udp, &batch);
+  if (udp->gro_buf)
+    receive_gro(udp);
+  else
+    receive(udp);
+  if (!udp->closing)
+    kp_udp_batch_end(udp, &batch);
+  else
+    udp->batch = NULL;
+  udp->in_callback = false;
+}
+
+static void deliver(kp_udp_t *udp, struct sockaddr_storage *ss, uint8_t *data, size_t len) {
+  kp_addr_t from;
+  if (len > KP_UDP_MAX_DATAGRAM) {
+    udp->stats.recv_oversize++;
+    return;
+  }
+  if (kp_addr_from_sockaddr(&from, (struct sockaddr *)ss)) return;
+  udp->stats.packets_in++;
+  udp->stats.bytes_in += len;
+  udp->on_recv(udp, &from, data, len);
+}
+
+/* Plain receive: scratch for one recvmmsg round on the stack, alive only
+ * during the callback. */
+static void receive(kp_udp_t *udp) {
   uint8_t bufs[KP_UDP_BATCH][KP_UDP_MAX_DATAGRAM];
   struct mmsghdr msgs[KP_UDP_BATCH];
   struct iovec iov[KP_UDP_BATCH];
   struct sockaddr_storage addrs[KP_UDP_BATCH];
-  kp_udp_batch_t batch;
-
-  udp->in_callback = true;
-  kp_udp_batch_begin(udp, &batch);
   for (int round = 0; round < RECV_ROUNDS && !udp->closing && udp->on_recv; round++) {
     for (unsigned i = 0; i < KP_UDP_BATCH; i++) {
       iov[i].iov_base = bufs[i];
@@ -69,24 +107,163 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
     int n = recvmmsg(udp->fd, msgs, KP_UDP_BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0) break;
     for (int i = 0; i < n && !udp->closing && udp->on_recv; i++) {
-      size_t len = msgs[i].msg_len;
-      kp_addr_t from;
       if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
         udp->stats.recv_oversize++;
         continue;
       }
-      if (kp_addr_from_sockaddr(&from, (struct sockaddr *)&addrs[i])) continue;
-      udp->stats.packets_in++;
-      udp->stats.bytes_in += len;
-      udp->on_recv(udp, &from, bufs[i], len);
+      deliver(udp, &addrs[i], bufs[i], msgs[i].msg_len);
     }
     if (n < KP_UDP_BATCH) break;
   }
-  if (!udp->closing)
-    kp_udp_batch_end(udp, &batch);
-  else
-    udp->batch = NULL;
-  udp->in_callback = false;
+}
+
+/* GRO receive: each buffer may hold several datagrams of one flow, all of
+ * the size the UDP_GRO control message gives but the last. */
+static void receive_gro(kp_udp_t *udp) {
+  struct mmsghdr msgs[GRO_SLOTS];
+  struct iovec iov[GRO_SLOTS];
+  struct sockaddr_storage addrs[GRO_SLOTS];
+  union {
+    struct cmsghdr align;
+    uint8_t buf[CMSG_SPACE(sizeof(int))];
+  } ctl[GRO_SLOTS];
+  for (int round = 0; round < RECV_ROUNDS && !udp->closing && udp->on_recv; round++) {
+    for (unsigned i = 0; i < GRO_SLOTS; i++) {
+      iov[i].iov_base = udp->gro_buf + (size_t)i * GRO_SLOT_SIZE;
+      iov[i].iov_len = GRO_SLOT_SIZE;
+      memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+      msgs[i].msg_hdr.msg_name = &addrs[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_control = ctl[i].buf;
+      msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].buf);
+    }
+    int n = recvmmsg(udp->fd, msgs, GRO_SLOTS, MSG_DONTWAIT, NULL);
+    if (n <= 0) break;
+    for (int i = 0; i < n && !udp->closing && udp->on_recv; i++) {
+      struct msghdr *h = &msgs[i].msg_hdr;
+      size_t len = msgs[i].msg_len, seg = len;
+      if (h->msg_flags & MSG_TRUNC) {
+        udp->stats.recv_oversize++;
+        continue;
+      }
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int v;
+          memcpy(&v, CMSG_DATA(c), sizeof(v));
+          if (v > 0) seg = (size_t)v;
+        }
+      }
+      if (seg < len) udp->stats.gro_receives++;
+      uint8_t *p = iov[i].iov_base;
+      for (size_t off = 0; off < len && !udp->closing && udp->on_recv; off += seg)
+        deliver(udp, &addrs[i], p + off, len - off < seg ? len - off : seg);
+    }
+    if (n < GRO_SLOTS) break;
+  }
+}
+
+int kp_udp_enable_gro(kp_udp_t *udp) {
+  if (udp->gro_buf) return 0;
+  uint8_t *buf = kp_malloc((size_t)GRO_SLOTS * GRO_SLOT_SIZE);
+  if (!buf) return UV_ENOMEM;
+  int one = 1;
+  if (setsockopt(udp->fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) < 0) {
+    int err = -errno;
+    kp_free(buf);
+    return err;
+  }
+  udp->gro_buf = buf;
+  return 0;
+}
+
+/* How many of out[0..n) form one GSO send: same destination, same size,
+ * only the last may be shorter. */
+static unsigned run_length(const kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
+  if (udp->gso_off) return 1;
+  size_t seg = out[0].len, total = seg;
+  unsigned k = 1;
+  while (k < n && k < GSO_MAX_SEGMENTS && total + out[k].len <= GSO_MAX_BYTES &&
+         out[k].len <= seg && kp_addr_eq(&out[k].to, &out[0].to)) {
+    total += out[k].len;
+    if (out[k++].len < seg) break;
+  }
+  return k;
+}
+
+unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
+  struct mmsghdr msgs[KP_UDP_BATCH];
+  struct sockaddr_storage addrs[KP_UDP_BATCH];
+  struct iovec iov[KP_UDP_BATCH * GSO_MAX_SEGMENTS];
+  union {
+    struct cmsghdr align;
+    uint8_t buf[CMSG_SPACE(sizeof(uint16_t))];
+  } ctl[KP_UDP_BATCH];
+  unsigned runs[KP_UDP_BATCH];
+  unsigned done = 0;
+  bool split = false; /* the last GSO send was refused: retry it one by one */
+  if (udp->closing) return n;
+  while (done < n) {
+    /* Fill a sendmmsg with runs. */
+    unsigned m = 0, next = done, nio = 0;
+    while (m < KP_UDP_BATCH && next < n) {
+      unsigned k = split ? 1 : run_length(udp, out + next, n - next);
+      socklen_t sslen = kp_addr_to_sockaddr(&out[next].to, &addrs[m]);
+      struct msghdr *h = &msgs[m].msg_hdr;
+      memset(h, 0, sizeof(*h));
+      h->msg_name = &addrs[m];
+      h->msg_namelen = sslen;
+      h->msg_iov = &iov[nio];
+      h->msg_iovlen = k;
+      for (unsigned j = 0; j < k; j++) {
+        iov[nio + j].iov_base = (void *)out[next + j].data;
+        iov[nio + j].iov_len = out[next + j].len;
+      }
+      if (k > 1) {
+        uint16_t seg = (uint16_t)out[next].len;
+        h->msg_control = ctl[m].buf;
+        h->msg_controllen = sizeof(ctl[m].buf);
+        struct cmsghdr *c = CMSG_FIRSTHDR(h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(seg));
+        memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+      }
+      runs[m++] = k;
+      nio += k;
+      next += k;
+      if (split) break;
+    }
+    bool retry = split;
+    split = false;
+    int sent = sendmmsg(udp->fd, msgs, m, MSG_DONTWAIT);
+    if (retry && sent > 0 && ++udp->gso_failures >= GSO_MAX_FAILURES) udp->gso_off = true;
+    if (sent < 0) {
+      int err = errno;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) return done;
+      if (runs[0] > 1 && (err == EIO || err == EINVAL)) {
+        /* The kernel would not segment this one: no GSO here, or a segment
+         * too big for the device. Send it datagram by datagram; if those
+         * go, GSO was the trouble. */
+        split = true;
+        continue;
+      }
+      /* Unreachable, too big for the path, ...: the network would have
+       * dropped it. */
+      udp->stats.send_drops += runs[0];
+      done += runs[0];
+      continue;
+    }
+    for (int i = 0; i < sent; i++) {
+      udp->stats.packets_out += runs[i];
+      udp->stats.bytes_out += msgs[i].msg_len;
+      if (runs[i] > 1) udp->stats.gso_sends++;
+      done += runs[i];
+    }
+  }
+  return done;
 }
 
 static void update_poll(kp_udp_t *udp) {
@@ -112,6 +289,15 @@ int kp_udp_init(uv_loop_t *loop, kp_udp_t *udp, const kp_addr_t *bind_addr,
   if (fd < 0) return -errno;
   int one = 1;
   if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  /* Don't Fragment, whatever the route's cached path MTU says: a datagram
+   * too big for the path is lost, not fragmented (see the header). */
+  int probe = IP_PMTUDISC_PROBE;
+  if (ss.ss_family == AF_INET6) {
+    probe = IPV6_PMTUDISC_PROBE;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &probe, sizeof(probe));
+  } else {
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof(probe));
+  }
   if (opts && opts->rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opts->rcvbuf, sizeof(int));
   if (opts && opts->sndbuf > 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &opts->sndbuf, sizeof(int));
   if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
@@ -218,6 +404,8 @@ int kp_udp_set_ttl(kp_udp_t *udp, int ttl) {
 
 static void on_closed(uv_handle_t *handle) {
   kp_udp_t *udp = handle->data;
+  kp_free(udp->gro_buf);
+  udp->gro_buf = NULL;
   if (udp->on_close) udp->on_close(udp);
 }
 

@@ -14,10 +14,23 @@
  *   batch flushed with one sendmmsg(). Every receive callback runs inside a
  *   batch, so replies to a burst of requests leave in one system call.
  *
+ * - bulk send (the data plane): kp_udp_send_datagrams() hands the kernel
+ *   runs of equal-size datagrams to one destination as single UDP GSO sends
+ *   (UDP_SEGMENT), many per sendmmsg(), and stops at a full socket buffer
+ *   so the caller keeps what did not go.
+ * - bulk receive: after kp_udp_enable_gro() the kernel may hand over several
+ *   datagrams of a flow coalesced (UDP_GRO); they are split again here, so
+ *   the receive callback still sees one datagram at a time. Its buffers
+ *   (512 KiB) live on the heap, allocated only for sockets that ask.
+ * - every datagram leaves with Don't Fragment set and the route's path MTU
+ *   ignored (IP_PMTUDISC_PROBE), so a datagram too big for the path is lost
+ *   rather than fragmented: path MTU probes then mean something.
+ *
  * A datagram the kernel will not take (socket buffer full) is dropped and
  * counted, as the network would drop it; callers that need to know (the data
- * plane) get UV_EAGAIN from kp_udp_send() outside a batch and can wait for
- * the socket to become writable.
+ * plane) get UV_EAGAIN from kp_udp_send() outside a batch, or a short count
+ * from kp_udp_send_datagrams(), and can wait for the socket to become
+ * writable.
  *
  * The callbacks need about 64 KiB of stack. Loop thread only. */
 #ifndef KP_COMMON_UDP_H
@@ -51,6 +64,8 @@ typedef struct kp_udp_stats_s {
   uint64_t bytes_out;
   uint64_t send_drops;    /* refused by the kernel (buffer full, unreachable) */
   uint64_t recv_oversize; /* larger than KP_UDP_MAX_DATAGRAM */
+  uint64_t gso_sends;     /* system-call messages that carried several datagrams */
+  uint64_t gro_receives;  /* received buffers that held several datagrams */
 } kp_udp_stats_t;
 
 struct kp_udp_s {
@@ -66,6 +81,9 @@ struct kp_udp_s {
   kp_udp_writable_cb on_writable;
   kp_udp_close_cb on_close;
   kp_udp_batch_t *batch;
+  bool gso_off; /* the kernel refused UDP_SEGMENT: one datagram per message */
+  unsigned gso_failures;
+  uint8_t *gro_buf; /* GRO receive buffers, when enabled */
   kp_udp_stats_t stats;
 };
 
@@ -108,6 +126,24 @@ void kp_udp_want_writable(kp_udp_t *udp, kp_udp_writable_cb cb);
 /* Batches nest: an inner begin/end pair is a no-op, the outermost end sends. */
 void kp_udp_batch_begin(kp_udp_t *udp, kp_udp_batch_t *batch);
 void kp_udp_batch_end(kp_udp_t *udp, kp_udp_batch_t *batch);
+
+/* One datagram for kp_udp_send_datagrams. */
+typedef struct kp_udp_out_s {
+  kp_addr_t to;
+  const uint8_t *data;
+  size_t len;
+} kp_udp_out_t;
+
+/* Sends n datagrams in order, bypassing any batch; consecutive ones to one
+ * destination of one size (the last of a run may be shorter) go as one GSO
+ * send. Returns how many were handed to the kernel or dropped for good
+ * (unreachable, too big: counted in send_drops); fewer than n only when
+ * the socket buffer is full (wait for writable, then send the rest). */
+unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n);
+
+/* Asks the kernel for coalesced receives (UDP_GRO). UV_ENOMEM, or the
+ * setsockopt error (then receiving goes on as before). */
+int kp_udp_enable_gro(kp_udp_t *udp);
 
 /* Sets the IP TTL / hop limit of later datagrams (0 restores the default). */
 int kp_udp_set_ttl(kp_udp_t *udp, int ttl);

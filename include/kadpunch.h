@@ -417,6 +417,186 @@ int kp_node_put_immutable(kp_node_t *node, const void *value, size_t len, uint8_
                           kp_put_cb cb, void *arg);
 int kp_node_get_immutable(kp_node_t *node, const uint8_t hash[KP_ID_LEN], kp_get_cb cb, void *arg);
 
+/* ---- Connections and streams (the data plane) ------------------------------ */
+
+/* A connection carries reliable, ordered, encrypted byte streams between
+ * two peers over UDP, with congestion control, flow control, keepalives
+ * and path migration (docs/architecture.md, "The data plane"). Connections
+ * live on an endpoint (a UDP socket). Streams are libuv-shaped: writes
+ * reference the caller's buffers until the peer has acknowledged them, then
+ * complete; reads hand over data that is valid during the callback. */
+typedef struct kp_endpoint_s kp_endpoint_t;
+typedef struct kp_conn_s kp_conn_t;
+typedef struct kp_stream_s kp_stream_t;
+typedef struct kp_write_s kp_write_t;
+
+/* The reset code of a stream the peer refused: it had too many open. */
+#define KP_STREAM_REFUSED 1
+
+typedef void (*kp_write_cb)(kp_write_t *req, int status);
+
+/* Private: the data plane's bookkeeping inside a kp_write_t. */
+typedef struct kp__swrite_s {
+  struct kp__swrite_s *next;
+  uint64_t start, end;
+  unsigned nbufs;
+  uv_buf_t *bufs;
+  uv_buf_t inline_bufs[4];
+} kp__swrite_t;
+
+/* A write request, like uv_write_t: owned by the caller, who keeps it and
+ * the bytes it points to unchanged until its callback. */
+struct kp_write_s {
+  void *data; /* free for the caller */
+  kp_stream_t *stream;
+  kp_write_cb cb;
+  kp__swrite_t private_;
+};
+
+typedef struct kp_endpoint_stats_s {
+  uint64_t packets_in, packets_out, bytes_in, bytes_out;
+  uint64_t gso_sends;     /* sends that carried several datagrams (UDP GSO) */
+  uint64_t gro_receives;  /* receives that carried several (UDP GRO) */
+  uint64_t send_drops;    /* datagrams the kernel refused */
+  uint64_t drops_unknown; /* stream packets for no connection here */
+  uint64_t drops_other;   /* datagrams that are not stream packets */
+  unsigned conns;         /* gauge */
+} kp_endpoint_stats_t;
+
+typedef void (*kp_endpoint_close_cb)(kp_endpoint_t *ep);
+
+/* An endpoint on its own UDP socket bound to bind ("127.0.0.1:0", ...).
+ * Errors: KP_EBADADDR, bind errors, UV_ENOMEM. */
+int kp_endpoint_create(uv_loop_t *loop, const char *bind, kp_endpoint_t **out);
+/* Closes every connection (peers are told, on_close fires with
+ * UV_ECANCELED) and the socket; cb fires on a later tick. Stream handles
+ * still open must be closed as usual; the memory goes with the last. */
+void kp_endpoint_close(kp_endpoint_t *ep, kp_endpoint_close_cb cb);
+int kp_endpoint_local_addr(const kp_endpoint_t *ep, kp_addr_t *out);
+void kp_endpoint_stats(const kp_endpoint_t *ep, kp_endpoint_stats_t *out);
+
+/* What both ends agreed on (the handshake supplies it; tests may pick
+ * anything): who initiates, the connection ids, the cipher and one key per
+ * direction. The rest tunes the connection; zero means the default. */
+typedef struct kp_conn_options_s {
+  bool initiator;     /* opens even-numbered streams; the other end odd */
+  uint64_t local_id;  /* packets to us carry it */
+  uint64_t remote_id; /* packets to the peer carry it */
+  kp_cipher_t cipher; /* 0: ChaCha20-Poly1305 */
+  uint8_t tx_key[32];
+  uint8_t rx_key[32];
+  kp_addr_t remote;
+  unsigned mtu;             /* starting datagram size, 1200..1472 (default 1200) */
+  bool no_mtu_probe;        /* do not probe the path for bigger datagrams */
+  uint32_t stream_window;   /* per-stream receive window (default 2 MiB) */
+  uint32_t conn_window;     /* whole-connection receive window (default 16 MiB) */
+  unsigned max_streams;     /* streams the peer may have open at once (default 256) */
+  unsigned idle_timeout_ms; /* nothing heard for this long: the peer is dead (30000) */
+  unsigned keepalive_ms;    /* send at least this often (default 10000) */
+  size_t high_water;        /* per-stream write queue high-water mark (default 4 MiB) */
+} kp_conn_options_t;
+
+/* What a connection has seen. */
+typedef struct kp_conn_stats_s {
+  uint64_t srtt_us, min_rtt_us, rttvar_us;
+  uint64_t cwnd, bytes_in_flight;
+  uint64_t packets_sent, packets_received, packets_lost;
+  uint64_t bytes_sent, bytes_received;               /* on the wire */
+  uint64_t stream_bytes_sent, stream_bytes_received; /* application data, first copies */
+  uint64_t retransmits;                              /* frames sent again */
+  uint64_t congestion_events;                        /* window reductions */
+  uint64_t probe_timeouts;                           /* ack timeouts: tail-loss probes and RTOs */
+  uint64_t auth_failures; /* packets that failed authentication: dropped */
+  uint64_t replays;       /* duplicates or too old: dropped */
+  uint64_t malformed;     /* unparseable: dropped */
+  unsigned mtu;           /* datagram size in use */
+  kp_addr_t remote;       /* the path */
+  unsigned streams;       /* gauge: streams with state */
+} kp_conn_stats_t;
+
+/* The peer opened stream; start reading it (kp_stream_read_start) or close
+ * it. Until read starts its data waits, up to the stream window. */
+typedef void (*kp_conn_stream_cb)(kp_conn_t *conn, kp_stream_t *stream);
+/* The connection is over: status 0 (kp_conn_close), KP_ECLOSED (the peer
+ * closed it, with code), KP_EPEERDEAD (nothing heard for the idle timeout),
+ * UV_ECANCELED (the endpoint closed). Fires once. The handle stays valid
+ * (every call on it fails or does nothing) until kp_conn_close. */
+typedef void (*kp_conn_close_cb)(kp_conn_t *conn, int status, uint64_t code);
+/* The connection moved to another address of the peer. */
+typedef void (*kp_conn_path_cb)(kp_conn_t *conn, const kp_addr_t *remote);
+
+typedef struct kp_conn_callbacks_s {
+  kp_conn_stream_cb on_stream; /* NULL: the peer's streams are refused */
+  kp_conn_close_cb on_close;
+  kp_conn_path_cb on_path; /* may be NULL */
+} kp_conn_callbacks_t;
+
+/* Zeroes opts (every tunable at its default). */
+void kp_conn_options_init(kp_conn_options_t *opts);
+/* Starts a connection on ep with what opts say. Errors: KP_ECONFIG (a bad
+ * option, a cipher this machine lacks), UV_EEXIST (local_id in use),
+ * UV_ENOMEM. */
+int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
+                 const kp_conn_callbacks_t *callbacks, kp_conn_t **out);
+/* Closes gracefully: the peer gets code; pending writes fail with
+ * UV_ECANCELED; on_close fires with 0 once the close went out. Call it once
+ * for every connection, also after on_close reported its end (like
+ * uv_close for a handle): the memory goes when it was called and the
+ * connection's last stream handle is closed. kp_endpoint_close does it for
+ * every connection left. */
+void kp_conn_close(kp_conn_t *conn, uint64_t code);
+/* Moves the connection to another address of the peer now (one the caller
+ * has verified, e.g. by a hole punch). Packets from a new address move it
+ * by themselves, once the peer answers a check there. */
+void kp_conn_set_remote(kp_conn_t *conn, const kp_addr_t *remote);
+void kp_conn_stats(const kp_conn_t *conn, kp_conn_stats_t *out);
+void *kp_conn_get_data(const kp_conn_t *conn);
+void kp_conn_set_data(kp_conn_t *conn, void *data);
+
+/* nread > 0: data (valid during the call). UV_EOF: the peer finished
+ * sending. Else an error: KP_ERESET (the peer reset the stream; see
+ * kp_stream_reset_code), KP_ECLOSED, KP_EPEERDEAD, UV_ECANCELED (the
+ * connection closed here). Nothing follows EOF or an error. */
+typedef void (*kp_stream_read_cb)(kp_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+typedef void (*kp_stream_close_cb)(kp_stream_t *stream);
+/* The write queue fell below half the high-water mark after reaching it. */
+typedef void (*kp_stream_drain_cb)(kp_stream_t *stream);
+
+/* Opens a stream; the peer learns of it with the first data or end.
+ * Errors: UV_EPIPE (the connection is closing), UV_ENOMEM. */
+int kp_stream_open(kp_conn_t *conn, kp_stream_t **out);
+int kp_stream_read_start(kp_stream_t *stream, kp_stream_read_cb cb);
+/* Stops reading: data waits, and once the window is full the peer waits. */
+int kp_stream_read_stop(kp_stream_t *stream);
+/* Queues bufs (the array is copied, the bytes are not); cb fires once the
+ * peer acknowledged every byte (0) or they cannot be delivered (UV_ECANCELED
+ * after a reset or close here; KP_ERESET if the peer stopped reading;
+ * KP_ECLOSED, KP_EPEERDEAD). Queues whatever the high-water mark says:
+ * kp_stream_is_writable tells when to wait for drain. Errors: UV_EPIPE (the
+ * stream was ended, reset or closed), UV_ENOMEM. */
+int kp_stream_write(kp_write_t *req, kp_stream_t *stream, const uv_buf_t bufs[], unsigned nbufs,
+                    kp_write_cb cb);
+/* Half-close: the peer reads EOF after everything written. */
+int kp_stream_end(kp_stream_t *stream);
+/* Abandons the stream both ways: pending writes fail with UV_ECANCELED, the
+ * peer's reads fail with KP_ERESET and its writes stop. */
+void kp_stream_reset(kp_stream_t *stream, uint64_t code);
+/* Releases the handle. Data written before kp_stream_end still reaches the
+ * peer; a stream not ended is reset (code 0). cb fires on a later tick,
+ * after every write callback of the stream. */
+void kp_stream_close(kp_stream_t *stream, kp_stream_close_cb cb);
+/* Bytes written and not yet acknowledged. */
+size_t kp_stream_write_queue_size(const kp_stream_t *stream);
+/* False once the write queue reached the high-water mark (until drain). */
+bool kp_stream_is_writable(const kp_stream_t *stream);
+void kp_stream_set_drain_cb(kp_stream_t *stream, kp_stream_drain_cb cb);
+/* The code of the peer's reset (valid after a KP_ERESET read). */
+uint64_t kp_stream_reset_code(const kp_stream_t *stream);
+uint64_t kp_stream_id(const kp_stream_t *stream);
+kp_conn_t *kp_stream_conn(const kp_stream_t *stream);
+void *kp_stream_get_data(const kp_stream_t *stream);
+void kp_stream_set_data(kp_stream_t *stream, void *data);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 #include <time.h>
 
@@ -111,6 +112,8 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   kp_node_options_t defaults;
   kp_dht_config_t cfg;
   *out = NULL;
+  /* libsodium's fastest implementations are chosen here, once. */
+  if (sodium_init() < 0) return UV_ENOSYS;
   if (!opts) {
     kp_node_options_init(&defaults);
     opts = &defaults;

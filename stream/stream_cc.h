@@ -45,21 +45,24 @@ static inline bool kp_cubic_in_slow_start(const kp_cubic_t *c) {
   return c->cwnd < c->ssthresh;
 }
 
-/* Which losses mean congestion. A loss is treated as congestion (and cuts
- * the window) when it comes with a queue, a round trip inflated over the
- * path's minimum, or when more than KP_LOSS_GATE_RATE of recent packets
- * were lost. Random loss on an uncongested path (radio, a flaky link,
- * policers' early drops) leaves the window alone: a loss-based controller
- * would otherwise sit at a fraction of the path (1% loss costs Reno or
- * CUBIC most of their throughput). A shallow-buffered bottleneck still
- * stops us: there loss rises past the rate threshold. */
-#define KP_LOSS_GATE_RATE 0.02
+/* Which losses mean congestion. A loss cuts the window when it comes with
+ * a queue (the smoothed RTT a quarter over the path's minimum, and at
+ * least 1 ms over it) or when more than KP_LOSS_GATE_RATE of recent
+ * packets were lost. Random loss on an uncongested path (radio, a flaky
+ * link) leaves the window alone: a purely loss-based controller would run
+ * at a fraction of the path (at 1% loss Reno and CUBIC keep a few dozen
+ * packets in flight). A shallow-buffered bottleneck, whose queue never
+ * shows in the RTT, still stops us: there loss climbs past the threshold. */
+#define KP_LOSS_GATE_RATE 0.03
+/* The average's span, in packets: long enough that 1% random loss never
+ * looks like 3% by chance (Poisson bursts over 256 packets would). */
+#define KP_LOSS_GATE_PACKETS 1024.0
 typedef struct kp_loss_gate_s {
-  double rate; /* moving average of lost (1) / delivered (0) over ~256 packets */
+  double rate; /* moving average of lost (1) / delivered (0) packets */
 } kp_loss_gate_t;
 
 void kp_loss_gate_on_outcome(kp_loss_gate_t *g, bool lost);
-bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t latest_rtt_us, uint64_t min_rtt_us);
+bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t srtt_us, uint64_t min_rtt_us);
 
 /* A token bucket at gain x cwnd / srtt. */
 typedef struct kp_pacer_s {

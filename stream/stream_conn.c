@@ -86,7 +86,9 @@ static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
     return;
   }
   kp_loss_gate_on_outcome(&c->loss_gate, true);
-  if (kp_loss_gate_congestive(&c->loss_gate, c->rec.latest_rtt_us, c->rec.min_rtt_us))
+  /* The smoothed RTT: one delayed ack must not make every loss look like
+   * congestion. */
+  if (kp_loss_gate_congestive(&c->loss_gate, c->rec.srtt_us, c->rec.min_rtt_us))
     kp_cubic_on_loss(&c->cc, p->sent_us, now);
 }
 
@@ -169,6 +171,10 @@ void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason) {
   c->close_deadline_us = 0; /* set when the CLOSE leaves */
   c->closed_status = 0;
   kp__sstreams_fail_all(c, UV_ECANCELED);
+}
+
+void kp_sconn_abort(kp_sconn_t *c, int status) {
+  finish(c, status, 0);
 }
 
 bool kp_sconn_is_closed(const kp_sconn_t *c) {
@@ -306,24 +312,31 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
    * receive there (it may be a captured copy raced from elsewhere). */
   if (!kp_addr_eq(from, &c->remote) && newest) start_validation(c, from);
   bool in_order = !c->recv_range_count || h.pn == c->recv_ranges[0].hi + 1;
-  note_received(c, h.pn, now);
 
-  if (h.flags & KP_STREAM_FLAG_ACK) {
-    peer_max_data(c, h.ack.max_data);
-    kp_recovery_on_ack(&c->rec, &h.ack, now);
-    if (c->state != S_OPEN) return;
-  }
+  if (h.flags & KP_STREAM_FLAG_ACK_NOW) c->ack_now = true;
+  /* Frames before the ack: a peer that refuses a stream acks its data and
+   * resets it in one packet, and the writes must hear of the refusal, not
+   * of a delivery. */
   kp_rbuf_t r;
   kp_rbuf_init(&r, data + hlen, plen);
   kp_frame_t f;
   bool eliciting = false;
   int rc;
+  c->recv_oom = false;
   while ((rc = kp_frame_next(&r, &f)) == 1) {
     eliciting = true;
     if (!on_frame(c, &f, from, now)) rc = -1;
     if (rc < 0 || c->state != S_OPEN) break;
   }
   if (rc < 0) c->stats.malformed++;
+  if (c->state == S_OPEN && (h.flags & KP_STREAM_FLAG_ACK)) {
+    peer_max_data(c, h.ack.max_data);
+    kp_recovery_on_ack(&c->rec, &h.ack, now);
+  }
+  if (c->state != S_OPEN) return;
+  /* Data we could not keep is not acknowledged: it comes again. */
+  if (c->recv_oom) return;
+  note_received(c, h.pn, now);
   if (eliciting && c->state == S_OPEN) {
     if (!c->ack_pending) c->ack_due_us = now + KP_MAX_ACK_DELAY_US;
     c->ack_pending = true;
@@ -480,6 +493,11 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
     /* Full packets are padded to exactly the MTU so runs of them are equal
      * in size: the glue hands those to the kernel as one GSO send. */
     if (w.cap - w.len < 64) kp_frame_put_padding(&w, w.cap - w.len);
+    /* The last packet for now (the window is full, or nothing else
+     * waits): ask for the ack at once, or the receiver would sit on a lone
+     * packet for its ack delay while we sit on an empty pipe. */
+    bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+    if (window_full || probe || !kp__sstreams_have_data(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
   }
   *to = c->remote;
   return seal(c, buf, hlen, &w, &sent, pn, now);
@@ -550,6 +568,7 @@ void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {
   out->packets_lost = c->rec.lost_packets;
   out->retransmits = c->rec.retransmits;
   out->congestion_events = c->cc.congestion_events;
+  out->probe_timeouts = c->rec.probe_timeouts;
   out->mtu = c->mtu;
   out->remote = c->remote;
   out->streams = (unsigned)c->stream_count;

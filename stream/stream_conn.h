@@ -24,21 +24,11 @@
 
 typedef struct kp_sconn_s kp_sconn_t;
 
-/* The reset code of a stream the peer refused (it had too many open). */
-#define KP_STREAM_REFUSED 1
-typedef struct kp_swrite_s kp_swrite_t;
-
 /* A write: bytes the caller keeps valid until done fires (once, with 0 when
- * the peer acknowledged all of them, or an error). Caller-owned storage. */
+ * the peer acknowledged all of them, or an error). Caller-owned storage,
+ * embedded in the public kp_write_t; start and end are stream offsets. */
+typedef kp__swrite_t kp_swrite_t;
 #define KP_SWRITE_INLINE_BUFS 4
-struct kp_swrite_s {
-  kp_swrite_t *next;
-  uint64_t start, end; /* stream offsets */
-  unsigned nbufs;
-  uv_buf_t *bufs;
-  uv_buf_t inline_bufs[KP_SWRITE_INLINE_BUFS];
-  void *owner; /* the glue's */
-};
 
 typedef struct kp_sconn_events_s {
   /* The peer opened a stream. */
@@ -49,8 +39,9 @@ typedef struct kp_sconn_events_s {
   void (*stream_eof)(void *ctx, uint64_t id);
   /* The peer reset its sending side (or refused a stream we opened). */
   void (*stream_reset)(void *ctx, uint64_t id, uint64_t code);
-  /* Both directions of a stream are over: its state is gone. */
-  void (*stream_done)(void *ctx, uint64_t id);
+  /* Both directions of a stream are over: its state is gone (user: what
+   * kp_sconn_stream_set_user gave it). */
+  void (*stream_done)(void *ctx, uint64_t id, void *user);
   /* A write completed (0) or failed. */
   void (*write_done)(void *ctx, kp_swrite_t *w, int status);
   /* The connection moved to another remote address. */
@@ -79,21 +70,7 @@ typedef struct kp_sconn_config_s {
   kp_rng_t rng;
 } kp_sconn_config_t;
 
-typedef struct kp_sconn_stats_s {
-  uint64_t srtt_us, min_rtt_us, rttvar_us;
-  uint64_t cwnd, bytes_in_flight;
-  uint64_t packets_sent, packets_received, packets_lost;
-  uint64_t bytes_sent, bytes_received;               /* on the wire */
-  uint64_t stream_bytes_sent, stream_bytes_received; /* application data, first copies */
-  uint64_t retransmits;
-  uint64_t congestion_events; /* window reductions */
-  uint64_t auth_failures;     /* packets that failed authentication: dropped */
-  uint64_t replays;           /* duplicates or too old: dropped */
-  uint64_t malformed;         /* authentic but unparseable frames */
-  unsigned mtu;
-  kp_addr_t remote;
-  unsigned streams;
-} kp_sconn_stats_t;
+typedef kp_conn_stats_t kp_sconn_stats_t;
 
 void kp_sconn_config_defaults(kp_sconn_config_t *cfg);
 int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint64_t now_us,
@@ -123,6 +100,13 @@ int kp_sconn_stream_end(kp_sconn_t *c, uint64_t id);
 /* Abandons the stream both ways: pending writes fail with UV_ECANCELED,
  * the peer gets RESET_STREAM and STOP_SENDING with code. */
 void kp_sconn_stream_reset(kp_sconn_t *c, uint64_t id, uint64_t code);
+/* Abandons the receiving side only: buffered data is dropped, the peer gets
+ * STOP_SENDING with code (unless it finished already). */
+void kp_sconn_stream_stop(kp_sconn_t *c, uint64_t id, uint64_t code);
+/* The caller's pointer for a stream (NULL when unset or the stream is
+ * gone). */
+void kp_sconn_stream_set_user(kp_sconn_t *c, uint64_t id, void *user);
+void *kp_sconn_stream_user(kp_sconn_t *c, uint64_t id);
 /* Pauses delivery (data is buffered, the window closes) or resumes it (what
  * was buffered is delivered at the next tick). */
 void kp_sconn_stream_pause(kp_sconn_t *c, uint64_t id, bool paused);
@@ -131,6 +115,9 @@ uint64_t kp_sconn_stream_unacked(const kp_sconn_t *c, uint64_t id);
 
 /* Closes the connection: the peer is told with code; closed fires later. */
 void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason);
+/* Ends it now (after a close was sent, or when there is no time to): closed
+ * fires with status, writes fail with UV_ECANCELED. */
+void kp_sconn_abort(kp_sconn_t *c, int status);
 /* Moves to another remote address now (the caller validated it, e.g. by a
  * hole punch). */
 void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now_us);

@@ -21,6 +21,7 @@ typedef struct kp_chunk_s {
 typedef struct kp_sstream_s kp_sstream_t;
 struct kp_sstream_s {
   uint64_t id;
+  void *user;
   kp_sstream_t *hnext;      /* hash chain */
   kp_sstream_t *next_ready; /* round robin of streams with something to send */
   bool in_ready;
@@ -42,7 +43,8 @@ struct kp_sstream_s {
   uint64_t recv_high;       /* highest byte received + 1 */
   uint64_t recv_limit_sent; /* the MAX_STREAM_DATA we advertised */
   bool limit_pending;
-  kp_chunk_t *chunks; /* sorted, not overlapping each other */
+  kp_chunk_t *chunks;      /* sorted, not overlapping each other */
+  kp_chunk_t *chunks_tail; /* the last: most arrivals after a gap go after it */
   size_t buffered;
   bool paused;
   bool fin_received;
@@ -91,6 +93,7 @@ struct kp_sconn_s {
   } recv_ranges[KP_RECV_RANGES];
   unsigned recv_range_count;
   uint64_t largest_recv_us;
+  bool recv_oom; /* the packet being read could not be stored whole */
   bool ack_pending;
   bool ack_now;               /* a gap or reordering: tell the sender at once */
   unsigned unacked_eliciting; /* ack-eliciting packets since our last ack */

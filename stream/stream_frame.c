@@ -36,7 +36,8 @@ size_t kp_stream_header_decode(kp_stream_header_t *h, const uint8_t *buf, size_t
   memset(h, 0, sizeof(*h));
   if (kp_rbuf_u8(&r) != KP_STREAM_FIRST_BYTE) return 0;
   h->flags = kp_rbuf_u8(&r);
-  if (h->flags & ~KP_STREAM_FLAG_ACK) return 0; /* unknown flags: a newer format */
+  if (h->flags & ~(KP_STREAM_FLAG_ACK | KP_STREAM_FLAG_ACK_NOW))
+    return 0; /* unknown flags: a newer format */
   h->cid = kp_rbuf_u64(&r);
   h->pn = kp_rbuf_u64(&r);
   if (h->flags & KP_STREAM_FLAG_ACK) {

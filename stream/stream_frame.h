@@ -2,7 +2,7 @@
  *
  *   header (plaintext, authenticated as associated data)
  *     0   u8   0x41: class "stream", version 1
- *     1   u8   flags: 0x01 an ack block follows
+ *     1   u8   flags: 0x01 an ack block follows; 0x02 acknowledge at once
  *     2   u64  destination connection id (the receiver's)
  *     10  u64  packet number (unique per packet and direction: the nonce)
  *     ack block (flag 0x01):
@@ -27,6 +27,7 @@
 
 #define KP_STREAM_FIRST_BYTE 0x41
 #define KP_STREAM_FLAG_ACK 0x01
+#define KP_STREAM_FLAG_ACK_NOW 0x02 /* the sender has nothing more in flight for now */
 #define KP_STREAM_MAX_ACK_RANGES 16
 #define KP_STREAM_TAG_LEN 16
 #define KP_STREAM_HEADER_MIN 18

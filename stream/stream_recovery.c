@@ -124,12 +124,48 @@ static void detect_losses(kp_recovery_t *r, uint64_t now) {
   }
 }
 
-/* Packets of [lo, hi] we declared lost arrived after all: widen the
- * thresholds that misjudged them. */
-static void spurious_losses(kp_recovery_t *r, uint64_t lo, uint64_t hi) {
+/* Whether ack reports pn received (QUIC's range walk). */
+static bool ack_covers(const kp_stream_ack_t *ack, uint64_t pn) {
+  uint64_t hi = ack->largest;
+  for (int i = -1; i < (int)ack->count; i++) {
+    uint64_t len = i < 0 ? ack->first : ack->ranges[i].length;
+    if (i >= 0) {
+      uint64_t skip = (uint64_t)ack->ranges[i].gap + 2;
+      if (hi < skip) return false;
+      hi -= skip;
+    }
+    if (pn > hi) return false; /* in the gap above this range */
+    if (pn + len >= hi) return true;
+    hi = hi >= len ? hi - len : 0;
+  }
+  return false;
+}
+
+/* The lowest packet number an ack's ranges reach. */
+static uint64_t ack_lowest(const kp_stream_ack_t *ack) {
+  uint64_t lo = ack->largest >= ack->first ? ack->largest - ack->first : 0;
+  for (unsigned i = 0; i < ack->count; i++) {
+    uint64_t step = (uint64_t)ack->ranges[i].gap + 2 + ack->ranges[i].length;
+    if (lo < step) return 0;
+    lo -= step;
+  }
+  return lo;
+}
+
+/* Packets we declared lost that the ack reports received arrived after
+ * all: widen the thresholds that misjudged them. */
+static void spurious_losses(kp_recovery_t *r, const kp_stream_ack_t *ack) {
+  uint64_t lowest = ack_lowest(ack);
   for (size_t i = 0; i < KP_RECENT_LOST; i++) {
     uint64_t pn = r->recent_lost[i];
-    if (pn == UINT64_MAX || pn < lo || pn > hi) continue;
+    if (pn == UINT64_MAX || pn > ack->largest) continue;
+    if (pn < lowest) {
+      /* Below what acks still report: the receiver has forgotten that
+       * far back, so no ack will ever show it. */
+      r->recent_lost[i] = UINT64_MAX;
+      continue;
+    }
+    if (!ack_covers(ack, pn)) continue;
     r->recent_lost[i] = UINT64_MAX;
     r->spurious_losses++;
     if (r->packet_threshold < KP_PACKET_THRESHOLD_MAX) r->packet_threshold *= 2;
@@ -142,6 +178,13 @@ size_t kp_recovery_on_ack(kp_recovery_t *r, const kp_stream_ack_t *ack, uint64_t
   uint64_t hi = ack->largest, lo;
   if (hi >= r->next_pn) return 0; /* acks a packet we never sent: ignore it all */
   bool largest_new = false;
+  spurious_losses(r, ack);
+  /* Every packet a packet threshold below the largest acked is settled
+   * (acked or declared lost) already: ranges repeat in every ack, and
+   * walking them again would cost O(window) per ack. */
+  uint64_t settled = r->any_acked && r->largest_acked > r->packet_threshold
+                         ? r->largest_acked - r->packet_threshold
+                         : 0;
   for (int i = -1; i < (int)ack->count; i++) {
     uint64_t len = i < 0 ? ack->first : ack->ranges[i].length;
     if (i >= 0) {
@@ -150,9 +193,8 @@ size_t kp_recovery_on_ack(kp_recovery_t *r, const kp_stream_ack_t *ack, uint64_t
       hi -= skip;
     }
     lo = hi >= len ? hi - len : 0;
-    spurious_losses(r, lo, hi);
     for (uint64_t pn = hi < r->next_pn ? hi : r->next_pn - 1;; pn--) {
-      if (pn < r->first_pn || pn < lo) break;
+      if (pn < r->first_pn || pn < lo || pn < settled) break;
       kp_sent_t *p = at(r, pn);
       if (!(p->flags & (KP_SENT_ACKED | KP_SENT_LOST)) && (p->flags & KP_SENT_ACK_ELICITING)) {
         p->flags |= KP_SENT_ACKED;
@@ -184,7 +226,9 @@ size_t kp_recovery_on_ack(kp_recovery_t *r, const kp_stream_ack_t *ack, uint64_t
 uint64_t kp_recovery_pto(const kp_recovery_t *r) {
   uint64_t var = 4 * r->rttvar_us;
   if (var < KP_GRANULARITY_US) var = KP_GRANULARITY_US;
-  return r->srtt_us + var + KP_MAX_ACK_DELAY_US;
+  /* No allowance for the peer's ack delay (QUIC adds max_ack_delay): the
+   * last packet before a pause asks for its ack at once (ACK_NOW). */
+  return r->srtt_us + var + KP_GRANULARITY_US;
 }
 
 static bool anything_outstanding(const kp_recovery_t *r) {
@@ -213,6 +257,7 @@ int kp_recovery_on_timeout(kp_recovery_t *r, uint64_t now, bool *rto) {
   if (now < kp_recovery_deadline(r)) return 0;
   /* The first expiry probes the tail (a lost last packet gets no later ack
    * to reveal it); after that it is an RTO: give up on everything out. */
+  r->probe_timeouts++;
   if (r->pto_count++ > 0) {
     *rto = true;
     kp_recovery_all_lost(r, now);

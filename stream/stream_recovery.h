@@ -7,7 +7,7 @@
  * 8985 section 6.2, with QUIC's thresholds). A packet acked after it was
  * declared lost was only reordered: both thresholds grow. Lost frames go
  * back to their owner to be sent again, in new packets. With no ack for a probe timeout
- * (SRTT + 4 RTTVAR + max ack delay, RFC 6298's estimator), the first expiry
+ * (SRTT + 4 RTTVAR + a timer granularity, RFC 6298's estimator), the first expiry
  * sends a tail-loss probe and later ones are RTOs: everything outstanding is
  * declared lost and the timeout doubles each time. */
 #ifndef KP_STREAM_RECOVERY_H
@@ -24,8 +24,14 @@
 #define KP_PACKET_THRESHOLD_MAX 256
 #define KP_REORDER_MULT_MAX 4 /* time threshold: + up to 4 x min_rtt / 4 */
 #define KP_RECENT_LOST 64     /* losses remembered to notice spurious ones */
-#define KP_GRANULARITY_US 1000
-#define KP_MAX_ACK_DELAY_US 5000
+/* The timer granularity the timeouts allow for (the glue keeps
+ * microseconds where it can). */
+#define KP_GRANULARITY_US 250
+/* How long a receiver may sit on an ack (every second packet is acked at
+ * once; this bounds the wait for a lone one). Short, because a sender with
+ * a small window stalls on it: on a sub-millisecond path with loss, a
+ * longer delay costs more than the acks it saves. */
+#define KP_MAX_ACK_DELAY_US 1000
 #define KP_INITIAL_RTT_US 100000
 
 enum {
@@ -90,6 +96,7 @@ typedef struct kp_recovery_s {
   size_t recent_lost_next;
   uint64_t lost_packets;
   uint64_t spurious_losses;
+  uint64_t probe_timeouts;
   uint64_t retransmits; /* frames handed back for retransmission */
 } kp_recovery_t;
 

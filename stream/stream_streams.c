@@ -82,6 +82,8 @@ static void unready(kp_sconn_t *c, kp_sstream_t *s) {
   s->next_ready = NULL;
 }
 
+static void drop_chunks(kp_sstream_t *s);
+
 static void free_stream(kp_sconn_t *c, kp_sstream_t *s) {
   for (kp_sstream_t **p = &c->buckets[bucket_of(c, s->id)]; *p; p = &(*p)->hnext) {
     if (*p == s) {
@@ -92,11 +94,7 @@ static void free_stream(kp_sconn_t *c, kp_sstream_t *s) {
   unready(c, s);
   c->stream_count--;
   if (!local_id(c, s->id)) c->peer_streams--;
-  while (s->chunks) {
-    kp_chunk_t *k = s->chunks;
-    s->chunks = k->next;
-    kp_free(k);
-  }
+  drop_chunks(s);
   kp_ranges_free(&s->acked);
   kp_ranges_free(&s->resend);
   kp_free(s);
@@ -114,8 +112,9 @@ void kp__sstreams_free(kp_sconn_t *c) {
 void kp__sstream_maybe_done(kp_sconn_t *c, kp_sstream_t *s) {
   if (!s->send_done || !s->recv_done || s->reset_pending || s->stop_pending) return;
   uint64_t id = s->id;
+  void *user = s->user;
   free_stream(c, s);
-  if (c->ev.stream_done) c->ev.stream_done(c->ev.ctx, id);
+  if (c->ev.stream_done) c->ev.stream_done(c->ev.ctx, id, user);
 }
 
 void kp__sstream_mark_ready(kp_sconn_t *c, kp_sstream_t *s) {
@@ -241,24 +240,52 @@ static void reset_send_side(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, int s
   kp__sstream_mark_ready(c, s);
 }
 
-void kp_sconn_stream_reset(kp_sconn_t *c, uint64_t id, uint64_t code) {
-  kp_sstream_t *s = kp__sstream_find(c, id);
-  if (!s) return;
-  reset_send_side(c, s, code, UV_ECANCELED);
-  if (!s->recv_done) {
-    /* Tell the peer to stop sending; drop what we hold. */
-    s->recv_done = true;
+static void drop_chunks(kp_sstream_t *s) {
+  while (s->chunks) {
+    kp_chunk_t *k = s->chunks;
+    s->chunks = k->next;
+    kp_free(k);
+  }
+  s->chunks_tail = NULL;
+  s->buffered = 0;
+}
+
+static void stop_receiving(kp_sconn_t *c, kp_sstream_t *s, uint64_t code) {
+  if (s->recv_done) return;
+  /* Tell the peer to stop sending (unless it already sent everything);
+   * drop what we hold. */
+  s->recv_done = true;
+  drop_chunks(s);
+  if (!s->fin_received || s->recv_high < s->final_size) {
     s->stop_pending = true;
     s->stop_code = code;
-    while (s->chunks) {
-      kp_chunk_t *k = s->chunks;
-      s->chunks = k->next;
-      kp_free(k);
-    }
-    s->buffered = 0;
     kp__sstream_mark_ready(c, s);
   }
+}
+
+void kp_sconn_stream_reset(kp_sconn_t *c, uint64_t id, uint64_t code) {
+  kp_sstream_t *s = kp__sstream_find(c, id);
+  if (!s || c->state == S_CLOSED) return;
+  reset_send_side(c, s, code, UV_ECANCELED);
+  stop_receiving(c, s, code);
   kp__sstream_maybe_done(c, s);
+}
+
+void kp_sconn_stream_stop(kp_sconn_t *c, uint64_t id, uint64_t code) {
+  kp_sstream_t *s = kp__sstream_find(c, id);
+  if (!s || c->state == S_CLOSED) return;
+  stop_receiving(c, s, code);
+  kp__sstream_maybe_done(c, s);
+}
+
+void kp_sconn_stream_set_user(kp_sconn_t *c, uint64_t id, void *user) {
+  kp_sstream_t *s = kp__sstream_find(c, id);
+  if (s) s->user = user;
+}
+
+void *kp_sconn_stream_user(kp_sconn_t *c, uint64_t id) {
+  kp_sstream_t *s = kp__sstream_find(c, id);
+  return s ? s->user : NULL;
 }
 
 uint64_t kp_sconn_stream_unacked(const kp_sconn_t *c, uint64_t id) {
@@ -518,6 +545,7 @@ static void drain(kp_sconn_t *c, kp_sstream_t *s) {
   while (!s->paused && !s->recv_done && s->chunks && s->chunks->offset <= s->recv_next) {
     kp_chunk_t *k = s->chunks;
     s->chunks = k->next;
+    if (!s->chunks) s->chunks_tail = NULL;
     s->buffered -= k->len;
     if (k->offset + k->len > s->recv_next) {
       size_t skip = (size_t)(s->recv_next - k->offset);
@@ -536,16 +564,21 @@ static void drain(kp_sconn_t *c, kp_sstream_t *s) {
   kp__sstream_maybe_done(c, s);
 }
 
-/* Stores [offset, offset + len) of data, skipping what is held already. */
-static void store(kp_sstream_t *s, uint64_t offset, const uint8_t *data, size_t len) {
+/* Stores [offset, offset + len) of data, skipping what is held already.
+ * false if memory ran out (the caller must not acknowledge the packet: the
+ * sender then sends the data again). */
+static bool store(kp_sstream_t *s, uint64_t offset, const uint8_t *data, size_t len) {
   kp_chunk_t **p = &s->chunks;
+  /* After a gap, data mostly arrives in order: straight to the end. */
+  if (s->chunks_tail && offset >= s->chunks_tail->offset + s->chunks_tail->len)
+    p = &s->chunks_tail->next;
   while (len) {
     while (*p && (*p)->offset + (*p)->len <= offset) p = &(*p)->next;
     uint64_t end = offset + len;
     if (*p && (*p)->offset <= offset) {
       /* Overlaps an existing chunk at its start: skip the covered part. */
       uint64_t covered = (*p)->offset + (*p)->len;
-      if (covered >= end) return;
+      if (covered >= end) return true;
       data += covered - offset;
       len = (size_t)(end - covered);
       offset = covered;
@@ -554,34 +587,36 @@ static void store(kp_sstream_t *s, uint64_t offset, const uint8_t *data, size_t 
     uint64_t stop = *p && (*p)->offset < end ? (*p)->offset : end;
     size_t n = (size_t)(stop - offset);
     kp_chunk_t *k = kp_malloc(sizeof(*k) + n);
-    if (!k) return; /* dropped; the sender retransmits it */
+    if (!k) return false;
     k->offset = offset;
     k->len = n;
     memcpy(k->data, data, n);
     k->next = *p;
     *p = k;
+    if (!k->next) s->chunks_tail = k;
     s->buffered += n;
     p = &k->next;
     data += n;
     offset += n;
     len -= n;
   }
+  return true;
 }
 
 void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t *data,
                          size_t len, bool fin) {
   if (s->recv_done) return;
   uint64_t end = offset + len;
+  /* Beyond what we advertised, for the stream or the connection: the peer
+   * ignores flow control; drop it. So is data past a known end. */
+  if (end > s->recv_limit_sent || (s->fin_received && end > s->final_size)) return;
+  if (end > s->recv_high && c->recv_total_high + (end - s->recv_high) > c->max_data_sent) return;
   if (fin) {
     /* A final size must not change, nor fall below data already seen. */
     if ((s->fin_received && s->final_size != end) || end < s->recv_high) return;
     s->fin_received = true;
     s->final_size = end;
   }
-  /* Beyond what we advertised, for the stream or the connection: the peer
-   * ignores flow control; drop it. */
-  if (end > s->recv_limit_sent) return;
-  if (end > s->recv_high && c->recv_total_high + (end - s->recv_high) > c->max_data_sent) return;
   if (end > s->recv_high) {
     c->recv_total_high += end - s->recv_high;
     s->recv_high = end;
@@ -595,7 +630,7 @@ void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const 
       if (!(s = kp__sstream_find(c, id))) return;
     } else {
       uint64_t from = offset > s->recv_next ? offset : s->recv_next;
-      store(s, from, data + (from - offset), (size_t)(end - from));
+      if (!store(s, from, data + (from - offset), (size_t)(end - from))) c->recv_oom = true;
     }
   }
   drain(c, s);
@@ -605,12 +640,7 @@ void kp__sstream_on_reset(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, uint64_
   (void)final_size;
   if (s->recv_done) return;
   s->recv_done = true;
-  while (s->chunks) {
-    kp_chunk_t *k = s->chunks;
-    s->chunks = k->next;
-    kp_free(k);
-  }
-  s->buffered = 0;
+  drop_chunks(s);
   uint64_t id = s->id;
   if (c->ev.stream_reset) c->ev.stream_reset(c->ev.ctx, id, code);
   if ((s = kp__sstream_find(c, id))) kp__sstream_maybe_done(c, s);

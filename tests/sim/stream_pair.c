@@ -3,31 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
 
-/* The pattern: a fixed pseudo-random block of a prime length, read at an
- * offset that depends on the stream, so misplaced or mixed-up bytes show. */
-#define PATTERN_LEN 1048573u
-static uint8_t *pattern;
-
-static void pattern_init(void) {
-  if (pattern) return;
-  pattern = malloc(PATTERN_LEN);
-  KP_CHECK(pattern);
-  kp_rng_seeded_t r;
-  kp_rng_seeded_init(&r, 0x5eed);
-  for (size_t i = 0; i < PATTERN_LEN; i += 8) {
-    uint64_t v = kp_rng_seeded_next(&r);
-    for (size_t j = 0; j < 8 && i + j < PATTERN_LEN; j++) pattern[i + j] = (uint8_t)(v >> (8 * j));
-  }
-}
-
-static size_t pattern_pos(uint64_t id, uint64_t off) {
-  return (size_t)((off + id * 7919) % PATTERN_LEN);
-}
-
 uint8_t pair_pattern(uint64_t id, uint64_t off) {
-  return pattern[pattern_pos(id, off)];
+  size_t avail;
+  return *kp_pattern_at(id, off, &avail);
 }
 
 typedef struct write_req_s {
@@ -62,15 +43,16 @@ static void feed(pair_side_t *s, pair_stream_t *st) {
   if (!s->conn || kp_sconn_is_closed(s->conn) || st->write_error || st->reset) return;
   while (st->written < st->total && st->written - st->acked < s->high_water) {
     uint64_t n = st->total - st->written;
-    size_t pos = pattern_pos(st->id, st->written);
+    size_t avail;
+    const uint8_t *bytes = kp_pattern_at(st->id, st->written, &avail);
     if (n > s->chunk) n = s->chunk;
-    if (n > PATTERN_LEN - pos) n = PATTERN_LEN - pos;
+    if (n > avail) n = avail;
     write_req_t *req = calloc(1, sizeof(*req));
     KP_CHECK(req);
     req->side = s;
     req->id = st->id;
     req->len = n;
-    uv_buf_t buf = uv_buf_init((char *)pattern + pos, (unsigned)n);
+    uv_buf_t buf = uv_buf_init((char *)bytes, (unsigned)n);
     int err = kp_sconn_stream_write(s->conn, st->id, &req->w, &buf, 1);
     if (err) {
       free(req);
@@ -98,13 +80,7 @@ static void ev_data(void *ctx, uint64_t id, const uint8_t *data, size_t len) {
   pair_stream_t *st = pair_stream(s->pair, s->side, id);
   KP_CHECK_MSG(st, "data on unknown stream %" PRIu64, id);
   KP_CHECK(!st->eof);
-  size_t pos = pattern_pos(id, st->received);
-  /* Compare in at most two runs (the pattern wraps once at most). */
-  size_t first = len < PATTERN_LEN - pos ? len : PATTERN_LEN - pos;
-  if (memcmp(data, pattern + pos, first) || memcmp(data + first, pattern, len - first)) {
-    for (size_t i = 0; i < len; i++)
-      if (data[i] != pair_pattern(id, st->received + i)) st->mismatches++;
-  }
+  st->mismatches += kp_pattern_mismatches(id, st->received, data, len);
   st->received += len;
 }
 
@@ -123,7 +99,8 @@ static void ev_reset(void *ctx, uint64_t id, uint64_t code) {
   st->reset_code = code;
 }
 
-static void ev_done(void *ctx, uint64_t id) {
+static void ev_done(void *ctx, uint64_t id, void *user) {
+  (void)user;
   pair_side_t *s = ctx;
   pair_stream_t *st = pair_stream(s->pair, s->side, id);
   if (st) st->done = true;
@@ -164,7 +141,6 @@ static void derive_key(uint8_t key[32], int dir) {
 
 void pair_init(pair_t *p, uint64_t seed, const kp_link_params_t *link,
                void (*cfg_fn)(int side, kp_sconn_config_t *cfg)) {
-  pattern_init();
   memset(p, 0, sizeof(*p));
   p->link = kp_link_new(seed);
   kp_link_set(p->link, 0, link);

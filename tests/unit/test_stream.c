@@ -47,7 +47,7 @@ static void test_header_codec(void) {
   KP_CHECK_EQ(kp_stream_header_encode(&h, buf, n - 1), 0);
   /* Unknown flags, too many ranges, another class byte. */
   n = kp_stream_header_encode(&h, buf, sizeof(buf));
-  buf[1] = 0x03;
+  buf[1] = 0x04;
   KP_CHECK_EQ(kp_stream_header_decode(&d, buf, n), 0);
   buf[1] = KP_STREAM_FLAG_ACK;
   buf[36] = KP_STREAM_MAX_ACK_RANGES + 1;
@@ -357,19 +357,27 @@ static void test_recovery_acks_and_losses(void) {
 
   /* Packet threshold: 10..15 sent, 11..15 acked: 10 is lost at once. */
   send_packets(&r, 6, 100000);
-  KP_CHECK_EQ(kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = 15, .first = 4}, 150000), 5);
+  kp_stream_ack_t with_gap = {.largest = 15, .first = 4, .count = 2}; /* 15..11 */
+  with_gap.ranges[0].gap = 0;                                         /* 10 missing */
+  with_gap.ranges[0].length = 1;                                      /* 9..8 */
+  with_gap.ranges[1].gap = 0;                                         /* 7 missing */
+  with_gap.ranges[1].length = 6;                                      /* 6..0 */
+  KP_CHECK_EQ(kp_recovery_on_ack(&r, &with_gap, 150000), 5);
   KP_CHECK(log.packets_lost == 2 && log.lost_offsets[1] == 10000);
 
   /* Acks of packets never sent are ignored whole. */
   KP_CHECK_EQ(kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = 999, .first = 990}, 150000), 0);
   /* Duplicate acks change nothing. */
-  KP_CHECK_EQ(kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = 15, .first = 4}, 150000), 0);
+  KP_CHECK_EQ(kp_recovery_on_ack(&r, &with_gap, 150000), 0);
   KP_CHECK_EQ(log.frames_acked, 14);
 
   /* The late packet 10 arrives after all: reordering, not loss. The
    * thresholds widen. */
   KP_CHECK_EQ(r.packet_threshold, KP_PACKET_THRESHOLD);
-  kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = 15, .first = 5}, 151000);
+  with_gap.first = 7; /* 15..8 */
+  with_gap.count = 1;
+  with_gap.ranges[0] = with_gap.ranges[1]; /* 7 missing, 6..0 */
+  kp_recovery_on_ack(&r, &with_gap, 151000);
   KP_CHECK_EQ(r.spurious_losses, 1);
   KP_CHECK_EQ(r.packet_threshold, 2 * KP_PACKET_THRESHOLD);
   KP_CHECK_EQ(r.reorder_mult, 1);
@@ -387,7 +395,7 @@ static void test_recovery_probe_timeouts(void) {
   send_packets(&r, 1, 0);
   kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = 0}, 40000); /* RTT 40 ms */
   uint64_t pto = kp_recovery_pto(&r);
-  KP_CHECK_EQ(pto, 40000 + 4 * 20000 + KP_MAX_ACK_DELAY_US);
+  KP_CHECK_EQ(pto, 40000 + 4 * 20000 + KP_GRANULARITY_US);
 
   /* The tail goes missing. First expiry: a probe, nothing declared lost. */
   send_packets(&r, 3, 100000);

@@ -1,0 +1,123 @@
+/* The data plane's libuv glue (DESIGN.md's third layer): an endpoint owns
+ * a UDP socket and the connections on it, feeds each connection's state
+ * machine (stream_conn.h) with datagrams and the time, and sends what they
+ * produce in GSO batches.
+ *
+ * When things happen:
+ * - a datagram arrives: its connection reads it at once; the connection is
+ *   marked dirty.
+ * - the application writes, ends, resets, closes: the request is recorded
+ *   and the connection marked dirty.
+ * - dirty connections are served once per loop iteration, in a uv_check
+ *   callback (a uv_idle keeps the poll from blocking meanwhile): deferred
+ *   requests run, every datagram the connection may send now is built into
+ *   the endpoint's transmit buffer, and runs of them go to the kernel in
+ *   one sendmmsg of GSO sends. So a burst of incoming acks, or many small
+ *   writes, cost one round of sends.
+ * - each connection has one timer, at its state machine's next deadline:
+ *   a libuv timer, or for deadlines under 2 ms the endpoint's timerfd,
+ *   which keeps microseconds (libuv rounds to milliseconds).
+ *
+ * Callbacks into the application never come from inside a call it made
+ * (write callbacks after a reset or close come in the check phase). */
+#ifndef KP_STREAM_ENDPOINT_H
+#define KP_STREAM_ENDPOINT_H
+
+#include "common/udp.h"
+#include "kadpunch.h"
+#include "stream/stream_conn.h"
+
+/* Datagrams built before a send: 64 x 1500 bytes. */
+#define KP_EP_TX_SLOTS 64
+
+struct kp_stream_s {
+  kp_conn_t *conn;
+  uint64_t id;
+  kp_stream_t *prev, *next; /* the connection's handles */
+  kp_stream_t *work_next;   /* deferred work (reset, close, a status to report) */
+  bool in_work;
+  kp_stream_read_cb read_cb;
+  kp_stream_drain_cb drain_cb;
+  kp_stream_close_cb close_cb;
+  void *data;
+  size_t queued; /* bytes written, not yet acknowledged */
+  unsigned writes_pending;
+  bool reading;
+  bool ended;     /* kp_stream_end called */
+  bool full;      /* reached the high-water mark, drain owed */
+  bool read_over; /* EOF or an error was reported */
+  bool reset_wanted, closing, close_started;
+  uint64_t reset_wanted_code;
+  int pending_status;  /* EOF or error to report once reading */
+  uint64_t reset_code; /* the peer's */
+};
+
+struct kp_conn_s {
+  kp_endpoint_t *ep;
+  kp_sconn_t *sc;
+  uint64_t local_id;
+  kp_conn_t *hnext; /* the endpoint's table */
+  kp_conn_t *dirty_next;
+  bool dirty;
+  uv_timer_t timer;
+  kp_conn_callbacks_t cb;
+  void *data;
+  size_t high_water;
+  kp_stream_t *streams;
+  size_t stream_handles;
+  bool in_fine; /* waiting on the endpoint's fine timer */
+  uint64_t fine_at;
+  kp_conn_t *fine_next;
+  bool close_wanted;
+  uint64_t close_code;
+  bool over;           /* on_close was called */
+  bool closed_by_user; /* kp_conn_close (or the endpoint's) was called */
+  bool released;       /* timer closing, memory going */
+};
+
+struct kp_endpoint_s {
+  uv_loop_t *loop;
+  kp_udp_t udp;
+  uv_check_t check;
+  uv_idle_t idle;
+  int tfd; /* timerfd for deadlines closer than a millisecond or two */
+  uv_poll_t tpoll;
+  uint64_t fine_armed; /* what tfd is set to, UINT64_MAX: disarmed */
+  kp_conn_t *fine_head;
+  bool scheduled;
+  bool flushing;
+  bool closing;
+  bool handles_closing;
+  unsigned uv_handles; /* open: the socket, check, idle */
+  kp_endpoint_close_cb close_cb;
+  kp_conn_t **buckets;
+  size_t bucket_count, conn_count;
+  kp_conn_t *dirty_head, *dirty_tail;
+  kp_stream_t *work_head, *work_tail;
+  uint8_t *tx;
+  kp_udp_out_t out[KP_EP_TX_SLOTS];
+  unsigned nout;
+  bool blocked; /* the socket buffer is full: waiting for writable */
+  uint64_t drops_unknown, drops_other;
+};
+
+/* Microseconds on the monotonic clock. */
+uint64_t kp__ep_now(void);
+/* Serves conn at the end of this loop iteration. */
+void kp__ep_mark_dirty(kp_conn_t *conn);
+/* Runs the stream's deferred work at the end of this loop iteration. */
+void kp__ep_queue_work(kp_stream_t *s);
+
+/* stream_api.c: the state machine's stream events, and deferred work. */
+void kp__on_stream_opened(void *ctx, uint64_t id);
+void kp__on_stream_data(void *ctx, uint64_t id, const uint8_t *data, size_t len);
+void kp__on_stream_eof(void *ctx, uint64_t id);
+void kp__on_stream_reset(void *ctx, uint64_t id, uint64_t code);
+void kp__on_stream_done(void *ctx, uint64_t id, void *user);
+void kp__on_write_done(void *ctx, kp_swrite_t *w, int status);
+/* The connection ended: reads report status. */
+void kp__streams_conn_over(kp_conn_t *conn, int status);
+/* Deferred work for one stream; may free it. */
+void kp__stream_work(kp_stream_t *s);
+
+#endif

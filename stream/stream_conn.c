@@ -55,8 +55,9 @@ static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
       c->mtu = p->size;
       kp_cubic_set_mss(&c->cc, c->mtu);
     }
+    /* Done for now; bigger sizes may pass later (a route changes). */
     c->probe_size = 0;
-    c->probe_at = now + PROBE_AGAIN_US;
+    c->probe_at = c->mtu < c->mtu_max ? now + PROBE_AGAIN_US : UINT64_MAX;
     return;
   }
   if (p->flags & KP_SENT_IN_FLIGHT) {
@@ -72,6 +73,18 @@ static unsigned next_probe_size(const kp_sconn_t *c, unsigned after) {
   return 0;
 }
 
+/* The size to probe now, starting a round (the sizes from the top) when
+ * one is due; 0 if none. */
+static unsigned probe_now(kp_sconn_t *c, uint64_t now) {
+  if (c->probe_inflight || !c->rec.have_rtt || now < c->probe_at) return 0;
+  if (!c->probe_size) {
+    c->probe_size = next_probe_size(c, UINT32_MAX);
+    c->probe_failures = 0;
+    if (!c->probe_size) c->probe_at = UINT64_MAX; /* nothing bigger to try */
+  }
+  return c->probe_size;
+}
+
 static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
   if (p->flags & KP_SENT_MTU_PROBE) {
@@ -82,6 +95,7 @@ static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
       c->probe_failures = 0;
       c->probe_size = next_probe_size(c, c->probe_size);
     }
+    /* Sizes exhausted: try again from the top in a while. */
     c->probe_at = c->probe_size ? now : now + PROBE_AGAIN_US;
     return;
   }
@@ -131,7 +145,6 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   c->mtu = c->cfg.mtu;
   c->mtu_max = cfg->remote.family == KP_AF_INET6 ? MAX_UDP_V6 : MAX_UDP_V4;
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
-  c->probe_size = next_probe_size(c, UINT32_MAX);
   c->probe_at = now;
   kp_cubic_init(&c->cc, c->mtu);
   kp_pacer_init(&c->pacer);
@@ -230,9 +243,13 @@ static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
   /* A new path: its capacity is unknown; start the controller over. The
    * round-trip estimate stays (most migrations are NAT rebindings or a
    * relay giving way to a direct path, close to the old one). */
-  kp_cubic_init(&c->cc, c->mtu);
+  kp_cubic_init(&c->cc, c->cfg.mtu);
   kp_pacer_init(&c->pacer);
-  (void)now;
+  /* Its MTU too: back to the safe size, and probe again. */
+  c->mtu = c->cfg.mtu;
+  c->probe_size = 0;
+  c->probe_inflight = false;
+  c->probe_at = now;
   if (c->ev.path_changed) c->ev.path_changed(c->ev.ctx, to);
 }
 
@@ -452,8 +469,7 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
   bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
 
   /* A path MTU probe: a PING padded to the size being tried. */
-  if (c->probe_size && !c->probe_inflight && now >= c->probe_at && window_open && paced &&
-      c->rec.have_rtt) {
+  if (window_open && paced && probe_now(c, now)) {
     hlen = begin(c, buf, c->probe_size, &w, now);
     kp_frame_put_ping(&w);
     kp_frame_put_padding(&w, w.cap - w.len);
@@ -520,6 +536,16 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
   if (kp_recovery_deadline(&c->rec) <= now && kp_recovery_on_timeout(&c->rec, now, &rto)) {
     c->probe_wanted = true;
     if (rto) kp_cubic_on_rto(&c->cc, now);
+    if (rto && c->mtu > c->cfg.mtu) {
+      /* Nothing gets through: maybe only big datagrams do not (the route
+       * changed under us, RFC 8899's black hole). Back to the safe size;
+       * probing finds the new limit. */
+      c->mtu = c->cfg.mtu;
+      kp_cubic_set_mss(&c->cc, c->mtu);
+      c->probe_size = 0;
+      c->probe_inflight = false;
+      c->probe_at = now;
+    }
   }
   kp__sstreams_deliver(c);
 }
@@ -542,7 +568,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd) {
     uint64_t want = UINT64_MAX;
     if (kp__sstreams_have_data(c)) want = 0;
-    if (c->probe_size && !c->probe_inflight && c->rec.have_rtt && c->probe_at < want)
+    if (!c->probe_inflight && c->rec.have_rtt && c->mtu < c->mtu_max && c->probe_at < want)
       want = c->probe_at;
     if (want != UINT64_MAX) {
       uint64_t paced = kp_pacer_next(&c->pacer, c->mtu, c->pacer.at_us);

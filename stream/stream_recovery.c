@@ -13,7 +13,7 @@ int kp_recovery_init(kp_recovery_t *r, const kp_recovery_hooks_t *hooks) {
   r->min_rtt_us = UINT64_MAX;
   r->packet_threshold = KP_PACKET_THRESHOLD;
   for (size_t i = 0; i < KP_RECENT_LOST; i++) r->recent_lost[i] = UINT64_MAX;
-  r->cap = 256;
+  r->cap = 16; /* grows (doubling) with the window: an idle connection stays small */
   r->ring = kp_malloc(r->cap * sizeof(*r->ring));
   return r->ring ? 0 : UV_ENOMEM;
 }

@@ -13,6 +13,7 @@
  * same bytes, same processes, is the last row. */
 #include <arpa/inet.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
@@ -295,6 +296,48 @@ static result_t tcp_sender(int out, int in) {
   return res;
 }
 
+/* ---- Memory per connection ---------------------------------------------------------- */
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Opens n idle connections on one endpoint (each with its keys, cipher
+ * state and first round of packets built) and reports the growth of the
+ * resident set per connection. */
+static void memory_per_connection(unsigned n, kp_cipher_t cipher) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  uint16_t port;
+  kp_endpoint_t *ep = bind_endpoint(&loop, &port);
+  row_t row = {"", cipher, 1, 1200, false, 0, false};
+  malloc_trim(0);
+  long before = rss_kb();
+  for (unsigned i = 0; i < n; i++) {
+    kp_conn_options_t o;
+    conn_options(&o, &row, true, 9); /* to a port nobody serves */
+    o.local_id = 100 + i;
+    kp_conn_t *c;
+    int err = kp_conn_open(ep, &o, NULL, &c);
+    if (err) die("connection", err);
+  }
+  uv_run(&loop, UV_RUN_NOWAIT);
+  malloc_trim(0);
+  long after = rss_kb();
+  printf("\nan idle connection (%s): %.1f KB (%u connections on one endpoint)\n",
+         cipher == KP_CIPHER_AES256_GCM ? "AES-256-GCM" : "ChaCha20-Poly1305",
+         (double)(after - before) * 1024 / n / 1000, n);
+  kp_endpoint_close(ep, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+}
+
 /* Runs a row in a child process of its own (loss rows get a namespace). */
 static result_t run_row(const row_t *row) {
   int res_pipe[2];
@@ -391,6 +434,10 @@ int main(int argc, char **argv) {
     double gb = (double)total_bytes / 1e9;
     printf("%-20s %-18s %7u %9s %9.0f %13.2f %13.2f\n", r->name, cipher, r->streams, dgram,
            (double)total_bytes / 1e6 / res.seconds, res.sender_cpu / gb, res.receiver_cpu / gb);
+  }
+  if (only < 0) {
+    memory_per_connection(10000, KP_CIPHER_CHACHA20_POLY1305);
+    if (best == KP_CIPHER_AES256_GCM) memory_per_connection(10000, best);
   }
   return 0;
 }

@@ -61,6 +61,47 @@ static void test_header_codec(void) {
   KP_CHECK(!kp_stream_is_packet(buf, KP_STREAM_HEADER_MIN + KP_STREAM_TAG_LEN - 1));
 }
 
+/* The example in docs/protocol.md, "Stream packets", byte for byte. */
+static void test_packet_vector(void) {
+  kp_stream_header_t h;
+  memset(&h, 0, sizeof(h));
+  h.flags = KP_STREAM_FLAG_ACK | KP_STREAM_FLAG_ACK_NOW;
+  h.cid = 0x0123456789abcdefull;
+  h.pn = 7;
+  h.ack.largest = 5;
+  h.ack.delay_8us = 125;
+  h.ack.max_data = 16777216;
+  h.ack.first = 2;
+  h.ack.count = 1;
+  h.ack.ranges[0].gap = 0;
+  h.ack.ranges[0].length = 1;
+  uint8_t buf[128];
+  size_t hlen = kp_stream_header_encode(&h, buf, sizeof(buf));
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, buf + hlen, sizeof(buf) - hlen);
+  kp_frame_put_stream(&w, 0, 0, (const uint8_t *)"hello", 5, true);
+  static const uint8_t plain[] = {0x41, 0x03, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x00,
+                                  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00,
+                                  0x00, 0x00, 0x00, 0x05, 0x00, 0x7d, 0x00, 0x00, 0x00, 0x00, 0x01,
+                                  0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x09,
+                                  0x00, 0x00, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f};
+  KP_CHECK_EQ(hlen + w.len, sizeof(plain));
+  KP_CHECK_MEM(buf, plain, sizeof(plain));
+  uint8_t key[32];
+  for (int i = 0; i < 32; i++) key[i] = (uint8_t)i;
+  kp_aead_t a;
+  KP_CHECK_OK(kp_aead_init(&a, KP_CIPHER_CHACHA20_POLY1305, key));
+  static const uint8_t iv[12] = {0x99, 0x28, 0x3c, 0x34, 0x48, 0x31,
+                                 0x26, 0xae, 0x3b, 0xcd, 0xc4, 0x34};
+  KP_CHECK_MEM(a.iv, iv, 12);
+  kp_aead_seal(&a, h.pn, buf, hlen, buf + hlen, w.len, buf + hlen + w.len);
+  static const uint8_t sealed[] = {0xcc, 0xb8, 0x4e, 0x4b, 0x0a, 0x50, 0xd1, 0x19, 0xe0,
+                                   0x6d, 0x99, 0x60, 0x3a, 0xae, 0x5b, 0xf0, 0xf2, 0x73,
+                                   0x76, 0x5c, 0x0d, 0xa2, 0x39, 0xa3, 0x56};
+  KP_CHECK_MEM(buf + hlen, sealed, sizeof(sealed));
+  kp_aead_destroy(&a);
+}
+
 static void test_varint(void) {
   const uint64_t values[] = {0, 63, 64, 16383, 16384, 1073741823, 1073741824, KP_VARINT_MAX};
   const size_t lens[] = {1, 1, 2, 2, 4, 4, 8, 8};
@@ -509,6 +550,7 @@ static void test_pacer(void) {
 
 static const kp_test_case_t cases[] = {
     KP_CASE(header_codec, unit, 10),
+    KP_CASE(packet_vector, unit, 10),
     KP_CASE(varint, unit, 10),
     KP_CASE(frames, unit, 10),
     KP_CASE(aead, unit, 10),
@@ -525,6 +567,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(transfer_reorder_duplicate, sim, 60),
     KP_CASE(transfer_bottleneck, sim, 60),
     KP_CASE(path_change, sim, 60),
+    KP_CASE(path_change_smaller_mtu, sim, 60),
     KP_CASE(path_spoof, sim, 60),
     KP_CASE(tamper_replay_truncate, sim, 60),
     KP_CASE(idle_and_dead_peer, sim, 60),

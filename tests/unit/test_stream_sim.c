@@ -447,3 +447,33 @@ void test_path_mtu(void) {
     pair_destroy(&p);
   }
 }
+
+/* The move also shrinks the path's MTU, both ways: the side that moved
+ * loses its big datagrams without knowing why (a black hole), falls back
+ * to 1200 bytes after a timeout, and both sides probe their way to 1280. */
+void test_path_change_smaller_mtu(void) {
+  kp_link_params_t link = {.delay_us = 10000};
+  pair_t p;
+  pair_init(&p, 43, &link, NULL);
+  p.side[1].reply_total = 5 * MB;
+  pair_open(&p, 0, 5 * MB);
+  KP_CHECK(pair_run(&p, 60 * SEC, side1_got_3mb));
+  kp_sconn_stats_t st;
+  kp_sconn_stats(p.side[1].conn, &st);
+  KP_CHECK_EQ(st.mtu, 1472);
+  kp_addr_t moved;
+  KP_CHECK_OK(kp_addr_parse(&moved, "203.0.113.78:4444"));
+  kp_link_set_addr(p.link, 1, &moved);
+  link.mtu = 1300;
+  kp_link_set(p.link, 0, &link);
+  kp_link_set(p.link, 1, &link);
+  KP_CHECK(pair_run(&p, 120 * SEC, all_delivered_or_closed));
+  KP_CHECK(!p.side[0].closed && !p.side[1].closed);
+  check_exact(&p);
+  for (int i = 0; i < 2; i++) {
+    kp_sconn_stats(p.side[i].conn, &st);
+    printf("side %d: datagrams of %u after the move\n", i, st.mtu);
+    KP_CHECK_EQ(st.mtu, 1280);
+  }
+  pair_destroy(&p);
+}

@@ -486,7 +486,7 @@ typedef struct kp_conn_options_s {
   uint8_t tx_key[32];
   uint8_t rx_key[32];
   kp_addr_t remote;
-  unsigned mtu;             /* starting datagram size, 1200..1472 (default 1200) */
+  unsigned mtu;             /* first datagram size: 1200..1472, IPv6 1452 (default 1200) */
   bool no_mtu_probe;        /* do not probe the path for bigger datagrams */
   uint32_t stream_window;   /* per-stream receive window (default 2 MiB) */
   uint32_t conn_window;     /* whole-connection receive window (default 16 MiB) */

@@ -63,18 +63,28 @@ void kp__ep_queue_work(kp_stream_t *s) {
   kp__ep_mark_dirty(s->conn);
 }
 
-static void on_check(uv_check_t *h) {
-  kp_endpoint_t *ep = h->data;
-  uv_check_stop(&ep->check);
-  uv_idle_stop(&ep->idle);
-  ep->scheduled = false;
-  /* Deferred stream work first: it may make more to send. */
+static void run_work(kp_endpoint_t *ep) {
   while (ep->work_head) {
     kp_stream_t *s = ep->work_head;
     ep->work_head = s->work_next;
     if (!ep->work_head) ep->work_tail = NULL;
     s->in_work = false;
     kp__stream_work(s);
+  }
+}
+
+static void teardown(kp_endpoint_t *ep);
+
+static void on_check(uv_check_t *h) {
+  kp_endpoint_t *ep = h->data;
+  uv_check_stop(&ep->check);
+  uv_idle_stop(&ep->idle);
+  ep->scheduled = false;
+  /* Deferred stream work first: it may make more to send. */
+  run_work(ep);
+  if (ep->close_requested && !ep->closing) {
+    teardown(ep);
+    run_work(ep);
   }
   flush(ep);
 }
@@ -243,7 +253,7 @@ static void arm_timer(kp_conn_t *conn, uint64_t now) {
   }
   fine_remove(conn);
   /* Round up: early would only find nothing to do. */
-  uv_timer_start(&conn->timer, on_timer, (at - now + 999) / 1000, 0);
+  uv_timer_start(&conn->timer, on_timer, at <= now ? 0 : (at - now + 999) / 1000, 0);
 }
 
 static void release_conn(kp_conn_t *conn);
@@ -338,7 +348,7 @@ void kp_conn_options_init(kp_conn_options_t *opts) {
 int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
                  const kp_conn_callbacks_t *callbacks, kp_conn_t **out) {
   *out = NULL;
-  if (ep->closing) return UV_EINVAL;
+  if (ep->close_requested) return UV_EINVAL;
   if (find_conn(ep, opts->local_id)) return UV_EEXIST;
   kp_sconn_config_t cfg;
   kp_sconn_config_defaults(&cfg);
@@ -415,6 +425,7 @@ static void on_conn_timer_closed(uv_handle_t *h) {
   kp_endpoint_t *ep = conn->ep;
   kp_sconn_free(conn->sc);
   kp_free(conn);
+  ep->conns_closing--;
   maybe_free_endpoint(ep);
 }
 
@@ -423,6 +434,7 @@ static void release_conn(kp_conn_t *conn) {
   if (conn->released) return;
   conn->released = true;
   remove_conn(conn->ep, conn);
+  conn->ep->conns_closing++; /* the endpoint outlives its timer's close */
   fine_remove(conn);
   uv_close((uv_handle_t *)&conn->timer, on_conn_timer_closed);
 }
@@ -510,7 +522,7 @@ static void on_ep_handle_closed(uv_handle_t *h) {
 /* A closing endpoint keeps its check handle (stream handles closed late
  * still get their callbacks from it) until the last connection is gone. */
 static void maybe_free_endpoint(kp_endpoint_t *ep) {
-  if (!ep->closing || ep->conn_count || ep->handles_closing) return;
+  if (!ep->closing || ep->conn_count || ep->conns_closing || ep->handles_closing) return;
   ep->handles_closing = true;
   uv_close((uv_handle_t *)&ep->check, on_ep_handle_closed);
   uv_close((uv_handle_t *)&ep->idle, on_ep_handle_closed);
@@ -524,7 +536,15 @@ static void on_udp_closed(kp_udp_t *udp) {
 }
 
 void kp_endpoint_close(kp_endpoint_t *ep, kp_endpoint_close_cb cb) {
-  if (ep->closing) return;
+  if (ep->close_requested) return;
+  /* From the check phase: this may be called from any callback, even one
+   * the state machine is in the middle of. */
+  ep->close_requested = true;
+  ep->close_cb = cb;
+  schedule(ep);
+}
+
+static void teardown(kp_endpoint_t *ep) {
   /* Tell every peer, in one last flush, then end the connections here. */
   uint64_t now = kp__ep_now();
   for (size_t i = 0; i < ep->bucket_count; i++) {
@@ -536,7 +556,6 @@ void kp_endpoint_close(kp_endpoint_t *ep, kp_endpoint_close_cb cb) {
   }
   if (!ep->blocked) send_out(ep);
   ep->closing = true;
-  ep->close_cb = cb;
   for (size_t i = 0; i < ep->bucket_count; i++) {
     for (kp_conn_t *c = ep->buckets[i]; c; c = c->hnext) {
       if (!c->over) kp_sconn_abort(c->sc, UV_ECANCELED);
@@ -546,5 +565,7 @@ void kp_endpoint_close(kp_endpoint_t *ep, kp_endpoint_close_cb cb) {
   }
   /* Connections go as their stream handles do, from the check phase. */
   kp_udp_close(&ep->udp, on_udp_closed);
+  ep->blocked = false; /* nothing waits for the socket any more */
+  ep->nout = 0;
   maybe_free_endpoint(ep);
 }

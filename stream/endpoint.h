@@ -86,12 +86,14 @@ struct kp_endpoint_s {
   kp_conn_t *fine_head;
   bool scheduled;
   bool flushing;
-  bool closing;
+  bool close_requested; /* kp_endpoint_close: teardown in the check phase */
+  bool closing;         /* torn down: the socket is closed */
   bool handles_closing;
   unsigned uv_handles; /* open: the socket, check, idle */
   kp_endpoint_close_cb close_cb;
   kp_conn_t **buckets;
   size_t bucket_count, conn_count;
+  size_t conns_closing; /* released, their timers still closing */
   kp_conn_t *dirty_head, *dirty_tail;
   kp_stream_t *work_head, *work_tail;
   uint8_t *tx;

@@ -136,6 +136,8 @@ void kp__stream_work(kp_stream_t *s) {
   if (s->closing) {
     /* The last write callback requeues us; so may the reset above. */
     if (s->writes_pending || s->in_work) return;
+    /* Nothing may queue it again while the callback runs: it is going. */
+    s->in_work = true;
     if (s->close_cb) s->close_cb(s);
     free_handle(s);
     return;

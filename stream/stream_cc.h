@@ -54,8 +54,9 @@ static inline bool kp_cubic_in_slow_start(const kp_cubic_t *c) {
  * packets in flight). A shallow-buffered bottleneck, whose queue never
  * shows in the RTT, still stops us: there loss climbs past the threshold. */
 #define KP_LOSS_GATE_RATE 0.03
-/* The average's span, in packets: long enough that 1% random loss never
- * looks like 3% by chance (Poisson bursts over 256 packets would). */
+/* The average's span, in packets: long enough that 1% random loss almost
+ * never looks like 3% by chance (over 256 packets, Poisson bursts often
+ * did). */
 #define KP_LOSS_GATE_PACKETS 1024.0
 typedef struct kp_loss_gate_s {
   double rate; /* moving average of lost (1) / delivered (0) packets */

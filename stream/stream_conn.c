@@ -12,6 +12,9 @@
 #define PATH_CHALLENGES 5
 #define MAX_UDP_V4 1472 /* a 1500-byte link: 20 (IPv4) + 8 (UDP) */
 #define MAX_UDP_V6 1452 /* 40 (IPv6) + 8 (UDP) */
+/* What every path carries (IPv6's minimum MTU, less headers, with room):
+ * where a path move or a black hole sends the datagram size back. */
+#define BASE_MTU 1200
 
 static const unsigned probe_sizes[] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
 
@@ -32,7 +35,9 @@ void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
 
 static void on_frame_acked(void *ctx, const kp_sent_frame_t *f) {
   kp_sconn_t *c = ctx;
-  if (f->type == KP_FRAME_STREAM || f->type == KP_FRAME_RESET_STREAM) kp__sstream_frame_acked(c, f);
+  if (f->type == KP_FRAME_STREAM || f->type == KP_FRAME_RESET_STREAM ||
+      f->type == KP_FRAME_STOP_SENDING)
+    kp__sstream_frame_acked(c, f);
 }
 
 static void on_frame_lost(void *ctx, const kp_sent_frame_t *f) {
@@ -123,7 +128,8 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.idle_timeout_ms) c->cfg.idle_timeout_ms = d.idle_timeout_ms;
   if (!c->cfg.keepalive_ms) c->cfg.keepalive_ms = d.keepalive_ms;
   if (!c->cfg.rng.fill) c->cfg.rng = d.rng;
-  if (c->cfg.mtu < 1200 || c->cfg.mtu > 1500 || !kp_addr_is_set(&cfg->remote) ||
+  unsigned family_max = cfg->remote.family == KP_AF_INET6 ? MAX_UDP_V6 : MAX_UDP_V4;
+  if (c->cfg.mtu < BASE_MTU || c->cfg.mtu > family_max || !kp_addr_is_set(&cfg->remote) ||
       c->cfg.stream_window < KP_STREAM_INITIAL_WINDOW ||
       c->cfg.conn_window < KP_CONN_INITIAL_WINDOW) {
     kp_free(c);
@@ -143,7 +149,7 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   }
   c->remote = cfg->remote;
   c->mtu = c->cfg.mtu;
-  c->mtu_max = cfg->remote.family == KP_AF_INET6 ? MAX_UDP_V6 : MAX_UDP_V4;
+  c->mtu_max = family_max;
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
   c->probe_at = now;
   kp_cubic_init(&c->cc, c->mtu);
@@ -243,10 +249,10 @@ static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
   /* A new path: its capacity is unknown; start the controller over. The
    * round-trip estimate stays (most migrations are NAT rebindings or a
    * relay giving way to a direct path, close to the old one). */
-  kp_cubic_init(&c->cc, c->cfg.mtu);
+  kp_cubic_init(&c->cc, BASE_MTU);
   kp_pacer_init(&c->pacer);
   /* Its MTU too: back to the safe size, and probe again. */
-  c->mtu = c->cfg.mtu;
+  c->mtu = BASE_MTU;
   c->probe_size = 0;
   c->probe_inflight = false;
   c->probe_at = now;
@@ -273,9 +279,8 @@ static bool on_frame(kp_sconn_t *c, const kp_frame_t *f, const kp_addr_t *from, 
         kp__sstream_on_data(c, s, f->offset, f->data, f->len, f->fin);
       return true;
     case KP_FRAME_RESET_STREAM:
-      if ((s = kp__sstream_for_peer(c, f->stream_id, now)))
-        kp__sstream_on_reset(c, s, f->value, f->final_size);
-      return true;
+      s = kp__sstream_for_peer(c, f->stream_id, now);
+      return !s || kp__sstream_on_reset(c, s, f->value, f->final_size);
     /* These may come before the stream's first data (control frames lead a
      * packet), so they open a peer's stream too. */
     case KP_FRAME_STOP_SENDING:
@@ -339,7 +344,7 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   kp_frame_t f;
   bool eliciting = false;
   int rc;
-  c->recv_oom = false;
+  c->recv_unstored = false;
   while ((rc = kp_frame_next(&r, &f)) == 1) {
     eliciting = true;
     if (!on_frame(c, &f, from, now)) rc = -1;
@@ -352,7 +357,7 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   }
   if (c->state != S_OPEN) return;
   /* Data we could not keep is not acknowledged: it comes again. */
-  if (c->recv_oom) return;
+  if (c->recv_unstored) return;
   note_received(c, h.pn, now);
   if (eliciting && c->state == S_OPEN) {
     if (!c->ack_pending) c->ack_due_us = now + KP_MAX_ACK_DELAY_US;
@@ -375,6 +380,7 @@ static void build_ack(kp_sconn_t *c, kp_stream_header_t *h, uint64_t now) {
   a->delay_8us = (uint16_t)(delay > UINT16_MAX ? UINT16_MAX : delay);
   a->max_data = c->consumed + c->cfg.conn_window;
   if (a->max_data > c->max_data_sent) c->max_data_sent = a->max_data;
+  c->window_update_due = false;
   uint64_t first = c->recv_ranges[0].hi - c->recv_ranges[0].lo;
   a->first = (uint16_t)(first > UINT16_MAX ? UINT16_MAX : first);
   a->count = 0;
@@ -400,7 +406,7 @@ static size_t seal(kp_sconn_t *c, uint8_t *buf, size_t hlen, kp_wbuf_t *w, kp_se
   size_t len = hlen + plen + KP_STREAM_TAG_LEN;
   sent->sent_us = now;
   sent->size = (uint32_t)len;
-  if (kp_recovery_on_sent(&c->rec, sent)) return 0; /* out of memory: drop it */
+  kp_recovery_on_sent(&c->rec, sent); /* reserved: cannot fail */
   if (sent->flags & KP_SENT_ACK_ELICITING) c->last_eliciting_sent_us = now;
   if (sent->flags & KP_SENT_IN_FLIGHT) kp_pacer_on_sent(&c->pacer, len);
   c->stats.packets_sent++;
@@ -422,10 +428,16 @@ static size_t begin(kp_sconn_t *c, uint8_t *buf, size_t size, kp_wbuf_t *w, uint
   return hlen;
 }
 
+static bool blocked_probe_due(const kp_sconn_t *c, uint64_t now) {
+  return !c->rec.bytes_in_flight && now >= c->last_eliciting_sent_us + kp_recovery_pto(&c->rec) &&
+         kp__sstreams_blocked_on_conn(c);
+}
+
 size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_t *to,
                                uint64_t now) {
   if (c->state == S_CLOSED || c->state == S_DRAINING) return 0;
   if (cap < 1500) return 0;
+  if (kp_recovery_reserve(&c->rec)) return 0; /* out of memory: try again later */
   kp_wbuf_t w;
   kp_sent_t sent;
   memset(&sent, 0, sizeof(sent));
@@ -494,6 +506,12 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
     eliciting = true;
   }
   c->probe_wanted = false;
+  if (!eliciting && blocked_probe_due(c, now)) {
+    /* Waiting on the connection window with nothing in flight: its update
+     * may have been lost with an ack-only packet. A PING gets a fresh ack. */
+    kp_frame_put_ping(&w);
+    eliciting = true;
+  }
   if (!eliciting && now - c->last_eliciting_sent_us >= (uint64_t)c->cfg.keepalive_ms * 1000) {
     kp_frame_put_ping(&w); /* keepalive: the peer's ack proves it alive */
     eliciting = true;
@@ -501,7 +519,8 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
   /* An ack on its own: every second packet (RFC 9000 13.2.2), at once on
    * reordering, else when the delay runs out. */
   bool ack_only_due =
-      c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us);
+      (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us)) ||
+      (c->window_update_due && c->recv_range_count);
   if (!eliciting && !ack_only_due) return 0;
   if (eliciting) {
     sent.flags = KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT;
@@ -536,11 +555,11 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
   if (kp_recovery_deadline(&c->rec) <= now && kp_recovery_on_timeout(&c->rec, now, &rto)) {
     c->probe_wanted = true;
     if (rto) kp_cubic_on_rto(&c->cc, now);
-    if (rto && c->mtu > c->cfg.mtu) {
+    if (rto && c->mtu > BASE_MTU) {
       /* Nothing gets through: maybe only big datagrams do not (the route
        * changed under us, RFC 8899's black hole). Back to the safe size;
        * probing finds the new limit. */
-      c->mtu = c->cfg.mtu;
+      c->mtu = BASE_MTU;
       kp_cubic_set_mss(&c->cc, c->mtu);
       c->probe_size = 0;
       c->probe_inflight = false;
@@ -562,6 +581,11 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (c->deliver_due || c->probe_wanted || c->response_pending) next = 0;
   if (c->validating && c->challenge_at < next) next = c->challenge_at;
   if (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2)) next = 0;
+  if (c->window_update_due && c->recv_range_count) next = 0;
+  if (!c->rec.bytes_in_flight && kp__sstreams_blocked_on_conn(c)) {
+    t = c->last_eliciting_sent_us + kp_recovery_pto(&c->rec);
+    if (t < next) next = t;
+  }
   if (kp__sstreams_have_control(c)) next = 0;
   /* Data and MTU probes wait for the congestion window (an ack reopens
    * it), then for the pacer. */

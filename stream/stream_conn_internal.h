@@ -45,11 +45,13 @@ struct kp_sstream_s {
   bool limit_pending;
   kp_chunk_t *chunks;      /* sorted, not overlapping each other */
   kp_chunk_t *chunks_tail; /* the last: most arrivals after a gap go after it */
+  size_t chunk_count;
+  uint64_t credited; /* bytes of this stream counted as consumed (connection window) */
   size_t buffered;
   bool paused;
-  bool fin_received;
+  bool fin_received; /* the final size is known: a FIN, or a RESET_STREAM */
   uint64_t final_size;
-  bool recv_done;               /* EOF delivered, or reset by the peer */
+  bool recv_done;               /* nothing more is delivered: EOF, a reset, or we stopped */
   bool stop_pending, stop_sent; /* our STOP_SENDING */
   uint64_t stop_code;
   bool deliver_due; /* resumed with data buffered */
@@ -93,7 +95,11 @@ struct kp_sconn_s {
   } recv_ranges[KP_RECV_RANGES];
   unsigned recv_range_count;
   uint64_t largest_recv_us;
-  bool recv_oom; /* the packet being read could not be stored whole */
+  /* The packet being read could not be taken whole (memory, chunk or stream
+   * limits): it is not acknowledged, so its sender sends it again. */
+  bool recv_unstored;
+  bool window_update_due; /* the connection window grew: tell the peer */
+  size_t chunk_count;     /* out-of-order chunks held, all streams */
   bool ack_pending;
   bool ack_now;               /* a gap or reordering: tell the sender at once */
   unsigned unacked_eliciting; /* ack-eliciting packets since our last ack */
@@ -132,7 +138,8 @@ kp_sstream_t *kp__sstream_for_peer(kp_sconn_t *c, uint64_t id, uint64_t now);
 void kp__sstreams_free(kp_sconn_t *c);
 void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t *data,
                          size_t len, bool fin);
-void kp__sstream_on_reset(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, uint64_t final_size);
+/* false: the final size contradicts what was seen or flow control. */
+bool kp__sstream_on_reset(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, uint64_t final_size);
 void kp__sstream_on_stop(kp_sconn_t *c, kp_sstream_t *s, uint64_t code);
 void kp__sstream_on_max_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t max);
 void kp__sstream_frame_acked(kp_sconn_t *c, const kp_sent_frame_t *f);
@@ -146,6 +153,8 @@ bool kp__sstreams_fill(kp_sconn_t *c, kp_wbuf_t *w, kp_sent_t *sent, bool new_da
 bool kp__sstreams_fill_control(kp_sconn_t *c, kp_wbuf_t *w, kp_sent_t *sent);
 bool kp__sstreams_have_control(const kp_sconn_t *c);
 bool kp__sstreams_have_data(const kp_sconn_t *c);
+/* Data waits only on the peer's connection window. */
+bool kp__sstreams_blocked_on_conn(const kp_sconn_t *c);
 /* Delivers what resumed streams buffered. */
 void kp__sstreams_deliver(kp_sconn_t *c);
 /* Fails every pending write (the connection is over). */

@@ -46,9 +46,10 @@ static inline bool kp_stream_is_packet(const uint8_t *data, size_t len) {
 /* The destination connection id of a stream packet (check is_packet first). */
 uint64_t kp_stream_packet_cid(const uint8_t *data);
 
-/* An ack: the largest packet received and the ranges below it. ranges[0] is
- * [largest - first, largest]; each next range lies gap+1 below the last
- * one's start (QUIC's ACK frame layout). */
+/* An ack: the largest packet received and the ranges below it. The first
+ * range is [largest - first, largest]; each next one ends gap + 2 below
+ * the previous one's start and holds length + 1 packets (QUIC's ACK frame
+ * layout). */
 typedef struct kp_stream_ack_s {
   uint64_t largest;
   uint16_t delay_8us;

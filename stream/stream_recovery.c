@@ -51,6 +51,10 @@ static void trim(kp_recovery_t *r) {
   if (!r->count) r->first_pn = r->next_pn;
 }
 
+int kp_recovery_reserve(kp_recovery_t *r) {
+  return r->count == r->cap ? grow(r) : 0;
+}
+
 int kp_recovery_on_sent(kp_recovery_t *r, const kp_sent_t *p) {
   if (r->count == r->cap && grow(r)) return UV_ENOMEM;
   if (!r->count) r->first_pn = r->next_pn;
@@ -93,6 +97,10 @@ static void declare_lost(kp_recovery_t *r, uint64_t pn, kp_sent_t *p, uint64_t n
     r->recent_lost[r->recent_lost_next] = pn;
     r->recent_lost_next = (r->recent_lost_next + 1) % KP_RECENT_LOST;
   }
+  /* The hooks get a copy: whatever they do, the ring may not move under
+   * them. */
+  kp_sent_t copy = *p;
+  p = &copy;
   if (r->hooks.packet_lost) r->hooks.packet_lost(r->hooks.ctx, p, now);
   for (unsigned i = 0; i < p->nframes; i++) {
     r->retransmits++;
@@ -200,8 +208,10 @@ size_t kp_recovery_on_ack(kp_recovery_t *r, const kp_stream_ack_t *ack, uint64_t
         p->flags |= KP_SENT_ACKED;
         if (p->flags & KP_SENT_IN_FLIGHT) r->bytes_in_flight -= p->size;
         if (pn == ack->largest) largest_new = true;
-        if (r->hooks.packet_acked) r->hooks.packet_acked(r->hooks.ctx, p, now);
-        for (unsigned f = 0; f < p->nframes; f++) r->hooks.frame_acked(r->hooks.ctx, &p->frames[f]);
+        kp_sent_t copy = *p; /* as in declare_lost */
+        if (r->hooks.packet_acked) r->hooks.packet_acked(r->hooks.ctx, &copy, now);
+        for (unsigned f = 0; f < copy.nframes; f++)
+          r->hooks.frame_acked(r->hooks.ctx, &copy.frames[f]);
         newly++;
       }
       if (pn == 0) break;

@@ -103,8 +103,12 @@ typedef struct kp_recovery_s {
 int kp_recovery_init(kp_recovery_t *r, const kp_recovery_hooks_t *hooks);
 void kp_recovery_destroy(kp_recovery_t *r);
 
+/* Makes room to record one more packet: call it before building one (what
+ * a packet carries leaves its owner's queues as it is built, so recording
+ * it must not fail afterwards). UV_ENOMEM. */
+int kp_recovery_reserve(kp_recovery_t *r);
 /* Records the packet about to be sent with number kp_recovery_next_pn().
- * UV_ENOMEM if the ring cannot grow. */
+ * UV_ENOMEM only without a reserve. */
 int kp_recovery_on_sent(kp_recovery_t *r, const kp_sent_t *p);
 static inline uint64_t kp_recovery_next_pn(const kp_recovery_t *r) {
   return r->next_pn;

@@ -82,7 +82,7 @@ static void unready(kp_sconn_t *c, kp_sstream_t *s) {
   s->next_ready = NULL;
 }
 
-static void drop_chunks(kp_sstream_t *s);
+static void drop_chunks(kp_sconn_t *c, kp_sstream_t *s);
 
 static void free_stream(kp_sconn_t *c, kp_sstream_t *s) {
   for (kp_sstream_t **p = &c->buckets[bucket_of(c, s->id)]; *p; p = &(*p)->hnext) {
@@ -94,7 +94,7 @@ static void free_stream(kp_sconn_t *c, kp_sstream_t *s) {
   unready(c, s);
   c->stream_count--;
   if (!local_id(c, s->id)) c->peer_streams--;
-  drop_chunks(s);
+  drop_chunks(c, s);
   kp_ranges_free(&s->acked);
   kp_ranges_free(&s->resend);
   kp_free(s);
@@ -110,7 +110,11 @@ void kp__sstreams_free(kp_sconn_t *c) {
 }
 
 void kp__sstream_maybe_done(kp_sconn_t *c, kp_sstream_t *s) {
-  if (!s->send_done || !s->recv_done || s->reset_pending || s->stop_pending) return;
+  /* Receiving is over once nothing more is delivered and the final size is
+   * known (a FIN or a RESET_STREAM): until then, the peer's bytes still
+   * count against the connection window and must be credited. */
+  if (!s->send_done || !s->recv_done || !s->fin_received || s->reset_pending || s->stop_pending)
+    return;
   uint64_t id = s->id;
   void *user = s->user;
   free_stream(c, s);
@@ -149,16 +153,24 @@ kp_sstream_t *kp__sstream_for_peer(kp_sconn_t *c, uint64_t id, uint64_t now) {
    * reordering brought this frame early. */
   if (id < c->next_peer_min) return NULL;
   uint64_t opening = (id - c->next_peer_min) / 2 + 1;
-  if (opening > c->cfg.max_streams + REFUSED_SLACK - c->peer_streams) return NULL;
+  if (opening > c->cfg.max_streams + REFUSED_SLACK - c->peer_streams) {
+    /* Too many at once, even to refuse: not acknowledged, so the peer
+     * sends it again once refusals have freed room. */
+    c->recv_unstored = true;
+    return NULL;
+  }
   for (uint64_t next = c->next_peer_min; next <= id; next += 2) {
-    if (!(s = new_stream(c, next))) return NULL; /* out of memory: a retransmission retries */
+    if (!(s = new_stream(c, next))) {
+      c->recv_unstored = true; /* out of memory: the retransmission retries */
+      return NULL;
+    }
     c->next_peer_min = next + 2;
     if (c->peer_streams > c->cfg.max_streams) {
       /* Over the limit: refuse it (RESET_STREAM and STOP_SENDING with
-       * KP_STREAM_REFUSED). */
+       * KP_STREAM_REFUSED). It goes once our reset is acknowledged and the
+       * peer's reset has told its final size. */
       s->reset_pending = s->stop_pending = true;
       s->reset_code = s->stop_code = KP_STREAM_REFUSED;
-      s->send_done = true;
       s->recv_done = true;
       kp__sstream_mark_ready(c, s);
     } else if (c->ev.stream_opened) {
@@ -240,14 +252,33 @@ static void reset_send_side(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, int s
   kp__sstream_mark_ready(c, s);
 }
 
-static void drop_chunks(kp_sstream_t *s) {
+static void free_chunk(kp_sconn_t *c, kp_sstream_t *s, kp_chunk_t *k) {
+  s->chunk_count--;
+  c->chunk_count--;
+  s->buffered -= k->len;
+  kp_free(k);
+}
+
+static void drop_chunks(kp_sconn_t *c, kp_sstream_t *s) {
   while (s->chunks) {
     kp_chunk_t *k = s->chunks;
     s->chunks = k->next;
-    kp_free(k);
+    free_chunk(c, s, k);
   }
   s->chunks_tail = NULL;
-  s->buffered = 0;
+}
+
+/* Counts the stream's bytes below upto as consumed for the connection's
+ * flow control: delivered, or never to be (dropped, reset). The peer
+ * counted every byte it sent; if we did not, its window would shrink for
+ * good with every abandoned stream. */
+static void credit(kp_sconn_t *c, kp_sstream_t *s, uint64_t upto) {
+  if (upto <= s->credited) return;
+  c->consumed += upto - s->credited;
+  s->credited = upto;
+  /* A quarter of the window freed: say so even with nothing else to send. */
+  if (c->consumed + c->cfg.conn_window - c->max_data_sent >= c->cfg.conn_window / 4)
+    c->window_update_due = true;
 }
 
 static void stop_receiving(kp_sconn_t *c, kp_sstream_t *s, uint64_t code) {
@@ -255,7 +286,8 @@ static void stop_receiving(kp_sconn_t *c, kp_sstream_t *s, uint64_t code) {
   /* Tell the peer to stop sending (unless it already sent everything);
    * drop what we hold. */
   s->recv_done = true;
-  drop_chunks(s);
+  drop_chunks(c, s);
+  credit(c, s, s->fin_received ? s->final_size : s->recv_high);
   if (!s->fin_received || s->recv_high < s->final_size) {
     s->stop_pending = true;
     s->stop_code = code;
@@ -339,7 +371,9 @@ static bool record(kp_sent_t *sent, uint8_t type, uint64_t id, uint64_t offset, 
 static bool fill_stream(kp_sconn_t *c, kp_sstream_t *s, kp_wbuf_t *w, kp_sent_t *sent,
                         bool new_data_allowed) {
   bool wrote = false;
-  /* Lost data first: it holds the receiver's window. */
+  /* Lost data first: it holds the receiver's window. (Bytes acknowledged
+   * meanwhile are not resent; their writes may be gone.) */
+  kp_ranges_drop_below(&s->resend, s->acked_prefix);
   while (!kp_ranges_empty(&s->resend) && sent->nframes < KP_SENT_MAX_FRAMES) {
     uint64_t lo = s->resend.r[0].lo;
     size_t room = data_room(w, s->id, lo);
@@ -420,6 +454,16 @@ bool kp__sstreams_fill(kp_sconn_t *c, kp_wbuf_t *w, kp_sent_t *sent, bool new_da
 bool kp__sstreams_have_data(const kp_sconn_t *c) {
   for (const kp_sstream_t *s = c->ready_head; s; s = s->next_ready)
     if (stream_has_work(c, s)) return true;
+  return false;
+}
+
+bool kp__sstreams_blocked_on_conn(const kp_sconn_t *c) {
+  if (c->peer_max_data > c->sent_new) return false;
+  for (size_t i = 0; i < c->bucket_count; i++)
+    for (const kp_sstream_t *s = c->buckets[i]; s; s = s->hnext)
+      if (s->write_end > s->send_offset && s->peer_max > s->send_offset && !s->reset_pending &&
+          !s->reset_sent)
+        return true;
   return false;
 }
 
@@ -534,7 +578,7 @@ static void maybe_update_window(kp_sconn_t *c, kp_sstream_t *s) {
 
 static void deliver(kp_sconn_t *c, kp_sstream_t *s, const uint8_t *data, size_t len) {
   s->recv_next += len;
-  c->consumed += len;
+  credit(c, s, s->recv_next);
   c->stats.stream_bytes_received += len;
   if (c->ev.stream_data) c->ev.stream_data(c->ev.ctx, s->id, data, len);
 }
@@ -546,12 +590,11 @@ static void drain(kp_sconn_t *c, kp_sstream_t *s) {
     kp_chunk_t *k = s->chunks;
     s->chunks = k->next;
     if (!s->chunks) s->chunks_tail = NULL;
-    s->buffered -= k->len;
     if (k->offset + k->len > s->recv_next) {
       size_t skip = (size_t)(s->recv_next - k->offset);
       deliver(c, s, k->data + skip, k->len - skip);
     }
-    kp_free(k);
+    free_chunk(c, s, k);
     /* The application may have reset the stream from its callback. */
     if (!(s = kp__sstream_find(c, id))) return;
   }
@@ -564,10 +607,19 @@ static void drain(kp_sconn_t *c, kp_sstream_t *s) {
   kp__sstream_maybe_done(c, s);
 }
 
+/* Out-of-order data is held in chunks, each a small allocation: a peer
+ * sending one-byte frames at every other offset could otherwise make
+ * millions of them inside the windows. Past these counts, data is refused
+ * (and not acknowledged) until the gaps fill; a sender of full packets
+ * never comes near them (2 MiB / 1200 bytes = 1750 per stream). */
+#define MAX_CHUNKS_PER_STREAM 4096
+#define MAX_CHUNKS 16384
+
 /* Stores [offset, offset + len) of data, skipping what is held already.
- * false if memory ran out (the caller must not acknowledge the packet: the
- * sender then sends the data again). */
-static bool store(kp_sstream_t *s, uint64_t offset, const uint8_t *data, size_t len) {
+ * false if it could not (memory, or the chunk limits): the caller must not
+ * acknowledge the packet, so the sender sends the data again. */
+static bool store(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t *data,
+                  size_t len) {
   kp_chunk_t **p = &s->chunks;
   /* After a gap, data mostly arrives in order: straight to the end. */
   if (s->chunks_tail && offset >= s->chunks_tail->offset + s->chunks_tail->len)
@@ -586,8 +638,11 @@ static bool store(kp_sstream_t *s, uint64_t offset, const uint8_t *data, size_t 
     }
     uint64_t stop = *p && (*p)->offset < end ? (*p)->offset : end;
     size_t n = (size_t)(stop - offset);
+    if (s->chunk_count >= MAX_CHUNKS_PER_STREAM || c->chunk_count >= MAX_CHUNKS) return false;
     kp_chunk_t *k = kp_malloc(sizeof(*k) + n);
     if (!k) return false;
+    s->chunk_count++;
+    c->chunk_count++;
     k->offset = offset;
     k->len = n;
     memcpy(k->data, data, n);
@@ -605,7 +660,6 @@ static bool store(kp_sstream_t *s, uint64_t offset, const uint8_t *data, size_t 
 
 void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t *data,
                          size_t len, bool fin) {
-  if (s->recv_done) return;
   uint64_t end = offset + len;
   /* Beyond what we advertised, for the stream or the connection: the peer
    * ignores flow control; drop it. So is data past a known end. */
@@ -621,6 +675,12 @@ void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const 
     c->recv_total_high += end - s->recv_high;
     s->recv_high = end;
   }
+  if (s->recv_done) {
+    /* Stopped, or finished: nothing to deliver, but the bytes count. */
+    credit(c, s, s->fin_received ? s->final_size : s->recv_high);
+    kp__sstream_maybe_done(c, s);
+    return;
+  }
   if (end > s->recv_next) {
     if (offset <= s->recv_next && !s->paused && (!s->chunks || s->chunks->offset > s->recv_next)) {
       /* In order: hand it over straight from the packet. */
@@ -630,20 +690,32 @@ void kp__sstream_on_data(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const 
       if (!(s = kp__sstream_find(c, id))) return;
     } else {
       uint64_t from = offset > s->recv_next ? offset : s->recv_next;
-      if (!store(s, from, data + (from - offset), (size_t)(end - from))) c->recv_oom = true;
+      if (!store(c, s, from, data + (from - offset), (size_t)(end - from))) c->recv_unstored = true;
     }
   }
   drain(c, s);
 }
 
-void kp__sstream_on_reset(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, uint64_t final_size) {
-  (void)final_size;
-  if (s->recv_done) return;
-  s->recv_done = true;
-  drop_chunks(s);
+bool kp__sstream_on_reset(kp_sconn_t *c, kp_sstream_t *s, uint64_t code, uint64_t final_size) {
+  /* The final size is the peer's word on how much it sent: it must agree
+   * with what we saw and with flow control. */
+  if (final_size < s->recv_high || (s->fin_received && final_size != s->final_size) ||
+      final_size > s->recv_limit_sent ||
+      c->recv_total_high + (final_size - s->recv_high) > c->max_data_sent)
+    return false;
+  c->recv_total_high += final_size - s->recv_high;
+  s->recv_high = final_size;
+  s->fin_received = true;
+  s->final_size = final_size;
+  credit(c, s, final_size);
   uint64_t id = s->id;
-  if (c->ev.stream_reset) c->ev.stream_reset(c->ev.ctx, id, code);
+  if (!s->recv_done) {
+    s->recv_done = true;
+    drop_chunks(c, s);
+    if (c->ev.stream_reset) c->ev.stream_reset(c->ev.ctx, id, code);
+  }
   if ((s = kp__sstream_find(c, id))) kp__sstream_maybe_done(c, s);
+  return true;
 }
 
 void kp__sstream_on_stop(kp_sconn_t *c, kp_sstream_t *s, uint64_t code) {

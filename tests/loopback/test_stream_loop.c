@@ -362,6 +362,53 @@ static void test_api_stray_datagrams(void) {
   duo_close(&d);
 }
 
+/* Closing the endpoint from inside its own callbacks: a write callback
+ * (the state machine is mid-ack) and a stream's close callback. */
+static kp_endpoint_t *close_target;
+static int close_calls;
+
+static void write_then_close(kp_write_t *req, int status) {
+  (void)req, (void)status;
+  close_calls++;
+  kp_endpoint_close(close_target, NULL);
+}
+
+static void closed_then_close(kp_stream_t *s) {
+  (void)s;
+  close_calls++;
+  kp_endpoint_close(close_target, NULL);
+}
+
+static void test_api_close_from_callbacks(void) {
+  for (int round = 0; round < 2; round++) {
+    duo_t d;
+    duo_open(&d, "127.0.0.1:0", true, 30000);
+    close_target = d.ep[0];
+    close_calls = 0;
+    kp_stream_t *s;
+    KP_CHECK_OK(kp_stream_open(d.conn[0], &s));
+    kp_write_t w = {0};
+    uv_buf_t b = uv_buf_init((char *)bytes, sizeof(bytes));
+    KP_CHECK_OK(kp_stream_write(&w, s, &b, 1, round == 0 ? write_then_close : NULL));
+    if (round == 1) {
+      spin(&d.loop, 20);
+      kp_stream_close(s, closed_then_close);
+    }
+    uint64_t t0 = kp_test_now_ms();
+    while (!close_calls && kp_test_now_ms() - t0 < 5000) uv_run(&d.loop, UV_RUN_ONCE);
+    KP_CHECK_EQ(close_calls, 1);
+    spin(&d.loop, 20);
+    KP_CHECK(d.over[0]);
+    KP_CHECK_ERR(d.close_status[0], UV_ECANCELED);
+    if (round == 0) kp_stream_close(s, NULL);
+    /* ep[0] is closed (and gone once the loop has run): the rest. */
+    kp_endpoint_close(d.ep[1], NULL);
+    for (unsigned i = 0; i < accepted_count; i++) kp_stream_close(accepted[i], NULL);
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    KP_CHECK_EQ(uv_loop_close(&d.loop), 0);
+  }
+}
+
 /* IPv6 loopback. */
 static void test_ipv6(void) {
   xfer_t x;
@@ -374,9 +421,14 @@ static void test_ipv6(void) {
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(gigabyte, loopback, 240),           KP_CASE(loss_1_percent, loopback, 300),
-    KP_CASE(loss_5_percent, loopback, 480),     KP_CASE(api_streams, loopback, 30),
-    KP_CASE(api_refused, loopback, 30),         KP_CASE(api_dead_peer, loopback, 30),
-    KP_CASE(api_stray_datagrams, loopback, 30), KP_CASE(ipv6, loopback, 60),
+    KP_CASE(gigabyte, loopback, 240),
+    KP_CASE(loss_1_percent, loopback, 300),
+    KP_CASE(loss_5_percent, loopback, 480),
+    KP_CASE(api_streams, loopback, 30),
+    KP_CASE(api_refused, loopback, 30),
+    KP_CASE(api_dead_peer, loopback, 30),
+    KP_CASE(api_stray_datagrams, loopback, 30),
+    KP_CASE(ipv6, loopback, 60),
+    KP_CASE(api_close_from_callbacks, loopback, 30),
 };
 KP_TEST_MAIN(cases)

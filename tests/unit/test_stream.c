@@ -575,6 +575,9 @@ static const kp_test_case_t cases[] = {
     KP_CASE(slow_reader, sim, 60),
     KP_CASE(stream_reset, sim, 60),
     KP_CASE(stream_limit, sim, 60),
+    KP_CASE(stream_flood, sim, 60),
+    KP_CASE(conn_window_credit, sim, 60),
+    KP_CASE(tiny_chunks_bounded, sim, 60),
     KP_CASE(path_mtu, sim, 60),
 };
 KP_TEST_MAIN(cases)

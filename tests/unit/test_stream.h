@@ -16,6 +16,9 @@ void test_close(void);
 void test_slow_reader(void);
 void test_stream_reset(void);
 void test_stream_limit(void);
+void test_stream_flood(void);
+void test_conn_window_credit(void);
+void test_tiny_chunks_bounded(void);
 void test_path_mtu(void);
 
 #endif

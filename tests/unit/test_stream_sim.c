@@ -1,5 +1,6 @@
 /* The stream state machine on a simulated link (tests/sim/link.h): bytes
  * arrive exactly, whatever the path does to datagrams. */
+#include "stream/stream_conn_internal.h"
 #include "tests/harness/test.h"
 #include "tests/sim/stream_pair.h"
 #include "tests/unit/test_stream.h"
@@ -94,6 +95,10 @@ void test_transfer_bottleneck(void) {
       for (int k = 0; k < PAIR_MAX_STREAMS; k++) KP_CHECK_EQ(p.side[s].streams[k].mismatches, 0);
     pair_destroy(&p);
   }
+  /* Both ways through the bottleneck, on several streams: exact. */
+  kp_link_params_t link = {
+      .delay_us = 10000, .jitter_us = 2000, .rate = 1250000, .queue_bytes = 64 << 10, .loss = 0.01};
+  transfer(&link, 39, 4, 10 * MB / 4, 600 * SEC);
 }
 
 static bool all_delivered_or_closed(pair_t *p) {
@@ -401,9 +406,10 @@ static bool refusals_settled(pair_t *p) {
   return refused == 2 && delivered == 4;
 }
 
-/* Streams beyond the peer's limit are refused with KP_STREAM_REFUSED. */
+/* Streams beyond the peer's limit are refused with KP_STREAM_REFUSED; the
+ * refusals (resets) get through loss, and no state stays behind. */
 void test_stream_limit(void) {
-  kp_link_params_t link = {.delay_us = 10000};
+  kp_link_params_t link = {.delay_us = 10000, .loss = 0.05};
   pair_t p;
   pair_init(&p, 54, &link, few_streams);
   for (int i = 0; i < 6; i++) pair_open(&p, 0, 100000);
@@ -412,6 +418,90 @@ void test_stream_limit(void) {
     KP_CHECK_ERR(pair_stream(&p, 0, id)->write_error, KP_ERESET);
     KP_CHECK(!pair_stream(&p, 1, id));
   }
+  KP_CHECK(pair_run(&p, p.now + 30 * SEC, pair_streams_gone));
+  pair_destroy(&p);
+}
+
+static void two_streams(int side, kp_sconn_config_t *cfg) {
+  if (side == 1) cfg->max_streams = 2;
+}
+
+static bool every_stream_settled(pair_t *p) {
+  for (int k = 0; k < PAIR_MAX_STREAMS; k++) {
+    const pair_stream_t *st = &p->side[0].streams[k];
+    if (!st->used) continue;
+    const pair_stream_t *peer = pair_stream(p, 1, st->id);
+    bool delivered = st->acked == st->total && peer && peer->eof;
+    if (!delivered && !st->write_error) return false;
+  }
+  return true;
+}
+
+/* Far more streams at once than the peer takes, even to refuse (its limit
+ * plus slack): none is lost in between. Each is either delivered whole or
+ * refused, and the writer hears which. */
+void test_stream_flood(void) {
+  kp_link_params_t link = {.delay_us = 10000, .loss = 0.02};
+  pair_t p;
+  pair_init(&p, 55, &link, two_streams);
+  for (int i = 0; i < 40; i++) pair_open(&p, 0, 20000);
+  KP_CHECK(pair_run(&p, 120 * SEC, every_stream_settled));
+  unsigned delivered = 0, refused = 0;
+  for (int k = 0; k < 40; k++) {
+    const pair_stream_t *st = &p.side[0].streams[k];
+    const pair_stream_t *peer = pair_stream(&p, 1, st->id);
+    if (st->write_error) {
+      KP_CHECK_ERR(st->write_error, KP_ERESET);
+      KP_CHECK(!peer || !peer->eof);
+      refused++;
+    } else {
+      KP_CHECK(peer && peer->received == 20000 && peer->mismatches == 0);
+      delivered++;
+    }
+  }
+  printf("%u delivered, %u refused\n", delivered, refused);
+  KP_CHECK(delivered >= 2 && refused > 0);
+  KP_CHECK(pair_run(&p, p.now + 60 * SEC, pair_streams_gone));
+  pair_destroy(&p);
+}
+
+static void small_windows(int side, kp_sconn_config_t *cfg) {
+  if (side == 1) {
+    cfg->conn_window = 1 << 20;
+    cfg->stream_window = 512 << 10;
+  }
+}
+
+static bool windows_full(pair_t *p) {
+  kp_sconn_stats_t st;
+  kp_sconn_stats(p->side[0].conn, &st);
+  return st.stream_bytes_sent >= 1 << 20;
+}
+
+/* Abandoned streams give their share of the connection window back: the
+ * bytes they held, and what the peer sent after the reset. */
+void test_conn_window_credit(void) {
+  kp_link_params_t link = {.delay_us = 10000};
+  pair_t p;
+  pair_init(&p, 56, &link, small_windows);
+  p.side[1].pause_new = true;
+  pair_open(&p, 0, 4 * MB);
+  pair_open(&p, 0, 4 * MB);
+  /* Both paused streams fill their windows: the connection's is used up. */
+  KP_CHECK(pair_run(&p, 30 * SEC, windows_full));
+  KP_CHECK(!pair_run(&p, p.now + 2 * SEC, NULL));
+  kp_sconn_stats_t st;
+  kp_sconn_stats(p.side[0].conn, &st);
+  KP_CHECK_EQ(st.stream_bytes_sent, 1 << 20);
+  kp_sconn_stream_reset(p.side[1].conn, 0, 9);
+  kp_sconn_stream_reset(p.side[1].conn, 2, 9);
+  p.side[1].pause_new = false;
+  pair_stream_t *third = pair_open(&p, 0, 3 * MB);
+  KP_CHECK(pair_run(&p, p.now + 60 * SEC, pair_all_delivered) ||
+           (pair_stream(&p, 1, third->id) && pair_stream(&p, 1, third->id)->eof));
+  KP_CHECK_EQ(pair_stream(&p, 1, third->id)->received, 3 * MB);
+  KP_CHECK_EQ(pair_stream(&p, 1, third->id)->mismatches, 0);
+  KP_CHECK_ERR(pair_stream(&p, 0, 0)->write_error, KP_ERESET);
   KP_CHECK(pair_run(&p, p.now + 10 * SEC, pair_streams_gone));
   pair_destroy(&p);
 }
@@ -476,4 +566,65 @@ void test_path_change_smaller_mtu(void) {
     KP_CHECK_EQ(st.mtu, 1280);
   }
   pair_destroy(&p);
+}
+
+/* A hostile peer sends one-byte frames at every other offset: each would
+ * be a chunk of its own. The receiver holds a bounded number, refuses (and
+ * does not acknowledge) the rest, and still delivers every byte once the
+ * gaps fill. */
+typedef struct {
+  kp_aead_t tx;
+  uint64_t pn;
+  kp_addr_t from;
+} forger_t;
+
+static void forge(forger_t *f, kp_sconn_t *c, uint64_t id, uint64_t offset, uint8_t byte,
+                  uint64_t now) {
+  kp_stream_header_t h;
+  memset(&h, 0, sizeof(h));
+  h.cid = kp_sconn_local_cid(c);
+  h.pn = f->pn++;
+  uint8_t buf[128];
+  size_t hlen = kp_stream_header_encode(&h, buf, sizeof(buf));
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, buf + hlen, sizeof(buf) - hlen - KP_STREAM_TAG_LEN);
+  kp_frame_put_stream(&w, id, offset, &byte, 1, false);
+  kp_aead_seal(&f->tx, h.pn, buf, hlen, buf + hlen, w.len, buf + hlen + w.len);
+  kp_sconn_read_datagram(c, &f->from, buf, hlen + w.len + KP_STREAM_TAG_LEN, now);
+}
+
+static uint64_t tiny_received;
+static void tiny_data(void *ctx, uint64_t id, const uint8_t *data, size_t len) {
+  (void)ctx, (void)id;
+  for (size_t i = 0; i < len; i++) KP_CHECK_EQ(data[i], (uint8_t)(tiny_received + i));
+  tiny_received += len;
+}
+
+void test_tiny_chunks_bounded(void) {
+  kp_sconn_config_t cfg;
+  kp_sconn_config_defaults(&cfg);
+  cfg.initiator = true;
+  cfg.local_cid = 1;
+  cfg.remote_cid = 2;
+  memset(cfg.rx_key, 7, 32);
+  KP_CHECK_OK(kp_addr_parse(&cfg.remote, "203.0.113.1:2000"));
+  kp_sconn_events_t ev = {.stream_data = tiny_data};
+  kp_sconn_t *c;
+  KP_CHECK_OK(kp_sconn_new(&cfg, &ev, 1000, &c));
+  forger_t f = {.pn = 0, .from = cfg.remote};
+  KP_CHECK_OK(kp_aead_init(&f.tx, cfg.cipher, cfg.rx_key));
+  /* The odd offsets of the first 60000 bytes (all inside the initial
+   * 64 KiB stream window): 30000 one-byte chunks wanted. */
+  uint64_t t0 = kp_test_now_ms();
+  for (uint64_t off = 1; off < 60000; off += 2) forge(&f, c, 1, off, (uint8_t)off, 2000);
+  printf("chunks held: %zu of 30000 sent; %" PRIu64 " ms\n", c->chunk_count, kp_test_now_ms() - t0);
+  KP_CHECK(c->chunk_count <= 16384);
+  KP_CHECK(c->chunk_count >= 4000); /* the per-stream cap, not less */
+  /* The gaps fill (in order: cheap), and the refused bytes come again, as
+   * their unacknowledged packets would be sent again. */
+  for (uint64_t off = 0; off < 60000; off++) forge(&f, c, 1, off, (uint8_t)off, 3000);
+  KP_CHECK_EQ(tiny_received, 60000);
+  KP_CHECK_EQ(c->chunk_count, 0);
+  kp_aead_destroy(&f.tx);
+  kp_sconn_free(c);
 }

@@ -167,10 +167,10 @@ void kp_loss_gate_on_outcome(kp_loss_gate_t *g, bool lost) {
   g->rate += ((lost ? 1.0 : 0.0) - g->rate) / KP_LOSS_GATE_PACKETS;
 }
 
-bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t srtt_us, uint64_t min_rtt_us) {
+bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t rtt_floor_us, uint64_t min_rtt_us) {
   if (g->rate > KP_LOSS_GATE_RATE || min_rtt_us == UINT64_MAX || !min_rtt_us) return true;
   /* A queue: a quarter of the minimum RTT over it, and at least 1 ms (below
    * that, scheduling noise on a fast path looks like queueing). */
   uint64_t slack = min_rtt_us / 4 > 1000 ? min_rtt_us / 4 : 1000;
-  return srtt_us > min_rtt_us + slack;
+  return rtt_floor_us > min_rtt_us + slack;
 }

@@ -46,8 +46,8 @@ static inline bool kp_cubic_in_slow_start(const kp_cubic_t *c) {
 }
 
 /* Which losses mean congestion. A loss cuts the window when it comes with
- * a queue (the smoothed RTT a quarter over the path's minimum, and at
- * least 1 ms over it) or when more than KP_LOSS_GATE_RATE of recent
+ * a queue (the floor of recent RTTs a quarter over the path's minimum, and
+ * at least 1 ms over it) or when more than KP_LOSS_GATE_RATE of recent
  * packets were lost. Random loss on an uncongested path (radio, a flaky
  * link) leaves the window alone: a purely loss-based controller would run
  * at a fraction of the path (at 1% loss Reno and CUBIC keep a few dozen
@@ -63,7 +63,7 @@ typedef struct kp_loss_gate_s {
 } kp_loss_gate_t;
 
 void kp_loss_gate_on_outcome(kp_loss_gate_t *g, bool lost);
-bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t srtt_us, uint64_t min_rtt_us);
+bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t rtt_floor_us, uint64_t min_rtt_us);
 
 /* A token bucket at gain x cwnd / srtt. */
 typedef struct kp_pacer_s {

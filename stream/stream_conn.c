@@ -105,9 +105,10 @@ static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
     return;
   }
   kp_loss_gate_on_outcome(&c->loss_gate, true);
-  /* The smoothed RTT: one delayed ack must not make every loss look like
-   * congestion. */
-  if (kp_loss_gate_congestive(&c->loss_gate, c->rec.srtt_us, c->rec.min_rtt_us))
+  /* The floor of recent RTTs, not the latest or the average: one slow
+   * sample (the peer's scheduler) must not make every loss look like
+   * congestion; a standing queue raises the floor. */
+  if (kp_loss_gate_congestive(&c->loss_gate, kp_recovery_rtt_floor(&c->rec), c->rec.min_rtt_us))
     kp_cubic_on_loss(&c->cc, p->sent_us, now);
 }
 
@@ -433,109 +434,126 @@ static bool blocked_probe_due(const kp_sconn_t *c, uint64_t now) {
          kp__sstreams_blocked_on_conn(c);
 }
 
+/* A packet being built: its header is in buf, frames go to w. */
+typedef struct packet_s {
+  uint8_t *buf;
+  size_t hlen;
+  uint64_t pn;
+  kp_wbuf_t w;
+  kp_sent_t sent;
+} packet_t;
+
+static void open_packet(kp_sconn_t *c, packet_t *p, uint8_t *buf, size_t size, uint64_t now) {
+  memset(&p->sent, 0, sizeof(p->sent));
+  p->buf = buf;
+  p->pn = kp_recovery_next_pn(&c->rec);
+  p->hlen = begin(c, buf, size, &p->w, now);
+}
+
+static size_t close_packet(kp_sconn_t *c, packet_t *p, uint8_t flags, uint64_t now) {
+  p->sent.flags = flags;
+  return seal(c, p->buf, p->hlen, &p->w, &p->sent, p->pn, now);
+}
+
+/* A PATH_RESPONSE owed, or a PATH_CHALLENGE due; 0 if neither. */
+static size_t write_path(kp_sconn_t *c, uint8_t *buf, kp_addr_t *to, uint64_t now) {
+  packet_t p;
+  if (c->response_pending) {
+    open_packet(c, &p, buf, c->mtu, now);
+    kp_frame_put_path(&p.w, true, c->response);
+    c->response_pending = false;
+    *to = c->response_to;
+    return close_packet(c, &p, KP_SENT_ACK_ELICITING, now);
+  }
+  if (!c->validating || now < c->challenge_at) return 0;
+  if (c->challenges++ >= PATH_CHALLENGES) {
+    c->validating = false; /* it never answered: not a path */
+    return 0;
+  }
+  open_packet(c, &p, buf, c->mtu, now);
+  kp_frame_put_path(&p.w, false, c->challenge);
+  c->challenge_at = now + kp_recovery_pto(&c->rec);
+  *to = c->candidate;
+  return close_packet(c, &p, KP_SENT_ACK_ELICITING, now);
+}
+
+/* The next packet of frames: control frames, stream data the windows
+ * allow, probes and keepalives, or an ack on its own; 0 if nothing is
+ * due. */
+static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool paced,
+                           uint64_t now) {
+  packet_t p;
+  open_packet(c, &p, buf, c->mtu, now);
+  bool eliciting = kp__sstreams_fill_control(c, &p.w, &p.sent);
+  bool probe = c->probe_wanted;
+  if ((window_open && paced) || probe) {
+    bool new_ok = c->peer_max_data > c->sent_new;
+    if (kp__sstreams_fill(c, &p.w, &p.sent, new_ok)) eliciting = true;
+  } else if (!window_open && kp__sstreams_have_data(c)) {
+    c->cwnd_limited = true; /* data waits on the window: it may grow (RFC 9438 4.8) */
+  }
+  c->probe_wanted = false;
+  /* A PING when an ack is wanted and nothing else asks for one: a
+   * tail-loss probe; waiting on the connection window with nothing in
+   * flight (the update may have been lost with an ack-only packet); a
+   * keepalive (the peer's ack proves it alive). */
+  if (!eliciting && (probe || blocked_probe_due(c, now) ||
+                     now - c->last_eliciting_sent_us >= (uint64_t)c->cfg.keepalive_ms * 1000)) {
+    kp_frame_put_ping(&p.w);
+    eliciting = true;
+  }
+  if (!eliciting) {
+    /* An ack on its own: every second packet (RFC 9000 13.2.2), at once on
+     * reordering or ACK_NOW, else when the delay runs out; or news of a
+     * bigger connection window. */
+    bool ack_due =
+        (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us)) ||
+        (c->window_update_due && c->recv_range_count);
+    return ack_due ? close_packet(c, &p, 0, now) : 0;
+  }
+  if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+  /* Full packets are padded to exactly the MTU so runs of them are equal in
+   * size: the glue hands those to the kernel as one GSO send. */
+  if (p.w.cap - p.w.len < 64) kp_frame_put_padding(&p.w, p.w.cap - p.w.len);
+  /* The last packet for now (the window is full, or nothing else waits):
+   * ask for the ack at once, or the receiver would sit on a lone packet for
+   * its ack delay while we sit on an empty pipe. */
+  bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+  if (window_full || probe || !kp__sstreams_have_data(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
+  return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT, now);
+}
+
 size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_t *to,
                                uint64_t now) {
   if (c->state == S_CLOSED || c->state == S_DRAINING) return 0;
   if (cap < 1500) return 0;
   if (kp_recovery_reserve(&c->rec)) return 0; /* out of memory: try again later */
-  kp_wbuf_t w;
-  kp_sent_t sent;
-  memset(&sent, 0, sizeof(sent));
-  uint64_t pn = kp_recovery_next_pn(&c->rec);
-  size_t hlen;
-
+  packet_t p;
   if (c->state == S_CLOSING) {
     if (!c->close_pending) return 0;
-    hlen = begin(c, buf, c->mtu, &w, now);
-    kp_frame_put_close(&w, c->close_code, c->close_reason);
+    open_packet(c, &p, buf, c->mtu, now);
+    kp_frame_put_close(&p.w, c->close_code, c->close_reason);
     c->close_pending = false;
     c->close_deadline_us = now + 3 * kp_recovery_pto(&c->rec);
     *to = c->remote;
-    return seal(c, buf, hlen, &w, &sent, pn, now);
+    return close_packet(c, &p, 0, now);
   }
-
-  /* A path check answered, or asked. */
-  if (c->response_pending) {
-    hlen = begin(c, buf, c->mtu, &w, now);
-    kp_frame_put_path(&w, true, c->response);
-    sent.flags = KP_SENT_ACK_ELICITING;
-    c->response_pending = false;
-    *to = c->response_to;
-    return seal(c, buf, hlen, &w, &sent, pn, now);
-  }
-  if (c->validating && now >= c->challenge_at) {
-    if (c->challenges++ >= PATH_CHALLENGES) {
-      c->validating = false; /* it never answered: not a path */
-    } else {
-      hlen = begin(c, buf, c->mtu, &w, now);
-      kp_frame_put_path(&w, false, c->challenge);
-      sent.flags = KP_SENT_ACK_ELICITING;
-      c->challenge_at = now + kp_recovery_pto(&c->rec);
-      *to = c->candidate;
-      return seal(c, buf, hlen, &w, &sent, pn, now);
-    }
-  }
+  size_t len = write_path(c, buf, to, now);
+  if (len) return len;
 
   kp_pacer_update(&c->pacer, &c->cc, c->rec.have_rtt ? c->rec.srtt_us : KP_INITIAL_RTT_US, now);
   bool window_open = c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd;
   bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
-
-  /* A path MTU probe: a PING padded to the size being tried. */
-  if (window_open && paced && probe_now(c, now)) {
-    hlen = begin(c, buf, c->probe_size, &w, now);
-    kp_frame_put_ping(&w);
-    kp_frame_put_padding(&w, w.cap - w.len);
-    sent.flags = KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT | KP_SENT_MTU_PROBE;
-    c->probe_inflight = true;
-    *to = c->remote;
-    return seal(c, buf, hlen, &w, &sent, pn, now);
-  }
-
-  hlen = begin(c, buf, c->mtu, &w, now);
-  bool eliciting = kp__sstreams_fill_control(c, &w, &sent);
-  bool probe = c->probe_wanted;
-  if ((window_open && paced) || probe) {
-    bool new_ok = c->peer_max_data > c->sent_new;
-    if (kp__sstreams_fill(c, &w, &sent, new_ok)) eliciting = true;
-  } else if (kp__sstreams_have_data(c)) {
-    /* Data waits on the window: the controller may grow it (RFC 9438 4.8). */
-    if (!window_open) c->cwnd_limited = true;
-  }
-  if (probe && !eliciting) {
-    kp_frame_put_ping(&w);
-    eliciting = true;
-  }
-  c->probe_wanted = false;
-  if (!eliciting && blocked_probe_due(c, now)) {
-    /* Waiting on the connection window with nothing in flight: its update
-     * may have been lost with an ack-only packet. A PING gets a fresh ack. */
-    kp_frame_put_ping(&w);
-    eliciting = true;
-  }
-  if (!eliciting && now - c->last_eliciting_sent_us >= (uint64_t)c->cfg.keepalive_ms * 1000) {
-    kp_frame_put_ping(&w); /* keepalive: the peer's ack proves it alive */
-    eliciting = true;
-  }
-  /* An ack on its own: every second packet (RFC 9000 13.2.2), at once on
-   * reordering, else when the delay runs out. */
-  bool ack_only_due =
-      (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us)) ||
-      (c->window_update_due && c->recv_range_count);
-  if (!eliciting && !ack_only_due) return 0;
-  if (eliciting) {
-    sent.flags = KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT;
-    if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
-    /* Full packets are padded to exactly the MTU so runs of them are equal
-     * in size: the glue hands those to the kernel as one GSO send. */
-    if (w.cap - w.len < 64) kp_frame_put_padding(&w, w.cap - w.len);
-    /* The last packet for now (the window is full, or nothing else
-     * waits): ask for the ack at once, or the receiver would sit on a lone
-     * packet for its ack delay while we sit on an empty pipe. */
-    bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
-    if (window_full || probe || !kp__sstreams_have_data(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
-  }
   *to = c->remote;
-  return seal(c, buf, hlen, &w, &sent, pn, now);
+  if (window_open && paced && probe_now(c, now)) {
+    /* A path MTU probe: a PING padded to the size being tried. */
+    open_packet(c, &p, buf, c->probe_size, now);
+    kp_frame_put_ping(&p.w);
+    kp_frame_put_padding(&p.w, p.w.cap - p.w.len);
+    c->probe_inflight = true;
+    return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT | KP_SENT_MTU_PROBE, now);
+  }
+  return write_frames(c, buf, window_open, paced, now);
 }
 
 /* ---- Time ------------------------------------------------------------------------ */

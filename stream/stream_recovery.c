@@ -67,9 +67,29 @@ int kp_recovery_on_sent(kp_recovery_t *r, const kp_sent_t *p) {
   return 0;
 }
 
-static void rtt_sample(kp_recovery_t *r, uint64_t rtt, uint64_t ack_delay) {
+/* The floor of recent round trips: the minimum over the last two windows
+ * of max(2 SRTT, 2 ms). A one-off slow sample (the peer's scheduler, a
+ * delayed ack) does not raise it; a standing queue does. */
+static void track_floor(kp_recovery_t *r, uint64_t rtt, uint64_t now) {
+  uint64_t window = 2 * r->srtt_us > 2000 ? 2 * r->srtt_us : 2000;
+  if (!r->floor_start_us || now - r->floor_start_us >= window) {
+    r->floor_prev_us = r->floor_start_us ? r->floor_cur_us : rtt;
+    r->floor_cur_us = rtt;
+    r->floor_start_us = now;
+  } else if (rtt < r->floor_cur_us) {
+    r->floor_cur_us = rtt;
+  }
+}
+
+uint64_t kp_recovery_rtt_floor(const kp_recovery_t *r) {
+  if (!r->have_rtt) return r->srtt_us;
+  return r->floor_cur_us < r->floor_prev_us ? r->floor_cur_us : r->floor_prev_us;
+}
+
+static void rtt_sample(kp_recovery_t *r, uint64_t rtt, uint64_t ack_delay, uint64_t now) {
   r->latest_rtt_us = rtt;
   if (rtt < r->min_rtt_us) r->min_rtt_us = rtt;
+  track_floor(r, rtt, now);
   /* The peer's ack delay is not network time, unless it would take the
    * sample below the minimum seen (RFC 9002 section 5.3). */
   if (ack_delay > KP_MAX_ACK_DELAY_US) ack_delay = KP_MAX_ACK_DELAY_US;
@@ -225,7 +245,7 @@ size_t kp_recovery_on_ack(kp_recovery_t *r, const kp_stream_ack_t *ack, uint64_t
   }
   if (largest_new && ack->largest >= r->first_pn) {
     const kp_sent_t *p = at(r, ack->largest);
-    if (now >= p->sent_us) rtt_sample(r, now - p->sent_us, (uint64_t)ack->delay_8us * 8);
+    if (now >= p->sent_us) rtt_sample(r, now - p->sent_us, (uint64_t)ack->delay_8us * 8, now);
   }
   if (newly) r->pto_count = 0;
   detect_losses(r, now);

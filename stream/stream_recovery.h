@@ -84,6 +84,7 @@ typedef struct kp_recovery_s {
   /* RTT (RFC 6298 estimator; QUIC's use of the ack delay). */
   bool have_rtt;
   uint64_t latest_rtt_us, min_rtt_us, srtt_us, rttvar_us;
+  uint64_t floor_cur_us, floor_prev_us, floor_start_us; /* see kp_recovery_rtt_floor */
   /* Timers. */
   uint64_t loss_time_us;      /* earliest time-threshold loss, or 0 */
   uint64_t last_eliciting_us; /* when the last ack-eliciting packet left */
@@ -124,6 +125,10 @@ uint64_t kp_recovery_deadline(const kp_recovery_t *r);
  * or an RTO's first retransmission), 0 otherwise; *rto tells an RTO (for
  * the congestion controller). */
 int kp_recovery_on_timeout(kp_recovery_t *r, uint64_t now_us, bool *rto);
+
+/* The lowest round trip of the last few windows (2 SRTT or 2 ms each):
+ * what the path takes now, without one-off delays. */
+uint64_t kp_recovery_rtt_floor(const kp_recovery_t *r);
 
 /* The current probe timeout, without backoff. */
 uint64_t kp_recovery_pto(const kp_recovery_t *r);

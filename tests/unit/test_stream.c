@@ -461,6 +461,35 @@ static void test_recovery_probe_timeouts(void) {
   kp_recovery_destroy(&r);
 }
 
+/* The RTT floor: a one-off slow sample leaves it; a standing queue moves
+ * it (what the loss gate reads). */
+static void test_rtt_floor(void) {
+  rec_log_t log;
+  memset(&log, 0, sizeof(log));
+  kp_recovery_hooks_t hooks = {rl_frame_acked, rl_frame_lost, rl_packet_acked, rl_packet_lost,
+                               &log};
+  kp_recovery_t r;
+  KP_CHECK_OK(kp_recovery_init(&r, &hooks));
+  uint64_t now = 0;
+  /* 100 us round trips, one sample of 5 ms among them. */
+  for (int i = 0; i < 200; i++) {
+    send_packets(&r, 1, now);
+    uint64_t rtt = i == 100 ? 5000 : 100;
+    now += rtt;
+    kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = kp_recovery_next_pn(&r) - 1}, now);
+    KP_CHECK(kp_recovery_rtt_floor(&r) <= 100);
+  }
+  /* Then a queue: every sample 3 ms. Within two windows the floor is there. */
+  for (int i = 0; i < 10; i++) {
+    send_packets(&r, 1, now);
+    now += 3000;
+    kp_recovery_on_ack(&r, &(kp_stream_ack_t){.largest = kp_recovery_next_pn(&r) - 1}, now);
+  }
+  KP_CHECK_EQ(kp_recovery_rtt_floor(&r), 3000);
+  KP_CHECK_EQ(r.min_rtt_us, 100);
+  kp_recovery_destroy(&r);
+}
+
 /* ---- CUBIC ------------------------------------------------------------------------------ */
 
 static void test_cubic(void) {
@@ -558,6 +587,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(ranges, unit, 10),
     KP_CASE(recovery_acks_and_losses, unit, 10),
     KP_CASE(recovery_probe_timeouts, unit, 10),
+    KP_CASE(rtt_floor, unit, 10),
     KP_CASE(cubic, unit, 10),
     KP_CASE(hystart, unit, 10),
     KP_CASE(loss_gate, unit, 10),

@@ -423,7 +423,12 @@ static size_t begin(kp_sconn_t *c, uint8_t *buf, size_t size, kp_wbuf_t *w, uint
   memset(&h, 0, sizeof(h));
   h.cid = c->cfg.remote_cid;
   h.pn = kp_recovery_next_pn(&c->rec);
-  build_ack(c, &h, now);
+  /* An ack block only when there is something to acknowledge (or a bigger
+   * window to announce). A data sender receives mostly ack-only packets,
+   * which need no ack; some are lost, and acking their gaps in every data
+   * packet would cost up to 85 bytes each (6% of the throughput at 1%
+   * loss). */
+  if (c->ack_pending || c->window_update_due) build_ack(c, &h, now);
   size_t hlen = kp_stream_header_encode(&h, buf, size);
   kp_wbuf_init(w, buf + hlen, size - hlen - KP_STREAM_TAG_LEN);
   return hlen;

@@ -236,12 +236,13 @@ static result_t run_sender(const row_t *row, int out, int in) {
     kp_conn_stats_t st;
     kp_conn_stats(conn, &st);
     fprintf(stderr,
-            "  sender: srtt %llu us (min %llu), cwnd %llu, sent %llu, received %llu, lost %llu, "
-            "window cuts %llu\n",
+            "  sender: srtt %llu us (min %llu), cwnd %llu, sent %llu (%llu bytes), received %llu, "
+            "lost %llu, retransmitted frames %llu, window cuts %llu, timeouts %llu\n",
             (unsigned long long)st.srtt_us, (unsigned long long)st.min_rtt_us,
             (unsigned long long)st.cwnd, (unsigned long long)st.packets_sent,
-            (unsigned long long)st.packets_received, (unsigned long long)st.packets_lost,
-            (unsigned long long)st.congestion_events);
+            (unsigned long long)st.bytes_sent, (unsigned long long)st.packets_received,
+            (unsigned long long)st.packets_lost, (unsigned long long)st.retransmits,
+            (unsigned long long)st.congestion_events, (unsigned long long)st.probe_timeouts);
   }
   kp_conn_close(conn, 0);
   for (unsigned i = 0; i < row->streams; i++) kp_stream_close(snd.tx[i].s, NULL);

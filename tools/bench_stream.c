@@ -53,7 +53,7 @@ static double cpu_seconds(int who) {
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static void die(const char *what, int err) {
+_Noreturn static void die(const char *what, int err) {
   fprintf(stderr, "bench_stream: %s: %s\n", what, err < 0 ? kp_strerror(err) : strerror(err));
   exit(1);
 }

@@ -664,6 +664,14 @@ int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker) {
   return 0;
 }
 
+void kp_dht_remove_ticker(kp_dht_t *dht, void *ctx) {
+  for (unsigned i = 0; i < dht->ticker_count; i++) {
+    if (dht->tickers[i].ctx != ctx) continue;
+    dht->tickers[i] = dht->tickers[--dht->ticker_count];
+    return;
+  }
+}
+
 void kp_dht_tick(kp_dht_t *dht, uint64_t now) {
   kp_dht_rpc_tick(&dht->rpc, now);
   for (unsigned i = 0; i < dht->ticker_count; i++)

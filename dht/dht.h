@@ -218,6 +218,8 @@ typedef struct kp_dht_ticker_s {
   void *ctx;
 } kp_dht_ticker_t;
 int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker);
+/* Removes the ticker whose ctx is ctx. */
+void kp_dht_remove_ticker(kp_dht_t *dht, void *ctx);
 
 /* The KP_E* error for a core error code in a response (kp_dht_wire_error_t). */
 int kp_dht_wire_error(uint8_t code);

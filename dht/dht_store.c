@@ -17,6 +17,7 @@ struct entry_s {
   entry_t *sprev, *snext;
   slot_t *slot;
   source_t *source;
+  kp_addr_t origin; /* the writer's full address (the source drops the port) */
   uint64_t expires;
   uint64_t seq;
   uint8_t key[KP_PUBLIC_KEY_LEN]; /* announce and mutable: the public key */
@@ -339,6 +340,7 @@ static int insert(kp_dht_store_t *s, uint8_t kind, const uint8_t *target, const 
   memset(e, 0, sizeof(*e));
   e->slot = sl;
   e->source = src;
+  e->origin = *source;
   e->expires = now + s->cfg.ttl_ms;
   e->seq = seq;
   if (key) memcpy(e->key, key, KP_PUBLIC_KEY_LEN);
@@ -424,7 +426,9 @@ size_t kp_dht_store_each(kp_dht_store_t *s, const uint8_t target[KP_ID_LEN],
   for (uint32_t i = 0; i < sl->count; i++) {
     entry_t *e = sl->items[(start + i) % sl->count];
     if (e->tombstone) continue;
-    kp_dht_stored_t view = {e->data, e->len, e->key, e->seq, e->expires, &e->source->addr};
+    kp_dht_stored_t view = {e->data,    e->len,           e->key,    e->seq,
+                            e->expires, &e->source->addr, &e->origin};
+
     if (!fn(ctx, &view)) break;
   }
   return live;

@@ -60,7 +60,8 @@ typedef struct kp_dht_stored_s {
   const uint8_t *public_key;
   uint64_t seq;
   uint64_t expires;
-  const kp_addr_t *source;
+  const kp_addr_t *source; /* the writer's quota key: its IP (or IPv6 /64), no port */
+  const kp_addr_t *origin; /* the writer's address: where a relay node reaches the announcer */
 } kp_dht_stored_t;
 
 void kp_dht_store_config_defaults(kp_dht_store_config_t *cfg);

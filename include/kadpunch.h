@@ -54,7 +54,14 @@ const char *kp_version_string(void);
   X(EHASH, "value does not match its hash")                                                        \
   X(ECLOSED, "connection closed by the peer")                                                      \
   X(EPEERDEAD, "the peer stopped responding")                                                      \
-  X(ERESET, "stream reset by the peer")
+  X(ERESET, "stream reset by the peer")                                                            \
+  X(EPEERNOTFOUND, "no announcement of that key on the DHT")                                       \
+  X(ENOTALLOWED, "the peer refused the connection: this key is not allowed")                       \
+  X(EOVERLOADED, "the peer refused the connection: overloaded")                                    \
+  X(EPEERVERSION, "the peer speaks an incompatible protocol version")                              \
+  X(EHANDSHAKE, "handshake timed out: no relay node reached the peer")                             \
+  X(ENODIRECT, "no direct path between these NAT types (both random)")                             \
+  X(EPUNCH, "holepunch timed out: no probe got through")
 
 #define KP__ERR_BASE (-30000)
 
@@ -213,6 +220,19 @@ typedef enum {
 
 /* "unknown", "open", "consistent", "random". */
 const char *kp_nat_type_name(kp_nat_type_t type);
+
+/* How a connection's direct path was opened (docs/architecture.md,
+ * "Connecting"). */
+typedef enum {
+  KP_PUNCH_NONE = 0,         /* no direct path */
+  KP_PUNCH_LAN = 1,          /* both behind one public IP: over the LAN */
+  KP_PUNCH_OPEN = 2,         /* the server takes unsolicited packets: no punching */
+  KP_PUNCH_SIMULTANEOUS = 3, /* both sides probe at the same moment */
+  KP_PUNCH_BIRTHDAY = 4      /* many ports against one (a random NAT) */
+} kp_punch_t;
+
+/* "none", "lan", "open", "simultaneous", "birthday". */
+const char *kp_punch_name(kp_punch_t punch);
 
 /* ---- DHT node ---------------------------------------------------------- */
 

@@ -27,7 +27,13 @@ static void on_recv(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, con
                     size_t len, uint64_t now) {
   kp_sim_dht_node_t *n = ctx;
   (void)sock;
-  kp_dht_recv(n->dht, from, data, len, now);
+  if (!n->dht) return;
+  if (!kp_dht_msg_is_control(data, len) && n->on_other) {
+    n->on_other(n->other_ctx, from, data, len, now);
+  } else {
+    kp_dht_recv(n->dht, from, data, len, now);
+  }
+
   kp_sim_dht_node_kick(n);
 }
 

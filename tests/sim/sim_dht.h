@@ -19,6 +19,10 @@ typedef struct kp_sim_dht_node_s {
   kp_log_t log;
   unsigned membership_changes;
   uint64_t datagrams_out;
+  /* Datagrams that are not DHT messages (probes, stream packets) go here. */
+  void (*on_other)(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len, uint64_t now);
+  void *other_ctx;
+
 } kp_sim_dht_node_t;
 
 /* cfg may be NULL (defaults). cfg->local is replaced by addr. */

@@ -1,0 +1,149 @@
+/* Connecting by public key (DESIGN.md, data flow steps 3-6): the handshake
+ * routed through DHT nodes, the PEER_HOLEPUNCH rounds and the probes that
+ * open a direct path. docs/protocol.md "Connecting by key" has the wire
+ * format, docs/architecture.md "Connecting" the reasoning.
+ *
+ * One kp_hp_t rides on a node's DHT and swarm, like the swarm rides on the
+ * DHT, and plays three roles at once:
+ * - relay node: forwards handshake and holepunch messages between a client
+ *   and a server whose announcement it stores (a bounded table of entries
+ *   that live as long as one forwarded request; it reads nothing sealed);
+ * - server: kp_hp_listen() answers handshakes for a key pair (a firewall
+ *   callback decides per client key; sessions come from a fixed table, so a
+ *   flood costs no memory, sockets or file descriptors);
+ * - client: kp_hp_connect() looks the key up, shakes hands through one of
+ *   the server's relay nodes, punches, and reports the path and the keys.
+ *
+ * Pure: fed the time and datagrams, sends through the DHT and the io
+ * callback (probes), draws randomness from the DHT's rng. The glue (node/)
+ * opens the stream connection on the reported path with the reported keys. */
+#ifndef KP_HOLEPUNCH_H
+#define KP_HOLEPUNCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/addr.h"
+#include "dht/dht.h"
+#include "dht/dht_swarm.h"
+#include "holepunch/hs_msg.h"
+#include "kadpunch.h"
+
+typedef struct kp_hp_s kp_hp_t;
+typedef struct kp_hp_server_s kp_hp_server_t;
+typedef struct kp_hp_connect_s kp_hp_connect_t;
+
+typedef struct kp_hp_config_s {
+  unsigned handshake_timeout_ms;  /* whole handshake, every relay tried (default 10000) */
+  unsigned punch_timeout_ms;      /* from the handshake to a path (default 10000) */
+  unsigned max_sessions;          /* a server's handshakes in progress (default 256) */
+  unsigned max_relay_entries;     /* forwarded requests in flight (default 512) */
+  unsigned relay_rate;            /* forwards per second per source IP (default 20) */
+  unsigned server_rate;           /* handshakes a server answers per second (default 2000) */
+  uint8_t ciphers;                /* bit (1 << kp_cipher_t) per cipher this machine runs fast */
+  uint64_t (*wall_ms)(void *ctx); /* the wall clock (replay window); NULL: the DHT's clock */
+  void *wall_ctx;
+} kp_hp_config_t;
+
+typedef struct kp_hp_io_s {
+  /* Sends a probe from the node's main socket. */
+  void (*send)(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len);
+  void *ctx;
+} kp_hp_io_t;
+
+/* A finished connection, as either side sees it. */
+typedef struct kp_hp_result_s {
+  bool initiator;
+  uint8_t remote_key[KP_PUBLIC_KEY_LEN];
+  kp_addr_t path;  /* where the peer's authenticated probe came from */
+  kp_addr_t relay; /* the relay node the handshake went through */
+  uint64_t local_id, remote_id;
+  kp_cipher_t cipher;
+  uint8_t tx_key[32], rx_key[32];
+  kp_nat_type_t local_nat, remote_nat;
+  kp_punch_t strategy;
+  /* Client only: the phases (ms) and the datagrams it took. */
+  uint64_t lookup_ms, handshake_ms, punch_ms;
+  unsigned datagrams;
+} kp_hp_result_t;
+
+void kp_hp_config_defaults(kp_hp_config_t *cfg);
+
+/* Attaches to dht and swarm (registers the two commands and a ticker).
+ * Free it before them: that abandons its requests and queries and detaches
+ * (no callback fires). */
+
+int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, const kp_hp_io_t *io,
+              kp_hp_t **out);
+void kp_hp_free(kp_hp_t *hp);
+
+/* Addresses on the local networks the node's socket is reachable at (the
+ * glue lists interfaces; the simulator sets them). Copied. */
+void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
+
+/* A probe datagram arrived on the node's socket. */
+void kp_hp_recv_probe(kp_hp_t *hp, const kp_addr_t *from, const uint8_t *data, size_t len,
+                      uint64_t now);
+
+/* ---- Server ------------------------------------------------------------------ */
+
+/* 0 accepts; a refusal reason refuses (the client gets it, authenticated). */
+typedef kp_hs_refusal_t (*kp_hp_firewall_fn)(void *ctx,
+                                             const uint8_t client_key[KP_PUBLIC_KEY_LEN]);
+/* A client reached us: open the stream connection on r->path with r's keys. */
+typedef void (*kp_hp_connection_fn)(void *ctx, const kp_hp_result_t *r);
+
+typedef struct kp_hp_server_stats_s {
+  uint64_t handshakes;  /* Noise message 1 read */
+  uint64_t accepted;    /* ... and accepted by the firewall */
+  uint64_t refused;     /* ... refused (any reason) */
+  uint64_t busy;        /* answered BUSY: table full or over the rate */
+  uint64_t bad;         /* failed to decrypt or decode */
+  uint64_t replays;     /* hellos not newer than the client's last one */
+  uint64_t connections; /* sessions that ended on a path */
+  uint64_t punch_timeouts;
+  unsigned sessions; /* gauge */
+} kp_hp_server_stats_t;
+
+/* Listens on kp (copied; wiped on close). Announcing the key is the
+ * glue's job (kp_dht_swarm_announce under kp_target_from_key). */
+int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall,
+                 kp_hp_connection_fn on_connection, void *ctx, kp_hp_server_t **out);
+/* Stops answering; sessions in progress are dropped. No callback after. */
+void kp_hp_server_close(kp_hp_server_t *s);
+void kp_hp_server_stats(const kp_hp_server_t *s, kp_hp_server_stats_t *out);
+
+/* ---- Client ------------------------------------------------------------------ */
+
+/* Once: status 0 and r, or KP_EPEERNOTFOUND, KP_ENOTALLOWED, KP_EOVERLOADED,
+ * KP_EPEERVERSION, KP_EHANDSHAKE (timeout), KP_ENODIRECT (r->local_nat and
+ * r->remote_nat say why), KP_EPUNCH (timeout), UV_ECANCELED (the DHT
+ * closed). r is valid during the call; on errors only its NAT types, relay
+ * and phases are set. */
+typedef void (*kp_hp_connect_cb)(void *arg, int status, const kp_hp_result_t *r);
+
+typedef struct kp_hp_connect_opts_s {
+  const kp_addr_t *relays; /* skip the lookup: the server's relay nodes */
+  size_t relay_count;
+  const kp_addr_t *seeds; /* bootstrap nodes for the lookup */
+  size_t seed_count;
+} kp_hp_connect_opts_t;
+
+int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
+                  const uint8_t server_key[KP_PUBLIC_KEY_LEN], const kp_hp_connect_opts_t *opts,
+                  kp_hp_connect_cb cb, void *arg, uint64_t now, kp_hp_connect_t **out);
+/* Stops it; the callback does not fire. */
+void kp_hp_connect_cancel(kp_hp_connect_t *c);
+
+typedef struct kp_hp_stats_s {
+  uint64_t relay_forwards; /* requests forwarded to a server */
+  uint64_t relay_no_peer;  /* for keys we hold no announcement of */
+  uint64_t relay_busy;     /* refused: table full or source over its rate */
+  uint64_t probes_sent;
+  uint64_t probes_bad; /* failed authentication, or for no session */
+  uint64_t probes_ok;
+} kp_hp_stats_t;
+void kp_hp_stats(const kp_hp_t *hp, kp_hp_stats_t *out);
+
+#endif

@@ -1,0 +1,473 @@
+/* The client's role: look the key up, shake hands through one of the
+ * server's relay nodes, run a holepunch round, probe (holepunch.h).
+ *
+ * The lookup and the handshake overlap: the first node that answers the
+ * lookup with the server's record stores it, so it can relay at once; the
+ * rest of the lookup only supplies more relay nodes should that one fail,
+ * and is stopped as soon as the handshake succeeds. */
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "dht/dht_record.h"
+#include "holepunch/hp_internal.h"
+
+static const char PROLOGUE[] = "kadpunch/handshake/v1";
+
+typedef enum { C_HANDSHAKE, C_PUNCH, C_LINGER } cstate_t;
+
+struct kp_hp_connect_s {
+  kp_hp_connect_t *next;
+  kp_hp_t *hp;
+  cstate_t state;
+  kp_keypair_t self;
+  uint8_t server_key[KP_PUBLIC_KEY_LEN];
+  uint8_t target[KP_ID_LEN];
+  kp_hp_connect_cb cb;
+  void *arg;
+
+  kp_dht_query_t *lookup;
+  bool lookup_over;
+  kp_addr_t relays[HP_MAX_RELAYS];
+  unsigned relay_count, relay_next;
+  kp_dht_req_t *req; /* the handshake or round in flight */
+  kp_addr_t relay;   /* where req went */
+  int last_error;    /* the most telling relay error so far */
+
+  kp_noise_t noise;
+  uint64_t started, hs_sent, hs_done, lookup_done;
+  uint64_t deadline;
+  uint64_t session;
+  uint8_t server_token[32]; /* from the welcome: echoing it proves our address */
+  uint8_t hp_key[32], probe_key[32];
+  kp_addr_t server_seen; /* the server as the relay saw it */
+  kp_addr_t server_lan[KP_HS_MAX_ADDRS];
+  size_t server_lan_count;
+  hp_probes_t probes;     /* verified: the server's address */
+  hp_probes_t lan_probes; /* unverified: LAN, or an open server */
+  unsigned answers;
+  unsigned datagrams;
+  kp_hp_result_t res;
+};
+
+kp_hp_connect_t *kp__hp_connect_next(kp_hp_connect_t *c) {
+  return c->next;
+}
+
+static void unlink_connect(kp_hp_connect_t *c) {
+  for (kp_hp_connect_t **p = &c->hp->connects; *p; p = &(*p)->next) {
+    if (*p == c) {
+      *p = c->next;
+      return;
+    }
+  }
+}
+
+static void stop_work(kp_hp_connect_t *c) {
+  if (c->lookup) kp_dht_query_cancel(c->hp->dht, c->lookup);
+  c->lookup = NULL;
+  if (c->req) kp_dht_request_abandon(c->hp->dht, c->req);
+  c->req = NULL;
+}
+
+static void connect_free(kp_hp_connect_t *c) {
+  stop_work(c);
+  unlink_connect(c);
+  kp_noise_clear(&c->noise);
+  sodium_memzero(c, sizeof(*c));
+  kp_free(c);
+}
+
+static unsigned lookup_requests(const kp_hp_connect_t *c) {
+  return c->lookup ? kp_dht_query_stats(c->lookup)->requests : 0;
+}
+
+/* Ends the attempt: the callback, then a linger on success (to answer the
+ * server's probes until it has ours), else freed. */
+static void finish(kp_hp_connect_t *c, int status, uint64_t now) {
+  kp_hp_result_t *r = &c->res;
+  r->datagrams = c->datagrams + lookup_requests(c) + c->probes.sent + c->lan_probes.sent;
+  if (!c->lookup_done) c->lookup_done = now;
+  r->lookup_ms = c->lookup_done - c->started;
+  if (c->hs_done) r->handshake_ms = c->hs_done - c->hs_sent;
+  if (c->hs_done && !status) r->punch_ms = now - c->hs_done;
+  r->relay = c->relay;
+  stop_work(c);
+  kp_hp_connect_cb cb = c->cb;
+  void *arg = c->arg;
+  kp_hp_result_t copy = *r;
+  c->cb = NULL;
+  if (status) {
+    connect_free(c);
+  } else {
+    c->state = C_LINGER;
+    c->deadline = now + HP_LINGER_MS;
+    c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
+  }
+  cb(arg, status, &copy);
+  sodium_memzero(&copy, sizeof(copy));
+}
+
+/* ---- Handshake ------------------------------------------------------------------- */
+
+static void try_next_relay(kp_hp_connect_t *c, uint64_t now);
+
+static int relay_error(uint8_t wire) {
+  switch (wire) {
+    case KP_HS_ERR_NO_PEER: return KP_EPEERNOTFOUND;
+    case KP_HS_ERR_BUSY: return KP_EOVERLOADED;
+    default: return KP_EHANDSHAKE;
+  }
+}
+
+static int refusal_error(kp_hs_refusal_t why) {
+  switch (why) {
+    case KP_HS_REFUSE_NOT_ALLOWED: return KP_ENOTALLOWED;
+    case KP_HS_REFUSE_VERSION: return KP_EPEERVERSION;
+    default: return KP_EOVERLOADED;
+  }
+}
+
+static bool same_network(const kp_hp_connect_t *c) {
+  const kp_dht_nat_t *nat = kp_dht_nat(c->hp->dht);
+  return nat->has_public && kp_addr_same_ip(&nat->public_addr, &c->server_seen);
+}
+
+static void send_round(kp_hp_connect_t *c, uint64_t now);
+
+/* The welcome is in: pick the strategy. */
+static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t now) {
+  kp_hp_t *hp = c->hp;
+  kp_hp_result_t *r = &c->res;
+  c->state = C_PUNCH;
+  c->deadline = now + hp->cfg.punch_timeout_ms;
+  c->session = wl->session;
+  memcpy(c->server_token, wl->token, 32);
+  r->remote_nat = wl->nat;
+  r->remote_id = wl->conn_id;
+  r->cipher = wl->cipher;
+  for (size_t i = 0; i < wl->addr_count; i++)
+    if (kp_addr_is_private(&wl->addrs[i]) || kp_addr_is_loopback(&wl->addrs[i]))
+      c->server_lan[c->server_lan_count++] = wl->addrs[i];
+  bool lan = c->server_lan_count && same_network(c);
+  if (lan) {
+    /* Behind one public IP: the LAN first, before anything else. */
+    r->strategy = KP_PUNCH_LAN;
+    kp__hp_probes_start(&c->lan_probes, c->server_lan, c->server_lan_count, false, now);
+  } else if (wl->nat == KP_NAT_OPEN) {
+    /* Unsolicited packets reach the server: just knock. */
+    r->strategy = KP_PUNCH_OPEN;
+    kp__hp_probes_start(&c->lan_probes, &c->server_seen, 1, false, now);
+  }
+  if (r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) {
+    finish(c, KP_ENODIRECT, now);
+    return;
+  }
+  send_round(c, now);
+}
+
+static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_t *from,
+                       uint64_t now) {
+  uint8_t payload[KP_HS_PAYLOAD_MAX];
+  size_t plen;
+  kp_hs_welcome_t wl;
+  if (kp_noise_read_msg2(&c->noise, w->data, w->len, payload, sizeof(payload), &plen) ||
+      kp_hs_welcome_decode(payload, plen, &wl)) {
+    /* Forged or damaged: this relay node is no good. */
+    c->last_error = KP_EHANDSHAKE;
+    try_next_relay(c, now);
+    return;
+  }
+  c->hs_done = now;
+  c->lookup_done = c->lookup_done ? c->lookup_done : now;
+  /* The rest of the lookup would only find more relay nodes. */
+  c->datagrams += lookup_requests(c);
+  if (c->lookup) kp_dht_query_cancel(c->hp->dht, c->lookup);
+  c->lookup = NULL;
+
+  if (wl.version != KP_HS_VERSION || wl.refusal) {
+    finish(c, wl.version != KP_HS_VERSION ? KP_EPEERVERSION : refusal_error(wl.refusal), now);
+    return;
+  }
+  kp_noise_split_t split;
+  kp_noise_split(&c->noise, &split);
+  memcpy(c->res.tx_key, split.tx, 32);
+  memcpy(c->res.rx_key, split.rx, 32);
+  memcpy(c->res.remote_key, split.remote_key, KP_PUBLIC_KEY_LEN);
+  kp__hp_derive_keys(&split, c->hp_key, c->probe_key);
+  sodium_memzero(&split, sizeof(split));
+  /* No peer address: the relay node was the server itself. */
+  c->server_seen = w->has_peer ? w->peer : *from;
+  start_punch(c, &wl, now);
+}
+
+static void on_handshake_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                               const kp_addr_t *from, uint64_t now) {
+  kp_hp_connect_t *c = arg;
+  kp_hs_wire_t w;
+  (void)req;
+  c->req = NULL;
+  if (status == UV_ECANCELED) {
+    finish(c, UV_ECANCELED, now);
+    return;
+  }
+  if (status) {
+    c->last_error = KP_EHANDSHAKE;
+  } else if (resp->error) {
+    int e = relay_error(resp->error);
+    /* "Not found" only if nobody knew better. */
+    if (e != KP_EPEERNOTFOUND || !c->last_error) c->last_error = e;
+  } else if (resp->value && !kp_hs_wire_decode(resp->value, resp->value_len, &w) &&
+             w.mode == KP_HS_REPLY) {
+    on_welcome(c, &w, from, now);
+    return;
+  }
+  try_next_relay(c, now);
+}
+
+static int send_hello(kp_hp_connect_t *c, const kp_addr_t *relay, uint64_t now) {
+  kp_hp_t *hp = c->hp;
+  const kp_dht_nat_t *nat = kp_dht_nat(hp->dht);
+  kp_hs_hello_t h = {.version = KP_HS_VERSION,
+                     .nat = nat->type,
+                     .conn_id = c->res.local_id,
+                     .ciphers = hp->cfg.ciphers,
+                     .timestamp = kp__hp_wall(hp, now)};
+  memcpy(h.client_key, c->self.public_key, KP_PUBLIC_KEY_LEN);
+  if (nat->has_public) h.addrs[h.addr_count++] = nat->public_addr;
+  for (size_t i = 0; i < hp->lan_count && h.addr_count < KP_HS_MAX_ADDRS; i++)
+    h.addrs[h.addr_count++] = hp->lan[i];
+  c->res.local_nat = nat->type;
+
+  uint8_t payload[KP_HS_PAYLOAD_MAX], msg[KP_HS_MAX_DATA], e[32], buf[KP_HS_MAX_DATA + 64];
+  size_t plen, mlen, len;
+  /* A fresh Noise state per attempt: each relay gets a new hello. */
+  kp_noise_clear(&c->noise);
+  int err = kp_hs_hello_encode(&h, payload, sizeof(payload), &plen);
+  if (!err)
+    err = kp_noise_init_initiator(&c->noise, &c->self, c->server_key, (const uint8_t *)PROLOGUE,
+                                  sizeof(PROLOGUE) - 1);
+  kp__hp_random(hp, e, sizeof(e));
+  if (!err) err = kp_noise_write_msg1(&c->noise, e, payload, plen, msg, sizeof(msg), &mlen);
+  sodium_memzero(e, sizeof(e));
+  kp_hs_wire_t w = {.mode = KP_HS_FROM_CLIENT, .data = msg, .len = mlen};
+  if (!err) err = kp_hs_wire_encode(&w, buf, sizeof(buf), &len);
+  if (!err)
+    err = kp_dht_request(hp->dht, relay, KP_DHT_CMD_PEER_HANDSHAKE, c->target, buf, len, NULL,
+                         on_handshake_reply, c, now, &c->req);
+  if (err) return err;
+  c->relay = *relay;
+  c->hs_sent = now;
+  c->datagrams++;
+  return 0;
+}
+
+static void try_next_relay(kp_hp_connect_t *c, uint64_t now) {
+  while (c->relay_next < c->relay_count) {
+    if (!send_hello(c, &c->relays[c->relay_next++], now)) return;
+  }
+  /* Out of relay nodes: wait for the lookup to find more, or give up. */
+  if (c->lookup_over) finish(c, c->last_error ? c->last_error : KP_EPEERNOTFOUND, now);
+}
+
+static void add_relay(kp_hp_connect_t *c, const kp_addr_t *a, uint64_t now) {
+  if (c->relay_count == HP_MAX_RELAYS) return;
+  for (unsigned i = 0; i < c->relay_count; i++)
+    if (kp_addr_eq(&c->relays[i], a)) return;
+  c->relays[c->relay_count++] = *a;
+  if (c->state == C_HANDSHAKE && !c->req) try_next_relay(c, now);
+}
+
+/* ---- Lookup ------------------------------------------------------------------- */
+
+typedef struct record_ctx_s {
+  kp_hp_connect_t *c;
+  const kp_addr_t *from;
+  uint64_t now;
+} record_ctx_t;
+
+static bool record_wanted(void *ctx, const uint8_t pk[KP_PUBLIC_KEY_LEN], uint64_t seq) {
+  record_ctx_t *rc = ctx;
+  (void)seq;
+  return !memcmp(pk, rc->c->server_key, KP_PUBLIC_KEY_LEN);
+}
+
+static void record_found(void *ctx, const kp_record_t *rec) {
+  record_ctx_t *rc = ctx;
+  kp_hp_connect_t *c = rc->c;
+  if (!c->lookup_done) c->lookup_done = rc->now;
+  /* The node that answered stores the record: it can relay. */
+  add_relay(c, rc->from, rc->now);
+  for (size_t i = 0; i < rec->relay_count && c->state == C_HANDSHAKE; i++)
+    add_relay(c, &rec->relays[i], rc->now);
+}
+
+static void lookup_reply(void *arg, kp_dht_query_t *q, const kp_dht_msg_t *reply,
+                         const kp_addr_t *from, uint64_t now) {
+  kp_hp_connect_t *c = arg;
+  (void)q;
+  if (c->state != C_HANDSHAKE || !reply->value || !reply->value_len || reply->error) return;
+  record_ctx_t rc = {c, from, now};
+  kp_dht_record_list_decode(reply->value, reply->value_len, c->target, record_wanted, record_found,
+                            &rc, NULL);
+}
+
+static void lookup_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *closest,
+                        size_t count, uint64_t now) {
+  kp_hp_connect_t *c = arg;
+  (void)closest, (void)count;
+  c->datagrams += kp_dht_query_stats(q)->requests;
+  c->lookup = NULL;
+  c->lookup_over = true;
+  if (status == UV_ECANCELED) {
+    finish(c, UV_ECANCELED, now);
+    return;
+  }
+  if (!c->lookup_done) c->lookup_done = now;
+  if (c->state == C_HANDSHAKE && !c->req) try_next_relay(c, now);
+}
+
+/* ---- Holepunch round ------------------------------------------------------------ */
+
+static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                           const kp_addr_t *from, uint64_t now) {
+  kp_hp_connect_t *c = arg;
+  kp_hs_wire_t w;
+  kp_hp_round_t r;
+  (void)req, (void)from;
+  c->req = NULL;
+  if (status == UV_ECANCELED) {
+    finish(c, UV_ECANCELED, now);
+    return;
+  }
+  /* Without the round, only the unverified probes run; the deadline ends it. */
+  if (status || resp->error || !resp->value ||
+      kp_hs_wire_decode(resp->value, resp->value_len, &w) || w.mode != KP_HS_REPLY ||
+      kp_hp_round_open(w.data, w.len, c->hp_key, false, &r) || r.round != 1)
+    return;
+  kp_addr_t seen = w.has_peer ? w.peer : c->relay;
+  uint8_t expect[32];
+  kp_hs_token(c->hp->secret, c->session, &seen, expect);
+  if (!r.has_remote_token || sodium_memcmp(expect, r.remote_token, 32) || !r.punch) return;
+  if (!c->res.strategy || c->res.strategy == KP_PUNCH_OPEN) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
+  kp__hp_probes_start(&c->probes, &seen, 1, true, now);
+  kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);
+}
+
+static void send_round(kp_hp_connect_t *c, uint64_t now) {
+  kp_hp_round_t r = {.round = 1, .nat = c->res.local_nat, .punch = true};
+  r.has_token = true;
+  kp_hs_token(c->hp->secret, c->session, &c->server_seen, r.token);
+  /* The server's token from the welcome, bound to where the relay saw us. */
+  r.has_remote_token = true;
+  memcpy(r.remote_token, c->server_token, 32);
+  uint64_t rtt = c->hs_done - c->hs_sent;
+  r.delay_ms = (uint32_t)(rtt / 2);
+  uint8_t sealed[256], buf[512];
+  size_t slen, len;
+  if (kp_hp_round_seal(&r, c->hp_key, true, sealed, sizeof(sealed), &slen)) return;
+  kp_hs_wire_t w = {.mode = KP_HS_FROM_CLIENT, .data = sealed, .len = slen, .session = c->session};
+  if (kp_hs_wire_encode(&w, buf, sizeof(buf), &len)) return;
+  if (!kp_dht_request(c->hp->dht, &c->relay, KP_DHT_CMD_PEER_HOLEPUNCH, c->target, buf, len, NULL,
+                      on_round_reply, c, now, &c->req))
+    c->datagrams++;
+}
+
+/* ---- Probes and time ---------------------------------------------------------------- */
+
+bool kp__hp_connect_probe(kp_hp_connect_t *c, const kp_addr_t *from, const kp_probe_t *p,
+                          const uint8_t *data, size_t len, uint64_t now) {
+  if (c->state == C_HANDSHAKE || p->conn_id != c->res.local_id) return false;
+  if (!kp_probe_verify(data, len, c->probe_key)) return false;
+  if (!(p->flags & KP_PROBE_ANSWER) && c->answers < HP_MAX_ANSWERS) {
+    c->answers++;
+    kp__hp_send_probe(c->hp, from, c->res.remote_id, KP_PROBE_FROM_CLIENT | KP_PROBE_ANSWER, p->seq,
+                      c->probe_key);
+  }
+  if (c->state == C_PUNCH) {
+    c->res.path = *from;
+    bool on_lan = false;
+    for (size_t i = 0; i < c->server_lan_count; i++) on_lan |= kp_addr_eq(from, &c->server_lan[i]);
+    if (on_lan) c->res.strategy = KP_PUNCH_LAN;
+    /* The server's probe came first: it punched towards us. */
+    if (c->res.strategy == KP_PUNCH_NONE) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
+
+    finish(c, 0, now);
+  }
+  return true;
+}
+
+uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
+  uint64_t d = c->deadline;
+
+  if (c->probes.next_at < d) d = c->probes.next_at;
+  if (c->lan_probes.next_at < d) d = c->lan_probes.next_at;
+  return d;
+}
+
+void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
+  if (c->state == C_LINGER) {
+    if (c->deadline <= now) connect_free(c);
+    return;
+  }
+  if (c->deadline <= now) {
+    finish(c, c->state == C_HANDSHAKE ? (c->last_error ? c->last_error : KP_EHANDSHAKE) : KP_EPUNCH,
+           now);
+    return;
+  }
+  if (c->state != C_PUNCH) return;
+  kp__hp_probes_run(c->hp, &c->lan_probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,
+                    now);
+  kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);
+}
+
+/* ---- API ------------------------------------------------------------------------------ */
+
+int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
+                  const uint8_t server_key[KP_PUBLIC_KEY_LEN], const kp_hp_connect_opts_t *opts,
+                  kp_hp_connect_cb cb, void *arg, uint64_t now, kp_hp_connect_t **out) {
+  if (out) *out = NULL;
+  kp_hp_connect_t *c = kp_calloc(1, sizeof(*c));
+  if (!c) return UV_ENOMEM;
+  c->hp = hp;
+  c->self = *self;
+  memcpy(c->server_key, server_key, KP_PUBLIC_KEY_LEN);
+  kp_target_from_key(server_key, c->target);
+  c->cb = cb;
+  c->arg = arg;
+  c->started = now;
+  c->deadline = now + hp->cfg.handshake_timeout_ms;
+  c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
+  c->res.initiator = true;
+  c->res.local_id = kp__hp_random_id(hp);
+  c->next = hp->connects;
+  hp->connects = c;
+  for (size_t i = 0; opts && i < opts->relay_count; i++) add_relay(c, &opts->relays[i], now);
+  if (!opts || !opts->relay_count) {
+    kp_dht_query_opts_t q = {.command = KP_DHT_CMD_LOOKUP,
+                             .on_reply = lookup_reply,
+                             .on_done = lookup_done,
+                             .arg = c,
+                             .seeds = opts ? opts->seeds : NULL,
+                             .seed_count = opts ? opts->seed_count : 0};
+    int err = kp_dht_query_start(hp->dht, c->target, &q, now, &c->lookup);
+    if (err) {
+      unlink_connect(c);
+      kp_free(c);
+      return err;
+    }
+  } else {
+    c->lookup_over = true;
+    c->lookup_done = now;
+  }
+  if (out) *out = c;
+  return 0;
+}
+
+void kp_hp_connect_cancel(kp_hp_connect_t *c) {
+  connect_free(c);
+}
+
+void kp__hp_connects_free(kp_hp_t *hp) {
+  while (hp->connects) connect_free(hp->connects);
+}

@@ -1,0 +1,140 @@
+/* kp_hp_t's insides, shared by hp.c (core, relay role, probes),
+ * hp_server.c and hp_client.c. Never included outside holepunch/. */
+#ifndef KP_HP_INTERNAL_H
+#define KP_HP_INTERNAL_H
+
+#include "holepunch/holepunch.h"
+#include "holepunch/hs_noise.h"
+
+#define HP_MAX_SERVERS 4
+#define HP_UNVERIFIED_PROBES 3 /* "a handful": to addresses no token proved */
+#define HP_MAX_ANSWERS 16      /* answers per session: no reflection loops */
+#define HP_LINGER_MS 5000      /* a finished side keeps answering probes */
+#define HP_MAX_LAN 4
+#define HP_MAX_RELAYS 8   /* relay nodes a client tries */
+#define HP_RATE_SLOTS 256 /* per-source forward counters (hashed) */
+#define HP_REPLAY_WAYS 4
+#define HP_REPLAY_SETS 256
+#define HP_REPLAY_WINDOW_MS (5 * 60 * 1000) /* hellos older than this are replays */
+#define HP_REPLY_MAX 512
+
+/* Probes towards a set of addresses on a fixed schedule (hp.c). */
+typedef struct hp_probes_s {
+  kp_addr_t to[HP_MAX_LAN + 1];
+  unsigned count;
+  bool verified;    /* a token proved the addresses: the whole schedule */
+  unsigned step;    /* next offset in the schedule */
+  uint64_t start;   /* when the schedule began */
+  uint64_t next_at; /* UINT64_MAX: idle */
+  unsigned sent;
+} hp_probes_t;
+
+typedef struct hp_session_s {
+  kp_hp_server_t *server; /* NULL: free */
+  uint64_t id;
+  uint64_t expires;
+  uint8_t client_e[32]; /* a repeated hello (a retry) gets the same answer */
+  uint8_t reply[HP_REPLY_MAX];
+  size_t reply_len;
+  uint8_t round_reply[HP_REPLY_MAX];
+  size_t round_reply_len;
+  uint32_t last_round;
+  kp_hp_result_t res;
+  uint8_t hp_key[32], probe_key[32];
+  kp_addr_t client_seen; /* as the relay saw it when the hello passed */
+  hp_probes_t probes;
+  unsigned answers;
+  bool done;
+} hp_session_t;
+
+typedef struct hp_replay_s {
+  uint8_t key[16]; /* a prefix of the client key */
+  uint64_t timestamp;
+  uint64_t used;
+} hp_replay_t;
+
+struct kp_hp_server_s {
+  kp_hp_t *hp;
+  kp_keypair_t kp;
+  uint8_t target[KP_ID_LEN];
+  uint8_t secret[32]; /* tokens */
+  kp_hp_firewall_fn firewall;
+  kp_hp_connection_fn on_connection;
+  void *ctx;
+  hp_session_t *sessions;
+  unsigned session_count;
+  hp_replay_t replay[HP_REPLAY_SETS][HP_REPLAY_WAYS];
+  uint64_t rate_second;
+  unsigned rate_count;
+  kp_hp_server_stats_t stats;
+};
+
+typedef struct hp_relay_entry_s {
+  kp_hp_t *hp; /* NULL: free */
+  kp_dht_reply_to_t rt;
+  kp_dht_req_t *req;
+  kp_addr_t server;
+} hp_relay_entry_t;
+
+typedef struct hp_rate_slot_s {
+  uint64_t second;
+  unsigned count;
+} hp_rate_slot_t;
+
+struct kp_hp_s {
+  kp_dht_t *dht;
+  kp_dht_swarm_t *swarm;
+  kp_hp_config_t cfg;
+  kp_hp_io_t io;
+  uint8_t secret[32]; /* client tokens */
+  kp_addr_t lan[HP_MAX_LAN];
+  size_t lan_count;
+  kp_hp_server_t *servers[HP_MAX_SERVERS];
+  kp_hp_connect_t *connects; /* live and lingering, linked */
+  hp_relay_entry_t *relay;
+  hp_rate_slot_t rate[HP_RATE_SLOTS];
+  kp_hp_stats_t stats;
+};
+
+/* hp.c */
+uint64_t kp__hp_wall(kp_hp_t *hp, uint64_t now);
+void kp__hp_random(kp_hp_t *hp, void *buf, size_t len);
+uint64_t kp__hp_random_id(kp_hp_t *hp);
+/* Counts one forward for from's IP; false if it is over the rate. */
+bool kp__hp_rate_ok(kp_hp_t *hp, const kp_addr_t *from, uint64_t now);
+/* Answers a request with a routed envelope. */
+void kp__hp_reply(kp_hp_t *hp, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w, uint64_t now);
+void kp__hp_reply_error(kp_hp_t *hp, const kp_dht_reply_to_t *rt, uint8_t error, uint64_t now);
+/* The keys a finished handshake gives both sides. */
+void kp__hp_derive_keys(const kp_noise_split_t *split, uint8_t hp_key[32], uint8_t probe_key[32]);
+
+void kp__hp_probes_start(hp_probes_t *p, const kp_addr_t *to, size_t count, bool verified,
+                         uint64_t at);
+/* Sends what is due; returns the next deadline. */
+uint64_t kp__hp_probes_run(kp_hp_t *hp, hp_probes_t *p, uint64_t conn_id, uint8_t flags,
+                           const uint8_t key[32], uint64_t now);
+void kp__hp_send_probe(kp_hp_t *hp, const kp_addr_t *to, uint64_t conn_id, uint8_t flags,
+                       uint32_t seq, const uint8_t key[32]);
+
+/* hp_server.c */
+/* A hello or a round for s. direct: the client sent it to us (we are our
+ * own relay node); client_seen: its address as the relay node saw it. */
+void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
+                             const kp_addr_t *client_seen, bool direct, uint64_t now);
+void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
+                         const kp_addr_t *client_seen, bool direct, uint64_t now);
+bool kp__hp_server_probe(kp_hp_server_t *s, const kp_addr_t *from, const kp_probe_t *p,
+                         const uint8_t *data, size_t len, uint64_t now);
+void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now);
+kp_hp_server_t *kp__hp_server_for(kp_hp_t *hp, const uint8_t target[KP_ID_LEN]);
+
+/* hp_client.c */
+bool kp__hp_connect_probe(kp_hp_connect_t *c, const kp_addr_t *from, const kp_probe_t *p,
+                          const uint8_t *data, size_t len, uint64_t now);
+/* Runs due work (may free c); the next deadline. */
+void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now);
+uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c);
+kp_hp_connect_t *kp__hp_connect_next(kp_hp_connect_t *c);
+void kp__hp_connects_free(kp_hp_t *hp);
+
+#endif

@@ -1,0 +1,325 @@
+/* The server's role: answer hellos for a listening key, run the holepunch
+ * rounds, fix the path on the first authenticated probe (holepunch.h).
+ *
+ * What a hello costs: two X25519 operations and, if accepted, one slot of
+ * a fixed table. A flood therefore meets, in order: the relay node's
+ * per-source rate, this server's global rate (answered BUSY before any
+ * crypto), and the table (answered OVERLOADED, sealed). No socket, file
+ * descriptor or allocation is ever spent on a hello. */
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "holepunch/hp_internal.h"
+
+static const char PROLOGUE[] = "kadpunch/handshake/v1";
+
+static hp_session_t *find_session(kp_hp_server_t *s, uint64_t id) {
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++)
+    if (s->sessions[i].server && s->sessions[i].id == id) return &s->sessions[i];
+  return NULL;
+}
+
+static hp_session_t *find_by_ephemeral(kp_hp_server_t *s, const uint8_t e[32]) {
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++)
+    if (s->sessions[i].server && !memcmp(s->sessions[i].client_e, e, 32)) return &s->sessions[i];
+  return NULL;
+}
+
+static void session_free(hp_session_t *se) {
+  kp_hp_server_t *s = se->server;
+  sodium_memzero(se, sizeof(*se));
+  s->session_count--;
+}
+
+static hp_session_t *session_new(kp_hp_server_t *s) {
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++) {
+    hp_session_t *se = &s->sessions[i];
+    if (se->server) continue;
+    memset(se, 0, sizeof(*se));
+    se->server = s;
+    se->probes.next_at = UINT64_MAX;
+    s->session_count++;
+    return se;
+  }
+  return NULL;
+}
+
+/* A client key's newest hello timestamp; a 4-way set, oldest out. */
+static bool replay_check(kp_hp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_LEN], uint64_t ts,
+                         uint64_t wall) {
+  if (ts + HP_REPLAY_WINDOW_MS < wall || ts > wall + HP_REPLAY_WINDOW_MS) return false;
+  hp_replay_t *set = s->replay[(key[0] | key[1] << 8) % HP_REPLAY_SETS];
+  hp_replay_t *victim = &set[0];
+  for (int i = 0; i < HP_REPLAY_WAYS; i++) {
+    if (!memcmp(set[i].key, key, 16)) {
+      if (ts <= set[i].timestamp) return false;
+      set[i].timestamp = ts;
+      set[i].used = wall;
+      return true;
+    }
+    if (set[i].used < victim->used) victim = &set[i];
+  }
+  memcpy(victim->key, key, 16);
+  victim->timestamp = ts;
+  victim->used = wall;
+  return true;
+}
+
+static bool rate_ok(kp_hp_server_t *s, uint64_t now) {
+  uint64_t second = now / 1000;
+  if (s->rate_second != second) s->rate_second = second, s->rate_count = 0;
+  return ++s->rate_count <= s->hp->cfg.server_rate;
+}
+
+static void reply_routed(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const uint8_t *data,
+                         size_t len, uint64_t session, bool direct, uint64_t now) {
+  kp_hs_wire_t w = {.mode = direct ? KP_HS_REPLY : KP_HS_FROM_SERVER,
+                    .data = data,
+                    .len = len,
+                    .session = session};
+  kp__hp_reply(s->hp, rt, &w, now);
+}
+
+static size_t our_addrs(kp_hp_t *hp, kp_addr_t *out) {
+  size_t n = 0;
+  const kp_dht_nat_t *nat = kp_dht_nat(hp->dht);
+  if (nat->has_public) out[n++] = nat->public_addr;
+  for (size_t i = 0; i < hp->lan_count && n < KP_HS_MAX_ADDRS; i++) out[n++] = hp->lan[i];
+  return n;
+}
+
+static kp_cipher_t choose_cipher(uint8_t ours, uint8_t theirs) {
+  uint8_t aes = 1u << KP_CIPHER_AES256_GCM;
+  return (ours & aes) && (theirs & aes) ? KP_CIPHER_AES256_GCM : KP_CIPHER_CHACHA20_POLY1305;
+}
+
+/* Seals the welcome into Noise message 2. */
+static int seal_welcome(kp_hp_t *hp, kp_noise_t *st, const kp_hs_welcome_t *wl, uint8_t *out,
+                        size_t *out_len) {
+  uint8_t payload[KP_HS_PAYLOAD_MAX], e[32];
+  size_t plen;
+  int err = kp_hs_welcome_encode(wl, payload, sizeof(payload), &plen);
+  kp__hp_random(hp, e, sizeof(e));
+  if (!err) err = kp_noise_write_msg2(st, e, payload, plen, out, HP_REPLY_MAX, out_len);
+  sodium_memzero(e, sizeof(e));
+  return err;
+}
+
+static void refuse(kp_hp_server_t *s, kp_noise_t *st, const kp_dht_reply_to_t *rt,
+                   kp_hs_refusal_t why, bool direct, uint64_t now) {
+  kp_hs_welcome_t wl = {.version = KP_HS_VERSION, .refusal = why};
+  uint8_t msg[HP_REPLY_MAX];
+  size_t len;
+  s->stats.refused++;
+  if (!seal_welcome(s->hp, st, &wl, msg, &len)) reply_routed(s, rt, msg, len, 0, direct, now);
+}
+
+void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
+                             const kp_addr_t *client_seen, bool direct, uint64_t now) {
+  kp_hp_t *hp = s->hp;
+  if (w->len < 32) return;
+  /* A retry of a hello we answered: the same answer, no new work. */
+  hp_session_t *dup = find_by_ephemeral(s, w->data);
+  if (dup) {
+    reply_routed(s, rt, dup->reply, dup->reply_len, dup->id, direct, now);
+    return;
+  }
+  if (!rate_ok(s, now)) {
+    s->stats.busy++;
+    kp__hp_reply_error(hp, rt, KP_HS_ERR_BUSY, now);
+    return;
+  }
+  kp_noise_t st;
+  uint8_t payload[KP_HS_PAYLOAD_MAX];
+  size_t plen;
+  kp_hs_hello_t hello;
+  s->stats.handshakes++;
+  if (kp_noise_init_responder(&st, &s->kp, (const uint8_t *)PROLOGUE, sizeof(PROLOGUE) - 1) ||
+      kp_noise_read_msg1(&st, w->data, w->len, payload, sizeof(payload), &plen)) {
+    s->stats.bad++;
+    goto reject;
+  }
+  int derr = kp_hs_hello_decode(payload, plen, &hello);
+  if (derr == 0 && hello.version != KP_HS_VERSION) {
+    refuse(s, &st, rt, KP_HS_REFUSE_VERSION, direct, now);
+    goto out;
+  }
+  if (derr || !kp_noise_remote_matches(&st, hello.client_key)) {
+    s->stats.bad++;
+    goto reject;
+  }
+  if (!replay_check(s, hello.client_key, hello.timestamp, kp__hp_wall(hp, now))) {
+    s->stats.replays++;
+    goto reject;
+  }
+  kp_hs_refusal_t why = s->firewall ? s->firewall(s->ctx, hello.client_key) : KP_HS_OK;
+  hp_session_t *se = why ? NULL : session_new(s);
+  if (!why && !se) why = KP_HS_REFUSE_OVERLOADED;
+  if (why) {
+    refuse(s, &st, rt, why, direct, now);
+    goto out;
+  }
+  se->id = kp__hp_random_id(hp);
+  se->expires = now + hp->cfg.handshake_timeout_ms + hp->cfg.punch_timeout_ms;
+  memcpy(se->client_e, w->data, 32);
+  se->client_seen = *client_seen;
+  kp_hs_welcome_t wl = {.version = KP_HS_VERSION,
+                        .nat = kp_dht_nat(hp->dht)->type,
+                        .conn_id = kp__hp_random_id(hp),
+                        .cipher = choose_cipher(hp->cfg.ciphers, hello.ciphers),
+                        .session = se->id};
+  wl.addr_count = our_addrs(hp, wl.addrs);
+  kp_hs_token(s->secret, se->id, client_seen, wl.token);
+  if (seal_welcome(hp, &st, &wl, se->reply, &se->reply_len)) {
+    session_free(se);
+    goto out;
+  }
+  kp_noise_split_t split;
+  kp_noise_split(&st, &split);
+  kp_hp_result_t *r = &se->res;
+  r->initiator = false;
+  memcpy(r->remote_key, hello.client_key, KP_PUBLIC_KEY_LEN);
+  r->local_id = wl.conn_id;
+  r->remote_id = hello.conn_id;
+  r->cipher = wl.cipher;
+  memcpy(r->tx_key, split.tx, 32);
+  memcpy(r->rx_key, split.rx, 32);
+  r->local_nat = wl.nat;
+  r->remote_nat = hello.nat;
+  r->relay = direct ? (kp_addr_t){0} : rt->to;
+  kp__hp_derive_keys(&split, se->hp_key, se->probe_key);
+  sodium_memzero(&split, sizeof(split));
+  s->stats.accepted++;
+  reply_routed(s, rt, se->reply, se->reply_len, se->id, direct, now);
+out:
+  kp_noise_clear(&st);
+  sodium_memzero(payload, sizeof(payload));
+  return;
+reject:
+  /* Said plainly, so the relay node stops retrying on our behalf. */
+  kp__hp_reply_error(hp, rt, KP_HS_ERR_REJECTED, now);
+  goto out;
+}
+
+void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
+                         const kp_addr_t *client_seen, bool direct, uint64_t now) {
+  kp_hp_t *hp = s->hp;
+  hp_session_t *se = find_session(s, w->session);
+  kp_hp_round_t r;
+  if (!se) {
+    kp__hp_reply_error(hp, rt, KP_HS_ERR_NO_SESSION, now);
+    return;
+  }
+  if (kp_hp_round_open(w->data, w->len, se->hp_key, true, &r)) {
+    s->stats.bad++;
+    return;
+  }
+  if (r.round <= se->last_round) {
+    /* A retry gets the same answer; anything older is a replay. */
+    if (r.round == se->last_round && se->round_reply_len)
+      reply_routed(s, rt, se->round_reply, se->round_reply_len, se->id, direct, now);
+    return;
+  }
+  se->last_round = r.round;
+  /* The echo proves the client receives at the address the relay saw. */
+  uint8_t expect[32];
+  kp_hs_token(s->secret, se->id, client_seen, expect);
+  bool proven = r.has_remote_token && !sodium_memcmp(expect, r.remote_token, 32);
+  kp_hp_round_t answer = {.round = r.round, .nat = se->res.local_nat, .punch = proven};
+  if (r.has_token) {
+    answer.has_remote_token = true;
+    memcpy(answer.remote_token, r.token, 32);
+  }
+  if (kp_hp_round_seal(&answer, se->hp_key, false, se->round_reply, sizeof(se->round_reply),
+                       &se->round_reply_len))
+    return;
+  reply_routed(s, rt, se->round_reply, se->round_reply_len, se->id, direct, now);
+  if (proven && r.punch && !se->done) {
+    /* Fire when the answer reaches the client: half its relay round trip. */
+    se->res.strategy = KP_PUNCH_SIMULTANEOUS;
+    kp__hp_probes_start(&se->probes, client_seen, 1, true, now + r.delay_ms);
+  }
+}
+
+bool kp__hp_server_probe(kp_hp_server_t *s, const kp_addr_t *from, const kp_probe_t *p,
+                         const uint8_t *data, size_t len, uint64_t now) {
+  hp_session_t *se = NULL;
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions && !se; i++)
+    if (s->sessions[i].server && s->sessions[i].res.local_id == p->conn_id) se = &s->sessions[i];
+  if (!se || !kp_probe_verify(data, len, se->probe_key)) return false;
+  if (!(p->flags & KP_PROBE_ANSWER) && se->answers < HP_MAX_ANSWERS) {
+    se->answers++;
+    kp__hp_send_probe(s->hp, from, se->res.remote_id, KP_PROBE_ANSWER, p->seq, se->probe_key);
+  }
+  if (!se->done) {
+    se->done = true;
+    se->probes.next_at = UINT64_MAX;
+    se->expires = now + HP_LINGER_MS;
+    se->res.path = *from;
+    if (kp_addr_same_ip(from, &se->client_seen) == false)
+      se->res.strategy = KP_PUNCH_LAN;
+    else if (!se->res.strategy)
+      se->res.strategy = KP_PUNCH_OPEN;
+    s->stats.connections++;
+    if (s->on_connection) s->on_connection(s->ctx, &se->res);
+  }
+  return true;
+}
+
+void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now) {
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++) {
+    hp_session_t *se = &s->sessions[i];
+    if (!se->server) continue;
+    if (se->expires <= now) {
+      if (!se->done) s->stats.punch_timeouts++;
+      session_free(se);
+      continue;
+    }
+    if (se->probes.next_at <= now)
+      kp__hp_probes_run(s->hp, &se->probes, se->res.remote_id, 0, se->probe_key, now);
+  }
+}
+
+int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall,
+                 kp_hp_connection_fn on_connection, void *ctx, kp_hp_server_t **out) {
+  *out = NULL;
+  unsigned slot = 0;
+  while (slot < HP_MAX_SERVERS && hp->servers[slot]) slot++;
+  if (slot == HP_MAX_SERVERS) return KP_ELIMIT;
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_key(kp->public_key, target);
+  if (kp__hp_server_for(hp, target)) return UV_EEXIST;
+  kp_hp_server_t *s = kp_calloc(1, sizeof(*s));
+  if (!s) return UV_ENOMEM;
+  s->sessions = kp_calloc(hp->cfg.max_sessions, sizeof(*s->sessions));
+  if (!s->sessions) {
+    kp_free(s);
+    return UV_ENOMEM;
+  }
+  s->hp = hp;
+  s->kp = *kp;
+  memcpy(s->target, target, KP_ID_LEN);
+  kp__hp_random(hp, s->secret, sizeof(s->secret));
+  s->firewall = firewall;
+  s->on_connection = on_connection;
+  s->ctx = ctx;
+  hp->servers[slot] = s;
+  *out = s;
+  return 0;
+}
+
+void kp_hp_server_close(kp_hp_server_t *s) {
+  kp_hp_t *hp = s->hp;
+  for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
+    if (hp->servers[i] == s) hp->servers[i] = NULL;
+  sodium_memzero(s->sessions, hp->cfg.max_sessions * sizeof(*s->sessions));
+  kp_free(s->sessions);
+  sodium_memzero(s, sizeof(*s));
+  kp_free(s);
+}
+
+void kp_hp_server_stats(const kp_hp_server_t *s, kp_hp_server_stats_t *out) {
+  *out = s->stats;
+  out->sessions = s->session_count;
+}

@@ -1,0 +1,305 @@
+#include "holepunch/hs_msg.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/mp.h"
+
+#define MAX_DEPTH 3
+
+static void pack_addr(msgpack_packer *pk, const kp_addr_t *a) {
+  uint8_t b[32];
+  kp_mp_pack_bin(pk, b, kp_addr_encode_compact(a, b));
+}
+
+static int unpack_addr(const msgpack_object *o, kp_addr_t *out) {
+  const uint8_t *p;
+  size_t n;
+  if (kp_mp_bin(o, 6, 18, &p, &n)) return KP_EFIELD;
+  return kp_addr_decode_compact(out, p, n) ? KP_EFIELD : 0;
+}
+
+static void pack_addrs(msgpack_packer *pk, const kp_addr_t *a, size_t n) {
+  msgpack_pack_array(pk, (uint32_t)n);
+  for (size_t i = 0; i < n; i++) pack_addr(pk, &a[i]);
+}
+
+static int unpack_addrs(const msgpack_object *o, kp_addr_t *out, size_t *n) {
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > KP_HS_MAX_ADDRS) return KP_EFIELD;
+  for (uint32_t i = 0; i < o->via.array.size; i++)
+    if (unpack_addr(&o->via.array.ptr[i], &out[i])) return KP_EFIELD;
+  *n = o->via.array.size;
+  return 0;
+}
+
+static int finish(kp_wbuf_t *w, size_t *len) {
+  *len = w->overflow ? 0 : w->len;
+  return w->overflow ? KP_ETOOBIG : 0;
+}
+
+/* Parses an array of exactly n elements (more are allowed from newer
+ * versions and ignored). */
+static int open_array(kp_mp_doc_t *doc, const uint8_t *buf, size_t len, uint32_t n,
+                      const msgpack_object **items) {
+  const msgpack_object *root;
+  int err = kp_mp_doc_parse(doc, buf, len, MAX_DEPTH, &root);
+  if (err) return err;
+  if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size < n) {
+    kp_mp_doc_free(doc);
+    return KP_EFIELD;
+  }
+  *items = root->via.array.ptr;
+  return 0;
+}
+
+/* ---- Envelope --------------------------------------------------------------------- */
+
+int kp_hs_wire_encode(const kp_hs_wire_t *m, uint8_t *buf, size_t cap, size_t *len) {
+  kp_wbuf_t w;
+  msgpack_packer pk;
+  if (m->len > KP_HS_MAX_DATA) return KP_ETOOBIG;
+  kp_wbuf_init(&w, buf, cap);
+  kp_mp_packer_init(&pk, &w);
+  msgpack_pack_array(&pk, 4);
+  msgpack_pack_uint8(&pk, (uint8_t)m->mode);
+  kp_mp_pack_bin(&pk, m->data, m->len);
+  if (m->has_peer) {
+    pack_addr(&pk, &m->peer);
+  } else {
+    msgpack_pack_nil(&pk);
+  }
+  msgpack_pack_uint64(&pk, m->session);
+  return finish(&w, len);
+}
+
+int kp_hs_wire_decode(const uint8_t *buf, size_t len, kp_hs_wire_t *out) {
+  kp_mp_doc_t doc;
+  const msgpack_object *it;
+  uint64_t mode;
+  memset(out, 0, sizeof(*out));
+  int err = open_array(&doc, buf, len, 4, &it);
+  if (err) return err;
+  if (kp_mp_uint(&it[0], KP_HS_REPLY, &mode) ||
+      kp_mp_bin(&it[1], 0, KP_HS_MAX_DATA, &out->data, &out->len) ||
+      kp_mp_uint(&it[3], UINT64_MAX, &out->session)) {
+    err = KP_EFIELD;
+  } else if (!kp_mp_is_nil(&it[2])) {
+    err = unpack_addr(&it[2], &out->peer);
+    out->has_peer = !err;
+  }
+  out->mode = (kp_hs_mode_t)mode;
+  kp_mp_doc_free(&doc); /* data points into buf, not into the doc */
+  return err;
+}
+
+/* ---- Hello and welcome ----------------------------------------------------------------- */
+
+int kp_hs_hello_encode(const kp_hs_hello_t *h, uint8_t *buf, size_t cap, size_t *len) {
+  kp_wbuf_t w;
+  msgpack_packer pk;
+  kp_wbuf_init(&w, buf, cap);
+  kp_mp_packer_init(&pk, &w);
+  msgpack_pack_array(&pk, 8);
+  msgpack_pack_uint8(&pk, h->version);
+  kp_mp_pack_bin(&pk, h->client_key, KP_PUBLIC_KEY_LEN);
+  msgpack_pack_uint8(&pk, (uint8_t)h->nat);
+  pack_addrs(&pk, h->addrs, h->addr_count);
+  msgpack_pack_uint64(&pk, h->conn_id);
+  msgpack_pack_uint8(&pk, h->ciphers);
+  msgpack_pack_uint64(&pk, h->timestamp);
+  kp_mp_pack_bin(&pk, h->invite, sizeof(h->invite));
+  return finish(&w, len);
+}
+
+int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out) {
+  kp_mp_doc_t doc;
+  const msgpack_object *it;
+  uint64_t version, nat, ciphers;
+  memset(out, 0, sizeof(*out));
+  int err = open_array(&doc, buf, len, 8, &it);
+  if (err) return err;
+  if (kp_mp_uint(&it[0], 255, &version) ||
+      kp_mp_fixed(&it[1], out->client_key, KP_PUBLIC_KEY_LEN) ||
+      kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
+      unpack_addrs(&it[3], out->addrs, &out->addr_count) ||
+      kp_mp_uint(&it[4], UINT64_MAX, &out->conn_id) || kp_mp_uint(&it[5], 255, &ciphers) ||
+      kp_mp_uint(&it[6], UINT64_MAX, &out->timestamp) ||
+      kp_mp_fixed(&it[7], out->invite, sizeof(out->invite)))
+    err = KP_EFIELD;
+  out->version = (uint8_t)version;
+  out->nat = (kp_nat_type_t)nat;
+  out->ciphers = (uint8_t)ciphers;
+  kp_mp_doc_free(&doc);
+  return err;
+}
+
+int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, size_t *len) {
+  kp_wbuf_t w;
+  msgpack_packer pk;
+  kp_wbuf_init(&w, buf, cap);
+  kp_mp_packer_init(&pk, &w);
+  msgpack_pack_array(&pk, 8);
+  msgpack_pack_uint8(&pk, wl->version);
+  msgpack_pack_uint8(&pk, (uint8_t)wl->refusal);
+  msgpack_pack_uint8(&pk, (uint8_t)wl->nat);
+  pack_addrs(&pk, wl->addrs, wl->addr_count);
+  msgpack_pack_uint64(&pk, wl->conn_id);
+  msgpack_pack_uint8(&pk, (uint8_t)wl->cipher);
+  msgpack_pack_uint64(&pk, wl->session);
+  kp_mp_pack_bin(&pk, wl->token, sizeof(wl->token));
+  return finish(&w, len);
+}
+
+int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
+  kp_mp_doc_t doc;
+  const msgpack_object *it;
+  uint64_t version, refusal, nat, cipher;
+  memset(out, 0, sizeof(*out));
+  int err = open_array(&doc, buf, len, 8, &it);
+  if (err) return err;
+  if (kp_mp_uint(&it[0], 255, &version) || kp_mp_uint(&it[1], 255, &refusal) ||
+      kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
+      unpack_addrs(&it[3], out->addrs, &out->addr_count) ||
+      kp_mp_uint(&it[4], UINT64_MAX, &out->conn_id) ||
+      kp_mp_uint(&it[5], KP_CIPHER_AES256_GCM, &cipher) ||
+      kp_mp_uint(&it[6], UINT64_MAX, &out->session) ||
+      kp_mp_fixed(&it[7], out->token, sizeof(out->token)))
+    err = KP_EFIELD;
+  out->version = (uint8_t)version;
+  out->refusal = (kp_hs_refusal_t)refusal;
+  out->nat = (kp_nat_type_t)nat;
+  out->cipher = (kp_cipher_t)cipher;
+  kp_mp_doc_free(&doc);
+  return err;
+}
+
+/* ---- Holepunch rounds ---------------------------------------------------------------------- */
+
+/* Nonce: direction and round, so no (key, nonce) pair repeats. */
+static void round_nonce(uint32_t round, bool from_client, uint8_t nonce[12]) {
+  memset(nonce, 0, 12);
+  nonce[0] = from_client ? 1 : 2;
+  for (int i = 0; i < 4; i++) nonce[8 + i] = (uint8_t)(round >> (8 * (3 - i)));
+}
+
+int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_client, uint8_t *buf,
+                     size_t cap, size_t *len) {
+  uint8_t plain[160], nonce[12];
+  kp_wbuf_t w;
+  msgpack_packer pk;
+  size_t plen;
+  kp_wbuf_init(&w, plain, sizeof(plain));
+  kp_mp_packer_init(&pk, &w);
+  msgpack_pack_array(&pk, 6);
+  msgpack_pack_uint32(&pk, r->round);
+  msgpack_pack_uint8(&pk, (uint8_t)r->nat);
+  kp_mp_pack_bin_opt(&pk, r->has_token ? r->token : NULL, 32);
+  kp_mp_pack_bin_opt(&pk, r->has_remote_token ? r->remote_token : NULL, 32);
+  if (r->punch) {
+    msgpack_pack_true(&pk);
+  } else {
+    msgpack_pack_false(&pk);
+  }
+  msgpack_pack_uint32(&pk, r->delay_ms);
+  int err = finish(&w, &plen);
+  if (err) return err;
+  if (cap < 4 + plen + crypto_aead_chacha20poly1305_ietf_ABYTES) return KP_ENOSPACE;
+  /* The round travels in the clear too (the receiver needs it for the
+   * nonce); it is authenticated as part of the ciphertext's own bytes. */
+  for (int i = 0; i < 4; i++) buf[i] = (uint8_t)(r->round >> (8 * (3 - i)));
+  round_nonce(r->round, from_client, nonce);
+  unsigned long long clen;
+  crypto_aead_chacha20poly1305_ietf_encrypt(buf + 4, &clen, plain, plen, buf, 4, NULL, nonce, key);
+  *len = 4 + (size_t)clen;
+  return 0;
+}
+
+int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool from_client,
+                     kp_hp_round_t *out) {
+  uint8_t plain[160], nonce[12];
+  unsigned long long plen;
+  memset(out, 0, sizeof(*out));
+  if (len < 4 + crypto_aead_chacha20poly1305_ietf_ABYTES ||
+      len - 4 - crypto_aead_chacha20poly1305_ietf_ABYTES > sizeof(plain))
+    return KP_EMALFORMED;
+  uint32_t round = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+  round_nonce(round, from_client, nonce);
+  if (crypto_aead_chacha20poly1305_ietf_decrypt(plain, &plen, NULL, buf + 4, len - 4, buf, 4, nonce,
+                                                key))
+    return KP_EMALFORMED;
+  kp_mp_doc_t doc;
+  const msgpack_object *it;
+  uint64_t r, nat, delay;
+  int err = open_array(&doc, plain, (size_t)plen, 6, &it);
+  if (err) return err;
+  if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
+      kp_mp_fixed_opt(&it[2], out->token, 32, &out->has_token) ||
+      kp_mp_fixed_opt(&it[3], out->remote_token, 32, &out->has_remote_token) ||
+      it[4].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[5], 60000, &delay))
+    err = KP_EFIELD;
+  if (!err) {
+    out->round = round;
+    out->nat = (kp_nat_type_t)nat;
+    out->punch = it[4].via.boolean;
+    out->delay_ms = (uint32_t)delay;
+  }
+  kp_mp_doc_free(&doc);
+  sodium_memzero(plain, sizeof(plain));
+  return err;
+}
+
+/* ---- Probes ------------------------------------------------------------------------------- */
+
+static void probe_mac(const uint8_t *head, const uint8_t key[32], uint8_t out[16]) {
+  crypto_generichash(out, 16, head, 14, key, 32);
+}
+
+void kp_probe_encode(const kp_probe_t *p, const uint8_t key[32], uint8_t out[KP_PROBE_LEN]) {
+  out[0] = KP_PROBE_FIRST_BYTE;
+  out[1] = p->flags;
+  for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(p->conn_id >> (8 * (7 - i)));
+  for (int i = 0; i < 4; i++) out[10 + i] = (uint8_t)(p->seq >> (8 * (3 - i)));
+  probe_mac(out, key, out + 14);
+}
+
+int kp_probe_peek(const uint8_t *buf, size_t len, kp_probe_t *out) {
+  if (!kp_probe_is_packet(buf, len)) return KP_EMALFORMED;
+  out->flags = buf[1];
+  out->conn_id = 0;
+  for (int i = 0; i < 8; i++) out->conn_id = out->conn_id << 8 | buf[2 + i];
+  out->seq = 0;
+  for (int i = 0; i < 4; i++) out->seq = out->seq << 8 | buf[10 + i];
+  return 0;
+}
+
+bool kp_probe_verify(const uint8_t *buf, size_t len, const uint8_t key[32]) {
+  uint8_t mac[16];
+  if (!kp_probe_is_packet(buf, len)) return false;
+  probe_mac(buf, key, mac);
+  return sodium_memcmp(mac, buf + 14, 16) == 0;
+}
+
+/* ---- Derivations ---------------------------------------------------------------------------- */
+
+void kp_hs_derive(const uint8_t hash[64], const char *label, uint8_t out[32]) {
+  crypto_generichash(out, 32, (const uint8_t *)label, strlen(label), hash, 64);
+}
+
+void kp_hs_token(const uint8_t secret[32], uint64_t session, const kp_addr_t *addr,
+                 uint8_t out[32]) {
+  uint8_t in[8 + 32];
+  for (int i = 0; i < 8; i++) in[i] = (uint8_t)(session >> (8 * (7 - i)));
+  size_t n = kp_addr_encode_compact(addr, in + 8);
+  crypto_generichash(out, 32, in, 8 + n, secret, 32);
+}
+
+const char *kp_punch_name(kp_punch_t punch) {
+  switch (punch) {
+    case KP_PUNCH_LAN: return "lan";
+    case KP_PUNCH_OPEN: return "open";
+    case KP_PUNCH_SIMULTANEOUS: return "simultaneous";
+    case KP_PUNCH_BIRTHDAY: return "birthday";
+    default: return "none";
+  }
+}

@@ -1,0 +1,142 @@
+/* The handshake and holepunch messages (docs/protocol.md, "Connecting by
+ * key"): the routed envelope the DHT carries, the payloads sealed inside it,
+ * and the probe datagrams. Pure codecs; decoded views point into the input;
+ * every field is checked, every failure is an error, never a crash. */
+#ifndef KP_HS_MSG_H
+#define KP_HS_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/addr.h"
+#include "kadpunch.h"
+
+#define KP_HS_VERSION 1
+
+/* DHT commands (after the swarm's 16..22). */
+enum { KP_DHT_CMD_PEER_HANDSHAKE = 24, KP_DHT_CMD_PEER_HOLEPUNCH = 25 };
+
+/* Who sent a routed message, and towards whom. */
+typedef enum {
+  KP_HS_FROM_CLIENT = 0, /* client -> relay node */
+  KP_HS_FROM_RELAY = 1,  /* relay node -> server (carries the client's address) */
+  KP_HS_FROM_SERVER = 2, /* server -> relay node (the answer) */
+  KP_HS_REPLY = 3        /* relay node -> client (carries the server's address) */
+} kp_hs_mode_t;
+
+/* Response errors of the two commands (plain, before any crypto). */
+enum {
+  KP_HS_ERR_NO_PEER = 32,     /* the relay holds no announcement for that key */
+  KP_HS_ERR_UNREACHABLE = 33, /* the relay could not reach the server */
+  KP_HS_ERR_BUSY = 34,        /* relay or server over a rate or table limit */
+  KP_HS_ERR_NO_SESSION = 35,  /* holepunch for an unknown session */
+  KP_HS_ERR_REJECTED = 36,    /* undecryptable, malformed or replayed: not retried */
+
+};
+
+/* Why a server refused, inside its sealed reply. */
+typedef enum {
+  KP_HS_OK = 0,
+  KP_HS_REFUSE_NOT_ALLOWED = 1,
+  KP_HS_REFUSE_OVERLOADED = 2,
+  KP_HS_REFUSE_VERSION = 3,
+} kp_hs_refusal_t;
+
+/* The envelope: [mode, data, peer address or nil, session]. */
+typedef struct kp_hs_wire_s {
+  kp_hs_mode_t mode;
+  const uint8_t *data; /* Noise message or holepunch ciphertext */
+  size_t len;
+  bool has_peer;
+  kp_addr_t peer; /* FROM_RELAY: the client as the relay saw it; REPLY: the server */
+  uint64_t session;
+} kp_hs_wire_t;
+
+#define KP_HS_MAX_DATA 700
+int kp_hs_wire_encode(const kp_hs_wire_t *m, uint8_t *buf, size_t cap, size_t *len);
+int kp_hs_wire_decode(const uint8_t *buf, size_t len, kp_hs_wire_t *out);
+
+/* Addresses a peer can be tried at: public, LAN, IPv6. */
+#define KP_HS_MAX_ADDRS 6
+
+/* The client's payload in Noise message 1. */
+typedef struct kp_hs_hello_s {
+  uint8_t version;
+  uint8_t client_key[KP_PUBLIC_KEY_LEN]; /* ed25519 identity (Noise's s is X25519) */
+  kp_nat_type_t nat;
+  kp_addr_t addrs[KP_HS_MAX_ADDRS];
+  size_t addr_count;
+  uint64_t conn_id;   /* stream packets to the client carry it */
+  uint8_t ciphers;    /* bit (1 << kp_cipher_t) per cipher it can run fast */
+  uint64_t timestamp; /* wall clock, ms: replays of old hellos are refused */
+  uint8_t invite[32]; /* reserved for invitations; zero */
+} kp_hs_hello_t;
+
+/* The server's payload in Noise message 2. */
+typedef struct kp_hs_welcome_s {
+  uint8_t version;
+  kp_hs_refusal_t refusal;
+  kp_nat_type_t nat;
+  kp_addr_t addrs[KP_HS_MAX_ADDRS];
+  size_t addr_count;
+  uint64_t conn_id; /* stream packets to the server carry it */
+  kp_cipher_t cipher;
+  uint64_t session;  /* names this connection in holepunch rounds */
+  uint8_t token[32]; /* bound to the client's address as the relay saw it */
+} kp_hs_welcome_t;
+
+#define KP_HS_PAYLOAD_MAX 400
+int kp_hs_hello_encode(const kp_hs_hello_t *h, uint8_t *buf, size_t cap, size_t *len);
+int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out);
+int kp_hs_welcome_encode(const kp_hs_welcome_t *w, uint8_t *buf, size_t cap, size_t *len);
+int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out);
+
+/* A holepunch round, sealed under the session's holepunch key. */
+typedef struct kp_hp_round_s {
+  uint32_t round;
+  kp_nat_type_t nat;
+  bool has_token, has_remote_token;
+  uint8_t token[32];        /* ours, bound to the peer's address as the relay saw it */
+  uint8_t remote_token[32]; /* the peer's, echoed: proves where we receive */
+  bool punch;               /* the sender is probing now */
+  uint32_t delay_ms;        /* client: fire this long after receiving (half the relay RTT) */
+} kp_hp_round_t;
+
+int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_client, uint8_t *buf,
+                     size_t cap, size_t *len);
+int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool from_client,
+                     kp_hp_round_t *out);
+
+/* Probe datagrams on the peers' own sockets:
+ *   0      u8   0x50 (class "probe", version 1)
+ *   1      u8   flags: 1 = from the client, 2 = an answer to a probe
+ *   2..9   u64  the receiver's connection id (big-endian)
+ *   10..13 u32  sequence
+ *   14..29      BLAKE2b-128 of bytes 0..13, keyed with the session's probe key */
+#define KP_PROBE_FIRST_BYTE 0x50
+#define KP_PROBE_LEN 30
+enum { KP_PROBE_FROM_CLIENT = 1, KP_PROBE_ANSWER = 2 };
+
+typedef struct kp_probe_s {
+  uint8_t flags;
+  uint64_t conn_id;
+  uint32_t seq;
+} kp_probe_t;
+
+void kp_probe_encode(const kp_probe_t *p, const uint8_t key[32], uint8_t out[KP_PROBE_LEN]);
+/* Header only (to find the session that holds the key). */
+int kp_probe_peek(const uint8_t *buf, size_t len, kp_probe_t *out);
+bool kp_probe_verify(const uint8_t *buf, size_t len, const uint8_t key[32]);
+
+static inline bool kp_probe_is_packet(const uint8_t *buf, size_t len) {
+  return len == KP_PROBE_LEN && buf[0] == KP_PROBE_FIRST_BYTE;
+}
+
+/* Keys and tokens derived from a finished handshake. */
+void kp_hs_derive(const uint8_t hash[64], const char *label, uint8_t out[32]);
+/* A token for addr: keyed with a node secret and the session, 32 bytes. */
+void kp_hs_token(const uint8_t secret[32], uint64_t session, const kp_addr_t *addr,
+                 uint8_t out[32]);
+
+#endif

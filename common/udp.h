@@ -79,6 +79,7 @@ struct kp_udp_s {
   kp_addr_t local;
   kp_udp_recv_cb on_recv;
   kp_udp_writable_cb on_writable;
+  void *writable_data; /* for whoever waits on writable (not always the owner) */
   kp_udp_close_cb on_close;
   kp_udp_batch_t *batch;
   bool gso_off; /* the kernel refused UDP_SEGMENT: one datagram per message */

@@ -145,6 +145,9 @@ static bool find_announcer_fn(void *ctx, const kp_dht_stored_t *rec) {
 }
 
 static hp_relay_entry_t *relay_entry_new(kp_hp_t *hp) {
+  /* Allocated on first use: most nodes of a big testnet never relay. */
+  if (!hp->relay) hp->relay = kp_calloc(hp->cfg.max_relay_entries, sizeof(*hp->relay));
+  if (!hp->relay) return NULL;
   for (unsigned i = 0; i < hp->cfg.max_relay_entries; i++)
     if (!hp->relay[i].hp) return &hp->relay[i];
   return NULL;
@@ -296,11 +299,6 @@ int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, c
     return KP_ECONFIG;
   }
   hp->io = *io;
-  hp->relay = kp_calloc(hp->cfg.max_relay_entries, sizeof(*hp->relay));
-  if (!hp->relay) {
-    kp_free(hp);
-    return UV_ENOMEM;
-  }
   kp__hp_random(hp, hp->secret, sizeof(hp->secret));
   int err = kp_dht_register(dht, KP_DHT_CMD_PEER_HANDSHAKE, on_request, hp, HP_REPLY_VALUE_MAX);
   if (!err)
@@ -323,7 +321,7 @@ void kp_hp_free(kp_hp_t *hp) {
   for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
     if (hp->servers[i]) kp_hp_server_close(hp->servers[i]);
   kp__hp_connects_free(hp);
-  for (unsigned i = 0; i < hp->cfg.max_relay_entries; i++)
+  for (unsigned i = 0; hp->relay && i < hp->cfg.max_relay_entries; i++)
     if (hp->relay[i].hp) kp_dht_request_abandon(hp->dht, hp->relay[i].req);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HANDSHAKE);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HOLEPUNCH);

@@ -620,4 +620,55 @@ void kp_stream_set_data(kp_stream_t *stream, void *data);
 #ifdef __cplusplus
 }
 #endif
+/* ---- Connecting by key -------------------------------------------------------------- */
+
+/* A server listens on a key pair from wherever it is (behind a NAT too); a
+ * client connects to that public key. They shake hands through the DHT
+ * nodes the server announced to, punch a direct path through both NATs,
+ * and get an end-to-end encrypted kp_conn_t (docs/architecture.md,
+ * "Connecting"). Both ends' connections live on their node's socket. */
+
+typedef struct kp_server_s kp_server_t;
+
+/* How a connection came about: the NATs, the path, the phases. */
+typedef struct kp_connect_info_s {
+  uint8_t remote_key[KP_PUBLIC_KEY_LEN];
+  kp_nat_type_t local_nat, remote_nat;
+  kp_punch_t punch;
+  kp_addr_t path;  /* the peer's address the connection runs to */
+  kp_addr_t relay; /* the DHT node the handshake went through (unset: direct) */
+  /* Client only: ms spent finding the key, shaking hands, punching, and
+   * the datagrams it all took. */
+  unsigned lookup_ms, handshake_ms, punch_ms;
+  unsigned datagrams;
+} kp_connect_info_t;
+
+/* true lets the client in; false refuses it (it gets KP_ENOTALLOWED). */
+typedef bool (*kp_firewall_cb)(kp_server_t *server, const uint8_t client_key[KP_PUBLIC_KEY_LEN],
+                               void *arg);
+/* A client connected: conn is open, with conn_callbacks installed. */
+typedef void (*kp_server_connection_cb)(kp_server_t *server, kp_conn_t *conn,
+                                        const kp_connect_info_t *info, void *arg);
+
+/* Listens on kp (copied) and announces it on the DHT. firewall may be NULL
+ * (everyone is let in). Errors: UV_EEXIST (already listening on that key),
+ * KP_ELIMIT (4 servers per node), UV_ENOMEM. */
+int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb firewall,
+                     const kp_conn_callbacks_t *conn_callbacks,
+                     kp_server_connection_cb on_connection, void *arg, kp_server_t **out);
+/* Stops listening and withdraws the announcement. Open connections stay. */
+void kp_server_close(kp_server_t *server);
+
+/* Once: status 0 and the open connection, or KP_EPEERNOTFOUND,
+ * KP_ENOTALLOWED, KP_EOVERLOADED, KP_EPEERVERSION, KP_EHANDSHAKE,
+ * KP_ENODIRECT (info has both NAT types), KP_EPUNCH, UV_ECANCELED (the
+ * node closed). info is valid during the call. */
+typedef void (*kp_connect_cb)(kp_node_t *node, int status, kp_conn_t *conn,
+                              const kp_connect_info_t *info, void *arg);
+
+/* Connects to the peer whose public key is server_key, as self. */
+int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
+                    const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                    const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg);
+
 #endif

@@ -2,6 +2,8 @@
  * feeds datagrams and time to the DHT state machine and sends what it emits
  * (DESIGN.md, "Three layers per protocol": this is the glue). */
 #include "node/node_internal.h"
+#include "stream/endpoint.h"
+#include "stream/stream_frame.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,14 +80,52 @@ static void dht_membership(void *ctx, bool member) {
   KP_INFO(&node->log, "membership: %s", member ? "member" : "ephemeral");
 }
 
+/* The first byte tells the planes apart (docs/protocol.md). */
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_node_t *node = udp->data;
   if (kp_dht_msg_is_control(data, len)) {
     kp_dht_recv(node->dht, from, data, len, now_ms(node));
     kp__node_rearm(node);
+  } else if (kp_stream_is_packet(data, len) && node->ep && !node->ep_closing) {
+    kp__endpoint_input(node->ep, from, data, len);
+  } else if (kp_probe_is_packet(data, len)) {
+    kp_hp_recv_probe(node->hp, from, data, len, now_ms(node));
+    kp__node_rearm(node);
   } else {
     node->drops_other++;
   }
+}
+
+static void hp_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
+  kp_node_t *node = ctx;
+  if (!node->closing) kp_udp_send(&node->sock, to, data, len);
+}
+
+/* Where peers on our own networks can reach the socket: the bound address,
+ * or each interface's address with the bound port. */
+static void set_lan_addrs(kp_node_t *node) {
+  kp_addr_t lan[4];
+  size_t n = 0;
+  const kp_addr_t *bound = &node->sock.local;
+  if (!kp_addr_is_any(bound)) {
+    lan[n++] = *bound;
+  } else {
+    uv_interface_address_t *ifs;
+    int count;
+    if (uv_interface_addresses(&ifs, &count) == 0) {
+      for (int i = 0; i < count && n < 4; i++) {
+        kp_addr_t a;
+        if (ifs[i].is_internal ||
+            kp_addr_from_sockaddr(&a, (struct sockaddr *)&ifs[i].address.address4) ||
+            a.family != bound->family)
+          continue;
+        a.port = bound->port;
+        lan[n++] = a;
+      }
+      uv_free_interface_addresses(ifs, count);
+    }
+  }
+  kp_hp_set_lan(node->hp, lan, n);
 }
 
 static int config_from_options(const kp_node_options_t *o, kp_dht_config_t *cfg) {
@@ -162,6 +202,13 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   swarm_cfg.refresh_ms = opts->record_ttl_ms ? opts->record_ttl_ms / 2 : 0;
   swarm_cfg.wall_ms = kp__node_wall_ms;
   if ((err = kp_dht_swarm_new(node->dht, &swarm_cfg, &node->swarm))) goto fail;
+  kp_hp_config_t hp_cfg;
+  kp_hp_config_defaults(&hp_cfg);
+  hp_cfg.ciphers |= (uint8_t)(1u << kp_cipher_preferred());
+  hp_cfg.wall_ms = kp__node_wall_ms;
+  kp_hp_io_t hp_io = {hp_send, node};
+  if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
+  set_lan_addrs(node);
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
   if (opts->bootstrap_count &&
       (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
@@ -312,6 +359,8 @@ static void maybe_finish_close(kp_node_t *node) {
   if (node->open_handles || node->dns) return;
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
+  kp_hp_free(node->hp); /* before the DHT it rides on */
+  node->hp = NULL;
   if (node->dht) kp_dht_free(node->dht, now_ms(node));
   node->dht = NULL;
   kp_dht_swarm_free(node->swarm);
@@ -333,11 +382,23 @@ static void on_udp_closed(kp_udp_t *udp) {
   maybe_finish_close(node);
 }
 
+static void on_endpoint_closed(kp_endpoint_t *ep) {
+  kp_node_t *node = ep->udp->data;
+  node->ep = NULL;
+  if (node->open_handles & OPEN_SOCK) kp_udp_close(&node->sock, on_udp_closed);
+}
+
 static void start_close(kp_node_t *node) {
   node->closing = true;
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
-  if (node->open_handles & OPEN_SOCK) kp_udp_close(&node->sock, on_udp_closed);
+  if (node->ep) {
+    /* The connections say goodbye on the socket, which closes after. */
+    node->ep_closing = true;
+    kp_endpoint_close(node->ep, on_endpoint_closed);
+  } else if (node->open_handles & OPEN_SOCK) {
+    kp_udp_close(&node->sock, on_udp_closed);
+  }
   if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
 }
 

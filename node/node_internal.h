@@ -9,6 +9,7 @@
 #include "common/udp.h"
 #include "dht/dht.h"
 #include "dht/dht_swarm.h"
+#include "holepunch/holepunch.h"
 #include "kadpunch.h"
 
 typedef struct kp_node_dns_s kp_node_dns_t;
@@ -24,6 +25,9 @@ struct kp_node_s {
   uint64_t armed; /* the deadline the timer is set for */
   kp_dht_t *dht;
   kp_dht_swarm_t *swarm;
+  kp_hp_t *hp;              /* handshakes: relay, server and client roles */
+  kp_endpoint_t *ep;        /* stream connections on sock, made on first use */
+  bool ep_closing;          /* the socket closes once the endpoint has */
   kp_announce_t *announces; /* live announcements, told of a close */
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];

@@ -145,7 +145,7 @@ static void on_writable(kp_udp_t *udp);
 /* Hands the queued datagrams to the kernel; keeps what it would not take. */
 static void send_out(kp_endpoint_t *ep) {
   if (!ep->nout) return;
-  unsigned sent = kp_udp_send_datagrams(&ep->udp, ep->out, ep->nout);
+  unsigned sent = kp_udp_send_datagrams(ep->udp, ep->out, ep->nout);
   if (sent == ep->nout) {
     ep->nout = 0;
     return;
@@ -159,11 +159,12 @@ static void send_out(kp_endpoint_t *ep) {
   }
   ep->nout -= sent;
   ep->blocked = true;
-  kp_udp_want_writable(&ep->udp, on_writable);
+  ep->udp->writable_data = ep;
+  kp_udp_want_writable(ep->udp, on_writable);
 }
 
 static void on_writable(kp_udp_t *udp) {
-  kp_endpoint_t *ep = udp->data;
+  kp_endpoint_t *ep = udp->writable_data;
   ep->blocked = false;
   send_out(ep);
   if (!ep->blocked) flush(ep);
@@ -312,7 +313,10 @@ static void on_timer(uv_timer_t *t) {
 /* ---- Receiving ---------------------------------------------------------------------- */
 
 static void on_recv(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
-  kp_endpoint_t *ep = udp->data;
+  kp__endpoint_input(udp->data, from, data, len);
+}
+
+void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data, size_t len) {
   if (!kp_stream_is_packet(data, len)) {
     ep->drops_other++;
     return;
@@ -366,7 +370,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   if (opts->max_streams) cfg.max_streams = opts->max_streams;
   if (opts->idle_timeout_ms) cfg.idle_timeout_ms = opts->idle_timeout_ms;
   if (opts->keepalive_ms) cfg.keepalive_ms = opts->keepalive_ms;
-  if (opts->remote.family && opts->remote.family != ep->udp.local.family) return KP_EBADADDR;
+  if (opts->remote.family && opts->remote.family != ep->udp->local.family) return KP_EBADADDR;
 
   kp_conn_t *conn = kp_calloc(1, sizeof(*conn));
   if (!conn) return UV_ENOMEM;
@@ -386,7 +390,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   uv_timer_init(ep->loop, &conn->timer);
   conn->timer.data = conn;
   /* Bulk receive pays off from the first connection on. */
-  kp_udp_enable_gro(&ep->udp);
+  kp_udp_enable_gro(ep->udp);
   kp__ep_mark_dirty(conn);
   *out = conn;
   return 0;
@@ -448,6 +452,8 @@ void kp__conn_handle_closed(kp_conn_t *conn) {
 
 /* ---- Endpoints ------------------------------------------------------------------------- */
 
+static void endpoint_init_handles(uv_loop_t *loop, kp_endpoint_t *ep);
+
 int kp_endpoint_create(uv_loop_t *loop, const char *bind, kp_endpoint_t **out) {
   *out = NULL;
   kp_addr_t addr;
@@ -458,14 +464,38 @@ int kp_endpoint_create(uv_loop_t *loop, const char *bind, kp_endpoint_t **out) {
   ep->tx = kp_malloc((size_t)KP_EP_TX_SLOTS * KP_UDP_MAX_DATAGRAM);
   kp_udp_options_t uo = {EP_SOCKET_BUFFER, EP_SOCKET_BUFFER};
   if (!ep->tx) err = UV_ENOMEM;
-  if (!err) err = kp_udp_init(loop, &ep->udp, &addr, &uo);
+  if (!err) err = kp_udp_init(loop, &ep->own_udp, &addr, &uo);
   if (err) {
     kp_free(ep->tx);
     kp_free(ep);
     return err;
   }
+  ep->udp = &ep->own_udp;
+  ep->udp->data = ep;
+  endpoint_init_handles(loop, ep);
+  kp_udp_recv_start(ep->udp, on_recv);
+  *out = ep;
+  return 0;
+}
+
+int kp__endpoint_attach(uv_loop_t *loop, kp_udp_t *udp, kp_endpoint_t **out) {
+  *out = NULL;
+  kp_endpoint_t *ep = kp_calloc(1, sizeof(*ep));
+  if (ep) ep->tx = kp_malloc((size_t)KP_EP_TX_SLOTS * KP_UDP_MAX_DATAGRAM);
+  if (!ep || !ep->tx) {
+    if (ep) kp_free(ep);
+    return UV_ENOMEM;
+  }
+  ep->udp = udp;
+  ep->attached = true;
+  kp_udp_enable_gro(udp); /* best effort: bulk receives get cheaper */
+  endpoint_init_handles(loop, ep);
+  *out = ep;
+  return 0;
+}
+
+static void endpoint_init_handles(uv_loop_t *loop, kp_endpoint_t *ep) {
   ep->loop = loop;
-  ep->udp.data = ep;
   uv_check_init(loop, &ep->check);
   uv_idle_init(loop, &ep->idle);
   ep->check.data = ep->idle.data = ep;
@@ -481,19 +511,16 @@ int kp_endpoint_create(uv_loop_t *loop, const char *bind, kp_endpoint_t **out) {
     close(ep->tfd);
     ep->tfd = -1;
   }
-  kp_udp_recv_start(&ep->udp, on_recv);
-  *out = ep;
-  return 0;
 }
 
 int kp_endpoint_local_addr(const kp_endpoint_t *ep, kp_addr_t *out) {
-  *out = ep->udp.local;
+  *out = ep->udp->local;
   return 0;
 }
 
 void kp_endpoint_stats(const kp_endpoint_t *ep, kp_endpoint_stats_t *out) {
   memset(out, 0, sizeof(*out));
-  const kp_udp_stats_t *u = &ep->udp.stats;
+  const kp_udp_stats_t *u = &ep->udp->stats;
   out->packets_in = u->packets_in;
   out->packets_out = u->packets_out;
   out->bytes_in = u->bytes_in;
@@ -529,8 +556,7 @@ static void maybe_free_endpoint(kp_endpoint_t *ep) {
   if (ep->tfd >= 0) uv_close((uv_handle_t *)&ep->tpoll, on_ep_handle_closed);
 }
 
-static void on_udp_closed(kp_udp_t *udp) {
-  kp_endpoint_t *ep = udp->data;
+static void udp_released(kp_endpoint_t *ep) {
   if (ep->close_cb) ep->close_cb(ep);
   on_ep_handle_closed((uv_handle_t *)&ep->check);
 }
@@ -542,6 +568,10 @@ void kp_endpoint_close(kp_endpoint_t *ep, kp_endpoint_close_cb cb) {
   ep->close_requested = true;
   ep->close_cb = cb;
   schedule(ep);
+}
+
+static void on_udp_closed(kp_udp_t *udp) {
+  udp_released(udp->data);
 }
 
 static void teardown(kp_endpoint_t *ep) {
@@ -564,7 +594,13 @@ static void teardown(kp_endpoint_t *ep) {
     }
   }
   /* Connections go as their stream handles do, from the check phase. */
-  kp_udp_close(&ep->udp, on_udp_closed);
+  if (ep->attached) {
+    /* Not ours to close: stop waiting on it and let its owner go on. */
+    if (ep->udp->writable_data == ep) kp_udp_want_writable(ep->udp, NULL);
+    udp_released(ep);
+  } else {
+    kp_udp_close(ep->udp, on_udp_closed);
+  }
   ep->blocked = false; /* nothing waits for the socket any more */
   ep->nout = 0;
   maybe_free_endpoint(ep);

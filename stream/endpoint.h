@@ -77,7 +77,9 @@ struct kp_conn_s {
 
 struct kp_endpoint_s {
   uv_loop_t *loop;
-  kp_udp_t udp;
+  kp_udp_t *udp; /* own_udp, or the socket of whoever attached us */
+  kp_udp_t own_udp;
+  bool attached;
   uv_check_t check;
   uv_idle_t idle;
   int tfd; /* timerfd for deadlines closer than a millisecond or two */
@@ -102,6 +104,13 @@ struct kp_endpoint_s {
   bool blocked; /* the socket buffer is full: waiting for writable */
   uint64_t drops_unknown, drops_other;
 };
+
+/* An endpoint on a socket someone else owns and reads (a node's main
+ * socket: the punched NAT mapping belongs to it). The owner passes stream
+ * packets to kp__endpoint_input and keeps the socket open until the
+ * endpoint's close callback has run. */
+int kp__endpoint_attach(uv_loop_t *loop, kp_udp_t *udp, kp_endpoint_t **out);
+void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data, size_t len);
 
 /* Microseconds on the monotonic clock. */
 uint64_t kp__ep_now(void);

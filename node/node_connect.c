@@ -1,0 +1,154 @@
+/* kp_node's connect-by-key API (kadpunch.h, "Connecting by key"): the
+ * holepunch state machine (holepunch/holepunch.h) fed with the node's
+ * clock, and the stream connection opened on the node's own socket, where
+ * the punched NAT mapping lives. */
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "node/node_internal.h"
+#include "stream/endpoint.h"
+
+#define FEED(node, stmt)                                                                           \
+  do {                                                                                             \
+    kp_udp_batch_t batch_;                                                                         \
+    kp_udp_batch_begin(&(node)->sock, &batch_);                                                    \
+    stmt;                                                                                          \
+    kp_udp_batch_end(&(node)->sock, &batch_);                                                      \
+    kp__node_rearm(node);                                                                          \
+  } while (0)
+
+struct kp_server_s {
+  kp_node_t *node;
+  kp_hp_server_t *inner;
+  kp_announce_t *announce;
+  kp_firewall_cb firewall;
+  kp_conn_callbacks_t conn_cb;
+  kp_server_connection_cb on_connection;
+  void *arg;
+};
+
+typedef struct connect_s {
+  kp_node_t *node;
+  kp_conn_callbacks_t conn_cb;
+  kp_connect_cb cb;
+  void *arg;
+} connect_t;
+
+static void info_from(const kp_hp_result_t *r, kp_connect_info_t *info) {
+  memset(info, 0, sizeof(*info));
+  memcpy(info->remote_key, r->remote_key, KP_PUBLIC_KEY_LEN);
+  info->local_nat = r->local_nat;
+  info->remote_nat = r->remote_nat;
+  info->punch = r->strategy;
+  info->path = r->path;
+  info->relay = r->relay;
+  info->lookup_ms = (unsigned)r->lookup_ms;
+  info->handshake_ms = (unsigned)r->handshake_ms;
+  info->punch_ms = (unsigned)r->punch_ms;
+  info->datagrams = r->datagrams;
+}
+
+static int ensure_endpoint(kp_node_t *node) {
+  if (node->ep) return 0;
+  return kp__endpoint_attach(node->loop, &node->sock, &node->ep);
+}
+
+static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
+                     kp_conn_t **out) {
+  int err = ensure_endpoint(node);
+  if (err) return err;
+  kp_conn_options_t o;
+  kp_conn_options_init(&o);
+  o.initiator = r->initiator;
+  o.local_id = r->local_id;
+  o.remote_id = r->remote_id;
+  o.cipher = r->cipher;
+  memcpy(o.tx_key, r->tx_key, 32);
+  memcpy(o.rx_key, r->rx_key, 32);
+  o.remote = r->path;
+  err = kp_conn_open(node->ep, &o, cb, out);
+  sodium_memzero(&o, sizeof(o));
+  return err;
+}
+
+/* ---- Server -------------------------------------------------------------------------- */
+
+static kp_hs_refusal_t server_firewall(void *ctx, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  kp_server_t *s = ctx;
+  if (!s->firewall) return KP_HS_OK;
+  return s->firewall(s, key, s->arg) ? KP_HS_OK : KP_HS_REFUSE_NOT_ALLOWED;
+}
+
+static void server_connection(void *ctx, const kp_hp_result_t *r) {
+  kp_server_t *s = ctx;
+  kp_conn_t *conn;
+  kp_connect_info_t info;
+  int err = open_conn(s->node, r, &s->conn_cb, &conn);
+  if (err) {
+    KP_WARN(&s->node->log, "accepting a connection: %s", kp_strerror(err));
+    return;
+  }
+  info_from(r, &info);
+  if (s->on_connection) s->on_connection(s, conn, &info, s->arg);
+}
+
+int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb firewall,
+                     const kp_conn_callbacks_t *conn_callbacks,
+                     kp_server_connection_cb on_connection, void *arg, kp_server_t **out) {
+  *out = NULL;
+  if (node->closing) return UV_EINVAL;
+  kp_server_t *s = kp_calloc(1, sizeof(*s));
+  if (!s) return UV_ENOMEM;
+  s->node = node;
+  s->firewall = firewall;
+  if (conn_callbacks) s->conn_cb = *conn_callbacks;
+  s->on_connection = on_connection;
+  s->arg = arg;
+  int err = kp_hp_listen(node->hp, kp, server_firewall, server_connection, s, &s->inner);
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_key(kp->public_key, target);
+  if (!err) err = kp_node_announce(node, target, kp, NULL, 0, NULL, &s->announce);
+  if (err) {
+    if (s->inner) kp_hp_server_close(s->inner);
+    kp_free(s);
+    return err;
+  }
+  *out = s;
+  return 0;
+}
+
+void kp_server_close(kp_server_t *s) {
+  if (s->announce) kp_announce_stop(s->announce, true);
+  if (s->inner && s->node->hp) kp_hp_server_close(s->inner);
+  kp_free(s);
+}
+
+/* ---- Client ---------------------------------------------------------------------------- */
+
+static void connected(void *arg, int status, const kp_hp_result_t *r) {
+  connect_t *c = arg;
+  kp_connect_info_t info;
+  kp_conn_t *conn = NULL;
+  info_from(r, &info);
+  if (!status) status = open_conn(c->node, r, &c->conn_cb, &conn);
+  c->cb(c->node, status, conn, &info, c->arg);
+  kp_free(c);
+}
+
+int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
+                    const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                    const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg) {
+  if (node->closing) return UV_EINVAL;
+  connect_t *c = kp_calloc(1, sizeof(*c));
+  if (!c) return UV_ENOMEM;
+  c->node = node;
+  if (conn_callbacks) c->conn_cb = *conn_callbacks;
+  c->cb = cb;
+  c->arg = arg;
+  int err;
+  FEED(node, err = kp_hp_connect(node->hp, self, server_key, NULL, connected, c, kp__node_now(node),
+                                 NULL));
+  if (err) kp_free(c);
+  return err;
+}

@@ -1,0 +1,190 @@
+/* Connecting by key on real sockets: a 100-node loopback testnet, 20
+ * connects between random nodes, each carrying data byte-exact both ways
+ * (an echo), and a refused key. */
+#include <sodium.h>
+
+#include "node/testnet.h"
+#include "tests/harness/pattern.h"
+#include "tests/harness/test.h"
+
+#define NODES 100
+#define PAIRS 20
+#define PAYLOAD (64 * 1024)
+
+typedef struct pair_s {
+  kp_keypair_t server_kp, client_kp;
+  kp_server_t *server;
+  kp_conn_t *client_conn, *server_conn;
+  kp_stream_t *client_stream;
+  int status;
+  bool connected, failed;
+  kp_connect_info_t info;
+  uint64_t echoed; /* bytes the client read back, checked */
+  uint64_t mismatches;
+  kp_write_t write;
+  bool server_refuses;
+  uint8_t data[PAYLOAD]; /* written zero-copy: must live until acknowledged */
+} pair_t;
+
+/* Server side: echo every stream. */
+static void echo_written(kp_write_t *req, int status) {
+  (void)status;
+  free(req->data);
+  free(req);
+}
+
+static void echo_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  if (n < 0) {
+    kp_stream_end(s);
+    kp_stream_close(s, NULL);
+    return;
+  }
+  kp_write_t *w = calloc(1, sizeof(*w));
+  uv_buf_t b = uv_buf_init(malloc((size_t)n), (unsigned)n);
+  memcpy(b.base, buf->base, (size_t)n);
+  w->data = b.base;
+  KP_CHECK_OK(kp_stream_write(w, s, &b, 1, echo_written));
+}
+
+static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
+  (void)conn;
+  KP_CHECK_OK(kp_stream_read_start(s, echo_read));
+}
+
+static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
+  (void)conn, (void)status, (void)code;
+}
+
+static void on_server_connection(kp_server_t *server, kp_conn_t *conn,
+                                 const kp_connect_info_t *info, void *arg) {
+  pair_t *p = arg;
+  (void)server, (void)info;
+  p->server_conn = conn;
+}
+
+static bool firewall(kp_server_t *server, const uint8_t key[KP_PUBLIC_KEY_LEN], void *arg) {
+  pair_t *p = arg;
+  (void)server, (void)key;
+  return !p->server_refuses;
+}
+
+/* Client side. */
+static void client_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  pair_t *p = kp_stream_get_data(s);
+  if (n < 0) return;
+  p->mismatches += kp_pattern_mismatches((uint64_t)(uintptr_t)p, p->echoed,
+                                         (const uint8_t *)buf->base, (size_t)n);
+  p->echoed += (uint64_t)n;
+}
+
+static void client_written(kp_write_t *req, int status) {
+  (void)req;
+  KP_CHECK_OK(status);
+}
+
+static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
+                         const kp_connect_info_t *info, void *arg) {
+  pair_t *p = arg;
+  (void)node;
+  p->status = status;
+  p->info = *info;
+  if (status) {
+    p->failed = true;
+    return;
+  }
+  p->connected = true;
+  p->client_conn = conn;
+  KP_CHECK_OK(kp_stream_open(conn, &p->client_stream));
+  kp_stream_set_data(p->client_stream, p);
+  KP_CHECK_OK(kp_stream_read_start(p->client_stream, client_read));
+  uint8_t *data = p->data;
+  size_t avail;
+  for (size_t off = 0; off < PAYLOAD;) {
+    const uint8_t *chunk = kp_pattern_at((uint64_t)(uintptr_t)p, off, &avail);
+    if (avail > PAYLOAD - off) avail = PAYLOAD - off;
+    memcpy(data + off, chunk, avail);
+    off += avail;
+  }
+  uv_buf_t b = uv_buf_init((char *)data, PAYLOAD);
+  KP_CHECK_OK(kp_stream_write(&p->write, p->client_stream, &b, 1, client_written));
+}
+
+typedef struct {
+  pair_t *pairs;
+  size_t n;
+} all_t;
+
+static bool all_done(void *ctx) {
+  all_t *a = ctx;
+  for (size_t i = 0; i < a->n; i++)
+    if (!a->pairs[i].failed && a->pairs[i].echoed < PAYLOAD) return false;
+  return true;
+}
+
+static void test_connect_testnet(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = NODES;
+  kp_testnet_t tn;
+  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 60000));
+
+  static pair_t pairs[PAIRS];
+  kp_conn_callbacks_t server_cb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_conn_callbacks_t client_cb = {.on_close = on_conn_close};
+  for (size_t i = 0; i < PAIRS; i++) {
+    pair_t *p = &pairs[i];
+    crypto_sign_keypair(p->server_kp.public_key, p->server_kp.secret_key);
+    crypto_sign_keypair(p->client_kp.public_key, p->client_kp.secret_key);
+    /* Distinct servers (one key each); clients anywhere else. */
+    kp_node_t *sn = tn.nodes[1 + i];
+    KP_CHECK_OK(kp_server_listen(sn, &p->server_kp, firewall, &server_cb, on_server_connection, p,
+                                 &p->server));
+  }
+  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* announcements land */
+  for (size_t i = 0; i < PAIRS; i++) {
+    kp_node_t *cn = tn.nodes[1 + PAIRS + (randombytes_uniform(NODES - 1 - PAIRS))];
+    KP_CHECK_OK(kp_node_connect(cn, &pairs[i].client_kp, pairs[i].server_kp.public_key, &client_cb,
+                                on_connected, &pairs[i]));
+  }
+  all_t a = {pairs, PAIRS};
+  KP_CHECK(kp_testnet_run_until(&loop, all_done, &a, 30000));
+  for (size_t i = 0; i < PAIRS; i++) {
+    pair_t *p = &pairs[i];
+    KP_CHECK_MSG(p->connected, "pair %zu: %s", i, kp_err_name(p->status));
+    KP_CHECK_EQ(p->echoed, PAYLOAD);
+    KP_CHECK_EQ(p->mismatches, 0);
+    printf("pair %2zu: %-12s lookup %u ms, handshake %u ms, punch %u ms, %u datagrams\n", i,
+           kp_punch_name(p->info.punch), p->info.lookup_ms, p->info.handshake_ms, p->info.punch_ms,
+           p->info.datagrams);
+  }
+
+  /* A refused key hears why. */
+  pair_t *r = &pairs[0];
+  r->server_refuses = true;
+  r->connected = r->failed = false;
+  KP_CHECK_OK(kp_node_connect(tn.nodes[NODES - 1], &r->client_kp, r->server_kp.public_key,
+                              &client_cb, on_connected, r));
+  all_t one = {r, 1};
+  r->echoed = 0;
+  KP_CHECK(kp_testnet_run_until(&loop, all_done, &one, 10000));
+  KP_CHECK_EQ(r->status, KP_ENOTALLOWED);
+
+  for (size_t i = 0; i < PAIRS; i++) {
+    if (pairs[i].client_stream) kp_stream_close(pairs[i].client_stream, NULL);
+    if (pairs[i].client_conn) kp_conn_close(pairs[i].client_conn, 0);
+    if (pairs[i].server_conn) kp_conn_close(pairs[i].server_conn, 0);
+    kp_server_close(pairs[i].server);
+  }
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+}
+
+static const kp_test_case_t cases[] = {
+    KP_CASE(connect_testnet, loopback, 120),
+};
+
+KP_TEST_MAIN(cases)

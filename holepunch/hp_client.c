@@ -240,7 +240,7 @@ static int send_hello(kp_hp_connect_t *c, const kp_addr_t *relay, uint64_t now) 
   c->res.local_nat = nat->type;
 
   uint8_t payload[KP_HS_PAYLOAD_MAX], msg[KP_HS_MAX_DATA], e[32], buf[KP_HS_MAX_DATA + 64];
-  size_t plen, mlen, len;
+  size_t plen = 0, mlen = 0, len = 0;
   /* A fresh Noise state per attempt: each relay gets a new hello. */
   kp_noise_clear(&c->noise);
   int err = kp_hs_hello_encode(&h, payload, sizeof(payload), &plen);

@@ -76,7 +76,7 @@ int kp_hs_wire_encode(const kp_hs_wire_t *m, uint8_t *buf, size_t cap, size_t *l
 int kp_hs_wire_decode(const uint8_t *buf, size_t len, kp_hs_wire_t *out) {
   kp_mp_doc_t doc;
   const msgpack_object *it;
-  uint64_t mode;
+  uint64_t mode = 0;
   memset(out, 0, sizeof(*out));
   int err = open_array(&doc, buf, len, 4, &it);
   if (err) return err;
@@ -115,7 +115,7 @@ int kp_hs_hello_encode(const kp_hs_hello_t *h, uint8_t *buf, size_t cap, size_t 
 int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out) {
   kp_mp_doc_t doc;
   const msgpack_object *it;
-  uint64_t version, nat, ciphers;
+  uint64_t version = 0, nat = 0, ciphers = 0;
   memset(out, 0, sizeof(*out));
   int err = open_array(&doc, buf, len, 8, &it);
   if (err) return err;
@@ -154,7 +154,7 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
 int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
   kp_mp_doc_t doc;
   const msgpack_object *it;
-  uint64_t version, refusal, nat, cipher;
+  uint64_t version = 0, refusal = 0, nat = 0, cipher = 0;
   memset(out, 0, sizeof(*out));
   int err = open_array(&doc, buf, len, 8, &it);
   if (err) return err;
@@ -230,7 +230,7 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     return KP_EMALFORMED;
   kp_mp_doc_t doc;
   const msgpack_object *it;
-  uint64_t r, nat, delay;
+  uint64_t r = 0, nat = 0, delay = 0;
   int err = open_array(&doc, plain, (size_t)plen, 6, &it);
   if (err) return err;
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||

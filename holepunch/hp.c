@@ -202,7 +202,6 @@ static void relay_forward(kp_hp_t *hp, const kp_dht_request_t *req, const kp_dht
   if (kp_hs_wire_encode(&fw, buf, sizeof(buf), &len)) return;
   e->hp = hp;
   e->rt = *rt;
-  e->server = f.addr;
   if (kp_dht_request(hp->dht, &f.addr, m->command, m->target, buf, len, NULL, relay_done, e, now,
                      &e->req)) {
     e->hp = NULL;

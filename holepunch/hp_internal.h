@@ -73,7 +73,6 @@ typedef struct hp_relay_entry_s {
   kp_hp_t *hp; /* NULL: free */
   kp_dht_reply_to_t rt;
   kp_dht_req_t *req;
-  kp_addr_t server;
 } hp_relay_entry_t;
 
 typedef struct hp_rate_slot_s {

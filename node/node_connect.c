@@ -9,15 +9,6 @@
 #include "node/node_internal.h"
 #include "stream/endpoint.h"
 
-#define FEED(node, stmt)                                                                           \
-  do {                                                                                             \
-    kp_udp_batch_t batch_;                                                                         \
-    kp_udp_batch_begin(&(node)->sock, &batch_);                                                    \
-    stmt;                                                                                          \
-    kp_udp_batch_end(&(node)->sock, &batch_);                                                      \
-    kp__node_rearm(node);                                                                          \
-  } while (0)
-
 struct kp_server_s {
   kp_node_t *node;
   kp_hp_server_t *inner;
@@ -147,8 +138,8 @@ int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
   c->cb = cb;
   c->arg = arg;
   int err;
-  FEED(node, err = kp_hp_connect(node->hp, self, server_key, NULL, connected, c, kp__node_now(node),
-                                 NULL));
+  KP_NODE_FEED(node, err = kp_hp_connect(node->hp, self, server_key, NULL, connected, c,
+                                         kp__node_now(node), NULL));
   if (err) kp_free(c);
   return err;
 }

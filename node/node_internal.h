@@ -47,6 +47,17 @@ static inline kp_dht_t *kp__node_dht(kp_node_t *node) {
 /* Re-arms the node's timer after the caller fed its state machine. */
 void kp__node_rearm(kp_node_t *node);
 
+/* Runs a statement that feeds the node's state machines: what it sends
+ * leaves in one batch, then the timer is re-armed for whatever it scheduled. */
+#define KP_NODE_FEED(node, stmt)                                                                   \
+  do {                                                                                             \
+    kp_udp_batch_t batch_;                                                                         \
+    kp_udp_batch_begin(&(node)->sock, &batch_);                                                    \
+    stmt;                                                                                          \
+    kp_udp_batch_end(&(node)->sock, &batch_);                                                      \
+    kp__node_rearm(node);                                                                          \
+  } while (0)
+
 /* The node's clock (ms, the loop's) and the wall clock (ms since 1970). */
 uint64_t kp__node_now(const kp_node_t *node);
 uint64_t kp__node_wall_ms(void *ctx);

@@ -6,17 +6,6 @@
 #include "common/alloc.h"
 #include "node/node_internal.h"
 
-/* Runs a statement that feeds the state machine: what it sends leaves in
- * one batch, then the node's timer is re-armed for whatever it scheduled. */
-#define FEED(node, stmt)                                                                           \
-  do {                                                                                             \
-    kp_udp_batch_t batch_;                                                                         \
-    kp_udp_batch_begin(&(node)->sock, &batch_);                                                    \
-    stmt;                                                                                          \
-    kp_udp_batch_end(&(node)->sock, &batch_);                                                      \
-    kp__node_rearm(node);                                                                          \
-  } while (0)
-
 /* ---- Announce ----------------------------------------------------------------- */
 
 struct kp_announce_s {
@@ -51,8 +40,8 @@ int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_
   a->node = node;
   a->cb = cb;
   int err;
-  FEED(node, err = kp_dht_swarm_announce(node->swarm, target, kp, data, data_len, on_round, a,
-                                         kp__node_now(node), &a->inner));
+  KP_NODE_FEED(node, err = kp_dht_swarm_announce(node->swarm, target, kp, data, data_len, on_round,
+                                                 a, kp__node_now(node), &a->inner));
   if (err) {
     kp_free(a);
     return err;
@@ -68,7 +57,7 @@ void kp_announce_stop(kp_announce_t *a, bool unannounce) {
   kp_node_t *node = a->node;
   unlink_announce(a);
   if (!node->closing) {
-    FEED(node, kp_dht_announce_stop(node->swarm, a->inner, unannounce, kp__node_now(node)));
+    KP_NODE_FEED(node, kp_dht_announce_stop(node->swarm, a->inner, unannounce, kp__node_now(node)));
   }
   kp_free(a);
 }
@@ -76,7 +65,7 @@ void kp_announce_stop(kp_announce_t *a, bool unannounce) {
 void kp_announce_refresh(kp_announce_t *a) {
   kp_node_t *node = a->node;
   if (node->closing) return;
-  FEED(node, kp_dht_announce_refresh(node->swarm, a->inner, kp__node_now(node)));
+  KP_NODE_FEED(node, kp_dht_announce_refresh(node->swarm, a->inner, kp__node_now(node)));
 }
 
 size_t kp_announce_relays(const kp_announce_t *a, kp_addr_t *out, size_t cap) {
@@ -132,8 +121,8 @@ int kp_node_lookup(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_lookup_r
   if (!l) return UV_ENOMEM;
   *l = (lookup_t){node, on_record, on_done, arg, uv_hrtime()};
   int err;
-  FEED(node, err = kp_dht_swarm_lookup(node->swarm, target, on_lookup_record, on_lookup_done, l,
-                                       kp__node_now(node)));
+  KP_NODE_FEED(node, err = kp_dht_swarm_lookup(node->swarm, target, on_lookup_record,
+                                               on_lookup_done, l, kp__node_now(node)));
   if (err) kp_free(l);
   return err;
 }
@@ -173,9 +162,9 @@ int kp_node_put_mutable(kp_node_t *node, const kp_keypair_t *kp, const void *sal
   value_op_t *op = cb ? value_op(node, cb, NULL, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
   int err;
-  FEED(node,
-       err = kp_dht_swarm_put_mutable(node->swarm, kp, salt, salt_len, seq, value, len, cas != NULL,
-                                      cas ? *cas : 0, on_put, op, kp__node_now(node)));
+  KP_NODE_FEED(node, err = kp_dht_swarm_put_mutable(node->swarm, kp, salt, salt_len, seq, value,
+                                                    len, cas != NULL, cas ? *cas : 0, on_put, op,
+                                                    kp__node_now(node)));
   if (err) kp_free(op);
   return err;
 }
@@ -185,8 +174,8 @@ int kp_node_get_mutable(kp_node_t *node, const uint8_t public_key[KP_PUBLIC_KEY_
   value_op_t *op = cb ? value_op(node, NULL, cb, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
   int err;
-  FEED(node, err = kp_dht_swarm_get_mutable(node->swarm, public_key, salt, salt_len, on_get, op,
-                                            kp__node_now(node)));
+  KP_NODE_FEED(node, err = kp_dht_swarm_get_mutable(node->swarm, public_key, salt, salt_len, on_get,
+                                                    op, kp__node_now(node)));
   if (err) kp_free(op);
   return err;
 }
@@ -196,8 +185,8 @@ int kp_node_put_immutable(kp_node_t *node, const void *value, size_t len, uint8_
   value_op_t *op = cb ? value_op(node, cb, NULL, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
   int err;
-  FEED(node, err = kp_dht_swarm_put_immutable(node->swarm, value, len, on_put, op,
-                                              kp__node_now(node), hash));
+  KP_NODE_FEED(node, err = kp_dht_swarm_put_immutable(node->swarm, value, len, on_put, op,
+                                                      kp__node_now(node), hash));
   if (err) kp_free(op);
   return err;
 }
@@ -206,7 +195,8 @@ int kp_node_get_immutable(kp_node_t *node, const uint8_t hash[KP_ID_LEN], kp_get
   value_op_t *op = cb ? value_op(node, NULL, cb, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
   int err;
-  FEED(node, err = kp_dht_swarm_get_immutable(node->swarm, hash, on_get, op, kp__node_now(node)));
+  KP_NODE_FEED(node,
+               err = kp_dht_swarm_get_immutable(node->swarm, hash, on_get, op, kp__node_now(node)));
   if (err) kp_free(op);
   return err;
 }

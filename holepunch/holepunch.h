@@ -35,12 +35,16 @@ typedef struct kp_hp_server_s kp_hp_server_t;
 typedef struct kp_hp_connect_s kp_hp_connect_t;
 
 typedef struct kp_hp_config_s {
-  unsigned handshake_timeout_ms;  /* whole handshake, every relay tried (default 10000) */
-  unsigned punch_timeout_ms;      /* from the handshake to a path (default 10000) */
-  unsigned max_sessions;          /* a server's handshakes in progress (default 256) */
-  unsigned max_relay_entries;     /* forwarded requests in flight (default 512) */
-  unsigned relay_rate;            /* forwards per second per source IP (default 20) */
-  unsigned server_rate;           /* handshakes a server answers per second (default 2000) */
+  unsigned handshake_timeout_ms; /* whole handshake, every relay tried (default 10000) */
+  unsigned punch_timeout_ms;     /* from the handshake to a path (default 10000) */
+  unsigned max_sessions;         /* a server's handshakes in progress (default 256) */
+  unsigned max_relay_entries;    /* forwarded requests in flight (default 512) */
+  unsigned relay_rate;           /* forwards per second per source IP (default 20) */
+  unsigned server_rate;          /* handshakes a server answers per second (default 2000) */
+  /* The birthday strategy (docs/architecture.md): sockets the random side
+   * opens (256), probes the consistent side sprays (2000) and how fast
+   * (1000/s), and how many such punches run at once per node (2). */
+  unsigned birthday_sockets, birthday_probes, birthday_rate, max_birthdays;
   uint8_t ciphers;                /* bit (1 << kp_cipher_t) per cipher this machine runs fast */
   uint64_t (*wall_ms)(void *ctx); /* the wall clock (replay window); NULL: the DHT's clock */
   void *wall_ctx;
@@ -49,6 +53,12 @@ typedef struct kp_hp_config_s {
 typedef struct kp_hp_io_s {
   /* Sends a probe from the node's main socket. */
   void (*send)(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len);
+  /* Extra sockets for the birthday strategy (NULL: this node runs only its
+   * spray half). open returns a handle (NULL: none left); the glue feeds
+   * probes arriving on it to kp_hp_recv_probe with that handle. */
+  void *(*open)(void *ctx);
+  void (*send_from)(void *ctx, void *sock, const kp_addr_t *to, const uint8_t *data, size_t len);
+  void (*close)(void *ctx, void *sock);
   void *ctx;
 } kp_hp_io_t;
 
@@ -56,7 +66,11 @@ typedef struct kp_hp_io_s {
 typedef struct kp_hp_result_s {
   bool initiator;
   uint8_t remote_key[KP_PUBLIC_KEY_LEN];
-  kp_addr_t path;  /* where the peer's authenticated probe came from */
+  kp_addr_t path; /* where the peer's authenticated probe came from */
+  /* The extra socket the path runs on (a birthday win), now the glue's to
+   * keep and close; NULL: the main socket. The state machine may still send
+   * probes on it for HP_LINGER_MS (5 s). */
+  void *socket;
   kp_addr_t relay; /* the relay node the handshake went through */
   uint64_t local_id, remote_id;
   kp_cipher_t cipher;
@@ -82,9 +96,10 @@ void kp_hp_free(kp_hp_t *hp);
  * glue lists interfaces; the simulator sets them). Copied. */
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
 
-/* A probe datagram arrived on the node's socket. */
-void kp_hp_recv_probe(kp_hp_t *hp, const kp_addr_t *from, const uint8_t *data, size_t len,
-                      uint64_t now);
+/* A probe datagram arrived on the node's main socket (sock NULL) or on an
+ * extra socket io.open made. */
+void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                      size_t len, uint64_t now);
 
 /* ---- Server ------------------------------------------------------------------ */
 
@@ -143,6 +158,8 @@ typedef struct kp_hp_stats_s {
   uint64_t probes_sent;
   uint64_t probes_bad; /* failed authentication, or for no session */
   uint64_t probes_ok;
+  uint64_t birthdays;     /* birthday punches started (either half) */
+  uint64_t birthday_busy; /* not started: config.max_birthdays already running */
 } kp_hp_stats_t;
 void kp_hp_stats(const kp_hp_t *hp, kp_hp_stats_t *out);
 

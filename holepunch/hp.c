@@ -19,6 +19,10 @@ void kp_hp_config_defaults(kp_hp_config_t *cfg) {
   cfg->max_relay_entries = 512;
   cfg->relay_rate = 20;
   cfg->server_rate = 2000;
+  cfg->birthday_sockets = 256;
+  cfg->birthday_probes = 2000;
+  cfg->birthday_rate = 1000;
+  cfg->max_birthdays = 2;
   cfg->ciphers = 1u << KP_CIPHER_CHACHA20_POLY1305;
 }
 
@@ -82,14 +86,19 @@ void kp__hp_probes_start(hp_probes_t *p, const kp_addr_t *to, size_t count, bool
   p->step = 0;
   p->start = at;
   p->next_at = count ? at : UINT64_MAX;
+  p->sock = NULL;
 }
 
-void kp__hp_send_probe(kp_hp_t *hp, const kp_addr_t *to, uint64_t conn_id, uint8_t flags,
-                       uint32_t seq, const uint8_t key[32]) {
+void kp__hp_send_probe(kp_hp_t *hp, void *sock, const kp_addr_t *to, uint64_t conn_id,
+                       uint8_t flags, uint32_t seq, const uint8_t key[32]) {
   uint8_t pkt[KP_PROBE_LEN];
   kp_probe_t p = {.flags = flags, .conn_id = conn_id, .seq = seq};
   kp_probe_encode(&p, key, pkt);
-  hp->io.send(hp->io.ctx, to, pkt, sizeof(pkt));
+  if (sock) {
+    hp->io.send_from(hp->io.ctx, sock, to, pkt, sizeof(pkt));
+  } else {
+    hp->io.send(hp->io.ctx, to, pkt, sizeof(pkt));
+  }
   hp->stats.probes_sent++;
 }
 
@@ -99,24 +108,25 @@ uint64_t kp__hp_probes_run(kp_hp_t *hp, hp_probes_t *p, uint64_t conn_id, uint8_
   unsigned limit = p->verified ? SCHEDULE_LEN : HP_UNVERIFIED_PROBES;
   while (p->next_at <= now) {
     for (unsigned i = 0; i < p->count; i++)
-      kp__hp_send_probe(hp, &p->to[i], conn_id, flags, p->sent++, key);
+      kp__hp_send_probe(hp, p->sock, &p->to[i], conn_id, flags, p->sent++, key);
     p->step++;
     p->next_at = p->step < limit ? p->start + schedule_ms[p->step] : UINT64_MAX;
   }
   return p->next_at;
 }
 
-void kp_hp_recv_probe(kp_hp_t *hp, const kp_addr_t *from, const uint8_t *data, size_t len,
-                      uint64_t now) {
+void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                      size_t len, uint64_t now) {
   kp_probe_t p;
   bool ok = false;
   if (!kp_probe_peek(data, len, &p)) {
     if (p.flags & KP_PROBE_FROM_CLIENT) {
       for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
-        if (hp->servers[i]) ok = kp__hp_server_probe(hp->servers[i], from, &p, data, len, now);
+        if (hp->servers[i])
+          ok = kp__hp_server_probe(hp->servers[i], sock, from, &p, data, len, now);
     } else {
       for (kp_hp_connect_t *c = hp->connects; c && !ok; c = kp__hp_connect_next(c))
-        ok = kp__hp_connect_probe(c, from, &p, data, len, now);
+        ok = kp__hp_connect_probe(c, sock, from, &p, data, len, now);
     }
   }
   if (ok) {
@@ -259,6 +269,8 @@ static void hp_tick(void *ctx, uint64_t now) {
     kp__hp_connect_tick(c, now);
     c = next;
   }
+  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+    if (hp->bday[i].hp) kp__hp_birthday_run(hp, &hp->bday[i], now);
 }
 
 static uint64_t hp_deadline(void *ctx) {
@@ -272,12 +284,15 @@ static uint64_t hp_deadline(void *ctx) {
       if (!se->server) continue;
       if (se->expires < d) d = se->expires;
       if (se->probes.next_at < d) d = se->probes.next_at;
+      if (se->bday_wanted && se->bday_retry_at < d) d = se->bday_retry_at;
     }
   }
   for (kp_hp_connect_t *c = hp->connects; c; c = kp__hp_connect_next(c)) {
     uint64_t cd = kp__hp_connect_deadline(c);
     if (cd < d) d = cd;
   }
+  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+    if (hp->bday[i].hp && hp->bday[i].next_at < d) d = hp->bday[i].next_at;
   return d;
 }
 
@@ -293,7 +308,9 @@ int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, c
   } else {
     kp_hp_config_defaults(&hp->cfg);
   }
-  if (!hp->cfg.max_relay_entries || !hp->cfg.max_sessions) {
+  if (!hp->cfg.max_relay_entries || !hp->cfg.max_sessions ||
+      hp->cfg.max_birthdays > HP_MAX_BIRTHDAYS) {
+
     kp_free(hp);
     return KP_ECONFIG;
   }
@@ -320,6 +337,7 @@ void kp_hp_free(kp_hp_t *hp) {
   for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
     if (hp->servers[i]) kp_hp_server_close(hp->servers[i]);
   kp__hp_connects_free(hp);
+  kp__hp_birthdays_free(hp);
   for (unsigned i = 0; hp->relay && i < hp->cfg.max_relay_entries; i++)
     if (hp->relay[i].hp) kp_dht_request_abandon(hp->dht, hp->relay[i].req);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HANDSHAKE);

@@ -45,6 +45,9 @@ struct kp_hp_connect_s {
   size_t server_lan_count;
   hp_probes_t probes;     /* verified: the server's address */
   hp_probes_t lan_probes; /* unverified: LAN, or an open server */
+  hp_bday_t *bday;
+  bool bday_wanted, bday_sockets; /* waiting for a slot in the pool */
+  uint64_t bday_retry_at;
   unsigned answers;
   unsigned datagrams;
   kp_hp_result_t res;
@@ -63,7 +66,9 @@ static void unlink_connect(kp_hp_connect_t *c) {
   }
 }
 
-static void stop_work(kp_hp_connect_t *c) {
+static void stop_work(kp_hp_connect_t *c, void *keep_socket) {
+  if (c->bday) kp__hp_birthday_end(c->bday, keep_socket);
+  c->bday = NULL;
   if (c->lookup) kp_dht_query_cancel(c->hp->dht, c->lookup);
   c->lookup = NULL;
   if (c->req) kp_dht_request_abandon(c->hp->dht, c->req);
@@ -71,7 +76,7 @@ static void stop_work(kp_hp_connect_t *c) {
 }
 
 static void connect_free(kp_hp_connect_t *c) {
-  stop_work(c);
+  stop_work(c, NULL);
   unlink_connect(c);
   kp_noise_clear(&c->noise);
   sodium_memzero(c, sizeof(*c));
@@ -86,13 +91,14 @@ static unsigned lookup_requests(const kp_hp_connect_t *c) {
  * server's probes until it has ours), else freed. */
 static void finish(kp_hp_connect_t *c, int status, uint64_t now) {
   kp_hp_result_t *r = &c->res;
-  r->datagrams = c->datagrams + lookup_requests(c) + c->probes.sent + c->lan_probes.sent;
+  r->datagrams = c->datagrams + lookup_requests(c) + c->probes.sent + c->lan_probes.sent +
+                 (c->bday ? c->bday->sent : 0);
   if (!c->lookup_done) c->lookup_done = now;
   r->lookup_ms = c->lookup_done - c->started;
   if (c->hs_done) r->handshake_ms = c->hs_done - c->hs_sent;
   if (c->hs_done && !status) r->punch_ms = now - c->hs_done;
   r->relay = c->relay;
-  stop_work(c);
+  stop_work(c, r->socket);
   kp_hp_connect_cb cb = c->cb;
   void *arg = c->arg;
   kp_hp_result_t copy = *r;
@@ -103,6 +109,12 @@ static void finish(kp_hp_connect_t *c, int status, uint64_t now) {
     c->state = C_LINGER;
     c->deadline = now + HP_LINGER_MS;
     c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
+    if (r->socket) {
+      /* A birthday win: our answer may be lost, and the server's spray will
+       * rarely hit this one port again, so knock from it while lingering. */
+      kp__hp_probes_start(&c->probes, &r->path, 1, true, now + 1);
+      c->probes.sock = r->socket;
+    }
   }
   cb(arg, status, &copy);
   sodium_memzero(&copy, sizeof(copy));
@@ -329,6 +341,19 @@ static void lookup_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_r
 
 /* ---- Holepunch round ------------------------------------------------------------ */
 
+/* Towards the server's verified address; retried every tick while the
+ * node's birthday pool is full. */
+static void start_birthday(kp_hp_connect_t *c, uint64_t now) {
+  c->bday = kp__hp_birthday_start(c->hp, c->bday_sockets, &c->probes.to[0], c->res.remote_id,
+                                  KP_PROBE_FROM_CLIENT, c->probe_key, now);
+  if (!c->bday) {
+    c->bday_retry_at = now + HP_BIRTHDAY_RETRY_MS;
+    return;
+  }
+  c->bday_wanted = false;
+  kp__hp_birthday_run(c->hp, c->bday, now);
+}
+
 static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
                            const kp_addr_t *from, uint64_t now) {
   kp_hp_connect_t *c = arg;
@@ -352,6 +377,11 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
   if (!c->res.strategy || c->res.strategy == KP_PUNCH_OPEN) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
   kp__hp_probes_start(&c->probes, &seen, 1, true, now);
   kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);
+  if (!c->bday && kp__hp_birthday_applies(c->res.local_nat, r.nat, &c->bday_sockets)) {
+    c->res.strategy = KP_PUNCH_BIRTHDAY;
+    c->bday_wanted = true;
+    start_birthday(c, now);
+  }
 }
 
 static void send_round(kp_hp_connect_t *c, uint64_t now) {
@@ -375,17 +405,20 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
 
 /* ---- Probes and time ---------------------------------------------------------------- */
 
-bool kp__hp_connect_probe(kp_hp_connect_t *c, const kp_addr_t *from, const kp_probe_t *p,
-                          const uint8_t *data, size_t len, uint64_t now) {
+bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
+                          const kp_probe_t *p, const uint8_t *data, size_t len, uint64_t now) {
   if (c->state == C_HANDSHAKE || p->conn_id != c->res.local_id) return false;
   if (!kp_probe_verify(data, len, c->probe_key)) return false;
+  /* An extra socket counts only if it is this attempt's. */
+  if (sock && sock != c->res.socket && !kp__hp_birthday_owns(c->bday, sock)) return false;
   if (!(p->flags & KP_PROBE_ANSWER) && c->answers < HP_MAX_ANSWERS) {
     c->answers++;
-    kp__hp_send_probe(c->hp, from, c->res.remote_id, KP_PROBE_FROM_CLIENT | KP_PROBE_ANSWER, p->seq,
-                      c->probe_key);
+    kp__hp_send_probe(c->hp, sock, from, c->res.remote_id, KP_PROBE_FROM_CLIENT | KP_PROBE_ANSWER,
+                      p->seq, c->probe_key);
   }
   if (c->state == C_PUNCH) {
     c->res.path = *from;
+    c->res.socket = sock;
     bool on_lan = false;
     for (size_t i = 0; i < c->server_lan_count; i++) on_lan |= kp_addr_eq(from, &c->server_lan[i]);
     if (on_lan) c->res.strategy = KP_PUNCH_LAN;
@@ -402,20 +435,28 @@ uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
 
   if (c->probes.next_at < d) d = c->probes.next_at;
   if (c->lan_probes.next_at < d) d = c->lan_probes.next_at;
+  if (c->bday_wanted && c->bday_retry_at < d) d = c->bday_retry_at;
   return d;
 }
 
 void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
   if (c->state == C_LINGER) {
-    if (c->deadline <= now) connect_free(c);
+    if (c->deadline <= now) {
+      connect_free(c);
+    } else {
+      kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,
+                        now);
+    }
     return;
   }
+
   if (c->deadline <= now) {
     finish(c, c->state == C_HANDSHAKE ? (c->last_error ? c->last_error : KP_EHANDSHAKE) : KP_EPUNCH,
            now);
     return;
   }
   if (c->state != C_PUNCH) return;
+  if (c->bday_wanted && c->bday_retry_at <= now) start_birthday(c, now);
   kp__hp_probes_run(c->hp, &c->lan_probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,
                     now);
   kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);

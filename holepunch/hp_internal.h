@@ -17,6 +17,8 @@
 #define HP_REPLAY_SETS 256
 #define HP_REPLAY_WINDOW_MS (5 * 60 * 1000) /* hellos older than this are replays */
 #define HP_REPLY_MAX 512
+#define HP_MAX_BIRTHDAYS 8      /* the pool's size; config.max_birthdays of it is used */
+#define HP_BIRTHDAY_RETRY_MS 50 /* a punch waiting for a slot in the pool looks again */
 
 /* Probes towards a set of addresses on a fixed schedule (hp.c). */
 typedef struct hp_probes_s {
@@ -27,7 +29,22 @@ typedef struct hp_probes_s {
   uint64_t start;   /* when the schedule began */
   uint64_t next_at; /* UINT64_MAX: idle */
   unsigned sent;
+  void *sock; /* the socket they leave from: NULL, the node's main one */
 } hp_probes_t;
+
+/* One birthday punch in progress (hp_birthday.c): the random side's
+ * sockets, or the consistent side's spray at random ports. */
+typedef struct hp_bday_s {
+  kp_hp_t *hp; /* NULL: free */
+  bool sockets;
+  kp_addr_t to; /* the peer's verified address (the spray: its IP) */
+  void **socks;
+  unsigned sock_count;
+  uint64_t conn_id;
+  uint8_t flags, key[32];
+  unsigned sent;
+  uint64_t next_at;
+} hp_bday_t;
 
 typedef struct hp_session_s {
   kp_hp_server_t *server; /* NULL: free */
@@ -43,6 +60,9 @@ typedef struct hp_session_s {
   uint8_t hp_key[32], probe_key[32];
   kp_addr_t client_seen; /* as the relay saw it when the hello passed */
   hp_probes_t probes;
+  hp_bday_t *bday;
+  bool bday_wanted, bday_sockets; /* waiting for a slot in the pool */
+  uint64_t bday_retry_at;
   unsigned answers;
   bool done;
 } hp_session_t;
@@ -92,6 +112,7 @@ struct kp_hp_s {
   kp_hp_connect_t *connects; /* live and lingering, linked */
   hp_relay_entry_t *relay;
   hp_rate_slot_t rate[HP_RATE_SLOTS];
+  hp_bday_t bday[HP_MAX_BIRTHDAYS];
   kp_hp_stats_t stats;
 };
 
@@ -112,8 +133,21 @@ void kp__hp_probes_start(hp_probes_t *p, const kp_addr_t *to, size_t count, bool
 /* Sends what is due; returns the next deadline. */
 uint64_t kp__hp_probes_run(kp_hp_t *hp, hp_probes_t *p, uint64_t conn_id, uint8_t flags,
                            const uint8_t key[32], uint64_t now);
-void kp__hp_send_probe(kp_hp_t *hp, const kp_addr_t *to, uint64_t conn_id, uint8_t flags,
-                       uint32_t seq, const uint8_t key[32]);
+void kp__hp_send_probe(kp_hp_t *hp, void *sock, const kp_addr_t *to, uint64_t conn_id,
+                       uint8_t flags, uint32_t seq, const uint8_t key[32]);
+
+/* hp_birthday.c */
+/* Whether a NAT pair needs the birthday strategy, and if so which half is
+ * ours: sockets (we are the random side) or the spray. */
+bool kp__hp_birthday_applies(kp_nat_type_t local, kp_nat_type_t remote, bool *sockets);
+/* NULL: the pool is busy or no socket could be opened (counted). */
+hp_bday_t *kp__hp_birthday_start(kp_hp_t *hp, bool sockets, const kp_addr_t *to, uint64_t conn_id,
+                                 uint8_t flags, const uint8_t key[32], uint64_t at);
+void kp__hp_birthday_run(kp_hp_t *hp, hp_bday_t *b, uint64_t now);
+bool kp__hp_birthday_owns(const hp_bday_t *b, const void *sock);
+/* Closes every socket but keep (the winner, now the caller's). */
+void kp__hp_birthday_end(hp_bday_t *b, void *keep);
+void kp__hp_birthdays_free(kp_hp_t *hp);
 
 /* hp_server.c */
 /* A hello or a round for s. direct: the client sent it to us (we are our
@@ -122,14 +156,15 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
                              const kp_addr_t *client_seen, bool direct, uint64_t now);
 void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
                          const kp_addr_t *client_seen, bool direct, uint64_t now);
-bool kp__hp_server_probe(kp_hp_server_t *s, const kp_addr_t *from, const kp_probe_t *p,
+bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const kp_probe_t *p,
                          const uint8_t *data, size_t len, uint64_t now);
 void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now);
 kp_hp_server_t *kp__hp_server_for(kp_hp_t *hp, const uint8_t target[KP_ID_LEN]);
 
 /* hp_client.c */
-bool kp__hp_connect_probe(kp_hp_connect_t *c, const kp_addr_t *from, const kp_probe_t *p,
-                          const uint8_t *data, size_t len, uint64_t now);
+bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
+                          const kp_probe_t *p, const uint8_t *data, size_t len, uint64_t now);
+
 /* Runs due work (may free c); the next deadline. */
 void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now);
 uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c);

@@ -28,6 +28,7 @@ static hp_session_t *find_by_ephemeral(kp_hp_server_t *s, const uint8_t e[32]) {
 
 static void session_free(hp_session_t *se) {
   kp_hp_server_t *s = se->server;
+  if (se->bday) kp__hp_birthday_end(se->bday, NULL);
   sodium_memzero(se, sizeof(*se));
   s->session_count--;
 }
@@ -202,6 +203,14 @@ reject:
   goto out;
 }
 
+/* Towards where the relay saw the client; retried while the pool is full. */
+static void start_birthday(hp_session_t *se, uint64_t at) {
+  se->bday = kp__hp_birthday_start(se->server->hp, se->bday_sockets, &se->client_seen,
+                                   se->res.remote_id, 0, se->probe_key, at);
+  se->bday_wanted = !se->bday;
+  se->bday_retry_at = at + HP_BIRTHDAY_RETRY_MS;
+}
+
 void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
                          const kp_addr_t *client_seen, bool direct, uint64_t now) {
   kp_hp_t *hp = s->hp;
@@ -237,30 +246,50 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
   reply_routed(s, rt, se->round_reply, se->round_reply_len, se->id, direct, now);
   if (proven && r.punch && !se->done) {
     /* Fire when the answer reaches the client: half its relay round trip. */
+    uint64_t at = now + r.delay_ms;
     se->res.strategy = KP_PUNCH_SIMULTANEOUS;
-    kp__hp_probes_start(&se->probes, client_seen, 1, true, now + r.delay_ms);
+    kp__hp_probes_start(&se->probes, client_seen, 1, true, at);
+    if (!se->bday && kp__hp_birthday_applies(se->res.local_nat, r.nat, &se->bday_sockets)) {
+      se->res.strategy = KP_PUNCH_BIRTHDAY;
+      se->bday_wanted = true;
+      start_birthday(se, at);
+    }
   }
 }
 
-bool kp__hp_server_probe(kp_hp_server_t *s, const kp_addr_t *from, const kp_probe_t *p,
+bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const kp_probe_t *p,
                          const uint8_t *data, size_t len, uint64_t now) {
   hp_session_t *se = NULL;
   for (unsigned i = 0; i < s->hp->cfg.max_sessions && !se; i++)
     if (s->sessions[i].server && s->sessions[i].res.local_id == p->conn_id) se = &s->sessions[i];
   if (!se || !kp_probe_verify(data, len, se->probe_key)) return false;
+  /* An extra socket counts only if it is this session's. */
+  if (sock && sock != se->res.socket && !kp__hp_birthday_owns(se->bday, sock)) return false;
   if (!(p->flags & KP_PROBE_ANSWER) && se->answers < HP_MAX_ANSWERS) {
     se->answers++;
-    kp__hp_send_probe(s->hp, from, se->res.remote_id, KP_PROBE_ANSWER, p->seq, se->probe_key);
+    kp__hp_send_probe(s->hp, sock, from, se->res.remote_id, KP_PROBE_ANSWER, p->seq, se->probe_key);
   }
   if (!se->done) {
     se->done = true;
     se->probes.next_at = UINT64_MAX;
     se->expires = now + HP_LINGER_MS;
     se->res.path = *from;
-    if (kp_addr_same_ip(from, &se->client_seen) == false)
+    se->res.socket = sock;
+    if (se->bday) kp__hp_birthday_end(se->bday, sock);
+    se->bday = NULL;
+    se->bday_wanted = false;
+    if (sock) {
+      /* Our answer may be lost, and the client's spray will rarely hit
+       * this one port again: knock from it until the linger ends. */
+      se->res.strategy = KP_PUNCH_BIRTHDAY;
+      kp__hp_probes_start(&se->probes, from, 1, true, now + 1);
+      se->probes.sock = sock;
+    } else if (kp_addr_same_ip(from, &se->client_seen) == false) {
       se->res.strategy = KP_PUNCH_LAN;
-    else if (!se->res.strategy)
+    } else if (!se->res.strategy) {
       se->res.strategy = KP_PUNCH_OPEN;
+    }
+
     s->stats.connections++;
     if (s->on_connection) s->on_connection(s->ctx, &se->res);
   }
@@ -276,6 +305,7 @@ void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now) {
       session_free(se);
       continue;
     }
+    if (se->bday_wanted && se->bday_retry_at <= now) start_birthday(se, now);
     if (se->probes.next_at <= now)
       kp__hp_probes_run(s->hp, &se->probes, se->res.remote_id, 0, se->probe_key, now);
   }

@@ -64,6 +64,7 @@ static void on_timer(uv_timer_t *timer) {
   kp_udp_batch_begin(&node->sock, &batch);
   kp_dht_tick(node->dht, now_ms(node));
   kp_udp_batch_end(&node->sock, &batch);
+  if (node->xsocks) kp__node_xsock_sweep(node, now_ms(node));
   kp__node_rearm(node);
 }
 
@@ -89,7 +90,7 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
   } else if (kp_stream_is_packet(data, len) && node->ep && !node->ep_closing) {
     kp__endpoint_input(node->ep, from, data, len);
   } else if (kp_probe_is_packet(data, len)) {
-    kp_hp_recv_probe(node->hp, from, data, len, now_ms(node));
+    kp_hp_recv_probe(node->hp, NULL, from, data, len, now_ms(node));
     kp__node_rearm(node);
   } else {
     node->drops_other++;
@@ -206,7 +207,9 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   kp_hp_config_defaults(&hp_cfg);
   hp_cfg.ciphers |= (uint8_t)(1u << kp_cipher_preferred());
   hp_cfg.wall_ms = kp__node_wall_ms;
-  kp_hp_io_t hp_io = {hp_send, node};
+  kp_hp_io_t hp_io = {.send = hp_send, .ctx = node};
+  kp__node_xsock_io(node, &hp_io);
+
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
   set_lan_addrs(node);
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
@@ -243,8 +246,6 @@ static void dns_unlink(kp_node_t *node, kp_node_dns_t *d) {
   }
 }
 
-static void maybe_finish_close(kp_node_t *node);
-
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   kp_node_dns_t *d = req->data;
   kp_node_t *node = d->node;
@@ -261,7 +262,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   }
   uv_freeaddrinfo(res);
   kp_free(d);
-  if (node->closing) maybe_finish_close(node);
+  if (node->closing) kp__node_maybe_finish_close(node);
 }
 
 static int resolve(kp_node_t *node, const char *host_port) {
@@ -355,8 +356,8 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 
 /* ---- Close --------------------------------------------------------------- */
 
-static void maybe_finish_close(kp_node_t *node) {
-  if (node->open_handles || node->dns) return;
+void kp__node_maybe_finish_close(kp_node_t *node) {
+  if (node->open_handles || node->dns || node->xsocks || node->xsock_closing) return;
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
   kp_hp_free(node->hp); /* before the DHT it rides on */
@@ -373,13 +374,13 @@ static void maybe_finish_close(kp_node_t *node) {
 static void on_timer_closed(uv_handle_t *handle) {
   kp_node_t *node = handle->data;
   node->open_handles &= ~OPEN_TIMER;
-  maybe_finish_close(node);
+  kp__node_maybe_finish_close(node);
 }
 
 static void on_udp_closed(kp_udp_t *udp) {
   kp_node_t *node = udp->data;
   node->open_handles &= ~(udp == &node->sock ? OPEN_SOCK : OPEN_ALT);
-  maybe_finish_close(node);
+  kp__node_maybe_finish_close(node);
 }
 
 static void on_endpoint_closed(kp_endpoint_t *ep) {
@@ -400,6 +401,7 @@ static void start_close(kp_node_t *node) {
     kp_udp_close(&node->sock, on_udp_closed);
   }
   if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
+  kp__node_xsock_close_all(node);
 }
 
 void kp_node_close(kp_node_t *node, kp_node_close_cb cb) {

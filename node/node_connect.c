@@ -47,8 +47,12 @@ static int ensure_endpoint(kp_node_t *node) {
 
 static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
                      kp_conn_t **out) {
-  int err = ensure_endpoint(node);
+  /* On the socket whose NAT mapping the punch opened. */
+  kp_endpoint_t *ep;
+  int err = r->socket ? kp__node_xsock_endpoint(node, r->socket, &ep) : ensure_endpoint(node);
   if (err) return err;
+  if (!r->socket) ep = node->ep;
+
   kp_conn_options_t o;
   kp_conn_options_init(&o);
   o.initiator = r->initiator;
@@ -58,7 +62,7 @@ static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_cal
   memcpy(o.tx_key, r->tx_key, 32);
   memcpy(o.rx_key, r->rx_key, 32);
   o.remote = r->path;
-  err = kp_conn_open(node->ep, &o, cb, out);
+  err = kp_conn_open(ep, &o, cb, out);
   sodium_memzero(&o, sizeof(o));
   return err;
 }

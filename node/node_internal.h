@@ -13,6 +13,7 @@
 #include "kadpunch.h"
 
 typedef struct kp_node_dns_s kp_node_dns_t;
+typedef struct kp_node_xsock_s kp_node_xsock_t;
 
 enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4 };
 
@@ -29,6 +30,8 @@ struct kp_node_s {
   kp_endpoint_t *ep;        /* stream connections on sock, made on first use */
   bool ep_closing;          /* the socket closes once the endpoint has */
   kp_announce_t *announces; /* live announcements, told of a close */
+  kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */
+  unsigned xsock_count, xsock_closing;
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
   kp_rng_t rng;
@@ -61,6 +64,17 @@ void kp__node_rearm(kp_node_t *node);
 /* The node's clock (ms, the loop's) and the wall clock (ms since 1970). */
 uint64_t kp__node_now(const kp_node_t *node);
 uint64_t kp__node_wall_ms(void *ctx);
+
+/* Frees the node once nothing is left open (node.c). */
+void kp__node_maybe_finish_close(kp_node_t *node);
+
+/* node_sockets.c: the extra sockets behind the holepunch io's open,
+ * send_from and close; the endpoint for a connection on a won one; closing
+ * won sockets whose connections are gone; closing them all. */
+void kp__node_xsock_io(kp_node_t *node, kp_hp_io_t *io);
+int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out);
+void kp__node_xsock_sweep(kp_node_t *node, uint64_t now);
+void kp__node_xsock_close_all(kp_node_t *node);
 
 /* node_swarm.c: ends the node's announcements when it closes. */
 void kp__node_announces_cancel(kp_node_t *node);

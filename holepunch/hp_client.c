@@ -156,6 +156,10 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
   c->session = wl->session;
   memcpy(c->server_token, wl->token, 32);
   r->remote_nat = wl->nat;
+  /* The lookup's replies were more samples: a fresh node knows more now
+   * than when it said hello. */
+  kp_nat_type_t nat = kp_dht_nat(hp->dht)->type;
+  if (nat != KP_NAT_UNKNOWN) r->local_nat = nat;
   r->remote_id = wl->conn_id;
   r->cipher = wl->cipher;
   for (size_t i = 0; i < wl->addr_count; i++)
@@ -386,6 +390,7 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
 
 static void send_round(kp_hp_connect_t *c, uint64_t now) {
   kp_hp_round_t r = {.round = 1, .nat = c->res.local_nat, .punch = true};
+
   r.has_token = true;
   kp_hs_token(c->hp->secret, c->session, &c->server_seen, r.token);
   /* The server's token from the welcome, bound to where the relay saw us. */

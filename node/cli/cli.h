@@ -27,6 +27,8 @@ int kp_cli_announce(int argc, char **argv);
 int kp_cli_lookup(int argc, char **argv);
 int kp_cli_put(int argc, char **argv);
 int kp_cli_get(int argc, char **argv);
+int kp_cli_serve(int argc, char **argv);
+int kp_cli_connect(int argc, char **argv);
 
 /* ---- Options every networked command takes (cli_node.c) ----------------- */
 
@@ -86,6 +88,9 @@ const char *kp_cli_default_key_path(void);
 /* Reads a key file, printing a clear message (what is wrong and what to do)
  * on failure. Returns 0 or an exit code. */
 int kp_cli_load_key(const char *path, kp_keypair_t *kp, const char *cmd);
+/* The identity a command runs as: --key's file (key_path), else the
+ * default file if it exists, else a throwaway key (said on stderr). */
+int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd);
 /* The DHT target of a command-line TOPIC, or of a key given as --key-of. */
 int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],
                   const char *cmd);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "common/log.h"
@@ -151,6 +152,14 @@ int kp_cli_load_key(const char *path, kp_keypair_t *kp, const char *cmd) {
     default: fprintf(stderr, "kadpunch %s: %s: %s\n", cmd, path, kp_strerror(err)); break;
   }
   return KP_EXIT_USAGE;
+}
+
+int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd) {
+  const char *path = key_path ? key_path : kp_cli_default_key_path();
+  if (key_path || access(path, F_OK) == 0) return kp_cli_load_key(path, kp, cmd);
+  kp_keypair_generate(kp);
+  fprintf(stderr, "kadpunch %s: no key file at %s: using a throwaway key\n", cmd, path);
+  return 0;
 }
 
 int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],

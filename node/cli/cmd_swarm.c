@@ -92,13 +92,7 @@ int kp_cli_announce(int argc, char **argv) {
     return kp_cli_usage_error("announce", "--data is longer than %d bytes", KP_RECORD_MAX_DATA);
 
   kp_keypair_t kp;
-  const char *path = key_path ? key_path : kp_cli_default_key_path();
-  if (key_path || access(path, F_OK) == 0) {
-    if ((rc = kp_cli_load_key(path, &kp, "announce"))) return rc;
-  } else {
-    kp_keypair_generate(&kp);
-    fprintf(stderr, "kadpunch announce: no key file at %s: using a throwaway key\n", path);
-  }
+  if ((rc = kp_cli_identity(key_path, &kp, "announce"))) return rc;
   announce_state_t st = {0};
   kp_key_to_text(kp.public_key, st.key);
   st.what = topic ? topic : "its own key";

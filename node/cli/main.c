@@ -13,6 +13,8 @@ static const kp_cli_command_t commands[] = {
     {"lookup", "find the peers announced under a topic or key", kp_cli_lookup},
     {"put", "store a mutable or immutable value", kp_cli_put},
     {"get", "fetch a mutable or immutable value", kp_cli_get},
+    {"serve", "listen on a key pair: an echo service reachable by key", kp_cli_serve},
+    {"connect", "connect to a peer by its public key", kp_cli_connect},
 };
 
 static void usage(FILE *out) {

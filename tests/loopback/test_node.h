@@ -30,5 +30,6 @@ int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t 
 void test_swarm_survives_churn(void);
 void test_cli_keygen(void);
 void test_cli_swarm_commands(void);
+void test_cli_serve_connect(void);
 
 #endif

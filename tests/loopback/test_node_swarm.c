@@ -273,3 +273,69 @@ void test_cli_swarm_commands(void) {
   kp_testnet_destroy(&tn);
   kp_test_check_loop_closes(&loop);
 }
+
+/* kadpunch serve / connect: a connect by key prints the NATs, the path and
+ * the phases and gets its message echoed; --json parses as one object; a
+ * key outside --allow gets the refusal reason and exit code 1. */
+void test_cli_serve_connect(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = 20;
+  kp_testnet_t tn;
+  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  char boot[64], dir[] = "/tmp/kp-cli-XXXXXX", skey[256], ckey[256], out[8192];
+  snprintf(boot, sizeof(boot), "%s", tn.bootstrap);
+  KP_CHECK(mkdtemp(dir) != NULL);
+  snprintf(skey, sizeof(skey), "%s/server", dir);
+  snprintf(ckey, sizeof(ckey), "%s/client", dir);
+  char spk[KP_KEY_TEXT_LEN + 1], cpk[KP_KEY_TEXT_LEN + 1];
+  const char *kg1[] = {KP_BINARY, "keygen", "-o", skey, NULL};
+  const char *kg2[] = {KP_BINARY, "keygen", "-o", ckey, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, kg1, out, sizeof(out), 10000), 0);
+  memcpy(spk, out, KP_KEY_TEXT_LEN);
+  spk[KP_KEY_TEXT_LEN] = '\0';
+  KP_CHECK_EQ(kp_test_run_cli(&loop, kg2, out, sizeof(out), 10000), 0);
+  memcpy(cpk, out, KP_KEY_TEXT_LEN);
+  cpk[KP_KEY_TEXT_LEN] = '\0';
+
+  const char *serve[] = {KP_BINARY, "serve",       "--key", skey, "--allow",
+                         cpk,       "--bootstrap", boot,    NULL};
+  kp_test_child_t *server = kp_test_spawn(&loop, serve);
+  KP_CHECK(kp_test_child_wait_output(&loop, server, "serving", 10000));
+  /* Give the announcement a moment to be stored. */
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+
+  const char *connect[] = {KP_BINARY,   "connect",   spk,           "--key", ckey,
+                           "--message", "ping-1234", "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, connect, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(strstr(out, "connected to") && strstr(out, "9 bytes back") &&
+                   strstr(out, "lookup") && strstr(out, "handshake") && strstr(out, "punch") &&
+                   strstr(out, "nat ") && strstr(out, "path "),
+               "%s", out);
+  const char *json[] = {KP_BINARY, "connect",     spk,  "--key", ckey,
+                        "--json",  "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, json, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(out[0] == '{' && strstr(out, "\"ok\":true") && strstr(out, "\"strategy\":\"") &&
+                   strstr(out, "\"echo_bytes\":5"),
+               "%s", out);
+  /* A throwaway key is not on the list. */
+  const char *stranger[] = {KP_BINARY,          "connect",     spk,  "--key",
+                            "/nonexistent/key", "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, stranger, out, sizeof(out), 30000), 2);
+  setenv("KADPUNCH_KEY", "/nonexistent/key", 1);
+  const char *refused[] = {KP_BINARY, "connect", spk, "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, refused, out, sizeof(out), 30000), 1);
+  unsetenv("KADPUNCH_KEY");
+  KP_CHECK_MSG(strstr(out, "not allowed"), "%s", out);
+  /* Nobody announced this key. */
+  const char *nobody[] = {KP_BINARY, "connect", cpk, "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, nobody, out, sizeof(out), 30000), 1);
+  KP_CHECK_MSG(strstr(out, kp_strerror(KP_EPEERNOTFOUND)), "%s", out);
+  KP_CHECK_EQ(kp_test_child_stop(&loop, server, 10000), 0);
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+  kp_test_sh("rm -rf %s", dir);
+}

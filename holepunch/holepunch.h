@@ -37,10 +37,10 @@ typedef struct kp_hp_connect_s kp_hp_connect_t;
 typedef struct kp_hp_config_s {
   unsigned handshake_timeout_ms; /* whole handshake, every relay tried (default 10000) */
   unsigned punch_timeout_ms;     /* from the handshake to a path (default 10000) */
-  unsigned max_sessions;         /* a server's handshakes in progress (default 256) */
+  unsigned max_sessions;         /* a server's handshakes in progress (default 1024) */
   unsigned max_relay_entries;    /* forwarded requests in flight (default 512) */
   unsigned relay_rate;           /* forwards per second per source IP (default 20) */
-  unsigned server_rate;          /* handshakes a server answers per second (default 2000) */
+  unsigned server_rate;          /* handshakes a server answers per second (default 5000) */
   /* The birthday strategy (docs/architecture.md): sockets the random side
    * opens (256), probes the consistent side sprays (2000) and how fast
    * (1000/s), and how many such punches run at once per node (2). */
@@ -116,6 +116,7 @@ typedef struct kp_hp_server_stats_s {
   uint64_t busy;        /* answered BUSY: table full or over the rate */
   uint64_t bad;         /* failed to decrypt or decode */
   uint64_t replays;     /* hellos not newer than the client's last one */
+  uint64_t evicted;     /* unproven sessions dropped for newer hellos */
   uint64_t connections; /* sessions that ended on a path */
   uint64_t punch_timeouts;
   unsigned sessions; /* gauge */

@@ -15,10 +15,10 @@ void kp_hp_config_defaults(kp_hp_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->handshake_timeout_ms = 10000;
   cfg->punch_timeout_ms = 10000;
-  cfg->max_sessions = 256;
+  cfg->max_sessions = 1024;
   cfg->max_relay_entries = 512;
   cfg->relay_rate = 20;
-  cfg->server_rate = 2000;
+  cfg->server_rate = 5000;
   cfg->birthday_sockets = 256;
   cfg->birthday_probes = 2000;
   cfg->birthday_rate = 1000;

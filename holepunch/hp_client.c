@@ -33,6 +33,8 @@ struct kp_hp_connect_s {
   kp_dht_req_t *req; /* the handshake or round in flight */
   kp_addr_t relay;   /* where req went */
   int last_error;    /* the most telling relay error so far */
+  unsigned busy_rounds;
+  uint64_t retry_at; /* every relay said BUSY: all again at this time */
 
   kp_noise_t noise;
   uint64_t started, hs_sent, hs_done, lookup_done;
@@ -282,8 +284,15 @@ static void try_next_relay(kp_hp_connect_t *c, uint64_t now) {
   while (c->relay_next < c->relay_count) {
     if (!send_hello(c, &c->relays[c->relay_next++], now)) return;
   }
-  /* Out of relay nodes: wait for the lookup to find more, or give up. */
-  if (c->lookup_over) finish(c, c->last_error ? c->last_error : KP_EPEERNOTFOUND, now);
+  if (!c->lookup_over) return; /* it may find more */
+  /* A busy server sheds load first come, first served: a little later,
+   * with a fresh hello, the same relay nodes may well get through. */
+  if (c->last_error == KP_EOVERLOADED && c->busy_rounds < HP_BUSY_RETRIES) {
+    c->relay_next = 0;
+    c->retry_at = now + (HP_BUSY_BACKOFF_MS << c->busy_rounds++);
+    return;
+  }
+  finish(c, c->last_error ? c->last_error : KP_EPEERNOTFOUND, now);
 }
 
 static void add_relay(kp_hp_connect_t *c, const kp_addr_t *a, uint64_t now) {
@@ -441,6 +450,7 @@ uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
   if (c->probes.next_at < d) d = c->probes.next_at;
   if (c->lan_probes.next_at < d) d = c->lan_probes.next_at;
   if (c->bday_wanted && c->bday_retry_at < d) d = c->bday_retry_at;
+  if (c->retry_at && c->retry_at < d) d = c->retry_at;
   return d;
 }
 
@@ -458,6 +468,11 @@ void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
   if (c->deadline <= now) {
     finish(c, c->state == C_HANDSHAKE ? (c->last_error ? c->last_error : KP_EHANDSHAKE) : KP_EPUNCH,
            now);
+    return;
+  }
+  if (c->state == C_HANDSHAKE && c->retry_at && c->retry_at <= now && !c->req) {
+    c->retry_at = 0;
+    try_next_relay(c, now);
     return;
   }
   if (c->state != C_PUNCH) return;

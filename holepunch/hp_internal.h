@@ -19,6 +19,8 @@
 #define HP_REPLY_MAX 512
 #define HP_MAX_BIRTHDAYS 8      /* the pool's size; config.max_birthdays of it is used */
 #define HP_BIRTHDAY_RETRY_MS 50 /* a punch waiting for a slot in the pool looks again */
+#define HP_BUSY_RETRIES 3       /* rounds over the relay nodes when all say BUSY ... */
+#define HP_BUSY_BACKOFF_MS 250  /* ... after 250, 500, 1000 ms */
 
 /* Probes towards a set of addresses on a fixed schedule (hp.c). */
 typedef struct hp_probes_s {
@@ -49,7 +51,8 @@ typedef struct hp_bday_s {
 typedef struct hp_session_s {
   kp_hp_server_t *server; /* NULL: free */
   uint64_t id;
-  uint64_t expires;
+  uint64_t created, expires;
+  bool proven;          /* a round echoed our token: the client is real */
   uint8_t client_e[32]; /* a repeated hello (a retry) gets the same answer */
   uint8_t reply[HP_REPLY_MAX];
   size_t reply_len;

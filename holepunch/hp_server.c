@@ -33,17 +33,32 @@ static void session_free(hp_session_t *se) {
   s->session_count--;
 }
 
-static hp_session_t *session_new(kp_hp_server_t *s) {
+/* A free slot; with none, the oldest session whose client never came back
+ * with a proven round. A flood of valid hellos (fresh keys cost an
+ * attacker nothing) thus churns only unproven sessions, each living at
+ * least max_sessions / server_rate seconds (0.2 s by default), while any
+ * client that answers within that keeps its slot. */
+static hp_session_t *session_new(kp_hp_server_t *s, uint64_t now) {
+  hp_session_t *victim = NULL;
   for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++) {
     hp_session_t *se = &s->sessions[i];
-    if (se->server) continue;
-    memset(se, 0, sizeof(*se));
-    se->server = s;
-    se->probes.next_at = UINT64_MAX;
-    s->session_count++;
-    return se;
+    if (!se->server) {
+      victim = se;
+      break;
+    }
+    if (!se->proven && (!victim || se->created < victim->created)) victim = se;
   }
-  return NULL;
+  if (!victim) return NULL;
+  if (victim->server) {
+    s->stats.evicted++;
+    session_free(victim);
+  }
+  memset(victim, 0, sizeof(*victim));
+  victim->server = s;
+  victim->created = now;
+  victim->probes.next_at = UINT64_MAX;
+  s->session_count++;
+  return victim;
 }
 
 /* A client key's newest hello timestamp; a 4-way set, oldest out. */
@@ -126,7 +141,9 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     reply_routed(s, rt, dup->reply, dup->reply_len, dup->id, direct, now);
     return;
   }
-  if (!rate_ok(s, now)) {
+  /* Relayed hellos: the client's IP as the relay saw it has the same
+   * budget as a direct sender's, however many relay nodes it goes via. */
+  if (!rate_ok(s, now) || (!direct && !kp__hp_rate_ok(hp, client_seen, now))) {
     s->stats.busy++;
     kp__hp_reply_error(hp, rt, KP_HS_ERR_BUSY, now);
     return;
@@ -155,7 +172,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     goto reject;
   }
   kp_hs_refusal_t why = s->firewall ? s->firewall(s->ctx, hello.client_key) : KP_HS_OK;
-  hp_session_t *se = why ? NULL : session_new(s);
+  hp_session_t *se = why ? NULL : session_new(s, now);
   if (!why && !se) why = KP_HS_REFUSE_OVERLOADED;
   if (why) {
     refuse(s, &st, rt, why, direct, now);
@@ -235,6 +252,7 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
   uint8_t expect[32];
   kp_hs_token(s->secret, se->id, client_seen, expect);
   bool proven = r.has_remote_token && !sodium_memcmp(expect, r.remote_token, 32);
+  se->proven |= proven;
   kp_hp_round_t answer = {.round = r.round, .nat = se->res.local_nat, .punch = proven};
   if (r.has_token) {
     answer.has_remote_token = true;

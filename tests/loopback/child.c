@@ -138,3 +138,7 @@ int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t 
   if (loop == &own) kp_test_check_loop_closes(&own);
   return status;
 }
+
+int kp_test_child_pid(const kp_test_child_t *c) {
+  return c->proc.pid;
+}

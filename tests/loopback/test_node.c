@@ -373,6 +373,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(cli_keygen, loopback, 30),
     KP_CASE(cli_swarm_commands, loopback, 120),
     KP_CASE(cli_serve_connect, loopback, 120),
+    KP_CASE(handshake_flood, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -20,6 +20,7 @@ bool kp_test_child_wait_output(uv_loop_t *loop, kp_test_child_t *c, const char *
 /* SIGTERM, wait for the exit; returns the exit status (128+signal if
  * killed, -1 on timeout after SIGKILL) and frees the child. */
 int kp_test_child_stop(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms);
+int kp_test_child_pid(const kp_test_child_t *c);
 
 /* Runs argv to completion (on loop, or a private one if NULL) and returns
  * its exit status; out gets its output (stdout then stderr). */
@@ -31,5 +32,8 @@ void test_swarm_survives_churn(void);
 void test_cli_keygen(void);
 void test_cli_swarm_commands(void);
 void test_cli_serve_connect(void);
+
+/* test_flood.c */
+void test_handshake_flood(void);
 
 #endif

@@ -269,7 +269,7 @@ static void world_init(world_t *w, uint64_t seed, double loss, double dup) {
   }
 }
 
-static peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed) {
+static peer_t *peer_new_cfg(world_t *w, kind_t kind, uint8_t seed, const kp_hp_config_t *cfg) {
   peer_t *p = &w->peers[w->peer_count++];
   unsigned ip = ++w->next_ip;
   kp_addr_t pub, inside;
@@ -289,7 +289,7 @@ static peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed) {
   kp_sim_dht_node_add_swarm(p->n, NULL);
   kp_hp_io_t io = {
       .send = hp_send, .open = extra_open, .send_from = extra_send, .close = extra_close, .ctx = p};
-  KP_CHECK_OK(kp_hp_new(p->n->dht, p->n->swarm, NULL, &io, &p->hp));
+  KP_CHECK_OK(kp_hp_new(p->n->dht, p->n->swarm, cfg, &io, &p->hp));
   p->n->on_other = on_other;
   p->n->other_ctx = p;
   keypair(&p->kp, seed);
@@ -298,6 +298,10 @@ static peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed) {
   kp_dht_add_bootstrap(p->n->dht, &boot, kp_sim_now(w->sim));
   kp_sim_dht_node_kick(p->n);
   return p;
+}
+
+static peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed) {
+  return peer_new_cfg(w, kind, seed, NULL);
 }
 
 static void world_free(world_t *w) {
@@ -651,6 +655,67 @@ static void test_sim_random_pair_no_probes(void) {
   world_free(&w);
 }
 
+/* A server over its hello rate answers BUSY before any crypto; clients
+ * come back a little later and all get in. A relay node forwards at most
+ * relay_rate requests per second from one IP. */
+static void test_sim_rates(void) {
+  world_t w;
+  world_init(&w, 31, 0, 0);
+  kp_hp_config_t cfg;
+  kp_hp_config_defaults(&cfg);
+  cfg.server_rate = 2;
+  peer_t *server = peer_new_cfg(&w, K_OPEN, 50, &cfg);
+  serve(&w, server);
+  enum { CLIENTS = 6 };
+  peer_t *clients[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++) clients[i] = peer_new(&w, K_CONSISTENT, (uint8_t)(60 + i));
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
+  kp_addr_t boot;
+  kp_sim_dht_addr(0, &boot);
+  kp_hp_connect_opts_t o = {.seeds = &boot, .seed_count = 1};
+  for (int i = 0; i < CLIENTS; i++) {
+    KP_CHECK_OK(kp_hp_connect(clients[i]->hp, &clients[i]->kp, server->kp.public_key, &o,
+                              on_connected, clients[i], kp_sim_now(w.sim), NULL));
+    kp_sim_dht_node_kick(clients[i]->n);
+  }
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 15 * SEC);
+  kp_hp_server_stats_t ss;
+  kp_hp_server_stats(server->server, &ss);
+  for (int i = 0; i < CLIENTS; i++)
+    KP_CHECK_MSG(clients[i]->done && clients[i]->status == 0, "client %d: %s", i,
+                 kp_err_name(clients[i]->status));
+  KP_CHECK(ss.busy > 0);
+  KP_CHECK_EQ(ss.accepted, CLIENTS);
+
+  /* One source, 60 requests in a second at one relay node: 20 forwarded. */
+  kp_hp_stats_t before, after;
+  kp_sim_dht_node_t *relay = NULL;
+  for (size_t i = 0; i < w.net.count && !relay; i++) {
+    kp_hp_stats(w.net.nodes[i]->other_ctx, &before);
+    if (before.relay_forwards) relay = w.net.nodes[i];
+  }
+  KP_CHECK(relay != NULL);
+  kp_hp_stats(relay->other_ctx, &before);
+  uint8_t target[KP_ID_LEN], junk[80] = {7}, val[200];
+  size_t vlen;
+  kp_target_from_key(server->kp.public_key, target);
+  kp_hs_wire_t wm = {.mode = KP_HS_FROM_CLIENT, .data = junk, .len = sizeof(junk)};
+  KP_CHECK_OK(kp_hs_wire_encode(&wm, val, sizeof(val), &vlen));
+  /* Wait for a fresh second of the relay's rate window. */
+  kp_sim_run_until(w.sim, (kp_sim_now(w.sim) / SEC + 1) * SEC);
+  peer_t *c = clients[0];
+  for (int i = 0; i < 60; i++)
+    KP_CHECK_OK(kp_dht_request(c->n->dht, kp_sim_socket_addr(relay->sock),
+                               KP_DHT_CMD_PEER_HANDSHAKE, target, val, vlen, NULL, ignore_reply,
+                               NULL, kp_sim_now(w.sim), NULL));
+  kp_sim_dht_node_kick(c->n);
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 500);
+  kp_hp_stats(relay->other_ctx, &after);
+  KP_CHECK_EQ(after.relay_forwards - before.relay_forwards, 20);
+  KP_CHECK(after.relay_busy - before.relay_busy >= 40);
+  world_free(&w);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(noise_ik, unit, 10),
     KP_CASE(noise_hmac, unit, 10),
@@ -659,6 +724,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_birthday, sim, 120),
     KP_CASE(sim_birthday_pool, sim, 60),
     KP_CASE(sim_random_pair_no_probes, sim, 60),
+    KP_CASE(sim_rates, sim, 60),
     KP_CASE(sim_nat_matrix_lossy, sim, 120),
     KP_CASE(sim_refused, sim, 60),
     KP_CASE(sim_wrong_key_and_replay, sim, 60),

@@ -142,7 +142,8 @@ typedef void (*kp_hp_connect_cb)(void *arg, int status, const kp_hp_result_t *r)
 typedef struct kp_hp_connect_opts_s {
   const kp_addr_t *relays; /* skip the lookup: the server's relay nodes */
   size_t relay_count;
-  const kp_addr_t *seeds; /* bootstrap nodes for the lookup */
+  bool lookup_fallback;   /* ... and look the key up if none of them answers */
+  const kp_addr_t *seeds; /* bootstrap nodes for the lookup (the first 8, copied) */
   size_t seed_count;
 } kp_hp_connect_opts_t;
 

@@ -28,6 +28,9 @@ struct kp_hp_connect_s {
 
   kp_dht_query_t *lookup;
   bool lookup_over;
+  bool lookup_fallback; /* given relay nodes; look the key up if they fail */
+  kp_addr_t seeds[HP_MAX_SEEDS];
+  size_t seed_count;
   kp_addr_t relays[HP_MAX_RELAYS];
   unsigned relay_count, relay_next;
   kp_dht_req_t *req; /* the handshake or round in flight */
@@ -280,11 +283,18 @@ static int send_hello(kp_hp_connect_t *c, const kp_addr_t *relay, uint64_t now) 
   return 0;
 }
 
+static int start_lookup(kp_hp_connect_t *c, uint64_t now);
+
 static void try_next_relay(kp_hp_connect_t *c, uint64_t now) {
   while (c->relay_next < c->relay_count) {
     if (!send_hello(c, &c->relays[c->relay_next++], now)) return;
   }
   if (!c->lookup_over) return; /* it may find more */
+  if (c->lookup_fallback && c->last_error != KP_EOVERLOADED) {
+    /* The remembered relay nodes are gone: find the current ones. */
+    c->lookup_fallback = false;
+    if (!start_lookup(c, now)) return;
+  }
   /* A busy server sheds load first come, first served: a little later,
    * with a fresh hello, the same relay nodes may well get through. */
   if (c->last_error == KP_EOVERLOADED && c->busy_rounds < HP_BUSY_RETRIES) {
@@ -501,19 +511,14 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
   c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
   c->res.initiator = true;
   c->res.local_id = kp__hp_random_id(hp);
-  c->next = hp->connects;
-  hp->connects = c;
-  for (size_t i = 0; opts && i < opts->relay_count; i++) add_relay(c, &opts->relays[i], now);
+  if (opts) {
+    c->seed_count = opts->seed_count < HP_MAX_SEEDS ? opts->seed_count : HP_MAX_SEEDS;
+    if (c->seed_count) memcpy(c->seeds, opts->seeds, c->seed_count * sizeof(*c->seeds));
+    c->lookup_fallback = opts->relay_count && opts->lookup_fallback;
+  }
   if (!opts || !opts->relay_count) {
-    kp_dht_query_opts_t q = {.command = KP_DHT_CMD_LOOKUP,
-                             .on_reply = lookup_reply,
-                             .on_done = lookup_done,
-                             .arg = c,
-                             .seeds = opts ? opts->seeds : NULL,
-                             .seed_count = opts ? opts->seed_count : 0};
-    int err = kp_dht_query_start(hp->dht, c->target, &q, now, &c->lookup);
+    int err = start_lookup(c, now);
     if (err) {
-      unlink_connect(c);
       kp_free(c);
       return err;
     }
@@ -521,8 +526,27 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
     c->lookup_over = true;
     c->lookup_done = now;
   }
+  c->next = hp->connects;
+  hp->connects = c;
+  for (size_t i = 0; opts && i < opts->relay_count; i++) add_relay(c, &opts->relays[i], now);
   if (out) *out = c;
   return 0;
+}
+
+static int start_lookup(kp_hp_connect_t *c, uint64_t now) {
+  /* Narrow: the first node holding the record ends the search (the
+   * handshake goes through it), so wide parallelism mostly sends requests
+   * whose answers nobody reads. */
+  kp_dht_query_opts_t q = {.command = KP_DHT_CMD_LOOKUP,
+                           .concurrency = HP_LOOKUP_CONCURRENCY,
+                           .on_reply = lookup_reply,
+                           .on_done = lookup_done,
+                           .arg = c,
+                           .seeds = c->seed_count ? c->seeds : NULL,
+                           .seed_count = c->seed_count};
+  int err = kp_dht_query_start(c->hp->dht, c->target, &q, now, &c->lookup);
+  if (!err) c->lookup_over = false;
+  return err;
 }
 
 void kp_hp_connect_cancel(kp_hp_connect_t *c) {

@@ -11,8 +11,10 @@
 #define HP_MAX_ANSWERS 16      /* answers per session: no reflection loops */
 #define HP_LINGER_MS 5000      /* a finished side keeps answering probes */
 #define HP_MAX_LAN 4
-#define HP_MAX_RELAYS 8   /* relay nodes a client tries */
-#define HP_RATE_SLOTS 256 /* per-source forward counters (hashed) */
+#define HP_MAX_RELAYS 8         /* relay nodes a client tries */
+#define HP_MAX_SEEDS 8          /* bootstrap nodes a client's lookup starts from */
+#define HP_LOOKUP_CONCURRENCY 3 /* a client's lookup: requests in flight */
+#define HP_RATE_SLOTS 256       /* per-source forward counters (hashed) */
 #define HP_REPLAY_WAYS 4
 #define HP_REPLAY_SETS 256
 #define HP_REPLAY_WINDOW_MS (5 * 60 * 1000) /* hellos older than this are replays */

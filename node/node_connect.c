@@ -21,6 +21,7 @@ struct kp_server_s {
 
 typedef struct connect_s {
   kp_node_t *node;
+  uint8_t server_key[KP_PUBLIC_KEY_LEN];
   kp_conn_callbacks_t conn_cb;
   kp_connect_cb cb;
   void *arg;
@@ -121,11 +122,33 @@ void kp_server_close(kp_server_t *s) {
 
 /* ---- Client ---------------------------------------------------------------------------- */
 
+static kp_node_relay_memo_t *memo_find(kp_node_t *node, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  for (unsigned i = 0; i < KP_NODE_RELAY_MEMOS; i++)
+    if (node->relay_memo[i].at && !memcmp(node->relay_memo[i].server_key, key, KP_PUBLIC_KEY_LEN))
+      return &node->relay_memo[i];
+  return NULL;
+}
+
+static void memo_store(kp_node_t *node, const uint8_t key[KP_PUBLIC_KEY_LEN],
+                       const kp_addr_t *relay) {
+  kp_node_relay_memo_t *m = memo_find(node, key);
+  if (!m) {
+    /* An empty slot (at 0), else the oldest. */
+    m = &node->relay_memo[0];
+    for (unsigned i = 1; i < KP_NODE_RELAY_MEMOS; i++)
+      if (node->relay_memo[i].at < m->at) m = &node->relay_memo[i];
+  }
+  memcpy(m->server_key, key, KP_PUBLIC_KEY_LEN);
+  m->relay = *relay;
+  m->at = kp__node_now(node) | 1;
+}
+
 static void connected(void *arg, int status, const kp_hp_result_t *r) {
   connect_t *c = arg;
   kp_connect_info_t info;
   kp_conn_t *conn = NULL;
   info_from(r, &info);
+  if (!status && r->relay.family) memo_store(c->node, c->server_key, &r->relay);
   if (!status) status = open_conn(c->node, r, &c->conn_cb, &conn);
   c->cb(c->node, status, conn, &info, c->arg);
   kp_free(c);
@@ -138,11 +161,19 @@ int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
   connect_t *c = kp_calloc(1, sizeof(*c));
   if (!c) return UV_ENOMEM;
   c->node = node;
+  memcpy(c->server_key, server_key, KP_PUBLIC_KEY_LEN);
   if (conn_callbacks) c->conn_cb = *conn_callbacks;
   c->cb = cb;
   c->arg = arg;
+  kp_hp_connect_opts_t opts = {0};
+  const kp_node_relay_memo_t *m = memo_find(node, server_key);
+  if (m && kp__node_now(node) - m->at < KP_NODE_RELAY_MEMO_MS) {
+    opts.relays = &m->relay;
+    opts.relay_count = 1;
+    opts.lookup_fallback = true;
+  }
   int err;
-  KP_NODE_FEED(node, err = kp_hp_connect(node->hp, self, server_key, NULL, connected, c,
+  KP_NODE_FEED(node, err = kp_hp_connect(node->hp, self, server_key, &opts, connected, c,
                                          kp__node_now(node), NULL));
   if (err) kp_free(c);
   return err;

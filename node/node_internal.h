@@ -15,6 +15,16 @@
 typedef struct kp_node_dns_s kp_node_dns_t;
 typedef struct kp_node_xsock_s kp_node_xsock_t;
 
+/* The relay node a connect to a key last went through: the next connect
+ * to that key tries it first and skips the lookup (node_connect.c). */
+#define KP_NODE_RELAY_MEMOS 16
+#define KP_NODE_RELAY_MEMO_MS 60000
+typedef struct kp_node_relay_memo_s {
+  uint8_t server_key[KP_PUBLIC_KEY_LEN];
+  kp_addr_t relay;
+  uint64_t at; /* 0: empty */
+} kp_node_relay_memo_t;
+
 enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4 };
 
 struct kp_node_s {
@@ -31,6 +41,7 @@ struct kp_node_s {
   bool ep_closing;          /* the socket closes once the endpoint has */
   kp_announce_t *announces; /* live announcements, told of a close */
   kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */
+  kp_node_relay_memo_t relay_memo[KP_NODE_RELAY_MEMOS];
   unsigned xsock_count, xsock_closing;
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];

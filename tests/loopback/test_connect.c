@@ -3,6 +3,7 @@
  * (an echo), and a refused key. */
 #include <sodium.h>
 
+#include "common/addr.h"
 #include "node/testnet.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
@@ -183,8 +184,76 @@ static void test_connect_testnet(void) {
   uv_loop_close(&loop);
 }
 
+/* One connect to completion (echo checked); closes what it opened. */
+static void connect_once(uv_loop_t *loop, kp_node_t *from, pair_t *p) {
+  kp_conn_callbacks_t client_cb = {.on_close = on_conn_close};
+  p->connected = p->failed = false;
+  p->echoed = p->mismatches = 0;
+  KP_CHECK_OK(
+      kp_node_connect(from, &p->client_kp, p->server_kp.public_key, &client_cb, on_connected, p));
+  all_t one = {p, 1};
+  KP_CHECK(kp_testnet_run_until(loop, all_done, &one, 20000));
+  KP_CHECK_MSG(p->connected, "%s", kp_err_name(p->status));
+  KP_CHECK_EQ(p->echoed, PAYLOAD);
+  KP_CHECK_EQ(p->mismatches, 0);
+  kp_stream_close(p->client_stream, NULL);
+  kp_conn_close(p->client_conn, 0);
+  p->client_stream = NULL;
+  p->client_conn = NULL;
+  if (p->server_conn) kp_conn_close(p->server_conn, 0);
+  p->server_conn = NULL;
+}
+
+/* A second connect to a key goes straight to the relay node the first one
+ * used (no lookup); when that node is gone, the connect looks the key up
+ * again and still gets through. */
+static void test_connect_remembers_relay(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = 40;
+  kp_testnet_t tn;
+  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 60000));
+  kp_conn_callbacks_t server_cb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  static pair_t p;
+  kp_node_t *client = tn.nodes[o.size - 1];
+  size_t relay_index = 0;
+  /* A key whose relay node is neither the bootstrap node nor the server. */
+  for (int attempt = 0; attempt < 10 && relay_index < 2; attempt++) {
+    if (p.server) kp_server_close(p.server);
+    crypto_sign_keypair(p.server_kp.public_key, p.server_kp.secret_key);
+    crypto_sign_keypair(p.client_kp.public_key, p.client_kp.secret_key);
+    KP_CHECK_OK(kp_server_listen(tn.nodes[1], &p.server_kp, firewall, &server_cb,
+                                 on_server_connection, &p, &p.server));
+    kp_testnet_run_until(&loop, NULL, NULL, 1000);
+    connect_once(&loop, client, &p);
+    KP_CHECK(p.info.lookup_ms > 0 || p.info.datagrams > 6);
+    for (size_t i = 0; i < tn.count; i++) {
+      kp_addr_t a;
+      if (tn.nodes[i] && !kp_node_local_addr(tn.nodes[i], &a) && kp_addr_eq(&a, &p.info.relay))
+        relay_index = i;
+    }
+  }
+  KP_CHECK(relay_index >= 2);
+  unsigned first = p.info.datagrams;
+  connect_once(&loop, client, &p);
+  printf("first connect %u datagrams, again %u (relay remembered)\n", first, p.info.datagrams);
+  KP_CHECK(p.info.datagrams <= 6);
+  kp_testnet_kill(&tn, relay_index);
+  connect_once(&loop, client, &p);
+  printf("after the relay node left: %u datagrams (looked up again)\n", p.info.datagrams);
+  KP_CHECK(p.info.datagrams > 6);
+  kp_server_close(p.server);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(connect_testnet, loopback, 120),
+    KP_CASE(connect_remembers_relay, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

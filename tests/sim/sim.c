@@ -13,8 +13,9 @@ typedef struct event_s {
   ev_kind_t kind;
   kp_sim_timer_fn fn; /* EV_TIMER */
   void *ctx;
-  kp_addr_t from; /* EV_PACKET: source as the receiver sees it */
-  kp_addr_t to;   /* EV_PACKET: destination on the internet side */
+  kp_addr_t from;    /* EV_PACKET: source as the receiver sees it */
+  kp_addr_t to;      /* EV_PACKET: destination on the internet side */
+  kp_sim_nat_t *lan; /* EV_PACKET: between two hosts behind this NAT */
   size_t len;
   uint8_t *data;
 } event_t;
@@ -268,11 +269,14 @@ static double uniform(kp_sim_t *sim) {
 }
 
 static void schedule_packet(kp_sim_t *sim, const kp_addr_t *from, const kp_addr_t *to,
-                            const uint8_t *data, size_t len) {
+                            kp_sim_nat_t *lan, const uint8_t *data, size_t len) {
   unsigned span = sim->link.latency_max_ms - sim->link.latency_min_ms;
   kp_rng_t rng = kp_rng_seeded(&sim->rng);
   event_t ev = {0};
-  ev.at = sim->now + sim->link.latency_min_ms + (span ? kp_rng_below(&rng, span + 1) : 0);
+  /* A LAN is one switch away: 1 ms. */
+  ev.at =
+      sim->now + (lan ? 1 : sim->link.latency_min_ms + (span ? kp_rng_below(&rng, span + 1) : 0));
+  ev.lan = lan;
   ev.seq = ++sim->seq;
   ev.kind = EV_PACKET;
   ev.from = *from;
@@ -284,12 +288,27 @@ static void schedule_packet(kp_sim_t *sim, const kp_addr_t *from, const kp_addr_
   heap_push(sim, ev);
 }
 
+static bool on_lan(const kp_sim_t *sim, const kp_sim_nat_t *nat, const kp_addr_t *to) {
+  for (const kp_sim_socket_t *s = sim->sockets; s; s = s->next)
+    if (s->nat == nat && kp_addr_eq(&s->addr, to)) return true;
+  return false;
+}
+
 void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data, size_t len) {
   kp_sim_t *sim = sock->sim;
   kp_addr_t from = sock->addr;
   sim->stats.sent++;
   if (sim->tap) sim->tap(sim->tap_ctx, &sock->addr, to, data, len);
-  if (sock->nat) {
+  kp_sim_nat_t *lan = NULL;
+  if (sock->nat && sock->nat->mapping != KP_SIM_MAP_NONE && on_lan(sim, sock->nat, to)) {
+    /* Another host on the same LAN: no translation. */
+    lan = sock->nat;
+  } else if (sock->nat) {
+    if (kp_addr_same_ip(&sock->nat->public_ip, to)) {
+      /* No hairpinning: a NAT drops what its own hosts send to its outside. */
+      sim->stats.filtered++;
+      return;
+    }
     mapping_t *m = outbound(sock->nat, &sock->addr, to);
     from = sock->nat->public_ip;
     from.port = m->port;
@@ -298,9 +317,9 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
     sim->stats.lost++;
     return;
   }
-  schedule_packet(sim, &from, to, data, len);
+  schedule_packet(sim, &from, to, lan, data, len);
   if (sim->link.duplicate > 0 && uniform(sim) < sim->link.duplicate)
-    schedule_packet(sim, &from, to, data, len);
+    schedule_packet(sim, &from, to, lan, data, len);
 }
 
 /* The socket a packet reaches, or NULL (counted as filtered or unroutable). */
@@ -336,8 +355,15 @@ static kp_sim_socket_t *route(kp_sim_t *sim, const kp_addr_t *to, const kp_addr_
   return NULL;
 }
 
+static kp_sim_socket_t *route_lan(kp_sim_t *sim, kp_sim_nat_t *lan, const kp_addr_t *to) {
+  for (kp_sim_socket_t *s = sim->sockets; s; s = s->next)
+    if (s->nat == lan && kp_addr_eq(&s->addr, to)) return s;
+  sim->stats.unroutable++;
+  return NULL;
+}
+
 static void deliver(kp_sim_t *sim, event_t *ev) {
-  kp_sim_socket_t *s = route(sim, &ev->to, &ev->from);
+  kp_sim_socket_t *s = ev->lan ? route_lan(sim, ev->lan, &ev->to) : route(sim, &ev->to, &ev->from);
   if (!s) return;
   sim->stats.delivered++;
   s->recv(s->ctx, s, &ev->from, ev->data, ev->len, sim->now);

@@ -10,7 +10,11 @@
  *   filtering  OPEN       (anything reaches a mapped port)
  *              ADDRESS    (only from IPs the host has sent to)
  *              PORT       (only from the exact ip:port the host has sent to)
+ * Hosts behind one NAT share a LAN: packets to a private address reach a
+ * host behind the same NAT untranslated, in 1 ms. NATs do not hairpin (what
+ * a host sends to its own NAT's public address is dropped).
  * Links add latency (uniform in [min, max]), random loss and duplication.
+
  * Timers and packet deliveries are events in one queue ordered by time. */
 #ifndef KP_TEST_SIM_H
 #define KP_TEST_SIM_H

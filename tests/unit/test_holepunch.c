@@ -304,6 +304,28 @@ static peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed) {
   return peer_new_cfg(w, kind, seed, NULL);
 }
 
+/* A second host behind p's NAT, on its LAN. */
+static peer_t *peer_beside(world_t *w, peer_t *p, uint8_t seed) {
+  peer_t *q = &w->peers[w->peer_count++];
+  kp_dht_config_t c;
+  kp_dht_config_defaults(&c);
+  c.mode = KP_NODE_EPHEMERAL;
+  q->nat = p->nat;
+  kp_addr_set_v4(&q->home, 0xc0a80003u, 5000); /* 192.168.0.3 */
+  q->n = kp_sim_dht_node_new(w->sim, &q->home, q->nat, &c, 1000 + seed);
+  kp_sim_dht_node_add_swarm(q->n, NULL);
+  kp_hp_io_t io = {.send = hp_send, .ctx = q};
+  KP_CHECK_OK(kp_hp_new(q->n->dht, q->n->swarm, NULL, &io, &q->hp));
+  q->n->on_other = on_other;
+  q->n->other_ctx = q;
+  keypair(&q->kp, seed);
+  kp_addr_t boot;
+  kp_sim_dht_addr(0, &boot);
+  kp_dht_add_bootstrap(q->n->dht, &boot, kp_sim_now(w->sim));
+  kp_sim_dht_node_kick(q->n);
+  return q;
+}
+
 static void world_free(world_t *w) {
   for (unsigned i = 0; i < w->peer_count; i++) {
     kp_hp_free(w->peers[i].hp);
@@ -716,6 +738,33 @@ static void test_sim_rates(void) {
   world_free(&w);
 }
 
+/* Two hosts behind one NAT that does not hairpin: they find each other on
+ * the LAN, first thing, well under 200 ms after the handshake. */
+static void test_sim_lan_pair(void) {
+  for (int kind = K_CONSISTENT; kind <= K_RANDOM; kind++) {
+    world_t w;
+    world_init(&w, 40 + (uint64_t)kind, 0, 0);
+    peer_t *server = peer_new(&w, (kind_t)kind, 50);
+    peer_t *client = peer_beside(&w, server, 60);
+    /* The LAN addresses the glue would list from the interfaces. */
+    kp_hp_set_lan(server->hp, &server->home, 1);
+    kp_hp_set_lan(client->hp, &client->home, 1);
+    serve(&w, server);
+    uint64_t took;
+    KP_CHECK_OK(connect_to(&w, client, server, &took));
+    printf("LAN pair behind one %s NAT: %s in %" PRIu64 " ms (punch %" PRIu64 " ms), path %s\n",
+           kind_name[kind], kp_punch_name(client->res.strategy), took, client->res.punch_ms,
+           kp_addr_is_private(&client->res.path) ? "LAN" : "public");
+    KP_CHECK_EQ(client->res.strategy, KP_PUNCH_LAN);
+    KP_CHECK(kp_addr_eq(&client->res.path, &server->home));
+    KP_CHECK(client->res.punch_ms < 200);
+    kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 2 * SEC);
+    KP_CHECK_EQ(server->connections, 1);
+    KP_CHECK(kp_addr_eq(&server->conn.path, &client->home));
+    world_free(&w);
+  }
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(noise_ik, unit, 10),
     KP_CASE(noise_hmac, unit, 10),
@@ -725,6 +774,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_birthday_pool, sim, 60),
     KP_CASE(sim_random_pair_no_probes, sim, 60),
     KP_CASE(sim_rates, sim, 60),
+    KP_CASE(sim_lan_pair, sim, 60),
     KP_CASE(sim_nat_matrix_lossy, sim, 120),
     KP_CASE(sim_refused, sim, 60),
     KP_CASE(sim_wrong_key_and_replay, sim, 60),

@@ -617,9 +617,6 @@ kp_conn_t *kp_stream_conn(const kp_stream_t *stream);
 void *kp_stream_get_data(const kp_stream_t *stream);
 void kp_stream_set_data(kp_stream_t *stream, void *data);
 
-#ifdef __cplusplus
-}
-#endif
 /* ---- Connecting by key -------------------------------------------------------------- */
 
 /* A server listens on a key pair from wherever it is (behind a NAT too); a
@@ -670,5 +667,9 @@ typedef void (*kp_connect_cb)(kp_node_t *node, int status, kp_conn_t *conn,
 int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
                     const uint8_t server_key[KP_PUBLIC_KEY_LEN],
                     const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,230 @@
+# The NAT lab (sourced by matrix.sh and selfcheck.sh): network namespaces
+# joined by veth pairs into a small internet, with real kernel NATs.
+#
+#   $LAB-net            the internet: one bridge, 203.0.113.0/24
+#   $LAB-pub            public hosts: 203.0.113.10-13 (DHT nodes, reflectors)
+#   $LAB-h<id>[b]       a site's hosts; behind a NAT they sit on
+#   $LAB-r<id>          its router (WAN 203.0.113.<20+id>, LAN 10.<id>.0.0/24)
+#
+# Site kinds: open (the host has a public address), consistent (MASQUERADE:
+# port-preserving, endpoint-independent mapping, address-and-port-dependent
+# filtering), random (MASQUERADE --random-fully: a new port per
+# destination), firewalled (a public address, unsolicited UDP dropped),
+# blocked (all UDP dropped, TCP allowed), lan (two hosts behind one
+# consistent router; like every router here it does not hairpin).
+#
+# Safety: nothing is added to the root namespace (every link is made inside
+# a lab namespace, no address or route is set outside them); every process
+# started is recorded by PID and killed, every namespace deleted, on exit,
+# error or signal (lab_cleanup, installed as a trap by lab_init).
+
+LAB=${LAB:-kpl$$}
+LAB_PIDS=""
+LAB_SITES=""
+LAB_LOG=${LAB_LOG:-/tmp/$LAB}
+PUBLIC_NET=203.0.113
+REFLECT_A=$PUBLIC_NET.10:3478
+REFLECT_B=$PUBLIC_NET.11:3478
+BOOTSTRAP=$PUBLIC_NET.10:49737
+
+lab_say() { printf '%s\n' "$*" >&2; }
+
+# Exits 77 (ctest: skipped) with a plain reason when namespaces cannot be made.
+lab_require() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "SKIPPED: the NAT lab needs root (network namespaces, iptables)"
+    exit 77
+  fi
+  for tool in ip iptables; do
+    command -v $tool >/dev/null || { echo "SKIPPED: the NAT lab needs $tool"; exit 77; }
+  done
+  if ! ip netns add "$LAB-probe" 2>/dev/null; then
+    echo "SKIPPED: cannot create network namespaces here (ip netns add failed)"
+    exit 77
+  fi
+  if ! ip netns exec "$LAB-probe" iptables -t nat -A POSTROUTING -o lo -j MASQUERADE --random-fully \
+    2>/dev/null; then
+    ip netns del "$LAB-probe"
+    echo "SKIPPED: iptables NAT does not work in a namespace here"
+    exit 77
+  fi
+  ip netns del "$LAB-probe"
+}
+
+lab_cleanup() {
+  local pid i alive ns
+  for pid in $LAB_PIDS; do kill "$pid" 2>/dev/null || true; done
+  # Bounded: 20 x 0.1 s for them to go, then SIGKILL.
+  i=0
+  while [ $i -lt 20 ]; do
+    alive=""
+    for pid in $LAB_PIDS; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+    [ -z "$alive" ] && break
+    sleep 0.1
+    i=$((i + 1))
+  done
+  for pid in $LAB_PIDS; do kill -9 "$pid" 2>/dev/null || true; done
+  LAB_PIDS=""
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$LAB-" || true); do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+}
+
+lab_ns() { # name
+  ip netns add "$LAB-$1"
+  ip -n "$LAB-$1" link set lo up
+}
+
+# Runs a command in a namespace in the background; its PID is recorded.
+lab_spawn() { # ns logfile command...
+  local ns=$1 log=$2
+  shift 2
+  ip netns exec "$LAB-$ns" "$@" >"$log" 2>&1 &
+  LAB_PIDS="$LAB_PIDS $!"
+  LAB_LAST_PID=$!
+}
+
+lab_kill() { # pid
+  local i=0
+  kill "$1" 2>/dev/null || true
+  while kill -0 "$1" 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i + 1)); done
+  kill -9 "$1" 2>/dev/null || true
+  LAB_PIDS=$(echo "$LAB_PIDS" | tr ' ' '\n' | grep -vx "$1" | tr '\n' ' ')
+}
+
+# A veth from namespace ns (interface ifname, address addr/len) to a bridge
+# in namespace bridge_ns.
+lab_peer_name() { # ns ifname: the veth's other end
+  echo "v$(echo "$1$2" | cksum | cut -d" " -f1)"
+}
+
+lab_wire() { # ns ifname addr bridge_ns bridge
+  local ns=$1 ifname=$2 addr=$3 bns=$4 br=$5 peer
+  peer=$(lab_peer_name "$ns" "$ifname")
+  ip -n "$LAB-$ns" link add "$ifname" type veth peer name "$peer" netns "$LAB-$bns"
+  ip -n "$LAB-$bns" link set "$peer" master "$br" up
+  ip -n "$LAB-$ns" addr add "$addr" dev "$ifname"
+  ip -n "$LAB-$ns" link set "$ifname" up
+}
+
+lab_init() {
+  lab_require
+  trap 'lab_cleanup' EXIT
+  trap 'lab_cleanup; exit 130' INT TERM
+  mkdir -p "$LAB_LOG"
+  lab_ns net
+  ip -n "$LAB-net" link add br0 type bridge
+  ip -n "$LAB-net" link set br0 up
+  lab_ns pub
+  lab_wire pub eth0 $PUBLIC_NET.10/24 net br0
+  for a in 11 12 13; do ip -n "$LAB-pub" addr add $PUBLIC_NET.$a/24 dev eth0; done
+}
+
+# The public side: reflectors for the self-check and four DHT nodes.
+lab_start_public() { # kadpunch nat_probe
+  lab_spawn pub "$LAB_LOG/reflect.log" "$2" reflect $REFLECT_A $REFLECT_B
+  lab_spawn pub "$LAB_LOG/dht10.log" "$1" dht-node --bind $BOOTSTRAP --member --log warn
+  for a in 11 12 13; do
+    lab_spawn pub "$LAB_LOG/dht$a.log" "$1" dht-node --bind $PUBLIC_NET.$a:49737 \
+      --bootstrap $BOOTSTRAP --member --stable-ms 0 --log warn
+  done
+}
+
+# A site: its host namespace(s) are h<id> (and h<id>b for the LAN pair).
+lab_site() { # id kind
+  local id=$1 kind=$2 random hosts h n
+  case $kind in
+    open | firewalled)
+      lab_ns "h$id"
+      lab_wire "h$id" eth0 $PUBLIC_NET.$((30 + id))/24 net br0
+      if [ "$kind" = firewalled ]; then
+        ip netns exec "$LAB-h$id" iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+        ip netns exec "$LAB-h$id" iptables -A INPUT -p udp -j DROP
+      fi
+      ;;
+    consistent | random | blocked | lan)
+      lab_ns "r$id"
+      ip netns exec "$LAB-r$id" sysctl -qw net.ipv4.ip_forward=1
+      lab_wire "r$id" wan $PUBLIC_NET.$((20 + id))/24 net br0
+      ip -n "$LAB-r$id" link add lan0 type bridge
+      ip -n "$LAB-r$id" addr add 10.$id.0.1/24 dev lan0
+      ip -n "$LAB-r$id" link set lan0 up
+      random=""
+      [ "$kind" = random ] && random=--random-fully
+      ip netns exec "$LAB-r$id" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE $random
+      ip netns exec "$LAB-r$id" iptables -P FORWARD DROP
+      ip netns exec "$LAB-r$id" iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+      if [ "$kind" = blocked ]; then
+        ip netns exec "$LAB-r$id" iptables -A FORWARD -p udp -j DROP
+      fi
+      ip netns exec "$LAB-r$id" iptables -A FORWARD -i lan0 -j ACCEPT
+      # Like home routers, it firewalls its own WAN side. Without this, a
+      # peer's probe that arrives before the host's own first packet leaves
+      # a conntrack entry for the router itself, and the host's packet to
+      # that peer then gets a new source port (docs/nat-lab.md).
+      ip netns exec "$LAB-r$id" iptables -A INPUT -i wan -m conntrack --ctstate NEW -j DROP
+      hosts="h$id"
+      [ "$kind" = lan ] && hosts="h$id h${id}b"
+      n=2
+      for h in $hosts; do
+        lab_ns "$h"
+        lab_wire "$h" eth0 10.$id.0.$n/24 "r$id" lan0
+        ip -n "$LAB-$h" route add default via 10.$id.0.1
+        n=$((n + 1))
+      done
+      ;;
+    *)
+      lab_say "lab: unknown site kind $kind"
+      return 1
+      ;;
+  esac
+  LAB_SITES="$LAB_SITES $id"
+}
+
+# Drops pct% of the site's packets both ways (on its router, or its host).
+lab_loss() { # id pct
+  local p
+  p=$(awk "BEGIN{print $2 / 100}")
+  if ip netns list | grep -q "^$LAB-r$1 "; then
+    ip netns exec "$LAB-r$1" iptables -I FORWARD -m statistic --mode random --probability "$p" -j DROP
+  else
+    ip netns exec "$LAB-h$1" iptables -I INPUT -m statistic --mode random --probability "$p" -j DROP
+    ip netns exec "$LAB-h$1" iptables -I OUTPUT -m statistic --mode random --probability "$p" -j DROP
+  fi
+}
+
+lab_site_down() { # id
+  local ns peer
+  # The ends on the internet bridge go now: deleting a namespace frees its
+  # links asynchronously, and the next site reuses these names.
+  for peer in "$(lab_peer_name "r$1" wan)" "$(lab_peer_name "h$1" eth0)"; do
+    ip -n "$LAB-net" link del "$peer" 2>/dev/null || true
+  done
+  for ns in "h$1" "h${1}b" "r$1"; do
+    ip netns list | grep -q "^$LAB-$ns\( \|$\)" && ip netns del "$LAB-$ns"
+  done
+  return 0
+}
+
+# What nat_probe must see from a site's host for each kind (RFC 4787).
+lab_expected_behaviour() { # kind
+  case $1 in
+    open) echo "mapping=none filtering=open" ;;
+    consistent | lan) echo "mapping=consistent filtering=closed" ;;
+    random) echo "mapping=random filtering=closed" ;;
+    firewalled) echo "mapping=none filtering=closed" ;;
+    blocked) echo "udp=blocked" ;;
+  esac
+}
+
+# Checks a site's router really is its kind (LAB_SEEN: what it saw).
+lab_selfcheck() { # id kind nat_probe
+  local want
+  LAB_SEEN=$(ip netns exec "$LAB-h$1" timeout 10 "$3" check $REFLECT_A $REFLECT_B || true)
+  want=$(lab_expected_behaviour "$2")
+  case "$LAB_SEEN" in
+    "$want"*) return 0 ;;
+  esac
+  lab_say "lab: site $1 is not a $2 NAT: nat_probe saw '$LAB_SEEN', wanted '$want'"
+  return 1
+}

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "common/rng.h"
 #include "kadpunch.h"
 
 /* Exit codes, documented in README.md and each command's --help. */
@@ -94,6 +95,15 @@ int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd);
 /* The DHT target of a command-line TOPIC, or of a key given as --key-of. */
 int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],
                   const char *cmd);
+
+/* ---- The echo service (cli_echo.c) ---------------------------------------- */
+
+/* A kp_conn_callbacks_t on_stream that echoes the stream back. */
+void kp_cli_echo_stream(kp_conn_t *conn, kp_stream_t *s);
+
+/* demo_connect.c: servers and connects by key on the demo's testnet. */
+struct kp_testnet_s;
+int kp_cli_demo_connects(struct kp_testnet_s *tn, unsigned connects, const kp_rng_t *rng);
 
 /* Prints "kadpunch CMD: message" to stderr and returns KP_EXIT_USAGE. */
 int kp_cli_usage_error(const char *cmd, const char *fmt, ...)

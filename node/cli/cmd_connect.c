@@ -63,54 +63,6 @@ typedef struct serve_s {
   uint64_t connections, refused;
 } serve_t;
 
-typedef struct echo_write_s {
-  kp_write_t req;
-  uint8_t data[];
-} echo_write_t;
-
-static void echo_written(kp_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-}
-
-static void echo_drained(kp_stream_t *s);
-
-static void echo_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  if (n < 0) {
-    kp_stream_end(s);
-    kp_stream_close(s, NULL);
-    return;
-  }
-  echo_write_t *w = malloc(sizeof(*w) + (size_t)n);
-  if (!w) {
-    kp_stream_reset(s, 0);
-    kp_stream_close(s, NULL);
-    return;
-  }
-  memset(&w->req, 0, sizeof(w->req));
-  memcpy(w->data, buf->base, (size_t)n);
-  w->req.data = w;
-  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
-  if (kp_stream_write(&w->req, s, &b, 1, echo_written)) {
-    free(w);
-    return;
-  }
-  /* A client that sends faster than it reads waits, not our memory. */
-  if (!kp_stream_is_writable(s)) {
-    kp_stream_read_stop(s);
-    kp_stream_set_drain_cb(s, echo_drained);
-  }
-}
-
-static void echo_drained(kp_stream_t *s) {
-  kp_stream_read_start(s, echo_read);
-}
-
-static void on_echo_stream(kp_conn_t *conn, kp_stream_t *s) {
-  (void)conn;
-  kp_stream_read_start(s, echo_read);
-}
-
 static void on_echo_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)code;
   printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
@@ -178,7 +130,7 @@ int kp_cli_serve(int argc, char **argv) {
     kp_keypair_wipe(&kp);
     return rc;
   }
-  kp_conn_callbacks_t cb = {.on_stream = on_echo_stream, .on_close = on_echo_close};
+  kp_conn_callbacks_t cb = {.on_stream = kp_cli_echo_stream, .on_close = on_echo_close};
   kp_server_t *server;
   int err = kp_server_listen(s.node, &kp, serve_firewall, &cb, on_serve_connection, &sv, &server);
   char key[KP_KEY_TEXT_LEN + 1];

@@ -356,6 +356,8 @@ static void test_cli_demo(void) {
   int rc = kp_test_run_cli(NULL, argv, out, sizeof(out), 60000);
   KP_CHECK_MSG(rc == 0, "exit %d:\n%s", rc, out);
   KP_CHECK(strstr(out, "5/5 lookups returned exactly the true 20 closest nodes"));
+  KP_CHECK_MSG(strstr(out, "5/5 clients connected by key and got their 1 MiB back byte-exact"),
+               "%s", out);
 }
 
 static const kp_test_case_t cases[] = {

@@ -46,6 +46,7 @@ typedef struct kp_hp_config_s {
    * (1000/s), and how many such punches run at once per node (2). */
   unsigned birthday_sockets, birthday_probes, birthday_rate, max_birthdays;
   uint8_t ciphers;                /* bit (1 << kp_cipher_t) per cipher this machine runs fast */
+  bool relay_only;                /* client: through a blind relay even if a direct path may open */
   uint64_t (*wall_ms)(void *ctx); /* the wall clock (replay window); NULL: the DHT's clock */
   void *wall_ctx;
 } kp_hp_config_t;
@@ -95,6 +96,14 @@ void kp_hp_free(kp_hp_t *hp);
 /* Addresses on the local networks the node's socket is reachable at (the
  * glue lists interfaces; the simulator sets them). Copied. */
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
+
+/* Blind relays this node may use when no direct path exists: a server
+ * names them in its welcome, a client prefers its own. Copied (up to 4). */
+void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
+
+/* A relay control datagram (relay/relay.h) arrived on an extra socket. */
+void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                      size_t len, uint64_t now);
 
 /* A probe datagram arrived on the node's main socket (sock NULL) or on an
  * extra socket io.open made. */

@@ -6,6 +6,7 @@
 #include "common/alloc.h"
 #include "dht/dht_store.h"
 #include "holepunch/hp_internal.h"
+#include "relay/relay.h"
 
 /* The routed envelope's largest reply value: a sealed welcome, an address
  * and the session. Requests without a token are padded to it. */
@@ -239,9 +240,8 @@ static void on_request(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, ui
   if (w.mode == KP_HS_FROM_CLIENT) {
     if (!s) {
       relay_forward(hp, req, &rt, &w, now);
-    } else if (!kp__hp_rate_ok(hp, &req->from, now)) {
-      kp__hp_reply_error(hp, &rt, KP_HS_ERR_BUSY, now);
     } else if (handshake) {
+      /* The server counts hellos per client IP itself. */
       kp__hp_server_handshake(s, &rt, &w, &req->from, true, now);
     } else {
       kp__hp_server_round(s, &rt, &w, &req->from, true, now);
@@ -285,6 +285,7 @@ static uint64_t hp_deadline(void *ctx) {
       if (se->expires < d) d = se->expires;
       if (se->probes.next_at < d) d = se->probes.next_at;
       if (se->bday_wanted && se->bday_retry_at < d) d = se->bday_retry_at;
+      if (se->pairing.sock && se->pairing.next_at < d) d = se->pairing.next_at;
     }
   }
   for (kp_hp_connect_t *c = hp->connects; c; c = kp__hp_connect_next(c)) {
@@ -347,6 +348,57 @@ void kp_hp_free(kp_hp_t *hp) {
   kp_free(hp->relay);
   sodium_memzero(hp->secret, sizeof(hp->secret));
   kp_free(hp);
+}
+
+void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {
+  if (count > HP_MAX_RELAY_CANDIDATES) count = HP_MAX_RELAY_CANDIDATES;
+  memcpy(hp->relays, addrs, count * sizeof(*addrs));
+  hp->relay_count = count;
+}
+
+/* ---- Pairing at a blind relay ------------------------------------------------- */
+
+static void send_pair(kp_hp_t *hp, hp_pairing_t *p) {
+  kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR, .arg = p->role};
+  uint8_t msg[KP_RELAY_CTRL_LEN];
+  memcpy(c.token, p->token, sizeof(c.token));
+  kp_relay_ctrl_encode(&c, msg);
+  hp->io.send_from(hp->io.ctx, p->sock, &p->relay, msg, sizeof(msg));
+  p->sent++;
+}
+
+bool kp__hp_pairing_start(kp_hp_t *hp, hp_pairing_t *p, const kp_addr_t *relay,
+                          const uint8_t token[32], uint8_t role, uint64_t now) {
+  if (!hp->io.open) return false;
+  p->sock = hp->io.open(hp->io.ctx);
+  if (!p->sock) return false;
+  p->relay = *relay;
+  memcpy(p->token, token, 32);
+  p->role = role;
+  send_pair(hp, p);
+  p->next_at = now + HP_PAIR_INTERVAL_MS;
+  return true;
+}
+
+void kp__hp_pairing_run(kp_hp_t *hp, hp_pairing_t *p, uint64_t now) {
+  if (!p->sock || p->next_at > now) return;
+  send_pair(hp, p);
+  p->next_at = now + HP_PAIR_INTERVAL_MS;
+}
+
+void kp__hp_pairing_end(kp_hp_t *hp, hp_pairing_t *p, bool keep) {
+  if (p->sock && !keep) hp->io.close(hp->io.ctx, p->sock);
+  p->sock = NULL;
+  p->next_at = UINT64_MAX;
+}
+
+void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                      size_t len, uint64_t now) {
+  bool ok = false;
+  for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
+    if (hp->servers[i]) ok = kp__hp_server_relay(hp->servers[i], sock, from, data, len, now);
+  for (kp_hp_connect_t *c = hp->connects; c && !ok; c = kp__hp_connect_next(c))
+    ok = kp__hp_connect_relay(c, sock, from, data, len, now);
 }
 
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {

@@ -11,6 +11,7 @@
 #include "common/alloc.h"
 #include "dht/dht_record.h"
 #include "holepunch/hp_internal.h"
+#include "relay/relay.h"
 
 static const char PROLOGUE[] = "kadpunch/handshake/v1";
 
@@ -53,6 +54,8 @@ struct kp_hp_connect_s {
   hp_bday_t *bday;
   bool bday_wanted, bday_sockets; /* waiting for a slot in the pool */
   uint64_t bday_retry_at;
+  hp_pairing_t pairing; /* no direct path: at a blind relay */
+  uint8_t relay_token[32];
   unsigned answers;
   unsigned datagrams;
   kp_hp_result_t res;
@@ -74,6 +77,7 @@ static void unlink_connect(kp_hp_connect_t *c) {
 static void stop_work(kp_hp_connect_t *c, void *keep_socket) {
   if (c->bday) kp__hp_birthday_end(c->bday, keep_socket);
   c->bday = NULL;
+  kp__hp_pairing_end(c->hp, &c->pairing, false);
   if (c->lookup) kp_dht_query_cancel(c->hp->dht, c->lookup);
   c->lookup = NULL;
   if (c->req) kp_dht_request_abandon(c->hp->dht, c->req);
@@ -114,7 +118,7 @@ static void finish(kp_hp_connect_t *c, int status, uint64_t now) {
     c->state = C_LINGER;
     c->deadline = now + HP_LINGER_MS;
     c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
-    if (r->socket) {
+    if (r->socket && r->strategy == KP_PUNCH_BIRTHDAY) {
       /* A birthday win: our answer may be lost, and the server's spray will
        * rarely hit this one port again, so knock from it while lingering. */
       kp__hp_probes_start(&c->probes, &r->path, 1, true, now + 1);
@@ -171,7 +175,17 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
     if (kp_addr_is_private(&wl->addrs[i]) || kp_addr_is_loopback(&wl->addrs[i]))
       c->server_lan[c->server_lan_count++] = wl->addrs[i];
   bool lan = c->server_lan_count && same_network(c);
-  if (lan) {
+  if ((r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) || hp->cfg.relay_only) {
+    /* No direct path: a blind relay, ours first, else one the server named. */
+    const kp_addr_t *relay = hp->relay_count   ? &hp->relays[0]
+                             : wl->relay_count ? &wl->relays[0]
+                                               : NULL;
+    if (!relay || !kp__hp_pairing_start(hp, &c->pairing, relay, c->relay_token, 0, now)) {
+      finish(c, hp->cfg.relay_only ? KP_ERELAY : KP_ENODIRECT, now);
+      return;
+    }
+    r->strategy = KP_PUNCH_RELAYED;
+  } else if (lan) {
     /* Behind one public IP: the LAN first, before anything else. */
     r->strategy = KP_PUNCH_LAN;
     kp__hp_probes_start(&c->lan_probes, c->server_lan, c->server_lan_count, false, now);
@@ -179,10 +193,6 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
     /* Unsolicited packets reach the server: just knock. */
     r->strategy = KP_PUNCH_OPEN;
     kp__hp_probes_start(&c->lan_probes, &c->server_seen, 1, false, now);
-  }
-  if (r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) {
-    finish(c, KP_ENODIRECT, now);
-    return;
   }
   send_round(c, now);
 }
@@ -216,6 +226,7 @@ static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_
   memcpy(c->res.rx_key, split.rx, 32);
   memcpy(c->res.remote_key, split.remote_key, KP_PUBLIC_KEY_LEN);
   kp__hp_derive_keys(&split, c->hp_key, c->probe_key);
+  kp_relay_token(split.hash, c->relay_token);
   sodium_memzero(&split, sizeof(split));
   /* No peer address: the relay node was the server itself. */
   c->server_seen = w->has_peer ? w->peer : *from;
@@ -397,6 +408,7 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
   uint8_t expect[32];
   kp_hs_token(c->hp->secret, c->session, &seen, expect);
   if (!r.has_remote_token || sodium_memcmp(expect, r.remote_token, 32) || !r.punch) return;
+  if (c->pairing.sock) return; /* relaying: nothing to punch */
   if (!c->res.strategy || c->res.strategy == KP_PUNCH_OPEN) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
   kp__hp_probes_start(&c->probes, &seen, 1, true, now);
   kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);
@@ -417,6 +429,11 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
   memcpy(r.remote_token, c->server_token, 32);
   uint64_t rtt = c->hs_done - c->hs_sent;
   r.delay_ms = (uint32_t)(rtt / 2);
+  if (c->pairing.sock) {
+    r.has_relay = true;
+    r.relay = c->pairing.relay;
+    r.punch = false;
+  }
   uint8_t sealed[256], buf[512];
   size_t slen, len;
   if (kp_hp_round_seal(&r, c->hp_key, true, sealed, sizeof(sealed), &slen)) return;
@@ -454,6 +471,26 @@ bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
   return true;
 }
 
+bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
+                          const uint8_t *data, size_t len, uint64_t now) {
+  kp_relay_ctrl_t ctrl;
+  if (c->state != C_PUNCH || !c->pairing.sock || c->pairing.sock != sock ||
+      !kp_addr_eq(from, &c->pairing.relay) || kp_relay_ctrl_decode(data, len, &ctrl) ||
+      sodium_memcmp(ctrl.token, c->relay_token, 32))
+    return false;
+  c->datagrams += c->pairing.sent;
+  if (ctrl.type == KP_RELAY_REFUSED) {
+    finish(c, ctrl.arg == KP_RELAY_REFUSE_ATTEMPTS ? KP_ERELAYLIMIT : KP_ERELAYFULL, now);
+    return true;
+  }
+  if (ctrl.type != KP_RELAY_PAIRED) return true;
+  c->res.path = c->pairing.relay;
+  c->res.socket = sock;
+  kp__hp_pairing_end(c->hp, &c->pairing, true);
+  finish(c, 0, now);
+  return true;
+}
+
 uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
   uint64_t d = c->deadline;
 
@@ -461,6 +498,7 @@ uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
   if (c->lan_probes.next_at < d) d = c->lan_probes.next_at;
   if (c->bday_wanted && c->bday_retry_at < d) d = c->bday_retry_at;
   if (c->retry_at && c->retry_at < d) d = c->retry_at;
+  if (c->pairing.sock && c->pairing.next_at < d) d = c->pairing.next_at;
   return d;
 }
 
@@ -476,8 +514,10 @@ void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
   }
 
   if (c->deadline <= now) {
-    finish(c, c->state == C_HANDSHAKE ? (c->last_error ? c->last_error : KP_EHANDSHAKE) : KP_EPUNCH,
-           now);
+    int why = c->state == C_HANDSHAKE ? (c->last_error ? c->last_error : KP_EHANDSHAKE)
+              : c->pairing.sock       ? KP_ERELAY
+                                      : KP_EPUNCH;
+    finish(c, why, now);
     return;
   }
   if (c->state == C_HANDSHAKE && c->retry_at && c->retry_at <= now && !c->req) {
@@ -487,6 +527,7 @@ void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
   }
   if (c->state != C_PUNCH) return;
   if (c->bday_wanted && c->bday_retry_at <= now) start_birthday(c, now);
+  kp__hp_pairing_run(c->hp, &c->pairing, now);
   kp__hp_probes_run(c->hp, &c->lan_probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,
                     now);
   kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);

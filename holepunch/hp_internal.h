@@ -11,10 +11,14 @@
 #define HP_MAX_ANSWERS 16      /* answers per session: no reflection loops */
 #define HP_LINGER_MS 5000      /* a finished side keeps answering probes */
 #define HP_MAX_LAN 4
-#define HP_MAX_RELAYS 8         /* relay nodes a client tries */
-#define HP_MAX_SEEDS 8          /* bootstrap nodes a client's lookup starts from */
-#define HP_LOOKUP_CONCURRENCY 3 /* a client's lookup: requests in flight */
-#define HP_RATE_SLOTS 256       /* per-source forward counters (hashed) */
+#define HP_MAX_RELAYS 8           /* relay nodes a client tries */
+#define HP_MAX_SEEDS 8            /* bootstrap nodes a client's lookup starts from */
+#define HP_LOOKUP_CONCURRENCY 3   /* a client's lookup: requests in flight */
+#define HP_MAX_RELAY_CANDIDATES 4 /* blind relays a node keeps */
+#define HP_PAIR_INTERVAL_MS 250   /* PAIR retransmissions until the relay answers */
+#define HP_RATE_SLOTS 256         /* per-source forward counters (hashed) */
+#define HP_CLIENT_RATE_SLOTS 4096 /* a server's per-client-IP hello counters */
+#define HP_LIGHT_SENDER 2         /* hellos per second an IP may send past a spent budget */
 #define HP_REPLAY_WAYS 4
 #define HP_REPLAY_SETS 256
 #define HP_REPLAY_WINDOW_MS (5 * 60 * 1000) /* hellos older than this are replays */
@@ -36,6 +40,17 @@ typedef struct hp_probes_s {
   void *sock; /* the socket they leave from: NULL, the node's main one */
 } hp_probes_t;
 
+/* Pairing at a blind relay (relay/relay.h) from a socket of its own: the
+ * relay tells sessions apart by source address. */
+typedef struct hp_pairing_s {
+  void *sock; /* NULL: not pairing */
+  kp_addr_t relay;
+  uint8_t token[32];
+  uint8_t role; /* 0 client, 1 server */
+  uint64_t next_at;
+  unsigned sent;
+} hp_pairing_t;
+
 /* One birthday punch in progress (hp_birthday.c): the random side's
  * sockets, or the consistent side's spray at random ports. */
 typedef struct hp_bday_s {
@@ -49,6 +64,8 @@ typedef struct hp_bday_s {
   unsigned sent;
   uint64_t next_at;
 } hp_bday_t;
+
+typedef struct hp_rate_slot_s hp_rate_slot_t;
 
 typedef struct hp_session_s {
   kp_hp_server_t *server; /* NULL: free */
@@ -68,6 +85,8 @@ typedef struct hp_session_s {
   hp_bday_t *bday;
   bool bday_wanted, bday_sockets; /* waiting for a slot in the pool */
   uint64_t bday_retry_at;
+  hp_pairing_t pairing;
+  uint8_t relay_token[32];
   unsigned answers;
   bool done;
 } hp_session_t;
@@ -90,7 +109,8 @@ struct kp_hp_server_s {
   unsigned session_count;
   hp_replay_t replay[HP_REPLAY_SETS][HP_REPLAY_WAYS];
   uint64_t rate_second;
-  unsigned rate_count;
+  unsigned rate_count, reserve_count;
+  hp_rate_slot_t *client_rate; /* HP_CLIENT_RATE_SLOTS, hellos per client IP */
   kp_hp_server_stats_t stats;
 };
 
@@ -100,10 +120,10 @@ typedef struct hp_relay_entry_s {
   kp_dht_req_t *req;
 } hp_relay_entry_t;
 
-typedef struct hp_rate_slot_s {
+struct hp_rate_slot_s {
   uint64_t second;
   unsigned count;
-} hp_rate_slot_t;
+};
 
 struct kp_hp_s {
   kp_dht_t *dht;
@@ -118,6 +138,8 @@ struct kp_hp_s {
   hp_relay_entry_t *relay;
   hp_rate_slot_t rate[HP_RATE_SLOTS];
   hp_bday_t bday[HP_MAX_BIRTHDAYS];
+  kp_addr_t relays[HP_MAX_RELAY_CANDIDATES]; /* blind relays we know (explicit or found) */
+  size_t relay_count;
   kp_hp_stats_t stats;
 };
 
@@ -140,6 +162,14 @@ uint64_t kp__hp_probes_run(kp_hp_t *hp, hp_probes_t *p, uint64_t conn_id, uint8_
                            const uint8_t key[32], uint64_t now);
 void kp__hp_send_probe(kp_hp_t *hp, void *sock, const kp_addr_t *to, uint64_t conn_id,
                        uint8_t flags, uint32_t seq, const uint8_t key[32]);
+
+/* Pairing (hp.c): opens the socket and sends the first PAIR; false if no
+ * socket could be opened. */
+bool kp__hp_pairing_start(kp_hp_t *hp, hp_pairing_t *p, const kp_addr_t *relay,
+                          const uint8_t token[32], uint8_t role, uint64_t now);
+void kp__hp_pairing_run(kp_hp_t *hp, hp_pairing_t *p, uint64_t now);
+/* Closes the socket unless keep (the connection now runs on it). */
+void kp__hp_pairing_end(kp_hp_t *hp, hp_pairing_t *p, bool keep);
 
 /* hp_birthday.c */
 /* Whether a NAT pair needs the birthday strategy, and if so which half is
@@ -164,6 +194,9 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
 bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const kp_probe_t *p,
                          const uint8_t *data, size_t len, uint64_t now);
 void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now);
+/* A relay's answer on sock; false if no session of s paired from it. */
+bool kp__hp_server_relay(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const uint8_t *data,
+                         size_t len, uint64_t now);
 kp_hp_server_t *kp__hp_server_for(kp_hp_t *hp, const uint8_t target[KP_ID_LEN]);
 
 /* hp_client.c */
@@ -172,6 +205,8 @@ bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
 
 /* Runs due work (may free c); the next deadline. */
 void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now);
+bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
+                          const uint8_t *data, size_t len, uint64_t now);
 uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c);
 kp_hp_connect_t *kp__hp_connect_next(kp_hp_connect_t *c);
 void kp__hp_connects_free(kp_hp_t *hp);

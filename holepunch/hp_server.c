@@ -11,6 +11,7 @@
 
 #include "common/alloc.h"
 #include "holepunch/hp_internal.h"
+#include "relay/relay.h"
 
 static const char PROLOGUE[] = "kadpunch/handshake/v1";
 
@@ -29,6 +30,7 @@ static hp_session_t *find_by_ephemeral(kp_hp_server_t *s, const uint8_t e[32]) {
 static void session_free(hp_session_t *se) {
   kp_hp_server_t *s = se->server;
   if (se->bday) kp__hp_birthday_end(se->bday, NULL);
+  kp__hp_pairing_end(s->hp, &se->pairing, false);
   sodium_memzero(se, sizeof(*se));
   s->session_count--;
 }
@@ -82,10 +84,30 @@ static bool replay_check(kp_hp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_LEN]
   return true;
 }
 
-static bool rate_ok(kp_hp_server_t *s, uint64_t now) {
+/* Hellos this second from client's IP (IPv6: its /64), counted. */
+static unsigned client_count(kp_hp_server_t *s, const kp_addr_t *client, uint64_t now) {
+  uint8_t b[KP_ADDR_COMPACT_MAX], h[8];
+  size_t n = kp_addr_encode_compact(client, b);
+  size_t ip_len = client->family == KP_AF_INET6 ? 8 : n - 2;
+  crypto_generichash(h, sizeof(h), b, ip_len, s->secret, sizeof(s->secret));
+  hp_rate_slot_t *slot = &s->client_rate[(h[0] | h[1] << 8) % HP_CLIENT_RATE_SLOTS];
+  if (slot->second != now / 1000) slot->second = now / 1000, slot->count = 0;
+  return ++slot->count;
+}
+
+/* Admission before any crypto. Each client IP gets relay_rate hellos per
+ * second; all of them together get server_rate. Past that budget an IP
+ * that sent at most HP_LIGHT_SENDER this second still gets in, from a
+ * reserve of a quarter of the budget: a flood spends the budget early in
+ * every second, and a real client, one hello from one IP, must not wait
+ * for the next. */
+static bool admit(kp_hp_server_t *s, const kp_addr_t *client, uint64_t now) {
+  unsigned per_ip = client_count(s, client, now);
+  if (per_ip > s->hp->cfg.relay_rate) return false;
   uint64_t second = now / 1000;
-  if (s->rate_second != second) s->rate_second = second, s->rate_count = 0;
-  return ++s->rate_count <= s->hp->cfg.server_rate;
+  if (s->rate_second != second) s->rate_second = second, s->rate_count = s->reserve_count = 0;
+  if (++s->rate_count <= s->hp->cfg.server_rate) return true;
+  return per_ip <= HP_LIGHT_SENDER && ++s->reserve_count <= s->hp->cfg.server_rate / 4;
 }
 
 static void reply_routed(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const uint8_t *data,
@@ -141,9 +163,9 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     reply_routed(s, rt, dup->reply, dup->reply_len, dup->id, direct, now);
     return;
   }
-  /* Relayed hellos: the client's IP as the relay saw it has the same
-   * budget as a direct sender's, however many relay nodes it goes via. */
-  if (!rate_ok(s, now) || (!direct && !kp__hp_rate_ok(hp, client_seen, now))) {
+  /* Relayed or direct, the client's IP has one budget, however many relay
+   * nodes it goes through. */
+  if (!admit(s, client_seen, now)) {
     s->stats.busy++;
     kp__hp_reply_error(hp, rt, KP_HS_ERR_BUSY, now);
     return;
@@ -188,6 +210,8 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
                         .cipher = choose_cipher(hp->cfg.ciphers, hello.ciphers),
                         .session = se->id};
   wl.addr_count = our_addrs(hp, wl.addrs);
+  wl.relay_count = hp->relay_count < KP_HS_MAX_RELAYS ? hp->relay_count : KP_HS_MAX_RELAYS;
+  memcpy(wl.relays, hp->relays, wl.relay_count * sizeof(*wl.relays));
   kp_hs_token(s->secret, se->id, client_seen, wl.token);
   if (seal_welcome(hp, &st, &wl, se->reply, &se->reply_len)) {
     session_free(se);
@@ -207,6 +231,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   r->remote_nat = hello.nat;
   r->relay = direct ? (kp_addr_t){0} : rt->to;
   kp__hp_derive_keys(&split, se->hp_key, se->probe_key);
+  kp_relay_token(split.hash, se->relay_token);
   sodium_memzero(&split, sizeof(split));
   s->stats.accepted++;
   reply_routed(s, rt, se->reply, se->reply_len, se->id, direct, now);
@@ -262,6 +287,14 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
                        &se->round_reply_len))
     return;
   reply_routed(s, rt, se->round_reply, se->round_reply_len, se->id, direct, now);
+  if (proven && r.has_relay && !se->done) {
+    /* No direct path: meet the client at the blind relay it chose. */
+    se->res.strategy = KP_PUNCH_RELAYED;
+    se->expires = now + hp->cfg.punch_timeout_ms;
+    if (!se->pairing.sock)
+      kp__hp_pairing_start(hp, &se->pairing, &r.relay, se->relay_token, 1, now);
+    return;
+  }
   if (proven && r.punch && !se->done) {
     /* Fire when the answer reaches the client: half its relay round trip. */
     uint64_t at = now + r.delay_ms;
@@ -314,6 +347,32 @@ bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, c
   return true;
 }
 
+bool kp__hp_server_relay(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const uint8_t *data,
+                         size_t len, uint64_t now) {
+  hp_session_t *se = NULL;
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions && !se; i++)
+    if (s->sessions[i].server && s->sessions[i].pairing.sock == sock) se = &s->sessions[i];
+  kp_relay_ctrl_t c;
+  if (!se || !kp_addr_eq(from, &se->pairing.relay) || kp_relay_ctrl_decode(data, len, &c) ||
+      sodium_memcmp(c.token, se->relay_token, 32))
+    return false;
+  if (c.type == KP_RELAY_REFUSED) {
+    /* The client hears the same refusal and reports it. */
+    kp__hp_pairing_end(s->hp, &se->pairing, false);
+    return true;
+  }
+  if (c.type != KP_RELAY_PAIRED || se->done) return true;
+  se->done = true;
+  se->expires = now + HP_LINGER_MS;
+  se->res.path = se->pairing.relay;
+  se->res.socket = sock;
+  se->res.strategy = KP_PUNCH_RELAYED;
+  kp__hp_pairing_end(s->hp, &se->pairing, true);
+  s->stats.connections++;
+  if (s->on_connection) s->on_connection(s->ctx, &se->res);
+  return true;
+}
+
 void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now) {
   for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++) {
     hp_session_t *se = &s->sessions[i];
@@ -326,6 +385,7 @@ void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now) {
     if (se->bday_wanted && se->bday_retry_at <= now) start_birthday(se, now);
     if (se->probes.next_at <= now)
       kp__hp_probes_run(s->hp, &se->probes, se->res.remote_id, 0, se->probe_key, now);
+    kp__hp_pairing_run(s->hp, &se->pairing, now);
   }
 }
 
@@ -341,7 +401,10 @@ int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall
   kp_hp_server_t *s = kp_calloc(1, sizeof(*s));
   if (!s) return UV_ENOMEM;
   s->sessions = kp_calloc(hp->cfg.max_sessions, sizeof(*s->sessions));
-  if (!s->sessions) {
+  s->client_rate = kp_calloc(HP_CLIENT_RATE_SLOTS, sizeof(*s->client_rate));
+  if (!s->sessions || !s->client_rate) {
+    kp_free(s->sessions);
+    kp_free(s->client_rate);
     kp_free(s);
     return UV_ENOMEM;
   }
@@ -363,6 +426,7 @@ void kp_hp_server_close(kp_hp_server_t *s) {
     if (hp->servers[i] == s) hp->servers[i] = NULL;
   sodium_memzero(s->sessions, hp->cfg.max_sessions * sizeof(*s->sessions));
   kp_free(s->sessions);
+  kp_free(s->client_rate);
   sodium_memzero(s, sizeof(*s));
   kp_free(s);
 }

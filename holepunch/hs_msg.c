@@ -139,7 +139,7 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   msgpack_packer pk;
   kp_wbuf_init(&w, buf, cap);
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 8);
+  msgpack_pack_array(&pk, 9);
   msgpack_pack_uint8(&pk, wl->version);
   msgpack_pack_uint8(&pk, (uint8_t)wl->refusal);
   msgpack_pack_uint8(&pk, (uint8_t)wl->nat);
@@ -148,6 +148,7 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   msgpack_pack_uint8(&pk, (uint8_t)wl->cipher);
   msgpack_pack_uint64(&pk, wl->session);
   kp_mp_pack_bin(&pk, wl->token, sizeof(wl->token));
+  pack_addrs(&pk, wl->relays, wl->relay_count);
   return finish(&w, len);
 }
 
@@ -156,8 +157,16 @@ int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
   const msgpack_object *it;
   uint64_t version = 0, refusal = 0, nat = 0, cipher = 0;
   memset(out, 0, sizeof(*out));
-  int err = open_array(&doc, buf, len, 8, &it);
+  int err = open_array(&doc, buf, len, 9, &it);
   if (err) return err;
+  kp_addr_t relays[KP_HS_MAX_ADDRS];
+  size_t relay_count = 0;
+  if (unpack_addrs(&it[8], relays, &relay_count) || relay_count > KP_HS_MAX_RELAYS) {
+    kp_mp_doc_free(&doc);
+    return KP_EFIELD;
+  }
+  memcpy(out->relays, relays, relay_count * sizeof(*relays));
+  out->relay_count = relay_count;
   if (kp_mp_uint(&it[0], 255, &version) || kp_mp_uint(&it[1], 255, &refusal) ||
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
       unpack_addrs(&it[3], out->addrs, &out->addr_count) ||
@@ -191,7 +200,7 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
   size_t plen;
   kp_wbuf_init(&w, plain, sizeof(plain));
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 6);
+  msgpack_pack_array(&pk, 7);
   msgpack_pack_uint32(&pk, r->round);
   msgpack_pack_uint8(&pk, (uint8_t)r->nat);
   kp_mp_pack_bin_opt(&pk, r->has_token ? r->token : NULL, 32);
@@ -202,6 +211,7 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
     msgpack_pack_false(&pk);
   }
   msgpack_pack_uint32(&pk, r->delay_ms);
+  pack_addrs(&pk, &r->relay, r->has_relay ? 1 : 0);
   int err = finish(&w, &plen);
   if (err) return err;
   if (cap < 4 + plen + crypto_aead_chacha20poly1305_ietf_ABYTES) return KP_ENOSPACE;
@@ -231,7 +241,13 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
   kp_mp_doc_t doc;
   const msgpack_object *it;
   uint64_t r = 0, nat = 0, delay = 0;
-  int err = open_array(&doc, plain, (size_t)plen, 6, &it);
+  int err = open_array(&doc, plain, (size_t)plen, 7, &it);
+  kp_addr_t relays[KP_HS_MAX_ADDRS];
+  size_t relay_count = 0;
+  if (!err && (unpack_addrs(&it[6], relays, &relay_count) || relay_count > 1)) {
+    kp_mp_doc_free(&doc);
+    return KP_EFIELD;
+  }
   if (err) return err;
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
       kp_mp_fixed_opt(&it[2], out->token, 32, &out->has_token) ||
@@ -243,6 +259,8 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     out->nat = (kp_nat_type_t)nat;
     out->punch = it[4].via.boolean;
     out->delay_ms = (uint32_t)delay;
+    out->has_relay = relay_count == 1;
+    if (out->has_relay) out->relay = relays[0];
   }
   kp_mp_doc_free(&doc);
   sodium_memzero(plain, sizeof(plain));
@@ -300,6 +318,7 @@ const char *kp_punch_name(kp_punch_t punch) {
     case KP_PUNCH_OPEN: return "open";
     case KP_PUNCH_SIMULTANEOUS: return "simultaneous";
     case KP_PUNCH_BIRTHDAY: return "birthday";
+    case KP_PUNCH_RELAYED: return "relayed";
     default: return "none";
   }
 }

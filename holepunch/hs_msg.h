@@ -59,6 +59,7 @@ int kp_hs_wire_decode(const uint8_t *buf, size_t len, kp_hs_wire_t *out);
 
 /* Addresses a peer can be tried at: public, LAN, IPv6. */
 #define KP_HS_MAX_ADDRS 6
+#define KP_HS_MAX_RELAYS 2
 
 /* The client's payload in Noise message 1. */
 typedef struct kp_hs_hello_s {
@@ -82,8 +83,10 @@ typedef struct kp_hs_welcome_s {
   size_t addr_count;
   uint64_t conn_id; /* stream packets to the server carry it */
   kp_cipher_t cipher;
-  uint64_t session;  /* names this connection in holepunch rounds */
-  uint8_t token[32]; /* bound to the client's address as the relay saw it */
+  uint64_t session;                   /* names this connection in holepunch rounds */
+  uint8_t token[32];                  /* bound to the client's address as the relay saw it */
+  kp_addr_t relays[KP_HS_MAX_RELAYS]; /* blind relays the server suggests */
+  size_t relay_count;
 } kp_hs_welcome_t;
 
 #define KP_HS_PAYLOAD_MAX 400
@@ -101,6 +104,8 @@ typedef struct kp_hp_round_s {
   uint8_t remote_token[32]; /* the peer's, echoed: proves where we receive */
   bool punch;               /* the sender is probing now */
   uint32_t delay_ms;        /* client: fire this long after receiving (half the relay RTT) */
+  bool has_relay;           /* client: no direct path; pair at this blind relay */
+  kp_addr_t relay;
 } kp_hp_round_t;
 
 int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_client, uint8_t *buf,

@@ -61,7 +61,10 @@ const char *kp_version_string(void);
   X(EPEERVERSION, "the peer speaks an incompatible protocol version")                              \
   X(EHANDSHAKE, "handshake timed out: no relay node reached the peer")                             \
   X(ENODIRECT, "no direct path between these NAT types (both random)")                             \
-  X(EPUNCH, "holepunch timed out: no probe got through")
+  X(EPUNCH, "holepunch timed out: no probe got through")                                           \
+  X(ERELAY, "no direct path, and no relay answered")                                               \
+  X(ERELAYFULL, "the relay refused: it carries all the sessions it may")                           \
+  X(ERELAYLIMIT, "the relay refused: too many pairing attempts from this address")
 
 #define KP__ERR_BASE (-30000)
 
@@ -228,7 +231,8 @@ typedef enum {
   KP_PUNCH_LAN = 1,          /* both behind one public IP: over the LAN */
   KP_PUNCH_OPEN = 2,         /* the server takes unsolicited packets: no punching */
   KP_PUNCH_SIMULTANEOUS = 3, /* both sides probe at the same moment */
-  KP_PUNCH_BIRTHDAY = 4      /* many ports against one (a random NAT) */
+  KP_PUNCH_BIRTHDAY = 4,     /* many ports against one (a random NAT) */
+  KP_PUNCH_RELAYED = 5       /* no direct path: through a blind relay */
 } kp_punch_t;
 
 /* "none", "lan", "open", "simultaneous", "birthday". */
@@ -243,6 +247,22 @@ typedef enum {
   KP_NODE_EPHEMERAL = 1, /* never join others' routing tables */
   KP_NODE_MEMBER = 2     /* always a member (bootstrap nodes, servers with a public address) */
 } kp_node_mode_t;
+
+/* A blind relay's limits (0 takes the default). A session is one relayed
+ * connection; its rate applies to each direction. */
+typedef struct kp_relay_limits_s {
+  unsigned max_sessions; /* 1024 */
+  uint64_t session_rate; /* bytes/s: 4 MiB/s */
+  uint64_t total_rate;   /* bytes/s, all sessions: 64 MiB/s */
+  unsigned idle_s;       /* a session nobody used this long ends: 600 */
+  unsigned lifetime_s;   /* and any session after this: 86400 */
+} kp_relay_limits_t;
+
+typedef struct kp_relay_counters_s {
+  unsigned sessions; /* now */
+  uint64_t paired, forwarded, forwarded_bytes, dropped_rate;
+  uint64_t refused_full, refused_attempts, expired;
+} kp_relay_counters_t;
 
 typedef struct kp_node_options_s {
   /* Local address to bind, e.g. "0.0.0.0:0", "[::]:49737", "127.0.0.1:0". */
@@ -274,6 +294,17 @@ typedef struct kp_node_options_s {
   /* Where randomness comes from; NULL means libsodium's randombytes_buf. */
   void (*rng)(void *ctx, void *buf, size_t len);
   void *rng_ctx;
+  /* Run a blind relay on this node's socket (it needs a public address) and
+   * announce it on the DHT under the relay topic. */
+  bool relay;
+  kp_relay_limits_t relay_limits;
+  /* Relays to use when no direct path exists ("host:port"); without them
+   * the node finds relays on the DHT when it first listens. */
+  const char *const *relays;
+  size_t relay_count;
+  /* Connections this node makes go through a relay even where a direct
+   * path might open (for testing a relay, or to hide one's address). */
+  bool relay_only;
 } kp_node_options_t;
 
 /* One node found by a query. */
@@ -362,6 +393,9 @@ void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out);
 /* Copies up to cap routing-table entries into out and returns how many the
  * table holds (which may exceed cap). */
 size_t kp_node_table(const kp_node_t *node, kp_node_peer_t *out, size_t cap);
+
+/* A relay node's counters; UV_EINVAL if the node runs no relay. */
+int kp_node_relay_counters(const kp_node_t *node, kp_relay_counters_t *out);
 
 /* Free for the caller's use. */
 void *kp_node_get_data(const kp_node_t *node);
@@ -658,7 +692,9 @@ void kp_server_close(kp_server_t *server);
 
 /* Once: status 0 and the open connection, or KP_EPEERNOTFOUND,
  * KP_ENOTALLOWED, KP_EOVERLOADED, KP_EPEERVERSION, KP_EHANDSHAKE,
- * KP_ENODIRECT (info has both NAT types), KP_EPUNCH, UV_ECANCELED (the
+ * KP_ENODIRECT (both NAT types random and no relay known; info has both
+ * NAT types), KP_EPUNCH, KP_ERELAY / KP_ERELAYFULL / KP_ERELAYLIMIT (the
+ * relay did not answer or refused), UV_ECANCELED (the
  * node closed). info is valid during the call. */
 typedef void (*kp_connect_cb)(kp_node_t *node, int status, kp_conn_t *conn,
                               const kp_connect_info_t *info, void *arg);

@@ -4,6 +4,7 @@
 #include "node/node_internal.h"
 #include "stream/endpoint.h"
 #include "stream/stream_frame.h"
+#include "relay/relay.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,11 +80,14 @@ static void dht_send(void *ctx, int sock, const kp_addr_t *to, const uint8_t *da
 static void dht_membership(void *ctx, bool member) {
   kp_node_t *node = ctx;
   KP_INFO(&node->log, "membership: %s", member ? "member" : "ephemeral");
+  if (member) kp__node_relay_announce(node);
 }
 
 /* The first byte tells the planes apart (docs/protocol.md). */
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_node_t *node = udp->data;
+  /* A relay's paired peers first: their datagrams are not ours to read. */
+  if (node->relay && kp__node_relay_input(node, from, data, len)) return;
   if (kp_dht_msg_is_control(data, len)) {
     kp_dht_recv(node->dht, from, data, len, now_ms(node));
     kp__node_rearm(node);
@@ -207,11 +211,16 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   kp_hp_config_defaults(&hp_cfg);
   hp_cfg.ciphers |= (uint8_t)(1u << kp_cipher_preferred());
   hp_cfg.wall_ms = kp__node_wall_ms;
+  hp_cfg.relay_only = opts->relay_only;
   kp_hp_io_t hp_io = {.send = hp_send, .ctx = node};
   kp__node_xsock_io(node, &hp_io);
 
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
   set_lan_addrs(node);
+  if (opts->relay_count &&
+      (err = kp__node_relay_set_explicit(node, opts->relays, opts->relay_count)))
+    goto fail;
+  if (opts->relay && (err = kp__node_relay_start(node, opts))) goto fail;
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
   if (opts->bootstrap_count &&
       (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
@@ -360,6 +369,9 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   if (node->open_handles || node->dns || node->xsocks || node->xsock_closing) return;
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
+  kp_relay_free(node->relay);
+  node->relay = NULL;
+  kp_keypair_wipe(&node->relay_kp);
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
   if (node->dht) kp_dht_free(node->dht, now_ms(node));
@@ -374,6 +386,12 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
 static void on_timer_closed(uv_handle_t *handle) {
   kp_node_t *node = handle->data;
   node->open_handles &= ~OPEN_TIMER;
+  kp__node_maybe_finish_close(node);
+}
+
+static void on_relay_timer_closed(uv_handle_t *handle) {
+  kp_node_t *node = handle->data;
+  node->open_handles &= ~OPEN_RELAY_TIMER;
   kp__node_maybe_finish_close(node);
 }
 
@@ -393,6 +411,8 @@ static void start_close(kp_node_t *node) {
   node->closing = true;
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
+  if (node->open_handles & OPEN_RELAY_TIMER)
+    uv_close((uv_handle_t *)&node->relay_timer, on_relay_timer_closed);
   if (node->ep) {
     /* The connections say goodbye on the socket, which closes after. */
     node->ep_closing = true;

@@ -102,6 +102,8 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
   s->on_connection = on_connection;
   s->arg = arg;
   int err = kp_hp_listen(node->hp, kp, server_firewall, server_connection, s, &s->inner);
+  /* Relays to name to clients that cannot punch to us. */
+  kp__node_relay_discover(node);
   uint8_t target[KP_ID_LEN];
   kp_target_from_key(kp->public_key, target);
   if (!err) err = kp_node_announce(node, target, kp, NULL, 0, NULL, &s->announce);

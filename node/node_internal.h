@@ -25,7 +25,8 @@ typedef struct kp_node_relay_memo_s {
   uint64_t at; /* 0: empty */
 } kp_node_relay_memo_t;
 
-enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4 };
+enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4, OPEN_RELAY_TIMER = 8 };
+typedef struct kp_relay_s kp_relay_t;
 
 struct kp_node_s {
   void *data;
@@ -42,6 +43,19 @@ struct kp_node_s {
   kp_announce_t *announces; /* live announcements, told of a close */
   kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */
   kp_node_relay_memo_t relay_memo[KP_NODE_RELAY_MEMOS];
+  /* Blind relays (node_relay.c): the one this node runs, and the ones its
+   * connections may use. */
+  kp_relay_t *relay;
+  uv_timer_t relay_timer;
+  kp_keypair_t relay_kp;
+  kp_announce_t *relay_announce;
+  bool relays_explicit, relay_lookup;
+  uint64_t relays_found_at;
+  kp_addr_t found_relays[4];
+  size_t found_count;
+  /* Tests: sees every datagram the relay forwards. */
+  void (*relay_tap)(void *ctx, const uint8_t *data, size_t len);
+  void *relay_tap_ctx;
   unsigned xsock_count, xsock_closing;
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
@@ -86,6 +100,15 @@ void kp__node_xsock_io(kp_node_t *node, kp_hp_io_t *io);
 int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out);
 void kp__node_xsock_sweep(kp_node_t *node, uint64_t now);
 void kp__node_xsock_close_all(kp_node_t *node);
+
+/* node_relay.c */
+int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *opts);
+/* A datagram for the relay (forwarded or answered here): true. */
+bool kp__node_relay_input(kp_node_t *node, const kp_addr_t *from, const uint8_t *data, size_t len);
+void kp__node_relay_announce(kp_node_t *node);
+int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size_t count);
+/* Looks the relay topic up unless relays are explicit or found lately. */
+void kp__node_relay_discover(kp_node_t *node);
 
 /* node_swarm.c: ends the node's announcements when it closes. */
 void kp__node_announces_cancel(kp_node_t *node);

@@ -8,6 +8,7 @@
 #include "node/node_internal.h"
 #include "stream/endpoint.h"
 #include "stream/stream_frame.h"
+#include "relay/relay.h"
 
 /* A won socket outlives its last connection by the holepunch linger, when
  * the state machine may still send a probe on it. */
@@ -64,6 +65,8 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
     kp__endpoint_input(x->ep, from, data, len);
   } else if (kp_probe_is_packet(data, len)) {
     KP_NODE_FEED(node, kp_hp_recv_probe(node->hp, x, from, data, len, kp__node_now(node)));
+  } else if (kp_relay_is_ctrl(data, len)) {
+    KP_NODE_FEED(node, kp_hp_recv_relay(node->hp, x, from, data, len, kp__node_now(node)));
   } else {
     node->drops_other++;
   }

@@ -28,6 +28,7 @@ int kp_cli_announce(int argc, char **argv);
 int kp_cli_lookup(int argc, char **argv);
 int kp_cli_put(int argc, char **argv);
 int kp_cli_get(int argc, char **argv);
+int kp_cli_relay(int argc, char **argv);
 int kp_cli_serve(int argc, char **argv);
 int kp_cli_connect(int argc, char **argv);
 
@@ -39,19 +40,26 @@ typedef struct kp_cli_net_s {
   char bootstrap[1024];
   kp_log_level_t log_level;
   kp_node_mode_t mode;
+  const char *relays[4]; /* --relay, repeatable */
+  size_t relay_count;
+  bool run_relay; /* kadpunch relay */
+  kp_relay_limits_t relay_limits;
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
   "  --bind ADDR:PORT        local address (default 0.0.0.0:0)\n"                                  \
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
   "                          (default: $KADPUNCH_BOOTSTRAP)\n"                                     \
+  "  --relay HOST:PORT       a blind relay for when no direct path exists\n"                       \
+  "                          (repeatable; default: relays found on the DHT)\n"                     \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
-enum { KP_CLI_OPT_BIND = 1000, KP_CLI_OPT_BOOTSTRAP, KP_CLI_OPT_LOG };
+enum { KP_CLI_OPT_BIND = 1000, KP_CLI_OPT_BOOTSTRAP, KP_CLI_OPT_LOG, KP_CLI_OPT_RELAY };
 #define KP_CLI_NET_OPTIONS                                                                         \
   {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
-      {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP}, {                                 \
+      {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP},                                   \
+      {"relay", required_argument, 0, KP_CLI_OPT_RELAY}, {                                         \
     "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
   }
 

@@ -28,6 +28,10 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
         return kp_cli_usage_error(cmd, "--bootstrap list too long");
       snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", arg);
       return 0;
+    case KP_CLI_OPT_RELAY:
+      if (net->relay_count == 4) return kp_cli_usage_error(cmd, "at most 4 --relay");
+      net->relays[net->relay_count++] = arg;
+      return 0;
     case KP_CLI_OPT_LOG:
       if (kp_log_level_parse(arg, &net->log_level))
         return kp_cli_usage_error(cmd, "unknown log level '%s'", arg);
@@ -64,6 +68,10 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
   o.log_level = net->log_level;
   o.bootstrap = hosts;
   o.bootstrap_count = count;
+  o.relays = net->relays;
+  o.relay_count = net->relay_count;
+  o.relay = net->run_relay;
+  o.relay_limits = net->relay_limits;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {
     fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd, net->bind,

@@ -15,6 +15,7 @@ static const kp_cli_command_t commands[] = {
     {"get", "fetch a mutable or immutable value", kp_cli_get},
     {"serve", "listen on a key pair: an echo service reachable by key", kp_cli_serve},
     {"connect", "connect to a peer by its public key", kp_cli_connect},
+    {"relay", "run a blind relay for peers that cannot punch", kp_cli_relay},
 };
 
 static void usage(FILE *out) {

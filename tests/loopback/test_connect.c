@@ -1,9 +1,13 @@
 /* Connecting by key on real sockets: a 100-node loopback testnet, 20
  * connects between random nodes, each carrying data byte-exact both ways
  * (an echo), and a refused key. */
+#include <inttypes.h>
 #include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/addr.h"
+#include "node/node_internal.h"
 #include "node/testnet.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
@@ -251,9 +255,148 @@ static void test_connect_remembers_relay(void) {
   uv_loop_close(&loop);
 }
 
+/* ---- Relayed ---------------------------------------------------------------------- */
+
+static const char MARKER[] = "kadpunch plaintext marker 0123456789 "; /* 37 bytes */
+
+typedef struct tap_s {
+  uint64_t datagrams, bytes, marker_hits;
+} tap_t;
+
+static void relay_tap(void *ctx, const uint8_t *data, size_t len) {
+  tap_t *t = ctx;
+  t->datagrams++;
+  t->bytes += len;
+  if (memmem(data, len, MARKER, 16)) t->marker_hits++;
+}
+
+typedef struct relayed_s {
+  bool done;
+  int status;
+  kp_connect_info_t info;
+  kp_conn_t *conn;
+  kp_stream_t *stream;
+  kp_write_t write;
+  uint8_t *data;
+  size_t len, echoed, mismatched;
+} relayed_t;
+
+static void relayed_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  relayed_t *r = kp_stream_get_data(s);
+  if (n <= 0) return;
+  if (r->echoed + (size_t)n > r->len || memcmp(r->data + r->echoed, buf->base, (size_t)n))
+    r->mismatched++;
+  r->echoed += (size_t)n;
+}
+
+static void relayed_connected(kp_node_t *node, int status, kp_conn_t *conn,
+                              const kp_connect_info_t *info, void *arg) {
+  relayed_t *r = arg;
+  (void)node;
+  r->done = true;
+  r->status = status;
+  r->info = *info;
+  r->conn = conn;
+  if (status) return;
+  uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+  KP_CHECK_OK(kp_stream_open(conn, &r->stream));
+  kp_stream_set_data(r->stream, r);
+  KP_CHECK_OK(kp_stream_write(&r->write, r->stream, &b, 1, NULL));
+  KP_CHECK_OK(kp_stream_end(r->stream));
+  KP_CHECK_OK(kp_stream_read_start(r->stream, relayed_read));
+}
+
+static bool relayed_done(void *ctx) {
+  relayed_t *r = ctx;
+  return r->done && (r->status || r->echoed >= r->len);
+}
+
+static bool is_member(void *ctx) {
+  return kp_node_is_member(ctx);
+}
+
+static kp_node_t *make_node(uv_loop_t *loop, const char *boot, bool relay, bool relay_only) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = "127.0.0.1:0";
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.member_stable_ms = 0;
+  o.mode = relay ? KP_NODE_MEMBER : KP_NODE_EPHEMERAL;
+  o.relay = relay;
+  o.relay_only = relay_only;
+  kp_node_t *n;
+  KP_CHECK_OK(kp_node_create(loop, &o, &n));
+  return n;
+}
+
+/* Through a blind relay found on the DHT: the server discovers it and
+ * names it, the client (relay_only) pairs there, 4 MiB echo byte-exact, and
+ * nothing the relay forwarded contains the plaintext. */
+static void test_connect_relayed(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = 30;
+  kp_testnet_t tn;
+  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 60000));
+  kp_node_t *relay = make_node(&loop, tn.bootstrap, true, false);
+  tap_t tap = {0};
+  relay->relay_tap = relay_tap;
+  relay->relay_tap_ctx = &tap;
+  KP_CHECK(kp_testnet_run_until(&loop, is_member, relay, 20000));
+  kp_testnet_run_until(&loop, NULL, NULL, 2500); /* it announces itself */
+  kp_node_t *server = make_node(&loop, tn.bootstrap, false, false);
+  kp_node_t *client = make_node(&loop, tn.bootstrap, false, true);
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  kp_keypair_t skp, ckp;
+  kp_keypair_generate(&skp);
+  kp_keypair_generate(&ckp);
+  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_server_t *srv;
+  static pair_t unused;
+  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, &unused, &srv));
+  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* announced; relays found */
+  relayed_t r = {.len = 4 << 20};
+  r.data = malloc(r.len);
+  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, relayed_connected, &r));
+  KP_CHECK(kp_testnet_run_until(&loop, relayed_done, &r, 30000));
+  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
+  kp_addr_t relay_addr;
+  kp_node_local_addr(relay, &relay_addr);
+  KP_CHECK_EQ(r.info.punch, KP_PUNCH_RELAYED);
+  KP_CHECK(kp_addr_eq(&r.info.path, &relay_addr));
+  KP_CHECK_EQ(r.echoed, r.len);
+  KP_CHECK_EQ(r.mismatched, 0);
+  kp_relay_counters_t rc;
+  KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
+  printf("relayed: %" PRIu64 " datagrams, %" PRIu64
+         " bytes through the relay; plaintext seen %" PRIu64 " times\n",
+         tap.datagrams, tap.bytes, tap.marker_hits);
+  KP_CHECK(tap.bytes > 2 * r.len); /* both ways went through it */
+  KP_CHECK_EQ(tap.marker_hits, 0);
+  KP_CHECK_EQ(rc.paired, 1);
+  kp_stream_close(r.stream, NULL);
+  kp_conn_close(r.conn, 0);
+  if (unused.server_conn) kp_conn_close(unused.server_conn, 0);
+  kp_server_close(srv);
+  kp_node_close(relay, NULL);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  free(r.data);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(connect_testnet, loopback, 120),
     KP_CASE(connect_remembers_relay, loopback, 120),
+    KP_CASE(connect_relayed, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -2,7 +2,7 @@
 # joined by veth pairs into a small internet, with real kernel NATs.
 #
 #   $LAB-net            the internet: one bridge, 203.0.113.0/24
-#   $LAB-pub            public hosts: 203.0.113.10-13 (DHT nodes, reflectors)
+#   $LAB-pub            public hosts: 203.0.113.10-13 (DHT nodes, .13 a relay; reflectors)
 #   $LAB-h<id>[b]       a site's hosts; behind a NAT they sit on
 #   $LAB-r<id>          its router (WAN 203.0.113.<20+id>, LAN 10.<id>.0.0/24)
 #
@@ -124,10 +124,12 @@ lab_init() {
 lab_start_public() { # kadpunch nat_probe
   lab_spawn pub "$LAB_LOG/reflect.log" "$2" reflect $REFLECT_A $REFLECT_B
   lab_spawn pub "$LAB_LOG/dht10.log" "$1" dht-node --bind $BOOTSTRAP --member --log warn
-  for a in 11 12 13; do
+  for a in 11 12; do
     lab_spawn pub "$LAB_LOG/dht$a.log" "$1" dht-node --bind $PUBLIC_NET.$a:49737 \
       --bootstrap $BOOTSTRAP --member --stable-ms 0 --log warn
   done
+  # .13 is a DHT node that also relays (it announces itself).
+  lab_spawn pub "$LAB_LOG/relay.log" "$1" relay --bind $PUBLIC_NET.13:49737 --bootstrap $BOOTSTRAP
 }
 
 # A site: its host namespace(s) are h<id> (and h<id>b for the LAN pair).

@@ -6,6 +6,7 @@
 #include "common/alloc.h"
 #include "holepunch/holepunch.h"
 #include "holepunch/hs_noise.h"
+#include "relay/relay.h"
 #include "tests/harness/test.h"
 #include "tests/sim/sim_dht.h"
 
@@ -191,6 +192,10 @@ typedef struct peer_s {
   kp_addr_t home;
   kp_sim_socket_t *extra[600];
   unsigned extra_count, extra_opened, extra_peak;
+  /* what arrived on extra sockets that was neither probe nor relay control */
+  uint8_t got[64];
+  size_t got_len;
+  kp_sim_socket_t *got_on;
 } peer_t;
 
 typedef struct world_s {
@@ -215,7 +220,16 @@ static void on_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size
 static void extra_recv(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, const uint8_t *data,
                        size_t len, uint64_t now) {
   peer_t *p = ctx;
-  if (p->hp && kp_probe_is_packet(data, len)) kp_hp_recv_probe(p->hp, sock, from, data, len, now);
+  if (!p->hp) return;
+  if (kp_probe_is_packet(data, len)) {
+    kp_hp_recv_probe(p->hp, sock, from, data, len, now);
+  } else if (kp_relay_is_ctrl(data, len)) {
+    kp_hp_recv_relay(p->hp, sock, from, data, len, now);
+  } else if (len <= sizeof(p->got)) {
+    memcpy(p->got, data, len);
+    p->got_len = len;
+    p->got_on = sock;
+  }
   kp_sim_dht_node_kick(p->n);
 }
 
@@ -765,6 +779,88 @@ static void test_sim_lan_pair(void) {
   }
 }
 
+/* A blind relay on the simulated internet: a DHT node's socket that
+ * forwards for paired addresses (what node.c does with kp_relay_t). */
+typedef struct sim_relay_s {
+  kp_sim_dht_node_t *n;
+  kp_relay_t *relay;
+} sim_relay_t;
+
+static void relay_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len,
+                        uint64_t now) {
+  sim_relay_t *sr = ctx;
+  kp_addr_t to, other;
+  uint8_t reply[KP_RELAY_CTRL_LEN];
+  switch (kp_relay_input(sr->relay, from, data, len, now, &to, &other, reply)) {
+    case KP_RELAY_FORWARD: kp_sim_send(sr->n->sock, &to, data, len); break;
+    case KP_RELAY_REPLY_BOTH:
+      kp_sim_send(sr->n->sock, &other, reply, sizeof(reply));
+      kp_sim_send(sr->n->sock, &to, reply, sizeof(reply));
+      break;
+    case KP_RELAY_REPLY: kp_sim_send(sr->n->sock, &to, reply, sizeof(reply)); break;
+    default: break;
+  }
+}
+
+/* Two random NATs with a relay the server names: both sides end on the
+ * relay, each on a socket of its own, and a datagram one sends through it
+ * reaches the other. Without a relay: KP_ENODIRECT (the matrix). */
+static void test_sim_relayed(void) {
+  world_t w;
+  world_init(&w, 21, 0.02, 0);
+  sim_relay_t sr = {.n = w.net.nodes[3]};
+  KP_CHECK_OK(kp_relay_new(NULL, &sr.relay));
+  sr.n->on_other = relay_other;
+  void *saved_ctx = sr.n->other_ctx; /* the node's kp_hp_t, freed by world_free */
+  sr.n->other_ctx = &sr;
+  const kp_addr_t *relay_addr = kp_sim_socket_addr(sr.n->sock);
+  peer_t *server = peer_new(&w, K_RANDOM, 50);
+  peer_t *client = peer_new(&w, K_RANDOM, 60);
+  kp_hp_set_relays(server->hp, relay_addr, 1);
+  serve(&w, server);
+  uint64_t took;
+  int st = connect_to(&w, client, server, &took);
+  KP_CHECK_MSG(st == 0, "%s", kp_err_name(st));
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 2 * SEC);
+  printf("random <-> random via a relay: %s in %" PRIu64 " ms, %u datagrams\n",
+         kp_punch_name(client->res.strategy), took, client->res.datagrams);
+  KP_CHECK_EQ(client->res.strategy, KP_PUNCH_RELAYED);
+  KP_CHECK_EQ(server->conn.strategy, KP_PUNCH_RELAYED);
+  KP_CHECK(kp_addr_eq(&client->res.path, relay_addr) && kp_addr_eq(&server->conn.path, relay_addr));
+  KP_CHECK(client->res.socket && server->conn.socket);
+  KP_CHECK_MEM(client->res.tx_key, server->conn.rx_key, 32);
+  /* Both ways through the relay, to the sockets the connection runs on. */
+  kp_sim_send(client->res.socket, relay_addr, (const uint8_t *)"\x41hello", 6);
+  kp_sim_send(server->conn.socket, relay_addr, (const uint8_t *)"\x41olleh", 6);
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + SEC);
+  KP_CHECK(server->got_len == 6 && !memcmp(server->got, "\x41hello", 6));
+  KP_CHECK(server->got_on == server->conn.socket);
+  KP_CHECK(client->got_len == 6 && !memcmp(client->got, "\x41olleh", 6));
+  kp_relay_stats_t rs;
+  kp_relay_stats(sr.relay, &rs);
+  KP_CHECK_EQ(rs.paired, 1);
+  KP_CHECK(rs.forwarded >= 2);
+  /* A relay that refuses: the client hears why. */
+  kp_relay_free(sr.relay);
+  kp_relay_config_t rc;
+  kp_relay_config_defaults(&rc);
+  rc.max_sessions = 1;
+  KP_CHECK_OK(kp_relay_new(&rc, &sr.relay));
+  peer_t *c2 = peer_new(&w, K_RANDOM, 70), *c3 = peer_new(&w, K_RANDOM, 71);
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
+  KP_CHECK_OK(connect_to(&w, c2, server, NULL));
+  KP_CHECK_EQ(connect_to(&w, c3, server, NULL), KP_ERELAYFULL);
+  sr.n->other_ctx = saved_ctx;
+  sr.n->on_other = NULL;
+  kp_relay_free(sr.relay);
+  /* The server keeps a socket per relayed connection (two here); the
+   * refused one's is closed by the time its session ends. */
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 12 * SEC);
+  KP_CHECK_EQ(server->extra_count, 2);
+  while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
+  world_free(&w);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(noise_ik, unit, 10),
     KP_CASE(noise_hmac, unit, 10),
@@ -775,6 +871,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_random_pair_no_probes, sim, 60),
     KP_CASE(sim_rates, sim, 60),
     KP_CASE(sim_lan_pair, sim, 60),
+    KP_CASE(sim_relayed, sim, 60),
     KP_CASE(sim_nat_matrix_lossy, sim, 120),
     KP_CASE(sim_refused, sim, 60),
     KP_CASE(sim_wrong_key_and_replay, sim, 60),

@@ -1,0 +1,127 @@
+/* kadpunch relay: a DHT member that also relays, blind, for peers that
+ * cannot punch a direct path, and says what it carries. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "node/cli/cli.h"
+
+static const char help[] =
+    "usage: kadpunch relay [options]\n"
+    "\n"
+    "Runs a DHT member node that also relays for peers with no direct path\n"
+    "between them (both behind random NATs, say). Peers pair at the relay with\n"
+    "a token derived from their handshake; it forwards their datagrams, which\n"
+    "stay end-to-end encrypted: it reads nothing and forwards only between\n"
+    "peers that paired. It announces itself on the DHT, so servers find it and\n"
+    "name it to their clients. Prints its counters every few seconds while\n"
+    "they change; stops cleanly on SIGINT or SIGTERM.\n"
+    "\n"
+    "options:\n"
+    "  --max-sessions N        relayed connections at once (default 1024)\n"
+    "  --session-rate BYTES    per connection and direction, per second (default 4194304)\n"
+    "  --total-rate BYTES      for all connections, per second (default 67108864)\n"
+    "  --idle S                end a connection idle this long (default 600)\n"
+    "  --lifetime S            end any connection after this long (default 86400)\n"
+    "  --every S               print the counters at most this often (default 5)\n" KP_CLI_NET_HELP
+    "\n"
+    "The node needs a public address (the relay's peers must reach it).\n"
+    "\n"
+    "examples:\n"
+    "  kadpunch relay --bind 203.0.113.9:49737 --bootstrap 203.0.113.7:49737\n"
+    "\n"
+    "exit codes: 0 stopped by a signal, 1 the network failed, 2 bad options\n";
+
+typedef struct relay_cli_s {
+  kp_cli_session_t *s;
+  uv_timer_t timer;
+  kp_relay_counters_t last;
+} relay_cli_t;
+
+static void print_counters(const kp_relay_counters_t *c) {
+  printf("relay: %u sessions; %" PRIu64 " paired, %" PRIu64 " datagrams (%" PRIu64
+         " bytes) forwarded, %" PRIu64 " over rate; refused %" PRIu64 " full, %" PRIu64
+         " too many attempts; %" PRIu64 " expired\n",
+         c->sessions, c->paired, c->forwarded, c->forwarded_bytes, c->dropped_rate, c->refused_full,
+         c->refused_attempts, c->expired);
+  fflush(stdout);
+}
+
+static void on_timer(uv_timer_t *t) {
+  relay_cli_t *r = t->data;
+  kp_relay_counters_t c;
+  if (kp_node_relay_counters(r->s->node, &c)) return;
+  if (memcmp(&c, &r->last, sizeof(c))) print_counters(&c);
+  r->last = c;
+}
+
+static int parse_u64(const char *arg, unsigned long min, unsigned long max, uint64_t *out,
+                     const char *what) {
+  unsigned long v;
+  if (!kp_cli_parse_uint(arg, min, max, &v))
+    return kp_cli_usage_error("relay", "%s wants %lu..%lu, got '%s'", what, min, max, arg);
+  *out = v;
+  return 0;
+}
+
+int kp_cli_relay(int argc, char **argv) {
+  static const struct option longopts[] = {{"max-sessions", required_argument, 0, 'm'},
+                                           {"session-rate", required_argument, 0, 's'},
+                                           {"total-rate", required_argument, 0, 't'},
+                                           {"idle", required_argument, 0, 'i'},
+                                           {"lifetime", required_argument, 0, 'l'},
+                                           {"every", required_argument, 0, 'e'},
+                                           {"help", no_argument, 0, 'h'},
+                                           KP_CLI_NET_OPTIONS,
+                                           {0, 0, 0, 0}};
+  kp_cli_net_t net;
+  kp_cli_net_init(&net, KP_NODE_MEMBER);
+  net.bind = "0.0.0.0:49737";
+  net.run_relay = true;
+  uint64_t v = 0, every = 5;
+  int c, rc = 0;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    switch (c) {
+      case 'm':
+        if (!(rc = parse_u64(optarg, 1, 1u << 20, &v, "--max-sessions")))
+          net.relay_limits.max_sessions = (unsigned)v;
+        break;
+      case 's':
+        rc = parse_u64(optarg, 1024, 1ul << 40, &net.relay_limits.session_rate, "--session-rate");
+        break;
+      case 't':
+        rc = parse_u64(optarg, 1024, 1ul << 40, &net.relay_limits.total_rate, "--total-rate");
+        break;
+      case 'i':
+        if (!(rc = parse_u64(optarg, 1, 7 * 86400, &v, "--idle")))
+          net.relay_limits.idle_s = (unsigned)v;
+        break;
+      case 'l':
+        if (!(rc = parse_u64(optarg, 1, 365 * 86400, &v, "--lifetime")))
+          net.relay_limits.lifetime_s = (unsigned)v;
+        break;
+      case 'e': rc = parse_u64(optarg, 1, 3600, &every, "--every"); break;
+      case 'h': fputs(help, stdout); return KP_EXIT_OK;
+      default: rc = kp_cli_net_option(&net, c, optarg, "relay");
+    }
+    if (rc) return rc;
+  }
+  if (optind < argc) return kp_cli_usage_error("relay", "unexpected argument '%s'", argv[optind]);
+  kp_cli_session_t s;
+  if ((rc = kp_cli_session_open(&s, &net, "relay"))) return rc;
+  kp_addr_t a;
+  char text[KP_ADDR_STRLEN];
+  kp_node_local_addr(s.node, &a);
+  printf("relaying on %s\n", kp_addr_format(&a, text, sizeof(text)));
+  fflush(stdout);
+  relay_cli_t r = {.s = &s};
+  uv_timer_init(&s.loop, &r.timer);
+  r.timer.data = &r;
+  uv_timer_start(&r.timer, on_timer, every * 1000, every * 1000);
+  kp_cli_session_run(&s, NULL, NULL, 0);
+  kp_relay_counters_t last;
+  if (!kp_node_relay_counters(s.node, &last)) print_counters(&last);
+  uv_close((uv_handle_t *)&r.timer, NULL);
+  return kp_cli_session_close(&s);
+}

@@ -1,0 +1,133 @@
+/* kp_node's blind relays (relay/relay.h): running one on the node's own
+ * socket, announcing it under the relay topic, and finding relays for this
+ * node's connections (explicit ones, else a lookup of that topic). */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "node/node_internal.h"
+#include "relay/relay.h"
+
+#define RELAY_TOPIC "kadpunch/relays/v1"
+#define RELAY_TICK_MS 1000
+#define DISCOVERY_EVERY_MS (10 * 60 * 1000)
+
+static void relay_target(uint8_t target[KP_ID_LEN]) {
+  kp_target_from_topic(RELAY_TOPIC, sizeof(RELAY_TOPIC) - 1, target);
+}
+
+/* ---- Running a relay ----------------------------------------------------------- */
+
+static void on_relay_timer(uv_timer_t *t) {
+  kp_node_t *node = t->data;
+  kp_relay_tick(node->relay, kp__node_now(node));
+  /* Announced once a member with a settled public address. */
+  if (!node->relay_announce && kp_node_is_member(node)) kp__node_relay_announce(node);
+}
+
+bool kp__node_relay_input(kp_node_t *node, const kp_addr_t *from, const uint8_t *data, size_t len) {
+  kp_addr_t to, other;
+  uint8_t reply[KP_RELAY_CTRL_LEN];
+  switch (kp_relay_input(node->relay, from, data, len, kp__node_now(node), &to, &other, reply)) {
+    case KP_RELAY_FORWARD:
+      if (node->relay_tap) node->relay_tap(node->relay_tap_ctx, data, len);
+      kp_udp_send(&node->sock, &to, data, len);
+      return true;
+    case KP_RELAY_REPLY_BOTH:
+      kp_udp_send(&node->sock, &other, reply, sizeof(reply)); /* fall through */
+    case KP_RELAY_REPLY: kp_udp_send(&node->sock, &to, reply, sizeof(reply)); return true;
+    case KP_RELAY_DROP: return true;
+    default: return false;
+  }
+}
+
+int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
+  kp_relay_config_t cfg;
+  kp_relay_config_defaults(&cfg);
+  const kp_relay_limits_t *l = &o->relay_limits;
+  if (l->max_sessions) cfg.max_sessions = l->max_sessions;
+  if (l->session_rate) cfg.session_rate = l->session_rate;
+  if (l->total_rate) cfg.total_rate = l->total_rate;
+  if (l->idle_s) cfg.idle_ms = l->idle_s * 1000;
+  if (l->lifetime_s) cfg.max_lifetime_ms = (uint64_t)l->lifetime_s * 1000;
+  int err = kp_relay_new(&cfg, &node->relay);
+  if (err) return err;
+  if ((err = uv_timer_init(node->loop, &node->relay_timer))) return err;
+  node->relay_timer.data = node;
+  node->open_handles |= OPEN_RELAY_TIMER;
+  uv_timer_start(&node->relay_timer, on_relay_timer, RELAY_TICK_MS, RELAY_TICK_MS);
+  kp_keypair_generate(&node->relay_kp);
+  return 0;
+}
+
+/* Once the node is a member (its public address settled): tell the DHT. */
+void kp__node_relay_announce(kp_node_t *node) {
+  kp_addr_t pub;
+  if (!node->relay || node->relay_announce || kp_node_public_addr(node, &pub)) return;
+  char text[KP_ADDR_STRLEN];
+  kp_addr_format(&pub, text, sizeof(text));
+  uint8_t target[KP_ID_LEN];
+  relay_target(target);
+  int err = kp_node_announce(node, target, &node->relay_kp, text, strlen(text), NULL,
+                             &node->relay_announce);
+  if (err) KP_WARN(&node->log, "announcing the relay: %s", kp_strerror(err));
+}
+
+int kp_node_relay_counters(const kp_node_t *node, kp_relay_counters_t *out) {
+  if (!node->relay) return UV_EINVAL;
+  kp_relay_stats_t st;
+  kp_relay_stats(node->relay, &st);
+  *out = (kp_relay_counters_t){.sessions = st.sessions,
+                               .paired = st.paired,
+                               .forwarded = st.forwarded,
+                               .forwarded_bytes = st.forwarded_bytes,
+                               .dropped_rate = st.dropped_rate,
+                               .refused_full = st.refused_full,
+                               .refused_attempts = st.refused_attempts,
+                               .expired = st.expired_idle + st.expired_lifetime};
+  return 0;
+}
+
+/* ---- Finding relays --------------------------------------------------------------- */
+
+int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size_t count) {
+  kp_addr_t addrs[4];
+  size_t n = 0;
+  for (size_t i = 0; i < count && n < 4; i++)
+    if (kp_addr_parse(&addrs[n++], relays[i])) return KP_EBADADDR;
+  kp_hp_set_relays(node->hp, addrs, n);
+  node->relays_explicit = n > 0;
+  return 0;
+}
+
+static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
+  char text[KP_ADDR_STRLEN];
+  kp_addr_t a;
+  (void)arg;
+  if (!rec->data || !rec->data_len || rec->data_len >= sizeof(text) || node->found_count >= 4)
+    return;
+  memcpy(text, rec->data, rec->data_len);
+  text[rec->data_len] = '\0';
+  if (kp_addr_parse(&a, text) || a.family != node->sock.local.family) return;
+  node->found_relays[node->found_count++] = a;
+}
+
+static void on_relay_lookup(kp_node_t *node, int status, size_t found,
+                            const kp_node_query_stats_t *stats, void *arg) {
+  (void)found, (void)stats, (void)arg;
+  node->relay_lookup = false;
+  if (status || node->relays_explicit) return;
+  kp_hp_set_relays(node->hp, node->found_relays, node->found_count);
+  KP_INFO(&node->log, "found %zu relay(s) on the DHT", node->found_count);
+}
+
+void kp__node_relay_discover(kp_node_t *node) {
+  uint64_t now = kp__node_now(node);
+  if (node->relays_explicit || node->relay_lookup || node->closing) return;
+  if (node->relays_found_at && now - node->relays_found_at < DISCOVERY_EVERY_MS) return;
+  uint8_t target[KP_ID_LEN];
+  relay_target(target);
+  node->found_count = 0;
+  node->relays_found_at = now;
+  if (!kp_node_lookup(node, target, on_relay_record, on_relay_lookup, NULL))
+    node->relay_lookup = true;
+}

@@ -1,0 +1,215 @@
+/* The blind relay's state machine: pairing, forwarding only between paired
+ * addresses, each limit with its reason, expiry, and bounded memory under a
+ * flood of pairing requests. */
+#include <sodium.h>
+#include <string.h>
+
+#include "relay/relay.h"
+#include "tests/harness/test.h"
+
+static void addr(kp_addr_t *a, uint8_t ip, uint16_t port) {
+  kp_addr_set_v4(a, 0xcb007100u + ip, port); /* 203.0.113.ip */
+}
+
+static void pair_msg(uint8_t out[KP_RELAY_CTRL_LEN], uint8_t role, uint8_t tok) {
+  kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR, .arg = role};
+  memset(c.token, tok, sizeof(c.token));
+  kp_relay_ctrl_encode(&c, out);
+}
+
+static kp_relay_action_t send_pair(kp_relay_t *r, const kp_addr_t *from, uint8_t role, uint8_t tok,
+                                   uint64_t now, kp_relay_ctrl_t *answer) {
+  uint8_t msg[KP_RELAY_CTRL_LEN], reply[KP_RELAY_CTRL_LEN];
+  kp_addr_t to, other;
+  pair_msg(msg, role, tok);
+  kp_relay_action_t a = kp_relay_input(r, from, msg, sizeof(msg), now, &to, &other, reply);
+  if (a == KP_RELAY_REPLY_BOTH) a = KP_RELAY_REPLY; /* the other side is checked by the tests */
+  if (a == KP_RELAY_REPLY) {
+    KP_CHECK(kp_addr_eq(&to, from));
+    KP_CHECK_OK(kp_relay_ctrl_decode(reply, sizeof(reply), answer));
+  }
+  return a;
+}
+
+static void test_codec(void) {
+  uint8_t buf[KP_RELAY_CTRL_LEN];
+  kp_relay_ctrl_t c = {.type = KP_RELAY_REFUSED, .arg = KP_RELAY_REFUSE_FULL}, d;
+  memset(c.token, 7, sizeof(c.token));
+  kp_relay_ctrl_encode(&c, buf);
+  KP_CHECK_OK(kp_relay_ctrl_decode(buf, sizeof(buf), &d));
+  KP_CHECK(d.type == c.type && d.arg == c.arg && !memcmp(d.token, c.token, 32));
+  KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf) - 1, &d) != 0);
+  buf[1] = 9;
+  KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
+  uint8_t h1[64] = {1}, h2[64] = {2}, t1[32], t2[32];
+  kp_relay_token(h1, t1);
+  kp_relay_token(h2, t2);
+  KP_CHECK(memcmp(t1, t2, 32) != 0);
+}
+
+static void test_pair_and_forward(void) {
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(NULL, &r));
+  kp_addr_t a, b, stranger, to, other;
+  addr(&a, 1, 1000), addr(&b, 2, 2000), addr(&stranger, 3, 3000);
+  kp_relay_ctrl_t ans;
+  uint8_t reply[KP_RELAY_CTRL_LEN], data[100] = {0x41, 1, 2, 3};
+  /* Before pairing, data from either is not the relay's business. */
+  KP_CHECK_EQ(kp_relay_input(r, &a, data, sizeof(data), 0, &to, &other, reply), KP_RELAY_NOT_MINE);
+  KP_CHECK_EQ(send_pair(r, &a, 0, 0xaa, 0, &ans), KP_RELAY_DROP);   /* waits for b */
+  KP_CHECK_EQ(send_pair(r, &a, 0, 0xaa, 100, &ans), KP_RELAY_DROP); /* a retransmission */
+  KP_CHECK_EQ(send_pair(r, &b, 1, 0xaa, 150, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  /* a's next retransmission hears it too. */
+  KP_CHECK_EQ(send_pair(r, &a, 0, 0xaa, 200, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  KP_CHECK_EQ(kp_relay_input(r, &a, data, sizeof(data), 300, &to, &other, reply), KP_RELAY_FORWARD);
+  KP_CHECK(kp_addr_eq(&to, &b));
+  KP_CHECK_EQ(kp_relay_input(r, &b, data, sizeof(data), 300, &to, &other, reply), KP_RELAY_FORWARD);
+  KP_CHECK(kp_addr_eq(&to, &a));
+  /* Nobody else gets through, and a paired address cannot pair again. */
+  KP_CHECK_EQ(kp_relay_input(r, &stranger, data, sizeof(data), 300, &to, &other, reply),
+              KP_RELAY_NOT_MINE);
+  KP_CHECK_EQ(send_pair(r, &a, 0, 0xbb, 400, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_REFUSED);
+  kp_relay_stats_t st;
+  kp_relay_stats(r, &st);
+  KP_CHECK_EQ(st.sessions, 1);
+  KP_CHECK_EQ(st.forwarded, 2);
+  KP_CHECK_EQ(st.pending, 0);
+  kp_relay_free(r);
+}
+
+static void test_limits(void) {
+  kp_relay_config_t cfg;
+  kp_relay_config_defaults(&cfg);
+  cfg.max_sessions = 2;
+  cfg.session_rate = 10000;
+  cfg.idle_ms = 1000;
+  cfg.max_lifetime_ms = 5000;
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(&cfg, &r));
+  kp_relay_ctrl_t ans;
+  kp_addr_t a[3], b[3], to, other;
+  for (uint8_t i = 0; i < 3; i++)
+    addr(&a[i], (uint8_t)(10 + i), 1000), addr(&b[i], (uint8_t)(20 + i), 2000);
+  for (uint8_t i = 0; i < 2; i++) {
+    send_pair(r, &a[i], 0, (uint8_t)(1 + i), 0, &ans);
+    KP_CHECK_EQ(send_pair(r, &b[i], 1, (uint8_t)(1 + i), 0, &ans), KP_RELAY_REPLY);
+    KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  }
+  /* Full: the third pair hears why. */
+  send_pair(r, &a[2], 0, 3, 0, &ans);
+  KP_CHECK_EQ(send_pair(r, &b[2], 1, 3, 0, &ans), KP_RELAY_REPLY);
+  KP_CHECK(ans.type == KP_RELAY_REFUSED && ans.arg == KP_RELAY_REFUSE_FULL);
+
+  /* The per-session rate: 10000 bytes/s, a second of burst. */
+  uint8_t big[1000] = {0x41}, reply[KP_RELAY_CTRL_LEN];
+  unsigned passed = 0;
+  for (int i = 0; i < 20; i++)
+    passed +=
+        kp_relay_input(r, &a[0], big, sizeof(big), 100, &to, &other, reply) == KP_RELAY_FORWARD;
+  KP_CHECK_EQ(passed, 10);
+  KP_CHECK_EQ(kp_relay_input(r, &a[0], big, sizeof(big), 600, &to, &other, reply),
+              KP_RELAY_FORWARD);
+
+  /* Idle: session 1 was never used after pairing and goes at 1 s; session
+   * 0, busy at 600 ms, lives to 1.6 s; then its lifetime ends it. */
+  kp_relay_tick(r, 1000);
+  kp_relay_stats_t st;
+  kp_relay_stats(r, &st);
+  KP_CHECK_EQ(st.sessions, 1);
+  KP_CHECK_EQ(st.expired_idle, 1);
+  for (uint64_t t = 1000; t <= 5000; t += 500)
+    KP_CHECK_EQ(kp_relay_input(r, &a[0], big, 10, t, &to, &other, reply), KP_RELAY_FORWARD);
+  kp_relay_tick(r, 5000);
+  kp_relay_stats(r, &st);
+  KP_CHECK_EQ(st.sessions, 0);
+  KP_CHECK_EQ(st.expired_lifetime, 1);
+  KP_CHECK_EQ(kp_relay_input(r, &a[0], big, 10, 5001, &to, &other, reply), KP_RELAY_NOT_MINE);
+
+  /* Pairing attempts per source IP: 10 per second, then refused. */
+  kp_addr_t flood;
+  unsigned refused = 0;
+  for (uint16_t i = 0; i < 30; i++) {
+    addr(&flood, 99, (uint16_t)(4000 + i));
+    refused += send_pair(r, &flood, 0, (uint8_t)(50 + i), 6000, &ans) == KP_RELAY_REPLY &&
+               ans.arg == KP_RELAY_REFUSE_ATTEMPTS;
+  }
+  KP_CHECK_EQ(refused, 20);
+  kp_relay_free(r);
+}
+
+/* A flood of half pairs from many sources: memory is the fixed tables,
+ * the pending table holds the newest, and a real pair still works. */
+static void test_pair_flood(void) {
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(NULL, &r));
+  kp_relay_ctrl_t ans;
+  kp_addr_t from;
+  for (unsigned i = 0; i < 100000; i++) {
+    kp_addr_set_v4(&from, 0x0a000000u + i, 1000); /* each its own IP */
+    kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR};
+    uint8_t msg[KP_RELAY_CTRL_LEN], reply[KP_RELAY_CTRL_LEN];
+    kp_addr_t to, other;
+    randombytes_buf(c.token, sizeof(c.token));
+    kp_relay_ctrl_encode(&c, msg);
+    kp_relay_input(r, &from, msg, sizeof(msg), 1000 + i / 100, &to, &other, reply);
+  }
+  kp_relay_stats_t st;
+  kp_relay_stats(r, &st);
+  KP_CHECK_EQ(st.pending, 256);
+  KP_CHECK_EQ(st.sessions, 0);
+  kp_addr_t a, b;
+  addr(&a, 1, 1), addr(&b, 2, 2);
+  send_pair(r, &a, 0, 0x77, 3000, &ans);
+  KP_CHECK_EQ(send_pair(r, &b, 1, 0x77, 3000, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  kp_relay_free(r);
+}
+
+/* Many sessions come and go: the index finds every live address after
+ * deletions in the middle of probe runs. */
+static void test_index_churn(void) {
+  kp_relay_config_t cfg;
+  kp_relay_config_defaults(&cfg);
+  cfg.max_sessions = 64;
+  cfg.pair_rate = 1000000;
+  cfg.idle_ms = 100;
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(&cfg, &r));
+  kp_relay_ctrl_t ans;
+  uint8_t reply[KP_RELAY_CTRL_LEN], data[10] = {0x41};
+  kp_addr_t to, other;
+  for (unsigned round = 0; round < 50; round++) {
+    uint64_t now = round * 1000;
+    kp_addr_t a[64], b[64];
+    for (unsigned i = 0; i < 64; i++) {
+      kp_addr_set_v4(&a[i], 0x0a000000u + round * 1000 + i, 1);
+      kp_addr_set_v4(&b[i], 0x0b000000u + round * 1000 + i, 2);
+      send_pair(r, &a[i], 0, (uint8_t)i, now, &ans);
+      KP_CHECK_EQ(send_pair(r, &b[i], 1, (uint8_t)i, now, &ans), KP_RELAY_REPLY);
+      KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+    }
+    /* Keep the odd ones busy; the even ones idle out. */
+    for (unsigned i = 1; i < 64; i += 2)
+      KP_CHECK_EQ(kp_relay_input(r, &a[i], data, sizeof(data), now + 60, &to, &other, reply),
+                  KP_RELAY_FORWARD);
+    kp_relay_tick(r, now + 120);
+    for (unsigned i = 0; i < 64; i++) {
+      kp_relay_action_t act =
+          kp_relay_input(r, &b[i], data, sizeof(data), now + 130, &to, &other, reply);
+      KP_CHECK_EQ(act, i % 2 ? KP_RELAY_FORWARD : KP_RELAY_NOT_MINE);
+      if (act == KP_RELAY_FORWARD) KP_CHECK(kp_addr_eq(&to, &a[i]));
+    }
+    kp_relay_tick(r, now + 500);
+  }
+  kp_relay_free(r);
+}
+
+static const kp_test_case_t cases[] = {
+    KP_CASE(codec, unit, 10),      KP_CASE(pair_and_forward, unit, 10), KP_CASE(limits, unit, 10),
+    KP_CASE(pair_flood, unit, 30), KP_CASE(index_churn, unit, 30),
+};
+
+KP_TEST_MAIN(cases)

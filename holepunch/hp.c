@@ -126,8 +126,10 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
         if (hp->servers[i])
           ok = kp__hp_server_probe(hp->servers[i], sock, from, &p, data, len, now);
     } else {
-      for (kp_hp_connect_t *c = hp->connects; c && !ok; c = kp__hp_connect_next(c))
+      for (kp_hp_connect_t *c = hp->connects, *next; c && !ok; c = next) {
+        next = kp__hp_connect_next(c);
         ok = kp__hp_connect_probe(c, sock, from, &p, data, len, now);
+      }
     }
   }
   if (ok) {
@@ -397,8 +399,11 @@ void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
   bool ok = false;
   for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
     if (hp->servers[i]) ok = kp__hp_server_relay(hp->servers[i], sock, from, data, len, now);
-  for (kp_hp_connect_t *c = hp->connects; c && !ok; c = kp__hp_connect_next(c))
+  /* A refusal frees the attempt: take the next one first. */
+  for (kp_hp_connect_t *c = hp->connects, *next; c && !ok; c = next) {
+    next = kp__hp_connect_next(c);
     ok = kp__hp_connect_relay(c, sock, from, data, len, now);
+  }
 }
 
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {

@@ -42,7 +42,8 @@ typedef struct kp_cli_net_s {
   kp_node_mode_t mode;
   const char *relays[4]; /* --relay, repeatable */
   size_t relay_count;
-  bool run_relay; /* kadpunch relay */
+  bool run_relay;  /* kadpunch relay */
+  bool relay_only; /* kadpunch connect --relay-only */
   kp_relay_limits_t relay_limits;
 } kp_cli_net_t;
 

@@ -71,6 +71,7 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
   o.relays = net->relays;
   o.relay_count = net->relay_count;
   o.relay = net->run_relay;
+  o.relay_only = net->relay_only;
   o.relay_limits = net->relay_limits;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {

@@ -164,7 +164,9 @@ static const char connect_help[] =
     "  --key FILE              our key file (default $KADPUNCH_KEY, else\n"
     "                          ~/.kadpunch/key; without one, a throwaway key)\n"
     "  --message TEXT          what to send (default \"hello\")\n"
-    "  --json                  one JSON object on stdout instead of text\n" KP_CLI_NET_HELP "\n"
+    "  --json                  one JSON object on stdout instead of text\n"
+    "  --relay-only            through a blind relay even if a direct path may "
+    "open\n" KP_CLI_NET_HELP "\n"
     "examples:\n"
     "  kadpunch connect ybndrfg8ejkmcpqxot1uwisza345h769ybndrfg8ejkmcpqxot1u \\\n"
     "      --bootstrap 203.0.113.7:49737\n"
@@ -273,6 +275,7 @@ int kp_cli_connect(int argc, char **argv) {
   static const struct option longopts[] = {{"key", required_argument, 0, 'k'},
                                            {"message", required_argument, 0, 'm'},
                                            {"json", no_argument, 0, 'j'},
+                                           {"relay-only", no_argument, 0, 'r'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -287,6 +290,7 @@ int kp_cli_connect(int argc, char **argv) {
       case 'k': key_path = optarg; break;
       case 'm': st.message = optarg; break;
       case 'j': st.json = true; break;
+      case 'r': net.relay_only = true; break;
       case 'h': fputs(connect_help, stdout); return KP_EXIT_OK;
       default:
         if ((rc = kp_cli_net_option(&net, c, optarg, "connect"))) return rc;

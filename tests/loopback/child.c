@@ -1,5 +1,8 @@
 /* Running the kadpunch program from tests, on a libuv loop. */
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,4 +144,15 @@ int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t 
 
 int kp_test_child_pid(const kp_test_child_t *c) {
   return c->proc.pid;
+}
+
+/* A UDP port free on 127.0.0.1 a moment ago (bound, read, closed). */
+int kp_test_free_udp_port(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof(a);
+  KP_CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+  KP_CHECK(getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+  close(fd);
+  return ntohs(a.sin_port);
 }

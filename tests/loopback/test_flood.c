@@ -123,16 +123,6 @@ static long proc_value(int pid, const char *what) {
   return v;
 }
 
-static int free_udp_port(void) {
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t alen = sizeof(a);
-  KP_CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-  KP_CHECK(getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 void test_handshake_flood(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -151,7 +141,7 @@ void test_handshake_flood(void) {
   char spk[KP_KEY_TEXT_LEN + 1];
   memcpy(spk, out, KP_KEY_TEXT_LEN);
   spk[KP_KEY_TEXT_LEN] = '\0';
-  int port = free_udp_port();
+  int port = kp_test_free_udp_port();
   snprintf(sbind, sizeof(sbind), "127.0.0.1:%d", port);
   const char *serve[] = {KP_BINARY, "serve",       "--key", skey, "--bind",
                          sbind,     "--bootstrap", boot,    NULL};
@@ -222,10 +212,12 @@ void test_handshake_flood(void) {
   KP_CHECK((double)f->delivered / secs > RATE * 0.95);
   KP_CHECK_EQ(fds_max, fds0);
   /* Bounded by the fixed tables, and flat in the second half (allocator
-   * noise aside). */
+   * noise aside). Under AddressSanitizer every free goes to a 256 MB
+   * quarantine first, so memory is judged in the normal build only. */
+#if !defined(__SANITIZE_ADDRESS__)
   KP_CHECK_MSG(rss_max - rss0 < 4096, "RSS grew %ld KiB during the flood", rss_max - rss0);
-  KP_CHECK_MSG(rss_max - rss_half < 256, "RSS grew %ld KiB in the second half",
-               rss_max - rss_half);
+  KP_CHECK_MSG(rss_max - rss_half < 256, "RSS grew %ld KiB in the second half", rss_max - rss_half);
+#endif
   KP_CHECK_EQ(kp_test_child_stop(&loop, server, 10000), 0);
   for (int i = 0; i < SOURCES; i++) close(f->fds[i]);
   uv_close((uv_handle_t *)&f->timer, NULL);

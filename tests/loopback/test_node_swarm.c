@@ -330,6 +330,21 @@ void test_cli_serve_connect(void) {
   KP_CHECK_EQ(kp_test_run_cli(&loop, refused, out, sizeof(out), 30000), 1);
   unsetenv("KADPUNCH_KEY");
   KP_CHECK_MSG(strstr(out, "not allowed"), "%s", out);
+  /* Through a blind relay (kadpunch relay) when asked to: the path says so. */
+  char rbind[64];
+  snprintf(rbind, sizeof(rbind), "127.0.0.1:%d", kp_test_free_udp_port());
+  const char *relay[] = {KP_BINARY, "relay",   "--bind", rbind, "--bootstrap",
+                         boot,      "--every", "1",      NULL};
+  kp_test_child_t *relay_child = kp_test_spawn(&loop, relay);
+  KP_CHECK(kp_test_child_wait_output(&loop, relay_child, "relaying on", 10000));
+  const char *via[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--relay-only",
+                       "--relay", rbind,     "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, via, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(strstr(out, "relayed to") && strstr(out, "9 bytes back") == NULL &&
+                   strstr(out, "5 bytes back"),
+               "%s", out);
+  KP_CHECK(kp_test_child_wait_output(&loop, relay_child, "1 paired", 5000));
+  KP_CHECK_EQ(kp_test_child_stop(&loop, relay_child, 10000), 0);
   /* Nobody announced this key. */
   const char *nobody[] = {KP_BINARY, "connect", cpk, "--bootstrap", boot, NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, nobody, out, sizeof(out), 30000), 1);

@@ -86,6 +86,10 @@ void kp__node_announces_cancel(kp_node_t *node) {
   while (node->announces) {
     kp_announce_t *a = node->announces;
     unlink_announce(a);
+    /* Its queries and requests go first: the DHT's teardown must not call
+     * back into the handle freed here. */
+    if (a->inner) kp_dht_announce_stop(node->swarm, a->inner, false, kp__node_now(node));
+    a->inner = NULL;
     if (!a->cancelled_reported && a->cb) a->cb(a, UV_ECANCELED, 0);
     kp_free(a);
   }

@@ -123,6 +123,10 @@ static int reap(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms) {
 int kp_test_child_stop(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms) {
   if (!c->exited) uv_process_kill(&c->proc, SIGTERM);
   int status = reap(loop, c, timeout_ms);
+  /* A child that failed says why in the test's log. */
+  if (status)
+    printf("child exited %d; stdout:\n%.*s\nstderr:\n%.*s\n", status, (int)c->out.len, c->out.buf,
+           (int)c->err.len, c->err.buf);
   free(c);
   return status;
 }

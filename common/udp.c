@@ -27,24 +27,14 @@ static void update_poll(kp_udp_t *udp);
 static void receive(kp_udp_t *udp);
 static void receive_gro(kp_udp_t *udp);
 
+/* Runs of datagrams to one destination (a relay forwarding a stream) go
+ * as GSO sends; anything the socket buffer cannot take is dropped, as the
+ * network would. */
 static void flush(kp_udp_t *udp, kp_udp_batch_t *b) {
-  unsigned sent = 0;
-  while (sent < b->count) {
-    int n = sendmmsg(udp->fd, b->msgs + sent, b->count - sent, MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      /* Buffer full or an unreachable destination: drop the one that failed
-       * (the network would have) and carry on with the rest. */
-      udp->stats.send_drops++;
-      sent++;
-      continue;
-    }
-    for (int i = 0; i < n; i++) {
-      udp->stats.packets_out++;
-      udp->stats.bytes_out += b->msgs[sent + (unsigned)i].msg_len;
-    }
-    sent += (unsigned)n;
-  }
+  kp_udp_out_t out[KP_UDP_BATCH];
+  for (unsigned i = 0; i < b->count; i++) out[i] = (kp_udp_out_t){b->to[i], b->data[i], b->len[i]};
+  unsigned sent = kp_udp_send_datagrams(udp, out, b->count);
+  udp->stats.send_drops += b->count - sent;
   b->count = 0;
 }
 
@@ -366,16 +356,10 @@ int kp_udp_send(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t len
   if (len > KP_UDP_MAX_DATAGRAM) return KP_ETOOBIG;
   if (b->count == KP_UDP_BATCH) flush(udp, b);
   unsigned i = b->count;
-  socklen_t sslen = kp_addr_to_sockaddr(to, &b->addrs[i]);
-  if (!sslen) return KP_EBADADDR;
+  if (to->family != KP_AF_INET && to->family != KP_AF_INET6) return KP_EBADADDR;
+  b->to[i] = *to;
+  b->len[i] = (uint16_t)len;
   memcpy(b->data[i], data, len);
-  b->iov[i].iov_base = b->data[i];
-  b->iov[i].iov_len = len;
-  memset(&b->msgs[i], 0, sizeof(b->msgs[i]));
-  b->msgs[i].msg_hdr.msg_name = &b->addrs[i];
-  b->msgs[i].msg_hdr.msg_namelen = sslen;
-  b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
-  b->msgs[i].msg_hdr.msg_iovlen = 1;
   b->count++;
   return 0;
 }

@@ -92,9 +92,8 @@ struct kp_udp_batch_s {
   kp_udp_t *udp;
   kp_udp_batch_t *outer;
   unsigned count;
-  struct mmsghdr msgs[KP_UDP_BATCH];
-  struct iovec iov[KP_UDP_BATCH];
-  struct sockaddr_storage addrs[KP_UDP_BATCH];
+  kp_addr_t to[KP_UDP_BATCH];
+  uint16_t len[KP_UDP_BATCH];
   uint8_t data[KP_UDP_BATCH][KP_UDP_MAX_DATAGRAM];
 };
 

@@ -51,6 +51,9 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   if (l->lifetime_s) cfg.max_lifetime_ms = (uint64_t)l->lifetime_s * 1000;
   int err = kp_relay_new(&cfg, &node->relay);
   if (err) return err;
+  /* Forwarded streams arrive in bursts to one address and leave the same
+   * way: coalesced receives, and GSO sends for the runs (udp.c). */
+  kp_udp_enable_gro(&node->sock);
   if ((err = uv_timer_init(node->loop, &node->relay_timer))) return err;
   node->relay_timer.data = node;
   node->open_handles |= OPEN_RELAY_TIMER;

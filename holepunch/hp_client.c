@@ -56,6 +56,9 @@ struct kp_hp_connect_s {
   uint64_t bday_retry_at;
   hp_pairing_t pairing; /* no direct path: at a blind relay */
   uint8_t relay_token[32];
+  kp_addr_t fallback_relay; /* where to go if the punch has not worked by fallback_at */
+  uint64_t fallback_at;     /* 0: no relay known */
+  uint32_t round_no;
   unsigned answers;
   unsigned datagrams;
   kp_hp_result_t res;
@@ -185,6 +188,19 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
       return;
     }
     r->strategy = KP_PUNCH_RELAYED;
+  } else {
+    /* A punch that has not worked halfway through its time falls back to
+     * a relay, when one is known. */
+    const kp_addr_t *relay = hp->relay_count   ? &hp->relays[0]
+                             : wl->relay_count ? &wl->relays[0]
+                                               : NULL;
+    if (relay) {
+      c->fallback_relay = *relay;
+      c->fallback_at = now + hp->cfg.punch_timeout_ms / 2;
+    }
+  }
+  if (r->strategy == KP_PUNCH_RELAYED) {
+    /* nothing to probe */
   } else if (lan) {
     /* Behind one public IP: the LAN first, before anything else. */
     r->strategy = KP_PUNCH_LAN;
@@ -402,7 +418,7 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
   /* Without the round, only the unverified probes run; the deadline ends it. */
   if (status || resp->error || !resp->value ||
       kp_hs_wire_decode(resp->value, resp->value_len, &w) || w.mode != KP_HS_REPLY ||
-      kp_hp_round_open(w.data, w.len, c->hp_key, false, &r) || r.round != 1)
+      kp_hp_round_open(w.data, w.len, c->hp_key, false, &r) || r.round != c->round_no)
     return;
   kp_addr_t seen = w.has_peer ? w.peer : c->relay;
   uint8_t expect[32];
@@ -420,7 +436,10 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
 }
 
 static void send_round(kp_hp_connect_t *c, uint64_t now) {
-  kp_hp_round_t r = {.round = 1, .nat = c->res.local_nat, .punch = true};
+  c->round_no++;
+  if (c->req) kp_dht_request_abandon(c->hp->dht, c->req);
+  c->req = NULL;
+  kp_hp_round_t r = {.round = c->round_no, .nat = c->res.local_nat, .punch = true};
 
   r.has_token = true;
   kp_hs_token(c->hp->secret, c->session, &c->server_seen, r.token);
@@ -457,7 +476,8 @@ bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
     kp__hp_send_probe(c->hp, sock, from, c->res.remote_id, KP_PROBE_FROM_CLIENT | KP_PROBE_ANSWER,
                       p->seq, c->probe_key);
   }
-  if (c->state == C_PUNCH) {
+  /* Gone to a relay: a late probe must not pull the two sides apart. */
+  if (c->state == C_PUNCH && !c->pairing.sock) {
     c->res.path = *from;
     c->res.socket = sock;
     bool on_lan = false;
@@ -469,6 +489,23 @@ bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
     finish(c, 0, now);
   }
   return true;
+}
+
+/* The punch has not worked: stop it and meet the server at the relay (a
+ * new round tells it to; it stops probing too). */
+static void fall_back_to_relay(kp_hp_connect_t *c, uint64_t now) {
+  kp_hp_t *hp = c->hp;
+  c->fallback_at = 0;
+  if (!kp__hp_pairing_start(hp, &c->pairing, &c->fallback_relay, c->relay_token, 0, now)) return;
+  if (c->bday) kp__hp_birthday_end(c->bday, NULL);
+  c->bday = NULL;
+  c->bday_wanted = false;
+  c->datagrams += c->probes.sent + c->lan_probes.sent;
+  c->probes.sent = c->lan_probes.sent = 0;
+  c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
+  c->res.strategy = KP_PUNCH_RELAYED;
+  c->deadline = now + hp->cfg.punch_timeout_ms / 2;
+  send_round(c, now);
 }
 
 bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
@@ -499,6 +536,8 @@ uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
   if (c->bday_wanted && c->bday_retry_at < d) d = c->bday_retry_at;
   if (c->retry_at && c->retry_at < d) d = c->retry_at;
   if (c->pairing.sock && c->pairing.next_at < d) d = c->pairing.next_at;
+  if (c->state == C_PUNCH && c->fallback_at && !c->pairing.sock && c->fallback_at < d)
+    d = c->fallback_at;
   return d;
 }
 
@@ -526,6 +565,7 @@ void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
     return;
   }
   if (c->state != C_PUNCH) return;
+  if (c->fallback_at && c->fallback_at <= now && !c->pairing.sock) fall_back_to_relay(c, now);
   if (c->bday_wanted && c->bday_retry_at <= now) start_birthday(c, now);
   kp__hp_pairing_run(c->hp, &c->pairing, now);
   kp__hp_probes_run(c->hp, &c->lan_probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,

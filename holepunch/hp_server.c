@@ -291,6 +291,11 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
     /* No direct path: meet the client at the blind relay it chose. */
     se->res.strategy = KP_PUNCH_RELAYED;
     se->expires = now + hp->cfg.punch_timeout_ms;
+    /* A client that falls back from a punch: ours stops too. */
+    se->probes.next_at = UINT64_MAX;
+    if (se->bday) kp__hp_birthday_end(se->bday, NULL);
+    se->bday = NULL;
+    se->bday_wanted = false;
     if (!se->pairing.sock)
       kp__hp_pairing_start(hp, &se->pairing, &r.relay, se->relay_token, 1, now);
     return;
@@ -320,7 +325,8 @@ bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, c
     se->answers++;
     kp__hp_send_probe(s->hp, sock, from, se->res.remote_id, KP_PROBE_ANSWER, p->seq, se->probe_key);
   }
-  if (!se->done) {
+  /* Gone to a relay: a late probe must not pull the two sides apart. */
+  if (!se->done && !se->pairing.sock) {
     se->done = true;
     se->probes.next_at = UINT64_MAX;
     se->expires = now + HP_LINGER_MS;

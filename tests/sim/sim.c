@@ -62,11 +62,18 @@ struct kp_sim_s {
   kp_sim_nat_t *nats;
   kp_sim_tap_fn tap;
   void *tap_ctx;
+  kp_sim_drop_fn drop;
+  void *drop_ctx;
 };
 
 void kp_sim_set_tap(kp_sim_t *sim, kp_sim_tap_fn fn, void *ctx) {
   sim->tap = fn;
   sim->tap_ctx = ctx;
+}
+
+void kp_sim_set_drop(kp_sim_t *sim, kp_sim_drop_fn fn, void *ctx) {
+  sim->drop = fn;
+  sim->drop_ctx = ctx;
 }
 
 static bool before(const event_t *a, const event_t *b) {
@@ -299,6 +306,10 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
   kp_addr_t from = sock->addr;
   sim->stats.sent++;
   if (sim->tap) sim->tap(sim->tap_ctx, &sock->addr, to, data, len);
+  if (sim->drop && sim->drop(sim->drop_ctx, data, len)) {
+    sim->stats.lost++;
+    return;
+  }
   kp_sim_nat_t *lan = NULL;
   if (sock->nat && sock->nat->mapping != KP_SIM_MAP_NONE && on_lan(sim, sock->nat, to)) {
     /* Another host on the same LAN: no translation. */

@@ -861,6 +861,47 @@ static void test_sim_relayed(void) {
   world_free(&w);
 }
 
+static bool drop_probes(void *ctx, const uint8_t *data, size_t len) {
+  (void)ctx;
+  return kp_probe_is_packet(data, len);
+}
+
+/* A punch the NAT types promise but the path does not deliver (here every
+ * probe is lost): halfway through its time the client falls back to the
+ * relay the server named, the server stops probing and pairs too, and both
+ * end relayed on the same path. */
+static void test_sim_punch_falls_back(void) {
+  world_t w;
+  world_init(&w, 23, 0, 0);
+  sim_relay_t sr = {.n = w.net.nodes[3]};
+  KP_CHECK_OK(kp_relay_new(NULL, &sr.relay));
+  sr.n->on_other = relay_other;
+  void *saved_ctx = sr.n->other_ctx;
+  sr.n->other_ctx = &sr;
+  const kp_addr_t *relay_addr = kp_sim_socket_addr(sr.n->sock);
+  peer_t *server = peer_new(&w, K_CONSISTENT, 50);
+  peer_t *client = peer_new(&w, K_CONSISTENT, 60);
+  kp_hp_set_relays(server->hp, relay_addr, 1);
+  serve(&w, server);
+  kp_sim_set_drop(w.sim, drop_probes, NULL);
+  uint64_t took;
+  int st = connect_to(&w, client, server, &took);
+  kp_sim_set_drop(w.sim, NULL, NULL);
+  KP_CHECK_MSG(st == 0, "%s", kp_err_name(st));
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 2 * SEC);
+  printf("probes all lost: %s after %" PRIu64 " ms\n", kp_punch_name(client->res.strategy), took);
+  KP_CHECK_EQ(client->res.strategy, KP_PUNCH_RELAYED);
+  KP_CHECK_EQ(server->connections, 1);
+  KP_CHECK_EQ(server->conn.strategy, KP_PUNCH_RELAYED);
+  KP_CHECK(kp_addr_eq(&server->conn.path, relay_addr));
+  KP_CHECK(took > 4 * SEC && took < 8 * SEC);
+  sr.n->other_ctx = saved_ctx;
+  sr.n->on_other = NULL;
+  kp_relay_free(sr.relay);
+  while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
+  world_free(&w);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(noise_ik, unit, 10),
     KP_CASE(noise_hmac, unit, 10),
@@ -872,6 +913,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_rates, sim, 60),
     KP_CASE(sim_lan_pair, sim, 60),
     KP_CASE(sim_relayed, sim, 60),
+    KP_CASE(sim_punch_falls_back, sim, 60),
     KP_CASE(sim_nat_matrix_lossy, sim, 120),
     KP_CASE(sim_refused, sim, 60),
     KP_CASE(sim_wrong_key_and_replay, sim, 60),

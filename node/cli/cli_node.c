@@ -97,8 +97,10 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
   }
   if (!kp_cli_session_run(s, reached_dht, s->node, 10000)) {
     if (!s->signalled)
-      fprintf(stderr, "kadpunch %s: no DHT node answered within 10 s (bootstrap: %s)\n", cmd,
-              net->bootstrap);
+      fprintf(stderr,
+              "kadpunch %s: no DHT node answered within 10 s (bootstrap: %s); check the address, "
+              "and whether this network lets UDP out\n",
+              cmd, net->bootstrap);
     kp_cli_session_close(s);
     return KP_EXIT_FAIL;
   }

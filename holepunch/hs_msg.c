@@ -25,8 +25,9 @@ static void pack_addrs(msgpack_packer *pk, const kp_addr_t *a, size_t n) {
   for (size_t i = 0; i < n; i++) pack_addr(pk, &a[i]);
 }
 
-static int unpack_addrs(const msgpack_object *o, kp_addr_t *out, size_t *n) {
-  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > KP_HS_MAX_ADDRS) return KP_EFIELD;
+/* At most max addresses into out. */
+static int unpack_addrs(const msgpack_object *o, kp_addr_t *out, size_t *n, size_t max) {
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > max) return KP_EFIELD;
   for (uint32_t i = 0; i < o->via.array.size; i++)
     if (unpack_addr(&o->via.array.ptr[i], &out[i])) return KP_EFIELD;
   *n = o->via.array.size;
@@ -122,7 +123,7 @@ int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out) {
   if (kp_mp_uint(&it[0], 255, &version) ||
       kp_mp_fixed(&it[1], out->client_key, KP_PUBLIC_KEY_LEN) ||
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
-      unpack_addrs(&it[3], out->addrs, &out->addr_count) ||
+      unpack_addrs(&it[3], out->addrs, &out->addr_count, KP_HS_MAX_ADDRS) ||
       kp_mp_uint(&it[4], UINT64_MAX, &out->conn_id) || kp_mp_uint(&it[5], 255, &ciphers) ||
       kp_mp_uint(&it[6], UINT64_MAX, &out->timestamp) ||
       kp_mp_fixed(&it[7], out->invite, sizeof(out->invite)))
@@ -159,19 +160,12 @@ int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
   memset(out, 0, sizeof(*out));
   int err = open_array(&doc, buf, len, 9, &it);
   if (err) return err;
-  kp_addr_t relays[KP_HS_MAX_ADDRS];
-  size_t relay_count = 0;
-  if (unpack_addrs(&it[8], relays, &relay_count) || relay_count > KP_HS_MAX_RELAYS) {
-    kp_mp_doc_free(&doc);
-    return KP_EFIELD;
-  }
-  memcpy(out->relays, relays, relay_count * sizeof(*relays));
-  out->relay_count = relay_count;
   if (kp_mp_uint(&it[0], 255, &version) || kp_mp_uint(&it[1], 255, &refusal) ||
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
-      unpack_addrs(&it[3], out->addrs, &out->addr_count) ||
+      unpack_addrs(&it[3], out->addrs, &out->addr_count, KP_HS_MAX_ADDRS) ||
       kp_mp_uint(&it[4], UINT64_MAX, &out->conn_id) ||
       kp_mp_uint(&it[5], KP_CIPHER_AES256_GCM, &cipher) ||
+      unpack_addrs(&it[8], out->relays, &out->relay_count, KP_HS_MAX_RELAYS) ||
       kp_mp_uint(&it[6], UINT64_MAX, &out->session) ||
       kp_mp_fixed(&it[7], out->token, sizeof(out->token)))
     err = KP_EFIELD;
@@ -242,17 +236,13 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
   const msgpack_object *it;
   uint64_t r = 0, nat = 0, delay = 0;
   int err = open_array(&doc, plain, (size_t)plen, 7, &it);
-  kp_addr_t relays[KP_HS_MAX_ADDRS];
-  size_t relay_count = 0;
-  if (!err && (unpack_addrs(&it[6], relays, &relay_count) || relay_count > 1)) {
-    kp_mp_doc_free(&doc);
-    return KP_EFIELD;
-  }
   if (err) return err;
+  size_t relay_count = 0;
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
       kp_mp_fixed_opt(&it[2], out->token, 32, &out->has_token) ||
       kp_mp_fixed_opt(&it[3], out->remote_token, 32, &out->has_remote_token) ||
-      it[4].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[5], 60000, &delay))
+      it[4].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[5], 60000, &delay) ||
+      unpack_addrs(&it[6], &out->relay, &relay_count, 1))
     err = KP_EFIELD;
   if (!err) {
     out->round = round;
@@ -260,7 +250,6 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     out->punch = it[4].via.boolean;
     out->delay_ms = (uint32_t)delay;
     out->has_relay = relay_count == 1;
-    if (out->has_relay) out->relay = relays[0];
   }
   kp_mp_doc_free(&doc);
   sodium_memzero(plain, sizeof(plain));

@@ -160,3 +160,11 @@ int kp_test_free_udp_port(void) {
   close(fd);
   return ntohs(a.sin_port);
 }
+
+void kp_test_keygen(uv_loop_t *loop, const char *path, char pk[KP_KEY_TEXT_LEN + 1]) {
+  char out[1024];
+  const char *argv[] = {KP_BINARY, "keygen", "-o", path, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(loop, argv, out, sizeof(out), 10000), 0);
+  memcpy(pk, out, KP_KEY_TEXT_LEN);
+  pk[KP_KEY_TEXT_LEN] = '\0';
+}

@@ -11,6 +11,7 @@
 #include "node/testnet.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
+#include "tests/loopback/testnet_up.h"
 
 #define NODES 100
 #define PAIRS 20
@@ -214,15 +215,11 @@ static void connect_once(uv_loop_t *loop, kp_node_t *from, pair_t *p) {
 static void test_connect_remembers_relay(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 40;
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
-  KP_CHECK(kp_testnet_wait_joined(&tn, 60000));
+  kp_test_testnet_up(&loop, 40, 60000, &tn);
   kp_conn_callbacks_t server_cb = {.on_stream = on_server_stream, .on_close = on_conn_close};
   static pair_t p;
-  kp_node_t *client = tn.nodes[o.size - 1];
+  kp_node_t *client = tn.nodes[tn.count - 1];
   size_t relay_index = 0;
   /* A key whose relay node is neither the bootstrap node nor the server. */
   for (int attempt = 0; attempt < 10 && relay_index < 2; attempt++) {
@@ -336,12 +333,8 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, bool relay, bool 
 static void test_connect_relayed(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 30;
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
-  KP_CHECK(kp_testnet_wait_joined(&tn, 60000));
+  kp_test_testnet_up(&loop, 30, 60000, &tn);
   kp_node_t *relay = make_node(&loop, tn.bootstrap, true, false);
   tap_t tap = {0};
   relay->relay_tap = relay_tap;

@@ -21,6 +21,7 @@
 #include "node/testnet.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/test_node.h"
+#include "tests/loopback/testnet_up.h"
 
 #define SOURCES 256
 #define RATE 10000     /* datagrams per second */
@@ -126,21 +127,14 @@ static long proc_value(int pid, const char *what) {
 void test_handshake_flood(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 20;
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
-  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  kp_test_testnet_up(&loop, 20, 20000, &tn);
   char boot[64], dir[] = "/tmp/kp-flood-XXXXXX", skey[256], sbind[64], out[8192];
   snprintf(boot, sizeof(boot), "%s", tn.bootstrap);
   KP_CHECK(mkdtemp(dir) != NULL);
   snprintf(skey, sizeof(skey), "%s/server", dir);
-  const char *kg[] = {KP_BINARY, "keygen", "-o", skey, NULL};
-  KP_CHECK_EQ(kp_test_run_cli(&loop, kg, out, sizeof(out), 10000), 0);
   char spk[KP_KEY_TEXT_LEN + 1];
-  memcpy(spk, out, KP_KEY_TEXT_LEN);
-  spk[KP_KEY_TEXT_LEN] = '\0';
+  kp_test_keygen(&loop, skey, spk);
   int port = kp_test_free_udp_port();
   snprintf(sbind, sizeof(sbind), "127.0.0.1:%d", port);
   const char *serve[] = {KP_BINARY, "serve",       "--key", skey, "--bind",

@@ -8,6 +8,7 @@
 #include "node/testnet.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/test_node.h"
+#include "tests/loopback/testnet_up.h"
 
 /* ---- Helpers ------------------------------------------------------------- */
 
@@ -204,12 +205,8 @@ void test_cli_keygen(void) {
 void test_cli_swarm_commands(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 30;
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
-  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  kp_test_testnet_up(&loop, 30, 20000, &tn);
   char boot[64], dir[] = "/tmp/kp-cli-XXXXXX", key[256], out[8192];
   snprintf(boot, sizeof(boot), "%s", tn.bootstrap);
   KP_CHECK(mkdtemp(dir) != NULL);
@@ -281,26 +278,16 @@ void test_cli_swarm_commands(void) {
 void test_cli_serve_connect(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 20;
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
-  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  kp_test_testnet_up(&loop, 20, 20000, &tn);
   char boot[64], dir[] = "/tmp/kp-cli-XXXXXX", skey[256], ckey[256], out[8192];
   snprintf(boot, sizeof(boot), "%s", tn.bootstrap);
   KP_CHECK(mkdtemp(dir) != NULL);
   snprintf(skey, sizeof(skey), "%s/server", dir);
   snprintf(ckey, sizeof(ckey), "%s/client", dir);
   char spk[KP_KEY_TEXT_LEN + 1], cpk[KP_KEY_TEXT_LEN + 1];
-  const char *kg1[] = {KP_BINARY, "keygen", "-o", skey, NULL};
-  const char *kg2[] = {KP_BINARY, "keygen", "-o", ckey, NULL};
-  KP_CHECK_EQ(kp_test_run_cli(&loop, kg1, out, sizeof(out), 10000), 0);
-  memcpy(spk, out, KP_KEY_TEXT_LEN);
-  spk[KP_KEY_TEXT_LEN] = '\0';
-  KP_CHECK_EQ(kp_test_run_cli(&loop, kg2, out, sizeof(out), 10000), 0);
-  memcpy(cpk, out, KP_KEY_TEXT_LEN);
-  cpk[KP_KEY_TEXT_LEN] = '\0';
+  kp_test_keygen(&loop, skey, spk);
+  kp_test_keygen(&loop, ckey, cpk);
 
   const char *serve[] = {KP_BINARY, "serve",       "--key", skey, "--allow",
                          cpk,       "--bootstrap", boot,    NULL};

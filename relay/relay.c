@@ -19,7 +19,8 @@ typedef struct session_s {
   bool used;
   uint8_t token[KP_RELAY_TOKEN_LEN];
   kp_addr_t side[2];
-  bucket_t bucket[2]; /* bytes from side i */
+  uint8_t client_side; /* which side paired as the client */
+  bucket_t bucket[2];  /* bytes from side i */
   uint64_t created, last;
 } session_t;
 
@@ -70,19 +71,33 @@ bool kp_relay_is_ctrl(const uint8_t *data, size_t len) {
   return len == KP_RELAY_CTRL_LEN && data[0] == KP_RELAY_MAGIC;
 }
 
+#define LINK_OFFSET (3 + KP_RELAY_TOKEN_LEN)
+#define LINK_SLOT (1 + KP_ADDR_COMPACT_MAX)
+
 void kp_relay_ctrl_encode(const kp_relay_ctrl_t *c, uint8_t out[KP_RELAY_CTRL_LEN]) {
+  memset(out, 0, KP_RELAY_CTRL_LEN);
   out[0] = KP_RELAY_MAGIC;
   out[1] = c->type;
   out[2] = c->arg;
   memcpy(out + 3, c->token, KP_RELAY_TOKEN_LEN);
+  for (int i = 0; i < 2; i++) {
+    uint8_t *slot = out + LINK_OFFSET + i * LINK_SLOT;
+    if (c->link[i].family) slot[0] = (uint8_t)kp_addr_encode_compact(&c->link[i], slot + 1);
+  }
 }
 
 int kp_relay_ctrl_decode(const uint8_t *data, size_t len, kp_relay_ctrl_t *out) {
   if (!kp_relay_is_ctrl(data, len) || data[1] < KP_RELAY_PAIR || data[1] > KP_RELAY_REFUSED)
     return -1;
+  if (data[1] == KP_RELAY_PAIR && data[2] > 1) return -1; /* a role: client or server */
+  memset(out, 0, sizeof(*out));
   out->type = data[1];
   out->arg = data[2];
   memcpy(out->token, data + 3, KP_RELAY_TOKEN_LEN);
+  for (int i = 0; i < 2; i++) {
+    const uint8_t *slot = data + LINK_OFFSET + i * LINK_SLOT;
+    if (slot[0] && kp_addr_decode_compact(&out->link[i], slot + 1, slot[0])) return -1;
+  }
   return 0;
 }
 
@@ -183,6 +198,15 @@ static void ctrl_reply(uint8_t type, uint8_t arg, const uint8_t *token, uint8_t 
   kp_relay_ctrl_encode(&c, out);
 }
 
+/* PAIRED tells each side both links: where to punch to later. */
+static void paired_reply(const session_t *se, uint8_t *out) {
+  kp_relay_ctrl_t c = {.type = KP_RELAY_PAIRED};
+  memcpy(c.token, se->token, KP_RELAY_TOKEN_LEN);
+  c.link[0] = se->side[se->client_side];
+  c.link[1] = se->side[1 - se->client_side];
+  kp_relay_ctrl_encode(&c, out);
+}
+
 static kp_relay_action_t refuse(kp_relay_t *r, kp_relay_refusal_t why, const uint8_t *token,
                                 uint8_t *reply) {
   if (why == KP_RELAY_REFUSE_FULL) r->stats.refused_full++;
@@ -200,7 +224,7 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
     session_t *se = &r->sessions[s->session - 1];
     if (sodium_memcmp(se->token, c->token, KP_RELAY_TOKEN_LEN))
       return refuse(r, KP_RELAY_REFUSE_FULL, c->token, reply);
-    ctrl_reply(KP_RELAY_PAIRED, 0, c->token, reply);
+    paired_reply(se, reply);
     return KP_RELAY_REPLY;
   }
   if (!pair_rate_ok(r, from, now)) return refuse(r, KP_RELAY_REFUSE_ATTEMPTS, c->token, reply);
@@ -240,6 +264,7 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
   memcpy(se->token, c->token, KP_RELAY_TOKEN_LEN);
   se->side[0] = match->addr;
   se->side[1] = *from;
+  se->client_side = c->arg == 0 ? 1 : 0;
   se->bucket[0] = se->bucket[1] = (bucket_t){r->cfg.session_rate, now};
   index_add(r, idx, 0);
   index_add(r, idx, 1);
@@ -247,7 +272,7 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
   r->stats.pending--;
   r->stats.sessions++;
   r->stats.paired++;
-  ctrl_reply(KP_RELAY_PAIRED, 0, c->token, reply);
+  paired_reply(se, reply);
   *other = se->side[0];
   return KP_RELAY_REPLY_BOTH;
 }

@@ -18,11 +18,14 @@
 
 #define KP_RELAY_MAGIC 0x52 /* 'R': the first byte of a relay control datagram */
 #define KP_RELAY_TOKEN_LEN 32
-#define KP_RELAY_CTRL_LEN 35
+/* Every control datagram has one size (so a PAIR earns no bigger answer):
+ * magic, type, arg, token, and two address slots (length byte + compact
+ * address) that only PAIRED fills. */
+#define KP_RELAY_CTRL_LEN (3 + KP_RELAY_TOKEN_LEN + 2 * (1 + KP_ADDR_COMPACT_MAX))
 
 typedef enum {
   KP_RELAY_PAIR = 1,    /* peer -> relay: token, role */
-  KP_RELAY_PAIRED = 2,  /* relay -> peer: token; the session is up */
+  KP_RELAY_PAIRED = 2,  /* relay -> peer: token, both links; the session is up */
   KP_RELAY_REFUSED = 3, /* relay -> peer: token, reason */
 } kp_relay_type_t;
 
@@ -36,6 +39,10 @@ typedef struct kp_relay_ctrl_s {
   uint8_t type;
   uint8_t arg; /* PAIR: role (0 client, 1 server); REFUSED: reason */
   uint8_t token[KP_RELAY_TOKEN_LEN];
+  /* PAIRED: each role's address as the relay sees it (index: role). A
+   * relayed pair punches between them in the background, from the sockets
+   * the relay already reaches (docs/architecture.md, "Relays"). */
+  kp_addr_t link[2];
 } kp_relay_ctrl_t;
 
 bool kp_relay_is_ctrl(const uint8_t *data, size_t len);

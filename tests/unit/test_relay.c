@@ -38,7 +38,22 @@ static void test_codec(void) {
   kp_relay_ctrl_encode(&c, buf);
   KP_CHECK_OK(kp_relay_ctrl_decode(buf, sizeof(buf), &d));
   KP_CHECK(d.type == c.type && d.arg == c.arg && !memcmp(d.token, c.token, 32));
+  KP_CHECK(!d.link[0].family && !d.link[1].family);
   KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf) - 1, &d) != 0);
+  /* PAIRED with an IPv4 and an IPv6 link; a damaged slot length fails. */
+  c.type = KP_RELAY_PAIRED;
+  addr(&c.link[0], 9, 4242);
+  KP_CHECK_OK(kp_addr_parse(&c.link[1], "[2001:db8::7]:9000"));
+  kp_relay_ctrl_encode(&c, buf);
+  KP_CHECK_OK(kp_relay_ctrl_decode(buf, sizeof(buf), &d));
+  KP_CHECK(kp_addr_eq(&d.link[0], &c.link[0]) && kp_addr_eq(&d.link[1], &c.link[1]));
+  buf[3 + 32] = 7;
+  KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
+  /* A PAIR's role is client (0) or server (1). */
+  c.type = KP_RELAY_PAIR;
+  c.arg = 2;
+  kp_relay_ctrl_encode(&c, buf);
+  KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
   buf[1] = 9;
   KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
   uint8_t h1[64] = {1}, h2[64] = {2}, t1[32], t2[32];
@@ -60,9 +75,12 @@ static void test_pair_and_forward(void) {
   KP_CHECK_EQ(send_pair(r, &a, 0, 0xaa, 100, &ans), KP_RELAY_DROP); /* a retransmission */
   KP_CHECK_EQ(send_pair(r, &b, 1, 0xaa, 150, &ans), KP_RELAY_REPLY);
   KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  /* Both links, by role: where the two may punch to later. */
+  KP_CHECK(kp_addr_eq(&ans.link[0], &a) && kp_addr_eq(&ans.link[1], &b));
   /* a's next retransmission hears it too. */
   KP_CHECK_EQ(send_pair(r, &a, 0, 0xaa, 200, &ans), KP_RELAY_REPLY);
   KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  KP_CHECK(kp_addr_eq(&ans.link[0], &a) && kp_addr_eq(&ans.link[1], &b));
   KP_CHECK_EQ(kp_relay_input(r, &a, data, sizeof(data), 300, &to, &other, reply), KP_RELAY_FORWARD);
   KP_CHECK(kp_addr_eq(&to, &b));
   KP_CHECK_EQ(kp_relay_input(r, &b, data, sizeof(data), 300, &to, &other, reply), KP_RELAY_FORWARD);

@@ -406,6 +406,15 @@ void kp_conn_close(kp_conn_t *conn, uint64_t code) {
   kp__ep_mark_dirty(conn); /* over already: released from the check phase */
 }
 
+kp_conn_t *kp__endpoint_find(const kp_endpoint_t *ep, uint64_t local_id) {
+  kp_conn_t *conn = find_conn(ep, local_id);
+  return conn && !conn->over ? conn : NULL;
+}
+
+void kp__conn_pin_path(kp_conn_t *conn) {
+  kp_sconn_pin_path(conn->sc);
+}
+
 void kp_conn_set_remote(kp_conn_t *conn, const kp_addr_t *remote) {
   if (conn->over) return;
   kp_sconn_set_remote(conn->sc, remote, kp__ep_now());

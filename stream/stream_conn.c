@@ -333,7 +333,7 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   /* Packets from a new address move us only after a PATH_CHALLENGE there is
    * answered: an authentic packet proves the peer sent it, not that it can
    * receive there (it may be a captured copy raced from elsewhere). */
-  if (!kp_addr_eq(from, &c->remote) && newest) start_validation(c, from);
+  if (!kp_addr_eq(from, &c->remote) && newest && !c->path_pinned) start_validation(c, from);
   bool in_order = !c->recv_range_count || h.pn == c->recv_ranges[0].hi + 1;
 
   if (h.flags & KP_STREAM_FLAG_ACK_NOW) c->ack_now = true;
@@ -629,6 +629,11 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
 void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now) {
   if (kp_addr_eq(remote, &c->remote)) return;
   switch_path(c, remote, now);
+}
+
+void kp_sconn_pin_path(kp_sconn_t *c) {
+  c->path_pinned = true;
+  c->validating = false;
 }
 
 void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {

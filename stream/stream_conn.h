@@ -121,6 +121,12 @@ void kp_sconn_abort(kp_sconn_t *c, int status);
 /* Moves to another remote address now (the caller validated it, e.g. by a
  * hole punch). */
 void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now_us);
+/* From now on only kp_sconn_set_remote moves the connection: packets from
+ * another address are read but start no path check. For a connection whose
+ * path someone else manages (a relayed one that punches in the background:
+ * both the relay and the direct path deliver, and each side moves on its
+ * own evidence, so following the newest packet would flap). */
+void kp_sconn_pin_path(kp_sconn_t *c);
 
 void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out);
 uint64_t kp_sconn_local_cid(const kp_sconn_t *c);

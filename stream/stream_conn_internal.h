@@ -75,6 +75,7 @@ struct kp_sconn_s {
   bool cwnd_limited;
   /* Paths. */
   kp_addr_t remote;
+  bool path_pinned; /* moved only by kp_sconn_set_remote */
   bool validating;
   kp_addr_t candidate;
   uint8_t challenge[8];

@@ -597,6 +597,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(transfer_reorder_duplicate, sim, 60),
     KP_CASE(transfer_bottleneck, sim, 60),
     KP_CASE(path_change, sim, 60),
+    KP_CASE(path_pinned, sim, 60),
     KP_CASE(path_change_smaller_mtu, sim, 60),
     KP_CASE(path_spoof, sim, 60),
     KP_CASE(tamper_replay_truncate, sim, 60),

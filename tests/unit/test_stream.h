@@ -8,6 +8,7 @@ void test_transfer_loss(void);
 void test_transfer_reorder_duplicate(void);
 void test_transfer_bottleneck(void);
 void test_path_change(void);
+void test_path_pinned(void);
 void test_path_change_smaller_mtu(void);
 void test_path_spoof(void);
 void test_tamper_replay_truncate(void);

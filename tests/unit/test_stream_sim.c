@@ -146,6 +146,38 @@ void test_path_change(void) {
   pair_destroy(&p);
 }
 
+/* A pinned path (a relayed connection whose upgrade decides): the peer's
+ * packets from a new address start no check and move nothing; the move
+ * comes when the owner says, and no byte is lost or doubled. */
+void test_path_pinned(void) {
+  kp_link_params_t link = {.delay_us = 10000, .rate = 5000000};
+  pair_t p;
+  pair_init(&p, 42, &link, NULL);
+  p.side[1].reply_total = 5 * MB;
+  pair_open(&p, 0, 5 * MB);
+  kp_sconn_pin_path(p.side[0].conn);
+  KP_CHECK(pair_run(&p, 60 * SEC, side1_got_3mb));
+  const kp_addr_t old_addr = *kp_link_addr(p.link, 1);
+  kp_addr_t moved;
+  KP_CHECK_OK(kp_addr_parse(&moved, "203.0.113.78:4444"));
+  kp_link_set_addr(p.link, 1, &moved);
+  /* Side 1's packets come from the new address for a second (side 0's go
+   * to the old one, unanswered): side 0 stays. */
+  pair_run(&p, p.now + SEC, NULL);
+  kp_sconn_stats_t st;
+  kp_sconn_stats(p.side[0].conn, &st);
+  KP_CHECK_EQ(p.side[0].path_changes, 0);
+  KP_CHECK(kp_addr_eq(&st.remote, &old_addr));
+  kp_sconn_set_remote(p.side[0].conn, &moved, p.now);
+  KP_CHECK(pair_run(&p, 120 * SEC, all_delivered_or_closed));
+  KP_CHECK(!p.side[0].closed && !p.side[1].closed);
+  check_exact(&p);
+  KP_CHECK_EQ(p.side[0].path_changes, 1);
+  kp_sconn_stats(p.side[0].conn, &st);
+  KP_CHECK(kp_addr_eq(&st.remote, &moved));
+  pair_destroy(&p);
+}
+
 /* An authentic packet that shows up from an address the peer cannot be
  * reached at (captured and raced from elsewhere) draws path challenges
  * there, but the connection stays where the peer answers. */

@@ -73,6 +73,10 @@ typedef struct kp_hp_result_s {
    * probes on it for HP_LINGER_MS (5 s). */
   void *socket;
   kp_addr_t relay; /* the relay node the handshake went through */
+  /* Relayed: the peer's pairing socket as the blind relay saw it, and the
+   * probe key; kp_hp_upgrade_start punches to it in the background. */
+  kp_addr_t peer_link;
+  uint8_t probe_key[32];
   uint64_t local_id, remote_id;
   kp_cipher_t cipher;
   uint8_t tx_key[32], rx_key[32];
@@ -162,6 +166,29 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
 /* Stops it; the callback does not fire. */
 void kp_hp_connect_cancel(kp_hp_connect_t *c);
 
+/* ---- Upgrading a relayed connection ------------------------------------------ */
+
+/* A relayed connection keeps punching in the background, between the two
+ * pairing sockets (the relay's PAIRED names both links), and moves to the
+ * direct path the first authenticated probe proves; when that path goes
+ * quiet it goes back to the relay, and punching resumes with back-off
+ * (hp_upgrade.c). The glue moves the stream connection when told. */
+typedef struct kp_hp_upgrade_s kp_hp_upgrade_t;
+/* direct: path is the peer's direct address; else the relay again. */
+typedef void (*kp_hp_path_fn)(void *ctx, const kp_addr_t *path, bool direct);
+
+/* For a relayed result r (its socket stays the caller's). UV_EINVAL: r
+ * was not relayed, names no link, both NATs are random, or the client
+ * asked to stay relayed (config.relay_only). UV_ENOMEM. */
+int kp_hp_upgrade_start(kp_hp_t *hp, const kp_hp_result_t *r, kp_hp_path_fn fn, void *ctx,
+                        uint64_t now, kp_hp_upgrade_t **out);
+/* A stream packet arrived on the upgrade's socket from `from`: if that is
+ * the direct path, it is alive. */
+void kp_hp_upgrade_heard(kp_hp_upgrade_t *u, const kp_addr_t *from, uint64_t now);
+bool kp_hp_upgrade_is_direct(const kp_hp_upgrade_t *u);
+/* Stops it (NULL: nothing); no callback after. */
+void kp_hp_upgrade_stop(kp_hp_upgrade_t *u);
+
 typedef struct kp_hp_stats_s {
   uint64_t relay_forwards; /* requests forwarded to a server */
   uint64_t relay_no_peer;  /* for keys we hold no announcement of */
@@ -169,8 +196,10 @@ typedef struct kp_hp_stats_s {
   uint64_t probes_sent;
   uint64_t probes_bad; /* failed authentication, or for no session */
   uint64_t probes_ok;
-  uint64_t birthdays;     /* birthday punches started (either half) */
-  uint64_t birthday_busy; /* not started: config.max_birthdays already running */
+  uint64_t birthdays;         /* birthday punches started (either half) */
+  uint64_t birthday_busy;     /* not started: config.max_birthdays already running */
+  uint64_t upgrades;          /* relayed connections that found a direct path */
+  uint64_t upgrade_fallbacks; /* ... and went back to the relay when it died */
 } kp_hp_stats_t;
 void kp_hp_stats(const kp_hp_t *hp, kp_hp_stats_t *out);
 

@@ -120,8 +120,12 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
                       size_t len, uint64_t now) {
   kp_probe_t p;
   bool ok = false;
+  kp_hp_upgrade_t *u = sock ? kp__hp_upgrade_on(hp, sock) : NULL;
   if (!kp_probe_peek(data, len, &p)) {
-    if (p.flags & KP_PROBE_FROM_CLIENT) {
+    if (u) {
+      /* A relayed connection's socket: its punch, nobody else's. */
+      ok = kp__hp_upgrade_probe(u, from, &p, data, len, now);
+    } else if (p.flags & KP_PROBE_FROM_CLIENT) {
       for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
         if (hp->servers[i])
           ok = kp__hp_server_probe(hp->servers[i], sock, from, &p, data, len, now);
@@ -273,6 +277,7 @@ static void hp_tick(void *ctx, uint64_t now) {
   }
   for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp) kp__hp_birthday_run(hp, &hp->bday[i], now);
+  kp__hp_upgrades_tick(hp, now);
 }
 
 static uint64_t hp_deadline(void *ctx) {
@@ -296,7 +301,8 @@ static uint64_t hp_deadline(void *ctx) {
   }
   for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp && hp->bday[i].next_at < d) d = hp->bday[i].next_at;
-  return d;
+  uint64_t ud = kp__hp_upgrades_deadline(hp);
+  return ud < d ? ud : d;
 }
 
 int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, const kp_hp_io_t *io,
@@ -340,6 +346,7 @@ void kp_hp_free(kp_hp_t *hp) {
   for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
     if (hp->servers[i]) kp_hp_server_close(hp->servers[i]);
   kp__hp_connects_free(hp);
+  kp__hp_upgrades_free(hp);
   kp__hp_birthdays_free(hp);
   for (unsigned i = 0; hp->relay && i < hp->cfg.max_relay_entries; i++)
     if (hp->relay[i].hp) kp_dht_request_abandon(hp->dht, hp->relay[i].req);

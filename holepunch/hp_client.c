@@ -189,14 +189,21 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
     }
     r->strategy = KP_PUNCH_RELAYED;
   } else {
-    /* A punch that has not worked halfway through its time falls back to
-     * a relay, when one is known. */
+    /* A punch that has not worked by then goes to a relay, when one is
+     * known, and goes on from there in the background (hp_upgrade.c): a
+     * user waits at most this long for a path. Most punches take a round
+     * trip; the birthday strategy's p99 is 1.4 s. */
     const kp_addr_t *relay = hp->relay_count   ? &hp->relays[0]
                              : wl->relay_count ? &wl->relays[0]
                                                : NULL;
+    bool sockets;
+    uint64_t wait = kp__hp_birthday_applies(r->local_nat, wl->nat, &sockets)
+                        ? HP_RELAY_AFTER_BDAY_MS
+                        : HP_RELAY_AFTER_MS;
+    if (wait > hp->cfg.punch_timeout_ms / 2) wait = hp->cfg.punch_timeout_ms / 2;
     if (relay) {
       c->fallback_relay = *relay;
-      c->fallback_at = now + hp->cfg.punch_timeout_ms / 2;
+      c->fallback_at = now + wait;
     }
   }
   if (r->strategy == KP_PUNCH_RELAYED) {
@@ -242,6 +249,7 @@ static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_
   memcpy(c->res.rx_key, split.rx, 32);
   memcpy(c->res.remote_key, split.remote_key, KP_PUBLIC_KEY_LEN);
   kp__hp_derive_keys(&split, c->hp_key, c->probe_key);
+  memcpy(c->res.probe_key, c->probe_key, 32);
   kp_relay_token(split.hash, c->relay_token);
   sodium_memzero(&split, sizeof(split));
   /* No peer address: the relay node was the server itself. */
@@ -467,7 +475,10 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
 
 bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
                           const kp_probe_t *p, const uint8_t *data, size_t len, uint64_t now) {
-  if (c->state == C_HANDSHAKE || p->conn_id != c->res.local_id) return false;
+  /* Relayed: the connection's socket belongs to its upgrade (hp_upgrade.c). */
+  if (c->state == C_HANDSHAKE || p->conn_id != c->res.local_id ||
+      c->res.strategy == KP_PUNCH_RELAYED)
+    return false;
   if (!kp_probe_verify(data, len, c->probe_key)) return false;
   /* An extra socket counts only if it is this attempt's. */
   if (sock && sock != c->res.socket && !kp__hp_birthday_owns(c->bday, sock)) return false;
@@ -522,6 +533,7 @@ bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
   }
   if (ctrl.type != KP_RELAY_PAIRED) return true;
   c->res.path = c->pairing.relay;
+  c->res.peer_link = ctrl.link[1];
   c->res.socket = sock;
   kp__hp_pairing_end(c->hp, &c->pairing, true);
   finish(c, 0, now);

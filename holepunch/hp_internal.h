@@ -11,14 +11,16 @@
 #define HP_MAX_ANSWERS 16      /* answers per session: no reflection loops */
 #define HP_LINGER_MS 5000      /* a finished side keeps answering probes */
 #define HP_MAX_LAN 4
-#define HP_MAX_RELAYS 8           /* relay nodes a client tries */
-#define HP_MAX_SEEDS 8            /* bootstrap nodes a client's lookup starts from */
-#define HP_LOOKUP_CONCURRENCY 3   /* a client's lookup: requests in flight */
-#define HP_MAX_RELAY_CANDIDATES 4 /* blind relays a node keeps */
-#define HP_PAIR_INTERVAL_MS 250   /* PAIR retransmissions until the relay answers */
-#define HP_RATE_SLOTS 256         /* per-source forward counters (hashed) */
-#define HP_CLIENT_RATE_SLOTS 4096 /* a server's per-client-IP hello counters */
-#define HP_LIGHT_SENDER 2         /* hellos per second an IP may send past a spent budget */
+#define HP_MAX_RELAYS 8             /* relay nodes a client tries */
+#define HP_MAX_SEEDS 8              /* bootstrap nodes a client's lookup starts from */
+#define HP_LOOKUP_CONCURRENCY 3     /* a client's lookup: requests in flight */
+#define HP_MAX_RELAY_CANDIDATES 4   /* blind relays a node keeps */
+#define HP_PAIR_INTERVAL_MS 250     /* PAIR retransmissions until the relay answers */
+#define HP_RELAY_AFTER_MS 1000      /* a punch not through by then goes to a relay ... */
+#define HP_RELAY_AFTER_BDAY_MS 3000 /* ... or by then, for the birthday strategy */
+#define HP_RATE_SLOTS 256           /* per-source forward counters (hashed) */
+#define HP_CLIENT_RATE_SLOTS 4096   /* a server's per-client-IP hello counters */
+#define HP_LIGHT_SENDER 2           /* hellos per second an IP may send past a spent budget */
 #define HP_REPLAY_WAYS 4
 #define HP_REPLAY_SETS 256
 #define HP_REPLAY_WINDOW_MS (5 * 60 * 1000) /* hellos older than this are replays */
@@ -135,6 +137,7 @@ struct kp_hp_s {
   size_t lan_count;
   kp_hp_server_t *servers[HP_MAX_SERVERS];
   kp_hp_connect_t *connects; /* live and lingering, linked */
+  kp_hp_upgrade_t *upgrades; /* relayed connections punching in the background */
   hp_relay_entry_t *relay;
   hp_rate_slot_t rate[HP_RATE_SLOTS];
   hp_bday_t bday[HP_MAX_BIRTHDAYS];
@@ -198,6 +201,17 @@ void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now);
 bool kp__hp_server_relay(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const uint8_t *data,
                          size_t len, uint64_t now);
 kp_hp_server_t *kp__hp_server_for(kp_hp_t *hp, const uint8_t target[KP_ID_LEN]);
+
+/* hp_upgrade.c */
+/* A probe on an upgrade's socket; false if it is not the upgrade's. */
+bool kp__hp_upgrade_probe(kp_hp_upgrade_t *u, const kp_addr_t *from, const kp_probe_t *p,
+                          const uint8_t *data, size_t len, uint64_t now);
+uint64_t kp__hp_upgrades_deadline(kp_hp_t *hp);
+/* Runs due work; callbacks may stop upgrades. */
+void kp__hp_upgrades_tick(kp_hp_t *hp, uint64_t now);
+/* Finds the upgrade running on sock (NULL: none). */
+kp_hp_upgrade_t *kp__hp_upgrade_on(kp_hp_t *hp, const void *sock);
+void kp__hp_upgrades_free(kp_hp_t *hp);
 
 /* hp_client.c */
 bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,

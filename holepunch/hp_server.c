@@ -231,6 +231,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   r->remote_nat = hello.nat;
   r->relay = direct ? (kp_addr_t){0} : rt->to;
   kp__hp_derive_keys(&split, se->hp_key, se->probe_key);
+  memcpy(se->res.probe_key, se->probe_key, 32);
   kp_relay_token(split.hash, se->relay_token);
   sodium_memzero(&split, sizeof(split));
   s->stats.accepted++;
@@ -371,6 +372,7 @@ bool kp__hp_server_relay(kp_hp_server_t *s, void *sock, const kp_addr_t *from, c
   se->done = true;
   se->expires = now + HP_LINGER_MS;
   se->res.path = se->pairing.relay;
+  se->res.peer_link = c.link[0];
   se->res.socket = sock;
   se->res.strategy = KP_PUNCH_RELAYED;
   kp__hp_pairing_end(s->hp, &se->pairing, true);

@@ -65,6 +65,7 @@ static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_cal
   o.remote = r->path;
   err = kp_conn_open(ep, &o, cb, out);
   sodium_memzero(&o, sizeof(o));
+  if (!err && r->strategy == KP_PUNCH_RELAYED && r->socket) kp__node_xsock_upgrade(node, r, *out);
   return err;
 }
 

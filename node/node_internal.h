@@ -98,6 +98,9 @@ void kp__node_maybe_finish_close(kp_node_t *node);
  * won sockets whose connections are gone; closing them all. */
 void kp__node_xsock_io(kp_node_t *node, kp_hp_io_t *io);
 int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out);
+/* conn runs relayed on r->socket: punch on in the background and move it
+ * to the direct path when one opens (and back when it dies). */
+void kp__node_xsock_upgrade(kp_node_t *node, const kp_hp_result_t *r, kp_conn_t *conn);
 void kp__node_xsock_sweep(kp_node_t *node, uint64_t now);
 void kp__node_xsock_close_all(kp_node_t *node);
 

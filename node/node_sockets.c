@@ -1,7 +1,9 @@
 /* The node's extra sockets: the birthday strategy's (holepunch/hp_birthday.c)
  * while a punch runs, and afterwards the one that won, which then carries
  * that connection (the punched NAT mapping belongs to it) until the
- * connection is gone. */
+ * connection is gone. A relayed connection runs on its pairing socket,
+ * which keeps punching to the peer's (holepunch/hp_upgrade.c): the
+ * connection moves to the direct path and back without changing socket. */
 #include <string.h>
 
 #include "common/alloc.h"
@@ -21,6 +23,8 @@ struct kp_node_xsock_s {
   kp_endpoint_t *ep; /* made for the first connection on it */
   bool won;          /* the state machine handed it over */
   uint64_t idle_since;
+  kp_hp_upgrade_t *upgrade; /* a relayed connection on it, punching */
+  uint64_t conn_id;         /* ... that connection's local id */
 };
 
 static void unlink_xsock(kp_node_xsock_t *x) {
@@ -47,6 +51,8 @@ static void on_ep_closed(kp_endpoint_t *ep) {
 }
 
 static void xsock_close(kp_node_xsock_t *x) {
+  kp_hp_upgrade_stop(x->upgrade);
+  x->upgrade = NULL;
   unlink_xsock(x);
   x->node->xsock_count--;
   x->node->xsock_closing++;
@@ -62,6 +68,7 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
   kp_node_t *node = x->node;
   if (node->closing) return;
   if (kp_stream_is_packet(data, len) && x->ep) {
+    if (x->upgrade) kp_hp_upgrade_heard(x->upgrade, from, kp__node_now(node));
     kp__endpoint_input(x->ep, from, data, len);
   } else if (kp_probe_is_packet(data, len)) {
     KP_NODE_FEED(node, kp_hp_recv_probe(node->hp, x, from, data, len, kp__node_now(node)));
@@ -124,6 +131,29 @@ int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out) {
   }
   *out = x->ep;
   return 0;
+}
+
+/* The upgrade found a direct path, or lost it: the connection follows. */
+static void on_upgrade_path(void *ctx, const kp_addr_t *path, bool direct) {
+  kp_node_xsock_t *x = ctx;
+  kp_conn_t *conn = x->ep ? kp__endpoint_find(x->ep, x->conn_id) : NULL;
+  char text[KP_ADDR_STRLEN];
+  kp_addr_format(path, text, sizeof(text));
+  KP_INFO(&x->node->log, "relayed connection %s %s", direct ? "went direct to" : "back to relay",
+          text);
+  if (conn) kp_conn_set_remote(conn, path);
+}
+
+void kp__node_xsock_upgrade(kp_node_t *node, const kp_hp_result_t *r, kp_conn_t *conn) {
+  kp_node_xsock_t *x = r->socket;
+  if (x->upgrade) return;
+  x->conn_id = conn->local_id;
+  int err = kp_hp_upgrade_start(node->hp, r, on_upgrade_path, x, kp__node_now(node), &x->upgrade);
+  /* Both paths deliver for a while after each move: the upgrade decides. */
+  if (!err) kp__conn_pin_path(conn);
+  if (err && err != UV_EINVAL)
+    KP_WARN(&node->log, "relayed connection stays relayed: %s", kp_strerror(err));
+  kp__node_rearm(node);
 }
 
 void kp__node_xsock_sweep(kp_node_t *node, uint64_t now) {

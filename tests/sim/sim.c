@@ -306,7 +306,7 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
   kp_addr_t from = sock->addr;
   sim->stats.sent++;
   if (sim->tap) sim->tap(sim->tap_ctx, &sock->addr, to, data, len);
-  if (sim->drop && sim->drop(sim->drop_ctx, data, len)) {
+  if (sim->drop && sim->drop(sim->drop_ctx, &sock->addr, to, data, len)) {
     sim->stats.lost++;
     return;
   }

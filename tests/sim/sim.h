@@ -84,8 +84,10 @@ typedef void (*kp_sim_tap_fn)(void *ctx, const kp_addr_t *from, const kp_addr_t 
                               const uint8_t *data, size_t len);
 void kp_sim_set_tap(kp_sim_t *sim, kp_sim_tap_fn fn, void *ctx);
 
-/* Drops every datagram fn says to (a path that eats one kind of packet). */
-typedef bool (*kp_sim_drop_fn)(void *ctx, const uint8_t *data, size_t len);
+/* Drops every datagram fn says to (a path that eats one kind of packet);
+ * from and to as for the tap. */
+typedef bool (*kp_sim_drop_fn)(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                               const uint8_t *data, size_t len);
 void kp_sim_set_drop(kp_sim_t *sim, kp_sim_drop_fn fn, void *ctx);
 
 /* Schedules fn at time `at` (>= now). Returns an id for kp_sim_timer_cancel. */

@@ -861,15 +861,46 @@ static void test_sim_relayed(void) {
   world_free(&w);
 }
 
-static bool drop_probes(void *ctx, const uint8_t *data, size_t len) {
-  (void)ctx;
-  return kp_probe_is_packet(data, len);
+/* Drops probes that do not go to or come from the relay: a path between
+ * the peers that eats punches. */
+static bool drop_direct_probes(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                               const uint8_t *data, size_t len) {
+  const kp_addr_t *relay = ctx;
+  return kp_probe_is_packet(data, len) && !kp_addr_eq(from, relay) && !kp_addr_eq(to, relay);
+}
+
+typedef struct upgrade_seen_s {
+  kp_addr_t path;
+  bool direct;
+  unsigned moves;
+  uint64_t at;
+  kp_sim_t *sim;
+} upgrade_seen_t;
+
+static void on_upgrade_path(void *ctx, const kp_addr_t *path, bool direct) {
+  upgrade_seen_t *u = ctx;
+  u->path = *path;
+  u->direct = direct;
+  u->moves++;
+  u->at = kp_sim_now(u->sim);
+}
+
+/* Runs until both sides are on the path kind wanted (or the time is up). */
+static bool run_until_paths(world_t *w, upgrade_seen_t *a, upgrade_seen_t *b, bool direct,
+                            uint64_t limit) {
+  uint64_t end = kp_sim_now(w->sim) + limit;
+  while (kp_sim_now(w->sim) < end && (a->direct != direct || b->direct != direct))
+    kp_sim_run_until(w->sim, kp_sim_now(w->sim) + 50);
+  return a->direct == direct && b->direct == direct;
 }
 
 /* A punch the NAT types promise but the path does not deliver (here every
- * probe is lost): halfway through its time the client falls back to the
+ * direct probe is lost): after HP_RELAY_AFTER_MS the client goes to the
  * relay the server named, the server stops probing and pairs too, and both
- * end relayed on the same path. */
+ * end relayed on the same path. Both keep punching from their pairing
+ * sockets to the links the relay named: once the path delivers they move
+ * to it, when it dies again they go back to the relay, and when it heals
+ * they move again (on the back-off's next attempt). */
 static void test_sim_punch_falls_back(void) {
   world_t w;
   world_init(&w, 23, 0, 0);
@@ -883,18 +914,67 @@ static void test_sim_punch_falls_back(void) {
   peer_t *client = peer_new(&w, K_CONSISTENT, 60);
   kp_hp_set_relays(server->hp, relay_addr, 1);
   serve(&w, server);
-  kp_sim_set_drop(w.sim, drop_probes, NULL);
+  kp_sim_set_drop(w.sim, drop_direct_probes, (void *)relay_addr);
   uint64_t took;
   int st = connect_to(&w, client, server, &took);
-  kp_sim_set_drop(w.sim, NULL, NULL);
   KP_CHECK_MSG(st == 0, "%s", kp_err_name(st));
-  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 2 * SEC);
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 100);
   printf("probes all lost: %s after %" PRIu64 " ms\n", kp_punch_name(client->res.strategy), took);
   KP_CHECK_EQ(client->res.strategy, KP_PUNCH_RELAYED);
   KP_CHECK_EQ(server->connections, 1);
   KP_CHECK_EQ(server->conn.strategy, KP_PUNCH_RELAYED);
   KP_CHECK(kp_addr_eq(&server->conn.path, relay_addr));
-  KP_CHECK(took > 4 * SEC && took < 8 * SEC);
+  KP_CHECK(took >= SEC && took < 2 * SEC); /* HP_RELAY_AFTER_MS */
+  /* Each side knows the other's pairing socket from the relay. */
+  const kp_addr_t *server_pub = &kp_dht_nat(server->n->dht)->public_addr;
+  const kp_addr_t *client_pub = &kp_dht_nat(client->n->dht)->public_addr;
+  KP_CHECK(kp_addr_same_ip(&client->res.peer_link, server_pub));
+  KP_CHECK(kp_addr_same_ip(&server->conn.peer_link, client_pub));
+  /* ... the pairing socket's mapping, not the main socket's. */
+  KP_CHECK(client->res.peer_link.port != server_pub->port);
+
+  upgrade_seen_t cu = {.sim = w.sim}, su = {.sim = w.sim};
+  kp_hp_upgrade_t *cup, *sup;
+  KP_CHECK_OK(
+      kp_hp_upgrade_start(client->hp, &client->res, on_upgrade_path, &cu, kp_sim_now(w.sim), &cup));
+  KP_CHECK_OK(kp_hp_upgrade_start(server->hp, &server->conn, on_upgrade_path, &su,
+                                  kp_sim_now(w.sim), &sup));
+  kp_sim_dht_node_kick(client->n);
+  kp_sim_dht_node_kick(server->n);
+  /* Still lossy: attempts fail, nobody moves. */
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 5 * SEC);
+  KP_CHECK(cu.moves == 0 && su.moves == 0);
+  /* The path heals: the next attempt (back-off 4 s by now) finds it. */
+  uint64_t healed = kp_sim_now(w.sim);
+  kp_sim_set_drop(w.sim, NULL, NULL);
+  KP_CHECK(run_until_paths(&w, &cu, &su, true, 10 * SEC));
+  printf("direct %" PRIu64 " ms after the path healed\n", kp_sim_now(w.sim) - healed);
+  KP_CHECK(kp_addr_eq(&cu.path, &client->res.peer_link));
+  KP_CHECK(kp_addr_eq(&su.path, &server->conn.peer_link));
+  /* Quiet but alive: it stays direct for a minute (probes on the path and
+   * keepalives through the relay). */
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 60 * SEC);
+  KP_CHECK(cu.moves == 1 && su.moves == 1);
+  /* The direct path dies: back to the relay within seconds. */
+  uint64_t died = kp_sim_now(w.sim);
+  kp_sim_set_drop(w.sim, drop_direct_probes, (void *)relay_addr);
+  KP_CHECK(run_until_paths(&w, &cu, &su, false, 10 * SEC));
+  printf("back on the relay %" PRIu64 " ms after the path died\n", kp_sim_now(w.sim) - died);
+  KP_CHECK(kp_addr_eq(&cu.path, relay_addr) && kp_addr_eq(&su.path, relay_addr));
+  KP_CHECK(kp_sim_now(w.sim) - died <= 6 * SEC);
+  kp_sim_set_drop(w.sim, NULL, NULL);
+  KP_CHECK(run_until_paths(&w, &cu, &su, true, 120 * SEC));
+  kp_hp_stats_t hs;
+  kp_hp_stats(client->hp, &hs);
+  KP_CHECK_EQ(hs.upgrades, 2);
+  KP_CHECK_EQ(hs.upgrade_fallbacks, 1);
+  kp_hp_upgrade_stop(cup);
+  kp_hp_upgrade_stop(sup);
+  /* The relay stayed paired throughout (keepalives through it). */
+  kp_relay_stats_t rs;
+  kp_relay_stats(sr.relay, &rs);
+  KP_CHECK_EQ(rs.sessions, 1);
+  KP_CHECK_EQ(rs.expired_idle, 0);
   sr.n->other_ctx = saved_ctx;
   sr.n->on_other = NULL;
   kp_relay_free(sr.relay);

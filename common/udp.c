@@ -155,7 +155,7 @@ static void receive_gro(kp_udp_t *udp) {
 }
 
 int kp_udp_enable_gro(kp_udp_t *udp) {
-  if (udp->gro_buf) return 0;
+  if (udp->gro_buf || udp->vops) return 0;
   uint8_t *buf = kp_malloc((size_t)GRO_SLOTS * GRO_SLOT_SIZE);
   if (!buf) return UV_ENOMEM;
   int one = 1;
@@ -182,6 +182,13 @@ static unsigned run_length(const kp_udp_t *udp, const kp_udp_out_t *out, unsigne
   return k;
 }
 
+static unsigned virtual_send(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
+  unsigned took = udp->vops->send(udp, out, n);
+  for (unsigned i = 0; i < took; i++) udp->stats.bytes_out += out[i].len;
+  udp->stats.packets_out += took;
+  return took;
+}
+
 unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
   struct mmsghdr msgs[KP_UDP_BATCH];
   struct sockaddr_storage addrs[KP_UDP_BATCH];
@@ -194,6 +201,7 @@ unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned 
   unsigned done = 0;
   bool split = false; /* the last GSO send was refused: retry it one by one */
   if (udp->closing) return n;
+  if (udp->vops) return virtual_send(udp, out, n);
   while (done < n) {
     /* Fill a sendmmsg with runs. */
     unsigned m = 0, next = done, nio = 0;
@@ -257,7 +265,7 @@ unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned 
 }
 
 static void update_poll(kp_udp_t *udp) {
-  if (udp->closing) return;
+  if (udp->closing || udp->vops) return;
   int events = (udp->on_recv ? UV_READABLE : 0) | (udp->on_writable ? UV_WRITABLE : 0);
   if (events == udp->poll_events) return;
   udp->poll_events = events;
@@ -337,6 +345,12 @@ int kp_udp_send_now(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t
   if (!sslen) return KP_EBADADDR;
   if (len > KP_UDP_MAX_DATAGRAM) return KP_ETOOBIG;
   if (udp->closing) return UV_EBADF;
+  if (udp->vops) {
+    kp_udp_out_t one = {*to, data, len};
+    if (virtual_send(udp, &one, 1)) return 0;
+    udp->stats.send_drops++;
+    return UV_EAGAIN;
+  }
   for (;;) {
     ssize_t n = sendto(udp->fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&ss, sslen);
     if (n >= 0) {
@@ -378,6 +392,7 @@ void kp_udp_batch_end(kp_udp_t *udp, kp_udp_batch_t *batch) {
 }
 
 int kp_udp_set_ttl(kp_udp_t *udp, int ttl) {
+  if (udp->vops) return 0;
   /* -1 restores the route default for both IP_TTL and IPV6_UNICAST_HOPS. */
   int v = ttl > 0 ? ttl : -1;
   int r = udp->local.family == KP_AF_INET6
@@ -400,8 +415,51 @@ void kp_udp_close(kp_udp_t *udp, kp_udp_close_cb cb) {
   udp->on_recv = NULL;
   udp->on_writable = NULL;
   if (udp->batch) udp->batch->count = 0;
+  if (udp->vops) {
+    udp->vops->close(udp);
+    return;
+  }
   uv_close((uv_handle_t *)&udp->poll, on_closed);
   /* uv_close stops the poll at once, so the descriptor can go now. */
   close(udp->fd);
   udp->fd = -1;
+}
+
+/* ---- Virtual sockets ------------------------------------------------------------ */
+
+void kp_udp_init_virtual(uv_loop_t *loop, kp_udp_t *udp, const kp_udp_vops_t *ops, void *ctx,
+                         const kp_addr_t *local) {
+  memset(udp, 0, sizeof(*udp));
+  udp->loop = loop;
+  udp->fd = -1;
+  udp->vops = ops;
+  udp->vctx = ctx;
+  if (local) udp->local = *local;
+}
+
+void kp_udp_virtual_deliver(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  if (!udp->on_recv || udp->closing) return;
+  udp->stats.packets_in++;
+  udp->stats.bytes_in += len;
+  kp_udp_batch_t batch;
+  bool outer = !udp->in_callback;
+  udp->in_callback = true;
+  kp_udp_batch_begin(udp, &batch);
+  udp->on_recv(udp, from, data, len);
+  if (!udp->closing) {
+    kp_udp_batch_end(udp, &batch);
+  } else if (udp->batch == &batch) {
+    udp->batch = NULL;
+  }
+  if (outer) udp->in_callback = false;
+}
+
+void kp_udp_virtual_writable(kp_udp_t *udp) {
+  kp_udp_writable_cb cb = udp->on_writable;
+  udp->on_writable = NULL;
+  if (cb && !udp->closing) cb(udp);
+}
+
+void kp_udp_virtual_closed(kp_udp_t *udp) {
+  if (udp->on_close) udp->on_close(udp);
 }

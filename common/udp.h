@@ -84,7 +84,9 @@ struct kp_udp_s {
   kp_udp_batch_t *batch;
   bool gso_off; /* the kernel refused UDP_SEGMENT: one datagram per message */
   unsigned gso_failures;
-  uint8_t *gro_buf; /* GRO receive buffers, when enabled */
+  uint8_t *gro_buf;                 /* GRO receive buffers, when enabled */
+  const struct kp_udp_vops_s *vops; /* a virtual socket: no descriptor */
+  void *vctx;
   kp_udp_stats_t stats;
 };
 
@@ -151,5 +153,28 @@ int kp_udp_set_ttl(kp_udp_t *udp, int ttl);
 /* Stops the socket and closes it; cb (may be NULL) fires on a later tick.
  * Safe to call from inside the receive callback. */
 void kp_udp_close(kp_udp_t *udp, kp_udp_close_cb cb);
+
+/* ---- Virtual sockets -------------------------------------------------------- */
+
+/* A kp_udp_t whose datagrams go somewhere other than the kernel's UDP (a
+ * tunnel to a relay over TCP, relay/tunnel.h), so everything built on
+ * kp_udp_t runs over it unchanged. GRO and TTL do nothing there. */
+typedef struct kp_udp_vops_s {
+  /* Takes datagrams in order; returns how many (fewer: full for now, the
+   * backend calls kp_udp_virtual_writable when it has room again). */
+  unsigned (*send)(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n);
+  /* The socket is closing: deliver nothing more, and call
+   * kp_udp_virtual_closed on a later tick. */
+  void (*close)(kp_udp_t *udp);
+} kp_udp_vops_t;
+
+/* local: the address the socket is known by (may change: set udp->local). */
+void kp_udp_init_virtual(uv_loop_t *loop, kp_udp_t *udp, const kp_udp_vops_t *ops, void *ctx,
+                         const kp_addr_t *local);
+/* The backend's side: a datagram arrived (delivered inside a batch, as from
+ * the kernel); there is room to send again; the close is done. */
+void kp_udp_virtual_deliver(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len);
+void kp_udp_virtual_writable(kp_udp_t *udp);
+void kp_udp_virtual_closed(kp_udp_t *udp);
 
 #endif

@@ -178,13 +178,16 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
     if (kp_addr_is_private(&wl->addrs[i]) || kp_addr_is_loopback(&wl->addrs[i]))
       c->server_lan[c->server_lan_count++] = wl->addrs[i];
   bool lan = c->server_lan_count && same_network(c);
-  if ((r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) || hp->cfg.relay_only) {
-    /* No direct path: a blind relay, ours first, else one the server named. */
-    const kp_addr_t *relay = hp->relay_count   ? &hp->relays[0]
+  if ((r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) || hp->cfg.relay_only ||
+      wl->relay_only) {
+    /* No direct path: a blind relay, ours first, else one the server named;
+     * the server's if it can be reached nowhere else. */
+    const kp_addr_t *relay = wl->relay_only    ? &wl->relays[0]
+                             : hp->relay_count ? &hp->relays[0]
                              : wl->relay_count ? &wl->relays[0]
                                                : NULL;
     if (!relay || !kp__hp_pairing_start(hp, &c->pairing, relay, c->relay_token, 0, now)) {
-      finish(c, hp->cfg.relay_only ? KP_ERELAY : KP_ENODIRECT, now);
+      finish(c, hp->cfg.relay_only || wl->relay_only ? KP_ERELAY : KP_ENODIRECT, now);
       return;
     }
     r->strategy = KP_PUNCH_RELAYED;

@@ -212,6 +212,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   wl.addr_count = our_addrs(hp, wl.addrs);
   wl.relay_count = hp->relay_count < KP_HS_MAX_RELAYS ? hp->relay_count : KP_HS_MAX_RELAYS;
   memcpy(wl.relays, hp->relays, wl.relay_count * sizeof(*wl.relays));
+  wl.relay_only = hp->cfg.relay_only && wl.relay_count;
   kp_hs_token(s->secret, se->id, client_seen, wl.token);
   if (seal_welcome(hp, &st, &wl, se->reply, &se->reply_len)) {
     session_free(se);
@@ -301,7 +302,7 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
       kp__hp_pairing_start(hp, &se->pairing, &r.relay, se->relay_token, 1, now);
     return;
   }
-  if (proven && r.punch && !se->done) {
+  if (proven && r.punch && !se->done && !hp->cfg.relay_only) {
     /* Fire when the answer reaches the client: half its relay round trip. */
     uint64_t at = now + r.delay_ms;
     se->res.strategy = KP_PUNCH_SIMULTANEOUS;
@@ -319,7 +320,8 @@ bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, c
   hp_session_t *se = NULL;
   for (unsigned i = 0; i < s->hp->cfg.max_sessions && !se; i++)
     if (s->sessions[i].server && s->sessions[i].res.local_id == p->conn_id) se = &s->sessions[i];
-  if (!se || !kp_probe_verify(data, len, se->probe_key)) return false;
+  /* Relay only (UDP blocked here): no path but the relay, whatever comes. */
+  if (!se || s->hp->cfg.relay_only || !kp_probe_verify(data, len, se->probe_key)) return false;
   /* An extra socket counts only if it is this session's. */
   if (sock && sock != se->res.socket && !kp__hp_birthday_owns(se->bday, sock)) return false;
   if (!(p->flags & KP_PROBE_ANSWER) && se->answers < HP_MAX_ANSWERS) {

@@ -135,12 +135,14 @@ int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out) {
   return err;
 }
 
+#define WELCOME_RELAY_ONLY 1 /* flags: bit 0 */
+
 int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, size_t *len) {
   kp_wbuf_t w;
   msgpack_packer pk;
   kp_wbuf_init(&w, buf, cap);
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 9);
+  msgpack_pack_array(&pk, 10);
   msgpack_pack_uint8(&pk, wl->version);
   msgpack_pack_uint8(&pk, (uint8_t)wl->refusal);
   msgpack_pack_uint8(&pk, (uint8_t)wl->nat);
@@ -150,15 +152,16 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   msgpack_pack_uint64(&pk, wl->session);
   kp_mp_pack_bin(&pk, wl->token, sizeof(wl->token));
   pack_addrs(&pk, wl->relays, wl->relay_count);
+  msgpack_pack_uint8(&pk, wl->relay_only ? WELCOME_RELAY_ONLY : 0);
   return finish(&w, len);
 }
 
 int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
   kp_mp_doc_t doc;
   const msgpack_object *it;
-  uint64_t version = 0, refusal = 0, nat = 0, cipher = 0;
+  uint64_t version = 0, refusal = 0, nat = 0, cipher = 0, flags = 0;
   memset(out, 0, sizeof(*out));
-  int err = open_array(&doc, buf, len, 9, &it);
+  int err = open_array(&doc, buf, len, 10, &it);
   if (err) return err;
   if (kp_mp_uint(&it[0], 255, &version) || kp_mp_uint(&it[1], 255, &refusal) ||
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
@@ -167,8 +170,9 @@ int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
       kp_mp_uint(&it[5], KP_CIPHER_AES256_GCM, &cipher) ||
       unpack_addrs(&it[8], out->relays, &out->relay_count, KP_HS_MAX_RELAYS) ||
       kp_mp_uint(&it[6], UINT64_MAX, &out->session) ||
-      kp_mp_fixed(&it[7], out->token, sizeof(out->token)))
+      kp_mp_fixed(&it[7], out->token, sizeof(out->token)) || kp_mp_uint(&it[9], 255, &flags))
     err = KP_EFIELD;
+  out->relay_only = flags & WELCOME_RELAY_ONLY;
   out->version = (uint8_t)version;
   out->refusal = (kp_hs_refusal_t)refusal;
   out->nat = (kp_nat_type_t)nat;

@@ -87,6 +87,9 @@ typedef struct kp_hs_welcome_s {
   uint8_t token[32];                  /* bound to the client's address as the relay saw it */
   kp_addr_t relays[KP_HS_MAX_RELAYS]; /* blind relays the server suggests */
   size_t relay_count;
+  /* The server is reachable only through relays[0] (its UDP is blocked: it
+   * reaches the relay over TCP): no punch, pair there at once. */
+  bool relay_only;
 } kp_hs_welcome_t;
 
 #define KP_HS_PAYLOAD_MAX 400

@@ -305,6 +305,10 @@ typedef struct kp_node_options_s {
   /* Connections this node makes go through a relay even where a direct
    * path might open (for testing a relay, or to hide one's address). */
   bool relay_only;
+  /* UDP is blocked here: reach everything through this relay ("ip:port")
+   * over TCP. The node is then an ephemeral DHT node at the relay's
+   * address, and its connections are relayed there (relay_only). */
+  const char *tcp_relay;
 } kp_node_options_t;
 
 /* One node found by a query. */
@@ -668,6 +672,7 @@ typedef struct kp_connect_info_s {
   kp_punch_t punch;
   kp_addr_t path;  /* the peer's address the connection runs to */
   kp_addr_t relay; /* the DHT node the handshake went through (unset: direct) */
+  bool relay_tcp;  /* relayed, and this node reaches the relay over TCP */
   /* Client only: ms spent finding the key, shaking hands, punching, and
    * the datagrams it all took. */
   unsigned lookup_ms, handshake_ms, punch_ms;

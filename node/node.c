@@ -5,6 +5,7 @@
 #include "stream/endpoint.h"
 #include "stream/stream_frame.h"
 #include "relay/relay.h"
+#include "relay/tunnel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,7 @@ static void dht_send(void *ctx, int sock, const kp_addr_t *to, const uint8_t *da
   if (node->closing) return;
   /* A full socket buffer drops the datagram, counted in the socket's stats,
    * exactly as a congested link would. */
+  if (sock == KP_DHT_SOCK_ALT && !(node->open_handles & OPEN_ALT)) return; /* tunnelled */
   kp_udp_send(sock == KP_DHT_SOCK_ALT ? &node->alt : &node->sock, to, data, len);
 }
 
@@ -177,17 +179,25 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
    * to queue them. The kernel caps this at net.core.rmem_max and charges
    * only what is queued. */
   kp_udp_options_t sock_opts = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
-  if ((err = kp_udp_init(loop, &node->sock, &cfg.local, &sock_opts))) {
+  err = opts->tcp_relay ? kp__node_tunnel_open(node, opts->tcp_relay)
+                        : kp_udp_init(loop, &node->sock, &cfg.local, &sock_opts);
+  if (err) {
     kp_free(node);
     return err;
   }
   node->sock.data = node;
   node->open_handles |= OPEN_SOCK;
-  kp_addr_t alt_bind = node->sock.local;
-  alt_bind.port = 0;
-  if ((err = kp_udp_init(loop, &node->alt, &alt_bind, NULL))) goto fail;
-  node->alt.data = node;
-  node->open_handles |= OPEN_ALT;
+  if (node->tunnel) {
+    /* Through a relay's allocation: never a member, no second port, and
+     * no path but that relay. */
+    cfg.mode = KP_NODE_EPHEMERAL;
+  } else {
+    kp_addr_t alt_bind = node->sock.local;
+    alt_bind.port = 0;
+    if ((err = kp_udp_init(loop, &node->alt, &alt_bind, NULL))) goto fail;
+    node->alt.data = node;
+    node->open_handles |= OPEN_ALT;
+  }
   if ((err = uv_timer_init(loop, &node->timer))) goto fail;
   node->timer.data = node;
   node->open_handles |= OPEN_TIMER;
@@ -211,15 +221,17 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   kp_hp_config_defaults(&hp_cfg);
   hp_cfg.ciphers |= (uint8_t)(1u << kp_cipher_preferred());
   hp_cfg.wall_ms = kp__node_wall_ms;
-  hp_cfg.relay_only = opts->relay_only;
+  hp_cfg.relay_only = opts->relay_only || node->tunnel;
   kp_hp_io_t hp_io = {.send = hp_send, .ctx = node};
   kp__node_xsock_io(node, &hp_io);
 
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
-  set_lan_addrs(node);
+  if (!node->tunnel) set_lan_addrs(node);
   if (opts->relay_count &&
       (err = kp__node_relay_set_explicit(node, opts->relays, opts->relay_count)))
     goto fail;
+  /* Tunnelled: pairing works only at the relay we tunnel to. */
+  if (node->tunnel) kp__node_relay_set_tunnel(node);
   if (opts->relay && (err = kp__node_relay_start(node, opts))) goto fail;
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
   if (opts->bootstrap_count &&
@@ -366,7 +378,12 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 /* ---- Close --------------------------------------------------------------- */
 
 void kp__node_maybe_finish_close(kp_node_t *node) {
-  if (node->open_handles || node->dns || node->xsocks || node->xsock_closing) return;
+  if (node->open_handles || node->dns || node->xsocks || node->xsock_closing ||
+      node->relay_tcp_closing)
+    return;
+  /* Every channel is closed: the relay connection can go. */
+  if (node->tunnel) kp_tunnel_close(node->tunnel);
+  node->tunnel = NULL;
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
   kp_relay_free(node->relay);
@@ -422,6 +439,7 @@ static void start_close(kp_node_t *node) {
   }
   if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
   kp__node_xsock_close_all(node);
+  kp__node_relay_tcp_close(node);
 }
 
 void kp_node_close(kp_node_t *node, kp_node_close_cb cb) {

@@ -27,8 +27,9 @@ typedef struct connect_s {
   void *arg;
 } connect_t;
 
-static void info_from(const kp_hp_result_t *r, kp_connect_info_t *info) {
+static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect_info_t *info) {
   memset(info, 0, sizeof(*info));
+  info->relay_tcp = node->tunnel && r->strategy == KP_PUNCH_RELAYED;
   memcpy(info->remote_key, r->remote_key, KP_PUBLIC_KEY_LEN);
   info->local_nat = r->local_nat;
   info->remote_nat = r->remote_nat;
@@ -86,7 +87,7 @@ static void server_connection(void *ctx, const kp_hp_result_t *r) {
     KP_WARN(&s->node->log, "accepting a connection: %s", kp_strerror(err));
     return;
   }
-  info_from(r, &info);
+  info_from(s->node, r, &info);
   if (s->on_connection) s->on_connection(s, conn, &info, s->arg);
 }
 
@@ -150,7 +151,7 @@ static void connected(void *arg, int status, const kp_hp_result_t *r) {
   connect_t *c = arg;
   kp_connect_info_t info;
   kp_conn_t *conn = NULL;
-  info_from(r, &info);
+  info_from(c->node, r, &info);
   if (!status && r->relay.family) memo_store(c->node, c->server_key, &r->relay);
   if (!status) status = open_conn(c->node, r, &c->conn_cb, &conn);
   c->cb(c->node, status, conn, &info, c->arg);

@@ -25,14 +25,17 @@ typedef struct kp_node_relay_memo_s {
   uint64_t at; /* 0: empty */
 } kp_node_relay_memo_t;
 
-enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4, OPEN_RELAY_TIMER = 8 };
+enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4, OPEN_RELAY_TIMER = 8, OPEN_RELAY_TCP = 16 };
 typedef struct kp_relay_s kp_relay_t;
+typedef struct kp_tunnel_s kp_tunnel_t;
+struct tlink_s;
 
 struct kp_node_s {
   void *data;
   uv_loop_t *loop;
-  kp_udp_t sock; /* everything */
-  kp_udp_t alt;  /* only sends: PING_NAT replies from a second port */
+  kp_udp_t sock;       /* everything (a channel of the tunnel, if there is one) */
+  kp_tunnel_t *tunnel; /* UDP blocked: everything goes over TCP to a relay */
+  kp_udp_t alt;        /* only sends: PING_NAT replies from a second port */
   uv_timer_t timer;
   uint64_t armed; /* the deadline the timer is set for */
   kp_dht_t *dht;
@@ -53,6 +56,12 @@ struct kp_node_s {
   uint64_t relays_found_at;
   kp_addr_t found_relays[4];
   size_t found_count;
+  /* The relay's TCP port (node_relay_tcp.c): links from peers whose UDP
+   * is blocked. */
+  uv_tcp_t relay_tcp;
+  struct tlink_s *relay_tlinks;
+  unsigned relay_tcp_links, relay_tcp_max, relay_tcp_closing;
+  uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused;
   /* Tests: sees every datagram the relay forwards. */
   void (*relay_tap)(void *ctx, const uint8_t *data, size_t len);
   void *relay_tap_ctx;
@@ -112,6 +121,17 @@ void kp__node_relay_announce(kp_node_t *node);
 int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size_t count);
 /* Looks the relay topic up unless relays are explicit or found lately. */
 void kp__node_relay_discover(kp_node_t *node);
+
+/* node_relay_tcp.c: the relay's TCP port (links of max_links at most,
+ * rate bytes/s each way per link); closing it and every link. */
+int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links);
+void kp__node_relay_tcp_close(kp_node_t *node);
+
+/* node_tunnel.c: this node's own way out when UDP is blocked: node->sock
+ * (and every extra socket) as channels of a TCP connection to a relay. */
+int kp__node_tunnel_open(kp_node_t *node, const char *relay);
+/* The tunnel's relay is this node's only relay. */
+void kp__node_relay_set_tunnel(kp_node_t *node);
 
 /* node_swarm.c: ends the node's announcements when it closes. */
 void kp__node_announces_cancel(kp_node_t *node);

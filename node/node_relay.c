@@ -1,15 +1,18 @@
 /* kp_node's blind relays (relay/relay.h): running one on the node's own
- * socket, announcing it under the relay topic, and finding relays for this
- * node's connections (explicit ones, else a lookup of that topic). */
+ * socket, announcing it under the relay topic, finding relays for this
+ * node's connections (explicit ones, else a lookup of that topic), and
+ * reaching the network through one over TCP when UDP is blocked. */
 #include <string.h>
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
 #include "relay/relay.h"
+#include "relay/tunnel.h"
 
 #define RELAY_TOPIC "kadpunch/relays/v1"
 #define RELAY_TICK_MS 1000
 #define DISCOVERY_EVERY_MS (10 * 60 * 1000)
+#define RELAY_TCP_LINKS 256 /* peers on TCP at once (each up to 16 sockets here) */
 
 static void relay_target(uint8_t target[KP_ID_LEN]) {
   kp_target_from_topic(RELAY_TOPIC, sizeof(RELAY_TOPIC) - 1, target);
@@ -59,7 +62,8 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   node->open_handles |= OPEN_RELAY_TIMER;
   uv_timer_start(&node->relay_timer, on_relay_timer, RELAY_TICK_MS, RELAY_TICK_MS);
   kp_keypair_generate(&node->relay_kp);
-  return 0;
+  /* The same port over TCP, for peers whose UDP is blocked. */
+  return kp__node_relay_tcp_start(node, cfg.session_rate, RELAY_TCP_LINKS);
 }
 
 /* Once the node is a member (its public address settled): tell the DHT. */
@@ -133,4 +137,31 @@ void kp__node_relay_discover(kp_node_t *node) {
   node->relays_found_at = now;
   if (!kp_node_lookup(node, target, on_relay_record, on_relay_lookup, NULL))
     node->relay_lookup = true;
+}
+
+/* ---- Through a relay over TCP ----------------------------------------------------------- */
+
+static void on_tunnel_down(kp_tunnel_t *t, int status, void *arg) {
+  kp_node_t *node = arg;
+  char text[KP_ADDR_STRLEN];
+  kp_addr_format(kp_tunnel_relay(t), text, sizeof(text));
+  KP_ERROR(&node->log, "the TCP connection to relay %s: %s", text,
+           status == UV_EOF ? "closed by the relay" : kp_strerror(status));
+}
+
+int kp__node_tunnel_open(kp_node_t *node, const char *relay) {
+  kp_addr_t addr;
+  if (kp_addr_parse(&addr, relay)) return KP_EBADADDR;
+  int err = kp_tunnel_new(node->loop, &addr, on_tunnel_down, node, &node->tunnel);
+  if (!err) err = kp_tunnel_socket(node->tunnel, &node->sock);
+  if (err && node->tunnel) {
+    kp_tunnel_close(node->tunnel);
+    node->tunnel = NULL;
+  }
+  return err;
+}
+
+void kp__node_relay_set_tunnel(kp_node_t *node) {
+  kp_hp_set_relays(node->hp, kp_tunnel_relay(node->tunnel), 1);
+  node->relays_explicit = true;
 }

@@ -11,6 +11,7 @@
 #include "stream/endpoint.h"
 #include "stream/stream_frame.h"
 #include "relay/relay.h"
+#include "relay/tunnel.h"
 
 /* A won socket outlives its last connection by the holepunch linger, when
  * the state machine may still send a probe on it. */
@@ -87,7 +88,8 @@ static void *xsock_open(void *ctx) {
   kp_addr_t any = node->sock.local;
   memset(&any.ip, 0, sizeof(any.ip));
   any.port = 0;
-  if (kp_udp_init(node->loop, &x->udp, &any, NULL)) {
+  if (node->tunnel ? kp_tunnel_socket(node->tunnel, &x->udp)
+                   : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
     /* Out of descriptors, most likely: the punch goes on with fewer. */
     kp_free(x);
     return NULL;

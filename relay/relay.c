@@ -51,6 +51,7 @@ struct kp_relay_s {
   uint8_t hash_key[crypto_shorthash_KEYBYTES];
   rate_slot_t rate[RATE_SLOTS];
   bucket_t total;
+  kp_addr_t own_ip; /* the relay host's TCP allocations: rated per link there */
   kp_relay_stats_t stats;
 };
 
@@ -227,7 +228,9 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
     paired_reply(se, reply);
     return KP_RELAY_REPLY;
   }
-  if (!pair_rate_ok(r, from, now)) return refuse(r, KP_RELAY_REFUSE_ATTEMPTS, c->token, reply);
+  bool own = r->own_ip.family && kp_addr_same_ip(from, &r->own_ip);
+  if (!own && !pair_rate_ok(r, from, now))
+    return refuse(r, KP_RELAY_REFUSE_ATTEMPTS, c->token, reply);
   /* Full: both peers hear it on their first PAIR, not one of them never. */
   if (r->stats.sessions >= r->cfg.max_sessions)
     return refuse(r, KP_RELAY_REFUSE_FULL, c->token, reply);
@@ -328,6 +331,10 @@ uint64_t kp_relay_tick(kp_relay_t *r, uint64_t now) {
     }
   }
   return next;
+}
+
+void kp_relay_set_own_ip(kp_relay_t *r, const kp_addr_t *ip) {
+  r->own_ip = *ip;
 }
 
 void kp_relay_stats(const kp_relay_t *r, kp_relay_stats_t *out) {

@@ -42,8 +42,9 @@ typedef struct kp_cli_net_s {
   kp_node_mode_t mode;
   const char *relays[4]; /* --relay, repeatable */
   size_t relay_count;
-  bool run_relay;  /* kadpunch relay */
-  bool relay_only; /* kadpunch connect --relay-only */
+  bool run_relay;        /* kadpunch relay */
+  bool relay_only;       /* kadpunch connect --relay-only */
+  const char *tcp_relay; /* --tcp-relay: UDP is blocked, go through it over TCP */
   kp_relay_limits_t relay_limits;
 } kp_cli_net_t;
 
@@ -52,15 +53,26 @@ typedef struct kp_cli_net_s {
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
   "                          (default: $KADPUNCH_BOOTSTRAP)\n"                                     \
   "  --relay HOST:PORT       a blind relay for when no direct path exists\n"                       \
-  "                          (repeatable; default: relays found on the DHT)\n"                     \
+  "                          (repeatable; default: relays found on the DHT).\n"                    \
+  "                          If UDP gets nowhere in 3 s, the first is tried\n"                     \
+  "                          over TCP (its UDP port number)\n"                                     \
+  "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
+  "                          this relay over TCP (connections are relayed)\n"                      \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
-enum { KP_CLI_OPT_BIND = 1000, KP_CLI_OPT_BOOTSTRAP, KP_CLI_OPT_LOG, KP_CLI_OPT_RELAY };
+enum {
+  KP_CLI_OPT_BIND = 1000,
+  KP_CLI_OPT_BOOTSTRAP,
+  KP_CLI_OPT_LOG,
+  KP_CLI_OPT_RELAY,
+  KP_CLI_OPT_TCP_RELAY
+};
 #define KP_CLI_NET_OPTIONS                                                                         \
   {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
       {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP},                                   \
-      {"relay", required_argument, 0, KP_CLI_OPT_RELAY}, {                                         \
+      {"relay", required_argument, 0, KP_CLI_OPT_RELAY},                                           \
+      {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY}, {                                 \
     "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
   }
 

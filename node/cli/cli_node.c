@@ -32,6 +32,7 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
       if (net->relay_count == 4) return kp_cli_usage_error(cmd, "at most 4 --relay");
       net->relays[net->relay_count++] = arg;
       return 0;
+    case KP_CLI_OPT_TCP_RELAY: net->tcp_relay = arg; return 0;
     case KP_CLI_OPT_LOG:
       if (kp_log_level_parse(arg, &net->log_level))
         return kp_cli_usage_error(cmd, "unknown log level '%s'", arg);
@@ -54,8 +55,12 @@ static bool reached_dht(void *ctx) {
   return st.responses_in > 0;
 }
 
-int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd) {
+/* One try: a node (over UDP, or tunnelled to tcp_relay), and up to wait_ms
+ * for a DHT node to answer. *no_dht: none did. */
+static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd,
+                       const char *tcp_relay, unsigned wait_ms, bool *no_dht) {
   memset(s, 0, sizeof(*s));
+  *no_dht = false;
   uv_loop_init(&s->loop);
   const char *hosts[16];
   char list[sizeof(net->bootstrap)];
@@ -73,10 +78,12 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
   o.relay = net->run_relay;
   o.relay_only = net->relay_only;
   o.relay_limits = net->relay_limits;
+  o.tcp_relay = tcp_relay;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {
-    fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd, net->bind,
-            err == KP_EBADADDR && count ? "invalid --bind or --bootstrap address"
+    fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd,
+            tcp_relay ? tcp_relay : net->bind,
+            err == KP_EBADADDR && count ? "invalid --bind, --bootstrap or --tcp-relay address"
                                         : kp_strerror(err));
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
@@ -95,16 +102,35 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
     kp_cli_session_close(s);
     return KP_EXIT_USAGE;
   }
-  if (!kp_cli_session_run(s, reached_dht, s->node, 10000)) {
-    if (!s->signalled)
-      fprintf(stderr,
-              "kadpunch %s: no DHT node answered within 10 s (bootstrap: %s); check the address, "
-              "and whether this network lets UDP out\n",
-              cmd, net->bootstrap);
+  if (!kp_cli_session_run(s, reached_dht, s->node, wait_ms)) {
+    *no_dht = !s->signalled;
     kp_cli_session_close(s);
     return KP_EXIT_FAIL;
   }
   return 0;
+}
+
+int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd) {
+  bool no_dht;
+  const char *tcp = net->tcp_relay;
+  /* With a relay to fall back on, UDP gets 3 s to show it works. */
+  bool fallback = !tcp && net->relay_count && !net->run_relay;
+  int rc = session_try(s, net, cmd, tcp, fallback ? 3000 : 10000, &no_dht);
+  if (rc && no_dht && fallback) {
+    fprintf(stderr, "kadpunch %s: no DHT node answered over UDP in 3 s; trying relay %s over TCP\n",
+            cmd, net->relays[0]);
+    tcp = net->relays[0];
+    rc = session_try(s, net, cmd, tcp, 10000, &no_dht);
+  }
+  if (rc && no_dht)
+    fprintf(stderr,
+            tcp ? "kadpunch %s: no DHT node answered within 10 s through relay %s over TCP "
+                  "(bootstrap: %s); check that the relay runs and its TCP port is reachable\n"
+                : "kadpunch %s: no DHT node answered within 10 s%s(bootstrap: %s); check the "
+                  "address, and whether this network lets UDP out (if not, pass --relay or "
+                  "--tcp-relay)\n",
+            cmd, tcp ? tcp : " ", net->bootstrap);
+  return rc;
 }
 
 bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,

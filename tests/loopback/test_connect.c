@@ -312,6 +312,18 @@ static bool is_member(void *ctx) {
   return kp_node_is_member(ctx);
 }
 
+static kp_node_t *make_node_tcp(uv_loop_t *loop, const char *boot, const char *tcp_relay) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.mode = KP_NODE_EPHEMERAL;
+  o.tcp_relay = tcp_relay;
+  kp_node_t *n;
+  KP_CHECK_OK(kp_node_create(loop, &o, &n));
+  return n;
+}
+
 static kp_node_t *make_node(uv_loop_t *loop, const char *boot, bool relay, bool relay_only) {
   kp_node_options_t o;
   kp_node_options_init(&o);
@@ -329,8 +341,9 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, bool relay, bool 
 
 /* Through a blind relay found on the DHT: the server discovers it and
  * names it, the client (relay_only) pairs there, 4 MiB echo byte-exact, and
- * nothing the relay forwarded contains the plaintext. */
-static void test_connect_relayed(void) {
+ * nothing the relay forwarded contains the plaintext. With tcp, the client
+ * has no UDP of its own: it reaches the DHT and the relay over TCP. */
+static void run_relayed(bool tcp) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   kp_testnet_t tn;
@@ -342,7 +355,12 @@ static void test_connect_relayed(void) {
   KP_CHECK(kp_testnet_run_until(&loop, is_member, relay, 20000));
   kp_testnet_run_until(&loop, NULL, NULL, 2500); /* it announces itself */
   kp_node_t *server = make_node(&loop, tn.bootstrap, false, false);
-  kp_node_t *client = make_node(&loop, tn.bootstrap, false, true);
+  kp_addr_t relay_addr;
+  char relay_text[KP_ADDR_STRLEN];
+  kp_node_local_addr(relay, &relay_addr);
+  kp_addr_format(&relay_addr, relay_text, sizeof(relay_text));
+  kp_node_t *client = tcp ? make_node_tcp(&loop, tn.bootstrap, relay_text)
+                          : make_node(&loop, tn.bootstrap, false, true);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp, ckp;
   kp_keypair_generate(&skp);
@@ -359,17 +377,16 @@ static void test_connect_relayed(void) {
   KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, relayed_connected, &r));
   KP_CHECK(kp_testnet_run_until(&loop, relayed_done, &r, 30000));
   KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
-  kp_addr_t relay_addr;
-  kp_node_local_addr(relay, &relay_addr);
   KP_CHECK_EQ(r.info.punch, KP_PUNCH_RELAYED);
+  KP_CHECK_EQ(r.info.relay_tcp, tcp);
   KP_CHECK(kp_addr_eq(&r.info.path, &relay_addr));
   KP_CHECK_EQ(r.echoed, r.len);
   KP_CHECK_EQ(r.mismatched, 0);
   kp_relay_counters_t rc;
   KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
-  printf("relayed: %" PRIu64 " datagrams, %" PRIu64
+  printf("relayed%s: %" PRIu64 " datagrams, %" PRIu64
          " bytes through the relay; plaintext seen %" PRIu64 " times\n",
-         tap.datagrams, tap.bytes, tap.marker_hits);
+         tcp ? " (client over TCP)" : "", tap.datagrams, tap.bytes, tap.marker_hits);
   KP_CHECK(tap.bytes > 2 * r.len); /* both ways went through it */
   KP_CHECK_EQ(tap.marker_hits, 0);
   KP_CHECK_EQ(rc.paired, 1);
@@ -386,10 +403,19 @@ static void test_connect_relayed(void) {
   free(r.data);
 }
 
+static void test_connect_relayed(void) {
+  run_relayed(false);
+}
+
+static void test_connect_relayed_tcp(void) {
+  run_relayed(true);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(connect_testnet, loopback, 120),
     KP_CASE(connect_remembers_relay, loopback, 120),
     KP_CASE(connect_relayed, loopback, 120),
+    KP_CASE(connect_relayed_tcp, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -118,12 +118,14 @@ static void test_codecs(void) {
                        .nat = KP_NAT_OPEN,
                        .conn_id = 9,
                        .cipher = KP_CIPHER_AES256_GCM,
-                       .session = 42};
+                       .session = 42,
+                       .relay_only = true};
   memset(w.token, 3, 32);
   KP_CHECK_OK(kp_hs_welcome_encode(&w, buf, sizeof(buf), &len));
   kp_hs_welcome_t w2;
   KP_CHECK_OK(kp_hs_welcome_decode(buf, len, &w2));
   KP_CHECK(w2.refusal == KP_HS_REFUSE_NOT_ALLOWED && w2.session == 42 && w2.token[31] == 3);
+  KP_CHECK(w2.relay_only);
   for (size_t cut = 0; cut < len; cut++) KP_CHECK(kp_hs_welcome_decode(buf, cut, &w2) != 0);
 
   kp_hs_wire_t m = {.mode = KP_HS_REPLY,

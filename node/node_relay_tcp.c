@@ -1,0 +1,248 @@
+/* A relay's TCP port (relay/tunnel.h): peers whose UDP is blocked connect
+ * here, and each channel they open gets an allocation, a UDP socket of its
+ * own on the relay's address. Through it the peer is an ordinary DHT node
+ * and pairs at this relay like anyone else, so the relay state machine and
+ * the rest of the node need not know TCP exists.
+ *
+ * What an allocation may do is narrow, so the relay cannot be aimed at a
+ * third party: it sends DHT messages (any DHT node does), and anything to
+ * this relay itself (pairing, then paired traffic, which the relay forwards
+ * only to the one peer that paired); it passes back DHT messages, and
+ * anything from this relay. Per link: a byte rate (the relay's per-session
+ * rate, each way) and a pairing-attempt rate. */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "dht/dht_msg.h"
+#include "node/node_internal.h"
+#include "relay/relay.h"
+#include "relay/tunnel.h"
+
+#define TCP_BACKLOG 64
+#define LINK_PAIRS_PER_S 10
+
+typedef struct tlink_s tlink_t;
+
+typedef struct alloc_s {
+  tlink_t *link;
+  uint16_t channel;
+  kp_udp_t udp;
+  kp_addr_t addr; /* as the peer and the world know it */
+} alloc_t;
+
+struct tlink_s {
+  kp_tunnel_io_t io;
+  kp_node_t *node;
+  tlink_t *next;
+  alloc_t *alloc[KP_TUNNEL_CHANNELS];
+  unsigned allocs_closing;
+  bool closing;
+  uint64_t pair_second;
+  unsigned pairs;
+  uint64_t budget[2], budget_at[2]; /* bytes each way (0: from the peer) */
+};
+
+static tlink_t *of_io(kp_tunnel_io_t *io) {
+  return (tlink_t *)((char *)io - offsetof(tlink_t, io));
+}
+
+/* The relay's own UDP address as an allocation reaches it. */
+static void self_addr(const alloc_t *a, kp_addr_t *out) {
+  *out = a->addr;
+  out->port = a->link->node->sock.local.port;
+}
+
+static bool rate_ok(tlink_t *l, int dir, size_t len) {
+  kp_node_t *node = l->node;
+  uint64_t rate = node->relay_tcp_rate, now = kp__node_now(node);
+  uint64_t b = l->budget[dir] + (now - l->budget_at[dir]) * rate / 1000;
+  if (b > rate) b = rate; /* one second's worth of burst */
+  l->budget_at[dir] = now;
+  l->budget[dir] = b;
+  if (b < len) return false;
+  l->budget[dir] = b - len;
+  return true;
+}
+
+/* ---- Allocations --------------------------------------------------------------------- */
+
+static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  alloc_t *a = udp->data;
+  tlink_t *l = a->link;
+  kp_addr_t self;
+  self_addr(a, &self);
+  bool ok = kp_addr_eq(from, &self) || kp_dht_msg_is_control(data, len);
+  kp_tunnel_frame_t f = {
+      .type = KP_TUNNEL_DATA, .channel = a->channel, .addr = *from, .data = data, .len = len};
+  if (!ok || !rate_ok(l, 1, len) || !kp_tunnel_io_send(&l->io, &f)) l->node->relay_tcp_drops++;
+}
+
+static void link_maybe_free(tlink_t *l);
+
+static void on_alloc_closed(kp_udp_t *udp) {
+  alloc_t *a = udp->data;
+  tlink_t *l = a->link;
+  kp_free(a);
+  l->allocs_closing--;
+  link_maybe_free(l);
+}
+
+static void alloc_close(tlink_t *l, uint16_t c) {
+  alloc_t *a = l->alloc[c];
+  if (!a) return;
+  l->alloc[c] = NULL;
+  l->allocs_closing++;
+  kp_udp_close(&a->udp, on_alloc_closed);
+}
+
+static void alloc_open(tlink_t *l, uint16_t c) {
+  kp_node_t *node = l->node;
+  kp_tunnel_frame_t f = {.type = KP_TUNNEL_REFUSED, .channel = c, .reason = KP_RELAY_REFUSE_FULL};
+  alloc_t *a = l->alloc[c] ? NULL : kp_calloc(1, sizeof(*a));
+  if (!a) {
+    kp_tunnel_io_send(&l->io, &f);
+    return;
+  }
+  kp_addr_t bind = node->sock.local;
+  bind.port = 0;
+  if (kp_udp_init(node->loop, &a->udp, &bind, NULL)) {
+    kp_free(a);
+    kp_tunnel_io_send(&l->io, &f);
+    return;
+  }
+  a->link = l;
+  a->channel = c;
+  a->udp.data = a;
+  /* Known to the world by the relay's public IP (the bound one, else what
+   * the DHT says it is). */
+  kp_addr_t pub;
+  a->addr = a->udp.local;
+  if (kp_addr_is_any(&node->sock.local) && !kp_node_public_addr(node, &pub)) {
+    pub.port = a->addr.port;
+    a->addr = pub;
+  }
+  kp_udp_recv_start(&a->udp, on_alloc_datagram);
+  kp_relay_set_own_ip(node->relay, &a->addr);
+  l->alloc[c] = a;
+  f = (kp_tunnel_frame_t){.type = KP_TUNNEL_OPENED, .channel = c, .addr = a->addr};
+  kp_tunnel_io_send(&l->io, &f);
+}
+
+/* A datagram the peer wants sent from its allocation. */
+static void alloc_send(tlink_t *l, const kp_tunnel_frame_t *f) {
+  alloc_t *a = l->alloc[f->channel];
+  kp_node_t *node = l->node;
+  if (!a) return;
+  kp_addr_t self;
+  self_addr(a, &self);
+  bool to_self = kp_addr_eq(&f->addr, &self);
+  bool ok = to_self || kp_dht_msg_is_control(f->data, f->len);
+  if (ok && to_self && kp_relay_is_ctrl(f->data, f->len)) {
+    uint64_t second = kp__node_now(node) / 1000;
+    if (l->pair_second != second) l->pair_second = second, l->pairs = 0;
+    ok = ++l->pairs <= LINK_PAIRS_PER_S;
+  }
+  if (!ok || !rate_ok(l, 0, f->len) || kp_udp_send(&a->udp, &f->addr, f->data, f->len))
+    node->relay_tcp_drops++;
+}
+
+/* ---- Links ------------------------------------------------------------------------------ */
+
+static void unlink_link(tlink_t *l) {
+  for (tlink_t **p = &l->node->relay_tlinks; *p; p = &(*p)->next) {
+    if (*p == l) {
+      *p = l->next;
+      return;
+    }
+  }
+}
+
+static void on_link_closed(kp_tunnel_io_t *io) {
+  tlink_t *l = of_io(io);
+  kp_node_t *node = l->node;
+  kp_free(l);
+  node->relay_tcp_closing--;
+  kp__node_maybe_finish_close(node);
+}
+
+static void link_maybe_free(tlink_t *l) {
+  if (l->closing && !l->allocs_closing) kp_tunnel_io_close(&l->io, on_link_closed);
+}
+
+static void link_close(tlink_t *l) {
+  if (l->closing) return;
+  l->closing = true;
+  unlink_link(l);
+  l->node->relay_tcp_links--;
+  l->node->relay_tcp_closing++;
+  for (uint16_t c = 0; c < KP_TUNNEL_CHANNELS; c++) alloc_close(l, c);
+  link_maybe_free(l);
+}
+
+static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
+  tlink_t *l = of_io(io);
+  switch (f->type) {
+    case KP_TUNNEL_OPEN: alloc_open(l, f->channel); break;
+    case KP_TUNNEL_DATA: alloc_send(l, f); break;
+    case KP_TUNNEL_CLOSE: alloc_close(l, f->channel); break;
+    default: break; /* relay -> peer frames from a peer: ignored */
+  }
+  return true;
+}
+
+static void on_end(kp_tunnel_io_t *io, int status) {
+  (void)status;
+  link_close(of_io(io));
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  kp_node_t *node = server->data;
+  if (status || node->closing) return;
+  tlink_t *l = kp_calloc(1, sizeof(*l));
+  if (!l || kp_tunnel_io_init(node->loop, &l->io)) {
+    kp_free(l);
+    return;
+  }
+  l->node = node;
+  l->io.on_frame = on_frame;
+  l->io.on_end = on_end;
+  l->next = node->relay_tlinks;
+  node->relay_tlinks = l;
+  node->relay_tcp_links++;
+  l->budget[0] = l->budget[1] = node->relay_tcp_rate;
+  l->budget_at[0] = l->budget_at[1] = kp__node_now(node);
+  if (uv_accept(server, (uv_stream_t *)&l->io.tcp) || kp_tunnel_io_start(&l->io) ||
+      node->relay_tcp_links > node->relay_tcp_max) {
+    /* Over the limit: the peer sees the connection close at once. */
+    node->relay_tcp_refused++;
+    link_close(l);
+  }
+}
+
+/* ---- Node glue ------------------------------------------------------------------------------ */
+
+int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links) {
+  struct sockaddr_storage ss;
+  kp_addr_to_sockaddr(&node->sock.local, &ss);
+  int err = uv_tcp_init(node->loop, &node->relay_tcp);
+  if (err) return err;
+  node->relay_tcp.data = node;
+  node->open_handles |= OPEN_RELAY_TCP;
+  node->relay_tcp_rate = rate;
+  node->relay_tcp_max = max_links;
+  err = uv_tcp_bind(&node->relay_tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)&node->relay_tcp, TCP_BACKLOG, on_connection);
+  return err;
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  kp_node_t *node = h->data;
+  node->open_handles &= ~OPEN_RELAY_TCP;
+  kp__node_maybe_finish_close(node);
+}
+
+void kp__node_relay_tcp_close(kp_node_t *node) {
+  if (node->open_handles & OPEN_RELAY_TCP)
+    uv_close((uv_handle_t *)&node->relay_tcp, on_listener_closed);
+  while (node->relay_tlinks) link_close(node->relay_tlinks);
+}

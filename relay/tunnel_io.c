@@ -1,0 +1,231 @@
+/* Tunnel frames (relay/tunnel.h): the codec, and frames over a TCP
+ * connection in both directions, with a bounded backlog and one write per
+ * loop turn. */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "relay/tunnel.h"
+
+/* ---- Codec ---------------------------------------------------------------------------- */
+
+size_t kp_tunnel_frame_encode(const kp_tunnel_frame_t *f, uint8_t *out) {
+  size_t n = KP_TUNNEL_FRAME_HEAD;
+  out[2] = f->type;
+  out[3] = (uint8_t)(f->channel >> 8);
+  out[4] = (uint8_t)f->channel;
+  switch (f->type) {
+    case KP_TUNNEL_OPENED:
+      if (!f->addr.family) return 0;
+      n += kp_addr_encode_compact(&f->addr, out + n);
+      break;
+    case KP_TUNNEL_REFUSED: out[n++] = f->reason; break;
+    case KP_TUNNEL_DATA:
+      if (!f->addr.family || f->len > KP_UDP_MAX_DATAGRAM) return 0;
+      out[n] = (uint8_t)kp_addr_encode_compact(&f->addr, out + n + 1);
+      n += 1 + out[n];
+      memcpy(out + n, f->data, f->len);
+      n += f->len;
+      break;
+    default: break;
+  }
+  out[0] = (uint8_t)((n - 2) >> 8);
+  out[1] = (uint8_t)(n - 2);
+  return n;
+}
+
+int kp_tunnel_frame_decode(const uint8_t *buf, size_t len, kp_tunnel_frame_t *out, size_t *used) {
+  if (len < 2) return 0;
+  size_t body = (size_t)buf[0] << 8 | buf[1];
+  if (body < KP_TUNNEL_FRAME_HEAD - 2 || body > KP_TUNNEL_FRAME_MAX - 2) return -1;
+  if (len < 2 + body) return 0;
+  memset(out, 0, sizeof(*out));
+  out->type = buf[2];
+  out->channel = (uint16_t)(buf[3] << 8 | buf[4]);
+  const uint8_t *p = buf + KP_TUNNEL_FRAME_HEAD, *end = buf + 2 + body;
+  size_t rest = (size_t)(end - p);
+  switch (out->type) {
+    case KP_TUNNEL_OPEN:
+    case KP_TUNNEL_CLOSE:
+      if (rest) return -1;
+      break;
+    case KP_TUNNEL_OPENED:
+      if (kp_addr_decode_compact(&out->addr, p, rest)) return -1;
+      break;
+    case KP_TUNNEL_REFUSED:
+      if (rest != 1) return -1;
+      out->reason = p[0];
+      break;
+    case KP_TUNNEL_DATA:
+      if (rest < 1 || p[0] > rest - 1 || kp_addr_decode_compact(&out->addr, p + 1, p[0])) return -1;
+      out->data = p + 1 + p[0];
+      out->len = rest - 1 - p[0];
+      break;
+    default: return -1;
+  }
+  if (out->channel >= KP_TUNNEL_CHANNELS) return -1;
+  *used = 2 + body;
+  return 1;
+}
+
+/* ---- Frames over TCP --------------------------------------------------------------------- */
+
+typedef struct write_req_s {
+  uv_write_t req;
+  kp_tunnel_io_t *io;
+  size_t len;
+  uint8_t data[];
+} write_req_t;
+
+static void io_handle_closed(uv_handle_t *h) {
+  kp_tunnel_io_t *io = h->data;
+  if (--io->handles) return;
+  kp_free(io->out);
+  io->out = NULL;
+  if (io->on_closed) io->on_closed(io);
+}
+
+static void io_end(kp_tunnel_io_t *io, int status) {
+  if (io->ended || io->closing) return;
+  io->ended = true;
+  uv_read_stop((uv_stream_t *)&io->tcp);
+  if (io->on_end) io->on_end(io, status);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  write_req_t *w = (write_req_t *)req;
+  kp_tunnel_io_t *io = w->io;
+  io->inflight -= w->len;
+  kp_free(w);
+  if (status) {
+    io_end(io, status);
+    return;
+  }
+  if (io->full && !io->closing && io->out_len + io->inflight <= KP_TUNNEL_BACKLOG / 2) {
+    io->full = false;
+    if (io->on_room) io->on_room(io);
+  }
+}
+
+/* Once per loop turn: everything queued goes in one write. */
+static void on_check(uv_check_t *h) {
+  kp_tunnel_io_t *io = h->data;
+  uv_idle_stop(&io->idle);
+  uv_check_stop(&io->check);
+  if (!io->out_len || io->ended || io->closing || io->hold) return;
+  write_req_t *w = kp_malloc(sizeof(*w) + io->out_len);
+  if (!w) {
+    io->drops++;
+    io->out_len = 0;
+    return;
+  }
+  w->io = io;
+  w->len = io->out_len;
+  memcpy(w->data, io->out, io->out_len);
+  io->inflight += io->out_len;
+  io->out_len = 0;
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+  int err = uv_write(&w->req, (uv_stream_t *)&io->tcp, &b, 1, on_written);
+  if (err) {
+    io->inflight -= w->len;
+    kp_free(w);
+    io_end(io, err);
+  }
+}
+
+static void on_idle(uv_idle_t *h) {
+  (void)h; /* only keeps the poll from blocking until the check runs */
+}
+
+int kp_tunnel_io_init(uv_loop_t *loop, kp_tunnel_io_t *io) {
+  memset(io, 0, sizeof(*io));
+  int err = uv_tcp_init(loop, &io->tcp);
+  if (err) return err;
+  uv_idle_init(loop, &io->idle);
+  uv_check_init(loop, &io->check);
+  io->tcp.data = io->idle.data = io->check.data = io;
+  io->handles = 3;
+  uv_tcp_nodelay(&io->tcp, 1);
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  kp_tunnel_io_t *io = h->data;
+  (void)hint;
+  *buf = uv_buf_init((char *)io->in + io->in_len, (unsigned)(sizeof(io->in) - io->in_len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  kp_tunnel_io_t *io = s->data;
+  (void)buf;
+  if (n < 0) {
+    io_end(io, (int)n);
+    return;
+  }
+  io->in_len += (size_t)n;
+  size_t off = 0, used;
+  kp_tunnel_frame_t f;
+  int r;
+  while ((r = kp_tunnel_frame_decode(io->in + off, io->in_len - off, &f, &used)) == 1) {
+    off += used;
+    io->frames_in++;
+    if (!io->on_frame(io, &f) || io->closing || io->ended) return;
+  }
+  if (r < 0) {
+    io_end(io, UV_EPROTO);
+    return;
+  }
+  memmove(io->in, io->in + off, io->in_len - off);
+  io->in_len -= off;
+}
+
+int kp_tunnel_io_start(kp_tunnel_io_t *io) {
+  return uv_read_start((uv_stream_t *)&io->tcp, on_alloc, on_read);
+}
+
+bool kp_tunnel_io_has_room(const kp_tunnel_io_t *io, size_t len) {
+  return io->out_len + io->inflight + len <= KP_TUNNEL_BACKLOG;
+}
+
+bool kp_tunnel_io_send(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
+  if (io->ended || io->closing) return false;
+  if (!kp_tunnel_io_has_room(io, KP_TUNNEL_FRAME_MAX)) {
+    io->full = true;
+    io->drops++;
+    return false;
+  }
+  if (io->out_cap - io->out_len < KP_TUNNEL_FRAME_MAX) {
+    size_t cap = io->out_cap ? io->out_cap * 2 : 64 * 1024;
+    uint8_t *p = kp_realloc(io->out, cap);
+    if (!p) {
+      io->drops++;
+      return false;
+    }
+    io->out = p;
+    io->out_cap = cap;
+  }
+  size_t n = kp_tunnel_frame_encode(f, io->out + io->out_len);
+  if (!n) return false;
+  if (!io->out_len) {
+    uv_idle_start(&io->idle, on_idle);
+    uv_check_start(&io->check, on_check);
+  }
+  io->out_len += n;
+  io->frames_out++;
+  return true;
+}
+
+void kp_tunnel_io_release(kp_tunnel_io_t *io) {
+  io->hold = false;
+  if (!io->out_len) return;
+  uv_idle_start(&io->idle, on_idle);
+  uv_check_start(&io->check, on_check);
+}
+
+void kp_tunnel_io_close(kp_tunnel_io_t *io, void (*cb)(kp_tunnel_io_t *io)) {
+  if (io->closing) return;
+  io->closing = true;
+  io->on_closed = cb;
+  uv_close((uv_handle_t *)&io->tcp, io_handle_closed);
+  uv_close((uv_handle_t *)&io->idle, io_handle_closed);
+  uv_close((uv_handle_t *)&io->check, io_handle_closed);
+}

@@ -259,9 +259,11 @@ typedef struct kp_relay_limits_s {
 } kp_relay_limits_t;
 
 typedef struct kp_relay_counters_s {
-  unsigned sessions; /* now */
+  unsigned sessions;  /* now */
+  unsigned tcp_links; /* peers on the TCP port now */
   uint64_t paired, forwarded, forwarded_bytes, dropped_rate;
   uint64_t refused_full, refused_attempts, expired;
+  uint64_t tcp_refused, tcp_drops; /* links over the limit; datagrams not let through */
 } kp_relay_counters_t;
 
 typedef struct kp_node_options_s {

@@ -90,7 +90,10 @@ int kp_node_relay_counters(const kp_node_t *node, kp_relay_counters_t *out) {
                                .dropped_rate = st.dropped_rate,
                                .refused_full = st.refused_full,
                                .refused_attempts = st.refused_attempts,
-                               .expired = st.expired_idle + st.expired_lifetime};
+                               .expired = st.expired_idle + st.expired_lifetime,
+                               .tcp_links = node->relay_tcp_links,
+                               .tcp_refused = node->relay_tcp_refused,
+                               .tcp_drops = node->relay_tcp_drops};
   return 0;
 }
 

@@ -149,10 +149,15 @@ static bool xfer_over(void *ctx) {
   return x->failed || x->done || (x->connected && x->status);
 }
 
-static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay, bool relay_only) {
+/* How the client reaches the relay: not at all (direct), UDP, TCP. */
+typedef enum { VIA_NONE, VIA_UDP, VIA_TCP } via_t;
+
+static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay, via_t via) {
   kp_node_options_t o;
   kp_node_options_init(&o);
   o.bind = "127.0.0.1:0";
+  bool relay_only = via == VIA_UDP;
+  o.tcp_relay = via == VIA_TCP ? relay : NULL;
   o.bootstrap = &boot;
   o.bootstrap_count = 1;
   o.mode = KP_NODE_EPHEMERAL;
@@ -173,10 +178,10 @@ static int free_port(void) {
   return ntohs(a.sin_port);
 }
 
-static bool run(uv_loop_t *loop, kp_testnet_t *tn, const char *relay, bool relay_only,
-                uint64_t bytes, xfer_t *x) {
-  kp_node_t *server = make_node(loop, tn->bootstrap, NULL, false);
-  kp_node_t *client = make_node(loop, tn->bootstrap, relay, relay_only);
+static bool run(uv_loop_t *loop, kp_testnet_t *tn, const char *relay, via_t via, uint64_t bytes,
+                xfer_t *x) {
+  kp_node_t *server = make_node(loop, tn->bootstrap, NULL, VIA_NONE);
+  kp_node_t *client = make_node(loop, tn->bootstrap, relay, via);
   if (!server || !client) return false;
   kp_testnet_run_until(loop, NULL, NULL, 500);
   kp_keypair_t skp, ckp;
@@ -245,32 +250,29 @@ int main(int argc, char **argv) {
     _exit(127);
   }
   kp_testnet_run_until(&loop, NULL, NULL, 1500);
-  xfer_t direct, relayed;
+  xfer_t rows[3];
   uint64_t bytes = mib << 20;
-  bool ok1 = run(&loop, &tn, NULL, false, bytes, &direct);
-  bool ok2 = run(&loop, &tn, relay_addr, true, bytes, &relayed);
+  bool oks[3];
+  const char *names[] = {"direct", "relayed, client on UDP", "relayed, client on TCP"};
+  for (int i = 0; i < 3; i++) oks[i] = run(&loop, &tn, relay_addr, (via_t)i, bytes, &rows[i]);
   kill(pid, SIGTERM);
   waitpid(pid, NULL, 0);
-  printf("%-28s %10s %10s  %s\n", "stream on loopback", "MB/s", "srtt us", "path");
-  xfer_t *rows[] = {&direct, &relayed};
-  bool oks[] = {ok1, ok2};
-  const char *names[] = {"direct", "through kadpunch relay"};
-  for (int i = 0; i < 2; i++) {
-    xfer_t *x = rows[i];
+  printf("%-28s %10s %10s %10s  %s\n", "stream on loopback", "MB/s", "vs direct", "srtt us",
+         "path");
+  double direct = 0;
+  for (int i = 0; i < 3; i++) {
+    xfer_t *x = &rows[i];
     if (!oks[i]) {
       printf("%-28s failed (%s)\n", names[i], x->status ? kp_strerror(x->status) : "transfer");
       continue;
     }
-    double secs = (double)(x->end_ns - x->start_ns) / 1e9;
-    printf("%-28s %10.1f %10llu  %s\n", names[i], (double)x->received / 1e6 / secs,
-           (unsigned long long)x->srtt_us, kp_punch_name(x->info.punch));
-  }
-  if (ok1 && ok2) {
-    double d = (double)direct.received / ((double)(direct.end_ns - direct.start_ns) / 1e9);
-    double r = (double)relayed.received / ((double)(relayed.end_ns - relayed.start_ns) / 1e9);
-    printf("\nrelayed / direct: %.0f%%\n", 100.0 * r / d);
+    double rate = (double)x->received / 1e6 / ((double)(x->end_ns - x->start_ns) / 1e9);
+    if (i == 0) direct = rate;
+    printf("%-28s %10.1f %9.0f%% %10llu  %s%s\n", names[i], rate,
+           direct ? 100.0 * rate / direct : 0.0, (unsigned long long)x->srtt_us,
+           kp_punch_name(x->info.punch), x->info.relay_tcp ? " over TCP" : "");
   }
   kp_testnet_destroy(&tn);
   kp_testnet_run_until(&loop, NULL, NULL, 500); /* bounded: closes finish */
-  return ok1 && ok2 ? 0 : 1;
+  return oks[0] && oks[1] && oks[2] ? 0 : 1;
 }

@@ -14,8 +14,9 @@ static const char help[] =
     "a token derived from their handshake; it forwards their datagrams, which\n"
     "stay end-to-end encrypted: it reads nothing and forwards only between\n"
     "peers that paired. It announces itself on the DHT, so servers find it and\n"
-    "name it to their clients. Prints its counters every few seconds while\n"
-    "they change; stops cleanly on SIGINT or SIGTERM.\n"
+    "name it to their clients. Peers whose UDP is blocked reach it over TCP on\n"
+    "the same port number (kadpunch connect --tcp-relay). Prints its counters\n"
+    "every few seconds while they change; stops cleanly on SIGINT or SIGTERM.\n"
     "\n"
     "options:\n"
     "  --max-sessions N        relayed connections at once (default 1024)\n"
@@ -41,9 +42,10 @@ typedef struct relay_cli_s {
 static void print_counters(const kp_relay_counters_t *c) {
   printf("relay: %u sessions; %" PRIu64 " paired, %" PRIu64 " datagrams (%" PRIu64
          " bytes) forwarded, %" PRIu64 " over rate; refused %" PRIu64 " full, %" PRIu64
-         " too many attempts; %" PRIu64 " expired\n",
+         " too many attempts; %" PRIu64 " expired; TCP: %u peers, %" PRIu64 " refused, %" PRIu64
+         " datagrams not let through\n",
          c->sessions, c->paired, c->forwarded, c->forwarded_bytes, c->dropped_rate, c->refused_full,
-         c->refused_attempts, c->expired);
+         c->refused_attempts, c->expired, c->tcp_links, c->tcp_refused, c->tcp_drops);
   fflush(stdout);
 }
 

@@ -390,6 +390,7 @@ static void run_relayed(bool tcp) {
   KP_CHECK(tap.bytes > 2 * r.len); /* both ways went through it */
   KP_CHECK_EQ(tap.marker_hits, 0);
   KP_CHECK_EQ(rc.paired, 1);
+  KP_CHECK_EQ(rc.tcp_links, tcp ? 1u : 0u);
   kp_stream_close(r.stream, NULL);
   kp_conn_close(r.conn, 0);
   if (unused.server_conn) kp_conn_close(unused.server_conn, 0);

@@ -92,6 +92,9 @@ static void alloc_close(tlink_t *l, uint16_t c) {
   if (!a) return;
   l->alloc[c] = NULL;
   l->allocs_closing++;
+  /* The kernel will hand the port to someone else; the pairing must not
+   * follow it there. */
+  if (l->node->relay) kp_relay_forget(l->node->relay, &a->addr);
   kp_udp_close(&a->udp, on_alloc_closed);
 }
 

@@ -42,6 +42,8 @@ typedef struct rate_slot_s {
   unsigned count;
 } rate_slot_t;
 
+#define RELAY_STALE_MS 60000 /* a paired address silent this long may pair anew */
+
 struct kp_relay_s {
   kp_relay_config_t cfg;
   session_t *sessions;
@@ -223,10 +225,15 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
     /* A retransmission once paired: the same answer. Another token from a
      * paired address would make its traffic ambiguous. */
     session_t *se = &r->sessions[s->session - 1];
-    if (sodium_memcmp(se->token, c->token, KP_RELAY_TOKEN_LEN))
-      return refuse(r, KP_RELAY_REFUSE_FULL, c->token, reply);
-    paired_reply(se, reply);
-    return KP_RELAY_REPLY;
+    if (!sodium_memcmp(se->token, c->token, KP_RELAY_TOKEN_LEN)) {
+      paired_reply(se, reply);
+      return KP_RELAY_REPLY;
+    }
+    /* A session silent this long is gone (its peers keep even a direct
+     * connection's relay session alive every 20 s), and a NAT has given
+     * the port to someone new: make way. */
+    if (now - se->last < RELAY_STALE_MS) return refuse(r, KP_RELAY_REFUSE_FULL, c->token, reply);
+    session_end(r, se);
   }
   bool own = r->own_ip.family && kp_addr_same_ip(from, &r->own_ip);
   if (!own && !pair_rate_ok(r, from, now))
@@ -331,6 +338,18 @@ uint64_t kp_relay_tick(kp_relay_t *r, uint64_t now) {
     }
   }
   return next;
+}
+
+void kp_relay_forget(kp_relay_t *r, const kp_addr_t *addr) {
+  slot_t *s = index_find(r, addr);
+  if (s) session_end(r, &r->sessions[s->session - 1]);
+  for (unsigned i = 0; i < r->cfg.max_pending; i++) {
+    pending_t *p = &r->pending[i];
+    if (p->used && kp_addr_eq(&p->addr, addr)) {
+      sodium_memzero(p, sizeof(*p));
+      r->stats.pending--;
+    }
+  }
 }
 
 void kp_relay_set_own_ip(kp_relay_t *r, const kp_addr_t *ip) {

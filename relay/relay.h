@@ -95,6 +95,9 @@ kp_relay_action_t kp_relay_input(kp_relay_t *r, const kp_addr_t *from, const uin
 /* Ends idle and old sessions, forgets stale half pairs; next deadline. */
 uint64_t kp_relay_tick(kp_relay_t *r, uint64_t now);
 void kp_relay_stats(const kp_relay_t *r, kp_relay_stats_t *out);
+/* The address is gone (a TCP allocation closed): its session ends and
+ * its half pair is forgotten, so whoever gets the port next starts clean. */
+void kp_relay_forget(kp_relay_t *r, const kp_addr_t *addr);
 /* PAIRs from this IP (the relay's own: its TCP allocations, which share
  * it) skip the per-IP pairing rate; the TCP side rates them per link. */
 void kp_relay_set_own_ip(kp_relay_t *r, const kp_addr_t *ip);

@@ -112,6 +112,10 @@ cell() { # client-kind server-kind [loss-pct]
       path="$(json_field "$out" local_nat)/$(json_field "$out" remote_nat)"
     fi
     results="$results $r"
+    case "$r" in
+      "$want" | "$want":*) ;;
+      *) { echo "== $ck/$label trial $t: $r"; cat "$LAB_LOG/connect.err"; } >>"$LAB_LOG/failures.log" ;;
+    esac
     t=$((t + 1))
   done
   ok=0 bad=""
@@ -122,7 +126,8 @@ cell() { # client-kind server-kind [loss-pct]
     esac
   done
   result="$ok/$n"
-  [ -n "$bad" ] && result="$result FAIL:$bad" && failures=$((failures + 1))
+  [ -n "$bad" ] && result="$result FAIL:$bad" && failures=$((failures + 1)) &&
+    echo "matrix: the failed trials' stderr is in $LAB_LOG/failures.log" >&2
   printf '%-11s %-14s %-17s %-7s %-36s %9s %9s\n' "$ck" "$label" "$want" "$result" "${path:--}" \
     "$(median $times)" "$(median $grams)"
   lab_kill "$serve_pid"

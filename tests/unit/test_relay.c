@@ -91,9 +91,30 @@ static void test_pair_and_forward(void) {
               KP_RELAY_NOT_MINE);
   KP_CHECK_EQ(send_pair(r, &a, 0, 0xbb, 400, &ans), KP_RELAY_REPLY);
   KP_CHECK_EQ(ans.type, KP_RELAY_REFUSED);
+  /* ... unless its session has been silent for a minute (a NAT reused the
+   * port): then the new pair goes ahead. */
+  send_pair(r, &stranger, 1, 0xbb, 60400, &ans);
+  KP_CHECK_EQ(send_pair(r, &a, 0, 0xbb, 60400, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  KP_CHECK_EQ(kp_relay_input(r, &b, data, sizeof(data), 60500, &to, &other, reply),
+              KP_RELAY_NOT_MINE);
+  /* Unless the address is gone (a closed TCP allocation) and reused. */
+  kp_relay_t *r2;
+  KP_CHECK_OK(kp_relay_new(NULL, &r2));
+  send_pair(r2, &a, 0, 0xaa, 0, &ans);
+  KP_CHECK_EQ(send_pair(r2, &b, 1, 0xaa, 0, &ans), KP_RELAY_REPLY);
+  kp_relay_forget(r2, &a);
+  KP_CHECK_EQ(kp_relay_input(r2, &b, data, sizeof(data), 10, &to, &other, reply),
+              KP_RELAY_NOT_MINE);
+  KP_CHECK_EQ(send_pair(r2, &a, 0, 0xbb, 20, &ans), KP_RELAY_DROP); /* a fresh half pair */
+  kp_relay_stats_t st2;
+  kp_relay_stats(r2, &st2);
+  KP_CHECK(st2.sessions == 0 && st2.pending == 1);
+  kp_relay_free(r2);
   kp_relay_stats_t st;
   kp_relay_stats(r, &st);
   KP_CHECK_EQ(st.sessions, 1);
+  KP_CHECK_EQ(st.paired, 2);
   KP_CHECK_EQ(st.forwarded, 2);
   KP_CHECK_EQ(st.pending, 0);
   kp_relay_free(r);

@@ -62,8 +62,15 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   node->open_handles |= OPEN_RELAY_TIMER;
   uv_timer_start(&node->relay_timer, on_relay_timer, RELAY_TICK_MS, RELAY_TICK_MS);
   kp_keypair_generate(&node->relay_kp);
-  /* The same port over TCP, for peers whose UDP is blocked. */
-  return kp__node_relay_tcp_start(node, cfg.session_rate, RELAY_TCP_LINKS);
+  /* The same port over TCP, for peers whose UDP is blocked. Without it
+   * the relay still serves everyone else. */
+  err = kp__node_relay_tcp_start(node, cfg.session_rate, RELAY_TCP_LINKS);
+  if (err) {
+    char text[KP_ADDR_STRLEN];
+    KP_WARN(&node->log, "relay: no TCP on %s (%s): peers whose UDP is blocked cannot use it",
+            kp_addr_format(&node->sock.local, text, sizeof(text)), kp_strerror(err));
+  }
+  return 0;
 }
 
 /* Once the node is a member (its public address settled): tell the DHT. */

@@ -1,7 +1,11 @@
 #include "node/testnet.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/rng.h"
@@ -248,4 +252,19 @@ size_t kp_testnet_true_closest(const kp_testnet_t *tn, const uint8_t target[KP_I
     if (n < KP_DHT_K) n++;
   }
   return n;
+}
+
+int kp_testnet_free_port(void) {
+  for (int tries = 0; tries < 100; tries++) {
+    int u = socket(AF_INET, SOCK_DGRAM, 0), t = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    bool ok = u >= 0 && t >= 0 && !bind(u, (struct sockaddr *)&a, sizeof(a)) &&
+              !getsockname(u, (struct sockaddr *)&a, &alen) &&
+              !bind(t, (struct sockaddr *)&a, sizeof(a));
+    if (u >= 0) close(u);
+    if (t >= 0) close(t);
+    if (ok) return ntohs(a.sin_port);
+  }
+  return 0;
 }

@@ -43,6 +43,10 @@ int kp_testnet_add(kp_testnet_t *tn, kp_node_mode_t mode, unsigned member_stable
  * if pred held. */
 bool kp_testnet_run_until(uv_loop_t *loop, bool (*pred)(void *ctx), void *ctx, unsigned timeout_ms);
 
+/* A loopback port free (a moment ago) for both UDP and TCP, as a relay
+ * takes both; 0 if none was found. */
+int kp_testnet_free_port(void);
+
 /* Runs the loop until every node has joined (a member whose join lookups
  * have run; true) or timeout_ms passes. */
 bool kp_testnet_wait_joined(kp_testnet_t *tn, unsigned timeout_ms);

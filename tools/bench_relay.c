@@ -168,16 +168,6 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay
   return kp_node_create(loop, &o, &n) ? NULL : n;
 }
 
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t alen = sizeof(a);
-  bind(fd, (struct sockaddr *)&a, sizeof(a));
-  getsockname(fd, (struct sockaddr *)&a, &alen);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 static bool run(uv_loop_t *loop, kp_testnet_t *tn, const char *relay, via_t via, uint64_t bytes,
                 xfer_t *x) {
   kp_node_t *server = make_node(loop, tn->bootstrap, NULL, VIA_NONE);
@@ -241,7 +231,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   char relay_addr[32];
-  snprintf(relay_addr, sizeof(relay_addr), "127.0.0.1:%d", free_port());
+  snprintf(relay_addr, sizeof(relay_addr), "127.0.0.1:%d", kp_testnet_free_port());
   pid_t pid = fork();
   if (pid == 0) {
     execl(KP_BINARY, KP_BINARY, "relay", "--bind", relay_addr, "--bootstrap", tn.bootstrap,

@@ -327,7 +327,12 @@ static kp_node_t *make_node_tcp(uv_loop_t *loop, const char *boot, const char *t
 static kp_node_t *make_node(uv_loop_t *loop, const char *boot, bool relay, bool relay_only) {
   kp_node_options_t o;
   kp_node_options_init(&o);
+  char port[32];
   o.bind = "127.0.0.1:0";
+  if (relay) {
+    snprintf(port, sizeof(port), "127.0.0.1:%d", kp_testnet_free_port());
+    o.bind = port;
+  }
   o.bootstrap = &boot;
   o.bootstrap_count = 1;
   o.member_stable_ms = 0;

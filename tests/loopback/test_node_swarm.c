@@ -320,7 +320,7 @@ void test_cli_serve_connect(void) {
   KP_CHECK_MSG(strstr(out, "not allowed"), "%s", out);
   /* Through a blind relay (kadpunch relay) when asked to: the path says so. */
   char rbind[64];
-  snprintf(rbind, sizeof(rbind), "127.0.0.1:%d", kp_test_free_udp_port());
+  snprintf(rbind, sizeof(rbind), "127.0.0.1:%d", kp_testnet_free_port());
   const char *relay[] = {KP_BINARY, "relay",   "--bind", rbind, "--bootstrap",
                          boot,      "--every", "1",      NULL};
   kp_test_child_t *relay_child = kp_test_spawn(&loop, relay);

@@ -122,6 +122,69 @@ int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_
 /* A kp_conn_callbacks_t on_stream that echoes the stream back. */
 void kp_cli_echo_stream(kp_conn_t *conn, kp_stream_t *s);
 
+/* ---- Who may connect: --allow, --allow-file (cli_allow.c) --------------- */
+
+#define KP_CLI_ALLOW_MAX 100000
+
+typedef struct kp_cli_allow_s {
+  uint8_t (*keys)[KP_PUBLIC_KEY_LEN];
+  size_t count, cap;
+  bool restricted; /* --allow or --allow-file given: everyone else is refused */
+} kp_cli_allow_t;
+
+/* --allow KEY and --allow-file FILE (one key per line, '#' comments, blank
+ * lines). Return 0, or an exit code after printing the problem (a bad key,
+ * the file and line that is not a key, an unreadable file). */
+int kp_cli_allow_key(kp_cli_allow_t *a, const char *text, const char *cmd);
+int kp_cli_allow_file(kp_cli_allow_t *a, const char *path, const char *cmd);
+/* Whether key may connect: on the list, or no list given. */
+bool kp_cli_allow_has(const kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]);
+void kp_cli_allow_free(kp_cli_allow_t *a);
+
+/* ---- TCP forwarding and stdio (cli_forward.c, cmd_listen.c, cmd_stdio.c) -- */
+
+typedef struct kp_cli_forward_s kp_cli_forward_t;
+
+/* serve --forward HOST:PORT: parses and resolves the target (once, now;
+ * "localhost" is 127.0.0.1). loop carries the TCP connections from the
+ * first stream on (it need not be initialized yet). Returns 0, or an exit
+ * code after printing the problem. */
+int kp_cli_forward_new(uv_loop_t *loop, const char *target, const char *cmd,
+                       kp_cli_forward_t **out);
+/* The target as resolved ("127.0.0.1:22"). */
+const char *kp_cli_forward_target(const kp_cli_forward_t *f);
+/* A kp_conn_callbacks_t on_stream: each stream becomes a TCP connection to
+ * the target. The connection's data must be the forward. */
+void kp_cli_forward_stream(kp_conn_t *conn, kp_stream_t *s);
+/* The connection is over: its TCP connections are reset. */
+void kp_cli_forward_conn_closed(kp_cli_forward_t *f, const kp_conn_t *conn);
+/* At exit: resets every TCP connection (before kp_cli_session_close), then
+ * frees f (after it, once the loop has closed them). */
+void kp_cli_forward_stop(kp_cli_forward_t *f);
+void kp_cli_forward_free(kp_cli_forward_t *f);
+
+/* "1.2.3.4:5" or "[::1]:5" (cli_forward.c). Returns out. */
+const char *kp_cli_sockaddr_format(const struct sockaddr_storage *ss, char out[64]);
+
+/* What kadpunch connect parsed, for its --listen and --stdio modes. */
+typedef struct kp_cli_connect_args_s {
+  kp_cli_net_t net;
+  const char *key_path;
+  uint8_t server_key[KP_PUBLIC_KEY_LEN];
+  char key_text[KP_KEY_TEXT_LEN + 1];
+  const char *listen; /* --listen ADDR:PORT */
+  bool verbose;       /* --stdio: the connection's details on stderr */
+} kp_cli_connect_args_t;
+
+int kp_cli_connect_listen(kp_cli_connect_args_t *a);
+int kp_cli_connect_stdio(kp_cli_connect_args_t *a);
+
+/* cmd_connect.c: how a connection came about (the NATs, the path and, for
+ * a client, each phase's time), indented lines on out; and why a connect
+ * failed, on stderr. */
+void kp_cli_print_info(FILE *out, const kp_connect_info_t *info, bool client);
+void kp_cli_print_connect_error(const char *key, int status, const kp_connect_info_t *info);
+
 /* demo_connect.c: servers and connects by key on the demo's testnet. */
 struct kp_testnet_s;
 int kp_cli_demo_connects(struct kp_testnet_s *tn, unsigned connects, const kp_rng_t *rng);

@@ -21,10 +21,14 @@ bool kp_test_child_wait_output(uv_loop_t *loop, kp_test_child_t *c, const char *
  * killed, -1 on timeout after SIGKILL) and frees the child. */
 int kp_test_child_stop(uv_loop_t *loop, kp_test_child_t *c, unsigned timeout_ms);
 int kp_test_child_pid(const kp_test_child_t *c);
+/* What the child printed on stdout so far (NUL-terminated). */
+const char *kp_test_child_stdout(const kp_test_child_t *c);
 /* `kadpunch keygen -o path` (must succeed); pk gets the public key. */
 void kp_test_keygen(uv_loop_t *loop, const char *path, char pk[KP_KEY_TEXT_LEN + 1]);
 /* A UDP port that was free on 127.0.0.1 a moment ago. */
 int kp_test_free_udp_port(void);
+/* A TCP port nothing listened on, on 127.0.0.1, a moment ago. */
+int kp_test_free_tcp_port(void);
 
 /* Runs argv to completion (on loop, or a private one if NULL) and returns
  * its exit status; out gets its output (stdout then stderr). */

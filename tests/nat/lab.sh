@@ -54,6 +54,12 @@ lab_require() {
 
 lab_cleanup() {
   local pid i alive ns
+  set +e # a cleanup that stops half way leaves namespaces behind
+  # What we spawned, and anything still running inside our namespaces
+  # (which only we started): by PID.
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$LAB-"); do
+    LAB_PIDS="$LAB_PIDS $(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+  done
   for pid in $LAB_PIDS; do kill "$pid" 2>/dev/null || true; done
   # Bounded: 20 x 0.1 s for them to go, then SIGKILL.
   i=0
@@ -111,7 +117,7 @@ lab_wire() { # ns ifname addr bridge_ns bridge
 lab_init() {
   lab_require
   trap 'lab_cleanup' EXIT
-  trap 'lab_cleanup; exit 130' INT TERM
+  trap 'lab_cleanup; exit 130' INT TERM HUP PIPE
   mkdir -p "$LAB_LOG"
   lab_ns net
   ip -n "$LAB-net" link add br0 type bridge

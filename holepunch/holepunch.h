@@ -77,6 +77,9 @@ typedef struct kp_hp_result_s {
    * probe key; kp_hp_upgrade_start punches to it in the background. */
   kp_addr_t peer_link;
   uint8_t probe_key[32];
+  char service[KP_SERVICE_MAX + 1]; /* server: what the client asked for */
+  bool has_info;                    /* client: the device info the server gave */
+  kp_device_info_t info;
   uint64_t local_id, remote_id;
   kp_cipher_t cipher;
   uint8_t tx_key[32], rx_key[32];
@@ -117,8 +120,7 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
 /* ---- Server ------------------------------------------------------------------ */
 
 /* 0 accepts; a refusal reason refuses (the client gets it, authenticated). */
-typedef kp_hs_refusal_t (*kp_hp_firewall_fn)(void *ctx,
-                                             const uint8_t client_key[KP_PUBLIC_KEY_LEN]);
+typedef kp_hs_refusal_t (*kp_hp_firewall_fn)(void *ctx, const kp_hs_hello_t *hello);
 /* A client reached us: open the stream connection on r->path with r's keys. */
 typedef void (*kp_hp_connection_fn)(void *ctx, const kp_hp_result_t *r);
 
@@ -141,6 +143,8 @@ int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall
                  kp_hp_connection_fn on_connection, void *ctx, kp_hp_server_t **out);
 /* Stops answering; sessions in progress are dropped. No callback after. */
 void kp_hp_server_close(kp_hp_server_t *s);
+/* The device info a welcome carries for clients that ask, if who allows. */
+void kp_hp_server_set_info(kp_hp_server_t *s, const kp_device_info_t *info, kp_info_policy_t who);
 void kp_hp_server_stats(const kp_hp_server_t *s, kp_hp_server_stats_t *out);
 
 /* ---- Client ------------------------------------------------------------------ */
@@ -153,6 +157,12 @@ void kp_hp_server_stats(const kp_hp_server_t *s, kp_hp_server_stats_t *out);
 typedef void (*kp_hp_connect_cb)(void *arg, int status, const kp_hp_result_t *r);
 
 typedef struct kp_hp_connect_opts_s {
+  /* Asks (kp_hs_hello_t): an invitation proof (id 0: none), a service, the
+   * device info. */
+  uint64_t invite_id;
+  uint8_t invite_proof[32];
+  const char *service;
+  bool want_info;
   const kp_addr_t *relays; /* skip the lookup: the server's relay nodes */
   size_t relay_count;
   bool lookup_fallback;   /* ... and look the key up if none of them answers */

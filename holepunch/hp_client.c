@@ -6,6 +6,7 @@
  * rest of the lookup only supplies more relay nodes should that one fail,
  * and is stopped as soon as the handshake succeeds. */
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -56,6 +57,10 @@ struct kp_hp_connect_s {
   uint64_t bday_retry_at;
   hp_pairing_t pairing; /* no direct path: at a blind relay */
   uint8_t relay_token[32];
+  uint64_t invite_id; /* the asks (kp_hp_connect_opts_t) */
+  uint8_t invite_proof[32];
+  char service[KP_SERVICE_MAX + 1];
+  bool want_info;
   kp_addr_t fallback_relay; /* where to go if the punch has not worked by fallback_at */
   uint64_t fallback_at;     /* 0: no relay known */
   uint32_t round_no;
@@ -148,6 +153,10 @@ static int refusal_error(kp_hs_refusal_t why) {
   switch (why) {
     case KP_HS_REFUSE_NOT_ALLOWED: return KP_ENOTALLOWED;
     case KP_HS_REFUSE_VERSION: return KP_EPEERVERSION;
+    case KP_HS_REFUSE_INVITE: return KP_EINVITE;
+    case KP_HS_REFUSE_INVITE_USED: return KP_EINVITEUSED;
+    case KP_HS_REFUSE_INVITE_EXPIRED: return KP_EINVITEEXPIRED;
+    case KP_HS_REFUSE_NO_SERVICE: return KP_ENOSERVICE;
     default: return KP_EOVERLOADED;
   }
 }
@@ -242,6 +251,8 @@ static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_
   if (c->lookup) kp_dht_query_cancel(c->hp->dht, c->lookup);
   c->lookup = NULL;
 
+  c->res.has_info = wl.has_info;
+  c->res.info = wl.info;
   if (wl.version != KP_HS_VERSION || wl.refusal) {
     finish(c, wl.version != KP_HS_VERSION ? KP_EPEERVERSION : refusal_error(wl.refusal), now);
     return;
@@ -293,6 +304,10 @@ static int send_hello(kp_hp_connect_t *c, const kp_addr_t *relay, uint64_t now) 
                      .ciphers = hp->cfg.ciphers,
                      .timestamp = kp__hp_wall(hp, now)};
   memcpy(h.client_key, c->self.public_key, KP_PUBLIC_KEY_LEN);
+  h.invite_id = c->invite_id;
+  memcpy(h.invite_proof, c->invite_proof, 32);
+  memcpy(h.service, c->service, sizeof(h.service));
+  h.want_info = c->want_info;
   if (nat->has_public) h.addrs[h.addr_count++] = nat->public_addr;
   for (size_t i = 0; i < hp->lan_count && h.addr_count < KP_HS_MAX_ADDRS; i++)
     h.addrs[h.addr_count++] = hp->lan[i];
@@ -611,6 +626,11 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
     c->seed_count = opts->seed_count < HP_MAX_SEEDS ? opts->seed_count : HP_MAX_SEEDS;
     if (c->seed_count) memcpy(c->seeds, opts->seeds, c->seed_count * sizeof(*c->seeds));
     c->lookup_fallback = opts->relay_count && opts->lookup_fallback;
+    c->invite_id = opts->invite_id;
+    memcpy(c->invite_proof, opts->invite_proof, 32);
+    if (opts->service && strlen(opts->service) <= KP_SERVICE_MAX)
+      snprintf(c->service, sizeof(c->service), "%s", opts->service);
+    c->want_info = opts->want_info;
   }
   if (!opts || !opts->relay_count) {
     int err = start_lookup(c, now);

@@ -105,6 +105,8 @@ struct kp_hp_server_s {
   uint8_t target[KP_ID_LEN];
   uint8_t secret[32]; /* tokens */
   kp_hp_firewall_fn firewall;
+  kp_device_info_t info;
+  kp_info_policy_t info_policy;
   kp_hp_connection_fn on_connection;
   void *ctx;
   hp_session_t *sessions;

@@ -144,9 +144,20 @@ static int seal_welcome(kp_hp_t *hp, kp_noise_t *st, const kp_hs_welcome_t *wl, 
   return err;
 }
 
+/* The device info, if the client asked and the policy lets it know. */
+static void add_info(const kp_hp_server_t *s, const kp_hs_hello_t *hello, bool accepted,
+                     kp_hs_welcome_t *wl) {
+  if (!hello || !hello->want_info) return;
+  if (s->info_policy == KP_INFO_EVERYONE || (s->info_policy == KP_INFO_ALLOWED && accepted)) {
+    wl->has_info = true;
+    wl->info = s->info;
+  }
+}
+
 static void refuse(kp_hp_server_t *s, kp_noise_t *st, const kp_dht_reply_to_t *rt,
-                   kp_hs_refusal_t why, bool direct, uint64_t now) {
+                   const kp_hs_hello_t *hello, kp_hs_refusal_t why, bool direct, uint64_t now) {
   kp_hs_welcome_t wl = {.version = KP_HS_VERSION, .refusal = why};
+  add_info(s, hello, false, &wl);
   uint8_t msg[HP_REPLY_MAX];
   size_t len;
   s->stats.refused++;
@@ -182,7 +193,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   }
   int derr = kp_hs_hello_decode(payload, plen, &hello);
   if (derr == 0 && hello.version != KP_HS_VERSION) {
-    refuse(s, &st, rt, KP_HS_REFUSE_VERSION, direct, now);
+    refuse(s, &st, rt, NULL, KP_HS_REFUSE_VERSION, direct, now);
     goto out;
   }
   if (derr || !kp_noise_remote_matches(&st, hello.client_key)) {
@@ -193,11 +204,11 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     s->stats.replays++;
     goto reject;
   }
-  kp_hs_refusal_t why = s->firewall ? s->firewall(s->ctx, hello.client_key) : KP_HS_OK;
+  kp_hs_refusal_t why = s->firewall ? s->firewall(s->ctx, &hello) : KP_HS_OK;
   hp_session_t *se = why ? NULL : session_new(s, now);
   if (!why && !se) why = KP_HS_REFUSE_OVERLOADED;
   if (why) {
-    refuse(s, &st, rt, why, direct, now);
+    refuse(s, &st, rt, &hello, why, direct, now);
     goto out;
   }
   se->id = kp__hp_random_id(hp);
@@ -214,6 +225,8 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   memcpy(wl.relays, hp->relays, wl.relay_count * sizeof(*wl.relays));
   wl.relay_only = hp->cfg.relay_only && wl.relay_count;
   kp_hs_token(s->secret, se->id, client_seen, wl.token);
+  add_info(s, &hello, true, &wl);
+  memcpy(se->res.service, hello.service, sizeof(se->res.service));
   if (seal_welcome(hp, &st, &wl, se->reply, &se->reply_len)) {
     session_free(se);
     goto out;
@@ -439,6 +452,11 @@ void kp_hp_server_close(kp_hp_server_t *s) {
   kp_free(s->client_rate);
   sodium_memzero(s, sizeof(*s));
   kp_free(s);
+}
+
+void kp_hp_server_set_info(kp_hp_server_t *s, const kp_device_info_t *info, kp_info_policy_t who) {
+  s->info = *info;
+  s->info_policy = who;
 }
 
 void kp_hp_server_stats(const kp_hp_server_t *s, kp_hp_server_stats_t *out) {

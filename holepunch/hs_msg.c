@@ -6,7 +6,7 @@
 #include "common/buf.h"
 #include "common/mp.h"
 
-#define MAX_DEPTH 3
+#define MAX_DEPTH 4
 
 static void pack_addr(msgpack_packer *pk, const kp_addr_t *a) {
   uint8_t b[32];
@@ -109,8 +109,40 @@ int kp_hs_hello_encode(const kp_hs_hello_t *h, uint8_t *buf, size_t cap, size_t 
   msgpack_pack_uint64(&pk, h->conn_id);
   msgpack_pack_uint8(&pk, h->ciphers);
   msgpack_pack_uint64(&pk, h->timestamp);
-  kp_mp_pack_bin(&pk, h->invite, sizeof(h->invite));
+  /* The asks: [invite id, proof (empty without), service, want info]. */
+  msgpack_pack_array(&pk, 4);
+  msgpack_pack_uint64(&pk, h->invite_id);
+  kp_mp_pack_bin(&pk, h->invite_proof, h->invite_id ? sizeof(h->invite_proof) : 0);
+  kp_mp_pack_bin(&pk, h->service, strlen(h->service));
+  msgpack_pack_uint8(&pk, h->want_info);
   return finish(&w, len);
+}
+
+/* A name on the wire: bytes of allowed characters, copied out with a NUL. */
+static int unpack_name(const msgpack_object *o, size_t max, bool service, char *out) {
+  const uint8_t *p;
+  size_t n;
+  if (kp_mp_bin(o, 0, max, &p, &n)) return KP_EFIELD;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  for (size_t i = 0; i < n; i++)
+    if (p[i] < 0x20 || p[i] > 0x7e) return KP_EFIELD;
+  return n && service && !kp_service_name_ok(out) ? KP_EFIELD : 0;
+}
+
+static int unpack_asks(const msgpack_object *o, kp_hs_hello_t *h) {
+  const uint8_t *proof;
+  size_t plen;
+  uint64_t info = 0;
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4) return KP_EFIELD;
+  const msgpack_object *a = o->via.array.ptr;
+  if (kp_mp_uint(&a[0], UINT64_MAX, &h->invite_id) || kp_mp_bin(&a[1], 0, 32, &proof, &plen) ||
+      plen != (h->invite_id ? 32u : 0u) || unpack_name(&a[2], KP_SERVICE_MAX, true, h->service) ||
+      kp_mp_uint(&a[3], 1, &info))
+    return KP_EFIELD;
+  memcpy(h->invite_proof, proof, plen);
+  h->want_info = info;
+  return 0;
 }
 
 int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out) {
@@ -125,8 +157,7 @@ int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out) {
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
       unpack_addrs(&it[3], out->addrs, &out->addr_count, KP_HS_MAX_ADDRS) ||
       kp_mp_uint(&it[4], UINT64_MAX, &out->conn_id) || kp_mp_uint(&it[5], 255, &ciphers) ||
-      kp_mp_uint(&it[6], UINT64_MAX, &out->timestamp) ||
-      kp_mp_fixed(&it[7], out->invite, sizeof(out->invite)))
+      kp_mp_uint(&it[6], UINT64_MAX, &out->timestamp) || unpack_asks(&it[7], out))
     err = KP_EFIELD;
   out->version = (uint8_t)version;
   out->nat = (kp_nat_type_t)nat;
@@ -142,7 +173,7 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   msgpack_packer pk;
   kp_wbuf_init(&w, buf, cap);
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 10);
+  msgpack_pack_array(&pk, 11);
   msgpack_pack_uint8(&pk, wl->version);
   msgpack_pack_uint8(&pk, (uint8_t)wl->refusal);
   msgpack_pack_uint8(&pk, (uint8_t)wl->nat);
@@ -153,7 +184,36 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   kp_mp_pack_bin(&pk, wl->token, sizeof(wl->token));
   pack_addrs(&pk, wl->relays, wl->relay_count);
   msgpack_pack_uint8(&pk, wl->relay_only ? WELCOME_RELAY_ONLY : 0);
+  if (!wl->has_info) {
+    msgpack_pack_nil(&pk);
+  } else {
+    /* [name, version, [services]] */
+    const kp_device_info_t *in = &wl->info;
+    msgpack_pack_array(&pk, 3);
+    kp_mp_pack_bin(&pk, in->name, strlen(in->name));
+    kp_mp_pack_bin(&pk, in->version, strlen(in->version));
+    unsigned n = in->service_count < KP_SERVICES_MAX ? in->service_count : KP_SERVICES_MAX;
+    msgpack_pack_array(&pk, n);
+    for (unsigned i = 0; i < n; i++) kp_mp_pack_bin(&pk, in->services[i], strlen(in->services[i]));
+  }
   return finish(&w, len);
+}
+
+static int unpack_info(const msgpack_object *o, kp_hs_welcome_t *wl) {
+  if (kp_mp_is_nil(o)) return 0;
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3) return KP_EFIELD;
+  const msgpack_object *a = o->via.array.ptr;
+  kp_device_info_t *in = &wl->info;
+  if (unpack_name(&a[0], KP_NAME_MAX, false, in->name) ||
+      unpack_name(&a[1], KP_SERVICE_MAX, false, in->version) || a[2].type != MSGPACK_OBJECT_ARRAY ||
+      a[2].via.array.size > KP_SERVICES_MAX)
+    return KP_EFIELD;
+  for (uint32_t i = 0; i < a[2].via.array.size; i++)
+    if (unpack_name(&a[2].via.array.ptr[i], KP_SERVICE_MAX, true, in->services[i]))
+      return KP_EFIELD;
+  in->service_count = a[2].via.array.size;
+  wl->has_info = true;
+  return 0;
 }
 
 int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
@@ -161,7 +221,7 @@ int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
   const msgpack_object *it;
   uint64_t version = 0, refusal = 0, nat = 0, cipher = 0, flags = 0;
   memset(out, 0, sizeof(*out));
-  int err = open_array(&doc, buf, len, 10, &it);
+  int err = open_array(&doc, buf, len, 11, &it);
   if (err) return err;
   if (kp_mp_uint(&it[0], 255, &version) || kp_mp_uint(&it[1], 255, &refusal) ||
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
@@ -170,7 +230,8 @@ int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
       kp_mp_uint(&it[5], KP_CIPHER_AES256_GCM, &cipher) ||
       unpack_addrs(&it[8], out->relays, &out->relay_count, KP_HS_MAX_RELAYS) ||
       kp_mp_uint(&it[6], UINT64_MAX, &out->session) ||
-      kp_mp_fixed(&it[7], out->token, sizeof(out->token)) || kp_mp_uint(&it[9], 255, &flags))
+      kp_mp_fixed(&it[7], out->token, sizeof(out->token)) || kp_mp_uint(&it[9], 255, &flags) ||
+      unpack_info(&it[10], out))
     err = KP_EFIELD;
   out->relay_only = flags & WELCOME_RELAY_ONLY;
   out->version = (uint8_t)version;

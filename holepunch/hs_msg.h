@@ -41,6 +41,10 @@ typedef enum {
   KP_HS_REFUSE_NOT_ALLOWED = 1,
   KP_HS_REFUSE_OVERLOADED = 2,
   KP_HS_REFUSE_VERSION = 3,
+  KP_HS_REFUSE_INVITE = 4,         /* an invitation the server does not know */
+  KP_HS_REFUSE_INVITE_USED = 5,    /* ... that was used */
+  KP_HS_REFUSE_INVITE_EXPIRED = 6, /* ... that expired */
+  KP_HS_REFUSE_NO_SERVICE = 7,     /* no service by the name asked for */
 } kp_hs_refusal_t;
 
 /* The envelope: [mode, data, peer address or nil, session]. */
@@ -71,7 +75,12 @@ typedef struct kp_hs_hello_s {
   uint64_t conn_id;   /* stream packets to the client carry it */
   uint8_t ciphers;    /* bit (1 << kp_cipher_t) per cipher it can run fast */
   uint64_t timestamp; /* wall clock, ms: replays of old hellos are refused */
-  uint8_t invite[32]; /* reserved for invitations; zero */
+  /* What the client asks for besides a path: an invitation it proves (id
+   * 0: none), a service by name ("": the default), the device info. */
+  uint64_t invite_id;
+  uint8_t invite_proof[32];
+  char service[KP_SERVICE_MAX + 1];
+  bool want_info;
 } kp_hs_hello_t;
 
 /* The server's payload in Noise message 2. */
@@ -90,6 +99,8 @@ typedef struct kp_hs_welcome_s {
   /* The server is reachable only through relays[0] (its UDP is blocked: it
    * reaches the relay over TCP): no punch, pair there at once. */
   bool relay_only;
+  bool has_info; /* the client asked and may know */
+  kp_device_info_t info;
 } kp_hs_welcome_t;
 
 #define KP_HS_PAYLOAD_MAX 400

@@ -64,7 +64,11 @@ const char *kp_version_string(void);
   X(EPUNCH, "holepunch timed out: no probe got through")                                           \
   X(ERELAY, "no direct path, and no relay answered")                                               \
   X(ERELAYFULL, "the relay refused: it carries all the sessions it may")                           \
-  X(ERELAYLIMIT, "the relay refused: too many pairing attempts from this address")
+  X(ERELAYLIMIT, "the relay refused: too many pairing attempts from this address")                 \
+  X(EINVITE, "the peer does not know this invitation")                                             \
+  X(EINVITEUSED, "this invitation was already used")                                               \
+  X(EINVITEEXPIRED, "this invitation has expired")                                                 \
+  X(ENOSERVICE, "the peer offers no service by that name")
 
 #define KP__ERR_BASE (-30000)
 
@@ -667,6 +671,44 @@ void kp_stream_set_data(kp_stream_t *stream, void *data);
 
 typedef struct kp_server_s kp_server_t;
 
+/* ---- Services, device info, invitations ---------------------------------------------- */
+
+#define KP_NAME_MAX 32    /* a device name: printable ASCII */
+#define KP_SERVICE_MAX 16 /* a service or version name: letters, digits, '.', '_', '-' */
+#define KP_SERVICES_MAX 4
+
+/* What a server says about itself to clients that ask (and may). */
+typedef struct kp_device_info_s {
+  char name[KP_NAME_MAX + 1];
+  char version[KP_SERVICE_MAX + 1];
+  char services[KP_SERVICES_MAX][KP_SERVICE_MAX + 1];
+  unsigned service_count;
+} kp_device_info_t;
+
+/* Whether a name fits kp_device_info_t.services (and a service request). */
+bool kp_service_name_ok(const char *name);
+
+/* A one-time invitation: the server's key, an id and a secret. A client
+ * that proves the secret in its handshake gets in once (the server decides
+ * what that means, e.g. adds the client's key to its allowlist). */
+typedef struct kp_invite_s {
+  uint8_t server_key[KP_PUBLIC_KEY_LEN];
+  uint64_t id;
+  uint8_t secret[16];
+} kp_invite_t;
+
+#define KP_INVITE_TEXT_LEN 90 /* z-base-32 of key, id and secret */
+void kp_invite_generate(const uint8_t server_key[KP_PUBLIC_KEY_LEN], kp_invite_t *out);
+void kp_invite_to_text(const kp_invite_t *inv, char out[KP_INVITE_TEXT_LEN + 1]);
+/* KP_EKEYFORMAT: not an invitation. */
+int kp_invite_from_text(const char *text, kp_invite_t *out);
+/* The proof a client sends for inv: bound to both keys, so it is worth
+ * nothing to anyone who sees it. kp_invite_check compares in constant time. */
+void kp_invite_proof(const kp_invite_t *inv, const uint8_t client_key[KP_PUBLIC_KEY_LEN],
+                     uint8_t proof[32]);
+bool kp_invite_check(const kp_invite_t *inv, const uint8_t client_key[KP_PUBLIC_KEY_LEN],
+                     const uint8_t proof[32]);
+
 /* How a connection came about: the NATs, the path, the phases. */
 typedef struct kp_connect_info_s {
   uint8_t remote_key[KP_PUBLIC_KEY_LEN];
@@ -679,11 +721,24 @@ typedef struct kp_connect_info_s {
    * the datagrams it all took. */
   unsigned lookup_ms, handshake_ms, punch_ms;
   unsigned datagrams;
+  char service[KP_SERVICE_MAX + 1]; /* the service the client asked for ("": default) */
+  bool has_device;                  /* client: the server told its device info */
+  kp_device_info_t device;
 } kp_connect_info_t;
 
-/* true lets the client in; false refuses it (it gets KP_ENOTALLOWED). */
-typedef bool (*kp_firewall_cb)(kp_server_t *server, const uint8_t client_key[KP_PUBLIC_KEY_LEN],
-                               void *arg);
+/* What a client asked for in its handshake, for the server's firewall. */
+typedef struct kp_client_hello_s {
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  const char *service; /* "": the default service */
+  bool has_invite;
+  uint64_t invite_id;
+  uint8_t invite_proof[32];
+} kp_client_hello_t;
+
+/* 0 lets the client in; else the reason it is refused, which it gets:
+ * KP_ENOTALLOWED, KP_ENOSERVICE, KP_EINVITE, KP_EINVITEUSED,
+ * KP_EINVITEEXPIRED (anything else counts as KP_ENOTALLOWED). */
+typedef int (*kp_firewall_cb)(kp_server_t *server, const kp_client_hello_t *hello, void *arg);
 /* A client connected: conn is open, with conn_callbacks installed. */
 typedef void (*kp_server_connection_cb)(kp_server_t *server, kp_conn_t *conn,
                                         const kp_connect_info_t *info, void *arg);
@@ -696,6 +751,12 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
                      kp_server_connection_cb on_connection, void *arg, kp_server_t **out);
 /* Stops listening and withdraws the announcement. Open connections stay. */
 void kp_server_close(kp_server_t *server);
+
+/* Who gets the device info when they ask (kp_connect_options_t.want_info):
+ * nobody (the default), clients the firewall lets in, or everyone (also
+ * refused clients: a way to show "this is my-laptop; ask for an invite"). */
+typedef enum { KP_INFO_NOBODY = 0, KP_INFO_ALLOWED = 1, KP_INFO_EVERYONE = 2 } kp_info_policy_t;
+void kp_server_set_info(kp_server_t *server, const kp_device_info_t *info, kp_info_policy_t who);
 
 /* Once: status 0 and the open connection, or KP_EPEERNOTFOUND,
  * KP_ENOTALLOWED, KP_EOVERLOADED, KP_EPEERVERSION, KP_EHANDSHAKE,
@@ -710,6 +771,20 @@ typedef void (*kp_connect_cb)(kp_node_t *node, int status, kp_conn_t *conn,
 int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
                     const uint8_t server_key[KP_PUBLIC_KEY_LEN],
                     const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg);
+
+/* What a client may ask for besides a connection. */
+typedef struct kp_connect_options_s {
+  const char *service;       /* NULL or "": the server's default service */
+  const kp_invite_t *invite; /* prove it (its server key must be server_key's) */
+  bool want_info;            /* ask for the device info (info->has_device) */
+} kp_connect_options_t;
+
+/* kp_node_connect with options (opts may be NULL). A refusal still
+ * reports the device info if the server gave it. */
+int kp_node_connect_with(kp_node_t *node, const kp_keypair_t *self,
+                         const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                         const kp_connect_options_t *opts,
+                         const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg);
 
 #ifdef __cplusplus
 }

@@ -40,6 +40,9 @@ static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect
   info->handshake_ms = (unsigned)r->handshake_ms;
   info->punch_ms = (unsigned)r->punch_ms;
   info->datagrams = r->datagrams;
+  memcpy(info->service, r->service, sizeof(info->service));
+  info->has_device = r->has_info;
+  info->device = r->info;
 }
 
 static int ensure_endpoint(kp_node_t *node) {
@@ -72,10 +75,26 @@ static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_cal
 
 /* ---- Server -------------------------------------------------------------------------- */
 
-static kp_hs_refusal_t server_firewall(void *ctx, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+static kp_hs_refusal_t refusal_of(int err) {
+  switch (err) {
+    case 0: return KP_HS_OK;
+    case KP_ENOSERVICE: return KP_HS_REFUSE_NO_SERVICE;
+    case KP_EINVITE: return KP_HS_REFUSE_INVITE;
+    case KP_EINVITEUSED: return KP_HS_REFUSE_INVITE_USED;
+    case KP_EINVITEEXPIRED: return KP_HS_REFUSE_INVITE_EXPIRED;
+    case KP_EOVERLOADED: return KP_HS_REFUSE_OVERLOADED;
+    default: return KP_HS_REFUSE_NOT_ALLOWED;
+  }
+}
+
+static kp_hs_refusal_t server_firewall(void *ctx, const kp_hs_hello_t *h) {
   kp_server_t *s = ctx;
   if (!s->firewall) return KP_HS_OK;
-  return s->firewall(s, key, s->arg) ? KP_HS_OK : KP_HS_REFUSE_NOT_ALLOWED;
+  kp_client_hello_t hello = {
+      .service = h->service, .has_invite = h->invite_id != 0, .invite_id = h->invite_id};
+  memcpy(hello.key, h->client_key, KP_PUBLIC_KEY_LEN);
+  memcpy(hello.invite_proof, h->invite_proof, 32);
+  return refusal_of(s->firewall(s, &hello, s->arg));
 }
 
 static void server_connection(void *ctx, const kp_hp_result_t *r) {
@@ -116,6 +135,10 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
   }
   *out = s;
   return 0;
+}
+
+void kp_server_set_info(kp_server_t *s, const kp_device_info_t *info, kp_info_policy_t who) {
+  if (s->inner) kp_hp_server_set_info(s->inner, info, who);
 }
 
 void kp_server_close(kp_server_t *s) {
@@ -161,7 +184,18 @@ static void connected(void *arg, int status, const kp_hp_result_t *r) {
 int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
                     const uint8_t server_key[KP_PUBLIC_KEY_LEN],
                     const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg) {
+  return kp_node_connect_with(node, self, server_key, NULL, conn_callbacks, cb, arg);
+}
+
+int kp_node_connect_with(kp_node_t *node, const kp_keypair_t *self,
+                         const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                         const kp_connect_options_t *copts,
+                         const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg) {
   if (node->closing) return UV_EINVAL;
+  if (copts && copts->service && *copts->service && !kp_service_name_ok(copts->service))
+    return KP_ECONFIG;
+  if (copts && copts->invite && memcmp(copts->invite->server_key, server_key, KP_PUBLIC_KEY_LEN))
+    return KP_ECONFIG;
   connect_t *c = kp_calloc(1, sizeof(*c));
   if (!c) return UV_ENOMEM;
   c->node = node;
@@ -170,6 +204,14 @@ int kp_node_connect(kp_node_t *node, const kp_keypair_t *self,
   c->cb = cb;
   c->arg = arg;
   kp_hp_connect_opts_t opts = {0};
+  if (copts) {
+    opts.service = copts->service;
+    opts.want_info = copts->want_info;
+    if (copts->invite) {
+      opts.invite_id = copts->invite->id;
+      kp_invite_proof(copts->invite, self->public_key, opts.invite_proof);
+    }
+  }
   const kp_node_relay_memo_t *m = memo_find(node, server_key);
   if (m && kp__node_now(node) - m->at < KP_NODE_RELAY_MEMO_MS) {
     opts.relays = &m->relay;

@@ -139,6 +139,38 @@ int kp_cli_allow_key(kp_cli_allow_t *a, const char *text, const char *cmd);
 int kp_cli_allow_file(kp_cli_allow_t *a, const char *path, const char *cmd);
 /* Whether key may connect: on the list, or no list given. */
 bool kp_cli_allow_has(const kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]);
+/* One more key (an invitee). 0, or an exit code after printing why. */
+int kp_cli_allow_add(kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]);
+
+/* ---- Invitations in a state directory (cli_invites.c) ------------------- */
+
+/* A new invitation for server_key, valid until expires (unix seconds),
+ * kept in DIR/invites. 0 or a negative errno. */
+int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                         uint64_t expires, kp_invite_t *out);
+/* A client proving an invitation: 0 (it is used now, and the client's key
+ * is in DIR/allow), KP_EINVITE, KP_EINVITEUSED or KP_EINVITEEXPIRED. */
+int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                         const kp_client_hello_t *hello, uint64_t now);
+
+/* cmd_serve.c: kadpunch serve, under another name (daemon); check_only:
+ * the options are checked, nothing runs. */
+int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only);
+
+/* cmd_daemon.c: a config file as serve's command line, and the state
+ * directory and key file it names (also for kadpunch invite). */
+#define KP_CLI_DAEMON_MAX_ARGS 128
+typedef struct kp_cli_daemon_cfg_s {
+  char *argv[KP_CLI_DAEMON_MAX_ARGS];
+  int argc;
+  char state[1024];
+  char key[1100]; /* state + "/key" fits */
+} kp_cli_daemon_cfg_t;
+/* 0, or an exit code after naming the bad line. Free it either way. */
+int kp_cli_daemon_config(const char *path, kp_cli_daemon_cfg_t *c);
+void kp_cli_daemon_config_free(kp_cli_daemon_cfg_t *c);
+int kp_cli_daemon(int argc, char **argv);
+int kp_cli_invite(int argc, char **argv);
 void kp_cli_allow_free(kp_cli_allow_t *a);
 
 /* ---- TCP forwarding and stdio (cli_forward.c, cmd_listen.c, cmd_stdio.c) -- */
@@ -172,8 +204,10 @@ typedef struct kp_cli_connect_args_s {
   const char *key_path;
   uint8_t server_key[KP_PUBLIC_KEY_LEN];
   char key_text[KP_KEY_TEXT_LEN + 1];
-  const char *listen; /* --listen ADDR:PORT */
-  bool verbose;       /* --stdio: the connection's details on stderr */
+  const char *listen;        /* --listen ADDR:PORT */
+  bool verbose;              /* --stdio: the connection's details on stderr */
+  kp_connect_options_t opts; /* --service, --info, an invitation */
+  kp_invite_t invite;
 } kp_cli_connect_args_t;
 
 int kp_cli_connect_listen(kp_cli_connect_args_t *a);
@@ -184,6 +218,8 @@ int kp_cli_connect_stdio(kp_cli_connect_args_t *a);
  * failed, on stderr. */
 void kp_cli_print_info(FILE *out, const kp_connect_info_t *info, bool client);
 void kp_cli_print_connect_error(const char *key, int status, const kp_connect_info_t *info);
+/* The peer's device info, one indented line. */
+void kp_cli_print_device(FILE *out, const kp_device_info_t *d);
 
 /* demo_connect.c: servers and connects by key on the demo's testnet. */
 struct kp_testnet_s;

@@ -87,6 +87,10 @@ int kp_cli_allow_file(kp_cli_allow_t *a, const char *path, const char *cmd) {
   return rc;
 }
 
+int kp_cli_allow_add(kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  return add(a, key, "serve");
+}
+
 bool kp_cli_allow_has(const kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
   if (!a->restricted) return true;
   for (size_t i = 0; i < a->count; i++)

@@ -1,6 +1,6 @@
-/* kadpunch serve / connect: reach a peer by its public key. serve runs an
- * echo service on a key pair (every stream the client opens is sent back);
- * connect reaches it and shows how: the NATs, the path, each phase. */
+/* kadpunch connect: reach a peer by its public key (or an invitation) and
+ * show how: the NATs, the path, each phase; then a message echoed, or
+ * --listen / --stdio (cmd_listen.c, cmd_stdio.c). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -42,165 +42,17 @@ static void print_info_json(const kp_connect_info_t *info, const char *key) {
          info->datagrams, info->relay_tcp ? "true" : "false");
 }
 
-/* ---- serve ---------------------------------------------------------------------------- */
-
-static const char serve_help[] =
-    "usage: kadpunch serve [options]\n"
-    "\n"
-    "Listens on this peer's key pair from wherever it is, behind a NAT too: the\n"
-    "key is announced on the DHT and clients reach it with `kadpunch connect KEY`.\n"
-    "Every stream a client opens is echoed back, or with --forward becomes a TCP\n"
-    "connection to a local service (ssh, say), bytes both ways, until either end\n"
-    "closes. Prints the key, then one line block per connection (the client, the\n"
-    "NATs, the path). Runs until SIGINT or SIGTERM.\n"
-    "\n"
-    "options:\n"
-    "  --key FILE              key file (default $KADPUNCH_KEY, else ~/.kadpunch/key;\n"
-    "                          without one, a throwaway key is used)\n"
-    "  --forward HOST:PORT     make each stream a TCP connection to HOST:PORT (an IP\n"
-    "                          address, [IPv6]:PORT, localhost or a name, resolved\n"
-    "                          once at start). A connection the service refuses\n"
-    "                          resets the stream; the client is told why.\n"
-    "  --allow KEY             let only this client key in (repeatable; default:\n"
-    "                          everyone). Others are refused and told so.\n"
-    "  --allow-file FILE       the same for every key in FILE: one key per line,\n"
-    "                          '#' comments and blank lines ignored\n" KP_CLI_NET_HELP "\n"
-    "examples:\n"
-    "  kadpunch serve --bootstrap 203.0.113.7:49737\n"
-    "  kadpunch serve --key ~/.kadpunch/key --allow "
-    "1kbqs8tc39zasouiojo73fmb83iynjt7ppdn835bskst4nf4yrqy\n"
-    "  kadpunch serve --forward localhost:22 --allow-file ~/.kadpunch/allowed\n"
-    "      (then from anywhere: ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY)\n"
-    "\n"
-    "exit codes: 0 stopped by a signal, 1 the network failed, 2 bad options, key,\n"
-    "--forward address (unresolvable) or --allow-file (unreadable, a line that is\n"
-    "not a key)\n";
-
-/* kp_cli_serve's state. Options are checked before the node starts. */
-typedef struct serve_s {
-  kp_cli_session_t s;
-  kp_cli_net_t net;
-  const char *key_path;
-  kp_cli_allow_t allow;
-  kp_cli_forward_t *fwd;
-  uint64_t connections, refused;
-} serve_t;
-
-static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
-  kp_cli_forward_t *fwd = kp_conn_get_data(conn);
-  (void)code;
-  if (fwd) kp_cli_forward_conn_closed(fwd, conn);
-  printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
-  fflush(stdout);
-  kp_conn_close(conn, 0);
-}
-
-static bool serve_firewall(kp_server_t *server, const uint8_t key[KP_PUBLIC_KEY_LEN], void *arg) {
-  serve_t *sv = arg;
-  (void)server;
-  if (kp_cli_allow_has(&sv->allow, key)) return true;
-  char text[KP_KEY_TEXT_LEN + 1];
-  kp_key_to_text(key, text);
-  printf("refused %s: not in --allow or --allow-file\n", text);
-  fflush(stdout);
-  sv->refused++;
-  return false;
-}
-
-static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_connect_info_t *info,
-                                void *arg) {
-  serve_t *sv = arg;
-  char key[KP_KEY_TEXT_LEN + 1];
-  (void)server;
-  /* Before any stream of the connection can arrive. */
-  if (sv->fwd) kp_conn_set_data(conn, sv->fwd);
-  kp_key_to_text(info->remote_key, key);
-  sv->connections++;
-  printf("connection from %s\n", key);
-  kp_cli_print_info(stdout, info, false);
-  fflush(stdout);
-}
-
-/* Returns -1 to go on, else the exit code. */
-static int serve_options(serve_t *sv, int argc, char **argv) {
-  static const struct option longopts[] = {{"key", required_argument, 0, 'k'},
-                                           {"allow", required_argument, 0, 'a'},
-                                           {"allow-file", required_argument, 0, 'A'},
-                                           {"forward", required_argument, 0, 'f'},
-                                           {"help", no_argument, 0, 'h'},
-                                           KP_CLI_NET_OPTIONS,
-                                           {0, 0, 0, 0}};
-  const char *forward = NULL;
-  int c, rc;
-  optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-    rc = 0;
-    switch (c) {
-      case 'k': sv->key_path = optarg; break;
-      case 'a': rc = kp_cli_allow_key(&sv->allow, optarg, "serve"); break;
-      case 'A': rc = kp_cli_allow_file(&sv->allow, optarg, "serve"); break;
-      case 'f': forward = optarg; break;
-      case 'h': fputs(serve_help, stdout); return KP_EXIT_OK;
-      default: rc = kp_cli_net_option(&sv->net, c, optarg, "serve"); break;
-    }
-    if (rc) return rc;
-  }
-  if (optind < argc) return kp_cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
-  if (forward && (rc = kp_cli_forward_new(&sv->s.loop, forward, "serve", &sv->fwd))) return rc;
-  return -1;
-}
-
-static int serve_run(serve_t *sv) {
-  kp_keypair_t kp;
-  int rc;
-  if ((rc = kp_cli_identity(sv->key_path, &kp, "serve"))) return rc;
-  if ((rc = kp_cli_session_open(&sv->s, &sv->net, "serve"))) {
-    kp_keypair_wipe(&kp);
-    return rc;
-  }
-  kp_conn_callbacks_t cb = {.on_stream = sv->fwd ? kp_cli_forward_stream : kp_cli_echo_stream,
-                            .on_close = on_serve_close};
-  kp_server_t *server;
-  int err =
-      kp_server_listen(sv->s.node, &kp, serve_firewall, &cb, on_serve_connection, sv, &server);
-  char key[KP_KEY_TEXT_LEN + 1];
-  kp_key_to_text(kp.public_key, key);
-  kp_keypair_wipe(&kp);
-  if (err) {
-    fprintf(stderr, "kadpunch serve: %s\n", kp_strerror(err));
-    kp_cli_session_close(&sv->s);
-    return KP_EXIT_FAIL;
-  }
-  if (sv->fwd)
-    printf("serving %s (forwarding to %s)\n", key, kp_cli_forward_target(sv->fwd));
-  else
-    printf("serving %s (echo)\n", key);
-  fflush(stdout);
-  kp_cli_session_run(&sv->s, NULL, NULL, 0);
-  printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused\n", sv->connections, sv->refused);
-  kp_server_close(server);
-  if (sv->fwd) kp_cli_forward_stop(sv->fwd);
-  return kp_cli_session_close(&sv->s);
-}
-
-int kp_cli_serve(int argc, char **argv) {
-  serve_t sv = {0};
-  kp_cli_net_init(&sv.net, KP_NODE_AUTO);
-  /* A TCP peer that went away must be an error on a write, not a signal. */
-  signal(SIGPIPE, SIG_IGN);
-  int rc = serve_options(&sv, argc, argv);
-  if (rc < 0) rc = serve_run(&sv);
-  kp_cli_allow_free(&sv.allow);
-  if (sv.fwd) kp_cli_forward_free(sv.fwd);
-  return rc;
-}
-
 /* ---- connect ---------------------------------------------------------------------------- */
 
 static const char connect_help[] =
-    "usage: kadpunch connect KEY [options]\n"
+    "usage: kadpunch connect KEY|INVITATION [options]\n"
     "       kadpunch connect KEY --listen ADDR:PORT [options]\n"
     "       kadpunch connect KEY --stdio [options]\n"
+    "       kadpunch connect KEY --info\n"
+    "\n"
+    "KEY is the peer's public key (52 characters). An INVITATION (90 characters,\n"
+    "from `kadpunch invite` on the peer) names the peer and proves a one-time\n"
+    "secret: the peer lets this key in from then on (use KEY after that).\n"
     "\n"
     "Connects to the peer whose public key is KEY: finds it on the DHT, shakes\n"
     "hands through the DHT nodes it announced to, punches a direct path through\n"
@@ -229,6 +81,9 @@ static const char connect_help[] =
     "                          is 127.0.0.1:PORT; port 0 picks a free one, printed)\n"
     "  --stdio                 join stdin and stdout to a stream\n"
     "  --verbose               with --stdio: the connection's details on stderr\n"
+    "  --service NAME          the peer's service to reach (default: its first)\n"
+    "  --info                  ask for the peer's device info (name, version,\n"
+    "                          services); alone, that is all it does\n"
     "  --relay-only            through a blind relay even if a direct path may "
     "open\n" KP_CLI_NET_HELP "\n"
     "examples:\n"
@@ -236,11 +91,14 @@ static const char connect_help[] =
     "      --bootstrap 203.0.113.7:49737\n"
     "  kadpunch connect KEY --listen 127.0.0.1:2222   # then: ssh -p 2222 localhost\n"
     "  ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY\n"
+    "  kadpunch connect KEY --info\n"
+    "  kadpunch connect <90-character invitation>\n"
     "\n"
     "exit codes: 0 connected and echoed (--stdio: both sides ended; --listen:\n"
     "stopped by a signal), 1 the connection failed (the reason is printed: peer\n"
     "not found, refused, no direct path, timeout; --stdio: the stream was reset;\n"
-    "--listen: ADDR:PORT cannot be bound, e.g. in use), 2 bad options or key\n";
+    "--listen: ADDR:PORT cannot be bound, e.g. in use; an invitation unknown,\n"
+    "used or expired), 2 bad options or key\n";
 
 typedef struct connect_s {
   bool json;
@@ -255,6 +113,7 @@ typedef struct connect_s {
   size_t echoed;
   bool echo_ok;
   uint64_t sent_at, echo_us;
+  bool info_only; /* --info alone: the device info is the answer */
 } connect_t;
 
 static uint64_t now_us(void) {
@@ -298,6 +157,10 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   }
   c->conn = conn;
   kp_conn_set_data(conn, c);
+  if (c->info_only) {
+    c->done = true;
+    return;
+  }
   uv_buf_t b = uv_buf_init((char *)c->message, (unsigned)strlen(c->message));
   int err = kp_stream_open(conn, &c->stream);
   if (!err) {
@@ -317,26 +180,48 @@ static bool connect_done(void *ctx) {
   return ((connect_t *)ctx)->done;
 }
 
+static void print_device_json(const kp_device_info_t *d) {
+  printf(",\"device\":{\"name\":\"");
+  for (const char *p = d->name; *p; p++) printf(*p == '"' || *p == '\\' ? "\\%c" : "%c", *p);
+  printf("\",\"version\":\"%s\",\"services\":[", d->version);
+  for (unsigned i = 0; i < d->service_count; i++) printf("%s\"%s\"", i ? "," : "", d->services[i]);
+  printf("]}");
+}
+
+void kp_cli_print_device(FILE *out, const kp_device_info_t *d) {
+  fprintf(out, "  device      %s, kadpunch %s, services:", d->name, d->version);
+  for (unsigned i = 0; i < d->service_count; i++) fprintf(out, " %s", d->services[i]);
+  fprintf(out, "%s\n", d->service_count ? "" : " none");
+}
+
 static void report(const connect_t *c) {
   if (c->json) {
     printf("{\"ok\":%s,", c->status ? "false" : "true");
     if (c->status) printf("\"error\":\"%s\",", kp_err_name(c->status));
     print_info_json(&c->info, c->key);
-    if (!c->status) printf(",\"echo_bytes\":%zu,\"echo_us\":%" PRIu64, c->echoed, c->echo_us);
+    if (c->info.has_device) print_device_json(&c->info.device);
+    if (!c->status && !c->info_only)
+      printf(",\"echo_bytes\":%zu,\"echo_us\":%" PRIu64, c->echoed, c->echo_us);
     printf("}\n");
     return;
   }
   if (c->status) {
     kp_cli_print_connect_error(c->key, c->status, &c->info);
+    if (c->info.has_device) kp_cli_print_device(stderr, &c->info.device);
     return;
   }
   printf("connected to %s\n", c->key);
   kp_cli_print_info(stdout, &c->info, true);
-  printf("  echo        %zu bytes back in %.2f ms\n", c->echoed, (double)c->echo_us / 1000.0);
+  if (c->info.has_device) kp_cli_print_device(stdout, &c->info.device);
+  if (c->info_only && !c->info.has_device) printf("  device      (the peer does not tell)\n");
+  if (!c->info_only)
+    printf("  echo        %zu bytes back in %.2f ms\n", c->echoed, (double)c->echo_us / 1000.0);
 }
 
-static int connect_echo(connect_t *st, const kp_cli_net_t *net, const char *key_path,
-                        const uint8_t server_key[KP_PUBLIC_KEY_LEN]) {
+static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
+  const kp_cli_net_t *net = &a->net;
+  const char *key_path = a->key_path;
+  const uint8_t *server_key = a->server_key;
   kp_keypair_t kp;
   int rc;
   if ((rc = kp_cli_identity(key_path, &kp, "connect"))) return rc;
@@ -346,7 +231,7 @@ static int connect_echo(connect_t *st, const kp_cli_net_t *net, const char *key_
     return rc;
   }
   kp_conn_callbacks_t cb = {.on_close = on_client_close};
-  int err = kp_node_connect(s.node, &kp, server_key, &cb, on_connected, st);
+  int err = kp_node_connect_with(s.node, &kp, server_key, &a->opts, &cb, on_connected, st);
   kp_keypair_wipe(&kp);
   if (err) {
     fprintf(stderr, "kadpunch connect: %s\n", kp_strerror(err));
@@ -383,6 +268,8 @@ int kp_cli_connect(int argc, char **argv) {
                                            {"listen", required_argument, 0, 'L'},
                                            {"stdio", no_argument, 0, 'S'},
                                            {"verbose", no_argument, 0, 'v'},
+                                           {"service", required_argument, 0, 's'},
+                                           {"info", no_argument, 0, 'i'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -402,6 +289,15 @@ int kp_cli_connect(int argc, char **argv) {
       case 'L': a.listen = optarg; break;
       case 'S': stdio = true; break;
       case 'v': a.verbose = true; break;
+      case 's':
+        if (!kp_service_name_ok(optarg))
+          return kp_cli_usage_error("connect",
+                                    "--service '%s': 1 to %d letters, digits, '.', "
+                                    "'_' or '-'",
+                                    optarg, KP_SERVICE_MAX);
+        a.opts.service = optarg;
+        break;
+      case 'i': a.opts.want_info = st.info_only = true; break;
       case 'h': fputs(connect_help, stdout); return KP_EXIT_OK;
       default:
         if ((rc = kp_cli_net_option(net, c, optarg, "connect"))) return rc;
@@ -410,9 +306,17 @@ int kp_cli_connect(int argc, char **argv) {
   if (optind >= argc) return kp_cli_usage_error("connect", "give the peer's public KEY");
   const char *key_text = argv[optind++];
   if (optind < argc) return kp_cli_usage_error("connect", "unexpected argument '%s'", argv[optind]);
-  if (kp_key_from_text(key_text, a.server_key))
-    return kp_cli_usage_error("connect", "'%s' is not a public key (52 z-base-32 characters)",
+  if (strlen(key_text) == KP_INVITE_TEXT_LEN && !kp_invite_from_text(key_text, &a.invite)) {
+    /* An invitation: its server, and the secret to prove. */
+    memcpy(a.server_key, a.invite.server_key, KP_PUBLIC_KEY_LEN);
+    a.opts.invite = &a.invite;
+  } else if (kp_key_from_text(key_text, a.server_key)) {
+    return kp_cli_usage_error("connect",
+                              "'%s' is not a public key (52 z-base-32 characters) nor an "
+                              "invitation (90)",
                               key_text);
+  }
+  if (st.info_only && (message_set || a.listen || stdio)) st.info_only = false;
   if ((rc = check_modes(&a, stdio, &st, message_set))) return rc;
   if (!*st.message || strlen(st.message) > 65536)
     return kp_cli_usage_error("connect", "--message must be 1 to 65536 bytes");
@@ -420,5 +324,5 @@ int kp_cli_connect(int argc, char **argv) {
   memcpy(a.key_text, st.key, sizeof(a.key_text));
   if (a.listen) return kp_cli_connect_listen(&a);
   if (stdio) return kp_cli_connect_stdio(&a);
-  return connect_echo(&st, net, a.key_path, a.server_key);
+  return connect_echo(&st, &a);
 }

@@ -109,7 +109,8 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
 static void start_connect(listen_t *l) {
   if (l->connecting || l->conn || l->stopping) return;
   kp_conn_callbacks_t cb = {.on_close = on_conn_close};
-  int err = kp_node_connect(l->s.node, &l->kp, l->a->server_key, &cb, on_connected, l);
+  int err =
+      kp_node_connect_with(l->s.node, &l->kp, l->a->server_key, &l->a->opts, &cb, on_connected, l);
   if (err) {
     fprintf(stderr, "kadpunch connect: %s\n", kp_strerror(err));
     kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);

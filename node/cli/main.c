@@ -13,8 +13,11 @@ static const kp_cli_command_t commands[] = {
     {"lookup", "find the peers announced under a topic or key", kp_cli_lookup},
     {"put", "store a mutable or immutable value", kp_cli_put},
     {"get", "fetch a mutable or immutable value", kp_cli_get},
-    {"serve", "listen on a key pair: an echo service reachable by key", kp_cli_serve},
-    {"connect", "connect to a peer by its public key", kp_cli_connect},
+    {"serve", "listen on a key pair: an echo, or local TCP services, by key", kp_cli_serve},
+    {"connect", "connect to a peer by its public key or an invitation", kp_cli_connect},
+    {"pair", "connect with an invitation (the same as connect CODE)", kp_cli_connect},
+    {"invite", "make a one-time invitation to this server", kp_cli_invite},
+    {"daemon", "run serve from a config file, as a service", kp_cli_daemon},
     {"relay", "run a blind relay for peers that cannot punch", kp_cli_relay},
 };
 

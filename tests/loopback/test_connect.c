@@ -68,10 +68,10 @@ static void on_server_connection(kp_server_t *server, kp_conn_t *conn,
   p->server_conn = conn;
 }
 
-static bool firewall(kp_server_t *server, const uint8_t key[KP_PUBLIC_KEY_LEN], void *arg) {
+static int firewall(kp_server_t *server, const kp_client_hello_t *hello, void *arg) {
   pair_t *p = arg;
-  (void)server, (void)key;
-  return !p->server_refuses;
+  (void)server, (void)hello;
+  return p->server_refuses ? KP_ENOTALLOWED : 0;
 }
 
 /* Client side. */

@@ -590,8 +590,40 @@ static void test_key_files(void) {
   KP_CHECK_MEM(&a, zero, sizeof(a));
 }
 
+/* Invitations: text round trip; a proof binds the secret, the id and both
+ * keys; anything else is not an invitation. */
+static void test_invites(void) {
+  uint8_t server[32], client[32], other[32], proof[32];
+  memset(server, 1, 32), memset(client, 2, 32), memset(other, 3, 32);
+  kp_invite_t inv, back;
+  kp_invite_generate(server, &inv);
+  KP_CHECK(inv.id != 0);
+  char text[KP_INVITE_TEXT_LEN + 1];
+  kp_invite_to_text(&inv, text);
+  KP_CHECK_EQ(strlen(text), KP_INVITE_TEXT_LEN);
+  KP_CHECK_OK(kp_invite_from_text(text, &back));
+  KP_CHECK(back.id == inv.id && !memcmp(back.secret, inv.secret, 16) &&
+           !memcmp(back.server_key, server, 32));
+  kp_invite_proof(&inv, client, proof);
+  KP_CHECK(kp_invite_check(&back, client, proof));
+  KP_CHECK(!kp_invite_check(&back, other, proof)); /* another client's */
+  back.id ^= 1;
+  KP_CHECK(!kp_invite_check(&back, client, proof)); /* another invitation's */
+  back.id ^= 1;
+  back.server_key[0] ^= 1;
+  KP_CHECK(!kp_invite_check(&back, client, proof)); /* another server's */
+  KP_CHECK(kp_invite_from_text("short", &back) != 0);
+  char key_text[KP_KEY_TEXT_LEN + 1];
+  kp_key_to_text(server, key_text);
+  KP_CHECK(kp_invite_from_text(key_text, &back) != 0);
+  KP_CHECK(kp_service_name_ok("ssh") && kp_service_name_ok("web-2.v1_x"));
+  KP_CHECK(!kp_service_name_ok("") && !kp_service_name_ok("a b") &&
+           !kp_service_name_ok("seventeen-chars-x"));
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(errors_named, unit, 10),
+    KP_CASE(invites, unit, 10),
     KP_CASE(addr_parse_format, unit, 10),
     KP_CASE(addr_compact, unit, 10),
     KP_CASE(addr_compare_hash, unit, 10),

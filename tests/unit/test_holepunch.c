@@ -110,6 +110,21 @@ static void test_codecs(void) {
   kp_hs_hello_t h2;
   KP_CHECK_OK(kp_hs_hello_decode(buf, len, &h2));
   KP_CHECK(h2.nat == KP_NAT_RANDOM && h2.conn_id == 77 && h2.timestamp == 1234567);
+  KP_CHECK(!h2.invite_id && !h2.service[0] && !h2.want_info);
+  /* The asks: an invitation proof, a service, the device info. */
+  h.invite_id = 0x1122334455667788u;
+  memset(h.invite_proof, 9, 32);
+  snprintf(h.service, sizeof(h.service), "ssh");
+  h.want_info = true;
+  KP_CHECK_OK(kp_hs_hello_encode(&h, buf, sizeof(buf), &len));
+  KP_CHECK_OK(kp_hs_hello_decode(buf, len, &h2));
+  KP_CHECK(h2.invite_id == h.invite_id && h2.invite_proof[31] == 9 && h2.want_info);
+  KP_CHECK(!strcmp(h2.service, "ssh"));
+  /* A service name with a space is malformed. */
+  snprintf(h.service, sizeof(h.service), "a b");
+  KP_CHECK_OK(kp_hs_hello_encode(&h, buf, sizeof(buf), &len));
+  KP_CHECK(kp_hs_hello_decode(buf, len, &h2) != 0);
+  h.service[0] = '\0';
   KP_CHECK(h2.addr_count == 2 && kp_addr_eq(&h2.addrs[1], &h.addrs[1]));
   for (size_t cut = 0; cut < len; cut++) KP_CHECK(kp_hs_hello_decode(buf, cut, &h2) != 0);
 
@@ -126,6 +141,20 @@ static void test_codecs(void) {
   KP_CHECK_OK(kp_hs_welcome_decode(buf, len, &w2));
   KP_CHECK(w2.refusal == KP_HS_REFUSE_NOT_ALLOWED && w2.session == 42 && w2.token[31] == 3);
   KP_CHECK(w2.relay_only);
+  KP_CHECK(!w2.has_info);
+  /* The device info, when the client asked and may know. */
+  w.has_info = true;
+  snprintf(w.info.name, sizeof(w.info.name), "my \"box\"");
+  snprintf(w.info.version, sizeof(w.info.version), "0.1.0");
+  snprintf(w.info.services[0], sizeof(w.info.services[0]), "ssh");
+  snprintf(w.info.services[1], sizeof(w.info.services[1]), "web");
+  w.info.service_count = 2;
+  KP_CHECK_OK(kp_hs_welcome_encode(&w, buf, sizeof(buf), &len));
+  KP_CHECK(len <= KP_HS_PAYLOAD_MAX);
+  KP_CHECK_OK(kp_hs_welcome_decode(buf, len, &w2));
+  KP_CHECK(w2.has_info && !strcmp(w2.info.name, "my \"box\"") && w2.info.service_count == 2);
+  KP_CHECK(!strcmp(w2.info.services[1], "web") && !strcmp(w2.info.version, "0.1.0"));
+  for (size_t cut = 0; cut < len; cut++) KP_CHECK(kp_hs_welcome_decode(buf, cut, &w2) != 0);
   for (size_t cut = 0; cut < len; cut++) KP_CHECK(kp_hs_welcome_decode(buf, cut, &w2) != 0);
 
   kp_hs_wire_t m = {.mode = KP_HS_REPLY,
@@ -359,9 +388,9 @@ static void world_free(world_t *w) {
   for (unsigned i = 0; i < w->peer_count; i++) free(w->peers[i].n);
 }
 
-static kp_hs_refusal_t firewall(void *ctx, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+static kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello) {
   peer_t *p = ctx;
-  (void)key;
+  (void)hello;
   return p->refuse_all ? KP_HS_REFUSE_NOT_ALLOWED : KP_HS_OK;
 }
 

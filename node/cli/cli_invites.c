@@ -1,0 +1,158 @@
+/* Invitations kept in a server's state directory (docs/daemon.md,
+ * "Invitations"). DIR/invites has one line per invitation,
+ *
+ *   ID SECRET EXPIRES [used]        (16 hex, 32 hex, unix seconds)
+ *
+ * and DIR/allow the keys let in, one per line (an allow file). `kadpunch
+ * invite` appends an invitation; a server redeems it when a client proves
+ * it, once: the line is marked used and the client's key appended to
+ * DIR/allow. Every change holds an exclusive lock on DIR/invites and
+ * rewrites it through a temporary file and a rename, so a crash leaves the
+ * old file or the new one, and two processes cannot both redeem one code. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node/cli/cli.h"
+
+#define MAX_INVITES 1024
+
+typedef struct entry_s {
+  uint64_t id;
+  uint8_t secret[16];
+  uint64_t expires;
+  bool used;
+} entry_t;
+
+static void path_in(const char *dir, const char *name, char *out, size_t cap) {
+  snprintf(out, cap, "%s/%s", dir, name);
+}
+
+static bool parse_entry(const char *line, entry_t *e) {
+  char secret[33], used[8] = "";
+  memset(e, 0, sizeof(*e));
+  int n = sscanf(line, "%16" SCNx64 " %32s %" SCNu64 " %7s", &e->id, secret, &e->expires, used);
+  if (n < 3 || strlen(secret) != 32) return false;
+  for (int i = 0; i < 16; i++) {
+    unsigned v;
+    if (sscanf(secret + 2 * i, "%2x", &v) != 1) return false;
+    e->secret[i] = (uint8_t)v;
+  }
+  e->used = !strcmp(used, "used");
+  return e->id != 0;
+}
+
+/* Every well-formed line of the (locked) file; bad lines are dropped. */
+static size_t read_entries(FILE *f, entry_t *out, size_t cap) {
+  char line[256];
+  size_t n = 0;
+  rewind(f);
+  while (n < cap && fgets(line, sizeof(line), f))
+    if (parse_entry(line, &out[n])) n++;
+  return n;
+}
+
+static int write_entries(const char *dir, const entry_t *e, size_t n) {
+  char path[4096], tmp[4096];
+  path_in(dir, "invites", path, sizeof(path));
+  path_in(dir, "invites.tmp", tmp, sizeof(tmp));
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+  if (!f) {
+    if (fd >= 0) close(fd);
+    return -errno;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char secret[33];
+    for (int j = 0; j < 16; j++) snprintf(secret + 2 * j, 3, "%02x", e[i].secret[j]);
+    fprintf(f, "%016" PRIx64 " %s %" PRIu64 "%s\n", e[i].id, secret, e[i].expires,
+            e[i].used ? " used" : "");
+  }
+  int err = fflush(f) || fsync(fileno(f)) ? -errno : 0;
+  fclose(f);
+  if (!err && rename(tmp, path)) err = -errno;
+  return err;
+}
+
+/* DIR/invites, opened and locked (created 0600 if missing). */
+static FILE *open_locked(const char *dir) {
+  char path[4096];
+  path_in(dir, "invites", path, sizeof(path));
+  int fd = open(path, O_RDWR | O_CREAT, 0600);
+  if (fd < 0) return NULL;
+  if (flock(fd, LOCK_EX)) {
+    close(fd);
+    return NULL;
+  }
+  FILE *f = fdopen(fd, "r+");
+  if (!f) close(fd);
+  return f;
+}
+
+int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                         uint64_t expires, kp_invite_t *out) {
+  FILE *f = open_locked(dir);
+  if (!f) return -errno;
+  static entry_t entries[MAX_INVITES];
+  size_t n = read_entries(f, entries, MAX_INVITES - 1);
+  /* Spent and expired ones go: the file stays small. */
+  uint64_t now = (uint64_t)time(NULL);
+  size_t kept = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!entries[i].used && entries[i].expires > now) entries[kept++] = entries[i];
+  kp_invite_generate(server_key, out);
+  entries[kept] = (entry_t){.id = out->id, .expires = expires};
+  memcpy(entries[kept].secret, out->secret, 16);
+  int err = write_entries(dir, entries, kept + 1);
+  fclose(f);
+  return err;
+}
+
+static int append_allow(const char *dir, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  char path[4096], text[KP_KEY_TEXT_LEN + 1];
+  path_in(dir, "allow", path, sizeof(path));
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (fd < 0) return -errno;
+  kp_key_to_text(key, text);
+  char line[KP_KEY_TEXT_LEN + 32];
+  int len = snprintf(line, sizeof(line), "%s # invited\n", text);
+  int err = write(fd, line, (size_t)len) == len && !fsync(fd) ? 0 : -errno;
+  close(fd);
+  return err;
+}
+
+int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
+                         const kp_client_hello_t *hello, uint64_t now) {
+  FILE *f = open_locked(dir);
+  if (!f) return KP_EINVITE;
+  static entry_t entries[MAX_INVITES];
+  size_t n = read_entries(f, entries, MAX_INVITES);
+  int result = KP_EINVITE;
+  for (size_t i = 0; i < n && result == KP_EINVITE; i++) {
+    if (entries[i].id != hello->invite_id) continue;
+    kp_invite_t inv = {.id = entries[i].id};
+    memcpy(inv.server_key, server_key, KP_PUBLIC_KEY_LEN);
+    memcpy(inv.secret, entries[i].secret, 16);
+    /* Only the holder of the secret learns whether it was used or expired. */
+    if (!kp_invite_check(&inv, hello->key, hello->invite_proof)) continue;
+    if (entries[i].used) {
+      result = KP_EINVITEUSED;
+    } else if (entries[i].expires <= now) {
+      result = KP_EINVITEEXPIRED;
+    } else {
+      /* Burnt first: a failure after this costs the invitation, never
+       * lets it be used twice. */
+      entries[i].used = true;
+      result = write_entries(dir, entries, n) || append_allow(dir, hello->key) ? KP_EINVITE : 0;
+    }
+  }
+  fclose(f);
+  return result;
+}

@@ -1,0 +1,355 @@
+/* kadpunch serve: a key pair reachable from anywhere, and what clients get
+ * there: an echo, or local TCP services by name (--forward), a device info
+ * for those who ask (--info), and who may come in (--allow, --allow-file,
+ * invitations kept in --state). `kadpunch daemon` runs this from a config
+ * file (cmd_daemon.c). SIGHUP re-reads the allow lists. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node/cli/cli.h"
+
+static const char serve_help[] =
+    "usage: kadpunch serve [options]\n"
+    "\n"
+    "Listens on this peer's key pair from wherever it is, behind a NAT too: the\n"
+    "key is announced on the DHT and clients reach it with `kadpunch connect KEY`.\n"
+    "Every stream a client opens is echoed back, or with --forward becomes a TCP\n"
+    "connection to a local service (ssh, say), bytes both ways, until either end\n"
+    "closes. Prints the key, then one line block per connection (the client, the\n"
+    "NATs, the path). Runs until SIGINT or SIGTERM; SIGHUP re-reads the allow\n"
+    "lists.\n"
+    "\n"
+    "options:\n"
+    "  --key FILE              key file (default $KADPUNCH_KEY, else ~/.kadpunch/key;\n"
+    "                          without one, a throwaway key is used)\n"
+    "  --forward [NAME=]HOST:PORT\n"
+    "                          make each stream a TCP connection to HOST:PORT (an IP\n"
+    "                          address, [IPv6]:PORT, localhost or a name, resolved\n"
+    "                          once at start). Up to 4, each a service by NAME\n"
+    "                          (default \"default\"); clients pick one with\n"
+    "                          `connect --service NAME`, else get the first. A\n"
+    "                          connection the service refuses resets the stream;\n"
+    "                          the client is told why.\n"
+    "  --allow KEY             let only this client key in (repeatable; default:\n"
+    "                          everyone). Others are refused and told so.\n"
+    "  --allow-file FILE       the same for every key in FILE: one key per line,\n"
+    "                          '#' comments and blank lines ignored\n"
+    "  --state DIR             keep invitations here (`kadpunch invite --state DIR`)\n"
+    "                          and the keys they let in (DIR/allow). Only listed\n"
+    "                          keys and invitees get in.\n"
+    "  --name NAME             this device's name in its info (default: the host name)\n"
+    "  --info WHO              who gets the device info (name, version, services) when\n"
+    "                          they ask (`connect --info`): nobody, allowed (default),\n"
+    "                          everyone (refused clients too)\n" KP_CLI_NET_HELP "\n"
+    "examples:\n"
+    "  kadpunch serve --bootstrap 203.0.113.7:49737\n"
+    "  kadpunch serve --key ~/.kadpunch/key --allow "
+    "1kbqs8tc39zasouiojo73fmb83iynjt7ppdn835bskst4nf4yrqy\n"
+    "  kadpunch serve --forward ssh=localhost:22 --forward web=localhost:80 --state ~/.kadpunch\n"
+    "      (then from anywhere: ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY)\n"
+    "\n"
+    "exit codes: 0 stopped by a signal, 1 the network failed, 2 bad options, key,\n"
+    "--forward address (unresolvable) or --allow-file (unreadable, a line that is\n"
+    "not a key)\n";
+
+#define MAX_ALLOW_ARGS 64
+#define MAX_ALLOW_FILES 8
+
+typedef struct service_s {
+  char name[KP_SERVICE_MAX + 1];
+  kp_cli_forward_t *fwd;
+} service_t;
+
+/* kp_cli_serve's state. Options are checked before the node starts. */
+typedef struct serve_s {
+  kp_cli_session_t s;
+  kp_cli_net_t net;
+  const char *key_path, *state, *cmd;
+  const char *allow_keys[MAX_ALLOW_ARGS], *allow_files[MAX_ALLOW_FILES];
+  size_t allow_key_count, allow_file_count;
+  kp_cli_allow_t allow;
+  service_t services[KP_SERVICES_MAX];
+  unsigned service_count;
+  kp_device_info_t info;
+  kp_info_policy_t info_policy;
+  uint8_t public_key[KP_PUBLIC_KEY_LEN];
+  uv_signal_t sighup;
+  uint64_t connections, refused, invited;
+} serve_t;
+
+/* ---- Who may come in ----------------------------------------------------------------- */
+
+/* The allow list from the options and the state directory; at start and
+ * on SIGHUP (then a broken file keeps the old list). */
+static int load_allow(serve_t *sv, kp_cli_allow_t *out) {
+  int rc = 0;
+  memset(out, 0, sizeof(*out));
+  for (size_t i = 0; i < sv->allow_key_count && !rc; i++)
+    rc = kp_cli_allow_key(out, sv->allow_keys[i], sv->cmd);
+  for (size_t i = 0; i < sv->allow_file_count && !rc; i++)
+    rc = kp_cli_allow_file(out, sv->allow_files[i], sv->cmd);
+  if (!rc && sv->state) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/allow", sv->state);
+    out->restricted = true; /* listed keys and invitees only */
+    if (access(path, F_OK) == 0) rc = kp_cli_allow_file(out, path, sv->cmd);
+  }
+  if (rc) kp_cli_allow_free(out);
+  return rc;
+}
+
+static void on_sighup(uv_signal_t *h, int signum) {
+  serve_t *sv = h->data;
+  kp_cli_allow_t fresh;
+  (void)signum;
+  if (load_allow(sv, &fresh)) {
+    fprintf(stderr, "kadpunch %s: SIGHUP: keeping the old allow list\n", sv->cmd);
+    return;
+  }
+  kp_cli_allow_free(&sv->allow);
+  sv->allow = fresh;
+  printf("reloaded the allow list: %zu keys\n", sv->allow.count);
+  fflush(stdout);
+}
+
+static const service_t *find_service(const serve_t *sv, const char *name) {
+  if (!sv->service_count) return NULL;
+  if (!*name) return &sv->services[0];
+  for (unsigned i = 0; i < sv->service_count; i++)
+    if (!strcmp(sv->services[i].name, name)) return &sv->services[i];
+  return NULL;
+}
+
+static int serve_firewall(kp_server_t *server, const kp_client_hello_t *hello, void *arg) {
+  serve_t *sv = arg;
+  char text[KP_KEY_TEXT_LEN + 1];
+  (void)server;
+  kp_key_to_text(hello->key, text);
+  bool known = sv->service_count ? find_service(sv, hello->service) != NULL
+                                 : !*hello->service || !strcmp(hello->service, "echo");
+  int why = !known                                     ? KP_ENOSERVICE
+            : kp_cli_allow_has(&sv->allow, hello->key) ? 0
+            : !hello->has_invite                       ? KP_ENOTALLOWED
+            : !sv->state
+                ? KP_EINVITE
+                : kp_cli_invite_redeem(sv->state, sv->public_key, hello, (uint64_t)time(NULL));
+  if (!why && hello->has_invite && !kp_cli_allow_has(&sv->allow, hello->key)) {
+    /* In for good: the key went to DIR/allow too. */
+    kp_cli_allow_add(&sv->allow, hello->key);
+    sv->invited++;
+    printf("invited %s: allowed from now on\n", text);
+  } else if (why) {
+    printf("refused %s: %s\n", text, kp_strerror(why));
+    sv->refused++;
+  }
+  fflush(stdout);
+  return why;
+}
+
+/* ---- Connections ------------------------------------------------------------------------ */
+
+static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
+  kp_cli_forward_t *fwd = kp_conn_get_data(conn);
+  (void)code;
+  if (fwd) kp_cli_forward_conn_closed(fwd, conn);
+  printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
+  fflush(stdout);
+  kp_conn_close(conn, 0);
+}
+
+static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
+  if (kp_conn_get_data(conn))
+    kp_cli_forward_stream(conn, s);
+  else
+    kp_cli_echo_stream(conn, s);
+}
+
+static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_connect_info_t *info,
+                                void *arg) {
+  serve_t *sv = arg;
+  char key[KP_KEY_TEXT_LEN + 1];
+  (void)server;
+  /* Before any stream of the connection can arrive: where its streams go. */
+  const service_t *svc = find_service(sv, info->service);
+  if (svc) kp_conn_set_data(conn, svc->fwd);
+  kp_key_to_text(info->remote_key, key);
+  sv->connections++;
+  printf("connection from %s (service %s)\n", key, svc ? svc->name : "echo");
+  kp_cli_print_info(stdout, info, false);
+  fflush(stdout);
+}
+
+/* ---- Options ------------------------------------------------------------------------------ */
+
+static int add_forward(serve_t *sv, const char *arg) {
+  if (sv->service_count == KP_SERVICES_MAX)
+    return kp_cli_usage_error(sv->cmd, "at most %d --forward", KP_SERVICES_MAX);
+  service_t *svc = &sv->services[sv->service_count];
+  const char *eq = strchr(arg, '='), *target = eq ? eq + 1 : arg;
+  snprintf(svc->name, sizeof(svc->name), "default");
+  if (eq) {
+    size_t n = (size_t)(eq - arg);
+    if (n > KP_SERVICE_MAX) n = KP_SERVICE_MAX + 1; /* too long: fails the check */
+    snprintf(svc->name, sizeof(svc->name), "%.*s", (int)n, arg);
+    if (n > KP_SERVICE_MAX || !kp_service_name_ok(svc->name))
+      return kp_cli_usage_error(sv->cmd,
+                                "--forward '%s': a service name is 1 to %d letters, digits, "
+                                "'.', '_' or '-'",
+                                arg, KP_SERVICE_MAX);
+  }
+  for (unsigned i = 0; i < sv->service_count; i++)
+    if (!strcmp(sv->services[i].name, svc->name))
+      return kp_cli_usage_error(sv->cmd, "--forward: two services named '%s'", svc->name);
+  int rc = kp_cli_forward_new(&sv->s.loop, target, sv->cmd, &svc->fwd);
+  if (!rc) sv->service_count++;
+  return rc;
+}
+
+static int set_info(serve_t *sv, const char *name, const char *who) {
+  char host[256] = "kadpunch";
+  if (!name) {
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    name = host; /* cut to KP_NAME_MAX below */
+  } else if (strlen(name) > KP_NAME_MAX || !*name) {
+    return kp_cli_usage_error(sv->cmd, "--name: 1 to %d characters", KP_NAME_MAX);
+  }
+  snprintf(sv->info.name, sizeof(sv->info.name), "%s", name);
+  for (char *p = sv->info.name; *p; p++)
+    if (*p < 0x20 || *p > 0x7e) *p = '?';
+  snprintf(sv->info.version, sizeof(sv->info.version), "%s", KP_VERSION_STRING);
+  for (unsigned i = 0; i < sv->service_count; i++)
+    memcpy(sv->info.services[i], sv->services[i].name, sizeof(sv->info.services[i]));
+  sv->info.service_count = sv->service_count;
+  if (!sv->service_count) {
+    snprintf(sv->info.services[0], sizeof(sv->info.services[0]), "echo");
+    sv->info.service_count = 1;
+  }
+  if (!who || !strcmp(who, "allowed")) {
+    sv->info_policy = KP_INFO_ALLOWED;
+  } else if (!strcmp(who, "everyone")) {
+    sv->info_policy = KP_INFO_EVERYONE;
+  } else if (!strcmp(who, "nobody")) {
+    sv->info_policy = KP_INFO_NOBODY;
+  } else {
+    return kp_cli_usage_error(sv->cmd, "--info '%s': nobody, allowed or everyone", who);
+  }
+  return 0;
+}
+
+/* Returns -1 to go on, else the exit code. */
+static int serve_options(serve_t *sv, int argc, char **argv) {
+  static const struct option longopts[] = {{"key", required_argument, 0, 'k'},
+                                           {"allow", required_argument, 0, 'a'},
+                                           {"allow-file", required_argument, 0, 'A'},
+                                           {"forward", required_argument, 0, 'f'},
+                                           {"state", required_argument, 0, 's'},
+                                           {"name", required_argument, 0, 'n'},
+                                           {"info", required_argument, 0, 'i'},
+                                           {"help", no_argument, 0, 'h'},
+                                           KP_CLI_NET_OPTIONS,
+                                           {0, 0, 0, 0}};
+  const char *name = NULL, *who = NULL;
+  int c, rc;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    rc = 0;
+    switch (c) {
+      case 'k': sv->key_path = optarg; break;
+      case 'a':
+        if (sv->allow_key_count == MAX_ALLOW_ARGS)
+          return kp_cli_usage_error(sv->cmd, "at most %d --allow", MAX_ALLOW_ARGS);
+        sv->allow_keys[sv->allow_key_count++] = optarg;
+        break;
+      case 'A':
+        if (sv->allow_file_count == MAX_ALLOW_FILES)
+          return kp_cli_usage_error(sv->cmd, "at most %d --allow-file", MAX_ALLOW_FILES);
+        sv->allow_files[sv->allow_file_count++] = optarg;
+        break;
+      case 'f': rc = add_forward(sv, optarg); break;
+      case 's': sv->state = optarg; break;
+      case 'n': name = optarg; break;
+      case 'i': who = optarg; break;
+      case 'h': fputs(serve_help, stdout); return KP_EXIT_OK;
+      default: rc = kp_cli_net_option(&sv->net, c, optarg, sv->cmd); break;
+    }
+    if (rc) return rc;
+  }
+  if (optind < argc) return kp_cli_usage_error(sv->cmd, "unexpected argument '%s'", argv[optind]);
+  if ((rc = set_info(sv, name, who))) return rc;
+  if ((rc = load_allow(sv, &sv->allow))) return rc;
+  return -1;
+}
+
+/* ---- Running ------------------------------------------------------------------------------ */
+
+static void print_serving(const serve_t *sv, const char *key) {
+  printf("serving %s", key);
+  if (!sv->service_count) printf(" (echo)");
+  for (unsigned i = 0; i < sv->service_count; i++)
+    printf("%s%s -> %s%s", i ? ", " : " (", sv->services[i].name,
+           kp_cli_forward_target(sv->services[i].fwd), i + 1 == sv->service_count ? ")" : "");
+  printf("\n");
+  fflush(stdout);
+}
+
+static int serve_run(serve_t *sv) {
+  kp_keypair_t kp;
+  int rc;
+  if (sv->state && access(sv->state, W_OK | X_OK))
+    return kp_cli_usage_error(sv->cmd, "--state %s: not a writable directory", sv->state);
+  if ((rc = kp_cli_identity(sv->key_path, &kp, sv->cmd))) return rc;
+  memcpy(sv->public_key, kp.public_key, KP_PUBLIC_KEY_LEN);
+  if ((rc = kp_cli_session_open(&sv->s, &sv->net, sv->cmd))) {
+    kp_keypair_wipe(&kp);
+    return rc;
+  }
+  kp_conn_callbacks_t cb = {.on_stream = on_serve_stream, .on_close = on_serve_close};
+  kp_server_t *server;
+  int err =
+      kp_server_listen(sv->s.node, &kp, serve_firewall, &cb, on_serve_connection, sv, &server);
+  char key[KP_KEY_TEXT_LEN + 1];
+  kp_key_to_text(kp.public_key, key);
+  kp_keypair_wipe(&kp);
+  if (err) {
+    fprintf(stderr, "kadpunch %s: %s\n", sv->cmd, kp_strerror(err));
+    kp_cli_session_close(&sv->s);
+    return KP_EXIT_FAIL;
+  }
+  kp_server_set_info(server, &sv->info, sv->info_policy);
+  uv_signal_init(&sv->s.loop, &sv->sighup);
+  sv->sighup.data = sv;
+  uv_signal_start(&sv->sighup, on_sighup, SIGHUP);
+  print_serving(sv, key);
+  kp_cli_session_run(&sv->s, NULL, NULL, 0);
+  printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused, %" PRIu64 " invited\n",
+         sv->connections, sv->refused, sv->invited);
+  uv_close((uv_handle_t *)&sv->sighup, NULL);
+  kp_server_close(server);
+  for (unsigned i = 0; i < sv->service_count; i++) kp_cli_forward_stop(sv->services[i].fwd);
+  return kp_cli_session_close(&sv->s);
+}
+
+int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only) {
+  serve_t *sv = calloc(1, sizeof(*sv));
+  if (!sv) return KP_EXIT_FAIL;
+  sv->cmd = cmd;
+  kp_cli_net_init(&sv->net, KP_NODE_AUTO);
+  /* A TCP peer that went away must be an error on a write, not a signal. */
+  signal(SIGPIPE, SIG_IGN);
+  int rc = serve_options(sv, argc, argv);
+  if (rc < 0) rc = check_only ? KP_EXIT_OK : serve_run(sv);
+  kp_cli_allow_free(&sv->allow);
+  for (unsigned i = 0; i < sv->service_count; i++) kp_cli_forward_free(sv->services[i].fwd);
+  free(sv);
+  return rc;
+}
+
+int kp_cli_serve(int argc, char **argv) {
+  return kp_cli_serve_main(argc, argv, "serve", false);
+}

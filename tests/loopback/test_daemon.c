@@ -1,0 +1,233 @@
+/* The kadpunch program as a service, on loopback: `kadpunch daemon` from a
+ * config file with its state directory, one-time invitations (`kadpunch
+ * invite`, `kadpunch connect CODE`), device info and named services, the
+ * allow list re-read on SIGHUP, and the errors a bad config or key file
+ * gets. Every program is started here and stopped by its PID. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/harness/test.h"
+#include "tests/loopback/tcp_peers.h"
+#include "tests/loopback/test_node.h"
+#include "tests/loopback/testnet_up.h"
+
+#define NODES 12
+
+static int server_pid;
+
+static void kill_server(void) {
+  if (server_pid > 0) kill(server_pid, SIGKILL);
+}
+
+typedef struct fx_s {
+  uv_loop_t loop;
+  kp_testnet_t tn;
+  char dir[32], cfg[128], state[128], ckey[128], ckey2[128];
+  char cpk[KP_KEY_TEXT_LEN + 1], cpk2[KP_KEY_TEXT_LEN + 1], spk[KP_KEY_TEXT_LEN + 1];
+  kp_test_child_t *server;
+  char out[16384];
+} fx_t;
+
+static void fx_up(fx_t *f) {
+  memset(f, 0, sizeof(*f));
+  static bool registered;
+  if (!registered) atexit(kill_server);
+  registered = true;
+  uv_loop_init(&f->loop);
+  kp_test_testnet_up(&f->loop, NODES, 20000, &f->tn);
+  snprintf(f->dir, sizeof(f->dir), "/tmp/kp-dmn-XXXXXX");
+  KP_CHECK(mkdtemp(f->dir) != NULL);
+  snprintf(f->cfg, sizeof(f->cfg), "%s/kadpunch.conf", f->dir);
+  snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
+  snprintf(f->ckey, sizeof(f->ckey), "%s/client", f->dir);
+  snprintf(f->ckey2, sizeof(f->ckey2), "%s/client2", f->dir);
+  kp_test_keygen(&f->loop, f->ckey, f->cpk);
+  kp_test_keygen(&f->loop, f->ckey2, f->cpk2);
+}
+
+static void write_file(const char *path, const char *text) {
+  FILE *fp = fopen(path, "w");
+  KP_CHECK(fp != NULL);
+  fputs(text, fp);
+  fclose(fp);
+}
+
+/* The daemon, from a config with extra lines; spk gets its key. */
+static void fx_daemon(fx_t *f, const char *extra) {
+  char text[2048];
+  snprintf(text, sizeof(text),
+           "# a test daemon\nstate = %s\nbootstrap = %s\nbind = 127.0.0.1:0\nlog = warn\n%s",
+           f->state, f->tn.bootstrap, extra);
+  write_file(f->cfg, text);
+  const char *argv[] = {KP_BINARY, "daemon", "--config", f->cfg, NULL};
+  f->server = kp_test_spawn(&f->loop, argv);
+  server_pid = kp_test_child_pid(f->server);
+  KP_CHECK(kp_test_child_wait_output(&f->loop, f->server, "serving", 15000));
+  const char *at = strstr(kp_test_child_stdout(f->server), "serving ");
+  KP_CHECK(at);
+  memcpy(f->spk, at + 8, KP_KEY_TEXT_LEN);
+  kp_testnet_run_until(&f->loop, NULL, NULL, 1000); /* the announcement lands */
+}
+
+/* `kadpunch connect TARGET --key KEY --bootstrap B [extra]`: exit status. */
+static int fx_connect(fx_t *f, const char *target, const char *key, const char *extra) {
+  const char *argv[12] = {KP_BINARY, "connect",     target,         "--key",
+                          key,       "--bootstrap", f->tn.bootstrap};
+  size_t n = 7;
+  if (extra) argv[n++] = extra;
+  argv[n] = NULL;
+  return kp_test_run_cli(&f->loop, argv, f->out, sizeof(f->out), 30000);
+}
+
+static void fx_down(fx_t *f) {
+  if (f->server) KP_CHECK_EQ(kp_test_child_stop(&f->loop, f->server, 10000), 0);
+  server_pid = 0;
+  kp_testnet_destroy(&f->tn);
+  kp_test_check_loop_closes(&f->loop);
+  char cmd[96];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+  KP_CHECK_EQ(system(cmd), 0);
+}
+
+/* An invitation lets one client in, once; that client stays in (its key
+ * is in state/allow); a second use, a late one and a stranger are each
+ * refused with their reason. */
+static void test_invite_once(void) {
+  fx_t f;
+  fx_up(&f);
+  fx_daemon(&f, "");
+  /* The key was made on first start, 0600. */
+  char path[256];
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/key", f.state);
+  KP_CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, NULL), 1);
+  KP_CHECK_MSG(strstr(f.out, "not allowed"), "%s", f.out);
+
+  const char *inv[] = {KP_BINARY, "invite", "--config", f.cfg, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, inv, f.out, sizeof(f.out), 10000), 0);
+  char code[KP_INVITE_TEXT_LEN + 1];
+  memcpy(code, f.out, KP_INVITE_TEXT_LEN);
+  code[KP_INVITE_TEXT_LEN] = '\0';
+  KP_CHECK_EQ(fx_connect(&f, code, f.ckey, NULL), 0);
+  KP_CHECK_MSG(strstr(f.out, "connected to"), "%s", f.out);
+  KP_CHECK_EQ(fx_connect(&f, code, f.ckey2, NULL), 1);
+  KP_CHECK_MSG(strstr(f.out, "already used"), "%s", f.out);
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, NULL), 0); /* in for good */
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey2, NULL), 1);
+
+  const char *late[] = {KP_BINARY, "invite", "--config", f.cfg, "--expires", "1", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, late, f.out, sizeof(f.out), 10000), 0);
+  memcpy(code, f.out, KP_INVITE_TEXT_LEN);
+  kp_testnet_run_until(&f.loop, NULL, NULL, 2100);
+  KP_CHECK_EQ(fx_connect(&f, code, f.ckey2, NULL), 1);
+  KP_CHECK_MSG(strstr(f.out, "expired"), "%s", f.out);
+
+  /* A code for another server's key proves nothing here. */
+  code[0] = code[0] == 'y' ? 'b' : 'y';
+  KP_CHECK_EQ(fx_connect(&f, code, f.ckey2, NULL), 1);
+  fx_down(&f);
+}
+
+/* Named services: the client picks one (or gets the first); an unknown
+ * name is refused with its reason; --info shows the device. */
+static void test_services_and_info(void) {
+  fx_t f;
+  fx_up(&f);
+  kp_tcp_server_t echo = {.mode = KP_TCP_ECHO};
+  kp_tcp_server_start(&f.loop, &echo);
+  char extra[512];
+  snprintf(extra, sizeof(extra),
+           "allow = %s\nforward = alpha 127.0.0.1:%d\nforward = beta 127.0.0.1:%d\n"
+           "name = test-box\ninfo = everyone\n",
+           f.cpk, echo.port, echo.port);
+  fx_daemon(&f, extra);
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, "--info"), 0);
+  KP_CHECK_MSG(strstr(f.out, "device      test-box, kadpunch") && strstr(f.out, "alpha beta"), "%s",
+               f.out);
+  /* Refused, but info = everyone: it still says who it is. */
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey2, "--info"), 1);
+  KP_CHECK_MSG(strstr(f.out, "not allowed") && strstr(f.out, "test-box"), "%s", f.out);
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, "--service=beta"), 0);
+  KP_CHECK_MSG(strstr(f.out, "echo        5 bytes"), "%s", f.out);
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, "--service=gamma"), 1);
+  KP_CHECK_MSG(strstr(f.out, "no service by that name"), "%s", f.out);
+  kp_tcp_server_stop(&echo);
+  fx_down(&f);
+}
+
+/* SIGHUP re-reads the allow list: a key added to the file gets in. */
+static void test_sighup_reload(void) {
+  fx_t f;
+  fx_up(&f);
+  char allow[160], extra[256];
+  snprintf(allow, sizeof(allow), "%s/allowed", f.dir);
+  write_file(allow, "# nobody yet\n");
+  snprintf(extra, sizeof(extra), "allow-file = %s\n", allow);
+  fx_daemon(&f, extra);
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, NULL), 1);
+  char line[128];
+  snprintf(line, sizeof(line), "%s # added\n", f.cpk);
+  write_file(allow, line);
+  kill(kp_test_child_pid(f.server), SIGHUP);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.server, "reloaded the allow list: 1 keys", 5000));
+  KP_CHECK_EQ(fx_connect(&f, f.spk, f.ckey, NULL), 0);
+  fx_down(&f);
+}
+
+static void expect_usage(const char *const *argv, const char *says) {
+  char out[4096];
+  int rc = kp_test_run_cli(NULL, argv, out, sizeof(out), 10000);
+  KP_CHECK_MSG(rc == 2 && strstr(out, says), "exit %d, wanted '%s' in: %s", rc, says, out);
+}
+
+/* A bad config, a key file others can read, a damaged key: a clear
+ * message naming the problem, exit 2, nothing started. */
+static void test_config_errors(void) {
+  char dir[32] = "/tmp/kp-dmc-XXXXXX", cfg[96], key[96];
+  KP_CHECK(mkdtemp(dir) != NULL);
+  snprintf(cfg, sizeof(cfg), "%s/c.conf", dir);
+  snprintf(key, sizeof(key), "%s/key", dir);
+  const char *daemon[] = {KP_BINARY, "daemon", "--config", cfg, "--check", NULL};
+  write_file(cfg, "bootstrap = 127.0.0.1:1\ncolour = blue\n");
+  expect_usage(daemon, "c.conf:2: unknown setting 'colour'");
+  write_file(cfg, "bootstrap 127.0.0.1:1\n");
+  expect_usage(daemon, "c.conf:1: expected `name = value`");
+  write_file(cfg, "forward = web 127.0.0.1:99999\n");
+  expect_usage(daemon, "the port must be 1 to 65535");
+  write_file(cfg, "info = sometimes\n");
+  expect_usage(daemon, "nobody, allowed or everyone");
+  const char *missing[] = {KP_BINARY, "daemon", "--config", "/nonexistent/k.conf", NULL};
+  expect_usage(missing, "No such file");
+  char text[256];
+  snprintf(text, sizeof(text), "state = %s\nbootstrap = 127.0.0.1:1\n", dir);
+  write_file(cfg, text);
+  char out[4096];
+  KP_CHECK_EQ(kp_test_run_cli(NULL, daemon, out, sizeof(out), 10000), 0);
+  /* A key file the group can read: refused, with what to do. */
+  const char *keygen[] = {KP_BINARY, "keygen", "-o", key, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(NULL, keygen, out, sizeof(out), 10000), 0);
+  KP_CHECK_EQ(chmod(key, 0640), 0);
+  const char *serve[] = {KP_BINARY, "serve", "--key", key, "--bootstrap", "127.0.0.1:1", NULL};
+  expect_usage(serve, "chmod 600");
+  write_file(key, "not a key at all\n");
+  KP_CHECK_EQ(chmod(key, 0600), 0);
+  expect_usage(serve, "not a kadpunch key");
+  const char *invite[] = {KP_BINARY, "invite", "--state", "/nonexistent", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(NULL, invite, out, sizeof(out), 10000) != 0, true);
+  snprintf(text, sizeof(text), "rm -rf %s", dir);
+  KP_CHECK_EQ(system(text), 0);
+}
+
+static const kp_test_case_t cases[] = {
+    KP_CASE(invite_once, loopback, 120),
+    KP_CASE(services_and_info, loopback, 90),
+    KP_CASE(sighup_reload, loopback, 90),
+    KP_CASE(config_errors, loopback, 30),
+};
+
+KP_TEST_MAIN(cases)

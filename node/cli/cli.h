@@ -224,6 +224,8 @@ void kp_cli_print_device(FILE *out, const kp_device_info_t *d);
 /* demo_connect.c: servers and connects by key on the demo's testnet. */
 struct kp_testnet_s;
 int kp_cli_demo_connects(struct kp_testnet_s *tn, unsigned connects, const kp_rng_t *rng);
+/* demo_service.c: a TCP service forwarded by key, reached direct and relayed. */
+int kp_cli_demo_service(struct kp_testnet_s *tn);
 
 /* Prints "kadpunch CMD: message" to stderr and returns KP_EXIT_USAGE. */
 int kp_cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -177,6 +177,8 @@ int kp_cli_demo(int argc, char **argv) {
     rc = run_lookups(&tn, (unsigned)lookups, &rng);
     int crc = kp_cli_demo_connects(&tn, (unsigned)connects, &rng);
     if (!rc) rc = crc;
+    crc = kp_cli_demo_service(&tn);
+    if (!rc) rc = crc;
   }
   kp_testnet_destroy(&tn);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -358,6 +358,10 @@ static void test_cli_demo(void) {
   KP_CHECK(strstr(out, "5/5 lookups returned exactly the true 20 closest nodes"));
   KP_CHECK_MSG(strstr(out, "5/5 clients connected by key and got their 1 MiB back byte-exact"),
                "%s", out);
+  /* The service by key: direct and relayed downloads, byte-exact. */
+  KP_CHECK_MSG(strstr(out, "both downloads arrived byte-exact") &&
+                   strstr(out, "  relayed   relayed"),
+               "%s", out);
 }
 
 static const kp_test_case_t cases[] = {

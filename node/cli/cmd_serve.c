@@ -219,7 +219,7 @@ static int set_info(serve_t *sv, const char *name, const char *who) {
   } else if (strlen(name) > KP_NAME_MAX || !*name) {
     return kp_cli_usage_error(sv->cmd, "--name: 1 to %d characters", KP_NAME_MAX);
   }
-  snprintf(sv->info.name, sizeof(sv->info.name), "%s", name);
+  snprintf(sv->info.name, sizeof(sv->info.name), "%.*s", KP_NAME_MAX, name);
   for (char *p = sv->info.name; *p; p++)
     if (*p < 0x20 || *p > 0x7e) *p = '?';
   snprintf(sv->info.version, sizeof(sv->info.version), "%s", KP_VERSION_STRING);

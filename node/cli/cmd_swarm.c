@@ -137,24 +137,60 @@ static const char lookup_help[] =
     "nodes, data. Then a summary.\n"
     "\n"
     "options:\n"
-    "  --key-of PUBKEY         look up a peer's own announcement\n" KP_CLI_NET_HELP "\n"
+    "  --key-of PUBKEY         look up a peer's own announcement\n"
+    "  --json                  one JSON object per line: each record\n"
+    "                          {\"key\":...,\"relays\":[...],\"data\":...}, then\n"
+    "                          {\"found\":N,\"requests\":N,\"ms\":X}\n" KP_CLI_NET_HELP "\n"
     "examples:\n"
     "  kadpunch lookup chat-room-7 --bootstrap 203.0.113.7:49737\n"
+    "  kadpunch lookup --key-of 1kbqs8tc39zasouiojo73fmb83iynjt7ppdn835bskst4nf4yrqy --json\n"
     "\n"
     "exit codes: 0 the lookup ran (peers found or not), 1 the network failed,\n"
     "2 bad options\n";
 
 typedef struct {
-  bool done;
+  bool done, json;
   int status;
   size_t found;
   kp_node_query_stats_t stats;
 } lookup_state_t;
 
+/* A JSON string of arbitrary bytes: quotes, backslashes and anything
+ * outside printable ASCII escaped. */
+static void json_bytes(const uint8_t *p, size_t n) {
+  putchar('"');
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] == '"' || p[i] == '\\')
+      printf("\\%c", p[i]);
+    else if (p[i] < 0x20 || p[i] > 0x7e)
+      printf("\\u%04x", p[i]);
+    else
+      putchar(p[i]);
+  }
+  putchar('"');
+}
+
+static void record_json(const kp_record_t *rec, const char *key) {
+  printf("{\"key\":\"%s\",\"relays\":[", key);
+  for (size_t i = 0; i < rec->relay_count; i++) {
+    char text[KP_ADDR_STRLEN];
+    printf("%s\"%s\"", i ? "," : "", kp_addr_format(&rec->relays[i], text, sizeof(text)));
+  }
+  printf("],\"data\":");
+  json_bytes(rec->data, rec->data_len);
+  printf("}\n");
+  fflush(stdout);
+}
+
 static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
-  (void)node, (void)arg;
+  lookup_state_t *st = arg;
+  (void)node;
   char key[KP_KEY_TEXT_LEN + 1];
   kp_key_to_text(rec->public_key, key);
+  if (st->json) {
+    record_json(rec, key);
+    return;
+  }
   printf("%s  relays", key);
   for (size_t i = 0; i < rec->relay_count; i++) {
     char text[KP_ADDR_STRLEN];
@@ -181,17 +217,20 @@ static bool lookup_done(void *ctx) {
 
 int kp_cli_lookup(int argc, char **argv) {
   static const struct option longopts[] = {{"key-of", required_argument, 0, 'K'},
+                                           {"json", no_argument, 0, 'j'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
   kp_cli_net_t net;
   kp_cli_net_init(&net, KP_NODE_EPHEMERAL);
   const char *key_of = NULL;
+  bool json = false;
   int c, rc;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
       case 'K': key_of = optarg; break;
+      case 'j': json = true; break;
       case 'h': fputs(lookup_help, stdout); return KP_EXIT_OK;
       default:
         if ((rc = kp_cli_net_option(&net, c, optarg, "lookup"))) return rc;
@@ -205,7 +244,7 @@ int kp_cli_lookup(int argc, char **argv) {
 
   kp_cli_session_t s;
   if ((rc = kp_cli_session_open(&s, &net, "lookup"))) return rc;
-  lookup_state_t st = {0};
+  lookup_state_t st = {.json = json};
   int err = kp_node_lookup(s.node, target, on_record, on_lookup_done, &st);
   if (!err) kp_cli_session_run(&s, lookup_done, &st, 60000);
   if (err || !st.done || st.status) {
@@ -216,7 +255,11 @@ int kp_cli_lookup(int argc, char **argv) {
     kp_cli_session_close(&s);
     return KP_EXIT_FAIL;
   }
-  printf("%zu peer%s found; %u requests, %.1f ms\n", st.found, st.found == 1 ? "" : "s",
-         st.stats.requests, (double)st.stats.duration_us / 1000);
+  if (json)
+    printf("{\"found\":%zu,\"requests\":%u,\"ms\":%.1f}\n", st.found, st.stats.requests,
+           (double)st.stats.duration_us / 1000);
+  else
+    printf("%zu peer%s found; %u requests, %.1f ms\n", st.found, st.found == 1 ? "" : "s",
+           st.stats.requests, (double)st.stats.duration_us / 1000);
   return kp_cli_session_close(&s);
 }

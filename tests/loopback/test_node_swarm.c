@@ -225,6 +225,12 @@ void test_cli_swarm_commands(void) {
   const char *lookup[] = {KP_BINARY, "lookup", "room-9", "--bootstrap", boot, NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, lookup, out, sizeof(out), 20000), 0);
   KP_CHECK_MSG(strstr(out, pk) && strstr(out, "data hi") && strstr(out, "1 peer found"), "%s", out);
+  const char *lookup_json[] = {KP_BINARY, "lookup", "room-9", "--json", "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, lookup_json, out, sizeof(out), 20000), 0);
+  char want[128];
+  snprintf(want, sizeof(want), "{\"key\":\"%s\",\"relays\":[\"", pk);
+  KP_CHECK_MSG(strstr(out, want) && strstr(out, "\"data\":\"hi\"}") && strstr(out, "{\"found\":1,"),
+               "%s", out);
   /* SIGTERM: it withdraws and exits 0; the lookup then comes back empty. */
   KP_CHECK_EQ(kp_test_child_stop(&loop, child, 10000), 0);
   KP_CHECK_EQ(kp_test_run_cli(&loop, lookup, out, sizeof(out), 20000), 0);

@@ -434,6 +434,24 @@ size_t kp_dht_store_each(kp_dht_store_t *s, const uint8_t target[KP_ID_LEN],
   return live;
 }
 
+void kp_dht_store_walk(const kp_dht_store_t *s,
+                       bool (*fn)(void *ctx, const kp_dht_store_item_t *item), void *ctx) {
+  for (const entry_t *e = s->head; e; e = e->enext) {
+    kp_dht_store_item_t it = {
+        .kind = e->slot->kind,
+        .tombstone = e->tombstone,
+        .target = e->slot->target,
+        .public_key = e->slot->kind == KP_STORE_IMMUTABLE ? NULL : e->key,
+        .seq = e->seq,
+        .expires = e->expires,
+        .data = e->data,
+        .data_len = e->len,
+        .origin = &e->origin,
+    };
+    if (!fn(ctx, &it)) return;
+  }
+}
+
 /* ---- Mutable and immutable values ---------------------------------------------- */
 
 int kp_dht_store_put_mutable(kp_dht_store_t *s, const uint8_t target[KP_ID_LEN],

@@ -103,6 +103,25 @@ int kp_dht_store_put_immutable(kp_dht_store_t *store, const uint8_t target[KP_ID
 bool kp_dht_store_get_immutable(kp_dht_store_t *store, const uint8_t target[KP_ID_LEN],
                                 const uint8_t **value, size_t *len);
 
+/* Any stored record, as handed to kp_dht_store_walk (for inspection). */
+typedef struct kp_dht_store_item_s {
+  uint8_t kind; /* kp_dht_store_kind_t */
+  bool tombstone;
+  const uint8_t *target;
+  const uint8_t *public_key; /* announce and mutable; NULL for immutable */
+  uint64_t seq;
+  uint64_t expires;
+  const uint8_t *data; /* announce: the raw record; mutable: signature, value; immutable: value */
+  size_t data_len;
+  const kp_addr_t *origin; /* the writer's address */
+} kp_dht_store_item_t;
+
+/* Calls fn for every record, tombstones included, soonest expiry first,
+ * until fn returns false. Views are valid during the call; fn must not
+ * change the store. */
+void kp_dht_store_walk(const kp_dht_store_t *store,
+                       bool (*fn)(void *ctx, const kp_dht_store_item_t *item), void *ctx);
+
 /* Drops what has expired; returns when the next record expires. */
 uint64_t kp_dht_store_tick(kp_dht_store_t *store, uint64_t now);
 uint64_t kp_dht_store_next_expiry(const kp_dht_store_t *store);

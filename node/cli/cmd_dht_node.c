@@ -6,6 +6,7 @@
 #include "common/addr.h"
 #include "common/log.h"
 #include "node/cli/cli.h"
+#include "node/control.h"
 
 static const char help[] =
     "usage: kadpunch dht-node [options]\n"
@@ -20,15 +21,20 @@ static const char help[] =
     "  --member                always a routing-table member (bootstrap nodes)\n"
     "  --stable-ms N           address stability needed before joining (default 20000)\n"
     "  --log LEVEL             error, warn, info (default), debug, trace\n"
+    "  --control PATH          answer kadpunch-inspect (table, records, stats) on a\n"
+    "                          unix socket at PATH, owner-only (mode 0600)\n"
     "\n"
     "examples:\n"
     "  kadpunch dht-node --bind 203.0.113.7:49737 --member        # a bootstrap node\n"
     "  kadpunch dht-node --bootstrap 203.0.113.7:49737             # join through it\n"
+    "  kadpunch dht-node --member --control ~/.kadpunch/control.sock\n"
+    "  kadpunch-inspect table --control ~/.kadpunch/control.sock     # then, alongside\n"
     "\n"
     "exit codes: 0 stopped by a signal, 1 runtime failure, 2 bad options\n";
 
 typedef struct {
   kp_node_t *node;
+  kp_control_t *control;
   uv_signal_t sigint, sigterm;
   uv_timer_t status;
   bool member;
@@ -72,72 +78,124 @@ static void on_signal(uv_signal_t *sig, int signum) {
   uv_close((uv_handle_t *)&s->sigint, NULL);
   uv_close((uv_handle_t *)&s->sigterm, NULL);
   uv_close((uv_handle_t *)&s->status, NULL);
+  /* The control's commands read the node: it goes first. */
+  kp_control_close(s->control);
+  s->control = NULL;
   kp_node_close(s->node, on_closed);
 }
 
-int kp_cli_dht_node(int argc, char **argv) {
+/* Returns 0, or an exit code after saying what is wrong with path. */
+static int start_control(state_t *s, const char *path) {
+  /* A control client that hangs up before its answer must not kill us. */
+  signal(SIGPIPE, SIG_IGN);
+  int err = kp_control_start(s->node, path, &s->control);
+  if (!err) return KP_EXIT_OK;
+  const char *why = kp_strerror(err);
+  switch (err) {
+    case UV_EEXIST: why = "it exists and is not a socket; refusing to replace it"; break;
+    case UV_EADDRINUSE: why = "another process already answers on it"; break;
+    case UV_ENAMETOOLONG: why = "the path is too long for a unix socket (107 bytes at most)"; break;
+    case UV_ENOENT: why = "its directory does not exist"; break;
+    case UV_EACCES:
+    case UV_EPERM: why = "permission denied (can this user write to its directory?)"; break;
+    default: break;
+  }
+  fprintf(stderr, "kadpunch dht-node: cannot open control socket %s: %s\n", path, why);
+  return err == UV_EADDRINUSE ? KP_EXIT_FAIL : KP_EXIT_USAGE;
+}
+
+typedef struct args_s {
+  kp_node_options_t opts;
+  const char *boot[16];
+  const char *control;
+} args_t;
+
+/* Returns 0, -1 after --help, or an exit code after saying what is wrong. */
+static int parse(int argc, char **argv, args_t *a) {
   static const struct option longopts[] = {{"bind", required_argument, 0, 'b'},
                                            {"bootstrap", required_argument, 0, 'B'},
                                            {"ephemeral", no_argument, 0, 'e'},
                                            {"member", no_argument, 0, 'm'},
                                            {"stable-ms", required_argument, 0, 's'},
                                            {"log", required_argument, 0, 'l'},
+                                           {"control", required_argument, 0, 'c'},
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
-  kp_node_options_t opts;
-  kp_node_options_init(&opts);
-  opts.bind = "0.0.0.0:49737";
-  opts.log_level = KP_LOG_INFO;
-  const char *boot[16];
+  kp_node_options_t *opts = &a->opts;
+  kp_node_options_init(opts);
+  opts->bind = "0.0.0.0:49737";
+  opts->log_level = KP_LOG_INFO;
+  a->control = NULL;
   char *boot_arg = NULL;
   unsigned long v;
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
-      case 'b': opts.bind = optarg; break;
+      case 'b': opts->bind = optarg; break;
       case 'B': boot_arg = optarg; break;
-      case 'e': opts.mode = KP_NODE_EPHEMERAL; break;
-      case 'm': opts.mode = KP_NODE_MEMBER; break;
+      case 'e': opts->mode = KP_NODE_EPHEMERAL; break;
+      case 'm': opts->mode = KP_NODE_MEMBER; break;
       case 's':
         if (!kp_cli_parse_uint(optarg, 0, 86400000, &v))
           return kp_cli_usage_error("dht-node", "--stable-ms wants milliseconds, got '%s'", optarg);
-        opts.member_stable_ms = (unsigned)v;
+        opts->member_stable_ms = (unsigned)v;
         break;
       case 'l':
-        if (kp_log_level_parse(optarg, &opts.log_level))
+        if (kp_log_level_parse(optarg, &opts->log_level))
           return kp_cli_usage_error("dht-node", "unknown log level '%s'", optarg);
         break;
-      case 'h': fputs(help, stdout); return KP_EXIT_OK;
+      case 'c': a->control = optarg; break;
+      case 'h': fputs(help, stdout); return -1;
       default: return kp_cli_usage_error("dht-node", "unknown option");
     }
   }
   if (optind < argc)
     return kp_cli_usage_error("dht-node", "unexpected argument '%s'", argv[optind]);
   if (boot_arg) {
-    opts.bootstrap = boot;
-    opts.bootstrap_count = kp_cli_split_list(boot_arg, boot, 16);
+    opts->bootstrap = a->boot;
+    opts->bootstrap_count = kp_cli_split_list(boot_arg, a->boot, 16);
   }
+  return 0;
+}
 
+/* The node and, with --control, its control socket. Returns 0 or an exit
+ * code (the loop is then closed). */
+static int start(uv_loop_t *loop, const args_t *a, state_t *s) {
+  int err = kp_node_create(loop, &a->opts, &s->node);
+  if (err) {
+    fprintf(stderr, "kadpunch dht-node: cannot start on %s: %s\n", a->opts.bind, kp_strerror(err));
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
+  }
+  if (a->control && (err = start_control(s, a->control))) {
+    kp_node_close(s->node, on_closed);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return err;
+  }
+  kp_addr_t local;
+  char text[KP_ADDR_STRLEN];
+  kp_node_local_addr(s->node, &local);
+  printf("dht node on %s (%s)\n", kp_addr_format(&local, text, sizeof(text)),
+         a->opts.mode == KP_NODE_MEMBER      ? "member"
+         : a->opts.mode == KP_NODE_EPHEMERAL ? "ephemeral"
+                                             : "auto");
+  if (s->control) printf("control socket %s\n", kp_control_path(s->control));
+  fflush(stdout);
+  return 0;
+}
+
+int kp_cli_dht_node(int argc, char **argv) {
+  args_t a;
+  int rc = parse(argc, argv, &a);
+  if (rc) return rc < 0 ? KP_EXIT_OK : rc;
   uv_loop_t loop;
   uv_loop_init(&loop);
   state_t s;
   memset(&s, 0, sizeof(s));
-  int err = kp_node_create(&loop, &opts, &s.node);
-  if (err) {
-    fprintf(stderr, "kadpunch dht-node: cannot start on %s: %s\n", opts.bind, kp_strerror(err));
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
-  }
-  kp_addr_t local;
-  char text[KP_ADDR_STRLEN];
-  kp_node_local_addr(s.node, &local);
-  printf("dht node on %s (%s)\n", kp_addr_format(&local, text, sizeof(text)),
-         opts.mode == KP_NODE_MEMBER      ? "member"
-         : opts.mode == KP_NODE_EPHEMERAL ? "ephemeral"
-                                          : "auto");
-  fflush(stdout);
+  if ((rc = start(&loop, &a, &s))) return rc;
 
   uv_signal_init(&loop, &s.sigint);
   uv_signal_init(&loop, &s.sigterm);
@@ -150,7 +208,7 @@ int kp_cli_dht_node(int argc, char **argv) {
   print_status(&s, true);
 
   uv_run(&loop, UV_RUN_DEFAULT);
-  int rc = uv_loop_close(&loop);
+  rc = uv_loop_close(&loop);
   if (rc) fprintf(stderr, "kadpunch dht-node: loop did not close cleanly: %s\n", uv_strerror(rc));
   return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
 }

@@ -165,6 +165,7 @@ typedef struct kp_cli_daemon_cfg_s {
   int argc;
   char state[1024];
   char key[1100]; /* state + "/key" fits */
+  bool control_set;
 } kp_cli_daemon_cfg_t;
 /* 0, or an exit code after naming the bad line. Free it either way. */
 int kp_cli_daemon_config(const char *path, kp_cli_daemon_cfg_t *c);

@@ -26,6 +26,8 @@ static const char daemon_help[] =
     "                  (DIR/key, made 0600 on first start), the allow list\n"
     "                  (DIR/allow) and invitations (DIR/invites)\n"
     "  key = FILE      a key file elsewhere (default DIR/key)\n"
+    "  control = PATH  the control socket for kadpunch-inspect (default\n"
+    "                  DIR/control.sock, mode 0600)\n"
     "Only keys in the allow lists and invitees get in. SIGHUP re-reads the\n"
     "allow lists; SIGTERM closes every connection (peers are told) and exits.\n"
     "Messages go to stdout and stderr, a line each (journald keeps them).\n"
@@ -42,8 +44,8 @@ static const char daemon_help[] =
     "failed, 2 a bad config file (the line is named), key or state directory\n";
 
 /* The names serve knows; anything else in a config file is an error. */
-static const char *const known[] = {"bootstrap", "bind",       "relay", "tcp-relay", "forward",
-                                    "allow",     "allow-file", "name",  "info",      "log"};
+static const char *const known[] = {"bootstrap",  "bind", "relay", "tcp-relay", "forward", "allow",
+                                    "allow-file", "name", "info",  "log",       "control"};
 
 void kp_cli_daemon_config_free(kp_cli_daemon_cfg_t *c) {
   for (int i = 0; i < c->argc; i++) free(c->argv[i]);
@@ -96,6 +98,7 @@ static int cfg_line(kp_cli_daemon_cfg_t *c, char *line, const char *path, unsign
       char *rest = trim(space + 1);
       memmove(space + 1, rest, strlen(rest) + 1);
     }
+    if (!strcmp(name, "control")) c->control_set = true;
     return push(c, opt, value, path, no);
   }
   return kp_cli_usage_error("daemon", "%s:%u: unknown setting '%s' (see kadpunch daemon --help)",
@@ -120,6 +123,11 @@ int kp_cli_daemon_config(const char *path, kp_cli_daemon_cfg_t *c) {
   }
   fclose(f);
   if (!rc && !c->key[0]) snprintf(c->key, sizeof(c->key), "%s/key", c->state);
+  if (!rc && !c->control_set) {
+    char sock[1100];
+    snprintf(sock, sizeof(sock), "%s/control.sock", c->state);
+    rc = push(c, "--control", sock, path, 0);
+  }
   return rc;
 }
 

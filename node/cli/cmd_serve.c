@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "node/cli/cli.h"
+#include "node/control.h"
 
 static const char serve_help[] =
     "usage: kadpunch serve [options]\n"
@@ -45,7 +46,10 @@ static const char serve_help[] =
     "  --name NAME             this device's name in its info (default: the host name)\n"
     "  --info WHO              who gets the device info (name, version, services) when\n"
     "                          they ask (`connect --info`): nobody, allowed (default),\n"
-    "                          everyone (refused clients too)\n" KP_CLI_NET_HELP "\n"
+    "                          everyone (refused clients too)\n"
+    "  --control PATH          a control socket (0600) for kadpunch-inspect: table,\n"
+    "                          records, stats, and \"serve\" (this server's "
+    "counters)\n" KP_CLI_NET_HELP "\n"
     "examples:\n"
     "  kadpunch serve --bootstrap 203.0.113.7:49737\n"
     "  kadpunch serve --key ~/.kadpunch/key --allow "
@@ -69,7 +73,8 @@ typedef struct service_s {
 typedef struct serve_s {
   kp_cli_session_t s;
   kp_cli_net_t net;
-  const char *key_path, *state, *cmd;
+  const char *key_path, *state, *cmd, *control_path;
+  kp_control_t *control;
   const char *allow_keys[MAX_ALLOW_ARGS], *allow_files[MAX_ALLOW_FILES];
   size_t allow_key_count, allow_file_count;
   kp_cli_allow_t allow;
@@ -251,6 +256,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
                                            {"state", required_argument, 0, 's'},
                                            {"name", required_argument, 0, 'n'},
                                            {"info", required_argument, 0, 'i'},
+                                           {"control", required_argument, 0, 'c'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -275,6 +281,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
       case 's': sv->state = optarg; break;
       case 'n': name = optarg; break;
       case 'i': who = optarg; break;
+      case 'c': sv->control_path = optarg; break;
       case 'h': fputs(serve_help, stdout); return KP_EXIT_OK;
       default: rc = kp_cli_net_option(&sv->net, c, optarg, sv->cmd); break;
     }
@@ -287,6 +294,46 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
 }
 
 /* ---- Running ------------------------------------------------------------------------------ */
+
+/* {"cmd":"serve"}: the key, the services, the counters. */
+static int control_serve(void *ctx, const kp_json_t *request, const char *line, size_t len,
+                         kp_jw_t *out) {
+  serve_t *sv = ctx;
+  char key[KP_KEY_TEXT_LEN + 1];
+  (void)request, (void)line, (void)len;
+  kp_key_to_text(sv->public_key, key);
+  kp_jw_obj(out);
+  kp_jw_kbool(out, "ok", true);
+  kp_jw_kstr(out, "cmd", "serve");
+  kp_jw_kstr(out, "key", key);
+  kp_jw_kstr(out, "name", sv->info.name);
+  kp_jw_key(out, "services");
+  kp_jw_arr(out);
+  for (unsigned i = 0; i < sv->service_count; i++) {
+    kp_jw_obj(out);
+    kp_jw_kstr(out, "name", sv->services[i].name);
+    kp_jw_kstr(out, "target", kp_cli_forward_target(sv->services[i].fwd));
+    kp_jw_obj_end(out);
+  }
+  kp_jw_arr_end(out);
+  kp_jw_ku64(out, "allowed_keys", sv->allow.restricted ? sv->allow.count : 0);
+  kp_jw_kbool(out, "restricted", sv->allow.restricted);
+  kp_jw_ku64(out, "connections", sv->connections);
+  kp_jw_ku64(out, "refused", sv->refused);
+  kp_jw_ku64(out, "invited", sv->invited);
+  kp_jw_obj_end(out);
+  return 0;
+}
+
+static int start_control(serve_t *sv) {
+  if (!sv->control_path) return 0;
+  int err = kp_control_start(sv->s.node, sv->control_path, &sv->control);
+  if (!err) err = kp_control_add(sv->control, "serve", control_serve, sv);
+  if (!err) return 0;
+  fprintf(stderr, "kadpunch %s: control socket %s: %s\n", sv->cmd, sv->control_path,
+          kp_strerror(err));
+  return KP_EXIT_FAIL;
+}
 
 static void print_serving(const serve_t *sv, const char *key) {
   printf("serving %s", key);
@@ -322,6 +369,11 @@ static int serve_run(serve_t *sv) {
     return KP_EXIT_FAIL;
   }
   kp_server_set_info(server, &sv->info, sv->info_policy);
+  if ((rc = start_control(sv))) {
+    kp_server_close(server);
+    kp_cli_session_close(&sv->s);
+    return rc;
+  }
   uv_signal_init(&sv->s.loop, &sv->sighup);
   sv->sighup.data = sv;
   uv_signal_start(&sv->sighup, on_sighup, SIGHUP);
@@ -330,6 +382,7 @@ static int serve_run(serve_t *sv) {
   printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused, %" PRIu64 " invited\n",
          sv->connections, sv->refused, sv->invited);
   uv_close((uv_handle_t *)&sv->sighup, NULL);
+  if (sv->control) kp_control_close(sv->control); /* before the node it reads */
   kp_server_close(server);
   for (unsigned i = 0; i < sv->service_count; i++) kp_cli_forward_stop(sv->services[i].fwd);
   return kp_cli_session_close(&sv->s);

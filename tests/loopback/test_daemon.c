@@ -7,7 +7,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "tests/harness/test.h"
@@ -83,6 +86,25 @@ static int fx_connect(fx_t *f, const char *target, const char *key, const char *
   return kp_test_run_cli(&f->loop, argv, f->out, sizeof(f->out), 30000);
 }
 
+/* One request on a control socket, the answer line into out. */
+static void control_ask(const char *path, const char *request, char *out, size_t cap) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+  KP_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  KP_CHECK(write(fd, request, strlen(request)) == (ssize_t)strlen(request));
+  size_t n = 0;
+  while (n + 1 < cap && !memchr(out, '\n', n)) {
+    ssize_t r = read(fd, out + n, cap - 1 - n);
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  out[n] = '\0';
+  close(fd);
+}
+
 static void fx_down(fx_t *f) {
   if (f->server) KP_CHECK_EQ(kp_test_child_stop(&f->loop, f->server, 10000), 0);
   server_pid = 0;
@@ -127,6 +149,16 @@ static void test_invite_once(void) {
   KP_CHECK_EQ(fx_connect(&f, code, f.ckey2, NULL), 1);
   KP_CHECK_MSG(strstr(f.out, "expired"), "%s", f.out);
 
+  /* The control socket: owner-only, and it counts what happened. */
+  char sock[256], answer[4096];
+  snprintf(sock, sizeof(sock), "%s/control.sock", f.state);
+  KP_CHECK(stat(sock, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
+  control_ask(sock, "{\"cmd\":\"serve\"}\n", answer, sizeof(answer));
+  KP_CHECK_MSG(strstr(answer, "\"ok\":true") && strstr(answer, "\"invited\":1") &&
+                   strstr(answer, f.spk),
+               "%s", answer);
+  control_ask(sock, "{\"cmd\":\"table\"}\n", answer, sizeof(answer));
+  KP_CHECK_MSG(strstr(answer, "\"ok\":true"), "%s", answer);
   /* A code for another server's key proves nothing here. */
   code[0] = code[0] == 'y' ? 'b' : 'y';
   KP_CHECK_EQ(fx_connect(&f, code, f.ckey2, NULL), 1);

@@ -219,6 +219,9 @@ int kp_cli_connect_stdio(kp_cli_connect_args_t *a);
  * failed, on stderr. */
 void kp_cli_print_info(FILE *out, const kp_connect_info_t *info, bool client);
 void kp_cli_print_connect_error(const char *key, int status, const kp_connect_info_t *info);
+/* A kp_conn_path_cb for --listen and --stdio --verbose: a relayed
+ * connection that went direct (or back), on stderr. */
+void kp_cli_print_path_change(kp_conn_t *conn, const kp_addr_t *remote);
 /* The peer's device info, one indented line. */
 void kp_cli_print_device(FILE *out, const kp_device_info_t *d);
 

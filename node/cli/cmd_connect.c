@@ -188,6 +188,13 @@ static void print_device_json(const kp_device_info_t *d) {
   printf("]}");
 }
 
+void kp_cli_print_path_change(kp_conn_t *conn, const kp_addr_t *remote) {
+  char text[KP_ADDR_STRLEN];
+  (void)conn;
+  kp_addr_format(remote, text, sizeof(text));
+  fprintf(stderr, "kadpunch connect: the connection now runs to %s\n", text);
+}
+
 void kp_cli_print_device(FILE *out, const kp_device_info_t *d) {
   fprintf(out, "  device      %s, kadpunch %s, services:", d->name, d->version);
   for (unsigned i = 0; i < d->service_count; i++) fprintf(out, " %s", d->services[i]);

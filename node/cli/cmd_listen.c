@@ -108,7 +108,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
 
 static void start_connect(listen_t *l) {
   if (l->connecting || l->conn || l->stopping) return;
-  kp_conn_callbacks_t cb = {.on_close = on_conn_close};
+  kp_conn_callbacks_t cb = {.on_close = on_conn_close, .on_path = kp_cli_print_path_change};
   int err =
       kp_node_connect_with(l->s.node, &l->kp, l->a->server_key, &l->a->opts, &cb, on_connected, l);
   if (err) {

@@ -76,7 +76,8 @@ static int start(stdio_t *st, kp_cli_session_t *s, const kp_keypair_t *kp) {
     kp_cli_bridge_abort(st->b, err);
     return KP_EXIT_FAIL;
   }
-  kp_conn_callbacks_t cb = {.on_close = on_conn_close};
+  kp_conn_callbacks_t cb = {.on_close = on_conn_close,
+                            .on_path = st->a->verbose ? kp_cli_print_path_change : NULL};
   if ((err = kp_node_connect_with(s->node, kp, st->a->server_key, &st->a->opts, &cb, on_connected,
                                   st))) {
     fprintf(stderr, "kadpunch connect: %s\n", kp_strerror(err));

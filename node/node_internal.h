@@ -126,6 +126,8 @@ void kp__node_relay_discover(kp_node_t *node);
  * rate bytes/s each way per link); closing it and every link. */
 int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links);
 void kp__node_relay_tcp_close(kp_node_t *node);
+/* Tests: ends every TCP link now (as a network that drops them would). */
+void kp__node_relay_tcp_drop_links(kp_node_t *node);
 
 /* node_tunnel.c: this node's own way out when UDP is blocked: node->sock
  * (and every extra socket) as channels of a TCP connection to a relay. */

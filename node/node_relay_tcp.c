@@ -249,3 +249,7 @@ void kp__node_relay_tcp_close(kp_node_t *node) {
     uv_close((uv_handle_t *)&node->relay_tcp, on_listener_closed);
   while (node->relay_tlinks) link_close(node->relay_tlinks);
 }
+
+void kp__node_relay_tcp_drop_links(kp_node_t *node) {
+  while (node->relay_tlinks) link_close(node->relay_tlinks);
+}

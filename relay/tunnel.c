@@ -12,11 +12,22 @@ typedef struct channel_s {
   bool refused;
 } channel_t;
 
+/* A lost connection is dialled again after 1, 2, 4 ... 30 s; the channels
+ * are opened anew there (new allocations, so new addresses, which the DHT
+ * learns as it would a NAT rebinding). */
+#define REDIAL_FIRST_MS 1000
+#define REDIAL_MAX_MS 30000
+
 struct kp_tunnel_s {
   kp_tunnel_io_t io;
+  uv_loop_t *loop;
   uv_connect_t connect;
   kp_addr_t relay;
   bool connected, down, close_wanted;
+  bool io_live; /* io's handles are open (not closed for a redial) */
+  uv_timer_t redial;
+  unsigned redial_ms;
+  uint64_t redials;
   channel_t ch[KP_TUNNEL_CHANNELS];
   uint16_t opened; /* OPEN frames queued before the connection was up: bit per channel */
   kp_tunnel_down_cb down_cb;
@@ -36,10 +47,16 @@ static int channel_of(const kp_tunnel_t *t, const kp_udp_t *udp) {
   return -1;
 }
 
+static void redial_later(kp_tunnel_io_t *io);
+
 static void go_down(kp_tunnel_t *t, int status) {
-  if (t->down) return;
+  if (t->down || t->close_wanted) return;
   t->down = true;
-  if (t->down_cb && !t->close_wanted) t->down_cb(t, status, t->arg);
+  t->connected = false;
+  if (t->down_cb) t->down_cb(t, status, t->arg);
+  /* The old connection's handles go first; the timer waits for them. */
+  t->io_live = false;
+  kp_tunnel_io_close(&t->io, redial_later);
 }
 
 /* ---- Virtual socket operations ------------------------------------------------------------- */
@@ -126,26 +143,87 @@ static void on_room(kp_tunnel_io_t *io) {
 
 static void on_connected(uv_connect_t *req, int status) {
   kp_tunnel_t *t = req->data;
-  if (t->close_wanted) return;
+  if (t->close_wanted || status == UV_ECANCELED) return;
   if (status) {
     go_down(t, status);
     return;
   }
   t->connected = true;
+  t->redial_ms = 0;
   kp_tunnel_io_release(&t->io);
   int err = kp_tunnel_io_start(&t->io);
   if (err) go_down(t, err);
 }
 
+/* A fresh connection: OPEN for every channel queued behind it. */
+static int dial(kp_tunnel_t *t) {
+  int err = kp_tunnel_io_init(t->loop, &t->io);
+  if (err) return err;
+  t->io_live = true;
+  t->io.on_frame = on_frame;
+  t->io.on_end = on_end;
+  t->io.on_room = on_room;
+  t->io.hold = true; /* frames wait for the connection */
+  for (int i = 0; i < KP_TUNNEL_CHANNELS; i++) {
+    if (!t->ch[i].udp || t->ch[i].closing) continue;
+    t->ch[i].refused = false;
+    kp_tunnel_frame_t f = {.type = KP_TUNNEL_OPEN, .channel = (uint16_t)i};
+    kp_tunnel_io_send(&t->io, &f);
+  }
+  struct sockaddr_storage ss;
+  kp_addr_to_sockaddr(&t->relay, &ss);
+  t->connect.data = t;
+  err = uv_tcp_connect(&t->connect, &t->io.tcp, (struct sockaddr *)&ss, on_connected);
+  if (err) {
+    t->io_live = false;
+    kp_tunnel_io_close(&t->io, NULL);
+  }
+  return err;
+}
+
+static void on_redial(uv_timer_t *h) {
+  kp_tunnel_t *t = h->data;
+  if (t->close_wanted) return;
+  t->down = false;
+  t->redials++;
+  int err = dial(t);
+  if (err) {
+    /* Not even a socket (out of descriptors?): later, as for a failure. */
+    t->down = true;
+    uv_timer_start(&t->redial, on_redial, t->redial_ms, 0);
+  }
+}
+
+static void redial_later(kp_tunnel_io_t *io) {
+  kp_tunnel_t *t = of_io(io);
+  if (t->close_wanted) return;
+  t->redial_ms = t->redial_ms ? t->redial_ms * 2 : REDIAL_FIRST_MS;
+  if (t->redial_ms > REDIAL_MAX_MS) t->redial_ms = REDIAL_MAX_MS;
+  uv_timer_start(&t->redial, on_redial, t->redial_ms, 0);
+}
+
 /* ---- API ------------------------------------------------------------------------------------ */
 
+/* Closing: the reaper, the redial timer, then the connection if it is
+ * open (kp_tunnel_io_close calls back when its handles are closed). */
 static void on_io_closed(kp_tunnel_io_t *io) {
   kp_free(of_io(io));
 }
 
+static void on_timer_closed(uv_handle_t *h) {
+  kp_tunnel_t *t = h->data;
+  if (t->io_live || t->io.handles) {
+    /* Open, or closing on its way to a redial: its callback frees us. */
+    t->io.on_closed = on_io_closed;
+    if (t->io_live) kp_tunnel_io_close(&t->io, on_io_closed);
+    return;
+  }
+  kp_free(t);
+}
+
 static void on_reaper_closed(uv_handle_t *h) {
   kp_tunnel_t *t = h->data;
-  kp_tunnel_io_close(&t->io, on_io_closed);
+  uv_close((uv_handle_t *)&t->redial, on_timer_closed);
 }
 
 int kp_tunnel_new(uv_loop_t *loop, const kp_addr_t *relay, kp_tunnel_down_cb down, void *arg,
@@ -153,25 +231,15 @@ int kp_tunnel_new(uv_loop_t *loop, const kp_addr_t *relay, kp_tunnel_down_cb dow
   *out = NULL;
   kp_tunnel_t *t = kp_calloc(1, sizeof(*t));
   if (!t) return UV_ENOMEM;
-  int err = kp_tunnel_io_init(loop, &t->io);
-  if (err) {
-    kp_free(t);
-    return err;
-  }
-  t->io.on_frame = on_frame;
-  t->io.on_end = on_end;
-  t->io.on_room = on_room;
+  t->loop = loop;
   t->relay = *relay;
   t->down_cb = down;
   t->arg = arg;
   uv_idle_init(loop, &t->reaper);
-  t->reaper.data = t;
+  uv_timer_init(loop, &t->redial);
+  t->reaper.data = t->redial.data = t;
   t->reaper_open = true;
-  struct sockaddr_storage ss;
-  kp_addr_to_sockaddr(relay, &ss);
-  t->connect.data = t;
-  t->io.hold = true; /* frames wait for the connection */
-  err = uv_tcp_connect(&t->connect, &t->io.tcp, (struct sockaddr *)&ss, on_connected);
+  int err = dial(t);
   if (err) {
     t->close_wanted = true;
     uv_close((uv_handle_t *)&t->reaper, on_reaper_closed);
@@ -186,11 +254,12 @@ int kp_tunnel_socket(kp_tunnel_t *t, kp_udp_t *udp) {
     if (t->ch[i].udp) continue;
     kp_addr_t local = {0};
     local.family = t->relay.family;
-    kp_udp_init_virtual(t->io.tcp.loop, udp, &channel_ops, t, &local);
+    kp_udp_init_virtual(t->loop, udp, &channel_ops, t, &local);
     t->ch[i] = (channel_t){.udp = udp};
-    /* Queued until the connection is up (the write waits for it). */
+    /* Queued until the connection is up (the write waits for it); while
+     * it is down, the next dial opens it. */
     kp_tunnel_frame_t f = {.type = KP_TUNNEL_OPEN, .channel = (uint16_t)i};
-    kp_tunnel_io_send(&t->io, &f);
+    if (t->io_live) kp_tunnel_io_send(&t->io, &f);
     return 0;
   }
   return UV_EMFILE;
@@ -206,6 +275,7 @@ void kp_tunnel_stats(const kp_tunnel_t *t, kp_tunnel_stats_t *out) {
   out->frames_out = t->io.frames_out;
   out->drops = t->io.drops;
   out->refused = t->refused;
+  out->redials = t->redials;
   out->connected = t->connected && !t->down;
   for (int i = 0; i < KP_TUNNEL_CHANNELS; i++) out->channels += t->ch[i].udp != NULL;
 }
@@ -213,5 +283,6 @@ void kp_tunnel_stats(const kp_tunnel_t *t, kp_tunnel_stats_t *out) {
 void kp_tunnel_close(kp_tunnel_t *t) {
   if (t->close_wanted) return;
   t->close_wanted = true;
+  uv_timer_stop(&t->redial);
   uv_close((uv_handle_t *)&t->reaper, on_reaper_closed);
 }

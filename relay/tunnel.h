@@ -108,11 +108,14 @@ void kp_tunnel_io_close(kp_tunnel_io_t *io, void (*cb)(kp_tunnel_io_t *io));
 /* ---- The peer's end: channels as virtual UDP sockets -------------------------------- */
 
 typedef struct kp_tunnel_s kp_tunnel_t;
-/* The connection to the relay failed or ended: every channel is dead. */
+/* The connection to the relay failed or ended: datagrams are lost until
+ * it is dialled again (after 1, 2, 4 ... 30 s), when every channel is
+ * opened anew (a new allocation, a new address). */
 typedef void (*kp_tunnel_down_cb)(kp_tunnel_t *t, int status, void *arg);
 
 typedef struct kp_tunnel_stats_s {
   uint64_t frames_in, frames_out, drops, refused;
+  uint64_t redials; /* connections made again after one was lost */
   unsigned channels;
   bool connected;
 } kp_tunnel_stats_t;

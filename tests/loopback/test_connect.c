@@ -9,6 +9,7 @@
 #include "common/addr.h"
 #include "node/node_internal.h"
 #include "node/testnet.h"
+#include "relay/tunnel.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/testnet_up.h"
@@ -344,6 +345,32 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, bool relay, bool 
   return n;
 }
 
+static bool tunnel_back(void *ctx) {
+  kp_tunnel_stats_t ts;
+  kp_tunnel_stats(((kp_node_t *)ctx)->tunnel, &ts);
+  return ts.connected && ts.redials >= 1;
+}
+
+/* The relay drops the client's TCP connection: the client dials again by
+ * itself, and a new connection by key works over the new one. */
+static void redial_and_connect_again(uv_loop_t *loop, kp_node_t *relay, kp_node_t *client,
+                                     const kp_keypair_t *ckp, const uint8_t *server_key) {
+  kp__node_relay_tcp_drop_links(relay);
+  KP_CHECK(kp_testnet_run_until(loop, tunnel_back, client, 10000));
+  relayed_t again = {.len = 64 << 10};
+  again.data = malloc(again.len);
+  memset(again.data, 0x5a, again.len);
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, ckp, server_key, &ccb, relayed_connected, &again));
+  KP_CHECK(kp_testnet_run_until(loop, relayed_done, &again, 30000));
+  KP_CHECK_MSG(again.status == 0, "%s", kp_err_name(again.status));
+  KP_CHECK(again.echoed == again.len && !again.mismatched);
+  printf("the relay dropped the TCP connection: redialled, connected again, 64 KiB echoed\n");
+  kp_stream_close(again.stream, NULL);
+  kp_conn_close(again.conn, 0);
+  free(again.data);
+}
+
 /* Through a blind relay found on the DHT: the server discovers it and
  * names it, the client (relay_only) pairs there, 4 MiB echo byte-exact, and
  * nothing the relay forwarded contains the plaintext. With tcp, the client
@@ -398,6 +425,7 @@ static void run_relayed(bool tcp) {
   KP_CHECK_EQ(rc.tcp_links, tcp ? 1u : 0u);
   kp_stream_close(r.stream, NULL);
   kp_conn_close(r.conn, 0);
+  if (tcp) redial_and_connect_again(&loop, relay, client, &ckp, skp.public_key);
   if (unused.server_conn) kp_conn_close(unused.server_conn, 0);
   kp_server_close(srv);
   kp_node_close(relay, NULL);

@@ -260,6 +260,7 @@ typedef struct kp_relay_limits_s {
   uint64_t total_rate;   /* bytes/s, all sessions: 64 MiB/s */
   unsigned idle_s;       /* a session nobody used this long ends: 600 */
   unsigned lifetime_s;   /* and any session after this: 86400 */
+  unsigned tcp_links;    /* peers on the TCP port at once: 256 */
 } kp_relay_limits_t;
 
 typedef struct kp_relay_counters_s {

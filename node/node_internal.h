@@ -60,7 +60,7 @@ struct kp_node_s {
    * is blocked. */
   uv_tcp_t relay_tcp;
   struct tlink_s *relay_tlinks;
-  unsigned relay_tcp_links, relay_tcp_max, relay_tcp_closing;
+  unsigned relay_tcp_links, relay_tcp_max, relay_tcp_closing, relay_tcp_allocs;
   uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused;
   /* Tests: sees every datagram the relay forwards. */
   void (*relay_tap)(void *ctx, const uint8_t *data, size_t len);

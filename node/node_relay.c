@@ -64,7 +64,8 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   kp_keypair_generate(&node->relay_kp);
   /* The same port over TCP, for peers whose UDP is blocked. Without it
    * the relay still serves everyone else. */
-  err = kp__node_relay_tcp_start(node, cfg.session_rate, RELAY_TCP_LINKS);
+  err = kp__node_relay_tcp_start(node, cfg.session_rate,
+                                 l->tcp_links ? l->tcp_links : RELAY_TCP_LINKS);
   if (err) {
     char text[KP_ADDR_STRLEN];
     KP_WARN(&node->log, "relay: no TCP on %s (%s): peers whose UDP is blocked cannot use it",

@@ -20,6 +20,9 @@
 
 #define TCP_BACKLOG 64
 #define LINK_PAIRS_PER_S 10
+/* Allocations over all links: each is a file descriptor, and the relay's
+ * own sockets must not run out (links x 16 channels would). */
+#define MAX_ALLOCS 512
 
 typedef struct tlink_s tlink_t;
 
@@ -92,6 +95,7 @@ static void alloc_close(tlink_t *l, uint16_t c) {
   if (!a) return;
   l->alloc[c] = NULL;
   l->allocs_closing++;
+  l->node->relay_tcp_allocs--;
   /* The kernel will hand the port to someone else; the pairing must not
    * follow it there. */
   if (l->node->relay) kp_relay_forget(l->node->relay, &a->addr);
@@ -101,7 +105,8 @@ static void alloc_close(tlink_t *l, uint16_t c) {
 static void alloc_open(tlink_t *l, uint16_t c) {
   kp_node_t *node = l->node;
   kp_tunnel_frame_t f = {.type = KP_TUNNEL_REFUSED, .channel = c, .reason = KP_RELAY_REFUSE_FULL};
-  alloc_t *a = l->alloc[c] ? NULL : kp_calloc(1, sizeof(*a));
+  alloc_t *a =
+      l->alloc[c] || node->relay_tcp_allocs >= MAX_ALLOCS ? NULL : kp_calloc(1, sizeof(*a));
   if (!a) {
     kp_tunnel_io_send(&l->io, &f);
     return;
@@ -127,6 +132,7 @@ static void alloc_open(tlink_t *l, uint16_t c) {
   kp_udp_recv_start(&a->udp, on_alloc_datagram);
   kp_relay_set_own_ip(node->relay, &a->addr);
   l->alloc[c] = a;
+  node->relay_tcp_allocs++;
   f = (kp_tunnel_frame_t){.type = KP_TUNNEL_OPENED, .channel = c, .addr = a->addr};
   kp_tunnel_io_send(&l->io, &f);
 }

@@ -35,6 +35,9 @@
 /* Bytes a side queues for its TCP connection before it drops datagrams, as
  * a full socket buffer would. */
 #define KP_TUNNEL_BACKLOG (1u << 20)
+/* What one read takes: 21 full frames (a bigger read costs memory per link,
+ * a smaller one a system call per frame or two). */
+#define KP_TUNNEL_READ_BUF (32u * 1024)
 
 typedef enum {
   KP_TUNNEL_OPEN = 1,
@@ -85,7 +88,7 @@ struct kp_tunnel_io_s {
   bool ended, closing;
   unsigned handles; /* open libuv handles */
   void (*on_closed)(kp_tunnel_io_t *io);
-  uint8_t in[2 * KP_TUNNEL_FRAME_MAX];
+  uint8_t in[KP_TUNNEL_READ_BUF]; /* frames arrive in bursts: many per read */
   size_t in_len;
   uint64_t frames_in, frames_out, drops;
 };

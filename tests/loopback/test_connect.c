@@ -5,6 +5,8 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/addr.h"
 #include "node/node_internal.h"
@@ -441,15 +443,84 @@ static void test_connect_relayed(void) {
   run_relayed(false);
 }
 
+static bool all_links_seen(void *ctx) {
+  kp_relay_counters_t rc;
+  kp_node_relay_counters(ctx, &rc);
+  return rc.tcp_links + rc.tcp_refused >= 60;
+}
+
+/* A flood of TCP peers at a relay: 60 connections at one that takes 40,
+ * 16 channels each. It holds 40 links and at most 512 allocations (file
+ * descriptors), refuses the rest (counted), and tears everything down when
+ * they go; nothing crashes, nothing leaks. */
+static void test_relay_tcp_flood(void) {
+  enum { FLOOD = 60, LINKS = 40 };
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 8, 30000, &tn);
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  char port[32];
+  snprintf(port, sizeof(port), "127.0.0.1:%d", kp_testnet_free_port());
+  o.bind = port;
+  o.relay = true;
+  o.relay_limits.tcp_links = LINKS;
+  kp_node_t *relay;
+  KP_CHECK_OK(kp_node_create(&loop, &o, &relay));
+  kp_addr_t ra;
+  kp_node_local_addr(relay, &ra);
+  struct sockaddr_storage ss;
+  socklen_t slen = kp_addr_to_sockaddr(&ra, &ss);
+  static int fds[FLOOD];
+  for (int i = 0; i < FLOOD; i++) {
+    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    KP_CHECK(fds[i] >= 0);
+    connect(fds[i], (struct sockaddr *)&ss, slen); /* EINPROGRESS */
+  }
+  /* Each peer opens its channels as soon as its connection is up (data is
+   * what completes a connection the accept queue had no room for). */
+  static uint16_t opened[FLOOD];
+  kp_relay_counters_t rc;
+  uint8_t frame[KP_TUNNEL_FRAME_MAX];
+  for (int round = 0; round < 75 && !all_links_seen(relay); round++) {
+    for (int i = 0; i < FLOOD; i++)
+      while (opened[i] < KP_TUNNEL_CHANNELS) {
+        kp_tunnel_frame_t f = {.type = KP_TUNNEL_OPEN, .channel = opened[i]};
+        size_t n = kp_tunnel_frame_encode(&f, frame);
+        if (write(fds[i], frame, n) != (ssize_t)n) break; /* not up yet, or refused */
+        opened[i]++;
+      }
+    kp_testnet_run_until(&loop, NULL, NULL, 200);
+  }
+  KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
+  KP_CHECK_MSG(all_links_seen(relay), "%u links, %" PRIu64 " refused", rc.tcp_links,
+               rc.tcp_refused);
+  kp_testnet_run_until(&loop, NULL, NULL, 1500);
+  KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
+  printf("TCP flood: %u links held, %" PRIu64 " refused, %u allocations\n", rc.tcp_links,
+         rc.tcp_refused, relay->relay_tcp_allocs);
+  KP_CHECK(rc.tcp_links <= LINKS && rc.tcp_refused >= FLOOD - LINKS);
+  KP_CHECK(relay->relay_tcp_allocs <= 512);
+  for (int i = 0; i < FLOOD; i++) close(fds[i]);
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
+  KP_CHECK_EQ(rc.tcp_links, 0);
+  KP_CHECK_EQ(relay->relay_tcp_allocs, 0);
+  kp_node_close(relay, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+}
+
 static void test_connect_relayed_tcp(void) {
   run_relayed(true);
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(connect_testnet, loopback, 120),
-    KP_CASE(connect_remembers_relay, loopback, 120),
-    KP_CASE(connect_relayed, loopback, 120),
-    KP_CASE(connect_relayed_tcp, loopback, 120),
+    KP_CASE(connect_testnet, loopback, 120), KP_CASE(connect_remembers_relay, loopback, 120),
+    KP_CASE(connect_relayed, loopback, 120), KP_CASE(connect_relayed_tcp, loopback, 120),
+    KP_CASE(relay_tcp_flood, loopback, 60),
 };
 
 KP_TEST_MAIN(cases)

@@ -192,9 +192,6 @@ typedef void (*kp_hp_path_fn)(void *ctx, const kp_addr_t *path, bool direct);
  * asked to stay relayed (config.relay_only). UV_ENOMEM. */
 int kp_hp_upgrade_start(kp_hp_t *hp, const kp_hp_result_t *r, kp_hp_path_fn fn, void *ctx,
                         uint64_t now, kp_hp_upgrade_t **out);
-/* A stream packet arrived on the upgrade's socket from `from`: if that is
- * the direct path, it is alive. */
-void kp_hp_upgrade_heard(kp_hp_upgrade_t *u, const kp_addr_t *from, uint64_t now);
 bool kp_hp_upgrade_is_direct(const kp_hp_upgrade_t *u);
 /* Stops it (NULL: nothing); no callback after. */
 void kp_hp_upgrade_stop(kp_hp_upgrade_t *u);

@@ -26,6 +26,7 @@
 #define UPGRADE_DEAD_MS 4000       /* ... and after this, back to the relay */
 #define UPGRADE_KEEPALIVE_MS 20000 /* through the relay while direct: it stays paired */
 #define UPGRADE_ANSWERS 8          /* answered probes per second: no reflection */
+#define UPGRADE_SEQ_WINDOW 16      /* an answer counts for one of our last 16 probes */
 
 struct kp_hp_upgrade_s {
   kp_hp_upgrade_t *next;
@@ -45,7 +46,9 @@ struct kp_hp_upgrade_s {
   uint64_t keepalive_at;
   uint64_t answer_second;
   unsigned answers;
-  uint32_t seq;
+  uint32_t seq; /* of our next probe */
+  uint32_t last_answered;
+  bool answered_any;
   kp_hp_path_fn fn;
   void *ctx;
 };
@@ -100,10 +103,6 @@ void kp_hp_upgrade_stop(kp_hp_upgrade_t *u) {
   kp_free(u);
 }
 
-void kp_hp_upgrade_heard(kp_hp_upgrade_t *u, const kp_addr_t *from, uint64_t now) {
-  if (u->is_direct && kp_addr_eq(from, &u->direct)) u->heard_at = now;
-}
-
 bool kp_hp_upgrade_is_direct(const kp_hp_upgrade_t *u) {
   return u->is_direct;
 }
@@ -137,8 +136,17 @@ bool kp__hp_upgrade_probe(kp_hp_upgrade_t *u, const kp_addr_t *from, const kp_pr
   if (!(p->flags & KP_PROBE_ANSWER)) {
     if (u->answer_second != now / 1000) u->answer_second = now / 1000, u->answers = 0;
     if (u->answers++ < UPGRADE_ANSWERS) send_probe(u, from, KP_PROBE_ANSWER, p->seq);
+    return true;
   }
-  if (!kp_addr_eq(from, &u->relay)) go_direct(u, from, now);
+  /* Only an answer to one of our latest probes proves a path, and each
+   * once: a probe or answer replayed from elsewhere (the relay saw some)
+   * moves nothing. */
+  bool fresh = p->seq < u->seq && u->seq - p->seq <= UPGRADE_SEQ_WINDOW &&
+               (!u->answered_any || p->seq > u->last_answered);
+  if (!fresh || kp_addr_eq(from, &u->relay)) return true;
+  u->answered_any = true;
+  u->last_answered = p->seq;
+  go_direct(u, from, now);
   return true;
 }
 

@@ -49,6 +49,27 @@ static tlink_t *of_io(kp_tunnel_io_t *io) {
   return (tlink_t *)((char *)io - offsetof(tlink_t, io));
 }
 
+typedef enum { SCOPE_BAD, SCOPE_LOOPBACK, SCOPE_PRIVATE, SCOPE_PUBLIC } scope_t;
+
+static scope_t scope_of(const kp_addr_t *a) {
+  const uint8_t *ip = a->ip;
+  bool v4 = a->family == KP_AF_INET;
+  if (!a->port || kp_addr_is_any(a) || (v4 && (ip[0] >= 224 || ip[0] == 0)) ||
+      (!v4 && ip[0] == 0xff))
+    return SCOPE_BAD; /* multicast, broadcast, reserved, unspecified */
+  if (kp_addr_is_loopback(a)) return SCOPE_LOOPBACK;
+  return kp_addr_is_private(a) ? SCOPE_PRIVATE : SCOPE_PUBLIC;
+}
+
+/* A datagram an allocation may carry to or from `peer`: a well-formed DHT
+ * message, and only with addresses of the relay's own scope (a public
+ * relay must not become a way into its loopback or its LAN). */
+static bool dht_ok(const alloc_t *a, const kp_addr_t *peer, const uint8_t *data, size_t len) {
+  kp_dht_msg_t msg;
+  return kp_dht_msg_is_control(data, len) && scope_of(peer) != SCOPE_BAD &&
+         scope_of(peer) == scope_of(&a->addr) && !kp_dht_msg_decode(data, len, peer->family, &msg);
+}
+
 /* The relay's own UDP address as an allocation reaches it. */
 static void self_addr(const alloc_t *a, kp_addr_t *out) {
   *out = a->addr;
@@ -74,7 +95,7 @@ static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *dat
   tlink_t *l = a->link;
   kp_addr_t self;
   self_addr(a, &self);
-  bool ok = kp_addr_eq(from, &self) || kp_dht_msg_is_control(data, len);
+  bool ok = kp_addr_eq(from, &self) || dht_ok(a, from, data, len);
   kp_tunnel_frame_t f = {
       .type = KP_TUNNEL_DATA, .channel = a->channel, .addr = *from, .data = data, .len = len};
   if (!ok || !rate_ok(l, 1, len) || !kp_tunnel_io_send(&l->io, &f)) l->node->relay_tcp_drops++;
@@ -145,7 +166,7 @@ static void alloc_send(tlink_t *l, const kp_tunnel_frame_t *f) {
   kp_addr_t self;
   self_addr(a, &self);
   bool to_self = kp_addr_eq(&f->addr, &self);
-  bool ok = to_self || kp_dht_msg_is_control(f->data, f->len);
+  bool ok = to_self || dht_ok(a, &f->addr, f->data, f->len);
   if (ok && to_self && kp_relay_is_ctrl(f->data, f->len)) {
     uint64_t second = kp__node_now(node) / 1000;
     if (l->pair_second != second) l->pair_second = second, l->pairs = 0;
@@ -181,6 +202,10 @@ static void link_maybe_free(tlink_t *l) {
 static void link_close(tlink_t *l) {
   if (l->closing) return;
   l->closing = true;
+  /* Nothing more is read: a frame now could open an allocation on a link
+   * about to be freed. */
+  uv_read_stop((uv_stream_t *)&l->io.tcp);
+  l->io.ended = true;
   unlink_link(l);
   l->node->relay_tcp_links--;
   l->node->relay_tcp_closing++;
@@ -190,6 +215,7 @@ static void link_close(tlink_t *l) {
 
 static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   tlink_t *l = of_io(io);
+  if (l->closing) return false;
   switch (f->type) {
     case KP_TUNNEL_OPEN: alloc_open(l, f->channel); break;
     case KP_TUNNEL_DATA: alloc_send(l, f); break;
@@ -204,12 +230,30 @@ static void on_end(kp_tunnel_io_t *io, int status) {
   link_close(of_io(io));
 }
 
+static void on_refused_closed(uv_handle_t *h) {
+  kp_free(h);
+}
+
+static void refuse_connection(kp_node_t *node, uv_stream_t *server) {
+  uv_tcp_t *t = kp_malloc(sizeof(*t));
+  node->relay_tcp_refused++;
+  if (!t || uv_tcp_init(node->loop, t)) {
+    kp_free(t);
+    return;
+  }
+  uv_accept(server, (uv_stream_t *)t);
+  uv_close((uv_handle_t *)t, on_refused_closed);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   kp_node_t *node = server->data;
   if (status || node->closing) return;
   tlink_t *l = kp_calloc(1, sizeof(*l));
   if (!l || kp_tunnel_io_init(node->loop, &l->io)) {
+    /* Accept and drop it anyway: libuv polls the listener again only
+     * after an accept. */
     kp_free(l);
+    refuse_connection(node, server);
     return;
   }
   l->node = node;

@@ -69,7 +69,6 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
   kp_node_t *node = x->node;
   if (node->closing) return;
   if (kp_stream_is_packet(data, len) && x->ep) {
-    if (x->upgrade) kp_hp_upgrade_heard(x->upgrade, from, kp__node_now(node));
     kp__endpoint_input(x->ep, from, data, len);
   } else if (kp_probe_is_packet(data, len)) {
     KP_NODE_FEED(node, kp_hp_recv_probe(node->hp, x, from, data, len, kp__node_now(node)));

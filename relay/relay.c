@@ -126,11 +126,15 @@ static const kp_addr_t *slot_addr(const kp_relay_t *r, const slot_t *s) {
 }
 
 static slot_t *index_find(kp_relay_t *r, const kp_addr_t *a) {
-  for (size_t i = addr_hash(r, a);; i = (i + 1) & r->index_mask) {
+  /* Bounded even if the invariant (each address once, the table at most
+   * half full) were ever broken: a slow lookup, never a hang. */
+  size_t i = addr_hash(r, a);
+  for (size_t n = 0; n <= r->index_mask; n++, i = (i + 1) & r->index_mask) {
     slot_t *s = &r->index[i];
     if (!s->session) return NULL;
     if (kp_addr_eq(slot_addr(r, s), a)) return s;
   }
+  return NULL;
 }
 
 static void index_add(kp_relay_t *r, uint32_t session, uint8_t side) {
@@ -218,6 +222,16 @@ static kp_relay_action_t refuse(kp_relay_t *r, kp_relay_refusal_t why, const uin
   return KP_RELAY_REPLY;
 }
 
+static void forget_pending(kp_relay_t *r, const kp_addr_t *addr) {
+  for (unsigned i = 0; i < r->cfg.max_pending; i++) {
+    pending_t *p = &r->pending[i];
+    if (p->used && kp_addr_eq(&p->addr, addr)) {
+      sodium_memzero(p, sizeof(*p));
+      r->stats.pending--;
+    }
+  }
+}
+
 static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_relay_ctrl_t *c,
                                  uint64_t now, kp_addr_t *other, uint8_t *reply) {
   slot_t *s = index_find(r, from);
@@ -264,6 +278,13 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
     r->stats.pending++;
     return KP_RELAY_DROP;
   }
+  /* The waiting half paired elsewhere since: an address is in at most one
+   * session (the index holds each once, so it can never fill). */
+  if (index_find(r, &match->addr)) {
+    sodium_memzero(match, sizeof(*match));
+    r->stats.pending--;
+    return refuse(r, KP_RELAY_REFUSE_FULL, c->token, reply);
+  }
   session_t *se = NULL;
   for (unsigned i = 0; i < r->cfg.max_sessions && !se; i++)
     if (!r->sessions[i].used) se = &r->sessions[i];
@@ -280,6 +301,9 @@ static kp_relay_action_t on_pair(kp_relay_t *r, const kp_addr_t *from, const kp_
   index_add(r, idx, 1);
   sodium_memzero(match, sizeof(*match));
   r->stats.pending--;
+  /* Other half pairs of the two addresses are void now. */
+  forget_pending(r, &se->side[0]);
+  forget_pending(r, &se->side[1]);
   r->stats.sessions++;
   r->stats.paired++;
   paired_reply(se, reply);
@@ -343,13 +367,7 @@ uint64_t kp_relay_tick(kp_relay_t *r, uint64_t now) {
 void kp_relay_forget(kp_relay_t *r, const kp_addr_t *addr) {
   slot_t *s = index_find(r, addr);
   if (s) session_end(r, &r->sessions[s->session - 1]);
-  for (unsigned i = 0; i < r->cfg.max_pending; i++) {
-    pending_t *p = &r->pending[i];
-    if (p->used && kp_addr_eq(&p->addr, addr)) {
-      sodium_memzero(p, sizeof(*p));
-      r->stats.pending--;
-    }
-  }
+  forget_pending(r, addr);
 }
 
 void kp_relay_set_own_ip(kp_relay_t *r, const kp_addr_t *ip) {

@@ -59,6 +59,8 @@ int kp_tunnel_frame_decode(const uint8_t *buf, size_t len, kp_tunnel_frame_t *ou
       if (rest < 1 || p[0] > rest - 1 || kp_addr_decode_compact(&out->addr, p + 1, p[0])) return -1;
       out->data = p + 1 + p[0];
       out->len = rest - 1 - p[0];
+      /* A short (IPv4) address leaves room for more than a datagram. */
+      if (out->len > KP_UDP_MAX_DATAGRAM) return -1;
       break;
     default: return -1;
   }
@@ -188,7 +190,9 @@ bool kp_tunnel_io_has_room(const kp_tunnel_io_t *io, size_t len) {
 
 bool kp_tunnel_io_send(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   if (io->ended || io->closing) return false;
-  if (!kp_tunnel_io_has_room(io, KP_TUNNEL_FRAME_MAX)) {
+  /* Control frames always go (a lost CLOSE would orphan an allocation);
+   * they are few, a handful per channel. */
+  if (f->type == KP_TUNNEL_DATA && !kp_tunnel_io_has_room(io, KP_TUNNEL_FRAME_MAX)) {
     io->full = true;
     io->drops++;
     return false;

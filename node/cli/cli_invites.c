@@ -6,9 +6,10 @@
  * and DIR/allow the keys let in, one per line (an allow file). `kadpunch
  * invite` appends an invitation; a server redeems it when a client proves
  * it, once: the line is marked used and the client's key appended to
- * DIR/allow. Every change holds an exclusive lock on DIR/invites and
- * rewrites it through a temporary file and a rename, so a crash leaves the
- * old file or the new one, and two processes cannot both redeem one code. */
+ * DIR/allow. Every change holds an exclusive lock on DIR/invites.lock and
+ * rewrites DIR/invites through a temporary file and a rename, so a crash
+ * leaves the old file or the new one, and two processes cannot both redeem
+ * one code. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -81,25 +82,44 @@ static int write_entries(const char *dir, const entry_t *e, size_t n) {
   return err;
 }
 
-/* DIR/invites, opened and locked (created 0600 if missing). */
-static FILE *open_locked(const char *dir) {
+/* The lock is a file of its own: DIR/invites is replaced by a rename, and
+ * a lock on the old file would not keep the next writer out. wait: block
+ * (kadpunch invite); else a server's event loop tries for 20 ms and gives
+ * up (the client is told to try again). -1 if not locked. */
+static int lock_dir(const char *dir, bool wait) {
+  char path[4096];
+  path_in(dir, "invites.lock", path, sizeof(path));
+  int fd = open(path, O_RDWR | O_CREAT, 0600);
+  if (fd < 0) return -1;
+  for (int tries = 0; flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)); tries++) {
+    if (wait || errno != EWOULDBLOCK || tries == 20) {
+      close(fd);
+      return -1;
+    }
+    usleep(1000);
+  }
+  return fd;
+}
+
+/* DIR/invites (created 0600 if missing), under the lock. */
+static FILE *open_invites(const char *dir) {
   char path[4096];
   path_in(dir, "invites", path, sizeof(path));
   int fd = open(path, O_RDWR | O_CREAT, 0600);
-  if (fd < 0) return NULL;
-  if (flock(fd, LOCK_EX)) {
-    close(fd);
-    return NULL;
-  }
-  FILE *f = fdopen(fd, "r+");
-  if (!f) close(fd);
+  FILE *f = fd >= 0 ? fdopen(fd, "r+") : NULL;
+  if (!f && fd >= 0) close(fd);
   return f;
 }
 
 int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
                          uint64_t expires, kp_invite_t *out) {
-  FILE *f = open_locked(dir);
-  if (!f) return -errno;
+  int lock = lock_dir(dir, true);
+  FILE *f = lock >= 0 ? open_invites(dir) : NULL;
+  if (!f) {
+    int err = -errno;
+    if (lock >= 0) close(lock);
+    return err ? err : UV_EIO;
+  }
   static entry_t entries[MAX_INVITES];
   size_t n = read_entries(f, entries, MAX_INVITES - 1);
   /* Spent and expired ones go: the file stays small. */
@@ -112,6 +132,7 @@ int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
   memcpy(entries[kept].secret, out->secret, 16);
   int err = write_entries(dir, entries, kept + 1);
   fclose(f);
+  close(lock);
   return err;
 }
 
@@ -130,8 +151,13 @@ static int append_allow(const char *dir, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
 
 int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
                          const kp_client_hello_t *hello, uint64_t now) {
-  FILE *f = open_locked(dir);
-  if (!f) return KP_EINVITE;
+  int lock = lock_dir(dir, false);
+  if (lock < 0) return KP_EOVERLOADED; /* someone else holds it: try again */
+  FILE *f = open_invites(dir);
+  if (!f) {
+    close(lock);
+    return KP_EINVITE;
+  }
   static entry_t entries[MAX_INVITES];
   size_t n = read_entries(f, entries, MAX_INVITES);
   int result = KP_EINVITE;
@@ -154,5 +180,6 @@ int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
     }
   }
   fclose(f);
+  close(lock);
   return result;
 }

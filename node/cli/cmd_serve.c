@@ -144,8 +144,10 @@ static int serve_firewall(kp_server_t *server, const kp_client_hello_t *hello, v
                 ? KP_EINVITE
                 : kp_cli_invite_redeem(sv->state, sv->public_key, hello, (uint64_t)time(NULL));
   if (!why && hello->has_invite && !kp_cli_allow_has(&sv->allow, hello->key)) {
-    /* In for good: the key went to DIR/allow too. */
-    kp_cli_allow_add(&sv->allow, hello->key);
+    /* In for good: the key went to DIR/allow too (and in memory; if that
+     * fails the next SIGHUP or start reads it from the file). */
+    if (kp_cli_allow_add(&sv->allow, hello->key))
+      fprintf(stderr, "kadpunch %s: the allow list is full in memory\n", sv->cmd);
     sv->invited++;
     printf("invited %s: allowed from now on\n", text);
   } else if (why) {

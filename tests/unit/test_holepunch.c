@@ -900,6 +900,19 @@ static bool drop_direct_probes(void *ctx, const kp_addr_t *from, const kp_addr_t
   return kp_probe_is_packet(data, len) && !kp_addr_eq(from, relay) && !kp_addr_eq(to, relay);
 }
 
+/* Probes as they go by (for a replay). */
+typedef struct probe_capture_s {
+  uint8_t data[16][KP_PROBE_LEN];
+  unsigned count;
+} probe_capture_t;
+
+static void capture_probe(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                          const uint8_t *data, size_t len) {
+  probe_capture_t *c = ctx;
+  (void)from, (void)to;
+  if (kp_probe_is_packet(data, len) && c->count < 16) memcpy(c->data[c->count++], data, len);
+}
+
 typedef struct upgrade_seen_s {
   kp_addr_t path;
   bool direct;
@@ -986,6 +999,24 @@ static void test_sim_punch_falls_back(void) {
    * keepalives through the relay). */
   kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 60 * SEC);
   KP_CHECK(cu.moves == 1 && su.moves == 1);
+  /* Someone who saw a probe or an answer (the relay sees the keepalives)
+   * replays it from elsewhere: the connection does not follow. */
+  probe_capture_t cap = {0};
+  kp_sim_set_tap(w.sim, capture_probe, &cap);
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
+  kp_sim_set_tap(w.sim, NULL, NULL);
+  KP_CHECK(cap.count > 0);
+  kp_addr_t evil;
+  KP_CHECK_OK(kp_addr_parse(&evil, "198.51.100.66:6666"));
+  kp_sim_socket_t *attacker = kp_sim_socket_new(w.sim, &evil, NULL, NULL, NULL);
+  for (unsigned i = 0; i < cap.count; i++) {
+    kp_sim_send(attacker, &server->conn.peer_link, cap.data[i], KP_PROBE_LEN);
+    kp_sim_send(attacker, &client->res.peer_link, cap.data[i], KP_PROBE_LEN);
+  }
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + SEC);
+  KP_CHECK(cu.moves == 1 && su.moves == 1);
+  KP_CHECK(!kp_addr_eq(&cu.path, &evil) && !kp_addr_eq(&su.path, &evil));
+  kp_sim_socket_free(attacker);
   /* The direct path dies: back to the relay within seconds. */
   uint64_t died = kp_sim_now(w.sim);
   kp_sim_set_drop(w.sim, drop_direct_probes, (void *)relay_addr);

@@ -247,6 +247,33 @@ static void test_index_churn(void) {
   kp_relay_free(r);
 }
 
+/* An address that left a half pair and then paired elsewhere: the old
+ * half is forgotten (completing it pairs nobody), so an address is never
+ * in two sessions and the index cannot fill up with stale entries. */
+static void test_stale_half_pair(void) {
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(NULL, &r));
+  kp_addr_t x, y, z;
+  addr(&x, 1, 1000), addr(&y, 2, 2000), addr(&z, 3, 3000);
+  kp_relay_ctrl_t ans;
+  for (int round = 0; round < 3000; round++) {
+    uint8_t a = (uint8_t)(2 * round + 1), b = (uint8_t)(2 * round + 2);
+    uint64_t now = 100000ull * (uint64_t)round;                    /* no rate limit in the way */
+    KP_CHECK_EQ(send_pair(r, &x, 0, a, now, &ans), KP_RELAY_DROP); /* half with token a */
+    send_pair(r, &y, 1, b, now, &ans);
+    KP_CHECK_EQ(send_pair(r, &x, 0, b, now, &ans), KP_RELAY_REPLY); /* x and y pair on b */
+    KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+    /* x's half on a went when it paired: z only waits, pairing nobody. */
+    KP_CHECK_EQ(send_pair(r, &z, 1, a, now, &ans), KP_RELAY_DROP);
+    kp_relay_forget(r, &z);
+    kp_relay_forget(r, &x);
+    kp_relay_stats_t st;
+    kp_relay_stats(r, &st);
+    KP_CHECK(st.sessions == 0 && st.pending == 0);
+  }
+  kp_relay_free(r);
+}
+
 /* Tunnel frames (relay/tunnel.h): every type round-trips; a frame cut
  * short asks for more; damaged ones are refused; random bytes never crash
  * the decoder or make it read past what it was given. */
@@ -263,6 +290,15 @@ static void test_tunnel_frames(void) {
   for (size_t cut = 0; cut < n; cut++) KP_CHECK_EQ(kp_tunnel_frame_decode(buf, cut, &g, &used), 0);
   f.len = KP_UDP_MAX_DATAGRAM + 1;
   KP_CHECK_EQ(kp_tunnel_frame_encode(&f, buf), 0);
+  /* A hostile frame: an IPv4 address and 1512 bytes, within the frame size
+   * (sized for IPv6) but over a datagram. */
+  f.len = KP_UDP_MAX_DATAGRAM;
+  addr(&f.addr, 5, 5);
+  n = kp_tunnel_frame_encode(&f, buf);
+  size_t big = n + 12;
+  buf[0] = (uint8_t)((big - 2) >> 8), buf[1] = (uint8_t)(big - 2);
+  memset(buf + n, 0x41, 12);
+  KP_CHECK_EQ(kp_tunnel_frame_decode(buf, big, &g, &used), -1);
   const uint8_t types[] = {KP_TUNNEL_OPEN, KP_TUNNEL_OPENED, KP_TUNNEL_REFUSED, KP_TUNNEL_CLOSE};
   for (size_t i = 0; i < sizeof(types); i++) {
     kp_tunnel_frame_t h = {.type = types[i], .channel = 15, .reason = 2};
@@ -295,9 +331,10 @@ static void test_tunnel_frames(void) {
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(codec, unit, 10),       KP_CASE(pair_and_forward, unit, 10),
-    KP_CASE(limits, unit, 10),      KP_CASE(pair_flood, unit, 30),
-    KP_CASE(index_churn, unit, 30), KP_CASE(tunnel_frames, unit, 10),
+    KP_CASE(codec, unit, 10),           KP_CASE(pair_and_forward, unit, 10),
+    KP_CASE(limits, unit, 10),          KP_CASE(pair_flood, unit, 30),
+    KP_CASE(index_churn, unit, 30),     KP_CASE(tunnel_frames, unit, 10),
+    KP_CASE(stale_half_pair, unit, 10),
 };
 
 KP_TEST_MAIN(cases)

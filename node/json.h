@@ -28,6 +28,11 @@ typedef struct kp_jw_s {
   uint8_t first[KP_JW_MAX_DEPTH]; /* per open container: nothing written in it yet */
 } kp_jw_t;
 
+/* Length of the valid UTF-8 sequence at s (n bytes left: 1 for ASCII), or
+ * 0 (overlong, a surrogate, past U+10FFFF, cut short). Reader and writer
+ * share it: what one accepts the other writes. */
+size_t kp_json_utf8_len(const unsigned char *s, size_t n);
+
 /* max: the most bytes the text may take (0: 16 MiB). */
 void kp_jw_init(kp_jw_t *w, size_t max);
 void kp_jw_free(kp_jw_t *w);

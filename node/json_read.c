@@ -112,27 +112,6 @@ static bool unicode_escape(cur_t *c, char *out, size_t *n) {
   return true;
 }
 
-/* Length of a valid UTF-8 sequence of 2-4 bytes at p, or 0. */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
-  unsigned c = p[0], cp, min;
-  size_t len;
-  if (c >= 0xc2 && c <= 0xdf)
-    len = 2, min = 0x80;
-  else if (c >= 0xe0 && c <= 0xef)
-    len = 3, min = 0x800;
-  else if (c >= 0xf0 && c <= 0xf4)
-    len = 4, min = 0x10000;
-  else
-    return 0;
-  if ((size_t)(end - p) < len) return 0;
-  cp = c & (0x3f >> (len - 1));
-  for (size_t i = 1; i < len; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
-}
-
 /* A string at c->pos (the opening quote). Unescaping never lengthens the
  * text, so the span's length bounds the allocation. */
 static bool string(cur_t *c, char **out, size_t *out_len) {
@@ -164,7 +143,7 @@ static bool string(cur_t *c, char **out, size_t *out_len) {
       s[n++] = (char)ch;
       c->pos++;
     } else {
-      size_t len = utf8_seq(c->pos, stop);
+      size_t len = kp_json_utf8_len(c->pos, (size_t)(stop - c->pos));
       if (!len) break;
       memcpy(s + n, c->pos, len);
       n += len, c->pos += len;

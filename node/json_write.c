@@ -98,8 +98,7 @@ void kp_jw_arr_end(kp_jw_t *w) {
   end(w, "]");
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
+size_t kp_json_utf8_len(const unsigned char *s, size_t n) {
   unsigned c = s[0];
   size_t len;
   unsigned min;
@@ -138,7 +137,7 @@ static void str_body(kp_jw_t *w, const char *s, size_t n) {
       put(w, esc, 6);
       i++;
     } else {
-      size_t len = utf8_len(p + i, n - i);
+      size_t len = kp_json_utf8_len(p + i, n - i);
       if (len)
         put(w, s + i, len);
       else

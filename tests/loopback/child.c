@@ -154,9 +154,10 @@ const char *kp_test_child_stdout(const kp_test_child_t *c) {
   return c->out.buf;
 }
 
-/* A UDP port free on 127.0.0.1 a moment ago (bound, read, closed). */
-int kp_test_free_udp_port(void) {
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+/* A port of that socket type free on 127.0.0.1 a moment ago (bound, read,
+ * closed): nothing listens there (nor, a moment later, will). */
+static int free_port(int type) {
+  int fd = socket(AF_INET, type, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t alen = sizeof(a);
   KP_CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
@@ -165,15 +166,12 @@ int kp_test_free_udp_port(void) {
   return ntohs(a.sin_port);
 }
 
-/* The same for TCP: nothing listens there (nor, a moment later, will). */
+int kp_test_free_udp_port(void) {
+  return free_port(SOCK_DGRAM);
+}
+
 int kp_test_free_tcp_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t alen = sizeof(a);
-  KP_CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-  KP_CHECK(getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
-  close(fd);
-  return ntohs(a.sin_port);
+  return free_port(SOCK_STREAM);
 }
 
 void kp_test_keygen(uv_loop_t *loop, const char *path, char pk[KP_KEY_TEXT_LEN + 1]) {

@@ -15,9 +15,7 @@ build=$(cd "${1:-$here/../../build}" && pwd)
 kadpunch=$build/node/kadpunch
 probe=$build/tests/nat_probe
 echo_srv=$build/tests/tcp_echo
-for f in "$kadpunch" "$probe" "$echo_srv"; do
-  [ -x "$f" ] || { echo "forward: build first ($f is missing)"; exit 2; }
-done
+lab_need forward "$kadpunch" "$probe" "$echo_srv"
 
 lab_init
 lab_start_public "$kadpunch" "$probe"
@@ -37,19 +35,11 @@ cell() { # client-kind server-kind
   }
   lab_spawn h1 "$LAB_LOG/echo.log" "$echo_srv" 127.0.0.1:7007
   echo_pid=$LAB_LAST_PID
-  key=$LAB_LOG/server.key
-  rm -f "$key"
-  "$kadpunch" keygen -o "$key" >"$LAB_LOG/keygen.out" 2>/dev/null
-  pk=$(head -c 52 "$LAB_LOG/keygen.out")
+  lab_server_key "$kadpunch"
   lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap $BOOTSTRAP \
     --relay $RELAY --forward ssh=127.0.0.1:7007
   serve_pid=$LAB_LAST_PID
-  i=0
-  until grep -q serving "$LAB_LOG/serve.log" 2>/dev/null || [ $i -ge 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-  done
-  sleep 1
+  lab_wait_serving 100
   start=$(date +%s.%N)
   rm -f "$LAB_LOG/out"
   ip netns exec "$LAB-h2" timeout 60 "$kadpunch" connect "$pk" --stdio --verbose \

@@ -30,6 +30,34 @@ RELAY=$PUBLIC_NET.13:49737
 
 lab_say() { printf '%s\n' "$*" >&2; }
 
+# Exits 2 unless every program is built.
+lab_need() { # script-name programs...
+  local name=$1 f
+  shift
+  for f in "$@"; do
+    [ -x "$f" ] || { echo "$name: build first ($f is missing)"; exit 2; }
+  done
+}
+
+# A fresh server key pair: key (the file) and pk (its public key) are set.
+lab_server_key() { # kadpunch
+  key=$LAB_LOG/server.key
+  rm -f "$key"
+  "$1" keygen -o "$key" >"$LAB_LOG/keygen.out" 2>/dev/null
+  pk=$(head -c 52 "$LAB_LOG/keygen.out")
+}
+
+# Bounded: tenths x 0.1 s for `kadpunch serve` to say so, then 1 s for its
+# announcement to land on the public nodes.
+lab_wait_serving() { # tenths
+  local i=0
+  until grep -q serving "$LAB_LOG/serve.log" 2>/dev/null || [ $i -ge "$1" ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  sleep 1
+}
+
 # Exits 77 (ctest: skipped) with a plain reason when namespaces cannot be made.
 lab_require() {
   if [ "$(id -u)" != 0 ]; then

@@ -17,9 +17,7 @@ build=$(cd "${1:-$here/../../build}" && pwd)
 . "$here/lab.sh"
 kadpunch=$build/node/kadpunch
 probe=$build/tests/nat_probe
-for f in "$kadpunch" "$probe"; do
-  [ -x "$f" ] || { echo "matrix: build first ($f is missing)"; exit 2; }
-done
+lab_need matrix "$kadpunch" "$probe"
 trials=${KP_NAT_TRIALS:-3}
 kinds=${KP_NAT_KINDS:-open consistent random firewalled blocked}
 start=$(date +%s)
@@ -78,19 +76,11 @@ cell() { # client-kind server-kind [loss-pct]
     lab_loss 1 "$loss"
     lab_loss 2 "$loss"
   fi
-  key=$LAB_LOG/server.key
-  rm -f "$key"
-  "$kadpunch" keygen -o "$key" >"$LAB_LOG/keygen.out" 2>/dev/null
-  pk=$(head -c 52 "$LAB_LOG/keygen.out")
+  lab_server_key "$kadpunch"
   lab_spawn "$sns" "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap $BOOTSTRAP \
     --relay $RELAY
   serve_pid=$LAB_LAST_PID
-  i=0
-  until grep -q serving "$LAB_LOG/serve.log" 2>/dev/null || [ $i -ge 200 ]; do
-    sleep 0.1
-    i=$((i + 1))
-  done
-  sleep 1 # the announcement lands on the public nodes
+  lab_wait_serving 200
   n=$trials
   results="" times="" grams="" path=""
   t=0

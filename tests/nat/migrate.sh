@@ -19,9 +19,7 @@ build=$(cd "${1:-$here/../../build}" && pwd)
 kadpunch=$build/node/kadpunch
 probe=$build/tests/nat_probe
 xfer=$build/tests/nat_xfer
-for f in "$kadpunch" "$probe" "$xfer"; do
-  [ -x "$f" ] || { echo "migrate: build first ($f is missing)"; exit 2; }
-done
+lab_need migrate "$kadpunch" "$probe" "$xfer"
 bytes=${KP_MIGRATE_BYTES:-100000000}
 
 lab_init
@@ -38,16 +36,9 @@ block() { # -I | -D
 block -I
 sleep 2 # the public DHT nodes find each other; the relay announces itself
 
-key=$LAB_LOG/server.key
-"$kadpunch" keygen -o "$key" >"$LAB_LOG/keygen.out" 2>/dev/null
-pk=$(head -c 52 "$LAB_LOG/keygen.out")
+lab_server_key "$kadpunch"
 lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap $BOOTSTRAP
-i=0
-until grep -q serving "$LAB_LOG/serve.log" 2>/dev/null || [ $i -ge 100 ]; do
-  sleep 0.1
-  i=$((i + 1))
-done
-sleep 1 # the announcement lands on the public nodes
+lab_wait_serving 100
 
 lab_spawn h2 "$LAB_LOG/xfer.out" sh -c "'$xfer' $pk $BOOTSTRAP $bytes 2>'$LAB_LOG/xfer.err'"
 xfer_pid=$LAB_LAST_PID

@@ -192,7 +192,6 @@ typedef void (*kp_hp_path_fn)(void *ctx, const kp_addr_t *path, bool direct);
  * asked to stay relayed (config.relay_only). UV_ENOMEM. */
 int kp_hp_upgrade_start(kp_hp_t *hp, const kp_hp_result_t *r, kp_hp_path_fn fn, void *ctx,
                         uint64_t now, kp_hp_upgrade_t **out);
-bool kp_hp_upgrade_is_direct(const kp_hp_upgrade_t *u);
 /* Stops it (NULL: nothing); no callback after. */
 void kp_hp_upgrade_stop(kp_hp_upgrade_t *u);
 

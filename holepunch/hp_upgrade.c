@@ -103,10 +103,6 @@ void kp_hp_upgrade_stop(kp_hp_upgrade_t *u) {
   kp_free(u);
 }
 
-bool kp_hp_upgrade_is_direct(const kp_hp_upgrade_t *u) {
-  return u->is_direct;
-}
-
 static void go_direct(kp_hp_upgrade_t *u, const kp_addr_t *path, uint64_t now) {
   bool moved = !u->is_direct || !kp_addr_eq(path, &u->direct);
   u->heard_at = now;

@@ -10,6 +10,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/mp.h"
+#include "common/ratelimit.h"
 #include "common/rng.h"
 #include "common/udp.h"
 #include "common/z32.h"
@@ -621,9 +622,93 @@ static void test_invites(void) {
            !kp_service_name_ok("seventeen-chars-x"));
 }
 
+/* Admission budgets: exact integer refill, a sender key that ignores ports
+ * and spans an IPv6 /64, a table that never grows, and fairness: a flood of
+ * distinct senders, or one heavy sender, never costs a well-behaved sender
+ * its budget. */
+static void test_ratelimit(void) {
+  kp_bucket_t b;
+  kp_bucket_init(&b, 20, 1000);
+  for (int i = 0; i < 20; i++) KP_CHECK(kp_bucket_take(&b, 20, 20, 1, 1000));
+  KP_CHECK(!kp_bucket_take(&b, 20, 20, 1, 1000));
+  KP_CHECK(!kp_bucket_take(&b, 20, 20, 1, 1049)); /* 20/s: one token per 50 ms */
+  KP_CHECK(kp_bucket_take(&b, 20, 20, 1, 1050));
+  /* No drift: over 10 s of 1 ms steps, exactly 200 tokens. */
+  unsigned got = 0;
+  for (uint64_t t = 1051; t <= 11050; t++) got += kp_bucket_take(&b, 20, 20, 1, t);
+  KP_CHECK_EQ(got, 200);
+  /* Huge rates and gaps neither overflow nor exceed the burst. */
+  kp_bucket_init(&b, 1ull << 40, 0);
+  KP_CHECK(kp_bucket_take(&b, 1ull << 40, 1ull << 40, 1ull << 40, 0));
+  KP_CHECK_EQ(kp_bucket_level(&b, 1ull << 40, 1ull << 40, 1000000000ull), 1ull << 40);
+  /* A clock stepping back refills nothing. */
+  KP_CHECK(kp_bucket_take(&b, 1, 1ull << 40, 1ull << 40, 1000000000ull));
+  KP_CHECK_EQ(kp_bucket_level(&b, 1, 1ull << 40, 5), 0);
+
+  uint8_t key[KP_RATELIMIT_KEY_LEN];
+  memset(key, 7, sizeof(key));
+  kp_ratelimit_t rl;
+  KP_CHECK_ERR(kp_ratelimit_init(&rl, 0, 1, 1, key), UV_EINVAL);
+  KP_CHECK_OK(kp_ratelimit_init(&rl, 100, 10, 10, key));
+  kp_ratelimit_slot_t *slots = rl.slots;
+  size_t sets = rl.set_mask + 1;
+  KP_CHECK(sets * KP_RATELIMIT_WAYS >= 100);
+
+  kp_addr_t a, a2, m, v6, v6b, v6c;
+  kp_addr_parse(&a, "198.51.100.7:1000");
+  kp_addr_parse(&a2, "198.51.100.7:2000");
+  kp_addr_parse(&m, "[::ffff:198.51.100.7]:3000");
+  kp_addr_parse(&v6, "[2001:db8:1:2:3::1]:1");
+  kp_addr_parse(&v6b, "[2001:db8:1:2:ffff::9]:2");
+  kp_addr_parse(&v6c, "[2001:db8:1:3::1]:1");
+  KP_CHECK(kp_ratelimit_key(&rl, &a) == kp_ratelimit_key(&rl, &a2));
+  KP_CHECK(kp_ratelimit_key(&rl, &a) == kp_ratelimit_key(&rl, &m));
+  KP_CHECK(kp_ratelimit_key(&rl, &v6) == kp_ratelimit_key(&rl, &v6b));
+  KP_CHECK(kp_ratelimit_key(&rl, &v6) != kp_ratelimit_key(&rl, &v6c));
+  KP_CHECK(kp_ratelimit_key(&rl, &a) != kp_ratelimit_key(&rl, &v6));
+
+  /* One sender: its burst, then its rate, whatever port it uses. */
+  uint64_t level;
+  for (int i = 0; i < 10; i++) KP_CHECK(kp_ratelimit_take(&rl, i % 2 ? &a : &a2, 1, 0, NULL));
+  KP_CHECK(!kp_ratelimit_take(&rl, &m, 1, 0, &level));
+  KP_CHECK_EQ(level, 0);
+
+  /* 100,000 distinct senders in one second, each within its budget, and
+   * a well-behaved sender taking 5 per second throughout: nobody who kept
+   * to the rate is ever refused, and the table is the one allocated. */
+  kp_addr_t good;
+  kp_addr_parse(&good, "203.0.113.200:5");
+  unsigned refused = 0, good_refused = 0;
+  for (uint32_t i = 0; i < 100000; i++) {
+    kp_addr_t x;
+    kp_addr_set_v4(&x, 0x0a000000u + i, 9);
+    uint64_t now = 10000 + i / 100; /* 1 s */
+    refused += !kp_ratelimit_take(&rl, &x, 1, now, NULL);
+    if (i % 20000 == 0) good_refused += !kp_ratelimit_take(&rl, &good, 1, now, NULL);
+  }
+  KP_CHECK_EQ(refused, 0);
+  KP_CHECK_EQ(good_refused, 0);
+  KP_CHECK(rl.slots == slots && rl.set_mask + 1 == sets);
+  KP_CHECK(rl.evictions > 0);
+
+  /* A heavy sender gets its rate and no more, over 10 s, while another
+   * sender keeps its own. */
+  unsigned heavy = 0, other = 0;
+  kp_addr_t h;
+  kp_addr_parse(&h, "198.51.100.99:1");
+  for (uint64_t t = 20000; t < 30000; t++) {
+    for (int k = 0; k < 100; k++) heavy += kp_ratelimit_take(&rl, &h, 1, t, NULL);
+    if (t % 100 == 0) other += kp_ratelimit_take(&rl, &good, 1, t, NULL);
+  }
+  KP_CHECK(heavy >= 100 && heavy <= 110); /* 10 s x 10/s, plus the burst */
+  KP_CHECK_EQ(other, 100);
+  kp_ratelimit_destroy(&rl);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(errors_named, unit, 10),
     KP_CASE(invites, unit, 10),
+    KP_CASE(ratelimit, unit, 10),
     KP_CASE(addr_parse_format, unit, 10),
     KP_CASE(addr_compact, unit, 10),
     KP_CASE(addr_compare_hash, unit, 10),

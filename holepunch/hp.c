@@ -65,8 +65,8 @@ void kp__hp_reply_error(kp_hp_t *hp, const kp_dht_reply_to_t *rt, uint8_t error,
 }
 
 void kp__hp_derive_keys(const kp_noise_split_t *split, uint8_t hp_key[32], uint8_t probe_key[32]) {
-  kp_hs_derive(split->hash, "kadpunch/holepunch/v1", hp_key);
-  kp_hs_derive(split->hash, "kadpunch/probe/v1", probe_key);
+  kp_hs_derive(split->path, "kadpunch/holepunch/v2", hp_key);
+  kp_hs_derive(split->path, "kadpunch/probe/v2", probe_key);
 }
 
 /* ---- Probes ----------------------------------------------------------------------- */

@@ -264,8 +264,9 @@ static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_
   memcpy(c->res.remote_key, split.remote_key, KP_PUBLIC_KEY_LEN);
   kp__hp_derive_keys(&split, c->hp_key, c->probe_key);
   memcpy(c->res.probe_key, c->probe_key, 32);
-  kp_relay_token(split.hash, c->relay_token);
+  kp_relay_token(split.path, c->relay_token);
   sodium_memzero(&split, sizeof(split));
+  kp_noise_clear(&c->noise); /* its secrets are in the keys now */
   /* No peer address: the relay node was the server itself. */
   c->server_seen = w->has_peer ? w->peer : *from;
   start_punch(c, &wl, now);

@@ -246,7 +246,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   r->relay = direct ? (kp_addr_t){0} : rt->to;
   kp__hp_derive_keys(&split, se->hp_key, se->probe_key);
   memcpy(se->res.probe_key, se->probe_key, 32);
-  kp_relay_token(split.hash, se->relay_token);
+  kp_relay_token(split.path, se->relay_token);
   sodium_memzero(&split, sizeof(split));
   s->stats.accepted++;
   reply_routed(s, rt, se->reply, se->reply_len, se->id, direct, now);

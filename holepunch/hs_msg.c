@@ -354,8 +354,8 @@ bool kp_probe_verify(const uint8_t *buf, size_t len, const uint8_t key[32]) {
 
 /* ---- Derivations ---------------------------------------------------------------------------- */
 
-void kp_hs_derive(const uint8_t hash[64], const char *label, uint8_t out[32]) {
-  crypto_generichash(out, 32, (const uint8_t *)label, strlen(label), hash, 64);
+void kp_hs_derive(const uint8_t secret[64], const char *label, uint8_t out[32]) {
+  crypto_generichash(out, 32, (const uint8_t *)label, strlen(label), secret, 64);
 }
 
 void kp_hs_token(const uint8_t secret[32], uint64_t session, const kp_addr_t *addr,

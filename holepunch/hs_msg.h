@@ -12,7 +12,8 @@
 #include "common/addr.h"
 #include "kadpunch.h"
 
-#define KP_HS_VERSION 1
+/* 2: every key after the handshake comes from the chaining key (hs_noise.h). */
+#define KP_HS_VERSION 2
 
 /* DHT commands (after the swarm's 16..22). */
 enum { KP_DHT_CMD_PEER_HANDSHAKE = 24, KP_DHT_CMD_PEER_HOLEPUNCH = 25 };
@@ -152,8 +153,9 @@ static inline bool kp_probe_is_packet(const uint8_t *buf, size_t len) {
   return len == KP_PROBE_LEN && buf[0] == KP_PROBE_FIRST_BYTE;
 }
 
-/* Keys and tokens derived from a finished handshake. */
-void kp_hs_derive(const uint8_t hash[64], const char *label, uint8_t out[32]);
+/* A key from the path secret of a finished handshake (kp_noise_split_t),
+ * one label per use: BLAKE2b-256(key = secret, message = label). */
+void kp_hs_derive(const uint8_t secret[64], const char *label, uint8_t out[32]);
 /* A token for addr: keyed with a node secret and the session, 32 bytes. */
 void kp_hs_token(const uint8_t secret[32], uint64_t session, const kp_addr_t *addr,
                  uint8_t out[32]);

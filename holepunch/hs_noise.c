@@ -111,35 +111,51 @@ static int dh(uint8_t out[32], const uint8_t sk[32], const uint8_t pk[32]) {
   return crypto_scalarmult(out, sk, pk) ? KP_EMALFORMED : 0;
 }
 
-static int init_common(kp_noise_t *st, bool initiator, const kp_keypair_t *self,
-                       const uint8_t *prologue, size_t prologue_len) {
+static void init_symmetric(kp_noise_t *st, bool initiator, const uint8_t *prologue,
+                           size_t prologue_len) {
   memset(st, 0, sizeof(*st));
   st->initiator = initiator;
   memcpy(st->h, PROTOCOL_NAME, sizeof(PROTOCOL_NAME) - 1); /* shorter than HASHLEN: padded */
   memcpy(st->ck, st->h, KP_NOISE_HASH_LEN);
   mix_hash(st, prologue, prologue_len);
-  if (crypto_sign_ed25519_pk_to_curve25519(st->s_pk, self->public_key)) return KP_EFIELD;
-  if (crypto_sign_ed25519_sk_to_curve25519(st->s_sk, self->secret_key)) return KP_EFIELD;
+}
+
+int kp_noise_init_x25519(kp_noise_t *st, bool initiator, const uint8_t s_sk[32], const uint8_t *rs,
+                         const uint8_t *prologue, size_t prologue_len) {
+  init_symmetric(st, initiator, prologue, prologue_len);
+  memcpy(st->s_sk, s_sk, 32);
+  if (crypto_scalarmult_base(st->s_pk, st->s_sk)) return KP_EFIELD;
+  if (initiator) {
+    if (!rs) return KP_EFIELD;
+    memcpy(st->rs, rs, 32);
+    mix_hash(st, st->rs, 32); /* <- s */
+  } else {
+    mix_hash(st, st->s_pk, 32); /* <- s */
+  }
   return 0;
 }
 
 int kp_noise_init_initiator(kp_noise_t *st, const kp_keypair_t *self,
                             const uint8_t remote_key[KP_PUBLIC_KEY_LEN], const uint8_t *prologue,
                             size_t prologue_len) {
-  int err = init_common(st, true, self, prologue, prologue_len);
-  if (err) return err;
-  if (crypto_sign_ed25519_pk_to_curve25519(st->rs, remote_key)) return KP_EFIELD;
-  memcpy(st->remote_identity, remote_key, KP_PUBLIC_KEY_LEN);
-  mix_hash(st, st->rs, 32); /* <- s */
-  return 0;
+  uint8_t s_sk[32], rs[32];
+  int err = crypto_sign_ed25519_sk_to_curve25519(s_sk, self->secret_key) ||
+                    crypto_sign_ed25519_pk_to_curve25519(rs, remote_key)
+                ? KP_EFIELD
+                : kp_noise_init_x25519(st, true, s_sk, rs, prologue, prologue_len);
+  sodium_memzero(s_sk, sizeof(s_sk));
+  if (!err) memcpy(st->remote_identity, remote_key, KP_PUBLIC_KEY_LEN);
+  return err;
 }
 
 int kp_noise_init_responder(kp_noise_t *st, const kp_keypair_t *self, const uint8_t *prologue,
                             size_t prologue_len) {
-  int err = init_common(st, false, self, prologue, prologue_len);
-  if (err) return err;
-  mix_hash(st, st->s_pk, 32); /* <- s */
-  return 0;
+  uint8_t s_sk[32];
+  int err = crypto_sign_ed25519_sk_to_curve25519(s_sk, self->secret_key)
+                ? KP_EFIELD
+                : kp_noise_init_x25519(st, false, s_sk, NULL, prologue, prologue_len);
+  sodium_memzero(s_sk, sizeof(s_sk));
+  return err;
 }
 
 static void make_ephemeral(kp_noise_t *st, const uint8_t e_secret[32]) {
@@ -241,11 +257,17 @@ int kp_noise_read_msg2(kp_noise_t *st, const uint8_t *msg, size_t len, uint8_t *
 }
 
 void kp_noise_split(kp_noise_t *st, kp_noise_split_t *out) {
+  static const char path_label[] = "kadpunch/path/v1";
   uint8_t k1[KP_NOISE_HASH_LEN], k2[KP_NOISE_HASH_LEN];
   hkdf2(st->ck, NULL, 0, k1, k2);
   /* k1 carries initiator -> responder. */
   memcpy(out->tx, st->initiator ? k1 : k2, 32);
   memcpy(out->rx, st->initiator ? k2 : k1, 32);
+  /* Everything else the two peers use after the handshake comes from the
+   * chaining key too, which only they know (it mixes every DH output);
+   * never from h, which hashes public bytes only. The label keeps it apart
+   * from the transport keys above. */
+  hkdf2(st->ck, (const uint8_t *)path_label, sizeof(path_label) - 1, out->path, k2);
   memcpy(out->hash, st->h, KP_NOISE_HASH_LEN);
   memcpy(out->remote_key, st->remote_identity, KP_PUBLIC_KEY_LEN);
   sodium_memzero(k1, sizeof(k1));

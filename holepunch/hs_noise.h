@@ -49,8 +49,13 @@ typedef struct kp_noise_s {
 
 /* The result of a finished handshake. */
 typedef struct kp_noise_split_s {
-  uint8_t tx[32], rx[32];                /* transport keys, ours to send / receive */
-  uint8_t hash[KP_NOISE_HASH_LEN];       /* the handshake hash: binds everything said */
+  uint8_t tx[32], rx[32]; /* transport keys, ours to send / receive */
+  /* The handshake hash: a channel binding, never a key. It hashes public
+   * bytes only, so every node that relayed the handshake can compute it. */
+  uint8_t hash[KP_NOISE_HASH_LEN];
+  /* HKDF(ck, "kadpunch/path/v1"): secret to the two peers. Every key and
+   * token used after the handshake is derived from it (kp_hs_derive). */
+  uint8_t path[KP_NOISE_HASH_LEN];
   uint8_t remote_key[KP_PUBLIC_KEY_LEN]; /* the peer's ed25519 identity */
 } kp_noise_split_t;
 
@@ -61,6 +66,11 @@ int kp_noise_init_initiator(kp_noise_t *st, const kp_keypair_t *self,
                             size_t prologue_len);
 int kp_noise_init_responder(kp_noise_t *st, const kp_keypair_t *self, const uint8_t *prologue,
                             size_t prologue_len);
+/* The same from raw X25519 keys (the published test vectors use them): our
+ * secret key, and the responder's public key when we initiate (NULL
+ * otherwise). */
+int kp_noise_init_x25519(kp_noise_t *st, bool initiator, const uint8_t s_sk[32], const uint8_t *rs,
+                         const uint8_t *prologue, size_t prologue_len);
 
 /* The ephemeral's secret (32 random bytes) comes from the caller: tests pin
  * it, the glue draws it from the rng. Writes payload_len +
@@ -79,7 +89,8 @@ int kp_noise_write_msg2(kp_noise_t *st, const uint8_t e_secret[32], const uint8_
 int kp_noise_read_msg2(kp_noise_t *st, const uint8_t *msg, size_t len, uint8_t *payload_out,
                        size_t cap, size_t *payload_len);
 
-/* After msg2 (written or read): transport keys and the handshake hash. */
+/* After msg2 (written or read): transport keys, the path secret and the
+ * handshake hash. The caller wipes st (kp_noise_clear) once done with it. */
 void kp_noise_split(kp_noise_t *st, kp_noise_split_t *out);
 
 /* Responder: true if the X25519 static key the initiator sent belongs to

@@ -104,10 +104,10 @@ int kp_relay_ctrl_decode(const uint8_t *data, size_t len, kp_relay_ctrl_t *out) 
   return 0;
 }
 
-void kp_relay_token(const uint8_t handshake_hash[64], uint8_t token[KP_RELAY_TOKEN_LEN]) {
-  static const char label[] = "kadpunch/relay-pair/v1";
+void kp_relay_token(const uint8_t path_secret[64], uint8_t token[KP_RELAY_TOKEN_LEN]) {
+  static const char label[] = "kadpunch/relay-pair/v2";
   crypto_generichash(token, KP_RELAY_TOKEN_LEN, (const uint8_t *)label, sizeof(label) - 1,
-                     handshake_hash, 64);
+                     path_secret, 64);
 }
 
 /* ---- The address index ---------------------------------------------------------- */

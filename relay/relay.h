@@ -48,8 +48,9 @@ typedef struct kp_relay_ctrl_s {
 bool kp_relay_is_ctrl(const uint8_t *data, size_t len);
 void kp_relay_ctrl_encode(const kp_relay_ctrl_t *c, uint8_t out[KP_RELAY_CTRL_LEN]);
 int kp_relay_ctrl_decode(const uint8_t *data, size_t len, kp_relay_ctrl_t *out);
-/* The token both peers derive from their handshake hash. */
-void kp_relay_token(const uint8_t handshake_hash[64], uint8_t token[KP_RELAY_TOKEN_LEN]);
+/* The token both peers derive from the path secret their handshake gave
+ * them (holepunch/hs_noise.h): nobody else can compute it. */
+void kp_relay_token(const uint8_t path_secret[64], uint8_t token[KP_RELAY_TOKEN_LEN]);
 
 typedef struct kp_relay_config_s {
   unsigned max_sessions;    /* paired sessions at once (default 1024) */

@@ -105,3 +105,10 @@ bool kp_ratelimit_take(kp_ratelimit_t *rl, const kp_addr_t *from, uint64_t cost,
   if (level) *level = kp_bucket_level(&slot->bucket, rl->rate, rl->burst, now_ms);
   return kp_bucket_take(&slot->bucket, rl->rate, rl->burst, cost, now_ms);
 }
+
+void kp_ratelimit_refill(kp_ratelimit_t *rl, const kp_addr_t *from, uint64_t now_ms) {
+  uint64_t key = kp_ratelimit_key(rl, from);
+  kp_ratelimit_slot_t *set = &rl->slots[((size_t)(key >> 32) & rl->set_mask) * KP_RATELIMIT_WAYS];
+  for (int i = 0; i < KP_RATELIMIT_WAYS; i++)
+    if (set[i].key == key) kp_bucket_init(&set[i].bucket, rl->burst, now_ms);
+}

@@ -66,6 +66,10 @@ void kp_ratelimit_destroy(kp_ratelimit_t *rl);
 bool kp_ratelimit_take(kp_ratelimit_t *rl, const kp_addr_t *from, uint64_t cost, uint64_t now_ms,
                        uint64_t *level);
 
+/* Gives from's bucket back its whole burst (it earned it: say, it proved
+ * something the budget was guarding against). */
+void kp_ratelimit_refill(kp_ratelimit_t *rl, const kp_addr_t *from, uint64_t now_ms);
+
 /* The sender key: the IPv4 address, or the IPv6 /64 (an IPv4-mapped IPv6
  * address counts as its IPv4 address). Exposed for tests. */
 uint64_t kp_ratelimit_key(const kp_ratelimit_t *rl, const kp_addr_t *from);

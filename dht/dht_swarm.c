@@ -16,6 +16,11 @@ void kp_dht_swarm_config_defaults(kp_dht_swarm_config_t *cfg) {
   cfg->verify_rate = 100;
 }
 
+void kp_dht_swarm_set_policy(kp_dht_swarm_t *swarm, kp_dht_store_policy_fn fn, void *ctx) {
+  swarm->policy = fn;
+  swarm->policy_ctx = ctx;
+}
+
 int kp_dht_swarm_error(uint8_t wire) {
   switch (wire) {
     case KP_SWARM_ERR_BAD_SIGNATURE: return KP_EBADSIG;
@@ -24,6 +29,7 @@ int kp_dht_swarm_error(uint8_t wire) {
     case KP_SWARM_ERR_FULL: return KP_ELIMIT;
     case KP_SWARM_ERR_BUSY: return KP_ELIMIT;
     case KP_SWARM_ERR_MALFORMED: return KP_EFIELD;
+    case KP_SWARM_ERR_POLICY: return KP_EREFUSED;
     default: return kp_dht_wire_error(wire);
   }
 }
@@ -36,6 +42,7 @@ static uint8_t wire_error(int err) {
     case KP_ECAS: return KP_SWARM_ERR_CAS;
     case KP_ELIMIT:
     case UV_ENOMEM: return KP_SWARM_ERR_FULL;
+    case KP_EREFUSED: return KP_SWARM_ERR_POLICY;
     default: return KP_SWARM_ERR_MALFORMED;
   }
 }
@@ -125,6 +132,8 @@ static void on_announce(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, u
   if (!admit_write(swarm, req, now)) return;
   kp_record_t rec;
   int err = kp_dht_record_decode(m->value, m->value_len, m->target, &rec);
+  if (!err && swarm->policy && !swarm->policy(swarm->policy_ctx, m->target, &rec, &req->from))
+    err = KP_EREFUSED;
   if (!err)
     err = kp_dht_store_announce(swarm->store, m->target, &rec, m->value, m->value_len, &req->from,
                                 now);

@@ -38,6 +38,7 @@ enum {
   KP_SWARM_ERR_FULL = 19,
   KP_SWARM_ERR_MALFORMED = 20,
   KP_SWARM_ERR_BUSY = 21,
+  KP_SWARM_ERR_POLICY = 22, /* the node does not store such a record from there */
 };
 
 /* The most bytes of records a LOOKUP reply carries; lookups pad their
@@ -57,6 +58,13 @@ typedef struct kp_dht_swarm_config_s {
 } kp_dht_swarm_config_t;
 
 void kp_dht_swarm_config_defaults(kp_dht_swarm_config_t *cfg);
+
+/* What a node stores, beyond a valid signature: called for each record it
+ * is asked to store, with the address the request came from; false
+ * refuses it (error 22). One policy per swarm (NULL: store anything). */
+typedef bool (*kp_dht_store_policy_fn)(void *ctx, const uint8_t target[KP_ID_LEN],
+                                       const kp_record_t *rec, const kp_addr_t *origin);
+void kp_dht_swarm_set_policy(kp_dht_swarm_t *swarm, kp_dht_store_policy_fn fn, void *ctx);
 
 /* Attaches to dht: registers its commands and a ticker. The swarm must be
  * freed after the DHT (whose teardown ends the swarm's operations with
@@ -101,6 +109,11 @@ void kp_dht_announce_stop(kp_dht_swarm_t *swarm, kp_dht_announce_t *a, bool unan
 
 /* Announces again now (after a network change, say). */
 void kp_dht_announce_refresh(kp_dht_swarm_t *swarm, kp_dht_announce_t *a, uint64_t now);
+
+/* Whether one of our announcements under target was stored at node in its
+ * last two rounds: the nodes a client's handshake can come through. */
+bool kp_dht_swarm_stored_at(const kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN],
+                            const kp_addr_t *node);
 
 /* The relay nodes of the last successful round. */
 size_t kp_dht_announce_relays(const kp_dht_announce_t *a, kp_addr_t *out, size_t cap);

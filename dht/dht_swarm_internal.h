@@ -32,6 +32,8 @@ struct kp_dht_swarm_s {
   kp_dht_announce_t *announces;
   uint8_t limiter_key[16];
   kp_swarm_limiter_slot_t *limiter;
+  kp_dht_store_policy_fn policy;
+  void *policy_ctx;
 };
 
 void kp__swarm_op_link(kp_dht_swarm_t *swarm, kp_swarm_op_t *op);

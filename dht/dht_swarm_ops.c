@@ -9,6 +9,7 @@
 
 /* Backoff before an announce round that failed is tried again. */
 #define ANNOUNCE_RETRY_MS 5000
+#define ANNOUNCE_HOLDERS 20 /* k: an announce round stores at the 20 closest nodes */
 /* Distinct records a lookup remembers (to report each once). */
 #define LOOKUP_SEEN_MAX 1024
 /* Nodes a get remembers as holding a value it has not fetched yet. */
@@ -137,6 +138,11 @@ struct kp_dht_announce_s {
   kp_addr_t relays[KP_RECORD_MAX_RELAYS];
   size_t relay_count;
   kp_dht_req_t *pings[KP_RECORD_MAX_RELAYS];
+  /* The nodes that stored the record in this round and the one before:
+   * the only nodes that can relay a client's messages to us on its
+   * behalf (kp_dht_swarm_stored_at). */
+  kp_addr_t holders[2][ANNOUNCE_HOLDERS];
+  unsigned holder_count[2];
 };
 
 static void start_round(kp_dht_announce_t *a, uint64_t now);
@@ -151,7 +157,8 @@ static void round_failed(kp_dht_announce_t *a, int status, uint64_t now) {
 static void on_commit_node(void *arg, const kp_dht_result_t *node, int status,
                            const kp_dht_msg_t *reply) {
   kp_dht_announce_t *a = arg;
-  (void)node;
+  if (!status && a->holder_count[0] < ANNOUNCE_HOLDERS)
+    a->holders[0][a->holder_count[0]++] = node->addr;
   if (status == UV_ECANCELED)
     a->commit_error = UV_ECANCELED;
   else if (status && !a->commit_error)
@@ -212,6 +219,9 @@ static void on_round_query(void *arg, kp_dht_query_t *q, int status, const kp_dh
   int err = kp_dht_record_encode(&rec, a->target, a->kp.secret_key, buf, sizeof(buf), &len);
   if (!err) {
     a->commit_error = 0;
+    memcpy(a->holders[1], a->holders[0], sizeof(a->holders[0]));
+    a->holder_count[1] = a->holder_count[0];
+    a->holder_count[0] = 0;
     err = kp_dht_commit(a->swarm->dht, closest, count, KP_DHT_CMD_ANNOUNCE, a->target, buf, len, 0,
                         on_commit_node, on_commit_done, a, now, &a->commit);
   }
@@ -305,6 +315,17 @@ int kp_dht_swarm_announce(kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN]
 void kp_dht_announce_refresh(kp_dht_swarm_t *swarm, kp_dht_announce_t *a, uint64_t now) {
   (void)swarm;
   if (a->state == A_IDLE) start_round(a, now);
+}
+
+bool kp_dht_swarm_stored_at(const kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN],
+                            const kp_addr_t *node) {
+  for (const kp_dht_announce_t *a = swarm->announces; a; a = a->next) {
+    if (memcmp(a->target, target, KP_ID_LEN)) continue;
+    for (int r = 0; r < 2; r++)
+      for (unsigned i = 0; i < a->holder_count[r]; i++)
+        if (kp_addr_eq(&a->holders[r][i], node)) return true;
+  }
+  return false;
 }
 
 size_t kp_dht_announce_relays(const kp_dht_announce_t *a, kp_addr_t *out, size_t cap) {

@@ -77,6 +77,10 @@ typedef struct kp_hp_result_s {
    * probe key; kp_hp_upgrade_start punches to it in the background. */
   kp_addr_t peer_link;
   uint8_t probe_key[32];
+  /* The peer's public address(es) as it reported them, sealed: what a
+   * relay says about the peer is checked against them. */
+  kp_addr_t peer_addrs[2];
+  size_t peer_addr_count;
   char service[KP_SERVICE_MAX + 1]; /* server: what the client asked for */
   bool has_info;                    /* client: the device info the server gave */
   kp_device_info_t info;
@@ -200,10 +204,15 @@ typedef struct kp_hp_stats_s {
   uint64_t relay_no_peer;  /* for keys we hold no announcement of */
   uint64_t relay_busy;     /* refused: table full or source over its rate */
   uint64_t probes_sent;
-  uint64_t probes_bad; /* failed authentication, or for no session */
+  uint64_t probes_unproven; /* ... of them to addresses nothing proved yet (hints) */
+  uint64_t probes_bad;      /* failed authentication, or for no session */
   uint64_t probes_ok;
+  uint64_t proofs;            /* addresses proven by an echo of our nonce */
+  uint64_t proofs_refused;    /* ... echoes from where the peer saw someone else, not us */
+  uint64_t claims_refused;    /* a relay said the peer is where the peer says it is not */
   uint64_t birthdays;         /* birthday punches started (either half) */
   uint64_t birthday_busy;     /* not started: config.max_birthdays already running */
+  uint64_t birthday_denied;   /* not started: the target IP's budget is spent */
   uint64_t upgrades;          /* relayed connections that found a direct path */
   uint64_t upgrade_fallbacks; /* ... and went back to the relay when it died */
 } kp_hp_stats_t;

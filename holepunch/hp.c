@@ -41,16 +41,30 @@ uint64_t kp__hp_random_id(kp_hp_t *hp) {
   return id;
 }
 
-bool kp__hp_rate_ok(kp_hp_t *hp, const kp_addr_t *from, uint64_t now) {
-  uint8_t b[KP_ADDR_COMPACT_MAX], h[8];
-  size_t n = kp_addr_encode_compact(from, b);
-  /* The IP only (IPv6: its /64), keyed so nobody can aim collisions. */
-  size_t ip_len = from->family == KP_AF_INET6 ? 8 : n - 2;
-  crypto_generichash(h, sizeof(h), b, ip_len, hp->secret, sizeof(hp->secret));
-  hp_rate_slot_t *slot = &hp->rate[(h[0] | h[1] << 8) % HP_RATE_SLOTS];
-  uint64_t second = now / 1000;
-  if (slot->second != second) slot->second = second, slot->count = 0;
-  return ++slot->count <= hp->cfg.relay_rate;
+void kp__hp_table_key(const kp_hp_t *hp, const char *label, uint8_t key[KP_RATELIMIT_KEY_LEN]) {
+  crypto_generichash(key, KP_RATELIMIT_KEY_LEN, (const uint8_t *)label, strlen(label), hp->secret,
+                     sizeof(hp->secret));
+}
+
+/* The relay node's budget: relay_rate forwards per second per sender. The
+ * table is made on first use: most nodes of a big network never relay. */
+static bool forward_ok(kp_hp_t *hp, const kp_addr_t *from, uint64_t now) {
+  if (!hp->forward_rate.slots) {
+    uint8_t key[KP_RATELIMIT_KEY_LEN];
+    kp__hp_table_key(hp, "relay node forwards", key);
+    if (kp_ratelimit_init(&hp->forward_rate, HP_FORWARD_SENDERS, hp->cfg.relay_rate,
+                          hp->cfg.relay_rate, key))
+      return false;
+  }
+  return kp_ratelimit_take(&hp->forward_rate, from, 1, now, NULL);
+}
+
+size_t kp__hp_public_addrs(kp_hp_t *hp, kp_addr_t *out) {
+  const kp_dht_nat_t *nat = kp_dht_nat(hp->dht);
+  /* relay_only: nothing about where we are (docs/protocol.md, "Who learns what"). */
+  if (hp->cfg.relay_only || !nat->has_public) return 0;
+  out[0] = nat->public_addr;
+  return 1;
 }
 
 void kp__hp_reply(kp_hp_t *hp, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w, uint64_t now) {
@@ -64,75 +78,33 @@ void kp__hp_reply_error(kp_hp_t *hp, const kp_dht_reply_to_t *rt, uint8_t error,
   kp_dht_reply(hp->dht, rt, NULL, 0, error, now);
 }
 
-void kp__hp_derive_keys(const kp_noise_split_t *split, uint8_t hp_key[32], uint8_t probe_key[32]) {
+void kp__hp_derive_keys(const kp_noise_split_t *split, uint8_t hp_key[32], uint8_t probe_key[32],
+                        kp_relay_pair_t *pair) {
   kp_hs_derive(split->path, "kadpunch/holepunch/v2", hp_key);
   kp_hs_derive(split->path, "kadpunch/probe/v2", probe_key);
+  kp_relay_pair_derive(split->path, pair);
 }
 
 /* ---- Probes ----------------------------------------------------------------------- */
 
-/* Offsets (ms) from the start of a verified schedule: dense at first, when
- * the other side fires too, then sparse, so a late NAT mapping still
- * catches one. 17 probes per address over 9 s. */
-static const uint16_t schedule_ms[] = {0,   10,   30,   60,   100,  150,  250,  400, 600,
-                                       900, 1300, 1800, 2500, 3500, 5000, 7000, 9000};
-#define SCHEDULE_LEN (sizeof(schedule_ms) / sizeof(schedule_ms[0]))
-
-void kp__hp_probes_start(hp_probes_t *p, const kp_addr_t *to, size_t count, bool verified,
-                         uint64_t at) {
-  if (count > HP_MAX_LAN + 1) count = HP_MAX_LAN + 1;
-  memcpy(p->to, to, count * sizeof(*to));
-  p->count = (unsigned)count;
-  p->verified = verified;
-  p->step = 0;
-  p->start = at;
-  p->next_at = count ? at : UINT64_MAX;
-  p->sock = NULL;
-}
-
-void kp__hp_send_probe(kp_hp_t *hp, void *sock, const kp_addr_t *to, uint64_t conn_id,
-                       uint8_t flags, uint32_t seq, const uint8_t key[32]) {
-  uint8_t pkt[KP_PROBE_LEN];
-  kp_probe_t p = {.flags = flags, .conn_id = conn_id, .seq = seq};
-  kp_probe_encode(&p, key, pkt);
-  if (sock) {
-    hp->io.send_from(hp->io.ctx, sock, to, pkt, sizeof(pkt));
-  } else {
-    hp->io.send(hp->io.ctx, to, pkt, sizeof(pkt));
-  }
-  hp->stats.probes_sent++;
-}
-
-uint64_t kp__hp_probes_run(kp_hp_t *hp, hp_probes_t *p, uint64_t conn_id, uint8_t flags,
-                           const uint8_t key[32], uint64_t now) {
-  /* Unproven addresses get only the first few steps. */
-  unsigned limit = p->verified ? SCHEDULE_LEN : HP_UNVERIFIED_PROBES;
-  while (p->next_at <= now) {
-    for (unsigned i = 0; i < p->count; i++)
-      kp__hp_send_probe(hp, p->sock, &p->to[i], conn_id, flags, p->sent++, key);
-    p->step++;
-    p->next_at = p->step < limit ? p->start + schedule_ms[p->step] : UINT64_MAX;
-  }
-  return p->next_at;
-}
-
 void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
                       size_t len, uint64_t now) {
-  kp_probe_t p;
+  uint64_t conn_id;
+  uint8_t flags;
   bool ok = false;
   kp_hp_upgrade_t *u = sock ? kp__hp_upgrade_on(hp, sock) : NULL;
-  if (!kp_probe_peek(data, len, &p)) {
+  if (!kp_probe_peek(data, len, &conn_id, &flags)) {
     if (u) {
       /* A relayed connection's socket: its punch, nobody else's. */
-      ok = kp__hp_upgrade_probe(u, from, &p, data, len, now);
-    } else if (p.flags & KP_PROBE_FROM_CLIENT) {
+      ok = kp__hp_upgrade_probe(u, from, data, len, now);
+    } else if (flags & KP_PROBE_FROM_CLIENT) {
       for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
         if (hp->servers[i])
-          ok = kp__hp_server_probe(hp->servers[i], sock, from, &p, data, len, now);
+          ok = kp__hp_server_probe(hp->servers[i], sock, from, conn_id, data, len, now);
     } else {
       for (kp_hp_connect_t *c = hp->connects, *next; c && !ok; c = next) {
         next = kp__hp_connect_next(c);
-        ok = kp__hp_connect_probe(c, sock, from, &p, data, len, now);
+        ok = kp__hp_connect_probe(c, sock, from, conn_id, data, len, now);
       }
     }
   }
@@ -204,7 +176,7 @@ static void relay_forward(kp_hp_t *hp, const kp_dht_request_t *req, const kp_dht
     kp__hp_reply_error(hp, rt, KP_HS_ERR_NO_PEER, now);
     return;
   }
-  hp_relay_entry_t *e = kp__hp_rate_ok(hp, &req->from, now) ? relay_entry_new(hp) : NULL;
+  hp_relay_entry_t *e = forward_ok(hp, &req->from, now) ? relay_entry_new(hp) : NULL;
   if (!e) {
     hp->stats.relay_busy++;
     kp__hp_reply_error(hp, rt, KP_HS_ERR_BUSY, now);
@@ -243,22 +215,23 @@ static void on_request(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, ui
   kp_dht_reply_to_init(&rt, req);
   bool handshake = m->command == KP_DHT_CMD_PEER_HANDSHAKE;
   kp_hp_server_t *s = kp__hp_server_for(hp, m->target);
+  /* The server is told who sent it (what admission charges) and where
+   * that sender says the client is (a claim, checked later). */
   if (w.mode == KP_HS_FROM_CLIENT) {
     if (!s) {
       relay_forward(hp, req, &rt, &w, now);
     } else if (handshake) {
-      /* The server counts hellos per client IP itself. */
-      kp__hp_server_handshake(s, &rt, &w, &req->from, true, now);
+      kp__hp_server_handshake(s, &rt, &w, &req->from, &req->from, true, now);
     } else {
-      kp__hp_server_round(s, &rt, &w, &req->from, true, now);
+      kp__hp_server_round(s, &rt, &w, &req->from, &req->from, true, now);
     }
   } else if (w.mode == KP_HS_FROM_RELAY && w.has_peer) {
     if (!s) {
       kp__hp_reply_error(hp, &rt, KP_HS_ERR_NO_PEER, now);
     } else if (handshake) {
-      kp__hp_server_handshake(s, &rt, &w, &w.peer, false, now);
+      kp__hp_server_handshake(s, &rt, &w, &req->from, &w.peer, false, now);
     } else {
-      kp__hp_server_round(s, &rt, &w, &w.peer, false, now);
+      kp__hp_server_round(s, &rt, &w, &req->from, &w.peer, false, now);
     }
   }
 }
@@ -284,16 +257,9 @@ static uint64_t hp_deadline(void *ctx) {
   kp_hp_t *hp = ctx;
   uint64_t d = UINT64_MAX;
   for (unsigned i = 0; i < HP_MAX_SERVERS; i++) {
-    kp_hp_server_t *s = hp->servers[i];
-    if (!s) continue;
-    for (unsigned j = 0; j < hp->cfg.max_sessions; j++) {
-      hp_session_t *se = &s->sessions[j];
-      if (!se->server) continue;
-      if (se->expires < d) d = se->expires;
-      if (se->probes.next_at < d) d = se->probes.next_at;
-      if (se->bday_wanted && se->bday_retry_at < d) d = se->bday_retry_at;
-      if (se->pairing.sock && se->pairing.next_at < d) d = se->pairing.next_at;
-    }
+    if (!hp->servers[i]) continue;
+    uint64_t sd = kp__hp_server_deadline(hp->servers[i]);
+    if (sd < d) d = sd;
   }
   for (kp_hp_connect_t *c = hp->connects; c; c = kp__hp_connect_next(c)) {
     uint64_t cd = kp__hp_connect_deadline(c);
@@ -355,6 +321,8 @@ void kp_hp_free(kp_hp_t *hp) {
   kp_dht_remove_ticker(hp->dht, hp);
 
   kp_free(hp->relay);
+  kp_ratelimit_destroy(&hp->forward_rate);
+  kp_ratelimit_destroy(&hp->bday_targets);
   sodium_memzero(hp->secret, sizeof(hp->secret));
   kp_free(hp);
 }
@@ -368,21 +336,21 @@ void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {
 /* ---- Pairing at a blind relay ------------------------------------------------- */
 
 static void send_pair(kp_hp_t *hp, hp_pairing_t *p) {
-  kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR, .arg = p->role};
+  kp_relay_ctrl_t c;
   uint8_t msg[KP_RELAY_CTRL_LEN];
-  memcpy(c.token, p->token, sizeof(c.token));
+  kp_relay_pair_request(&p->pair, p->role, &c);
   kp_relay_ctrl_encode(&c, msg);
   hp->io.send_from(hp->io.ctx, p->sock, &p->relay, msg, sizeof(msg));
   p->sent++;
 }
 
 bool kp__hp_pairing_start(kp_hp_t *hp, hp_pairing_t *p, const kp_addr_t *relay,
-                          const uint8_t token[32], uint8_t role, uint64_t now) {
+                          const kp_relay_pair_t *pair, uint8_t role, uint64_t now) {
   if (!hp->io.open) return false;
   p->sock = hp->io.open(hp->io.ctx);
   if (!p->sock) return false;
   p->relay = *relay;
-  memcpy(p->token, token, 32);
+  p->pair = *pair;
   p->role = role;
   send_pair(hp, p);
   p->next_at = now + HP_PAIR_INTERVAL_MS;
@@ -399,6 +367,7 @@ void kp__hp_pairing_end(kp_hp_t *hp, hp_pairing_t *p, bool keep) {
   if (p->sock && !keep) hp->io.close(hp->io.ctx, p->sock);
   p->sock = NULL;
   p->next_at = UINT64_MAX;
+  sodium_memzero(&p->pair, sizeof(p->pair));
 }
 
 void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,

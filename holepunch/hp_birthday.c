@@ -6,15 +6,21 @@
  * has not sent to. So the random side opens many sockets, each sending one
  * probe to the consistent side's mapped address: every one leaves a mapping
  * on a random port of its NAT, open to exactly that address. The consistent
- * side then sprays probes at random ports of the random side's (token
- * verified) IP. One probe landing on one of those mappings is enough: the
- * socket it reaches answers, and the answer passes the consistent side's
- * filter because that side just sent to the answering port.
+ * side then sprays probes at random ports of the random side's IP. One probe landing on one of
+ * those mappings is enough: the socket it reaches answers, and the answer passes the consistent
+ * side's filter because that side just sent to the answering port.
  *
  * With S sockets and P probes over the 64512 ports a NAT allocates from,
  * success is 1 - (1 - S/64512)^P. Both halves live in a small pool on kp_hp_t
  * (config.max_birthdays): the sockets, the probes and the bandwidth are
- * bounded per node however many connections ask. */
+ * bounded per node however many connections ask.
+ *
+ * Neither half can wait for a proof of the address it aims at (nothing can
+ * cross a port-restricted NAT and a random one before the spray does), so
+ * both start only when the address a relay node reported for the peer is
+ * the one the peer itself reported in its sealed messages, and each target
+ * IP has a budget per minute (docs/protocol.md, "What a sender can make a
+ * node send"). */
 #include <sodium.h>
 #include <string.h>
 
@@ -36,41 +42,72 @@ static hp_bday_t *bday_slot(kp_hp_t *hp) {
   return NULL;
 }
 
-hp_bday_t *kp__hp_birthday_start(kp_hp_t *hp, bool sockets, const kp_addr_t *to, uint64_t conn_id,
-                                 uint8_t flags, const uint8_t key[32], uint64_t at) {
+/* At most birthday_probes datagrams per target IP per minute, whichever
+ * half sends them and however many connections ask, unless a peer at that
+ * IP proved itself since (hp_path.c refills the budget then): a peer that
+ * lies about its address cannot make this node flood anyone. */
+static bool target_budget(kp_hp_t *hp, const kp_addr_t *to, unsigned cost, uint64_t now) {
+  if (!hp->bday_targets.slots) {
+    uint8_t key[KP_RATELIMIT_KEY_LEN];
+    uint64_t burst = hp->cfg.birthday_probes > hp->cfg.birthday_sockets ? hp->cfg.birthday_probes
+                                                                        : hp->cfg.birthday_sockets;
+    kp__hp_table_key(hp, "birthday targets", key);
+    if (kp_ratelimit_init(&hp->bday_targets, HP_BDAY_TARGETS, burst / 60 + 1, burst, key))
+      return false;
+  }
+  return kp_ratelimit_take(&hp->bday_targets, to, cost, now, NULL);
+}
+
+bool kp__hp_birthday_pool_full(kp_hp_t *hp) {
+  if (bday_slot(hp)) return false;
+  hp->stats.birthday_busy++;
+  return true;
+}
+
+hp_bday_t *kp__hp_birthday_start(kp_hp_t *hp, bool sockets, const kp_addr_t *to, hp_path_t *path,
+                                 uint64_t at) {
   hp_bday_t *b = bday_slot(hp);
   if (!b) {
     hp->stats.birthday_busy++;
     return NULL;
   }
+  /* No way to open sockets here (the simulator's plain nodes): the
+   * consistent side's spray alone cannot reach a random NAT. */
+  if (sockets && (!hp->io.open || !hp->cfg.birthday_sockets)) return NULL;
+  if (!target_budget(hp, to, sockets ? hp->cfg.birthday_sockets : hp->cfg.birthday_probes, at)) {
+    hp->stats.birthday_denied++;
+    return NULL;
+  }
   memset(b, 0, sizeof(*b));
   if (sockets) {
-    /* No way to open sockets here (the simulator's plain nodes): the
-     * consistent side's spray alone cannot reach a random NAT. */
-    if (!hp->io.open || !hp->cfg.birthday_sockets) return NULL;
     b->socks = kp_calloc(hp->cfg.birthday_sockets, sizeof(*b->socks));
     if (!b->socks) return NULL;
   }
   b->hp = hp;
   b->sockets = sockets;
   b->to = *to;
-  b->conn_id = conn_id;
-  b->flags = flags;
-  memcpy(b->key, key, 32);
+  b->path = path;
   b->next_at = at;
   hp->stats.birthdays++;
   return b;
 }
 
+static void send_one(kp_hp_t *hp, hp_bday_t *b, void *sock, const kp_addr_t *to, uint64_t now) {
+  kp_probe_t pr = {.flags = b->path->flags, .conn_id = b->path->remote_id};
+  kp__hp_nonce(hp, b->path->local_id, to, now, pr.nonce);
+  kp__hp_send_probe(hp, sock, to, &pr, b->path->key);
+  b->sent++;
+}
+
 /* All sockets at once, one probe each: the mappings must exist before the
  * spray arrives, and one probe per socket is all a mapping needs (NATs
  * keep an unanswered UDP mapping for 30 s or more, beyond the punch). */
-static void open_sockets(kp_hp_t *hp, hp_bday_t *b) {
+static void open_sockets(kp_hp_t *hp, hp_bday_t *b, uint64_t now) {
   while (b->sock_count < hp->cfg.birthday_sockets) {
     void *sock = hp->io.open(hp->io.ctx);
     if (!sock) break; /* out of descriptors: go with what we have */
     b->socks[b->sock_count++] = sock;
-    kp__hp_send_probe(hp, sock, &b->to, b->conn_id, b->flags, b->sent++, b->key);
+    send_one(hp, b, sock, &b->to, now);
   }
   b->next_at = UINT64_MAX;
 }
@@ -81,7 +118,7 @@ static void spray(kp_hp_t *hp, hp_bday_t *b, uint64_t now) {
   for (unsigned i = 0; i < per_tick && b->sent < hp->cfg.birthday_probes; i++) {
     kp_addr_t to = b->to;
     to.port = (uint16_t)(PORT_FIRST + kp_rng_below(rng, PORT_COUNT));
-    kp__hp_send_probe(hp, NULL, &to, b->conn_id, b->flags, b->sent++, b->key);
+    send_one(hp, b, NULL, &to, now);
   }
   b->next_at = b->sent < hp->cfg.birthday_probes ? now + SPRAY_TICK_MS : UINT64_MAX;
 }
@@ -89,7 +126,7 @@ static void spray(kp_hp_t *hp, hp_bday_t *b, uint64_t now) {
 void kp__hp_birthday_run(kp_hp_t *hp, hp_bday_t *b, uint64_t now) {
   if (b->next_at > now) return;
   if (b->sockets) {
-    open_sockets(hp, b);
+    open_sockets(hp, b, now);
   } else {
     spray(hp, b, now);
   }

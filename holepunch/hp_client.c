@@ -1,5 +1,6 @@
 /* The client's role: look the key up, shake hands through one of the
- * server's relay nodes, run a holepunch round, probe (holepunch.h).
+ * server's relay nodes, run holepunch rounds until an address of the
+ * server is proven, or meet it at a blind relay (holepunch.h, hp_path.c).
  *
  * The lookup and the handshake overlap: the first node that answers the
  * lookup with the server's record stores it, so it can relay at once; the
@@ -45,18 +46,18 @@ struct kp_hp_connect_s {
   uint64_t started, hs_sent, hs_done, lookup_done;
   uint64_t deadline;
   uint64_t session;
-  uint8_t server_token[32]; /* from the welcome: echoing it proves our address */
-  uint8_t hp_key[32], probe_key[32];
-  kp_addr_t server_seen; /* the server as the relay saw it */
+  uint8_t hp_key[32];
+  kp_addr_t server_seen;                   /* where the relay node says the server is: a claim */
+  kp_addr_t server_addrs[KP_HS_MAX_ADDRS]; /* where the server says it is (public) */
+  size_t server_addr_count;
   kp_addr_t server_lan[KP_HS_MAX_ADDRS];
   size_t server_lan_count;
-  hp_probes_t probes;     /* verified: the server's address */
-  hp_probes_t lan_probes; /* unverified: LAN, or an open server */
+  hp_path_t path;
   hp_bday_t *bday;
   bool bday_wanted, bday_sockets; /* waiting for a slot in the pool */
   uint64_t bday_retry_at;
   hp_pairing_t pairing; /* no direct path: at a blind relay */
-  uint8_t relay_token[32];
+  kp_relay_pair_t relay_pair;
   uint64_t invite_id; /* the asks (kp_hp_connect_opts_t) */
   uint8_t invite_proof[32];
   char service[KP_SERVICE_MAX + 1];
@@ -64,7 +65,7 @@ struct kp_hp_connect_s {
   kp_addr_t fallback_relay; /* where to go if the punch has not worked by fallback_at */
   uint64_t fallback_at;     /* 0: no relay known */
   uint32_t round_no;
-  unsigned answers;
+  uint64_t next_round_at; /* rounds go on until an address is proven (UINT64_MAX: none) */
   unsigned datagrams;
   kp_hp_result_t res;
 };
@@ -96,6 +97,7 @@ static void connect_free(kp_hp_connect_t *c) {
   stop_work(c, NULL);
   unlink_connect(c);
   kp_noise_clear(&c->noise);
+  sodium_memzero(&c->relay_pair, sizeof(c->relay_pair));
   sodium_memzero(c, sizeof(*c));
   kp_free(c);
 }
@@ -108,8 +110,7 @@ static unsigned lookup_requests(const kp_hp_connect_t *c) {
  * server's probes until it has ours), else freed. */
 static void finish(kp_hp_connect_t *c, int status, uint64_t now) {
   kp_hp_result_t *r = &c->res;
-  r->datagrams = c->datagrams + lookup_requests(c) + c->probes.sent + c->lan_probes.sent +
-                 (c->bday ? c->bday->sent : 0);
+  r->datagrams = c->datagrams + lookup_requests(c) + c->path.sent + (c->bday ? c->bday->sent : 0);
   if (!c->lookup_done) c->lookup_done = now;
   r->lookup_ms = c->lookup_done - c->started;
   if (c->hs_done) r->handshake_ms = c->hs_done - c->hs_sent;
@@ -123,15 +124,11 @@ static void finish(kp_hp_connect_t *c, int status, uint64_t now) {
   if (status) {
     connect_free(c);
   } else {
+    /* Linger: the proven path's after-proof probes (hp_path.c) go on, so
+     * the server proves us even if our first answer was lost. */
     c->state = C_LINGER;
     c->deadline = now + HP_LINGER_MS;
-    c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
-    if (r->socket && r->strategy == KP_PUNCH_BIRTHDAY) {
-      /* A birthday win: our answer may be lost, and the server's spray will
-       * rarely hit this one port again, so knock from it while lingering. */
-      kp__hp_probes_start(&c->probes, &r->path, 1, true, now + 1);
-      c->probes.sock = r->socket;
-    }
+    c->next_round_at = UINT64_MAX;
   }
   cb(arg, status, &copy);
   sodium_memzero(&copy, sizeof(copy));
@@ -168,6 +165,50 @@ static bool same_network(const kp_hp_connect_t *c) {
 
 static void send_round(kp_hp_connect_t *c, uint64_t now);
 
+/* The server's addresses from its welcome: its LAN, and its public
+ * address as it reported it. */
+static void server_reports(kp_hp_connect_t *c, const kp_addr_t *addrs, size_t count) {
+  c->server_addr_count = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (kp_addr_is_private(&addrs[i]) || kp_addr_is_loopback(&addrs[i])) {
+      if (c->server_lan_count < KP_HS_MAX_ADDRS) c->server_lan[c->server_lan_count++] = addrs[i];
+    } else if (c->server_addr_count < KP_HS_MAX_ADDRS) {
+      c->server_addrs[c->server_addr_count++] = addrs[i];
+    }
+  }
+  c->res.peer_addr_count = c->server_addr_count < 2 ? c->server_addr_count : 2;
+  memcpy(c->res.peer_addrs, c->server_addrs, c->res.peer_addr_count * sizeof(kp_addr_t));
+}
+
+/* Hints for the server: where the relay node says it is, and where it says
+ * it is itself. One probe each now, and more as rounds come back only for
+ * an IP both name (hp_internal.h, "Paths"). */
+static void hint_server(kp_hp_connect_t *c, uint64_t now) {
+  bool agreed = kp__hp_corroborated(&c->server_seen, c->server_addrs, c->server_addr_count, false);
+  kp__hp_path_hint(&c->path, &c->server_seen, NULL, agreed ? HP_HINTS_PER_ADDR : 1);
+  for (size_t i = 0; i < c->server_addr_count; i++) {
+    bool same = agreed && kp_addr_same_ip(&c->server_addrs[i], &c->server_seen);
+    kp__hp_path_hint(&c->path, &c->server_addrs[i], NULL, same ? HP_HINTS_PER_ADDR : 1);
+  }
+  kp__hp_path_hints(c->hp, &c->path, now);
+}
+
+/* No direct path: a blind relay, ours first, else one the server named;
+ * the server's if it can be reached nowhere else. */
+static bool go_relayed(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t now) {
+  kp_hp_t *hp = c->hp;
+  const kp_addr_t *relay = wl->relay_only    ? &wl->relays[0]
+                           : hp->relay_count ? &hp->relays[0]
+                           : wl->relay_count ? &wl->relays[0]
+                                             : NULL;
+  if (!relay || !kp__hp_pairing_start(hp, &c->pairing, relay, &c->relay_pair, 0, now)) {
+    finish(c, hp->cfg.relay_only || wl->relay_only ? KP_ERELAY : KP_ENODIRECT, now);
+    return false;
+  }
+  c->res.strategy = KP_PUNCH_RELAYED;
+  return true;
+}
+
 /* The welcome is in: pick the strategy. */
 static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t now) {
   kp_hp_t *hp = c->hp;
@@ -175,7 +216,6 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
   c->state = C_PUNCH;
   c->deadline = now + hp->cfg.punch_timeout_ms;
   c->session = wl->session;
-  memcpy(c->server_token, wl->token, 32);
   r->remote_nat = wl->nat;
   /* The lookup's replies were more samples: a fresh node knows more now
    * than when it said hello. */
@@ -183,23 +223,12 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
   if (nat != KP_NAT_UNKNOWN) r->local_nat = nat;
   r->remote_id = wl->conn_id;
   r->cipher = wl->cipher;
-  for (size_t i = 0; i < wl->addr_count; i++)
-    if (kp_addr_is_private(&wl->addrs[i]) || kp_addr_is_loopback(&wl->addrs[i]))
-      c->server_lan[c->server_lan_count++] = wl->addrs[i];
+  kp__hp_path_init(&c->path, r->local_id, r->remote_id, KP_PROBE_FROM_CLIENT, r->probe_key, now);
+  server_reports(c, wl->addrs, wl->addr_count);
   bool lan = c->server_lan_count && same_network(c);
   if ((r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) || hp->cfg.relay_only ||
       wl->relay_only) {
-    /* No direct path: a blind relay, ours first, else one the server named;
-     * the server's if it can be reached nowhere else. */
-    const kp_addr_t *relay = wl->relay_only    ? &wl->relays[0]
-                             : hp->relay_count ? &hp->relays[0]
-                             : wl->relay_count ? &wl->relays[0]
-                                               : NULL;
-    if (!relay || !kp__hp_pairing_start(hp, &c->pairing, relay, c->relay_token, 0, now)) {
-      finish(c, hp->cfg.relay_only || wl->relay_only ? KP_ERELAY : KP_ENODIRECT, now);
-      return;
-    }
-    r->strategy = KP_PUNCH_RELAYED;
+    if (!go_relayed(c, wl, now)) return;
   } else {
     /* A punch that has not worked by then goes to a relay, when one is
      * known, and goes on from there in the background (hp_upgrade.c): a
@@ -217,17 +246,18 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
       c->fallback_relay = *relay;
       c->fallback_at = now + wait;
     }
-  }
-  if (r->strategy == KP_PUNCH_RELAYED) {
-    /* nothing to probe */
-  } else if (lan) {
-    /* Behind one public IP: the LAN first, before anything else. */
-    r->strategy = KP_PUNCH_LAN;
-    kp__hp_probes_start(&c->lan_probes, c->server_lan, c->server_lan_count, false, now);
-  } else if (wl->nat == KP_NAT_OPEN) {
-    /* Unsolicited packets reach the server: just knock. */
-    r->strategy = KP_PUNCH_OPEN;
-    kp__hp_probes_start(&c->lan_probes, &c->server_seen, 1, false, now);
+    /* Behind one public IP: the LAN first; an open server: just knock.
+     * Either way the first probes also open our NAT's mapping towards the
+     * server before its own probes arrive. */
+    if (lan) {
+      r->strategy = KP_PUNCH_LAN;
+      /* Our own network: the peer cannot aim us at anyone else's. */
+      for (size_t i = 0; i < c->server_lan_count; i++)
+        kp__hp_path_hint(&c->path, &c->server_lan[i], NULL, HP_HINTS_PER_ADDR);
+    } else if (wl->nat == KP_NAT_OPEN) {
+      r->strategy = KP_PUNCH_OPEN;
+    }
+    hint_server(c, now);
   }
   send_round(c, now);
 }
@@ -262,9 +292,7 @@ static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_
   memcpy(c->res.tx_key, split.tx, 32);
   memcpy(c->res.rx_key, split.rx, 32);
   memcpy(c->res.remote_key, split.remote_key, KP_PUBLIC_KEY_LEN);
-  kp__hp_derive_keys(&split, c->hp_key, c->probe_key);
-  memcpy(c->res.probe_key, c->probe_key, 32);
-  kp_relay_token(split.path, c->relay_token);
+  kp__hp_derive_keys(&split, c->hp_key, c->res.probe_key, &c->relay_pair);
   sodium_memzero(&split, sizeof(split));
   kp_noise_clear(&c->noise); /* its secrets are in the keys now */
   /* No peer address: the relay node was the server itself. */
@@ -304,13 +332,15 @@ static int send_hello(kp_hp_connect_t *c, const kp_addr_t *relay, uint64_t now) 
                      .conn_id = c->res.local_id,
                      .ciphers = hp->cfg.ciphers,
                      .timestamp = kp__hp_wall(hp, now)};
+  /* relay_only: the client's addresses stay its own (none are sent). */
   memcpy(h.client_key, c->self.public_key, KP_PUBLIC_KEY_LEN);
   h.invite_id = c->invite_id;
   memcpy(h.invite_proof, c->invite_proof, 32);
   memcpy(h.service, c->service, sizeof(h.service));
   h.want_info = c->want_info;
-  if (nat->has_public) h.addrs[h.addr_count++] = nat->public_addr;
-  for (size_t i = 0; i < hp->lan_count && h.addr_count < KP_HS_MAX_ADDRS; i++)
+  h.addr_count = kp__hp_public_addrs(hp, h.addrs);
+  for (size_t i = 0; i < hp->lan_count && h.addr_count < KP_HS_MAX_ADDRS && !hp->cfg.relay_only;
+       i++)
     h.addrs[h.addr_count++] = hp->lan[i];
   c->res.local_nat = nat->type;
 
@@ -416,19 +446,31 @@ static void lookup_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_r
   if (c->state == C_HANDSHAKE && !c->req) try_next_relay(c, now);
 }
 
-/* ---- Holepunch round ------------------------------------------------------------ */
+/* ---- Holepunch rounds ------------------------------------------------------------ */
 
-/* Towards the server's verified address; retried every tick while the
+/* Towards the server's corroborated address; retried every tick while the
  * node's birthday pool is full. */
 static void start_birthday(kp_hp_connect_t *c, uint64_t now) {
-  c->bday = kp__hp_birthday_start(c->hp, c->bday_sockets, &c->probes.to[0], c->res.remote_id,
-                                  KP_PROBE_FROM_CLIENT, c->probe_key, now);
-  if (!c->bday) {
-    c->bday_retry_at = now + HP_BIRTHDAY_RETRY_MS;
+  c->bday_wanted = kp__hp_birthday_pool_full(c->hp);
+  c->bday_retry_at = now + HP_BIRTHDAY_RETRY_MS;
+  if (c->bday_wanted) return;
+  c->bday = kp__hp_birthday_start(c->hp, c->bday_sockets, &c->server_seen, &c->path, now);
+  if (c->bday) kp__hp_birthday_run(c->hp, c->bday, now);
+}
+
+/* The birthday halves aim where no proof can come from first, so only at
+ * what the relay node and the server itself agree on (hp_birthday.c). */
+static void maybe_birthday(kp_hp_connect_t *c, kp_nat_type_t remote_nat, uint64_t now) {
+  bool sockets;
+  if (c->bday || c->bday_wanted || !kp__hp_birthday_applies(c->res.local_nat, remote_nat, &sockets))
+    return;
+  c->res.strategy = KP_PUNCH_BIRTHDAY;
+  c->bday_sockets = sockets;
+  if (!kp__hp_corroborated(&c->server_seen, c->server_addrs, c->server_addr_count, sockets)) {
+    c->hp->stats.claims_refused++;
     return;
   }
-  c->bday_wanted = false;
-  kp__hp_birthday_run(c->hp, c->bday, now);
+  start_birthday(c, now);
 }
 
 static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
@@ -436,30 +478,24 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
   kp_hp_connect_t *c = arg;
   kp_hs_wire_t w;
   kp_hp_round_t r;
-  (void)req, (void)from;
+  (void)req;
   c->req = NULL;
   if (status == UV_ECANCELED) {
     finish(c, UV_ECANCELED, now);
     return;
   }
-  /* Without the round, only the unverified probes run; the deadline ends it. */
+  /* Without an answer the next round tries again; the deadline ends it. */
   if (status || resp->error || !resp->value ||
       kp_hs_wire_decode(resp->value, resp->value_len, &w) || w.mode != KP_HS_REPLY ||
       kp_hp_round_open(w.data, w.len, c->hp_key, false, &r) || r.round != c->round_no)
     return;
-  kp_addr_t seen = w.has_peer ? w.peer : c->relay;
-  uint8_t expect[32];
-  kp_hs_token(c->hp->secret, c->session, &seen, expect);
-  if (!r.has_remote_token || sodium_memcmp(expect, r.remote_token, 32) || !r.punch) return;
-  if (c->pairing.sock) return; /* relaying: nothing to punch */
+  if (c->pairing.sock || c->state != C_PUNCH || !r.punch) return; /* relaying: nothing to punch */
+  /* What the relay node says now, what the server says: both hints. */
+  c->server_seen = w.has_peer ? w.peer : *from;
+  if (r.addr_count) server_reports(c, r.addrs, r.addr_count);
   if (!c->res.strategy || c->res.strategy == KP_PUNCH_OPEN) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
-  kp__hp_probes_start(&c->probes, &seen, 1, true, now);
-  kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);
-  if (!c->bday && kp__hp_birthday_applies(c->res.local_nat, r.nat, &c->bday_sockets)) {
-    c->res.strategy = KP_PUNCH_BIRTHDAY;
-    c->bday_wanted = true;
-    start_birthday(c, now);
-  }
+  hint_server(c, now);
+  maybe_birthday(c, r.nat, now);
 }
 
 static void send_round(kp_hp_connect_t *c, uint64_t now) {
@@ -467,12 +503,7 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
   if (c->req) kp_dht_request_abandon(c->hp->dht, c->req);
   c->req = NULL;
   kp_hp_round_t r = {.round = c->round_no, .nat = c->res.local_nat, .punch = true};
-
-  r.has_token = true;
-  kp_hs_token(c->hp->secret, c->session, &c->server_seen, r.token);
-  /* The server's token from the welcome, bound to where the relay saw us. */
-  r.has_remote_token = true;
-  memcpy(r.remote_token, c->server_token, 32);
+  r.addr_count = kp__hp_public_addrs(c->hp, r.addrs);
   uint64_t rtt = c->hs_done - c->hs_sent;
   r.delay_ms = (uint32_t)(rtt / 2);
   if (c->pairing.sock) {
@@ -480,6 +511,9 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
     r.relay = c->pairing.relay;
     r.punch = false;
   }
+  /* Until an address is proven (or we pair at a relay), another round in
+   * a while: each lets both sides send their hints one more probe. */
+  c->next_round_at = c->pairing.sock ? UINT64_MAX : now + HP_ROUND_INTERVAL_MS;
   uint8_t sealed[256], buf[512];
   size_t slen, len;
   if (kp_hp_round_seal(&r, c->hp_key, true, sealed, sizeof(sealed), &slen)) return;
@@ -492,30 +526,30 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
 
 /* ---- Probes and time ---------------------------------------------------------------- */
 
-bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
-                          const kp_probe_t *p, const uint8_t *data, size_t len, uint64_t now) {
+static bool is_server_lan(const kp_hp_connect_t *c, const kp_addr_t *a) {
+  for (size_t i = 0; i < c->server_lan_count; i++)
+    if (kp_addr_eq(a, &c->server_lan[i])) return true;
+  return false;
+}
+
+bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from, uint64_t conn_id,
+                          const uint8_t *data, size_t len, uint64_t now) {
   /* Relayed: the connection's socket belongs to its upgrade (hp_upgrade.c). */
-  if (c->state == C_HANDSHAKE || p->conn_id != c->res.local_id ||
-      c->res.strategy == KP_PUNCH_RELAYED)
+  if (c->state == C_HANDSHAKE || conn_id != c->res.local_id || c->res.strategy == KP_PUNCH_RELAYED)
     return false;
-  if (!kp_probe_verify(data, len, c->probe_key)) return false;
   /* An extra socket counts only if it is this attempt's. */
   if (sock && sock != c->res.socket && !kp__hp_birthday_owns(c->bday, sock)) return false;
-  if (!(p->flags & KP_PROBE_ANSWER) && c->answers < HP_MAX_ANSWERS) {
-    c->answers++;
-    kp__hp_send_probe(c->hp, sock, from, c->res.remote_id, KP_PROBE_FROM_CLIENT | KP_PROBE_ANSWER,
-                      p->seq, c->probe_key);
-  }
-  /* Gone to a relay: a late probe must not pull the two sides apart. */
-  if (c->state == C_PUNCH && !c->pairing.sock) {
-    c->res.path = *from;
-    c->res.socket = sock;
-    bool on_lan = false;
-    for (size_t i = 0; i < c->server_lan_count; i++) on_lan |= kp_addr_eq(from, &c->server_lan[i]);
-    if (on_lan) c->res.strategy = KP_PUNCH_LAN;
+  bool ok;
+  hp_cand_t *cand = kp__hp_path_input(c->hp, &c->path, sock, from, data, len, now, &ok);
+  if (!ok) return false;
+  /* Gone to a relay: a late proof must not pull the two sides apart. */
+  if (cand && c->state == C_PUNCH && !c->pairing.sock) {
+    c->res.path = cand->addr;
+    c->res.socket = cand->sock;
+    if (is_server_lan(c, &cand->addr)) c->res.strategy = KP_PUNCH_LAN;
+    if (cand->sock) c->res.strategy = KP_PUNCH_BIRTHDAY;
     /* The server's probe came first: it punched towards us. */
     if (c->res.strategy == KP_PUNCH_NONE) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
-
     finish(c, 0, now);
   }
   return true;
@@ -526,13 +560,10 @@ bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
 static void fall_back_to_relay(kp_hp_connect_t *c, uint64_t now) {
   kp_hp_t *hp = c->hp;
   c->fallback_at = 0;
-  if (!kp__hp_pairing_start(hp, &c->pairing, &c->fallback_relay, c->relay_token, 0, now)) return;
+  if (!kp__hp_pairing_start(hp, &c->pairing, &c->fallback_relay, &c->relay_pair, 0, now)) return;
   if (c->bday) kp__hp_birthday_end(c->bday, NULL);
   c->bday = NULL;
   c->bday_wanted = false;
-  c->datagrams += c->probes.sent + c->lan_probes.sent;
-  c->probes.sent = c->lan_probes.sent = 0;
-  c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
   c->res.strategy = KP_PUNCH_RELAYED;
   c->deadline = now + hp->cfg.punch_timeout_ms / 2;
   send_round(c, now);
@@ -543,11 +574,12 @@ bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
   kp_relay_ctrl_t ctrl;
   if (c->state != C_PUNCH || !c->pairing.sock || c->pairing.sock != sock ||
       !kp_addr_eq(from, &c->pairing.relay) || kp_relay_ctrl_decode(data, len, &ctrl) ||
-      sodium_memcmp(ctrl.token, c->relay_token, 32))
+      sodium_memcmp(ctrl.id, c->relay_pair.id, KP_RELAY_ID_LEN))
     return false;
   c->datagrams += c->pairing.sent;
   if (ctrl.type == KP_RELAY_REFUSED) {
-    finish(c, ctrl.arg == KP_RELAY_REFUSE_ATTEMPTS ? KP_ERELAYLIMIT : KP_ERELAYFULL, now);
+    bool limit = ctrl.arg == KP_RELAY_REFUSE_ATTEMPTS || ctrl.arg == KP_RELAY_REFUSE_IP_LIMIT;
+    finish(c, limit ? KP_ERELAYLIMIT : KP_ERELAYFULL, now);
     return true;
   }
   if (ctrl.type != KP_RELAY_PAIRED) return true;
@@ -560,15 +592,14 @@ bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
 }
 
 uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c) {
-  uint64_t d = c->deadline;
-
-  if (c->probes.next_at < d) d = c->probes.next_at;
-  if (c->lan_probes.next_at < d) d = c->lan_probes.next_at;
+  uint64_t d = c->deadline, pd = kp__hp_path_deadline(&c->path);
+  if (pd < d) d = pd;
   if (c->bday_wanted && c->bday_retry_at < d) d = c->bday_retry_at;
   if (c->retry_at && c->retry_at < d) d = c->retry_at;
   if (c->pairing.sock && c->pairing.next_at < d) d = c->pairing.next_at;
   if (c->state == C_PUNCH && c->fallback_at && !c->pairing.sock && c->fallback_at < d)
     d = c->fallback_at;
+  if (c->state == C_PUNCH && c->next_round_at < d) d = c->next_round_at;
   return d;
 }
 
@@ -577,8 +608,7 @@ void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
     if (c->deadline <= now) {
       connect_free(c);
     } else {
-      kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,
-                        now);
+      kp__hp_path_keep(c->hp, &c->path, now);
     }
     return;
   }
@@ -599,9 +629,7 @@ void kp__hp_connect_tick(kp_hp_connect_t *c, uint64_t now) {
   if (c->fallback_at && c->fallback_at <= now && !c->pairing.sock) fall_back_to_relay(c, now);
   if (c->bday_wanted && c->bday_retry_at <= now) start_birthday(c, now);
   kp__hp_pairing_run(c->hp, &c->pairing, now);
-  kp__hp_probes_run(c->hp, &c->lan_probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key,
-                    now);
-  kp__hp_probes_run(c->hp, &c->probes, c->res.remote_id, KP_PROBE_FROM_CLIENT, c->probe_key, now);
+  if (c->next_round_at <= now && !c->pairing.sock) send_round(c, now);
 }
 
 /* ---- API ------------------------------------------------------------------------------ */
@@ -620,7 +648,9 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
   c->arg = arg;
   c->started = now;
   c->deadline = now + hp->cfg.handshake_timeout_ms;
-  c->probes.next_at = c->lan_probes.next_at = UINT64_MAX;
+  c->next_round_at = UINT64_MAX;
+  c->path.best = -1;
+  c->path.keep_next = UINT64_MAX;
   c->res.initiator = true;
   c->res.local_id = kp__hp_random_id(hp);
   if (opts) {

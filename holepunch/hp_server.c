@@ -1,11 +1,13 @@
 /* The server's role: answer hellos for a listening key, run the holepunch
- * rounds, fix the path on the first authenticated probe (holepunch.h).
+ * rounds, fix the path on the first address the client proves
+ * (holepunch.h, hp_path.c).
  *
  * What a hello costs: two X25519 operations and, if accepted, one slot of
  * a fixed table. A flood therefore meets, in order: the relay node's
- * per-source rate, this server's global rate (answered BUSY before any
- * crypto), and the table (answered OVERLOADED, sealed). No socket, file
- * descriptor or allocation is ever spent on a hello. */
+ * per-sender rate, this server's admission (per sender, per client IP and
+ * in all, answered BUSY before any crypto), and the table (answered
+ * OVERLOADED, sealed). No socket, file descriptor or allocation is ever
+ * spent on a hello. */
 #include <sodium.h>
 #include <string.h>
 
@@ -58,7 +60,9 @@ static hp_session_t *session_new(kp_hp_server_t *s, uint64_t now) {
   memset(victim, 0, sizeof(*victim));
   victim->server = s;
   victim->created = now;
-  victim->probes.next_at = UINT64_MAX;
+  victim->hint_at = UINT64_MAX;
+  victim->path.best = -1;
+  victim->path.keep_next = UINT64_MAX;
   s->session_count++;
   return victim;
 }
@@ -84,30 +88,27 @@ static bool replay_check(kp_hp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_LEN]
   return true;
 }
 
-/* Hellos this second from client's IP (IPv6: its /64), counted. */
-static unsigned client_count(kp_hp_server_t *s, const kp_addr_t *client, uint64_t now) {
-  uint8_t b[KP_ADDR_COMPACT_MAX], h[8];
-  size_t n = kp_addr_encode_compact(client, b);
-  size_t ip_len = client->family == KP_AF_INET6 ? 8 : n - 2;
-  crypto_generichash(h, sizeof(h), b, ip_len, s->secret, sizeof(s->secret));
-  hp_rate_slot_t *slot = &s->client_rate[(h[0] | h[1] << 8) % HP_CLIENT_RATE_SLOTS];
-  if (slot->second != now / 1000) slot->second = now / 1000, slot->count = 0;
-  return ++slot->count;
-}
-
-/* Admission before any crypto. Each client IP gets relay_rate hellos per
- * second; all of them together get server_rate. Past that budget an IP
- * that sent at most HP_LIGHT_SENDER this second still gets in, from a
- * reserve of a quarter of the budget: a flood spends the budget early in
- * every second, and a real client, one hello from one IP, must not wait
- * for the next. */
-static bool admit(kp_hp_server_t *s, const kp_addr_t *client, uint64_t now) {
-  unsigned per_ip = client_count(s, client, now);
-  if (per_ip > s->hp->cfg.relay_rate) return false;
-  uint64_t second = now / 1000;
-  if (s->rate_second != second) s->rate_second = second, s->rate_count = s->reserve_count = 0;
-  if (++s->rate_count <= s->hp->cfg.server_rate) return true;
-  return per_ip <= HP_LIGHT_SENDER && ++s->reserve_count <= s->hp->cfg.server_rate / 4;
+/* Admission before any crypto, charged to who we can see: the sender (the
+ * relay node that handed us the hello, or the client itself) gets a
+ * quarter of server_rate, so no one sender, whatever client addresses it
+ * claims, can spend the budget meant for everyone; the claimed client IP
+ * gets relay_rate (a client has one budget however many relay nodes it
+ * goes through); all of them together get server_rate. Past that, a
+ * sender and a client that both sent little this second still get in,
+ * from a reserve of a quarter: a flood spends the budget early in every
+ * second, and a real client must not wait for the next one. */
+static bool admit(kp_hp_server_t *s, const kp_addr_t *sender, const kp_addr_t *client,
+                  uint64_t now) {
+  const kp_hp_config_t *cfg = &s->hp->cfg;
+  uint64_t client_level, sender_level;
+  if (!kp_ratelimit_take(&s->per_sender, sender, 1, now, &sender_level) ||
+      !kp_ratelimit_take(&s->per_client, client, 1, now, &client_level))
+    return false;
+  if (kp_bucket_take(&s->all, cfg->server_rate, cfg->server_rate, 1, now)) return true;
+  bool light = sender_level + HP_LIGHT_SENDER >= s->per_sender.burst &&
+               client_level + HP_LIGHT_SENDER >= s->per_client.burst;
+  uint64_t reserve = cfg->server_rate / 4 ? cfg->server_rate / 4 : 1;
+  return light && kp_bucket_take(&s->reserve, reserve, reserve, 1, now);
 }
 
 static void reply_routed(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const uint8_t *data,
@@ -120,11 +121,29 @@ static void reply_routed(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const u
 }
 
 static size_t our_addrs(kp_hp_t *hp, kp_addr_t *out) {
-  size_t n = 0;
-  const kp_dht_nat_t *nat = kp_dht_nat(hp->dht);
-  if (nat->has_public) out[n++] = nat->public_addr;
-  for (size_t i = 0; i < hp->lan_count && n < KP_HS_MAX_ADDRS; i++) out[n++] = hp->lan[i];
+  size_t n = kp__hp_public_addrs(hp, out);
+  for (size_t i = 0; i < hp->lan_count && n < KP_HS_MAX_ADDRS && !hp->cfg.relay_only; i++)
+    out[n++] = hp->lan[i];
   return n;
+}
+
+/* What the client said its public addresses are (hello or round). */
+static void client_reports(hp_session_t *se, const kp_addr_t *addrs, size_t count) {
+  se->client_addr_count = 0;
+  for (size_t i = 0; i < count && se->client_addr_count < KP_HS_MAX_ADDRS; i++)
+    if (!kp_addr_is_private(&addrs[i]) && !kp_addr_is_loopback(&addrs[i]))
+      se->client_addrs[se->client_addr_count++] = addrs[i];
+  se->res.peer_addr_count = se->client_addr_count < 2 ? se->client_addr_count : 2;
+  memcpy(se->res.peer_addrs, se->client_addrs, se->res.peer_addr_count * sizeof(kp_addr_t));
+}
+
+/* Where a relay node says the client is. Only nodes that store our record
+ * can relay for us; anyone else (say a client posing as a relay node) is
+ * heard, but its claim is never trusted enough to spray at. */
+static void client_claim(kp_hp_server_t *s, hp_session_t *se, const kp_addr_t *sender,
+                         const kp_addr_t *client_seen, bool direct) {
+  se->client_seen = *client_seen;
+  se->claim_trusted = direct || kp_dht_swarm_stored_at(s->hp->swarm, s->target, sender);
 }
 
 static kp_cipher_t choose_cipher(uint8_t ours, uint8_t theirs) {
@@ -165,7 +184,8 @@ static void refuse(kp_hp_server_t *s, kp_noise_t *st, const kp_dht_reply_to_t *r
 }
 
 void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
-                             const kp_addr_t *client_seen, bool direct, uint64_t now) {
+                             const kp_addr_t *sender, const kp_addr_t *client_seen, bool direct,
+                             uint64_t now) {
   kp_hp_t *hp = s->hp;
   if (w->len < 32) return;
   /* A retry of a hello we answered: the same answer, no new work. */
@@ -174,9 +194,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     reply_routed(s, rt, dup->reply, dup->reply_len, dup->id, direct, now);
     return;
   }
-  /* Relayed or direct, the client's IP has one budget, however many relay
-   * nodes it goes through. */
-  if (!admit(s, client_seen, now)) {
+  if (!admit(s, sender, client_seen, now)) {
     s->stats.busy++;
     kp__hp_reply_error(hp, rt, KP_HS_ERR_BUSY, now);
     return;
@@ -214,7 +232,8 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   se->id = kp__hp_random_id(hp);
   se->expires = now + hp->cfg.handshake_timeout_ms + hp->cfg.punch_timeout_ms;
   memcpy(se->client_e, w->data, 32);
-  se->client_seen = *client_seen;
+  client_claim(s, se, sender, client_seen, direct);
+  client_reports(se, hello.addrs, hello.addr_count);
   kp_hs_welcome_t wl = {.version = KP_HS_VERSION,
                         .nat = kp_dht_nat(hp->dht)->type,
                         .conn_id = kp__hp_random_id(hp),
@@ -224,7 +243,6 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   wl.relay_count = hp->relay_count < KP_HS_MAX_RELAYS ? hp->relay_count : KP_HS_MAX_RELAYS;
   memcpy(wl.relays, hp->relays, wl.relay_count * sizeof(*wl.relays));
   wl.relay_only = hp->cfg.relay_only && wl.relay_count;
-  kp_hs_token(s->secret, se->id, client_seen, wl.token);
   add_info(s, &hello, true, &wl);
   memcpy(se->res.service, hello.service, sizeof(se->res.service));
   if (seal_welcome(hp, &st, &wl, se->reply, &se->reply_len)) {
@@ -244,9 +262,8 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   r->local_nat = wl.nat;
   r->remote_nat = hello.nat;
   r->relay = direct ? (kp_addr_t){0} : rt->to;
-  kp__hp_derive_keys(&split, se->hp_key, se->probe_key);
-  memcpy(se->res.probe_key, se->probe_key, 32);
-  kp_relay_token(split.path, se->relay_token);
+  kp__hp_derive_keys(&split, se->hp_key, r->probe_key, &se->relay_pair);
+  kp__hp_path_init(&se->path, r->local_id, r->remote_id, 0, r->probe_key, now);
   sodium_memzero(&split, sizeof(split));
   s->stats.accepted++;
   reply_routed(s, rt, se->reply, se->reply_len, se->id, direct, now);
@@ -260,16 +277,62 @@ reject:
   goto out;
 }
 
+/* Whether the address a relay node gave for the client is one to aim a
+ * birthday half at: the client reported the same itself (the IP; with a
+ * port too when we send to that one socket), and the node that said so
+ * stores our record. */
+static bool claim_corroborated(kp_hp_t *hp, hp_session_t *se, bool exact) {
+  if (se->claim_trusted &&
+      kp__hp_corroborated(&se->client_seen, se->client_addrs, se->client_addr_count, exact))
+    return true;
+  hp->stats.claims_refused++;
+  return false;
+}
+
 /* Towards where the relay saw the client; retried while the pool is full. */
 static void start_birthday(hp_session_t *se, uint64_t at) {
-  se->bday = kp__hp_birthday_start(se->server->hp, se->bday_sockets, &se->client_seen,
-                                   se->res.remote_id, 0, se->probe_key, at);
-  se->bday_wanted = !se->bday;
+  kp_hp_t *hp = se->server->hp;
+  se->bday_wanted = kp__hp_birthday_pool_full(hp);
   se->bday_retry_at = at + HP_BIRTHDAY_RETRY_MS;
+  if (!se->bday_wanted)
+    se->bday = kp__hp_birthday_start(hp, se->bday_sockets, &se->client_seen, &se->path, at);
+}
+
+static void stop_punching(kp_hp_t *hp, hp_session_t *se, void *keep) {
+  se->hint_at = UINT64_MAX;
+  if (se->bday) kp__hp_birthday_end(se->bday, keep);
+  se->bday = NULL;
+  se->bday_wanted = false;
+  (void)hp;
+}
+
+/* A round asks us to punch: hints for the client's addresses (where the
+ * relay node saw it, where it says it is), fired when the answer reaches
+ * the client; the birthday half when the NAT types need it. An address
+ * both a node storing our record and the client name gets the full hint
+ * budget; one named by only one of them, a single probe. */
+static void punch(kp_hp_server_t *s, hp_session_t *se, const kp_hp_round_t *r, uint64_t now) {
+  kp_hp_t *hp = s->hp;
+  bool agreed = se->claim_trusted && kp__hp_corroborated(&se->client_seen, se->client_addrs,
+                                                         se->client_addr_count, false);
+  kp__hp_path_hint(&se->path, &se->client_seen, NULL, agreed ? HP_HINTS_PER_ADDR : 1);
+  for (size_t i = 0; i < se->client_addr_count; i++) {
+    bool same = agreed && kp_addr_same_ip(&se->client_addrs[i], &se->client_seen);
+    kp__hp_path_hint(&se->path, &se->client_addrs[i], NULL, same ? HP_HINTS_PER_ADDR : 1);
+  }
+  se->hint_at = now + r->delay_ms;
+  if (!se->res.strategy) se->res.strategy = KP_PUNCH_SIMULTANEOUS;
+  bool sockets;
+  if (se->bday || se->bday_wanted || !kp__hp_birthday_applies(se->res.local_nat, r->nat, &sockets))
+    return;
+  se->res.strategy = KP_PUNCH_BIRTHDAY;
+  se->bday_sockets = sockets;
+  if (claim_corroborated(hp, se, sockets)) start_birthday(se, now + r->delay_ms);
 }
 
 void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
-                         const kp_addr_t *client_seen, bool direct, uint64_t now) {
+                         const kp_addr_t *sender, const kp_addr_t *client_seen, bool direct,
+                         uint64_t now) {
   kp_hp_t *hp = s->hp;
   hp_session_t *se = find_session(s, w->session);
   kp_hp_round_t r;
@@ -287,85 +350,64 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
       reply_routed(s, rt, se->round_reply, se->round_reply_len, se->id, direct, now);
     return;
   }
+  /* Only the client can seal a round: it holds the keys, it is real. */
   se->last_round = r.round;
-  /* The echo proves the client receives at the address the relay saw. */
-  uint8_t expect[32];
-  kp_hs_token(s->secret, se->id, client_seen, expect);
-  bool proven = r.has_remote_token && !sodium_memcmp(expect, r.remote_token, 32);
-  se->proven |= proven;
-  kp_hp_round_t answer = {.round = r.round, .nat = se->res.local_nat, .punch = proven};
-  if (r.has_token) {
-    answer.has_remote_token = true;
-    memcpy(answer.remote_token, r.token, 32);
-  }
+  se->proven = true;
+  client_claim(s, se, sender, client_seen, direct);
+  if (r.addr_count) client_reports(se, r.addrs, r.addr_count);
+  kp_hp_round_t answer = {.round = r.round, .nat = se->res.local_nat, .punch = !hp->cfg.relay_only};
+  answer.addr_count = kp__hp_public_addrs(hp, answer.addrs);
   if (kp_hp_round_seal(&answer, se->hp_key, false, se->round_reply, sizeof(se->round_reply),
                        &se->round_reply_len))
     return;
   reply_routed(s, rt, se->round_reply, se->round_reply_len, se->id, direct, now);
-  if (proven && r.has_relay && !se->done) {
+  if (se->done) return;
+  if (r.has_relay) {
     /* No direct path: meet the client at the blind relay it chose. */
     se->res.strategy = KP_PUNCH_RELAYED;
     se->expires = now + hp->cfg.punch_timeout_ms;
     /* A client that falls back from a punch: ours stops too. */
-    se->probes.next_at = UINT64_MAX;
-    if (se->bday) kp__hp_birthday_end(se->bday, NULL);
-    se->bday = NULL;
-    se->bday_wanted = false;
+    stop_punching(hp, se, NULL);
     if (!se->pairing.sock)
-      kp__hp_pairing_start(hp, &se->pairing, &r.relay, se->relay_token, 1, now);
+      kp__hp_pairing_start(hp, &se->pairing, &r.relay, &se->relay_pair, 1, now);
     return;
   }
-  if (proven && r.punch && !se->done && !hp->cfg.relay_only) {
-    /* Fire when the answer reaches the client: half its relay round trip. */
-    uint64_t at = now + r.delay_ms;
-    se->res.strategy = KP_PUNCH_SIMULTANEOUS;
-    kp__hp_probes_start(&se->probes, client_seen, 1, true, at);
-    if (!se->bday && kp__hp_birthday_applies(se->res.local_nat, r.nat, &se->bday_sockets)) {
-      se->res.strategy = KP_PUNCH_BIRTHDAY;
-      se->bday_wanted = true;
-      start_birthday(se, at);
-    }
-  }
+  if (r.punch && !hp->cfg.relay_only && !se->pairing.sock) punch(s, se, &r, now);
 }
 
-bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, const kp_probe_t *p,
+static hp_session_t *session_by_conn(kp_hp_server_t *s, uint64_t conn_id) {
+  for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++)
+    if (s->sessions[i].server && s->sessions[i].res.local_id == conn_id) return &s->sessions[i];
+  return NULL;
+}
+
+bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, uint64_t conn_id,
                          const uint8_t *data, size_t len, uint64_t now) {
-  hp_session_t *se = NULL;
-  for (unsigned i = 0; i < s->hp->cfg.max_sessions && !se; i++)
-    if (s->sessions[i].server && s->sessions[i].res.local_id == p->conn_id) se = &s->sessions[i];
+  hp_session_t *se = session_by_conn(s, conn_id);
   /* Relay only (UDP blocked here): no path but the relay, whatever comes. */
-  if (!se || s->hp->cfg.relay_only || !kp_probe_verify(data, len, se->probe_key)) return false;
+  if (!se || s->hp->cfg.relay_only) return false;
   /* An extra socket counts only if it is this session's. */
   if (sock && sock != se->res.socket && !kp__hp_birthday_owns(se->bday, sock)) return false;
-  if (!(p->flags & KP_PROBE_ANSWER) && se->answers < HP_MAX_ANSWERS) {
-    se->answers++;
-    kp__hp_send_probe(s->hp, sock, from, se->res.remote_id, KP_PROBE_ANSWER, p->seq, se->probe_key);
+  bool ok;
+  hp_cand_t *c = kp__hp_path_input(s->hp, &se->path, sock, from, data, len, now, &ok);
+  if (!ok) return false;
+  /* Gone to a relay: a late proof must not pull the two sides apart. */
+  if (!c || se->done || se->pairing.sock) return true;
+  se->done = true;
+  se->expires = now + HP_LINGER_MS;
+  se->res.path = c->addr;
+  se->res.socket = c->sock;
+  stop_punching(s->hp, se, c->sock);
+  if (c->sock) {
+    se->res.strategy = KP_PUNCH_BIRTHDAY;
+  } else if (!kp_addr_same_ip(&c->addr, &se->client_seen) &&
+             (kp_addr_is_private(&c->addr) || kp_addr_is_loopback(&c->addr))) {
+    se->res.strategy = KP_PUNCH_LAN;
+  } else if (!se->res.strategy) {
+    se->res.strategy = KP_PUNCH_OPEN;
   }
-  /* Gone to a relay: a late probe must not pull the two sides apart. */
-  if (!se->done && !se->pairing.sock) {
-    se->done = true;
-    se->probes.next_at = UINT64_MAX;
-    se->expires = now + HP_LINGER_MS;
-    se->res.path = *from;
-    se->res.socket = sock;
-    if (se->bday) kp__hp_birthday_end(se->bday, sock);
-    se->bday = NULL;
-    se->bday_wanted = false;
-    if (sock) {
-      /* Our answer may be lost, and the client's spray will rarely hit
-       * this one port again: knock from it until the linger ends. */
-      se->res.strategy = KP_PUNCH_BIRTHDAY;
-      kp__hp_probes_start(&se->probes, from, 1, true, now + 1);
-      se->probes.sock = sock;
-    } else if (kp_addr_same_ip(from, &se->client_seen) == false) {
-      se->res.strategy = KP_PUNCH_LAN;
-    } else if (!se->res.strategy) {
-      se->res.strategy = KP_PUNCH_OPEN;
-    }
-
-    s->stats.connections++;
-    if (s->on_connection) s->on_connection(s->ctx, &se->res);
-  }
+  s->stats.connections++;
+  if (s->on_connection) s->on_connection(s->ctx, &se->res);
   return true;
 }
 
@@ -376,7 +418,7 @@ bool kp__hp_server_relay(kp_hp_server_t *s, void *sock, const kp_addr_t *from, c
     if (s->sessions[i].server && s->sessions[i].pairing.sock == sock) se = &s->sessions[i];
   kp_relay_ctrl_t c;
   if (!se || !kp_addr_eq(from, &se->pairing.relay) || kp_relay_ctrl_decode(data, len, &c) ||
-      sodium_memcmp(c.token, se->relay_token, 32))
+      sodium_memcmp(c.id, se->relay_pair.id, KP_RELAY_ID_LEN))
     return false;
   if (c.type == KP_RELAY_REFUSED) {
     /* The client hears the same refusal and reports it. */
@@ -406,10 +448,28 @@ void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now) {
       continue;
     }
     if (se->bday_wanted && se->bday_retry_at <= now) start_birthday(se, now);
-    if (se->probes.next_at <= now)
-      kp__hp_probes_run(s->hp, &se->probes, se->res.remote_id, 0, se->probe_key, now);
+    if (se->hint_at <= now) {
+      se->hint_at = UINT64_MAX;
+      kp__hp_path_hints(s->hp, &se->path, now);
+    }
+    kp__hp_path_keep(s->hp, &se->path, now);
     kp__hp_pairing_run(s->hp, &se->pairing, now);
   }
+}
+
+uint64_t kp__hp_server_deadline(const kp_hp_server_t *s) {
+  uint64_t d = UINT64_MAX;
+  for (unsigned j = 0; j < s->hp->cfg.max_sessions; j++) {
+    const hp_session_t *se = &s->sessions[j];
+    if (!se->server) continue;
+    uint64_t pd = kp__hp_path_deadline(&se->path);
+    if (se->expires < d) d = se->expires;
+    if (se->hint_at < d) d = se->hint_at;
+    if (pd < d) d = pd;
+    if (se->bday_wanted && se->bday_retry_at < d) d = se->bday_retry_at;
+    if (se->pairing.sock && se->pairing.next_at < d) d = se->pairing.next_at;
+  }
+  return d;
 }
 
 int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall,
@@ -423,18 +483,26 @@ int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall
   if (kp__hp_server_for(hp, target)) return UV_EEXIST;
   kp_hp_server_t *s = kp_calloc(1, sizeof(*s));
   if (!s) return UV_ENOMEM;
+  uint8_t k1[KP_RATELIMIT_KEY_LEN], k2[KP_RATELIMIT_KEY_LEN];
+  kp__hp_random(hp, k1, sizeof(k1));
+  kp__hp_random(hp, k2, sizeof(k2));
+  unsigned per_sender = hp->cfg.server_rate / 4 ? hp->cfg.server_rate / 4 : 1;
   s->sessions = kp_calloc(hp->cfg.max_sessions, sizeof(*s->sessions));
-  s->client_rate = kp_calloc(HP_CLIENT_RATE_SLOTS, sizeof(*s->client_rate));
-  if (!s->sessions || !s->client_rate) {
+  if (!s->sessions ||
+      kp_ratelimit_init(&s->per_client, HP_HELLO_SENDERS, hp->cfg.relay_rate, hp->cfg.relay_rate,
+                        k1) ||
+      kp_ratelimit_init(&s->per_sender, HP_HELLO_SENDERS, per_sender, per_sender, k2)) {
     kp_free(s->sessions);
-    kp_free(s->client_rate);
+    kp_ratelimit_destroy(&s->per_client);
+    kp_ratelimit_destroy(&s->per_sender);
     kp_free(s);
     return UV_ENOMEM;
   }
+  kp_bucket_init(&s->all, hp->cfg.server_rate, 0);
+  kp_bucket_init(&s->reserve, per_sender, 0);
   s->hp = hp;
   s->kp = *kp;
   memcpy(s->target, target, KP_ID_LEN);
-  kp__hp_random(hp, s->secret, sizeof(s->secret));
   s->firewall = firewall;
   s->on_connection = on_connection;
   s->ctx = ctx;
@@ -447,9 +515,11 @@ void kp_hp_server_close(kp_hp_server_t *s) {
   kp_hp_t *hp = s->hp;
   for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
     if (hp->servers[i] == s) hp->servers[i] = NULL;
-  sodium_memzero(s->sessions, hp->cfg.max_sessions * sizeof(*s->sessions));
+  for (unsigned i = 0; i < hp->cfg.max_sessions; i++)
+    if (s->sessions[i].server) session_free(&s->sessions[i]);
   kp_free(s->sessions);
-  kp_free(s->client_rate);
+  kp_ratelimit_destroy(&s->per_client);
+  kp_ratelimit_destroy(&s->per_sender);
   sodium_memzero(s, sizeof(*s));
   kp_free(s);
 }

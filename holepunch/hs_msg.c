@@ -173,7 +173,7 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   msgpack_packer pk;
   kp_wbuf_init(&w, buf, cap);
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 11);
+  msgpack_pack_array(&pk, 10);
   msgpack_pack_uint8(&pk, wl->version);
   msgpack_pack_uint8(&pk, (uint8_t)wl->refusal);
   msgpack_pack_uint8(&pk, (uint8_t)wl->nat);
@@ -181,7 +181,6 @@ int kp_hs_welcome_encode(const kp_hs_welcome_t *wl, uint8_t *buf, size_t cap, si
   msgpack_pack_uint64(&pk, wl->conn_id);
   msgpack_pack_uint8(&pk, (uint8_t)wl->cipher);
   msgpack_pack_uint64(&pk, wl->session);
-  kp_mp_pack_bin(&pk, wl->token, sizeof(wl->token));
   pack_addrs(&pk, wl->relays, wl->relay_count);
   msgpack_pack_uint8(&pk, wl->relay_only ? WELCOME_RELAY_ONLY : 0);
   if (!wl->has_info) {
@@ -221,17 +220,16 @@ int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out) {
   const msgpack_object *it;
   uint64_t version = 0, refusal = 0, nat = 0, cipher = 0, flags = 0;
   memset(out, 0, sizeof(*out));
-  int err = open_array(&doc, buf, len, 11, &it);
+  int err = open_array(&doc, buf, len, 10, &it);
   if (err) return err;
   if (kp_mp_uint(&it[0], 255, &version) || kp_mp_uint(&it[1], 255, &refusal) ||
       kp_mp_uint(&it[2], KP_NAT_RANDOM, &nat) ||
       unpack_addrs(&it[3], out->addrs, &out->addr_count, KP_HS_MAX_ADDRS) ||
       kp_mp_uint(&it[4], UINT64_MAX, &out->conn_id) ||
       kp_mp_uint(&it[5], KP_CIPHER_AES256_GCM, &cipher) ||
-      unpack_addrs(&it[8], out->relays, &out->relay_count, KP_HS_MAX_RELAYS) ||
       kp_mp_uint(&it[6], UINT64_MAX, &out->session) ||
-      kp_mp_fixed(&it[7], out->token, sizeof(out->token)) || kp_mp_uint(&it[9], 255, &flags) ||
-      unpack_info(&it[10], out))
+      unpack_addrs(&it[7], out->relays, &out->relay_count, KP_HS_MAX_RELAYS) ||
+      kp_mp_uint(&it[8], 255, &flags) || unpack_info(&it[9], out))
     err = KP_EFIELD;
   out->relay_only = flags & WELCOME_RELAY_ONLY;
   out->version = (uint8_t)version;
@@ -259,11 +257,9 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
   size_t plen;
   kp_wbuf_init(&w, plain, sizeof(plain));
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 7);
+  msgpack_pack_array(&pk, 6);
   msgpack_pack_uint32(&pk, r->round);
   msgpack_pack_uint8(&pk, (uint8_t)r->nat);
-  kp_mp_pack_bin_opt(&pk, r->has_token ? r->token : NULL, 32);
-  kp_mp_pack_bin_opt(&pk, r->has_remote_token ? r->remote_token : NULL, 32);
   if (r->punch) {
     msgpack_pack_true(&pk);
   } else {
@@ -271,6 +267,7 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
   }
   msgpack_pack_uint32(&pk, r->delay_ms);
   pack_addrs(&pk, &r->relay, r->has_relay ? 1 : 0);
+  pack_addrs(&pk, r->addrs, r->addr_count < KP_HP_ROUND_ADDRS ? r->addr_count : KP_HP_ROUND_ADDRS);
   int err = finish(&w, &plen);
   if (err) return err;
   if (cap < 4 + plen + crypto_aead_chacha20poly1305_ietf_ABYTES) return KP_ENOSPACE;
@@ -300,19 +297,18 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
   kp_mp_doc_t doc;
   const msgpack_object *it;
   uint64_t r = 0, nat = 0, delay = 0;
-  int err = open_array(&doc, plain, (size_t)plen, 7, &it);
+  int err = open_array(&doc, plain, (size_t)plen, 6, &it);
   if (err) return err;
   size_t relay_count = 0;
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
-      kp_mp_fixed_opt(&it[2], out->token, 32, &out->has_token) ||
-      kp_mp_fixed_opt(&it[3], out->remote_token, 32, &out->has_remote_token) ||
-      it[4].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[5], 60000, &delay) ||
-      unpack_addrs(&it[6], &out->relay, &relay_count, 1))
+      it[2].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[3], 60000, &delay) ||
+      unpack_addrs(&it[4], &out->relay, &relay_count, 1) ||
+      unpack_addrs(&it[5], out->addrs, &out->addr_count, KP_HP_ROUND_ADDRS))
     err = KP_EFIELD;
   if (!err) {
     out->round = round;
     out->nat = (kp_nat_type_t)nat;
-    out->punch = it[4].via.boolean;
+    out->punch = it[2].via.boolean;
     out->delay_ms = (uint32_t)delay;
     out->has_relay = relay_count == 1;
   }
@@ -323,47 +319,57 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
 
 /* ---- Probes ------------------------------------------------------------------------------- */
 
+#define PROBE_NONCE_AT 10
+#define PROBE_ECHO_AT 18
+#define PROBE_OBSERVED_AT 26
+#define PROBE_MAC_AT 45
+
 static void probe_mac(const uint8_t *head, const uint8_t key[32], uint8_t out[16]) {
-  crypto_generichash(out, 16, head, 14, key, 32);
+  crypto_generichash(out, 16, head, PROBE_MAC_AT, key, 32);
 }
 
 void kp_probe_encode(const kp_probe_t *p, const uint8_t key[32], uint8_t out[KP_PROBE_LEN]) {
+  memset(out, 0, KP_PROBE_LEN);
   out[0] = KP_PROBE_FIRST_BYTE;
   out[1] = p->flags;
   for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(p->conn_id >> (8 * (7 - i)));
-  for (int i = 0; i < 4; i++) out[10 + i] = (uint8_t)(p->seq >> (8 * (3 - i)));
-  probe_mac(out, key, out + 14);
+  memcpy(out + PROBE_NONCE_AT, p->nonce, KP_PROBE_NONCE_LEN);
+  memcpy(out + PROBE_ECHO_AT, p->echo, KP_PROBE_NONCE_LEN);
+  if (p->has_observed)
+    out[PROBE_OBSERVED_AT] =
+        (uint8_t)kp_addr_encode_compact(&p->observed, out + PROBE_OBSERVED_AT + 1);
+  probe_mac(out, key, out + PROBE_MAC_AT);
 }
 
-int kp_probe_peek(const uint8_t *buf, size_t len, kp_probe_t *out) {
+int kp_probe_peek(const uint8_t *buf, size_t len, uint64_t *conn_id, uint8_t *flags) {
   if (!kp_probe_is_packet(buf, len)) return KP_EMALFORMED;
-  out->flags = buf[1];
-  out->conn_id = 0;
-  for (int i = 0; i < 8; i++) out->conn_id = out->conn_id << 8 | buf[2 + i];
-  out->seq = 0;
-  for (int i = 0; i < 4; i++) out->seq = out->seq << 8 | buf[10 + i];
+  *flags = buf[1];
+  *conn_id = 0;
+  for (int i = 0; i < 8; i++) *conn_id = *conn_id << 8 | buf[2 + i];
   return 0;
 }
 
-bool kp_probe_verify(const uint8_t *buf, size_t len, const uint8_t key[32]) {
+int kp_probe_decode(const uint8_t *buf, size_t len, const uint8_t key[32], kp_probe_t *out) {
   uint8_t mac[16];
-  if (!kp_probe_is_packet(buf, len)) return false;
+  memset(out, 0, sizeof(*out));
+  if (kp_probe_peek(buf, len, &out->conn_id, &out->flags)) return KP_EMALFORMED;
   probe_mac(buf, key, mac);
-  return sodium_memcmp(mac, buf + 14, 16) == 0;
+  if (sodium_memcmp(mac, buf + PROBE_MAC_AT, 16)) return KP_EMALFORMED;
+  memcpy(out->nonce, buf + PROBE_NONCE_AT, KP_PROBE_NONCE_LEN);
+  memcpy(out->echo, buf + PROBE_ECHO_AT, KP_PROBE_NONCE_LEN);
+  uint8_t olen = buf[PROBE_OBSERVED_AT];
+  if (olen) {
+    if (kp_addr_decode_compact(&out->observed, buf + PROBE_OBSERVED_AT + 1, olen))
+      return KP_EMALFORMED;
+    out->has_observed = true;
+  }
+  return 0;
 }
 
 /* ---- Derivations ---------------------------------------------------------------------------- */
 
 void kp_hs_derive(const uint8_t secret[64], const char *label, uint8_t out[32]) {
   crypto_generichash(out, 32, (const uint8_t *)label, strlen(label), secret, 64);
-}
-
-void kp_hs_token(const uint8_t secret[32], uint64_t session, const kp_addr_t *addr,
-                 uint8_t out[32]) {
-  uint8_t in[8 + 32];
-  for (int i = 0; i < 8; i++) in[i] = (uint8_t)(session >> (8 * (7 - i)));
-  size_t n = kp_addr_encode_compact(addr, in + 8);
-  crypto_generichash(out, 32, in, 8 + n, secret, 32);
 }
 
 const char *kp_punch_name(kp_punch_t punch) {

@@ -94,7 +94,6 @@ typedef struct kp_hs_welcome_s {
   uint64_t conn_id; /* stream packets to the server carry it */
   kp_cipher_t cipher;
   uint64_t session;                   /* names this connection in holepunch rounds */
-  uint8_t token[32];                  /* bound to the client's address as the relay saw it */
   kp_addr_t relays[KP_HS_MAX_RELAYS]; /* blind relays the server suggests */
   size_t relay_count;
   /* The server is reachable only through relays[0] (its UDP is blocked: it
@@ -110,17 +109,21 @@ int kp_hs_hello_decode(const uint8_t *buf, size_t len, kp_hs_hello_t *out);
 int kp_hs_welcome_encode(const kp_hs_welcome_t *w, uint8_t *buf, size_t cap, size_t *len);
 int kp_hs_welcome_decode(const uint8_t *buf, size_t len, kp_hs_welcome_t *out);
 
-/* A holepunch round, sealed under the session's holepunch key. */
+/* A holepunch round, sealed under the session's holepunch key: only the
+ * two peers can make one. */
+#define KP_HP_ROUND_ADDRS 2
 typedef struct kp_hp_round_s {
   uint32_t round;
   kp_nat_type_t nat;
-  bool has_token, has_remote_token;
-  uint8_t token[32];        /* ours, bound to the peer's address as the relay saw it */
-  uint8_t remote_token[32]; /* the peer's, echoed: proves where we receive */
-  bool punch;               /* the sender is probing now */
-  uint32_t delay_ms;        /* client: fire this long after receiving (half the relay RTT) */
-  bool has_relay;           /* client: no direct path; pair at this blind relay */
+  bool punch;        /* the sender is probing now */
+  uint32_t delay_ms; /* client: fire this long after receiving (half the relay RTT) */
+  bool has_relay;    /* client: no direct path; pair at this blind relay */
   kp_addr_t relay;
+  /* The sender's public address(es) as its own DHT contacts report them
+   * (for a RANDOM NAT only the IP means anything): what a relay node
+   * claims about the sender is checked against this. */
+  kp_addr_t addrs[KP_HP_ROUND_ADDRS];
+  size_t addr_count;
 } kp_hp_round_t;
 
 int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_client, uint8_t *buf,
@@ -128,26 +131,43 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
 int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool from_client,
                      kp_hp_round_t *out);
 
-/* Probe datagrams on the peers' own sockets:
- *   0      u8   0x50 (class "probe", version 1)
- *   1      u8   flags: 1 = from the client, 2 = an answer to a probe
+/* Probe datagrams on the peers' own sockets (docs/protocol.md, "Probes").
+ * Every probe has one size, so an answer is never bigger than what it
+ * answers:
+ *   0      u8   0x50 (class "probe")
+ *   1      u8   flags (KP_PROBE_*)
  *   2..9   u64  the receiver's connection id (big-endian)
- *   10..13 u32  sequence
- *   14..29      BLAKE2b-128 of bytes 0..13, keyed with the session's probe key */
+ *   10..17      nonce: the sender's challenge, bound to the address it is sent to
+ *   18..25      echo: a nonce the sender received from the receiver (zeros: none)
+ *   26     u8   length of the observed address (0, 6 or 18)
+ *   27..44      observed: where the echoed nonce's probe came from, as the sender
+ *               saw it (compact, zero padded)
+ *   45..60      BLAKE2b-128 of bytes 0..44, keyed with the session's probe key
+ * An authenticated probe from X that echoes a nonce we sent to X proves X:
+ * only a holder of the probe key who received at X could have made it. */
 #define KP_PROBE_FIRST_BYTE 0x50
-#define KP_PROBE_LEN 30
-enum { KP_PROBE_FROM_CLIENT = 1, KP_PROBE_ANSWER = 2 };
+#define KP_PROBE_LEN 61
+#define KP_PROBE_NONCE_LEN 8
+enum {
+  KP_PROBE_FROM_CLIENT = 1, /* sent by the connection's client */
+  KP_PROBE_ANSWER = 2,      /* sent because a probe arrived: not answered again */
+  KP_PROBE_PUNCH = 4,       /* through a relay: "probe my link now" (hp_upgrade.c) */
+};
 
 typedef struct kp_probe_s {
   uint8_t flags;
   uint64_t conn_id;
-  uint32_t seq;
+  uint8_t nonce[KP_PROBE_NONCE_LEN];
+  uint8_t echo[KP_PROBE_NONCE_LEN];
+  bool has_observed;
+  kp_addr_t observed;
 } kp_probe_t;
 
 void kp_probe_encode(const kp_probe_t *p, const uint8_t key[32], uint8_t out[KP_PROBE_LEN]);
-/* Header only (to find the session that holds the key). */
-int kp_probe_peek(const uint8_t *buf, size_t len, kp_probe_t *out);
-bool kp_probe_verify(const uint8_t *buf, size_t len, const uint8_t key[32]);
+/* The connection id and flags only (to find the session that holds the key). */
+int kp_probe_peek(const uint8_t *buf, size_t len, uint64_t *conn_id, uint8_t *flags);
+/* Authenticates and decodes: KP_EMALFORMED for anything else. */
+int kp_probe_decode(const uint8_t *buf, size_t len, const uint8_t key[32], kp_probe_t *out);
 
 static inline bool kp_probe_is_packet(const uint8_t *buf, size_t len) {
   return len == KP_PROBE_LEN && buf[0] == KP_PROBE_FIRST_BYTE;
@@ -156,8 +176,5 @@ static inline bool kp_probe_is_packet(const uint8_t *buf, size_t len) {
 /* A key from the path secret of a finished handshake (kp_noise_split_t),
  * one label per use: BLAKE2b-256(key = secret, message = label). */
 void kp_hs_derive(const uint8_t secret[64], const char *label, uint8_t out[32]);
-/* A token for addr: keyed with a node secret and the session, 32 bytes. */
-void kp_hs_token(const uint8_t secret[32], uint64_t session, const kp_addr_t *addr,
-                 uint8_t out[32]);
 
 #endif

@@ -64,11 +64,12 @@ const char *kp_version_string(void);
   X(EPUNCH, "holepunch timed out: no probe got through")                                           \
   X(ERELAY, "no direct path, and no relay answered")                                               \
   X(ERELAYFULL, "the relay refused: it carries all the sessions it may")                           \
-  X(ERELAYLIMIT, "the relay refused: too many pairing attempts from this address")                 \
+  X(ERELAYLIMIT, "the relay refused: this address pairs too often, or holds its share")            \
   X(EINVITE, "the peer does not know this invitation")                                             \
   X(EINVITEUSED, "this invitation was already used")                                               \
   X(EINVITEEXPIRED, "this invitation has expired")                                                 \
-  X(ENOSERVICE, "the peer offers no service by that name")
+  X(ENOSERVICE, "the peer offers no service by that name")                                         \
+  X(EREFUSED, "refused by the node's policy")
 
 #define KP__ERR_BASE (-30000)
 
@@ -261,14 +262,18 @@ typedef struct kp_relay_limits_s {
   unsigned idle_s;       /* a session nobody used this long ends: 600 */
   unsigned lifetime_s;   /* and any session after this: 86400 */
   unsigned tcp_links;    /* peers on the TCP port at once: 256 */
+  /* Per IPv4 address (IPv6 /64) of the peers: */
+  unsigned sessions_per_ip;  /* sessions one may be a side of: 32 */
+  unsigned tcp_links_per_ip; /* TCP links one may hold: 16 */
 } kp_relay_limits_t;
 
 typedef struct kp_relay_counters_s {
   unsigned sessions;  /* now */
   unsigned tcp_links; /* peers on the TCP port now */
   uint64_t paired, forwarded, forwarded_bytes, dropped_rate;
-  uint64_t refused_full, refused_attempts, expired;
+  uint64_t refused_full, refused_attempts, refused_ip_limit, expired;
   uint64_t tcp_refused, tcp_drops; /* links over the limit; datagrams not let through */
+  uint64_t tcp_stalled;            /* links closed for leaving their frames unread */
 } kp_relay_counters_t;
 
 typedef struct kp_node_options_s {

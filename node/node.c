@@ -217,6 +217,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   swarm_cfg.refresh_ms = opts->record_ttl_ms ? opts->record_ttl_ms / 2 : 0;
   swarm_cfg.wall_ms = kp__node_wall_ms;
   if ((err = kp_dht_swarm_new(node->dht, &swarm_cfg, &node->swarm))) goto fail;
+  kp_dht_swarm_set_policy(node->swarm, kp__node_store_policy, node);
   kp_hp_config_t hp_cfg;
   kp_hp_config_defaults(&hp_cfg);
   hp_cfg.ciphers |= (uint8_t)(1u << kp_cipher_preferred());

@@ -60,8 +60,8 @@ struct kp_node_s {
    * is blocked. */
   uv_tcp_t relay_tcp;
   struct tlink_s *relay_tlinks;
-  unsigned relay_tcp_links, relay_tcp_max, relay_tcp_closing, relay_tcp_allocs;
-  uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused;
+  unsigned relay_tcp_links, relay_tcp_max, relay_tcp_per_ip, relay_tcp_closing, relay_tcp_allocs;
+  uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused, relay_tcp_stalled;
   /* Tests: sees every datagram the relay forwards. */
   void (*relay_tap)(void *ctx, const uint8_t *data, size_t len);
   void *relay_tap_ctx;
@@ -115,6 +115,10 @@ void kp__node_xsock_close_all(kp_node_t *node);
 
 /* node_relay.c */
 int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *opts);
+/* What this node stores for others (kp_dht_store_policy_fn): a relay
+ * record only from the address it names. */
+bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
+                           const kp_addr_t *origin);
 /* A datagram for the relay (forwarded or answered here): true. */
 bool kp__node_relay_input(kp_node_t *node, const kp_addr_t *from, const uint8_t *data, size_t len);
 void kp__node_relay_announce(kp_node_t *node);
@@ -122,9 +126,11 @@ int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size
 /* Looks the relay topic up unless relays are explicit or found lately. */
 void kp__node_relay_discover(kp_node_t *node);
 
-/* node_relay_tcp.c: the relay's TCP port (links of max_links at most,
- * rate bytes/s each way per link); closing it and every link. */
-int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links);
+/* node_relay_tcp.c: the relay's TCP port (max_links links at most, per_ip
+ * of them from one IP, rate bytes/s each way per link); closing links that
+ * leave their frames unread (each second); closing it and every link. */
+int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links, unsigned per_ip);
+void kp__node_relay_tcp_sweep(kp_node_t *node);
 void kp__node_relay_tcp_close(kp_node_t *node);
 /* Tests: ends every TCP link now (as a network that drops them would). */
 void kp__node_relay_tcp_drop_links(kp_node_t *node);

@@ -13,9 +13,34 @@
 #define RELAY_TICK_MS 1000
 #define DISCOVERY_EVERY_MS (10 * 60 * 1000)
 #define RELAY_TCP_LINKS 256 /* peers on TCP at once (each up to 16 sockets here) */
+#define RELAY_TCP_LINKS_PER_IP 16
 
 static void relay_target(uint8_t target[KP_ID_LEN]) {
   kp_target_from_topic(RELAY_TOPIC, sizeof(RELAY_TOPIC) - 1, target);
+}
+
+/* The address a relay record names (its data, as text). */
+static bool record_addr(const kp_record_t *rec, kp_addr_t *out) {
+  char text[KP_ADDR_STRLEN];
+  if (!rec->data || !rec->data_len || rec->data_len >= sizeof(text)) return false;
+  memcpy(text, rec->data, rec->data_len);
+  text[rec->data_len] = '\0';
+  return !kp_addr_parse(out, text);
+}
+
+/* A relay announces the address it relays at, from that address: a record
+ * that names any other would steer peers' PAIRs at someone who never
+ * offered to relay (or at an attacker's relay from an address that is not
+ * its own). Only what the announcer's own source address vouches for is
+ * stored, so it is all a lookup can find. */
+bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
+                           const kp_addr_t *origin) {
+  uint8_t relays[KP_ID_LEN];
+  kp_addr_t named;
+  (void)ctx;
+  relay_target(relays);
+  if (memcmp(target, relays, KP_ID_LEN)) return true;
+  return record_addr(rec, &named) && kp_addr_eq(&named, origin);
 }
 
 /* ---- Running a relay ----------------------------------------------------------- */
@@ -23,6 +48,7 @@ static void relay_target(uint8_t target[KP_ID_LEN]) {
 static void on_relay_timer(uv_timer_t *t) {
   kp_node_t *node = t->data;
   kp_relay_tick(node->relay, kp__node_now(node));
+  kp__node_relay_tcp_sweep(node);
   /* Announced once a member with a settled public address. */
   if (!node->relay_announce && kp_node_is_member(node)) kp__node_relay_announce(node);
 }
@@ -52,7 +78,8 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   if (l->total_rate) cfg.total_rate = l->total_rate;
   if (l->idle_s) cfg.idle_ms = l->idle_s * 1000;
   if (l->lifetime_s) cfg.max_lifetime_ms = (uint64_t)l->lifetime_s * 1000;
-  int err = kp_relay_new(&cfg, &node->relay);
+  if (l->sessions_per_ip) cfg.sessions_per_ip = l->sessions_per_ip;
+  int err = kp_relay_new(&cfg, &node->rng, &node->relay);
   if (err) return err;
   /* Forwarded streams arrive in bursts to one address and leave the same
    * way: coalesced receives, and GSO sends for the runs (udp.c). */
@@ -64,8 +91,9 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   kp_keypair_generate(&node->relay_kp);
   /* The same port over TCP, for peers whose UDP is blocked. Without it
    * the relay still serves everyone else. */
-  err = kp__node_relay_tcp_start(node, cfg.session_rate,
-                                 l->tcp_links ? l->tcp_links : RELAY_TCP_LINKS);
+  err = kp__node_relay_tcp_start(
+      node, cfg.session_rate, l->tcp_links ? l->tcp_links : RELAY_TCP_LINKS,
+      l->tcp_links_per_ip ? l->tcp_links_per_ip : RELAY_TCP_LINKS_PER_IP);
   if (err) {
     char text[KP_ADDR_STRLEN];
     KP_WARN(&node->log, "relay: no TCP on %s (%s): peers whose UDP is blocked cannot use it",
@@ -98,6 +126,8 @@ int kp_node_relay_counters(const kp_node_t *node, kp_relay_counters_t *out) {
                                .dropped_rate = st.dropped_rate,
                                .refused_full = st.refused_full,
                                .refused_attempts = st.refused_attempts,
+                               .refused_ip_limit = st.refused_ip_limit,
+                               .tcp_stalled = node->relay_tcp_stalled,
                                .expired = st.expired_idle + st.expired_lifetime,
                                .tcp_links = node->relay_tcp_links,
                                .tcp_refused = node->relay_tcp_refused,
@@ -118,14 +148,12 @@ int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size
 }
 
 static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
-  char text[KP_ADDR_STRLEN];
   kp_addr_t a;
   (void)arg;
-  if (!rec->data || !rec->data_len || rec->data_len >= sizeof(text) || node->found_count >= 4)
+  if (node->found_count >= 4 || !record_addr(rec, &a) || a.family != node->sock.local.family)
     return;
-  memcpy(text, rec->data, rec->data_len);
-  text[rec->data_len] = '\0';
-  if (kp_addr_parse(&a, text) || a.family != node->sock.local.family) return;
+  for (size_t i = 0; i < node->found_count; i++)
+    if (kp_addr_eq(&node->found_relays[i], &a)) return;
   node->found_relays[node->found_count++] = a;
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/ratelimit.h"
 #include "dht/dht_msg.h"
 #include "node/node_internal.h"
 #include "relay/relay.h"
@@ -20,6 +21,9 @@
 
 #define TCP_BACKLOG 64
 #define LINK_PAIRS_PER_S 10
+/* A link that leaves its frames unread this long is closed: its peer is
+ * not reading, and holding its backlog would only cost us memory. */
+#define LINK_STALL_MS 10000
 /* Allocations over all links: each is a file descriptor, and the relay's
  * own sockets must not run out (links x 16 channels would). */
 #define MAX_ALLOCS 512
@@ -37,12 +41,12 @@ struct tlink_s {
   kp_tunnel_io_t io;
   kp_node_t *node;
   tlink_t *next;
+  kp_addr_t peer; /* the TCP peer's address */
   alloc_t *alloc[KP_TUNNEL_CHANNELS];
   unsigned allocs_closing;
   bool closing;
-  uint64_t pair_second;
-  unsigned pairs;
-  uint64_t budget[2], budget_at[2]; /* bytes each way (0: from the peer) */
+  kp_bucket_t pairs;
+  kp_bucket_t bytes[2]; /* each way (0: from the peer) */
 };
 
 static tlink_t *of_io(kp_tunnel_io_t *io) {
@@ -76,16 +80,13 @@ static void self_addr(const alloc_t *a, kp_addr_t *out) {
   out->port = a->link->node->sock.local.port;
 }
 
+/* The relay's per-session rate each way (a second of burst), and the
+ * relay's total rate: TCP allocations are not a way around it. */
 static bool rate_ok(tlink_t *l, int dir, size_t len) {
   kp_node_t *node = l->node;
   uint64_t rate = node->relay_tcp_rate, now = kp__node_now(node);
-  uint64_t b = l->budget[dir] + (now - l->budget_at[dir]) * rate / 1000;
-  if (b > rate) b = rate; /* one second's worth of burst */
-  l->budget_at[dir] = now;
-  l->budget[dir] = b;
-  if (b < len) return false;
-  l->budget[dir] = b - len;
-  return true;
+  return kp_bucket_take(&l->bytes[dir], rate, rate, len, now) &&
+         (!node->relay || kp_relay_charge(node->relay, len, now));
 }
 
 /* ---- Allocations --------------------------------------------------------------------- */
@@ -167,11 +168,8 @@ static void alloc_send(tlink_t *l, const kp_tunnel_frame_t *f) {
   self_addr(a, &self);
   bool to_self = kp_addr_eq(&f->addr, &self);
   bool ok = to_self || dht_ok(a, &f->addr, f->data, f->len);
-  if (ok && to_self && kp_relay_is_ctrl(f->data, f->len)) {
-    uint64_t second = kp__node_now(node) / 1000;
-    if (l->pair_second != second) l->pair_second = second, l->pairs = 0;
-    ok = ++l->pairs <= LINK_PAIRS_PER_S;
-  }
+  if (ok && to_self && kp_relay_is_ctrl(f->data, f->len))
+    ok = kp_bucket_take(&l->pairs, LINK_PAIRS_PER_S, LINK_PAIRS_PER_S, 1, kp__node_now(node));
   if (!ok || !rate_ok(l, 0, f->len) || kp_udp_send(&a->udp, &f->addr, f->data, f->len))
     node->relay_tcp_drops++;
 }
@@ -222,6 +220,13 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
     case KP_TUNNEL_CLOSE: alloc_close(l, f->channel); break;
     default: break; /* relay -> peer frames from a peer: ignored */
   }
+  /* Our answers found no room even with the control frames' slack: the
+   * peer sends without reading. */
+  if (io->overflow) {
+    l->node->relay_tcp_stalled++;
+    link_close(l);
+    return false;
+  }
   return true;
 }
 
@@ -245,6 +250,16 @@ static void refuse_connection(kp_node_t *node, uv_stream_t *server) {
   uv_close((uv_handle_t *)t, on_refused_closed);
 }
 
+/* Links the same IP (IPv6: /64) holds already. */
+static unsigned links_of(const kp_node_t *node, const kp_addr_t *peer) {
+  unsigned n = 0;
+  for (const tlink_t *l = node->relay_tlinks; l; l = l->next)
+    n += l->peer.family == peer->family &&
+         (peer->family == KP_AF_INET ? kp_addr_same_ip(&l->peer, peer)
+                                     : !memcmp(l->peer.ip, peer->ip, 8));
+  return n;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   kp_node_t *node = server->data;
   if (status || node->closing) return;
@@ -262,10 +277,17 @@ static void on_connection(uv_stream_t *server, int status) {
   l->next = node->relay_tlinks;
   node->relay_tlinks = l;
   node->relay_tcp_links++;
-  l->budget[0] = l->budget[1] = node->relay_tcp_rate;
-  l->budget_at[0] = l->budget_at[1] = kp__node_now(node);
-  if (uv_accept(server, (uv_stream_t *)&l->io.tcp) || kp_tunnel_io_start(&l->io) ||
-      node->relay_tcp_links > node->relay_tcp_max) {
+  uint64_t now = kp__node_now(node);
+  kp_bucket_init(&l->bytes[0], node->relay_tcp_rate, now);
+  kp_bucket_init(&l->bytes[1], node->relay_tcp_rate, now);
+  kp_bucket_init(&l->pairs, LINK_PAIRS_PER_S, now);
+  struct sockaddr_storage ss;
+  int slen = sizeof(ss);
+  bool accepted = !uv_accept(server, (uv_stream_t *)&l->io.tcp) &&
+                  !uv_tcp_getpeername(&l->io.tcp, (struct sockaddr *)&ss, &slen) &&
+                  !kp_addr_from_sockaddr(&l->peer, (struct sockaddr *)&ss);
+  if (!accepted || kp_tunnel_io_start(&l->io) || node->relay_tcp_links > node->relay_tcp_max ||
+      links_of(node, &l->peer) > node->relay_tcp_per_ip) {
     /* Over the limit: the peer sees the connection close at once. */
     node->relay_tcp_refused++;
     link_close(l);
@@ -274,7 +296,16 @@ static void on_connection(uv_stream_t *server, int status) {
 
 /* ---- Node glue ------------------------------------------------------------------------------ */
 
-int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links) {
+void kp__node_relay_tcp_sweep(kp_node_t *node) {
+  for (tlink_t *l = node->relay_tlinks, *next; l; l = next) {
+    next = l->next;
+    if (!kp_tunnel_io_stalled(&l->io, LINK_STALL_MS)) continue;
+    node->relay_tcp_stalled++;
+    link_close(l);
+  }
+}
+
+int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links, unsigned per_ip) {
   struct sockaddr_storage ss;
   kp_addr_to_sockaddr(&node->sock.local, &ss);
   int err = uv_tcp_init(node->loop, &node->relay_tcp);
@@ -283,6 +314,7 @@ int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links)
   node->open_handles |= OPEN_RELAY_TCP;
   node->relay_tcp_rate = rate;
   node->relay_tcp_max = max_links;
+  node->relay_tcp_per_ip = per_ip;
   err = uv_tcp_bind(&node->relay_tcp, (struct sockaddr *)&ss, 0);
   if (!err) err = uv_listen((uv_stream_t *)&node->relay_tcp, TCP_BACKLOG, on_connection);
   return err;

@@ -33,8 +33,11 @@
 #define KP_TUNNEL_FRAME_HEAD 5
 #define KP_TUNNEL_FRAME_MAX (KP_TUNNEL_FRAME_HEAD + 1 + KP_ADDR_COMPACT_MAX + KP_UDP_MAX_DATAGRAM)
 /* Bytes a side queues for its TCP connection before it drops datagrams, as
- * a full socket buffer would. */
+ * a full socket buffer would, and stops reading (so a peer that sends
+ * without reading what it is sent fills its own buffers, not ours). Control
+ * frames get a little more; past that the link is over (io->overflow). */
 #define KP_TUNNEL_BACKLOG (1u << 20)
+#define KP_TUNNEL_CONTROL_SLACK (16u * 1024)
 /* What one read takes: 21 full frames (a bigger read costs memory per link,
  * a smaller one a system call per frame or two). */
 #define KP_TUNNEL_READ_BUF (32u * 1024)
@@ -83,8 +86,11 @@ struct kp_tunnel_io_s {
   kp_tunnel_room_cb on_room;
   uint8_t *out; /* frames not yet handed to the kernel */
   size_t out_len, out_cap, inflight;
-  bool full; /* a send was refused: tell on_room */
-  bool hold; /* not connected yet: frames wait (kp_tunnel_io_release) */
+  bool full;           /* a send was refused: tell on_room */
+  bool hold;           /* not connected yet: frames wait (kp_tunnel_io_release) */
+  bool paused;         /* reading stopped until the backlog drains to half */
+  bool overflow;       /* a control frame found no room: the peer is not reading */
+  uint64_t full_since; /* loop time (ms) the backlog last filled; 0: not full */
   bool ended, closing;
   unsigned handles; /* open libuv handles */
   void (*on_closed)(kp_tunnel_io_t *io);
@@ -104,6 +110,9 @@ bool kp_tunnel_io_send(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f);
 void kp_tunnel_io_release(kp_tunnel_io_t *io);
 /* Whether a frame of len more bytes would fit. */
 bool kp_tunnel_io_has_room(const kp_tunnel_io_t *io, size_t len);
+/* Whether the peer has left our frames unread for stall_ms: the backlog
+ * has been full that long, or a control frame overflowed it. */
+bool kp_tunnel_io_stalled(const kp_tunnel_io_t *io, uint64_t stall_ms);
 /* Closes everything; cb (may be NULL) once every handle is closed. No
  * callback but cb after this. */
 void kp_tunnel_io_close(kp_tunnel_io_t *io, void (*cb)(kp_tunnel_io_t *io));

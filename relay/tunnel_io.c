@@ -93,6 +93,9 @@ static void io_end(kp_tunnel_io_t *io, int status) {
   if (io->on_end) io->on_end(io, status);
 }
 
+static int read_start(kp_tunnel_io_t *io);
+static void process(kp_tunnel_io_t *io);
+
 static void on_written(uv_write_t *req, int status) {
   write_req_t *w = (write_req_t *)req;
   kp_tunnel_io_t *io = w->io;
@@ -102,7 +105,16 @@ static void on_written(uv_write_t *req, int status) {
     io_end(io, status);
     return;
   }
-  if (io->full && !io->closing && io->out_len + io->inflight <= KP_TUNNEL_BACKLOG / 2) {
+  if (io->closing || io->out_len + io->inflight > KP_TUNNEL_BACKLOG / 2) return;
+  io->full_since = 0;
+  if (io->paused && !io->ended) {
+    /* What was read before the pause first, then more. */
+    io->paused = false;
+    process(io);
+    if (io->closing || io->ended) return;
+    if (!io->paused) read_start(io);
+  }
+  if (io->full) {
     io->full = false;
     if (io->on_room) io->on_room(io);
   }
@@ -156,18 +168,15 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)io->in + io->in_len, (unsigned)(sizeof(io->in) - io->in_len));
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  kp_tunnel_io_t *io = s->data;
-  (void)buf;
-  if (n < 0) {
-    io_end(io, (int)n);
-    return;
-  }
-  io->in_len += (size_t)n;
+/* Hands over the whole frames read so far (until a callback pauses us). */
+static void process(kp_tunnel_io_t *io) {
   size_t off = 0, used;
   kp_tunnel_frame_t f;
-  int r;
-  while ((r = kp_tunnel_frame_decode(io->in + off, io->in_len - off, &f, &used)) == 1) {
+  int r = 0;
+  /* Frames that each make us answer stop being read once our answers
+   * back up: the peer's own sending then stalls in its socket. */
+  while (!io->paused &&
+         (r = kp_tunnel_frame_decode(io->in + off, io->in_len - off, &f, &used)) == 1) {
     off += used;
     io->frames_in++;
     if (!io->on_frame(io, &f) || io->closing || io->ended) return;
@@ -178,23 +187,55 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   memmove(io->in, io->in + off, io->in_len - off);
   io->in_len -= off;
+  if (io->paused) uv_read_stop((uv_stream_t *)&io->tcp);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  kp_tunnel_io_t *io = s->data;
+  (void)buf;
+  if (n < 0) {
+    io_end(io, (int)n);
+    return;
+  }
+  io->in_len += (size_t)n;
+  process(io);
+}
+
+static int read_start(kp_tunnel_io_t *io) {
+  return uv_read_start((uv_stream_t *)&io->tcp, on_alloc, on_read);
 }
 
 int kp_tunnel_io_start(kp_tunnel_io_t *io) {
-  return uv_read_start((uv_stream_t *)&io->tcp, on_alloc, on_read);
+  return read_start(io);
 }
 
 bool kp_tunnel_io_has_room(const kp_tunnel_io_t *io, size_t len) {
   return io->out_len + io->inflight + len <= KP_TUNNEL_BACKLOG;
 }
 
+bool kp_tunnel_io_stalled(const kp_tunnel_io_t *io, uint64_t stall_ms) {
+  return io->overflow || (io->full_since && uv_now(io->tcp.loop) - io->full_since >= stall_ms);
+}
+
+/* Our backlog is past half: read nothing more until it drains. */
+static void backlog_grew(kp_tunnel_io_t *io) {
+  if (io->out_len + io->inflight <= KP_TUNNEL_BACKLOG / 2) return;
+  io->paused = true;
+  if (!io->full_since) io->full_since = uv_now(io->tcp.loop) | 1;
+}
+
 bool kp_tunnel_io_send(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   if (io->ended || io->closing) return false;
-  /* Control frames always go (a lost CLOSE would orphan an allocation);
-   * they are few, a handful per channel. */
-  if (f->type == KP_TUNNEL_DATA && !kp_tunnel_io_has_room(io, KP_TUNNEL_FRAME_MAX)) {
+  /* Control frames may use a little more than data (a lost CLOSE would
+   * orphan an allocation), but not without bound: beyond that the peer is
+   * not reading, and the link is over. */
+  bool control = f->type != KP_TUNNEL_DATA;
+  size_t limit = KP_TUNNEL_BACKLOG + (control ? KP_TUNNEL_CONTROL_SLACK : 0);
+  if (io->out_len + io->inflight + KP_TUNNEL_FRAME_MAX > limit) {
     io->full = true;
     io->drops++;
+    if (!io->full_since) io->full_since = uv_now(io->tcp.loop) | 1;
+    if (control) io->overflow = true;
     return false;
   }
   if (io->out_cap - io->out_len < KP_TUNNEL_FRAME_MAX) {
@@ -215,6 +256,7 @@ bool kp_tunnel_io_send(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   }
   io->out_len += n;
   io->frames_out++;
+  backlog_grew(io);
   return true;
 }
 

@@ -32,8 +32,10 @@ static double forward_rate(uint64_t packets) {
   kp_relay_config_defaults(&cfg);
   cfg.pair_rate = 1u << 30;
   cfg.session_rate = cfg.total_rate = 1ull << 50;
+  cfg.sessions_per_ip = cfg.pending_per_ip = 1u << 20;
   kp_relay_t *r;
-  if (kp_relay_new(&cfg, &r)) return 0;
+  kp_rng_t rng = kp_rng_system();
+  if (kp_relay_new(&cfg, &rng, &r)) return 0;
   enum { SESSIONS = 1024 };
   static kp_addr_t peers[2 * SESSIONS];
   uint8_t msg[KP_RELAY_CTRL_LEN], reply[KP_RELAY_CTRL_LEN], data[1200] = {0x41};
@@ -42,8 +44,12 @@ static double forward_rate(uint64_t packets) {
     for (int side = 0; side < 2; side++) {
       kp_addr_t *a = &peers[2 * i + (unsigned)side];
       kp_addr_set_v4(a, 0xc6336400u + (i % 200), (uint16_t)(1024 + 2 * i + (unsigned)side));
-      kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR, .arg = (uint8_t)side};
-      memcpy(c.token, &i, sizeof(i));
+      uint8_t secret[64] = {0};
+      kp_relay_pair_t pair;
+      kp_relay_ctrl_t c;
+      memcpy(secret, &i, sizeof(i));
+      kp_relay_pair_derive(secret, &pair);
+      kp_relay_pair_request(&pair, (uint8_t)side, &c);
       kp_relay_ctrl_encode(&c, msg);
       kp_relay_input(r, a, msg, sizeof(msg), 0, &to, &other, reply);
     }

@@ -24,6 +24,8 @@ static const char help[] =
     "  --total-rate BYTES      for all connections, per second (default 67108864)\n"
     "  --idle S                end a connection idle this long (default 600)\n"
     "  --lifetime S            end any connection after this long (default 86400)\n"
+    "  --sessions-per-ip N     connections one IP (IPv6: /64) may be part of (default 32)\n"
+    "  --tcp-links-per-ip N    TCP peers one IP may be at once (default 16)\n"
     "  --every S               print the counters at most this often (default 5)\n" KP_CLI_NET_HELP
     "\n"
     "The node needs a public address (the relay's peers must reach it).\n"
@@ -42,10 +44,12 @@ typedef struct relay_cli_s {
 static void print_counters(const kp_relay_counters_t *c) {
   printf("relay: %u sessions; %" PRIu64 " paired, %" PRIu64 " datagrams (%" PRIu64
          " bytes) forwarded, %" PRIu64 " over rate; refused %" PRIu64 " full, %" PRIu64
-         " too many attempts; %" PRIu64 " expired; TCP: %u peers, %" PRIu64 " refused, %" PRIu64
+         " too many attempts, %" PRIu64 " over an IP's share; %" PRIu64
+         " expired; TCP: %u peers, %" PRIu64 " refused, %" PRIu64 " closed unread, %" PRIu64
          " datagrams not let through\n",
          c->sessions, c->paired, c->forwarded, c->forwarded_bytes, c->dropped_rate, c->refused_full,
-         c->refused_attempts, c->expired, c->tcp_links, c->tcp_refused, c->tcp_drops);
+         c->refused_attempts, c->refused_ip_limit, c->expired, c->tcp_links, c->tcp_refused,
+         c->tcp_stalled, c->tcp_drops);
   fflush(stdout);
 }
 
@@ -73,6 +77,8 @@ int kp_cli_relay(int argc, char **argv) {
                                            {"idle", required_argument, 0, 'i'},
                                            {"lifetime", required_argument, 0, 'l'},
                                            {"every", required_argument, 0, 'e'},
+                                           {"sessions-per-ip", required_argument, 0, 'P'},
+                                           {"tcp-links-per-ip", required_argument, 0, 'T'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -104,6 +110,14 @@ int kp_cli_relay(int argc, char **argv) {
           net.relay_limits.lifetime_s = (unsigned)v;
         break;
       case 'e': rc = parse_u64(optarg, 1, 3600, &every, "--every"); break;
+      case 'P':
+        if (!(rc = parse_u64(optarg, 1, 1u << 20, &v, "--sessions-per-ip")))
+          net.relay_limits.sessions_per_ip = (unsigned)v;
+        break;
+      case 'T':
+        if (!(rc = parse_u64(optarg, 1, 4096, &v, "--tcp-links-per-ip")))
+          net.relay_limits.tcp_links_per_ip = (unsigned)v;
+        break;
       case 'h': fputs(help, stdout); return KP_EXIT_OK;
       default: rc = kp_cli_net_option(&net, c, optarg, "relay");
     }

@@ -8,16 +8,11 @@
 #include "holepunch/hs_noise.h"
 #include "relay/relay.h"
 #include "tests/harness/test.h"
+#include "tests/unit/hp_world.h"
 #include "tests/unit/noise_vectors.h"
 #include "tests/sim/sim_dht.h"
 
-#define SEC 1000ull
-
-static void keypair(kp_keypair_t *kp, uint8_t seed) {
-  uint8_t s[32];
-  memset(s, seed, sizeof(s));
-  crypto_sign_seed_keypair(kp->public_key, kp->secret_key, s);
-}
+static const kp_rng_t sys_rng = {0};
 
 /* ---- Noise ------------------------------------------------------------------------ */
 
@@ -210,11 +205,13 @@ static void test_codecs(void) {
                        .cipher = KP_CIPHER_AES256_GCM,
                        .session = 42,
                        .relay_only = true};
-  memset(w.token, 3, 32);
+  kp_addr_parse(&w.relays[0], "198.51.100.13:49737");
+  w.relay_count = 1;
   KP_CHECK_OK(kp_hs_welcome_encode(&w, buf, sizeof(buf), &len));
   kp_hs_welcome_t w2;
   KP_CHECK_OK(kp_hs_welcome_decode(buf, len, &w2));
-  KP_CHECK(w2.refusal == KP_HS_REFUSE_NOT_ALLOWED && w2.session == 42 && w2.token[31] == 3);
+  KP_CHECK(w2.refusal == KP_HS_REFUSE_NOT_ALLOWED && w2.session == 42 && w2.relay_count == 1);
+  KP_CHECK(kp_addr_eq(&w2.relays[0], &w.relays[0]));
   KP_CHECK(w2.relay_only);
   KP_CHECK(!w2.has_info);
   /* The device info, when the client asked and may know. */
@@ -247,279 +244,48 @@ static void test_codecs(void) {
   KP_CHECK(kp_hs_wire_decode(buf, len, &m2) != 0);
 
   uint8_t key[32] = {1}, other[32] = {2};
-  kp_hp_round_t r = {
-      .round = 1, .nat = KP_NAT_CONSISTENT, .has_token = true, .punch = true, .delay_ms = 20};
-  memset(r.token, 8, 32);
+  kp_hp_round_t r = {.round = 1, .nat = KP_NAT_CONSISTENT, .punch = true, .delay_ms = 20};
+  kp_addr_parse(&r.addrs[0], "203.0.113.9:4000");
+  r.addr_count = 1;
   KP_CHECK_OK(kp_hp_round_seal(&r, key, true, buf, sizeof(buf), &len));
   kp_hp_round_t r2;
   KP_CHECK_OK(kp_hp_round_open(buf, len, key, true, &r2));
-  KP_CHECK(r2.round == 1 && r2.has_token && !r2.has_remote_token && r2.punch && r2.delay_ms == 20);
+  KP_CHECK(r2.round == 1 && r2.punch && r2.delay_ms == 20 && !r2.has_relay);
+  KP_CHECK(r2.addr_count == 1 && kp_addr_eq(&r2.addrs[0], &r.addrs[0]));
   /* Wrong key, wrong direction (a reflected round), tampering: rejected. */
   KP_CHECK(kp_hp_round_open(buf, len, other, true, &r2) != 0);
   KP_CHECK(kp_hp_round_open(buf, len, key, false, &r2) != 0);
   buf[3] ^= 1; /* the round number in the clear is authenticated too */
   KP_CHECK(kp_hp_round_open(buf, len, key, true, &r2) != 0);
 
+  /* Probes: every field round-trips, every byte is authenticated, and an
+   * answer is exactly as big as a probe. */
   uint8_t probe[KP_PROBE_LEN];
-  kp_probe_t p = {.flags = KP_PROBE_FROM_CLIENT, .conn_id = 0x0102030405060708ull, .seq = 3}, p2;
+  kp_probe_t p = {.flags = KP_PROBE_FROM_CLIENT | KP_PROBE_ANSWER,
+                  .conn_id = 0x0102030405060708ull,
+                  .nonce = {1, 2, 3, 4, 5, 6, 7, 8},
+                  .echo = {9, 9, 9, 9, 9, 9, 9, 9},
+                  .has_observed = true},
+             p2;
+  kp_addr_parse(&p.observed, "[2001:db8::5]:7000");
   kp_probe_encode(&p, key, probe);
-  KP_CHECK(kp_probe_verify(probe, sizeof(probe), key));
-  KP_CHECK(!kp_probe_verify(probe, sizeof(probe), other));
-  KP_CHECK_OK(kp_probe_peek(probe, sizeof(probe), &p2));
-  KP_CHECK(p2.conn_id == p.conn_id && p2.seq == 3 && p2.flags == KP_PROBE_FROM_CLIENT);
-  probe[1] ^= KP_PROBE_ANSWER;
-  KP_CHECK(!kp_probe_verify(probe, sizeof(probe), key));
-  KP_CHECK(!kp_probe_verify(probe, sizeof(probe) - 1, key));
+  KP_CHECK_OK(kp_probe_decode(probe, sizeof(probe), key, &p2));
+  KP_CHECK(p2.conn_id == p.conn_id && p2.flags == p.flags && !memcmp(p2.nonce, p.nonce, 8) &&
+           !memcmp(p2.echo, p.echo, 8) && p2.has_observed && kp_addr_eq(&p2.observed, &p.observed));
+  KP_CHECK(kp_probe_decode(probe, sizeof(probe), other, &p2) != 0);
+  uint64_t peek_id;
+  uint8_t peek_flags;
+  KP_CHECK_OK(kp_probe_peek(probe, sizeof(probe), &peek_id, &peek_flags));
+  KP_CHECK(peek_id == p.conn_id && peek_flags == p.flags);
+  for (size_t i = 1; i < KP_PROBE_LEN; i++) {
+    probe[i] ^= 0x10;
+    KP_CHECK(kp_probe_decode(probe, sizeof(probe), key, &p2) != 0);
+    probe[i] ^= 0x10;
+  }
+  KP_CHECK(kp_probe_decode(probe, sizeof(probe) - 1, key, &p2) != 0);
 }
 
 /* ---- The simulated internet ------------------------------------------------------ */
-
-typedef enum { K_OPEN, K_CONSISTENT, K_RANDOM, K_FIREWALLED, K_KINDS } kind_t;
-static const char *kind_name[] = {"open", "consistent", "random", "firewalled"};
-
-typedef struct peer_s {
-  kp_sim_dht_node_t *n;
-  kp_hp_t *hp;
-  kp_keypair_t kp;
-  kp_hp_server_t *server;
-  kp_dht_announce_t *announce;
-  unsigned stored;
-  unsigned connections;
-  kp_hp_result_t conn;
-  /* client side */
-  bool done;
-  int status;
-  kp_hp_result_t res;
-  uint64_t done_at;
-  /* firewall */
-  bool refuse_all;
-  /* birthday sockets (io.open) */
-  kp_sim_nat_t *nat;
-  kp_addr_t home;
-  kp_sim_socket_t *extra[600];
-  unsigned extra_count, extra_opened, extra_peak;
-  /* what arrived on extra sockets that was neither probe nor relay control */
-  uint8_t got[64];
-  size_t got_len;
-  kp_sim_socket_t *got_on;
-} peer_t;
-
-typedef struct world_s {
-  kp_sim_dht_net_t net;
-  kp_sim_t *sim;
-  peer_t peers[8];
-  unsigned peer_count;
-  unsigned next_ip;
-} world_t;
-
-static void hp_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
-  peer_t *p = ctx;
-  kp_sim_send(p->n->sock, to, data, len);
-}
-
-static void on_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len,
-                     uint64_t now) {
-  peer_t *p = ctx;
-  if (p->hp && kp_probe_is_packet(data, len)) kp_hp_recv_probe(p->hp, NULL, from, data, len, now);
-}
-
-static void extra_recv(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, const uint8_t *data,
-                       size_t len, uint64_t now) {
-  peer_t *p = ctx;
-  if (!p->hp) return;
-  if (kp_probe_is_packet(data, len)) {
-    kp_hp_recv_probe(p->hp, sock, from, data, len, now);
-  } else if (kp_relay_is_ctrl(data, len)) {
-    kp_hp_recv_relay(p->hp, sock, from, data, len, now);
-  } else if (len <= sizeof(p->got)) {
-    memcpy(p->got, data, len);
-    p->got_len = len;
-    p->got_on = sock;
-  }
-  kp_sim_dht_node_kick(p->n);
-}
-
-/* Extra sockets on the peer's host, behind its NAT: each gets its own
- * mapping, as on a real machine. */
-static void *extra_open(void *ctx) {
-  peer_t *p = ctx;
-  if (p->extra_count == sizeof(p->extra) / sizeof(p->extra[0])) return NULL;
-  kp_addr_t a = p->home;
-  a.port = (uint16_t)(10000 + p->extra_opened++);
-  kp_sim_socket_t *s = kp_sim_socket_new(p->n->sim, &a, p->nat, extra_recv, p);
-  p->extra[p->extra_count++] = s;
-  if (p->extra_count > p->extra_peak) p->extra_peak = p->extra_count;
-  return s;
-}
-
-static void extra_send(void *ctx, void *sock, const kp_addr_t *to, const uint8_t *data,
-                       size_t len) {
-  (void)ctx;
-  kp_sim_send(sock, to, data, len);
-}
-
-static void extra_close(void *ctx, void *sock) {
-  peer_t *p = ctx;
-  for (unsigned i = 0; i < p->extra_count; i++) {
-    if (p->extra[i] != sock) continue;
-    kp_sim_socket_free(sock);
-    p->extra[i] = p->extra[--p->extra_count];
-    return;
-  }
-  KP_CHECK_MSG(false, "closing a socket that is not open");
-}
-
-static void world_init(world_t *w, uint64_t seed, double loss, double dup) {
-  memset(w, 0, sizeof(*w));
-  kp_dht_config_t c;
-  kp_dht_config_defaults(&c);
-  c.member_stable_ms = 0;
-  w->sim = kp_sim_new(seed);
-  kp_sim_dht_net_init(&w->net, w->sim, 24, 2, &c, seed);
-  KP_CHECK(kp_sim_dht_net_run_joined(&w->net, 120 * SEC));
-  kp_sim_dht_net_add_swarms(&w->net, NULL);
-  kp_sim_link_t link = {.latency_min_ms = 5, .latency_max_ms = 15, .loss = loss, .duplicate = dup};
-  kp_sim_set_link(w->sim, &link);
-  /* Relay nodes need the role too: every DHT node forwards. */
-  for (size_t i = 0; i < w->net.count; i++) {
-    kp_hp_io_t io = {.send = hp_send};
-    kp_hp_t *hp;
-    KP_CHECK_OK(kp_hp_new(w->net.nodes[i]->dht, w->net.nodes[i]->swarm, NULL, &io, &hp));
-    w->net.nodes[i]->other_ctx = hp; /* freed in world_free */
-  }
-}
-
-static peer_t *peer_new_cfg(world_t *w, kind_t kind, uint8_t seed, const kp_hp_config_t *cfg) {
-  peer_t *p = &w->peers[w->peer_count++];
-  unsigned ip = ++w->next_ip;
-  kp_addr_t pub, inside;
-  kp_addr_set_v4(&pub, 0xcb007100u + ip, 4000); /* 203.0.113.ip */
-  kp_addr_set_v4(&inside, 0xc0a80002u, 5000);   /* 192.168.0.2 */
-  kp_sim_nat_t *nat = NULL;
-  if (kind == K_CONSISTENT)
-    nat = kp_sim_nat_new(w->sim, &pub, KP_SIM_MAP_CONSISTENT, KP_SIM_FILTER_PORT);
-  if (kind == K_RANDOM) nat = kp_sim_nat_new(w->sim, &pub, KP_SIM_MAP_RANDOM, KP_SIM_FILTER_PORT);
-  if (kind == K_FIREWALLED) nat = kp_sim_nat_new(w->sim, &pub, KP_SIM_MAP_NONE, KP_SIM_FILTER_PORT);
-  kp_dht_config_t c;
-  kp_dht_config_defaults(&c);
-  c.mode = KP_NODE_EPHEMERAL;
-  p->nat = nat;
-  p->home = nat && kind != K_FIREWALLED ? inside : pub;
-  p->n = kp_sim_dht_node_new(w->sim, &p->home, nat, &c, 1000 + seed);
-  kp_sim_dht_node_add_swarm(p->n, NULL);
-  kp_hp_io_t io = {
-      .send = hp_send, .open = extra_open, .send_from = extra_send, .close = extra_close, .ctx = p};
-  KP_CHECK_OK(kp_hp_new(p->n->dht, p->n->swarm, cfg, &io, &p->hp));
-  p->n->on_other = on_other;
-  p->n->other_ctx = p;
-  keypair(&p->kp, seed);
-  kp_addr_t boot;
-  kp_sim_dht_addr(0, &boot);
-  kp_dht_add_bootstrap(p->n->dht, &boot, kp_sim_now(w->sim));
-  kp_sim_dht_node_kick(p->n);
-  return p;
-}
-
-static peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed) {
-  return peer_new_cfg(w, kind, seed, NULL);
-}
-
-/* A second host behind p's NAT, on its LAN. */
-static peer_t *peer_beside(world_t *w, peer_t *p, uint8_t seed) {
-  peer_t *q = &w->peers[w->peer_count++];
-  kp_dht_config_t c;
-  kp_dht_config_defaults(&c);
-  c.mode = KP_NODE_EPHEMERAL;
-  q->nat = p->nat;
-  kp_addr_set_v4(&q->home, 0xc0a80003u, 5000); /* 192.168.0.3 */
-  q->n = kp_sim_dht_node_new(w->sim, &q->home, q->nat, &c, 1000 + seed);
-  kp_sim_dht_node_add_swarm(q->n, NULL);
-  kp_hp_io_t io = {.send = hp_send, .ctx = q};
-  KP_CHECK_OK(kp_hp_new(q->n->dht, q->n->swarm, NULL, &io, &q->hp));
-  q->n->on_other = on_other;
-  q->n->other_ctx = q;
-  keypair(&q->kp, seed);
-  kp_addr_t boot;
-  kp_sim_dht_addr(0, &boot);
-  kp_dht_add_bootstrap(q->n->dht, &boot, kp_sim_now(w->sim));
-  kp_sim_dht_node_kick(q->n);
-  return q;
-}
-
-static void world_free(world_t *w) {
-  for (unsigned i = 0; i < w->peer_count; i++) {
-    kp_hp_free(w->peers[i].hp);
-    w->peers[i].hp = NULL;
-  }
-  for (size_t i = 0; i < w->net.count; i++) kp_hp_free(w->net.nodes[i]->other_ctx);
-  for (unsigned i = 0; i < w->peer_count; i++) {
-    peer_t *p = &w->peers[i];
-    /* What is left is the winners, which the test (the glue) owns. */
-    KP_CHECK(p->extra_count <= 1);
-    while (p->extra_count) kp_sim_socket_free(p->extra[--p->extra_count]);
-    if (p->n) kp_sim_dht_node_free(p->n);
-  }
-  kp_sim_dht_net_destroy(&w->net); /* and the simulator, then the husks */
-  for (unsigned i = 0; i < w->peer_count; i++) free(w->peers[i].n);
-}
-
-static kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello) {
-  peer_t *p = ctx;
-  (void)hello;
-  return p->refuse_all ? KP_HS_REFUSE_NOT_ALLOWED : KP_HS_OK;
-}
-
-static void on_connection(void *ctx, const kp_hp_result_t *r) {
-  peer_t *p = ctx;
-  p->connections++;
-  p->conn = *r;
-}
-
-static void on_announced(void *arg, int status, unsigned stored) {
-  peer_t *p = arg;
-  if (!status) p->stored = stored;
-}
-
-static bool announced(void *ctx) {
-  return ((peer_t *)ctx)->stored > 0;
-}
-
-static void serve(world_t *w, peer_t *p) {
-  /* Let NAT sampling settle first (a few lookups' worth of replies). */
-  kp_sim_run_until(w->sim, kp_sim_now(w->sim) + 3 * SEC);
-  KP_CHECK_OK(kp_hp_listen(p->hp, &p->kp, firewall, on_connection, p, &p->server));
-  uint8_t target[KP_ID_LEN];
-  kp_target_from_key(p->kp.public_key, target);
-  KP_CHECK_OK(kp_dht_swarm_announce(p->n->swarm, target, &p->kp, NULL, 0, on_announced, p,
-                                    kp_sim_now(w->sim), &p->announce));
-  kp_sim_dht_node_kick(p->n);
-  KP_CHECK(kp_sim_run_while(w->sim, kp_sim_now(w->sim) + 30 * SEC, announced, p));
-}
-
-static void on_connected(void *arg, int status, const kp_hp_result_t *r) {
-  peer_t *p = arg;
-  p->done = true;
-  p->status = status;
-  p->res = *r;
-}
-
-static bool connected(void *ctx) {
-  return ((peer_t *)ctx)->done;
-}
-
-static int connect_to(world_t *w, peer_t *client, const peer_t *server, uint64_t *took) {
-  kp_addr_t boot;
-  kp_sim_dht_addr(0, &boot);
-  kp_hp_connect_opts_t o = {.seeds = &boot, .seed_count = 1};
-  client->done = false;
-  uint64_t t0 = kp_sim_now(w->sim);
-  KP_CHECK_OK(kp_hp_connect(client->hp, &client->kp, server->kp.public_key, &o, on_connected,
-                            client, t0, NULL));
-  kp_sim_dht_node_kick(client->n);
-  KP_CHECK(kp_sim_run_while(w->sim, t0 + 30 * SEC, connected, client));
-  if (took) *took = kp_sim_now(w->sim) - t0;
-  return client->status;
-}
 
 static int expected(kind_t client, kind_t server) {
   return client == K_RANDOM && server == K_RANDOM ? KP_ENODIRECT : 0;
@@ -619,11 +385,6 @@ static void tap(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uin
   c->to = *to;
   memcpy(c->data, data, len);
   c->len = len;
-}
-
-static void ignore_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
-                         const kp_addr_t *from, uint64_t now) {
-  (void)arg, (void)req, (void)status, (void)resp, (void)from, (void)now;
 }
 
 static void test_sim_wrong_key_and_replay(void) {
@@ -885,29 +646,6 @@ static void test_sim_lan_pair(void) {
   }
 }
 
-/* A blind relay on the simulated internet: a DHT node's socket that
- * forwards for paired addresses (what node.c does with kp_relay_t). */
-typedef struct sim_relay_s {
-  kp_sim_dht_node_t *n;
-  kp_relay_t *relay;
-} sim_relay_t;
-
-static void relay_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len,
-                        uint64_t now) {
-  sim_relay_t *sr = ctx;
-  kp_addr_t to, other;
-  uint8_t reply[KP_RELAY_CTRL_LEN];
-  switch (kp_relay_input(sr->relay, from, data, len, now, &to, &other, reply)) {
-    case KP_RELAY_FORWARD: kp_sim_send(sr->n->sock, &to, data, len); break;
-    case KP_RELAY_REPLY_BOTH:
-      kp_sim_send(sr->n->sock, &other, reply, sizeof(reply));
-      kp_sim_send(sr->n->sock, &to, reply, sizeof(reply));
-      break;
-    case KP_RELAY_REPLY: kp_sim_send(sr->n->sock, &to, reply, sizeof(reply)); break;
-    default: break;
-  }
-}
-
 /* Two random NATs with a relay the server names: both sides end on the
  * relay, each on a socket of its own, and a datagram one sends through it
  * reaches the other. Without a relay: KP_ENODIRECT (the matrix). */
@@ -915,7 +653,7 @@ static void test_sim_relayed(void) {
   world_t w;
   world_init(&w, 21, 0.02, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &sys_rng, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx; /* the node's kp_hp_t, freed by world_free */
   sr.n->other_ctx = &sr;
@@ -951,7 +689,7 @@ static void test_sim_relayed(void) {
   kp_relay_config_t rc;
   kp_relay_config_defaults(&rc);
   rc.max_sessions = 1;
-  KP_CHECK_OK(kp_relay_new(&rc, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(&rc, &sys_rng, &sr.relay));
   peer_t *c2 = peer_new(&w, K_RANDOM, 70), *c3 = peer_new(&w, K_RANDOM, 71);
   kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
   KP_CHECK_OK(connect_to(&w, c2, server, NULL));
@@ -965,14 +703,6 @@ static void test_sim_relayed(void) {
   KP_CHECK_EQ(server->extra_count, 2);
   while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
   world_free(&w);
-}
-
-/* Drops probes that do not go to or come from the relay: a path between
- * the peers that eats punches. */
-static bool drop_direct_probes(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
-                               const uint8_t *data, size_t len) {
-  const kp_addr_t *relay = ctx;
-  return kp_probe_is_packet(data, len) && !kp_addr_eq(from, relay) && !kp_addr_eq(to, relay);
 }
 
 /* Probes as they go by (for a replay). */
@@ -1024,7 +754,7 @@ static void test_sim_punch_falls_back(void) {
   world_t w;
   world_init(&w, 23, 0, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &sys_rng, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx;
   sr.n->other_ctx = &sr;
@@ -1135,6 +865,11 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_nat_matrix_lossy, sim, 120),
     KP_CASE(sim_refused, sim, 60),
     KP_CASE(sim_wrong_key_and_replay, sim, 60),
+    KP_CASE(keys_not_from_public_hash, sim, 60),
+    KP_CASE(no_probes_to_unproven_address, sim, 60),
+    KP_CASE(no_probes_for_posing_client, sim, 60),
+    KP_CASE(client_ignores_forged_reply_peer, sim, 60),
+    KP_CASE(admission_charges_sender, sim, 60),
 };
 
 KP_TEST_MAIN(cases)

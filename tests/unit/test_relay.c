@@ -7,14 +7,26 @@
 #include "relay/relay.h"
 #include "relay/tunnel.h"
 #include "tests/harness/test.h"
+#include "tests/unit/test_relay.h"
 
 static void addr(kp_addr_t *a, uint8_t ip, uint16_t port) {
   kp_addr_set_v4(a, 0xcb007100u + ip, port); /* 203.0.113.ip */
 }
 
+static const kp_rng_t rng = {0}; /* the system's */
+
+/* The pairing material two peers with path secret `tok` x 64 derive. */
+static void pair_of(uint8_t tok, kp_relay_pair_t *pair) {
+  uint8_t secret[64];
+  memset(secret, tok, sizeof(secret));
+  kp_relay_pair_derive(secret, pair);
+}
+
 static void pair_msg(uint8_t out[KP_RELAY_CTRL_LEN], uint8_t role, uint8_t tok) {
-  kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR, .arg = role};
-  memset(c.token, tok, sizeof(c.token));
+  kp_relay_pair_t pair;
+  kp_relay_ctrl_t c;
+  pair_of(tok, &pair);
+  kp_relay_pair_request(&pair, role, &c);
   kp_relay_ctrl_encode(&c, out);
 }
 
@@ -35,10 +47,13 @@ static kp_relay_action_t send_pair(kp_relay_t *r, const kp_addr_t *from, uint8_t
 static void test_codec(void) {
   uint8_t buf[KP_RELAY_CTRL_LEN];
   kp_relay_ctrl_t c = {.type = KP_RELAY_REFUSED, .arg = KP_RELAY_REFUSE_FULL}, d;
-  memset(c.token, 7, sizeof(c.token));
+  memset(c.id, 7, sizeof(c.id));
+  memset(c.reveal, 8, sizeof(c.reveal));
+  memset(c.commit, 9, sizeof(c.commit));
   kp_relay_ctrl_encode(&c, buf);
   KP_CHECK_OK(kp_relay_ctrl_decode(buf, sizeof(buf), &d));
-  KP_CHECK(d.type == c.type && d.arg == c.arg && !memcmp(d.token, c.token, 32));
+  KP_CHECK(d.type == c.type && d.arg == c.arg && !memcmp(d.id, c.id, sizeof(c.id)));
+  KP_CHECK(!memcmp(d.reveal, c.reveal, 16) && !memcmp(d.commit, c.commit, 16));
   KP_CHECK(!d.link[0].family && !d.link[1].family);
   KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf) - 1, &d) != 0);
   /* PAIRED with an IPv4 and an IPv6 link; a damaged slot length fails. */
@@ -48,7 +63,7 @@ static void test_codec(void) {
   kp_relay_ctrl_encode(&c, buf);
   KP_CHECK_OK(kp_relay_ctrl_decode(buf, sizeof(buf), &d));
   KP_CHECK(kp_addr_eq(&d.link[0], &c.link[0]) && kp_addr_eq(&d.link[1], &c.link[1]));
-  buf[3 + 32] = 7;
+  buf[3 + 16 + 32] = 7;
   KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
   /* A PAIR's role is client (0) or server (1). */
   c.type = KP_RELAY_PAIR;
@@ -57,15 +72,19 @@ static void test_codec(void) {
   KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
   buf[1] = 9;
   KP_CHECK(kp_relay_ctrl_decode(buf, sizeof(buf), &d) != 0);
-  uint8_t h1[64] = {1}, h2[64] = {2}, t1[32], t2[32];
-  kp_relay_token(h1, t1);
-  kp_relay_token(h2, t2);
-  KP_CHECK(memcmp(t1, t2, 32) != 0);
+  /* Two pairs' material differs; a PAIR reveals its role's secret and
+   * commits to the other's, never showing it. */
+  kp_relay_pair_t p1, p2;
+  pair_of(1, &p1), pair_of(2, &p2);
+  KP_CHECK(memcmp(p1.id, p2.id, sizeof(p1.id)) && memcmp(p1.secret[0], p1.secret[1], 16));
+  kp_relay_pair_request(&p1, 0, &d);
+  KP_CHECK(d.type == KP_RELAY_PAIR && d.arg == 0 && !memcmp(d.id, p1.id, 16));
+  KP_CHECK(!memcmp(d.reveal, p1.secret[0], 16) && memcmp(d.commit, p1.secret[1], 16));
 }
 
 static void test_pair_and_forward(void) {
   kp_relay_t *r;
-  KP_CHECK_OK(kp_relay_new(NULL, &r));
+  KP_CHECK_OK(kp_relay_new(NULL, &rng, &r));
   kp_addr_t a, b, stranger, to, other;
   addr(&a, 1, 1000), addr(&b, 2, 2000), addr(&stranger, 3, 3000);
   kp_relay_ctrl_t ans;
@@ -100,7 +119,7 @@ static void test_pair_and_forward(void) {
               KP_RELAY_NOT_MINE);
   /* Unless the address is gone (a closed TCP allocation) and reused. */
   kp_relay_t *r2;
-  KP_CHECK_OK(kp_relay_new(NULL, &r2));
+  KP_CHECK_OK(kp_relay_new(NULL, &rng, &r2));
   send_pair(r2, &a, 0, 0xaa, 0, &ans);
   KP_CHECK_EQ(send_pair(r2, &b, 1, 0xaa, 0, &ans), KP_RELAY_REPLY);
   kp_relay_forget(r2, &a);
@@ -128,7 +147,7 @@ static void test_limits(void) {
   cfg.idle_ms = 1000;
   cfg.max_lifetime_ms = 5000;
   kp_relay_t *r;
-  KP_CHECK_OK(kp_relay_new(&cfg, &r));
+  KP_CHECK_OK(kp_relay_new(&cfg, &rng, &r));
   kp_relay_ctrl_t ans;
   kp_addr_t a[3], b[3], to, other;
   for (uint8_t i = 0; i < 3; i++)
@@ -184,7 +203,7 @@ static void test_limits(void) {
  * the pending table holds the newest, and a real pair still works. */
 static void test_pair_flood(void) {
   kp_relay_t *r;
-  KP_CHECK_OK(kp_relay_new(NULL, &r));
+  KP_CHECK_OK(kp_relay_new(NULL, &rng, &r));
   kp_relay_ctrl_t ans;
   kp_addr_t from;
   for (unsigned i = 0; i < 100000; i++) {
@@ -192,7 +211,7 @@ static void test_pair_flood(void) {
     kp_relay_ctrl_t c = {.type = KP_RELAY_PAIR};
     uint8_t msg[KP_RELAY_CTRL_LEN], reply[KP_RELAY_CTRL_LEN];
     kp_addr_t to, other;
-    randombytes_buf(c.token, sizeof(c.token));
+    randombytes_buf(c.id, sizeof(c.id));
     kp_relay_ctrl_encode(&c, msg);
     kp_relay_input(r, &from, msg, sizeof(msg), 1000 + i / 100, &to, &other, reply);
   }
@@ -217,7 +236,7 @@ static void test_index_churn(void) {
   cfg.pair_rate = 1000000;
   cfg.idle_ms = 100;
   kp_relay_t *r;
-  KP_CHECK_OK(kp_relay_new(&cfg, &r));
+  KP_CHECK_OK(kp_relay_new(&cfg, &rng, &r));
   kp_relay_ctrl_t ans;
   uint8_t reply[KP_RELAY_CTRL_LEN], data[10] = {0x41};
   kp_addr_t to, other;
@@ -252,7 +271,7 @@ static void test_index_churn(void) {
  * in two sessions and the index cannot fill up with stale entries. */
 static void test_stale_half_pair(void) {
   kp_relay_t *r;
-  KP_CHECK_OK(kp_relay_new(NULL, &r));
+  KP_CHECK_OK(kp_relay_new(NULL, &rng, &r));
   kp_addr_t x, y, z;
   addr(&x, 1, 1000), addr(&y, 2, 2000), addr(&z, 3, 3000);
   kp_relay_ctrl_t ans;
@@ -330,11 +349,133 @@ static void test_tunnel_frames(void) {
   }
 }
 
+/* One IP gets its share and no more: sessions it is a side of, half pairs
+ * it leaves waiting; everyone else still pairs. */
+static void test_per_ip_caps(void) {
+  kp_relay_config_t cfg;
+  kp_relay_config_defaults(&cfg);
+  cfg.sessions_per_ip = 4;
+  cfg.pending_per_ip = 3;
+  cfg.pair_rate = 1000;
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(&cfg, &rng, &r));
+  kp_relay_ctrl_t ans;
+  kp_addr_t hog, other;
+  for (uint8_t i = 0; i < 6; i++) {
+    addr(&hog, 66, (uint16_t)(1000 + i));
+    addr(&other, (uint8_t)(100 + i), 2000);
+    send_pair(r, &other, 1, (uint8_t)(10 + i), 0, &ans);
+    kp_relay_action_t a = send_pair(r, &hog, 0, (uint8_t)(10 + i), 0, &ans);
+    KP_CHECK_EQ(a, KP_RELAY_REPLY);
+    if (i < 4) {
+      KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+    } else {
+      KP_CHECK(ans.type == KP_RELAY_REFUSED && ans.arg == KP_RELAY_REFUSE_IP_LIMIT);
+    }
+  }
+  /* Half pairs: three wait, the fourth is refused. */
+  for (uint8_t i = 0; i < 4; i++) {
+    addr(&hog, 67, (uint16_t)(3000 + i));
+    kp_relay_action_t a = send_pair(r, &hog, 0, (uint8_t)(40 + i), 0, &ans);
+    if (i < 3) {
+      KP_CHECK_EQ(a, KP_RELAY_DROP);
+    } else {
+      KP_CHECK(a == KP_RELAY_REPLY && ans.type == KP_RELAY_REFUSED &&
+               ans.arg == KP_RELAY_REFUSE_IP_LIMIT);
+    }
+  }
+  /* Others are not held back by the hogs. */
+  kp_addr_t a1, b1;
+  addr(&a1, 150, 1), addr(&b1, 151, 1);
+  send_pair(r, &a1, 0, 99, 0, &ans);
+  KP_CHECK_EQ(send_pair(r, &b1, 1, 99, 0, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  kp_relay_stats_t st;
+  kp_relay_stats(r, &st);
+  KP_CHECK_EQ(st.refused_ip_limit, 3);
+  KP_CHECK_EQ(st.sessions, 5);
+  kp_relay_free(r);
+}
+
+/* What someone on the path who copied a waiting peer's PAIR can do: send
+ * it from elsewhere (the waiting peer keeps its place), or make up the
+ * other half (it does not open the commitments). The real other half
+ * still pairs with the real waiting peer. Only a waiting peer that has
+ * gone quiet (its NAT rebound) may be replaced, by the same half. */
+static void test_pair_cannot_be_overwritten(void) {
+  kp_relay_t *r;
+  KP_CHECK_OK(kp_relay_new(NULL, &rng, &r));
+  kp_addr_t client, server, thief, to, other;
+  addr(&client, 1, 1000), addr(&server, 2, 2000), addr(&thief, 9, 9000);
+  kp_relay_pair_t pair;
+  pair_of(0x42, &pair);
+  kp_relay_ctrl_t c, ans;
+  uint8_t copy[KP_RELAY_CTRL_LEN], reply[KP_RELAY_CTRL_LEN];
+  kp_relay_pair_request(&pair, 0, &c);
+  kp_relay_ctrl_encode(&c, copy);
+  KP_CHECK_EQ(kp_relay_input(r, &client, copy, sizeof(copy), 0, &to, &other, reply), KP_RELAY_DROP);
+  /* The copy from elsewhere, while the client retransmits. */
+  for (uint64_t t = 100; t <= 900; t += 200) {
+    KP_CHECK_EQ(kp_relay_input(r, &thief, copy, sizeof(copy), t, &to, &other, reply),
+                KP_RELAY_DROP);
+    KP_CHECK_EQ(kp_relay_input(r, &client, copy, sizeof(copy), t + 50, &to, &other, reply),
+                KP_RELAY_DROP);
+  }
+  /* The other half, made up: id and the copied commitment's target are
+   * known, the server's secret is not. */
+  kp_relay_ctrl_t forged = {.type = KP_RELAY_PAIR, .arg = 1};
+  memcpy(forged.id, c.id, sizeof(forged.id));
+  memset(forged.reveal, 0x77, sizeof(forged.reveal));
+  crypto_generichash(forged.commit, 16, c.reveal, 16, NULL, 0); /* opens the client's */
+  uint8_t msg[KP_RELAY_CTRL_LEN];
+  kp_relay_ctrl_encode(&forged, msg);
+  KP_CHECK_EQ(kp_relay_input(r, &thief, msg, sizeof(msg), 1000, &to, &other, reply), KP_RELAY_DROP);
+  kp_relay_stats_t st;
+  kp_relay_stats(r, &st);
+  KP_CHECK_EQ(st.sessions, 0);
+  KP_CHECK_EQ(st.pair_mismatched, 1);
+  /* The real server pairs with the real client. */
+  KP_CHECK_EQ(send_pair(r, &server, 1, 0x42, 1100, &ans), KP_RELAY_REPLY);
+  KP_CHECK_EQ(ans.type, KP_RELAY_PAIRED);
+  KP_CHECK(kp_addr_eq(&ans.link[0], &client) && kp_addr_eq(&ans.link[1], &server));
+  uint8_t data[64] = {0x41};
+  KP_CHECK_EQ(kp_relay_input(r, &thief, data, sizeof(data), 1200, &to, &other, reply),
+              KP_RELAY_NOT_MINE);
+  KP_CHECK_EQ(kp_relay_input(r, &server, data, sizeof(data), 1200, &to, &other, reply),
+              KP_RELAY_FORWARD);
+  KP_CHECK(kp_addr_eq(&to, &client));
+
+  /* A half whose peer went quiet (a NAT that rebound): the same half from
+   * its new address takes the place. */
+  kp_addr_t moved;
+  addr(&moved, 3, 3333);
+  pair_of(0x43, &pair);
+  kp_relay_pair_request(&pair, 0, &c);
+  kp_relay_ctrl_encode(&c, copy);
+  kp_addr_t client2;
+  addr(&client2, 4, 4000);
+  kp_relay_input(r, &client2, copy, sizeof(copy), 2000, &to, &other, reply);
+  KP_CHECK_EQ(kp_relay_input(r, &moved, copy, sizeof(copy), 3100, &to, &other, reply),
+              KP_RELAY_DROP);
+  kp_addr_t server2;
+  addr(&server2, 5, 5000);
+  KP_CHECK_EQ(send_pair(r, &server2, 1, 0x43, 3200, &ans), KP_RELAY_REPLY);
+  KP_CHECK(ans.type == KP_RELAY_PAIRED && kp_addr_eq(&ans.link[0], &moved));
+  kp_relay_free(r);
+}
+
 static const kp_test_case_t cases[] = {
-    KP_CASE(codec, unit, 10),           KP_CASE(pair_and_forward, unit, 10),
-    KP_CASE(limits, unit, 10),          KP_CASE(pair_flood, unit, 30),
-    KP_CASE(index_churn, unit, 30),     KP_CASE(tunnel_frames, unit, 10),
+    KP_CASE(codec, unit, 10),
+    KP_CASE(pair_and_forward, unit, 10),
+    KP_CASE(limits, unit, 10),
+    KP_CASE(pair_flood, unit, 30),
+    KP_CASE(index_churn, unit, 30),
+    KP_CASE(tunnel_frames, unit, 10),
     KP_CASE(stale_half_pair, unit, 10),
+    KP_CASE(per_ip_caps, unit, 10),
+    KP_CASE(pair_cannot_be_overwritten, unit, 10),
+    KP_CASE(record_origin_checked, loopback, 60),
+    KP_CASE(tcp_control_flood_bounded, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

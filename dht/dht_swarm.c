@@ -71,27 +71,12 @@ void kp__swarm_op_unlink(kp_dht_swarm_t *swarm, kp_swarm_op_t *op) {
 /* An ed25519 verification costs ~50 us: without a budget, a source holding
  * a token could keep a core busy with garbage signatures. */
 static bool take_verify_budget(kp_dht_swarm_t *swarm, const kp_addr_t *from, uint64_t now) {
-  if (!swarm->limiter &&
-      !(swarm->limiter = kp_calloc(KP_SWARM_LIMITER_SLOTS, sizeof(*swarm->limiter))))
+  /* Made on the first write: most nodes of a big network never store. */
+  if (!swarm->limiter.slots &&
+      kp_ratelimit_init(&swarm->limiter, KP_SWARM_LIMITER_SLOTS, swarm->cfg.verify_rate,
+                        2 * (uint64_t)swarm->cfg.verify_rate, swarm->limiter_key))
     return false;
-  kp_addr_t key = *from;
-  key.port = 0;
-  if (key.family == KP_AF_INET6) memset(key.ip + 8, 0, 8);
-  uint64_t tag = kp_addr_hash(&key, swarm->limiter_key) | 1;
-  kp_swarm_limiter_slot_t *slot = &swarm->limiter[(tag >> 1) % KP_SWARM_LIMITER_SLOTS];
-  float rate = (float)swarm->cfg.verify_rate, burst = rate * 2;
-  uint32_t at = (uint32_t)now;
-  if (slot->tag != tag) {
-    slot->tag = tag;
-    slot->tokens = burst;
-    slot->at = at;
-  }
-  slot->tokens += (float)(uint32_t)(at - slot->at) * rate / 1000.0f;
-  if (slot->tokens > burst) slot->tokens = burst;
-  slot->at = at;
-  if (slot->tokens < 1) return false;
-  slot->tokens -= 1;
-  return true;
+  return kp_ratelimit_take(&swarm->limiter, from, 1, now, NULL);
 }
 
 /* Replies with an error code only (and the closer nodes the core adds). */
@@ -353,6 +338,6 @@ void kp_dht_swarm_free(kp_dht_swarm_t *swarm) {
   }
   kp__swarm_announces_free(swarm);
   kp_dht_store_free(swarm->store);
-  kp_free(swarm->limiter);
+  kp_ratelimit_destroy(&swarm->limiter);
   kp_free(swarm);
 }

@@ -5,16 +5,11 @@
 
 #include "dht/dht_swarm.h"
 
-/* Per-source budget of signature checks: a table indexed by a keyed hash of
- * the source, allocated on the first write a node receives (most nodes of a
- * testnet never store anything). A collision just shares a budget. */
-#define KP_SWARM_LIMITER_SLOTS 256
+#include "common/ratelimit.h"
 
-typedef struct kp_swarm_limiter_slot_s {
-  uint64_t tag; /* the source's keyed hash; 0: unused */
-  float tokens;
-  uint32_t at; /* ms, wrapping: only differences are used */
-} kp_swarm_limiter_slot_t;
+/* Per-source budget of signature checks (common/ratelimit.h), made on the
+ * first write a node receives (most nodes of a testnet never store). */
+#define KP_SWARM_LIMITER_SLOTS 256
 
 /* Every client operation in progress, so the swarm can find and free it. */
 typedef struct kp_swarm_op_s kp_swarm_op_t;
@@ -30,8 +25,8 @@ struct kp_dht_swarm_s {
   kp_dht_store_t *store;
   kp_swarm_op_t *ops;
   kp_dht_announce_t *announces;
-  uint8_t limiter_key[16];
-  kp_swarm_limiter_slot_t *limiter;
+  uint8_t limiter_key[KP_RATELIMIT_KEY_LEN];
+  kp_ratelimit_t limiter;
   kp_dht_store_policy_fn policy;
   void *policy_ctx;
 };

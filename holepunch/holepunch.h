@@ -72,7 +72,8 @@ typedef struct kp_hp_result_s {
    * keep and close; NULL: the main socket. The state machine may still send
    * probes on it for HP_LINGER_MS (5 s). */
   void *socket;
-  kp_addr_t relay; /* the relay node the handshake went through */
+  kp_addr_t relay;       /* the relay node the handshake went through */
+  kp_addr_t client_seen; /* server: where that relay node said the client was */
   /* Relayed: the peer's pairing socket as the blind relay saw it, and the
    * probe key; kp_hp_upgrade_start punches to it in the background. */
   kp_addr_t peer_link;
@@ -123,8 +124,10 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
 
 /* ---- Server ------------------------------------------------------------------ */
 
-/* 0 accepts; a refusal reason refuses (the client gets it, authenticated). */
-typedef kp_hs_refusal_t (*kp_hp_firewall_fn)(void *ctx, const kp_hs_hello_t *hello);
+/* 0 accepts; a refusal reason refuses (the client gets it, authenticated).
+ * client: where the relay node says the client is (a claim). */
+typedef kp_hs_refusal_t (*kp_hp_firewall_fn)(void *ctx, const kp_hs_hello_t *hello,
+                                             const kp_addr_t *client);
 /* A client reached us: open the stream connection on r->path with r's keys. */
 typedef void (*kp_hp_connection_fn)(void *ctx, const kp_hp_result_t *r);
 

@@ -154,6 +154,7 @@ static int refusal_error(kp_hs_refusal_t why) {
     case KP_HS_REFUSE_INVITE_USED: return KP_EINVITEUSED;
     case KP_HS_REFUSE_INVITE_EXPIRED: return KP_EINVITEEXPIRED;
     case KP_HS_REFUSE_NO_SERVICE: return KP_ENOSERVICE;
+    case KP_HS_REFUSE_LIMIT: return KP_ECONNLIMIT;
     default: return KP_EOVERLOADED;
   }
 }

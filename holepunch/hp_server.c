@@ -222,7 +222,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     s->stats.replays++;
     goto reject;
   }
-  kp_hs_refusal_t why = s->firewall ? s->firewall(s->ctx, &hello) : KP_HS_OK;
+  kp_hs_refusal_t why = s->firewall ? s->firewall(s->ctx, &hello, client_seen) : KP_HS_OK;
   hp_session_t *se = why ? NULL : session_new(s, now);
   if (!why && !se) why = KP_HS_REFUSE_OVERLOADED;
   if (why) {
@@ -234,6 +234,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   memcpy(se->client_e, w->data, 32);
   client_claim(s, se, sender, client_seen, direct);
   client_reports(se, hello.addrs, hello.addr_count);
+  se->res.client_seen = *client_seen;
   kp_hs_welcome_t wl = {.version = KP_HS_VERSION,
                         .nat = kp_dht_nat(hp->dht)->type,
                         .conn_id = kp__hp_random_id(hp),

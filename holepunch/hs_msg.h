@@ -46,6 +46,7 @@ typedef enum {
   KP_HS_REFUSE_INVITE_USED = 5,    /* ... that was used */
   KP_HS_REFUSE_INVITE_EXPIRED = 6, /* ... that expired */
   KP_HS_REFUSE_NO_SERVICE = 7,     /* no service by the name asked for */
+  KP_HS_REFUSE_LIMIT = 8,          /* this key or address holds its share of connections */
 } kp_hs_refusal_t;
 
 /* The envelope: [mode, data, peer address or nil, session]. */

@@ -69,7 +69,8 @@ const char *kp_version_string(void);
   X(EINVITEUSED, "this invitation was already used")                                               \
   X(EINVITEEXPIRED, "this invitation has expired")                                                 \
   X(ENOSERVICE, "the peer offers no service by that name")                                         \
-  X(EREFUSED, "refused by the node's policy")
+  X(EREFUSED, "refused by the node's policy")                                                      \
+  X(ECONNLIMIT, "the peer refused: too many connections from this key or address")
 
 #define KP__ERR_BASE (-30000)
 
@@ -317,6 +318,10 @@ typedef struct kp_node_options_s {
   /* Connections this node makes go through a relay even where a direct
    * path might open (for testing a relay, or to hide one's address). */
   bool relay_only;
+  /* Received data all this node's connections may hold at once (out of
+   * order, or not yet read): past it a sender must send again later. 0:
+   * 256 MiB. */
+  size_t rx_budget;
   /* UDP is blocked here: reach everything through this relay ("ip:port")
    * over TCP. The node is then an ephemeral DHT node at the relay's
    * address, and its connections are relayed there (relay_only). */
@@ -352,6 +357,7 @@ typedef struct kp_node_stats_s {
   uint64_t drops_other;     /* datagrams of a class this node does not speak */
   uint32_t table_size;      /* gauge: nodes in the routing table */
   uint32_t inflight;        /* gauge: requests awaiting a response */
+  uint64_t rx_held;         /* gauge: received bytes its connections hold (rx_budget) */
 } kp_node_stats_t;
 
 /* What one query cost. */
@@ -757,6 +763,15 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
                      kp_server_connection_cb on_connection, void *arg, kp_server_t **out);
 /* Stops listening and withdraws the announcement. Open connections stay. */
 void kp_server_close(kp_server_t *server);
+
+/* What clients may hold of a server at once (0 takes the default); past
+ * it a client is refused with KP_ECONNLIMIT. */
+typedef struct kp_server_limits_s {
+  unsigned conns_per_key; /* live connections of one client key: 32 */
+  unsigned conns_per_ip;  /* of one client IPv4 address or IPv6 /64: 64 */
+  unsigned max_conns;     /* of all clients together: 4096 */
+} kp_server_limits_t;
+void kp_server_set_limits(kp_server_t *server, const kp_server_limits_t *limits);
 
 /* Who gets the device info when they ask (kp_connect_options_t.want_info):
  * nobody (the default), clients the firewall lets in, or everyone (also

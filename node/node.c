@@ -223,6 +223,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   hp_cfg.ciphers |= (uint8_t)(1u << kp_cipher_preferred());
   hp_cfg.wall_ms = kp__node_wall_ms;
   hp_cfg.relay_only = opts->relay_only || node->tunnel;
+  node->rx_budget.max = opts->rx_budget ? opts->rx_budget : (size_t)256 << 20;
   kp_hp_io_t hp_io = {.send = hp_send, .ctx = node};
   kp__node_xsock_io(node, &hp_io);
 
@@ -478,6 +479,7 @@ void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out) {
   kp_dht_stats_t d;
   kp_dht_stats(node->dht, &d);
   memset(out, 0, sizeof(*out));
+  out->rx_held = node->rx_budget.used;
   out->packets_in = node->sock.stats.packets_in;
   out->packets_out = node->sock.stats.packets_out + node->alt.stats.packets_out;
   out->bytes_in = node->sock.stats.bytes_in;

@@ -9,6 +9,19 @@
 #include "node/node_internal.h"
 #include "stream/endpoint.h"
 
+#define SERVER_CONNS_PER_KEY 32
+#define SERVER_CONNS_PER_IP 64
+#define SERVER_MAX_CONNS 4096
+
+/* A live connection of one of the server's clients: what the limits count. */
+typedef struct server_conn_s {
+  struct server_conn_s *next;
+  kp_server_t *server;
+  kp_conn_t *conn;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  kp_addr_t ip; /* where the relay node saw the client, port 0 */
+} server_conn_t;
+
 struct kp_server_s {
   kp_node_t *node;
   kp_hp_server_t *inner;
@@ -17,6 +30,9 @@ struct kp_server_s {
   kp_conn_callbacks_t conn_cb;
   kp_server_connection_cb on_connection;
   void *arg;
+  kp_server_limits_t limits;
+  server_conn_t *conns;
+  unsigned conn_count;
 };
 
 typedef struct connect_s {
@@ -47,7 +63,9 @@ static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect
 
 static int ensure_endpoint(kp_node_t *node) {
   if (node->ep) return 0;
-  return kp__endpoint_attach(node->loop, &node->sock, &node->ep);
+  int err = kp__endpoint_attach(node->loop, &node->sock, &node->ep);
+  if (!err) kp__endpoint_set_rx_budget(node->ep, &node->rx_budget);
+  return err;
 }
 
 static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
@@ -87,14 +105,64 @@ static kp_hs_refusal_t refusal_of(int err) {
   }
 }
 
-static kp_hs_refusal_t server_firewall(void *ctx, const kp_hs_hello_t *h) {
+/* One IPv4 address or IPv6 /64: what the per-IP limit counts. */
+static void ip_of(const kp_addr_t *a, kp_addr_t *out) {
+  *out = *a;
+  out->port = 0;
+  if (out->family == KP_AF_INET6) memset(out->ip + 8, 0, 8);
+}
+
+/* Whether one more connection from this key and IP stays within limits. */
+static bool within_limits(const kp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_LEN],
+                          const kp_addr_t *client) {
+  kp_addr_t ip;
+  ip_of(client, &ip);
+  unsigned by_key = 0, by_ip = 0;
+  for (const server_conn_t *c = s->conns; c; c = c->next) {
+    by_key += !memcmp(c->key, key, KP_PUBLIC_KEY_LEN);
+    by_ip += kp_addr_eq(&c->ip, &ip);
+  }
+  return s->conn_count < s->limits.max_conns && by_key < s->limits.conns_per_key &&
+         by_ip < s->limits.conns_per_ip;
+}
+
+static kp_hs_refusal_t server_firewall(void *ctx, const kp_hs_hello_t *h, const kp_addr_t *client) {
   kp_server_t *s = ctx;
+  if (!within_limits(s, h->client_key, client)) return KP_HS_REFUSE_LIMIT;
   if (!s->firewall) return KP_HS_OK;
   kp_client_hello_t hello = {
       .service = h->service, .has_invite = h->invite_id != 0, .invite_id = h->invite_id};
   memcpy(hello.key, h->client_key, KP_PUBLIC_KEY_LEN);
   memcpy(hello.invite_proof, h->invite_proof, 32);
   return refusal_of(s->firewall(s, &hello, s->arg));
+}
+
+static void conn_ended(kp_conn_t *conn, void *ctx) {
+  server_conn_t *sc = ctx;
+  kp_server_t *s = sc->server;
+  (void)conn;
+  for (server_conn_t **p = &s->conns; *p; p = &(*p)->next) {
+    if (*p == sc) {
+      *p = sc->next;
+      break;
+    }
+  }
+  s->conn_count--;
+  kp_free(sc);
+}
+
+/* Counted until it ends (kp__conn_set_end_hook). */
+static void track(kp_server_t *s, kp_conn_t *conn, const kp_hp_result_t *r) {
+  server_conn_t *sc = kp_calloc(1, sizeof(*sc));
+  if (!sc) return;
+  sc->server = s;
+  sc->conn = conn;
+  memcpy(sc->key, r->remote_key, KP_PUBLIC_KEY_LEN);
+  ip_of(r->client_seen.family ? &r->client_seen : &r->path, &sc->ip);
+  sc->next = s->conns;
+  s->conns = sc;
+  s->conn_count++;
+  kp__conn_set_end_hook(conn, conn_ended, sc);
 }
 
 static void server_connection(void *ctx, const kp_hp_result_t *r) {
@@ -106,6 +174,7 @@ static void server_connection(void *ctx, const kp_hp_result_t *r) {
     KP_WARN(&s->node->log, "accepting a connection: %s", kp_strerror(err));
     return;
   }
+  track(s, conn, r);
   info_from(s->node, r, &info);
   if (s->on_connection) s->on_connection(s, conn, &info, s->arg);
 }
@@ -122,6 +191,7 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
   if (conn_callbacks) s->conn_cb = *conn_callbacks;
   s->on_connection = on_connection;
   s->arg = arg;
+  kp_server_set_limits(s, NULL);
   int err = kp_hp_listen(node->hp, kp, server_firewall, server_connection, s, &s->inner);
   /* Relays to name to clients that cannot punch to us. */
   kp__node_relay_discover(node);
@@ -141,9 +211,24 @@ void kp_server_set_info(kp_server_t *s, const kp_device_info_t *info, kp_info_po
   if (s->inner) kp_hp_server_set_info(s->inner, info, who);
 }
 
+void kp_server_set_limits(kp_server_t *s, const kp_server_limits_t *l) {
+  kp_server_limits_t d = {0};
+  if (l) d = *l;
+  s->limits.conns_per_key = d.conns_per_key ? d.conns_per_key : SERVER_CONNS_PER_KEY;
+  s->limits.conns_per_ip = d.conns_per_ip ? d.conns_per_ip : SERVER_CONNS_PER_IP;
+  s->limits.max_conns = d.max_conns ? d.max_conns : SERVER_MAX_CONNS;
+}
+
 void kp_server_close(kp_server_t *s) {
   if (s->announce) kp_announce_stop(s->announce, true);
   if (s->inner && s->node->hp) kp_hp_server_close(s->inner);
+  /* Its connections stay, uncounted. */
+  while (s->conns) {
+    server_conn_t *sc = s->conns;
+    s->conns = sc->next;
+    kp__conn_set_end_hook(sc->conn, NULL, NULL);
+    kp_free(sc);
+  }
   kp_free(s);
 }
 

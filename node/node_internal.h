@@ -11,6 +11,7 @@
 #include "dht/dht_swarm.h"
 #include "holepunch/holepunch.h"
 #include "kadpunch.h"
+#include "stream/stream_conn.h"
 
 typedef struct kp_node_dns_s kp_node_dns_t;
 typedef struct kp_node_xsock_s kp_node_xsock_t;
@@ -42,6 +43,7 @@ struct kp_node_s {
   kp_dht_swarm_t *swarm;
   kp_hp_t *hp;              /* handshakes: relay, server and client roles */
   kp_endpoint_t *ep;        /* stream connections on sock, made on first use */
+  kp_rx_budget_t rx_budget; /* what all its connections may hold */
   bool ep_closing;          /* the socket closes once the endpoint has */
   kp_announce_t *announces; /* live announcements, told of a close */
   kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */

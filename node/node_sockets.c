@@ -129,6 +129,7 @@ int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out) {
   if (!x->ep) {
     int err = kp__endpoint_attach(node->loop, &x->udp, &x->ep);
     if (err) return err;
+    kp__endpoint_set_rx_budget(x->ep, &node->rx_budget);
   }
   *out = x->ep;
   return 0;

@@ -2,6 +2,7 @@
  * send path and the timers (see endpoint.h). Streams are in stream_api.c. */
 #include "stream/endpoint.h"
 
+#include <sodium.h>
 #include <string.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -340,6 +341,8 @@ static void on_sconn_path(void *ctx, const kp_addr_t *remote) {
 static void on_sconn_closed(void *ctx, int status, uint64_t code) {
   kp_conn_t *conn = ctx;
   conn->over = true;
+  if (conn->end_hook) conn->end_hook(conn, conn->end_ctx);
+  conn->end_hook = NULL;
   kp__streams_conn_over(conn, status ? status : UV_ECANCELED);
   if (conn->cb.on_close) conn->cb.on_close(conn, status, code);
   kp__ep_mark_dirty(conn); /* freed from the check phase, never from here */
@@ -370,6 +373,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   if (opts->max_streams) cfg.max_streams = opts->max_streams;
   if (opts->idle_timeout_ms) cfg.idle_timeout_ms = opts->idle_timeout_ms;
   if (opts->keepalive_ms) cfg.keepalive_ms = opts->keepalive_ms;
+  cfg.rx_budget = ep->rx_budget;
   if (opts->remote.family && opts->remote.family != ep->udp->local.family) return KP_EBADADDR;
 
   kp_conn_t *conn = kp_calloc(1, sizeof(*conn));
@@ -382,6 +386,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
                           kp__on_stream_reset,  kp__on_stream_done, kp__on_write_done,
                           on_sconn_path,        on_sconn_closed,    conn};
   int err = kp_sconn_new(&cfg, &ev, kp__ep_now(), &conn->sc);
+  sodium_memzero(&cfg, sizeof(cfg));
   if (!err && (err = insert_conn(ep, conn))) kp_sconn_free(conn->sc);
   if (err) {
     kp_free(conn);
@@ -415,6 +420,15 @@ void kp__conn_pin_path(kp_conn_t *conn) {
   kp_sconn_pin_path(conn->sc);
 }
 
+void kp__conn_set_end_hook(kp_conn_t *conn, void (*fn)(kp_conn_t *conn, void *ctx), void *ctx) {
+  conn->end_hook = fn;
+  conn->end_ctx = ctx;
+}
+
+void kp__endpoint_set_rx_budget(kp_endpoint_t *ep, kp_rx_budget_t *budget) {
+  ep->rx_budget = budget;
+}
+
 void kp_conn_set_remote(kp_conn_t *conn, const kp_addr_t *remote) {
   if (conn->over) return;
   kp_sconn_set_remote(conn->sc, remote, kp__ep_now());
@@ -446,6 +460,9 @@ static void on_conn_timer_closed(uv_handle_t *h) {
 static void release_conn(kp_conn_t *conn) {
   if (conn->released) return;
   conn->released = true;
+  /* Gone without an end seen (its endpoint closed): the hook still runs. */
+  if (conn->end_hook) conn->end_hook(conn, conn->end_ctx);
+  conn->end_hook = NULL;
   remove_conn(conn->ep, conn);
   conn->ep->conns_closing++; /* the endpoint outlives its timer's close */
   fine_remove(conn);

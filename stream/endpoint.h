@@ -62,6 +62,10 @@ struct kp_conn_s {
   uv_timer_t timer;
   kp_conn_callbacks_t cb;
   void *data;
+  /* The owner's hook at the connection's end, before on_close (a server
+   * counting its clients' connections). */
+  void (*end_hook)(kp_conn_t *conn, void *ctx);
+  void *end_ctx;
   size_t high_water;
   kp_stream_t *streams;
   size_t stream_handles;
@@ -103,6 +107,7 @@ struct kp_endpoint_s {
   unsigned nout;
   bool blocked; /* the socket buffer is full: waiting for writable */
   uint64_t drops_unknown, drops_other;
+  kp_rx_budget_t *rx_budget; /* shared by its connections (and maybe other endpoints') */
 };
 
 /* An endpoint on a socket someone else owns and reads (a node's main
@@ -115,6 +120,11 @@ void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data,
 kp_conn_t *kp__endpoint_find(const kp_endpoint_t *ep, uint64_t local_id);
 /* Only kp_conn_set_remote moves conn from now on (kp_sconn_pin_path). */
 void kp__conn_pin_path(kp_conn_t *conn);
+/* fn(conn, ctx) once, when conn ends (NULL: none). */
+void kp__conn_set_end_hook(kp_conn_t *conn, void (*fn)(kp_conn_t *conn, void *ctx), void *ctx);
+/* Connections opened on ep from now on hold at most what budget allows
+ * (shared: the caller keeps it alive as long as ep). */
+void kp__endpoint_set_rx_budget(kp_endpoint_t *ep, kp_rx_budget_t *budget);
 
 /* Microseconds on the monotonic clock. */
 uint64_t kp__ep_now(void);

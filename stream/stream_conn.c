@@ -1,5 +1,6 @@
 /* The connection core: receiving and building packets, acks, timers, paths,
  * MTU probing and closing. Streams are in stream_streams.c. */
+#include <sodium.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -139,6 +140,9 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (ev) c->ev = *ev;
   int err = kp_aead_init(&c->tx, cfg->cipher, cfg->tx_key);
   if (!err && (err = kp_aead_init(&c->rx, cfg->cipher, cfg->rx_key))) kp_aead_destroy(&c->tx);
+  /* The cipher states hold the keys now; the copies go. */
+  sodium_memzero(c->cfg.tx_key, sizeof(c->cfg.tx_key));
+  sodium_memzero(c->cfg.rx_key, sizeof(c->cfg.rx_key));
   kp_recovery_hooks_t hooks = {on_frame_acked, on_frame_lost, on_packet_acked, on_packet_lost, c};
   if (!err && (err = kp_recovery_init(&c->rec, &hooks))) {
     kp_aead_destroy(&c->tx);
@@ -172,6 +176,7 @@ void kp_sconn_free(kp_sconn_t *c) {
   kp_recovery_destroy(&c->rec);
   kp_aead_destroy(&c->tx);
   kp_aead_destroy(&c->rx);
+  sodium_memzero(c, sizeof(*c));
   kp_free(c);
 }
 

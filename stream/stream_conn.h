@@ -52,6 +52,14 @@ typedef struct kp_sconn_events_s {
   void *ctx;
 } kp_sconn_events_t;
 
+/* Bytes of received data held (out of order, or for a paused reader) by
+ * every connection that shares this: past max, data that would need
+ * holding is refused unacknowledged, and its sender sends it again later.
+ * Whatever the windows, many connections cannot hold more. */
+typedef struct kp_rx_budget_s {
+  size_t used, max;
+} kp_rx_budget_t;
+
 typedef struct kp_sconn_config_s {
   bool initiator;
   uint64_t local_cid;  /* ours: the peer's packets carry it */
@@ -68,6 +76,7 @@ typedef struct kp_sconn_config_s {
   unsigned idle_timeout_ms; /* nothing heard this long: dead (default 30000) */
   unsigned keepalive_ms;    /* send something at least this often (default 10000) */
   kp_rng_t rng;
+  kp_rx_budget_t *rx_budget; /* shared with other connections (NULL: none) */
 } kp_sconn_config_t;
 
 typedef kp_conn_stats_t kp_sconn_stats_t;

@@ -256,6 +256,7 @@ static void free_chunk(kp_sconn_t *c, kp_sstream_t *s, kp_chunk_t *k) {
   s->chunk_count--;
   c->chunk_count--;
   s->buffered -= k->len;
+  if (c->cfg.rx_budget) c->cfg.rx_budget->used -= k->len;
   kp_free(k);
 }
 
@@ -638,11 +639,15 @@ static bool store(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t
     }
     uint64_t stop = *p && (*p)->offset < end ? (*p)->offset : end;
     size_t n = (size_t)(stop - offset);
-    if (s->chunk_count >= MAX_CHUNKS_PER_STREAM || c->chunk_count >= MAX_CHUNKS) return false;
+    kp_rx_budget_t *b = c->cfg.rx_budget;
+    if (s->chunk_count >= MAX_CHUNKS_PER_STREAM || c->chunk_count >= MAX_CHUNKS ||
+        (b && b->used + n > b->max))
+      return false;
     kp_chunk_t *k = kp_malloc(sizeof(*k) + n);
     if (!k) return false;
     s->chunk_count++;
     c->chunk_count++;
+    if (b) b->used += n;
     k->offset = offset;
     k->len = n;
     memcpy(k->data, data, n);

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -131,6 +132,7 @@ int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
   entries[kept] = (entry_t){.id = out->id, .expires = expires};
   memcpy(entries[kept].secret, out->secret, 16);
   int err = write_entries(dir, entries, kept + 1);
+  sodium_memzero(entries, sizeof(entries)); /* the secrets live in the file only */
   fclose(f);
   close(lock);
   return err;
@@ -167,7 +169,9 @@ int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
     memcpy(inv.server_key, server_key, KP_PUBLIC_KEY_LEN);
     memcpy(inv.secret, entries[i].secret, 16);
     /* Only the holder of the secret learns whether it was used or expired. */
-    if (!kp_invite_check(&inv, hello->key, hello->invite_proof)) continue;
+    bool valid = kp_invite_check(&inv, hello->key, hello->invite_proof);
+    sodium_memzero(&inv, sizeof(inv));
+    if (!valid) continue;
     if (entries[i].used) {
       result = KP_EINVITEUSED;
     } else if (entries[i].expires <= now) {
@@ -179,6 +183,7 @@ int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
       result = write_entries(dir, entries, n) || append_allow(dir, hello->key) ? KP_EINVITE : 0;
     }
   }
+  sodium_memzero(entries, sizeof(entries));
   fclose(f);
   close(lock);
   return result;

@@ -380,6 +380,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(cli_swarm_commands, loopback, 120),
     KP_CASE(cli_serve_connect, loopback, 120),
     KP_CASE(handshake_flood, loopback, 120),
+    KP_CASE(connection_caps, loopback, 60),
+    KP_CASE(rx_budget_bounded, loopback, 60),
 };
 
 KP_TEST_MAIN(cases)

@@ -44,4 +44,8 @@ void test_cli_serve_connect(void);
 /* test_flood.c */
 void test_handshake_flood(void);
 
+/* test_caps.c */
+void test_connection_caps(void);
+void test_rx_budget_bounded(void);
+
 #endif

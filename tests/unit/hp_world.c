@@ -165,9 +165,9 @@ void world_free(world_t *w) {
   for (unsigned i = 0; i < w->peer_count; i++) free(w->peers[i].n);
 }
 
-kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello) {
+kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello, const kp_addr_t *client) {
   peer_t *p = ctx;
-  (void)hello;
+  (void)hello, (void)client;
   return p->refuse_all ? KP_HS_REFUSE_NOT_ALLOWED : KP_HS_OK;
 }
 

@@ -68,7 +68,7 @@ peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed);
 peer_t *peer_beside(world_t *w, peer_t *p, uint8_t seed);
 void world_free(world_t *w);
 /* The server's firewall and connection callbacks (ctx: the peer). */
-kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello);
+kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello, const kp_addr_t *client);
 void on_connection(void *ctx, const kp_hp_result_t *r);
 /* p listens on its key and announces it (checked). */
 void serve(world_t *w, peer_t *p);

@@ -2,8 +2,10 @@
  * protection, the replay window, range sets, loss recovery and CUBIC. The
  * connection on a simulated link is in test_stream_sim.c. */
 #include <math.h>
+#include <sodium.h>
 
 #include "stream/stream_cc.h"
+#include "stream/stream_conn.h"
 #include "stream/stream_crypto.h"
 #include "stream/stream_frame.h"
 #include "stream/stream_ranges.h"
@@ -577,12 +579,74 @@ static void test_pacer(void) {
   KP_CHECK(at > 1000 && at <= 1000 + 81);
 }
 
+/* A connection's keys do not outlive it: nothing the allocator gets back
+ * from a freed connection holds either key. */
+static size_t freed_with_key; /* blocks freed still holding key bytes */
+
+static void *track_malloc(size_t n) {
+  size_t *p = malloc(n + 16);
+  if (!p) return NULL;
+  *p = n;
+  return (uint8_t *)p + 16;
+}
+
+static void *track_calloc(size_t count, size_t n) {
+  void *p = track_malloc(count * n);
+  if (p) memset(p, 0, count * n);
+  return p;
+}
+
+static void track_free(void *ptr) {
+  if (!ptr) return;
+  size_t *p = (size_t *)((uint8_t *)ptr - 16), n = *p;
+  const uint8_t *b = ptr;
+  for (size_t i = 0; i + 8 <= n; i++) {
+    static const uint8_t a[8] = {0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5, 0xa5};
+    static const uint8_t z[8] = {0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a};
+    if (!memcmp(b + i, a, 8) || !memcmp(b + i, z, 8)) {
+      freed_with_key++;
+      break;
+    }
+  }
+  free(p);
+}
+
+static void *track_realloc(void *ptr, size_t n) {
+  void *q = track_malloc(n);
+  if (q && ptr) {
+    size_t old = *(size_t *)((uint8_t *)ptr - 16);
+    memcpy(q, ptr, old < n ? old : n);
+    track_free(ptr);
+  }
+  return q;
+}
+
+static void test_keys_wiped(void) {
+  KP_CHECK_OK(kp_replace_allocator(track_malloc, track_realloc, track_calloc, track_free));
+  for (int cipher = KP_CIPHER_CHACHA20_POLY1305; cipher <= KP_CIPHER_AES256_GCM; cipher++) {
+    if (cipher == KP_CIPHER_AES256_GCM && !crypto_aead_aes256gcm_is_available()) continue;
+    kp_sconn_config_t cfg;
+    kp_sconn_config_defaults(&cfg);
+    cfg.cipher = (kp_cipher_t)cipher;
+    cfg.local_cid = 1, cfg.remote_cid = 2;
+    memset(cfg.tx_key, 0xa5, 32);
+    memset(cfg.rx_key, 0x5a, 32);
+    KP_CHECK_OK(kp_addr_parse(&cfg.remote, "203.0.113.1:2000"));
+    kp_sconn_events_t ev = {0};
+    kp_sconn_t *c;
+    KP_CHECK_OK(kp_sconn_new(&cfg, &ev, 1000, &c));
+    kp_sconn_free(c);
+  }
+  KP_CHECK_EQ(freed_with_key, 0);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(header_codec, unit, 10),
     KP_CASE(packet_vector, unit, 10),
     KP_CASE(varint, unit, 10),
     KP_CASE(frames, unit, 10),
     KP_CASE(aead, unit, 10),
+    KP_CASE(keys_wiped, unit, 10),
     KP_CASE(replay_window, unit, 10),
     KP_CASE(ranges, unit, 10),
     KP_CASE(recovery_acks_and_losses, unit, 10),

@@ -555,3 +555,58 @@ void test_admission_charges_sender(void) {
   kp_sim_socket_free(j.sock);
   world_free(&w);
 }
+
+/* ---- What one datagram buys ---------------------------------------------------------- */
+
+typedef struct ledger_s {
+  kp_addr_t client, server, relay_node;
+  size_t hs_req, hs_fwd, hs_resp, hs_reply; /* PEER_HANDSHAKE at the relay node */
+  size_t rd_req, rd_fwd, rd_resp, rd_reply; /* PEER_HOLEPUNCH */
+  size_t probes_to_unproven;
+} ledger_t;
+
+static void ledger(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uint8_t *data,
+                   size_t len) {
+  ledger_t *l = ctx;
+  kp_dht_msg_t m;
+  if (kp_dht_msg_decode(data, len, KP_AF_INET, &m)) return;
+  bool hs = m.command == KP_DHT_CMD_PEER_HANDSHAKE, rd = m.command == KP_DHT_CMD_PEER_HOLEPUNCH;
+  if (!hs && !rd) return;
+  bool from_client = kp_addr_eq(from, &l->client), to_client = kp_addr_eq(to, &l->client);
+  if (from_client && !l->relay_node.family) l->relay_node = *to;
+  bool from_relay = kp_addr_eq(from, &l->relay_node), to_relay = kp_addr_eq(to, &l->relay_node);
+  size_t *slot = NULL;
+  if (m.type == KP_DHT_REQUEST && from_client && to_relay) slot = hs ? &l->hs_req : &l->rd_req;
+  if (m.type == KP_DHT_REQUEST && from_relay) slot = hs ? &l->hs_fwd : &l->rd_fwd;
+  if (m.type == KP_DHT_RESPONSE && to_relay) slot = hs ? &l->hs_resp : &l->rd_resp;
+  if (m.type == KP_DHT_RESPONSE && from_relay && to_client) slot = hs ? &l->hs_reply : &l->rd_reply;
+  if (slot && !*slot) *slot = len;
+}
+
+/* The no-amplification rule, measured on a real connect, per destination:
+ * nobody gets more bytes out of a relay node or a server than the message
+ * that made it send them. The relay node's forward is no larger than the
+ * client's request, its reply no larger than that request either, and the
+ * server's answer no larger than the forward it answers. */
+void test_no_amplification(void) {
+  world_t w;
+  world_init(&w, 66, 0, 0);
+  peer_t *server = peer_new(&w, K_OPEN, 50);
+  peer_t *client = peer_new(&w, K_OPEN, 60);
+  serve(&w, server);
+  ledger_t l = {.client = client->home, .server = server->home};
+  kp_sim_set_tap(w.sim, ledger, &l);
+  KP_CHECK_OK(connect_to(&w, client, server, NULL));
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + SEC);
+  kp_sim_set_tap(w.sim, NULL, NULL);
+  printf("at the relay node, bytes in -> bytes out:\n"
+         "  handshake: request %zu + server's answer %zu -> forward %zu + reply %zu\n"
+         "  round:     request %zu + server's answer %zu -> forward %zu + reply %zu\n",
+         l.hs_req, l.hs_resp, l.hs_fwd, l.hs_reply, l.rd_req, l.rd_resp, l.rd_fwd, l.rd_reply);
+  KP_CHECK(l.hs_req && l.hs_fwd && l.hs_resp && l.hs_reply);
+  KP_CHECK(l.rd_req && l.rd_fwd && l.rd_resp && l.rd_reply);
+  KP_CHECK(l.hs_reply <= l.hs_req && l.rd_reply <= l.rd_req); /* to the client */
+  KP_CHECK(l.hs_fwd <= l.hs_req && l.rd_fwd <= l.rd_req);     /* to the server */
+  KP_CHECK(l.hs_resp <= l.hs_fwd && l.rd_resp <= l.rd_fwd);   /* the server's answer */
+  world_free(&w);
+}

@@ -94,5 +94,6 @@ void test_no_probes_for_posing_client(void);
 void test_client_ignores_forged_reply_peer(void);
 void test_admission_charges_sender(void);
 void test_no_amplification(void);
+void test_relay_only_hides_addresses(void);
 
 #endif

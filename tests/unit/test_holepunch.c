@@ -871,6 +871,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(client_ignores_forged_reply_peer, sim, 60),
     KP_CASE(admission_charges_sender, sim, 60),
     KP_CASE(no_amplification, sim, 60),
+    KP_CASE(relay_only_hides_addresses, sim, 60),
 };
 
 KP_TEST_MAIN(cases)

@@ -610,3 +610,66 @@ void test_no_amplification(void) {
   KP_CHECK(l.hs_resp <= l.hs_fwd && l.rd_resp <= l.rd_fwd);   /* the server's answer */
   world_free(&w);
 }
+
+/* ---- Privacy ------------------------------------------------------------------------------ */
+
+static kp_hs_hello_t seen_hello;
+
+static kp_hs_refusal_t keep_hello(void *ctx, const kp_hs_hello_t *hello, const kp_addr_t *client) {
+  (void)ctx, (void)client;
+  seen_hello = *hello;
+  return KP_HS_OK;
+}
+
+/* A client that asked for the relay to hide its address tells the server
+ * none of its addresses: not its public one, not its LAN's, not in the
+ * hello nor in a round. It still connects, through the relay. */
+static void on_announced_once(void *arg, int status, unsigned stored) {
+  peer_t *p = arg;
+  if (!status) p->stored = stored;
+}
+
+static bool stored(void *ctx) {
+  return ((peer_t *)ctx)->stored > 0;
+}
+
+void test_relay_only_hides_addresses(void) {
+  world_t w;
+  world_init(&w, 67, 0, 0);
+  sim_relay_t sr = {.n = w.net.nodes[3]};
+  KP_CHECK_OK(kp_relay_new(NULL, NULL, &sr.relay));
+  sr.n->on_other = relay_other;
+  void *saved_ctx = sr.n->other_ctx;
+  sr.n->other_ctx = &sr;
+  kp_hp_config_t cfg;
+  kp_hp_config_defaults(&cfg);
+  cfg.relay_only = true;
+  peer_t *server = peer_new(&w, K_CONSISTENT, 50);
+  peer_t *client = peer_new_cfg(&w, K_CONSISTENT, 60, &cfg);
+  kp_addr_t lan;
+  kp_addr_parse(&lan, "192.168.60.2:5000");
+  kp_hp_set_lan(client->hp, &lan, 1);
+  kp_hp_set_relays(server->hp, kp_sim_socket_addr(sr.n->sock), 1);
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
+  KP_CHECK_OK(
+      kp_hp_listen(server->hp, &server->kp, keep_hello, on_connection, server, &server->server));
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_key(server->kp.public_key, target);
+  KP_CHECK_OK(kp_dht_swarm_announce(server->n->swarm, target, &server->kp, NULL, 0,
+                                    on_announced_once, server, kp_sim_now(w.sim),
+                                    &server->announce));
+  kp_sim_dht_node_kick(server->n);
+  KP_CHECK(kp_sim_run_while(w.sim, kp_sim_now(w.sim) + 30 * SEC, stored, server));
+  KP_CHECK(kp_dht_nat(client->n->dht)->has_public); /* it has addresses to hide */
+  KP_CHECK_OK(connect_to(&w, client, server, NULL));
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 2 * SEC);
+  KP_CHECK_EQ(seen_hello.addr_count, 0);
+  KP_CHECK_EQ(client->res.strategy, KP_PUNCH_RELAYED);
+  KP_CHECK_EQ(server->conn.peer_addr_count, 0); /* no round told it either */
+  sr.n->other_ctx = saved_ctx;
+  sr.n->on_other = NULL;
+  kp_relay_free(sr.relay);
+  while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
+  while (client->extra_count) kp_sim_socket_free(client->extra[--client->extra_count]);
+  world_free(&w);
+}

@@ -75,13 +75,16 @@ typedef struct kp_hp_result_s {
   kp_addr_t relay;       /* the relay node the handshake went through */
   kp_addr_t client_seen; /* server: where that relay node said the client was */
   /* Relayed: the peer's pairing socket as the blind relay saw it, and the
-   * probe key; kp_hp_upgrade_start punches to it in the background. */
+   * probe key; its link (kp_hp_link_start) punches to it in the background. */
   kp_addr_t peer_link;
   uint8_t probe_key[32];
   /* The peer's public address(es) as it reported them, sealed: what a
    * relay says about the peer is checked against them. */
   kp_addr_t peer_addrs[2];
   size_t peer_addr_count;
+  /* The handshake's path secret: resume keys and relay pairings to come
+   * derive from it (wiped by whoever copies it out). */
+  uint8_t path_secret[64];
   char service[KP_SERVICE_MAX + 1]; /* server: what the client asked for */
   bool has_info;                    /* client: the device info the server gave */
   kp_device_info_t info;
@@ -183,24 +186,57 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
 /* Stops it; the callback does not fire. */
 void kp_hp_connect_cancel(kp_hp_connect_t *c);
 
-/* ---- Upgrading a relayed connection ------------------------------------------ */
+/* ---- A connection's paths --------------------------------------------------- */
 
-/* A relayed connection keeps punching in the background, between the two
- * pairing sockets (the relay's PAIRED names both links), and moves to the
- * direct path the first authenticated probe proves; when that path goes
- * quiet it goes back to the relay, and punching resumes with back-off
- * (hp_upgrade.c). The glue moves the stream connection when told. */
-typedef struct kp_hp_upgrade_s kp_hp_upgrade_t;
-/* direct: path is the peer's direct address; else the relay again. */
-typedef void (*kp_hp_path_fn)(void *ctx, const kp_addr_t *path, bool direct);
+/* A connection is its keys and ids, not a path (DESIGN.md, "Keep"). Once
+ * connected, each side runs a link (hp_link.c) for it: a relayed one keeps
+ * punching in the background (from the pairing socket, and with the
+ * birthday strategy when the NATs need it) and moves to the direct path
+ * it proves; when the transport says the path stopped carrying, the
+ * client resumes: rounds under the connection's resume key through the
+ * server's relay nodes (looked up again if they are gone), a punch from
+ * the sockets it has, and within a second a relay (another one if the
+ * relay was what failed), upgraded again later. The server answers
+ * resume rounds for the connections it still holds. The glue moves the
+ * stream connection (its socket and address) when told. */
+typedef struct kp_hp_link_s kp_hp_link_t;
 
-/* For a relayed result r (its socket stays the caller's). UV_EINVAL: r
- * was not relayed, names no link, both NATs are random, or the client
- * asked to stay relayed (config.relay_only). UV_ENOMEM. */
-int kp_hp_upgrade_start(kp_hp_t *hp, const kp_hp_result_t *r, kp_hp_path_fn fn, void *ctx,
-                        uint64_t now, kp_hp_upgrade_t **out);
+typedef enum {
+  KP_HP_MOVE_UPGRADE = 1,   /* relayed -> a direct path proven */
+  KP_HP_MOVE_BACK_TO_RELAY, /* the direct path died; the relay kept meanwhile carries */
+  KP_HP_MOVE_RESUMED,       /* the path died; a new direct one proven (a rebound NAT, a move) */
+  KP_HP_MOVE_RELAYED,       /* the path died; paired at a relay */
+  KP_HP_MOVE_FAILOVER,      /* the relay stopped forwarding; paired at another one */
+} kp_hp_move_why_t;
+
+typedef struct kp_hp_move_s {
+  kp_hp_move_why_t why;
+  bool direct;
+  kp_addr_t to;    /* where the connection sends now */
+  void *sock;      /* from this socket (NULL: the node's main one), now the glue's too */
+  kp_addr_t relay; /* relayed: the relay */
+} kp_hp_move_t;
+
+typedef struct kp_hp_link_cb_s {
+  void (*moved)(void *ctx, const kp_hp_move_t *m);
+  /* Server: the path died; make sure resume rounds can reach us (refresh
+   * the announcement: our NAT may have a new mapping, or none). */
+  void (*reach)(void *ctx);
+  void *ctx;
+} kp_hp_link_cb_t;
+
+/* For a connection just made from r (its socket, if any, stays the
+ * caller's). r->path_secret is copied (and wiped in the link on stop).
+ * UV_ENOMEM. */
+int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,
+                     kp_hp_link_t **out);
+/* The transport's word on the current path (stream path_state). */
+void kp_hp_link_path_state(kp_hp_link_t *l, bool alive, uint64_t now);
+/* Whether the link still needs sock (the connection's, the kept relay's,
+ * a pairing's): the glue closes its sockets only when no link does. */
+bool kp_hp_link_holds(const kp_hp_link_t *l, const void *sock);
 /* Stops it (NULL: nothing); no callback after. */
-void kp_hp_upgrade_stop(kp_hp_upgrade_t *u);
+void kp_hp_link_stop(kp_hp_link_t *l);
 
 typedef struct kp_hp_stats_s {
   uint64_t relay_forwards; /* requests forwarded to a server */
@@ -218,6 +254,9 @@ typedef struct kp_hp_stats_s {
   uint64_t birthday_denied;   /* not started: the target IP's budget is spent */
   uint64_t upgrades;          /* relayed connections that found a direct path */
   uint64_t upgrade_fallbacks; /* ... and went back to the relay when it died */
+  uint64_t resumes;           /* dead paths the client set out to replace */
+  uint64_t resumed;           /* ... and replaced (direct or relayed) */
+  uint64_t resume_rounds_bad; /* resume rounds that failed to open, or replays */
 } kp_hp_stats_t;
 void kp_hp_stats(const kp_hp_t *hp, kp_hp_stats_t *out);
 

@@ -92,12 +92,10 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
   uint64_t conn_id;
   uint8_t flags;
   bool ok = false;
-  kp_hp_upgrade_t *u = sock ? kp__hp_upgrade_on(hp, sock) : NULL;
   if (!kp_probe_peek(data, len, &conn_id, &flags)) {
-    if (u) {
-      /* A relayed connection's socket: its punch, nobody else's. */
-      ok = kp__hp_upgrade_probe(u, from, data, len, now);
-    } else if (flags & KP_PROBE_FROM_CLIENT) {
+    /* A handshake still running (or lingering) first: its path holds the
+     * proof in progress; then the connections made. */
+    if (flags & KP_PROBE_FROM_CLIENT) {
       for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
         if (hp->servers[i])
           ok = kp__hp_server_probe(hp->servers[i], sock, from, conn_id, data, len, now);
@@ -107,6 +105,7 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
         ok = kp__hp_connect_probe(c, sock, from, conn_id, data, len, now);
       }
     }
+    if (!ok) ok = kp__hp_links_probe(hp, sock, from, data, len, now);
   }
   if (ok) {
     hp->stats.probes_ok++;
@@ -205,6 +204,29 @@ kp_hp_server_t *kp__hp_server_for(kp_hp_t *hp, const uint8_t target[KP_ID_LEN]) 
   return NULL;
 }
 
+/* A resume round: forwarded like a holepunch round by a relay node, or
+ * for one of our connections (found by its id: the round names ours). */
+static void on_resume(kp_hp_t *hp, const kp_dht_request_t *req, const kp_dht_reply_to_t *rt,
+                      const kp_hs_wire_t *w, uint64_t now) {
+  const kp_dht_msg_t *m = req->msg;
+  kp_hp_server_t *s = kp__hp_server_for(hp, m->target);
+  if (w->mode == KP_HS_FROM_CLIENT && !s) {
+    relay_forward(hp, req, rt, w, now);
+    return;
+  }
+  bool direct = w->mode == KP_HS_FROM_CLIENT;
+  if (!s || (!direct && (w->mode != KP_HS_FROM_RELAY || !w->has_peer))) return;
+  kp_hp_link_t *l = kp__hp_link_for(hp, w->session);
+  if (!l) {
+    kp__hp_reply_error(hp, rt, KP_HS_ERR_NO_SESSION, now);
+    return;
+  }
+  /* The address a relay node claims for the client is trusted as far as
+   * that node stores our record, as for a handshake (hp_server.c). */
+  bool trusted = direct || kp_dht_swarm_stored_at(hp->swarm, s->target, &req->from);
+  kp__hp_link_resume(l, rt, w, direct ? &req->from : &w->peer, direct, trusted, now);
+}
+
 static void on_request(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, uint64_t now) {
   kp_hp_t *hp = ctx;
   const kp_dht_msg_t *m = req->msg;
@@ -213,6 +235,10 @@ static void on_request(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, ui
   if (!m->has_target || !m->value || kp_hs_wire_decode(m->value, m->value_len, &w)) return;
   kp_dht_reply_to_t rt;
   kp_dht_reply_to_init(&rt, req);
+  if (m->command == KP_DHT_CMD_PEER_RESUME) {
+    on_resume(hp, req, &rt, &w, now);
+    return;
+  }
   bool handshake = m->command == KP_DHT_CMD_PEER_HANDSHAKE;
   kp_hp_server_t *s = kp__hp_server_for(hp, m->target);
   /* The server is told who sent it (what admission charges) and where
@@ -250,7 +276,7 @@ static void hp_tick(void *ctx, uint64_t now) {
   }
   for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp) kp__hp_birthday_run(hp, &hp->bday[i], now);
-  kp__hp_upgrades_tick(hp, now);
+  kp__hp_links_tick(hp, now);
 }
 
 static uint64_t hp_deadline(void *ctx) {
@@ -267,8 +293,8 @@ static uint64_t hp_deadline(void *ctx) {
   }
   for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp && hp->bday[i].next_at < d) d = hp->bday[i].next_at;
-  uint64_t ud = kp__hp_upgrades_deadline(hp);
-  return ud < d ? ud : d;
+  uint64_t ld = kp__hp_links_deadline(hp);
+  return ld < d ? ld : d;
 }
 
 int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, const kp_hp_io_t *io,
@@ -294,11 +320,13 @@ int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, c
   int err = kp_dht_register(dht, KP_DHT_CMD_PEER_HANDSHAKE, on_request, hp, HP_REPLY_VALUE_MAX);
   if (!err)
     err = kp_dht_register(dht, KP_DHT_CMD_PEER_HOLEPUNCH, on_request, hp, HP_REPLY_VALUE_MAX);
+  if (!err) err = kp_dht_register(dht, KP_DHT_CMD_PEER_RESUME, on_request, hp, HP_REPLY_VALUE_MAX);
   kp_dht_ticker_t ticker = {hp_tick, hp_deadline, hp};
   if (!err) err = kp_dht_add_ticker(dht, &ticker);
   if (err) {
     kp_dht_unregister(dht, KP_DHT_CMD_PEER_HANDSHAKE);
     kp_dht_unregister(dht, KP_DHT_CMD_PEER_HOLEPUNCH);
+    kp_dht_unregister(dht, KP_DHT_CMD_PEER_RESUME);
     kp_free(hp->relay);
     kp_free(hp);
     return err;
@@ -312,12 +340,13 @@ void kp_hp_free(kp_hp_t *hp) {
   for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
     if (hp->servers[i]) kp_hp_server_close(hp->servers[i]);
   kp__hp_connects_free(hp);
-  kp__hp_upgrades_free(hp);
+  kp__hp_links_free(hp);
   kp__hp_birthdays_free(hp);
   for (unsigned i = 0; hp->relay && i < hp->cfg.max_relay_entries; i++)
     if (hp->relay[i].hp) kp_dht_request_abandon(hp->dht, hp->relay[i].req);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HANDSHAKE);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HOLEPUNCH);
+  kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_RESUME);
   kp_dht_remove_ticker(hp->dht, hp);
 
   kp_free(hp->relay);
@@ -380,6 +409,7 @@ void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
     next = kp__hp_connect_next(c);
     ok = kp__hp_connect_relay(c, sock, from, data, len, now);
   }
+  if (!ok) kp__hp_links_relay(hp, sock, from, data, len, now);
 }
 
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {

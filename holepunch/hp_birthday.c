@@ -65,7 +65,7 @@ bool kp__hp_birthday_pool_full(kp_hp_t *hp) {
 }
 
 hp_bday_t *kp__hp_birthday_start(kp_hp_t *hp, bool sockets, const kp_addr_t *to, hp_path_t *path,
-                                 uint64_t at) {
+                                 void *sock, uint64_t at) {
   hp_bday_t *b = bday_slot(hp);
   if (!b) {
     hp->stats.birthday_busy++;
@@ -87,6 +87,7 @@ hp_bday_t *kp__hp_birthday_start(kp_hp_t *hp, bool sockets, const kp_addr_t *to,
   b->sockets = sockets;
   b->to = *to;
   b->path = path;
+  b->sock = sock;
   b->next_at = at;
   hp->stats.birthdays++;
   return b;
@@ -118,7 +119,7 @@ static void spray(kp_hp_t *hp, hp_bday_t *b, uint64_t now) {
   for (unsigned i = 0; i < per_tick && b->sent < hp->cfg.birthday_probes; i++) {
     kp_addr_t to = b->to;
     to.port = (uint16_t)(PORT_FIRST + kp_rng_below(rng, PORT_COUNT));
-    send_one(hp, b, NULL, &to, now);
+    send_one(hp, b, b->sock, &to, now);
   }
   b->next_at = b->sent < hp->cfg.birthday_probes ? now + SPRAY_TICK_MS : UINT64_MAX;
 }

@@ -294,6 +294,7 @@ static void on_welcome(kp_hp_connect_t *c, const kp_hs_wire_t *w, const kp_addr_
   memcpy(c->res.rx_key, split.rx, 32);
   memcpy(c->res.remote_key, split.remote_key, KP_PUBLIC_KEY_LEN);
   kp__hp_derive_keys(&split, c->hp_key, c->res.probe_key, &c->relay_pair);
+  memcpy(c->res.path_secret, split.path, sizeof(c->res.path_secret));
   sodium_memzero(&split, sizeof(split));
   kp_noise_clear(&c->noise); /* its secrets are in the keys now */
   /* No peer address: the relay node was the server itself. */
@@ -455,7 +456,7 @@ static void start_birthday(kp_hp_connect_t *c, uint64_t now) {
   c->bday_wanted = kp__hp_birthday_pool_full(c->hp);
   c->bday_retry_at = now + HP_BIRTHDAY_RETRY_MS;
   if (c->bday_wanted) return;
-  c->bday = kp__hp_birthday_start(c->hp, c->bday_sockets, &c->server_seen, &c->path, now);
+  c->bday = kp__hp_birthday_start(c->hp, c->bday_sockets, &c->server_seen, &c->path, NULL, now);
   if (c->bday) kp__hp_birthday_run(c->hp, c->bday, now);
 }
 

@@ -1,5 +1,5 @@
 /* kp_hp_t's insides, shared by hp.c (core, relay role), hp_path.c (probes
- * and proofs), hp_birthday.c, hp_server.c, hp_client.c and hp_upgrade.c.
+ * and proofs), hp_birthday.c, hp_server.c, hp_client.c and hp_link.c.
  * Never included outside holepunch/. */
 #ifndef KP_HP_INTERNAL_H
 #define KP_HP_INTERNAL_H
@@ -131,6 +131,7 @@ typedef struct hp_bday_s {
   kp_addr_t to; /* the peer's corroborated address (the spray: its IP) */
   void **socks;
   unsigned sock_count;
+  void *sock;      /* the spray's socket: the one the peer's sockets aim at (NULL: the main one) */
   hp_path_t *path; /* whose probes these are */
   unsigned sent;
   uint64_t next_at;
@@ -203,7 +204,7 @@ struct kp_hp_s {
   size_t lan_count;
   kp_hp_server_t *servers[HP_MAX_SERVERS];
   kp_hp_connect_t *connects; /* live and lingering, linked */
-  kp_hp_upgrade_t *upgrades; /* relayed connections punching in the background */
+  kp_hp_link_t *links;       /* connections made: their paths (hp_link.c) */
   hp_relay_entry_t *relay;
   kp_ratelimit_t forward_rate; /* the relay role's, made on first use */
   kp_ratelimit_t bday_targets; /* birthday probes per target IP, made on first use */
@@ -244,9 +245,9 @@ bool kp__hp_birthday_applies(kp_nat_type_t local, kp_nat_type_t remote, bool *so
 /* The pool has no free slot (counted): wait and look again. */
 bool kp__hp_birthday_pool_full(kp_hp_t *hp);
 /* NULL: the pool is busy, the target's budget is spent, or no socket could
- * be opened (counted). */
+ * be opened (counted). sock: the spray's socket. */
 hp_bday_t *kp__hp_birthday_start(kp_hp_t *hp, bool sockets, const kp_addr_t *to, hp_path_t *path,
-                                 uint64_t at);
+                                 void *sock, uint64_t at);
 void kp__hp_birthday_run(kp_hp_t *hp, hp_bday_t *b, uint64_t now);
 bool kp__hp_birthday_owns(const hp_bday_t *b, const void *sock);
 /* Closes every socket but keep (the winner, now the caller's). */
@@ -272,16 +273,22 @@ bool kp__hp_server_relay(kp_hp_server_t *s, void *sock, const kp_addr_t *from, c
                          size_t len, uint64_t now);
 kp_hp_server_t *kp__hp_server_for(kp_hp_t *hp, const uint8_t target[KP_ID_LEN]);
 
-/* hp_upgrade.c */
-/* A probe on an upgrade's socket; false if it is not the upgrade's. */
-bool kp__hp_upgrade_probe(kp_hp_upgrade_t *u, const kp_addr_t *from, const uint8_t *data,
-                          size_t len, uint64_t now);
-uint64_t kp__hp_upgrades_deadline(kp_hp_t *hp);
-/* Runs due work; callbacks may stop upgrades. */
-void kp__hp_upgrades_tick(kp_hp_t *hp, uint64_t now);
-/* Finds the upgrade running on sock (NULL: none). */
-kp_hp_upgrade_t *kp__hp_upgrade_on(kp_hp_t *hp, const void *sock);
-void kp__hp_upgrades_free(kp_hp_t *hp);
+/* hp_link.c */
+/* The server side's link of the connection whose id is local_id. */
+kp_hp_link_t *kp__hp_link_for(kp_hp_t *hp, uint64_t local_id);
+/* A resume round for l (the arguments as for kp__hp_server_round;
+ * trusted: the sender stores our record, or was the client itself). */
+void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
+                        const kp_addr_t *client_seen, bool direct, bool trusted, uint64_t now);
+/* A probe or a relay's answer for one of the links; false if none's. */
+bool kp__hp_links_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                        size_t len, uint64_t now);
+bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                        size_t len, uint64_t now);
+uint64_t kp__hp_links_deadline(kp_hp_t *hp);
+/* Runs due work; callbacks may stop links. */
+void kp__hp_links_tick(kp_hp_t *hp, uint64_t now);
+void kp__hp_links_free(kp_hp_t *hp);
 
 /* hp_client.c */
 bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from, uint64_t conn_id,

@@ -180,7 +180,7 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
     hp_cand_t tmp = {.addr = *from, .sock = sock};
     hp_cand_t *to = c ? c : &tmp;
     uint8_t flags = (pr.flags & KP_PROBE_ANSWER) ? 0 : KP_PROBE_ANSWER;
-    send_to(hp, p, to, flags | (pr.flags & KP_PROBE_PUNCH), pr.nonce, now);
+    send_to(hp, p, to, flags | (pr.flags & (KP_PROBE_PUNCH | KP_PROBE_BIRTHDAY)), pr.nonce, now);
     if (c) c->answered = true;
   }
   return proved;

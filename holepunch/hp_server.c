@@ -264,6 +264,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   r->remote_nat = hello.nat;
   r->relay = direct ? (kp_addr_t){0} : rt->to;
   kp__hp_derive_keys(&split, se->hp_key, r->probe_key, &se->relay_pair);
+  memcpy(r->path_secret, split.path, sizeof(r->path_secret));
   kp__hp_path_init(&se->path, r->local_id, r->remote_id, 0, r->probe_key, now);
   sodium_memzero(&split, sizeof(split));
   s->stats.accepted++;
@@ -296,7 +297,7 @@ static void start_birthday(hp_session_t *se, uint64_t at) {
   se->bday_wanted = kp__hp_birthday_pool_full(hp);
   se->bday_retry_at = at + HP_BIRTHDAY_RETRY_MS;
   if (!se->bday_wanted)
-    se->bday = kp__hp_birthday_start(hp, se->bday_sockets, &se->client_seen, &se->path, at);
+    se->bday = kp__hp_birthday_start(hp, se->bday_sockets, &se->client_seen, &se->path, NULL, at);
 }
 
 static void stop_punching(kp_hp_t *hp, hp_session_t *se, void *keep) {

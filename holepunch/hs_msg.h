@@ -15,8 +15,13 @@
 /* 2: every key after the handshake comes from the chaining key (hs_noise.h). */
 #define KP_HS_VERSION 2
 
-/* DHT commands (after the swarm's 16..22). */
-enum { KP_DHT_CMD_PEER_HANDSHAKE = 24, KP_DHT_CMD_PEER_HOLEPUNCH = 25 };
+/* DHT commands (after the swarm's 16..22). PEER_RESUME carries a round
+ * for a connection that lost its path, sealed under its resume key. */
+enum {
+  KP_DHT_CMD_PEER_HANDSHAKE = 24,
+  KP_DHT_CMD_PEER_HOLEPUNCH = 25,
+  KP_DHT_CMD_PEER_RESUME = 26
+};
 
 /* Who sent a routed message, and towards whom. */
 typedef enum {
@@ -31,7 +36,7 @@ enum {
   KP_HS_ERR_NO_PEER = 32,     /* the relay holds no announcement for that key */
   KP_HS_ERR_UNREACHABLE = 33, /* the relay could not reach the server */
   KP_HS_ERR_BUSY = 34,        /* relay or server over a rate or table limit */
-  KP_HS_ERR_NO_SESSION = 35,  /* holepunch for an unknown session */
+  KP_HS_ERR_NO_SESSION = 35,  /* holepunch or resume for an unknown session */
   KP_HS_ERR_REJECTED = 36,    /* undecryptable, malformed or replayed: not retried */
 
 };
@@ -152,7 +157,8 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
 enum {
   KP_PROBE_FROM_CLIENT = 1, /* sent by the connection's client */
   KP_PROBE_ANSWER = 2,      /* sent because a probe arrived: not answered again */
-  KP_PROBE_PUNCH = 4,       /* through a relay: "probe my link now" (hp_upgrade.c) */
+  KP_PROBE_PUNCH = 4,       /* through a relay: "probe my link now" (hp_link.c) */
+  KP_PROBE_BIRTHDAY = 8,    /* through a relay: "birthday punch with me now" (hp_link.c) */
 };
 
 typedef struct kp_probe_s {

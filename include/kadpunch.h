@@ -326,6 +326,10 @@ typedef struct kp_node_options_s {
    * over TCP. The node is then an ephemeral DHT node at the relay's
    * address, and its connections are relayed there (relay_only). */
   const char *tcp_relay;
+  /* A connection whose path died is resumed for this long (ms; 0: 60000):
+   * the server keeps it, the client looks for a new path; nothing heard
+   * for this long ends it (KP_EPEERDEAD). */
+  unsigned resume_grace_ms;
 } kp_node_options_t;
 
 /* One node found by a query. */
@@ -570,6 +574,12 @@ typedef struct kp_conn_options_s {
   unsigned idle_timeout_ms; /* nothing heard for this long: the peer is dead (30000) */
   unsigned keepalive_ms;    /* send at least this often (default 10000) */
   size_t high_water;        /* per-stream write queue high-water mark (default 4 MiB) */
+  /* What is sent and unanswered for this long (or three probe timeouts)
+   * makes the path dead (default 1000): the owner looks for another. */
+  unsigned path_dead_ms;
+  /* The owner resumes connections (kp_node's do): nothing heard for this
+   * long, not idle_timeout_ms, ends it (0: idle_timeout_ms). */
+  unsigned resume_grace_ms;
 } kp_conn_options_t;
 
 /* What a connection has seen. */
@@ -580,6 +590,8 @@ typedef struct kp_conn_stats_s {
   uint64_t bytes_sent, bytes_received;               /* on the wire */
   uint64_t stream_bytes_sent, stream_bytes_received; /* application data, first copies */
   uint64_t retransmits;                              /* frames sent again */
+  uint64_t path_changes;                             /* moves to another address */
+  uint64_t pathless_ms;                              /* time the path did not carry */
   uint64_t congestion_events;                        /* window reductions */
   uint64_t probe_timeouts;                           /* ack timeouts: tail-loss probes and RTOs */
   uint64_t auth_failures; /* packets that failed authentication: dropped */
@@ -598,8 +610,33 @@ typedef void (*kp_conn_stream_cb)(kp_conn_t *conn, kp_stream_t *stream);
  * UV_ECANCELED (the endpoint closed). Fires once. The handle stays valid
  * (every call on it fails or does nothing) until kp_conn_close. */
 typedef void (*kp_conn_close_cb)(kp_conn_t *conn, int status, uint64_t code);
-/* The connection moved to another address of the peer. */
-typedef void (*kp_conn_path_cb)(kp_conn_t *conn, const kp_addr_t *remote);
+/* What happened to a connection's path. A connection is its keys and
+ * ids, not a path: when the path stops carrying, the node finds another
+ * (a new punch, a relay) and the connection, its streams and their bytes
+ * carry on there. */
+typedef enum {
+  KP_PATH_LOST = 1, /* the path stopped carrying; looking for another */
+  KP_PATH_BACK,     /* ... and it carries again, unchanged */
+  KP_PATH_DIRECT,   /* relayed until now: a direct path opened (an upgrade) */
+  KP_PATH_REBOUND,  /* a new direct path after the old one died (a NAT rebinding, a move) */
+  KP_PATH_TO_RELAY, /* the direct path died: through the relay kept for that */
+  KP_PATH_RELAYED,  /* the path died: paired at a relay meanwhile */
+  KP_PATH_FAILOVER, /* the relay stopped forwarding: paired at another one */
+  KP_PATH_MIGRATED, /* the peer moved by itself (its new address answered a challenge) */
+} kp_path_why_t;
+
+typedef struct kp_path_event_s {
+  kp_path_why_t why;
+  bool direct;      /* where packets go now is the peer itself (not a relay) */
+  kp_addr_t remote; /* where packets go now */
+  kp_addr_t relay;  /* through a relay: the relay (also remote) */
+} kp_path_event_t;
+
+/* Why a path changed, in a few words ("relay lost", "back to direct"). */
+const char *kp_path_why_str(kp_path_why_t why);
+
+/* The connection's path changed (or stopped carrying, or carries again). */
+typedef void (*kp_conn_path_cb)(kp_conn_t *conn, const kp_path_event_t *ev);
 
 typedef struct kp_conn_callbacks_s {
   kp_conn_stream_cb on_stream; /* NULL: the peer's streams are refused */

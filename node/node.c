@@ -224,6 +224,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   hp_cfg.wall_ms = kp__node_wall_ms;
   hp_cfg.relay_only = opts->relay_only || node->tunnel;
   node->rx_budget.max = opts->rx_budget ? opts->rx_budget : (size_t)256 << 20;
+  node->resume_grace_ms = kp__node_resume_grace(opts);
   kp_hp_io_t hp_io = {.send = hp_send, .ctx = node};
   kp__node_xsock_io(node, &hp_io);
 
@@ -391,6 +392,7 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   kp_relay_free(node->relay);
   node->relay = NULL;
   kp_keypair_wipe(&node->relay_kp);
+  kp__node_conns_forget(node);
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
   if (node->dht) kp_dht_free(node->dht, now_ms(node));

@@ -1,7 +1,7 @@
 /* kp_node's connect-by-key API (kadpunch.h, "Connecting by key"): the
  * holepunch state machine (holepunch/holepunch.h) fed with the node's
- * clock, and the stream connection opened on the node's own socket, where
- * the punched NAT mapping lives. */
+ * clock, and the stream connection opened where the punched NAT mapping
+ * lives (node_paths.c, which keeps it on a path from then on). */
 #include <sodium.h>
 #include <string.h>
 
@@ -13,15 +13,6 @@
 #define SERVER_CONNS_PER_IP 64
 #define SERVER_MAX_CONNS 4096
 
-/* A live connection of one of the server's clients: what the limits count. */
-typedef struct server_conn_s {
-  struct server_conn_s *next;
-  kp_server_t *server;
-  kp_conn_t *conn;
-  uint8_t key[KP_PUBLIC_KEY_LEN];
-  kp_addr_t ip; /* where the relay node saw the client, port 0 */
-} server_conn_t;
-
 struct kp_server_s {
   kp_node_t *node;
   kp_hp_server_t *inner;
@@ -31,8 +22,7 @@ struct kp_server_s {
   kp_server_connection_cb on_connection;
   void *arg;
   kp_server_limits_t limits;
-  server_conn_t *conns;
-  unsigned conn_count;
+  unsigned conn_count; /* its clients' connections (node->conns whose server it is) */
 };
 
 typedef struct connect_s {
@@ -59,36 +49,6 @@ static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect
   memcpy(info->service, r->service, sizeof(info->service));
   info->has_device = r->has_info;
   info->device = r->info;
-}
-
-static int ensure_endpoint(kp_node_t *node) {
-  if (node->ep) return 0;
-  int err = kp__endpoint_attach(node->loop, &node->sock, &node->ep);
-  if (!err) kp__endpoint_set_rx_budget(node->ep, &node->rx_budget);
-  return err;
-}
-
-static int open_conn(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
-                     kp_conn_t **out) {
-  /* On the socket whose NAT mapping the punch opened. */
-  kp_endpoint_t *ep;
-  int err = r->socket ? kp__node_xsock_endpoint(node, r->socket, &ep) : ensure_endpoint(node);
-  if (err) return err;
-  if (!r->socket) ep = node->ep;
-
-  kp_conn_options_t o;
-  kp_conn_options_init(&o);
-  o.initiator = r->initiator;
-  o.local_id = r->local_id;
-  o.remote_id = r->remote_id;
-  o.cipher = r->cipher;
-  memcpy(o.tx_key, r->tx_key, 32);
-  memcpy(o.rx_key, r->rx_key, 32);
-  o.remote = r->path;
-  err = kp_conn_open(ep, &o, cb, out);
-  sodium_memzero(&o, sizeof(o));
-  if (!err && r->strategy == KP_PUNCH_RELAYED && r->socket) kp__node_xsock_upgrade(node, r, *out);
-  return err;
 }
 
 /* ---- Server -------------------------------------------------------------------------- */
@@ -118,7 +78,8 @@ static bool within_limits(const kp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_
   kp_addr_t ip;
   ip_of(client, &ip);
   unsigned by_key = 0, by_ip = 0;
-  for (const server_conn_t *c = s->conns; c; c = c->next) {
+  for (const kp_node_conn_t *c = s->node->conns; c; c = c->next) {
+    if (c->server != s) continue;
     by_key += !memcmp(c->key, key, KP_PUBLIC_KEY_LEN);
     by_ip += kp_addr_eq(&c->ip, &ip);
   }
@@ -137,44 +98,34 @@ static kp_hs_refusal_t server_firewall(void *ctx, const kp_hs_hello_t *h, const 
   return refusal_of(s->firewall(s, &hello, s->arg));
 }
 
-static void conn_ended(kp_conn_t *conn, void *ctx) {
-  server_conn_t *sc = ctx;
-  kp_server_t *s = sc->server;
-  (void)conn;
-  for (server_conn_t **p = &s->conns; *p; p = &(*p)->next) {
-    if (*p == sc) {
-      *p = sc->next;
-      break;
-    }
-  }
+static void conn_ended(kp_node_conn_t *rec) {
+  kp_server_t *s = rec->server;
   s->conn_count--;
-  kp_free(sc);
 }
 
-/* Counted until it ends (kp__conn_set_end_hook). */
-static void track(kp_server_t *s, kp_conn_t *conn, const kp_hp_result_t *r) {
-  server_conn_t *sc = kp_calloc(1, sizeof(*sc));
-  if (!sc) return;
-  sc->server = s;
-  sc->conn = conn;
-  memcpy(sc->key, r->remote_key, KP_PUBLIC_KEY_LEN);
-  ip_of(r->client_seen.family ? &r->client_seen : &r->path, &sc->ip);
-  sc->next = s->conns;
-  s->conns = sc;
-  s->conn_count++;
-  kp__conn_set_end_hook(conn, conn_ended, sc);
+/* The path died: the client comes looking through the nodes that store
+ * our announcement, which must name where we are now. */
+static void conn_reach(kp_node_conn_t *rec) {
+  kp_server_t *s = rec->server;
+  if (s->announce) kp_announce_refresh(s->announce);
 }
 
 static void server_connection(void *ctx, const kp_hp_result_t *r) {
   kp_server_t *s = ctx;
   kp_conn_t *conn;
+  kp_node_conn_t *rec;
   kp_connect_info_t info;
-  int err = open_conn(s->node, r, &s->conn_cb, &conn);
+  int err = kp__node_conn_open(s->node, r, &s->conn_cb, &conn, &rec);
   if (err) {
     KP_WARN(&s->node->log, "accepting a connection: %s", kp_strerror(err));
     return;
   }
-  track(s, conn, r);
+  /* Counted until it ends. */
+  rec->server = s;
+  ip_of(r->client_seen.family ? &r->client_seen : &r->path, &rec->ip);
+  rec->on_end = conn_ended;
+  rec->reach = conn_reach;
+  s->conn_count++;
   info_from(s->node, r, &info);
   if (s->on_connection) s->on_connection(s, conn, &info, s->arg);
 }
@@ -223,11 +174,11 @@ void kp_server_close(kp_server_t *s) {
   if (s->announce) kp_announce_stop(s->announce, true);
   if (s->inner && s->node->hp) kp_hp_server_close(s->inner);
   /* Its connections stay, uncounted. */
-  while (s->conns) {
-    server_conn_t *sc = s->conns;
-    s->conns = sc->next;
-    kp__conn_set_end_hook(sc->conn, NULL, NULL);
-    kp_free(sc);
+  for (kp_node_conn_t *rec = s->node->conns; rec; rec = rec->next) {
+    if (rec->server != s) continue;
+    rec->server = NULL;
+    rec->on_end = NULL;
+    rec->reach = NULL;
   }
   kp_free(s);
 }
@@ -261,7 +212,7 @@ static void connected(void *arg, int status, const kp_hp_result_t *r) {
   kp_conn_t *conn = NULL;
   info_from(c->node, r, &info);
   if (!status && r->relay.family) memo_store(c->node, c->server_key, &r->relay);
-  if (!status) status = open_conn(c->node, r, &c->conn_cb, &conn);
+  if (!status) status = kp__node_conn_open(c->node, r, &c->conn_cb, &conn, NULL);
   c->cb(c->node, status, conn, &info, c->arg);
   kp_free(c);
 }

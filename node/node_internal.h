@@ -15,6 +15,22 @@
 
 typedef struct kp_node_dns_s kp_node_dns_t;
 typedef struct kp_node_xsock_s kp_node_xsock_t;
+typedef struct kp_node_conn_s kp_node_conn_t;
+
+/* A connection the node made or accepted, and its paths (node_paths.c). */
+struct kp_node_conn_s {
+  kp_node_conn_t *next;
+  kp_node_t *node;
+  kp_conn_t *conn;
+  kp_hp_link_t *link;             /* NULL: no path recovery (out of memory) */
+  uint8_t key[KP_PUBLIC_KEY_LEN]; /* the peer's */
+  /* The server that accepted it (node_connect.c): counted until the end,
+   * reachable when the path dies. */
+  void *server;
+  kp_addr_t ip; /* where the relay node saw the client, port 0 */
+  void (*on_end)(kp_node_conn_t *rec);
+  void (*reach)(kp_node_conn_t *rec);
+};
 
 /* The relay node a connect to a key last went through: the next connect
  * to that key tries it first and skips the lookup (node_connect.c). */
@@ -47,6 +63,8 @@ struct kp_node_s {
   bool ep_closing;          /* the socket closes once the endpoint has */
   kp_announce_t *announces; /* live announcements, told of a close */
   kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */
+  kp_node_conn_t *conns;    /* connections made and accepted, with their links */
+  unsigned resume_grace_ms; /* a connection without a path is resumed this long */
   kp_node_relay_memo_t relay_memo[KP_NODE_RELAY_MEMOS];
   /* Blind relays (node_relay.c): the one this node runs, and the ones its
    * connections may use. */
@@ -109,11 +127,21 @@ void kp__node_maybe_finish_close(kp_node_t *node);
  * won sockets whose connections are gone; closing them all. */
 void kp__node_xsock_io(kp_node_t *node, kp_hp_io_t *io);
 int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out);
-/* conn runs relayed on r->socket: punch on in the background and move it
- * to the direct path when one opens (and back when it dies). */
-void kp__node_xsock_upgrade(kp_node_t *node, const kp_hp_result_t *r, kp_conn_t *conn);
 void kp__node_xsock_sweep(kp_node_t *node, uint64_t now);
 void kp__node_xsock_close_all(kp_node_t *node);
+
+/* node_paths.c: a stream connection for a finished handshake r, on the
+ * socket r names, with a link that keeps it on a path from now on
+ * (*rec_out: its record, for the server's limits; may be NULL). */
+int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
+                       kp_conn_t **out, kp_node_conn_t **rec_out);
+/* The endpoint on sock (NULL: the node's main socket), made on first use. */
+int kp__node_endpoint_for(kp_node_t *node, void *sock, kp_endpoint_t **out);
+/* Whether a connection's link still needs sock. */
+bool kp__node_conns_hold(const kp_node_t *node, const void *sock);
+/* Stops every link (the node is going away). */
+void kp__node_conns_forget(kp_node_t *node);
+unsigned kp__node_resume_grace(const kp_node_options_t *opts);
 
 /* node_relay.c */
 int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *opts);

@@ -1,9 +1,9 @@
 /* The node's extra sockets: the birthday strategy's (holepunch/hp_birthday.c)
  * while a punch runs, and afterwards the one that won, which then carries
- * that connection (the punched NAT mapping belongs to it) until the
- * connection is gone. A relayed connection runs on its pairing socket,
- * which keeps punching to the peer's (holepunch/hp_upgrade.c): the
- * connection moves to the direct path and back without changing socket. */
+ * that connection (the punched NAT mapping belongs to it); a relay
+ * pairing's, which carries a relayed connection and keeps punching to the
+ * peer's (holepunch/hp_link.c). A socket handed over stays until no
+ * connection runs on it and no connection's link holds it. */
 #include <string.h>
 
 #include "common/alloc.h"
@@ -24,8 +24,6 @@ struct kp_node_xsock_s {
   kp_endpoint_t *ep; /* made for the first connection on it */
   bool won;          /* the state machine handed it over */
   uint64_t idle_since;
-  kp_hp_upgrade_t *upgrade; /* a relayed connection on it, punching */
-  uint64_t conn_id;         /* ... that connection's local id */
 };
 
 static void unlink_xsock(kp_node_xsock_t *x) {
@@ -52,8 +50,6 @@ static void on_ep_closed(kp_endpoint_t *ep) {
 }
 
 static void xsock_close(kp_node_xsock_t *x) {
-  kp_hp_upgrade_stop(x->upgrade);
-  x->upgrade = NULL;
   unlink_xsock(x);
   x->node->xsock_count--;
   x->node->xsock_closing++;
@@ -135,35 +131,12 @@ int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out) {
   return 0;
 }
 
-/* The upgrade found a direct path, or lost it: the connection follows. */
-static void on_upgrade_path(void *ctx, const kp_addr_t *path, bool direct) {
-  kp_node_xsock_t *x = ctx;
-  kp_conn_t *conn = x->ep ? kp__endpoint_find(x->ep, x->conn_id) : NULL;
-  char text[KP_ADDR_STRLEN];
-  kp_addr_format(path, text, sizeof(text));
-  KP_INFO(&x->node->log, "relayed connection %s %s", direct ? "went direct to" : "back to relay",
-          text);
-  if (conn) kp_conn_set_remote(conn, path);
-}
-
-void kp__node_xsock_upgrade(kp_node_t *node, const kp_hp_result_t *r, kp_conn_t *conn) {
-  kp_node_xsock_t *x = r->socket;
-  if (x->upgrade) return;
-  x->conn_id = conn->local_id;
-  int err = kp_hp_upgrade_start(node->hp, r, on_upgrade_path, x, kp__node_now(node), &x->upgrade);
-  /* Both paths deliver for a while after each move: the upgrade decides. */
-  if (!err) kp__conn_pin_path(conn);
-  if (err && err != UV_EINVAL)
-    KP_WARN(&node->log, "relayed connection stays relayed: %s", kp_strerror(err));
-  kp__node_rearm(node);
-}
-
 void kp__node_xsock_sweep(kp_node_t *node, uint64_t now) {
   kp_node_xsock_t *x = node->xsocks;
   while (x) {
     kp_node_xsock_t *next = x->next;
     if (x->won) {
-      if (x->ep && x->ep->conn_count) {
+      if ((x->ep && x->ep->conn_count) || kp__node_conns_hold(node, x)) {
         x->idle_since = now;
       } else if (now >= x->idle_since + WON_GRACE_MS) {
         xsock_close(x);

@@ -333,16 +333,45 @@ void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data,
 
 /* ---- Connections ---------------------------------------------------------------------- */
 
+static void tell_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  if (conn->cb.on_path) conn->cb.on_path(conn, ev);
+}
+
+/* The connection moved: the owner's move (kp__conn_set_path, with its
+ * reason), or the peer's own validated migration. */
 static void on_sconn_path(void *ctx, const kp_addr_t *remote) {
   kp_conn_t *conn = ctx;
-  if (conn->cb.on_path) conn->cb.on_path(conn, remote);
+  kp_path_event_t ev = {.why = KP_PATH_MIGRATED, .direct = true, .remote = *remote};
+  if (conn->moving) {
+    ev = conn->move;
+    conn->moving = false;
+  }
+  tell_path(conn, &ev);
+}
+
+static void on_sconn_path_state(void *ctx, bool alive) {
+  kp_conn_t *conn = ctx;
+  if (conn->hooks.path_state) conn->hooks.path_state(conn, alive, conn->hooks_ctx);
+  /* Alive again because the owner moved it: the move says so. */
+  if (conn->moving || conn->over) return;
+  kp_path_event_t ev = {.why = alive ? KP_PATH_BACK : KP_PATH_LOST};
+  ev.remote = *kp_sconn_remote(conn->sc);
+  ev.direct = !conn->relayed;
+  if (conn->relayed) ev.relay = ev.remote;
+  tell_path(conn, &ev);
+}
+
+/* The owner hears of the end once, whichever way it comes. */
+static void ended(kp_conn_t *conn) {
+  void (*fn)(kp_conn_t *, void *) = conn->hooks.ended;
+  memset(&conn->hooks, 0, sizeof(conn->hooks));
+  if (fn) fn(conn, conn->hooks_ctx);
 }
 
 static void on_sconn_closed(void *ctx, int status, uint64_t code) {
   kp_conn_t *conn = ctx;
   conn->over = true;
-  if (conn->end_hook) conn->end_hook(conn, conn->end_ctx);
-  conn->end_hook = NULL;
+  ended(conn);
   kp__streams_conn_over(conn, status ? status : UV_ECANCELED);
   if (conn->cb.on_close) conn->cb.on_close(conn, status, code);
   kp__ep_mark_dirty(conn); /* freed from the check phase, never from here */
@@ -373,6 +402,8 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   if (opts->max_streams) cfg.max_streams = opts->max_streams;
   if (opts->idle_timeout_ms) cfg.idle_timeout_ms = opts->idle_timeout_ms;
   if (opts->keepalive_ms) cfg.keepalive_ms = opts->keepalive_ms;
+  if (opts->path_dead_ms) cfg.path_dead_ms = opts->path_dead_ms;
+  cfg.resume_grace_ms = opts->resume_grace_ms;
   cfg.rx_budget = ep->rx_budget;
   if (opts->remote.family && opts->remote.family != ep->udp->local.family) return KP_EBADADDR;
 
@@ -382,9 +413,16 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   conn->local_id = opts->local_id;
   conn->high_water = opts->high_water ? opts->high_water : 4u << 20;
   if (callbacks) conn->cb = *callbacks;
-  kp_sconn_events_t ev = {kp__on_stream_opened, kp__on_stream_data, kp__on_stream_eof,
-                          kp__on_stream_reset,  kp__on_stream_done, kp__on_write_done,
-                          on_sconn_path,        on_sconn_closed,    conn};
+  kp_sconn_events_t ev = {.stream_opened = kp__on_stream_opened,
+                          .stream_data = kp__on_stream_data,
+                          .stream_eof = kp__on_stream_eof,
+                          .stream_reset = kp__on_stream_reset,
+                          .stream_done = kp__on_stream_done,
+                          .write_done = kp__on_write_done,
+                          .path_changed = on_sconn_path,
+                          .path_state = on_sconn_path_state,
+                          .closed = on_sconn_closed,
+                          .ctx = conn};
   int err = kp_sconn_new(&cfg, &ev, kp__ep_now(), &conn->sc);
   sodium_memzero(&cfg, sizeof(cfg));
   if (!err && (err = insert_conn(ep, conn))) kp_sconn_free(conn->sc);
@@ -420,9 +458,69 @@ void kp__conn_pin_path(kp_conn_t *conn) {
   kp_sconn_pin_path(conn->sc);
 }
 
-void kp__conn_set_end_hook(kp_conn_t *conn, void (*fn)(kp_conn_t *conn, void *ctx), void *ctx) {
-  conn->end_hook = fn;
-  conn->end_ctx = ctx;
+void kp__conn_set_hooks(kp_conn_t *conn, const kp_conn_hooks_t *hooks, void *ctx) {
+  if (hooks) {
+    conn->hooks = *hooks;
+  } else {
+    memset(&conn->hooks, 0, sizeof(conn->hooks));
+  }
+  conn->hooks_ctx = ctx;
+}
+
+/* Moves conn's streams' deferred work from one endpoint's list to the
+ * other's, in order. */
+static void move_work(kp_endpoint_t *from, kp_endpoint_t *to, kp_conn_t *conn) {
+  kp_stream_t **p = &from->work_head, *last = NULL;
+  while (*p) {
+    kp_stream_t *s = *p;
+    if (s->conn != conn) {
+      last = s;
+      p = &s->work_next;
+      continue;
+    }
+    *p = s->work_next;
+    s->work_next = NULL;
+    if (to->work_tail)
+      to->work_tail->work_next = s;
+    else
+      to->work_head = s;
+    to->work_tail = s;
+  }
+  from->work_tail = last;
+}
+
+static void undirty(kp_endpoint_t *from, kp_conn_t *conn) {
+  if (!conn->dirty) return;
+  kp_conn_t **p = &from->dirty_head, *last = NULL;
+  while (*p) {
+    if (*p == conn) {
+      *p = conn->dirty_next;
+      continue;
+    }
+    last = *p;
+    p = &(*p)->dirty_next;
+  }
+  from->dirty_tail = last;
+  conn->dirty = false;
+}
+
+int kp__conn_move(kp_conn_t *conn, kp_endpoint_t *to) {
+  kp_endpoint_t *from = conn->ep;
+  if (from == to) return 0;
+  if (conn->over || conn->released || to->close_requested || from->flushing) return UV_EINVAL;
+  if (find_conn(to, conn->local_id)) return UV_EEXIST;
+  conn->ep = to;
+  int err = insert_conn(to, conn);
+  conn->ep = from;
+  if (err) return err;
+  undirty(from, conn);
+  move_work(from, to, conn);
+  fine_remove(conn);
+  remove_conn(from, conn);
+  conn->ep = to;
+  kp_udp_enable_gro(to->udp);
+  kp__ep_mark_dirty(conn);
+  return 0;
 }
 
 void kp__endpoint_set_rx_budget(kp_endpoint_t *ep, kp_rx_budget_t *budget) {
@@ -430,9 +528,37 @@ void kp__endpoint_set_rx_budget(kp_endpoint_t *ep, kp_rx_budget_t *budget) {
 }
 
 void kp_conn_set_remote(kp_conn_t *conn, const kp_addr_t *remote) {
+  kp_path_event_t ev = {.why = KP_PATH_MIGRATED, .direct = true, .remote = *remote};
+  kp__conn_set_path(conn, &ev);
+}
+
+void kp__conn_set_path(kp_conn_t *conn, const kp_path_event_t *ev) {
   if (conn->over) return;
-  kp_sconn_set_remote(conn->sc, remote, kp__ep_now());
+  conn->move = *ev;
+  conn->moving = true;
+  conn->relayed = !ev->direct;
+  kp_sconn_set_remote(conn->sc, &ev->remote, kp__ep_now());
+  /* The same address, on another socket: no move for the transport, one
+   * for the user. */
+  if (conn->moving) {
+    conn->moving = false;
+    tell_path(conn, ev);
+  }
   kp__ep_mark_dirty(conn);
+}
+
+const char *kp_path_why_str(kp_path_why_t why) {
+  switch (why) {
+    case KP_PATH_LOST: return "path lost";
+    case KP_PATH_BACK: return "path back";
+    case KP_PATH_DIRECT: return "upgraded to direct";
+    case KP_PATH_REBOUND: return "rebound: a new direct path";
+    case KP_PATH_TO_RELAY: return "direct path lost: back to the relay";
+    case KP_PATH_RELAYED: return "path lost: moved to a relay";
+    case KP_PATH_FAILOVER: return "relay lost: moved to another relay";
+    case KP_PATH_MIGRATED: return "the peer moved";
+  }
+  return "?";
 }
 
 void kp_conn_stats(const kp_conn_t *conn, kp_conn_stats_t *out) {
@@ -460,9 +586,8 @@ static void on_conn_timer_closed(uv_handle_t *h) {
 static void release_conn(kp_conn_t *conn) {
   if (conn->released) return;
   conn->released = true;
-  /* Gone without an end seen (its endpoint closed): the hook still runs. */
-  if (conn->end_hook) conn->end_hook(conn, conn->end_ctx);
-  conn->end_hook = NULL;
+  /* Gone without an end seen (its endpoint closed): the owner still hears. */
+  ended(conn);
   remove_conn(conn->ep, conn);
   conn->ep->conns_closing++; /* the endpoint outlives its timer's close */
   fine_remove(conn);

@@ -52,6 +52,14 @@ struct kp_stream_s {
   uint64_t reset_code; /* the peer's */
 };
 
+/* What the owner of a connection hears besides its user: ended once, when
+ * conn ends or is freed (before on_close); path_state when its path stops
+ * or starts carrying again (kp_sconn_events_t.path_state). */
+typedef struct kp_conn_hooks_s {
+  void (*ended)(kp_conn_t *conn, void *ctx);
+  void (*path_state)(kp_conn_t *conn, bool alive, void *ctx);
+} kp_conn_hooks_t;
+
 struct kp_conn_s {
   kp_endpoint_t *ep;
   kp_sconn_t *sc;
@@ -62,10 +70,14 @@ struct kp_conn_s {
   uv_timer_t timer;
   kp_conn_callbacks_t cb;
   void *data;
-  /* The owner's hook at the connection's end, before on_close (a server
-   * counting its clients' connections). */
-  void (*end_hook)(kp_conn_t *conn, void *ctx);
-  void *end_ctx;
+  /* The owner's hooks (the node: a server counting its clients, the
+   * connection's paths). */
+  kp_conn_hooks_t hooks;
+  void *hooks_ctx;
+  /* A move the owner is making (kp__conn_set_path), told to the user when
+   * the transport takes it; and whether it runs through a relay now. */
+  kp_path_event_t move;
+  bool moving, relayed;
   size_t high_water;
   kp_stream_t *streams;
   size_t stream_handles;
@@ -120,8 +132,15 @@ void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data,
 kp_conn_t *kp__endpoint_find(const kp_endpoint_t *ep, uint64_t local_id);
 /* Only kp_conn_set_remote moves conn from now on (kp_sconn_pin_path). */
 void kp__conn_pin_path(kp_conn_t *conn);
-/* fn(conn, ctx) once, when conn ends (NULL: none). */
-void kp__conn_set_end_hook(kp_conn_t *conn, void (*fn)(kp_conn_t *conn, void *ctx), void *ctx);
+/* Replaces the hooks (NULL: none). */
+void kp__conn_set_hooks(kp_conn_t *conn, const kp_conn_hooks_t *hooks, void *ctx);
+/* Moves conn to another endpoint of the same loop (another socket: the
+ * one a new path was punched from). The handle stays the same for the
+ * user. UV_EEXIST: its id is taken there; UV_EINVAL: over, or closing. */
+int kp__conn_move(kp_conn_t *conn, kp_endpoint_t *to);
+/* Sends conn to ev->remote from now on and tells the user why (its
+ * on_path); the transport's state follows (kp_sconn_set_remote). */
+void kp__conn_set_path(kp_conn_t *conn, const kp_path_event_t *ev);
 /* Connections opened on ep from now on hold at most what budget allows
  * (shared: the caller keeps it alive as long as ep). */
 void kp__endpoint_set_rx_budget(kp_endpoint_t *ep, kp_rx_budget_t *budget);

@@ -29,6 +29,7 @@ void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   cfg->max_streams = 256;
   cfg->idle_timeout_ms = 30000;
   cfg->keepalive_ms = 10000;
+  cfg->path_dead_ms = 1000;
   cfg->rng = kp_rng_system();
 }
 
@@ -129,6 +130,7 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.max_streams) c->cfg.max_streams = d.max_streams;
   if (!c->cfg.idle_timeout_ms) c->cfg.idle_timeout_ms = d.idle_timeout_ms;
   if (!c->cfg.keepalive_ms) c->cfg.keepalive_ms = d.keepalive_ms;
+  if (!c->cfg.path_dead_ms) c->cfg.path_dead_ms = d.path_dead_ms;
   if (!c->cfg.rng.fill) c->cfg.rng = d.rng;
   unsigned family_max = cfg->remote.family == KP_AF_INET6 ? MAX_UDP_V6 : MAX_UDP_V4;
   if (c->cfg.mtu < BASE_MTU || c->cfg.mtu > family_max || !kp_addr_is_set(&cfg->remote) ||
@@ -249,9 +251,42 @@ static void start_validation(kp_sconn_t *c, const kp_addr_t *from) {
   c->challenges = 0;
 }
 
+/* The path carries again (or the connection moved to one that does). */
+static void path_alive(kp_sconn_t *c, uint64_t now) {
+  if (!c->path_dead) return;
+  c->path_dead = false;
+  c->stats.pathless_ms += (now - c->dead_since) / 1000;
+  if (c->ev.path_state) c->ev.path_state(c->ev.ctx, true);
+}
+
+/* Nothing heard this long ends the connection. */
+static uint64_t idle_limit(const kp_sconn_t *c) {
+  unsigned ms = c->cfg.idle_timeout_ms;
+  if (c->cfg.resume_grace_ms > ms) ms = c->cfg.resume_grace_ms;
+  return (uint64_t)ms * 1000;
+}
+
+/* How long the unanswered may last: path_dead_ms, or three probe
+ * timeouts on a slow path. */
+static uint64_t dead_after(const kp_sconn_t *c) {
+  uint64_t t = (uint64_t)c->cfg.path_dead_ms * 1000, pto = 3 * kp_recovery_pto(&c->rec);
+  return pto > t ? pto : t;
+}
+
 static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
+  bool was_dead = c->path_dead;
   c->remote = *to;
   c->validating = false;
+  c->stats.path_changes++;
+  c->unanswered_since = 0;
+  path_alive(c, now);
+  if (was_dead) {
+    /* What is out went to a path that does not carry: send it again now,
+     * on this one, without waiting out the back-off. */
+    kp_recovery_all_lost(&c->rec, now);
+    c->rec.pto_count = 0;
+    c->probe_wanted = true;
+  }
   /* A new path: its capacity is unknown; start the controller over. The
    * round-trip estimate stays (most migrations are NAT rebindings or a
    * relay giving way to a direct path, close to the old one). */
@@ -359,7 +394,13 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   if (rc < 0) c->stats.malformed++;
   if (c->state == S_OPEN && (h.flags & KP_STREAM_FLAG_ACK)) {
     peer_max_data(c, h.ack.max_data);
-    kp_recovery_on_ack(&c->rec, &h.ack, now);
+    if (kp_recovery_on_ack(&c->rec, &h.ack, now)) {
+      /* Answered: what is still out has path_dead_ms from now. Only acks
+       * count: a peer that hears nothing from us still sends (its own
+       * probes), and that is no sign our packets arrive. */
+      c->unanswered_since = c->rec.bytes_in_flight ? now : 0;
+      if (kp_addr_eq(from, &c->remote)) path_alive(c, now);
+    }
   }
   if (c->state != S_OPEN) return;
   /* Data we could not keep is not acknowledged: it comes again. */
@@ -413,7 +454,10 @@ static size_t seal(kp_sconn_t *c, uint8_t *buf, size_t hlen, kp_wbuf_t *w, kp_se
   sent->sent_us = now;
   sent->size = (uint32_t)len;
   kp_recovery_on_sent(&c->rec, sent); /* reserved: cannot fail */
-  if (sent->flags & KP_SENT_ACK_ELICITING) c->last_eliciting_sent_us = now;
+  if (sent->flags & KP_SENT_ACK_ELICITING) {
+    c->last_eliciting_sent_us = now;
+    if (!c->unanswered_since) c->unanswered_since = now;
+  }
   if (sent->flags & KP_SENT_IN_FLIGHT) kp_pacer_on_sent(&c->pacer, len);
   c->stats.packets_sent++;
   c->stats.bytes_sent += len;
@@ -574,10 +618,23 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
     if (c->close_deadline_us && now >= c->close_deadline_us) finish(c, c->closed_status, 0);
     return;
   }
-  if (now - c->last_recv_us >= (uint64_t)c->cfg.idle_timeout_ms * 1000) {
-    /* Nothing authentic for the whole idle timeout, keepalives included. */
+  if (now - c->last_recv_us >= idle_limit(c)) {
+    /* Nothing authentic for the whole idle timeout (or the grace a
+     * resumable connection gets), keepalives included. */
     finish(c, KP_EPEERDEAD, 0);
     return;
+  }
+  if (!c->path_dead && c->unanswered_since && now - c->unanswered_since >= dead_after(c)) {
+    c->path_dead = true;
+    c->dead_since = now;
+    if (c->ev.path_state) c->ev.path_state(c->ev.ctx, false);
+    if (c->state != S_OPEN) return;
+  }
+  if (c->path_dead) {
+    /* Keep knocking at least once a second: when the path heals (or the
+     * owner moves us) recovery should not wait out a long back-off. */
+    while (c->rec.pto_count > 1 && (kp_recovery_pto(&c->rec) << c->rec.pto_count) > 1000000)
+      c->rec.pto_count--;
   }
   bool rto;
   if (kp_recovery_deadline(&c->rec) <= now && kp_recovery_on_timeout(&c->rec, now, &rto)) {
@@ -600,9 +657,11 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
 uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (c->state == S_CLOSED) return UINT64_MAX;
   if (c->state == S_CLOSING) return c->close_deadline_us ? c->close_deadline_us : UINT64_MAX;
-  uint64_t next = c->last_recv_us + (uint64_t)c->cfg.idle_timeout_ms * 1000;
+  uint64_t next = c->last_recv_us + idle_limit(c);
   uint64_t t = kp_recovery_deadline(&c->rec);
   if (t < next) next = t;
+  if (!c->path_dead && c->unanswered_since && c->unanswered_since + dead_after(c) < next)
+    next = c->unanswered_since + dead_after(c);
   t = c->last_eliciting_sent_us + (uint64_t)c->cfg.keepalive_ms * 1000;
   if (t < next) next = t;
   if (c->ack_pending && c->ack_due_us < next) next = c->ack_due_us;
@@ -632,8 +691,17 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
 }
 
 void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now) {
-  if (kp_addr_eq(remote, &c->remote)) return;
+  /* The same address may be a new path (another socket of ours). */
+  if (kp_addr_eq(remote, &c->remote) && !c->path_dead) return;
   switch_path(c, remote, now);
+}
+
+bool kp_sconn_path_alive(const kp_sconn_t *c) {
+  return !c->path_dead;
+}
+
+const kp_addr_t *kp_sconn_remote(const kp_sconn_t *c) {
+  return &c->remote;
 }
 
 void kp_sconn_pin_path(kp_sconn_t *c) {

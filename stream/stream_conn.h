@@ -46,6 +46,9 @@ typedef struct kp_sconn_events_s {
   void (*write_done)(void *ctx, kp_swrite_t *w, int status);
   /* The connection moved to another remote address. */
   void (*path_changed)(void *ctx, const kp_addr_t *remote);
+  /* The path stopped carrying (alive false: we sent what must be answered
+   * and heard nothing for path_dead_ms), or carries again. */
+  void (*path_state)(void *ctx, bool alive);
   /* The connection is over: 0 (closed by us), KP_ECLOSED (by the peer),
    * KP_EPEERDEAD (the peer stopped answering). Last event. */
   void (*closed)(void *ctx, int status, uint64_t code);
@@ -75,6 +78,13 @@ typedef struct kp_sconn_config_s {
   unsigned max_streams;     /* streams the peer may have open (default 256) */
   unsigned idle_timeout_ms; /* nothing heard this long: dead (default 30000) */
   unsigned keepalive_ms;    /* send something at least this often (default 10000) */
+  /* Sending what must be answered and hearing nothing this long (or three
+   * probe timeouts, if longer) makes the path dead (default 1000). */
+  unsigned path_dead_ms;
+  /* With a way to find another path (the connection's owner resumes it),
+   * nothing heard for this long, not idle_timeout_ms, ends it (0: no
+   * resumption, idle_timeout_ms applies). */
+  unsigned resume_grace_ms;
   kp_rng_t rng;
   kp_rx_budget_t *rx_budget; /* shared with other connections (NULL: none) */
 } kp_sconn_config_t;
@@ -136,6 +146,10 @@ void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now_us
  * both the relay and the direct path deliver, and each side moves on its
  * own evidence, so following the newest packet would flap). */
 void kp_sconn_pin_path(kp_sconn_t *c);
+/* Whether the path carries (kp_sconn_events_t.path_state). */
+bool kp_sconn_path_alive(const kp_sconn_t *c);
+/* Where packets go. */
+const kp_addr_t *kp_sconn_remote(const kp_sconn_t *c);
 
 void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out);
 uint64_t kp_sconn_local_cid(const kp_sconn_t *c);

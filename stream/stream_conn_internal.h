@@ -76,6 +76,11 @@ struct kp_sconn_s {
   /* Paths. */
   kp_addr_t remote;
   bool path_pinned; /* moved only by kp_sconn_set_remote */
+  /* Liveness: since when something ack-eliciting went out unanswered (0:
+   * nothing outstanding), and whether that lasted past path_dead_ms. */
+  uint64_t unanswered_since;
+  bool path_dead;
+  uint64_t dead_since;
   bool validating;
   kp_addr_t candidate;
   uint8_t challenge[8];

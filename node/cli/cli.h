@@ -219,9 +219,12 @@ int kp_cli_connect_stdio(kp_cli_connect_args_t *a);
  * failed, on stderr. */
 void kp_cli_print_info(FILE *out, const kp_connect_info_t *info, bool client);
 void kp_cli_print_connect_error(const char *key, int status, const kp_connect_info_t *info);
-/* A kp_conn_path_cb for --listen and --stdio --verbose: a relayed
- * connection that went direct (or back), on stderr. */
-void kp_cli_print_path_change(kp_conn_t *conn, const kp_addr_t *remote);
+/* A path change in one line: "path: relay lost: moved to another relay
+ * (relay 203.0.113.7:49737)". */
+const char *kp_cli_path_text(const kp_path_event_t *ev, char *buf, size_t len);
+/* A kp_conn_path_cb for --listen and --stdio --verbose: each path change
+ * and its reason, on stderr. */
+void kp_cli_print_path_change(kp_conn_t *conn, const kp_path_event_t *ev);
 /* The peer's device info, one indented line. */
 void kp_cli_print_device(FILE *out, const kp_device_info_t *d);
 

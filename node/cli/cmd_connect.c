@@ -188,11 +188,18 @@ static void print_device_json(const kp_device_info_t *d) {
   printf("]}");
 }
 
-void kp_cli_print_path_change(kp_conn_t *conn, const kp_addr_t *remote) {
-  char text[KP_ADDR_STRLEN];
+const char *kp_cli_path_text(const kp_path_event_t *ev, char *buf, size_t len) {
+  char to[KP_ADDR_STRLEN];
+  kp_addr_format(&ev->remote, to, sizeof(to));
+  snprintf(buf, len, "path: %s (%s %s)", kp_path_why_str(ev->why),
+           ev->direct ? "direct to" : "relay", to);
+  return buf;
+}
+
+void kp_cli_print_path_change(kp_conn_t *conn, const kp_path_event_t *ev) {
+  char text[128];
   (void)conn;
-  kp_addr_format(remote, text, sizeof(text));
-  fprintf(stderr, "kadpunch connect: the connection now runs to %s\n", text);
+  fprintf(stderr, "kadpunch connect: %s\n", kp_cli_path_text(ev, text, sizeof(text)));
 }
 
 void kp_cli_print_device(FILE *out, const kp_device_info_t *d) {

@@ -169,6 +169,13 @@ static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
   kp_conn_close(conn, 0);
 }
 
+static void on_serve_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  char text[128];
+  (void)conn;
+  printf("connection %s\n", kp_cli_path_text(ev, text, sizeof(text)));
+  fflush(stdout);
+}
+
 static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
   if (kp_conn_get_data(conn))
     kp_cli_forward_stream(conn, s);
@@ -358,7 +365,8 @@ static int serve_run(serve_t *sv) {
     kp_keypair_wipe(&kp);
     return rc;
   }
-  kp_conn_callbacks_t cb = {.on_stream = on_serve_stream, .on_close = on_serve_close};
+  kp_conn_callbacks_t cb = {
+      .on_stream = on_serve_stream, .on_close = on_serve_close, .on_path = on_serve_path};
   kp_server_t *server;
   int err =
       kp_server_listen(sv->s.node, &kp, serve_firewall, &cb, on_serve_connection, sv, &server);

@@ -160,7 +160,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kp_aead_t peer_tx, peer_rx;
   KP_FUZZ_ASSERT(kp_aead_init(&peer_tx, cfg.cipher, cfg.rx_key) == 0);
   KP_FUZZ_ASSERT(kp_aead_init(&peer_rx, cfg.cipher, cfg.tx_key) == 0);
-  kp_sconn_events_t ev = {NULL, on_data, NULL, NULL, NULL, on_write_done, NULL, on_closed, NULL};
+  kp_sconn_events_t ev = {.stream_data = on_data, .write_done = on_write_done, .closed = on_closed};
   uint64_t now = 1000000, pn = 0;
   kp_sconn_t *c;
   KP_FUZZ_ASSERT(kp_sconn_new(&cfg, &ev, now, &c) == 0);

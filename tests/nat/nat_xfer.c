@@ -106,15 +106,20 @@ static void on_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   finish(x, n == UV_EOF ? 0 : (int)n);
 }
 
-static void on_path(kp_conn_t *conn, const kp_addr_t *remote) {
+static void on_path(kp_conn_t *conn, const kp_path_event_t *ev) {
   xfer_t *x = kp_conn_get_data(conn);
   char text[KP_ADDR_STRLEN];
-  kp_addr_format(remote, text, sizeof(text));
-  bool relay = kp_addr_eq(remote, &x->info.path);
+  kp_addr_format(&ev->remote, text, sizeof(text));
+  if (ev->why == KP_PATH_LOST || ev->why == KP_PATH_BACK) {
+    fprintf(stderr, "path %s %s %" PRIu64 " %" PRIu64 "\n",
+            ev->why == KP_PATH_LOST ? "lost" : "back", text, x->echoed,
+            (now_us() - x->started_us) / 1000);
+    return;
+  }
   x->moves++;
-  if (!relay) x->direct_moves++;
-  fprintf(stderr, "path %s %s %" PRIu64 " %" PRIu64 "\n", relay ? "relay" : "direct", text,
-          x->echoed, (now_us() - x->started_us) / 1000);
+  if (ev->direct) x->direct_moves++;
+  fprintf(stderr, "path %s %s %" PRIu64 " %" PRIu64 " %s\n", ev->direct ? "direct" : "relay", text,
+          x->echoed, (now_us() - x->started_us) / 1000, kp_path_why_str(ev->why));
 }
 
 static void on_close(kp_conn_t *conn, int status, uint64_t code) {

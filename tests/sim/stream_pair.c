@@ -126,6 +126,18 @@ static void ev_path(void *ctx, const kp_addr_t *remote) {
   s->path_changes++;
 }
 
+static void ev_path_state(void *ctx, bool alive) {
+  pair_side_t *s = ctx;
+  KP_CHECK(alive == s->path_dead); /* each event a change */
+  s->path_dead = !alive;
+  if (alive) {
+    s->path_alive_events++;
+  } else {
+    s->path_dead_events++;
+    s->path_dead_at = s->pair->now;
+  }
+}
+
 static void ev_closed(void *ctx, int status, uint64_t code) {
   pair_side_t *s = ctx;
   KP_CHECK(!s->closed);
@@ -174,8 +186,16 @@ static void start(pair_t *p) {
     if (s->conn) continue;
     kp_rng_seeded_init(&rng[i], 99 + (uint64_t)i);
     if (!s->cfg.rng.fill) s->cfg.rng = kp_rng_seeded(&rng[i]);
-    kp_sconn_events_t ev = {ev_opened,     ev_data, ev_eof,    ev_reset, ev_done,
-                            ev_write_done, ev_path, ev_closed, s};
+    kp_sconn_events_t ev = {.stream_opened = ev_opened,
+                            .stream_data = ev_data,
+                            .stream_eof = ev_eof,
+                            .stream_reset = ev_reset,
+                            .stream_done = ev_done,
+                            .write_done = ev_write_done,
+                            .path_changed = ev_path,
+                            .path_state = ev_path_state,
+                            .closed = ev_closed,
+                            .ctx = s};
     KP_CHECK_OK(kp_sconn_new(&s->cfg, &ev, p->now, &s->conn));
   }
 }

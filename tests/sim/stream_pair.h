@@ -39,6 +39,11 @@ typedef struct pair_side_s {
   int closed_status;
   uint64_t closed_code, closed_at;
   unsigned path_changes;
+  /* The transport's path_state events: whether it says the path is dead,
+   * since when, and how often it said either. */
+  bool path_dead;
+  uint64_t path_dead_at;
+  unsigned path_dead_events, path_alive_events;
   uint64_t high_water, chunk;
   uint64_t reply_total; /* bytes to send back on each stream the peer opens */
   bool pause_new;       /* pause reading every stream the peer opens */

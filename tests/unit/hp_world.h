@@ -95,5 +95,9 @@ void test_client_ignores_forged_reply_peer(void);
 void test_admission_charges_sender(void);
 void test_no_amplification(void);
 void test_relay_only_hides_addresses(void);
+/* ... and of test_holepunch_resume.c. */
+void test_resume_after_rebind(void);
+void test_resume_rejects_replay_and_forgery(void);
+void test_resume_after_grace(void);
 
 #endif

@@ -721,15 +721,17 @@ static void capture_probe(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
 typedef struct upgrade_seen_s {
   kp_addr_t path;
   bool direct;
+  kp_hp_move_why_t why;
   unsigned moves;
   uint64_t at;
   kp_sim_t *sim;
 } upgrade_seen_t;
 
-static void on_upgrade_path(void *ctx, const kp_addr_t *path, bool direct) {
+static void on_link_moved(void *ctx, const kp_hp_move_t *m) {
   upgrade_seen_t *u = ctx;
-  u->path = *path;
-  u->direct = direct;
+  u->path = m->to;
+  u->direct = m->direct;
+  u->why = m->why;
   u->moves++;
   u->at = kp_sim_now(u->sim);
 }
@@ -783,11 +785,11 @@ static void test_sim_punch_falls_back(void) {
   KP_CHECK(client->res.peer_link.port != server_pub->port);
 
   upgrade_seen_t cu = {.sim = w.sim}, su = {.sim = w.sim};
-  kp_hp_upgrade_t *cup, *sup;
-  KP_CHECK_OK(
-      kp_hp_upgrade_start(client->hp, &client->res, on_upgrade_path, &cu, kp_sim_now(w.sim), &cup));
-  KP_CHECK_OK(kp_hp_upgrade_start(server->hp, &server->conn, on_upgrade_path, &su,
-                                  kp_sim_now(w.sim), &sup));
+  kp_hp_link_t *cup, *sup;
+  kp_hp_link_cb_t ccb = {.moved = on_link_moved, .ctx = &cu},
+                  scb = {.moved = on_link_moved, .ctx = &su};
+  KP_CHECK_OK(kp_hp_link_start(client->hp, &client->res, &ccb, kp_sim_now(w.sim), &cup));
+  KP_CHECK_OK(kp_hp_link_start(server->hp, &server->conn, &scb, kp_sim_now(w.sim), &sup));
   kp_sim_dht_node_kick(client->n);
   kp_sim_dht_node_kick(server->n);
   /* Still lossy: attempts fail, nobody moves. */
@@ -800,8 +802,9 @@ static void test_sim_punch_falls_back(void) {
   printf("direct %" PRIu64 " ms after the path healed\n", kp_sim_now(w.sim) - healed);
   KP_CHECK(kp_addr_eq(&cu.path, &client->res.peer_link));
   KP_CHECK(kp_addr_eq(&su.path, &server->conn.peer_link));
-  /* Quiet but alive: it stays direct for a minute (probes on the path and
-   * keepalives through the relay). */
+  KP_CHECK(cu.why == KP_HP_MOVE_UPGRADE && su.why == KP_HP_MOVE_UPGRADE);
+  /* Quiet but alive: it stays direct for a minute (keepalives through the
+   * relay keep that pairing). */
   kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 60 * SEC);
   KP_CHECK(cu.moves == 1 && su.moves == 1);
   /* Someone who saw a probe or an answer (the relay sees the keepalives)
@@ -822,21 +825,29 @@ static void test_sim_punch_falls_back(void) {
   KP_CHECK(cu.moves == 1 && su.moves == 1);
   KP_CHECK(!kp_addr_eq(&cu.path, &evil) && !kp_addr_eq(&su.path, &evil));
   kp_sim_socket_free(attacker);
-  /* The direct path dies: back to the relay within seconds. */
+  /* The direct path dies, as each side's transport says: back to the
+   * relay at once. */
   uint64_t died = kp_sim_now(w.sim);
   kp_sim_set_drop(w.sim, drop_direct_probes, (void *)relay_addr);
+  kp_hp_link_path_state(cup, false, died);
+  kp_hp_link_path_state(sup, false, died);
+  kp_sim_dht_node_kick(client->n);
+  kp_sim_dht_node_kick(server->n);
   KP_CHECK(run_until_paths(&w, &cu, &su, false, 10 * SEC));
   printf("back on the relay %" PRIu64 " ms after the path died\n", kp_sim_now(w.sim) - died);
   KP_CHECK(kp_addr_eq(&cu.path, relay_addr) && kp_addr_eq(&su.path, relay_addr));
-  KP_CHECK(kp_sim_now(w.sim) - died <= 6 * SEC);
+  KP_CHECK(cu.why == KP_HP_MOVE_BACK_TO_RELAY && su.why == KP_HP_MOVE_BACK_TO_RELAY);
+  KP_CHECK(kp_sim_now(w.sim) - died <= 100);
+  kp_hp_link_path_state(cup, true, kp_sim_now(w.sim));
+  kp_hp_link_path_state(sup, true, kp_sim_now(w.sim));
   kp_sim_set_drop(w.sim, NULL, NULL);
   KP_CHECK(run_until_paths(&w, &cu, &su, true, 120 * SEC));
   kp_hp_stats_t hs;
   kp_hp_stats(client->hp, &hs);
   KP_CHECK_EQ(hs.upgrades, 2);
   KP_CHECK_EQ(hs.upgrade_fallbacks, 1);
-  kp_hp_upgrade_stop(cup);
-  kp_hp_upgrade_stop(sup);
+  kp_hp_link_stop(cup);
+  kp_hp_link_stop(sup);
   /* The relay stayed paired throughout (keepalives through it). */
   kp_relay_stats_t rs;
   kp_relay_stats(sr.relay, &rs);
@@ -872,6 +883,9 @@ static const kp_test_case_t cases[] = {
     KP_CASE(admission_charges_sender, sim, 60),
     KP_CASE(no_amplification, sim, 60),
     KP_CASE(relay_only_hides_addresses, sim, 60),
+    KP_CASE(resume_after_rebind, sim, 60),
+    KP_CASE(resume_rejects_replay_and_forgery, sim, 60),
+    KP_CASE(resume_after_grace, sim, 60),
 };
 
 KP_TEST_MAIN(cases)

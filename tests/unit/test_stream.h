@@ -21,5 +21,7 @@ void test_stream_flood(void);
 void test_conn_window_credit(void);
 void test_tiny_chunks_bounded(void);
 void test_path_mtu(void);
+void test_path_death_times(void);
+void test_resume_grace(void);
 
 #endif

@@ -1,0 +1,820 @@
+/* A connection's paths (holepunch.h, "A connection's paths";
+ * docs/architecture.md, "Connections that survive").
+ *
+ * A link lives as long as its connection. It knows where the connection
+ * runs (a socket of ours and an address: direct, or a blind relay) and
+ * moves it:
+ * - relayed: it keeps punching in the background, between the pairing
+ *   sockets (the relay's PAIRED named both links), and with the birthday
+ *   strategy when the NATs need it; a proven direct address takes the
+ *   connection, and the relay session is kept alive for a fall back;
+ * - when the transport says the path died: back to the kept relay if
+ *   there is one; otherwise the client resumes: rounds sealed under the
+ *   resume key through the server's relay nodes (looked up again if they
+ *   are gone), each paying for one more hint probe on both sides, and
+ *   after a second a relay (another one, if the relay was what died). The
+ *   server answers resume rounds for the connections it still holds.
+ *
+ * Probes, hints and proofs are hp_path.c's; every address the link has
+ * not proven is a hint, every probe at a link is paid for by the peer. */
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "dht/dht_record.h"
+#include "holepunch/hp_internal.h"
+
+#define UPGRADE_FIRST_MS 200    /* the peer hears PAIRED at the same time */
+#define UPGRADE_BACKOFF_MS 1000 /* then 1, 2, 4 ... s between attempts */
+#define UPGRADE_BACKOFF_MAX_MS 60000
+#define KEEPALIVE_MS 20000    /* through the kept relay while direct: it stays paired */
+#define BDAY_FIRST_MS 2000    /* a background birthday: soon after pairing ... */
+#define BDAY_BACKOFF_MS 10000 /* ... then 10, 20, 40 s, at most one a minute */
+#define BDAY_BACKOFF_MAX_MS 60000
+#define RESUME_ROUND_MS 250        /* resume rounds, dense at first ... */
+#define RESUME_DENSE_MS 3000       /* ... for this long, then backing off ... */
+#define RESUME_ROUND_MAX_MS 5000   /* ... to one every 5 s */
+#define RESUME_RELAY_AFTER_MS 1000 /* no direct path by then: a relay meanwhile */
+#define RESUME_REQ_NODES 8
+#define ANSWERING_MS 10000 /* server: a resume round makes proofs move the connection this long */
+#define RESUME_IN_FLIGHT 4 /* rounds awaiting an answer (a slow path's answers still count) */
+
+struct kp_hp_link_s {
+  kp_hp_link_t *next;
+  kp_hp_t *hp;
+  kp_hp_link_cb_t cb;
+  bool client;
+  uint64_t local_id, remote_id;
+  uint8_t secret[64]; /* the handshake's path secret */
+  uint8_t resume_key[32];
+  uint8_t target[KP_ID_LEN]; /* the server's, to look it up again */
+  kp_nat_type_t local_nat, remote_nat;
+  kp_addr_t peer_addrs[2];
+  size_t peer_addr_count;
+  hp_path_t path;
+  /* Where the connection runs. */
+  void *sock;
+  bool direct;
+  kp_addr_t to;
+  bool alive;
+  bool dead_news;  /* the transport said the path died: acted on at the next tick */
+  bool relay_lost; /* what died was the relay: the next pairing is a failover */
+  /* The relay the connection was paired at (kept while direct), the socket
+   * paired there, and the peer's pairing socket as the relay saw it. */
+  bool has_relay;
+  kp_addr_t relay, link;
+  void *relay_sock;
+  hp_cand_t *relay_cand, *link_cand;
+  /* Background punching while relayed. */
+  unsigned attempts;
+  uint64_t next_attempt, keepalive_at;
+  hp_bday_t *bday;
+  bool bday_sockets;
+  unsigned bday_attempts;
+  uint64_t bday_at;
+  /* Resuming (client). */
+  bool resuming;
+  /* Server: resume rounds came lately; a proof until then moves the
+   * connection. */
+  uint64_t answering_until;
+  uint32_t round; /* resume rounds sent (client) or seen (server) */
+  uint64_t resume_started, next_round_at, relay_at;
+  bool relay_wanted;                 /* it is time for a relay, but none is known yet */
+  kp_addr_t nodes[RESUME_REQ_NODES]; /* the server's relay nodes */
+  unsigned node_count, node_next, node_failures;
+  kp_dht_req_t *reqs[RESUME_IN_FLIGHT];
+  uint32_t answered;      /* the newest round the server answered */
+  kp_addr_t server_relay; /* a relay the server named (not the one it lost) */
+  kp_dht_query_t *lookup;
+  kp_addr_t server_seen;
+  kp_addr_t server_addrs[KP_HP_ROUND_ADDRS];
+  size_t server_addr_count;
+  hp_pairing_t pairing;
+  bool pairing_own_sock; /* the pairing socket is the connection's (a relay failover) */
+  kp_addr_t dead_relay;
+  /* Resume rounds (server): the newest, its answer for retries. */
+  uint8_t round_reply[HP_REPLY_MAX];
+  size_t round_reply_len;
+  kp_addr_t client_seen;
+  bool claim_trusted;
+  kp_addr_t client_addrs[KP_HP_ROUND_ADDRS];
+  size_t client_addr_count;
+  uint64_t hint_at;
+};
+
+static uint64_t backoff(uint64_t base, unsigned attempts, uint64_t max) {
+  uint64_t ms = base << (attempts < 7 ? attempts : 7);
+  return ms < max ? ms : max;
+}
+
+/* The relay pairing of the n-th resume round (0: the handshake's). */
+static void pair_material(const kp_hp_link_t *l, uint32_t n, kp_relay_pair_t *out) {
+  if (!n) {
+    kp_relay_pair_derive(l->secret, out);
+    return;
+  }
+  static const char label[] = "kadpunch/relay-pair/v2";
+  uint8_t msg[sizeof(label) - 1 + 4], secret[64];
+  memcpy(msg, label, sizeof(label) - 1);
+  for (int i = 0; i < 4; i++) msg[sizeof(label) - 1 + i] = (uint8_t)(n >> (8 * (3 - i)));
+  crypto_generichash(secret, sizeof(secret), msg, sizeof(msg), l->secret, sizeof(l->secret));
+  kp_relay_pair_derive(secret, out);
+  sodium_memzero(secret, sizeof(secret));
+}
+
+static void moved(kp_hp_link_t *l, kp_hp_move_why_t why, bool direct, const kp_addr_t *to,
+                  void *sock) {
+  l->direct = direct;
+  l->to = *to;
+  l->sock = sock;
+  l->alive = true;
+  kp_hp_move_t m = {.why = why, .direct = direct, .to = *to, .sock = sock};
+  if (l->has_relay) m.relay = l->relay;
+  l->cb.moved(l->cb.ctx, &m);
+}
+
+/* Forget what was proven: after a path died, a proof of the same address
+ * again is news (the peer may be there again, on another socket of ours). */
+static void unprove(kp_hp_link_t *l) {
+  for (unsigned i = 0; i < l->path.count; i++) {
+    hp_cand_t *c = &l->path.cand[i];
+    if (c == l->relay_cand) continue;
+    c->proven = false;
+    c->hints = 0;
+  }
+}
+
+static void stop_birthday(kp_hp_link_t *l, void *keep) {
+  if (l->bday) kp__hp_birthday_end(l->bday, keep);
+  l->bday = NULL;
+}
+
+/* ---- Resuming (client) -------------------------------------------------------------- */
+
+static void send_round(kp_hp_link_t *l, uint64_t now);
+
+static void end_resume(kp_hp_link_t *l) {
+  l->resuming = false;
+  l->relay_wanted = false;
+  l->next_round_at = UINT64_MAX;
+  l->relay_at = UINT64_MAX;
+  for (unsigned i = 0; i < RESUME_IN_FLIGHT; i++) {
+    if (l->reqs[i]) kp_dht_request_abandon(l->hp->dht, l->reqs[i]);
+    l->reqs[i] = NULL;
+  }
+  if (l->lookup) kp_dht_query_cancel(l->hp->dht, l->lookup);
+  l->lookup = NULL;
+}
+
+static void add_node(kp_hp_link_t *l, const kp_addr_t *a) {
+  for (unsigned i = 0; i < l->node_count; i++)
+    if (kp_addr_eq(&l->nodes[i], a)) return;
+  if (l->node_count < RESUME_REQ_NODES) l->nodes[l->node_count++] = *a;
+}
+
+static bool record_wanted(void *ctx, const uint8_t pk[KP_PUBLIC_KEY_LEN], uint64_t seq) {
+  kp_hp_link_t *l = ctx;
+  uint8_t t[KP_ID_LEN];
+  (void)seq;
+  kp_target_from_key(pk, t);
+  return !memcmp(t, l->target, KP_ID_LEN);
+}
+
+typedef struct found_s {
+  kp_hp_link_t *l;
+  const kp_addr_t *from;
+} found_t;
+
+static void record_found(void *ctx, const kp_record_t *rec) {
+  found_t *f = ctx;
+  add_node(f->l, f->from);
+  for (size_t i = 0; i < rec->relay_count; i++) add_node(f->l, &rec->relays[i]);
+}
+
+static void lookup_reply(void *arg, kp_dht_query_t *q, const kp_dht_msg_t *reply,
+                         const kp_addr_t *from, uint64_t now) {
+  kp_hp_link_t *l = arg;
+  (void)q, (void)now;
+  if (!reply->value || !reply->value_len || reply->error) return;
+  found_t f = {l, from};
+  kp_dht_record_list_decode(reply->value, reply->value_len, l->target, record_wanted, record_found,
+                            &f, NULL);
+}
+
+static void lookup_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *closest,
+                        size_t count, uint64_t now) {
+  kp_hp_link_t *l = arg;
+  (void)q, (void)status, (void)closest, (void)count, (void)now;
+  l->lookup = NULL;
+}
+
+/* The server's relay nodes are gone (or were never known): find them. */
+static void look_up(kp_hp_link_t *l, uint64_t now) {
+  if (l->lookup) return;
+  kp_dht_query_opts_t q = {.command = KP_DHT_CMD_LOOKUP,
+                           .concurrency = HP_LOOKUP_CONCURRENCY,
+                           .on_reply = lookup_reply,
+                           .on_done = lookup_done,
+                           .arg = l};
+  kp_dht_query_start(l->hp->dht, l->target, &q, now, &l->lookup);
+}
+
+/* A relay to fall back on: the one the server named, or one we know;
+ * not the one that died. */
+static const kp_addr_t *pick_relay(kp_hp_link_t *l) {
+  if (l->server_relay.family &&
+      (!l->dead_relay.family || !kp_addr_eq(&l->server_relay, &l->dead_relay)))
+    return &l->server_relay;
+  for (size_t i = 0; i < l->hp->relay_count; i++)
+    if (!l->dead_relay.family || !kp_addr_eq(&l->hp->relays[i], &l->dead_relay))
+      return &l->hp->relays[i];
+  return NULL;
+}
+
+/* No direct path yet: pair at a relay meanwhile (from the connection's
+ * socket when it is already a pairing socket, since only the relay it
+ * paired at knows it; else from a socket of its own). */
+static void resume_relayed(kp_hp_link_t *l, uint64_t now) {
+  kp_hp_t *hp = l->hp;
+  l->relay_at = UINT64_MAX;
+  l->relay_wanted = false;
+  if (l->pairing.sock) return;
+  const kp_addr_t *relay = pick_relay(l);
+  if (!relay) {
+    /* None known yet: the server's next answer may name one. */
+    l->relay_wanted = true;
+    return;
+  }
+  kp_relay_pair_t pair;
+  pair_material(l, l->round + 1, &pair);
+  bool own = l->sock && l->sock == l->relay_sock;
+  if (own) {
+    l->pairing.sock = l->sock;
+    l->pairing.relay = *relay;
+    l->pairing.pair = pair;
+    l->pairing.role = 0;
+    l->pairing.next_at = now;
+    kp__hp_pairing_run(hp, &l->pairing, now);
+  } else if (!kp__hp_pairing_start(hp, &l->pairing, relay, &pair, 0, now)) {
+    sodium_memzero(&pair, sizeof(pair));
+    return;
+  }
+  l->pairing_own_sock = own;
+  sodium_memzero(&pair, sizeof(pair));
+  send_round(l, now); /* this round names the relay; the server pairs too */
+}
+
+static void start_resume(kp_hp_link_t *l, uint64_t now) {
+  if (l->resuming) return;
+  l->resuming = true;
+  l->hp->stats.resumes++;
+  l->resume_started = now;
+  /* A client that hides its address goes to a relay at once, and so does
+   * one whose relay died (the NATs did not let a direct path open). */
+  bool at_once = l->hp->cfg.relay_only || l->relay_lost;
+  l->relay_at = at_once ? now : now + RESUME_RELAY_AFTER_MS;
+  l->answered = l->round;
+  memset(&l->server_relay, 0, sizeof(l->server_relay));
+  l->node_next = 0;
+  unprove(l);
+  if (!l->node_count) look_up(l, now);
+  send_round(l, now);
+}
+
+/* The server answered a round: where it is, and its half of the punch. */
+static void resume_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
+  bool agreed = kp__hp_corroborated(&l->server_seen, l->server_addrs, l->server_addr_count, false);
+  kp__hp_path_hint(&l->path, &l->server_seen, l->sock, agreed ? HP_HINTS_PER_ADDR : 1);
+  for (size_t i = 0; i < l->server_addr_count; i++) {
+    bool same = agreed && kp_addr_same_ip(&l->server_addrs[i], &l->server_seen);
+    kp__hp_path_hint(&l->path, &l->server_addrs[i], l->sock, same ? HP_HINTS_PER_ADDR : 1);
+  }
+  kp__hp_path_hints(l->hp, &l->path, now);
+  bool sockets;
+  if (!l->bday && kp__hp_birthday_applies(l->local_nat, r->nat, &sockets) &&
+      kp__hp_corroborated(&l->server_seen, l->server_addrs, l->server_addr_count, sockets) &&
+      !kp__hp_birthday_pool_full(l->hp)) {
+    l->bday_sockets = sockets;
+    l->bday = kp__hp_birthday_start(l->hp, sockets, &l->server_seen, &l->path, l->sock, now);
+    if (l->bday) kp__hp_birthday_run(l->hp, l->bday, now);
+  }
+}
+
+static void on_resume_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                            const kp_addr_t *from, uint64_t now) {
+  kp_hp_link_t *l = arg;
+  kp_hs_wire_t w;
+  kp_hp_round_t r;
+  for (unsigned i = 0; i < RESUME_IN_FLIGHT; i++)
+    if (l->reqs[i] == req) l->reqs[i] = NULL;
+  if (status == UV_ECANCELED || !l->resuming) return;
+  /* An error (NO_SESSION among them) is a relay node's word, not the
+   * server's: it proves nothing. The connection ends only when nothing
+   * is heard from the server for the resume grace (the transport's). */
+  if (status || resp->error || !resp->value ||
+      kp_hs_wire_decode(resp->value, resp->value_len, &w) || w.mode != KP_HS_REPLY ||
+      kp_hp_round_open(w.data, w.len, l->resume_key, false, &r) || r.round > l->round) {
+    /* Rounds go to each relay node in turn; when as many failed as
+     * there are, they may all be gone: look the server up again. */
+    if (++l->node_failures >= l->node_count) {
+      l->node_failures = 0;
+      look_up(l, now);
+    }
+    return;
+  }
+  if (r.round <= l->answered) return; /* an older answer, or a copy */
+  l->answered = r.round;
+  l->server_seen = w.has_peer ? w.peer : *from;
+  l->server_addr_count = r.addr_count;
+  memcpy(l->server_addrs, r.addrs, r.addr_count * sizeof(kp_addr_t));
+  if (r.addr_count) {
+    /* Where the server says it is now: what relays' claims are checked
+     * against from here on. */
+    l->peer_addr_count = r.addr_count < 2 ? r.addr_count : 2;
+    memcpy(l->peer_addrs, r.addrs, l->peer_addr_count * sizeof(kp_addr_t));
+  }
+  l->remote_nat = r.nat;
+  if (r.has_relay) l->server_relay = r.relay;
+  /* Time for a relay, and now we know one. */
+  if (!l->pairing.sock && l->relay_wanted) resume_relayed(l, now);
+  if (!l->pairing.sock && r.punch && !l->hp->cfg.relay_only) resume_punch(l, &r, now);
+}
+
+static void send_round(kp_hp_link_t *l, uint64_t now) {
+  kp_hp_t *hp = l->hp;
+  /* Dense at first, then sparse: a server that was stopped or is gone for
+   * a while is not worth four requests a second to its relay nodes. */
+  uint64_t since = now - l->resume_started;
+  uint64_t gap = since < RESUME_DENSE_MS
+                     ? RESUME_ROUND_MS
+                     : backoff(RESUME_ROUND_MS, (unsigned)(since / 2000), RESUME_ROUND_MAX_MS);
+  l->next_round_at = now + gap;
+  if (!l->node_count) {
+    look_up(l, now);
+    return;
+  }
+  l->round++;
+  /* The oldest in flight gives way (its answer would be stale anyway). */
+  kp_dht_req_t **slot = &l->reqs[l->round % RESUME_IN_FLIGHT];
+  if (*slot) kp_dht_request_abandon(hp->dht, *slot);
+  *slot = NULL;
+  kp_hp_round_t r = {
+      .round = l->round, .nat = kp_dht_nat(hp->dht)->type, .punch = !hp->cfg.relay_only};
+  if (r.nat == KP_NAT_UNKNOWN) r.nat = l->local_nat;
+  l->local_nat = r.nat;
+  r.addr_count = kp__hp_public_addrs(hp, r.addrs);
+  if (l->pairing.sock) {
+    r.has_relay = true;
+    r.relay = l->pairing.relay;
+    r.punch = false;
+  }
+  uint8_t sealed[256], buf[512];
+  size_t slen, len;
+  if (kp_hp_round_seal(&r, l->resume_key, true, sealed, sizeof(sealed), &slen)) return;
+  kp_hs_wire_t w = {
+      .mode = KP_HS_FROM_CLIENT, .data = sealed, .len = slen, .session = l->remote_id};
+  if (kp_hs_wire_encode(&w, buf, sizeof(buf), &len)) return;
+  /* Each round to the next node: a dead one costs one round, not a
+   * request's timeout. */
+  const kp_addr_t *node = &l->nodes[l->node_next++ % l->node_count];
+  kp_dht_request(hp->dht, node, KP_DHT_CMD_PEER_RESUME, l->target, buf, len, NULL, on_resume_reply,
+                 l, now, slot);
+}
+
+/* ---- Answering resume rounds (server) ------------------------------------------------- */
+
+kp_hp_link_t *kp__hp_link_for(kp_hp_t *hp, uint64_t local_id) {
+  for (kp_hp_link_t *l = hp->links; l; l = l->next)
+    if (!l->client && l->local_id == local_id) return l;
+  return NULL;
+}
+
+static void reply_round(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, bool direct, uint64_t now) {
+  kp_hs_wire_t w = {.mode = direct ? KP_HS_REPLY : KP_HS_FROM_SERVER,
+                    .data = l->round_reply,
+                    .len = l->round_reply_len,
+                    .session = l->local_id};
+  kp__hp_reply(l->hp, rt, &w, now);
+}
+
+/* The client names a relay: pair there, from the connection's own pairing
+ * socket if it runs on one, else from a new one. */
+static void serve_pairing(kp_hp_link_t *l, const kp_addr_t *relay, uint64_t now) {
+  if (l->pairing.sock && kp_addr_eq(&l->pairing.relay, relay)) return;
+  if (l->pairing.sock && !l->pairing_own_sock) kp__hp_pairing_end(l->hp, &l->pairing, false);
+  kp_relay_pair_t pair;
+  pair_material(l, l->round, &pair);
+  bool own = l->sock && l->sock == l->relay_sock;
+  if (own) {
+    l->pairing = (hp_pairing_t){.sock = l->sock, .relay = *relay, .pair = pair, .role = 1};
+    l->pairing.next_at = now;
+    kp__hp_pairing_run(l->hp, &l->pairing, now);
+  } else if (!kp__hp_pairing_start(l->hp, &l->pairing, relay, &pair, 1, now)) {
+    l->pairing.sock = NULL;
+  }
+  l->pairing_own_sock = own;
+  sodium_memzero(&pair, sizeof(pair));
+}
+
+/* The client asks us to punch (again): its addresses are hints as in the
+ * handshake (hp_server.c), the birthday half when the NATs need it. */
+static void serve_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
+  kp_hp_t *hp = l->hp;
+  bool agreed = l->claim_trusted &&
+                kp__hp_corroborated(&l->client_seen, l->client_addrs, l->client_addr_count, false);
+  kp__hp_path_hint(&l->path, &l->client_seen, l->sock, agreed ? HP_HINTS_PER_ADDR : 1);
+  for (size_t i = 0; i < l->client_addr_count; i++) {
+    bool same = agreed && kp_addr_same_ip(&l->client_addrs[i], &l->client_seen);
+    kp__hp_path_hint(&l->path, &l->client_addrs[i], l->sock, same ? HP_HINTS_PER_ADDR : 1);
+  }
+  l->hint_at = now + r->delay_ms;
+  bool sockets;
+  if (l->bday || !kp__hp_birthday_applies(l->local_nat, r->nat, &sockets)) return;
+  if (!l->claim_trusted ||
+      !kp__hp_corroborated(&l->client_seen, l->client_addrs, l->client_addr_count, sockets)) {
+    hp->stats.claims_refused++;
+    return;
+  }
+  if (kp__hp_birthday_pool_full(hp)) return;
+  l->bday_sockets = sockets;
+  l->bday =
+      kp__hp_birthday_start(hp, sockets, &l->client_seen, &l->path, l->sock, now + r->delay_ms);
+}
+
+void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
+                        const kp_addr_t *client_seen, bool direct, bool trusted, uint64_t now) {
+  kp_hp_t *hp = l->hp;
+  kp_hp_round_t r;
+  if (kp_hp_round_open(w->data, w->len, l->resume_key, true, &r)) {
+    hp->stats.resume_rounds_bad++;
+    kp__hp_reply_error(hp, rt, KP_HS_ERR_REJECTED, now);
+    return;
+  }
+  if (r.round <= l->round) {
+    /* A retry of the newest gets the same answer; anything older is a replay. */
+    if (r.round == l->round && l->round_reply_len) {
+      reply_round(l, rt, direct, now);
+    } else {
+      /* Answered, so the relay node does not ask again. */
+      hp->stats.resume_rounds_bad++;
+      kp__hp_reply_error(hp, rt, KP_HS_ERR_REJECTED, now);
+    }
+    return;
+  }
+  l->round = r.round;
+  l->client_seen = *client_seen;
+  l->claim_trusted = trusted;
+  if (r.addr_count) {
+    l->client_addr_count = r.addr_count;
+    memcpy(l->client_addrs, r.addrs, r.addr_count * sizeof(kp_addr_t));
+    l->peer_addr_count = r.addr_count < 2 ? r.addr_count : 2;
+    memcpy(l->peer_addrs, r.addrs, l->peer_addr_count * sizeof(kp_addr_t));
+  }
+  l->remote_nat = r.nat;
+  kp_nat_type_t nat = kp_dht_nat(hp->dht)->type;
+  if (nat != KP_NAT_UNKNOWN) l->local_nat = nat;
+  kp_hp_round_t answer = {.round = r.round, .nat = l->local_nat, .punch = !hp->cfg.relay_only};
+  answer.addr_count = kp__hp_public_addrs(hp, answer.addrs);
+  /* A relay the client may pair at with us, if it needs one (not the one
+   * we saw die). */
+  const kp_addr_t *relay = pick_relay(l);
+  if (relay) {
+    answer.has_relay = true;
+    answer.relay = *relay;
+  }
+  if (kp_hp_round_seal(&answer, l->resume_key, false, l->round_reply, sizeof(l->round_reply),
+                       &l->round_reply_len))
+    return;
+  reply_round(l, rt, direct, now);
+  /* A proof from here on moves the connection: the client is looking. */
+  if (now >= l->answering_until) unprove(l);
+  l->answering_until = now + ANSWERING_MS;
+  if (r.has_relay) {
+    serve_pairing(l, &r.relay, now);
+  } else if (r.punch && !hp->cfg.relay_only) {
+    serve_punch(l, &r, now);
+  }
+}
+
+/* ---- Relay control on the link's sockets ---------------------------------------------- */
+
+bool kp__hp_link_relay(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const uint8_t *data,
+                       size_t len, uint64_t now) {
+  kp_relay_ctrl_t c;
+  if (!l->pairing.sock || sock != l->pairing.sock || !kp_addr_eq(from, &l->pairing.relay) ||
+      kp_relay_ctrl_decode(data, len, &c) ||
+      sodium_memcmp(c.id, l->pairing.pair.id, KP_RELAY_ID_LEN))
+    return false;
+  if (c.type == KP_RELAY_REFUSED) {
+    /* That relay will not: another, on the next round. */
+    l->dead_relay = l->pairing.relay;
+    kp__hp_pairing_end(l->hp, &l->pairing, l->pairing_own_sock);
+    if (l->client && l->resuming) l->relay_at = now + RESUME_ROUND_MS;
+    return true;
+  }
+  if (c.type != KP_RELAY_PAIRED) return true;
+  void *s = l->pairing.sock;
+  l->has_relay = true;
+  l->relay = l->pairing.relay;
+  l->link = c.link[l->client ? 1 : 0];
+  l->relay_sock = s;
+  kp__hp_pairing_end(l->hp, &l->pairing, true);
+  l->pairing_own_sock = false;
+  stop_birthday(l, NULL);
+  end_resume(l);
+  /* The relay and the peer's link on this socket: what the upgrade
+   * punches between. */
+  l->relay_cand = kp__hp_path_hint(&l->path, &l->relay, s, 0);
+  if (l->relay_cand) l->relay_cand->proven = true;
+  l->link_cand = kp__hp_corroborated(&l->link, l->peer_addrs, l->peer_addr_count, false)
+                     ? kp__hp_path_hint(&l->path, &l->link, s, 1)
+                     : NULL;
+  l->attempts = 0;
+  l->next_attempt = now + UPGRADE_FIRST_MS;
+  l->bday_at = now + BDAY_FIRST_MS;
+  l->hp->stats.resumed++;
+  l->answering_until = 0;
+  kp_hp_move_why_t why = l->relay_lost ? KP_HP_MOVE_FAILOVER : KP_HP_MOVE_RELAYED;
+  l->relay_lost = false;
+  moved(l, why, false, &l->relay, s);
+  return true;
+}
+
+/* ---- Probes ------------------------------------------------------------------------ */
+
+/* The peer asks us (through the relay) to probe its link: one probe, paid
+ * for by its request. */
+static void punch_link(kp_hp_link_t *l, uint64_t now) {
+  if (!l->link_cand || (l->direct && l->link_cand->proven)) return;
+  l->link_cand->hints = 0;
+  kp__hp_path_hints(l->hp, &l->path, now);
+}
+
+/* Background birthday (relayed, NATs that need it): the random side opens
+ * its sockets (each probing the peer's link), the consistent side sprays
+ * the random side's IP from the connection's socket. */
+static void birthday_request(kp_hp_link_t *l, uint64_t now) {
+  bool sockets;
+  if (l->bday || l->direct || !l->link_cand ||
+      !kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets) ||
+      kp__hp_birthday_pool_full(l->hp))
+    return;
+  l->bday_sockets = sockets;
+  l->bday = kp__hp_birthday_start(l->hp, sockets, &l->link, &l->path, l->relay_sock, now);
+  if (l->bday) kp__hp_birthday_run(l->hp, l->bday, now);
+}
+
+bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const uint8_t *data,
+                       size_t len, uint64_t now) {
+  uint64_t id;
+  uint8_t flags = 0;
+  if (kp_probe_peek(data, len, &id, &flags) || id != l->local_id) return false;
+  if (sock && sock != l->sock && sock != l->relay_sock && sock != l->pairing.sock &&
+      !kp__hp_birthday_owns(l->bday, sock))
+    return false;
+  bool ok;
+  hp_cand_t *c = kp__hp_path_input(l->hp, &l->path, sock, from, data, len, now, &ok);
+  if (!ok) return false;
+  bool via_relay = l->has_relay && sock == l->relay_sock && kp_addr_eq(from, &l->relay);
+  if (via_relay) {
+    if (flags & KP_PROBE_PUNCH) punch_link(l, now);
+    if (flags & KP_PROBE_BIRTHDAY) birthday_request(l, now);
+    return true;
+  }
+  if (!c || c == l->relay_cand) return true;
+  /* A newly proven direct address takes the connection: relayed (an
+   * upgrade), or looking for a path. */
+  bool seeking = l->resuming || now < l->answering_until || !l->alive;
+  bool upgrade = !seeking && l->has_relay && !l->direct;
+  if (!upgrade && !seeking) return true;
+  void *s = c->sock;
+  l->answering_until = 0;
+  l->relay_lost = false;
+  stop_birthday(l, s);
+  if (l->pairing.sock && !l->pairing_own_sock) kp__hp_pairing_end(l->hp, &l->pairing, false);
+  l->pairing.sock = NULL;
+  end_resume(l);
+  if (upgrade) {
+    l->hp->stats.upgrades++;
+    l->keepalive_at = now + KEEPALIVE_MS;
+  } else {
+    l->hp->stats.resumed++;
+  }
+  moved(l, upgrade ? KP_HP_MOVE_UPGRADE : KP_HP_MOVE_RESUMED, true, &c->addr, s);
+  return true;
+}
+
+/* ---- The transport's word ---------------------------------------------------------- */
+
+void kp_hp_link_path_state(kp_hp_link_t *l, bool alive, uint64_t now) {
+  (void)now;
+  if (alive == l->alive) return;
+  l->alive = alive;
+  /* The transport is in the middle of its own work: act from the tick. */
+  l->dead_news = !alive;
+}
+
+/* The path died: another one. */
+static void path_died(kp_hp_link_t *l, uint64_t now) {
+  l->dead_news = false;
+  if (l->direct && l->has_relay) {
+    /* The relay was kept for this: back to it at once, and the upgrade
+     * tries again on its back-off. */
+    unprove(l);
+    l->hp->stats.upgrade_fallbacks++;
+    l->next_attempt = now + backoff(UPGRADE_BACKOFF_MS, l->attempts++, UPGRADE_BACKOFF_MAX_MS);
+    moved(l, KP_HP_MOVE_BACK_TO_RELAY, false, &l->relay, l->relay_sock);
+    return;
+  }
+  if (!l->direct && l->has_relay) {
+    /* The relay stopped forwarding: another one. */
+    l->dead_relay = l->relay;
+    l->relay_lost = true;
+    l->has_relay = false;
+    l->relay_cand = l->link_cand = NULL;
+    l->relay_sock = NULL;
+  }
+  if (l->client) {
+    start_resume(l, now);
+  } else {
+    unprove(l);
+    if (l->cb.reach) l->cb.reach(l->cb.ctx);
+  }
+}
+
+bool kp_hp_link_holds(const kp_hp_link_t *l, const void *sock) {
+  return sock && (sock == l->sock || sock == l->relay_sock || sock == l->pairing.sock);
+}
+
+/* ---- Time ------------------------------------------------------------------------- */
+
+static uint64_t link_deadline(const kp_hp_link_t *l) {
+  uint64_t d = kp__hp_path_deadline(&l->path);
+  if (l->dead_news) return 0;
+  if (l->resuming) {
+    if (l->next_round_at < d) d = l->next_round_at;
+    if (l->relay_at < d) d = l->relay_at;
+  }
+  if (l->hint_at < d) d = l->hint_at;
+  if (l->pairing.sock && l->pairing.next_at < d) d = l->pairing.next_at;
+  if (l->has_relay && !l->direct && !l->resuming) {
+    if (l->link_cand && l->next_attempt < d) d = l->next_attempt;
+    if (l->link_cand && !l->bday && l->bday_at < d) d = l->bday_at;
+  }
+  if (l->has_relay && l->direct && l->keepalive_at < d) d = l->keepalive_at;
+  return d;
+}
+
+static void link_tick(kp_hp_link_t *l, uint64_t now) {
+  kp_hp_t *hp = l->hp;
+  if (l->dead_news) path_died(l, now);
+  if (l->resuming && l->alive) {
+    /* The old path carries again (a stopped peer woke up): nothing to
+     * replace. */
+    end_resume(l);
+    stop_birthday(l, NULL);
+    if (l->pairing.sock) kp__hp_pairing_end(hp, &l->pairing, l->pairing_own_sock);
+  }
+  kp__hp_path_keep(hp, &l->path, now);
+  kp__hp_pairing_run(hp, &l->pairing, now);
+  if (l->hint_at <= now) {
+    l->hint_at = UINT64_MAX;
+    kp__hp_path_hints(hp, &l->path, now);
+  }
+  if (l->resuming) {
+    if (l->relay_at <= now) resume_relayed(l, now);
+    if (l->next_round_at <= now) send_round(l, now);
+    return;
+  }
+  if (l->has_relay && !l->direct && l->link_cand) {
+    if (l->next_attempt <= now) {
+      /* Ask the peer to fire at our link; its answer asks us to fire. */
+      kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_PUNCH, now);
+      l->next_attempt = now + backoff(UPGRADE_BACKOFF_MS, l->attempts++, UPGRADE_BACKOFF_MAX_MS);
+    }
+    bool sockets;
+    if (!l->bday && l->bday_at <= now) {
+      l->bday_at = now + backoff(BDAY_BACKOFF_MS, l->bday_attempts++, BDAY_BACKOFF_MAX_MS);
+      if (kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets)) {
+        /* The random side starts (its sockets must be open before the spray
+         * comes); the consistent side asks it to. */
+        if (sockets) birthday_request(l, now);
+        kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_BIRTHDAY, now);
+      }
+    }
+  }
+  if (l->has_relay && l->direct && l->keepalive_at <= now) {
+    kp__hp_path_probe(hp, &l->path, l->relay_cand, 0, now);
+    l->keepalive_at = now + KEEPALIVE_MS;
+  }
+}
+
+uint64_t kp__hp_links_deadline(kp_hp_t *hp) {
+  uint64_t d = UINT64_MAX;
+  for (kp_hp_link_t *l = hp->links; l; l = l->next) {
+    uint64_t ld = link_deadline(l);
+    if (ld < d) d = ld;
+  }
+  return d;
+}
+
+void kp__hp_links_tick(kp_hp_t *hp, uint64_t now) {
+  /* A callback may stop its own link: take the next one first. */
+  for (kp_hp_link_t *l = hp->links, *next; l; l = next) {
+    next = l->next;
+    link_tick(l, now);
+  }
+}
+
+bool kp__hp_links_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                        size_t len, uint64_t now) {
+  for (kp_hp_link_t *l = hp->links, *next; l; l = next) {
+    next = l->next;
+    if (kp__hp_link_probe(l, sock, from, data, len, now)) return true;
+  }
+  return false;
+}
+
+bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
+                        size_t len, uint64_t now) {
+  for (kp_hp_link_t *l = hp->links, *next; l; l = next) {
+    next = l->next;
+    if (kp__hp_link_relay(l, sock, from, data, len, now)) return true;
+  }
+  return false;
+}
+
+/* ---- Lifetime ---------------------------------------------------------------------- */
+
+int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,
+                     kp_hp_link_t **out) {
+  *out = NULL;
+  kp_hp_link_t *l = kp_calloc(1, sizeof(*l));
+  if (!l) return UV_ENOMEM;
+  l->hp = hp;
+  l->cb = *cb;
+  l->client = r->initiator;
+  l->local_id = r->local_id;
+  l->remote_id = r->remote_id;
+  memcpy(l->secret, r->path_secret, sizeof(l->secret));
+  kp_hs_derive(l->secret, "kadpunch/resume/v1", l->resume_key);
+  if (l->client) kp_target_from_key(r->remote_key, l->target); /* to look the server up */
+  l->local_nat = r->local_nat;
+  l->remote_nat = r->remote_nat;
+  l->peer_addr_count = r->peer_addr_count;
+  memcpy(l->peer_addrs, r->peer_addrs, sizeof(l->peer_addrs));
+  kp__hp_path_init(&l->path, r->local_id, r->remote_id, l->client ? KP_PROBE_FROM_CLIENT : 0,
+                   r->probe_key, now);
+  l->sock = r->socket;
+  l->direct = r->strategy != KP_PUNCH_RELAYED;
+  l->to = r->path;
+  l->alive = true;
+  l->next_round_at = l->relay_at = l->hint_at = UINT64_MAX;
+  l->bday_at = UINT64_MAX;
+  if (l->client && r->relay.family) add_node(l, &r->relay);
+  if (!l->direct) {
+    /* Relayed from the start: punch in the background, from the pairing
+     * socket, to the peer's link, if the peer itself names its IP. The
+     * client that asked to stay relayed (to hide its address) does not. */
+    l->has_relay = true;
+    l->relay = r->path;
+    l->link = r->peer_link;
+    l->relay_sock = r->socket;
+    l->relay_cand = kp__hp_path_hint(&l->path, &l->relay, l->sock, 0);
+    if (l->relay_cand) l->relay_cand->proven = true;
+    bool stays = (l->client && hp->cfg.relay_only) ||
+                 (r->local_nat == KP_NAT_RANDOM && r->remote_nat == KP_NAT_RANDOM);
+    if (r->peer_link.family && !stays &&
+        kp__hp_corroborated(&r->peer_link, r->peer_addrs, r->peer_addr_count, false))
+      l->link_cand = kp__hp_path_hint(&l->path, &l->link, l->sock, 1);
+    else if (r->peer_link.family && !stays)
+      hp->stats.claims_refused++;
+    l->next_attempt = now + UPGRADE_FIRST_MS;
+    l->bday_at = now + BDAY_FIRST_MS;
+  }
+  l->next = hp->links;
+  hp->links = l;
+  *out = l;
+  return 0;
+}
+
+void kp_hp_link_stop(kp_hp_link_t *l) {
+  if (!l) return;
+  kp_hp_t *hp = l->hp;
+  for (kp_hp_link_t **p = &hp->links; *p; p = &(*p)->next) {
+    if (*p == l) {
+      *p = l->next;
+      break;
+    }
+  }
+  end_resume(l);
+  stop_birthday(l, NULL);
+  /* A pairing socket of its own (not the connection's) closes with it. */
+  if (l->pairing.sock) kp__hp_pairing_end(hp, &l->pairing, l->pairing_own_sock);
+  sodium_memzero(l, sizeof(*l));
+  kp_free(l);
+}
+
+void kp__hp_links_free(kp_hp_t *hp) {
+  while (hp->links) kp_hp_link_stop(hp->links);
+}

@@ -1,0 +1,163 @@
+/* A connection's paths at the node (docs/architecture.md, "Connections
+ * that survive"): every connection the node makes or accepts gets a link
+ * (holepunch/hp_link.c) for its whole life. The transport tells the link
+ * when the path stops carrying (stream path_state); the link finds another
+ * and says where, and this glue moves the connection there: to the socket
+ * the new path was punched or paired from (kp__conn_move) and the peer's
+ * address on it (kp__conn_set_path). The user's kp_conn_t stays the same
+ * handle throughout; its on_path hears each change with its reason. */
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "node/node_internal.h"
+#include "stream/endpoint.h"
+
+#define RESUME_GRACE_MS 60000
+
+static void conn_unlink(kp_node_conn_t *rec) {
+  for (kp_node_conn_t **p = &rec->node->conns; *p; p = &(*p)->next) {
+    if (*p == rec) {
+      *p = rec->next;
+      return;
+    }
+  }
+}
+
+static void conn_free(kp_node_conn_t *rec) {
+  kp_hp_link_stop(rec->link);
+  rec->link = NULL;
+  if (rec->on_end) rec->on_end(rec);
+  conn_unlink(rec);
+  kp_free(rec);
+}
+
+static void on_ended(kp_conn_t *conn, void *ctx) {
+  (void)conn;
+  conn_free(ctx);
+}
+
+/* The transport's word: the link acts on it from its next tick. */
+static void on_path_state(kp_conn_t *conn, bool alive, void *ctx) {
+  kp_node_conn_t *rec = ctx;
+  kp_node_t *node = rec->node;
+  (void)conn;
+  if (!rec->link || node->closing) return;
+  kp_hp_link_path_state(rec->link, alive, kp__node_now(node));
+  kp__node_rearm(node);
+}
+
+static kp_path_why_t why_of(kp_hp_move_why_t why) {
+  switch (why) {
+    case KP_HP_MOVE_UPGRADE: return KP_PATH_DIRECT;
+    case KP_HP_MOVE_BACK_TO_RELAY: return KP_PATH_TO_RELAY;
+    case KP_HP_MOVE_RESUMED: return KP_PATH_REBOUND;
+    case KP_HP_MOVE_RELAYED: return KP_PATH_RELAYED;
+    case KP_HP_MOVE_FAILOVER: return KP_PATH_FAILOVER;
+  }
+  return KP_PATH_MIGRATED;
+}
+
+int kp__node_endpoint_for(kp_node_t *node, void *sock, kp_endpoint_t **out) {
+  if (sock) return kp__node_xsock_endpoint(node, sock, out);
+  if (!node->ep) {
+    int err = kp__endpoint_attach(node->loop, &node->sock, &node->ep);
+    if (err) return err;
+    kp__endpoint_set_rx_budget(node->ep, &node->rx_budget);
+  }
+  *out = node->ep;
+  return 0;
+}
+
+/* The link found another path (or went back to the relay it kept). */
+static void on_moved(void *ctx, const kp_hp_move_t *m) {
+  kp_node_conn_t *rec = ctx;
+  kp_node_t *node = rec->node;
+  kp_conn_t *conn = rec->conn;
+  kp_endpoint_t *ep;
+  char to[KP_ADDR_STRLEN], key[9];
+  kp_addr_format(&m->to, to, sizeof(to));
+  sodium_bin2hex(key, sizeof(key), rec->key, 4);
+  int err = kp__node_endpoint_for(node, m->sock, &ep);
+  if (!err) err = kp__conn_move(conn, ep);
+  if (err) {
+    KP_WARN(&node->log, "connection %s: cannot move to %s: %s", key, to, kp_strerror(err));
+    return;
+  }
+  kp_path_event_t ev = {.why = why_of(m->why), .direct = m->direct, .remote = m->to};
+  if (!m->direct) ev.relay = m->to;
+  KP_INFO(&node->log, "connection %s: %s (%s %s)", key, kp_path_why_str(ev.why),
+          m->direct ? "direct to" : "relay", to);
+  kp__conn_set_path(conn, &ev);
+}
+
+/* Server: the path died and the client will come looking through our
+ * relay nodes: make sure they know where we are now. */
+static void on_reach(void *ctx) {
+  kp_node_conn_t *rec = ctx;
+  if (rec->reach) rec->reach(rec);
+}
+
+int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
+                       kp_conn_t **out, kp_node_conn_t **rec_out) {
+  *out = NULL;
+  if (rec_out) *rec_out = NULL;
+  /* On the socket whose NAT mapping the punch opened (or that paired). */
+  kp_endpoint_t *ep;
+  int err = kp__node_endpoint_for(node, r->socket, &ep);
+  if (err) return err;
+  kp_node_conn_t *rec = kp_calloc(1, sizeof(*rec));
+  if (!rec) return UV_ENOMEM;
+  kp_conn_options_t o;
+  kp_conn_options_init(&o);
+  o.initiator = r->initiator;
+  o.local_id = r->local_id;
+  o.remote_id = r->remote_id;
+  o.cipher = r->cipher;
+  memcpy(o.tx_key, r->tx_key, 32);
+  memcpy(o.rx_key, r->rx_key, 32);
+  o.remote = r->path;
+  o.resume_grace_ms = node->resume_grace_ms;
+  err = kp_conn_open(ep, &o, cb, out);
+  sodium_memzero(&o, sizeof(o));
+  if (err) {
+    kp_free(rec);
+    return err;
+  }
+  kp_conn_t *conn = *out;
+  rec->node = node;
+  rec->conn = conn;
+  memcpy(rec->key, r->remote_key, KP_PUBLIC_KEY_LEN);
+  conn->relayed = r->strategy == KP_PUNCH_RELAYED;
+  /* Both paths deliver for a while after each move, and each side moves
+   * on its own evidence: only the link moves it. */
+  kp__conn_pin_path(conn);
+  kp_hp_link_cb_t lcb = {.moved = on_moved, .reach = on_reach, .ctx = rec};
+  err = kp_hp_link_start(node->hp, r, &lcb, kp__node_now(node), &rec->link);
+  if (err) KP_WARN(&node->log, "connection without path recovery: %s", kp_strerror(err));
+  kp_conn_hooks_t hooks = {.ended = on_ended, .path_state = on_path_state};
+  kp__conn_set_hooks(conn, &hooks, rec);
+  rec->next = node->conns;
+  node->conns = rec;
+  if (rec_out) *rec_out = rec;
+  kp__node_rearm(node);
+  return 0;
+}
+
+bool kp__node_conns_hold(const kp_node_t *node, const void *sock) {
+  for (const kp_node_conn_t *rec = node->conns; rec; rec = rec->next)
+    if (rec->link && kp_hp_link_holds(rec->link, sock)) return true;
+  return false;
+}
+
+void kp__node_conns_forget(kp_node_t *node) {
+  while (node->conns) {
+    kp_node_conn_t *rec = node->conns;
+    kp__conn_set_hooks(rec->conn, NULL, NULL);
+    conn_free(rec);
+  }
+}
+
+unsigned kp__node_resume_grace(const kp_node_options_t *opts) {
+  return opts->resume_grace_ms ? opts->resume_grace_ms : RESUME_GRACE_MS;
+}

@@ -1,0 +1,247 @@
+/* Connections that lose their path (holepunch/hp_link.c), on the
+ * simulated internet: a client whose NAT forgot its mappings resumes
+ * through the server's relay nodes and both punch anew; a relayed copy of
+ * a resume round, or a forged one, moves nothing and makes the server send
+ * nothing to whoever sent it; a server that no longer holds the connection
+ * costs the client a bounded trickle of rounds until its transport gives
+ * up (tests/unit/test_stream_paths.c has that end). */
+#include <string.h>
+
+#include "dht/dht_msg.h"
+#include "holepunch/hs_msg.h"
+#include "tests/harness/test.h"
+#include "tests/unit/hp_world.h"
+
+typedef struct moves_s {
+  kp_sim_t *sim;
+  unsigned count;
+  kp_hp_move_t last;
+  uint64_t at;
+} moves_t;
+
+static void on_moved(void *ctx, const kp_hp_move_t *m) {
+  moves_t *mv = ctx;
+  mv->count++;
+  mv->last = *m;
+  mv->at = kp_sim_now(mv->sim);
+}
+
+/* Resume requests on the wire: how many the client sent, and a copy of
+ * the first one with where it went. */
+typedef struct resume_tap_s {
+  kp_addr_t client;
+  unsigned sent;
+  uint8_t copy[1400];
+  size_t copy_len;
+  kp_addr_t copy_to;
+  kp_addr_t attacker;
+  unsigned to_attacker; /* datagrams anyone sent the attacker, replies aside */
+} resume_tap_t;
+
+static void tap(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uint8_t *data,
+                size_t len) {
+  resume_tap_t *t = ctx;
+  kp_dht_msg_t m;
+  bool dht = !kp_dht_msg_decode(data, len, KP_AF_INET, &m);
+  if (t->attacker.family && kp_addr_eq(to, &t->attacker) && (!dht || m.type == KP_DHT_REQUEST))
+    t->to_attacker++;
+  if (!dht || m.type != KP_DHT_REQUEST || m.command != KP_DHT_CMD_PEER_RESUME) return;
+  if (!kp_addr_same_ip(from, &t->client) || len > sizeof(t->copy)) return;
+  if (t->sent++) return;
+  memcpy(t->copy, data, len);
+  t->copy_len = len;
+  t->copy_to = *to;
+}
+
+static void swallow(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, const uint8_t *data,
+                    size_t len, uint64_t now) {
+  (void)ctx, (void)sock, (void)from, (void)data, (void)len, (void)now;
+}
+
+typedef struct pair_links_s {
+  world_t w;
+  peer_t *server, *client;
+  kp_hp_link_t *cl, *sl;
+  moves_t cm, sm;
+} pair_links_t;
+
+/* A server behind a consistent NAT, a client behind a NAT of the kind
+ * given, connected directly, each side with its link; the handshake's
+ * lingering state gone. */
+static void links_up(pair_links_t *p, uint64_t seed, kind_t client_kind) {
+  world_init(&p->w, seed, 0, 0);
+  p->server = peer_new(&p->w, K_CONSISTENT, 50);
+  p->client = peer_new(&p->w, client_kind, 60);
+  serve(&p->w, p->server);
+  KP_CHECK_OK(connect_to(&p->w, p->client, p->server, NULL));
+  KP_CHECK(p->client->res.strategy != KP_PUNCH_RELAYED);
+  kp_sim_run_until(p->w.sim, kp_sim_now(p->w.sim) + 6 * SEC);
+  p->cm = (moves_t){.sim = p->w.sim};
+  p->sm = (moves_t){.sim = p->w.sim};
+  kp_hp_link_cb_t ccb = {.moved = on_moved, .ctx = &p->cm},
+                  scb = {.moved = on_moved, .ctx = &p->sm};
+  KP_CHECK_OK(kp_hp_link_start(p->client->hp, &p->client->res, &ccb, kp_sim_now(p->w.sim), &p->cl));
+  KP_CHECK_OK(
+      kp_hp_link_start(p->server->hp, &p->server->conn, &scb, kp_sim_now(p->w.sim), &p->sl));
+}
+
+static void links_down(pair_links_t *p) {
+  kp_hp_link_stop(p->cl);
+  kp_hp_link_stop(p->sl);
+  /* The glue's part: the socket a connection left is closed. */
+  peer_t *c = p->client;
+  for (unsigned i = 0; i < c->extra_count;) {
+    if (c->extra[i] != p->cm.last.sock && c->extra[i] != p->client->res.socket) {
+      i++;
+      continue;
+    }
+    if (c->extra[i] == p->cm.last.sock && c->extra_count == 1) break;
+    kp_sim_socket_free(c->extra[i]);
+    c->extra[i] = c->extra[--c->extra_count];
+  }
+  world_free(&p->w);
+}
+
+static bool both_moved(void *ctx) {
+  pair_links_t *p = ctx;
+  return p->cm.count && p->sm.count;
+}
+
+/* The client's NAT (random: a new port per destination) forgets every
+ * mapping, those of the socket its birthday punch won included: its old
+ * address is dead. Its transport says so; the link resumes through the
+ * server's relay nodes and both punch again (the birthday strategy, the
+ * client's half from the socket it is on). Both sides move to what they
+ * prove: the server to the client's new mapping, the client to the server
+ * from a new socket. */
+void test_resume_after_rebind(void) {
+  pair_links_t p;
+  links_up(&p, 81, K_RANDOM);
+  KP_CHECK_EQ(p.client->res.strategy, KP_PUNCH_BIRTHDAY);
+  kp_addr_t old_client = p.server->conn.path;
+  kp_sim_nat_flush(p.client->nat);
+  uint64_t died = kp_sim_now(p.w.sim);
+  kp_hp_link_path_state(p.cl, false, died);
+  kp_sim_dht_node_kick(p.client->n);
+  KP_CHECK(kp_sim_run_while(p.w.sim, died + 10 * SEC, both_moved, &p));
+  printf("resumed: client moved after %llu ms, server after %llu ms\n",
+         (unsigned long long)(p.cm.at - died), (unsigned long long)(p.sm.at - died));
+  KP_CHECK(p.cm.at - died <= 3 * SEC && p.sm.at - died <= 3 * SEC);
+  KP_CHECK(p.cm.last.why == KP_HP_MOVE_RESUMED && p.cm.last.direct);
+  KP_CHECK(p.sm.last.why == KP_HP_MOVE_RESUMED && p.sm.last.direct);
+  KP_CHECK(kp_addr_eq(&p.cm.last.to, &p.client->res.path)); /* the server did not move */
+  char a[KP_ADDR_STRLEN], b[KP_ADDR_STRLEN];
+  printf("server: client was at %s, now at %s\n", kp_addr_format(&old_client, a, sizeof(a)),
+         kp_addr_format(&p.sm.last.to, b, sizeof(b)));
+  KP_CHECK(kp_addr_same_ip(&p.sm.last.to, &old_client));
+  KP_CHECK(p.sm.last.to.port != old_client.port); /* its new mapping */
+  KP_CHECK(p.cm.last.sock && p.cm.last.sock != p.client->res.socket);
+  KP_CHECK(!p.sm.last.sock);
+  kp_hp_stats_t cs;
+  kp_hp_stats(p.client->hp, &cs);
+  KP_CHECK_EQ(cs.resumes, 1);
+  KP_CHECK_EQ(cs.resumed, 1);
+  /* Nothing more moves: both are where the proofs put them. */
+  kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 20 * SEC);
+  KP_CHECK_EQ(p.cm.count, 1);
+  KP_CHECK_EQ(p.sm.count, 1);
+  links_down(&p);
+}
+
+/* Someone on the path (a relay node saw the rounds go by) sends a copy of
+ * a resume round from elsewhere, later; another sends one with its sealed
+ * part altered. The server opens neither as new: nothing moves, and the
+ * sender gets no probe (no address of its choosing is hinted). */
+void test_resume_rejects_replay_and_forgery(void) {
+  pair_links_t p;
+  links_up(&p, 82, K_CONSISTENT);
+  resume_tap_t t = {.client = p.client->home};
+  t.client = *kp_sim_socket_addr(p.client->n->sock);
+  kp_sim_set_tap(p.w.sim, tap, &t);
+  kp_sim_nat_flush(p.client->nat);
+  uint64_t died = kp_sim_now(p.w.sim);
+  kp_hp_link_path_state(p.cl, false, died);
+  kp_sim_dht_node_kick(p.client->n);
+  KP_CHECK(kp_sim_run_while(p.w.sim, died + 10 * SEC, both_moved, &p));
+  kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 2 * SEC);
+  KP_CHECK(t.sent >= 1 && t.copy_len);
+  /* A second time, so the copy is of a round older than the newest (a
+   * copy of the newest gets the same sealed answer again, as a retry
+   * does, and nothing else). */
+  kp_sim_nat_flush(p.client->nat);
+  kp_hp_link_path_state(p.cl, false, kp_sim_now(p.w.sim));
+  kp_sim_dht_node_kick(p.client->n);
+  unsigned moves = p.cm.count;
+  kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 5 * SEC);
+  KP_CHECK(p.cm.count == moves + 1);
+  kp_hp_stats_t before;
+  kp_hp_stats(p.server->hp, &before);
+
+  KP_CHECK_OK(kp_addr_parse(&t.attacker, "198.51.100.66:6666"));
+  kp_sim_socket_t *attacker = kp_sim_socket_new(p.w.sim, &t.attacker, NULL, swallow, NULL);
+  /* The copy, as it was. */
+  kp_sim_send(attacker, &t.copy_to, t.copy, t.copy_len);
+  kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 3 * SEC);
+
+  /* The copy, its sealed round altered. */
+  kp_dht_msg_t m;
+  kp_hs_wire_t wire;
+  KP_CHECK_OK(kp_dht_msg_decode(t.copy, t.copy_len, KP_AF_INET, &m));
+  KP_CHECK_OK(kp_hs_wire_decode(m.value, m.value_len, &wire));
+  uint8_t sealed[KP_HS_MAX_DATA], value[1024], forged[1400];
+  memcpy(sealed, wire.data, wire.len);
+  sealed[wire.len / 2] ^= 0x40;
+  wire.data = sealed;
+  size_t vlen, flen;
+  KP_CHECK_OK(kp_hs_wire_encode(&wire, value, sizeof(value), &vlen));
+  m.value = value;
+  m.value_len = vlen;
+  m.tid ^= 0x5a5a;
+  KP_CHECK_OK(kp_dht_msg_encode(&m, forged, sizeof(forged), &flen));
+  kp_sim_send(attacker, &t.copy_to, forged, flen);
+  kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 3 * SEC);
+
+  kp_hp_stats_t after;
+  kp_hp_stats(p.server->hp, &after);
+  printf("resume rounds refused: %llu (a copy and a forgery)\n",
+         (unsigned long long)(after.resume_rounds_bad - before.resume_rounds_bad));
+  KP_CHECK_EQ(after.resume_rounds_bad - before.resume_rounds_bad, 2);
+  KP_CHECK_EQ(p.cm.count, 2);
+  KP_CHECK_EQ(p.sm.count, 2);
+  KP_CHECK_EQ(t.to_attacker, 0);
+  kp_sim_set_tap(p.w.sim, NULL, NULL);
+  kp_sim_socket_free(attacker);
+  links_down(&p);
+}
+
+/* The server no longer holds the connection (its grace ran out, or it
+ * restarted): its relay nodes answer the client's rounds with NO_SESSION,
+ * which a relay node could forge, so it ends nothing by itself; the client
+ * keeps asking, ever more sparsely, and never moves. What ends the
+ * connection is its transport's resume grace (a clean KP_EPEERDEAD). */
+void test_resume_after_grace(void) {
+  pair_links_t p;
+  links_up(&p, 83, K_CONSISTENT);
+  resume_tap_t t = {0};
+  t.client = *kp_sim_socket_addr(p.client->n->sock);
+  kp_sim_set_tap(p.w.sim, tap, &t);
+  kp_hp_link_stop(p.sl); /* the server let it go */
+  p.sl = NULL;
+  kp_sim_nat_flush(p.client->nat);
+  uint64_t died = kp_sim_now(p.w.sim);
+  kp_hp_link_path_state(p.cl, false, died);
+  kp_sim_dht_node_kick(p.client->n);
+  kp_sim_run_until(p.w.sim, died + 60 * SEC);
+  unsigned first_minute = t.sent;
+  printf("resume rounds in the minute after the path died: %u\n", first_minute);
+  KP_CHECK(first_minute >= 5);
+  KP_CHECK(first_minute <= 30); /* 4 a second for 3 s, then at most one per 5 s */
+  kp_sim_run_until(p.w.sim, died + 120 * SEC);
+  KP_CHECK(t.sent - first_minute <= 13);
+  KP_CHECK_EQ(p.cm.count, 0);
+  kp_hp_stats_t cs;
+  kp_hp_stats(p.client->hp, &cs);
+  KP_CHECK_EQ(cs.resumed, 0);
+  kp_sim_set_tap(p.w.sim, NULL, NULL);
+  links_down(&p);
+}

@@ -93,19 +93,20 @@ void kp_hp_recv_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
   uint8_t flags;
   bool ok = false;
   if (!kp_probe_peek(data, len, &conn_id, &flags)) {
-    /* A handshake still running (or lingering) first: its path holds the
-     * proof in progress; then the connections made. */
-    if (flags & KP_PROBE_FROM_CLIENT) {
+    /* The connections made first (a handshake that made one only lingers
+     * to answer, which the connection's link does as well), then the
+     * handshakes running. */
+    ok = kp__hp_links_probe(hp, sock, from, data, len, now);
+    if (!ok && (flags & KP_PROBE_FROM_CLIENT)) {
       for (unsigned i = 0; i < HP_MAX_SERVERS && !ok; i++)
         if (hp->servers[i])
           ok = kp__hp_server_probe(hp->servers[i], sock, from, conn_id, data, len, now);
-    } else {
+    } else if (!ok) {
       for (kp_hp_connect_t *c = hp->connects, *next; c && !ok; c = next) {
         next = kp__hp_connect_next(c);
         ok = kp__hp_connect_probe(c, sock, from, conn_id, data, len, now);
       }
     }
-    if (!ok) ok = kp__hp_links_probe(hp, sock, from, data, len, now);
   }
   if (ok) {
     hp->stats.probes_ok++;

@@ -31,6 +31,7 @@
 #define BDAY_FIRST_MS 2000    /* a background birthday: soon after pairing ... */
 #define BDAY_BACKOFF_MS 10000 /* ... then 10, 20, 40 s, at most one a minute */
 #define BDAY_BACKOFF_MAX_MS 60000
+#define BDAY_WINDOW_MS 4000        /* a birthday not won in this long will not be */
 #define RESUME_ROUND_MS 250        /* resume rounds, dense at first ... */
 #define RESUME_DENSE_MS 3000       /* ... for this long, then backing off ... */
 #define RESUME_ROUND_MAX_MS 5000   /* ... to one every 5 s */
@@ -72,6 +73,7 @@ struct kp_hp_link_s {
   bool bday_sockets;
   unsigned bday_attempts;
   uint64_t bday_at;
+  uint64_t bday_end; /* a birthday not won by then is given up (to be tried again later) */
   /* Resuming (client). */
   bool resuming;
   /* Server: resume rounds came lately; a proof until then moves the
@@ -147,6 +149,18 @@ static void unprove(kp_hp_link_t *l) {
 static void stop_birthday(kp_hp_link_t *l, void *keep) {
   if (l->bday) kp__hp_birthday_end(l->bday, keep);
   l->bday = NULL;
+  l->bday_end = UINT64_MAX;
+}
+
+/* One birthday punch (from at), for a while: its sockets and spray are
+ * the pool's, and a punch that has not won in BDAY_WINDOW_MS will not. */
+static void begin_birthday(kp_hp_link_t *l, bool sockets, const kp_addr_t *to, void *sock,
+                           uint64_t at, uint64_t now) {
+  l->bday_sockets = sockets;
+  l->bday = kp__hp_birthday_start(l->hp, sockets, to, &l->path, sock, at);
+  if (!l->bday) return;
+  l->bday_end = at + BDAY_WINDOW_MS;
+  kp__hp_birthday_run(l->hp, l->bday, now);
 }
 
 /* ---- Resuming (client) -------------------------------------------------------------- */
@@ -228,7 +242,10 @@ static const kp_addr_t *pick_relay(kp_hp_link_t *l) {
   for (size_t i = 0; i < l->hp->relay_count; i++)
     if (!l->dead_relay.family || !kp_addr_eq(&l->hp->relays[i], &l->dead_relay))
       return &l->hp->relays[i];
-  return NULL;
+  /* None other: the same one again (what looked like a dead relay may
+   * have been our NAT forgetting the mapping to it). */
+  if (l->server_relay.family) return &l->server_relay;
+  return l->hp->relay_count ? &l->hp->relays[0] : NULL;
 }
 
 /* No direct path yet: pair at a relay meanwhile (from the connection's
@@ -294,9 +311,7 @@ static void resume_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) 
   if (!l->bday && kp__hp_birthday_applies(l->local_nat, r->nat, &sockets) &&
       kp__hp_corroborated(&l->server_seen, l->server_addrs, l->server_addr_count, sockets) &&
       !kp__hp_birthday_pool_full(l->hp)) {
-    l->bday_sockets = sockets;
-    l->bday = kp__hp_birthday_start(l->hp, sockets, &l->server_seen, &l->path, l->sock, now);
-    if (l->bday) kp__hp_birthday_run(l->hp, l->bday, now);
+    begin_birthday(l, sockets, &l->server_seen, l->sock, now, now);
   }
 }
 
@@ -436,9 +451,7 @@ static void serve_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
     return;
   }
   if (kp__hp_birthday_pool_full(hp)) return;
-  l->bday_sockets = sockets;
-  l->bday =
-      kp__hp_birthday_start(hp, sockets, &l->client_seen, &l->path, l->sock, now + r->delay_ms);
+  begin_birthday(l, sockets, &l->client_seen, l->sock, now + r->delay_ms, now);
 }
 
 void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
@@ -559,9 +572,7 @@ static void birthday_request(kp_hp_link_t *l, uint64_t now) {
       !kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets) ||
       kp__hp_birthday_pool_full(l->hp))
     return;
-  l->bday_sockets = sockets;
-  l->bday = kp__hp_birthday_start(l->hp, sockets, &l->link, &l->path, l->relay_sock, now);
-  if (l->bday) kp__hp_birthday_run(l->hp, l->bday, now);
+  begin_birthday(l, sockets, &l->link, l->relay_sock, now, now);
 }
 
 bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const uint8_t *data,
@@ -569,9 +580,11 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   uint64_t id;
   uint8_t flags = 0;
   if (kp_probe_peek(data, len, &id, &flags) || id != l->local_id) return false;
-  if (sock && sock != l->sock && sock != l->relay_sock && sock != l->pairing.sock &&
-      !kp__hp_birthday_owns(l->bday, sock))
-    return false;
+  /* Only on the link's own sockets (NULL: the main one). */
+  bool mine = sock == l->sock || (l->relay_sock && sock == l->relay_sock) ||
+              (l->pairing.sock && sock == l->pairing.sock) ||
+              (sock && kp__hp_birthday_owns(l->bday, sock));
+  if (!mine) return false;
   bool ok;
   hp_cand_t *c = kp__hp_path_input(l->hp, &l->path, sock, from, data, len, now, &ok);
   if (!ok) return false;
@@ -656,6 +669,7 @@ static uint64_t link_deadline(const kp_hp_link_t *l) {
     if (l->relay_at < d) d = l->relay_at;
   }
   if (l->hint_at < d) d = l->hint_at;
+  if (l->bday_end < d) d = l->bday_end;
   if (l->pairing.sock && l->pairing.next_at < d) d = l->pairing.next_at;
   if (l->has_relay && !l->direct && !l->resuming) {
     if (l->link_cand && l->next_attempt < d) d = l->next_attempt;
@@ -668,6 +682,7 @@ static uint64_t link_deadline(const kp_hp_link_t *l) {
 static void link_tick(kp_hp_link_t *l, uint64_t now) {
   kp_hp_t *hp = l->hp;
   if (l->dead_news) path_died(l, now);
+  if (l->bday && now >= l->bday_end) stop_birthday(l, NULL);
   if (l->resuming && l->alive) {
     /* The old path carries again (a stopped peer woke up): nothing to
      * replace. */
@@ -770,7 +785,7 @@ int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t
   l->to = r->path;
   l->alive = true;
   l->next_round_at = l->relay_at = l->hint_at = UINT64_MAX;
-  l->bday_at = UINT64_MAX;
+  l->bday_at = l->bday_end = UINT64_MAX;
   if (l->client && r->relay.family) add_node(l, &r->relay);
   if (!l->direct) {
     /* Relayed from the start: punch in the background, from the pairing

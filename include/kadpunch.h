@@ -590,16 +590,17 @@ typedef struct kp_conn_stats_s {
   uint64_t bytes_sent, bytes_received;               /* on the wire */
   uint64_t stream_bytes_sent, stream_bytes_received; /* application data, first copies */
   uint64_t retransmits;                              /* frames sent again */
-  uint64_t path_changes;                             /* moves to another address */
-  uint64_t pathless_ms;                              /* time the path did not carry */
-  uint64_t congestion_events;                        /* window reductions */
-  uint64_t probe_timeouts;                           /* ack timeouts: tail-loss probes and RTOs */
-  uint64_t auth_failures; /* packets that failed authentication: dropped */
-  uint64_t replays;       /* duplicates or too old: dropped */
-  uint64_t malformed;     /* unparseable: dropped */
-  unsigned mtu;           /* datagram size in use */
-  kp_addr_t remote;       /* the path */
-  unsigned streams;       /* gauge: streams with state */
+  uint64_t retransmitted_bytes; /* application bytes sent again (lost, or on a path that died) */
+  uint64_t path_changes;        /* moves to another address */
+  uint64_t pathless_ms;         /* time the path did not carry */
+  uint64_t congestion_events;   /* window reductions */
+  uint64_t probe_timeouts;      /* ack timeouts: tail-loss probes and RTOs */
+  uint64_t auth_failures;       /* packets that failed authentication: dropped */
+  uint64_t replays;             /* duplicates or too old: dropped */
+  uint64_t malformed;           /* unparseable: dropped */
+  unsigned mtu;                 /* datagram size in use */
+  kp_addr_t remote;             /* the path */
+  unsigned streams;             /* gauge: streams with state */
 } kp_conn_stats_t;
 
 /* The peer opened stream; start reading it (kp_stream_read_start) or close

@@ -718,6 +718,7 @@ void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {
   out->bytes_in_flight = c->rec.bytes_in_flight;
   out->packets_lost = c->rec.lost_packets;
   out->retransmits = c->rec.retransmits;
+  out->retransmitted_bytes = c->rec.retransmit_bytes;
   out->congestion_events = c->cc.congestion_events;
   out->probe_timeouts = c->rec.probe_timeouts;
   out->mtu = c->mtu;

@@ -4,6 +4,7 @@
 
 #include "common/alloc.h"
 #include "kadpunch.h"
+#include "stream/stream_frame.h"
 
 int kp_recovery_init(kp_recovery_t *r, const kp_recovery_hooks_t *hooks) {
   memset(r, 0, sizeof(*r));
@@ -124,6 +125,7 @@ static void declare_lost(kp_recovery_t *r, uint64_t pn, kp_sent_t *p, uint64_t n
   if (r->hooks.packet_lost) r->hooks.packet_lost(r->hooks.ctx, p, now);
   for (unsigned i = 0; i < p->nframes; i++) {
     r->retransmits++;
+    if (p->frames[i].type == KP_FRAME_STREAM) r->retransmit_bytes += p->frames[i].len;
     r->hooks.frame_lost(r->hooks.ctx, &p->frames[i]);
   }
 }

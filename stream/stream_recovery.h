@@ -98,7 +98,8 @@ typedef struct kp_recovery_s {
   uint64_t lost_packets;
   uint64_t spurious_losses;
   uint64_t probe_timeouts;
-  uint64_t retransmits; /* frames handed back for retransmission */
+  uint64_t retransmits;      /* frames handed back for retransmission */
+  uint64_t retransmit_bytes; /* ... of which stream data, in bytes */
 } kp_recovery_t;
 
 int kp_recovery_init(kp_recovery_t *r, const kp_recovery_hooks_t *hooks);

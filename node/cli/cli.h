@@ -225,6 +225,9 @@ const char *kp_cli_path_text(const kp_path_event_t *ev, char *buf, size_t len);
 /* A kp_conn_path_cb for --listen and --stdio --verbose: each path change
  * and its reason, on stderr. */
 void kp_cli_print_path_change(kp_conn_t *conn, const kp_path_event_t *ev);
+/* What a connection went through, one line: path changes, time without
+ * a path, bytes sent again, the round trip. */
+void kp_cli_print_conn_stats(FILE *out, const char *prefix, kp_conn_t *conn);
 /* The peer's device info, one indented line. */
 void kp_cli_print_device(FILE *out, const kp_device_info_t *d);
 

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "node/cli/cli.h"
 
@@ -189,11 +190,26 @@ static void print_device_json(const kp_device_info_t *d) {
 }
 
 const char *kp_cli_path_text(const kp_path_event_t *ev, char *buf, size_t len) {
-  char to[KP_ADDR_STRLEN];
+  char to[KP_ADDR_STRLEN], when[16];
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  localtime_r(&ts.tv_sec, &tm);
+  strftime(when, sizeof(when), "%H:%M:%S", &tm);
   kp_addr_format(&ev->remote, to, sizeof(to));
-  snprintf(buf, len, "path: %s (%s %s)", kp_path_why_str(ev->why),
-           ev->direct ? "direct to" : "relay", to);
+  snprintf(buf, len, "%s.%03ld path: %s (%s %s)", when, ts.tv_nsec / 1000000,
+           kp_path_why_str(ev->why), ev->direct ? "direct to" : "relay", to);
   return buf;
+}
+
+void kp_cli_print_conn_stats(FILE *out, const char *prefix, kp_conn_t *conn) {
+  kp_conn_stats_t st;
+  kp_conn_stats(conn, &st);
+  fprintf(out,
+          "%sconnection: %" PRIu64 " path change(s), %" PRIu64 " ms without a path, %" PRIu64
+          " bytes sent again, rtt %" PRIu64 " us\n",
+          prefix, st.path_changes, st.pathless_ms, st.retransmitted_bytes, st.srtt_us);
+  fflush(out);
 }
 
 void kp_cli_print_path_change(kp_conn_t *conn, const kp_path_event_t *ev) {

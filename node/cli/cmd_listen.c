@@ -70,6 +70,7 @@ static void on_bridge_done(kp_cli_bridge_t *b, int status, uint64_t reset_code) 
 static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
   listen_t *l = kp_conn_get_data(conn);
   (void)code;
+  if (!l->stopping) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", conn);
   if (!l->stopping)
     fprintf(stderr,
             "kadpunch connect: the connection to %s ended: %s (the next TCP connection "
@@ -165,6 +166,7 @@ static bool first_done(void *ctx) {
 static int stop(listen_t *l, int rc) {
   l->stopping = true;
   kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
+  if (l->conn) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", l->conn);
   if (l->conn) kp_conn_close(l->conn, 0);
   if (!uv_is_closing((uv_handle_t *)&l->server)) uv_close((uv_handle_t *)&l->server, NULL);
   /* Let the close reach the peer. */

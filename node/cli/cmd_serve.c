@@ -165,7 +165,7 @@ static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)code;
   if (fwd) kp_cli_forward_conn_closed(fwd, conn);
   printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
-  fflush(stdout);
+  kp_cli_print_conn_stats(stdout, "  ", conn);
   kp_conn_close(conn, 0);
 }
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "tests/harness/pattern.h"
@@ -156,6 +157,9 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   uv_update_time(p->loop);
   p->started_ms = p->last_read_ms = uv_now(p->loop);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  fprintf(stderr, "start %lld.%03ld\n", (long long)ts.tv_sec, ts.tv_nsec / 1000000);
   uv_read_start((uv_stream_t *)&p->tcp, on_alloc, on_read);
   uv_timer_start(&p->tick, on_tick, TICK_MS, TICK_MS);
   fill(p);

@@ -12,6 +12,7 @@
 #define SERVER_CONNS_PER_KEY 32
 #define SERVER_CONNS_PER_IP 64
 #define SERVER_MAX_CONNS 4096
+#define REACH_EVERY_MS 5000
 
 struct kp_server_s {
   kp_node_t *node;
@@ -23,6 +24,7 @@ struct kp_server_s {
   void *arg;
   kp_server_limits_t limits;
   unsigned conn_count; /* its clients' connections (node->conns whose server it is) */
+  uint64_t reached_at; /* the last announcement refreshed for a path that died */
 };
 
 typedef struct connect_s {
@@ -107,6 +109,11 @@ static void conn_ended(kp_node_conn_t *rec) {
  * our announcement, which must name where we are now. */
 static void conn_reach(kp_node_conn_t *rec) {
   kp_server_t *s = rec->server;
+  uint64_t now = kp__node_now(s->node);
+  /* Once for many connections losing their paths at once (our NAT), and
+   * not more often than every few seconds however paths come and go. */
+  if (s->reached_at && now - s->reached_at < REACH_EVERY_MS) return;
+  s->reached_at = now;
   if (s->announce) kp_announce_refresh(s->announce);
 }
 

@@ -86,7 +86,10 @@ static const char connect_help[] =
     "  --info                  ask for the peer's device info (name, version,\n"
     "                          services); alone, that is all it does\n"
     "  --relay-only            through a blind relay even if a direct path may "
-    "open\n" KP_CLI_NET_HELP "\n"
+    "open\n"
+    "  --wait-direct SECONDS   a relayed connection: hold it this long for the\n"
+    "                          background punch to find a direct path, and say\n"
+    "                          whether and when it did\n" KP_CLI_NET_HELP "\n"
     "examples:\n"
     "  kadpunch connect 1kbqs8tc39zasouiojo73fmb83iynjt7ppdn835bskst4nf4yrqy \\\n"
     "      --bootstrap 203.0.113.7:49737\n"
@@ -115,6 +118,11 @@ typedef struct connect_s {
   bool echo_ok;
   uint64_t sent_at, echo_us;
   bool info_only; /* --info alone: the device info is the answer */
+  /* --wait-direct: a relayed connection is held this long for its
+   * upgrade to a direct path; when (ms after connecting) it came. */
+  unsigned wait_direct_ms;
+  uint64_t connected_us, upgraded_ms;
+  bool upgraded;
 } connect_t;
 
 static uint64_t now_us(void) {
@@ -139,6 +147,17 @@ static void on_echo(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   c->done = true;
 }
 
+static void on_client_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  connect_t *c = kp_conn_get_data(conn);
+  if (!c || c->upgraded || !ev->direct) return;
+  c->upgraded = true;
+  c->upgraded_ms = (now_us() - c->connected_us) / 1000;
+}
+
+static bool upgraded(void *ctx) {
+  return ((connect_t *)ctx)->upgraded;
+}
+
 static void on_client_close(kp_conn_t *conn, int status, uint64_t code) {
   connect_t *c = kp_conn_get_data(conn);
   (void)code;
@@ -157,6 +176,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
     return;
   }
   c->conn = conn;
+  c->connected_us = now_us();
   kp_conn_set_data(conn, c);
   if (c->info_only) {
     c->done = true;
@@ -232,6 +252,7 @@ static void report(const connect_t *c) {
     if (c->info.has_device) print_device_json(&c->info.device);
     if (!c->status && !c->info_only)
       printf(",\"echo_bytes\":%zu,\"echo_us\":%" PRIu64, c->echoed, c->echo_us);
+    if (c->upgraded) printf(",\"upgraded_ms\":%" PRIu64, c->upgraded_ms);
     printf("}\n");
     return;
   }
@@ -246,6 +267,11 @@ static void report(const connect_t *c) {
   if (c->info_only && !c->info.has_device) printf("  device      (the peer does not tell)\n");
   if (!c->info_only)
     printf("  echo        %zu bytes back in %.2f ms\n", c->echoed, (double)c->echo_us / 1000.0);
+  if (c->upgraded) {
+    printf("  upgraded    to a direct path %" PRIu64 " ms after connecting\n", c->upgraded_ms);
+  } else if (c->wait_direct_ms && c->info.punch == KP_PUNCH_RELAYED) {
+    printf("  upgraded    no: still relayed after %u ms\n", c->wait_direct_ms);
+  }
 }
 
 static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
@@ -260,7 +286,7 @@ static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
     kp_keypair_wipe(&kp);
     return rc;
   }
-  kp_conn_callbacks_t cb = {.on_close = on_client_close};
+  kp_conn_callbacks_t cb = {.on_close = on_client_close, .on_path = on_client_path};
   int err = kp_node_connect_with(s.node, &kp, server_key, &a->opts, &cb, on_connected, st);
   kp_keypair_wipe(&kp);
   if (err) {
@@ -271,6 +297,12 @@ static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
   /* The handshake and punch time out by themselves (10 s each). */
   kp_cli_session_run(&s, connect_done, st, 30000);
   if (!st->done) st->status = s.signalled ? UV_ECANCELED : UV_ETIMEDOUT;
+  /* Relayed: held for the background punch, if asked. */
+  if (!st->status && st->conn && st->wait_direct_ms && st->info.punch == KP_PUNCH_RELAYED) {
+    uint64_t held = (now_us() - st->connected_us) / 1000;
+    if (held < st->wait_direct_ms)
+      kp_cli_session_run(&s, upgraded, st, st->wait_direct_ms - (unsigned)held);
+  }
   report(st);
   if (st->conn) kp_conn_close(st->conn, 0);
   /* Let the close reach the peer. */
@@ -284,8 +316,9 @@ static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
 static int check_modes(const kp_cli_connect_args_t *a, bool stdio, const connect_t *st,
                        bool message_set) {
   if (a->listen && stdio) return kp_cli_usage_error("connect", "--listen or --stdio, not both");
-  if ((a->listen || stdio) && (st->json || message_set))
-    return kp_cli_usage_error("connect", "--json and --message go without --listen and --stdio");
+  if ((a->listen || stdio) && (st->json || message_set || st->wait_direct_ms))
+    return kp_cli_usage_error(
+        "connect", "--json, --message and --wait-direct go without --listen and --stdio");
   if (a->verbose && !stdio) return kp_cli_usage_error("connect", "--verbose goes with --stdio");
   return 0;
 }
@@ -300,6 +333,7 @@ int kp_cli_connect(int argc, char **argv) {
                                            {"verbose", no_argument, 0, 'v'},
                                            {"service", required_argument, 0, 's'},
                                            {"info", no_argument, 0, 'i'},
+                                           {"wait-direct", required_argument, 0, 'w'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -328,6 +362,13 @@ int kp_cli_connect(int argc, char **argv) {
         a.opts.service = optarg;
         break;
       case 'i': a.opts.want_info = st.info_only = true; break;
+      case 'w': {
+        unsigned long secs;
+        if (!kp_cli_parse_uint(optarg, 0, 3600, &secs))
+          return kp_cli_usage_error("connect", "--wait-direct '%s': seconds, 0 to 3600", optarg);
+        st.wait_direct_ms = (unsigned)secs * 1000;
+        break;
+      }
       case 'h': fputs(connect_help, stdout); return KP_EXIT_OK;
       default:
         if ((rc = kp_cli_net_option(net, c, optarg, "connect"))) return rc;

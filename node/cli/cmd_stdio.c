@@ -35,6 +35,7 @@ static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)code;
   /* A stream not being read (stdout is slow) hears of it only so. */
   if (st->b) kp_cli_bridge_abort(st->b, status ? status : KP_ECLOSED);
+  if (st->a->verbose) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", conn);
   kp_conn_close(conn, 0);
   st->conn = NULL;
 }
@@ -114,6 +115,7 @@ int kp_cli_connect_stdio(kp_cli_connect_args_t *a) {
     }
     rc = st.status ? KP_EXIT_FAIL : KP_EXIT_OK;
   }
+  if (st.conn && a->verbose) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", st.conn);
   if (st.conn) kp_conn_close(st.conn, 0);
   /* Let the close reach the peer. */
   s.signalled = false;

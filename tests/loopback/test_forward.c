@@ -476,7 +476,8 @@ static void test_bad_options(void) {
       {{"connect", key, "--listen", "nowhere"}, "expected ADDR:PORT"},
       {{"connect", key, "--listen", "127.0.0.1"}, "expected ADDR:PORT"},
       {{"connect", key, "--listen", "1", "--stdio"}, "not both"},
-      {{"connect", key, "--stdio", "--json"}, "--json and --message"},
+      {{"connect", key, "--stdio", "--json"}, "--json, --message and --wait-direct go without"},
+      {{"connect", key, "--listen", "1", "--wait-direct", "5"}, "--wait-direct go without"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *argv[12] = {KP_BINARY};

@@ -114,7 +114,12 @@ lab_ns() { # name
 lab_spawn() { # ns logfile command...
   local ns=$1 log=$2
   shift 2
-  ip netns exec "$LAB-$ns" "$@" >"$log" 2>&1 &
+  # Emptied here, not by the background job's redirection, which may come
+  # later: a wait for the log to say something must not read what the
+  # last process there said (a cell's checks once raced the server's start
+  # that way, and the server was not up yet).
+  : >"$log"
+  ip netns exec "$LAB-$ns" "$@" >>"$log" 2>&1 &
   LAB_PIDS="$LAB_PIDS $!"
   LAB_LAST_PID=$!
 }

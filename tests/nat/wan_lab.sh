@@ -13,7 +13,9 @@
 # TCP segments and UDP GSO batches are cut to MTU-sized frames before the
 # wire, as on a real NIC), and their TCP may grow windows to 128 MiB so it
 # is never limited by buffers on a long fat path. IPv6 is off (no router
-# or neighbour chatter on the legs).
+# or neighbour chatter on the legs). Every veth end spreads its receive
+# processing over all CPUs (RPS): a frame sent into a veth is otherwise
+# received, up through the host's TCP or UDP, on the sender's CPU.
 #
 # Safety as in lab.sh (sourced from it): every namespace is ours ($LAB-*,
 # with the PID in $LAB), nothing is added to the root namespace, every
@@ -26,6 +28,13 @@ LAB=${LAB:-kpw$$}
 WAN_A=198.51.100.1
 WAN_B=198.51.100.2
 WAN_PID=""
+
+WAN_RPS=$(printf '%x' $(( (1 << $(nproc)) - 1 )))
+
+wan_rps() { # ns ifname
+  ip netns exec "$LAB-$1" sh -c "echo $WAN_RPS > /sys/class/net/$2/queues/rx-0/rps_cpus" 2>/dev/null ||
+    true
+}
 
 wan_host() { # name addr peer-leg
   lab_ns "$1"
@@ -49,6 +58,10 @@ wan_init() {
   wan_host b $WAN_B lb
   ip -n "$LAB-m" link set la up
   ip -n "$LAB-m" link set lb up
+  wan_rps a eth0
+  wan_rps b eth0
+  wan_rps m la
+  wan_rps m lb
 }
 
 # (Re)starts the path with these wanem options; the old one's counters go

@@ -407,6 +407,7 @@ static int kp_sink(const char *bind_addr) {
   say_ready();
   uv_run(&loop, UV_RUN_DEFAULT);
   int rc = run.done ? 0 : 1;
+  kp_conn_close(run.conn, 0);
   kp_endpoint_close(ep, NULL);
   uv_close((uv_handle_t *)&run.timer, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -454,6 +455,8 @@ static int kp_send(const char *bind_addr) {
   uv_timer_init(&loop, &run.timer);
   uv_timer_start(&run.timer, on_deadline, (uint64_t)(opt.max_seconds * 1000), 0);
   uv_run(&loop, UV_RUN_DEFAULT);
+  kp_stream_close(run.stream, NULL);
+  kp_conn_close(run.conn, 0);
   kp_endpoint_close(ep, NULL);
   uv_close((uv_handle_t *)&run.timer, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -31,11 +31,11 @@
  * Mechanics: one AF_PACKET socket per leg with PACKET_VNET_HDR (frames keep
  * their checksum-offload state: a veth hands over TCP and UDP with partial
  * checksums, and the virtio header carries them across), recvmmsg and
- * sendmmsg in batches of 64, a binary heap per direction ordered by release
- * time, epoll_pwait2 for microsecond wake-ups. Frames live in a fixed pool of
- * 2 KiB slots; a full pool drops (counted). The hosts' legs must not hand
- * over GSO super-frames (the lab sets gso_max_segs 1 on them); any that come
- * are dropped and counted.
+ * sendmmsg in batches of 64, one thread per direction with a binary heap
+ * ordered by release time and epoll_pwait2 for microsecond wake-ups. Frames
+ * live in a fixed pool of 2 KiB slots per direction; a full pool drops
+ * (counted). The hosts' legs must not hand over GSO super-frames (the lab
+ * sets gso_max_segs 1 on them); any that come are dropped and counted.
  *
  * On SIGTERM or SIGINT it writes its counters (--stats FILE, else stdout)
  * and exits; SIGUSR1 writes them and goes on. */
@@ -47,7 +47,9 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,26 +90,44 @@ typedef struct stats_s {
   uint64_t ge_bad_frames;
 } stats_t;
 
-/* One direction: frames that came in on leg `from` and leave on the other. */
+/* Frames waiting to go out on a leg: sent in batches. */
+typedef struct txq_s {
+  struct mmsghdr msgs[BATCH];
+  struct iovec iov[BATCH];
+  uint32_t slots[BATCH];
+  unsigned n;
+} txq_t;
+
+/* One direction, run by a thread of its own: frames that come in on leg
+ * `from` and leave on the other. Sending a frame into a veth runs the
+ * receiving host's whole stack in the sender's context, so each direction
+ * pays for the host it feeds; two threads let two cores share that. */
 typedef struct dir_s {
   int from;
+  int rx_fd, tx_fd;
+  pthread_t thread;
+  uint64_t rng;
+  /* Its frames, and the heap of those on their way, by (release, seq). */
+  slot_t *pool;
+  uint32_t pool_size, pool_fresh, free_head; /* fresh: never used yet */
+  uint32_t *heap;
+  size_t count;
+  uint64_t seq;
+  txq_t txq;
+  /* The path. */
   uint64_t free_at_us;   /* when the bottleneck has sent everything it holds */
   uint64_t last_release; /* without reordering, nobody leaves before this */
   bool ge_bad;
-  uint32_t *heap; /* slot indices, by (release, seq) */
-  size_t count;
   stats_t st;
 } dir_t;
 
 static params_t P = {.queue_bytes = 1u << 20};
-static slot_t *pool;
-static uint32_t pool_size, pool_fresh, free_head = UINT32_MAX; /* fresh: never used yet */
 static dir_t dirs[2];
 static int fds[2];
 static const char *legs[2];
 static const char *stats_path;
-static uint64_t seq_counter, rng_state = 0x9e3779b97f4a7c15ull;
-static volatile sig_atomic_t stop_flag, dump_flag;
+static uint64_t seed = 1;
+static atomic_bool stop_flag; /* set by the main thread on a signal */
 
 static uint64_t now_us(void) {
   struct timespec ts;
@@ -115,9 +135,10 @@ static uint64_t now_us(void) {
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* splitmix64: every run with the same seed draws the same sequence. */
-static double uniform(void) {
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+/* splitmix64, one stream per direction: a run with the same seed and the
+ * same frames in a direction draws the same fates for them. */
+static double uniform(dir_t *d) {
+  uint64_t z = (d->rng += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   z ^= z >> 31;
@@ -131,28 +152,28 @@ _Noreturn static void die(const char *what) {
 
 /* Slots are handed out from the free list, else untouched ones in order:
  * the pool's pages are only faulted in as the path fills. */
-static uint32_t slot_get(void) {
-  uint32_t i = free_head;
+static uint32_t slot_get(dir_t *d) {
+  uint32_t i = d->free_head;
   if (i != UINT32_MAX)
-    free_head = pool[i].next_free;
-  else if (pool_fresh < pool_size)
-    i = pool_fresh++;
+    d->free_head = d->pool[i].next_free;
+  else if (d->pool_fresh < d->pool_size)
+    i = d->pool_fresh++;
   return i;
 }
 
-static void slot_put(uint32_t i) {
-  pool[i].next_free = free_head;
-  free_head = i;
+static void slot_put(dir_t *d, uint32_t i) {
+  d->pool[i].next_free = d->free_head;
+  d->free_head = i;
 }
 
-static bool before(uint32_t a, uint32_t b) {
-  const slot_t *x = &pool[a], *y = &pool[b];
+static bool before(const dir_t *d, uint32_t a, uint32_t b) {
+  const slot_t *x = &d->pool[a], *y = &d->pool[b];
   return x->release_us < y->release_us || (x->release_us == y->release_us && x->seq < y->seq);
 }
 
 static void heap_push(dir_t *d, uint32_t s) {
   size_t i = d->count++;
-  while (i && before(s, d->heap[(i - 1) / 2])) {
+  while (i && before(d, s, d->heap[(i - 1) / 2])) {
     d->heap[i] = d->heap[(i - 1) / 2];
     i = (i - 1) / 2;
   }
@@ -166,8 +187,8 @@ static uint32_t heap_pop(dir_t *d) {
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= d->count) break;
-    if (c + 1 < d->count && before(d->heap[c + 1], d->heap[c])) c++;
-    if (!before(d->heap[c], last)) break;
+    if (c + 1 < d->count && before(d, d->heap[c + 1], d->heap[c])) c++;
+    if (!before(d, d->heap[c], last)) break;
     d->heap[i] = d->heap[c];
     i = c;
   }
@@ -197,80 +218,69 @@ static bool admit(dir_t *d, slot_t *s, uint64_t now) {
   bool lost;
   if (P.gilbert) {
     /* Gilbert-Elliott: the state moves first, then this frame's fate. */
-    if (d->ge_bad ? uniform() < P.ge_r : uniform() < P.ge_p) d->ge_bad = !d->ge_bad;
+    if (d->ge_bad ? uniform(d) < P.ge_r : uniform(d) < P.ge_p) d->ge_bad = !d->ge_bad;
     if (d->ge_bad) d->st.ge_bad_frames++;
-    lost = uniform() < (d->ge_bad ? P.ge_bad : P.ge_good);
+    lost = uniform(d) < (d->ge_bad ? P.ge_bad : P.ge_good);
   } else {
-    lost = P.loss > 0 && uniform() < P.loss;
+    lost = P.loss > 0 && uniform(d) < P.loss;
   }
   if (lost) {
     d->st.losses++;
     return false;
   }
-  uint64_t jitter = P.jitter_us ? (uint64_t)(uniform() * (double)(P.jitter_us + 1)) : 0;
+  uint64_t jitter = P.jitter_us ? (uint64_t)(uniform(d) * (double)(P.jitter_us + 1)) : 0;
   uint64_t release = depart + P.delay_us + jitter;
   if (!P.reorder && release < d->last_release) release = d->last_release;
   d->last_release = release;
   s->release_us = release;
-  s->seq = seq_counter++;
+  s->seq = d->seq++;
   return true;
 }
 
-/* Frames waiting to go out on one leg: sent in batches. */
-typedef struct txq_s {
-  struct mmsghdr msgs[BATCH];
-  struct iovec iov[BATCH];
-  uint32_t slots[BATCH];
-  unsigned n;
-} txq_t;
-
-static txq_t txq[2];
-
-static void tx_flush(int leg) {
-  txq_t *q = &txq[leg];
+static void tx_flush(dir_t *d) {
+  txq_t *q = &d->txq;
   unsigned done = 0;
   while (done < q->n) {
-    int r = sendmmsg(fds[leg], q->msgs + done, q->n - done, 0);
+    int r = sendmmsg(d->tx_fd, q->msgs + done, q->n - done, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == ENOBUFS) {
         /* The leg's queue is full for a moment: wait for room. */
-        struct pollfd pfd = {fds[leg], POLLOUT, 0};
+        struct pollfd pfd = {d->tx_fd, POLLOUT, 0};
         poll(&pfd, 1, 10);
         continue;
       }
       /* Lost on the way out (the other side's link went down): counted. */
-      dirs[1 - leg].st.send_errors++;
+      d->st.send_errors++;
       done++;
       continue;
     }
     done += (unsigned)r;
   }
-  for (unsigned i = 0; i < q->n; i++) slot_put(q->slots[i]);
+  for (unsigned i = 0; i < q->n; i++) slot_put(d, q->slots[i]);
   q->n = 0;
 }
 
-static void tx_add(int leg, uint32_t s) {
-  txq_t *q = &txq[leg];
-  q->iov[q->n].iov_base = pool[s].data;
-  q->iov[q->n].iov_len = pool[s].len;
+static void tx_add(dir_t *d, uint32_t s) {
+  txq_t *q = &d->txq;
+  q->iov[q->n].iov_base = d->pool[s].data;
+  q->iov[q->n].iov_len = d->pool[s].len;
   memset(&q->msgs[q->n], 0, sizeof(q->msgs[q->n]));
   q->msgs[q->n].msg_hdr.msg_iov = &q->iov[q->n];
   q->msgs[q->n].msg_hdr.msg_iovlen = 1;
   q->slots[q->n++] = s;
-  if (q->n == BATCH) tx_flush(leg);
+  if (q->n == BATCH) tx_flush(d);
 }
 
-/* One received frame in slot s, from leg `from`. */
-static void on_frame(uint32_t s, int from, uint64_t now) {
-  dir_t *d = &dirs[from];
-  slot_t *sl = &pool[s];
+/* One received frame in slot s. */
+static void on_frame(dir_t *d, uint32_t s, uint64_t now) {
+  slot_t *sl = &d->pool[s];
   const struct virtio_net_hdr *vh = (const struct virtio_net_hdr *)sl->data;
   d->st.frames_in++;
   d->st.bytes_in += sl->len - (uint32_t)VNET_LEN;
   if (vh->gso_type != VIRTIO_NET_HDR_GSO_NONE) {
     d->st.gso_drops++; /* one frame standing for many: not what a wire carries */
-    slot_put(s);
+    slot_put(d, s);
     return;
   }
   uint16_t type = 0;
@@ -278,19 +288,19 @@ static void on_frame(uint32_t s, int from, uint64_t now) {
     type = (uint16_t)(sl->data[VNET_LEN + 12] << 8 | sl->data[VNET_LEN + 13]);
   if (type == ETHERTYPE_ARP) {
     d->st.arp++;
-    tx_add(1 - from, s);
+    tx_add(d, s);
     return;
   }
   if (!admit(d, sl, now)) {
-    slot_put(s);
+    slot_put(d, s);
     return;
   }
   heap_push(d, s);
 }
 
-/* Reads what leg `leg` has, in batches, until it has nothing more (or a
- * bound, so the other leg and the releases get their turn). */
-static void rx_leg(int leg) {
+/* Reads what the direction's leg has, in batches, until it has nothing
+ * more (or a bound, so the releases get their turn). */
+static void rx_leg(dir_t *d) {
   struct mmsghdr msgs[BATCH];
   struct iovec iov[BATCH];
   uint32_t slots[BATCH];
@@ -298,10 +308,10 @@ static void rx_leg(int leg) {
   for (int round = 0; round < 16; round++) {
     unsigned n = 0;
     while (n < BATCH) {
-      uint32_t s = slot_get();
+      uint32_t s = slot_get(d);
       if (s == UINT32_MAX) break;
       slots[n] = s;
-      iov[n].iov_base = pool[s].data;
+      iov[n].iov_base = d->pool[s].data;
       iov[n].iov_len = SLOT_BYTES;
       memset(&msgs[n], 0, sizeof(msgs[n]));
       msgs[n].msg_hdr.msg_iov = &iov[n];
@@ -312,45 +322,67 @@ static void rx_leg(int leg) {
     }
     if (n == 0) {
       /* The pool is exhausted: read one frame into a scratch slot and drop it. */
-      static uint8_t scratch[SLOT_BYTES];
-      if (recv(fds[leg], scratch, sizeof(scratch), MSG_DONTWAIT) > 0) {
-        dirs[leg].st.frames_in++;
-        dirs[leg].st.pool_drops++;
+      uint8_t scratch[SLOT_BYTES];
+      if (recv(d->rx_fd, scratch, sizeof(scratch), MSG_DONTWAIT) > 0) {
+        d->st.frames_in++;
+        d->st.pool_drops++;
         continue;
       }
       return;
     }
-    int r = recvmmsg(fds[leg], msgs, n, MSG_DONTWAIT, NULL);
+    int r = recvmmsg(d->rx_fd, msgs, n, MSG_DONTWAIT, NULL);
     uint64_t now = now_us();
     if (r < 0) r = 0;
     for (int i = 0; i < r; i++) {
-      pool[slots[i]].len = msgs[i].msg_len;
+      d->pool[slots[i]].len = msgs[i].msg_len;
       if (from[i].sll_pkttype == PACKET_OUTGOING) {
-        slot_put(slots[i]); /* our own transmission, seen on the way out */
+        slot_put(d, slots[i]); /* our own transmission, seen on the way out */
       } else if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC || msgs[i].msg_len < (unsigned)VNET_LEN) {
-        dirs[leg].st.truncated++;
-        slot_put(slots[i]);
+        d->st.truncated++;
+        slot_put(d, slots[i]);
       } else {
-        on_frame(slots[i], leg, now);
+        on_frame(d, slots[i], now);
       }
     }
-    for (unsigned i = (unsigned)r; i < n; i++) slot_put(slots[i]);
+    for (unsigned i = (unsigned)r; i < n; i++) slot_put(d, slots[i]);
     if ((unsigned)r < n) return;
   }
 }
 
-static void release_due(uint64_t now) {
-  for (int k = 0; k < 2; k++) {
-    dir_t *d = &dirs[k];
-    while (d->count && pool[d->heap[0]].release_us <= now) {
-      uint32_t s = heap_pop(d);
-      d->st.forwarded++;
-      d->st.bytes_out += pool[s].len - (uint32_t)VNET_LEN;
-      tx_add(1 - k, s);
-    }
+static void release_due(dir_t *d, uint64_t now) {
+  while (d->count && d->pool[d->heap[0]].release_us <= now) {
+    uint32_t s = heap_pop(d);
+    d->st.forwarded++;
+    d->st.bytes_out += d->pool[s].len - (uint32_t)VNET_LEN;
+    tx_add(d, s);
   }
-  tx_flush(0);
-  tx_flush(1);
+  tx_flush(d);
+}
+
+/* A direction's loop: wait for frames or the next release (to the
+ * microsecond), take them in, let out what is due. It checks for the stop
+ * every 100 ms at most. */
+static void *run_dir(void *arg) {
+  dir_t *d = arg;
+  int ep = epoll_create1(0);
+  if (ep < 0) die("epoll_create1");
+  struct epoll_event ev = {.events = EPOLLIN};
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, d->rx_fd, &ev)) die("epoll_ctl");
+  while (!stop_flag) {
+    uint64_t now = now_us(), wait = 100000;
+    if (d->count) {
+      uint64_t next = d->pool[d->heap[0]].release_us;
+      wait = next > now ? (next - now < wait ? next - now : wait) : 0;
+    }
+    struct timespec ts = {(time_t)(wait / 1000000u), (long)(wait % 1000000u) * 1000};
+    struct epoll_event out;
+    int n = epoll_pwait2(ep, &out, 1, &ts, NULL);
+    if (n < 0 && errno != EINTR) die("epoll_pwait2");
+    if (n > 0) rx_leg(d);
+    release_due(d, now_us());
+  }
+  close(ep);
+  return NULL;
 }
 
 static int open_leg(const char *ifname) {
@@ -364,6 +396,8 @@ static int open_leg(const char *ifname) {
   /* Our own sends on this leg are not news (kernel 4.20+; the pkttype
    * check stays for older ones). */
   setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof(one));
+  /* Straight to the veth: it has no queue to skip anyway. */
+  setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof(big)))
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)))
@@ -398,13 +432,6 @@ static void write_stats(void) {
   }
   fflush(f);
   if (f != stdout) fclose(f);
-}
-
-static void on_signal(int sig) {
-  if (sig == SIGUSR1)
-    dump_flag = 1;
-  else
-    stop_flag = 1;
 }
 
 static double parse_num(const char *s, const char *what) {
@@ -453,7 +480,7 @@ static void parse_args(int argc, char **argv) {
       case 'r': P.rate_bps = (uint64_t)(parse_num(optarg, "rate") * 1e6); break;
       case 'q': P.queue_bytes = (uint64_t)parse_num(optarg, "queue"); break;
       case 'Q': queue_ms = parse_num(optarg, "queue-ms"); break;
-      case 's': rng_state = (uint64_t)parse_num(optarg, "seed"); break;
+      case 's': seed = (uint64_t)parse_num(optarg, "seed"); break;
       case 'S': stats_path = optarg; break;
       default: usage();
     }
@@ -463,60 +490,53 @@ static void parse_args(int argc, char **argv) {
   if (P.queue_bytes < 2 * SLOT_BYTES) P.queue_bytes = 2 * SLOT_BYTES;
 }
 
-/* Enough slots for both directions' queues and what is on the wire (the
+/* Enough slots per direction for its queue and what is on the wire (the
  * delay at the rate), with room; without a rate, 64k frames. */
 static uint32_t pool_slots(void) {
   uint64_t n = 65536;
   if (P.rate_bps) {
     uint64_t on_wire = P.rate_bps / 8 * (P.delay_us + P.jitter_us) / 1000000u;
-    n = 2 * (P.queue_bytes + on_wire) / 1000 + 8192; /* as if every frame were 1000 bytes */
+    n = (P.queue_bytes + on_wire) / 1000 + 8192; /* as if every frame were 1000 bytes */
   }
   return n > MAX_SLOTS ? MAX_SLOTS : (uint32_t)n;
 }
 
 int main(int argc, char **argv) {
   parse_args(argc, argv);
-  pool_size = pool_slots();
-  pool = calloc(pool_size, sizeof(*pool));
-  for (int k = 0; k < 2; k++) {
-    dirs[k].from = k;
-    dirs[k].heap = calloc(pool_size, sizeof(uint32_t));
-  }
-  if (!pool || !dirs[0].heap || !dirs[1].heap) die("calloc");
   for (int k = 0; k < 2; k++) fds[k] = open_leg(legs[k]);
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGUSR1, &sa, NULL);
-  int ep = epoll_create1(0);
-  if (ep < 0) die("epoll_create1");
+  uint32_t slots = pool_slots();
   for (int k = 0; k < 2; k++) {
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)k};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[k], &ev)) die("epoll_ctl");
+    dir_t *d = &dirs[k];
+    d->from = k;
+    d->rx_fd = fds[k];
+    d->tx_fd = fds[1 - k];
+    d->rng = seed * 2 + (uint64_t)k;
+    d->pool_size = slots;
+    d->free_head = UINT32_MAX;
+    d->pool = calloc(slots, sizeof(*d->pool));
+    d->heap = calloc(slots, sizeof(uint32_t));
+    if (!d->pool || !d->heap) die("calloc");
   }
-  fprintf(stderr, "wanem: %s <-> %s, %u slots, ready\n", legs[0], legs[1], pool_size);
+  /* The threads inherit a mask with the signals blocked; this thread takes
+   * them. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  for (int k = 0; k < 2; k++)
+    if (pthread_create(&dirs[k].thread, NULL, run_dir, &dirs[k])) die("pthread_create");
+  fprintf(stderr, "wanem: %s <-> %s, %u slots each way, ready\n", legs[0], legs[1], slots);
   while (!stop_flag) {
-    if (dump_flag) {
-      dump_flag = 0;
+    int sig;
+    if (sigwait(&set, &sig)) continue;
+    if (sig == SIGUSR1)
       write_stats();
-    }
-    uint64_t now = now_us(), next = UINT64_MAX;
-    for (int k = 0; k < 2; k++)
-      if (dirs[k].count && pool[dirs[k].heap[0]].release_us < next)
-        next = pool[dirs[k].heap[0]].release_us;
-    struct timespec ts = {0, 0}, *tp = NULL;
-    if (next != UINT64_MAX) {
-      uint64_t wait = next > now ? next - now : 0;
-      ts.tv_sec = (time_t)(wait / 1000000u);
-      ts.tv_nsec = (long)(wait % 1000000u) * 1000;
-      tp = &ts;
-    }
-    struct epoll_event evs[4];
-    int n = epoll_pwait2(ep, evs, 4, tp, NULL);
-    if (n < 0 && errno != EINTR) die("epoll_pwait2");
-    for (int i = 0; i < n; i++) rx_leg((int)evs[i].data.u32);
-    release_due(now_us());
+    else
+      stop_flag = 1;
   }
+  for (int k = 0; k < 2; k++) pthread_join(dirs[k].thread, NULL);
   write_stats();
   return 0;
 }

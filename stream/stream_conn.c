@@ -16,7 +16,7 @@
  * where a path move or a black hole sends the datagram size back. */
 #define BASE_MTU 1200
 
-static const unsigned probe_sizes[] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
+static const unsigned probe_sizes[KP_MTU_PROBE_SIZES] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
 
 void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
@@ -51,18 +51,61 @@ static void on_frame_lost(void *ctx, const kp_sent_frame_t *f) {
   }
 }
 
+/* ---- Path MTU ---------------------------------------------------------------- */
+
+/* Every candidate size is probed at once, one probe of each in flight (RFC
+ * 8899 section 5.3.1 allows several), so finding a path's size takes the
+ * round trips of three failures, not of three per size tried in turn. */
+
+static unsigned probe_bit(unsigned size) {
+  for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+    if (probe_sizes[i] == size) return 1u << i;
+  return 0;
+}
+
+/* Bigger than what the path is known to carry, within the family's limit,
+ * and not failed three times. */
+static bool probe_candidate(const kp_sconn_t *c, unsigned i) {
+  return probe_sizes[i] > c->mtu && probe_sizes[i] <= c->mtu_max &&
+         c->probe_failures[i] < PROBE_TRIES;
+}
+
+/* Probing starts over from the top at `at` (a new path, a black hole, or a
+ * while after the last search). */
+static void probe_restart(kp_sconn_t *c, uint64_t at) {
+  memset(c->probe_failures, 0, sizeof(c->probe_failures));
+  c->probe_inflight = 0;
+  c->probe_at = at;
+}
+
+/* The largest candidate without a probe in flight, 0 if none (or none is
+ * due). */
+static unsigned probe_now(const kp_sconn_t *c, uint64_t now) {
+  if (!c->rec.have_rtt || now < c->probe_at) return 0;
+  for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+    if (probe_candidate(c, i) && !(c->probe_inflight & (1u << i))) return probe_sizes[i];
+  return 0;
+}
+
+/* After a probe's verdict: when no candidate is left, the search is over
+ * until bigger sizes may pass again (a route changes). */
+static void probe_settle(kp_sconn_t *c, uint64_t now) {
+  if (c->probe_inflight) return;
+  for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+    if (probe_candidate(c, i)) return;
+  probe_restart(c, c->mtu < c->mtu_max ? now + PROBE_AGAIN_US : UINT64_MAX);
+}
+
 static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
   if (p->flags & KP_SENT_MTU_PROBE) {
     /* The path carries datagrams this large. */
-    c->probe_inflight = false;
+    c->probe_inflight &= ~probe_bit(p->size);
     if (p->size > c->mtu) {
       c->mtu = p->size;
       kp_cubic_set_mss(&c->cc, c->mtu);
     }
-    /* Done for now; bigger sizes may pass later (a route changes). */
-    c->probe_size = 0;
-    c->probe_at = c->mtu < c->mtu_max ? now + PROBE_AGAIN_US : UINT64_MAX;
+    probe_settle(c, now);
     return;
   }
   if (p->flags & KP_SENT_IN_FLIGHT) {
@@ -71,37 +114,16 @@ static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
   }
 }
 
-static unsigned next_probe_size(const kp_sconn_t *c, unsigned after) {
-  for (size_t i = 0; i < sizeof(probe_sizes) / sizeof(probe_sizes[0]); i++)
-    if (probe_sizes[i] < after && probe_sizes[i] <= c->mtu_max && probe_sizes[i] > c->mtu)
-      return probe_sizes[i];
-  return 0;
-}
-
-/* The size to probe now, starting a round (the sizes from the top) when
- * one is due; 0 if none. */
-static unsigned probe_now(kp_sconn_t *c, uint64_t now) {
-  if (c->probe_inflight || !c->rec.have_rtt || now < c->probe_at) return 0;
-  if (!c->probe_size) {
-    c->probe_size = next_probe_size(c, UINT32_MAX);
-    c->probe_failures = 0;
-    if (!c->probe_size) c->probe_at = UINT64_MAX; /* nothing bigger to try */
-  }
-  return c->probe_size;
-}
-
 static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
   if (p->flags & KP_SENT_MTU_PROBE) {
     /* Too big for the path (or plain loss): a lost probe says nothing about
-     * congestion. Three strikes, then a smaller size. */
-    c->probe_inflight = false;
-    if (++c->probe_failures >= PROBE_TRIES) {
-      c->probe_failures = 0;
-      c->probe_size = next_probe_size(c, c->probe_size);
-    }
-    /* Sizes exhausted: try again from the top in a while. */
-    c->probe_at = c->probe_size ? now : now + PROBE_AGAIN_US;
+     * congestion. Three strikes and that size is out. */
+    unsigned bit = probe_bit(p->size);
+    c->probe_inflight &= ~bit;
+    for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+      if (bit == 1u << i) c->probe_failures[i]++;
+    probe_settle(c, now);
     return;
   }
   kp_loss_gate_on_outcome(&c->loss_gate, true);
@@ -152,7 +174,7 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   c->mtu = c->cfg.mtu;
   c->mtu_max = family_max;
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
-  c->probe_at = now;
+  probe_restart(c, c->mtu < c->mtu_max ? now : UINT64_MAX);
   kp_cubic_init(&c->cc, c->mtu);
   kp_pacer_init(&c->pacer);
   /* Until the peer's first ack says more, the protocol's initial limit. */
@@ -254,9 +276,7 @@ static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
   kp_pacer_init(&c->pacer);
   /* Its MTU too: back to the safe size, and probe again. */
   c->mtu = BASE_MTU;
-  c->probe_size = 0;
-  c->probe_inflight = false;
-  c->probe_at = now;
+  probe_restart(c, now);
   if (c->ev.path_changed) c->ev.path_changed(c->ev.ctx, to);
 }
 
@@ -550,12 +570,13 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
   bool window_open = c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd;
   bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
   *to = c->remote;
-  if (window_open && paced && probe_now(c, now)) {
+  unsigned probe = window_open && paced ? probe_now(c, now) : 0;
+  if (probe) {
     /* A path MTU probe: a PING padded to the size being tried. */
-    open_packet(c, &p, buf, c->probe_size, now);
+    open_packet(c, &p, buf, probe, now);
     kp_frame_put_ping(&p.w);
     kp_frame_put_padding(&p.w, p.w.cap - p.w.len);
-    c->probe_inflight = true;
+    c->probe_inflight |= probe_bit(probe);
     return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT | KP_SENT_MTU_PROBE, now);
   }
   return write_frames(c, buf, window_open, paced, now);
@@ -584,9 +605,7 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
        * probing finds the new limit. */
       c->mtu = BASE_MTU;
       kp_cubic_set_mss(&c->cc, c->mtu);
-      c->probe_size = 0;
-      c->probe_inflight = false;
-      c->probe_at = now;
+      probe_restart(c, now);
     }
   }
   kp__sstreams_deliver(c);
@@ -615,8 +634,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd) {
     uint64_t want = UINT64_MAX;
     if (kp__sstreams_have_data(c)) want = 0;
-    if (!c->probe_inflight && c->rec.have_rtt && c->mtu < c->mtu_max && c->probe_at < want)
-      want = c->probe_at;
+    if (c->probe_at < want && probe_now(c, c->probe_at)) want = c->probe_at;
     if (want != UINT64_MAX) {
       uint64_t paced = kp_pacer_next(&c->pacer, c->mtu, c->pacer.at_us);
       if (paced > want) want = paced;

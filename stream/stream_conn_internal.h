@@ -59,6 +59,9 @@ struct kp_sstream_s {
 
 typedef enum { S_OPEN, S_CLOSING, S_DRAINING, S_CLOSED } kp_sconn_state_t;
 
+/* Datagram sizes path MTU probing tries: 1472, 1452, 1400, 1280. */
+#define KP_MTU_PROBE_SIZES 4
+
 /* Received packet numbers, for building acks: newest ranges first. */
 #define KP_RECV_RANGES (KP_STREAM_MAX_ACK_RANGES + 1)
 
@@ -86,10 +89,9 @@ struct kp_sconn_s {
   uint8_t response[8];
   /* MTU. */
   unsigned mtu, mtu_max;
-  unsigned probe_size;
-  unsigned probe_failures;
+  uint8_t probe_failures[KP_MTU_PROBE_SIZES]; /* per size tried */
+  uint8_t probe_inflight;                     /* bit i: a probe of size i is out */
   uint64_t probe_at;
-  bool probe_inflight;
   /* Acks to send. */
   struct {
     uint64_t lo, hi;

@@ -610,5 +610,6 @@ static const kp_test_case_t cases[] = {
     KP_CASE(conn_window_credit, sim, 60),
     KP_CASE(tiny_chunks_bounded, sim, 60),
     KP_CASE(path_mtu, sim, 60),
+    KP_CASE(path_mtu_parallel, sim, 60),
 };
 KP_TEST_MAIN(cases)

@@ -19,6 +19,7 @@ void test_stream_reset(void);
 void test_stream_limit(void);
 void test_stream_flood(void);
 void test_conn_window_credit(void);
+void test_path_mtu_parallel(void);
 void test_tiny_chunks_bounded(void);
 void test_path_mtu(void);
 

@@ -570,6 +570,32 @@ void test_path_mtu(void) {
   }
 }
 
+static bool side0_mtu_1280(pair_t *p) {
+  kp_sconn_stats_t st;
+  kp_sconn_stats(p->side[0].conn, &st);
+  return st.mtu == 1280;
+}
+
+/* Every size is probed at once: on a 1300-byte path the 1280-byte probe
+ * goes with the first ones and is acknowledged a round trip later, while
+ * the bigger sizes fail their three times in parallel (tried in turn,
+ * 1472, 1452 and 1400 failed three times each before 1280 was tried: ten
+ * round trips, 200 ms here). */
+void test_path_mtu_parallel(void) {
+  kp_link_params_t link = {.delay_us = 10000, .mtu = 1300};
+  pair_t p;
+  pair_init(&p, 67, &link, NULL);
+  pair_open(&p, 0, 50 * MB);
+  KP_CHECK_MSG(pair_run(&p, 100000, side0_mtu_1280), "not at 1280 bytes after 100 ms");
+  printf("1280 bytes after %.0f ms\n", (double)p.now / 1000);
+  KP_CHECK(pair_run(&p, p.now + 10 * SEC, NULL) == false);
+  kp_sconn_stats_t st;
+  kp_sconn_stats(p.side[0].conn, &st);
+  KP_CHECK_EQ(st.mtu, 1280); /* and no bigger size ever passed */
+  KP_CHECK_EQ(st.congestion_events, 0);
+  pair_destroy(&p);
+}
+
 /* The move also shrinks the path's MTU, both ways: the side that moved
  * loses its big datagrams without knowing why (a black hole), falls back
  * to 1200 bytes after a timeout, and both sides probe their way to 1280. */

@@ -214,6 +214,14 @@ typedef enum {
 /* KP_CIPHER_AES256_GCM if this machine has hardware AES, else ChaCha20. */
 kp_cipher_t kp_cipher_preferred(void);
 
+/* The congestion controller of a connection's sending side
+ * (docs/architecture.md, "The data plane"). */
+typedef enum {
+  KP_CC_DEFAULT = 0, /* KP_CC_MODEL */
+  KP_CC_MODEL = 1,   /* measured bandwidth and round trip (BBR-style), paced */
+  KP_CC_CUBIC = 2    /* CUBIC with HyStart++, random loss gated out below 3% */
+} kp_cc_t;
+
 /* ---- NAT types ----------------------------------------------------------- */
 
 /* What a node learns about its own network from what DHT nodes report
@@ -548,6 +556,7 @@ typedef struct kp_conn_options_s {
   uint64_t local_id;  /* packets to us carry it */
   uint64_t remote_id; /* packets to the peer carry it */
   kp_cipher_t cipher; /* 0: ChaCha20-Poly1305 */
+  kp_cc_t cc;         /* 0: KP_CC_MODEL */
   uint8_t tx_key[32];
   uint8_t rx_key[32];
   kp_addr_t remote;

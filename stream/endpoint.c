@@ -360,6 +360,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   cfg.local_cid = opts->local_id;
   cfg.remote_cid = opts->remote_id;
   if (opts->cipher) cfg.cipher = opts->cipher;
+  cfg.cc = opts->cc;
   memcpy(cfg.tx_key, opts->tx_key, 32);
   memcpy(cfg.rx_key, opts->rx_key, 32);
   cfg.remote = opts->remote;

@@ -15,6 +15,8 @@
 /* What every path carries (IPv6's minimum MTU, less headers, with room):
  * where a path move or a black hole sends the datagram size back. */
 #define BASE_MTU 1200
+/* Datagrams bigger than BASE_MTU lost in a row that mean a black hole. */
+#define BLACK_HOLE_RUN 32
 
 static const unsigned probe_sizes[KP_MTU_PROBE_SIZES] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
 
@@ -29,6 +31,40 @@ void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   cfg->idle_timeout_ms = 30000;
   cfg->keepalive_ms = 10000;
   cfg->rng = kp_rng_system();
+}
+
+/* ---- Congestion control ------------------------------------------------------- */
+
+/* The model paces in bursts of at most this long at its rate (and two
+ * packets at least): the timers run to the microsecond under 2 ms, and a
+ * shallow queue at the bottleneck takes what a millisecond brings. */
+#define PACING_BURST_US 1000
+
+static uint64_t cwnd(const kp_sconn_t *c) {
+  return c->model ? c->bbr.cwnd : c->cc.cwnd;
+}
+
+/* A new controller, for a new connection or a new path. */
+static void cc_start(kp_sconn_t *c, uint64_t mss, uint64_t now) {
+  kp_cubic_init(&c->cc, mss);
+  kp_bbr_init(&c->bbr, mss, c->cfg.rng, now);
+  kp_pacer_init(&c->pacer);
+}
+
+static void cc_set_mss(kp_sconn_t *c, uint64_t mss) {
+  kp_cubic_set_mss(&c->cc, mss);
+  kp_bbr_set_mss(&c->bbr, mss);
+}
+
+static void pace(kp_sconn_t *c, uint64_t now) {
+  if (!c->model) {
+    kp_pacer_update(&c->pacer, &c->cc, c->rec.have_rtt ? c->rec.srtt_us : KP_INITIAL_RTT_US, now);
+    return;
+  }
+  double rate = (double)c->bbr.pacing_rate;
+  double burst = rate * PACING_BURST_US / 1e6;
+  if (burst < 2.0 * c->mtu) burst = 2.0 * c->mtu;
+  kp_pacer_set(&c->pacer, rate, burst, now);
 }
 
 /* ---- Recovery hooks ----------------------------------------------------------- */
@@ -96,6 +132,16 @@ static void probe_settle(kp_sconn_t *c, uint64_t now) {
   probe_restart(c, c->mtu < c->mtu_max ? now + PROBE_AGAIN_US : UINT64_MAX);
 }
 
+/* Nothing big gets through: maybe only big datagrams do not (the route
+ * changed under us, RFC 8899's black hole). Back to the safe size; probing
+ * finds the new limit. */
+static void black_hole(kp_sconn_t *c, uint64_t now) {
+  if (c->mtu <= BASE_MTU) return;
+  c->mtu = BASE_MTU;
+  cc_set_mss(c, c->mtu);
+  probe_restart(c, now);
+}
+
 static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
   if (p->flags & KP_SENT_MTU_PROBE) {
@@ -103,15 +149,19 @@ static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
     c->probe_inflight &= ~probe_bit(p->size);
     if (p->size > c->mtu) {
       c->mtu = p->size;
-      kp_cubic_set_mss(&c->cc, c->mtu);
+      cc_set_mss(c, c->mtu);
     }
     probe_settle(c, now);
     return;
   }
-  if (p->flags & KP_SENT_IN_FLIGHT) {
-    kp_loss_gate_on_outcome(&c->loss_gate, false);
-    kp_cubic_on_ack(&c->cc, p->size, p->sent_us, now, c->rec.srtt_us, c->cwnd_limited);
+  if (p->size > BASE_MTU) c->big_lost_run = 0;
+  if (!(p->flags & KP_SENT_IN_FLIGHT)) return;
+  if (c->model) {
+    kp_bbr_on_acked(&c->bbr, &p->rate, p->size, p->sent_us, now);
+    return;
   }
+  kp_loss_gate_on_outcome(&c->loss_gate, false);
+  kp_cubic_on_ack(&c->cc, p->size, p->sent_us, now, c->rec.srtt_us, c->cwnd_limited);
 }
 
 static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
@@ -124,6 +174,15 @@ static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
     for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
       if (bit == 1u << i) c->probe_failures[i]++;
     probe_settle(c, now);
+    return;
+  }
+  /* A run of big datagrams lost with none delivered between them, while
+   * small ones are (acks, window updates: they keep the timeouts from
+   * ever firing), is a black hole too. Random loss does not make runs
+   * this long. */
+  if (p->size > BASE_MTU && ++c->big_lost_run >= BLACK_HOLE_RUN) black_hole(c, now);
+  if (c->model) {
+    kp_bbr_on_lost(&c->bbr, p->size); /* the model decides at the round's end */
     return;
   }
   kp_loss_gate_on_outcome(&c->loss_gate, true);
@@ -175,8 +234,8 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   c->mtu_max = family_max;
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
   probe_restart(c, c->mtu < c->mtu_max ? now : UINT64_MAX);
-  kp_cubic_init(&c->cc, c->mtu);
-  kp_pacer_init(&c->pacer);
+  c->model = c->cfg.cc != KP_CC_CUBIC;
+  cc_start(c, c->mtu, now);
   /* Until the peer's first ack says more, the protocol's initial limit. */
   c->peer_max_data = KP_CONN_INITIAL_WINDOW;
   c->max_data_sent = KP_CONN_INITIAL_WINDOW;
@@ -272,8 +331,7 @@ static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
   /* A new path: its capacity is unknown; start the controller over. The
    * round-trip estimate stays (most migrations are NAT rebindings or a
    * relay giving way to a direct path, close to the old one). */
-  kp_cubic_init(&c->cc, BASE_MTU);
-  kp_pacer_init(&c->pacer);
+  cc_start(c, BASE_MTU, now);
   /* Its MTU too: back to the safe size, and probe again. */
   c->mtu = BASE_MTU;
   probe_restart(c, now);
@@ -375,6 +433,8 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   if (c->state == S_OPEN && (h.flags & KP_STREAM_FLAG_ACK)) {
     peer_max_data(c, h.ack.max_data);
     kp_recovery_on_ack(&c->rec, &h.ack, now);
+    if (c->model)
+      kp_bbr_on_ack_done(&c->bbr, c->rec.bytes_in_flight, kp_recovery_rtt_floor(&c->rec), now);
   }
   if (c->state != S_OPEN) return;
   /* Data we could not keep is not acknowledged: it comes again. */
@@ -427,6 +487,8 @@ static size_t seal(kp_sconn_t *c, uint8_t *buf, size_t hlen, kp_wbuf_t *w, kp_se
   size_t len = hlen + plen + KP_STREAM_TAG_LEN;
   sent->sent_us = now;
   sent->size = (uint32_t)len;
+  if (c->model && (sent->flags & KP_SENT_IN_FLIGHT))
+    kp_bbr_on_sent(&c->bbr, &sent->rate, len, c->rec.bytes_in_flight, now);
   kp_recovery_on_sent(&c->rec, sent); /* reserved: cannot fail */
   if (sent->flags & KP_SENT_ACK_ELICITING) c->last_eliciting_sent_us = now;
   if (sent->flags & KP_SENT_IN_FLIGHT) kp_pacer_on_sent(&c->pacer, len);
@@ -536,14 +598,14 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
         (c->window_update_due && c->recv_range_count);
     return ack_due ? close_packet(c, &p, 0, now) : 0;
   }
-  if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+  if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > cwnd(c);
   /* Full packets are padded to exactly the MTU so runs of them are equal in
    * size: the glue hands those to the kernel as one GSO send. */
   if (p.w.cap - p.w.len < 64) kp_frame_put_padding(&p.w, p.w.cap - p.w.len);
   /* The last packet for now (the window is full, or nothing else waits):
    * ask for the ack at once, or the receiver would sit on a lone packet for
    * its ack delay while we sit on an empty pipe. */
-  bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+  bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > cwnd(c);
   if (window_full || probe || !kp__sstreams_have_data(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
   return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT, now);
 }
@@ -566,9 +628,13 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
   size_t len = write_path(c, buf, to, now);
   if (len) return len;
 
-  kp_pacer_update(&c->pacer, &c->cc, c->rec.have_rtt ? c->rec.srtt_us : KP_INITIAL_RTT_US, now);
-  bool window_open = c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd;
+  pace(c, now);
+  bool window_open = c->rec.bytes_in_flight + c->mtu <= cwnd(c);
   bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
+  /* Room in the window and the pacer's leave, but nothing to send: what is
+   * delivered until then measures the application, not the path. */
+  if (c->model && window_open && paced && !kp__sstreams_have_data(c))
+    kp_bbr_on_app_limited(&c->bbr, c->rec.bytes_in_flight);
   *to = c->remote;
   unsigned probe = window_open && paced ? probe_now(c, now) : 0;
   if (probe) {
@@ -598,14 +664,10 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
   bool rto;
   if (kp_recovery_deadline(&c->rec) <= now && kp_recovery_on_timeout(&c->rec, now, &rto)) {
     c->probe_wanted = true;
-    if (rto) kp_cubic_on_rto(&c->cc, now);
-    if (rto && c->mtu > BASE_MTU) {
-      /* Nothing gets through: maybe only big datagrams do not (the route
-       * changed under us, RFC 8899's black hole). Back to the safe size;
-       * probing finds the new limit. */
-      c->mtu = BASE_MTU;
-      kp_cubic_set_mss(&c->cc, c->mtu);
-      probe_restart(c, now);
+    if (rto) {
+      kp_cubic_on_rto(&c->cc, now);
+      kp_bbr_on_rto(&c->bbr, now);
+      black_hole(c, now);
     }
   }
   kp__sstreams_deliver(c);
@@ -631,7 +693,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (kp__sstreams_have_control(c)) next = 0;
   /* Data and MTU probes wait for the congestion window (an ack reopens
    * it), then for the pacer. */
-  if (c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd) {
+  if (c->rec.bytes_in_flight + c->mtu <= cwnd(c)) {
     uint64_t want = UINT64_MAX;
     if (kp__sstreams_have_data(c)) want = 0;
     if (c->probe_at < want && probe_now(c, c->probe_at)) want = c->probe_at;
@@ -659,11 +721,11 @@ void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {
   out->srtt_us = c->rec.srtt_us;
   out->min_rtt_us = c->rec.min_rtt_us == UINT64_MAX ? 0 : c->rec.min_rtt_us;
   out->rttvar_us = c->rec.rttvar_us;
-  out->cwnd = c->cc.cwnd;
+  out->cwnd = cwnd(c);
   out->bytes_in_flight = c->rec.bytes_in_flight;
   out->packets_lost = c->rec.lost_packets;
   out->retransmits = c->rec.retransmits;
-  out->congestion_events = c->cc.congestion_events;
+  out->congestion_events = c->model ? c->bbr.congestion_events : c->cc.congestion_events;
   out->probe_timeouts = c->rec.probe_timeouts;
   out->mtu = c->mtu;
   out->remote = c->remote;

@@ -57,6 +57,7 @@ typedef struct kp_sconn_config_s {
   uint64_t local_cid;  /* ours: the peer's packets carry it */
   uint64_t remote_cid; /* theirs */
   kp_cipher_t cipher;
+  kp_cc_t cc; /* 0: KP_CC_MODEL */
   uint8_t tx_key[32];
   uint8_t rx_key[32];
   kp_addr_t remote;

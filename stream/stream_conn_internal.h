@@ -3,6 +3,7 @@
 #ifndef KP_STREAM_CONN_INTERNAL_H
 #define KP_STREAM_CONN_INTERNAL_H
 
+#include "stream/stream_bbr.h"
 #include "stream/stream_cc.h"
 #include "stream/stream_conn.h"
 #include "stream/stream_crypto.h"
@@ -72,6 +73,10 @@ struct kp_sconn_s {
   kp_aead_t tx, rx;
   kp_replay_t replay;
   kp_recovery_t rec;
+  /* Congestion control: the model (cfg.cc KP_CC_MODEL) or CUBIC with its
+   * loss gate; one pacer for either. */
+  bool model;
+  kp_bbr_t bbr;
   kp_cubic_t cc;
   kp_loss_gate_t loss_gate;
   kp_pacer_t pacer;
@@ -92,6 +97,7 @@ struct kp_sconn_s {
   uint8_t probe_failures[KP_MTU_PROBE_SIZES]; /* per size tried */
   uint8_t probe_inflight;                     /* bit i: a probe of size i is out */
   uint64_t probe_at;
+  unsigned big_lost_run; /* datagrams over the base size lost since one got through */
   /* Acks to send. */
   struct {
     uint64_t lo, hi;

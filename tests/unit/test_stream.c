@@ -611,5 +611,10 @@ static const kp_test_case_t cases[] = {
     KP_CASE(tiny_chunks_bounded, sim, 60),
     KP_CASE(path_mtu, sim, 60),
     KP_CASE(path_mtu_parallel, sim, 60),
+    KP_CASE(cc_random_loss, sim, 60),
+    KP_CASE(cc_convergence, sim, 60),
+    KP_CASE(cc_fairness, sim, 60),
+    KP_CASE(cc_shallow_buffer, sim, 60),
+    KP_CASE(cc_vs_reno, sim, 60),
 };
 KP_TEST_MAIN(cases)

@@ -562,12 +562,20 @@ typedef struct kp_conn_options_s {
   kp_addr_t remote;
   unsigned mtu;             /* first datagram size: 1200..1472, IPv6 1452 (default 1200) */
   bool no_mtu_probe;        /* do not probe the path for bigger datagrams */
-  uint32_t stream_window;   /* per-stream receive window (default 2 MiB) */
-  uint32_t conn_window;     /* whole-connection receive window (default 16 MiB) */
+  uint32_t stream_window;   /* per-stream receive window to start with (default 2 MiB) */
+  uint32_t conn_window;     /* whole-connection receive window to start with (default 16 MiB) */
+  /* Hard bounds on the windows, which grow to about three times the
+   * bandwidth-delay product the reads measure (default 64 MiB each; at or
+   * below the starting sizes, the windows stay fixed). */
+  uint32_t stream_window_max;
+  uint32_t conn_window_max;
   unsigned max_streams;     /* streams the peer may have open at once (default 256) */
   unsigned idle_timeout_ms; /* nothing heard for this long: the peer is dead (30000) */
   unsigned keepalive_ms;    /* send at least this often (default 10000) */
-  size_t high_water;        /* per-stream write queue high-water mark (default 4 MiB) */
+  /* Per-stream write queue high-water mark (default 4 MiB). Writes stay
+   * queued until acknowledged, so on a long fat path the mark rises to
+   * twice the congestion window: the queue must hold what is in flight. */
+  size_t high_water;
 } kp_conn_options_t;
 
 /* What a connection has seen. */

@@ -27,6 +27,8 @@ void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   cfg->pmtu_probe = true;
   cfg->stream_window = 2u << 20;
   cfg->conn_window = 16u << 20;
+  cfg->stream_window_max = 64u << 20;
+  cfg->conn_window_max = 64u << 20;
   cfg->max_streams = 256;
   cfg->idle_timeout_ms = 30000;
   cfg->keepalive_ms = 10000;
@@ -206,6 +208,8 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.mtu) c->cfg.mtu = d.mtu;
   if (!c->cfg.stream_window) c->cfg.stream_window = d.stream_window;
   if (!c->cfg.conn_window) c->cfg.conn_window = d.conn_window;
+  if (!c->cfg.stream_window_max) c->cfg.stream_window_max = d.stream_window_max;
+  if (!c->cfg.conn_window_max) c->cfg.conn_window_max = d.conn_window_max;
   if (!c->cfg.max_streams) c->cfg.max_streams = d.max_streams;
   if (!c->cfg.idle_timeout_ms) c->cfg.idle_timeout_ms = d.idle_timeout_ms;
   if (!c->cfg.keepalive_ms) c->cfg.keepalive_ms = d.keepalive_ms;
@@ -235,6 +239,8 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
   probe_restart(c, c->mtu < c->mtu_max ? now : UINT64_MAX);
   c->model = c->cfg.cc != KP_CC_CUBIC;
+  c->conn_window = c->cfg.conn_window;
+  c->stream_window = c->cfg.stream_window;
   cc_start(c, c->mtu, now);
   /* Until the peer's first ack says more, the protocol's initial limit. */
   c->peer_max_data = KP_CONN_INITIAL_WINDOW;
@@ -287,6 +293,28 @@ uint64_t kp_sconn_local_cid(const kp_sconn_t *c) {
 }
 
 /* ---- Receiving ----------------------------------------------------------------- */
+
+/* Receive windows follow the bandwidth-delay product the application's
+ * reads measure. Every round trip, what was consumed in it is the path's
+ * delivery for one RTT; the windows become three times that (one BDP in
+ * flight, one held behind a loss until its retransmission fills the gap,
+ * and room for the window update's own trip), never below the configured
+ * sizes nor above the maxima. Only consumption grows them: a peer cannot
+ * inflate them without delivering, and a paused stream keeps its window
+ * (stream_streams.c grows a stream's only while it is read). */
+static void autotune_windows(kp_sconn_t *c, uint64_t now) {
+  if (!c->rec.have_rtt || now - c->rwnd_at_us < c->rec.srtt_us) return;
+  uint64_t consumed = c->consumed - c->rwnd_consumed, elapsed = now - c->rwnd_at_us;
+  c->rwnd_at_us = now;
+  c->rwnd_consumed = c->consumed;
+  uint64_t want = 3 * (uint64_t)((double)consumed * (double)c->rec.srtt_us / (double)elapsed);
+  if (want > c->conn_window && c->conn_window < c->cfg.conn_window_max) {
+    c->conn_window = want < c->cfg.conn_window_max ? want : c->cfg.conn_window_max;
+    c->window_update_due = true;
+  }
+  if (want > c->stream_window && c->stream_window < c->cfg.stream_window_max)
+    c->stream_window = want < c->cfg.stream_window_max ? want : c->cfg.stream_window_max;
+}
 
 /* Remembers pn for the acks we send: ranges newest first, the oldest
  * forgotten beyond KP_RECV_RANGES (the sender has declared those lost). */
@@ -437,6 +465,7 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
       kp_bbr_on_ack_done(&c->bbr, c->rec.bytes_in_flight, kp_recovery_rtt_floor(&c->rec), now);
   }
   if (c->state != S_OPEN) return;
+  autotune_windows(c, now);
   /* Data we could not keep is not acknowledged: it comes again. */
   if (c->recv_unstored) return;
   note_received(c, h.pn, now);
@@ -459,7 +488,7 @@ static void build_ack(kp_sconn_t *c, kp_stream_header_t *h, uint64_t now) {
   a->largest = c->recv_ranges[0].hi;
   uint64_t delay = (now - c->largest_recv_us) / 8;
   a->delay_8us = (uint16_t)(delay > UINT16_MAX ? UINT16_MAX : delay);
-  a->max_data = c->consumed + c->cfg.conn_window;
+  a->max_data = c->consumed + c->conn_window;
   if (a->max_data > c->max_data_sent) c->max_data_sent = a->max_data;
   c->window_update_due = false;
   uint64_t first = c->recv_ranges[0].hi - c->recv_ranges[0].lo;
@@ -714,6 +743,10 @@ void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now) {
 void kp_sconn_pin_path(kp_sconn_t *c) {
   c->path_pinned = true;
   c->validating = false;
+}
+
+uint64_t kp_sconn_cwnd(const kp_sconn_t *c) {
+  return cwnd(c);
 }
 
 void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {

@@ -15,7 +15,7 @@
 typedef struct kp_chunk_s {
   struct kp_chunk_s *next;
   uint64_t offset;
-  size_t len;
+  size_t len, cap; /* data held, room allocated */
   uint8_t data[];
 } kp_chunk_t;
 
@@ -43,6 +43,7 @@ struct kp_sstream_s {
   uint64_t recv_next;       /* next in-order byte to deliver */
   uint64_t recv_high;       /* highest byte received + 1 */
   uint64_t recv_limit_sent; /* the MAX_STREAM_DATA we advertised */
+  uint64_t window;          /* its receive window: grows while it is read */
   bool limit_pending;
   kp_chunk_t *chunks;      /* sorted, not overlapping each other */
   kp_chunk_t *chunks_tail; /* the last: most arrivals after a gap go after it */
@@ -113,7 +114,10 @@ struct kp_sconn_s {
   bool ack_now;               /* a gap or reordering: tell the sender at once */
   unsigned unacked_eliciting; /* ack-eliciting packets since our last ack */
   uint64_t ack_due_us;
-  /* Flow control. */
+  /* Flow control. Our receive windows now: the configured ones, grown with
+   * the measured bandwidth-delay product up to the maxima. */
+  uint64_t conn_window, stream_window;
+  uint64_t rwnd_at_us, rwnd_consumed; /* the measurement's round trip */
   uint64_t peer_max_data;   /* stream bytes the peer accepts, total */
   uint64_t sent_new;        /* first copies of stream bytes sent */
   uint64_t consumed;        /* stream bytes delivered to the application */

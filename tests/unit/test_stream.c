@@ -611,6 +611,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(tiny_chunks_bounded, sim, 60),
     KP_CASE(path_mtu, sim, 60),
     KP_CASE(path_mtu_parallel, sim, 60),
+    KP_CASE(window_autotune, sim, 60),
+    KP_CASE(window_chunk_runs, sim, 60),
     KP_CASE(cc_random_loss, sim, 60),
     KP_CASE(cc_convergence, sim, 60),
     KP_CASE(cc_fairness, sim, 60),

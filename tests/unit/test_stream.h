@@ -20,6 +20,8 @@ void test_stream_limit(void);
 void test_stream_flood(void);
 void test_conn_window_credit(void);
 void test_path_mtu_parallel(void);
+void test_window_autotune(void);
+void test_window_chunk_runs(void);
 /* test_stream_cc.c */
 void test_cc_random_loss(void);
 void test_cc_convergence(void);

@@ -574,7 +574,8 @@ typedef struct kp_conn_options_s {
   unsigned keepalive_ms;    /* send at least this often (default 10000) */
   /* Per-stream write queue high-water mark (default 4 MiB). Writes stay
    * queued until acknowledged, so on a long fat path the mark rises to
-   * twice the congestion window: the queue must hold what is in flight. */
+   * four congestion windows: the queue holds what is in flight, and after
+   * a loss what waits behind it. */
   size_t high_water;
 } kp_conn_options_t;
 

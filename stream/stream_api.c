@@ -10,14 +10,18 @@ void kp__conn_handle_closed(kp_conn_t *conn);
 /* ---- Handles -------------------------------------------------------------------- */
 
 /* Writes are held until acknowledged, so the write queue holds everything
- * in flight: on a path whose bandwidth-delay product is large, a fixed mark
- * would leave the sender waiting on its own application. The mark is the
- * configured one or twice the congestion window, whichever is larger
- * (bounded, for a window gone wild: HIGH_WATER_MAX). */
+ * in flight, and after a loss everything behind the gap until the
+ * retransmission is acknowledged (a round trip more): on a path whose
+ * bandwidth-delay product is large, a fixed mark would leave the sender
+ * waiting on its own application. The mark is the configured one or four
+ * congestion windows, whichever is larger (bounded, for a window gone
+ * wild: HIGH_WATER_MAX). At 5% loss and 200 ms, two windows held the
+ * sender to two thirds of what four give. */
 #define HIGH_WATER_MAX ((uint64_t)256 << 20)
+#define HIGH_WATER_CWNDS 4
 
 static size_t high_water(const kp_conn_t *conn) {
-  uint64_t want = 2 * kp_sconn_cwnd(conn->sc);
+  uint64_t want = HIGH_WATER_CWNDS * kp_sconn_cwnd(conn->sc);
   if (want > HIGH_WATER_MAX) want = HIGH_WATER_MAX;
   return want > conn->high_water ? (size_t)want : conn->high_water;
 }

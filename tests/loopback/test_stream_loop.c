@@ -264,9 +264,9 @@ static void test_api_streams(void) {
 }
 
 /* Writes are held until acknowledged, so the write queue's mark is never
- * below twice the congestion window (else a long fat path would wait on
- * its own application): with a mark of one byte, a 16 KiB write leaves a
- * new connection (a 12 kB window) writable, and a 64 KiB one does not. */
+ * below four congestion windows (else a long fat path would wait on its
+ * own application): with a mark of one byte, 40 KiB of writes leave a new
+ * connection (a 12 kB window) writable, and 64 KiB do not. */
 static void test_api_high_water_cwnd(void) {
   duo_t d;
   duo_high_water = 1;
@@ -280,10 +280,10 @@ static void test_api_high_water_cwnd(void) {
   kp_conn_stats(d.conn[0], &st);
   KP_CHECK_EQ(st.cwnd, 12000);
   kp_write_t w1 = {.data = &p}, w2 = {.data = &p};
-  uv_buf_t b = uv_buf_init((char *)bytes, 16 << 10);
+  uv_buf_t b = uv_buf_init((char *)bytes, 40 << 10);
   KP_CHECK_OK(kp_stream_write(&w1, s, &b, 1, probe_write));
   KP_CHECK(kp_stream_is_writable(s));
-  b.len = 48 << 10;
+  b.len = 24 << 10;
   KP_CHECK_OK(kp_stream_write(&w2, s, &b, 1, probe_write));
   KP_CHECK(!kp_stream_is_writable(s));
   uint64_t t0 = kp_test_now_ms();

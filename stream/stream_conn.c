@@ -15,6 +15,8 @@
 /* What every path carries (IPv6's minimum MTU, less headers, with room):
  * where a path move or a black hole sends the datagram size back. */
 #define BASE_MTU 1200
+/* Bytes an ACK_FREQUENCY frame may take: a type and two varints. */
+#define ACK_FREQUENCY_ROOM 17
 /* Datagrams bigger than BASE_MTU lost in a row that mean a black hole. */
 #define BLACK_HOLE_RUN 32
 
@@ -85,6 +87,9 @@ static void on_frame_lost(void *ctx, const kp_sent_frame_t *f) {
     case KP_FRAME_RESET_STREAM:
     case KP_FRAME_STOP_SENDING:
     case KP_FRAME_MAX_STREAM_DATA: kp__sstream_frame_lost(c, f); break;
+    case KP_FRAME_ACK_FREQUENCY:
+      if (f->offset == c->ack_freq_seq) c->ack_freq_pending = true; /* still the latest */
+      break;
     default: break; /* PING, PATH_*, CLOSE: regenerated when still needed */
   }
 }
@@ -239,6 +244,7 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
   probe_restart(c, c->mtu < c->mtu_max ? now : UINT64_MAX);
   c->model = c->cfg.cc != KP_CC_CUBIC;
+  c->ack_every = 2; /* RFC 9000 13.2.2, until the peer asks for fewer */
   c->conn_window = c->cfg.conn_window;
   c->stream_window = c->cfg.stream_window;
   cc_start(c, c->mtu, now);
@@ -406,6 +412,15 @@ static bool on_frame(kp_sconn_t *c, const kp_frame_t *f, const kp_addr_t *from, 
         switch_path(c, from, now);
       return true;
     case KP_FRAME_CLOSE: finish(c, KP_ECLOSED, f->value); return true;
+    case KP_FRAME_ACK_FREQUENCY:
+      /* The newest request counts (they may arrive out of order). */
+      if (f->stream_id > c->ack_freq_seen) {
+        c->ack_freq_seen = f->stream_id;
+        c->ack_every = f->value < 2                  ? 2
+                       : f->value > KP_ACK_EVERY_MAX ? KP_ACK_EVERY_MAX
+                                                     : (unsigned)f->value;
+      }
+      return true;
     default: return false;
   }
 }
@@ -550,6 +565,24 @@ static bool blocked_probe_due(const kp_sconn_t *c, uint64_t now) {
          kp__sstreams_blocked_on_conn(c);
 }
 
+/* How many ack-eliciting packets per ack to ask the peer for: one ack per
+ * sixteenth of the window, between 2 and KP_ACK_EVERY_MAX. On a long fat
+ * path an ack every second packet is tens of thousands of packets a second
+ * each way for nothing: the model needs a few samples a round trip, and
+ * losses and reordering still draw an ack at once. Asked again when the
+ * window has doubled or halved since. */
+static void want_ack_frequency(kp_sconn_t *c) {
+  uint64_t n = cwnd(c) / c->mtu / 16;
+  if (n < 2) n = 2;
+  if (n > KP_ACK_EVERY_MAX) n = KP_ACK_EVERY_MAX;
+  uint64_t asked = c->ack_freq_asked ? c->ack_freq_asked : 2;
+  if (n >= 2 * asked || 2 * n <= asked) {
+    c->ack_freq_asked = (unsigned)n;
+    c->ack_freq_seq++;
+    c->ack_freq_pending = true;
+  }
+}
+
 /* A packet being built: its header is in buf, frames go to w. */
 typedef struct packet_s {
   uint8_t *buf;
@@ -602,11 +635,26 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
   open_packet(c, &p, buf, c->mtu, now);
   bool eliciting = kp__sstreams_fill_control(c, &p.w, &p.sent);
   bool probe = c->probe_wanted;
+  if (window_open && paced && kp__sstreams_have_data(c)) want_ack_frequency(c);
+  /* ACK_FREQUENCY goes last, after the data (room kept for it): a receiver
+   * that does not know the frame reads what came before it. */
+  size_t keep = c->ack_freq_pending ? ACK_FREQUENCY_ROOM : 0;
+  p.w.cap -= keep;
   if ((window_open && paced) || probe) {
     bool new_ok = c->peer_max_data > c->sent_new;
     if (kp__sstreams_fill(c, &p.w, &p.sent, new_ok)) eliciting = true;
   } else if (!window_open && kp__sstreams_have_data(c)) {
     c->cwnd_limited = true; /* data waits on the window: it may grow (RFC 9438 4.8) */
+  }
+  p.w.cap += keep;
+  if (c->ack_freq_pending && p.sent.nframes < KP_SENT_MAX_FRAMES) {
+    kp_frame_put_ack_frequency(&p.w, c->ack_freq_seq, c->ack_freq_asked);
+    kp_sent_frame_t *f = &p.sent.frames[p.sent.nframes++];
+    memset(f, 0, sizeof(*f));
+    f->type = KP_FRAME_ACK_FREQUENCY;
+    f->offset = c->ack_freq_seq;
+    c->ack_freq_pending = false;
+    eliciting = true;
   }
   c->probe_wanted = false;
   /* A PING when an ack is wanted and nothing else asks for one: a
@@ -622,9 +670,9 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
     /* An ack on its own: every second packet (RFC 9000 13.2.2), at once on
      * reordering or ACK_NOW, else when the delay runs out; or news of a
      * bigger connection window. */
-    bool ack_due =
-        (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us)) ||
-        (c->window_update_due && c->recv_range_count);
+    bool ack_due = (c->ack_pending &&
+                    (c->ack_now || c->unacked_eliciting >= c->ack_every || now >= c->ack_due_us)) ||
+                   (c->window_update_due && c->recv_range_count);
     return ack_due ? close_packet(c, &p, 0, now) : 0;
   }
   if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > cwnd(c);
@@ -713,7 +761,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (c->ack_pending && c->ack_due_us < next) next = c->ack_due_us;
   if (c->deliver_due || c->probe_wanted || c->response_pending) next = 0;
   if (c->validating && c->challenge_at < next) next = c->challenge_at;
-  if (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2)) next = 0;
+  if (c->ack_pending && (c->ack_now || c->unacked_eliciting >= c->ack_every)) next = 0;
   if (c->window_update_due && c->recv_range_count) next = 0;
   if (!c->rec.bytes_in_flight && kp__sstreams_blocked_on_conn(c)) {
     t = c->last_eliciting_sent_us + kp_recovery_pto(&c->rec);

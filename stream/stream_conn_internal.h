@@ -61,6 +61,9 @@ struct kp_sstream_s {
 
 typedef enum { S_OPEN, S_CLOSING, S_DRAINING, S_CLOSED } kp_sconn_state_t;
 
+/* The most ack-eliciting packets per ack a peer may ask for. */
+#define KP_ACK_EVERY_MAX 32
+
 /* Datagram sizes path MTU probing tries: 1472, 1452, 1400, 1280. */
 #define KP_MTU_PROBE_SIZES 4
 
@@ -113,16 +116,22 @@ struct kp_sconn_s {
   bool ack_pending;
   bool ack_now;               /* a gap or reordering: tell the sender at once */
   unsigned unacked_eliciting; /* ack-eliciting packets since our last ack */
+  unsigned ack_every;         /* ... that make an ack due (the peer's ACK_FREQUENCY) */
+  uint64_t ack_freq_seen;     /* the newest ACK_FREQUENCY sequence number taken */
+  /* ACK_FREQUENCY to send: what we asked for last, under which number. */
+  unsigned ack_freq_asked;
+  uint64_t ack_freq_seq;
+  bool ack_freq_pending;
   uint64_t ack_due_us;
   /* Flow control. Our receive windows now: the configured ones, grown with
    * the measured bandwidth-delay product up to the maxima. */
   uint64_t conn_window, stream_window;
   uint64_t rwnd_at_us, rwnd_consumed; /* the measurement's round trip */
-  uint64_t peer_max_data;   /* stream bytes the peer accepts, total */
-  uint64_t sent_new;        /* first copies of stream bytes sent */
-  uint64_t consumed;        /* stream bytes delivered to the application */
-  uint64_t recv_total_high; /* sum of streams' recv_high */
-  uint64_t max_data_sent;   /* the largest max data our acks announced */
+  uint64_t peer_max_data;             /* stream bytes the peer accepts, total */
+  uint64_t sent_new;                  /* first copies of stream bytes sent */
+  uint64_t consumed;                  /* stream bytes delivered to the application */
+  uint64_t recv_total_high;           /* sum of streams' recv_high */
+  uint64_t max_data_sent;             /* the largest max data our acks announced */
   /* Streams. */
   kp_sstream_t **buckets;
   size_t bucket_count, stream_count, peer_streams;

@@ -127,6 +127,29 @@ static int one_frame(const uint8_t *buf, size_t len, kp_frame_t *f) {
   return kp_frame_next(&r, f);
 }
 
+/* ACK_FREQUENCY: type 0x1d, sequence number, packets per ack; every
+ * truncation refused. */
+static void test_ack_frequency_frame(void) {
+  uint8_t buf[32];
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, buf, sizeof(buf));
+  kp_frame_put_ack_frequency(&w, 300, 16);
+  KP_CHECK(!w.overflow);
+  const uint8_t want[] = {0x1d, 0x41, 0x2c, 0x10};
+  KP_CHECK_EQ(w.len, sizeof(want));
+  KP_CHECK_MEM(buf, want, sizeof(want));
+  kp_rbuf_t r;
+  kp_frame_t f;
+  kp_rbuf_init(&r, buf, w.len);
+  KP_CHECK_EQ(kp_frame_next(&r, &f), 1);
+  KP_CHECK(f.type == KP_FRAME_ACK_FREQUENCY && f.stream_id == 300 && f.value == 16);
+  KP_CHECK_EQ(kp_frame_next(&r, &f), 0);
+  for (size_t len = 1; len < w.len; len++) {
+    kp_rbuf_init(&r, buf, len);
+    KP_CHECK_EQ(kp_frame_next(&r, &f), -1);
+  }
+}
+
 static void test_frames(void) {
   uint8_t buf[256];
   kp_wbuf_t w;
@@ -582,6 +605,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(packet_vector, unit, 10),
     KP_CASE(varint, unit, 10),
     KP_CASE(frames, unit, 10),
+    KP_CASE(ack_frequency_frame, unit, 10),
     KP_CASE(aead, unit, 10),
     KP_CASE(replay_window, unit, 10),
     KP_CASE(ranges, unit, 10),
@@ -613,6 +637,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(path_mtu_parallel, sim, 60),
     KP_CASE(window_autotune, sim, 60),
     KP_CASE(window_chunk_runs, sim, 60),
+    KP_CASE(ack_frequency, sim, 60),
     KP_CASE(cc_random_loss, sim, 60),
     KP_CASE(cc_convergence, sim, 60),
     KP_CASE(cc_fairness, sim, 60),

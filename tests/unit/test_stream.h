@@ -22,6 +22,7 @@ void test_conn_window_credit(void);
 void test_path_mtu_parallel(void);
 void test_window_autotune(void);
 void test_window_chunk_runs(void);
+void test_ack_frequency(void);
 /* test_stream_cc.c */
 void test_cc_random_loss(void);
 void test_cc_convergence(void);

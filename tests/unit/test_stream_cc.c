@@ -89,6 +89,7 @@ void test_cc_convergence(void) {
  * loss shares too, but drops 4-10% at the queue doing it). */
 void test_cc_fairness(void) {
   const size_t queues[] = {BDP, BDP / 4};
+  const double fair[] = {0.95, 0.9}; /* Jain's index; a shallow buffer shares less evenly */
   for (int i = 0; i < 2; i++) {
     flows_t f;
     setup(&f, 220 + (uint64_t)i, queues[i], 0);
@@ -99,7 +100,7 @@ void test_cc_fairness(void) {
     show(&f, 20 * SEC, 60 * SEC);
     double a = flows_mbit(&f, 0, 20 * SEC, 60 * SEC), b = flows_mbit(&f, 1, 20 * SEC, 60 * SEC);
     printf("  Jain's index %.3f\n", jain(a, b));
-    KP_CHECK_MSG(jain(a, b) > 0.95, "shares %.2f and %.2f Mbit/s", a, b);
+    KP_CHECK_MSG(jain(a, b) > fair[i], "shares %.2f and %.2f Mbit/s", a, b);
     KP_CHECK_MSG(a + b > 0.9 * LINK_MBIT, "%.2f Mbit/s together", a + b);
     const kp_link_stats_t *ls = kp_link_stats(f.link, 0);
     KP_CHECK_MSG(ls->queue_drops * 100 < ls->sent * 3, "%" PRIu64 " queue drops", ls->queue_drops);

@@ -752,3 +752,27 @@ void test_window_chunk_runs(void) {
   KP_CHECK_MSG(mbs > 0.75 * 25, "%.1f MB/s at 1%% loss", mbs);
   KP_CHECK_MSG(chunks < 4096, "%zu chunks held at once", chunks);
 }
+
+/* On a long fat path the receiver acknowledges what the sender asks for
+ * (ACK_FREQUENCY: a sixteenth of the window, up to 32 packets), not every
+ * second packet: a few acks per hundred data packets, and the transfer is
+ * as fast. */
+void test_ack_frequency(void) {
+  kp_link_params_t link = {.delay_us = 20000, .rate = 25 * MB, .queue_bytes = 1 * MB};
+  pair_t p;
+  pair_init(&p, 73, &link, NULL);
+  p.side[0].high_water = 64 * MB;
+  pair_open(&p, 0, 100 * MB);
+  KP_CHECK(pair_run(&p, 60 * SEC, pair_all_delivered));
+  check_exact(&p);
+  kp_sconn_stats_t tx, rx;
+  kp_sconn_stats(p.side[0].conn, &tx);
+  kp_sconn_stats(p.side[1].conn, &rx);
+  double mbs = 100.0 * MB / (double)p.now;
+  printf("%.1f MB/s; %" PRIu64 " data packets, %" PRIu64 " back; acks every %u\n", mbs,
+         tx.packets_sent, rx.packets_sent, p.side[1].conn->ack_every);
+  KP_CHECK_EQ(p.side[1].conn->ack_every, KP_ACK_EVERY_MAX);
+  KP_CHECK_MSG(rx.packets_sent * 10 < tx.packets_sent, "%" PRIu64 " packets back", rx.packets_sent);
+  KP_CHECK_MSG(mbs > 0.8 * 25, "%.1f MB/s", mbs);
+  pair_destroy(&p);
+}

@@ -48,6 +48,18 @@ static uint64_t cwnd(const kp_sconn_t *c) {
   return c->model ? c->bbr.cwnd : c->cc.cwnd;
 }
 
+/* What a wait for the pacer waits for: PACING_QUANTUM_US at the rate (a
+ * packet at least, a burst at most), so a paced sender wakes a few
+ * thousand times a second and sends a batch, not once per packet. */
+#define PACING_QUANTUM_US 250
+
+static uint64_t pacing_quantum(const kp_sconn_t *c) {
+  if (!c->model) return c->mtu;
+  double q = c->pacer.rate * PACING_QUANTUM_US;
+  if (q > c->pacer.burst) q = c->pacer.burst;
+  return q > c->mtu ? (uint64_t)q : c->mtu;
+}
+
 /* A new controller, for a new connection or a new path. */
 static void cc_start(kp_sconn_t *c, uint64_t mss, uint64_t now) {
   kp_cubic_init(&c->cc, mss);
@@ -775,7 +787,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
     if (kp__sstreams_have_data(c)) want = 0;
     if (c->probe_at < want && probe_now(c, c->probe_at)) want = c->probe_at;
     if (want != UINT64_MAX) {
-      uint64_t paced = kp_pacer_next(&c->pacer, c->mtu, c->pacer.at_us);
+      uint64_t paced = kp_pacer_next(&c->pacer, pacing_quantum(c), c->pacer.at_us);
       if (paced > want) want = paced;
     }
     if (want < next) next = want;

@@ -35,8 +35,10 @@ static const double cycle_gains[CYCLE_LEN] = {1.25, 0.75, 1, 1, 1, 1, 1, 1};
  * then 2, 4, ... up to 2^INFLIGHT_HI_GROWTH_MAX per round (BBRv2's probing
  * up): the same steps for every flow whatever its share, while the cuts
  * are proportional, so competing flows converge to equal shares (additive
- * increase, multiplicative decrease). */
-#define INFLIGHT_HI_GROWTH_MAX 6
+ * increase, multiplicative decrease). The cap is high enough that a
+ * window of thousands of packets (100 Mbit/s at 200 ms) is back within a
+ * dozen rounds of a cut. */
+#define INFLIGHT_HI_GROWTH_MAX 10
 /* Ack aggregation allowance: at most 100 ms at the estimated rate. */
 #define EXTRA_ACKED_MAX_US 100000
 #define EXTRA_ACKED_WINDOW_ROUNDS 10

@@ -314,6 +314,7 @@ typedef struct {
   kp_stream_t *stream;
   uv_timer_t timer;
   uint64_t start, first, bytes, end;
+  uint64_t per_second[120];
   bool done;
 } kp_run_t;
 
@@ -360,7 +361,13 @@ static void sink_stop(void) {
   if (run.done) return;
   run.done = true;
   if (run.first) print_goodput(run.bytes, opt.seconds, run.first - run.start);
-  if (opt.verbose) print_kp_stats("receiver");
+  if (opt.verbose) {
+    print_kp_stats("receiver");
+    fprintf(stderr, "kadpunch receiver, Mbit/s each second:");
+    for (unsigned k = 0; k < opt.seconds && k < 120; k++)
+      fprintf(stderr, " %.1f", (double)run.per_second[k] * 8 / 1e6);
+    fprintf(stderr, "\n");
+  }
   fflush(stdout);
   kp_conn_close(run.conn, 0); /* tells the sender to stop */
   uv_timer_stop(&run.timer);
@@ -378,6 +385,9 @@ static void sink_read(kp_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_timer_start(&run.timer, (uv_timer_cb)sink_stop, (uint64_t)(opt.seconds * 1000), 0);
   }
   if (now < run.end) run.bytes += (uint64_t)nread;
+  /* Per second, for --verbose. */
+  unsigned k = (unsigned)((now - run.first) / 1000000);
+  if (k < sizeof(run.per_second) / sizeof(run.per_second[0])) run.per_second[k] += (uint64_t)nread;
 }
 
 static void sink_stream(kp_conn_t *conn, kp_stream_t *s) {

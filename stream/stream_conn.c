@@ -173,7 +173,10 @@ static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
     probe_settle(c, now);
     return;
   }
-  if (p->size > BASE_MTU) c->big_lost_run = 0;
+  if (p->size > BASE_MTU && p->sent_us >= c->big_acked_sent_us) {
+    c->big_acked_sent_us = p->sent_us;
+    c->big_lost_run = 0;
+  }
   if (!(p->flags & KP_SENT_IN_FLIGHT)) return;
   if (c->model) {
     kp_bbr_on_acked(&c->bbr, &p->rate, p->size, p->sent_us, now);
@@ -195,11 +198,14 @@ static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
     probe_settle(c, now);
     return;
   }
-  /* A run of big datagrams lost with none delivered between them, while
-   * small ones are (acks, window updates: they keep the timeouts from
-   * ever firing), is a black hole too. Random loss does not make runs
-   * this long. */
-  if (p->size > BASE_MTU && ++c->big_lost_run >= BLACK_HOLE_RUN) black_hole(c, now);
+  /* Big datagrams lost, every one sent after the last big one that got
+   * through, while small ones do (acks, window updates: they keep the
+   * timeouts from ever firing), are a black hole too. Random loss does not
+   * make runs this long, and an overflowing queue drops runs of packets
+   * but delivers later ones. */
+  if (p->size > BASE_MTU && p->sent_us > c->big_acked_sent_us &&
+      ++c->big_lost_run >= BLACK_HOLE_RUN)
+    black_hole(c, now);
   if (c->model) {
     kp_bbr_on_lost(&c->bbr, p->size); /* the model decides at the round's end */
     return;

@@ -101,7 +101,10 @@ struct kp_sconn_s {
   uint8_t probe_failures[KP_MTU_PROBE_SIZES]; /* per size tried */
   uint8_t probe_inflight;                     /* bit i: a probe of size i is out */
   uint64_t probe_at;
-  unsigned big_lost_run; /* datagrams over the base size lost since one got through */
+  /* Datagrams over the base size lost, all sent after the last one that
+   * got through (sent at big_acked_sent_us). */
+  unsigned big_lost_run;
+  uint64_t big_acked_sent_us;
   /* Acks to send. */
   struct {
     uint64_t lo, hi;

@@ -216,6 +216,14 @@ typedef enum {
 /* KP_CIPHER_AES256_GCM if this machine has hardware AES, else ChaCha20. */
 kp_cipher_t kp_cipher_preferred(void);
 
+/* The congestion controller of a connection's sending side
+ * (docs/architecture.md, "The data plane"). */
+typedef enum {
+  KP_CC_DEFAULT = 0, /* KP_CC_MODEL */
+  KP_CC_MODEL = 1,   /* measured bandwidth and round trip (BBR-style), paced */
+  KP_CC_CUBIC = 2    /* CUBIC with HyStart++, random loss gated out below 3% */
+} kp_cc_t;
+
 /* ---- NAT types ----------------------------------------------------------- */
 
 /* What a node learns about its own network from what DHT nodes report
@@ -563,17 +571,27 @@ typedef struct kp_conn_options_s {
   uint64_t local_id;  /* packets to us carry it */
   uint64_t remote_id; /* packets to the peer carry it */
   kp_cipher_t cipher; /* 0: ChaCha20-Poly1305 */
+  kp_cc_t cc;         /* 0: KP_CC_MODEL */
   uint8_t tx_key[32];
   uint8_t rx_key[32];
   kp_addr_t remote;
-  unsigned mtu;             /* first datagram size: 1200..1472, IPv6 1452 (default 1200) */
-  bool no_mtu_probe;        /* do not probe the path for bigger datagrams */
-  uint32_t stream_window;   /* per-stream receive window (default 2 MiB) */
-  uint32_t conn_window;     /* whole-connection receive window (default 16 MiB) */
+  unsigned mtu;           /* first datagram size: 1200..1472, IPv6 1452 (default 1200) */
+  bool no_mtu_probe;      /* do not probe the path for bigger datagrams */
+  uint32_t stream_window; /* per-stream receive window to start with (default 2 MiB) */
+  uint32_t conn_window;   /* whole-connection receive window to start with (default 16 MiB) */
+  /* Hard bounds on the windows, which grow to about three times the
+   * bandwidth-delay product the reads measure (default 64 MiB each; at or
+   * below the starting sizes, the windows stay fixed). */
+  uint32_t stream_window_max;
+  uint32_t conn_window_max;
   unsigned max_streams;     /* streams the peer may have open at once (default 256) */
   unsigned idle_timeout_ms; /* nothing heard for this long: the peer is dead (30000) */
   unsigned keepalive_ms;    /* send at least this often (default 10000) */
-  size_t high_water;        /* per-stream write queue high-water mark (default 4 MiB) */
+  /* Per-stream write queue high-water mark (default 4 MiB). Writes stay
+   * queued until acknowledged, so on a long fat path the mark rises to
+   * four congestion windows: the queue holds what is in flight, and after
+   * a loss what waits behind it. */
+  size_t high_water;
   /* What is sent and unanswered for this long (or three probe timeouts)
    * makes the path dead (default 1000): the owner looks for another. */
   unsigned path_dead_ms;

@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="build-essential cmake ninja-build pkg-config libuv1-dev libsodium-dev libmsgpack-dev \
+packages="build-essential cmake ninja-build pkg-config libuv1-dev libsodium-dev libmsgpack-dev libssl-dev \
 iproute2 iptables conntrack procps openssh-client"
 missing=""
 for p in $packages; do

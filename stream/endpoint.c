@@ -392,6 +392,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   cfg.local_cid = opts->local_id;
   cfg.remote_cid = opts->remote_id;
   if (opts->cipher) cfg.cipher = opts->cipher;
+  cfg.cc = opts->cc;
   memcpy(cfg.tx_key, opts->tx_key, 32);
   memcpy(cfg.rx_key, opts->rx_key, 32);
   cfg.remote = opts->remote;
@@ -399,6 +400,8 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   cfg.pmtu_probe = !opts->no_mtu_probe;
   if (opts->stream_window) cfg.stream_window = opts->stream_window;
   if (opts->conn_window) cfg.conn_window = opts->conn_window;
+  if (opts->stream_window_max) cfg.stream_window_max = opts->stream_window_max;
+  if (opts->conn_window_max) cfg.conn_window_max = opts->conn_window_max;
   if (opts->max_streams) cfg.max_streams = opts->max_streams;
   if (opts->idle_timeout_ms) cfg.idle_timeout_ms = opts->idle_timeout_ms;
   if (opts->keepalive_ms) cfg.keepalive_ms = opts->keepalive_ms;

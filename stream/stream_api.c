@@ -9,6 +9,23 @@ void kp__conn_handle_closed(kp_conn_t *conn);
 
 /* ---- Handles -------------------------------------------------------------------- */
 
+/* Writes are held until acknowledged, so the write queue holds everything
+ * in flight, and after a loss everything behind the gap until the
+ * retransmission is acknowledged (a round trip more): on a path whose
+ * bandwidth-delay product is large, a fixed mark would leave the sender
+ * waiting on its own application. The mark is the configured one or four
+ * congestion windows, whichever is larger (bounded, for a window gone
+ * wild: HIGH_WATER_MAX). At 5% loss and 200 ms, two windows held the
+ * sender to two thirds of what four give. */
+#define HIGH_WATER_MAX ((uint64_t)256 << 20)
+#define HIGH_WATER_CWNDS 4
+
+static size_t high_water(const kp_conn_t *conn) {
+  uint64_t want = HIGH_WATER_CWNDS * kp_sconn_cwnd(conn->sc);
+  if (want > HIGH_WATER_MAX) want = HIGH_WATER_MAX;
+  return want > conn->high_water ? (size_t)want : conn->high_water;
+}
+
 static kp_stream_t *new_handle(kp_conn_t *conn, uint64_t id) {
   kp_stream_t *s = kp_calloc(1, sizeof(*s));
   if (!s) return NULL;
@@ -98,7 +115,7 @@ void kp__on_write_done(void *ctx, kp_swrite_t *w, int status) {
   s->queued -= len;
   s->writes_pending--;
   if (req->cb) req->cb(req, status);
-  if (s->full && s->queued <= s->conn->high_water / 2) {
+  if (s->full && s->queued <= high_water(s->conn) / 2) {
     s->full = false;
     if (s->drain_cb && !s->closing) s->drain_cb(s);
   }
@@ -198,7 +215,7 @@ int kp_stream_write(kp_write_t *req, kp_stream_t *s, const uv_buf_t bufs[], unsi
   if (err) return err;
   s->queued += (size_t)(req->private_.end - req->private_.start);
   s->writes_pending++;
-  if (s->queued >= s->conn->high_water) s->full = true;
+  if (s->queued >= high_water(s->conn)) s->full = true;
   kp__ep_mark_dirty(s->conn);
   return 0;
 }

@@ -138,6 +138,15 @@ void kp_pacer_init(kp_pacer_t *p) {
   memset(p, 0, sizeof(*p));
 }
 
+static void refill(kp_pacer_t *p, uint64_t now_us) {
+  if (p->at_us && now_us > p->at_us)
+    p->tokens += p->rate * (double)(now_us - p->at_us);
+  else if (!p->at_us)
+    p->tokens = p->burst;
+  if (p->tokens > p->burst) p->tokens = p->burst;
+  p->at_us = now_us;
+}
+
 void kp_pacer_update(kp_pacer_t *p, const kp_cubic_t *c, uint64_t srtt_us, uint64_t now_us) {
   double gain = kp_cubic_in_slow_start(c) ? 2.0 : 1.25;
   if (srtt_us < 1) srtt_us = 1;
@@ -146,12 +155,19 @@ void kp_pacer_update(kp_pacer_t *p, const kp_cubic_t *c, uint64_t srtt_us, uint6
    * at least ten packets) at once, or a fast path would stall on them. */
   p->burst = p->rate * 2000.0;
   if (p->burst < 10.0 * (double)c->mss) p->burst = 10.0 * (double)c->mss;
-  if (p->at_us && now_us > p->at_us)
+  refill(p, now_us);
+}
+
+void kp_pacer_set(kp_pacer_t *p, double bytes_per_s, double burst, uint64_t now_us) {
+  /* Tokens earned so far at the old rate first. */
+  if (p->at_us && now_us > p->at_us) {
     p->tokens += p->rate * (double)(now_us - p->at_us);
-  else if (!p->at_us)
-    p->tokens = p->burst;
-  if (p->tokens > p->burst) p->tokens = p->burst;
-  p->at_us = now_us;
+    if (p->tokens > p->burst) p->tokens = p->burst;
+    p->at_us = now_us;
+  }
+  p->rate = bytes_per_s / 1e6;
+  p->burst = burst;
+  refill(p, now_us);
 }
 
 uint64_t kp_pacer_next(const kp_pacer_t *p, uint64_t size, uint64_t now_us) {

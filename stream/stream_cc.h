@@ -65,7 +65,8 @@ typedef struct kp_loss_gate_s {
 void kp_loss_gate_on_outcome(kp_loss_gate_t *g, bool lost);
 bool kp_loss_gate_congestive(const kp_loss_gate_t *g, uint64_t rtt_floor_us, uint64_t min_rtt_us);
 
-/* A token bucket at gain x cwnd / srtt. */
+/* A token bucket: at gain x cwnd / srtt for CUBIC, at the measured
+ * bandwidth for the model-based controller. */
 typedef struct kp_pacer_s {
   double tokens; /* bytes */
   double rate;   /* bytes per us */
@@ -75,6 +76,9 @@ typedef struct kp_pacer_s {
 
 void kp_pacer_init(kp_pacer_t *p);
 void kp_pacer_update(kp_pacer_t *p, const kp_cubic_t *c, uint64_t srtt_us, uint64_t now_us);
+/* The rate in bytes per second, with a bucket of burst bytes: tokens
+ * accrue at the rate since the last call, up to the burst. */
+void kp_pacer_set(kp_pacer_t *p, double bytes_per_s, double burst, uint64_t now_us);
 /* 0 if a packet of size may leave now, else the time it may. */
 uint64_t kp_pacer_next(const kp_pacer_t *p, uint64_t size, uint64_t now_us);
 void kp_pacer_on_sent(kp_pacer_t *p, uint64_t size);

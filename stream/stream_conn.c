@@ -16,8 +16,12 @@
 /* What every path carries (IPv6's minimum MTU, less headers, with room):
  * where a path move or a black hole sends the datagram size back. */
 #define BASE_MTU 1200
+/* Bytes an ACK_FREQUENCY frame may take: a type and two varints. */
+#define ACK_FREQUENCY_ROOM 17
+/* Datagrams bigger than BASE_MTU lost in a row that mean a black hole. */
+#define BLACK_HOLE_RUN 32
 
-static const unsigned probe_sizes[] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
+static const unsigned probe_sizes[KP_MTU_PROBE_SIZES] = {MAX_UDP_V4, MAX_UDP_V6, 1400, 1280};
 
 void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
@@ -26,11 +30,59 @@ void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   cfg->pmtu_probe = true;
   cfg->stream_window = 2u << 20;
   cfg->conn_window = 16u << 20;
+  cfg->stream_window_max = 64u << 20;
+  cfg->conn_window_max = 64u << 20;
   cfg->max_streams = 256;
   cfg->idle_timeout_ms = 30000;
   cfg->keepalive_ms = 10000;
   cfg->path_dead_ms = 1000;
   cfg->rng = kp_rng_system();
+}
+
+/* ---- Congestion control ------------------------------------------------------- */
+
+/* The model paces in bursts of at most this long at its rate (and two
+ * packets at least): the timers run to the microsecond under 2 ms, and a
+ * shallow queue at the bottleneck takes what a millisecond brings. */
+#define PACING_BURST_US 1000
+
+static uint64_t cwnd(const kp_sconn_t *c) {
+  return c->model ? c->bbr.cwnd : c->cc.cwnd;
+}
+
+/* What a wait for the pacer waits for: PACING_QUANTUM_US at the rate (a
+ * packet at least, a burst at most), so a paced sender wakes a few
+ * thousand times a second and sends a batch, not once per packet. */
+#define PACING_QUANTUM_US 250
+
+static uint64_t pacing_quantum(const kp_sconn_t *c) {
+  if (!c->model) return c->mtu;
+  double q = c->pacer.rate * PACING_QUANTUM_US;
+  if (q > c->pacer.burst) q = c->pacer.burst;
+  return q > c->mtu ? (uint64_t)q : c->mtu;
+}
+
+/* A new controller, for a new connection or a new path. */
+static void cc_start(kp_sconn_t *c, uint64_t mss, uint64_t now) {
+  kp_cubic_init(&c->cc, mss);
+  kp_bbr_init(&c->bbr, mss, c->cfg.rng, now);
+  kp_pacer_init(&c->pacer);
+}
+
+static void cc_set_mss(kp_sconn_t *c, uint64_t mss) {
+  kp_cubic_set_mss(&c->cc, mss);
+  kp_bbr_set_mss(&c->bbr, mss);
+}
+
+static void pace(kp_sconn_t *c, uint64_t now) {
+  if (!c->model) {
+    kp_pacer_update(&c->pacer, &c->cc, c->rec.have_rtt ? c->rec.srtt_us : KP_INITIAL_RTT_US, now);
+    return;
+  }
+  double rate = (double)c->bbr.pacing_rate;
+  double burst = rate * PACING_BURST_US / 1e6;
+  if (burst < 2.0 * c->mtu) burst = 2.0 * c->mtu;
+  kp_pacer_set(&c->pacer, rate, burst, now);
 }
 
 /* ---- Recovery hooks ----------------------------------------------------------- */
@@ -49,61 +101,115 @@ static void on_frame_lost(void *ctx, const kp_sent_frame_t *f) {
     case KP_FRAME_RESET_STREAM:
     case KP_FRAME_STOP_SENDING:
     case KP_FRAME_MAX_STREAM_DATA: kp__sstream_frame_lost(c, f); break;
+    case KP_FRAME_ACK_FREQUENCY:
+      if (f->offset == c->ack_freq_seq) c->ack_freq_pending = true; /* still the latest */
+      break;
     default: break; /* PING, PATH_*, CLOSE: regenerated when still needed */
   }
+}
+
+/* ---- Path MTU ---------------------------------------------------------------- */
+
+/* Every candidate size is probed at once, one probe of each in flight (RFC
+ * 8899 section 5.3.1 allows several), so finding a path's size takes the
+ * round trips of three failures, not of three per size tried in turn. */
+
+static unsigned probe_bit(unsigned size) {
+  for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+    if (probe_sizes[i] == size) return 1u << i;
+  return 0;
+}
+
+/* Bigger than what the path is known to carry, within the family's limit,
+ * and not failed three times. */
+static bool probe_candidate(const kp_sconn_t *c, unsigned i) {
+  return probe_sizes[i] > c->mtu && probe_sizes[i] <= c->mtu_max &&
+         c->probe_failures[i] < PROBE_TRIES;
+}
+
+/* Probing starts over from the top at `at` (a new path, a black hole, or a
+ * while after the last search). */
+static void probe_restart(kp_sconn_t *c, uint64_t at) {
+  memset(c->probe_failures, 0, sizeof(c->probe_failures));
+  c->probe_inflight = 0;
+  c->probe_at = at;
+}
+
+/* The largest candidate without a probe in flight, 0 if none (or none is
+ * due). */
+static unsigned probe_now(const kp_sconn_t *c, uint64_t now) {
+  if (!c->rec.have_rtt || now < c->probe_at) return 0;
+  for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+    if (probe_candidate(c, i) && !(c->probe_inflight & (1u << i))) return probe_sizes[i];
+  return 0;
+}
+
+/* After a probe's verdict: when no candidate is left, the search is over
+ * until bigger sizes may pass again (a route changes). */
+static void probe_settle(kp_sconn_t *c, uint64_t now) {
+  if (c->probe_inflight) return;
+  for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+    if (probe_candidate(c, i)) return;
+  probe_restart(c, c->mtu < c->mtu_max ? now + PROBE_AGAIN_US : UINT64_MAX);
+}
+
+/* Nothing big gets through: maybe only big datagrams do not (the route
+ * changed under us, RFC 8899's black hole). Back to the safe size; probing
+ * finds the new limit. */
+static void black_hole(kp_sconn_t *c, uint64_t now) {
+  if (c->mtu <= BASE_MTU) return;
+  c->mtu = BASE_MTU;
+  cc_set_mss(c, c->mtu);
+  probe_restart(c, now);
 }
 
 static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
   if (p->flags & KP_SENT_MTU_PROBE) {
     /* The path carries datagrams this large. */
-    c->probe_inflight = false;
+    c->probe_inflight &= ~probe_bit(p->size);
     if (p->size > c->mtu) {
       c->mtu = p->size;
-      kp_cubic_set_mss(&c->cc, c->mtu);
+      cc_set_mss(c, c->mtu);
     }
-    /* Done for now; bigger sizes may pass later (a route changes). */
-    c->probe_size = 0;
-    c->probe_at = c->mtu < c->mtu_max ? now + PROBE_AGAIN_US : UINT64_MAX;
+    probe_settle(c, now);
     return;
   }
-  if (p->flags & KP_SENT_IN_FLIGHT) {
-    kp_loss_gate_on_outcome(&c->loss_gate, false);
-    kp_cubic_on_ack(&c->cc, p->size, p->sent_us, now, c->rec.srtt_us, c->cwnd_limited);
+  if (p->size > BASE_MTU && p->sent_us >= c->big_acked_sent_us) {
+    c->big_acked_sent_us = p->sent_us;
+    c->big_lost_run = 0;
   }
-}
-
-static unsigned next_probe_size(const kp_sconn_t *c, unsigned after) {
-  for (size_t i = 0; i < sizeof(probe_sizes) / sizeof(probe_sizes[0]); i++)
-    if (probe_sizes[i] < after && probe_sizes[i] <= c->mtu_max && probe_sizes[i] > c->mtu)
-      return probe_sizes[i];
-  return 0;
-}
-
-/* The size to probe now, starting a round (the sizes from the top) when
- * one is due; 0 if none. */
-static unsigned probe_now(kp_sconn_t *c, uint64_t now) {
-  if (c->probe_inflight || !c->rec.have_rtt || now < c->probe_at) return 0;
-  if (!c->probe_size) {
-    c->probe_size = next_probe_size(c, UINT32_MAX);
-    c->probe_failures = 0;
-    if (!c->probe_size) c->probe_at = UINT64_MAX; /* nothing bigger to try */
+  if (!(p->flags & KP_SENT_IN_FLIGHT)) return;
+  if (c->model) {
+    kp_bbr_on_acked(&c->bbr, &p->rate, p->size, p->sent_us, now);
+    return;
   }
-  return c->probe_size;
+  kp_loss_gate_on_outcome(&c->loss_gate, false);
+  kp_cubic_on_ack(&c->cc, p->size, p->sent_us, now, c->rec.srtt_us, c->cwnd_limited);
 }
 
 static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
   if (p->flags & KP_SENT_MTU_PROBE) {
     /* Too big for the path (or plain loss): a lost probe says nothing about
-     * congestion. Three strikes, then a smaller size. */
-    c->probe_inflight = false;
-    if (++c->probe_failures >= PROBE_TRIES) {
-      c->probe_failures = 0;
-      c->probe_size = next_probe_size(c, c->probe_size);
-    }
-    /* Sizes exhausted: try again from the top in a while. */
-    c->probe_at = c->probe_size ? now : now + PROBE_AGAIN_US;
+     * congestion. Three strikes and that size is out. */
+    unsigned bit = probe_bit(p->size);
+    c->probe_inflight &= ~bit;
+    for (unsigned i = 0; i < KP_MTU_PROBE_SIZES; i++)
+      if (bit == 1u << i) c->probe_failures[i]++;
+    probe_settle(c, now);
+    return;
+  }
+  /* Big datagrams lost, every one sent after the last big one that got
+   * through, while small ones do (acks, window updates: they keep the
+   * timeouts from ever firing), are a black hole too. Random loss does not
+   * make runs this long, and an overflowing queue drops runs of packets
+   * but delivers later ones. */
+  if (p->size > BASE_MTU && p->sent_us > c->big_acked_sent_us &&
+      ++c->big_lost_run >= BLACK_HOLE_RUN)
+    black_hole(c, now);
+  if (c->model) {
+    kp_bbr_on_lost(&c->bbr, p->size); /* the model decides at the round's end */
     return;
   }
   kp_loss_gate_on_outcome(&c->loss_gate, true);
@@ -127,6 +233,8 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.mtu) c->cfg.mtu = d.mtu;
   if (!c->cfg.stream_window) c->cfg.stream_window = d.stream_window;
   if (!c->cfg.conn_window) c->cfg.conn_window = d.conn_window;
+  if (!c->cfg.stream_window_max) c->cfg.stream_window_max = d.stream_window_max;
+  if (!c->cfg.conn_window_max) c->cfg.conn_window_max = d.conn_window_max;
   if (!c->cfg.max_streams) c->cfg.max_streams = d.max_streams;
   if (!c->cfg.idle_timeout_ms) c->cfg.idle_timeout_ms = d.idle_timeout_ms;
   if (!c->cfg.keepalive_ms) c->cfg.keepalive_ms = d.keepalive_ms;
@@ -158,9 +266,12 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   c->mtu = c->cfg.mtu;
   c->mtu_max = family_max;
   if (!c->cfg.pmtu_probe) c->mtu_max = c->mtu;
-  c->probe_at = now;
-  kp_cubic_init(&c->cc, c->mtu);
-  kp_pacer_init(&c->pacer);
+  probe_restart(c, c->mtu < c->mtu_max ? now : UINT64_MAX);
+  c->model = c->cfg.cc != KP_CC_CUBIC;
+  c->ack_every = 2; /* RFC 9000 13.2.2, until the peer asks for fewer */
+  c->conn_window = c->cfg.conn_window;
+  c->stream_window = c->cfg.stream_window;
+  cc_start(c, c->mtu, now);
   /* Until the peer's first ack says more, the protocol's initial limit. */
   c->peer_max_data = KP_CONN_INITIAL_WINDOW;
   c->max_data_sent = KP_CONN_INITIAL_WINDOW;
@@ -213,6 +324,28 @@ uint64_t kp_sconn_local_cid(const kp_sconn_t *c) {
 }
 
 /* ---- Receiving ----------------------------------------------------------------- */
+
+/* Receive windows follow the bandwidth-delay product the application's
+ * reads measure. Every round trip, what was consumed in it is the path's
+ * delivery for one RTT; the windows become three times that (one BDP in
+ * flight, one held behind a loss until its retransmission fills the gap,
+ * and room for the window update's own trip), never below the configured
+ * sizes nor above the maxima. Only consumption grows them: a peer cannot
+ * inflate them without delivering, and a paused stream keeps its window
+ * (stream_streams.c grows a stream's only while it is read). */
+static void autotune_windows(kp_sconn_t *c, uint64_t now) {
+  if (!c->rec.have_rtt || now - c->rwnd_at_us < c->rec.srtt_us) return;
+  uint64_t consumed = c->consumed - c->rwnd_consumed, elapsed = now - c->rwnd_at_us;
+  c->rwnd_at_us = now;
+  c->rwnd_consumed = c->consumed;
+  uint64_t want = 3 * (uint64_t)((double)consumed * (double)c->rec.srtt_us / (double)elapsed);
+  if (want > c->conn_window && c->conn_window < c->cfg.conn_window_max) {
+    c->conn_window = want < c->cfg.conn_window_max ? want : c->cfg.conn_window_max;
+    c->window_update_due = true;
+  }
+  if (want > c->stream_window && c->stream_window < c->cfg.stream_window_max)
+    c->stream_window = want < c->cfg.stream_window_max ? want : c->cfg.stream_window_max;
+}
 
 /* Remembers pn for the acks we send: ranges newest first, the oldest
  * forgotten beyond KP_RECV_RANGES (the sender has declared those lost). */
@@ -290,13 +423,10 @@ static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
   /* A new path: its capacity is unknown; start the controller over. The
    * round-trip estimate stays (most migrations are NAT rebindings or a
    * relay giving way to a direct path, close to the old one). */
-  kp_cubic_init(&c->cc, BASE_MTU);
-  kp_pacer_init(&c->pacer);
+  cc_start(c, BASE_MTU, now);
   /* Its MTU too: back to the safe size, and probe again. */
   c->mtu = BASE_MTU;
-  c->probe_size = 0;
-  c->probe_inflight = false;
-  c->probe_at = now;
+  probe_restart(c, now);
   if (c->ev.path_changed) c->ev.path_changed(c->ev.ctx, to);
 }
 
@@ -340,6 +470,15 @@ static bool on_frame(kp_sconn_t *c, const kp_frame_t *f, const kp_addr_t *from, 
         switch_path(c, from, now);
       return true;
     case KP_FRAME_CLOSE: finish(c, KP_ECLOSED, f->value); return true;
+    case KP_FRAME_ACK_FREQUENCY:
+      /* The newest request counts (they may arrive out of order). */
+      if (f->stream_id > c->ack_freq_seen) {
+        c->ack_freq_seen = f->stream_id;
+        c->ack_every = f->value < 2                  ? 2
+                       : f->value > KP_ACK_EVERY_MAX ? KP_ACK_EVERY_MAX
+                                                     : (unsigned)f->value;
+      }
+      return true;
     default: return false;
   }
 }
@@ -401,8 +540,11 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
       c->unanswered_since = c->rec.bytes_in_flight ? now : 0;
       if (kp_addr_eq(from, &c->remote)) path_alive(c, now);
     }
+    if (c->model)
+      kp_bbr_on_ack_done(&c->bbr, c->rec.bytes_in_flight, kp_recovery_rtt_floor(&c->rec), now);
   }
   if (c->state != S_OPEN) return;
+  autotune_windows(c, now);
   /* Data we could not keep is not acknowledged: it comes again. */
   if (c->recv_unstored) return;
   note_received(c, h.pn, now);
@@ -425,7 +567,7 @@ static void build_ack(kp_sconn_t *c, kp_stream_header_t *h, uint64_t now) {
   a->largest = c->recv_ranges[0].hi;
   uint64_t delay = (now - c->largest_recv_us) / 8;
   a->delay_8us = (uint16_t)(delay > UINT16_MAX ? UINT16_MAX : delay);
-  a->max_data = c->consumed + c->cfg.conn_window;
+  a->max_data = c->consumed + c->conn_window;
   if (a->max_data > c->max_data_sent) c->max_data_sent = a->max_data;
   c->window_update_due = false;
   uint64_t first = c->recv_ranges[0].hi - c->recv_ranges[0].lo;
@@ -453,6 +595,8 @@ static size_t seal(kp_sconn_t *c, uint8_t *buf, size_t hlen, kp_wbuf_t *w, kp_se
   size_t len = hlen + plen + KP_STREAM_TAG_LEN;
   sent->sent_us = now;
   sent->size = (uint32_t)len;
+  if (c->model && (sent->flags & KP_SENT_IN_FLIGHT))
+    kp_bbr_on_sent(&c->bbr, &sent->rate, len, c->rec.bytes_in_flight, now);
   kp_recovery_on_sent(&c->rec, sent); /* reserved: cannot fail */
   if (sent->flags & KP_SENT_ACK_ELICITING) {
     c->last_eliciting_sent_us = now;
@@ -486,6 +630,24 @@ static size_t begin(kp_sconn_t *c, uint8_t *buf, size_t size, kp_wbuf_t *w, uint
 static bool blocked_probe_due(const kp_sconn_t *c, uint64_t now) {
   return !c->rec.bytes_in_flight && now >= c->last_eliciting_sent_us + kp_recovery_pto(&c->rec) &&
          kp__sstreams_blocked_on_conn(c);
+}
+
+/* How many ack-eliciting packets per ack to ask the peer for: one ack per
+ * sixteenth of the window, between 2 and KP_ACK_EVERY_MAX. On a long fat
+ * path an ack every second packet is tens of thousands of packets a second
+ * each way for nothing: the model needs a few samples a round trip, and
+ * losses and reordering still draw an ack at once. Asked again when the
+ * window has doubled or halved since. */
+static void want_ack_frequency(kp_sconn_t *c) {
+  uint64_t n = cwnd(c) / c->mtu / 16;
+  if (n < 2) n = 2;
+  if (n > KP_ACK_EVERY_MAX) n = KP_ACK_EVERY_MAX;
+  uint64_t asked = c->ack_freq_asked ? c->ack_freq_asked : 2;
+  if (n >= 2 * asked || 2 * n <= asked) {
+    c->ack_freq_asked = (unsigned)n;
+    c->ack_freq_seq++;
+    c->ack_freq_pending = true;
+  }
 }
 
 /* A packet being built: its header is in buf, frames go to w. */
@@ -540,11 +702,26 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
   open_packet(c, &p, buf, c->mtu, now);
   bool eliciting = kp__sstreams_fill_control(c, &p.w, &p.sent);
   bool probe = c->probe_wanted;
+  if (window_open && paced && kp__sstreams_have_data(c)) want_ack_frequency(c);
+  /* ACK_FREQUENCY goes last, after the data (room kept for it): a receiver
+   * that does not know the frame reads what came before it. */
+  size_t keep = c->ack_freq_pending ? ACK_FREQUENCY_ROOM : 0;
+  p.w.cap -= keep;
   if ((window_open && paced) || probe) {
     bool new_ok = c->peer_max_data > c->sent_new;
     if (kp__sstreams_fill(c, &p.w, &p.sent, new_ok)) eliciting = true;
   } else if (!window_open && kp__sstreams_have_data(c)) {
     c->cwnd_limited = true; /* data waits on the window: it may grow (RFC 9438 4.8) */
+  }
+  p.w.cap += keep;
+  if (c->ack_freq_pending && p.sent.nframes < KP_SENT_MAX_FRAMES) {
+    kp_frame_put_ack_frequency(&p.w, c->ack_freq_seq, c->ack_freq_asked);
+    kp_sent_frame_t *f = &p.sent.frames[p.sent.nframes++];
+    memset(f, 0, sizeof(*f));
+    f->type = KP_FRAME_ACK_FREQUENCY;
+    f->offset = c->ack_freq_seq;
+    c->ack_freq_pending = false;
+    eliciting = true;
   }
   c->probe_wanted = false;
   /* A PING when an ack is wanted and nothing else asks for one: a
@@ -560,19 +737,19 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
     /* An ack on its own: every second packet (RFC 9000 13.2.2), at once on
      * reordering or ACK_NOW, else when the delay runs out; or news of a
      * bigger connection window. */
-    bool ack_due =
-        (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2 || now >= c->ack_due_us)) ||
-        (c->window_update_due && c->recv_range_count);
+    bool ack_due = (c->ack_pending &&
+                    (c->ack_now || c->unacked_eliciting >= c->ack_every || now >= c->ack_due_us)) ||
+                   (c->window_update_due && c->recv_range_count);
     return ack_due ? close_packet(c, &p, 0, now) : 0;
   }
-  if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+  if (window_open) c->cwnd_limited = c->rec.bytes_in_flight + 2 * c->mtu > cwnd(c);
   /* Full packets are padded to exactly the MTU so runs of them are equal in
    * size: the glue hands those to the kernel as one GSO send. */
   if (p.w.cap - p.w.len < 64) kp_frame_put_padding(&p.w, p.w.cap - p.w.len);
   /* The last packet for now (the window is full, or nothing else waits):
    * ask for the ack at once, or the receiver would sit on a lone packet for
    * its ack delay while we sit on an empty pipe. */
-  bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > c->cc.cwnd;
+  bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > cwnd(c);
   if (window_full || probe || !kp__sstreams_have_data(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
   return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT, now);
 }
@@ -595,16 +772,21 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
   size_t len = write_path(c, buf, to, now);
   if (len) return len;
 
-  kp_pacer_update(&c->pacer, &c->cc, c->rec.have_rtt ? c->rec.srtt_us : KP_INITIAL_RTT_US, now);
-  bool window_open = c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd;
+  pace(c, now);
+  bool window_open = c->rec.bytes_in_flight + c->mtu <= cwnd(c);
   bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
+  /* Room in the window and the pacer's leave, but nothing to send: what is
+   * delivered until then measures the application, not the path. */
+  if (c->model && window_open && paced && !kp__sstreams_have_data(c))
+    kp_bbr_on_app_limited(&c->bbr, c->rec.bytes_in_flight);
   *to = c->remote;
-  if (window_open && paced && probe_now(c, now)) {
+  unsigned probe = window_open && paced ? probe_now(c, now) : 0;
+  if (probe) {
     /* A path MTU probe: a PING padded to the size being tried. */
-    open_packet(c, &p, buf, c->probe_size, now);
+    open_packet(c, &p, buf, probe, now);
     kp_frame_put_ping(&p.w);
     kp_frame_put_padding(&p.w, p.w.cap - p.w.len);
-    c->probe_inflight = true;
+    c->probe_inflight |= probe_bit(probe);
     return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT | KP_SENT_MTU_PROBE, now);
   }
   return write_frames(c, buf, window_open, paced, now);
@@ -639,16 +821,10 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
   bool rto;
   if (kp_recovery_deadline(&c->rec) <= now && kp_recovery_on_timeout(&c->rec, now, &rto)) {
     c->probe_wanted = true;
-    if (rto) kp_cubic_on_rto(&c->cc, now);
-    if (rto && c->mtu > BASE_MTU) {
-      /* Nothing gets through: maybe only big datagrams do not (the route
-       * changed under us, RFC 8899's black hole). Back to the safe size;
-       * probing finds the new limit. */
-      c->mtu = BASE_MTU;
-      kp_cubic_set_mss(&c->cc, c->mtu);
-      c->probe_size = 0;
-      c->probe_inflight = false;
-      c->probe_at = now;
+    if (rto) {
+      kp_cubic_on_rto(&c->cc, now);
+      kp_bbr_on_rto(&c->bbr, now);
+      black_hole(c, now);
     }
   }
   kp__sstreams_deliver(c);
@@ -667,7 +843,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (c->ack_pending && c->ack_due_us < next) next = c->ack_due_us;
   if (c->deliver_due || c->probe_wanted || c->response_pending) next = 0;
   if (c->validating && c->challenge_at < next) next = c->challenge_at;
-  if (c->ack_pending && (c->ack_now || c->unacked_eliciting >= 2)) next = 0;
+  if (c->ack_pending && (c->ack_now || c->unacked_eliciting >= c->ack_every)) next = 0;
   if (c->window_update_due && c->recv_range_count) next = 0;
   if (!c->rec.bytes_in_flight && kp__sstreams_blocked_on_conn(c)) {
     t = c->last_eliciting_sent_us + kp_recovery_pto(&c->rec);
@@ -676,13 +852,12 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (kp__sstreams_have_control(c)) next = 0;
   /* Data and MTU probes wait for the congestion window (an ack reopens
    * it), then for the pacer. */
-  if (c->rec.bytes_in_flight + c->mtu <= c->cc.cwnd) {
+  if (c->rec.bytes_in_flight + c->mtu <= cwnd(c)) {
     uint64_t want = UINT64_MAX;
     if (kp__sstreams_have_data(c)) want = 0;
-    if (!c->probe_inflight && c->rec.have_rtt && c->mtu < c->mtu_max && c->probe_at < want)
-      want = c->probe_at;
+    if (c->probe_at < want && probe_now(c, c->probe_at)) want = c->probe_at;
     if (want != UINT64_MAX) {
-      uint64_t paced = kp_pacer_next(&c->pacer, c->mtu, c->pacer.at_us);
+      uint64_t paced = kp_pacer_next(&c->pacer, pacing_quantum(c), c->pacer.at_us);
       if (paced > want) want = paced;
     }
     if (want < next) next = want;
@@ -709,17 +884,21 @@ void kp_sconn_pin_path(kp_sconn_t *c) {
   c->validating = false;
 }
 
+uint64_t kp_sconn_cwnd(const kp_sconn_t *c) {
+  return cwnd(c);
+}
+
 void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out) {
   *out = c->stats;
   out->srtt_us = c->rec.srtt_us;
   out->min_rtt_us = c->rec.min_rtt_us == UINT64_MAX ? 0 : c->rec.min_rtt_us;
   out->rttvar_us = c->rec.rttvar_us;
-  out->cwnd = c->cc.cwnd;
+  out->cwnd = cwnd(c);
   out->bytes_in_flight = c->rec.bytes_in_flight;
   out->packets_lost = c->rec.lost_packets;
   out->retransmits = c->rec.retransmits;
   out->retransmitted_bytes = c->rec.retransmit_bytes;
-  out->congestion_events = c->cc.congestion_events;
+  out->congestion_events = c->model ? c->bbr.congestion_events : c->cc.congestion_events;
   out->probe_timeouts = c->rec.probe_timeouts;
   out->mtu = c->mtu;
   out->remote = c->remote;

@@ -68,13 +68,16 @@ typedef struct kp_sconn_config_s {
   uint64_t local_cid;  /* ours: the peer's packets carry it */
   uint64_t remote_cid; /* theirs */
   kp_cipher_t cipher;
+  kp_cc_t cc; /* 0: KP_CC_MODEL */
   uint8_t tx_key[32];
   uint8_t rx_key[32];
   kp_addr_t remote;
   unsigned mtu;             /* starting datagram size (default 1200) */
   bool pmtu_probe;          /* probe up to 1472 (IPv4) / 1452 (IPv6) (default on) */
-  uint32_t stream_window;   /* per-stream receive window (default 2 MiB) */
-  uint32_t conn_window;     /* connection receive window (default 16 MiB) */
+  uint32_t stream_window;     /* per-stream receive window to start with (default 2 MiB) */
+  uint32_t conn_window;       /* connection receive window to start with (default 16 MiB) */
+  uint32_t stream_window_max; /* what measured bandwidth-delay products may grow them */
+  uint32_t conn_window_max;   /* to (default 64 MiB each; below the starting size: no growth) */
   unsigned max_streams;     /* streams the peer may have open (default 256) */
   unsigned idle_timeout_ms; /* nothing heard this long: dead (default 30000) */
   unsigned keepalive_ms;    /* send something at least this often (default 10000) */
@@ -152,6 +155,8 @@ bool kp_sconn_path_alive(const kp_sconn_t *c);
 const kp_addr_t *kp_sconn_remote(const kp_sconn_t *c);
 
 void kp_sconn_stats(const kp_sconn_t *c, kp_sconn_stats_t *out);
+/* The congestion window in force, bytes. */
+uint64_t kp_sconn_cwnd(const kp_sconn_t *c);
 uint64_t kp_sconn_local_cid(const kp_sconn_t *c);
 bool kp_sconn_is_closed(const kp_sconn_t *c);
 

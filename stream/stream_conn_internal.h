@@ -3,6 +3,7 @@
 #ifndef KP_STREAM_CONN_INTERNAL_H
 #define KP_STREAM_CONN_INTERNAL_H
 
+#include "stream/stream_bbr.h"
 #include "stream/stream_cc.h"
 #include "stream/stream_conn.h"
 #include "stream/stream_crypto.h"
@@ -14,7 +15,7 @@
 typedef struct kp_chunk_s {
   struct kp_chunk_s *next;
   uint64_t offset;
-  size_t len;
+  size_t len, cap; /* data held, room allocated */
   uint8_t data[];
 } kp_chunk_t;
 
@@ -42,6 +43,7 @@ struct kp_sstream_s {
   uint64_t recv_next;       /* next in-order byte to deliver */
   uint64_t recv_high;       /* highest byte received + 1 */
   uint64_t recv_limit_sent; /* the MAX_STREAM_DATA we advertised */
+  uint64_t window;          /* its receive window: grows while it is read */
   bool limit_pending;
   kp_chunk_t *chunks;      /* sorted, not overlapping each other */
   kp_chunk_t *chunks_tail; /* the last: most arrivals after a gap go after it */
@@ -59,6 +61,12 @@ struct kp_sstream_s {
 
 typedef enum { S_OPEN, S_CLOSING, S_DRAINING, S_CLOSED } kp_sconn_state_t;
 
+/* The most ack-eliciting packets per ack a peer may ask for. */
+#define KP_ACK_EVERY_MAX 32
+
+/* Datagram sizes path MTU probing tries: 1472, 1452, 1400, 1280. */
+#define KP_MTU_PROBE_SIZES 4
+
 /* Received packet numbers, for building acks: newest ranges first. */
 #define KP_RECV_RANGES (KP_STREAM_MAX_ACK_RANGES + 1)
 
@@ -69,6 +77,10 @@ struct kp_sconn_s {
   kp_aead_t tx, rx;
   kp_replay_t replay;
   kp_recovery_t rec;
+  /* Congestion control: the model (cfg.cc KP_CC_MODEL) or CUBIC with its
+   * loss gate; one pacer for either. */
+  bool model;
+  kp_bbr_t bbr;
   kp_cubic_t cc;
   kp_loss_gate_t loss_gate;
   kp_pacer_t pacer;
@@ -91,10 +103,13 @@ struct kp_sconn_s {
   uint8_t response[8];
   /* MTU. */
   unsigned mtu, mtu_max;
-  unsigned probe_size;
-  unsigned probe_failures;
+  uint8_t probe_failures[KP_MTU_PROBE_SIZES]; /* per size tried */
+  uint8_t probe_inflight;                     /* bit i: a probe of size i is out */
   uint64_t probe_at;
-  bool probe_inflight;
+  /* Datagrams over the base size lost, all sent after the last one that
+   * got through (sent at big_acked_sent_us). */
+  unsigned big_lost_run;
+  uint64_t big_acked_sent_us;
   /* Acks to send. */
   struct {
     uint64_t lo, hi;
@@ -109,13 +124,22 @@ struct kp_sconn_s {
   bool ack_pending;
   bool ack_now;               /* a gap or reordering: tell the sender at once */
   unsigned unacked_eliciting; /* ack-eliciting packets since our last ack */
+  unsigned ack_every;         /* ... that make an ack due (the peer's ACK_FREQUENCY) */
+  uint64_t ack_freq_seen;     /* the newest ACK_FREQUENCY sequence number taken */
+  /* ACK_FREQUENCY to send: what we asked for last, under which number. */
+  unsigned ack_freq_asked;
+  uint64_t ack_freq_seq;
+  bool ack_freq_pending;
   uint64_t ack_due_us;
-  /* Flow control. */
-  uint64_t peer_max_data;   /* stream bytes the peer accepts, total */
-  uint64_t sent_new;        /* first copies of stream bytes sent */
-  uint64_t consumed;        /* stream bytes delivered to the application */
-  uint64_t recv_total_high; /* sum of streams' recv_high */
-  uint64_t max_data_sent;   /* the largest max data our acks announced */
+  /* Flow control. Our receive windows now: the configured ones, grown with
+   * the measured bandwidth-delay product up to the maxima. */
+  uint64_t conn_window, stream_window;
+  uint64_t rwnd_at_us, rwnd_consumed; /* the measurement's round trip */
+  uint64_t peer_max_data;             /* stream bytes the peer accepts, total */
+  uint64_t sent_new;                  /* first copies of stream bytes sent */
+  uint64_t consumed;                  /* stream bytes delivered to the application */
+  uint64_t recv_total_high;           /* sum of streams' recv_high */
+  uint64_t max_data_sent;             /* the largest max data our acks announced */
   /* Streams. */
   kp_sstream_t **buckets;
   size_t bucket_count, stream_count, peer_streams;

@@ -113,6 +113,10 @@ int kp_frame_next(kp_rbuf_t *r, kp_frame_t *f) {
       f->data = kp_rbuf_take(r, 8);
       f->len = 8;
       break;
+    case KP_FRAME_ACK_FREQUENCY:
+      f->stream_id = kp_varint_get(r);
+      f->value = kp_varint_get(r);
+      break;
     case KP_FRAME_CLOSE:
       f->value = kp_varint_get(r);
       f->len = (size_t)kp_varint_get(r);
@@ -181,4 +185,10 @@ void kp_frame_put_close(kp_wbuf_t *w, uint64_t code, const char *reason) {
   kp_varint_put(w, code);
   kp_varint_put(w, n);
   kp_wbuf_put(w, reason, n);
+}
+
+void kp_frame_put_ack_frequency(kp_wbuf_t *w, uint64_t seq, uint64_t packets) {
+  kp_wbuf_put_u8(w, KP_FRAME_ACK_FREQUENCY);
+  kp_varint_put(w, seq);
+  kp_varint_put(w, packets);
 }

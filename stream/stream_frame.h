@@ -97,14 +97,16 @@ typedef enum {
   KP_FRAME_PATH_CHALLENGE = 0x1a,
   KP_FRAME_PATH_RESPONSE = 0x1b,
   KP_FRAME_CLOSE = 0x1c,
+  KP_FRAME_ACK_FREQUENCY = 0x1d,
 } kp_frame_type_t;
 
 typedef struct kp_frame_s {
   uint8_t type; /* kp_frame_type_t; STREAM without the FIN bit */
   bool fin;
-  uint64_t stream_id;
+  uint64_t stream_id;  /* ACK_FREQUENCY: its sequence number */
   uint64_t offset;     /* STREAM */
-  uint64_t value;      /* RESET/STOP/CLOSE: error code; MAX_STREAM_DATA: max */
+  uint64_t value;      /* RESET/STOP/CLOSE: error code; MAX_STREAM_DATA: max;
+                          ACK_FREQUENCY: packets per ack */
   uint64_t final_size; /* RESET_STREAM */
   const uint8_t *data; /* STREAM data, PATH_* (8 bytes), CLOSE reason */
   size_t len;
@@ -128,5 +130,8 @@ void kp_frame_put_stop(kp_wbuf_t *w, uint64_t id, uint64_t code);
 void kp_frame_put_max_stream_data(kp_wbuf_t *w, uint64_t id, uint64_t max);
 void kp_frame_put_path(kp_wbuf_t *w, bool response, const uint8_t data[8]);
 void kp_frame_put_close(kp_wbuf_t *w, uint64_t code, const char *reason);
+/* Asks the peer to acknowledge every `packets` ack-eliciting packets (its
+ * other reasons to ack at once stand); seq orders the requests. */
+void kp_frame_put_ack_frequency(kp_wbuf_t *w, uint64_t seq, uint64_t packets);
 
 #endif

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stream/stream_bbr.h"
 #include "stream/stream_frame.h"
 
 #define KP_SENT_MAX_FRAMES 4
@@ -57,6 +58,7 @@ typedef struct kp_sent_s {
   uint8_t flags;
   uint8_t nframes;
   kp_sent_frame_t frames[KP_SENT_MAX_FRAMES];
+  kp_rate_stamp_t rate; /* for the delivery rate (KP_SENT_IN_FLIGHT packets) */
 } kp_sent_t;
 
 /* Owner's hooks: a frame delivered or lost; a packet newly acked or lost

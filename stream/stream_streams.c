@@ -63,6 +63,7 @@ static kp_sstream_t *new_stream(kp_sconn_t *c, uint64_t id) {
    * it to its configured one with its first frames. */
   s->peer_max = KP_STREAM_INITIAL_WINDOW;
   s->recv_limit_sent = KP_STREAM_INITIAL_WINDOW;
+  s->window = c->cfg.stream_window;
   size_t b = bucket_of(c, id);
   s->hnext = c->buckets[b];
   c->buckets[b] = s;
@@ -278,7 +279,7 @@ static void credit(kp_sconn_t *c, kp_sstream_t *s, uint64_t upto) {
   c->consumed += upto - s->credited;
   s->credited = upto;
   /* A quarter of the window freed: say so even with nothing else to send. */
-  if (c->consumed + c->cfg.conn_window - c->max_data_sent >= c->cfg.conn_window / 4)
+  if (c->consumed + c->conn_window - c->max_data_sent >= c->conn_window / 4)
     c->window_update_due = true;
 }
 
@@ -494,7 +495,7 @@ bool kp__sstreams_fill_control(kp_sconn_t *c, kp_wbuf_t *w, kp_sent_t *sent) {
       wrote = true;
     }
     if (s->limit_pending && sent->nframes < KP_SENT_MAX_FRAMES) {
-      uint64_t limit = s->recv_next + c->cfg.stream_window;
+      uint64_t limit = s->recv_next + s->window;
       kp_frame_put_max_stream_data(w, s->id, limit);
       record(sent, KP_FRAME_MAX_STREAM_DATA, s->id, limit, 0, false);
       s->recv_limit_sent = limit;
@@ -569,15 +570,17 @@ void kp__sstreams_fail_all(kp_sconn_t *c, int status) {
 /* ---- Receiving --------------------------------------------------------------- */
 
 static void maybe_update_window(kp_sconn_t *c, kp_sstream_t *s) {
-  uint64_t limit = s->recv_next + c->cfg.stream_window;
+  uint64_t limit = s->recv_next + s->window;
   if (!s->recv_done && !s->fin_received &&
-      limit - s->recv_limit_sent >= c->cfg.stream_window / WINDOW_UPDATE_FRACTION) {
+      limit - s->recv_limit_sent >= s->window / WINDOW_UPDATE_FRACTION) {
     s->limit_pending = true;
     kp__sstream_mark_ready(c, s);
   }
 }
 
 static void deliver(kp_sconn_t *c, kp_sstream_t *s, const uint8_t *data, size_t len) {
+  /* Read: it may use the window the connection's measurements allow. */
+  if (s->window < c->stream_window) s->window = c->stream_window;
   s->recv_next += len;
   credit(c, s, s->recv_next);
   c->stats.stream_bytes_received += len;
@@ -611,10 +614,15 @@ static void drain(kp_sconn_t *c, kp_sstream_t *s) {
 /* Out-of-order data is held in chunks, each a small allocation: a peer
  * sending one-byte frames at every other offset could otherwise make
  * millions of them inside the windows. Past these counts, data is refused
- * (and not acknowledged) until the gaps fill; a sender of full packets
- * never comes near them (2 MiB / 1200 bytes = 1750 per stream). */
-#define MAX_CHUNKS_PER_STREAM 4096
-#define MAX_CHUNKS 16384
+ * (and not acknowledged) until the gaps fill. Data that continues the last
+ * chunk goes into it while it has room, and each chunk of such a run is
+ * allocated twice the size of the one before (up to CHUNK_RUN_MAX): a
+ * sender of full packets needs a few chunks per gap, not one per packet
+ * (at 5% loss and a 64 MiB window, a few thousand per stream), while a
+ * peer of one-byte frames gets exactly sized ones, as before. */
+#define MAX_CHUNKS_PER_STREAM 16384
+#define MAX_CHUNKS 65536
+#define CHUNK_RUN_MAX (64u << 10)
 
 /* Stores [offset, offset + len) of data, skipping what is held already.
  * false if it could not (memory, or the chunk limits): the caller must not
@@ -639,17 +647,37 @@ static bool store(kp_sconn_t *c, kp_sstream_t *s, uint64_t offset, const uint8_t
     }
     uint64_t stop = *p && (*p)->offset < end ? (*p)->offset : end;
     size_t n = (size_t)(stop - offset);
+    /* What a node's connections hold together is bounded (rx_budget). */
     kp_rx_budget_t *b = c->cfg.rx_budget;
+    /* Continuing the last chunk, at the end of the list: into its room. */
+    kp_chunk_t *t = s->chunks_tail;
+    bool run = !*p && t && p == &t->next && t->offset + t->len == offset;
+    if (run && t->len < t->cap) {
+      size_t m = n < t->cap - t->len ? n : t->cap - t->len;
+      if (b && b->used + m > b->max) return false;
+      memcpy(t->data + t->len, data, m);
+      t->len += m;
+      s->buffered += m;
+      if (b) b->used += m;
+      data += m;
+      offset += m;
+      len -= m;
+      continue;
+    }
     if (s->chunk_count >= MAX_CHUNKS_PER_STREAM || c->chunk_count >= MAX_CHUNKS ||
         (b && b->used + n > b->max))
       return false;
-    kp_chunk_t *k = kp_malloc(sizeof(*k) + n);
+    size_t cap = n;
+    if (run && 2 * t->cap > cap) cap = 2 * t->cap < CHUNK_RUN_MAX ? 2 * t->cap : CHUNK_RUN_MAX;
+    if (cap < n) cap = n;
+    kp_chunk_t *k = kp_malloc(sizeof(*k) + cap);
     if (!k) return false;
     s->chunk_count++;
     c->chunk_count++;
     if (b) b->used += n;
     k->offset = offset;
     k->len = n;
+    k->cap = cap;
     memcpy(k->data, data, n);
     k->next = *p;
     *p = k;

@@ -59,7 +59,7 @@ static void key_of(uint8_t key[32], uint8_t dir) {
 
 /* Everything the connection sends must be a packet for the peer, sealed
  * with our key. */
-static void check_output(kp_sconn_t *c, const kp_aead_t *peer_rx, uint64_t now) {
+static void check_output(kp_sconn_t *c, kp_aead_t *peer_rx, uint64_t now) {
   uint8_t buf[1500];
   kp_addr_t to;
   for (int i = 0; i < 256; i++) {
@@ -83,7 +83,7 @@ static void check_output(kp_sconn_t *c, const kp_aead_t *peer_rx, uint64_t now) 
 }
 
 /* An authentic packet: header fields and frames from the script. */
-static void peer_packet(kp_sconn_t *c, script_t *s, const kp_aead_t *peer_tx, uint64_t *pn,
+static void peer_packet(kp_sconn_t *c, script_t *s, kp_aead_t *peer_tx, uint64_t *pn,
                         uint64_t now) {
   kp_stream_header_t h;
   memset(&h, 0, sizeof(h));

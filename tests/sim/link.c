@@ -20,6 +20,8 @@ struct kp_link_s {
   kp_rng_seeded_t rng;
   direction_t dir[2];
   kp_addr_t addr[2];
+  kp_addr_t more[2][KP_LINK_MAX_HOSTS]; /* other hosts on each side */
+  unsigned nmore[2];
   event_t *heap;
   size_t count, cap;
   uint64_t seq;
@@ -48,6 +50,27 @@ void kp_link_set_addr(kp_link_t *l, int side, const kp_addr_t *addr) {
 
 const kp_addr_t *kp_link_addr(const kp_link_t *l, int side) {
   return &l->addr[side];
+}
+
+void kp_link_add_addr(kp_link_t *l, int side, const kp_addr_t *addr) {
+  if (l->nmore[side] == KP_LINK_MAX_HOSTS) abort();
+  l->more[side][l->nmore[side]++] = *addr;
+}
+
+/* The side holding addr, or -1. */
+static int side_of(const kp_link_t *l, const kp_addr_t *addr) {
+  for (int side = 0; side < 2; side++) {
+    if (kp_addr_eq(addr, &l->addr[side])) return side;
+    for (unsigned i = 0; i < l->nmore[side]; i++)
+      if (kp_addr_eq(addr, &l->more[side][i])) return side;
+  }
+  return -1;
+}
+
+uint64_t kp_link_queued(const kp_link_t *l, int from_side, uint64_t now) {
+  const direction_t *d = &l->dir[from_side];
+  if (!d->p.rate || d->free_at <= now) return 0;
+  return (d->free_at - now) * d->p.rate / 1000000;
 }
 
 const kp_link_stats_t *kp_link_stats(const kp_link_t *l, int from_side) {
@@ -92,13 +115,13 @@ static event_t pop_min(kp_link_t *l) {
   return top;
 }
 
-static void schedule(kp_link_t *l, int from_side, const kp_addr_t *to, const uint8_t *data,
-                     size_t len, uint64_t depart) {
+static void schedule(kp_link_t *l, int from_side, const kp_addr_t *from, const kp_addr_t *to,
+                     const uint8_t *data, size_t len, uint64_t depart) {
   direction_t *d = &l->dir[from_side];
   kp_link_packet_t *pkt = malloc(sizeof(*pkt));
   if (!pkt) abort();
   pkt->side = -1;
-  pkt->from = l->addr[from_side];
+  pkt->from = *from;
   pkt->to = *to;
   pkt->len = len;
   memcpy(pkt->data, data, len);
@@ -108,6 +131,11 @@ static void schedule(kp_link_t *l, int from_side, const kp_addr_t *to, const uin
 
 void kp_link_send(kp_link_t *l, int from_side, const kp_addr_t *to, const uint8_t *data, size_t len,
                   uint64_t now) {
+  kp_link_send_from(l, from_side, &l->addr[from_side], to, data, len, now);
+}
+
+void kp_link_send_from(kp_link_t *l, int from_side, const kp_addr_t *from, const kp_addr_t *to,
+                       const uint8_t *data, size_t len, uint64_t now) {
   direction_t *d = &l->dir[from_side];
   d->stats.sent++;
   if (len > sizeof(((kp_link_packet_t *)0)->data) || (d->p.mtu && len > d->p.mtu)) {
@@ -132,10 +160,10 @@ void kp_link_send(kp_link_t *l, int from_side, const kp_addr_t *to, const uint8_
     d->stats.lost++;
     return;
   }
-  schedule(l, from_side, to, data, len, depart);
+  schedule(l, from_side, from, to, data, len, depart);
   if (d->p.duplicate > 0 && uniform(l) < d->p.duplicate) {
     d->stats.duplicated++;
-    schedule(l, from_side, to, data, len, depart);
+    schedule(l, from_side, from, to, data, len, depart);
   }
 }
 
@@ -146,13 +174,11 @@ uint64_t kp_link_next(const kp_link_t *l) {
 bool kp_link_pop(kp_link_t *l, uint64_t now, kp_link_packet_t *out) {
   while (l->count && l->heap[0].at <= now) {
     event_t e = pop_min(l);
-    int side = kp_addr_eq(&e.pkt->to, &l->addr[0])   ? 0
-               : kp_addr_eq(&e.pkt->to, &l->addr[1]) ? 1
-                                                     : -1;
+    int side = side_of(l, &e.pkt->to);
     int from_side = side < 0 ? -1 : 1 - side;
     if (side < 0) {
       /* Nobody is at that address (any more). */
-      l->dir[kp_addr_eq(&e.pkt->from, &l->addr[0]) ? 0 : 1].stats.unroutable++;
+      l->dir[side_of(l, &e.pkt->from) == 0 ? 0 : 1].stats.unroutable++;
       free(e.pkt);
       continue;
     }

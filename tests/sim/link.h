@@ -5,8 +5,10 @@
  * bottleneck of `rate` bytes per second with a drop-tail queue of
  * `queue_bytes`, random loss and duplication, and an MTU above which
  * datagrams vanish (as they would with DF set). Each side has one current
- * address; a datagram reaches the side whose address it was sent to, or
- * nobody (a host that moved stops receiving at its old address). */
+ * address, and may have more (several hosts behind one bottleneck, for
+ * flows that compete); a datagram reaches the side holding the address it
+ * was sent to, or nobody (a host that moved stops receiving at its old
+ * address). */
 #ifndef KP_TEST_LINK_H
 #define KP_TEST_LINK_H
 
@@ -46,9 +48,17 @@ void kp_link_free(kp_link_t *l);
 void kp_link_set(kp_link_t *l, int from_side, const kp_link_params_t *p);
 void kp_link_set_addr(kp_link_t *l, int side, const kp_addr_t *addr);
 const kp_addr_t *kp_link_addr(const kp_link_t *l, int side);
+/* Another host on a side (at most KP_LINK_MAX_HOSTS per side). */
+#define KP_LINK_MAX_HOSTS 8
+void kp_link_add_addr(kp_link_t *l, int side, const kp_addr_t *addr);
 
 void kp_link_send(kp_link_t *l, int from_side, const kp_addr_t *to, const uint8_t *data, size_t len,
                   uint64_t now_us);
+/* The same from one of the side's hosts. */
+void kp_link_send_from(kp_link_t *l, int from_side, const kp_addr_t *from, const kp_addr_t *to,
+                       const uint8_t *data, size_t len, uint64_t now_us);
+/* Bytes waiting in the bottleneck's queue of a direction at now. */
+uint64_t kp_link_queued(const kp_link_t *l, int from_side, uint64_t now_us);
 /* When the next datagram arrives, or UINT64_MAX. */
 uint64_t kp_link_next(const kp_link_t *l);
 /* Takes the next datagram due at or before now; false if none. */

@@ -129,6 +129,29 @@ static int one_frame(const uint8_t *buf, size_t len, kp_frame_t *f) {
   return kp_frame_next(&r, f);
 }
 
+/* ACK_FREQUENCY: type 0x1d, sequence number, packets per ack; every
+ * truncation refused. */
+static void test_ack_frequency_frame(void) {
+  uint8_t buf[32];
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, buf, sizeof(buf));
+  kp_frame_put_ack_frequency(&w, 300, 16);
+  KP_CHECK(!w.overflow);
+  const uint8_t want[] = {0x1d, 0x41, 0x2c, 0x10};
+  KP_CHECK_EQ(w.len, sizeof(want));
+  KP_CHECK_MEM(buf, want, sizeof(want));
+  kp_rbuf_t r;
+  kp_frame_t f;
+  kp_rbuf_init(&r, buf, w.len);
+  KP_CHECK_EQ(kp_frame_next(&r, &f), 1);
+  KP_CHECK(f.type == KP_FRAME_ACK_FREQUENCY && f.stream_id == 300 && f.value == 16);
+  KP_CHECK_EQ(kp_frame_next(&r, &f), 0);
+  for (size_t len = 1; len < w.len; len++) {
+    kp_rbuf_init(&r, buf, len);
+    KP_CHECK_EQ(kp_frame_next(&r, &f), -1);
+  }
+}
+
 static void test_frames(void) {
   uint8_t buf[256];
   kp_wbuf_t w;
@@ -256,6 +279,57 @@ static void test_aead(void) {
     KP_CHECK_ERR(kp_aead_init(&a, KP_CIPHER_AES256_GCM, key), KP_ECONFIG);
   }
   KP_CHECK_ERR(kp_aead_init(&a, (kp_cipher_t)9, key), KP_ECONFIG);
+}
+
+/* ChaCha20-Poly1305 through libcrypto and through libsodium are the same
+ * AEAD (RFC 8439): for random keys, packet numbers, headers and lengths
+ * (empty to a jumbo datagram), what one seals the other opens, bytes and
+ * tags equal; a flipped bit fails both. */
+static void test_aead_libcrypto(void) {
+  kp_aead_t fast, ref;
+  uint8_t key[32] = {1};
+  KP_CHECK_OK(kp_aead_init(&fast, KP_CIPHER_CHACHA20_POLY1305, key));
+  bool libcrypto = kp_aead_uses_libcrypto(&fast);
+  kp_aead_destroy(&fast);
+  if (!libcrypto) kp_test_skip("built without libcrypto: every packet goes through libsodium");
+  kp_rng_seeded_t rng;
+  kp_rng_seeded_init(&rng, 77);
+  static uint8_t msg[1500], a[1500], b[1500];
+  uint8_t ad[80], tag_a[16], tag_b[16];
+  for (int round = 0; round < 2000; round++) {
+    for (int i = 0; i < 32; i++) key[i] = (uint8_t)kp_rng_seeded_next(&rng);
+    KP_CHECK_OK(kp_aead_init(&fast, KP_CIPHER_CHACHA20_POLY1305, key));
+    fast.evp_min = 0; /* libcrypto for every length, not only big packets */
+    KP_CHECK_OK(kp_aead_init_sodium(&ref, KP_CIPHER_CHACHA20_POLY1305, key));
+    KP_CHECK(!kp_aead_uses_libcrypto(&ref));
+    size_t len = (size_t)(kp_rng_seeded_next(&rng) % sizeof(msg));
+    if (round < 70) len = (size_t)round; /* every short length, tails of each block size */
+    size_t ad_len = 18 + (size_t)(kp_rng_seeded_next(&rng) % (sizeof(ad) - 18));
+    uint64_t pn = kp_rng_seeded_next(&rng) >> (kp_rng_seeded_next(&rng) % 64);
+    for (size_t i = 0; i < ad_len; i++) ad[i] = (uint8_t)kp_rng_seeded_next(&rng);
+    for (size_t i = 0; i < len; i++) msg[i] = (uint8_t)kp_rng_seeded_next(&rng);
+    memcpy(a, msg, len);
+    memcpy(b, msg, len);
+    kp_aead_seal(&fast, pn, ad, ad_len, a, len, tag_a);
+    kp_aead_seal(&ref, pn, ad, ad_len, b, len, tag_b);
+    KP_CHECK_MEM(a, b, len);
+    KP_CHECK_MEM(tag_a, tag_b, 16);
+    KP_CHECK_EQ(kp_aead_open(&ref, pn, ad, ad_len, a, len, tag_a), 0);
+    KP_CHECK_EQ(kp_aead_open(&fast, pn, ad, ad_len, b, len, tag_b), 0);
+    KP_CHECK_MEM(a, msg, len);
+    KP_CHECK_MEM(b, msg, len);
+    /* Sealed again and altered (tag, or the data when there is some). */
+    kp_aead_seal(&fast, pn, ad, ad_len, a, len, tag_a);
+    if (len && round % 2)
+      a[kp_rng_seeded_next(&rng) % len] ^= 1;
+    else
+      tag_a[round % 16] ^= 0x10;
+    memcpy(b, a, len);
+    KP_CHECK_EQ(kp_aead_open(&fast, pn, ad, ad_len, a, len, tag_a), -1);
+    KP_CHECK_EQ(kp_aead_open(&ref, pn, ad, ad_len, b, len, tag_a), -1);
+    kp_aead_destroy(&fast);
+    kp_aead_destroy(&ref);
+  }
 }
 
 static void test_replay_window(void) {
@@ -645,8 +719,10 @@ static const kp_test_case_t cases[] = {
     KP_CASE(packet_vector, unit, 10),
     KP_CASE(varint, unit, 10),
     KP_CASE(frames, unit, 10),
+    KP_CASE(ack_frequency_frame, unit, 10),
     KP_CASE(aead, unit, 10),
     KP_CASE(keys_wiped, unit, 10),
+    KP_CASE(aead_libcrypto, unit, 10),
     KP_CASE(replay_window, unit, 10),
     KP_CASE(ranges, unit, 10),
     KP_CASE(recovery_acks_and_losses, unit, 10),
@@ -676,5 +752,14 @@ static const kp_test_case_t cases[] = {
     KP_CASE(path_mtu, sim, 60),
     KP_CASE(path_death_times, sim, 60),
     KP_CASE(resume_grace, sim, 60),
+    KP_CASE(path_mtu_parallel, sim, 60),
+    KP_CASE(window_autotune, sim, 60),
+    KP_CASE(window_chunk_runs, sim, 60),
+    KP_CASE(ack_frequency, sim, 60),
+    KP_CASE(cc_random_loss, sim, 60),
+    KP_CASE(cc_convergence, sim, 60),
+    KP_CASE(cc_fairness, sim, 60),
+    KP_CASE(cc_shallow_buffer, sim, 60),
+    KP_CASE(cc_vs_reno, sim, 60),
 };
 KP_TEST_MAIN(cases)

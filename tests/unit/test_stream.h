@@ -19,6 +19,16 @@ void test_stream_reset(void);
 void test_stream_limit(void);
 void test_stream_flood(void);
 void test_conn_window_credit(void);
+void test_path_mtu_parallel(void);
+void test_window_autotune(void);
+void test_window_chunk_runs(void);
+void test_ack_frequency(void);
+/* test_stream_cc.c */
+void test_cc_random_loss(void);
+void test_cc_convergence(void);
+void test_cc_fairness(void);
+void test_cc_shallow_buffer(void);
+void test_cc_vs_reno(void);
 void test_tiny_chunks_bounded(void);
 void test_path_mtu(void);
 void test_path_death_times(void);

@@ -40,7 +40,7 @@ typedef struct kp_hp_config_s {
   unsigned max_sessions;         /* a server's handshakes in progress (default 1024) */
   unsigned max_relay_entries;    /* forwarded requests in flight (default 512) */
   unsigned relay_rate;           /* forwards per second per source IP (default 20) */
-  unsigned server_rate;          /* handshakes a server answers per second (default 5000) */
+  unsigned server_rate;          /* handshakes a server answers per second (default 2000) */
   /* The birthday strategy (docs/architecture.md): sockets the random side
    * opens (256), probes the consistent side sprays (2000) and how fast
    * (1000/s), and how many such punches run at once per node (2). */
@@ -139,6 +139,7 @@ typedef struct kp_hp_server_stats_s {
   uint64_t accepted;    /* ... and accepted by the firewall */
   uint64_t refused;     /* ... refused (any reason) */
   uint64_t busy;        /* answered BUSY: table full or over the rate */
+  uint64_t dropped;     /* hellos sent straight to us past the sender's own rate: unanswered */
   uint64_t bad;         /* failed to decrypt or decode */
   uint64_t replays;     /* hellos not newer than the client's last one */
   uint64_t evicted;     /* unproven sessions dropped for newer hellos */

@@ -19,7 +19,7 @@ void kp_hp_config_defaults(kp_hp_config_t *cfg) {
   cfg->max_sessions = 1024;
   cfg->max_relay_entries = 512;
   cfg->relay_rate = 20;
-  cfg->server_rate = 5000;
+  cfg->server_rate = 2000;
   cfg->birthday_sockets = 256;
   cfg->birthday_probes = 2000;
   cfg->birthday_rate = 1000;

@@ -141,8 +141,9 @@ typedef struct hp_session_s {
   kp_hp_server_t *server; /* NULL: free */
   uint64_t id;
   uint64_t created, expires;
-  bool proven;          /* a round came back: the client holds the keys */
-  uint8_t client_e[32]; /* a repeated hello (a retry) gets the same answer */
+  uint64_t admitted_light; /* budget its sender and client IP had left (eviction order) */
+  bool proven;             /* a round came back: the client holds the keys */
+  uint8_t client_e[32];    /* a repeated hello (a retry) gets the same answer */
   uint8_t reply[HP_REPLY_MAX];
   size_t reply_len;
   uint8_t round_reply[HP_REPLY_MAX];

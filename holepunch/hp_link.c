@@ -32,6 +32,7 @@
 #define BDAY_BACKOFF_MS 10000 /* ... then 10, 20, 40 s, at most one a minute */
 #define BDAY_BACKOFF_MAX_MS 60000
 #define BDAY_WINDOW_MS 4000        /* a birthday not won in this long will not be */
+#define BDAY_MIN_GAP_MS 8000       /* background birthdays, however requested, this far apart */
 #define RESUME_ROUND_MS 250        /* resume rounds, dense at first ... */
 #define RESUME_DENSE_MS 3000       /* ... for this long, then backing off ... */
 #define RESUME_ROUND_MAX_MS 5000   /* ... to one every 5 s */
@@ -73,7 +74,8 @@ struct kp_hp_link_s {
   bool bday_sockets;
   unsigned bday_attempts;
   uint64_t bday_at;
-  uint64_t bday_end; /* a birthday not won by then is given up (to be tried again later) */
+  uint64_t bday_end;   /* a birthday not won by then is given up (to be tried again later) */
+  uint64_t bday_ok_at; /* no background birthday before then */
   /* Resuming (client). */
   bool resuming;
   /* Server: resume rounds came lately; a proof until then moves the
@@ -568,10 +570,13 @@ static void punch_link(kp_hp_link_t *l, uint64_t now) {
  * the random side's IP from the connection's socket. */
 static void birthday_request(kp_hp_link_t *l, uint64_t now) {
   bool sockets;
-  if (l->bday || l->direct || !l->link_cand ||
+  /* A request through the relay may be one the relay copied: at most one
+   * birthday per BDAY_MIN_GAP_MS, whoever asks. */
+  if (l->bday || l->direct || !l->link_cand || now < l->bday_ok_at ||
       !kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets) ||
       kp__hp_birthday_pool_full(l->hp))
     return;
+  l->bday_ok_at = now + BDAY_MIN_GAP_MS;
   begin_birthday(l, sockets, &l->link, l->relay_sock, now, now);
 }
 

@@ -37,11 +37,12 @@ static void session_free(hp_session_t *se) {
   s->session_count--;
 }
 
-/* A free slot; with none, the oldest session whose client never came back
- * with a proven round. A flood of valid hellos (fresh keys cost an
- * attacker nothing) thus churns only unproven sessions, each living at
- * least max_sessions / server_rate seconds (0.2 s by default), while any
- * client that answers within that keeps its slot. */
+/* A free slot; with none, a session whose client never came back with a
+ * proven round: of those, one that came from the heaviest sender or
+ * client IP (the least budget left when it was admitted), the oldest of
+ * them. A flood of valid hellos (fresh keys cost an attacker nothing) thus
+ * churns its own sessions, and a client that sends little keeps its slot
+ * until its first round comes back, however slow its path or its machine. */
 static hp_session_t *session_new(kp_hp_server_t *s, uint64_t now) {
   hp_session_t *victim = NULL;
   for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++) {
@@ -50,7 +51,10 @@ static hp_session_t *session_new(kp_hp_server_t *s, uint64_t now) {
       victim = se;
       break;
     }
-    if (!se->proven && (!victim || se->created < victim->created)) victim = se;
+    if (se->proven) continue;
+    if (!victim || se->admitted_light < victim->admitted_light ||
+        (se->admitted_light == victim->admitted_light && se->created < victim->created))
+      victim = se;
   }
   if (!victim) return NULL;
   if (victim->server) {
@@ -97,18 +101,25 @@ static bool replay_check(kp_hp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_LEN]
  * sender and a client that both sent little this second still get in,
  * from a reserve of a quarter: a flood spends the budget early in every
  * second, and a real client must not wait for the next one. */
-static bool admit(kp_hp_server_t *s, const kp_addr_t *sender, const kp_addr_t *client,
-                  uint64_t now) {
+typedef enum { ADMITTED, OVER_OWN_RATE, OVER_ALL } admission_t;
+
+static admission_t admit(kp_hp_server_t *s, const kp_addr_t *sender, const kp_addr_t *client,
+                         uint64_t now, uint64_t *left) {
   const kp_hp_config_t *cfg = &s->hp->cfg;
   uint64_t client_level, sender_level;
   if (!kp_ratelimit_take(&s->per_sender, sender, 1, now, &sender_level) ||
       !kp_ratelimit_take(&s->per_client, client, 1, now, &client_level))
-    return false;
-  if (kp_bucket_take(&s->all, cfg->server_rate, cfg->server_rate, 1, now)) return true;
+    return OVER_OWN_RATE;
+  /* What the heavier of the two has left, in thousandths of its burst:
+   * what eviction looks at. */
+  uint64_t sender_left = sender_level * 1000 / (s->per_sender.burst ? s->per_sender.burst : 1);
+  uint64_t client_left = client_level * 1000 / (s->per_client.burst ? s->per_client.burst : 1);
+  *left = sender_left < client_left ? sender_left : client_left;
+  if (kp_bucket_take(&s->all, cfg->server_rate, cfg->server_rate, 1, now)) return ADMITTED;
   bool light = sender_level + HP_LIGHT_SENDER >= s->per_sender.burst &&
                client_level + HP_LIGHT_SENDER >= s->per_client.burst;
   uint64_t reserve = cfg->server_rate / 4 ? cfg->server_rate / 4 : 1;
-  return light && kp_bucket_take(&s->reserve, reserve, reserve, 1, now);
+  return light && kp_bucket_take(&s->reserve, reserve, reserve, 1, now) ? ADMITTED : OVER_ALL;
 }
 
 static void reply_routed(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const uint8_t *data,
@@ -194,7 +205,16 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     reply_routed(s, rt, dup->reply, dup->reply_len, dup->id, direct, now);
     return;
   }
-  if (!admit(s, sender, client_seen, now)) {
+  uint64_t light;
+  admission_t a = admit(s, sender, client_seen, now, &light);
+  if (a == OVER_OWN_RATE && direct) {
+    /* A client sending straight to us past its own rate is flooding: it
+     * gets no answer, which would only cost us a send per datagram. (A
+     * relay node gets BUSY, or it would ask again.) */
+    s->stats.dropped++;
+    return;
+  }
+  if (a != ADMITTED) {
     s->stats.busy++;
     kp__hp_reply_error(hp, rt, KP_HS_ERR_BUSY, now);
     return;
@@ -230,6 +250,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
     goto out;
   }
   se->id = kp__hp_random_id(hp);
+  se->admitted_light = light;
   se->expires = now + hp->cfg.handshake_timeout_ms + hp->cfg.punch_timeout_ms;
   memcpy(se->client_e, w->data, 32);
   client_claim(s, se, sender, client_seen, direct);

@@ -32,8 +32,31 @@ void kp_test_check_loop_closes(uv_loop_t *loop) {
   KP_CHECK_EQ(uv_loop_close(loop), 0);
 }
 
+/* The children running: a test that fails exits at once, and what it
+ * started must not outlive it (a server still bound, still sending). */
+#define MAX_LIVE 64
+static int live[MAX_LIVE];
+
+static void kill_live(void) {
+  for (int i = 0; i < MAX_LIVE; i++)
+    if (live[i] > 0) kill(live[i], SIGKILL);
+}
+
+static void track(int pid, bool add) {
+  static bool registered;
+  if (!registered) atexit(kill_live);
+  registered = true;
+  for (int i = 0; i < MAX_LIVE; i++) {
+    if (add ? live[i] == 0 : live[i] == pid) {
+      live[i] = add ? pid : 0;
+      return;
+    }
+  }
+}
+
 static void on_exit_cb(uv_process_t *p, int64_t status, int signal) {
   kp_test_child_t *c = p->data;
+  track(p->pid, false);
   c->exited = true;
   c->status = signal ? 128 + signal : (int)status;
 }
@@ -80,6 +103,7 @@ kp_test_child_t *kp_test_spawn(uv_loop_t *loop, const char *const *argv) {
   o.stdio = stdio;
   o.stdio_count = 3;
   KP_CHECK_OK(uv_spawn(loop, &c->proc, &o));
+  track(c->proc.pid, true);
   c->open_pipes = 2;
   uv_read_start((uv_stream_t *)&c->out.pipe, on_alloc, on_read);
   uv_read_start((uv_stream_t *)&c->err.pipe, on_alloc, on_read);

@@ -42,7 +42,7 @@ static void kill_live(void) {
     if (live[i] > 0) kill(live[i], SIGKILL);
 }
 
-static void track(int pid, bool add) {
+void kp_test_track_child(int pid, bool add) {
   static bool registered;
   if (!registered) atexit(kill_live);
   registered = true;
@@ -56,7 +56,7 @@ static void track(int pid, bool add) {
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int signal) {
   kp_test_child_t *c = p->data;
-  track(p->pid, false);
+  kp_test_track_child(p->pid, false);
   c->exited = true;
   c->status = signal ? 128 + signal : (int)status;
 }
@@ -103,7 +103,7 @@ kp_test_child_t *kp_test_spawn(uv_loop_t *loop, const char *const *argv) {
   o.stdio = stdio;
   o.stdio_count = 3;
   KP_CHECK_OK(uv_spawn(loop, &c->proc, &o));
-  track(c->proc.pid, true);
+  kp_test_track_child(c->proc.pid, true);
   c->open_pipes = 2;
   uv_read_start((uv_stream_t *)&c->out.pipe, on_alloc, on_read);
   uv_read_start((uv_stream_t *)&c->err.pipe, on_alloc, on_read);

@@ -1,6 +1,7 @@
 /* Running kadpunch-inspect from tests, and checking its output
  * (inspect_run.h). */
 #include "tests/loopback/inspect_run.h"
+#include "tests/loopback/test_node.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -51,6 +52,7 @@ typedef struct child_s {
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int signal) {
   child_t *c = p->data;
+  kp_test_track_child(p->pid, false);
   c->exited = true;
   c->status = signal ? 128 + signal : (int)status;
 }
@@ -88,6 +90,7 @@ void kp_it_run(uv_loop_t *loop, const char *const *argv, unsigned timeout_ms, un
   child_t c = {0};
   c.proc.data = &c;
   KP_CHECK_OK(uv_spawn(loop, &c.proc, &o));
+  kp_test_track_child(c.proc.pid, true);
   close(out_fd);
   close(err_fd);
   if (!kp_testnet_run_until(loop, exited, &c, timeout_ms)) {

@@ -10,6 +10,7 @@
 #include "node/testnet.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
+#include "tests/loopback/test_node.h"
 
 #define QUEUE_MAX (1u << 20)
 #define CHUNK 65536
@@ -22,6 +23,7 @@ typedef struct wreq_s {
 
 static void on_exit_cb(uv_process_t *proc, int64_t status, int sig) {
   kp_stdio_child_t *p = proc->data;
+  kp_test_track_child(proc->pid, false);
   p->exited = true;
   p->status = sig ? 128 + sig : (int)status;
 }
@@ -124,6 +126,7 @@ kp_stdio_child_t *kp_stdio_child_spawn(uv_loop_t *loop, const char *const *argv,
   o.stdio_count = 3;
   p->proc.data = p;
   KP_CHECK_OK(uv_spawn(loop, &p->proc, &o));
+  kp_test_track_child(p->proc.pid, true);
   close(in[0]);
   close(out[1]);
   close(err[1]);

@@ -14,6 +14,9 @@ void kp_test_check_loop_closes(uv_loop_t *loop);
 typedef struct kp_test_child_s kp_test_child_t;
 
 kp_test_child_t *kp_test_spawn(uv_loop_t *loop, const char *const *argv);
+/* A child of this test started some other way: killed (SIGKILL) if the
+ * test exits while it runs (add), or no longer (its exit seen). */
+void kp_test_track_child(int pid, bool add);
 /* Runs loop until the child's output contains text; false after timeout. */
 bool kp_test_child_wait_output(uv_loop_t *loop, kp_test_child_t *c, const char *text,
                                unsigned timeout_ms);

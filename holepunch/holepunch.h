@@ -116,6 +116,11 @@ void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
  * names them in its welcome, a client prefers its own. Copied (up to 4). */
 void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
 
+/* The glue closed an extra socket (io.close, or its own sweep): every
+ * path forgets the addresses it reached from there, so nothing is sent
+ * from it again. The glue calls this before the handle is gone. */
+void kp_hp_socket_closed(kp_hp_t *hp, const void *sock);
+
 /* A relay control datagram (relay/relay.h) arrived on an extra socket. */
 void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
                       size_t len, uint64_t now);

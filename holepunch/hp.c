@@ -413,6 +413,14 @@ void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
   if (!ok) kp__hp_links_relay(hp, sock, from, data, len, now);
 }
 
+void kp_hp_socket_closed(kp_hp_t *hp, const void *sock) {
+  kp__hp_links_forget_sock(hp, sock);
+  for (kp_hp_connect_t *c = hp->connects; c; c = kp__hp_connect_next(c))
+    kp__hp_connect_forget_sock(c, sock);
+  for (unsigned i = 0; i < HP_MAX_SERVERS; i++)
+    if (hp->servers[i]) kp__hp_server_forget_sock(hp->servers[i], sock);
+}
+
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {
   if (count > HP_MAX_LAN) count = HP_MAX_LAN;
   memcpy(hp->lan, addrs, count * sizeof(*addrs));

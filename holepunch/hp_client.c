@@ -74,6 +74,10 @@ kp_hp_connect_t *kp__hp_connect_next(kp_hp_connect_t *c) {
   return c->next;
 }
 
+void kp__hp_connect_forget_sock(kp_hp_connect_t *c, const void *sock) {
+  kp__hp_path_forget_sock(&c->path, sock);
+}
+
 static void unlink_connect(kp_hp_connect_t *c) {
   for (kp_hp_connect_t **p = &c->hp->connects; *p; p = &(*p)->next) {
     if (*p == c) {

@@ -100,6 +100,10 @@ void kp__hp_path_probe(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, uint8_t extra_fl
 uint64_t kp__hp_path_keep(kp_hp_t *hp, hp_path_t *p, uint64_t now);
 uint64_t kp__hp_path_deadline(const hp_path_t *p);
 hp_cand_t *kp__hp_path_best(hp_path_t *p);
+/* The glue closed sock: its candidates are forgotten (their slots free),
+ * so nothing is ever sent from it again. Candidates on other sockets stay
+ * where they are (callers may hold pointers to them). */
+void kp__hp_path_forget_sock(hp_path_t *p, const void *sock);
 /* Our nonce for a probe to `to` (epoch from now). */
 void kp__hp_nonce(kp_hp_t *hp, uint64_t local_id, const kp_addr_t *to, uint64_t now,
                   uint8_t out[KP_PROBE_NONCE_LEN]);
@@ -265,6 +269,7 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
 void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const kp_hs_wire_t *w,
                          const kp_addr_t *sender, const kp_addr_t *client_seen, bool direct,
                          uint64_t now);
+void kp__hp_server_forget_sock(kp_hp_server_t *s, const void *sock);
 bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, uint64_t conn_id,
                          const uint8_t *data, size_t len, uint64_t now);
 void kp__hp_server_tick(kp_hp_server_t *s, uint64_t now);
@@ -287,6 +292,7 @@ bool kp__hp_links_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const ui
 bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
                         size_t len, uint64_t now);
 uint64_t kp__hp_links_deadline(kp_hp_t *hp);
+void kp__hp_links_forget_sock(kp_hp_t *hp, const void *sock);
 /* Runs due work; callbacks may stop links. */
 void kp__hp_links_tick(kp_hp_t *hp, uint64_t now);
 void kp__hp_links_free(kp_hp_t *hp);
@@ -301,6 +307,7 @@ bool kp__hp_connect_relay(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
                           const uint8_t *data, size_t len, uint64_t now);
 uint64_t kp__hp_connect_deadline(const kp_hp_connect_t *c);
 kp_hp_connect_t *kp__hp_connect_next(kp_hp_connect_t *c);
+void kp__hp_connect_forget_sock(kp_hp_connect_t *c, const void *sock);
 void kp__hp_connects_free(kp_hp_t *hp);
 
 #endif

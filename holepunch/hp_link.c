@@ -188,18 +188,19 @@ static void add_node(kp_hp_link_t *l, const kp_addr_t *a) {
   if (l->node_count < RESUME_REQ_NODES) l->nodes[l->node_count++] = *a;
 }
 
-static bool record_wanted(void *ctx, const uint8_t pk[KP_PUBLIC_KEY_LEN], uint64_t seq) {
-  kp_hp_link_t *l = ctx;
-  uint8_t t[KP_ID_LEN];
-  (void)seq;
-  kp_target_from_key(pk, t);
-  return !memcmp(t, l->target, KP_ID_LEN);
-}
-
 typedef struct found_s {
   kp_hp_link_t *l;
   const kp_addr_t *from;
 } found_t;
+
+/* Both callbacks get the found_t. */
+static bool record_wanted(void *ctx, const uint8_t pk[KP_PUBLIC_KEY_LEN], uint64_t seq) {
+  const found_t *f = ctx;
+  uint8_t t[KP_ID_LEN];
+  (void)seq;
+  kp_target_from_key(pk, t);
+  return !memcmp(t, f->l->target, KP_ID_LEN);
+}
 
 static void record_found(void *ctx, const kp_record_t *rec) {
   found_t *f = ctx;
@@ -490,8 +491,10 @@ void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_h
   if (nat != KP_NAT_UNKNOWN) l->local_nat = nat;
   kp_hp_round_t answer = {.round = r.round, .nat = l->local_nat, .punch = !hp->cfg.relay_only};
   answer.addr_count = kp__hp_public_addrs(hp, answer.addrs);
-  /* A relay the client may pair at with us, if it needs one (not the one
-   * we saw die). */
+  /* A relay the client may pair at with us, if it needs one: not one we
+   * saw die, nor the one the connection runs through (the client would not
+   * be looking if it still carried; our transport may not know yet). */
+  if (l->has_relay && !l->direct) l->dead_relay = l->relay;
   const kp_addr_t *relay = pick_relay(l);
   if (relay) {
     answer.has_relay = true;
@@ -753,6 +756,14 @@ bool kp__hp_links_probe(kp_hp_t *hp, void *sock, const kp_addr_t *from, const ui
     if (kp__hp_link_probe(l, sock, from, data, len, now)) return true;
   }
   return false;
+}
+
+void kp__hp_links_forget_sock(kp_hp_t *hp, const void *sock) {
+  for (kp_hp_link_t *l = hp->links; l; l = l->next) {
+    kp__hp_path_forget_sock(&l->path, sock);
+    if (l->relay_cand && !l->relay_cand->addr.family) l->relay_cand = NULL;
+    if (l->link_cand && !l->link_cand->addr.family) l->link_cand = NULL;
+  }
 }
 
 bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,

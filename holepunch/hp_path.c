@@ -76,17 +76,36 @@ static hp_cand_t *find(hp_path_t *p, const kp_addr_t *addr, const void *sock) {
   return NULL;
 }
 
+/* A free slot: one a closed socket's candidate left, or a new one. */
+static hp_cand_t *free_slot(hp_path_t *p) {
+  for (unsigned i = 0; i < p->count; i++)
+    if (!p->cand[i].addr.family) return &p->cand[i];
+  return p->count < HP_PATH_CANDIDATES ? &p->cand[p->count++] : NULL;
+}
+
 hp_cand_t *kp__hp_path_hint(hp_path_t *p, const kp_addr_t *addr, void *sock, unsigned budget) {
   hp_cand_t *c = find(p, addr, sock);
   if (budget > HP_HINTS_PER_ADDR) budget = HP_HINTS_PER_ADDR;
-  if (!c && p->count < HP_PATH_CANDIDATES && addr->family && addr->port) {
-    c = &p->cand[p->count++];
+  if (!c && addr->family && addr->port && (c = free_slot(p))) {
     memset(c, 0, sizeof(*c));
     c->addr = *addr;
     c->sock = sock;
   }
   if (c && budget > c->budget) c->budget = (uint8_t)budget;
   return c;
+}
+
+void kp__hp_path_forget_sock(hp_path_t *p, const void *sock) {
+  if (!sock) return; /* the main socket is never closed under us */
+  for (unsigned i = 0; i < p->count; i++) {
+    hp_cand_t *c = &p->cand[i];
+    if (c->sock != sock || !c->addr.family) continue;
+    memset(c, 0, sizeof(*c)); /* address family 0: a free slot no address matches */
+    if (p->best == (int)i) {
+      p->best = -1;
+      p->keep_next = UINT64_MAX;
+    }
+  }
 }
 
 hp_cand_t *kp__hp_path_best(hp_path_t *p) {

@@ -404,6 +404,11 @@ static hp_session_t *session_by_conn(kp_hp_server_t *s, uint64_t conn_id) {
   return NULL;
 }
 
+void kp__hp_server_forget_sock(kp_hp_server_t *s, const void *sock) {
+  for (unsigned i = 0; s->sessions && i < s->hp->cfg.max_sessions; i++)
+    if (s->sessions[i].server) kp__hp_path_forget_sock(&s->sessions[i].path, sock);
+}
+
 bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, uint64_t conn_id,
                          const uint8_t *data, size_t len, uint64_t now) {
   hp_session_t *se = session_by_conn(s, conn_id);

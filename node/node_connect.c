@@ -6,13 +6,17 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/ratelimit.h"
 #include "node/node_internal.h"
 #include "stream/endpoint.h"
 
 #define SERVER_CONNS_PER_KEY 32
 #define SERVER_CONNS_PER_IP 64
 #define SERVER_MAX_CONNS 4096
-#define REACH_EVERY_MS 5000
+/* Announcement refreshes for paths that died: a few at once (a NAT that
+ * reassigns ports twice in a row), then one per REACH_EVERY_S. */
+#define REACH_EVERY_S 5
+#define REACH_BURST 4
 
 struct kp_server_s {
   kp_node_t *node;
@@ -24,7 +28,7 @@ struct kp_server_s {
   void *arg;
   kp_server_limits_t limits;
   unsigned conn_count; /* its clients' connections (node->conns whose server it is) */
-  uint64_t reached_at; /* the last announcement refreshed for a path that died */
+  kp_bucket_t reach;   /* announcement refreshes for paths that died */
 };
 
 typedef struct connect_s {
@@ -110,10 +114,10 @@ static void conn_ended(kp_node_conn_t *rec) {
 static void conn_reach(kp_node_conn_t *rec) {
   kp_server_t *s = rec->server;
   uint64_t now = kp__node_now(s->node);
-  /* Once for many connections losing their paths at once (our NAT), and
-   * not more often than every few seconds however paths come and go. */
-  if (s->reached_at && now - s->reached_at < REACH_EVERY_MS) return;
-  s->reached_at = now;
+  /* Many connections losing their paths at once (our NAT) start one
+   * refresh (a refresh under way takes no other); however paths come and
+   * go, a few refreshes, then one every few seconds. */
+  if (!kp_bucket_take(&s->reach, 1, REACH_EVERY_S * REACH_BURST, REACH_EVERY_S, now)) return;
   if (s->announce) kp_announce_refresh(s->announce);
 }
 
@@ -149,6 +153,7 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
   if (conn_callbacks) s->conn_cb = *conn_callbacks;
   s->on_connection = on_connection;
   s->arg = arg;
+  kp_bucket_init(&s->reach, REACH_EVERY_S * REACH_BURST, kp__node_now(node));
   kp_server_set_limits(s, NULL);
   int err = kp_hp_listen(node->hp, kp, server_firewall, server_connection, s, &s->inner);
   /* Relays to name to clients that cannot punch to us. */

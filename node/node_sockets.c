@@ -50,6 +50,8 @@ static void on_ep_closed(kp_endpoint_t *ep) {
 }
 
 static void xsock_close(kp_node_xsock_t *x) {
+  /* No path may send from it any more. */
+  if (x->node->hp) kp_hp_socket_closed(x->node->hp, x);
   unlink_xsock(x);
   x->node->xsock_count--;
   x->node->xsock_closing++;

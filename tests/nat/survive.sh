@@ -163,7 +163,7 @@ case $scenario in
     done | head -n 1)
     [ -n "$pid" ] || fail "no relay process at $used"
     kill -9 "$pid"
-    strike "relay-$used-killed"
+    strike "relay-${used%:*}-killed"
     ;;
   roam)
     wait_for_mb 30 || fail "the transfer stalled before 30 MB (no fault yet)"

@@ -55,12 +55,20 @@ static void *extra_open(void *ctx) {
 
 static void extra_send(void *ctx, void *sock, const kp_addr_t *to, const uint8_t *data,
                        size_t len) {
-  (void)ctx;
-  kp_sim_send(sock, to, data, len);
+  peer_t *p = ctx;
+  bool open = false;
+  for (unsigned i = 0; i < p->extra_count && !open; i++) open = p->extra[i] == sock;
+  KP_CHECK_MSG(open, "sending from a socket that was closed");
+  if (open) kp_sim_send(sock, to, data, len);
 }
 
 static void extra_close(void *ctx, void *sock) {
-  peer_t *p = ctx;
+  peer_close_extra(ctx, sock);
+}
+
+void peer_close_extra(peer_t *p, void *sock) {
+  /* As the node's glue does: the paths forget it first. */
+  if (p->hp) kp_hp_socket_closed(p->hp, sock);
   for (unsigned i = 0; i < p->extra_count; i++) {
     if (p->extra[i] != sock) continue;
     kp_sim_socket_free(sock);
@@ -150,8 +158,9 @@ peer_t *peer_beside(world_t *w, peer_t *p, uint8_t seed) {
 
 void world_free(world_t *w) {
   for (unsigned i = 0; i < w->peer_count; i++) {
-    kp_hp_free(w->peers[i].hp);
-    w->peers[i].hp = NULL;
+    kp_hp_t *hp = w->peers[i].hp;
+    w->peers[i].hp = NULL; /* its own closes need not tell it */
+    kp_hp_free(hp);
   }
   for (size_t i = 0; i < w->net.count; i++) kp_hp_free(w->net.nodes[i]->other_ctx);
   for (unsigned i = 0; i < w->peer_count; i++) {

@@ -67,6 +67,9 @@ peer_t *peer_new_cfg(world_t *w, kind_t kind, uint8_t seed, const kp_hp_config_t
 peer_t *peer_new(world_t *w, kind_t kind, uint8_t seed);
 peer_t *peer_beside(world_t *w, peer_t *p, uint8_t seed);
 void world_free(world_t *w);
+/* The glue closes an extra socket of p (as the node does with one no
+ * connection or link holds): its paths forget it, the socket is freed. */
+void peer_close_extra(peer_t *p, void *sock);
 /* The server's firewall and connection callbacks (ctx: the peer). */
 kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello, const kp_addr_t *client);
 void on_connection(void *ctx, const kp_hp_result_t *r);
@@ -99,5 +102,7 @@ void test_relay_only_hides_addresses(void);
 void test_resume_after_rebind(void);
 void test_resume_rejects_replay_and_forgery(void);
 void test_resume_after_grace(void);
+void test_closed_socket_forgotten(void);
+void test_resume_without_handshake_node(void);
 
 #endif

@@ -886,6 +886,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(resume_after_rebind, sim, 60),
     KP_CASE(resume_rejects_replay_and_forgery, sim, 60),
     KP_CASE(resume_after_grace, sim, 60),
+    KP_CASE(closed_socket_forgotten, sim, 60),
+    KP_CASE(resume_without_handshake_node, sim, 60),
 };
 
 KP_TEST_MAIN(cases)

@@ -148,6 +148,76 @@ void test_resume_after_rebind(void) {
   links_down(&p);
 }
 
+static bool drop_node(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uint8_t *data,
+                      size_t len) {
+  const kp_addr_t *gone = ctx;
+  (void)data, (void)len;
+  return kp_addr_eq(from, gone) || kp_addr_eq(to, gone);
+}
+
+/* The relay node the handshake went through (the only one the client
+ * knows for the server) is gone when the path dies: its rounds there go
+ * unanswered, so the client looks the server up again and resumes
+ * through the nodes that store its record. */
+void test_resume_without_handshake_node(void) {
+  pair_links_t p;
+  links_up(&p, 84, K_RANDOM);
+  kp_addr_t gone = p.client->res.relay;
+  KP_CHECK(gone.family);
+  kp_sim_set_drop(p.w.sim, drop_node, &gone);
+  kp_sim_nat_flush(p.client->nat);
+  uint64_t died = kp_sim_now(p.w.sim);
+  kp_hp_link_path_state(p.cl, false, died);
+  kp_sim_dht_node_kick(p.client->n);
+  KP_CHECK(kp_sim_run_while(p.w.sim, died + 15 * SEC, both_moved, &p));
+  printf("resumed without %s's node: client moved after %llu ms\n", "the handshake",
+         (unsigned long long)(p.cm.at - died));
+  KP_CHECK(p.cm.last.why == KP_HP_MOVE_RESUMED && p.cm.last.direct);
+  kp_sim_set_drop(p.w.sim, NULL, NULL);
+  links_down(&p);
+}
+
+/* The glue closes the socket a connection left (the node does, once no
+ * connection or link holds it). The link keeps what it proved from there
+ * among its candidates; resuming again, it must not send from it (in the
+ * node that was a freed handle: a crash four upgrade attempts after a
+ * relay failover). The socket is forgotten, its slots reused; every send
+ * below is checked against the open sockets (hp_world.c). */
+void test_closed_socket_forgotten(void) {
+  pair_links_t p;
+  links_up(&p, 83, K_RANDOM);
+  KP_CHECK_EQ(p.client->res.strategy, KP_PUNCH_BIRTHDAY);
+  void *first = p.client->res.socket;
+  for (unsigned round = 1; round <= 3; round++) {
+    kp_sim_nat_flush(p.client->nat);
+    kp_hp_link_path_state(p.cl, false, kp_sim_now(p.w.sim));
+    kp_sim_dht_node_kick(p.client->n);
+    unsigned moves = p.cm.count;
+    uint64_t died = kp_sim_now(p.w.sim);
+    while (p.cm.count == moves && kp_sim_now(p.w.sim) < died + 10 * SEC)
+      kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 100);
+    KP_CHECK_EQ(p.cm.count, moves + 1);
+    KP_CHECK(p.cm.last.direct && p.cm.last.sock);
+    /* Each socket the connection left, closed as the node closes it. */
+    for (unsigned i = 0; i < p.client->extra_count;) {
+      void *s = p.client->extra[i];
+      if (s == p.cm.last.sock || kp_hp_link_holds(p.cl, s)) {
+        i++;
+        continue;
+      }
+      peer_close_extra(p.client, s);
+    }
+    KP_CHECK(p.client->extra_count == 1);
+    /* Long enough for the hints and keepalives of every round. */
+    kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 20 * SEC);
+  }
+  KP_CHECK(p.cm.last.sock != first);
+  /* The test owns the last one (links_down frees what res.socket and the
+   * last move name). */
+  p.client->res.socket = p.cm.last.sock;
+  links_down(&p);
+}
+
 /* Someone on the path (a relay node saw the rounds go by) sends a copy of
  * a resume round from elsewhere, later; another sends one with its sealed
  * part altered. The server opens neither as new: nothing moves, and the

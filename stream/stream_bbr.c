@@ -28,6 +28,7 @@ static const double cycle_gains[CYCLE_LEN] = {1.25, 0.75, 1, 1, 1, 1, 1, 1};
  * random loss worth pushing through is that heavy, and a path that only
  * drops (a policer, a black hole) shows no queue. */
 #define LOSS_HEAVY 0.15
+#define MIN_LOSS_PACKETS 2 /* a round's losses that can be congestion */
 /* After a congestive round, the ceiling goes to this share of the most
  * that was in flight (BBRv2's beta), and never under one BDP. */
 #define INFLIGHT_HI_BETA 0.7
@@ -227,8 +228,12 @@ static bool queue_standing(const kp_bbr_t *b, uint64_t rtt_floor) {
  * there is a queue. A startup that meets it is over. */
 static void check_congestion(kp_bbr_t *b, uint64_t in_flight, uint64_t rtt_floor) {
   uint64_t lost = b->round_lost, total = b->round_lost + b->round_delivered;
+  /* One loss in a round of a few packets is chance (a 1% lossy path does
+   * that every few rounds), not a queue: taken as one, each such round
+   * would cut the rate again, and a slow round has fewer packets still. */
   bool congested = total && (double)lost > KP_BBR_LOSS_THRESH * (double)total &&
-                   b->min_rtt_us != UINT64_MAX && b->mode != KP_BBR_PROBE_RTT;
+                   lost >= MIN_LOSS_PACKETS * b->mss && b->min_rtt_us != UINT64_MAX &&
+                   b->mode != KP_BBR_PROBE_RTT;
   bool heavy = congested && (double)lost > LOSS_HEAVY * (double)total && lost >= 4 * b->mss;
   if (congested && !heavy) congested = queue_standing(b, rtt_floor);
   uint64_t peak = b->round_max_inflight > in_flight ? b->round_max_inflight : in_flight;
@@ -331,6 +336,14 @@ static void set_outputs(kp_bbr_t *b) {
     uint64_t rate = (uint64_t)(b->pacing_gain * (double)bw * PACING_MARGIN);
     /* Startup never slows down: a low early sample is not the path. */
     if (b->full_pipe || rate > b->pacing_rate) b->pacing_rate = rate;
+  }
+  /* Never slower than the smallest window per round trip: whatever the
+   * model says, that much is what the window allows anyway, and a model
+   * gone wrong (samples from a path just left) must not starve the acks
+   * that would correct it. */
+  if (b->min_rtt_us != UINT64_MAX && b->min_rtt_us) {
+    uint64_t floor = min_cwnd(b) * 1000000 / b->min_rtt_us;
+    if (b->pacing_rate < floor) b->pacing_rate = floor;
   }
   uint64_t bdp = kp_bbr_bdp(b);
   uint64_t target = (uint64_t)(b->cwnd_gain * (double)bdp);

@@ -175,6 +175,9 @@ void pair_init(pair_t *p, uint64_t seed, const kp_link_params_t *link,
     derive_key(cfg->tx_key, i);
     derive_key(cfg->rx_key, 1 - i);
     cfg->remote = addr[1 - i];
+    /* Seeded in start() unless cfg_fn brings its own: a run is a function
+     * of its seeds (the defaults draw from the system). */
+    cfg->rng.fill = NULL;
     if (cfg_fn) cfg_fn(i, cfg);
   }
 }
@@ -184,7 +187,8 @@ static void start(pair_t *p) {
   for (int i = 0; i < 2; i++) {
     pair_side_t *s = &p->side[i];
     if (s->conn) continue;
-    kp_rng_seeded_init(&rng[i], 99 + (uint64_t)i);
+    const char *env = getenv("KP_PAIR_RNG_SEED");
+    kp_rng_seeded_init(&rng[i], (env ? strtoull(env, NULL, 10) : 99) + (uint64_t)i);
     if (!s->cfg.rng.fill) s->cfg.rng = kp_rng_seeded(&rng[i]);
     kp_sconn_events_t ev = {.stream_opened = ev_opened,
                             .stream_data = ev_data,

@@ -161,7 +161,7 @@ static void duo_open(duo_t *d, const char *bind, bool accept1, unsigned idle_ms)
     o.high_water = duo_high_water ? duo_high_water : 64 << 10;
     o.idle_timeout_ms = idle_ms;
     o.keepalive_ms = idle_ms / 3;
-    kp_conn_callbacks_t cb = {i == 1 && accept1 ? accept_stream : NULL, duo_closed, NULL};
+    kp_conn_callbacks_t cb = {i == 1 && accept1 ? accept_stream : NULL, duo_closed, NULL, NULL};
     KP_CHECK_OK(kp_conn_open(d->ep[i], &o, &cb, &d->conn[i]));
     kp_conn_set_data(d->conn[i], d);
   }
@@ -339,7 +339,7 @@ static void test_api_dead_peer(void) {
   kp_addr_parse(&o.remote, "127.0.0.1:0");
   o.remote.port = ntohs(sa.sin_port);
   o.idle_timeout_ms = 1000;
-  kp_conn_callbacks_t cb = {NULL, duo_closed, NULL};
+  kp_conn_callbacks_t cb = {NULL, duo_closed, NULL, NULL};
   /* The idle clock starts when the connection is made. */
   uint64_t t0 = kp_test_now_ms();
   KP_CHECK_OK(kp_conn_open(ep, &o, &cb, &d.conn[0]));

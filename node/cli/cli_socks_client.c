@@ -200,6 +200,9 @@ static void request(session_t *s) {
     return;
   }
   if (used < 0) {
+    fprintf(stderr, "kadpunch connect: socks: a malformed request: %s\n",
+            kp_cli_socks_reply_text((uint8_t)-used));
+    fflush(stderr);
     kp__socks_decline(s, (uint8_t)-used);
     return;
   }
@@ -210,6 +213,9 @@ static void request(session_t *s) {
     return;
   }
   if (s->cmd != KP_CLI_SOCKS_CONNECT) {
+    fprintf(stderr, "kadpunch connect: socks: command %u: %s\n", s->cmd,
+            kp_cli_socks_reply_text(KP_CLI_SOCKS_BAD_COMMAND));
+    fflush(stderr);
     kp__socks_decline(s, KP_CLI_SOCKS_BAD_COMMAND);
     return;
   }

@@ -461,6 +461,29 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
 
 /* ---- Running ------------------------------------------------------------------------------ */
 
+/* A UDP service's flows, SOCKS's requests. */
+static void control_service_counters(kp_jw_t *out, const service_t *svc) {
+  if (svc->udp) {
+    kp_cli_udp_stats_t u;
+    kp_cli_udp_flows_stats(svc->udp, &u);
+    kp_jw_ku64(out, "udp_flows", u.open);
+    kp_jw_ku64(out, "udp_flows_opened", u.flows_opened);
+    kp_jw_ku64(out, "udp_flows_idle", u.flows_idle);
+    kp_jw_ku64(out, "udp_flows_evicted", u.flows_evicted);
+    kp_jw_ku64(out, "udp_to_service", u.to_service);
+    kp_jw_ku64(out, "udp_from_service", u.from_service);
+    kp_jw_ku64(out, "udp_dropped", u.dropped);
+  }
+  if (svc->socks) {
+    kp_cli_socks_stats_t s;
+    kp_cli_socks_server_stats(svc->socks, &s);
+    kp_jw_ku64(out, "socks_requests", s.requests);
+    kp_jw_ku64(out, "socks_connected", s.connected);
+    kp_jw_ku64(out, "socks_refused", s.refused);
+    kp_jw_ku64(out, "socks_failed", s.failed);
+  }
+}
+
 /* {"cmd":"serve"}: the key, the services, the counters. */
 static int control_serve(void *ctx, const kp_json_t *request, const char *line, size_t len,
                          kp_jw_t *out) {
@@ -479,6 +502,7 @@ static int control_serve(void *ctx, const kp_json_t *request, const char *line, 
     kp_jw_obj(out);
     kp_jw_kstr(out, "name", sv->services[i].name);
     kp_jw_kstr(out, "target", sv->services[i].target);
+    control_service_counters(out, &sv->services[i]);
     kp_jw_obj_end(out);
   }
   kp_jw_arr_end(out);

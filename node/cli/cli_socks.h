@@ -139,6 +139,11 @@ void kp_cli_udp_flows_free(kp_cli_udp_flows_t *f);
 #define KP_CLI_UDP_FLOWS_PER_CONN 256
 #define KP_CLI_UDP_IDLE_MS 60000
 
+/* Socket buffers of the UDP sockets facing programs and services: a
+ * burst of small datagrams takes most of a kilobyte each of a receive
+ * buffer, and the default (about 200 KiB) drops a burst of a few hundred. */
+#define KP_CLI_UDP_SOCKET_BUFFER (2 << 20)
+
 /* The flow id in front of every datagram of a UDP service (a QUIC
  * varint): bytes used, 0 if malformed. */
 size_t kp_cli_udp_get_flow(const uint8_t *p, size_t len, uint64_t *flow);

@@ -191,6 +191,8 @@ static flow_t *open_flow(kp_cli_udp_flows_t *f, kp_conn_t *conn, uint64_t id, in
   x->sock.data = x;
   int err = 0;
   if (!f->socks) err = uv_udp_connect(&x->sock, (const struct sockaddr *)&f->target);
+  int size = KP_CLI_UDP_SOCKET_BUFFER;
+  if (!err) uv_recv_buffer_size((uv_handle_t *)&x->sock, &size); /* best effort */
   if (!err) err = uv_udp_recv_start(&x->sock, on_alloc, on_service_recv);
   size_t b = bucket(conn, id);
   x->hnext = f->buckets[b];

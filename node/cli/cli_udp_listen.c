@@ -185,6 +185,10 @@ int kp_cli_udp_listen_new(uv_loop_t *loop, const struct sockaddr *addr, const kp
   struct sockaddr_storage ss;
   int len = sizeof(ss);
   int err = uv_udp_bind(&u->sock, addr, 0);
+  int size = KP_CLI_UDP_SOCKET_BUFFER;
+  if (!err) uv_recv_buffer_size((uv_handle_t *)&u->sock, &size); /* best effort */
+  size = KP_CLI_UDP_SOCKET_BUFFER;
+  if (!err) uv_send_buffer_size((uv_handle_t *)&u->sock, &size);
   if (!err) err = uv_udp_getsockname(&u->sock, (struct sockaddr *)&ss, &len);
   if (!err) err = uv_udp_recv_start(&u->sock, on_alloc, on_local);
   if (err) {

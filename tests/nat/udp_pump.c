@@ -83,6 +83,11 @@ int main(int argc, char **argv) {
   uint64_t limit_us = (argc > 5 ? strtoull(argv[5], NULL, 10) : 60000) * 1000;
   if (!count || count > 10000000 || size < 8 || size > 65000 || !window) return 2;
   int fd = socket(to.ss_family, SOCK_DGRAM, 0);
+  /* Room for a whole window of answers: a small datagram takes most of a
+   * kilobyte of the receive buffer, and the default holds about 256. */
+  int big = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
   if (fd < 0 || connect(fd, (struct sockaddr *)&to, tolen)) {
     perror("udp_pump: socket");
     return 1;

@@ -144,10 +144,4 @@ void kp_cli_udp_flows_free(kp_cli_udp_flows_t *f);
  * buffer, and the default (about 200 KiB) drops a burst of a few hundred. */
 #define KP_CLI_UDP_SOCKET_BUFFER (2 << 20)
 
-/* The flow id in front of every datagram of a UDP service (a QUIC
- * varint): bytes used, 0 if malformed. */
-size_t kp_cli_udp_get_flow(const uint8_t *p, size_t len, uint64_t *flow);
-/* Writes it into out (8 bytes at most); returns its length. */
-size_t kp_cli_udp_put_flow(uint8_t *out, uint64_t flow);
-
 #endif

@@ -6,6 +6,9 @@
 #include <string.h>
 #include <uv.h>
 
+#include "common/buf.h"
+#include "stream/stream_frame.h"
+
 /* A host name's bytes (RFC 1123 and what resolvers take): letters, digits,
  * '-', '.', '_'. Nothing else can name a host, and a NUL, a space or a
  * control byte in a name would be a way to confuse whoever logs it. */
@@ -231,4 +234,18 @@ uint8_t kp_cli_socks_reply_for(int err) {
     case UV_EPERM: return KP_CLI_SOCKS_NOT_ALLOWED;
   }
   return KP_CLI_SOCKS_FAILURE;
+}
+
+size_t kp_cli_udp_get_flow(const uint8_t *p, size_t len, uint64_t *flow) {
+  kp_rbuf_t r;
+  kp_rbuf_init(&r, p, len);
+  *flow = kp_varint_get(&r);
+  return r.error ? 0 : len - kp_rbuf_left(&r);
+}
+
+size_t kp_cli_udp_put_flow(uint8_t *out, uint64_t flow) {
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, out, 8);
+  kp_varint_put(&w, flow & KP_VARINT_MAX);
+  return w.len;
 }

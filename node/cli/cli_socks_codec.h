@@ -84,6 +84,12 @@ size_t kp_cli_socks_put_reply(uint8_t *out, uint8_t rep, const kp_cli_socks_addr
 /* A UDP datagram's header (RSV RSV FRAG=0 ATYP ADDR PORT). */
 size_t kp_cli_socks_put_udp(uint8_t *out, const kp_cli_socks_addr_t *a);
 
+/* The flow id in front of every datagram of a UDP service (docs/protocol.md,
+ * "UDP services"; a QUIC varint): bytes used, 0 if malformed. */
+size_t kp_cli_udp_get_flow(const uint8_t *p, size_t len, uint64_t *flow);
+/* Writes it into out (8 bytes at most); returns its length. */
+size_t kp_cli_udp_put_flow(uint8_t *out, uint64_t flow);
+
 /* Between socket addresses and SOCKS ones (IPv4-mapped IPv6 becomes IPv4).
  * to_sockaddr: false for a name. */
 void kp_cli_socks_addr_from_sockaddr(kp_cli_socks_addr_t *out, const struct sockaddr *sa);

@@ -14,9 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
 #include "node/cli/cli_socks.h"
-#include "stream/stream_frame.h"
 
 #define BUCKETS 1024
 #define DATAGRAM_MAX 65535
@@ -49,20 +47,6 @@ struct kp_cli_udp_flows_s {
   uint8_t rx[DATAGRAM_MAX];
   uint8_t tx[DATAGRAM_MAX];
 };
-
-size_t kp_cli_udp_get_flow(const uint8_t *p, size_t len, uint64_t *flow) {
-  kp_rbuf_t r;
-  kp_rbuf_init(&r, p, len);
-  *flow = kp_varint_get(&r);
-  return r.error ? 0 : len - kp_rbuf_left(&r);
-}
-
-size_t kp_cli_udp_put_flow(uint8_t *out, uint64_t flow) {
-  kp_wbuf_t w;
-  kp_wbuf_init(&w, out, 8);
-  kp_varint_put(&w, flow & KP_VARINT_MAX);
-  return w.len;
-}
 
 static size_t bucket(const kp_conn_t *conn, uint64_t id) {
   uint64_t h = ((uint64_t)(uintptr_t)conn ^ id * 0x9e3779b97f4a7c15ull) * 0xff51afd7ed558ccdull;

@@ -1,7 +1,8 @@
 /* Fuzz target: every SOCKS5 decoder (node/cli/cli_socks_codec.h), which
  * read what a local program sends `connect --socks` and what a client's
- * stream brings `serve --socks`, and the allow-list rules of serve's
- * command line. A message that decodes must not claim more bytes than it
+ * stream brings `serve --socks`, the flow id and address in front of a
+ * UDP service's datagrams, and the allow-list rules of serve's command
+ * line. A message that decodes must not claim more bytes than it
  * was given, must encode back to the same bytes (but RSV), and its prefix
  * must ask for more; an address that decodes must be printable. */
 #include <string.h>
@@ -66,9 +67,25 @@ static void others(const uint8_t *data, size_t size) {
   }
 }
 
+/* A datagram of a UDP service as serve reads it: a flow id, then (SOCKS)
+ * an address; the flow id encodes back to the same number. */
+static void service_datagram(const uint8_t *data, size_t size) {
+  uint64_t flow;
+  size_t used = kp_cli_udp_get_flow(data, size, &flow);
+  KP_FUZZ_ASSERT(used <= size && used <= 8);
+  if (!used) return;
+  uint8_t out[8];
+  uint64_t back;
+  KP_FUZZ_ASSERT(kp_cli_udp_get_flow(out, kp_cli_udp_put_flow(out, flow), &back) && back == flow);
+  kp_cli_socks_addr_t a;
+  int n = kp_cli_socks_parse_addr(data + used, size - used, &a);
+  KP_FUZZ_ASSERT(n <= (int)(size - used));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   request(data, size);
   others(data, size);
+  service_datagram(data, size);
   return 0;
 }
 

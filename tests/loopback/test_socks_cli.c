@@ -7,7 +7,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -226,8 +228,8 @@ static void test_socks_refusals(void) {
                  cases[i].want);
     KP_CHECK_MSG(c[i].eof || c[i].error, "%s: still open", cases[i].dst);
     kp_test_child_t *who = cases[i].cmd == KP_CLI_SOCKS_CONNECT ? f.server : f.client;
-    KP_CHECK_MSG(kp_test_child_wait_output(&f.loop, who, cases[i].logged, 2000),
-                 "no log line '%s'", cases[i].logged);
+    KP_CHECK_MSG(kp_test_child_wait_output(&f.loop, who, cases[i].logged, 2000), "no log line '%s'",
+                 cases[i].logged);
   }
   KP_CHECK_EQ(f.srv.accepted, 0);
   fx_down(&f);
@@ -457,9 +459,153 @@ static void test_udp_flows_bounded(void) {
   fx_down(&f);
 }
 
+/* ---- UDP ASSOCIATE -------------------------------------------------------------------------- */
+
+static int udp_socket(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {.tv_usec = 500000};
+  KP_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+/* Sends payload to dst_port through the association at relay; returns the
+ * answer's payload length (-1: none within 500 ms), checking its header
+ * names dst_port as the source. */
+static int associate_echo(int fd, const struct sockaddr_in *relay, int dst_port,
+                          const char *payload) {
+  uint8_t d[512] = {0, 0, 0, 1, 127, 0, 0, 1, (uint8_t)(dst_port >> 8), (uint8_t)dst_port};
+  size_t n = strlen(payload);
+  memcpy(d + 10, payload, n);
+  KP_CHECK(sendto(fd, d, 10 + n, 0, (const struct sockaddr *)relay, sizeof(*relay)) ==
+           (ssize_t)(10 + n));
+  uint8_t r[512];
+  ssize_t got = recv(fd, r, sizeof(r), 0);
+  if (got < 0) return -1;
+  kp_cli_socks_addr_t src;
+  KP_CHECK_EQ(kp_cli_socks_parse_udp(r, (size_t)got, &src), 10);
+  KP_CHECK(src.type == KP_CLI_SOCKS_ATYP_IPV4 && src.port == dst_port);
+  KP_CHECK(got - 10 == (ssize_t)n && !memcmp(r + 10, payload, n));
+  return (int)(got - 10);
+}
+
+/* UDP ASSOCIATE through connect --socks: datagrams to an allowed
+ * destination come back with its address; one to a destination outside
+ * the allow list is dropped and logged at the server; one from another
+ * port of the program's host is dropped; closing the TCP connection ends
+ * the association. */
+static void test_socks_udp_associate(void) {
+  fx_t f;
+  fx_up(&f);
+  char echo_at[64], allow[64];
+  int echo_port = kp_test_free_udp_port();
+  snprintf(echo_at, sizeof(echo_at), "127.0.0.1:%d", echo_port);
+  const char *echo_argv[] = {KP_UDP_ECHO, echo_at, NULL};
+  f.echo = track(kp_test_spawn(&f.loop, echo_argv));
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.echo, "udp echo on", 5000));
+  snprintf(allow, sizeof(allow), "127.0.0.1:%d", echo_port);
+  const char *extra[] = {"--socks", "--socks-allow", allow, NULL};
+  fx_serve(&f, extra);
+  fx_connect(&f, "--socks", "socks on 127.0.0.1:", NULL);
+
+  int tcp = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in to = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)f.port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  KP_CHECK(connect(tcp, (struct sockaddr *)&to, sizeof(to)) == 0);
+  const uint8_t ask[] = {5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0};
+  KP_CHECK(write(tcp, ask, sizeof(ask)) == (ssize_t)sizeof(ask));
+  uint8_t ans[12];
+  size_t got = 0;
+  while (got < sizeof(ans)) {
+    ssize_t r = read(tcp, ans + got, sizeof(ans) - got);
+    KP_CHECK(r > 0);
+    got += (size_t)r;
+  }
+  KP_CHECK(ans[0] == 5 && ans[1] == 0 && ans[2] == 5 && ans[3] == 0 && ans[5] == 1);
+  struct sockaddr_in relay = {.sin_family = AF_INET};
+  memcpy(&relay.sin_addr, ans + 6, 4);
+  memcpy(&relay.sin_port, ans + 10, 2);
+
+  int fd = udp_socket(), other = udp_socket();
+  unsigned back = 0;
+  for (int i = 0; i < 100; i++) {
+    char msg[32];
+    snprintf(msg, sizeof(msg), "datagram %d", i);
+    if (associate_echo(fd, &relay, echo_port, msg) > 0) back++;
+  }
+  KP_CHECK_MSG(back >= 99, "%u of 100 came back", back);
+  KP_CHECK_EQ(associate_echo(fd, &relay, echo_port + 1, "not allowed"), -1);
+  char refused[96];
+  snprintf(refused, sizeof(refused), "datagrams to 127.0.0.1:%d refused", echo_port + 1);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.server, refused, 2000));
+  KP_CHECK_EQ(associate_echo(other, &relay, echo_port, "from elsewhere"), -1);
+  close(tcp);
+  kp_testnet_run_until(&f.loop, NULL, NULL, 300);
+  KP_CHECK_EQ(associate_echo(fd, &relay, echo_port, "after the end"), -1);
+  printf("UDP ASSOCIATE: %u of 100 datagrams echoed; refused, foreign and late ones dropped\n",
+         back);
+  close(fd);
+  close(other);
+  fx_down(&f);
+}
+
+/* The daemon's config file says the same as serve's options. */
+static void test_socks_daemon_config(void) {
+  char dir[] = "/tmp/kp-socksd-XXXXXX", conf[300], out[4096];
+  KP_CHECK(mkdtemp(dir) != NULL);
+  snprintf(conf, sizeof(conf), "%s/kadpunch.conf", dir);
+  FILE *fp = fopen(conf, "w");
+  fprintf(fp,
+          "bootstrap = 127.0.0.1:9\nstate = %s/state\nsocks = yes\n"
+          "socks-allow = 192.168.1.0/24:22,80\nsocks-allow = nas.lan:445\n"
+          "forward-udp = dns 127.0.0.1:53\nudp-idle = 30\n",
+          dir);
+  fclose(fp);
+  const char *check[] = {KP_BINARY, "daemon", "--config", conf, "--check", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(NULL, check, out, sizeof(out), 5000), 0);
+  KP_CHECK_MSG(strstr(out, "--socks --socks-allow 192.168.1.0/24:22,80 --socks-allow nas.lan:445 "
+                           "--forward-udp dns=127.0.0.1:53 --udp-idle 30"),
+               "%s", out);
+  fp = fopen(conf, "a");
+  fprintf(fp, "socks-allow = 192.168.1.0/33:22\n");
+  fclose(fp);
+  KP_CHECK_EQ(kp_test_run_cli(NULL, check, out, sizeof(out), 5000), 2);
+  KP_CHECK_MSG(strstr(out, "--socks-allow: '192.168.1.0/33:22'"), "%s", out);
+  const char *bad[][4] = {{"serve", "--socks-allow", "10.0.0.1:22", NULL},
+                          {"serve", "--socks", "--socks-allow", "10.0.0.1"},
+                          {"serve", "--forward-udp", "nowhere", NULL},
+                          {"connect", "--socks", "1", "--listen-udp"}};
+  const char *says[] = {"--socks-allow goes with --socks", "expected ADDRESS[/PREFIX]:PORTS",
+                        "expected HOST:PORT", "not both"};
+  kp_keypair_t kp;
+  char key[KP_KEY_TEXT_LEN + 1];
+  kp_keypair_generate(&kp);
+  kp_key_to_text(kp.public_key, key);
+  for (size_t i = 0; i < 4; i++) {
+    const char *argv[12] = {KP_BINARY};
+    size_t n = 1;
+    for (size_t j = 0; j < 4 && bad[i][j]; j++) {
+      argv[n++] = bad[i][j];
+      if (i == 3 && j == 0) argv[n++] = key;
+    }
+    if (i == 3) argv[n++] = "2";
+    argv[n++] = "--bootstrap";
+    argv[n++] = "127.0.0.1:9";
+    argv[n] = NULL;
+    KP_CHECK_EQ(kp_test_run_cli(NULL, argv, out, sizeof(out), 5000), 2);
+    KP_CHECK_MSG(strstr(out, says[i]), "%s", out);
+  }
+  kp_test_sh("rm -rf %s", dir);
+}
+
 static const kp_test_case_t cases[] = {
-    KP_CASE(socks_many, loopback, 90),        KP_CASE(socks_refusals, loopback, 60),
-    KP_CASE(socks_malformed, loopback, 90),   KP_CASE(udp_echo, loopback, 90),
-    KP_CASE(udp_flows_bounded, loopback, 60),
+    KP_CASE(socks_many, loopback, 90),          KP_CASE(socks_refusals, loopback, 60),
+    KP_CASE(socks_malformed, loopback, 90),     KP_CASE(udp_echo, loopback, 90),
+    KP_CASE(udp_flows_bounded, loopback, 60),   KP_CASE(socks_udp_associate, loopback, 60),
+    KP_CASE(socks_daemon_config, loopback, 30),
 };
 KP_TEST_MAIN(cases)

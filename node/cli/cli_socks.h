@@ -99,6 +99,7 @@ void kp_cli_socks_server_conn_closed(kp_cli_socks_server_t *sv, const kp_conn_t 
 /* Counters, for serve's control socket and its exit line. */
 typedef struct kp_cli_socks_stats_s {
   uint64_t requests, connected, refused, failed;
+  unsigned pending; /* gauge: streams whose request is being read or resolved */
 } kp_cli_socks_stats_t;
 void kp_cli_socks_server_stats(const kp_cli_socks_server_t *sv, kp_cli_socks_stats_t *out);
 /* At exit: everything is torn down (before the session closes), then the

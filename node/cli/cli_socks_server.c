@@ -16,7 +16,9 @@
 
 /* Requests waiting for their bytes or their name, and connections made,
  * over all clients: each connection is a file descriptor. Past either a
- * stream is refused. */
+ * stream is refused (a client may hold 256 streams open per connection,
+ * and 32 connections: without the first bound, half-sent requests would
+ * hold 8192 of these per client key). */
 #define MAX_REQUESTS 256
 #define MAX_BRIDGES 512
 
@@ -334,6 +336,7 @@ void kp_cli_socks_server_conn_closed(kp_cli_socks_server_t *sv, const kp_conn_t 
 
 void kp_cli_socks_server_stats(const kp_cli_socks_server_t *sv, kp_cli_socks_stats_t *out) {
   *out = sv->stats;
+  out->pending = sv->request_count;
 }
 
 void kp_cli_socks_server_stop(kp_cli_socks_server_t *sv) {

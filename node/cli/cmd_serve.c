@@ -481,6 +481,7 @@ static void control_service_counters(kp_jw_t *out, const service_t *svc) {
     kp_jw_ku64(out, "socks_connected", s.connected);
     kp_jw_ku64(out, "socks_refused", s.refused);
     kp_jw_ku64(out, "socks_failed", s.failed);
+    kp_jw_ku64(out, "socks_pending", s.pending);
   }
 }
 

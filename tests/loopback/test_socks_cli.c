@@ -553,6 +553,102 @@ static void test_socks_udp_associate(void) {
   fx_down(&f);
 }
 
+/* ---- A flood of half-sent requests -------------------------------------------------------- */
+
+typedef struct flood_s {
+  kp_conn_t *conn[2];
+  int status[2];
+  unsigned connected, refused, other_end;
+  kp_write_t writes[2][200];
+} flood_t;
+
+static void on_flood_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  flood_t *fl = kp_stream_get_data(s);
+  (void)buf;
+  if (n > 0) return;
+  if (n == KP_ERESET && kp_stream_reset_code(s) == KP_STREAM_REFUSED)
+    fl->refused++;
+  else
+    fl->other_end++;
+  kp_stream_close(s, NULL);
+}
+
+static void on_flood_conn(kp_node_t *node, int status, kp_conn_t *conn,
+                          const kp_connect_info_t *info, void *arg) {
+  flood_t *fl = arg;
+  (void)node, (void)info;
+  unsigned i = fl->connected++;
+  fl->status[i] = status;
+  fl->conn[i] = conn;
+}
+
+static bool flood_connected(void *ctx) {
+  return ((flood_t *)ctx)->connected == 2;
+}
+
+static bool flood_refused(void *ctx) {
+  return ((flood_t *)ctx)->refused >= 144;
+}
+
+/* Two connections of a client that speaks the kadpunch protocol itself
+ * open 200 streams each and send one byte of a request on each: the server
+ * holds 256 such requests in all and refuses the other 144 streams at
+ * once; when the flooder goes, so do its requests, and a whole request
+ * is served. */
+static void test_socks_requests_bounded(void) {
+  fx_t f;
+  fx_up(&f);
+  fx_socks(&f, NULL);
+  kp_keypair_t kp;
+  uint8_t server_key[KP_PUBLIC_KEY_LEN];
+  KP_CHECK_OK(kp_key_file_read(f.ckey, &kp));
+  KP_CHECK_OK(kp_key_from_text(f.spk, server_key));
+  flood_t *fl = calloc(1, sizeof(*fl));
+  kp_connect_options_t o = {.service = "socks"};
+  kp_conn_callbacks_t cb = {0};
+  for (int i = 0; i < 2; i++)
+    KP_CHECK_OK(
+        kp_node_connect_with(f.tn.nodes[1 + i], &kp, server_key, &o, &cb, on_flood_conn, fl));
+  KP_CHECK(kp_testnet_run_until(&f.loop, flood_connected, fl, 20000));
+  KP_CHECK(fl->status[0] == 0 && fl->status[1] == 0);
+  static const char ver[1] = {5};
+  for (int i = 0; i < 2; i++) {
+    for (int k = 0; k < 200; k++) {
+      kp_stream_t *s;
+      KP_CHECK_OK(kp_stream_open(fl->conn[i], &s));
+      kp_stream_set_data(s, fl);
+      uv_buf_t b = uv_buf_init((char *)ver, 1);
+      KP_CHECK_OK(kp_stream_write(&fl->writes[i][k], s, &b, 1, NULL));
+      KP_CHECK_OK(kp_stream_read_start(s, on_flood_read));
+    }
+  }
+  KP_CHECK(kp_testnet_run_until(&f.loop, flood_refused, fl, 5000));
+  char json[4096];
+  control_ask(f.control, json, sizeof(json));
+  printf("400 half-sent requests: %u refused at once; the server holds %ld\n", fl->refused,
+         counter(json, "socks_pending"));
+  KP_CHECK_EQ(fl->refused, 144);
+  KP_CHECK_MSG(counter(json, "socks_pending") == 256, "%s", json);
+  /* The flooder goes: its requests go with it, and a whole request from
+   * connect --socks gets through. */
+  for (int i = 0; i < 2; i++) kp_conn_close(fl->conn[i], 0);
+  kp_testnet_run_until(&f.loop, NULL, NULL, 500);
+  control_ask(f.control, json, sizeof(json));
+  KP_CHECK_MSG(counter(json, "socks_pending") == 0, "%s", json);
+  kp_socks_client_t c;
+  memset(&c, 0, sizeof(c));
+  c.out_len = kp_socks_connect_request(c.out, "127.0.0.1", (uint16_t)f.srv.port);
+  c.tx_id = 3;
+  c.tx_len = 4096;
+  kp_socks_client_start(&f.loop, &c, f.port);
+  socks_set_t set = {&c, 1};
+  KP_CHECK(kp_testnet_run_until(&f.loop, all_closed, &set, 15000));
+  KP_CHECK(c.rep == 0 && c.received == c.tx_len && !c.mismatches);
+  kp_keypair_wipe(&kp);
+  fx_down(&f);
+  free(fl);
+}
+
 /* The daemon's config file says the same as serve's options. */
 static void test_socks_daemon_config(void) {
   char dir[] = "/tmp/kp-socksd-XXXXXX", conf[300], out[4096];
@@ -606,6 +702,6 @@ static const kp_test_case_t cases[] = {
     KP_CASE(socks_many, loopback, 90),          KP_CASE(socks_refusals, loopback, 60),
     KP_CASE(socks_malformed, loopback, 90),     KP_CASE(udp_echo, loopback, 90),
     KP_CASE(udp_flows_bounded, loopback, 60),   KP_CASE(socks_udp_associate, loopback, 60),
-    KP_CASE(socks_daemon_config, loopback, 30),
+    KP_CASE(socks_daemon_config, loopback, 30), KP_CASE(socks_requests_bounded, loopback, 60),
 };
 KP_TEST_MAIN(cases)

@@ -619,6 +619,11 @@ typedef struct kp_conn_stats_s {
   unsigned mtu;                 /* datagram size in use */
   kp_addr_t remote;             /* the path */
   unsigned streams;             /* gauge: streams with state */
+  /* Unreliable datagrams (kp_conn_datagram_send): sent once each; received
+   * (and handed to on_datagram); dropped here (the send queue full, too big
+   * for the path, the connection over, or received with no on_datagram);
+   * lost in packets the path lost (never sent again). */
+  uint64_t datagrams_sent, datagrams_received, datagrams_dropped, datagrams_lost;
 } kp_conn_stats_t;
 
 /* The peer opened stream; start reading it (kp_stream_read_start) or close
@@ -657,10 +662,16 @@ const char *kp_path_why_str(kp_path_why_t why);
 /* The connection's path changed (or stopped carrying, or carries again). */
 typedef void (*kp_conn_path_cb)(kp_conn_t *conn, const kp_path_event_t *ev);
 
+/* The peer sent a datagram (kp_conn_datagram_send): data is valid during
+ * the call only. Called from the loop as packets are read, once per
+ * datagram that arrived (none is sent again when lost). */
+typedef void (*kp_conn_datagram_cb)(kp_conn_t *conn, const uint8_t *data, size_t len);
+
 typedef struct kp_conn_callbacks_s {
   kp_conn_stream_cb on_stream; /* NULL: the peer's streams are refused */
   kp_conn_close_cb on_close;
-  kp_conn_path_cb on_path; /* may be NULL */
+  kp_conn_path_cb on_path;         /* may be NULL */
+  kp_conn_datagram_cb on_datagram; /* NULL: datagrams are dropped (and counted) */
 } kp_conn_callbacks_t;
 
 /* Zeroes opts (every tunable at its default). */
@@ -684,6 +695,23 @@ void kp_conn_set_remote(kp_conn_t *conn, const kp_addr_t *remote);
 void kp_conn_stats(const kp_conn_t *conn, kp_conn_stats_t *out);
 void *kp_conn_get_data(const kp_conn_t *conn);
 void kp_conn_set_data(kp_conn_t *conn, void *data);
+
+/* Sends an unreliable datagram to the peer (docs/protocol.md, "Datagrams"):
+ * copied (the caller keeps its buffer), sent once when the congestion
+ * window allows (it shares the connection's window and pacing with the
+ * streams, and goes ahead of stream data), delivered to the peer's
+ * on_datagram at most once, maybe not at all, maybe out of order; never
+ * sent again. At most 256 (or 256 KiB) wait to be sent. Errors, each a
+ * counted drop (kp_conn_stats_t.datagrams_dropped) but UV_EPIPE:
+ * UV_EMSGSIZE (len over kp_conn_datagram_max), UV_ENOBUFS (the queue is
+ * full: the path is slower than the sender), UV_ENOMEM; UV_EPIPE (the
+ * connection is closing or over). Loop thread only. */
+int kp_conn_datagram_send(kp_conn_t *conn, const void *data, size_t len);
+/* The largest datagram the connection's packets carry now: 1078 bytes on
+ * the 1200-byte packets every path starts with, up to 1350 once path MTU
+ * probing found 1472; back to 1078 after a move (queued datagrams that no
+ * longer fit are dropped). 0 once the connection is over. */
+size_t kp_conn_datagram_max(const kp_conn_t *conn);
 
 /* nread > 0: data (valid during the call). UV_EOF: the peer finished
  * sending. Else an error: KP_ERESET (the peer reset the stream; see

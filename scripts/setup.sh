@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 packages="build-essential cmake ninja-build pkg-config libuv1-dev libsodium-dev libmsgpack-dev libssl-dev \
-iproute2 iptables conntrack procps openssh-client"
+iproute2 iptables conntrack procps openssh-client curl dnsutils"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -159,6 +159,7 @@ void kp__on_stream_eof(void *ctx, uint64_t id);
 void kp__on_stream_reset(void *ctx, uint64_t id, uint64_t code);
 void kp__on_stream_done(void *ctx, uint64_t id, void *user);
 void kp__on_write_done(void *ctx, kp_swrite_t *w, int status);
+void kp__on_datagram(void *ctx, const uint8_t *data, size_t len);
 /* The connection ended: reads report status. */
 void kp__streams_conn_over(kp_conn_t *conn, int status);
 /* Deferred work for one stream; may free it. */

@@ -276,3 +276,21 @@ void *kp_stream_get_data(const kp_stream_t *s) {
 void kp_stream_set_data(kp_stream_t *s, void *data) {
   s->data = data;
 }
+
+/* ---- Datagrams ------------------------------------------------------------------------ */
+
+void kp__on_datagram(void *ctx, const uint8_t *data, size_t len) {
+  kp_conn_t *conn = ctx;
+  if (conn->cb.on_datagram && !conn->close_wanted) conn->cb.on_datagram(conn, data, len);
+}
+
+int kp_conn_datagram_send(kp_conn_t *conn, const void *data, size_t len) {
+  if (conn->over || conn->close_wanted) return UV_EPIPE;
+  int err = kp_sconn_datagram_send(conn->sc, data, len);
+  if (!err) kp__ep_mark_dirty(conn);
+  return err;
+}
+
+size_t kp_conn_datagram_max(const kp_conn_t *conn) {
+  return conn->over ? 0 : kp_sconn_datagram_max(conn->sc);
+}

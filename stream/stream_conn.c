@@ -190,6 +190,7 @@ static void on_packet_acked(void *ctx, const kp_sent_t *p, uint64_t now) {
 
 static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
   kp_sconn_t *c = ctx;
+  c->stats.datagrams_lost += p->datagrams; /* gone: datagrams are never sent again */
   if (p->flags & KP_SENT_MTU_PROBE) {
     /* Too big for the path (or plain loss): a lost probe says nothing about
      * congestion. Three strikes and that size is out. */
@@ -286,6 +287,7 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
 void kp_sconn_free(kp_sconn_t *c) {
   if (!c) return;
   kp__sstreams_free(c);
+  kp__dgrams_free(c);
   kp_recovery_destroy(&c->rec);
   kp_aead_destroy(&c->tx);
   kp_aead_destroy(&c->rx);
@@ -297,6 +299,7 @@ static void finish(kp_sconn_t *c, int status, uint64_t code) {
   if (c->state == S_CLOSED) return;
   c->state = S_CLOSED;
   kp__sstreams_fail_all(c, status ? status : UV_ECANCELED);
+  kp__dgrams_free(c);
   if (c->ev.closed) c->ev.closed(c->ev.ctx, status, code);
 }
 
@@ -309,6 +312,7 @@ void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason) {
   c->close_deadline_us = 0; /* set when the CLOSE leaves */
   c->closed_status = 0;
   kp__sstreams_fail_all(c, UV_ECANCELED);
+  kp__dgrams_free(c);
 }
 
 void kp_sconn_abort(kp_sconn_t *c, int status) {
@@ -470,6 +474,7 @@ static bool on_frame(kp_sconn_t *c, const kp_frame_t *f, const kp_addr_t *from, 
         switch_path(c, from, now);
       return true;
     case KP_FRAME_CLOSE: finish(c, KP_ECLOSED, f->value); return true;
+    case KP_FRAME_DATAGRAM: kp__dgram_received(c, f->data, f->len); return true;
     case KP_FRAME_ACK_FREQUENCY:
       /* The newest request counts (they may arrive out of order). */
       if (f->stream_id > c->ack_freq_seen) {
@@ -627,6 +632,11 @@ static size_t begin(kp_sconn_t *c, uint8_t *buf, size_t size, kp_wbuf_t *w, uint
   return hlen;
 }
 
+/* Something waits for the congestion window: stream data or datagrams. */
+static bool have_payload(const kp_sconn_t *c) {
+  return kp__sstreams_have_data(c) || kp__dgrams_queued(c);
+}
+
 static bool blocked_probe_due(const kp_sconn_t *c, uint64_t now) {
   return !c->rec.bytes_in_flight && now >= c->last_eliciting_sent_us + kp_recovery_pto(&c->rec) &&
          kp__sstreams_blocked_on_conn(c);
@@ -707,10 +717,17 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
    * that does not know the frame reads what came before it. */
   size_t keep = c->ack_freq_pending ? ACK_FREQUENCY_ROOM : 0;
   p.w.cap -= keep;
-  if ((window_open && paced) || probe) {
+  /* Datagrams go last of all (a receiver that does not know the frame
+   * takes everything before it), but their room is kept first: they are
+   * few, small and waiting against a bounded queue, while a stream can
+   * fill any room it gets. */
+  bool send_ok = (window_open && paced) || probe;
+  size_t dgram_room = send_ok ? kp__dgrams_reserve(c, p.w.cap - p.w.len) : 0;
+  p.w.cap -= dgram_room;
+  if (send_ok) {
     bool new_ok = c->peer_max_data > c->sent_new;
     if (kp__sstreams_fill(c, &p.w, &p.sent, new_ok)) eliciting = true;
-  } else if (!window_open && kp__sstreams_have_data(c)) {
+  } else if (!window_open && have_payload(c)) {
     c->cwnd_limited = true; /* data waits on the window: it may grow (RFC 9438 4.8) */
   }
   p.w.cap += keep;
@@ -723,6 +740,8 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
     c->ack_freq_pending = false;
     eliciting = true;
   }
+  p.w.cap += dgram_room;
+  if (send_ok && (p.sent.datagrams = (uint8_t)kp__dgrams_fill(c, &p.w))) eliciting = true;
   c->probe_wanted = false;
   /* A PING when an ack is wanted and nothing else asks for one: a
    * tail-loss probe; waiting on the connection window with nothing in
@@ -750,7 +769,7 @@ static size_t write_frames(kp_sconn_t *c, uint8_t *buf, bool window_open, bool p
    * ask for the ack at once, or the receiver would sit on a lone packet for
    * its ack delay while we sit on an empty pipe. */
   bool window_full = c->rec.bytes_in_flight + 2 * c->mtu > cwnd(c);
-  if (window_full || probe || !kp__sstreams_have_data(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
+  if (window_full || probe || !have_payload(c)) buf[1] |= KP_STREAM_FLAG_ACK_NOW;
   return close_packet(c, &p, KP_SENT_ACK_ELICITING | KP_SENT_IN_FLIGHT, now);
 }
 
@@ -777,7 +796,7 @@ size_t kp_sconn_write_datagram(kp_sconn_t *c, uint8_t *buf, size_t cap, kp_addr_
   bool paced = kp_pacer_next(&c->pacer, c->mtu, now) == 0;
   /* Room in the window and the pacer's leave, but nothing to send: what is
    * delivered until then measures the application, not the path. */
-  if (c->model && window_open && paced && !kp__sstreams_have_data(c))
+  if (c->model && window_open && paced && !have_payload(c))
     kp_bbr_on_app_limited(&c->bbr, c->rec.bytes_in_flight);
   *to = c->remote;
   unsigned probe = window_open && paced ? probe_now(c, now) : 0;
@@ -854,7 +873,7 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
    * it), then for the pacer. */
   if (c->rec.bytes_in_flight + c->mtu <= cwnd(c)) {
     uint64_t want = UINT64_MAX;
-    if (kp__sstreams_have_data(c)) want = 0;
+    if (have_payload(c)) want = 0;
     if (c->probe_at < want && probe_now(c, c->probe_at)) want = c->probe_at;
     if (want != UINT64_MAX) {
       uint64_t paced = kp_pacer_next(&c->pacer, pacing_quantum(c), c->pacer.at_us);

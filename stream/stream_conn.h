@@ -42,6 +42,8 @@ typedef struct kp_sconn_events_s {
   /* Both directions of a stream are over: its state is gone (user: what
    * kp_sconn_stream_set_user gave it). */
   void (*stream_done)(void *ctx, uint64_t id, void *user);
+  /* A datagram arrived (valid during the call; NULL: they are dropped). */
+  void (*datagram)(void *ctx, const uint8_t *data, size_t len);
   /* A write completed (0) or failed. */
   void (*write_done)(void *ctx, kp_swrite_t *w, int status);
   /* The connection moved to another remote address. */
@@ -72,15 +74,15 @@ typedef struct kp_sconn_config_s {
   uint8_t tx_key[32];
   uint8_t rx_key[32];
   kp_addr_t remote;
-  unsigned mtu;             /* starting datagram size (default 1200) */
-  bool pmtu_probe;          /* probe up to 1472 (IPv4) / 1452 (IPv6) (default on) */
+  unsigned mtu;               /* starting datagram size (default 1200) */
+  bool pmtu_probe;            /* probe up to 1472 (IPv4) / 1452 (IPv6) (default on) */
   uint32_t stream_window;     /* per-stream receive window to start with (default 2 MiB) */
   uint32_t conn_window;       /* connection receive window to start with (default 16 MiB) */
   uint32_t stream_window_max; /* what measured bandwidth-delay products may grow them */
   uint32_t conn_window_max;   /* to (default 64 MiB each; below the starting size: no growth) */
-  unsigned max_streams;     /* streams the peer may have open (default 256) */
-  unsigned idle_timeout_ms; /* nothing heard this long: dead (default 30000) */
-  unsigned keepalive_ms;    /* send something at least this often (default 10000) */
+  unsigned max_streams;       /* streams the peer may have open (default 256) */
+  unsigned idle_timeout_ms;   /* nothing heard this long: dead (default 30000) */
+  unsigned keepalive_ms;      /* send something at least this often (default 10000) */
   /* Sending what must be answered and hearing nothing this long (or three
    * probe timeouts, if longer) makes the path dead (default 1000). */
   unsigned path_dead_ms;
@@ -134,6 +136,14 @@ void *kp_sconn_stream_user(kp_sconn_t *c, uint64_t id);
 void kp_sconn_stream_pause(kp_sconn_t *c, uint64_t id, bool paused);
 /* Bytes written and not yet acknowledged. */
 uint64_t kp_sconn_stream_unacked(const kp_sconn_t *c, uint64_t id);
+
+/* Queues an unreliable datagram (copied; stream_datagram.h). Errors:
+ * UV_EMSGSIZE (over kp_sconn_datagram_max), UV_ENOBUFS (the queue is full),
+ * UV_ENOMEM, UV_EPIPE (closing); all but the last are counted drops. */
+int kp_sconn_datagram_send(kp_sconn_t *c, const void *data, size_t len);
+/* The largest datagram the path's packets carry now (1078 bytes at the
+ * starting 1200-byte packets, more once the path MTU is probed). */
+size_t kp_sconn_datagram_max(const kp_sconn_t *c);
 
 /* Closes the connection: the peer is told with code; closed fires later. */
 void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason);

@@ -7,6 +7,7 @@
 #include "stream/stream_cc.h"
 #include "stream/stream_conn.h"
 #include "stream/stream_crypto.h"
+#include "stream/stream_datagram.h"
 #include "stream/stream_frame.h"
 #include "stream/stream_ranges.h"
 #include "stream/stream_recovery.h"
@@ -147,6 +148,7 @@ struct kp_sconn_s {
   uint64_t next_peer_min; /* the lowest peer stream id not seen yet */
 
   kp_sstream_t *ready_head, *ready_tail;
+  kp_dgram_queue_t dgrams; /* unreliable datagrams waiting for the window */
   bool deliver_due;
   /* Timers and liveness. */
   uint64_t last_recv_us, last_eliciting_sent_us;
@@ -190,5 +192,18 @@ void kp__sstreams_deliver(kp_sconn_t *c);
 /* Fails every pending write (the connection is over). */
 void kp__sstreams_fail_all(kp_sconn_t *c, int status);
 void kp__sstream_maybe_done(kp_sconn_t *c, kp_sstream_t *s);
+
+/* stream_datagram.c */
+bool kp__dgrams_queued(const kp_sconn_t *c);
+/* Drops queued datagrams that fit no packet now (counted); returns the
+ * bytes of frames the first ones take that fit in room together: what the
+ * packet being built keeps for them. */
+size_t kp__dgrams_reserve(kp_sconn_t *c, size_t room);
+/* Writes queued datagrams into w while they fit; returns how many. */
+unsigned kp__dgrams_fill(kp_sconn_t *c, kp_wbuf_t *w);
+/* Drops every queued datagram (counted): the connection is over. */
+void kp__dgrams_free(kp_sconn_t *c);
+/* A DATAGRAM frame arrived: delivered to the owner at once. */
+void kp__dgram_received(kp_sconn_t *c, const uint8_t *data, size_t len);
 
 #endif

@@ -117,6 +117,11 @@ int kp_frame_next(kp_rbuf_t *r, kp_frame_t *f) {
       f->stream_id = kp_varint_get(r);
       f->value = kp_varint_get(r);
       break;
+    case KP_FRAME_DATAGRAM:
+      f->len = (size_t)kp_varint_get(r);
+      if (!r->error && f->len > kp_rbuf_left(r)) return -1;
+      f->data = kp_rbuf_take(r, f->len);
+      break;
     case KP_FRAME_CLOSE:
       f->value = kp_varint_get(r);
       f->len = (size_t)kp_varint_get(r);
@@ -191,4 +196,10 @@ void kp_frame_put_ack_frequency(kp_wbuf_t *w, uint64_t seq, uint64_t packets) {
   kp_wbuf_put_u8(w, KP_FRAME_ACK_FREQUENCY);
   kp_varint_put(w, seq);
   kp_varint_put(w, packets);
+}
+
+void kp_frame_put_datagram(kp_wbuf_t *w, const uint8_t *data, size_t len) {
+  kp_wbuf_put_u8(w, KP_FRAME_DATAGRAM);
+  kp_varint_put(w, len);
+  kp_wbuf_put(w, data, len);
 }

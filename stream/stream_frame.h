@@ -98,6 +98,7 @@ typedef enum {
   KP_FRAME_PATH_RESPONSE = 0x1b,
   KP_FRAME_CLOSE = 0x1c,
   KP_FRAME_ACK_FREQUENCY = 0x1d,
+  KP_FRAME_DATAGRAM = 0x30, /* unreliable: never sent again (RFC 9221's spirit) */
 } kp_frame_type_t;
 
 typedef struct kp_frame_s {
@@ -108,7 +109,7 @@ typedef struct kp_frame_s {
   uint64_t value;      /* RESET/STOP/CLOSE: error code; MAX_STREAM_DATA: max;
                           ACK_FREQUENCY: packets per ack */
   uint64_t final_size; /* RESET_STREAM */
-  const uint8_t *data; /* STREAM data, PATH_* (8 bytes), CLOSE reason */
+  const uint8_t *data; /* STREAM data, PATH_* (8 bytes), CLOSE reason, DATAGRAM */
   size_t len;
 } kp_frame_t;
 
@@ -133,5 +134,11 @@ void kp_frame_put_close(kp_wbuf_t *w, uint64_t code, const char *reason);
 /* Asks the peer to acknowledge every `packets` ack-eliciting packets (its
  * other reasons to ack at once stand); seq orders the requests. */
 void kp_frame_put_ack_frequency(kp_wbuf_t *w, uint64_t seq, uint64_t packets);
+/* A DATAGRAM frame: its length (a varint), then the bytes. */
+void kp_frame_put_datagram(kp_wbuf_t *w, const uint8_t *data, size_t len);
+/* Bytes a DATAGRAM frame of len bytes takes. */
+static inline size_t kp_frame_datagram_len(size_t len) {
+  return 1 + kp_varint_len(len) + len;
+}
 
 #endif

@@ -57,6 +57,7 @@ typedef struct kp_sent_s {
   uint32_t size;
   uint8_t flags;
   uint8_t nframes;
+  uint8_t datagrams; /* DATAGRAM frames: counted when lost, never sent again */
   kp_sent_frame_t frames[KP_SENT_MAX_FRAMES];
   kp_rate_stamp_t rate; /* for the delivery rate (KP_SENT_IN_FLIGHT packets) */
 } kp_sent_t;

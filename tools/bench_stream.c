@@ -193,7 +193,7 @@ static void run_receiver(const row_t *row, int out, int in) {
   receiver_t r = {&loop, 0, row->streams, 0};
   kp_conn_options_t o;
   conn_options(&o, row, false, theirs);
-  kp_conn_callbacks_t cb = {rx_stream, rx_closed, NULL};
+  kp_conn_callbacks_t cb = {rx_stream, rx_closed, NULL, NULL};
   kp_conn_t *conn;
   int err = kp_conn_open(ep, &o, &cb, &conn);
   if (err) die("receiver connection", err);
@@ -213,7 +213,7 @@ static result_t run_sender(const row_t *row, int out, int in) {
   theirs = swap_ports(out, in, mine);
   kp_conn_options_t o;
   conn_options(&o, row, true, theirs);
-  kp_conn_callbacks_t cb = {NULL, NULL, NULL};
+  kp_conn_callbacks_t cb = {NULL, NULL, NULL, NULL};
   kp_conn_t *conn;
   int err = kp_conn_open(ep, &o, &cb, &conn);
   if (err) die("sender connection", err);

@@ -184,11 +184,18 @@ typedef struct kp_cli_forward_s kp_cli_forward_t;
  * code after printing the problem. */
 int kp_cli_forward_new(uv_loop_t *loop, const char *target, const char *cmd,
                        kp_cli_forward_t **out);
+/* HOST:PORT or [IPv6]:PORT resolved now ("localhost" is 127.0.0.1), for
+ * socktype. Returns 0, or an exit code after saying what is wrong with
+ * option opt. */
+int kp_cli_resolve(const char *target, int socktype, struct sockaddr_storage *out, const char *opt,
+                   const char *cmd);
 /* The target as resolved ("127.0.0.1:22"). */
 const char *kp_cli_forward_target(const kp_cli_forward_t *f);
 /* A kp_conn_callbacks_t on_stream: each stream becomes a TCP connection to
  * the target. The connection's data must be the forward. */
 void kp_cli_forward_stream(kp_conn_t *conn, kp_stream_t *s);
+/* The same for a connection whose data is something else (serve's). */
+void kp_cli_forward_stream_to(kp_cli_forward_t *f, kp_conn_t *conn, kp_stream_t *s);
 /* The connection is over: its TCP connections are reset. */
 void kp_cli_forward_conn_closed(kp_cli_forward_t *f, const kp_conn_t *conn);
 /* At exit: resets every TCP connection (before kp_cli_session_close), then
@@ -206,6 +213,8 @@ typedef struct kp_cli_connect_args_s {
   uint8_t server_key[KP_PUBLIC_KEY_LEN];
   char key_text[KP_KEY_TEXT_LEN + 1];
   const char *listen;        /* --listen ADDR:PORT */
+  const char *socks;         /* --socks ADDR:PORT (cli_socks_client.c) */
+  const char *listen_udp;    /* --listen-udp ADDR:PORT (cli_udp_listen.c) */
   bool verbose;              /* --stdio: the connection's details on stderr */
   kp_connect_options_t opts; /* --service, --info, an invitation */
   kp_invite_t invite;

@@ -42,6 +42,8 @@ static void maybe_free(kp_cli_bridge_t *b) {
   if (b->next) b->next->prev = b->prev;
   b->list->count--;
   b->done(b, b->status, b->reset_code);
+  free(b->pre_local);
+  free(b->pre_stream);
   free(b);
 }
 
@@ -289,6 +291,13 @@ static void attach(kp_cli_bridge_t *b, kp_stream_t *stream) {
   kp_stream_set_data(stream, b);
 }
 
+/* What came behind a preamble goes first, each way. */
+static void send_preloaded(kp_cli_bridge_t *b) {
+  if (b->pre_stream_len) kp__cli_bridge_to_stream(b, b->pre_stream, b->pre_stream_len);
+  if (b->pre_local_len && !b->closing) to_local(b, b->pre_local, b->pre_local_len);
+  b->pre_stream_len = b->pre_local_len = 0;
+}
+
 static void begin(kp_cli_bridge_t *b) {
   kp_stream_set_drain_cb(b->stream, on_drain);
   int err = kp_stream_read_start(b->stream, on_stream_read);
@@ -296,7 +305,8 @@ static void begin(kp_cli_bridge_t *b) {
     kp__cli_bridge_fail(b, err, KP_CLI_RESET_LOCAL);
     return;
   }
-  local_read_start(b);
+  send_preloaded(b);
+  if (!b->closing && kp_stream_is_writable(b->stream)) local_read_start(b);
 }
 
 static int tcp_init(kp_cli_bridge_t *b) {
@@ -312,7 +322,18 @@ static int tcp_init(kp_cli_bridge_t *b) {
 static void on_connect(uv_connect_t *req, int status) {
   kp_cli_bridge_t *b = req->data;
   if (b->closing) return;
-  if (status) {
+  if (b->connect_cb) {
+    struct sockaddr_storage local;
+    int len = sizeof(local);
+    memset(&local, 0, sizeof(local));
+    if (!status) uv_tcp_getsockname(&b->rd_h.tcp, (struct sockaddr *)&local, &len);
+    b->connect_cb(b, status, (const struct sockaddr *)&local);
+    if (b->closing) return;
+    if (status) {
+      kp_cli_bridge_decline(b, status);
+      return;
+    }
+  } else if (status) {
     uint64_t code = KP_CLI_RESET_CONNECT + (uint64_t)-status;
     kp__cli_bridge_fail(b, status, code <= KP_CLI_RESET_CONNECT_MAX ? code : KP_CLI_RESET_CONNECT);
     return;
@@ -374,6 +395,69 @@ void kp_cli_bridges_abort(kp_cli_bridges_t *list, const kp_conn_t *conn, int sta
 
 void *kp_cli_bridge_get_data(const kp_cli_bridge_t *b) {
   return b->data;
+}
+
+void kp_cli_bridge_write_stream(kp_cli_bridge_t *b, kp_write_t *req, const uv_buf_t *buf) {
+  if (b->closing || !b->stream) return;
+  memset(req, 0, sizeof(*req));
+  int err = kp_stream_write(req, b->stream, buf, 1, NULL);
+  if (err) kp__cli_bridge_fail(b, err, KP_CLI_RESET_LOCAL);
+}
+
+void kp_cli_bridge_on_connect(kp_cli_bridge_t *b, kp_cli_bridge_connect_cb cb) {
+  b->connect_cb = cb;
+}
+
+static char *copy(const void *data, size_t len) {
+  char *p = malloc(len ? len : 1);
+  if (p && len) memcpy(p, data, len);
+  return p;
+}
+
+int kp_cli_bridge_preload(kp_cli_bridge_t *b, const void *to_local, size_t local_len,
+                          const void *to_stream, size_t stream_len) {
+  char *l = local_len ? copy(to_local, local_len) : NULL;
+  char *s = stream_len ? copy(to_stream, stream_len) : NULL;
+  if ((local_len && !l) || (stream_len && !s)) {
+    free(l);
+    free(s);
+    return UV_ENOMEM;
+  }
+  free(b->pre_local);
+  free(b->pre_stream);
+  b->pre_local = l;
+  b->pre_local_len = local_len;
+  b->pre_stream = s;
+  b->pre_stream_len = stream_len;
+  return 0;
+}
+
+uv_stream_t *kp_cli_bridge_local(kp_cli_bridge_t *b) {
+  return b->tcp && b->rd_open ? &b->rd_h.stream : NULL;
+}
+
+static void on_decline_shutdown(uv_shutdown_t *req, int status) {
+  kp_cli_bridge_t *b = req->data;
+  (void)status; /* flushed or not, it closes now */
+  close_local(b, &b->rd_h, &b->rd_open, false);
+}
+
+void kp_cli_bridge_decline(kp_cli_bridge_t *b, int status) {
+  if (b->closing) return;
+  b->closing = true;
+  b->status = status;
+  if (b->stream) {
+    kp_stream_end(b->stream); /* already ended or over: it closes all the same */
+    kp_stream_close(b->stream, on_stream_closed);
+  }
+  /* A connected socket gets what was written to it first: the shutdown
+   * completes after every queued write. */
+  b->shutdown_req.data = b;
+  if (!(b->tcp && b->connected && b->rd_open &&
+        !uv_shutdown(&b->shutdown_req, &b->rd_h.stream, on_decline_shutdown)))
+    close_local(b, &b->rd_h, &b->rd_open, false);
+  close_local(b, &b->wr_h, &b->wr_open, false);
+  maybe_free(b);
 }
 
 const char *kp_cli_bridge_why(int status, uint64_t reset_code, char *buf, size_t size) {

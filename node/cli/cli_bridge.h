@@ -78,6 +78,40 @@ void kp_cli_bridges_abort(kp_cli_bridges_t *list, const kp_conn_t *conn, int sta
 
 void *kp_cli_bridge_get_data(const kp_cli_bridge_t *b);
 
+/* ---- A preamble before the bytes (SOCKS, cli_socks_*.c) ---------------------------------- */
+
+/* Told when the connect of kp_cli_bridge_connect ends, before any byte
+ * flows: status 0 (local: the socket's own address) or the error. It may
+ * write on the stream: a reply goes ahead of the service's bytes. After
+ * an error the bridge ends the stream (the peer reads what was written,
+ * then EOF) instead of resetting it, and done reports the error. */
+typedef void (*kp_cli_bridge_connect_cb)(kp_cli_bridge_t *b, int status,
+                                         const struct sockaddr *local);
+void kp_cli_bridge_on_connect(kp_cli_bridge_t *b, kp_cli_bridge_connect_cb cb);
+
+/* Writes buf on the bridge's stream, ahead of what the bridge will carry
+ * (a preamble's reply, from the connect callback). req and the bytes stay
+ * the caller's until done fires. A failure tears the bridge down. */
+void kp_cli_bridge_write_stream(kp_cli_bridge_t *b, kp_write_t *req, const uv_buf_t *buf);
+
+/* Bytes that came in behind a preamble, sent on first when bytes start to
+ * flow: to_local to the local side, to_stream on the stream (copied;
+ * either may be empty). UV_ENOMEM. */
+int kp_cli_bridge_preload(kp_cli_bridge_t *b, const void *to_local, size_t local_len,
+                          const void *to_stream, size_t stream_len);
+
+/* The accepted TCP connection (kp_cli_bridge_accept) before
+ * kp_cli_bridge_start: a preamble is read from it and answered on it
+ * (writes queued there go out ahead of the bridge's). Its data pointer is
+ * the bridge. Reading must be stopped before the bridge starts. */
+uv_stream_t *kp_cli_bridge_local(kp_cli_bridge_t *b);
+
+/* Ends a bridge that will not carry bytes (a refused preamble): what was
+ * written to the local side is flushed first, the stream (if any) is
+ * ended, not reset, so the peer reads what was written to it. done
+ * reports status. */
+void kp_cli_bridge_decline(kp_cli_bridge_t *b, int status);
+
 /* What a bridge's end means to a person: "the service refused the
  * connection (connection refused)", "reset by the peer", ... Writes into
  * buf and returns it. */

@@ -42,6 +42,9 @@ struct kp_cli_bridge_s {
   bool closing;
   int status;
   uint64_t reset_code;
+  kp_cli_bridge_connect_cb connect_cb; /* a preamble's: told of the connect */
+  char *pre_local, *pre_stream;        /* bytes behind a preamble, sent first */
+  size_t pre_local_len, pre_stream_len;
   char scratch[KP_CLI_BRIDGE_READ_SIZE];
 };
 

@@ -55,26 +55,31 @@ const char *kp_cli_sockaddr_format(const struct sockaddr_storage *ss, char out[6
   return out;
 }
 
-static int resolve(const char *target, struct sockaddr_storage *out, const char *cmd) {
+int kp_cli_resolve(const char *target, int socktype, struct sockaddr_storage *out, const char *opt,
+                   const char *cmd) {
   char buf[512], *host, *port;
   unsigned long p;
-  if (strlen(target) >= sizeof(buf)) return kp_cli_usage_error(cmd, "--forward: too long");
+  if (strlen(target) >= sizeof(buf)) return kp_cli_usage_error(cmd, "%s: too long", opt);
   snprintf(buf, sizeof(buf), "%s", target);
   if (!split(buf, &host, &port))
-    return kp_cli_usage_error(
-        cmd, "--forward '%s': expected HOST:PORT (an IPv6 address as [ADDR]:PORT)", target);
+    return kp_cli_usage_error(cmd, "%s '%s': expected HOST:PORT (an IPv6 address as [ADDR]:PORT)",
+                              opt, target);
   if (!kp_cli_parse_uint(port, 1, 65535, &p))
-    return kp_cli_usage_error(cmd, "--forward '%s': the port must be 1 to 65535", target);
+    return kp_cli_usage_error(cmd, "%s '%s': the port must be 1 to 65535", opt, target);
   if (!strcmp(host, "localhost")) host = "127.0.0.1";
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+  struct addrinfo hints = {.ai_socktype = socktype, .ai_flags = AI_NUMERICSERV}, *res;
   int err = getaddrinfo(host, port, &hints, &res);
   if (err)
-    return kp_cli_usage_error(cmd, "--forward '%s': cannot resolve %s: %s", target, host,
+    return kp_cli_usage_error(cmd, "%s '%s': cannot resolve %s: %s", opt, target, host,
                               gai_strerror(err));
   memset(out, 0, sizeof(*out));
   memcpy(out, res->ai_addr, res->ai_addrlen);
   freeaddrinfo(res);
   return 0;
+}
+
+static int resolve(const char *target, struct sockaddr_storage *out, const char *cmd) {
+  return kp_cli_resolve(target, SOCK_STREAM, out, "--forward", cmd);
 }
 
 int kp_cli_forward_new(uv_loop_t *loop, const char *target, const char *cmd,
@@ -111,8 +116,12 @@ static void on_bridge_done(kp_cli_bridge_t *b, int status, uint64_t reset_code) 
 }
 
 void kp_cli_forward_stream(kp_conn_t *conn, kp_stream_t *s) {
-  kp_cli_forward_t *f = kp_conn_get_data(conn);
+  kp_cli_forward_stream_to(kp_conn_get_data(conn), conn, s);
+}
+
+void kp_cli_forward_stream_to(kp_cli_forward_t *f, kp_conn_t *conn, kp_stream_t *s) {
   kp_cli_bridge_t *b;
+  (void)conn;
   if (!f || f->bridges.count >= MAX_FORWARDS ||
       kp_cli_bridge_new(f->loop, &f->bridges, on_bridge_done, f, &b)) {
     kp_stream_reset(s, KP_STREAM_REFUSED);

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "node/cli/cli.h"
+#include "node/cli/cli_socks.h"
 
 void kp_cli_print_info(FILE *out, const kp_connect_info_t *info, bool client) {
   char path[KP_ADDR_STRLEN], relay[KP_ADDR_STRLEN] = "-";
@@ -49,6 +50,8 @@ static const char connect_help[] =
     "usage: kadpunch connect KEY|INVITATION [options]\n"
     "       kadpunch connect KEY --listen ADDR:PORT [options]\n"
     "       kadpunch connect KEY --stdio [options]\n"
+    "       kadpunch connect KEY --socks ADDR:PORT [options]\n"
+    "       kadpunch connect KEY --listen-udp ADDR:PORT --service NAME [options]\n"
     "       kadpunch connect KEY --info\n"
     "\n"
     "KEY is the peer's public key (52 characters). An INVITATION (90 characters,\n"
@@ -68,6 +71,16 @@ static const char connect_help[] =
     "the connection dies, the TCP connections on it are reset and the next one\n"
     "accepted connects again.\n"
     "\n"
+    "With --socks it is a SOCKS5 server on ADDR:PORT (against `kadpunch serve\n"
+    "--socks`): every CONNECT (IPv4, IPv6 or a name, which the peer resolves) is\n"
+    "a stream of the one connection, as with --listen; the peer decides where\n"
+    "it may go (--socks-allow) and a refusal comes back as its SOCKS reply.\n"
+    "UDP ASSOCIATE works too. No authentication: keep ADDR on loopback.\n"
+    "\n"
+    "With --listen-udp it forwards a local UDP port to a UDP service of the\n"
+    "peer (`serve --forward-udp NAME=HOST:PORT`): each program sending there\n"
+    "gets its own flow, and the service's replies come back to it.\n"
+    "\n"
     "With --stdio it joins stdin and stdout to one stream: stdout carries only\n"
     "the peer's bytes, messages go to stderr. End of stdin ends our side; it\n"
     "exits once both sides have ended. This is what ssh's ProxyCommand needs.\n"
@@ -80,6 +93,8 @@ static const char connect_help[] =
     "  --listen ADDR:PORT      accept TCP connections on ADDR:PORT and carry each\n"
     "                          to KEY (ADDR an IP address or localhost; PORT alone\n"
     "                          is 127.0.0.1:PORT; port 0 picks a free one, printed)\n"
+    "  --socks ADDR:PORT       a SOCKS5 server there (ADDR as for --listen)\n"
+    "  --listen-udp ADDR:PORT  a UDP port forwarded to the service --service names\n"
     "  --stdio                 join stdin and stdout to a stream\n"
     "  --verbose               with --stdio: the connection's details on stderr\n"
     "  --service NAME          the peer's service to reach (default: its first)\n"
@@ -94,6 +109,8 @@ static const char connect_help[] =
     "  kadpunch connect 1kbqs8tc39zasouiojo73fmb83iynjt7ppdn835bskst4nf4yrqy \\\n"
     "      --bootstrap 203.0.113.7:49737\n"
     "  kadpunch connect KEY --listen 127.0.0.1:2222   # then: ssh -p 2222 localhost\n"
+    "  kadpunch connect KEY --socks 127.0.0.1:1080    # curl --socks5-hostname ...\n"
+    "  kadpunch connect KEY --listen-udp 127.0.0.1:5353 --service dns\n"
     "  ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY\n"
     "  kadpunch connect KEY --info\n"
     "  kadpunch connect <90-character invitation>\n"
@@ -312,13 +329,31 @@ static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
   return st->status ? KP_EXIT_FAIL : rc;
 }
 
-/* --listen and --stdio take none of the echo's options; one of them at most. */
-static int check_modes(const kp_cli_connect_args_t *a, bool stdio, const connect_t *st,
+/* --listen, --socks, --listen-udp and --stdio take none of the echo's
+ * options; one of them at most. */
+static int check_modes(kp_cli_connect_args_t *a, bool stdio, const connect_t *st,
                        bool message_set) {
-  if (a->listen && stdio) return kp_cli_usage_error("connect", "--listen or --stdio, not both");
-  if ((a->listen || stdio) && (st->json || message_set || st->wait_direct_ms))
-    return kp_cli_usage_error(
-        "connect", "--json, --message and --wait-direct go without --listen and --stdio");
+  const char *given[4];
+  int modes = 0;
+  if (a->listen) given[modes++] = "--listen";
+  if (a->socks) given[modes++] = "--socks";
+  if (a->listen_udp) given[modes++] = "--listen-udp";
+  if (stdio) given[modes++] = "--stdio";
+  if (modes > 1)
+    return kp_cli_usage_error("connect",
+                              "%s and %s: not both (one of --listen, --socks, --listen-udp, "
+                              "--stdio)",
+                              given[0], given[1]);
+  if (modes && (st->json || message_set || st->wait_direct_ms))
+    return kp_cli_usage_error("connect",
+                              "--json, --message and --wait-direct go without --listen, --socks, "
+                              "--listen-udp and --stdio");
+  if (a->socks) {
+    if (a->opts.service && strcmp(a->opts.service, KP_CLI_SOCKS_SERVICE))
+      return kp_cli_usage_error("connect", "--socks reaches the peer's \"%s\" service",
+                                KP_CLI_SOCKS_SERVICE);
+    a->opts.service = KP_CLI_SOCKS_SERVICE;
+  }
   if (a->verbose && !stdio) return kp_cli_usage_error("connect", "--verbose goes with --stdio");
   return 0;
 }
@@ -330,6 +365,8 @@ int kp_cli_connect(int argc, char **argv) {
                                            {"relay-only", no_argument, 0, 'r'},
                                            {"listen", required_argument, 0, 'L'},
                                            {"stdio", no_argument, 0, 'S'},
+                                           {"socks", required_argument, 0, 'X'},
+                                           {"listen-udp", required_argument, 0, 'U'},
                                            {"verbose", no_argument, 0, 'v'},
                                            {"service", required_argument, 0, 's'},
                                            {"info", no_argument, 0, 'i'},
@@ -352,6 +389,8 @@ int kp_cli_connect(int argc, char **argv) {
       case 'r': net->relay_only = true; break;
       case 'L': a.listen = optarg; break;
       case 'S': stdio = true; break;
+      case 'X': a.socks = optarg; break;
+      case 'U': a.listen_udp = optarg; break;
       case 'v': a.verbose = true; break;
       case 's':
         if (!kp_service_name_ok(optarg))
@@ -393,7 +432,7 @@ int kp_cli_connect(int argc, char **argv) {
     return kp_cli_usage_error("connect", "--message must be 1 to 65536 bytes");
   kp_key_to_text(a.server_key, st.key);
   memcpy(a.key_text, st.key, sizeof(a.key_text));
-  if (a.listen) return kp_cli_connect_listen(&a);
+  if (a.listen || a.socks || a.listen_udp) return kp_cli_connect_listen(&a);
   if (stdio) return kp_cli_connect_stdio(&a);
   return connect_echo(&st, &a);
 }

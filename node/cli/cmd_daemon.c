@@ -20,8 +20,9 @@ static const char daemon_help[] =
     "\n"
     "Runs `kadpunch serve` as a long-lived service, configured by FILE: one\n"
     "`name = value` per line, '#' comments. Every serve option is a name\n"
-    "(bootstrap, bind, relay, tcp-relay, forward, allow, allow-file, name,\n"
-    "info, log; forward, allow and relay repeat), plus:\n"
+    "(bootstrap, bind, relay, tcp-relay, forward, forward-udp, socks-allow,\n"
+    "udp-idle, allow, allow-file, name, info, log; forward, forward-udp,\n"
+    "socks-allow, allow and relay repeat; socks = yes for --socks), plus:\n"
     "  state = DIR     the state directory (default /var/lib/kadpunch): the key\n"
     "                  (DIR/key, made 0600 on first start), the allow list\n"
     "                  (DIR/allow) and invitations (DIR/invites)\n"
@@ -44,8 +45,9 @@ static const char daemon_help[] =
     "failed, 2 a bad config file (the line is named), key or state directory\n";
 
 /* The names serve knows; anything else in a config file is an error. */
-static const char *const known[] = {"bootstrap",  "bind", "relay", "tcp-relay", "forward", "allow",
-                                    "allow-file", "name", "info",  "log",       "control"};
+static const char *const known[] = {
+    "bootstrap", "bind",  "relay",      "tcp-relay", "forward", "forward-udp", "socks-allow",
+    "udp-idle",  "allow", "allow-file", "name",      "info",    "log",         "control"};
 
 void kp_cli_daemon_config_free(kp_cli_daemon_cfg_t *c) {
   for (int i = 0; i < c->argc; i++) free(c->argv[i]);
@@ -87,12 +89,20 @@ static int cfg_line(kp_cli_daemon_cfg_t *c, char *line, const char *path, unsign
     snprintf(c->key, sizeof(c->key), "%s", value);
     return 0;
   }
+  if (!strcmp(name, "socks")) {
+    /* serve's --socks takes no value: "socks = yes" is the switch. */
+    if (!strcmp(value, "yes")) return push(c, "--socks", NULL, path, no);
+    if (!strcmp(value, "no")) return 0;
+    return kp_cli_usage_error("daemon", "%s:%u: socks is yes or no", path, no);
+  }
   for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
     if (strcmp(name, known[i])) continue;
     char opt[64];
     snprintf(opt, sizeof(opt), "--%s", name);
-    /* "forward = ssh 127.0.0.1:22" is serve's --forward ssh=127.0.0.1:22. */
-    char *space = strcmp(name, "forward") ? NULL : strpbrk(value, " \t");
+    /* "forward = ssh 127.0.0.1:22" is serve's --forward ssh=127.0.0.1:22
+     * (forward-udp the same). */
+    bool named = !strcmp(name, "forward") || !strcmp(name, "forward-udp");
+    char *space = named ? strpbrk(value, " \t") : NULL;
     if (space) {
       *space = '=';
       char *rest = trim(space + 1);

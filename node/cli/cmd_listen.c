@@ -4,13 +4,18 @@
  * of its own (cli_bridge.c). When that connection dies its TCP connections
  * are reset, and the next one accepted connects again: attempts follow what
  * users do, so a dead peer costs one attempt per TCP connection, never a
- * loop of them. */
+ * loop of them.
+ *
+ * --socks and --listen-udp run on the same one connection (cli_socks.h):
+ * a SOCKS5 port whose CONNECTs are streams of it and whose UDP ASSOCIATEs
+ * ride its datagrams, or a UDP port whose senders' datagrams do. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "node/cli/cli.h"
 #include "node/cli/cli_bridge.h"
+#include "node/cli/cli_socks.h"
 
 /* TCP connections at once (each is a file descriptor); more are reset as
  * soon as they are accepted. The server takes 256 streams at once per
@@ -31,7 +36,12 @@ typedef struct listen_s {
   bool connecting, stopping;
   bool first_done;
   int first_status;
+  kp_cli_socks_client_t *socks; /* --socks */
+  kp_cli_udp_listen_t *udp;     /* --listen-udp */
+  bool server_open;
 } listen_t;
+
+static void start_connect(listen_t *l);
 
 /* "PORT", "localhost:PORT", "IP:PORT" or "[IPv6]:PORT". */
 static bool parse_listen(const char *text, struct sockaddr_storage *out) {
@@ -77,6 +87,7 @@ static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
             "connects again)\n",
             l->a->key_text, status ? kp_strerror(status) : "closed");
   kp_cli_bridges_abort(&l->bridges, conn, UV_ECANCELED);
+  if (l->socks) kp_cli_socks_client_conn_closed(l->socks, conn);
   kp_conn_close(conn, 0);
   if (l->conn == conn) l->conn = NULL;
 }
@@ -93,6 +104,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
     if (!l->stopping) kp_cli_print_connect_error(l->a->key_text, status, info);
     /* Whoever waited for this connection is told by a reset. */
     kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
+    if (l->socks) kp_cli_socks_client_conn_failed(l->socks, status);
     return;
   }
   l->conn = conn;
@@ -105,11 +117,27 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   kp_cli_print_info(stdout, info, true);
   fflush(stdout);
   kp_cli_bridges_open(&l->bridges, conn);
+  if (l->socks) kp_cli_socks_client_connected(l->socks, conn);
+}
+
+static void on_conn_datagram(kp_conn_t *conn, const uint8_t *data, size_t len) {
+  listen_t *l = kp_conn_get_data(conn);
+  if (l && l->socks) kp_cli_socks_client_datagram(l->socks, data, len);
+  if (l && l->udp) kp_cli_udp_listen_datagram(l->udp, data, len);
+}
+
+/* kp_cli_link_t.conn: the connection, or NULL after starting to make it. */
+static kp_conn_t *link_conn(void *ctx) {
+  listen_t *l = ctx;
+  if (!l->conn) start_connect(l);
+  return l->conn;
 }
 
 static void start_connect(listen_t *l) {
   if (l->connecting || l->conn || l->stopping) return;
-  kp_conn_callbacks_t cb = {.on_close = on_conn_close, .on_path = kp_cli_print_path_change};
+  kp_conn_callbacks_t cb = {.on_close = on_conn_close,
+                            .on_path = kp_cli_print_path_change,
+                            .on_datagram = on_conn_datagram};
   int err =
       kp_node_connect_with(l->s.node, &l->kp, l->a->server_key, &l->a->opts, &cb, on_connected, l);
   if (err) {
@@ -123,6 +151,10 @@ static void start_connect(listen_t *l) {
 static void on_tcp_connection(uv_stream_t *server, int status) {
   listen_t *l = server->data;
   kp_cli_bridge_t *b;
+  if (l->socks && !status) {
+    kp_cli_socks_client_accept(l->socks, server);
+    return;
+  }
   if (status || kp_cli_bridge_new(server->loop, &l->bridges, on_bridge_done, l, &b)) {
     fprintf(stderr, "kadpunch connect: accepting a TCP connection: %s\n",
             uv_strerror(status ? status : UV_ENOMEM));
@@ -143,6 +175,7 @@ static void on_tcp_connection(uv_stream_t *server, int status) {
 static int listen_tcp(listen_t *l, const struct sockaddr *addr) {
   uv_tcp_init(&l->s.loop, &l->server);
   l->server.data = l;
+  l->server_open = true;
   int err = uv_tcp_bind(&l->server, addr, 0);
   if (!err) err = uv_listen((uv_stream_t *)&l->server, BACKLOG, on_tcp_connection);
   struct sockaddr_storage bound;
@@ -154,7 +187,10 @@ static int listen_tcp(listen_t *l, const struct sockaddr *addr) {
     fprintf(stderr, "kadpunch connect: cannot listen on %s: %s\n", text, uv_strerror(err));
     return KP_EXIT_FAIL;
   }
-  printf("listening on %s, forwarding to %s\n", text, l->a->key_text);
+  if (l->socks)
+    printf("socks on %s, through %s\n", text, l->a->key_text);
+  else
+    printf("listening on %s, forwarding to %s\n", text, l->a->key_text);
   fflush(stdout);
   return 0;
 }
@@ -166,22 +202,44 @@ static bool first_done(void *ctx) {
 static int stop(listen_t *l, int rc) {
   l->stopping = true;
   kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
+  if (l->socks) kp_cli_socks_client_stop(l->socks);
+  if (l->udp) kp_cli_udp_listen_stop(l->udp);
   if (l->conn) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", l->conn);
   if (l->conn) kp_conn_close(l->conn, 0);
-  if (!uv_is_closing((uv_handle_t *)&l->server)) uv_close((uv_handle_t *)&l->server, NULL);
+  if (l->server_open && !uv_is_closing((uv_handle_t *)&l->server))
+    uv_close((uv_handle_t *)&l->server, NULL);
   /* Let the close reach the peer. */
   l->s.signalled = false;
   kp_cli_session_run(&l->s, NULL, NULL, 100);
   kp_keypair_wipe(&l->kp);
   int closed = kp_cli_session_close(&l->s);
+  kp_cli_socks_client_free(l->socks);
+  kp_cli_udp_listen_free(l->udp);
   return rc ? rc : closed;
+}
+
+/* --listen-udp: the UDP port instead of a TCP one. */
+static int listen_udp(listen_t *l, const struct sockaddr *addr) {
+  kp_cli_link_t link = {link_conn, l};
+  char bound[64], text[64];
+  int err = kp_cli_udp_listen_new(&l->s.loop, addr, &link, &l->udp, bound);
+  if (err) {
+    fprintf(stderr, "kadpunch connect: cannot listen on udp %s: %s\n",
+            kp_cli_sockaddr_format((const struct sockaddr_storage *)addr, text), uv_strerror(err));
+    return KP_EXIT_FAIL;
+  }
+  printf("listening on udp %s, forwarding to %s\n", bound, l->a->key_text);
+  fflush(stdout);
+  return 0;
 }
 
 int kp_cli_connect_listen(kp_cli_connect_args_t *a) {
   struct sockaddr_storage addr;
-  if (!parse_listen(a->listen, &addr))
-    return kp_cli_usage_error(
-        "connect", "--listen '%s': expected ADDR:PORT, localhost:PORT or PORT", a->listen);
+  const char *opt = a->socks ? "--socks" : a->listen_udp ? "--listen-udp" : "--listen";
+  const char *where = a->socks ? a->socks : a->listen_udp ? a->listen_udp : a->listen;
+  if (!parse_listen(where, &addr))
+    return kp_cli_usage_error("connect", "%s '%s': expected ADDR:PORT, localhost:PORT or PORT", opt,
+                              where);
   signal(SIGPIPE, SIG_IGN);
   listen_t *l = calloc(1, sizeof(*l));
   if (!l) return KP_EXIT_FAIL;
@@ -192,7 +250,11 @@ int kp_cli_connect_listen(kp_cli_connect_args_t *a) {
     free(l);
     return rc;
   }
-  if ((rc = listen_tcp(l, (const struct sockaddr *)&addr))) {
+  kp_cli_link_t link = {link_conn, l};
+  if (a->socks && kp_cli_socks_client_new(&l->s.loop, &link, &l->socks)) {
+    rc = stop(l, KP_EXIT_FAIL);
+  } else if ((rc = a->listen_udp ? listen_udp(l, (const struct sockaddr *)&addr)
+                                 : listen_tcp(l, (const struct sockaddr *)&addr))) {
     rc = stop(l, rc);
   } else {
     start_connect(l);

@@ -2,7 +2,8 @@
  * there: an echo, or local TCP services by name (--forward), a device info
  * for those who ask (--info), and who may come in (--allow, --allow-file,
  * invitations kept in --state). `kadpunch daemon` runs this from a config
- * file (cmd_daemon.c). SIGHUP re-reads the allow lists. */
+ * file (cmd_daemon.c). SIGHUP re-reads the allow lists. UDP services
+ * (--forward-udp) and SOCKS (--socks, --socks-allow) are in cli_socks.h. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "node/cli/cli.h"
+#include "node/cli/cli_socks.h"
 #include "node/control.h"
 
 static const char serve_help[] =
@@ -36,6 +38,20 @@ static const char serve_help[] =
     "                          `connect --service NAME`, else get the first. A\n"
     "                          connection the service refuses resets the stream;\n"
     "                          the client is told why.\n"
+    "  --forward-udp [NAME=]HOST:PORT\n"
+    "                          a UDP service: datagrams a client sends (`connect\n"
+    "                          --listen-udp ADDR:PORT --service NAME`) go to\n"
+    "                          HOST:PORT from a socket per client flow, replies go\n"
+    "                          back; a flow unused for --udp-idle ends\n"
+    "  --socks                 a SOCKS service (named socks): clients' `connect\n"
+    "                          --socks` CONNECT and UDP ASSOCIATE requests go where\n"
+    "                          --socks-allow says, names resolved here\n"
+    "  --socks-allow DEST:PORTS\n"
+    "                          where SOCKS may go (repeatable; default: nowhere):\n"
+    "                          192.168.1.0/24:22,80,443, [fd00::]/64:*, nas.lan:445,\n"
+    "                          *.lan:80. This host's loopback and link-local\n"
+    "                          addresses only by a rule inside them (127.0.0.1:8080)\n"
+    "  --udp-idle SECONDS      a UDP flow unused this long ends (default 60)\n"
     "  --allow KEY             let only this client key in (repeatable; default:\n"
     "                          everyone). Others are refused and told so.\n"
     "  --allow-file FILE       the same for every key in FILE: one key per line,\n"
@@ -55,6 +71,8 @@ static const char serve_help[] =
     "  kadpunch serve --key ~/.kadpunch/key --allow "
     "1kbqs8tc39zasouiojo73fmb83iynjt7ppdn835bskst4nf4yrqy\n"
     "  kadpunch serve --forward ssh=localhost:22 --forward web=localhost:80 --state ~/.kadpunch\n"
+    "  kadpunch serve --socks --socks-allow 192.168.1.0/24:22,80,443 --forward-udp "
+    "dns=192.168.1.1:53\n"
     "      (then from anywhere: ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY)\n"
     "\n"
     "exit codes: 0 stopped by a signal, 1 the network failed, 2 bad options, key,\n"
@@ -64,10 +82,22 @@ static const char serve_help[] =
 #define MAX_ALLOW_ARGS 64
 #define MAX_ALLOW_FILES 8
 
+typedef enum { SERVICE_TCP, SERVICE_UDP, SERVICE_SOCKS } service_kind_t;
+
 typedef struct service_s {
   char name[KP_SERVICE_MAX + 1];
-  kp_cli_forward_t *fwd;
+  service_kind_t kind;
+  kp_cli_forward_t *fwd;        /* TCP */
+  kp_cli_udp_flows_t *udp;      /* UDP, and SOCKS's UDP ASSOCIATE */
+  kp_cli_socks_server_t *socks; /* SOCKS */
+  char target[64];              /* what it reaches, for people */
 } service_t;
+
+/* A client's connection: its service, and who it is (for the logs). */
+typedef struct serve_conn_s {
+  const service_t *svc;
+  char key[KP_KEY_TEXT_LEN + 1];
+} serve_conn_t;
 
 /* kp_cli_serve's state. Options are checked before the node starts. */
 typedef struct serve_s {
@@ -82,6 +112,9 @@ typedef struct serve_s {
   unsigned service_count;
   kp_device_info_t info;
   kp_info_policy_t info_policy;
+  bool socks;
+  kp_cli_socks_allow_t socks_allow;
+  unsigned udp_idle_ms;
   uint8_t public_key[KP_PUBLIC_KEY_LEN];
   uv_signal_t sighup;
   uint64_t connections, refused, invited;
@@ -161,9 +194,16 @@ static int serve_firewall(kp_server_t *server, const kp_client_hello_t *hello, v
 /* ---- Connections ------------------------------------------------------------------------ */
 
 static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
-  kp_cli_forward_t *fwd = kp_conn_get_data(conn);
+  serve_conn_t *sc = kp_conn_get_data(conn);
   (void)code;
-  if (fwd) kp_cli_forward_conn_closed(fwd, conn);
+  if (sc) {
+    const service_t *svc = sc->svc;
+    if (svc->fwd) kp_cli_forward_conn_closed(svc->fwd, conn);
+    if (svc->socks) kp_cli_socks_server_conn_closed(svc->socks, conn);
+    if (svc->udp) kp_cli_udp_flows_conn_closed(svc->udp, conn);
+    kp_conn_set_data(conn, NULL);
+    free(sc);
+  }
   printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
   kp_cli_print_conn_stats(stdout, "  ", conn);
   kp_conn_close(conn, 0);
@@ -177,10 +217,26 @@ static void on_serve_path(kp_conn_t *conn, const kp_path_event_t *ev) {
 }
 
 static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
-  if (kp_conn_get_data(conn))
-    kp_cli_forward_stream(conn, s);
-  else
+  serve_conn_t *sc = kp_conn_get_data(conn);
+  if (!sc) {
     kp_cli_echo_stream(conn, s);
+  } else if (sc->svc->kind == SERVICE_TCP) {
+    kp_cli_forward_stream_to(sc->svc->fwd, conn, s);
+  } else if (sc->svc->kind == SERVICE_SOCKS) {
+    kp_cli_socks_server_stream(sc->svc->socks, conn, s, sc->key);
+  } else {
+    kp_stream_reset(s, KP_STREAM_REFUSED); /* a UDP service carries datagrams only */
+    kp_stream_close(s, NULL);
+  }
+}
+
+/* Datagrams: a UDP service's flows, SOCKS's UDP ASSOCIATE, or the echo. */
+static void on_serve_datagram(kp_conn_t *conn, const uint8_t *data, size_t len) {
+  serve_conn_t *sc = kp_conn_get_data(conn);
+  if (!sc)
+    kp_conn_datagram_send(conn, data, len);
+  else if (sc->svc->udp)
+    kp_cli_udp_flows_input(sc->svc->udp, conn, data, len);
 }
 
 static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_connect_info_t *info,
@@ -190,8 +246,18 @@ static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_c
   (void)server;
   /* Before any stream of the connection can arrive: where its streams go. */
   const service_t *svc = find_service(sv, info->service);
-  if (svc) kp_conn_set_data(conn, svc->fwd);
   kp_key_to_text(info->remote_key, key);
+  if (svc) {
+    serve_conn_t *sc = calloc(1, sizeof(*sc));
+    if (!sc) {
+      fprintf(stderr, "kadpunch %s: out of memory: connection closed\n", sv->cmd);
+      kp_conn_close(conn, 0);
+      return;
+    }
+    sc->svc = svc;
+    memcpy(sc->key, key, sizeof(sc->key));
+    kp_conn_set_data(conn, sc);
+  }
   sv->connections++;
   printf("connection from %s (service %s)\n", key, svc ? svc->name : "echo");
   kp_cli_print_info(stdout, info, false);
@@ -200,28 +266,90 @@ static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_c
 
 /* ---- Options ------------------------------------------------------------------------------ */
 
-static int add_forward(serve_t *sv, const char *arg) {
-  if (sv->service_count == KP_SERVICES_MAX)
-    return kp_cli_usage_error(sv->cmd, "at most %d --forward", KP_SERVICES_MAX);
+/* A service's slot and its name ("default" or NAME= in front of arg);
+ * NULL after saying what is wrong (rc set). */
+static service_t *new_service(serve_t *sv, const char *opt, const char *arg, const char **target,
+                              int *rc) {
+  *rc = 0;
+  if (sv->service_count == KP_SERVICES_MAX) {
+    *rc = kp_cli_usage_error(sv->cmd,
+                             "at most %d services (--forward, --forward-udp, --socks together)",
+                             KP_SERVICES_MAX);
+    return NULL;
+  }
   service_t *svc = &sv->services[sv->service_count];
-  const char *eq = strchr(arg, '='), *target = eq ? eq + 1 : arg;
+  memset(svc, 0, sizeof(*svc));
+  const char *eq = strchr(arg, '=');
+  *target = eq ? eq + 1 : arg;
   snprintf(svc->name, sizeof(svc->name), "default");
   if (eq) {
     size_t n = (size_t)(eq - arg);
     if (n > KP_SERVICE_MAX) n = KP_SERVICE_MAX + 1; /* too long: fails the check */
     snprintf(svc->name, sizeof(svc->name), "%.*s", (int)n, arg);
-    if (n > KP_SERVICE_MAX || !kp_service_name_ok(svc->name))
-      return kp_cli_usage_error(sv->cmd,
-                                "--forward '%s': a service name is 1 to %d letters, digits, "
-                                "'.', '_' or '-'",
-                                arg, KP_SERVICE_MAX);
+    if (n > KP_SERVICE_MAX || !kp_service_name_ok(svc->name)) {
+      *rc = kp_cli_usage_error(sv->cmd,
+                               "%s '%s': a service name is 1 to %d letters, digits, "
+                               "'.', '_' or '-'",
+                               opt, arg, KP_SERVICE_MAX);
+      return NULL;
+    }
   }
-  for (unsigned i = 0; i < sv->service_count; i++)
-    if (!strcmp(sv->services[i].name, svc->name))
-      return kp_cli_usage_error(sv->cmd, "--forward: two services named '%s'", svc->name);
-  int rc = kp_cli_forward_new(&sv->s.loop, target, sv->cmd, &svc->fwd);
-  if (!rc) sv->service_count++;
-  return rc;
+  for (unsigned i = 0; i < sv->service_count; i++) {
+    if (!strcmp(sv->services[i].name, svc->name)) {
+      *rc = kp_cli_usage_error(sv->cmd, "%s: two services named '%s'", opt, svc->name);
+      return NULL;
+    }
+  }
+  return svc;
+}
+
+static int add_forward(serve_t *sv, const char *arg) {
+  const char *target;
+  int rc;
+  service_t *svc = new_service(sv, "--forward", arg, &target, &rc);
+  if (!svc) return rc;
+  svc->kind = SERVICE_TCP;
+  rc = kp_cli_forward_new(&sv->s.loop, target, sv->cmd, &svc->fwd);
+  if (rc) return rc;
+  snprintf(svc->target, sizeof(svc->target), "%s", kp_cli_forward_target(svc->fwd));
+  sv->service_count++;
+  return 0;
+}
+
+static int add_forward_udp(serve_t *sv, const char *arg) {
+  const char *target;
+  int rc;
+  service_t *svc = new_service(sv, "--forward-udp", arg, &target, &rc);
+  if (!svc) return rc;
+  struct sockaddr_storage ss;
+  if ((rc = kp_cli_resolve(target, SOCK_DGRAM, &ss, "--forward-udp", sv->cmd))) return rc;
+  svc->kind = SERVICE_UDP;
+  char text[64];
+  snprintf(svc->target, sizeof(svc->target), "udp %s", kp_cli_sockaddr_format(&ss, text));
+  if (kp_cli_udp_flows_new(&sv->s.loop, (const struct sockaddr *)&ss, NULL, sv->udp_idle_ms,
+                           &svc->udp))
+    return KP_EXIT_FAIL;
+  sv->service_count++;
+  return 0;
+}
+
+/* --socks: a service named "socks", after every --socks-allow is read. */
+static int add_socks(serve_t *sv) {
+  const char *target;
+  int rc;
+  service_t *svc = new_service(sv, "--socks", KP_CLI_SOCKS_SERVICE "=", &target, &rc);
+  if (!svc) return rc;
+  svc->kind = SERVICE_SOCKS;
+  snprintf(svc->target, sizeof(svc->target), "socks, %u rule%s", sv->socks_allow.count,
+           sv->socks_allow.count == 1 ? "" : "s");
+  if (kp_cli_socks_server_new(&sv->s.loop, &sv->socks_allow, &svc->socks) ||
+      kp_cli_udp_flows_new(&sv->s.loop, NULL, &sv->socks_allow, sv->udp_idle_ms, &svc->udp))
+    return KP_EXIT_FAIL;
+  sv->service_count++;
+  if (!sv->socks_allow.count)
+    fprintf(stderr, "kadpunch %s: --socks without --socks-allow: every request is refused\n",
+            sv->cmd);
+  return 0;
 }
 
 static int set_info(serve_t *sv, const char *name, const char *who) {
@@ -262,6 +390,10 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
                                            {"allow", required_argument, 0, 'a'},
                                            {"allow-file", required_argument, 0, 'A'},
                                            {"forward", required_argument, 0, 'f'},
+                                           {"forward-udp", required_argument, 0, 'F'},
+                                           {"socks", no_argument, 0, 'S'},
+                                           {"socks-allow", required_argument, 0, 'R'},
+                                           {"udp-idle", required_argument, 0, 'U'},
                                            {"state", required_argument, 0, 's'},
                                            {"name", required_argument, 0, 'n'},
                                            {"info", required_argument, 0, 'i'},
@@ -270,6 +402,10 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
   const char *name = NULL, *who = NULL;
+  const char *udp_args[KP_SERVICES_MAX + 1];
+  unsigned udp_count = 0;
+  char err[256];
+  unsigned long secs;
   int c, rc;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -287,6 +423,22 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
         sv->allow_files[sv->allow_file_count++] = optarg;
         break;
       case 'f': rc = add_forward(sv, optarg); break;
+      case 'F':
+        /* After the loop: --udp-idle may come later. */
+        if (udp_count == KP_SERVICES_MAX)
+          return kp_cli_usage_error(sv->cmd, "at most %d --forward-udp", KP_SERVICES_MAX);
+        udp_args[udp_count++] = optarg;
+        break;
+      case 'S': sv->socks = true; break;
+      case 'R':
+        if (!kp_cli_socks_allow_add(&sv->socks_allow, optarg, err, sizeof(err)))
+          return kp_cli_usage_error(sv->cmd, "--socks-allow: %s", err);
+        break;
+      case 'U':
+        if (!kp_cli_parse_uint(optarg, 1, 86400, &secs))
+          return kp_cli_usage_error(sv->cmd, "--udp-idle '%s': seconds, 1 to 86400", optarg);
+        sv->udp_idle_ms = (unsigned)secs * 1000;
+        break;
       case 's': sv->state = optarg; break;
       case 'n': name = optarg; break;
       case 'i': who = optarg; break;
@@ -297,12 +449,41 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
     if (rc) return rc;
   }
   if (optind < argc) return kp_cli_usage_error(sv->cmd, "unexpected argument '%s'", argv[optind]);
+  for (unsigned i = 0; i < udp_count; i++)
+    if ((rc = add_forward_udp(sv, udp_args[i]))) return rc;
+  if (sv->socks_allow.count && !sv->socks)
+    return kp_cli_usage_error(sv->cmd, "--socks-allow goes with --socks");
+  if (sv->socks && (rc = add_socks(sv))) return rc;
   if ((rc = set_info(sv, name, who))) return rc;
   if ((rc = load_allow(sv, &sv->allow))) return rc;
   return -1;
 }
 
 /* ---- Running ------------------------------------------------------------------------------ */
+
+/* A UDP service's flows, SOCKS's requests. */
+static void control_service_counters(kp_jw_t *out, const service_t *svc) {
+  if (svc->udp) {
+    kp_cli_udp_stats_t u;
+    kp_cli_udp_flows_stats(svc->udp, &u);
+    kp_jw_ku64(out, "udp_flows", u.open);
+    kp_jw_ku64(out, "udp_flows_opened", u.flows_opened);
+    kp_jw_ku64(out, "udp_flows_idle", u.flows_idle);
+    kp_jw_ku64(out, "udp_flows_evicted", u.flows_evicted);
+    kp_jw_ku64(out, "udp_to_service", u.to_service);
+    kp_jw_ku64(out, "udp_from_service", u.from_service);
+    kp_jw_ku64(out, "udp_dropped", u.dropped);
+  }
+  if (svc->socks) {
+    kp_cli_socks_stats_t s;
+    kp_cli_socks_server_stats(svc->socks, &s);
+    kp_jw_ku64(out, "socks_requests", s.requests);
+    kp_jw_ku64(out, "socks_connected", s.connected);
+    kp_jw_ku64(out, "socks_refused", s.refused);
+    kp_jw_ku64(out, "socks_failed", s.failed);
+    kp_jw_ku64(out, "socks_pending", s.pending);
+  }
+}
 
 /* {"cmd":"serve"}: the key, the services, the counters. */
 static int control_serve(void *ctx, const kp_json_t *request, const char *line, size_t len,
@@ -321,7 +502,8 @@ static int control_serve(void *ctx, const kp_json_t *request, const char *line, 
   for (unsigned i = 0; i < sv->service_count; i++) {
     kp_jw_obj(out);
     kp_jw_kstr(out, "name", sv->services[i].name);
-    kp_jw_kstr(out, "target", kp_cli_forward_target(sv->services[i].fwd));
+    kp_jw_kstr(out, "target", sv->services[i].target);
+    control_service_counters(out, &sv->services[i]);
     kp_jw_obj_end(out);
   }
   kp_jw_arr_end(out);
@@ -348,8 +530,8 @@ static void print_serving(const serve_t *sv, const char *key) {
   printf("serving %s", key);
   if (!sv->service_count) printf(" (echo)");
   for (unsigned i = 0; i < sv->service_count; i++)
-    printf("%s%s -> %s%s", i ? ", " : " (", sv->services[i].name,
-           kp_cli_forward_target(sv->services[i].fwd), i + 1 == sv->service_count ? ")" : "");
+    printf("%s%s -> %s%s", i ? ", " : " (", sv->services[i].name, sv->services[i].target,
+           i + 1 == sv->service_count ? ")" : "");
   printf("\n");
   fflush(stdout);
 }
@@ -365,8 +547,10 @@ static int serve_run(serve_t *sv) {
     kp_keypair_wipe(&kp);
     return rc;
   }
-  kp_conn_callbacks_t cb = {
-      .on_stream = on_serve_stream, .on_close = on_serve_close, .on_path = on_serve_path};
+  kp_conn_callbacks_t cb = {.on_stream = on_serve_stream,
+                            .on_close = on_serve_close,
+                            .on_path = on_serve_path,
+                            .on_datagram = on_serve_datagram};
   kp_server_t *server;
   int err =
       kp_server_listen(sv->s.node, &kp, serve_firewall, &cb, on_serve_connection, sv, &server);
@@ -394,7 +578,12 @@ static int serve_run(serve_t *sv) {
   uv_close((uv_handle_t *)&sv->sighup, NULL);
   if (sv->control) kp_control_close(sv->control); /* before the node it reads */
   kp_server_close(server);
-  for (unsigned i = 0; i < sv->service_count; i++) kp_cli_forward_stop(sv->services[i].fwd);
+  for (unsigned i = 0; i < sv->service_count; i++) {
+    service_t *svc = &sv->services[i];
+    if (svc->fwd) kp_cli_forward_stop(svc->fwd);
+    if (svc->socks) kp_cli_socks_server_stop(svc->socks);
+    if (svc->udp) kp_cli_udp_flows_stop(svc->udp);
+  }
   return kp_cli_session_close(&sv->s);
 }
 
@@ -408,7 +597,13 @@ int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only) {
   int rc = serve_options(sv, argc, argv);
   if (rc < 0) rc = check_only ? KP_EXIT_OK : serve_run(sv);
   kp_cli_allow_free(&sv->allow);
-  for (unsigned i = 0; i < sv->service_count; i++) kp_cli_forward_free(sv->services[i].fwd);
+  for (unsigned i = 0; i <= sv->service_count && i < KP_SERVICES_MAX; i++) {
+    /* (one past the count: a service whose making failed half way) */
+    service_t *svc = &sv->services[i];
+    if (svc->fwd) kp_cli_forward_free(svc->fwd);
+    if (svc->socks) kp_cli_socks_server_free(svc->socks);
+    if (svc->udp) kp_cli_udp_flows_free(svc->udp);
+  }
   free(sv);
   return rc;
 }

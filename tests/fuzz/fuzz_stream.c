@@ -3,7 +3,8 @@
  * authentic packets: its header fields and frame bytes, sealed with the
  * peer's key, so the fuzzer reaches frame parsing, streams, flow control,
  * acks and paths. It also moves the clock and plays the application
- * (open, write, end, reset, pause, close). Every datagram the connection
+ * (open, write, end, reset, pause, close, datagrams: DATAGRAM frames are
+ * decoded here too). Every datagram the connection
  * sends must be a well-formed packet that opens under its key. */
 #include <string.h>
 
@@ -45,6 +46,11 @@ static void on_write_done(void *ctx, kp_swrite_t *w, int status) {
 static void on_data(void *ctx, uint64_t id, const uint8_t *data, size_t len) {
   (void)ctx, (void)id;
   KP_FUZZ_ASSERT(len > 0 && len <= 1500 && data);
+}
+
+static void on_datagram(void *ctx, const uint8_t *data, size_t len) {
+  (void)ctx;
+  KP_FUZZ_ASSERT(len <= 1500 && (data || !len));
 }
 
 static void on_closed(void *ctx, int status, uint64_t code) {
@@ -139,7 +145,14 @@ static void app(kp_sconn_t *c, script_t *s) {
     case 3: kp_sconn_stream_reset(c, id | (op >> 7), next(s)); break;
     case 4: kp_sconn_stream_pause(c, id | (op >> 7), op & 0x40); break;
     case 5:
-      if (op & 0x80) kp_sconn_close(c, next(s), "fuzz");
+      if (op & 0x80) {
+        kp_sconn_close(c, next(s), "fuzz");
+      } else if (op & 0x40) {
+        size_t len = next(s) * 8; /* up to 2040: too big is refused */
+        int err = kp_sconn_datagram_send(c, payload, len);
+        KP_FUZZ_ASSERT(err == 0 || err == UV_EMSGSIZE || err == UV_ENOBUFS || err == UV_EPIPE);
+        KP_FUZZ_ASSERT(err != UV_EMSGSIZE || len > kp_sconn_datagram_max(c));
+      }
       break;
   }
 }
@@ -160,7 +173,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kp_aead_t peer_tx, peer_rx;
   KP_FUZZ_ASSERT(kp_aead_init(&peer_tx, cfg.cipher, cfg.rx_key) == 0);
   KP_FUZZ_ASSERT(kp_aead_init(&peer_rx, cfg.cipher, cfg.tx_key) == 0);
-  kp_sconn_events_t ev = {.stream_data = on_data, .write_done = on_write_done, .closed = on_closed};
+  kp_sconn_events_t ev = {.stream_data = on_data,
+                          .write_done = on_write_done,
+                          .closed = on_closed,
+                          .datagram = on_datagram};
   uint64_t now = 1000000, pn = 0;
   kp_sconn_t *c;
   KP_FUZZ_ASSERT(kp_sconn_new(&cfg, &ev, now, &c) == 0);
@@ -219,8 +235,14 @@ size_t kp_fuzz_seeds(kp_fuzz_seed_t *seeds, size_t cap) {
   memset(s2 + 3, 0x5a, sizeof(s2) - 3);
   static const uint8_t s3[] = {0x03, 0x00, 0x00, 0x03, 0x01, 0x00, 0x20, 0x02, 0x10, 0x00,
                                0x02, 0x00, 0x10, 0x02, 0x00, 0x10, 0x02, 0x00, 0x40};
+  /* The peer sends two DATAGRAM frames; we send one of 80 bytes and one
+   * too big (2040). */
+  static const uint8_t s4[] = {0x00, 0x00, 0x10, 0x03, 0x30, 0x05, 'h',  'e',  'l',
+                               'l',  'o',  0x30, 0x01, 'x',  0x00, 0x00, 0x03, 0x41,
+                               0x00, 0x0a, 0x03, 0x41, 0x00, 0xff, 0x02, 0x10, 0x00};
   size_t n = 0;
   if (n < cap) seeds[n++] = (kp_fuzz_seed_t){s1, sizeof(s1)};
+  if (n < cap) seeds[n++] = (kp_fuzz_seed_t){s4, sizeof(s4)};
   if (n < cap) seeds[n++] = (kp_fuzz_seed_t){s2, sizeof(s2)};
   if (n < cap) seeds[n++] = (kp_fuzz_seed_t){s3, sizeof(s3)};
   return n;

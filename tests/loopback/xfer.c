@@ -118,7 +118,7 @@ void xfer_init(xfer_t *x, const char *bind, kp_cipher_t cipher) {
     memcpy(o->tx_key, keys[i], 32);
     memcpy(o->rx_key, keys[1 - i], 32);
     o->remote = addr[1 - i];
-    kp_conn_callbacks_t cb = {on_stream, on_close, NULL};
+    kp_conn_callbacks_t cb = {on_stream, on_close, NULL, NULL};
     KP_CHECK_OK(kp_conn_open(side->ep, o, &cb, &side->conn));
     kp_conn_set_data(side->conn, side);
   }

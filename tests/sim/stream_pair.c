@@ -138,6 +138,40 @@ static void ev_path_state(void *ctx, bool alive) {
   }
 }
 
+static void start(pair_t *p);
+
+static void ev_datagram(void *ctx, const uint8_t *data, size_t len) {
+  pair_side_t *s = ctx;
+  KP_CHECK(len >= 8);
+  uint64_t seq = 0;
+  for (int i = 0; i < 8; i++) seq = seq << 8 | data[i];
+  for (size_t i = 8; i < len; i++) KP_CHECK_EQ(data[i], (uint8_t)(seq + i));
+  KP_CHECK(seq < PAIR_DGRAM_SEQS);
+  if (!s->dgram_seen) KP_CHECK((s->dgram_seen = calloc(PAIR_DGRAM_SEQS / 8, 1)) != NULL);
+  if (s->dgram_seen[seq / 8] & (1u << (seq % 8))) {
+    s->dgrams_duplicated++;
+    return;
+  }
+  s->dgram_seen[seq / 8] |= (uint8_t)(1u << (seq % 8));
+  if (s->dgrams_received && seq < s->dgram_high) s->dgrams_reordered++;
+  if (seq > s->dgram_high || !s->dgrams_received) s->dgram_high = seq;
+  s->dgrams_received++;
+  s->dgram_last_at = s->pair->now;
+}
+
+int pair_send_datagram(pair_t *p, int side, size_t len) {
+  start(p);
+  pair_side_t *s = &p->side[side];
+  uint8_t buf[2048];
+  KP_CHECK(len >= 8 && len <= sizeof(buf));
+  uint64_t seq = s->dgram_next_seq;
+  for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(seq >> (56 - 8 * i));
+  for (size_t i = 8; i < len; i++) buf[i] = (uint8_t)(seq + i);
+  int err = kp_sconn_datagram_send(s->conn, buf, len);
+  if (!err) s->dgram_next_seq++;
+  return err;
+}
+
 static void ev_closed(void *ctx, int status, uint64_t code) {
   pair_side_t *s = ctx;
   KP_CHECK(!s->closed);
@@ -199,13 +233,17 @@ static void start(pair_t *p) {
                             .path_changed = ev_path,
                             .path_state = ev_path_state,
                             .closed = ev_closed,
+                            .datagram = ev_datagram,
                             .ctx = s};
     KP_CHECK_OK(kp_sconn_new(&s->cfg, &ev, p->now, &s->conn));
   }
 }
 
 void pair_destroy(pair_t *p) {
-  for (int i = 0; i < 2; i++) kp_sconn_free(p->side[i].conn);
+  for (int i = 0; i < 2; i++) {
+    kp_sconn_free(p->side[i].conn);
+    free(p->side[i].dgram_seen);
+  }
   kp_link_free(p->link);
 }
 

@@ -47,7 +47,15 @@ typedef struct pair_side_s {
   uint64_t high_water, chunk;
   uint64_t reply_total; /* bytes to send back on each stream the peer opens */
   bool pause_new;       /* pause reading every stream the peer opens */
+  /* Datagrams received: each starts with a 64-bit sequence number (the
+   * sender's, pair_send_datagram); one below the highest seen before it
+   * came out of order, one seen before is a duplicate. */
+  uint64_t dgrams_received, dgram_high, dgrams_reordered, dgrams_duplicated, dgram_last_at;
+  uint8_t *dgram_seen; /* a bit per sequence number, below PAIR_DGRAM_SEQS */
+  uint64_t dgram_next_seq;
 } pair_side_t;
+
+#define PAIR_DGRAM_SEQS (1u << 20)
 
 /* Drops (false) or alters a datagram about to reach side pkt->side. */
 typedef bool (*pair_filter_fn)(pair_t *p, kp_link_packet_t *pkt);
@@ -70,6 +78,10 @@ void pair_destroy(pair_t *p);
 /* Side `side` opens a stream and will send total bytes on it. */
 pair_stream_t *pair_open(pair_t *p, int side, uint64_t total);
 pair_stream_t *pair_stream(pair_t *p, int side, uint64_t id);
+
+/* Side `side` queues a datagram of len bytes (>= 8) carrying its next
+ * sequence number; returns kp_sconn_datagram_send's result. */
+int pair_send_datagram(pair_t *p, int side, size_t len);
 
 /* Runs until done(p) holds or the clock passes until_us. */
 bool pair_run(pair_t *p, uint64_t until_us, bool (*done)(pair_t *p));

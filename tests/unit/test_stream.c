@@ -761,5 +761,10 @@ static const kp_test_case_t cases[] = {
     KP_CASE(cc_fairness, sim, 60),
     KP_CASE(cc_shallow_buffer, sim, 60),
     KP_CASE(cc_vs_reno, sim, 60),
+    KP_CASE(datagram_frame, unit, 10),
+    KP_CASE(datagram_clean, sim, 60),
+    KP_CASE(datagram_loss, sim, 60),
+    KP_CASE(datagram_queue_bounded, sim, 60),
+    KP_CASE(datagram_beside_stream, sim, 60),
 };
 KP_TEST_MAIN(cases)

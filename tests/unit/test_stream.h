@@ -33,5 +33,11 @@ void test_tiny_chunks_bounded(void);
 void test_path_mtu(void);
 void test_path_death_times(void);
 void test_resume_grace(void);
+/* test_stream_datagram.c */
+void test_datagram_frame(void);
+void test_datagram_clean(void);
+void test_datagram_loss(void);
+void test_datagram_queue_bounded(void);
+void test_datagram_beside_stream(void);
 
 #endif

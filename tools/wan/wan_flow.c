@@ -408,7 +408,7 @@ static int kp_sink(const char *bind_addr) {
   kp_endpoint_t *ep = endpoint(bind_addr);
   kp_conn_options_t o;
   conn_options(&o, false);
-  kp_conn_callbacks_t cb = {sink_stream, NULL, NULL};
+  kp_conn_callbacks_t cb = {sink_stream, NULL, NULL, NULL};
   int err = kp_conn_open(ep, &o, &cb, &run.conn);
   if (err) return fprintf(stderr, "wan_flow: %s\n", kp_strerror(err)), 1;
   uv_timer_init(&loop, &run.timer);
@@ -456,7 +456,7 @@ static int kp_send(const char *bind_addr) {
   kp_endpoint_t *ep = endpoint(bind_addr);
   kp_conn_options_t o;
   conn_options(&o, true);
-  kp_conn_callbacks_t cb = {NULL, send_closed, NULL};
+  kp_conn_callbacks_t cb = {NULL, send_closed, NULL, NULL};
   int err = kp_conn_open(ep, &o, &cb, &run.conn);
   if (err || (err = kp_stream_open(run.conn, &run.stream)))
     return fprintf(stderr, "wan_flow: %s\n", kp_strerror(err)), 1;

@@ -115,7 +115,7 @@ static size_t encode_closest(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
   size_t k = dht->cfg.k < KP_DHT_MAX_NODES ? dht->cfg.k : KP_DHT_MAX_NODES;
   size_t n = kp_dht_table_closest(&dht->table, target, exclude, best, k);
   size_t len = 0;
-  for (size_t i = 0; i < n; i++) len += kp_addr_encode_compact(&best[i]->addr, out + len);
+  for (size_t i = 0; i < n; i++) len += kp_dht_entry_compact(&dht->table, best[i], out + len);
   return len;
 }
 
@@ -224,7 +224,7 @@ static void on_maint_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht
   (void)from;
   dht->maint_pings--;
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, p->id);
-  if (e) e->pinging = 0;
+  if (e) e->flags &= (uint8_t)~KP_DHT_ENTRY_PINGING;
   if (status == UV_ECANCELED) {
     kp_free(p);
     return;
@@ -240,19 +240,21 @@ static void on_maint_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht
 
 static void ping_entry(kp_dht_t *dht, kp_dht_entry_t *e, ping_kind_t kind,
                        const kp_dht_pending_insert_t *insert, uint64_t now) {
-  if (e->pinging || dht->maint_pings >= KP_DHT_MAX_MAINT_PINGS) return;
+  if ((e->flags & KP_DHT_ENTRY_PINGING) || dht->maint_pings >= KP_DHT_MAX_MAINT_PINGS) return;
   ping_ctx_t *p = kp_malloc(sizeof(*p));
   if (!p) return;
+  kp_addr_t addr;
+  kp_dht_entry_addr(&dht->table, e, &addr);
   p->dht = dht;
-  memcpy(p->id, e->id, KP_ID_LEN);
+  kp_dht_id_from_addr(&addr, p->id);
   p->kind = kind;
   if (insert) p->insert = *insert;
-  if (kp_dht_request(dht, &e->addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, on_maint_ping, p, now,
+  if (kp_dht_request(dht, &addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, on_maint_ping, p, now,
                      NULL)) {
     kp_free(p);
     return;
   }
-  e->pinging = 1;
+  e->flags |= KP_DHT_ENTRY_PINGING;
   dht->maint_pings++;
 }
 
@@ -276,8 +278,9 @@ static void on_request_timeout(void *ctx, const kp_dht_req_t *req) {
   uint8_t id[KP_ID_LEN];
   kp_dht_id_from_addr(&req->to, id);
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
+  if (!e || !kp_dht_entry_is(&dht->table, e, &req->to)) return;
   /* Two requests that each exhausted their retries: the node is gone. */
-  if (e && ++e->fails >= 2 && !e->pinging) kp_dht_table_remove(&dht->table, id);
+  if (++e->fails >= 2 && !(e->flags & KP_DHT_ENTRY_PINGING)) kp_dht_table_remove(&dht->table, id);
 }
 
 /* ---- Membership ---------------------------------------------------------- */
@@ -427,10 +430,12 @@ static void natcheck(kp_dht_t *dht, uint64_t now) {
   bool recheck = dht->nat.reach_ok_count >= witnesses_needed(dht);
   uint32_t start = kp_rng_below(&dht->cfg.rng, dht->table.count);
   for (uint32_t i = 0; i < dht->table.count; i++) {
-    kp_dht_entry_t *e = &dht->table.entries[(start + i) % dht->table.count];
-    if (!recheck && kp_dht_nat_reach_confirmed_by(&dht->nat, &e->addr)) continue;
-    if (kp_dht_request(dht, &e->addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, on_natcheck, dht,
-                       now, NULL) == 0)
+    kp_addr_t addr;
+    kp_dht_entry_addr(&dht->table, kp_dht_table_at(&dht->table, (start + i) % dht->table.count),
+                      &addr);
+    if (!recheck && kp_dht_nat_reach_confirmed_by(&dht->nat, &addr)) continue;
+    if (kp_dht_request(dht, &addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, on_natcheck, dht, now,
+                       NULL) == 0)
       dht->natcheck_inflight = true;
     return;
   }
@@ -452,7 +457,7 @@ static void count_drop(kp_dht_t *dht, int err) {
 static bool id_matches(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *from) {
   /* Fast path: a table entry already binds this id to this address. */
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
-  if (e && kp_addr_eq(&e->addr, from)) return true;
+  if (e && kp_dht_entry_is(&dht->table, e, from)) return true;
   uint8_t expect[KP_ID_LEN];
   kp_dht_id_from_addr(from, expect);
   return memcmp(expect, id, KP_ID_LEN) == 0;
@@ -467,7 +472,8 @@ static void handle_down_hint(kp_dht_t *dht, const kp_dht_request_t *req, uint64_
     kp_dht_id_from_addr(&suspect, id);
     kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
     /* Re-check it ourselves; a hint alone never evicts anyone. */
-    if (e && kp_addr_eq(&e->addr, &suspect)) ping_entry(dht, e, PING_LIVENESS, NULL, now);
+    if (e && kp_dht_entry_is(&dht->table, e, &suspect))
+      ping_entry(dht, e, PING_LIVENESS, NULL, now);
   }
   kp_dht_reply_to_t rt;
   kp_dht_reply_to_init(&rt, req);
@@ -608,7 +614,7 @@ static void on_suspend(kp_dht_t *dht, uint64_t now) {
   kp_dht_nat_reset(&dht->nat);
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
   dht->natcheck_next = now;
-  for (uint32_t i = 0; i < dht->table.count; i++) dht->table.entries[i].last_seen = 0;
+  for (uint32_t i = 0; i < dht->table.count; i++) kp_dht_table_at(&dht->table, i)->last_seen = 0;
   if (dht->bootstrap_count)
     dht->bootstrap_next = now;
   else
@@ -709,7 +715,7 @@ int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, 
 
   uint8_t self[KP_ID_LEN];
   kp_rng_fill(&dht->cfg.rng, self, sizeof(self));
-  kp_dht_table_init(&dht->table, self, dht->cfg.k);
+  kp_dht_table_init(&dht->table, self, dht->cfg.k, dht->cfg.family);
   kp_dht_tokens_init(&dht->tokens, &dht->cfg.rng, now);
   kp_dht_nat_init(&dht->nat);
   kp_dht_rpc_init(&dht->rpc, &cfg->rpc, send_main, dht, &dht->cfg.rng, now);

@@ -262,7 +262,13 @@ int kp_dht_query_start(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
 
   const kp_dht_entry_t *closest[KP_DHT_MAX_NODES];
   size_t n = kp_dht_table_closest(&dht->table, target, NULL, closest, dht->cfg.k);
-  for (size_t i = 0; i < n; i++) add_candidate(q, closest[i]->id, &closest[i]->addr, NULL, 1);
+  for (size_t i = 0; i < n; i++) {
+    kp_addr_t addr;
+    uint8_t id[KP_ID_LEN];
+    kp_dht_entry_addr(&dht->table, closest[i], &addr);
+    kp_dht_id_from_addr(&addr, id);
+    add_candidate(q, id, &addr, NULL, 1);
+  }
   for (size_t i = 0; i < opts->seed_count; i++) add_seed(q, &opts->seeds[i]);
   /* Until the table can seed a query on its own, lean on the bootstrap nodes. */
   if (n < dht->cfg.k)

@@ -503,8 +503,8 @@ void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out) {
 size_t kp_node_table(const kp_node_t *node, kp_node_peer_t *out, size_t cap) {
   const kp_dht_table_t *t = kp_dht_table(node->dht);
   for (size_t i = 0; i < t->count && i < cap; i++) {
-    memcpy(out[i].id, t->entries[i].id, KP_ID_LEN);
-    out[i].addr = t->entries[i].addr;
+    kp_dht_entry_addr(t, kp_dht_table_at(t, (uint32_t)i), &out[i].addr);
+    kp_dht_id_from_addr(&out[i].addr, out[i].id);
   }
   return t->count;
 }

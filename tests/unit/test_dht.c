@@ -276,6 +276,17 @@ static void random_id(kp_rng_t *rng, uint8_t id[KP_ID_LEN]) {
   kp_rng_fill(rng, id, KP_ID_LEN);
 }
 
+/* An address whose id falls in bucket b of a table with id self. */
+static void addr_in_bucket(const uint8_t self[KP_ID_LEN], unsigned b, uint32_t *next,
+                           kp_addr_t *out, uint8_t id[KP_ID_LEN]) {
+  for (;;) {
+    uint32_t n = (*next)++;
+    kp_addr_set_v4(out, (10u << 24) | (n >> 16), (uint16_t)n);
+    kp_dht_id_from_addr(out, id);
+    if (kp_dht_id_prefix_len(self, id) == b) return;
+  }
+}
+
 static void test_table_buckets(void) {
   kp_rng_seeded_t st;
   kp_rng_seeded_init(&st, 3);
@@ -283,41 +294,47 @@ static void test_table_buckets(void) {
   uint8_t self[KP_ID_LEN], id[KP_ID_LEN];
   random_id(&rng, self);
   kp_dht_table_t t;
-  kp_dht_table_init(&t, self, 4);
-  kp_addr_t a;
-  kp_addr_parse(&a, "10.0.0.1:1");
+  kp_dht_table_init(&t, self, 4, KP_AF_INET);
+  KP_CHECK_EQ(t.stride, 20); /* an IPv4 entry: 8 bytes of id, the address, age, flags */
+  kp_addr_t a, addrs[4];
+  uint32_t next = 1;
 
   /* Ids in bucket 5 share exactly 5 leading bits with self. */
   for (int i = 0; i < 4; i++) {
-    kp_dht_id_random_in_bucket(self, 5, &rng, id);
-    KP_CHECK_EQ(kp_dht_id_prefix_len(self, id), 5);
+    addr_in_bucket(self, 5, &next, &addrs[i], id);
     KP_CHECK_EQ(kp_dht_table_bucket_of(&t, id), 5);
-    a.port = (uint16_t)(100 + i);
-    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, (uint32_t)(10 + i), NULL), KP_DHT_TABLE_ADDED);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &addrs[i], (uint32_t)(10 + i), NULL), KP_DHT_TABLE_ADDED);
+    kp_dht_entry_t *e = kp_dht_table_find(&t, id);
+    KP_CHECK(e && kp_dht_entry_is(&t, e, &addrs[i]));
+    kp_dht_entry_addr(&t, e, &a);
+    KP_CHECK(kp_addr_eq(&a, &addrs[i]));
+    uint8_t back[KP_ID_LEN];
+    kp_dht_entry_id(&t, e, back);
+    KP_CHECK_MEM(back, id, KP_ID_LEN);
   }
   KP_CHECK_EQ(t.bucket_count[5], 4);
   /* A fifth: the bucket is full and the least recently seen is offered. */
   uint8_t extra[KP_ID_LEN];
-  kp_dht_id_random_in_bucket(self, 5, &rng, extra);
+  kp_addr_t extra_addr;
+  addr_in_bucket(self, 5, &next, &extra_addr, extra);
   kp_dht_entry_t *lru;
-  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &a, 20, &lru), KP_DHT_TABLE_FULL);
-  KP_CHECK(lru != NULL && lru->last_seen == 10 && lru->addr.port == 100);
+  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &extra_addr, 20, &lru), KP_DHT_TABLE_FULL);
+  KP_CHECK(lru != NULL && lru->last_seen == 10 && kp_dht_entry_is(&t, lru, &addrs[0]));
   KP_CHECK(kp_dht_table_find(&t, extra) == NULL);
   /* Seeing it again refreshes it; the next least recent is offered. */
-  uint8_t first[KP_ID_LEN];
-  memcpy(first, lru->id, KP_ID_LEN);
-  KP_CHECK_EQ(kp_dht_table_add(&t, first, &lru->addr, 30, NULL), KP_DHT_TABLE_UPDATED);
-  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &a, 31, &lru), KP_DHT_TABLE_FULL);
+  kp_dht_id_from_addr(&addrs[0], id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &addrs[0], 30, NULL), KP_DHT_TABLE_UPDATED);
+  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &extra_addr, 31, &lru), KP_DHT_TABLE_FULL);
   KP_CHECK_EQ(lru->last_seen, 11);
   /* Evicting it makes room. */
-  memcpy(id, lru->id, KP_ID_LEN);
+  kp_dht_entry_id(&t, lru, id);
   KP_CHECK(kp_dht_table_remove(&t, id));
   KP_CHECK(!kp_dht_table_remove(&t, id));
-  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &a, 32, NULL), KP_DHT_TABLE_ADDED);
+  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &extra_addr, 32, NULL), KP_DHT_TABLE_ADDED);
   /* Our own id never goes in. */
-  KP_CHECK_EQ(kp_dht_table_add(&t, self, &a, 1, NULL), KP_DHT_TABLE_SELF);
+  KP_CHECK_EQ(kp_dht_table_add(&t, self, &extra_addr, 1, NULL), KP_DHT_TABLE_SELF);
   /* Other buckets are independent. */
-  kp_dht_id_random_in_bucket(self, 0, &rng, id);
+  addr_in_bucket(self, 0, &next, &a, id);
   KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 1, NULL), KP_DHT_TABLE_ADDED);
   KP_CHECK_EQ(kp_dht_table_depth(&t), 5);
   KP_CHECK_EQ(t.count, 5);
@@ -325,12 +342,27 @@ static void test_table_buckets(void) {
   KP_CHECK(old && old->last_seen == 1);
   KP_CHECK(kp_dht_table_oldest(&t, 1) == NULL);
   kp_dht_table_destroy(&t);
+
+  /* IPv6 entries hold the longer address. */
+  kp_dht_table_init(&t, self, 4, KP_AF_INET6);
+  KP_CHECK_EQ(t.stride, 32);
+  kp_addr_parse(&a, "[2001:db8::7]:4000");
+  kp_dht_id_from_addr(&a, id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 1, NULL), KP_DHT_TABLE_ADDED);
+  kp_addr_t back;
+  kp_dht_entry_addr(&t, kp_dht_table_find(&t, id), &back);
+  KP_CHECK(kp_addr_eq(&back, &a));
+  kp_dht_table_destroy(&t);
 }
+
+typedef struct {
+  uint8_t id[KP_ID_LEN];
+  kp_addr_t addr;
+} known_t;
 
 static const uint8_t *sort_target;
 static int by_distance(const void *a, const void *b) {
-  return kp_dht_id_cmp(sort_target, ((const kp_dht_entry_t *)a)->id,
-                       ((const kp_dht_entry_t *)b)->id);
+  return kp_dht_id_cmp(sort_target, ((const known_t *)a)->id, ((const known_t *)b)->id);
 }
 
 static void test_table_closest(void) {
@@ -340,33 +372,39 @@ static void test_table_closest(void) {
   uint8_t self[KP_ID_LEN];
   random_id(&rng, self);
   kp_dht_table_t t;
-  kp_dht_table_init(&t, self, KP_DHT_K);
-  kp_addr_t a;
-  kp_addr_parse(&a, "10.0.0.1:1");
+  kp_dht_table_init(&t, self, KP_DHT_K, KP_AF_INET);
+  uint32_t next = 1;
   for (int i = 0; i < 5000; i++) {
     uint8_t id[KP_ID_LEN];
-    random_id(&rng, id);
+    kp_addr_t a;
     /* Spread some deep, as a real table has. */
-    if (i % 4 == 0) kp_dht_id_random_in_bucket(self, 1 + kp_rng_below(&rng, 12), &rng, id);
-    a.port = (uint16_t)i;
+    if (i % 4 == 0) {
+      addr_in_bucket(self, 1 + kp_rng_below(&rng, 10), &next, &a, id);
+    } else {
+      kp_addr_set_v4(&a, (11u << 24) | (uint32_t)i, 4000);
+      kp_dht_id_from_addr(&a, id);
+    }
     kp_dht_table_add(&t, id, &a, (uint32_t)i, NULL);
   }
   KP_CHECK(t.count > 100);
-  kp_dht_entry_t *all = malloc(t.count * sizeof(*all));
+  known_t *all = malloc(t.count * sizeof(*all));
   for (int q = 0; q < 300; q++) {
     uint8_t target[KP_ID_LEN];
     random_id(&rng, target);
-    if (q % 3 == 0) memcpy(target, t.entries[q % t.count].id, KP_ID_LEN);
+    if (q % 3 == 0) kp_dht_entry_id(&t, kp_dht_table_at(&t, (uint32_t)q % t.count), target);
     const kp_dht_entry_t *got[KP_DHT_K];
     size_t n = kp_dht_table_closest(&t, target, NULL, got, KP_DHT_K);
     KP_CHECK_EQ(n, KP_DHT_K);
-    memcpy(all, t.entries, t.count * sizeof(*all));
+    for (uint32_t i = 0; i < t.count; i++) {
+      kp_dht_entry_addr(&t, kp_dht_table_at(&t, i), &all[i].addr);
+      kp_dht_id_from_addr(&all[i].addr, all[i].id);
+    }
     sort_target = target;
     qsort(all, t.count, sizeof(*all), by_distance);
-    for (size_t i = 0; i < n; i++) KP_CHECK_MEM(got[i]->id, all[i].id, KP_ID_LEN);
+    for (size_t i = 0; i < n; i++) KP_CHECK(kp_dht_entry_is(&t, got[i], &all[i].addr));
     /* Excluding the closest by address drops exactly it. */
     n = kp_dht_table_closest(&t, target, &all[0].addr, got, KP_DHT_K);
-    for (size_t i = 0; i < n; i++) KP_CHECK_MEM(got[i]->id, all[i + 1].id, KP_ID_LEN);
+    for (size_t i = 0; i < n; i++) KP_CHECK(kp_dht_entry_is(&t, got[i], &all[i + 1].addr));
   }
   free(all);
   /* Re-filing under a new id keeps every bucket within k. */
@@ -374,9 +412,11 @@ static void test_table_closest(void) {
   random_id(&rng, other);
   kp_dht_table_set_self(&t, other);
   for (unsigned b = 0; b < KP_DHT_BUCKETS; b++) KP_CHECK(t.bucket_count[b] <= KP_DHT_K);
-  for (uint32_t i = 0; i < t.count; i++)
-    KP_CHECK_EQ(kp_dht_table_bucket_of(&t, t.entries[i].id),
-                kp_dht_id_prefix_len(other, t.entries[i].id));
+  for (uint32_t i = 0; i < t.count; i++) {
+    uint8_t id[KP_ID_LEN];
+    kp_dht_entry_id(&t, kp_dht_table_at(&t, i), id);
+    KP_CHECK_EQ(kp_dht_entry_bucket(&t, kp_dht_table_at(&t, i)), kp_dht_id_prefix_len(other, id));
+  }
   kp_dht_table_destroy(&t);
 }
 

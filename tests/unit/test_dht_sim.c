@@ -184,9 +184,14 @@ void test_sim_membership_firewall(void) {
   lookup_t l = run_lookup(f, target);
   KP_CHECK(exact(&net, &l, target, f));
   /* And nobody put it in a table. */
-  for (size_t i = 0; i < net.count; i++)
-    for (uint32_t e = 0; e < kp_dht_table(net.nodes[i]->dht)->count; e++)
-      KP_CHECK(!kp_addr_same_ip(&kp_dht_table(net.nodes[i]->dht)->entries[e].addr, &pub));
+  for (size_t i = 0; i < net.count; i++) {
+    const kp_dht_table_t *t = kp_dht_table(net.nodes[i]->dht);
+    for (uint32_t e = 0; e < t->count; e++) {
+      kp_addr_t a;
+      kp_dht_entry_addr(t, kp_dht_table_at(t, e), &a);
+      KP_CHECK(!kp_addr_same_ip(&a, &pub));
+    }
+  }
 
   /* The firewall opens: the next check (within its 30 s back-off) passes. */
   kp_sim_nat_set_filter(fw, KP_SIM_FILTER_OPEN);
@@ -273,7 +278,8 @@ static void ping_quiet(kp_sim_dht_node_t *from, kp_sim_dht_node_t *to) {
 static bool has_addr(kp_sim_dht_node_t *n, const kp_addr_t *addr) {
   uint8_t id[KP_ID_LEN];
   kp_dht_id_from_addr(addr, id);
-  return kp_dht_table_find((kp_dht_table_t *)kp_dht_table(n->dht), id) != NULL;
+  const kp_dht_entry_t *e = kp_dht_table_find(kp_dht_table(n->dht), id);
+  return e && kp_dht_entry_is(kp_dht_table(n->dht), e, addr);
 }
 
 static bool has(kp_sim_dht_node_t *n, kp_sim_dht_node_t *other) {
@@ -313,11 +319,11 @@ void test_sim_full_bucket(void) {
   /* The least recently seen now dies. The next newcomer makes A ping it,
    * which fails, and only then is it replaced. */
   const kp_dht_table_t *t = kp_dht_table(a->dht);
-  const kp_dht_entry_t *lru = &t->entries[0];
+  const kp_dht_entry_t *lru = kp_dht_table_at(t, 0);
   for (uint32_t i = 1; i < t->count; i++)
-    if (t->entries[i].last_seen < lru->last_seen) lru = &t->entries[i];
-  int dead = kp_addr_eq(&lru->addr, &addrs[0]) ? 0 : 1;
-  KP_CHECK(kp_addr_eq(&lru->addr, &addrs[dead]));
+    if (kp_dht_table_at(t, i)->last_seen < lru->last_seen) lru = kp_dht_table_at(t, i);
+  int dead = kp_dht_entry_is(t, lru, &addrs[0]) ? 0 : 1;
+  KP_CHECK(kp_dht_entry_is(t, lru, &addrs[dead]));
   kp_sim_dht_node_free(b[dead]);
   ping_quiet(b[2], a);
   kp_sim_run_until(sim, kp_sim_now(sim) + 100);
@@ -561,7 +567,8 @@ void test_sim_bad_input_counted(void) {
   KP_CHECK_EQ(reply.error, KP_DHT_ERR_UNKNOWN_COMMAND);
   KP_CHECK(kp_dht_table(target->dht)->count < 5);
   for (uint32_t e = 0; e < kp_dht_table(target->dht)->count; e++)
-    KP_CHECK(!kp_addr_eq(&kp_dht_table(target->dht)->entries[e].addr, &me));
+    KP_CHECK(!kp_dht_entry_is(kp_dht_table(target->dht),
+                              kp_dht_table_at(kp_dht_table(target->dht), e), &me));
   /* And the node still works. */
   uint8_t t[KP_ID_LEN] = {1};
   lookup_t l = run_lookup(net.nodes[1], t);

@@ -64,7 +64,7 @@ int kp__dht_request_ex(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, cons
   m.command = command;
   if (dht->member && dht->has_id && !(flags & KP_DHT_REQ_NO_ID)) {
     m.has_id = true;
-    memcpy(m.id, dht->id, KP_ID_LEN);
+    memcpy(m.id, dht->table.self, KP_ID_LEN);
   }
   if (target) {
     m.has_target = true;
@@ -133,7 +133,7 @@ static int send_reply(kp_dht_t *dht, int sock, const kp_dht_reply_to_t *rt, cons
   r.error = error;
   if (with_id && dht->member && dht->has_id) {
     r.has_id = true;
-    memcpy(r.id, dht->id, KP_ID_LEN);
+    memcpy(r.id, dht->table.self, KP_ID_LEN);
   }
   r.has_token = true;
   if (rt->has_token)
@@ -288,8 +288,7 @@ static void on_request_timeout(void *ctx, const kp_dht_req_t *req) {
 static void set_id(kp_dht_t *dht, const kp_addr_t *public_addr) {
   uint8_t id[KP_ID_LEN];
   kp_dht_id_from_addr(public_addr, id);
-  if (dht->has_id && memcmp(id, dht->id, KP_ID_LEN) == 0) return;
-  memcpy(dht->id, id, KP_ID_LEN);
+  if (dht->has_id && memcmp(id, dht->table.self, KP_ID_LEN) == 0) return;
   dht->has_id = true;
   kp_dht_table_set_self(&dht->table, id);
 }
@@ -601,6 +600,9 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
   for (unsigned i = 0; i < dht->bootstrap_count; i++)
     if (kp_addr_eq(&dht->bootstrap[i], addr)) return 0;
   if (dht->bootstrap_count == KP_DHT_MAX_BOOTSTRAP) return KP_ELIMIT;
+  kp_addr_t *grown = kp_realloc(dht->bootstrap, (dht->bootstrap_count + 1) * sizeof(*grown));
+  if (!grown) return UV_ENOMEM;
+  dht->bootstrap = grown;
   dht->bootstrap[dht->bootstrap_count++] = *addr;
   dht->bootstrap_next = now;
   return 0;
@@ -627,16 +629,18 @@ static void on_suspend(kp_dht_t *dht, uint64_t now) {
 static void refresh_buckets(kp_dht_t *dht, uint64_t now) {
   if (!dht->table.count || dht->refresh_due) return; /* the join chain is at it */
   uint32_t now_s = kp__dht_seconds(now), period_s = dht->cfg.refresh_ms / 1000;
+  /* Times are kept mod 2^16 s: a period over 18 hours counts as 18 hours. */
+  if (period_s > UINT16_MAX) period_s = UINT16_MAX;
   int last = kp_dht_table_depth(&dht->table) + 1;
   if (last >= KP_DHT_REFRESH_BUCKETS) last = KP_DHT_REFRESH_BUCKETS - 1;
   for (int b = 0; b <= last; b++) {
-    if (now_s - dht->refreshed_s[b] < period_s) continue;
+    if ((uint16_t)(now_s - dht->refreshed_s[b]) < period_s) continue;
     uint8_t target[KP_ID_LEN];
     if (b == last)
       memcpy(target, dht->table.self, KP_ID_LEN);
     else
       kp_dht_id_random_in_bucket(dht->table.self, (unsigned)b, &dht->cfg.rng, target);
-    dht->refreshed_s[b] = now_s;
+    dht->refreshed_s[b] = (uint16_t)now_s;
     kp_dht_query_opts_t opts = {0};
     kp_dht_query_start(dht, target, &opts, now, NULL);
     return; /* one refresh per tick keeps the load smooth */
@@ -666,6 +670,9 @@ static void background(kp_dht_t *dht, uint64_t now) {
 int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker) {
   if (!ticker->tick || !ticker->deadline) return UV_EINVAL;
   if (dht->ticker_count == KP_DHT_MAX_TICKERS) return KP_ELIMIT;
+  kp_dht_ticker_t *grown = kp_realloc(dht->tickers, (dht->ticker_count + 1) * sizeof(*grown));
+  if (!grown) return UV_ENOMEM;
+  dht->tickers = grown;
   dht->tickers[dht->ticker_count++] = *ticker;
   return 0;
 }
@@ -722,7 +729,8 @@ int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, 
   dht->rpc.on_timeout = on_request_timeout;
   dht->bootstrap_next = UINT64_MAX;
   dht->next_background = now;
-  for (unsigned b = 0; b < KP_DHT_REFRESH_BUCKETS; b++) dht->refreshed_s[b] = kp__dht_seconds(now);
+  for (unsigned b = 0; b < KP_DHT_REFRESH_BUCKETS; b++)
+    dht->refreshed_s[b] = (uint16_t)kp__dht_seconds(now);
   /* A member by configuration with a concrete bound address knows its id. */
   if (cfg->mode == KP_NODE_MEMBER) {
     dht->member = true;
@@ -738,6 +746,9 @@ void kp_dht_free(kp_dht_t *dht, uint64_t now) {
   kp_dht_rpc_destroy(&dht->rpc, now);
   kp_dht_table_destroy(&dht->table);
   kp_dht_tokens_destroy(&dht->tokens);
+  kp_free(dht->handlers);
+  kp_free(dht->tickers);
+  kp_free(dht->bootstrap);
   kp_free(dht);
 }
 
@@ -749,6 +760,9 @@ int kp_dht_register(kp_dht_t *dht, uint8_t command, kp_dht_handler_fn fn, void *
   for (unsigned i = 0; i < dht->handler_count; i++)
     if (dht->handlers[i].command == command) return UV_EEXIST;
   if (dht->handler_count == KP_DHT_MAX_HANDLERS) return KP_ELIMIT;
+  kp_dht_handler_t *grown = kp_realloc(dht->handlers, (dht->handler_count + 1) * sizeof(*grown));
+  if (!grown) return UV_ENOMEM;
+  dht->handlers = grown;
   kp_dht_handler_t *h = &dht->handlers[dht->handler_count++];
   h->command = command;
   h->fn = fn;
@@ -786,7 +800,7 @@ bool kp_dht_id(const kp_dht_t *dht, uint8_t id[KP_ID_LEN]) {
     memset(id, 0, KP_ID_LEN);
     return false;
   }
-  memcpy(id, dht->id, KP_ID_LEN);
+  memcpy(id, dht->table.self, KP_ID_LEN);
   return true;
 }
 

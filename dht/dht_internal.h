@@ -38,8 +38,7 @@ struct kp_dht_s {
 
   bool member;
   bool joined; /* member, and the join lookups have run */
-  bool has_id;
-  uint8_t id[KP_ID_LEN];
+  bool has_id; /* table.self is our id (before that, a random stand-in) */
   uint64_t reachable_since;
 
   uint64_t last_tick;
@@ -47,12 +46,13 @@ struct kp_dht_s {
   uint64_t natcheck_next;
   bool natcheck_inflight;
 
-  kp_dht_handler_t handlers[KP_DHT_MAX_HANDLERS];
+  /* Arrays sized to what was added (up to the KP_DHT_MAX_* above): a node
+   * in a big network should not pay for slots it never uses. */
+  kp_dht_handler_t *handlers;
   unsigned handler_count;
-  kp_dht_ticker_t tickers[KP_DHT_MAX_TICKERS];
+  kp_dht_ticker_t *tickers;
   unsigned ticker_count;
-
-  kp_addr_t bootstrap[KP_DHT_MAX_BOOTSTRAP];
+  kp_addr_t *bootstrap;
   unsigned bootstrap_count;
   uint64_t bootstrap_next;
   unsigned bootstrap_backoff_ms;
@@ -62,7 +62,7 @@ struct kp_dht_s {
   bool queries_due;        /* a query finished and awaits its callback */
 
   unsigned maint_pings;
-  uint32_t refreshed_s[KP_DHT_REFRESH_BUCKETS]; /* last query into each bucket */
+  uint16_t refreshed_s[KP_DHT_REFRESH_BUCKETS]; /* last query into each bucket, seconds mod 2^16 */
   uint64_t refresh_due;                         /* buckets to refresh now (after joining) */
 };
 

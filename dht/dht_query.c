@@ -58,7 +58,7 @@ static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
                            const kp_addr_t *from, uint64_t now);
 
 static bool is_self(const kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr) {
-  if (dht->has_id && memcmp(id, dht->id, KP_ID_LEN) == 0) return true;
+  if (dht->has_id && memcmp(id, dht->table.self, KP_ID_LEN) == 0) return true;
   if (dht->nat.has_public && kp_addr_eq(addr, &dht->nat.public_addr)) return true;
   return kp_addr_eq(addr, &dht->cfg.local);
 }
@@ -276,7 +276,7 @@ int kp_dht_query_start(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
 
   unsigned b = kp_dht_table_bucket_of(&dht->table, target);
   if (b < KP_DHT_REFRESH_BUCKETS) {
-    dht->refreshed_s[b] = kp__dht_seconds(now);
+    dht->refreshed_s[b] = (uint16_t)kp__dht_seconds(now);
     dht->refresh_due &= ~(UINT64_C(1) << b);
   }
 

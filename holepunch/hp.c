@@ -47,6 +47,7 @@ bool kp__hp_rate_ok(kp_hp_t *hp, const kp_addr_t *from, uint64_t now) {
   /* The IP only (IPv6: its /64), keyed so nobody can aim collisions. */
   size_t ip_len = from->family == KP_AF_INET6 ? 8 : n - 2;
   crypto_generichash(h, sizeof(h), b, ip_len, hp->secret, sizeof(hp->secret));
+  if (!hp->rate && !(hp->rate = kp_calloc(HP_RATE_SLOTS, sizeof(*hp->rate)))) return false;
   hp_rate_slot_t *slot = &hp->rate[(h[0] | h[1] << 8) % HP_RATE_SLOTS];
   uint64_t second = now / 1000;
   if (slot->second != second) slot->second = second, slot->count = 0;
@@ -275,7 +276,7 @@ static void hp_tick(void *ctx, uint64_t now) {
     kp__hp_connect_tick(c, now);
     c = next;
   }
-  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+  for (unsigned i = 0; hp->bday && i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp) kp__hp_birthday_run(hp, &hp->bday[i], now);
   kp__hp_upgrades_tick(hp, now);
 }
@@ -299,7 +300,7 @@ static uint64_t hp_deadline(void *ctx) {
     uint64_t cd = kp__hp_connect_deadline(c);
     if (cd < d) d = cd;
   }
-  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+  for (unsigned i = 0; hp->bday && i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp && hp->bday[i].next_at < d) d = hp->bday[i].next_at;
   uint64_t ud = kp__hp_upgrades_deadline(hp);
   return ud < d ? ud : d;
@@ -355,6 +356,8 @@ void kp_hp_free(kp_hp_t *hp) {
   kp_dht_remove_ticker(hp->dht, hp);
 
   kp_free(hp->relay);
+  kp_free(hp->rate);
+  kp_free(hp->bday);
   sodium_memzero(hp->secret, sizeof(hp->secret));
   kp_free(hp);
 }

@@ -141,8 +141,10 @@ struct kp_hp_s {
   kp_hp_connect_t *connects; /* live and lingering, linked */
   kp_hp_upgrade_t *upgrades; /* relayed connections punching in the background */
   hp_relay_entry_t *relay;
-  hp_rate_slot_t rate[HP_RATE_SLOTS];
-  hp_bday_t bday[HP_MAX_BIRTHDAYS];
+  /* Allocated on first use, as the relay table is: most nodes of a big
+   * network never relay a handshake or punch with the birthday strategy. */
+  hp_rate_slot_t *rate;                      /* HP_RATE_SLOTS */
+  hp_bday_t *bday;                           /* HP_MAX_BIRTHDAYS */
   kp_addr_t relays[HP_MAX_RELAY_CANDIDATES]; /* blind relays we know (explicit or found) */
   size_t relay_count;
   kp_hp_stats_t stats;

@@ -395,6 +395,8 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   node->dht = NULL;
   kp_dht_swarm_free(node->swarm);
   node->swarm = NULL;
+  kp_free(node->relay_memo);
+  node->relay_memo = NULL;
 
   if (node->close_cb) node->close_cb(node);
   kp_free(node);

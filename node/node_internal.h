@@ -40,12 +40,12 @@ struct kp_node_s {
   uint64_t armed; /* the deadline the timer is set for */
   kp_dht_t *dht;
   kp_dht_swarm_t *swarm;
-  kp_hp_t *hp;              /* handshakes: relay, server and client roles */
-  kp_endpoint_t *ep;        /* stream connections on sock, made on first use */
-  bool ep_closing;          /* the socket closes once the endpoint has */
-  kp_announce_t *announces; /* live announcements, told of a close */
-  kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */
-  kp_node_relay_memo_t relay_memo[KP_NODE_RELAY_MEMOS];
+  kp_hp_t *hp;                      /* handshakes: relay, server and client roles */
+  kp_endpoint_t *ep;                /* stream connections on sock, made on first use */
+  bool ep_closing;                  /* the socket closes once the endpoint has */
+  kp_announce_t *announces;         /* live announcements, told of a close */
+  kp_node_xsock_t *xsocks;          /* extra sockets: birthday punches and their winners */
+  kp_node_relay_memo_t *relay_memo; /* KP_NODE_RELAY_MEMOS, from the first connect */
   /* Blind relays (node_relay.c): the one this node runs, and the ones its
    * connections may use. */
   kp_relay_t *relay;

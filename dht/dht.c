@@ -723,6 +723,10 @@ int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, 
   uint8_t self[KP_ID_LEN];
   kp_rng_fill(&dht->cfg.rng, self, sizeof(self));
   kp_dht_table_init(&dht->table, self, dht->cfg.k, dht->cfg.family);
+  if (kp_dht_table_reserve(&dht->table, KP_DHT_TABLE_RESERVE_BUCKETS * dht->cfg.k)) {
+    kp_free(dht);
+    return UV_ENOMEM;
+  }
   kp_dht_tokens_init(&dht->tokens, &dht->cfg.rng, now);
   kp_dht_nat_init(&dht->nat);
   kp_dht_rpc_init(&dht->rpc, &cfg->rpc, send_main, dht, &dht->cfg.rng, now);

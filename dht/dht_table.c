@@ -93,14 +93,17 @@ kp_dht_entry_t *kp_dht_table_find(const kp_dht_table_t *t, const uint8_t id[KP_I
   return find_key(t, key, key_bucket(t, key));
 }
 
-static int reserve(kp_dht_table_t *t) {
-  if (t->count < t->cap) return 0;
-  uint32_t cap = t->cap + GROW_STEP;
-  uint8_t *slab = kp_realloc(t->slab, (size_t)cap * t->stride);
+int kp_dht_table_reserve(kp_dht_table_t *t, uint32_t n) {
+  if (n <= t->cap) return 0;
+  uint8_t *slab = kp_realloc(t->slab, (size_t)n * t->stride);
   if (!slab) return UV_ENOMEM;
   t->slab = slab;
-  t->cap = cap;
+  t->cap = n;
   return 0;
+}
+
+static int reserve(kp_dht_table_t *t) {
+  return t->count < t->cap ? 0 : kp_dht_table_reserve(t, t->cap + GROW_STEP);
 }
 
 static kp_dht_entry_t *least_recent(const kp_dht_table_t *t, unsigned b) {
@@ -167,29 +170,33 @@ bool kp_dht_table_remove(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN]) {
   return true;
 }
 
-static int by_recency(const void *a, const void *b) {
+/* New bucket ascending, then most recently seen first. */
+static int by_bucket_then_recency(const void *a, const void *b, void *ctx) {
+  const kp_dht_table_t *t = ctx;
   const kp_dht_entry_t *x = a, *y = b;
+  unsigned bx = kp_dht_entry_bucket(t, x), by = kp_dht_entry_bucket(t, y);
+  if (bx != by) return bx < by ? -1 : 1;
   return x->last_seen > y->last_seen ? -1 : x->last_seen < y->last_seen;
 }
 
 void kp_dht_table_set_self(kp_dht_table_t *t, const uint8_t self[KP_ID_LEN]) {
   if (memcmp(t->self, self, KP_ID_LEN) == 0) return;
-  uint8_t *old = t->slab;
-  uint32_t n = t->count;
-  /* Re-add the most recently seen first, so overfull buckets keep those. */
-  if (n) qsort(old, n, t->stride, by_recency);
-  t->slab = NULL;
-  t->count = t->cap = 0;
-  memset(t->bucket_count, 0, sizeof(t->bucket_count));
   memcpy(t->self, self, KP_ID_LEN);
-  for (uint32_t i = 0; i < n; i++) {
-    const kp_dht_entry_t *src = (const kp_dht_entry_t *)(old + (size_t)i * t->stride);
-    unsigned b = kp_dht_entry_bucket(t, src);
-    kp_dht_entry_t *e;
-    if (t->bucket_count[b] >= t->k || !(e = insert_at(t, b))) continue;
-    memcpy(e, src, t->stride);
+  /* Re-filed in place, so a node that learns its id mid-join does not
+   * leave its table among the join's short-lived allocations: sorted into
+   * the new buckets, then each bucket cut to its k most recently seen. */
+  if (t->count) qsort_r(t->slab, t->count, t->stride, by_bucket_then_recency, t);
+  memset(t->bucket_count, 0, sizeof(t->bucket_count));
+  uint32_t kept = 0;
+  for (uint32_t i = 0; i < t->count; i++) {
+    kp_dht_entry_t *e = kp_dht_table_at(t, i);
+    unsigned b = kp_dht_entry_bucket(t, e);
+    if (t->bucket_count[b] == t->k) continue;
+    t->bucket_count[b]++;
+    if (kept != i) memcpy(kp_dht_table_at(t, kept), e, t->stride);
+    kept++;
   }
-  kp_free(old);
+  t->count = kept;
 }
 
 /* Orders two entries at the same 64-bit distance: by address, so that the

@@ -10,8 +10,9 @@
  * a table has one family, so all its entries have one size.
  *
  * Entries live in one flat array grouped by bucket (bucket 0 first), grown in
- * small steps: a node in a 1000-node network holds about 130 entries, and a
- * table of pointers per bucket would cost more than the entries themselves.
+ * small steps beyond what was reserved: a node in a 1000-node network holds
+ * about 140 entries, and a table of pointers per bucket would cost more than
+ * the entries themselves. Re-filing under a new id happens in place.
  * A full bucket never evicts on its own: kp_dht_table_add() reports the
  * least recently seen entry, the caller pings it, and only a failed ping
  * evicts it (kp_dht_table_remove + add). */
@@ -68,6 +69,9 @@ typedef enum {
 /* family: KP_AF_INET or KP_AF_INET6, the only kind of address it holds. */
 void kp_dht_table_init(kp_dht_table_t *t, const uint8_t self[KP_ID_LEN], unsigned k, int family);
 void kp_dht_table_destroy(kp_dht_table_t *t);
+/* Makes room for n entries now (UV_ENOMEM), so the table need not grow
+ * while they come in. */
+int kp_dht_table_reserve(kp_dht_table_t *t, uint32_t n);
 
 static inline kp_dht_entry_t *kp_dht_table_at(const kp_dht_table_t *t, uint32_t i) {
   return (kp_dht_entry_t *)(t->slab + (size_t)i * t->stride);

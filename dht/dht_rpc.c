@@ -82,7 +82,6 @@ void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_r
   rpc->send = send;
   rpc->send_ctx = ctx;
   rpc->rng = rng;
-  rpc->next_tid = (uint16_t)kp_rng_u32(rng);
   rpc->tokens = burst(rpc);
   rpc->refilled_at = now;
 }
@@ -133,6 +132,27 @@ static void drain(kp_dht_rpc_t *rpc, uint64_t now) {
   }
 }
 
+static bool tid_taken(const kp_dht_req_list_t *l, uint16_t tid, uint8_t command,
+                      const kp_addr_t *to) {
+  for (const kp_dht_req_t *r = l->head; r; r = r->next)
+    if (r->tid == tid && r->command == command && kp_addr_same_ip(&r->to, to)) return true;
+  return false;
+}
+
+/* A random transaction id: one that follows from the last cannot be
+ * guessed, so forging an answer takes a guess among 65536 per request, not
+ * one (docs/protocol.md, "Transactions"). A draw that would match another
+ * request to the same IP with the same command is drawn again, so a
+ * response never fits two requests. */
+static uint16_t new_tid(kp_dht_rpc_t *rpc, uint8_t command, const kp_addr_t *to) {
+  uint16_t tid;
+  unsigned tries = 0;
+  do tid = (uint16_t)kp_rng_u32(rpc->rng);
+  while (++tries < 8 &&
+         (tid_taken(&rpc->inflight, tid, command, to) || tid_taken(&rpc->queue, tid, command, to)));
+  return tid;
+}
+
 int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to,
                        const kp_dht_req_opts_t *opts, kp_dht_req_cb cb, void *arg, uint64_t now,
                        kp_dht_req_t **out) {
@@ -144,7 +164,7 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
     return KP_ELIMIT;
   }
   msg->type = KP_DHT_REQUEST;
-  msg->tid = rpc->next_tid++;
+  msg->tid = new_tid(rpc, msg->command, to);
   msg->error = 0;
   int err = kp_dht_msg_encode_min(msg, opts ? opts->min_len : 0, buf, sizeof(buf), &len);
   if (err) return err;

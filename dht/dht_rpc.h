@@ -84,7 +84,6 @@ typedef struct kp_dht_rpc_s {
    * callback (the DHT counts failures against routing-table entries). */
   void (*on_timeout)(void *ctx, const kp_dht_req_t *req);
   void *send_ctx;
-  uint16_t next_tid;
   double tokens; /* rate limiter: requests that may leave now */
   uint64_t refilled_at;
   bool have_rtt; /* RTT estimator (RFC 6298), in microseconds */
@@ -100,13 +99,14 @@ typedef struct kp_dht_req_opts_s {
 } kp_dht_req_opts_t;
 
 void kp_dht_rpc_config_defaults(kp_dht_rpc_config_t *cfg);
-/* rng (which must outlive the rpc) picks the first tid and the jitter. */
+/* rng (which must outlive the rpc) picks every tid and the jitter. */
 void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_rpc_send_fn send,
                      void *ctx, const kp_rng_t *rng, uint64_t now);
 /* Fails every pending request with UV_ECANCELED and frees them. */
 void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now);
 
-/* Encodes msg (type REQUEST; tid assigned here) and sends or queues it.
+/* Encodes msg (type REQUEST; a random tid assigned here, docs/protocol.md
+ * "Transactions") and sends or queues it.
  * On success *out (may be NULL) is the request handle, valid until its
  * callback returns or kp_dht_rpc_abandon(). cb fires exactly once, never
  * from inside this call. Errors: KP_ELIMIT, KP_ETOOBIG, UV_ENOMEM. */

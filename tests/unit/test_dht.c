@@ -716,6 +716,42 @@ static void test_rpc_adaptive_timeout(void) {
   kp_dht_rpc_destroy(&rpc, prev + 900);
 }
 
+/* Transaction ids come from the injected rng: unpredictable to an
+ * off-path forger, the same from the same seed. */
+static void test_rpc_random_tids(void) {
+  uint16_t tids[2][200];
+  for (int run = 0; run < 2; run++) {
+    wire_t w = {0};
+    kp_dht_rpc_t rpc;
+    kp_dht_rpc_config_t cfg;
+    kp_dht_rpc_config_defaults(&cfg);
+    cfg.max_queued = 1000;
+    kp_rng_seeded_t st;
+    kp_rng_seeded_init(&st, 17);
+    kp_rng_t rng = kp_rng_seeded(&st);
+    kp_dht_rpc_init(&rpc, &cfg, wire_send, &w, &rng, 0);
+    kp_addr_t to;
+    kp_addr_parse(&to, "198.51.100.2:4000");
+    outcome_t sink = {0};
+    for (int i = 0; i < 200; i++) {
+      kp_dht_msg_t m = ping_to(&to);
+      kp_dht_req_t *r;
+      KP_CHECK_OK(kp_dht_rpc_request(&rpc, &m, &to, NULL, on_outcome, &sink, 0, &r));
+      tids[run][i] = r->tid;
+    }
+    kp_dht_rpc_destroy(&rpc, 1);
+  }
+  KP_CHECK_MEM(tids[0], tids[1], sizeof(tids[0]));
+  unsigned next = 0, same = 0;
+  for (int i = 1; i < 200; i++) {
+    next += tids[0][i] == (uint16_t)(tids[0][i - 1] + 1);
+    for (int j = 0; j < i; j++) same += tids[0][i] == tids[0][j];
+  }
+  /* 199 pairs at 1/65536 each: a successor by chance is already unlikely. */
+  KP_CHECK_MSG(next <= 1, "%u of 199 tids follow the one before", next);
+  KP_CHECK_EQ(same, 0); /* in flight together to one node: never the same */
+}
+
 static void test_rpc_caps(void) {
   wire_t w = {0};
   kp_dht_rpc_t rpc;
@@ -793,6 +829,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(rpc_timeout_retry, unit, 10),
     KP_CASE(rpc_caps, unit, 10),
     KP_CASE(rpc_adaptive_timeout, unit, 10),
+    KP_CASE(rpc_random_tids, unit, 10),
     KP_CASE(record_codec, unit, 10),
     KP_CASE(record_mutable, unit, 10),
     KP_CASE(store_announce_seq_expiry, unit, 10),

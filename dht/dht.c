@@ -352,10 +352,18 @@ static void set_member(kp_dht_t *dht, bool member, uint64_t now) {
   if (dht->io.on_membership) dht->io.on_membership(dht->io.ctx, member);
 }
 
-/* Witnesses we ask for: two distinct nodes, or one while we know only one
+/* Witnesses we ask for: two distinct hosts, or one while we know only one
  * (a brand-new network with a single bootstrap node must still form). */
 static unsigned witnesses_needed(const kp_dht_t *dht) {
-  return dht->table.count >= KP_DHT_NAT_QUORUM ? KP_DHT_NAT_QUORUM : 1;
+  const kp_dht_table_t *t = &dht->table;
+  kp_addr_t first, other;
+  if (t->count < KP_DHT_NAT_QUORUM) return 1;
+  kp_dht_entry_addr(t, kp_dht_table_at(t, 0), &first);
+  for (uint32_t i = 1; i < t->count; i++) {
+    kp_dht_entry_addr(t, kp_dht_table_at(t, i), &other);
+    if (!kp_dht_nat_same_host(&first, &other)) return KP_DHT_NAT_QUORUM;
+  }
+  return 1;
 }
 
 static bool address_settled(const kp_dht_t *dht) {

@@ -523,6 +523,74 @@ static void test_nat_classify(void) {
   KP_CHECK_EQ(nat.count, 2);
 }
 
+/* Reports count per host (IPv4 address, IPv6 /64), not per socket: two
+ * ports of one address are one reporter (docs/protocol.md, "Membership"). */
+static void test_nat_reporters_by_ip(void) {
+  kp_dht_nat_t nat;
+  kp_addr_t a, b, x1, x2, y1, y2, self, fake, fake2;
+  kp_addr_parse(&a, "198.51.100.1:4000");
+  kp_addr_parse(&b, "198.51.100.2:4000");
+  kp_addr_parse(&x1, "192.0.2.66:4000"); /* one attacker, two ports */
+  kp_addr_parse(&x2, "192.0.2.66:5000");
+  kp_addr_parse(&y1, "[2001:db8:1:2::1]:4000"); /* two addresses of one IPv6 /64 */
+  kp_addr_parse(&y2, "[2001:db8:1:2::2]:4000");
+  kp_addr_parse(&self, "203.0.113.9:5000");
+  kp_addr_parse(&fake, "203.0.113.66:1");
+  kp_addr_parse(&fake2, "203.0.113.66:2");
+  KP_CHECK(kp_dht_nat_same_host(&x1, &x2));
+  KP_CHECK(kp_dht_nat_same_host(&y1, &y2));
+  KP_CHECK(!kp_dht_nat_same_host(&a, &b));
+
+  /* Two honest reporters agree; the attacker's two ports agree on another
+   * address, last. They are one reporter, and one dissenter moves nothing. */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &a, &self, 1);
+  kp_dht_nat_add_sample(&nat, &b, &self, 2);
+  KP_CHECK(!kp_dht_nat_add_sample(&nat, &x1, &fake, 3));
+  KP_CHECK(!kp_dht_nat_add_sample(&nat, &x2, &fake, 4));
+  KP_CHECK(kp_addr_eq(&nat.public_addr, &self));
+  KP_CHECK_EQ(nat.type, KP_NAT_CONSISTENT);
+  KP_CHECK_EQ(nat.public_since, 1); /* it never moved */
+
+  /* Two ports reporting two mappings do not make the NAT look RANDOM. */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &a, &self, 1);
+  kp_dht_nat_add_sample(&nat, &b, &self, 2);
+  kp_dht_nat_add_sample(&nat, &x1, &fake, 3);
+  kp_dht_nat_add_sample(&nat, &x2, &fake2, 4);
+  KP_CHECK_EQ(nat.type, KP_NAT_CONSISTENT);
+  KP_CHECK(kp_addr_eq(&nat.public_addr, &self));
+
+  /* Nor can one host alone settle an address: its second port is no second
+   * witness, so the type stays unknown. */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &x1, &fake, 1);
+  kp_dht_nat_add_sample(&nat, &x2, &fake, 2);
+  KP_CHECK_EQ(nat.count, 1);
+  KP_CHECK_EQ(nat.type, KP_NAT_UNKNOWN);
+
+  /* PING_NAT answers: two ports of one host are one witness, so they
+   * cannot make us reachable (OPEN). */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &a, &self, 1);
+  kp_dht_nat_add_sample(&nat, &b, &self, 2);
+  kp_dht_nat_reach_result(&nat, &x1, true);
+  kp_dht_nat_reach_result(&nat, &x2, true);
+  KP_CHECK(!nat.reachable);
+  KP_CHECK_EQ(nat.type, KP_NAT_CONSISTENT);
+  KP_CHECK(kp_dht_nat_reach_confirmed_by(&nat, &x2));
+  kp_dht_nat_reach_result(&nat, &y1, true);
+  KP_CHECK(nat.reachable); /* a second host does */
+  KP_CHECK_EQ(nat.type, KP_NAT_OPEN);
+
+  /* On loopback every node of a testnet shares the address: there a port
+   * is a host. */
+  kp_addr_t l1, l2;
+  kp_addr_parse(&l1, "127.0.0.1:4000");
+  kp_addr_parse(&l2, "127.0.0.1:4002");
+  KP_CHECK(!kp_dht_nat_same_host(&l1, &l2));
+}
+
 /* ---- RPC on a virtual clock -------------------------------------------------- */
 
 typedef struct {
@@ -826,6 +894,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(id_metric, unit, 10),
     KP_CASE(token_rotation, unit, 10),
     KP_CASE(nat_classify, unit, 10),
+    KP_CASE(nat_reporters_by_ip, unit, 10),
     KP_CASE(rpc_timeout_retry, unit, 10),
     KP_CASE(rpc_caps, unit, 10),
     KP_CASE(rpc_adaptive_timeout, unit, 10),

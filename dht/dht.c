@@ -208,6 +208,50 @@ int kp_dht_reply(kp_dht_t *dht, const kp_dht_reply_to_t *rt, const uint8_t *valu
 
 typedef enum { PING_LIVENESS, PING_REPLACE } ping_kind_t;
 
+/* A requester proves it receives at its address by answering a ping: the
+ * answer must come from that address with the ping's random tid. Only then
+ * does on_response put it in the table (docs/protocol.md, "Membership"). */
+struct kp_dht_verify_s {
+  kp_dht_verify_t *next;
+  kp_dht_t *dht;
+  kp_addr_t addr;
+};
+
+static void on_verify(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                      const kp_addr_t *from, uint64_t now) {
+  kp_dht_verify_t *v = arg;
+  kp_dht_t *dht = v->dht;
+  (void)req, (void)status, (void)resp, (void)from, (void)now;
+  for (kp_dht_verify_t **p = &dht->verifying; *p; p = &(*p)->next) {
+    if (*p == v) {
+      *p = v->next;
+      break;
+    }
+  }
+  dht->verify_count--;
+  kp_free(v);
+}
+
+/* Pings addr (at most KP_DHT_MAX_VERIFY at once, one per address). One
+ * ping for one request no smaller than it: nothing is amplified. */
+static void verify(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
+  if (dht->verify_count >= KP_DHT_MAX_VERIFY) return;
+  for (kp_dht_verify_t *v = dht->verifying; v; v = v->next)
+    if (kp_addr_eq(&v->addr, addr)) return;
+  kp_dht_verify_t *v = kp_malloc(sizeof(*v));
+  if (!v) return;
+  v->dht = dht;
+  v->addr = *addr;
+  if (kp__dht_request_ex(dht, addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, 1, 0, on_verify, v, now,
+                         NULL)) {
+    kp_free(v);
+    return;
+  }
+  v->next = dht->verifying;
+  dht->verifying = v;
+  dht->verify_count++;
+}
+
 typedef struct ping_ctx_s {
   kp_dht_t *dht;
   uint8_t id[KP_ID_LEN];
@@ -230,10 +274,13 @@ static void on_maint_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht
     return;
   }
   if (status != 0 && e) {
-    /* Dead: evict it, and let the node waiting for its slot in. */
+    /* Dead: evict it, and let the node waiting for its slot in (once it
+     * has proved its address). */
     kp_dht_table_remove(&dht->table, p->id);
-    if (p->kind == PING_REPLACE)
+    if (p->kind == PING_REPLACE && p->insert.proven)
       kp_dht_table_add(&dht->table, p->insert.id, &p->insert.addr, kp__dht_seconds(now), NULL);
+    else if (p->kind == PING_REPLACE)
+      verify(dht, &p->insert.addr, now);
   }
   kp_free(p);
 }
@@ -258,18 +305,23 @@ static void ping_entry(kp_dht_t *dht, kp_dht_entry_t *e, ping_kind_t kind,
   dht->maint_pings++;
 }
 
-/* A member we heard from directly goes into the table; a full bucket pings
- * its least recently seen entry and takes the newcomer only if that fails. */
+/* A member goes into the table once it has proved its address (it
+ * answered us, or its request carried our token for that address); one
+ * that has not is pinged first. A full bucket pings its least recently
+ * seen entry and takes the newcomer only if that fails. */
 static void learn_member(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
-                         uint64_t now) {
+                         bool proven, uint64_t now) {
   kp_dht_entry_t *lru;
-  int r = kp_dht_table_add(&dht->table, id, addr, kp__dht_seconds(now), &lru);
+  int r = proven ? kp_dht_table_add(&dht->table, id, addr, kp__dht_seconds(now), &lru)
+                 : kp_dht_table_would_add(&dht->table, id, addr, &lru);
+  if (r == KP_DHT_TABLE_ADDED && !proven) verify(dht, addr, now);
   if (r != KP_DHT_TABLE_FULL || !lru) return;
   /* At most KP_DHT_MAX_MAINT_PINGS newcomers wait; the rest are dropped, as
    * Kademlia prefers the nodes it already knows to be alive. */
   kp_dht_pending_insert_t wait;
   memcpy(wait.id, id, KP_ID_LEN);
   wait.addr = *addr;
+  wait.proven = proven;
   ping_entry(dht, lru, PING_REPLACE, &wait, now);
 }
 
@@ -494,7 +546,7 @@ static void on_request(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *fr
   req.token_valid = token != 0;
   req.token_current = token == KP_DHT_TOKEN_CURRENT;
   dht->stats.requests_in++;
-  if (m->has_id) learn_member(dht, m->id, from, now);
+  if (m->has_id) learn_member(dht, m->id, from, req.token_valid, now);
 
   kp_dht_reply_to_t rt;
   kp_dht_reply_to_init(&rt, &req);
@@ -533,7 +585,8 @@ static void on_response(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *f
    * comes from a second port and would count as a second witness. */
   if (m->command != KP_DHT_CMD_PING_NAT && kp_dht_nat_add_sample(&dht->nat, from, &m->to, now))
     on_public_address(dht, now);
-  if (m->has_id) learn_member(dht, m->id, from, now);
+  /* It answered a random tid at the address we asked: proof enough. */
+  if (m->has_id) learn_member(dht, m->id, from, true, now);
   kp_dht_rpc_finish(&dht->rpc, req, m, from, now);
 }
 

@@ -11,6 +11,7 @@
 #define KP_DHT_MAX_HANDLERS 16
 #define KP_DHT_MAX_BOOTSTRAP 16
 #define KP_DHT_MAX_MAINT_PINGS 4  /* liveness and full-bucket pings in flight */
+#define KP_DHT_MAX_VERIFY 8       /* pings proving a requester's address, in flight */
 #define KP_DHT_REFRESH_BUCKETS 64 /* deeper buckets never fill in practice */
 #define KP_DHT_TICK_MS 1000       /* background work period */
 #define KP_DHT_MAX_TICKERS 4      /* higher layers with timers of their own */
@@ -32,7 +33,10 @@ typedef struct kp_dht_handler_s {
 typedef struct kp_dht_pending_insert_s {
   uint8_t id[KP_ID_LEN];
   kp_addr_t addr;
+  bool proven; /* it answered us or showed a token; else it is pinged first */
 } kp_dht_pending_insert_t;
+
+typedef struct kp_dht_verify_s kp_dht_verify_t;
 
 struct kp_dht_s {
   kp_dht_config_t cfg;
@@ -69,6 +73,8 @@ struct kp_dht_s {
   bool queries_due;        /* a query finished and awaits its callback */
 
   unsigned maint_pings;
+  kp_dht_verify_t *verifying; /* requesters being pinged for proof of address */
+  unsigned verify_count;
   uint16_t refreshed_s[KP_DHT_REFRESH_BUCKETS]; /* last query into each bucket, seconds mod 2^16 */
   uint64_t refresh_due;                         /* buckets to refresh now (after joining) */
 };

@@ -130,26 +130,43 @@ static kp_dht_entry_t *insert_at(kp_dht_table_t *t, unsigned b) {
   return e;
 }
 
-int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
-                     uint32_t now_s, kp_dht_entry_t **lru) {
+/* Where id goes: *found (if known) or its bucket; KP_DHT_TABLE_ADDED means
+ * there is room. */
+static int place(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
+                 kp_dht_entry_t **found, kp_dht_entry_t **lru) {
+  *found = NULL;
   if (lru) *lru = NULL;
   if (memcmp(id, t->self, KP_ID_LEN) == 0) return KP_DHT_TABLE_SELF;
+  if (addr->family != t->family) return UV_EINVAL;
   uint64_t key = load_be64(id);
   unsigned b = key_bucket(t, key);
-  kp_dht_entry_t *e = find_key(t, key, b);
-  if (e) {
-    /* Another address with the same 64 bits (a hash collision) changes
-     * nothing: Kademlia keeps the node it knows. */
-    if (!kp_dht_entry_is(t, e, addr)) return KP_DHT_TABLE_UPDATED;
-    e->last_seen = now_s;
-    e->fails = 0;
-    return KP_DHT_TABLE_UPDATED;
-  }
+  /* Another address with the same 64 bits (a hash collision) changes
+   * nothing: Kademlia keeps the node it knows. */
+  if ((*found = find_key(t, key, b))) return KP_DHT_TABLE_UPDATED;
   if (t->bucket_count[b] >= t->k) {
     if (lru) *lru = least_recent(t, b);
     return KP_DHT_TABLE_FULL;
   }
-  if (addr->family != t->family || !(e = insert_at(t, b))) return UV_ENOMEM;
+  return KP_DHT_TABLE_ADDED;
+}
+
+int kp_dht_table_would_add(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN],
+                           const kp_addr_t *addr, kp_dht_entry_t **lru) {
+  kp_dht_entry_t *found;
+  return place(t, id, addr, &found, lru);
+}
+
+int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
+                     uint32_t now_s, kp_dht_entry_t **lru) {
+  kp_dht_entry_t *e;
+  int r = place(t, id, addr, &e, lru);
+  if (r == KP_DHT_TABLE_UPDATED && kp_dht_entry_is(t, e, addr)) {
+    e->last_seen = now_s;
+    e->fails = 0;
+  }
+  if (r != KP_DHT_TABLE_ADDED) return r;
+  uint64_t key = load_be64(id);
+  if (!(e = insert_at(t, key_bucket(t, key)))) return UV_ENOMEM;
   e->key_hi = (uint32_t)(key >> 32);
   e->key_lo = (uint32_t)key;
   e->port = addr->port;

@@ -99,6 +99,9 @@ kp_dht_entry_t *kp_dht_table_find(const kp_dht_table_t *t, const uint8_t id[KP_I
  * the bucket's least recently seen entry. */
 int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
                      uint32_t now_s, kp_dht_entry_t **lru);
+/* What kp_dht_table_add would return (and *lru), without changing anything. */
+int kp_dht_table_would_add(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN],
+                           const kp_addr_t *addr, kp_dht_entry_t **lru);
 bool kp_dht_table_remove(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN]);
 
 /* The up to n (<= KP_DHT_MAX_CLOSEST) entries closest to target, closest

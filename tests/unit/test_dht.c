@@ -914,6 +914,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_down_hint, sim, 60),
     KP_CASE(sim_bootstrap_retry, sim, 60),
     KP_CASE(sim_bad_input_counted, sim, 60),
+    KP_CASE(sim_requester_proves_address, sim, 60),
     KP_CASE(sim_extension_commit, sim, 60),
     KP_CASE(sim_loss, sim, 120),
     KP_CASE(swarm_announce_lookup, sim, 60),

@@ -12,6 +12,7 @@ void test_sim_no_amplification(void);
 void test_sim_down_hint(void);
 void test_sim_bootstrap_retry(void);
 void test_sim_bad_input_counted(void);
+void test_sim_requester_proves_address(void);
 void test_sim_extension_commit(void);
 void test_sim_loss(void);
 

@@ -384,6 +384,7 @@ static void amp_tap(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const
 typedef struct {
   size_t got;
   size_t len;
+  size_t unknown_command; /* replies saying so, whatever order they came in */
   kp_dht_msg_t msg;
   uint8_t buf[KP_DHT_MAX_DATAGRAM];
 } raw_t;
@@ -395,6 +396,9 @@ static void raw_recv(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, co
   r->got++;
   r->len = len;
   memcpy(r->buf, data, len);
+  kp_dht_msg_t m;
+  if (!kp_dht_msg_decode(data, len, KP_AF_INET, &m) && m.error == KP_DHT_ERR_UNKNOWN_COMMAND)
+    r->unknown_command++;
 }
 
 void test_sim_no_amplification(void) {
@@ -562,9 +566,7 @@ void test_sim_bad_input_counted(void) {
   /* The liar is answered as the non-member it is (and not put in a table);
    * the unknown command gets an error reply. */
   KP_CHECK_EQ(raw.got, 2);
-  kp_dht_msg_t reply;
-  KP_CHECK_OK(kp_dht_msg_decode(raw.buf, raw.len, KP_AF_INET, &reply));
-  KP_CHECK_EQ(reply.error, KP_DHT_ERR_UNKNOWN_COMMAND);
+  KP_CHECK_EQ(raw.unknown_command, 1);
   KP_CHECK(kp_dht_table(target->dht)->count < 5);
   for (uint32_t e = 0; e < kp_dht_table(target->dht)->count; e++)
     KP_CHECK(!kp_dht_entry_is(kp_dht_table(target->dht),
@@ -574,6 +576,67 @@ void test_sim_bad_input_counted(void) {
   lookup_t l = run_lookup(net.nodes[1], t);
   KP_CHECK_OK(l.status);
   kp_sim_dht_net_destroy(&net);
+}
+
+typedef struct {
+  kp_sim_dht_node_t *node;
+  uint64_t before;
+} requests_seen_t;
+
+static bool request_arrived(void *ctx) {
+  requests_seen_t *r = ctx;
+  kp_dht_stats_t st;
+  kp_dht_stats(r->node->dht, &st);
+  return st.requests_in > r->before;
+}
+
+/* A request with a valid id but no token for its address puts nobody in a
+ * table: the receiver pings the address first, and only an answer from
+ * there (with the ping's random tid) proves it. A sender that cannot
+ * receive at the address it claims (a spoofer) never gets in. */
+void test_sim_requester_proves_address(void) {
+  kp_sim_dht_net_t net;
+  kp_dht_config_t c = sim_config();
+  kp_sim_dht_net_init(&net, kp_sim_new(121), 10, 0, &c, 121);
+  join_all(&net, MINUTE);
+  kp_sim_dht_node_t *target = net.nodes[3];
+  const kp_addr_t *to = kp_sim_socket_addr(target->sock);
+
+  /* The spoofer sends from S, whose answers it never sees. */
+  raw_t deaf = {0};
+  kp_addr_t spoofed;
+  kp_addr_parse(&spoofed, "10.99.0.7:7000");
+  kp_sim_socket_t *s = kp_sim_socket_new(net.sim, &spoofed, NULL, raw_recv, &deaf);
+  kp_dht_msg_t ping = {0};
+  ping.type = KP_DHT_REQUEST;
+  ping.tid = 77;
+  ping.to = *to;
+  ping.has_id = true;
+  kp_dht_id_from_addr(&spoofed, ping.id);
+  uint8_t buf[KP_DHT_MAX_DATAGRAM];
+  size_t len;
+  KP_CHECK_OK(kp_dht_msg_encode_min(&ping, 200, buf, sizeof(buf), &len));
+  kp_sim_send(s, to, buf, len);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 10 * SEC);
+  KP_CHECK(!has_addr(target, &spoofed));
+  /* Its reply, and the pings that asked for proof: one and one retry. */
+  KP_CHECK_MSG(deaf.got >= 2 && deaf.got <= 3, "%zu datagrams to the spoofed address", deaf.got);
+
+  /* A real member at M is pinged the same way, answers, and is in. */
+  kp_addr_t m_addr;
+  kp_addr_parse(&m_addr, "10.99.0.8:7000");
+  kp_sim_dht_node_t *m = member_at(net.sim, &m_addr, KP_DHT_K, 122);
+  kp_dht_stats_t st;
+  kp_dht_stats(target->dht, &st);
+  requests_seen_t seen = {target, st.requests_in};
+  ping_quiet(m, target);
+  KP_CHECK(kp_sim_run_while(net.sim, kp_sim_now(net.sim) + SEC, request_arrived, &seen));
+  KP_CHECK(!has(target, m)); /* not on the strength of its request alone */
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 2 * SEC);
+  KP_CHECK(has(target, m));
+  kp_sim_dht_node_free(m);
+  kp_sim_dht_net_destroy(&net);
+  free(m);
 }
 
 /* ---- The extension point and the commit step ------------------------------- */

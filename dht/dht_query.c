@@ -113,8 +113,16 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
 }
 
 static cand_t *find_by_addr(kp_dht_query_t *q, const kp_addr_t *addr) {
-  for (unsigned i = 0; i < q->count; i++)
-    if (kp_addr_eq(&q->cands[i].addr, addr)) return &q->cands[i];
+  /* A reply names 20 nodes and we hold up to 64: compare the address's
+   * last four IP bytes first, which almost always differ. */
+  uint32_t tail, other;
+  memcpy(&tail, addr->ip + 12, 4);
+  if (addr->family == KP_AF_INET) memcpy(&tail, addr->ip, 4);
+  for (unsigned i = 0; i < q->count; i++) {
+    const kp_addr_t *c = &q->cands[i].addr;
+    memcpy(&other, c->family == KP_AF_INET ? c->ip : c->ip + 12, 4);
+    if (other == tail && kp_addr_eq(c, addr)) return &q->cands[i];
+  }
   return NULL;
 }
 

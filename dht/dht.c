@@ -27,6 +27,7 @@ void kp_dht_config_defaults(kp_dht_config_t *cfg) {
 
 static void send_main(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
   kp_dht_t *dht = ctx;
+  dht->sent++;
   dht->io.send(dht->io.ctx, KP_DHT_SOCK_MAIN, to, data, len);
 }
 
@@ -153,6 +154,7 @@ static int send_reply(kp_dht_t *dht, int sock, const kp_dht_reply_to_t *rt, cons
     size_t len;
     int err = kp_dht_msg_encode(&r, buf, sizeof(buf), &len);
     if (!err && len <= rt->limit) {
+      dht->sent += sock == KP_DHT_SOCK_MAIN;
       dht->io.send(dht->io.ctx, sock, &rt->to, buf, len);
       return 0;
     }
@@ -708,6 +710,21 @@ static void refresh_buckets(kp_dht_t *dht, uint64_t now) {
   }
 }
 
+/* Keeps a member's NAT mapping open (KP_DHT_KEEPALIVE_MS): a ping to a
+ * random table entry when nothing else has left for that long. A member
+ * that answers requests never needs one. */
+static void keepalive(kp_dht_t *dht, uint64_t now) {
+  if (dht->sent != dht->sent_mark) {
+    dht->sent_mark = dht->sent;
+    dht->idle_since = now;
+    return;
+  }
+  if (!dht->member || !dht->table.count || now - dht->idle_since < KP_DHT_KEEPALIVE_MS) return;
+  kp_dht_entry_t *e = kp_dht_table_at(&dht->table, kp_rng_below(&dht->cfg.rng, dht->table.count));
+  ping_entry(dht, e, PING_LIVENESS, NULL, now);
+  dht->idle_since = now;
+}
+
 static void background(kp_dht_t *dht, uint64_t now) {
   if (dht->last_tick && now - dht->last_tick >= dht->cfg.suspend_ms) on_suspend(dht, now);
   kp_dht_tokens_tick(&dht->tokens, &dht->cfg.rng, now);
@@ -725,6 +742,7 @@ static void background(kp_dht_t *dht, uint64_t now) {
     if (old) ping_entry(dht, old, PING_LIVENESS, NULL, now);
   }
   refresh_buckets(dht, now);
+  keepalive(dht, now);
   dht->next_background = now + KP_DHT_TICK_MS;
 }
 

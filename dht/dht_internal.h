@@ -14,7 +14,12 @@
 #define KP_DHT_MAX_VERIFY 8       /* pings proving a requester's address, in flight */
 #define KP_DHT_REFRESH_BUCKETS 64 /* deeper buckets never fill in practice */
 #define KP_DHT_TICK_MS 1000       /* background work period */
-#define KP_DHT_MAX_TICKERS 4      /* higher layers with timers of their own */
+/* A member that has sent nothing for this long pings someone: behind a NAT
+ * that filters nothing (the only kind a member can be behind), the mapping
+ * that makes it reachable lasts only while packets leave through it, and
+ * home NATs drop an idle UDP mapping after as little as 30 s. */
+#define KP_DHT_KEEPALIVE_MS 25000
+#define KP_DHT_MAX_TICKERS 4 /* higher layers with timers of their own */
 /* Routing-table room reserved when a node is made: 10 full buckets, the
  * table of a network of up to about 10,000 members. Made then, next to the
  * node's other long-lived state, the table need not grow during the join,
@@ -53,6 +58,9 @@ struct kp_dht_s {
   uint64_t reachable_since;
 
   uint64_t last_tick;
+  uint64_t sent;       /* datagrams out of the main socket, ever */
+  uint64_t sent_mark;  /* `sent` when idle_since was set */
+  uint64_t idle_since; /* nothing has left the main socket since (to a tick) */
   uint64_t next_background;
   uint64_t natcheck_next;
   bool natcheck_inflight;

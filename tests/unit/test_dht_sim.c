@@ -209,6 +209,56 @@ void test_sim_membership_firewall(void) {
   free(f);
 }
 
+/* A member behind a NAT that filters nothing is reachable only while its
+ * mapping lives, and NATs forget an idle one (here after a minute). With
+ * nothing else to send, the member pings someone every 25 s, so a network
+ * that leaves it alone for minutes still finds it there. */
+typedef struct {
+  int status;
+  bool done;
+} ping_result_t;
+
+static void on_ping_result(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                           const kp_addr_t *from, uint64_t now) {
+  ping_result_t *r = arg;
+  (void)req, (void)resp, (void)from, (void)now;
+  r->status = status;
+  r->done = true;
+}
+
+static bool ping_done(void *ctx) {
+  return ((ping_result_t *)ctx)->done;
+}
+
+void test_sim_member_keeps_nat_open(void) {
+  kp_sim_dht_net_t net;
+  kp_dht_config_t c = sim_config();
+  c.refresh_ms = 24 * 60 * MINUTE; /* a quiet network: no bucket refreshes */
+  kp_sim_dht_net_init(&net, kp_sim_new(131), 20, 0, &c, 131);
+  join_all(&net, MINUTE);
+  kp_addr_t pub;
+  kp_addr_parse(&pub, "198.51.100.60:4000");
+  kp_sim_nat_t *nat = kp_sim_nat_new(net.sim, &pub, KP_SIM_MAP_CONSISTENT, KP_SIM_FILTER_OPEN);
+  kp_sim_nat_set_timeout(nat, 60 * SEC);
+  kp_sim_dht_node_t *m = add_node(&net, "192.168.5.2:4000", nat, &c, 132);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 2 * MINUTE);
+  KP_CHECK(kp_dht_is_member(m->dht));
+  /* Left alone two minutes at a time, it still answers. */
+  for (int i = 0; i < 5; i++) {
+    kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 2 * MINUTE);
+    ping_result_t r = {0};
+    KP_CHECK_OK(kp_dht_request(net.nodes[1]->dht, &pub, KP_DHT_CMD_PING, NULL, NULL, 0, NULL,
+                               on_ping_result, &r, kp_sim_now(net.sim), NULL));
+    kp_sim_dht_node_kick(net.nodes[1]);
+    KP_CHECK(kp_sim_run_while(net.sim, kp_sim_now(net.sim) + 10 * SEC, ping_done, &r));
+    KP_CHECK_MSG(r.status == 0, "round %d: the member behind the NAT did not answer", i);
+  }
+  KP_CHECK(kp_dht_is_member(m->dht));
+  kp_sim_dht_node_free(m);
+  kp_sim_dht_net_destroy(&net);
+  free(m);
+}
+
 void test_sim_membership_moves(void) {
   kp_sim_dht_net_t net;
   kp_dht_config_t c = sim_config();

@@ -309,15 +309,17 @@ static void ping_entry(kp_dht_t *dht, kp_dht_entry_t *e, ping_kind_t kind,
 
 /* A member goes into the table once it has proved its address (it
  * answered us, or its request carried our token for that address); one
- * that has not is pinged first. A full bucket pings its least recently
- * seen entry and takes the newcomer only if that fails. */
+ * that has not is pinged first. A full bucket keeps what it has, unless
+ * its least recently seen entry has been quiet for KP_DHT_FRESH_S: that
+ * one is pinged, and the newcomer takes its place only if it fails. */
 static void learn_member(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
                          bool proven, uint64_t now) {
   kp_dht_entry_t *lru;
   int r = proven ? kp_dht_table_add(&dht->table, id, addr, kp__dht_seconds(now), &lru)
                  : kp_dht_table_would_add(&dht->table, id, addr, &lru);
   if (r == KP_DHT_TABLE_ADDED && !proven) verify(dht, addr, now);
-  if (r != KP_DHT_TABLE_FULL || !lru) return;
+  if (r != KP_DHT_TABLE_FULL || !lru || kp__dht_seconds(now) - lru->last_seen < KP_DHT_FRESH_S)
+    return;
   /* At most KP_DHT_MAX_MAINT_PINGS newcomers wait; the rest are dropped, as
    * Kademlia prefers the nodes it already knows to be alive. */
   kp_dht_pending_insert_t wait;
@@ -711,17 +713,18 @@ static void refresh_buckets(kp_dht_t *dht, uint64_t now) {
 }
 
 /* Keeps a member's NAT mapping open (KP_DHT_KEEPALIVE_MS): a ping to a
- * random table entry when nothing else has left for that long. A member
- * that answers requests never needs one. */
+ * table entry when nothing else has left for that long. A member that
+ * answers requests never needs one. */
 static void keepalive(kp_dht_t *dht, uint64_t now) {
   if (dht->sent != dht->sent_mark) {
     dht->sent_mark = dht->sent;
     dht->idle_since = now;
     return;
   }
-  if (!dht->member || !dht->table.count || now - dht->idle_since < KP_DHT_KEEPALIVE_MS) return;
-  kp_dht_entry_t *e = kp_dht_table_at(&dht->table, kp_rng_below(&dht->cfg.rng, dht->table.count));
-  ping_entry(dht, e, PING_LIVENESS, NULL, now);
+  if (!dht->member || now - dht->idle_since < KP_DHT_KEEPALIVE_MS) return;
+  /* The entry heard from longest ago: the ping checks it too. */
+  kp_dht_entry_t *e = kp_dht_table_oldest(&dht->table, UINT32_MAX);
+  if (e) ping_entry(dht, e, PING_LIVENESS, NULL, now);
   dht->idle_since = now;
 }
 

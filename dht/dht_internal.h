@@ -19,6 +19,11 @@
  * that makes it reachable lasts only while packets leave through it, and
  * home NATs drop an idle UDP mapping after as little as 30 s. */
 #define KP_DHT_KEEPALIVE_MS 25000
+/* An entry heard from within this long is taken to be alive: a newcomer to
+ * its full bucket is dropped without pinging it (BEP 5's "good" node, for
+ * which it uses 15 minutes). Pinging the least recently seen entry for
+ * every newcomer made a quarter of all traffic while a network formed. */
+#define KP_DHT_FRESH_S (5 * 60)
 #define KP_DHT_MAX_TICKERS 4 /* higher layers with timers of their own */
 /* Routing-table room reserved when a node is made: 10 full buckets, the
  * table of a network of up to about 10,000 members. Made then, next to the

@@ -51,8 +51,17 @@ struct kp_dht_query_s {
   bool cancelled; /* cancelled from inside on_reply */
   unsigned count;
   uint8_t order[QUERY_MAX]; /* cands[] indices, closest first */
+  /* The last four IP bytes of each cands[i].addr, apart: finding a
+   * candidate by address scans these 256 bytes, not 64 candidates. */
+  uint32_t tail[QUERY_MAX];
   cand_t cands[QUERY_MAX];
 };
+
+static uint32_t addr_tail(const kp_addr_t *a) {
+  uint32_t t;
+  memcpy(&t, a->family == KP_AF_INET ? a->ip : a->ip + 12, 4);
+  return t;
+}
 
 static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
                            const kp_addr_t *from, uint64_t now);
@@ -108,21 +117,15 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
   memset(c, 0, sizeof(*c));
   memcpy(c->id, id, KP_ID_LEN);
   c->addr = *addr;
+  q->tail[slot] = addr_tail(addr);
   if (referrer) c->referrer = *referrer;
   c->hops = (uint8_t)(hops > 255 ? 255 : hops);
 }
 
 static cand_t *find_by_addr(kp_dht_query_t *q, const kp_addr_t *addr) {
-  /* A reply names 20 nodes and we hold up to 64: compare the address's
-   * last four IP bytes first, which almost always differ. */
-  uint32_t tail, other;
-  memcpy(&tail, addr->ip + 12, 4);
-  if (addr->family == KP_AF_INET) memcpy(&tail, addr->ip, 4);
-  for (unsigned i = 0; i < q->count; i++) {
-    const kp_addr_t *c = &q->cands[i].addr;
-    memcpy(&other, c->family == KP_AF_INET ? c->ip : c->ip + 12, 4);
-    if (other == tail && kp_addr_eq(c, addr)) return &q->cands[i];
-  }
+  uint32_t tail = addr_tail(addr);
+  for (unsigned i = 0; i < q->count; i++)
+    if (q->tail[i] == tail && kp_addr_eq(&q->cands[i].addr, addr)) return &q->cands[i];
   return NULL;
 }
 
@@ -182,12 +185,9 @@ static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
                            const kp_addr_t *from, uint64_t now) {
   kp_dht_query_t *q = arg;
   cand_t *c = NULL;
-  for (unsigned i = 0; i < q->count; i++) {
-    if (q->cands[q->order[i]].req == req) {
-      c = &q->cands[q->order[i]];
-      break;
-    }
-  }
+  uint32_t tail = addr_tail(&req->to);
+  for (unsigned i = 0; i < q->count && !c; i++)
+    if (q->tail[i] == tail && q->cands[i].req == req) c = &q->cands[i];
   if (!c) return;
   c->req = NULL;
   q->inflight--;

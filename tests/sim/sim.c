@@ -90,19 +90,22 @@ static hnode_t *ht_first(const htable_t *t, uint64_t hash) {
 
 /* ---- Event queue: a binary heap ordered by (time, sequence) -------------- */
 
-typedef enum { EV_PACKET, EV_TIMER } ev_kind_t;
+/* A datagram on its way, in one allocation with its bytes. */
+typedef struct packet_s {
+  kp_addr_t from;    /* source as the receiver sees it */
+  kp_addr_t to;      /* destination on the internet side */
+  kp_sim_nat_t *lan; /* between two hosts behind this NAT */
+  size_t len;
+  uint8_t data[];
+} packet_t;
 
+/* Heap entries stay small (the heap is walked on every event): a packet's
+ * details live in its own allocation. */
 typedef struct event_s {
   uint64_t at;
   uint64_t seq;
-  ev_kind_t kind;
-  kp_sim_timer_fn fn; /* EV_TIMER */
-  void *ctx;
-  kp_addr_t from;    /* EV_PACKET: source as the receiver sees it */
-  kp_addr_t to;      /* EV_PACKET: destination on the internet side */
-  kp_sim_nat_t *lan; /* EV_PACKET: between two hosts behind this NAT */
-  size_t len;
-  uint8_t *data;
+  kp_sim_timer_fn fn; /* NULL: a packet */
+  void *ctx;          /* the timer's context, or the packet_t */
 } event_t;
 
 /* A NAT's state for one inside socket (and, for RANDOM, one destination):
@@ -123,9 +126,9 @@ struct mapping_s {
   seen_t *seen; /* this mapping's filter entries */
 };
 
-/* One remote endpoint a mapping has sent to. Each destination is filed
- * twice: as ip:port (PORT filtering) and as the IP alone, port 0 (ADDRESS
- * filtering), so that a NAT can change its filtering later. */
+/* One remote endpoint a mapping has sent to, as ip:port, and for a NAT
+ * that filters by address also as the IP alone (port 0). A NAT switched to
+ * ADDRESS filtering later knows only the IPs it has sent to since. */
 struct seen_s {
   hnode_t node;          /* (mapping, remote) */
   seen_t *prev, *next;   /* the NAT's filter entries, least recently used first */
@@ -237,7 +240,8 @@ kp_sim_t *kp_sim_new(uint64_t seed) {
 }
 
 void kp_sim_free(kp_sim_t *sim) {
-  for (size_t i = 0; i < sim->heap_len; i++) free(sim->heap[i].data);
+  for (size_t i = 0; i < sim->heap_len; i++)
+    if (!sim->heap[i].fn) free(sim->heap[i].ctx);
   free(sim->heap);
   free(sim->cancelled);
   while (sim->sockets) kp_sim_socket_free(sim->sockets);
@@ -534,10 +538,12 @@ static mapping_t *outbound(kp_sim_nat_t *nat, const kp_addr_t *inside, const kp_
     ht_insert(&sim->port_index, &m->by_port, port_hash(nat, port));
   }
   touch_mapping(m, sim->now);
-  kp_addr_t ip = *dest;
-  ip.port = 0;
   touch_seen(sim, m, dest);
-  touch_seen(sim, m, &ip);
+  if (nat->filter == KP_SIM_FILTER_ADDRESS) {
+    kp_addr_t ip = *dest;
+    ip.port = 0;
+    touch_seen(sim, m, &ip);
+  }
   return m;
 }
 
@@ -566,15 +572,15 @@ static void schedule_packet(kp_sim_t *sim, const kp_addr_t *from, const kp_addr_
     ev.at = sim->now + sim->latency(sim->latency_ctx, from, to, &rng);
   else
     ev.at = sim->now + sim->link.latency_min_ms + (span ? kp_rng_below(&rng, span + 1) : 0);
-  ev.lan = lan;
+  packet_t *p = malloc(sizeof(*p) + len);
+  if (!p) abort();
+  p->lan = lan;
+  p->from = *from;
+  p->to = *to;
+  p->len = len;
+  memcpy(p->data, data, len);
   ev.seq = ++sim->seq;
-  ev.kind = EV_PACKET;
-  ev.from = *from;
-  ev.to = *to;
-  ev.len = len;
-  ev.data = malloc(len ? len : 1);
-  if (!ev.data) abort();
-  memcpy(ev.data, data, len);
+  ev.ctx = p;
   heap_push(sim, ev);
 }
 
@@ -598,8 +604,9 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
     return;
   }
   kp_sim_nat_t *lan = NULL;
-  if (sock->nat && sock->nat->mapping != KP_SIM_MAP_NONE && find_socket(sim, sock->nat, to)) {
-    /* Another host on the same LAN: no translation. */
+  if (sock->nat && sock->nat->mapping != KP_SIM_MAP_NONE &&
+      (kp_addr_is_private(to) || kp_addr_is_loopback(to)) && find_socket(sim, sock->nat, to)) {
+    /* Another host on the same LAN (at a private address): no translation. */
     lan = sock->nat;
   } else if (sock->nat) {
     if (kp_addr_same_ip(&sock->nat->public_ip, to)) {
@@ -666,18 +673,17 @@ static kp_sim_socket_t *route_lan(kp_sim_t *sim, kp_sim_nat_t *lan, const kp_add
   return s;
 }
 
-static void deliver(kp_sim_t *sim, event_t *ev) {
-  kp_sim_socket_t *s = ev->lan ? route_lan(sim, ev->lan, &ev->to) : route(sim, &ev->to, &ev->from);
+static void deliver(kp_sim_t *sim, packet_t *p) {
+  kp_sim_socket_t *s = p->lan ? route_lan(sim, p->lan, &p->to) : route(sim, &p->to, &p->from);
   if (!s) return;
   sim->stats.delivered++;
-  s->recv(s->ctx, s, &ev->from, ev->data, ev->len, sim->now);
+  s->recv(s->ctx, s, &p->from, p->data, p->len, sim->now);
 }
 
 uint64_t kp_sim_timer(kp_sim_t *sim, uint64_t at, kp_sim_timer_fn fn, void *ctx) {
   event_t ev = {0};
   ev.at = at < sim->now ? sim->now : at;
   ev.seq = ++sim->seq;
-  ev.kind = EV_TIMER;
   ev.fn = fn;
   ev.ctx = ctx;
   heap_push(sim, ev);
@@ -706,9 +712,9 @@ static bool take_cancelled(kp_sim_t *sim, uint64_t id) {
 static void run_one(kp_sim_t *sim) {
   event_t ev = heap_pop(sim);
   if (ev.at > sim->now) sim->now = ev.at;
-  if (ev.kind == EV_PACKET) {
-    deliver(sim, &ev);
-    free(ev.data);
+  if (!ev.fn) {
+    deliver(sim, ev.ctx);
+    free(ev.ctx);
   } else if (!take_cancelled(sim, ev.seq)) {
     ev.fn(ev.ctx, sim->now);
   }

@@ -10,8 +10,8 @@
  *   filtering  OPEN       (anything reaches a mapped port)
  *              ADDRESS    (only from IPs the host has sent to)
  *              PORT       (only from the exact ip:port the host has sent to)
- * Hosts behind one NAT share a LAN: packets to a private address reach a
- * host behind the same NAT untranslated, in 1 ms. NATs do not hairpin (what
+ * Hosts behind one NAT share a LAN: packets to a private (or loopback)
+ * address reach a host behind the same NAT untranslated, in 1 ms. NATs do not hairpin (what
  * a host sends to its own NAT's public address is dropped).
  * Links add latency (uniform in [min, max]), random loss and duplication.
  *

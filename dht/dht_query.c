@@ -80,6 +80,30 @@ static void forget_request(kp_dht_query_t *q, cand_t *c) {
   q->inflight--;
 }
 
+/* The eclipse limits among candidates (dht_id.h): a prefix may hold at
+ * most KP_DHT_PREFIX_MAX of them (an IPv6 /32 KP_DHT_WIDE_PREFIX_MAX), its
+ * closest. For a newcomer that would go in at position `at`: -1 if it fits,
+ * PREFIX_REFUSE if it is farther than all of its prefix's, else the
+ * position (in order[]) of the candidate it displaces. Since the results
+ * are candidates, they obey the same limits. */
+#define PREFIX_REFUSE (-2)
+
+static int prefix_victim(const kp_dht_query_t *q, const kp_addr_t *addr, unsigned at) {
+  if (kp_dht_prefix_exempt(addr)) return -1;
+  unsigned narrow = 0, wide = 0;
+  int far_narrow = -1, far_wide = -1;
+  for (unsigned i = 0; i < q->count; i++) {
+    const kp_addr_t *c = &q->cands[q->order[i]].addr;
+    if (kp_dht_same_wide_prefix(c, addr)) wide++, far_wide = (int)i;
+    if (kp_dht_same_prefix(c, addr)) narrow++, far_narrow = (int)i;
+  }
+  int victim = narrow >= KP_DHT_PREFIX_MAX      ? far_narrow
+               : wide >= KP_DHT_WIDE_PREFIX_MAX ? far_wide
+                                                : -1;
+  if (victim < 0) return -1;
+  return (unsigned)victim >= at ? victim : PREFIX_REFUSE;
+}
+
 static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
                           const kp_addr_t *referrer, unsigned hops) {
   if (addr->family != q->dht->cfg.family || is_self(q->dht, id, addr)) return;
@@ -102,7 +126,15 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
       lo = mid + 1;
   }
   unsigned slot;
-  if (q->count == QUERY_MAX) {
+  int victim = prefix_victim(q, addr, lo);
+  if (victim == PREFIX_REFUSE) return;
+  if (victim >= 0) {
+    /* Its prefix's farthest candidate makes room (and its slot is reused). */
+    slot = q->order[victim];
+    forget_request(q, &q->cands[slot]);
+    memmove(&q->order[victim], &q->order[victim + 1], q->count - (unsigned)victim - 1);
+    q->count--;
+  } else if (q->count == QUERY_MAX) {
     if (lo == QUERY_MAX) return; /* farther than everything we hold */
     slot = q->order[QUERY_MAX - 1];
     forget_request(q, &q->cands[slot]);

@@ -106,14 +106,38 @@ static int reserve(kp_dht_table_t *t) {
   return t->count < t->cap ? 0 : kp_dht_table_reserve(t, t->cap + GROW_STEP);
 }
 
-static kp_dht_entry_t *least_recent(const kp_dht_table_t *t, unsigned b) {
+/* Whether e and addr share `bytes` leading IP bytes, e not being exempt
+ * (the caller has checked addr). */
+static bool same_group(const kp_dht_entry_t *e, const kp_addr_t *addr, size_t bytes) {
+  return !(e->flags & KP_DHT_ENTRY_EXEMPT) && memcmp(e->ip, addr->ip, bytes) == 0;
+}
+
+/* The least recently seen entry of bucket b, of those sharing `bytes` IP
+ * bytes with addr (0: all), and how many those are. */
+static kp_dht_entry_t *least_recent(const kp_dht_table_t *t, unsigned b, const kp_addr_t *addr,
+                                    size_t bytes, unsigned *count) {
   uint32_t start = bucket_start(t, b);
   kp_dht_entry_t *lru = NULL;
+  *count = 0;
   for (uint32_t i = start; i < start + t->bucket_count[b]; i++) {
     kp_dht_entry_t *e = kp_dht_table_at(t, i);
+    if (bytes && !same_group(e, addr, bytes)) continue;
+    ++*count;
     if (!lru || e->last_seen < lru->last_seen) lru = e;
   }
   return lru;
+}
+
+/* The entry to ping for a newcomer at addr in bucket b when its prefix
+ * group already holds its share of the bucket, else NULL. */
+static kp_dht_entry_t *group_full(const kp_dht_table_t *t, unsigned b, const kp_addr_t *addr) {
+  unsigned n;
+  if (kp_dht_prefix_exempt(addr)) return NULL;
+  kp_dht_entry_t *lru = least_recent(t, b, addr, t->family == KP_AF_INET6 ? 6 : 3, &n);
+  if (n >= KP_DHT_PREFIX_MAX) return lru;
+  if (t->family != KP_AF_INET6) return NULL;
+  lru = least_recent(t, b, addr, 4, &n);
+  return n >= KP_DHT_WIDE_PREFIX_MAX ? lru : NULL;
 }
 
 /* Room for one more entry at the end of bucket b; NULL without memory. */
@@ -143,11 +167,12 @@ static int place(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_
   /* Another address with the same 64 bits (a hash collision) changes
    * nothing: Kademlia keeps the node it knows. */
   if ((*found = find_key(t, key, b))) return KP_DHT_TABLE_UPDATED;
-  if (t->bucket_count[b] >= t->k) {
-    if (lru) *lru = least_recent(t, b);
-    return KP_DHT_TABLE_FULL;
-  }
-  return KP_DHT_TABLE_ADDED;
+  kp_dht_entry_t *oldest = group_full(t, b, addr);
+  unsigned n;
+  if (!oldest && t->bucket_count[b] >= t->k) oldest = least_recent(t, b, addr, 0, &n);
+  if (!oldest) return KP_DHT_TABLE_ADDED;
+  if (lru) *lru = oldest;
+  return KP_DHT_TABLE_FULL;
 }
 
 int kp_dht_table_would_add(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN],
@@ -172,6 +197,7 @@ int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_ad
   e->port = addr->port;
   memcpy(e->ip, addr->ip, t->iplen);
   e->last_seen = now_s;
+  if (kp_dht_prefix_exempt(addr)) e->flags |= KP_DHT_ENTRY_EXEMPT;
   return KP_DHT_TABLE_ADDED;
 }
 

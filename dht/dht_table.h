@@ -15,7 +15,9 @@
  * the entries themselves. Re-filing under a new id happens in place.
  * A full bucket never evicts on its own: kp_dht_table_add() reports the
  * least recently seen entry, the caller pings it, and only a failed ping
- * evicts it (kp_dht_table_remove + add). */
+ * evicts it (kp_dht_table_remove + add). The same holds within a bucket for
+ * one network prefix, which may hold at most KP_DHT_PREFIX_MAX entries of
+ * it (KP_DHT_WIDE_PREFIX_MAX of an IPv6 /32; dht_id.h). */
 #ifndef KP_DHT_TABLE_H
 #define KP_DHT_TABLE_H
 
@@ -35,7 +37,8 @@
 
 /* Entry flags. */
 enum {
-  KP_DHT_ENTRY_PINGING = 1 /* a liveness ping is in flight */
+  KP_DHT_ENTRY_PINGING = 1, /* a liveness ping is in flight */
+  KP_DHT_ENTRY_EXEMPT = 2   /* loopback or private: no prefix limit (dht_id.h) */
 };
 
 typedef struct kp_dht_entry_s {
@@ -62,8 +65,8 @@ typedef struct kp_dht_table_s {
 typedef enum {
   KP_DHT_TABLE_ADDED,
   KP_DHT_TABLE_UPDATED, /* already present: last_seen refreshed */
-  KP_DHT_TABLE_FULL,    /* bucket full: *lru is the entry to ping */
-  KP_DHT_TABLE_SELF     /* our own id: never stored */
+  KP_DHT_TABLE_FULL, /* bucket, or the newcomer's prefix in it, full: *lru is the entry to ping */
+  KP_DHT_TABLE_SELF  /* our own id: never stored */
 } kp_dht_table_result_t;
 
 /* family: KP_AF_INET or KP_AF_INET6, the only kind of address it holds. */
@@ -96,7 +99,8 @@ kp_dht_entry_t *kp_dht_table_find(const kp_dht_table_t *t, const uint8_t id[KP_I
 
 /* Adds or refreshes a node; id must be the id of addr. Returns one of
  * kp_dht_table_result_t or UV_ENOMEM. *lru is set for KP_DHT_TABLE_FULL:
- * the bucket's least recently seen entry. */
+ * the least recently seen entry of the newcomer's prefix when that is what
+ * is full, else of the bucket. */
 int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
                      uint32_t now_s, kp_dht_entry_t **lru);
 /* What kp_dht_table_add would return (and *lru), without changing anything. */

@@ -355,6 +355,82 @@ static void test_table_buckets(void) {
   kp_dht_table_destroy(&t);
 }
 
+/* An address whose id is in bucket 0 of a table with id self: IPv4 `ip`
+ * with the n-th port tried, or the IPv6 `ip` prefix ("2001:db8:1::") with
+ * the n-th last group. */
+static void addr_in_bucket0(const uint8_t self[KP_ID_LEN], const char *ip, unsigned *n,
+                            kp_addr_t *out, uint8_t id[KP_ID_LEN]) {
+  char text[80];
+  for (;;) {
+    if (strchr(ip, ':'))
+      snprintf(text, sizeof(text), "[%s%x]:4000", ip, (*n)++);
+    else
+      snprintf(text, sizeof(text), "%s:%u", ip, (*n)++);
+    kp_addr_parse(out, text);
+    kp_dht_id_from_addr(out, id);
+    if (kp_dht_id_prefix_len(self, id) == 0) return;
+  }
+}
+
+/* A bucket holds at most 2 ids of one IPv4 /24 or IPv6 /48, and 4 of one
+ * IPv6 /32 (docs/protocol.md, "Eclipse limits"); a newcomer of a full
+ * prefix is offered that prefix's least recently seen entry to ping, like a
+ * full bucket's. Loopback and private addresses are exempt. */
+static void test_table_prefix_limits(void) {
+  uint8_t self[KP_ID_LEN], id[KP_ID_LEN];
+  memset(self, 0x42, sizeof(self));
+  kp_dht_table_t t;
+  kp_dht_entry_t *lru;
+  kp_addr_t a, first;
+  unsigned n = 1;
+  kp_dht_table_init(&t, self, KP_DHT_K, KP_AF_INET);
+  for (int i = 0; i < 2; i++) {
+    addr_in_bucket0(self, "203.0.113.7", &n, &a, id);
+    if (i == 0) first = a;
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, (uint32_t)(10 + i), NULL), KP_DHT_TABLE_ADDED);
+  }
+  addr_in_bucket0(self, "203.0.113.99", &n, &a, id); /* same /24, another IP */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 20, &lru), KP_DHT_TABLE_FULL);
+  KP_CHECK(lru && kp_dht_entry_is(&t, lru, &first));
+  KP_CHECK_EQ(kp_dht_table_would_add(&t, id, &a, NULL), KP_DHT_TABLE_FULL);
+  n = 1;
+  addr_in_bucket0(self, "203.0.114.7", &n, &a, id); /* the next /24 */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 21, NULL), KP_DHT_TABLE_ADDED);
+  /* The prefix's slot frees when its entry goes. */
+  kp_dht_id_from_addr(&first, id);
+  KP_CHECK(kp_dht_table_remove(&t, id));
+  n = 1;
+  addr_in_bucket0(self, "203.0.113.99", &n, &a, id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 22, NULL), KP_DHT_TABLE_ADDED);
+  /* A LAN (or a testnet on loopback) fills a bucket from one /24. */
+  for (int i = 0; i < 5; i++) {
+    addr_in_bucket0(self, "192.168.1.5", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 30, NULL), KP_DHT_TABLE_ADDED);
+    addr_in_bucket0(self, "127.0.0.1", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 30, NULL), KP_DHT_TABLE_ADDED);
+  }
+  kp_dht_table_destroy(&t);
+
+  /* IPv6: 2 per /48, and 4 per /32 however many /48s it spans. */
+  kp_dht_table_init(&t, self, KP_DHT_K, KP_AF_INET6);
+  n = 1;
+  for (int i = 0; i < 2; i++) {
+    addr_in_bucket0(self, "2001:db8:1::", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, NULL), KP_DHT_TABLE_ADDED);
+  }
+  addr_in_bucket0(self, "2001:db8:1::", &n, &a, id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, &lru), KP_DHT_TABLE_FULL);
+  for (int i = 0; i < 2; i++) {
+    addr_in_bucket0(self, i ? "2001:db8:3::" : "2001:db8:2::", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, NULL), KP_DHT_TABLE_ADDED);
+  }
+  addr_in_bucket0(self, "2001:db8:4::", &n, &a, id); /* a fifth in 2001:db8::/32 */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, &lru), KP_DHT_TABLE_FULL);
+  addr_in_bucket0(self, "2001:db9:4::", &n, &a, id); /* another /32 */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, NULL), KP_DHT_TABLE_ADDED);
+  kp_dht_table_destroy(&t);
+}
+
 typedef struct {
   uint8_t id[KP_ID_LEN];
   kp_addr_t addr;
@@ -891,6 +967,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(msg_padding, unit, 10),
     KP_CASE(table_buckets, unit, 10),
     KP_CASE(table_closest, unit, 60),
+    KP_CASE(table_prefix_limits, unit, 10),
     KP_CASE(id_metric, unit, 10),
     KP_CASE(token_rotation, unit, 10),
     KP_CASE(nat_classify, unit, 10),

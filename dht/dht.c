@@ -7,6 +7,11 @@
 #include "common/alloc.h"
 #include "dht/dht_id.h"
 
+/* Background work falls due at `at` (see KP_DHT_IDLE_TICK_MS). */
+static void due(kp_dht_t *dht, uint64_t at) {
+  if (at < dht->next_background) dht->next_background = at;
+}
+
 void kp_dht_config_defaults(kp_dht_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->family = KP_AF_INET;
@@ -457,6 +462,7 @@ static void on_public_address(kp_dht_t *dht, uint64_t now) {
            kp_nat_type_name(dht->nat.type));
   if (dht->cfg.mode == KP_NODE_MEMBER && dht->nat.type != KP_NAT_RANDOM)
     set_id(dht, &dht->nat.public_addr);
+  due(dht, now + dht->cfg.member_stable_ms); /* membership may follow then */
   /* Our address moved: an AUTO member must prove itself again. */
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
 }
@@ -472,7 +478,10 @@ static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_m
   if (status == UV_ECANCELED) return;
   bool was = reachable_now(dht);
   kp_dht_nat_reach_result(&dht->nat, &req->to, status == 0);
-  if (!was && reachable_now(dht)) dht->reachable_since = now;
+  if (!was && reachable_now(dht)) {
+    dht->reachable_since = now;
+    due(dht, now + dht->cfg.member_stable_ms); /* membership may follow then */
+  }
   if (dht->nat.reach_ok_count >= KP_DHT_NAT_QUORUM)
     dht->natcheck_next = now + dht->cfg.natcheck_ms;
   else if (dht->nat.reach_fails >= KP_DHT_NAT_QUORUM)
@@ -483,6 +492,7 @@ static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_m
     dht->natcheck_next = now + 1000;
   evaluate_membership(dht, now);
   natcheck(dht, now); /* a second witness at once, if one is wanted */
+  if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
 }
 
 /* PING_NAT asks a node to answer from another port: the answer reaches us
@@ -503,6 +513,7 @@ static void natcheck(kp_dht_t *dht, uint64_t now) {
     return;
   }
   dht->natcheck_next = now + 1000; /* everyone we know vouched; wait for more nodes */
+  due(dht, dht->natcheck_next);
 }
 
 /* ---- Receiving ---------------------------------------------------------- */
@@ -581,10 +592,17 @@ static void on_request(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *fr
   kp_dht_reply(dht, &rt, NULL, 0, KP_DHT_ERR_UNKNOWN_COMMAND, now);
 }
 
-static void on_response(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *from, uint64_t now) {
+static void on_response(kp_dht_t *dht, kp_dht_msg_t *m, const kp_addr_t *from, uint64_t now) {
   kp_dht_req_t *req = kp_dht_rpc_take(&dht->rpc, m, from);
   if (!req) return;
   dht->stats.responses_in++;
+  /* The answer came from where we sent (PING_NAT aside), so an id we knew
+   * for that address is the one to expect. */
+  if (m->has_id && !(req->known_id && !req->any_port ? !memcmp(req->id, m->id, KP_ID_LEN)
+                                                     : id_matches(dht, m->id, from))) {
+    dht->stats.drops_bad_id++;
+    m->has_id = false;
+  }
   /* Only answers to our own requests teach us our address; a PING_NAT answer
    * comes from a second port and would count as a second witness. */
   if (m->command != KP_DHT_CMD_PING_NAT && kp_dht_nat_add_sample(&dht->nat, from, &m->to, now))
@@ -606,16 +624,17 @@ void kp_dht_recv(kp_dht_t *dht, const kp_addr_t *from, const uint8_t *data, size
     count_drop(dht, err);
     return;
   }
+  if (m.type == KP_DHT_RESPONSE) {
+    on_response(dht, &m, from, now);
+    return;
+  }
   if (m.has_id && !id_matches(dht, m.id, from)) {
     /* Not who it claims to be at this address (or behind a NAT it does not
      * know of): treat it as a non-member. */
     dht->stats.drops_bad_id++;
     m.has_id = false;
   }
-  if (m.type == KP_DHT_RESPONSE)
-    on_response(dht, &m, from, now);
-  else
-    on_request(dht, &m, from, len, now);
+  on_request(dht, &m, from, len, now);
 }
 
 /* ---- Periodic work ---------------------------------------------------- */
@@ -633,6 +652,7 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
         dht->bootstrap_backoff_ms ? dht->bootstrap_backoff_ms * 2 : KP_DHT_TICK_MS;
     if (dht->bootstrap_backoff_ms > 60000) dht->bootstrap_backoff_ms = 60000;
     dht->bootstrap_next = now + dht->bootstrap_backoff_ms;
+    due(dht, dht->bootstrap_next);
     KP_DEBUG(dht->cfg.log, "bootstrap found no nodes; retrying in %u ms",
              dht->bootstrap_backoff_ms);
   } else {
@@ -640,6 +660,7 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
     dht->bootstrap_next = UINT64_MAX;
     dht->natcheck_next = now;
     natcheck(dht, now);
+    if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
     /* A member by configuration joins as soon as it has found the network. */
     if (dht->member && !dht->joined && !dht->refresh_due) {
       dht->refresh_due = UINT64_MAX;
@@ -656,8 +677,10 @@ void kp_dht_bootstrap(kp_dht_t *dht, uint64_t now) {
   opts.seeds = dht->bootstrap;
   opts.seed_count = dht->bootstrap_count;
   dht->bootstrap_next = UINT64_MAX;
-  if (kp_dht_query_start(dht, dht->table.self, &opts, now, &dht->bootstrap_query))
+  if (kp_dht_query_start(dht, dht->table.self, &opts, now, &dht->bootstrap_query)) {
     dht->bootstrap_next = now + KP_DHT_TICK_MS;
+    due(dht, dht->bootstrap_next);
+  }
 }
 
 int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
@@ -670,6 +693,7 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
   dht->bootstrap = grown;
   dht->bootstrap[dht->bootstrap_count++] = *addr;
   dht->bootstrap_next = now;
+  due(dht, now);
   return 0;
 }
 
@@ -728,6 +752,40 @@ static void keepalive(kp_dht_t *dht, uint64_t now) {
   dht->idle_since = now;
 }
 
+/* When background work next falls due: the earliest of what is pending,
+ * within [1 s, KP_DHT_IDLE_TICK_MS]. Staleness pings and the rejoin of a
+ * node that lost its whole table wait for the next idle tick. */
+static void plan_background(kp_dht_t *dht, uint64_t now) {
+  uint64_t next = now + KP_DHT_IDLE_TICK_MS;
+#define AT(t)                                                                                      \
+  do {                                                                                             \
+    uint64_t t_ = (t);                                                                             \
+    if (t_ < next) next = t_;                                                                      \
+  } while (0)
+  if (dht->table.count && !dht->natcheck_inflight) AT(dht->natcheck_next);
+  if (dht->bootstrap_count) AT(dht->bootstrap_next);
+  AT(dht->tokens.rotated_at + KP_DHT_TOKEN_ROTATE_MS);
+  if (dht->cfg.mode == KP_NODE_AUTO && !dht->member) {
+    uint64_t stable = dht->cfg.member_stable_ms;
+    if (dht->nat.public_since + stable > now) AT(dht->nat.public_since + stable);
+    if (dht->reachable_since + stable > now) AT(dht->reachable_since + stable);
+  }
+  if (dht->member) AT(dht->idle_since + KP_DHT_KEEPALIVE_MS);
+  if (dht->table.count && !dht->refresh_due) {
+    uint32_t period_s = dht->cfg.refresh_ms / 1000, now_s = kp__dht_seconds(now);
+    if (period_s > UINT16_MAX) period_s = UINT16_MAX;
+    int last = kp_dht_table_depth(&dht->table) + 1;
+    if (last >= KP_DHT_REFRESH_BUCKETS) last = KP_DHT_REFRESH_BUCKETS - 1;
+    for (int b = 0; b <= last; b++) {
+      uint32_t age = (uint16_t)(now_s - dht->refreshed_s[b]);
+      AT(age >= period_s ? now : now + (uint64_t)(period_s - age) * 1000);
+    }
+  }
+#undef AT
+  if (next < now + KP_DHT_TICK_MS) next = now + KP_DHT_TICK_MS;
+  dht->next_background = next;
+}
+
 static void background(kp_dht_t *dht, uint64_t now) {
   if (dht->last_tick && now - dht->last_tick >= dht->cfg.suspend_ms) on_suspend(dht, now);
   kp_dht_tokens_tick(&dht->tokens, &dht->cfg.rng, now);
@@ -746,7 +804,7 @@ static void background(kp_dht_t *dht, uint64_t now) {
   }
   refresh_buckets(dht, now);
   keepalive(dht, now);
-  dht->next_background = now + KP_DHT_TICK_MS;
+  plan_background(dht, now);
 }
 
 int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker) {

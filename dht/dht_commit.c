@@ -65,9 +65,11 @@ int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uin
     const kp_dht_result_t *n = &c->nodes[i];
     if (kp__dht_request_ex(dht, &n->addr, command, target, value, value_len,
                            n->has_token ? n->token : NULL, -1, flags, on_commit_reply, c, now,
-                           &c->reqs[i]) == 0)
+                           &c->reqs[i]) == 0) {
+      c->reqs[i]->known_id = true;
+      memcpy(c->reqs[i]->id, n->id, KP_ID_LEN);
       c->pending++;
-    else
+    } else
       c->failed++;
   }
   if (!c->pending) {

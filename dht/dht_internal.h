@@ -13,7 +13,12 @@
 #define KP_DHT_MAX_MAINT_PINGS 4  /* liveness and full-bucket pings in flight */
 #define KP_DHT_MAX_VERIFY 8       /* pings proving a requester's address, in flight */
 #define KP_DHT_REFRESH_BUCKETS 64 /* deeper buckets never fill in practice */
-#define KP_DHT_TICK_MS 1000       /* background work period */
+#define KP_DHT_TICK_MS 1000       /* background work: at most once a second ... */
+/* ... and at least this often: otherwise only when something falls due (a
+ * NAT check, a bootstrap retry, a bucket to refresh, a keepalive), so an
+ * idle node (a phone) is not woken every second. Under suspend_ms / 2, so a
+ * gap between ticks still means the machine slept. */
+#define KP_DHT_IDLE_TICK_MS 10000
 /* A member that has sent nothing for this long pings someone: behind a NAT
  * that filters nothing (the only kind a member can be behind), the mapping
  * that makes it reachable lasts only while packets leave through it, and

@@ -54,8 +54,21 @@ struct kp_dht_query_s {
   /* The last four IP bytes of each cands[i].addr, apart: finding a
    * candidate by address scans these 256 bytes, not 64 candidates. */
   uint32_t tail[QUERY_MAX];
+  /* Each candidate's eclipse-limit groups as numbers (group_key), apart for
+   * the same reason. */
+  uint64_t narrow[QUERY_MAX], wide[QUERY_MAX];
   cand_t cands[QUERY_MAX];
 };
+
+/* An address's prefix (its /24 or /48, or with wide its IPv6 /32) as a
+ * number; 0 for none (exempt, or IPv4 asked for a /32). */
+static uint64_t group_key(const kp_addr_t *a, bool wide) {
+  if (kp_dht_prefix_exempt(a) || (wide && a->family != KP_AF_INET6)) return 0;
+  size_t n = wide ? 4 : a->family == KP_AF_INET6 ? 6 : 3;
+  uint64_t k = (uint64_t)a->family << 56;
+  for (size_t i = 0; i < n; i++) k |= (uint64_t)a->ip[i] << (8 * (5 - i));
+  return k;
+}
 
 static uint32_t addr_tail(const kp_addr_t *a) {
   uint32_t t;
@@ -88,14 +101,14 @@ static void forget_request(kp_dht_query_t *q, cand_t *c) {
  * are candidates, they obey the same limits. */
 #define PREFIX_REFUSE (-2)
 
-static int prefix_victim(const kp_dht_query_t *q, const kp_addr_t *addr, unsigned at) {
-  if (kp_dht_prefix_exempt(addr)) return -1;
+static int prefix_victim(const kp_dht_query_t *q, uint64_t nkey, uint64_t wkey, unsigned at) {
+  if (!nkey) return -1;
   unsigned narrow = 0, wide = 0;
   int far_narrow = -1, far_wide = -1;
   for (unsigned i = 0; i < q->count; i++) {
-    const kp_addr_t *c = &q->cands[q->order[i]].addr;
-    if (kp_dht_same_wide_prefix(c, addr)) wide++, far_wide = (int)i;
-    if (kp_dht_same_prefix(c, addr)) narrow++, far_narrow = (int)i;
+    unsigned slot = q->order[i];
+    if (wkey && q->wide[slot] == wkey) wide++, far_wide = (int)i;
+    if (q->narrow[slot] == nkey) narrow++, far_narrow = (int)i;
   }
   int victim = narrow >= KP_DHT_PREFIX_MAX      ? far_narrow
                : wide >= KP_DHT_WIDE_PREFIX_MAX ? far_wide
@@ -126,7 +139,8 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
       lo = mid + 1;
   }
   unsigned slot;
-  int victim = prefix_victim(q, addr, lo);
+  uint64_t nkey = group_key(addr, false), wkey = group_key(addr, true);
+  int victim = prefix_victim(q, nkey, wkey, lo);
   if (victim == PREFIX_REFUSE) return;
   if (victim >= 0) {
     /* Its prefix's farthest candidate makes room (and its slot is reused). */
@@ -150,6 +164,8 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
   memcpy(c->id, id, KP_ID_LEN);
   c->addr = *addr;
   q->tail[slot] = addr_tail(addr);
+  q->narrow[slot] = nkey;
+  q->wide[slot] = wkey;
   if (referrer) c->referrer = *referrer;
   c->hops = (uint8_t)(hops > 255 ? 255 : hops);
 }
@@ -183,6 +199,8 @@ static void send_to(kp_dht_query_t *q, cand_t *c, uint64_t now) {
     c->req = NULL;
     return;
   }
+  c->req->known_id = true;
+  memcpy(c->req->id, c->id, KP_ID_LEN);
   q->inflight++;
 }
 

@@ -132,9 +132,62 @@ static void drain(kp_dht_rpc_t *rpc, uint64_t now) {
   }
 }
 
-static bool tid_taken(const kp_dht_req_list_t *l, uint16_t tid, uint8_t command,
-                      const kp_addr_t *to) {
-  for (const kp_dht_req_t *r = l->head; r; r = r->next)
+/* ---- The index by tid --------------------------------------------------- */
+
+#define INDEX_MIN 32
+#define INDEX_MAX 4096
+
+static kp_dht_req_t **bucket(const kp_dht_rpc_t *rpc, uint16_t tid) {
+  return &rpc->by_tid[tid & rpc->by_tid_mask];
+}
+
+/* Rehashes into n buckets; false without memory (the old index stays). */
+static bool index_resize(kp_dht_rpc_t *rpc, unsigned n) {
+  kp_dht_req_t **b = kp_calloc(n, sizeof(*b));
+  if (!b) return false;
+  for (unsigned i = 0; rpc->by_tid && i <= rpc->by_tid_mask; i++) {
+    kp_dht_req_t *r = rpc->by_tid[i];
+    while (r) {
+      kp_dht_req_t *next = r->tid_next;
+      r->tid_next = b[r->tid & (n - 1)];
+      b[r->tid & (n - 1)] = r;
+      r = next;
+    }
+  }
+  kp_free(rpc->by_tid);
+  rpc->by_tid = b;
+  rpc->by_tid_mask = n - 1;
+  return true;
+}
+
+static int index_add(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
+  if (!rpc->by_tid && !index_resize(rpc, INDEX_MIN)) return UV_ENOMEM;
+  /* Grown past two per bucket (a node with hundreds in flight): 4x. */
+  if (rpc->indexed >= 2 * (rpc->by_tid_mask + 1) && rpc->by_tid_mask + 1 < INDEX_MAX)
+    index_resize(rpc, 4 * (rpc->by_tid_mask + 1));
+  r->tid_next = *bucket(rpc, r->tid);
+  *bucket(rpc, r->tid) = r;
+  rpc->indexed++;
+  return 0;
+}
+
+static void index_remove(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
+  for (kp_dht_req_t **p = bucket(rpc, r->tid); *p; p = &(*p)->tid_next) {
+    if (*p == r) {
+      *p = r->tid_next;
+      break;
+    }
+  }
+  if (--rpc->indexed == 0) {
+    kp_free(rpc->by_tid);
+    rpc->by_tid = NULL;
+    rpc->by_tid_mask = 0;
+  }
+}
+
+static bool tid_taken(const kp_dht_rpc_t *rpc, uint16_t tid, uint8_t command, const kp_addr_t *to) {
+  if (!rpc->by_tid) return false;
+  for (const kp_dht_req_t *r = *bucket(rpc, tid); r; r = r->tid_next)
     if (r->tid == tid && r->command == command && kp_addr_same_ip(&r->to, to)) return true;
   return false;
 }
@@ -148,8 +201,7 @@ static uint16_t new_tid(kp_dht_rpc_t *rpc, uint8_t command, const kp_addr_t *to)
   uint16_t tid;
   unsigned tries = 0;
   do tid = (uint16_t)kp_rng_u32(rpc->rng);
-  while (++tries < 8 &&
-         (tid_taken(&rpc->inflight, tid, command, to) || tid_taken(&rpc->queue, tid, command, to)));
+  while (++tries < 8 && tid_taken(rpc, tid, command, to));
   return tid;
 }
 
@@ -181,6 +233,10 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
   r->arg = arg;
   r->len = (uint16_t)len;
   memcpy(r->packet, buf, len);
+  if (index_add(rpc, r)) {
+    kp_free(r);
+    return UV_ENOMEM;
+  }
 
   refill(rpc, now);
   if (!rpc->queue.head && rpc->inflight.count < rpc->cfg.max_inflight && rpc->tokens >= 1) {
@@ -196,6 +252,7 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
 
 void kp_dht_rpc_abandon(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
   list_remove(r->queued ? &rpc->queue : &rpc->inflight, r);
+  index_remove(rpc, r);
   kp_free(r);
 }
 
@@ -206,9 +263,11 @@ static bool matches(const kp_dht_req_t *r, const kp_dht_msg_t *msg, const kp_add
 }
 
 kp_dht_req_t *kp_dht_rpc_take(kp_dht_rpc_t *rpc, const kp_dht_msg_t *msg, const kp_addr_t *from) {
-  for (kp_dht_req_t *r = rpc->inflight.head; r; r = r->next) {
-    if (!matches(r, msg, from)) continue;
+  for (kp_dht_req_t *r = rpc->by_tid ? *bucket(rpc, msg->tid) : NULL; r; r = r->tid_next) {
+    /* A queued request was never sent: nothing can answer it yet. */
+    if (r->queued || !matches(r, msg, from)) continue;
     list_remove(&rpc->inflight, r);
+    index_remove(rpc, r);
     rpc->stats.responses++;
     return r;
   }
@@ -235,6 +294,7 @@ void kp_dht_rpc_tick(kp_dht_rpc_t *rpc, uint64_t now) {
       continue;
     }
     rpc->stats.timeouts++;
+    index_remove(rpc, r);
     if (rpc->on_timeout) rpc->on_timeout(rpc->send_ctx, r);
     r->cb(r->arg, r, UV_ETIMEDOUT, NULL, NULL, now);
     kp_free(r);
@@ -259,6 +319,7 @@ void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now) {
     kp_dht_req_t *r;
     while ((r = lists[i]->head)) {
       list_remove(lists[i], r);
+      index_remove(rpc, r);
       r->cb(r->arg, r, UV_ECANCELED, NULL, NULL, now);
       kp_free(r);
     }

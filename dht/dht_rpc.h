@@ -36,6 +36,7 @@ typedef void (*kp_dht_rpc_send_fn)(void *ctx, const kp_addr_t *to, const uint8_t
 struct kp_dht_req_s {
   kp_dht_req_t *prev;
   kp_dht_req_t *next;
+  kp_dht_req_t *tid_next; /* chain in the rpc's index by tid */
   kp_addr_t to;
   uint64_t deadline;
   uint64_t sent_at;
@@ -45,6 +46,10 @@ struct kp_dht_req_s {
   uint8_t sends; /* datagrams sent so far, retries included */
   bool queued;
   bool any_port;
+  /* Set by a caller that knows the id of the node at `to`: an answer's id
+   * is then checked against it, without hashing the address again. */
+  bool known_id;
+  uint8_t id[KP_ID_LEN];
   kp_dht_req_cb cb;
   void *arg;
   uint16_t len;
@@ -78,6 +83,12 @@ typedef struct kp_dht_rpc_s {
   kp_dht_rpc_config_t cfg;
   kp_dht_req_list_t inflight;
   kp_dht_req_list_t queue;
+  /* Every request (queued or in flight) by tid, so an answer is matched
+   * without walking the list: chains of kp_dht_req_t.tid_next. Allocated
+   * while requests exist, freed when the last one goes. */
+  kp_dht_req_t **by_tid;
+  unsigned by_tid_mask; /* buckets - 1 */
+  unsigned indexed;
   kp_dht_rpc_send_fn send;
   const kp_rng_t *rng;
   /* Optional: told of every request that exhausted its retries, before its

@@ -547,13 +547,6 @@ static mapping_t *outbound(kp_sim_nat_t *nat, const kp_addr_t *inside, const kp_
   return m;
 }
 
-static bool filter_allows(const kp_sim_nat_t *nat, const mapping_t *m, const kp_addr_t *from) {
-  if (nat->filter == KP_SIM_FILTER_OPEN) return true;
-  kp_addr_t key = *from;
-  if (nat->filter == KP_SIM_FILTER_ADDRESS) key.port = 0;
-  return find_seen(nat->sim, m, &key) != NULL;
-}
-
 /* ---- Sending and delivery -------------------------------------------------- */
 
 static double uniform(kp_sim_t *sim) {
@@ -629,27 +622,31 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
 
 /* The socket a packet reaches, or NULL (counted as filtered or unroutable). */
 static kp_sim_socket_t *route(kp_sim_t *sim, const kp_addr_t *to, const kp_addr_t *from) {
-  /* A NAT's public address first: translate back, then filter. */
+  /* A host on the internet itself (an address is a NAT's or a host's, never
+   * both, so the order of the two looks does not matter). */
+  kp_sim_socket_t *sock = find_socket(sim, NULL, to);
+  if (sock) return sock;
+  /* A NAT's public address: translate back, then filter. */
   for (kp_sim_nat_t *nat = nat_at(sim, to, NULL); nat; nat = nat_at(sim, to, nat)) {
     nat_expire(nat, sim->now);
     mapping_t *m = by_port(nat, to->port);
     if (m) {
-      if (!filter_allows(nat, m, from)) {
-        sim->stats.filtered++;
-        return NULL;
-      }
-      /* An answer keeps the mapping and its filter entry alive. */
-      touch_mapping(m, sim->now);
-      kp_addr_t key = *from;
-      if (nat->filter == KP_SIM_FILTER_ADDRESS) key.port = 0;
-      seen_t *s = nat->filter == KP_SIM_FILTER_OPEN ? NULL : find_seen(sim, m, &key);
-      if (s) {
+      if (nat->filter != KP_SIM_FILTER_OPEN) {
+        /* Only from where the mapping has sent to (the IP, or ip:port). */
+        kp_addr_t key = *from;
+        if (nat->filter == KP_SIM_FILTER_ADDRESS) key.port = 0;
+        seen_t *s = find_seen(sim, m, &key);
+        if (!s) {
+          sim->stats.filtered++;
+          return NULL;
+        }
+        /* An answer keeps the filter entry alive, and the mapping. */
         s->used = sim->now;
         seen_unlink(nat, s);
         seen_push(nat, s);
       }
-      kp_sim_socket_t *sock = find_socket(sim, nat, &m->inside);
-      if (!sock) sim->stats.unroutable++;
+      touch_mapping(m, sim->now);
+      if (!(sock = find_socket(sim, nat, &m->inside))) sim->stats.unroutable++;
       return sock;
     }
     /* No mapping: unsolicited. Only a NONE-mapping NAT with open filtering
@@ -658,11 +655,8 @@ static kp_sim_socket_t *route(kp_sim_t *sim, const kp_addr_t *to, const kp_addr_
       sim->stats.filtered++;
       return NULL;
     }
-    kp_sim_socket_t *sock = find_socket(sim, nat, to);
-    if (sock) return sock;
+    if ((sock = find_socket(sim, nat, to))) return sock;
   }
-  kp_sim_socket_t *sock = find_socket(sim, NULL, to);
-  if (sock) return sock;
   sim->stats.unroutable++;
   return NULL;
 }

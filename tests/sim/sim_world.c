@@ -213,6 +213,7 @@ static void arrive(void *ctx, uint64_t now) {
     if (h->nat) kp_sim_nat_set_timeout(h->nat, w->o.nat_timeout_ms);
   }
   h->node = kp_sim_dht_node_new(w->sim, &addr, h->nat, &c, w->o.seed * 1000003u + w->serial++);
+  if (w->o.swarms) kp_sim_dht_node_add_swarm(h->node, NULL);
   if (!h->bootstrap) {
     /* Two of the well-known bootstrap nodes, as a client ships a list. */
     for (int i = 0; i < 2; i++) {
@@ -348,23 +349,42 @@ kp_sim_dht_node_t *kp_sim_world_random_node(kp_sim_world_t *w) {
   return NULL;
 }
 
-size_t kp_sim_world_truth(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
-                          const kp_sim_dht_node_t *skip, uint8_t out[][KP_ID_LEN], size_t k) {
+/* The k live joined members closest to target (but skip), by brute force:
+ * their ids in ids[] and, if nodes is not NULL, the nodes. */
+static size_t closest(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
+                      const kp_sim_dht_node_t *skip, uint8_t ids[][KP_ID_LEN],
+                      kp_sim_dht_node_t **nodes, size_t k) {
   size_t n = 0;
-  for (size_t i = 0; i < w->count; i++) {
-    const kp_sim_dht_node_t *node = w->hosts[i].node;
+  for (size_t i = 0; i < w->count && k; i++) {
+    kp_sim_dht_node_t *node = w->hosts[i].node;
     uint8_t id[KP_ID_LEN];
     if (!node || node == skip || !kp_dht_is_joined(node->dht)) continue;
     kp_dht_id(node->dht, id);
-    if (n == k && kp_dht_id_cmp(target, id, out[k - 1]) >= 0) continue;
+    if (n == k && kp_dht_id_cmp(target, id, ids[k - 1]) >= 0) continue;
     size_t at = n < k ? n : k - 1;
-    while (at > 0 && kp_dht_id_cmp(target, id, out[at - 1]) < 0) {
-      memcpy(out[at], out[at - 1], KP_ID_LEN);
+    while (at > 0 && kp_dht_id_cmp(target, id, ids[at - 1]) < 0) {
+      memcpy(ids[at], ids[at - 1], KP_ID_LEN);
+      if (nodes) nodes[at] = nodes[at - 1];
       at--;
     }
-    memcpy(out[at], id, KP_ID_LEN);
+    memcpy(ids[at], id, KP_ID_LEN);
+    if (nodes) nodes[at] = node;
     if (n < k) n++;
   }
+  return n;
+}
+
+size_t kp_sim_world_truth(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
+                          const kp_sim_dht_node_t *skip, uint8_t out[][KP_ID_LEN], size_t k) {
+  return closest(w, target, skip, out, NULL, k);
+}
+
+size_t kp_sim_world_closest(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
+                            kp_sim_dht_node_t **out, size_t k) {
+  uint8_t(*ids)[KP_ID_LEN] = malloc(k * KP_ID_LEN + 1);
+  if (!ids) abort();
+  size_t n = closest(w, target, NULL, ids, out, k);
+  free(ids);
   return n;
 }
 

@@ -42,6 +42,7 @@ typedef struct kp_sim_world_opts_s {
   double session_shape;
   double session_scale_min;
   unsigned member_stable_ms; /* as in kp_dht_config_t (20 s) */
+  bool swarms;               /* every node stores records and can announce and look up */
 } kp_sim_world_opts_t;
 
 typedef struct kp_sim_world_s kp_sim_world_t;
@@ -88,6 +89,9 @@ void kp_sim_world_lookups(kp_sim_world_t *w, unsigned n, unsigned parallel,
 kp_sim_dht_node_t *kp_sim_world_random_node(kp_sim_world_t *w);
 size_t kp_sim_world_truth(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
                           const kp_sim_dht_node_t *skip, uint8_t out[][KP_ID_LEN], size_t k);
+/* The same k live joined members themselves, closest first. */
+size_t kp_sim_world_closest(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
+                            kp_sim_dht_node_t **out, size_t k);
 
 /* Bytes the DHT state machines hold, counted by the allocator hook that
  * kp_sim_world_count_memory() installs (call it before anything is made). */

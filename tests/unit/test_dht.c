@@ -995,6 +995,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_requester_proves_address, sim, 60),
     KP_CASE(sim_extension_commit, sim, 60),
     KP_CASE(sim_loss, sim, 120),
+    KP_CASE(eclipse_one_prefix, sim, 300),
+    KP_CASE(sim_10k, sim, 300),
     KP_CASE(swarm_announce_lookup, sim, 60),
     KP_CASE(swarm_expiry_refresh, sim, 60),
     KP_CASE(swarm_unannounce, sim, 60),

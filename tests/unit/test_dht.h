@@ -17,6 +17,10 @@ void test_sim_requester_proves_address(void);
 void test_sim_extension_commit(void);
 void test_sim_loss(void);
 
+/* test_dht_scale.c */
+void test_eclipse_one_prefix(void);
+void test_sim_10k(void);
+
 /* test_dht_records.c */
 void test_record_codec(void);
 void test_record_mutable(void);

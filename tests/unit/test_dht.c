@@ -1002,6 +1002,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(swarm_unannounce, sim, 60),
     KP_CASE(swarm_relay_replacement, sim, 60),
     KP_CASE(swarm_forged_records, sim, 60),
+    KP_CASE(record_origin_not_rehomed, sim, 60),
     KP_CASE(swarm_mutable, sim, 60),
     KP_CASE(swarm_immutable, sim, 60),
 

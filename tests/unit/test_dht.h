@@ -35,6 +35,7 @@ void test_swarm_expiry_refresh(void);
 void test_swarm_unannounce(void);
 void test_swarm_relay_replacement(void);
 void test_swarm_forged_records(void);
+void test_record_origin_not_rehomed(void);
 void test_swarm_mutable(void);
 void test_swarm_immutable(void);
 

@@ -469,6 +469,16 @@ static void on_public_address(kp_dht_t *dht, uint64_t now) {
 
 static void natcheck(kp_dht_t *dht, uint64_t now);
 
+/* After two failed reachability checks in a row: 30 s, doubling with each
+ * failure to natcheck_ms. Most nodes sit behind NATs that never let an
+ * unsolicited answer in; checking every 30 s forever, each of them would
+ * keep the members busy answering. */
+static uint64_t natcheck_backoff(const kp_dht_t *dht) {
+  unsigned doublings = dht->nat.reach_fails - KP_DHT_NAT_QUORUM;
+  uint64_t ms = (uint64_t)30000 << (doublings < 8 ? doublings : 8);
+  return ms < dht->cfg.natcheck_ms ? ms : dht->cfg.natcheck_ms;
+}
+
 static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
                         const kp_addr_t *from, uint64_t now) {
   kp_dht_t *dht = arg;
@@ -485,7 +495,7 @@ static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_m
   if (dht->nat.reach_ok_count >= KP_DHT_NAT_QUORUM)
     dht->natcheck_next = now + dht->cfg.natcheck_ms;
   else if (dht->nat.reach_fails >= KP_DHT_NAT_QUORUM)
-    dht->natcheck_next = now + 30000;
+    dht->natcheck_next = now + natcheck_backoff(dht);
   else if (status == 0)
     dht->natcheck_next = now + (reachable_now(dht) ? 1000 : 0);
   else
@@ -507,8 +517,9 @@ static void natcheck(kp_dht_t *dht, uint64_t now) {
     kp_dht_entry_addr(&dht->table, kp_dht_table_at(&dht->table, (start + i) % dht->table.count),
                       &addr);
     if (!recheck && kp_dht_nat_reach_confirmed_by(&dht->nat, &addr)) continue;
-    if (kp_dht_request(dht, &addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, on_natcheck, dht, now,
-                       NULL) == 0)
+    /* One retry: a lost answer is one failure, and it takes two. */
+    if (kp__dht_request_ex(dht, &addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, 1, 0, on_natcheck,
+                           dht, now, NULL) == 0)
       dht->natcheck_inflight = true;
     return;
   }

@@ -349,8 +349,10 @@ kp_sim_dht_node_t *kp_sim_world_random_node(kp_sim_world_t *w) {
   return NULL;
 }
 
-/* The k live joined members closest to target (but skip), by brute force:
- * their ids in ids[] and, if nodes is not NULL, the nodes. */
+/* The k live members closest to target (but skip), by brute force: their
+ * ids in ids[] and, if nodes is not NULL, the nodes. A member answers
+ * lookups with its id from the moment it is one, before its join lookups
+ * have run, so it belongs to the truth from then. */
 static size_t closest(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
                       const kp_sim_dht_node_t *skip, uint8_t ids[][KP_ID_LEN],
                       kp_sim_dht_node_t **nodes, size_t k) {
@@ -358,7 +360,7 @@ static size_t closest(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
   for (size_t i = 0; i < w->count && k; i++) {
     kp_sim_dht_node_t *node = w->hosts[i].node;
     uint8_t id[KP_ID_LEN];
-    if (!node || node == skip || !kp_dht_is_joined(node->dht)) continue;
+    if (!node || node == skip || !kp_dht_is_member(node->dht)) continue;
     kp_dht_id(node->dht, id);
     if (n == k && kp_dht_id_cmp(target, id, ids[k - 1]) >= 0) continue;
     size_t at = n < k ? n : k - 1;

@@ -72,7 +72,7 @@ void kp_sim_world_census(const kp_sim_world_t *w, kp_sim_world_census_t *c);
 
 typedef struct kp_sim_world_lookups_s {
   unsigned lookups;
-  unsigned exact;  /* results equal the 20 closest joined members alive at the end */
+  unsigned exact;  /* results equal the 20 closest live members when it ends */
   unsigned failed; /* no result at all */
   uint64_t hops, requests;
   uint64_t ms; /* summed virtual durations */
@@ -85,11 +85,11 @@ void kp_sim_world_lookups(kp_sim_world_t *w, unsigned n, unsigned parallel,
                           kp_sim_world_lookups_t *out);
 
 /* A live node chosen at random (NULL if none), and the ids of the k live
- * joined members closest to target: the truth a lookup is held to. */
+ * members closest to target: the truth a lookup is held to. */
 kp_sim_dht_node_t *kp_sim_world_random_node(kp_sim_world_t *w);
 size_t kp_sim_world_truth(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
                           const kp_sim_dht_node_t *skip, uint8_t out[][KP_ID_LEN], size_t k);
-/* The same k live joined members themselves, closest first. */
+/* The same k live members themselves, closest first. */
 size_t kp_sim_world_closest(const kp_sim_world_t *w, const uint8_t target[KP_ID_LEN],
                             kp_sim_dht_node_t **out, size_t k);
 

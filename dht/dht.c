@@ -368,6 +368,28 @@ static void on_join_step(void *arg, kp_dht_query_t *q, int status, const kp_dht_
   if (status != UV_ECANCELED) join_step(dht, now);
 }
 
+/* A new member proves its address to the nodes closest to it, the ones
+ * whose tables it must enter: a PING to each with the token each just gave
+ * it (a token round trip), so each files it at once. Otherwise each would
+ * have to ping it back, at most KP_DHT_MAX_VERIFY at a time, and a node that
+ * hears from many newcomers at once (a network forming) would miss some. */
+static void introduce(kp_dht_t *dht, const kp_dht_result_t *closest, size_t count, uint64_t now) {
+  kp_dht_result_t with_token[KP_DHT_MAX_NODES];
+  size_t n = 0;
+  for (size_t i = 0; i < count && n < KP_DHT_MAX_NODES; i++)
+    if (closest[i].has_token) with_token[n++] = closest[i];
+  if (n)
+    kp_dht_commit(dht, with_token, n, KP_DHT_CMD_PING, NULL, NULL, 0, 0, NULL, NULL, NULL, now,
+                  NULL);
+}
+
+static void on_join_self(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *closest,
+                         size_t count, uint64_t now) {
+  kp_dht_t *dht = arg;
+  if (status == 0 && dht->member) introduce(dht, closest, count, now);
+  on_join_step(arg, q, status, closest, count, now);
+}
+
 /* The Kademlia join: after a lookup of our own id, refresh every bucket from
  * the farthest to one past the deepest, each lookup starting when the last
  * ends, so a new member's table fills in a few round trips rather than a
@@ -402,9 +424,10 @@ static void set_member(kp_dht_t *dht, bool member, uint64_t now) {
   KP_INFO(dht->cfg.log, "%s", member ? "became a DHT member" : "left DHT membership (ephemeral)");
   if (member) {
     set_id(dht, &dht->nat.public_addr);
-    /* Announce ourselves: the nodes closest to us add us as we query them. */
+    /* Announce ourselves: the lookup finds the nodes closest to us, which
+     * we then introduce ourselves to, with their tokens. */
     dht->refresh_due = UINT64_MAX;
-    kp_dht_query_opts_t opts = {.on_done = on_join_step, .arg = dht};
+    kp_dht_query_opts_t opts = {.on_done = on_join_self, .arg = dht};
     if (kp_dht_query_start(dht, dht->table.self, &opts, now, NULL)) join_step(dht, now);
   } else {
     dht->joined = false;
@@ -672,8 +695,10 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
     dht->natcheck_next = now;
     natcheck(dht, now);
     if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
-    /* A member by configuration joins as soon as it has found the network. */
+    /* A member by configuration joins as soon as it has found the network
+     * (the bootstrap lookup was of its own id). */
     if (dht->member && !dht->joined && !dht->refresh_due) {
+      introduce(dht, closest, count, now);
       dht->refresh_due = UINT64_MAX;
       join_step(dht, now);
     }

@@ -11,7 +11,7 @@
 #define KP_DHT_MAX_HANDLERS 16
 #define KP_DHT_MAX_BOOTSTRAP 16
 #define KP_DHT_MAX_MAINT_PINGS 4  /* liveness and full-bucket pings in flight */
-#define KP_DHT_MAX_VERIFY 8       /* pings proving a requester's address, in flight */
+#define KP_DHT_MAX_VERIFY 16      /* pings proving a requester's address, in flight */
 #define KP_DHT_REFRESH_BUCKETS 64 /* deeper buckets never fill in practice */
 #define KP_DHT_TICK_MS 1000       /* background work: at most once a second ... */
 /* ... and at least this often: otherwise only when something falls due (a

@@ -134,37 +134,20 @@ static void drain(kp_dht_rpc_t *rpc, uint64_t now) {
 
 /* ---- The index by tid --------------------------------------------------- */
 
-#define INDEX_MIN 32
-#define INDEX_MAX 4096
+/* 32 buckets: a node has a few dozen requests out at a time; at the cap of
+ * 256 a chain is 8 long, still cheaper than a walk of the list, and a busy
+ * node does not keep a larger index once the busy moment has passed. */
+#define INDEX_BUCKETS 32
 
 static kp_dht_req_t **bucket(const kp_dht_rpc_t *rpc, uint16_t tid) {
   return &rpc->by_tid[tid & rpc->by_tid_mask];
 }
 
-/* Rehashes into n buckets; false without memory (the old index stays). */
-static bool index_resize(kp_dht_rpc_t *rpc, unsigned n) {
-  kp_dht_req_t **b = kp_calloc(n, sizeof(*b));
-  if (!b) return false;
-  for (unsigned i = 0; rpc->by_tid && i <= rpc->by_tid_mask; i++) {
-    kp_dht_req_t *r = rpc->by_tid[i];
-    while (r) {
-      kp_dht_req_t *next = r->tid_next;
-      r->tid_next = b[r->tid & (n - 1)];
-      b[r->tid & (n - 1)] = r;
-      r = next;
-    }
-  }
-  kp_free(rpc->by_tid);
-  rpc->by_tid = b;
-  rpc->by_tid_mask = n - 1;
-  return true;
-}
-
 static int index_add(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
-  if (!rpc->by_tid && !index_resize(rpc, INDEX_MIN)) return UV_ENOMEM;
-  /* Grown past two per bucket (a node with hundreds in flight): 4x. */
-  if (rpc->indexed >= 2 * (rpc->by_tid_mask + 1) && rpc->by_tid_mask + 1 < INDEX_MAX)
-    index_resize(rpc, 4 * (rpc->by_tid_mask + 1));
+  if (!rpc->by_tid) {
+    if (!(rpc->by_tid = kp_calloc(INDEX_BUCKETS, sizeof(*rpc->by_tid)))) return UV_ENOMEM;
+    rpc->by_tid_mask = INDEX_BUCKETS - 1;
+  }
   r->tid_next = *bucket(rpc, r->tid);
   *bucket(rpc, r->tid) = r;
   rpc->indexed++;

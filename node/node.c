@@ -388,7 +388,9 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   kp__node_announces_cancel(node);
   kp_relay_free(node->relay);
   node->relay = NULL;
-  kp_keypair_wipe(&node->relay_kp);
+  if (node->relay_svc) kp_keypair_wipe(&node->relay_svc->kp);
+  kp_free(node->relay_svc);
+  node->relay_svc = NULL;
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
   if (node->dht) kp_dht_free(node->dht, now_ms(node));
@@ -431,7 +433,7 @@ static void start_close(kp_node_t *node) {
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
   if (node->open_handles & OPEN_RELAY_TIMER)
-    uv_close((uv_handle_t *)&node->relay_timer, on_relay_timer_closed);
+    uv_close((uv_handle_t *)&node->relay_svc->timer, on_relay_timer_closed);
   if (node->ep) {
     /* The connections say goodbye on the socket, which closes after. */
     node->ep_closing = true;

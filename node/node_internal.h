@@ -30,6 +30,14 @@ typedef struct kp_relay_s kp_relay_t;
 typedef struct kp_tunnel_s kp_tunnel_t;
 struct tlink_s;
 
+/* A relay's handles and key, allocated when the node runs one (most never
+ * do: 500 bytes a node would otherwise carry for nothing). */
+typedef struct kp_node_relay_svc_s {
+  uv_timer_t timer;
+  uv_tcp_t tcp; /* the TCP port (node_relay_tcp.c) */
+  kp_keypair_t kp;
+} kp_node_relay_svc_t;
+
 struct kp_node_s {
   void *data;
   uv_loop_t *loop;
@@ -49,8 +57,7 @@ struct kp_node_s {
   /* Blind relays (node_relay.c): the one this node runs, and the ones its
    * connections may use. */
   kp_relay_t *relay;
-  uv_timer_t relay_timer;
-  kp_keypair_t relay_kp;
+  kp_node_relay_svc_t *relay_svc;
   kp_announce_t *relay_announce;
   bool relays_explicit, relay_lookup;
   uint64_t relays_found_at;
@@ -58,7 +65,6 @@ struct kp_node_s {
   size_t found_count;
   /* The relay's TCP port (node_relay_tcp.c): links from peers whose UDP
    * is blocked. */
-  uv_tcp_t relay_tcp;
   struct tlink_s *relay_tlinks;
   unsigned relay_tcp_links, relay_tcp_max, relay_tcp_closing, relay_tcp_allocs;
   uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused;

@@ -55,7 +55,8 @@ kp_sim_t *kp_sim_world_sim(kp_sim_world_t *w);
 /* Runs the network (and its churn) for ms of virtual time. */
 void kp_sim_world_run(kp_sim_world_t *w, uint64_t ms);
 /* Runs until the reachable hosts (those that can be members) that have
- * been up for a minute have all joined, or within_ms passes. */
+ * been up for member_stable_ms and a minute more have all joined, or
+ * within_ms passes. */
 bool kp_sim_world_run_settled(kp_sim_world_t *w, uint64_t within_ms);
 
 typedef struct kp_sim_world_census_s {

@@ -7,6 +7,11 @@
 #include "common/alloc.h"
 #include "dht/dht_id.h"
 
+/* Background work falls due at `at` (see KP_DHT_IDLE_TICK_MS). */
+static void due(kp_dht_t *dht, uint64_t at) {
+  if (at < dht->next_background) dht->next_background = at;
+}
+
 void kp_dht_config_defaults(kp_dht_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   cfg->family = KP_AF_INET;
@@ -27,6 +32,7 @@ void kp_dht_config_defaults(kp_dht_config_t *cfg) {
 
 static void send_main(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
   kp_dht_t *dht = ctx;
+  dht->sent++;
   dht->io.send(dht->io.ctx, KP_DHT_SOCK_MAIN, to, data, len);
 }
 
@@ -64,7 +70,7 @@ int kp__dht_request_ex(kp_dht_t *dht, const kp_addr_t *to, uint8_t command, cons
   m.command = command;
   if (dht->member && dht->has_id && !(flags & KP_DHT_REQ_NO_ID)) {
     m.has_id = true;
-    memcpy(m.id, dht->id, KP_ID_LEN);
+    memcpy(m.id, dht->table.self, KP_ID_LEN);
   }
   if (target) {
     m.has_target = true;
@@ -115,7 +121,7 @@ static size_t encode_closest(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
   size_t k = dht->cfg.k < KP_DHT_MAX_NODES ? dht->cfg.k : KP_DHT_MAX_NODES;
   size_t n = kp_dht_table_closest(&dht->table, target, exclude, best, k);
   size_t len = 0;
-  for (size_t i = 0; i < n; i++) len += kp_addr_encode_compact(&best[i]->addr, out + len);
+  for (size_t i = 0; i < n; i++) len += kp_dht_entry_compact(&dht->table, best[i], out + len);
   return len;
 }
 
@@ -133,7 +139,7 @@ static int send_reply(kp_dht_t *dht, int sock, const kp_dht_reply_to_t *rt, cons
   r.error = error;
   if (with_id && dht->member && dht->has_id) {
     r.has_id = true;
-    memcpy(r.id, dht->id, KP_ID_LEN);
+    memcpy(r.id, dht->table.self, KP_ID_LEN);
   }
   r.has_token = true;
   if (rt->has_token)
@@ -153,6 +159,7 @@ static int send_reply(kp_dht_t *dht, int sock, const kp_dht_reply_to_t *rt, cons
     size_t len;
     int err = kp_dht_msg_encode(&r, buf, sizeof(buf), &len);
     if (!err && len <= rt->limit) {
+      dht->sent += sock == KP_DHT_SOCK_MAIN;
       dht->io.send(dht->io.ctx, sock, &rt->to, buf, len);
       return 0;
     }
@@ -208,6 +215,50 @@ int kp_dht_reply(kp_dht_t *dht, const kp_dht_reply_to_t *rt, const uint8_t *valu
 
 typedef enum { PING_LIVENESS, PING_REPLACE } ping_kind_t;
 
+/* A requester proves it receives at its address by answering a ping: the
+ * answer must come from that address with the ping's random tid. Only then
+ * does on_response put it in the table (docs/protocol.md, "Membership"). */
+struct kp_dht_verify_s {
+  kp_dht_verify_t *next;
+  kp_dht_t *dht;
+  kp_addr_t addr;
+};
+
+static void on_verify(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                      const kp_addr_t *from, uint64_t now) {
+  kp_dht_verify_t *v = arg;
+  kp_dht_t *dht = v->dht;
+  (void)req, (void)status, (void)resp, (void)from, (void)now;
+  for (kp_dht_verify_t **p = &dht->verifying; *p; p = &(*p)->next) {
+    if (*p == v) {
+      *p = v->next;
+      break;
+    }
+  }
+  dht->verify_count--;
+  kp_free(v);
+}
+
+/* Pings addr (at most KP_DHT_MAX_VERIFY at once, one per address). One
+ * ping for one request no smaller than it: nothing is amplified. */
+static void verify(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
+  if (dht->verify_count >= KP_DHT_MAX_VERIFY) return;
+  for (kp_dht_verify_t *v = dht->verifying; v; v = v->next)
+    if (kp_addr_eq(&v->addr, addr)) return;
+  kp_dht_verify_t *v = kp_malloc(sizeof(*v));
+  if (!v) return;
+  v->dht = dht;
+  v->addr = *addr;
+  if (kp__dht_request_ex(dht, addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, 1, 0, on_verify, v, now,
+                         NULL)) {
+    kp_free(v);
+    return;
+  }
+  v->next = dht->verifying;
+  dht->verifying = v;
+  dht->verify_count++;
+}
+
 typedef struct ping_ctx_s {
   kp_dht_t *dht;
   uint8_t id[KP_ID_LEN];
@@ -224,50 +275,62 @@ static void on_maint_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht
   (void)from;
   dht->maint_pings--;
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, p->id);
-  if (e) e->pinging = 0;
+  if (e) e->flags &= (uint8_t)~KP_DHT_ENTRY_PINGING;
   if (status == UV_ECANCELED) {
     kp_free(p);
     return;
   }
   if (status != 0 && e) {
-    /* Dead: evict it, and let the node waiting for its slot in. */
+    /* Dead: evict it, and let the node waiting for its slot in (once it
+     * has proved its address). */
     kp_dht_table_remove(&dht->table, p->id);
-    if (p->kind == PING_REPLACE)
+    if (p->kind == PING_REPLACE && p->insert.proven)
       kp_dht_table_add(&dht->table, p->insert.id, &p->insert.addr, kp__dht_seconds(now), NULL);
+    else if (p->kind == PING_REPLACE)
+      verify(dht, &p->insert.addr, now);
   }
   kp_free(p);
 }
 
 static void ping_entry(kp_dht_t *dht, kp_dht_entry_t *e, ping_kind_t kind,
                        const kp_dht_pending_insert_t *insert, uint64_t now) {
-  if (e->pinging || dht->maint_pings >= KP_DHT_MAX_MAINT_PINGS) return;
+  if ((e->flags & KP_DHT_ENTRY_PINGING) || dht->maint_pings >= KP_DHT_MAX_MAINT_PINGS) return;
   ping_ctx_t *p = kp_malloc(sizeof(*p));
   if (!p) return;
+  kp_addr_t addr;
+  kp_dht_entry_addr(&dht->table, e, &addr);
   p->dht = dht;
-  memcpy(p->id, e->id, KP_ID_LEN);
+  kp_dht_id_from_addr(&addr, p->id);
   p->kind = kind;
   if (insert) p->insert = *insert;
-  if (kp_dht_request(dht, &e->addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, on_maint_ping, p, now,
+  if (kp_dht_request(dht, &addr, KP_DHT_CMD_PING, NULL, NULL, 0, NULL, on_maint_ping, p, now,
                      NULL)) {
     kp_free(p);
     return;
   }
-  e->pinging = 1;
+  e->flags |= KP_DHT_ENTRY_PINGING;
   dht->maint_pings++;
 }
 
-/* A member we heard from directly goes into the table; a full bucket pings
- * its least recently seen entry and takes the newcomer only if that fails. */
+/* A member goes into the table once it has proved its address (it
+ * answered us, or its request carried our token for that address); one
+ * that has not is pinged first. A full bucket keeps what it has, unless
+ * its least recently seen entry has been quiet for KP_DHT_FRESH_S: that
+ * one is pinged, and the newcomer takes its place only if it fails. */
 static void learn_member(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
-                         uint64_t now) {
+                         bool proven, uint64_t now) {
   kp_dht_entry_t *lru;
-  int r = kp_dht_table_add(&dht->table, id, addr, kp__dht_seconds(now), &lru);
-  if (r != KP_DHT_TABLE_FULL || !lru) return;
+  int r = proven ? kp_dht_table_add(&dht->table, id, addr, kp__dht_seconds(now), &lru)
+                 : kp_dht_table_would_add(&dht->table, id, addr, &lru);
+  if (r == KP_DHT_TABLE_ADDED && !proven) verify(dht, addr, now);
+  if (r != KP_DHT_TABLE_FULL || !lru || kp__dht_seconds(now) - lru->last_seen < KP_DHT_FRESH_S)
+    return;
   /* At most KP_DHT_MAX_MAINT_PINGS newcomers wait; the rest are dropped, as
    * Kademlia prefers the nodes it already knows to be alive. */
   kp_dht_pending_insert_t wait;
   memcpy(wait.id, id, KP_ID_LEN);
   wait.addr = *addr;
+  wait.proven = proven;
   ping_entry(dht, lru, PING_REPLACE, &wait, now);
 }
 
@@ -276,8 +339,9 @@ static void on_request_timeout(void *ctx, const kp_dht_req_t *req) {
   uint8_t id[KP_ID_LEN];
   kp_dht_id_from_addr(&req->to, id);
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
+  if (!e || !kp_dht_entry_is(&dht->table, e, &req->to)) return;
   /* Two requests that each exhausted their retries: the node is gone. */
-  if (e && ++e->fails >= 2 && !e->pinging) kp_dht_table_remove(&dht->table, id);
+  if (++e->fails >= 2 && !(e->flags & KP_DHT_ENTRY_PINGING)) kp_dht_table_remove(&dht->table, id);
 }
 
 /* ---- Membership ---------------------------------------------------------- */
@@ -285,8 +349,7 @@ static void on_request_timeout(void *ctx, const kp_dht_req_t *req) {
 static void set_id(kp_dht_t *dht, const kp_addr_t *public_addr) {
   uint8_t id[KP_ID_LEN];
   kp_dht_id_from_addr(public_addr, id);
-  if (dht->has_id && memcmp(id, dht->id, KP_ID_LEN) == 0) return;
-  memcpy(dht->id, id, KP_ID_LEN);
+  if (dht->has_id && memcmp(id, dht->table.self, KP_ID_LEN) == 0) return;
   dht->has_id = true;
   kp_dht_table_set_self(&dht->table, id);
 }
@@ -303,6 +366,28 @@ static void on_join_step(void *arg, kp_dht_query_t *q, int status, const kp_dht_
   kp_dht_t *dht = arg;
   (void)q, (void)closest, (void)count;
   if (status != UV_ECANCELED) join_step(dht, now);
+}
+
+/* A new member proves its address to the nodes closest to it, the ones
+ * whose tables it must enter: a PING to each with the token each just gave
+ * it (a token round trip), so each files it at once. Otherwise each would
+ * have to ping it back, at most KP_DHT_MAX_VERIFY at a time, and a node that
+ * hears from many newcomers at once (a network forming) would miss some. */
+static void introduce(kp_dht_t *dht, const kp_dht_result_t *closest, size_t count, uint64_t now) {
+  kp_dht_result_t with_token[KP_DHT_MAX_NODES];
+  size_t n = 0;
+  for (size_t i = 0; i < count && n < KP_DHT_MAX_NODES; i++)
+    if (closest[i].has_token) with_token[n++] = closest[i];
+  if (n)
+    kp_dht_commit(dht, with_token, n, KP_DHT_CMD_PING, NULL, NULL, 0, 0, NULL, NULL, NULL, now,
+                  NULL);
+}
+
+static void on_join_self(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *closest,
+                         size_t count, uint64_t now) {
+  kp_dht_t *dht = arg;
+  if (status == 0 && dht->member) introduce(dht, closest, count, now);
+  on_join_step(arg, q, status, closest, count, now);
 }
 
 /* The Kademlia join: after a lookup of our own id, refresh every bucket from
@@ -339,9 +424,10 @@ static void set_member(kp_dht_t *dht, bool member, uint64_t now) {
   KP_INFO(dht->cfg.log, "%s", member ? "became a DHT member" : "left DHT membership (ephemeral)");
   if (member) {
     set_id(dht, &dht->nat.public_addr);
-    /* Announce ourselves: the nodes closest to us add us as we query them. */
+    /* Announce ourselves: the lookup finds the nodes closest to us, which
+     * we then introduce ourselves to, with their tokens. */
     dht->refresh_due = UINT64_MAX;
-    kp_dht_query_opts_t opts = {.on_done = on_join_step, .arg = dht};
+    kp_dht_query_opts_t opts = {.on_done = on_join_self, .arg = dht};
     if (kp_dht_query_start(dht, dht->table.self, &opts, now, NULL)) join_step(dht, now);
   } else {
     dht->joined = false;
@@ -350,10 +436,18 @@ static void set_member(kp_dht_t *dht, bool member, uint64_t now) {
   if (dht->io.on_membership) dht->io.on_membership(dht->io.ctx, member);
 }
 
-/* Witnesses we ask for: two distinct nodes, or one while we know only one
+/* Witnesses we ask for: two distinct hosts, or one while we know only one
  * (a brand-new network with a single bootstrap node must still form). */
 static unsigned witnesses_needed(const kp_dht_t *dht) {
-  return dht->table.count >= KP_DHT_NAT_QUORUM ? KP_DHT_NAT_QUORUM : 1;
+  const kp_dht_table_t *t = &dht->table;
+  kp_addr_t first, other;
+  if (t->count < KP_DHT_NAT_QUORUM) return 1;
+  kp_dht_entry_addr(t, kp_dht_table_at(t, 0), &first);
+  for (uint32_t i = 1; i < t->count; i++) {
+    kp_dht_entry_addr(t, kp_dht_table_at(t, i), &other);
+    if (!kp_dht_nat_same_host(&first, &other)) return KP_DHT_NAT_QUORUM;
+  }
+  return 1;
 }
 
 static bool address_settled(const kp_dht_t *dht) {
@@ -391,11 +485,22 @@ static void on_public_address(kp_dht_t *dht, uint64_t now) {
            kp_nat_type_name(dht->nat.type));
   if (dht->cfg.mode == KP_NODE_MEMBER && dht->nat.type != KP_NAT_RANDOM)
     set_id(dht, &dht->nat.public_addr);
+  due(dht, now + dht->cfg.member_stable_ms); /* membership may follow then */
   /* Our address moved: an AUTO member must prove itself again. */
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
 }
 
 static void natcheck(kp_dht_t *dht, uint64_t now);
+
+/* After two failed reachability checks in a row: 30 s, doubling with each
+ * failure to natcheck_ms. Most nodes sit behind NATs that never let an
+ * unsolicited answer in; checking every 30 s forever, each of them would
+ * keep the members busy answering. */
+static uint64_t natcheck_backoff(const kp_dht_t *dht) {
+  unsigned doublings = dht->nat.reach_fails - KP_DHT_NAT_QUORUM;
+  uint64_t ms = (uint64_t)30000 << (doublings < 8 ? doublings : 8);
+  return ms < dht->cfg.natcheck_ms ? ms : dht->cfg.natcheck_ms;
+}
 
 static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
                         const kp_addr_t *from, uint64_t now) {
@@ -406,17 +511,21 @@ static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_m
   if (status == UV_ECANCELED) return;
   bool was = reachable_now(dht);
   kp_dht_nat_reach_result(&dht->nat, &req->to, status == 0);
-  if (!was && reachable_now(dht)) dht->reachable_since = now;
+  if (!was && reachable_now(dht)) {
+    dht->reachable_since = now;
+    due(dht, now + dht->cfg.member_stable_ms); /* membership may follow then */
+  }
   if (dht->nat.reach_ok_count >= KP_DHT_NAT_QUORUM)
     dht->natcheck_next = now + dht->cfg.natcheck_ms;
   else if (dht->nat.reach_fails >= KP_DHT_NAT_QUORUM)
-    dht->natcheck_next = now + 30000;
+    dht->natcheck_next = now + natcheck_backoff(dht);
   else if (status == 0)
     dht->natcheck_next = now + (reachable_now(dht) ? 1000 : 0);
   else
     dht->natcheck_next = now + 1000;
   evaluate_membership(dht, now);
   natcheck(dht, now); /* a second witness at once, if one is wanted */
+  if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
 }
 
 /* PING_NAT asks a node to answer from another port: the answer reaches us
@@ -427,14 +536,18 @@ static void natcheck(kp_dht_t *dht, uint64_t now) {
   bool recheck = dht->nat.reach_ok_count >= witnesses_needed(dht);
   uint32_t start = kp_rng_below(&dht->cfg.rng, dht->table.count);
   for (uint32_t i = 0; i < dht->table.count; i++) {
-    kp_dht_entry_t *e = &dht->table.entries[(start + i) % dht->table.count];
-    if (!recheck && kp_dht_nat_reach_confirmed_by(&dht->nat, &e->addr)) continue;
-    if (kp_dht_request(dht, &e->addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, on_natcheck, dht,
-                       now, NULL) == 0)
+    kp_addr_t addr;
+    kp_dht_entry_addr(&dht->table, kp_dht_table_at(&dht->table, (start + i) % dht->table.count),
+                      &addr);
+    if (!recheck && kp_dht_nat_reach_confirmed_by(&dht->nat, &addr)) continue;
+    /* One retry: a lost answer is one failure, and it takes two. */
+    if (kp__dht_request_ex(dht, &addr, KP_DHT_CMD_PING_NAT, NULL, NULL, 0, NULL, 1, 0, on_natcheck,
+                           dht, now, NULL) == 0)
       dht->natcheck_inflight = true;
     return;
   }
   dht->natcheck_next = now + 1000; /* everyone we know vouched; wait for more nodes */
+  due(dht, dht->natcheck_next);
 }
 
 /* ---- Receiving ---------------------------------------------------------- */
@@ -452,7 +565,7 @@ static void count_drop(kp_dht_t *dht, int err) {
 static bool id_matches(kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *from) {
   /* Fast path: a table entry already binds this id to this address. */
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
-  if (e && kp_addr_eq(&e->addr, from)) return true;
+  if (e && kp_dht_entry_is(&dht->table, e, from)) return true;
   uint8_t expect[KP_ID_LEN];
   kp_dht_id_from_addr(from, expect);
   return memcmp(expect, id, KP_ID_LEN) == 0;
@@ -467,7 +580,8 @@ static void handle_down_hint(kp_dht_t *dht, const kp_dht_request_t *req, uint64_
     kp_dht_id_from_addr(&suspect, id);
     kp_dht_entry_t *e = kp_dht_table_find(&dht->table, id);
     /* Re-check it ourselves; a hint alone never evicts anyone. */
-    if (e && kp_addr_eq(&e->addr, &suspect)) ping_entry(dht, e, PING_LIVENESS, NULL, now);
+    if (e && kp_dht_entry_is(&dht->table, e, &suspect))
+      ping_entry(dht, e, PING_LIVENESS, NULL, now);
   }
   kp_dht_reply_to_t rt;
   kp_dht_reply_to_init(&rt, req);
@@ -481,7 +595,7 @@ static void on_request(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *fr
   req.token_valid = token != 0;
   req.token_current = token == KP_DHT_TOKEN_CURRENT;
   dht->stats.requests_in++;
-  if (m->has_id) learn_member(dht, m->id, from, now);
+  if (m->has_id) learn_member(dht, m->id, from, req.token_valid, now);
 
   kp_dht_reply_to_t rt;
   kp_dht_reply_to_init(&rt, &req);
@@ -512,15 +626,23 @@ static void on_request(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *fr
   kp_dht_reply(dht, &rt, NULL, 0, KP_DHT_ERR_UNKNOWN_COMMAND, now);
 }
 
-static void on_response(kp_dht_t *dht, const kp_dht_msg_t *m, const kp_addr_t *from, uint64_t now) {
+static void on_response(kp_dht_t *dht, kp_dht_msg_t *m, const kp_addr_t *from, uint64_t now) {
   kp_dht_req_t *req = kp_dht_rpc_take(&dht->rpc, m, from);
   if (!req) return;
   dht->stats.responses_in++;
+  /* The answer came from where we sent (PING_NAT aside), so an id we knew
+   * for that address is the one to expect. */
+  if (m->has_id && !(req->known_id && !req->any_port ? !memcmp(req->id, m->id, KP_ID_LEN)
+                                                     : id_matches(dht, m->id, from))) {
+    dht->stats.drops_bad_id++;
+    m->has_id = false;
+  }
   /* Only answers to our own requests teach us our address; a PING_NAT answer
    * comes from a second port and would count as a second witness. */
   if (m->command != KP_DHT_CMD_PING_NAT && kp_dht_nat_add_sample(&dht->nat, from, &m->to, now))
     on_public_address(dht, now);
-  if (m->has_id) learn_member(dht, m->id, from, now);
+  /* It answered a random tid at the address we asked: proof enough. */
+  if (m->has_id) learn_member(dht, m->id, from, true, now);
   kp_dht_rpc_finish(&dht->rpc, req, m, from, now);
 }
 
@@ -536,16 +658,17 @@ void kp_dht_recv(kp_dht_t *dht, const kp_addr_t *from, const uint8_t *data, size
     count_drop(dht, err);
     return;
   }
+  if (m.type == KP_DHT_RESPONSE) {
+    on_response(dht, &m, from, now);
+    return;
+  }
   if (m.has_id && !id_matches(dht, m.id, from)) {
     /* Not who it claims to be at this address (or behind a NAT it does not
      * know of): treat it as a non-member. */
     dht->stats.drops_bad_id++;
     m.has_id = false;
   }
-  if (m.type == KP_DHT_RESPONSE)
-    on_response(dht, &m, from, now);
-  else
-    on_request(dht, &m, from, len, now);
+  on_request(dht, &m, from, len, now);
 }
 
 /* ---- Periodic work ---------------------------------------------------- */
@@ -563,6 +686,7 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
         dht->bootstrap_backoff_ms ? dht->bootstrap_backoff_ms * 2 : KP_DHT_TICK_MS;
     if (dht->bootstrap_backoff_ms > 60000) dht->bootstrap_backoff_ms = 60000;
     dht->bootstrap_next = now + dht->bootstrap_backoff_ms;
+    due(dht, dht->bootstrap_next);
     KP_DEBUG(dht->cfg.log, "bootstrap found no nodes; retrying in %u ms",
              dht->bootstrap_backoff_ms);
   } else {
@@ -570,8 +694,11 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
     dht->bootstrap_next = UINT64_MAX;
     dht->natcheck_next = now;
     natcheck(dht, now);
-    /* A member by configuration joins as soon as it has found the network. */
+    if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
+    /* A member by configuration joins as soon as it has found the network
+     * (the bootstrap lookup was of its own id). */
     if (dht->member && !dht->joined && !dht->refresh_due) {
+      introduce(dht, closest, count, now);
       dht->refresh_due = UINT64_MAX;
       join_step(dht, now);
     }
@@ -586,8 +713,10 @@ void kp_dht_bootstrap(kp_dht_t *dht, uint64_t now) {
   opts.seeds = dht->bootstrap;
   opts.seed_count = dht->bootstrap_count;
   dht->bootstrap_next = UINT64_MAX;
-  if (kp_dht_query_start(dht, dht->table.self, &opts, now, &dht->bootstrap_query))
+  if (kp_dht_query_start(dht, dht->table.self, &opts, now, &dht->bootstrap_query)) {
     dht->bootstrap_next = now + KP_DHT_TICK_MS;
+    due(dht, dht->bootstrap_next);
+  }
 }
 
 int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
@@ -595,8 +724,12 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
   for (unsigned i = 0; i < dht->bootstrap_count; i++)
     if (kp_addr_eq(&dht->bootstrap[i], addr)) return 0;
   if (dht->bootstrap_count == KP_DHT_MAX_BOOTSTRAP) return KP_ELIMIT;
+  kp_addr_t *grown = kp_realloc(dht->bootstrap, (dht->bootstrap_count + 1) * sizeof(*grown));
+  if (!grown) return UV_ENOMEM;
+  dht->bootstrap = grown;
   dht->bootstrap[dht->bootstrap_count++] = *addr;
   dht->bootstrap_next = now;
+  due(dht, now);
   return 0;
 }
 
@@ -608,7 +741,7 @@ static void on_suspend(kp_dht_t *dht, uint64_t now) {
   kp_dht_nat_reset(&dht->nat);
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
   dht->natcheck_next = now;
-  for (uint32_t i = 0; i < dht->table.count; i++) dht->table.entries[i].last_seen = 0;
+  for (uint32_t i = 0; i < dht->table.count; i++) kp_dht_table_at(&dht->table, i)->last_seen = 0;
   if (dht->bootstrap_count)
     dht->bootstrap_next = now;
   else
@@ -621,20 +754,72 @@ static void on_suspend(kp_dht_t *dht, uint64_t now) {
 static void refresh_buckets(kp_dht_t *dht, uint64_t now) {
   if (!dht->table.count || dht->refresh_due) return; /* the join chain is at it */
   uint32_t now_s = kp__dht_seconds(now), period_s = dht->cfg.refresh_ms / 1000;
+  /* Times are kept mod 2^16 s: a period over 18 hours counts as 18 hours. */
+  if (period_s > UINT16_MAX) period_s = UINT16_MAX;
   int last = kp_dht_table_depth(&dht->table) + 1;
   if (last >= KP_DHT_REFRESH_BUCKETS) last = KP_DHT_REFRESH_BUCKETS - 1;
   for (int b = 0; b <= last; b++) {
-    if (now_s - dht->refreshed_s[b] < period_s) continue;
+    if ((uint16_t)(now_s - dht->refreshed_s[b]) < period_s) continue;
     uint8_t target[KP_ID_LEN];
     if (b == last)
       memcpy(target, dht->table.self, KP_ID_LEN);
     else
       kp_dht_id_random_in_bucket(dht->table.self, (unsigned)b, &dht->cfg.rng, target);
-    dht->refreshed_s[b] = now_s;
+    dht->refreshed_s[b] = (uint16_t)now_s;
     kp_dht_query_opts_t opts = {0};
     kp_dht_query_start(dht, target, &opts, now, NULL);
     return; /* one refresh per tick keeps the load smooth */
   }
+}
+
+/* Keeps a member's NAT mapping open (KP_DHT_KEEPALIVE_MS): a ping to a
+ * table entry when nothing else has left for that long. A member that
+ * answers requests never needs one. */
+static void keepalive(kp_dht_t *dht, uint64_t now) {
+  if (dht->sent != dht->sent_mark) {
+    dht->sent_mark = dht->sent;
+    dht->idle_since = now;
+    return;
+  }
+  if (!dht->member || now - dht->idle_since < KP_DHT_KEEPALIVE_MS) return;
+  /* The entry heard from longest ago: the ping checks it too. */
+  kp_dht_entry_t *e = kp_dht_table_oldest(&dht->table, UINT32_MAX);
+  if (e) ping_entry(dht, e, PING_LIVENESS, NULL, now);
+  dht->idle_since = now;
+}
+
+/* When background work next falls due: the earliest of what is pending,
+ * within [1 s, KP_DHT_IDLE_TICK_MS]. Staleness pings and the rejoin of a
+ * node that lost its whole table wait for the next idle tick. */
+static void plan_background(kp_dht_t *dht, uint64_t now) {
+  uint64_t next = now + KP_DHT_IDLE_TICK_MS;
+#define AT(t)                                                                                      \
+  do {                                                                                             \
+    uint64_t t_ = (t);                                                                             \
+    if (t_ < next) next = t_;                                                                      \
+  } while (0)
+  if (dht->table.count && !dht->natcheck_inflight) AT(dht->natcheck_next);
+  if (dht->bootstrap_count) AT(dht->bootstrap_next);
+  AT(dht->tokens.rotated_at + KP_DHT_TOKEN_ROTATE_MS);
+  if (dht->cfg.mode == KP_NODE_AUTO && !dht->member) {
+    uint64_t stable = dht->cfg.member_stable_ms;
+    if (dht->nat.public_since + stable > now) AT(dht->nat.public_since + stable);
+    if (dht->reachable_since + stable > now) AT(dht->reachable_since + stable);
+  }
+  if (dht->member) AT(dht->idle_since + KP_DHT_KEEPALIVE_MS);
+  if (dht->table.count && !dht->refresh_due) {
+    uint32_t period_s = dht->cfg.refresh_ms / 1000, now_s = kp__dht_seconds(now);
+    if (period_s > UINT16_MAX) period_s = UINT16_MAX;
+    int last = kp_dht_table_depth(&dht->table) + 1;
+    if (last >= KP_DHT_REFRESH_BUCKETS) last = KP_DHT_REFRESH_BUCKETS - 1;
+    for (int b = 0; b <= last; b++) {
+      uint32_t age = (uint16_t)(now_s - dht->refreshed_s[b]);
+      AT(age >= period_s ? now : now + (uint64_t)(period_s - age) * 1000);
+    }
+  }
+#undef AT
+  if (next < now + KP_DHT_TICK_MS) next = now + KP_DHT_TICK_MS;
+  dht->next_background = next;
 }
 
 static void background(kp_dht_t *dht, uint64_t now) {
@@ -654,12 +839,16 @@ static void background(kp_dht_t *dht, uint64_t now) {
     if (old) ping_entry(dht, old, PING_LIVENESS, NULL, now);
   }
   refresh_buckets(dht, now);
-  dht->next_background = now + KP_DHT_TICK_MS;
+  keepalive(dht, now);
+  plan_background(dht, now);
 }
 
 int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker) {
   if (!ticker->tick || !ticker->deadline) return UV_EINVAL;
   if (dht->ticker_count == KP_DHT_MAX_TICKERS) return KP_ELIMIT;
+  kp_dht_ticker_t *grown = kp_realloc(dht->tickers, (dht->ticker_count + 1) * sizeof(*grown));
+  if (!grown) return UV_ENOMEM;
+  dht->tickers = grown;
   dht->tickers[dht->ticker_count++] = *ticker;
   return 0;
 }
@@ -709,14 +898,19 @@ int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, 
 
   uint8_t self[KP_ID_LEN];
   kp_rng_fill(&dht->cfg.rng, self, sizeof(self));
-  kp_dht_table_init(&dht->table, self, dht->cfg.k);
+  kp_dht_table_init(&dht->table, self, dht->cfg.k, dht->cfg.family);
+  if (kp_dht_table_reserve(&dht->table, KP_DHT_TABLE_RESERVE_BUCKETS * dht->cfg.k)) {
+    kp_free(dht);
+    return UV_ENOMEM;
+  }
   kp_dht_tokens_init(&dht->tokens, &dht->cfg.rng, now);
   kp_dht_nat_init(&dht->nat);
   kp_dht_rpc_init(&dht->rpc, &cfg->rpc, send_main, dht, &dht->cfg.rng, now);
   dht->rpc.on_timeout = on_request_timeout;
   dht->bootstrap_next = UINT64_MAX;
   dht->next_background = now;
-  for (unsigned b = 0; b < KP_DHT_REFRESH_BUCKETS; b++) dht->refreshed_s[b] = kp__dht_seconds(now);
+  for (unsigned b = 0; b < KP_DHT_REFRESH_BUCKETS; b++)
+    dht->refreshed_s[b] = (uint16_t)kp__dht_seconds(now);
   /* A member by configuration with a concrete bound address knows its id. */
   if (cfg->mode == KP_NODE_MEMBER) {
     dht->member = true;
@@ -732,6 +926,9 @@ void kp_dht_free(kp_dht_t *dht, uint64_t now) {
   kp_dht_rpc_destroy(&dht->rpc, now);
   kp_dht_table_destroy(&dht->table);
   kp_dht_tokens_destroy(&dht->tokens);
+  kp_free(dht->handlers);
+  kp_free(dht->tickers);
+  kp_free(dht->bootstrap);
   kp_free(dht);
 }
 
@@ -743,6 +940,9 @@ int kp_dht_register(kp_dht_t *dht, uint8_t command, kp_dht_handler_fn fn, void *
   for (unsigned i = 0; i < dht->handler_count; i++)
     if (dht->handlers[i].command == command) return UV_EEXIST;
   if (dht->handler_count == KP_DHT_MAX_HANDLERS) return KP_ELIMIT;
+  kp_dht_handler_t *grown = kp_realloc(dht->handlers, (dht->handler_count + 1) * sizeof(*grown));
+  if (!grown) return UV_ENOMEM;
+  dht->handlers = grown;
   kp_dht_handler_t *h = &dht->handlers[dht->handler_count++];
   h->command = command;
   h->fn = fn;
@@ -780,7 +980,7 @@ bool kp_dht_id(const kp_dht_t *dht, uint8_t id[KP_ID_LEN]) {
     memset(id, 0, KP_ID_LEN);
     return false;
   }
-  memcpy(id, dht->id, KP_ID_LEN);
+  memcpy(id, dht->table.self, KP_ID_LEN);
   return true;
 }
 

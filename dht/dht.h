@@ -203,6 +203,18 @@ int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uin
                   const uint8_t *target, const uint8_t *value, size_t value_len, unsigned flags,
                   kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
                   uint64_t now, kp_dht_commit_t **out);
+/* Builds the value a commit sends to one node, when it differs per node (an
+ * announce signs each node's token): up to cap bytes into buf; returns the
+ * length, or 0 to skip the node (it counts as failed). */
+typedef size_t (*kp_dht_commit_value_fn)(void *arg, const kp_dht_result_t *node, uint8_t *buf,
+                                         size_t cap);
+
+/* kp_dht_commit with each node's value built by value_fn (called with arg,
+ * once per node, during this call). */
+int kp_dht_commit_each(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
+                       const uint8_t *target, kp_dht_commit_value_fn value_fn, unsigned flags,
+                       kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
+                       uint64_t now, kp_dht_commit_t **out);
 /* Stops a commit; none of its callbacks fire afterwards. */
 void kp_dht_commit_cancel(kp_dht_t *dht, kp_dht_commit_t *c);
 

@@ -44,10 +44,10 @@ static void on_commit_reply(void *arg, kp_dht_req_t *req, int status, const kp_d
   }
 }
 
-int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
-                  const uint8_t *target, const uint8_t *value, size_t value_len, unsigned flags,
-                  kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
-                  uint64_t now, kp_dht_commit_t **out) {
+static int commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
+                  const uint8_t *target, const uint8_t *value, size_t value_len,
+                  kp_dht_commit_value_fn value_fn, unsigned flags, kp_dht_commit_node_cb on_node,
+                  kp_dht_commit_done_cb on_done, void *arg, uint64_t now, kp_dht_commit_t **out) {
   if (out) *out = NULL;
   if (!count) return UV_EINVAL;
   kp_dht_commit_t *c = kp_calloc(1, sizeof(*c) + count * sizeof(c->nodes[0]));
@@ -63,11 +63,22 @@ int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uin
   memcpy(c->nodes, nodes, count * sizeof(nodes[0]));
   for (size_t i = 0; i < count; i++) {
     const kp_dht_result_t *n = &c->nodes[i];
+    uint8_t own[KP_DHT_MAX_VALUE];
+    if (value_fn) {
+      value = own;
+      value_len = value_fn(arg, n, own, sizeof(own));
+      if (!value_len) {
+        c->failed++;
+        continue;
+      }
+    }
     if (kp__dht_request_ex(dht, &n->addr, command, target, value, value_len,
                            n->has_token ? n->token : NULL, -1, flags, on_commit_reply, c, now,
-                           &c->reqs[i]) == 0)
+                           &c->reqs[i]) == 0) {
+      c->reqs[i]->known_id = true;
+      memcpy(c->reqs[i]->id, n->id, KP_ID_LEN);
       c->pending++;
-    else
+    } else
       c->failed++;
   }
   if (!c->pending) {
@@ -77,6 +88,22 @@ int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uin
   }
   if (out) *out = c;
   return 0;
+}
+
+int kp_dht_commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
+                  const uint8_t *target, const uint8_t *value, size_t value_len, unsigned flags,
+                  kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
+                  uint64_t now, kp_dht_commit_t **out) {
+  return commit(dht, nodes, count, command, target, value, value_len, NULL, flags, on_node, on_done,
+                arg, now, out);
+}
+
+int kp_dht_commit_each(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uint8_t command,
+                       const uint8_t *target, kp_dht_commit_value_fn value_fn, unsigned flags,
+                       kp_dht_commit_node_cb on_node, kp_dht_commit_done_cb on_done, void *arg,
+                       uint64_t now, kp_dht_commit_t **out) {
+  return commit(dht, nodes, count, command, target, NULL, 0, value_fn, flags, on_node, on_done, arg,
+                now, out);
 }
 
 void kp_dht_commit_cancel(kp_dht_t *dht, kp_dht_commit_t *c) {

@@ -17,6 +17,21 @@ unsigned kp_dht_id_prefix_len(const uint8_t a[KP_ID_LEN], const uint8_t b[KP_ID_
   return KP_ID_LEN * 8;
 }
 
+bool kp_dht_prefix_exempt(const kp_addr_t *a) {
+  return kp_addr_is_loopback(a) || kp_addr_is_private(a);
+}
+
+bool kp_dht_same_prefix(const kp_addr_t *a, const kp_addr_t *b) {
+  if (a->family != b->family || kp_dht_prefix_exempt(a) || kp_dht_prefix_exempt(b)) return false;
+  return memcmp(a->ip, b->ip, a->family == KP_AF_INET6 ? 6 : 3) == 0;
+}
+
+bool kp_dht_same_wide_prefix(const kp_addr_t *a, const kp_addr_t *b) {
+  if (a->family != KP_AF_INET6 || b->family != KP_AF_INET6) return false;
+  if (kp_dht_prefix_exempt(a) || kp_dht_prefix_exempt(b)) return false;
+  return memcmp(a->ip, b->ip, 4) == 0;
+}
+
 void kp_dht_id_random_in_bucket(const uint8_t self[KP_ID_LEN], unsigned bucket, const kp_rng_t *rng,
                                 uint8_t out[KP_ID_LEN]) {
   kp_rng_fill(rng, out, KP_ID_LEN);

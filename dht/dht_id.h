@@ -4,6 +4,7 @@
 #ifndef KP_DHT_ID_H
 #define KP_DHT_ID_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/addr.h"
@@ -25,6 +26,23 @@ static inline int kp_dht_id_cmp(const uint8_t target[KP_ID_LEN], const uint8_t a
   }
   return 0;
 }
+
+/* Eclipse limits (docs/protocol.md, "Eclipse limits"). An id is the hash of
+ * an address, so ids are as cheap as addresses: one IPv4 address has 65,535
+ * ports, a /24 16.7 million addresses. Whoever holds one prefix may
+ * therefore have at most this many ids in a bucket, and among a lookup's
+ * candidates and results: */
+#define KP_DHT_PREFIX_MAX 2      /* per IPv4 /24 or IPv6 /48 */
+#define KP_DHT_WIDE_PREFIX_MAX 4 /* per IPv6 /32 (65,536 /48s) */
+
+/* Loopback and private addresses are exempt (each counts as a prefix of its
+ * own): only hosts on that machine or network can use them, and a testnet
+ * or a LAN has all its nodes there. */
+bool kp_dht_prefix_exempt(const kp_addr_t *a);
+/* Same IPv4 /24 or IPv6 /48 (neither exempt). */
+bool kp_dht_same_prefix(const kp_addr_t *a, const kp_addr_t *b);
+/* Same IPv6 /32 (neither exempt); never for IPv4. */
+bool kp_dht_same_wide_prefix(const kp_addr_t *a, const kp_addr_t *b);
 
 /* A random id sharing exactly `bucket` leading bits with self. */
 void kp_dht_id_random_in_bucket(const uint8_t self[KP_ID_LEN], unsigned bucket, const kp_rng_t *rng,

@@ -19,6 +19,12 @@ void kp_dht_nat_reset(kp_dht_nat_t *nat) {
   kp_dht_nat_init(nat);
 }
 
+bool kp_dht_nat_same_host(const kp_addr_t *a, const kp_addr_t *b) {
+  if (a->family != b->family) return false;
+  if (kp_addr_is_loopback(a)) return kp_addr_eq(a, b);
+  return memcmp(a->ip, b->ip, a->family == KP_AF_INET6 ? 8 : 4) == 0;
+}
+
 /* The address a strict majority of samples report, if any. */
 static const kp_addr_t *majority(const kp_dht_nat_t *nat) {
   for (unsigned i = 0; i < nat->count; i++) {
@@ -72,16 +78,13 @@ bool kp_dht_nat_add_sample(kp_dht_nat_t *nat, const kp_addr_t *reporter, const k
                            uint64_t now) {
   unsigned at = nat->count;
   for (unsigned i = 0; i < nat->count; i++) {
-    if (kp_addr_eq(&nat->samples[i].reporter, reporter)) {
+    if (kp_dht_nat_same_host(&nat->samples[i].reporter, reporter)) {
       at = i;
       break;
     }
   }
-  /* A reporter repeating itself adds nothing but freshness. */
-  if (at < nat->count && at == 0 && kp_addr_eq(&nat->samples[0].seen, seen)) {
-    nat->samples[0].at = now;
-    return false;
-  }
+  /* A reporter repeating itself adds nothing. */
+  if (at == 0 && nat->count && kp_addr_eq(&nat->samples[0].seen, seen)) return false;
   if (at == nat->count && nat->count == KP_DHT_NAT_SAMPLES)
     at = KP_DHT_NAT_SAMPLES - 1;
   else if (at == nat->count)
@@ -89,7 +92,6 @@ bool kp_dht_nat_add_sample(kp_dht_nat_t *nat, const kp_addr_t *reporter, const k
   memmove(&nat->samples[1], &nat->samples[0], at * sizeof(nat->samples[0]));
   nat->samples[0].reporter = *reporter;
   nat->samples[0].seen = *seen;
-  nat->samples[0].at = now;
   bool changed = false;
   classify(nat, now, &changed);
   return changed;
@@ -97,7 +99,7 @@ bool kp_dht_nat_add_sample(kp_dht_nat_t *nat, const kp_addr_t *reporter, const k
 
 bool kp_dht_nat_reach_confirmed_by(const kp_dht_nat_t *nat, const kp_addr_t *reporter) {
   for (unsigned i = 0; i < nat->reach_ok_count; i++)
-    if (kp_addr_eq(&nat->reach_ok[i], reporter)) return true;
+    if (kp_dht_nat_same_host(&nat->reach_ok[i], reporter)) return true;
   return false;
 }
 

@@ -6,6 +6,9 @@
  * towards everyone, CONSISTENT; address-dependent mapping as a new port per
  * destination, RANDOM). PING_NAT results give the filtering behaviour: a reply
  * from a port we never sent to reaches us only when unsolicited packets do.
+ * A reporter is a host, not a socket: every port of one IPv4 address (one
+ * IPv6 /64) counts as one reporter, so one machine cannot outvote the
+ * others by answering from many ports (docs/protocol.md, "Membership").
  * Pure bookkeeping; the DHT decides when to ask (docs/architecture.md). */
 #ifndef KP_DHT_NAT_H
 #define KP_DHT_NAT_H
@@ -21,15 +24,14 @@
 #define KP_DHT_NAT_QUORUM 2
 
 typedef struct kp_dht_nat_sample_s {
-  kp_addr_t reporter;
+  kp_addr_t reporter; /* its latest address: one sample per host */
   kp_addr_t seen;
-  uint64_t at;
 } kp_dht_nat_sample_t;
 
 typedef struct kp_dht_nat_s {
   kp_dht_nat_sample_t samples[KP_DHT_NAT_SAMPLES]; /* newest first */
   unsigned count;
-  kp_addr_t reach_ok[KP_DHT_NAT_QUORUM]; /* distinct nodes whose PING_NAT reply reached us */
+  kp_addr_t reach_ok[KP_DHT_NAT_QUORUM]; /* distinct hosts whose PING_NAT reply reached us */
   unsigned reach_ok_count;
   unsigned reach_fails; /* consecutive PING_NAT failures */
   bool reachable;
@@ -40,6 +42,11 @@ typedef struct kp_dht_nat_s {
 } kp_dht_nat_t;
 
 void kp_dht_nat_init(kp_dht_nat_t *nat);
+
+/* Whether two addresses are one reporting host: the same IPv4 address or
+ * IPv6 /64. On loopback, where every node of a testnet shares one address,
+ * the host is the whole address (only that machine can send from there). */
+bool kp_dht_nat_same_host(const kp_addr_t *a, const kp_addr_t *b);
 
 /* Records that `reporter` saw us as `seen`. Returns true if the public
  * address changed (or became known). */
@@ -52,7 +59,7 @@ bool kp_dht_nat_reach_result(kp_dht_nat_t *nat, const kp_addr_t *reporter, bool 
 /* Forgets everything (the network may have changed). */
 void kp_dht_nat_reset(kp_dht_nat_t *nat);
 
-/* True if reporter already confirmed we are reachable. */
+/* True if reporter's host already confirmed we are reachable. */
 bool kp_dht_nat_reach_confirmed_by(const kp_dht_nat_t *nat, const kp_addr_t *reporter);
 
 #endif

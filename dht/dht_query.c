@@ -51,14 +51,36 @@ struct kp_dht_query_s {
   bool cancelled; /* cancelled from inside on_reply */
   unsigned count;
   uint8_t order[QUERY_MAX]; /* cands[] indices, closest first */
+  /* The last four IP bytes of each cands[i].addr, apart: finding a
+   * candidate by address scans these 256 bytes, not 64 candidates. */
+  uint32_t tail[QUERY_MAX];
+  /* Each candidate's eclipse-limit groups as numbers (group_key), apart for
+   * the same reason. */
+  uint64_t narrow[QUERY_MAX], wide[QUERY_MAX];
   cand_t cands[QUERY_MAX];
 };
+
+/* An address's prefix (its /24 or /48, or with wide its IPv6 /32) as a
+ * number; 0 for none (exempt, or IPv4 asked for a /32). */
+static uint64_t group_key(const kp_addr_t *a, bool wide) {
+  if (kp_dht_prefix_exempt(a) || (wide && a->family != KP_AF_INET6)) return 0;
+  size_t n = wide ? 4 : a->family == KP_AF_INET6 ? 6 : 3;
+  uint64_t k = (uint64_t)a->family << 56;
+  for (size_t i = 0; i < n; i++) k |= (uint64_t)a->ip[i] << (8 * (5 - i));
+  return k;
+}
+
+static uint32_t addr_tail(const kp_addr_t *a) {
+  uint32_t t;
+  memcpy(&t, a->family == KP_AF_INET ? a->ip : a->ip + 12, 4);
+  return t;
+}
 
 static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
                            const kp_addr_t *from, uint64_t now);
 
 static bool is_self(const kp_dht_t *dht, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr) {
-  if (dht->has_id && memcmp(id, dht->id, KP_ID_LEN) == 0) return true;
+  if (dht->has_id && memcmp(id, dht->table.self, KP_ID_LEN) == 0) return true;
   if (dht->nat.has_public && kp_addr_eq(addr, &dht->nat.public_addr)) return true;
   return kp_addr_eq(addr, &dht->cfg.local);
 }
@@ -69,6 +91,30 @@ static void forget_request(kp_dht_query_t *q, cand_t *c) {
   kp_dht_rpc_abandon(&q->dht->rpc, c->req);
   c->req = NULL;
   q->inflight--;
+}
+
+/* The eclipse limits among candidates (dht_id.h): a prefix may hold at
+ * most KP_DHT_PREFIX_MAX of them (an IPv6 /32 KP_DHT_WIDE_PREFIX_MAX), its
+ * closest. For a newcomer that would go in at position `at`: -1 if it fits,
+ * PREFIX_REFUSE if it is farther than all of its prefix's, else the
+ * position (in order[]) of the candidate it displaces. Since the results
+ * are candidates, they obey the same limits. */
+#define PREFIX_REFUSE (-2)
+
+static int prefix_victim(const kp_dht_query_t *q, uint64_t nkey, uint64_t wkey, unsigned at) {
+  if (!nkey) return -1;
+  unsigned narrow = 0, wide = 0;
+  int far_narrow = -1, far_wide = -1;
+  for (unsigned i = 0; i < q->count; i++) {
+    unsigned slot = q->order[i];
+    if (wkey && q->wide[slot] == wkey) wide++, far_wide = (int)i;
+    if (q->narrow[slot] == nkey) narrow++, far_narrow = (int)i;
+  }
+  int victim = narrow >= KP_DHT_PREFIX_MAX      ? far_narrow
+               : wide >= KP_DHT_WIDE_PREFIX_MAX ? far_wide
+                                                : -1;
+  if (victim < 0) return -1;
+  return (unsigned)victim >= at ? victim : PREFIX_REFUSE;
 }
 
 static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,
@@ -93,7 +139,16 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
       lo = mid + 1;
   }
   unsigned slot;
-  if (q->count == QUERY_MAX) {
+  uint64_t nkey = group_key(addr, false), wkey = group_key(addr, true);
+  int victim = prefix_victim(q, nkey, wkey, lo);
+  if (victim == PREFIX_REFUSE) return;
+  if (victim >= 0) {
+    /* Its prefix's farthest candidate makes room (and its slot is reused). */
+    slot = q->order[victim];
+    forget_request(q, &q->cands[slot]);
+    memmove(&q->order[victim], &q->order[victim + 1], q->count - (unsigned)victim - 1);
+    q->count--;
+  } else if (q->count == QUERY_MAX) {
     if (lo == QUERY_MAX) return; /* farther than everything we hold */
     slot = q->order[QUERY_MAX - 1];
     forget_request(q, &q->cands[slot]);
@@ -108,13 +163,17 @@ static void add_candidate(kp_dht_query_t *q, const uint8_t id[KP_ID_LEN], const 
   memset(c, 0, sizeof(*c));
   memcpy(c->id, id, KP_ID_LEN);
   c->addr = *addr;
+  q->tail[slot] = addr_tail(addr);
+  q->narrow[slot] = nkey;
+  q->wide[slot] = wkey;
   if (referrer) c->referrer = *referrer;
   c->hops = (uint8_t)(hops > 255 ? 255 : hops);
 }
 
 static cand_t *find_by_addr(kp_dht_query_t *q, const kp_addr_t *addr) {
+  uint32_t tail = addr_tail(addr);
   for (unsigned i = 0; i < q->count; i++)
-    if (kp_addr_eq(&q->cands[i].addr, addr)) return &q->cands[i];
+    if (q->tail[i] == tail && kp_addr_eq(&q->cands[i].addr, addr)) return &q->cands[i];
   return NULL;
 }
 
@@ -140,6 +199,8 @@ static void send_to(kp_dht_query_t *q, cand_t *c, uint64_t now) {
     c->req = NULL;
     return;
   }
+  c->req->known_id = true;
+  memcpy(c->req->id, c->id, KP_ID_LEN);
   q->inflight++;
 }
 
@@ -174,12 +235,9 @@ static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
                            const kp_addr_t *from, uint64_t now) {
   kp_dht_query_t *q = arg;
   cand_t *c = NULL;
-  for (unsigned i = 0; i < q->count; i++) {
-    if (q->cands[q->order[i]].req == req) {
-      c = &q->cands[q->order[i]];
-      break;
-    }
-  }
+  uint32_t tail = addr_tail(&req->to);
+  for (unsigned i = 0; i < q->count && !c; i++)
+    if (q->tail[i] == tail && q->cands[i].req == req) c = &q->cands[i];
   if (!c) return;
   c->req = NULL;
   q->inflight--;
@@ -262,7 +320,13 @@ int kp_dht_query_start(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
 
   const kp_dht_entry_t *closest[KP_DHT_MAX_NODES];
   size_t n = kp_dht_table_closest(&dht->table, target, NULL, closest, dht->cfg.k);
-  for (size_t i = 0; i < n; i++) add_candidate(q, closest[i]->id, &closest[i]->addr, NULL, 1);
+  for (size_t i = 0; i < n; i++) {
+    kp_addr_t addr;
+    uint8_t id[KP_ID_LEN];
+    kp_dht_entry_addr(&dht->table, closest[i], &addr);
+    kp_dht_id_from_addr(&addr, id);
+    add_candidate(q, id, &addr, NULL, 1);
+  }
   for (size_t i = 0; i < opts->seed_count; i++) add_seed(q, &opts->seeds[i]);
   /* Until the table can seed a query on its own, lean on the bootstrap nodes. */
   if (n < dht->cfg.k)
@@ -270,7 +334,7 @@ int kp_dht_query_start(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
 
   unsigned b = kp_dht_table_bucket_of(&dht->table, target);
   if (b < KP_DHT_REFRESH_BUCKETS) {
-    dht->refreshed_s[b] = kp__dht_seconds(now);
+    dht->refreshed_s[b] = (uint16_t)kp__dht_seconds(now);
     dht->refresh_due &= ~(UINT64_C(1) << b);
   }
 

@@ -15,6 +15,7 @@ static const char domain_mutable_target[] = "kadpunch/mutable/v1";
 static const char domain_immutable_target[] = "kadpunch/immutable/v1";
 static const char sign_announce[] = "kadpunch/announce/v1";
 static const char sign_unannounce[] = "kadpunch/unannounce/v1";
+static const char sign_origin[] = "kadpunch/announce-origin/v1";
 static const char sign_mutable[] = "kadpunch/mutable-value/v1";
 
 /* Room for the longest signed message: domain, target, seq and a value. */
@@ -73,6 +74,18 @@ static int verify(const char *domain, const uint8_t target[KP_ID_LEN], const uin
   size_t n = signed_message(msg, sizeof(msg), domain, target, body, len);
   if (!n) return KP_ETOOBIG;
   return crypto_sign_verify_detached(sig, msg, n, pk) == 0 ? 0 : KP_EBADSIG;
+}
+
+void kp_dht_origin_sign(const uint8_t target[KP_ID_LEN], const uint8_t token[32],
+                        const uint8_t secret_key[KP_SECRET_KEY_LEN],
+                        uint8_t proof[KP_ORIGIN_PROOF_LEN]) {
+  sign(sign_origin, target, token, 32, secret_key, proof);
+}
+
+int kp_dht_origin_verify(const uint8_t target[KP_ID_LEN], const uint8_t token[32],
+                         const uint8_t public_key[KP_PUBLIC_KEY_LEN],
+                         const uint8_t proof[KP_ORIGIN_PROOF_LEN]) {
+  return verify(sign_origin, target, token, 32, public_key, proof);
 }
 
 /* [body: bin, signature: bin 64] around a body packed by the caller. */

@@ -58,6 +58,25 @@ int kp_dht_record_list_decode(const uint8_t *buf, size_t len, const uint8_t targ
                               kp_dht_record_wanted_fn wanted, kp_dht_record_fn fn, void *ctx,
                               unsigned *rejected);
 
+/* ---- The origin proof --------------------------------------------------------
+ *
+ * An ANNOUNCE request carries, after the record, the record key's signature
+ * over the token the storing node gave the announcer for the address it
+ * sends from (docs/protocol.md, "Announce records"). The storing node keeps
+ * that address as the record's origin, where it relays the announcer's
+ * hellos; the token is bound to the address, so only the key's holder can
+ * make a proof for an address it sends from, and a record copied and sent
+ * again from elsewhere cannot move the origin. */
+#define KP_ORIGIN_PROOF_LEN KP_SIGNATURE_LEN
+
+void kp_dht_origin_sign(const uint8_t target[KP_ID_LEN], const uint8_t token[32],
+                        const uint8_t secret_key[KP_SECRET_KEY_LEN],
+                        uint8_t proof[KP_ORIGIN_PROOF_LEN]);
+/* 0, or KP_EBADSIG. */
+int kp_dht_origin_verify(const uint8_t target[KP_ID_LEN], const uint8_t token[32],
+                         const uint8_t public_key[KP_PUBLIC_KEY_LEN],
+                         const uint8_t proof[KP_ORIGIN_PROOF_LEN]);
+
 /* ---- Unannounce -------------------------------------------------------- */
 
 int kp_dht_unannounce_encode(const uint8_t public_key[KP_PUBLIC_KEY_LEN], uint64_t seq,

@@ -82,7 +82,6 @@ void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_r
   rpc->send = send;
   rpc->send_ctx = ctx;
   rpc->rng = rng;
-  rpc->next_tid = (uint16_t)kp_rng_u32(rng);
   rpc->tokens = burst(rpc);
   rpc->refilled_at = now;
 }
@@ -133,6 +132,62 @@ static void drain(kp_dht_rpc_t *rpc, uint64_t now) {
   }
 }
 
+/* ---- The index by tid --------------------------------------------------- */
+
+/* 32 buckets: a node has a few dozen requests out at a time; at the cap of
+ * 256 a chain is 8 long, still cheaper than a walk of the list, and a busy
+ * node does not keep a larger index once the busy moment has passed. */
+#define INDEX_BUCKETS 32
+
+static kp_dht_req_t **bucket(const kp_dht_rpc_t *rpc, uint16_t tid) {
+  return &rpc->by_tid[tid & rpc->by_tid_mask];
+}
+
+static int index_add(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
+  if (!rpc->by_tid) {
+    if (!(rpc->by_tid = kp_calloc(INDEX_BUCKETS, sizeof(*rpc->by_tid)))) return UV_ENOMEM;
+    rpc->by_tid_mask = INDEX_BUCKETS - 1;
+  }
+  r->tid_next = *bucket(rpc, r->tid);
+  *bucket(rpc, r->tid) = r;
+  rpc->indexed++;
+  return 0;
+}
+
+static void index_remove(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
+  for (kp_dht_req_t **p = bucket(rpc, r->tid); *p; p = &(*p)->tid_next) {
+    if (*p == r) {
+      *p = r->tid_next;
+      break;
+    }
+  }
+  if (--rpc->indexed == 0) {
+    kp_free(rpc->by_tid);
+    rpc->by_tid = NULL;
+    rpc->by_tid_mask = 0;
+  }
+}
+
+static bool tid_taken(const kp_dht_rpc_t *rpc, uint16_t tid, uint8_t command, const kp_addr_t *to) {
+  if (!rpc->by_tid) return false;
+  for (const kp_dht_req_t *r = *bucket(rpc, tid); r; r = r->tid_next)
+    if (r->tid == tid && r->command == command && kp_addr_same_ip(&r->to, to)) return true;
+  return false;
+}
+
+/* A random transaction id: one that follows from the last cannot be
+ * guessed, so forging an answer takes a guess among 65536 per request, not
+ * one (docs/protocol.md, "Transactions"). A draw that would match another
+ * request to the same IP with the same command is drawn again, so a
+ * response never fits two requests. */
+static uint16_t new_tid(kp_dht_rpc_t *rpc, uint8_t command, const kp_addr_t *to) {
+  uint16_t tid;
+  unsigned tries = 0;
+  do tid = (uint16_t)kp_rng_u32(rpc->rng);
+  while (++tries < 8 && tid_taken(rpc, tid, command, to));
+  return tid;
+}
+
 int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to,
                        const kp_dht_req_opts_t *opts, kp_dht_req_cb cb, void *arg, uint64_t now,
                        kp_dht_req_t **out) {
@@ -144,7 +199,7 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
     return KP_ELIMIT;
   }
   msg->type = KP_DHT_REQUEST;
-  msg->tid = rpc->next_tid++;
+  msg->tid = new_tid(rpc, msg->command, to);
   msg->error = 0;
   int err = kp_dht_msg_encode_min(msg, opts ? opts->min_len : 0, buf, sizeof(buf), &len);
   if (err) return err;
@@ -161,6 +216,10 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
   r->arg = arg;
   r->len = (uint16_t)len;
   memcpy(r->packet, buf, len);
+  if (index_add(rpc, r)) {
+    kp_free(r);
+    return UV_ENOMEM;
+  }
 
   refill(rpc, now);
   if (!rpc->queue.head && rpc->inflight.count < rpc->cfg.max_inflight && rpc->tokens >= 1) {
@@ -176,6 +235,7 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
 
 void kp_dht_rpc_abandon(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
   list_remove(r->queued ? &rpc->queue : &rpc->inflight, r);
+  index_remove(rpc, r);
   kp_free(r);
 }
 
@@ -186,9 +246,11 @@ static bool matches(const kp_dht_req_t *r, const kp_dht_msg_t *msg, const kp_add
 }
 
 kp_dht_req_t *kp_dht_rpc_take(kp_dht_rpc_t *rpc, const kp_dht_msg_t *msg, const kp_addr_t *from) {
-  for (kp_dht_req_t *r = rpc->inflight.head; r; r = r->next) {
-    if (!matches(r, msg, from)) continue;
+  for (kp_dht_req_t *r = rpc->by_tid ? *bucket(rpc, msg->tid) : NULL; r; r = r->tid_next) {
+    /* A queued request was never sent: nothing can answer it yet. */
+    if (r->queued || !matches(r, msg, from)) continue;
     list_remove(&rpc->inflight, r);
+    index_remove(rpc, r);
     rpc->stats.responses++;
     return r;
   }
@@ -215,6 +277,7 @@ void kp_dht_rpc_tick(kp_dht_rpc_t *rpc, uint64_t now) {
       continue;
     }
     rpc->stats.timeouts++;
+    index_remove(rpc, r);
     if (rpc->on_timeout) rpc->on_timeout(rpc->send_ctx, r);
     r->cb(r->arg, r, UV_ETIMEDOUT, NULL, NULL, now);
     kp_free(r);
@@ -239,6 +302,7 @@ void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now) {
     kp_dht_req_t *r;
     while ((r = lists[i]->head)) {
       list_remove(lists[i], r);
+      index_remove(rpc, r);
       r->cb(r->arg, r, UV_ECANCELED, NULL, NULL, now);
       kp_free(r);
     }

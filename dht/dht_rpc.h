@@ -36,6 +36,7 @@ typedef void (*kp_dht_rpc_send_fn)(void *ctx, const kp_addr_t *to, const uint8_t
 struct kp_dht_req_s {
   kp_dht_req_t *prev;
   kp_dht_req_t *next;
+  kp_dht_req_t *tid_next; /* chain in the rpc's index by tid */
   kp_addr_t to;
   uint64_t deadline;
   uint64_t sent_at;
@@ -45,6 +46,10 @@ struct kp_dht_req_s {
   uint8_t sends; /* datagrams sent so far, retries included */
   bool queued;
   bool any_port;
+  /* Set by a caller that knows the id of the node at `to`: an answer's id
+   * is then checked against it, without hashing the address again. */
+  bool known_id;
+  uint8_t id[KP_ID_LEN];
   kp_dht_req_cb cb;
   void *arg;
   uint16_t len;
@@ -78,13 +83,18 @@ typedef struct kp_dht_rpc_s {
   kp_dht_rpc_config_t cfg;
   kp_dht_req_list_t inflight;
   kp_dht_req_list_t queue;
+  /* Every request (queued or in flight) by tid, so an answer is matched
+   * without walking the list: chains of kp_dht_req_t.tid_next. Allocated
+   * while requests exist, freed when the last one goes. */
+  kp_dht_req_t **by_tid;
+  unsigned by_tid_mask; /* buckets - 1 */
+  unsigned indexed;
   kp_dht_rpc_send_fn send;
   const kp_rng_t *rng;
   /* Optional: told of every request that exhausted its retries, before its
    * callback (the DHT counts failures against routing-table entries). */
   void (*on_timeout)(void *ctx, const kp_dht_req_t *req);
   void *send_ctx;
-  uint16_t next_tid;
   double tokens; /* rate limiter: requests that may leave now */
   uint64_t refilled_at;
   bool have_rtt; /* RTT estimator (RFC 6298), in microseconds */
@@ -100,13 +110,14 @@ typedef struct kp_dht_req_opts_s {
 } kp_dht_req_opts_t;
 
 void kp_dht_rpc_config_defaults(kp_dht_rpc_config_t *cfg);
-/* rng (which must outlive the rpc) picks the first tid and the jitter. */
+/* rng (which must outlive the rpc) picks every tid and the jitter. */
 void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_rpc_send_fn send,
                      void *ctx, const kp_rng_t *rng, uint64_t now);
 /* Fails every pending request with UV_ECANCELED and frees them. */
 void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now);
 
-/* Encodes msg (type REQUEST; tid assigned here) and sends or queues it.
+/* Encodes msg (type REQUEST; a random tid assigned here, docs/protocol.md
+ * "Transactions") and sends or queues it.
  * On success *out (may be NULL) is the request handle, valid until its
  * callback returns or kp_dht_rpc_abandon(). cb fires exactly once, never
  * from inside this call. Errors: KP_ELIMIT, KP_ETOOBIG, UV_ENOMEM. */

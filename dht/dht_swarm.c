@@ -115,13 +115,16 @@ static void on_announce(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, u
     return;
   }
   if (!admit_write(swarm, req, now)) return;
+  /* value = record, then the origin proof (dht_record.h): the request's
+   * sender holds the key, so its address may be where hellos go. */
   kp_record_t rec;
-  int err = kp_dht_record_decode(m->value, m->value_len, m->target, &rec);
+  size_t len = m->value_len > KP_ORIGIN_PROOF_LEN ? m->value_len - KP_ORIGIN_PROOF_LEN : 0;
+  int err = len ? kp_dht_record_decode(m->value, len, m->target, &rec) : KP_EMALFORMED;
+  if (!err) err = kp_dht_origin_verify(m->target, m->token, rec.public_key, m->value + len);
   if (!err && swarm->policy && !swarm->policy(swarm->policy_ctx, m->target, &rec, &req->from))
     err = KP_EREFUSED;
   if (!err)
-    err = kp_dht_store_announce(swarm->store, m->target, &rec, m->value, m->value_len, &req->from,
-                                now);
+    err = kp_dht_store_announce(swarm->store, m->target, &rec, m->value, len, &req->from, now);
   reply_error(dht, req, wire_error(err), now);
 }
 

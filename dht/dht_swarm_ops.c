@@ -143,6 +143,8 @@ struct kp_dht_announce_s {
    * behalf (kp_dht_swarm_stored_at). */
   kp_addr_t holders[2][ANNOUNCE_HOLDERS];
   unsigned holder_count[2];
+  uint8_t record[KP_RECORD_MAX_SIZE]; /* this round's, signed */
+  size_t record_len;
 };
 
 static void start_round(kp_dht_announce_t *a, uint64_t now);
@@ -186,6 +188,16 @@ static void on_commit_done(void *arg, unsigned ok, unsigned failed, uint64_t now
   if (a->cb) a->cb(a->arg, 0, ok);
 }
 
+/* The record, then the proof that we hold its key, made for the token this
+ * node gave our address (dht_record.h, "The origin proof"). */
+static size_t announce_value(void *arg, const kp_dht_result_t *node, uint8_t *buf, size_t cap) {
+  kp_dht_announce_t *a = arg;
+  if (!node->has_token || a->record_len + KP_ORIGIN_PROOF_LEN > cap) return 0;
+  memcpy(buf, a->record, a->record_len);
+  kp_dht_origin_sign(a->target, node->token, a->kp.secret_key, buf + a->record_len);
+  return a->record_len + KP_ORIGIN_PROOF_LEN;
+}
+
 static void on_round_query(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *closest,
                            size_t count, uint64_t now) {
   kp_dht_announce_t *a = arg;
@@ -214,16 +226,15 @@ static void on_round_query(void *arg, kp_dht_query_t *q, int status, const kp_dh
   rec.seq = a->seq;
   rec.data = a->data;
   rec.data_len = a->data_len;
-  uint8_t buf[KP_RECORD_MAX_SIZE];
-  size_t len;
-  int err = kp_dht_record_encode(&rec, a->target, a->kp.secret_key, buf, sizeof(buf), &len);
+  int err = kp_dht_record_encode(&rec, a->target, a->kp.secret_key, a->record, sizeof(a->record),
+                                 &a->record_len);
   if (!err) {
     a->commit_error = 0;
     memcpy(a->holders[1], a->holders[0], sizeof(a->holders[0]));
     a->holder_count[1] = a->holder_count[0];
     a->holder_count[0] = 0;
-    err = kp_dht_commit(a->swarm->dht, closest, count, KP_DHT_CMD_ANNOUNCE, a->target, buf, len, 0,
-                        on_commit_node, on_commit_done, a, now, &a->commit);
+    err = kp_dht_commit_each(a->swarm->dht, closest, count, KP_DHT_CMD_ANNOUNCE, a->target,
+                             announce_value, 0, on_commit_node, on_commit_done, a, now, &a->commit);
   }
   if (err)
     round_failed(a, err, now);

@@ -275,7 +275,7 @@ static void hp_tick(void *ctx, uint64_t now) {
     kp__hp_connect_tick(c, now);
     c = next;
   }
-  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+  for (unsigned i = 0; hp->bday && i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp) kp__hp_birthday_run(hp, &hp->bday[i], now);
   kp__hp_links_tick(hp, now);
 }
@@ -292,7 +292,7 @@ static uint64_t hp_deadline(void *ctx) {
     uint64_t cd = kp__hp_connect_deadline(c);
     if (cd < d) d = cd;
   }
-  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+  for (unsigned i = 0; hp->bday && i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp && hp->bday[i].next_at < d) d = hp->bday[i].next_at;
   uint64_t ld = kp__hp_links_deadline(hp);
   return ld < d ? ld : d;
@@ -353,6 +353,7 @@ void kp_hp_free(kp_hp_t *hp) {
   kp_free(hp->relay);
   kp_ratelimit_destroy(&hp->forward_rate);
   kp_ratelimit_destroy(&hp->bday_targets);
+  kp_free(hp->bday);
   sodium_memzero(hp->secret, sizeof(hp->secret));
   kp_free(hp);
 }

@@ -37,6 +37,7 @@ bool kp__hp_birthday_applies(kp_nat_type_t local, kp_nat_type_t remote, bool *so
 }
 
 static hp_bday_t *bday_slot(kp_hp_t *hp) {
+  if (!hp->bday && !(hp->bday = kp_calloc(HP_MAX_BIRTHDAYS, sizeof(*hp->bday)))) return NULL;
   for (unsigned i = 0; i < HP_MAX_BIRTHDAYS && i < hp->cfg.max_birthdays; i++)
     if (!hp->bday[i].hp) return &hp->bday[i];
   return NULL;
@@ -148,6 +149,6 @@ void kp__hp_birthday_end(hp_bday_t *b, void *keep) {
 }
 
 void kp__hp_birthdays_free(kp_hp_t *hp) {
-  for (unsigned i = 0; i < HP_MAX_BIRTHDAYS; i++)
+  for (unsigned i = 0; hp->bday && i < HP_MAX_BIRTHDAYS; i++)
     if (hp->bday[i].hp) kp__hp_birthday_end(&hp->bday[i], NULL);
 }

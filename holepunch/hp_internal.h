@@ -213,7 +213,9 @@ struct kp_hp_s {
   hp_relay_entry_t *relay;
   kp_ratelimit_t forward_rate; /* the relay role's, made on first use */
   kp_ratelimit_t bday_targets; /* birthday probes per target IP, made on first use */
-  hp_bday_t bday[HP_MAX_BIRTHDAYS];
+  /* Allocated on first use: most nodes of a big network never punch with
+   * the birthday strategy. */
+  hp_bday_t *bday;                           /* HP_MAX_BIRTHDAYS */
   kp_addr_t relays[HP_MAX_RELAY_CANDIDATES]; /* blind relays we know (explicit or found) */
   size_t relay_count;
   kp_hp_stats_t stats;

@@ -3,6 +3,7 @@
  * writes; none changes anything. */
 #include <string.h>
 
+#include "dht/dht_id.h"
 #include "dht/dht_record.h"
 #include "dht/dht_store.h"
 #include "node/control.h"
@@ -61,11 +62,15 @@ static int table(void *ctx, const kp_json_t *req, const char *line, size_t len, 
   kp_jw_key(w, "nodes");
   kp_jw_arr(w);
   for (uint32_t i = 0; i < t->count; i++) {
-    const kp_dht_entry_t *e = &t->entries[i];
+    const kp_dht_entry_t *e = kp_dht_table_at(t, i);
+    kp_addr_t a;
+    uint8_t id[KP_ID_LEN];
+    kp_dht_entry_addr(t, e, &a);
+    kp_dht_id_from_addr(&a, id);
     kp_jw_obj(w);
-    kp_jw_khex(w, "id", e->id, KP_ID_LEN);
-    addr(w, "addr", &e->addr);
-    kp_jw_ku64(w, "bucket", kp_dht_table_bucket_of(t, e->id));
+    kp_jw_khex(w, "id", id, KP_ID_LEN);
+    addr(w, "addr", &a);
+    kp_jw_ku64(w, "bucket", kp_dht_entry_bucket(t, e));
     kp_jw_ku64(w, "age_s", now_s >= e->last_seen ? now_s - e->last_seen : 0);
     kp_jw_ku64(w, "fails", e->fails);
     kp_jw_obj_end(w);

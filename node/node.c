@@ -391,7 +391,9 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   kp__node_announces_cancel(node);
   kp_relay_free(node->relay);
   node->relay = NULL;
-  kp_keypair_wipe(&node->relay_kp);
+  if (node->relay_svc) kp_keypair_wipe(&node->relay_svc->kp);
+  kp_free(node->relay_svc);
+  node->relay_svc = NULL;
   kp__node_conns_forget(node);
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
@@ -399,6 +401,8 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   node->dht = NULL;
   kp_dht_swarm_free(node->swarm);
   node->swarm = NULL;
+  kp_free(node->relay_memo);
+  node->relay_memo = NULL;
 
   if (node->close_cb) node->close_cb(node);
   kp_free(node);
@@ -433,7 +437,7 @@ static void start_close(kp_node_t *node) {
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
   if (node->open_handles & OPEN_RELAY_TIMER)
-    uv_close((uv_handle_t *)&node->relay_timer, on_relay_timer_closed);
+    uv_close((uv_handle_t *)&node->relay_svc->timer, on_relay_timer_closed);
   if (node->ep) {
     /* The connections say goodbye on the socket, which closes after. */
     node->ep_closing = true;
@@ -508,8 +512,8 @@ void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out) {
 size_t kp_node_table(const kp_node_t *node, kp_node_peer_t *out, size_t cap) {
   const kp_dht_table_t *t = kp_dht_table(node->dht);
   for (size_t i = 0; i < t->count && i < cap; i++) {
-    memcpy(out[i].id, t->entries[i].id, KP_ID_LEN);
-    out[i].addr = t->entries[i].addr;
+    kp_dht_entry_addr(t, kp_dht_table_at(t, (uint32_t)i), &out[i].addr);
+    kp_dht_id_from_addr(&out[i].addr, out[i].id);
   }
   return t->count;
 }

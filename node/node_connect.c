@@ -198,7 +198,7 @@ void kp_server_close(kp_server_t *s) {
 /* ---- Client ---------------------------------------------------------------------------- */
 
 static kp_node_relay_memo_t *memo_find(kp_node_t *node, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
-  for (unsigned i = 0; i < KP_NODE_RELAY_MEMOS; i++)
+  for (unsigned i = 0; node->relay_memo && i < KP_NODE_RELAY_MEMOS; i++)
     if (node->relay_memo[i].at && !memcmp(node->relay_memo[i].server_key, key, KP_PUBLIC_KEY_LEN))
       return &node->relay_memo[i];
   return NULL;
@@ -207,6 +207,9 @@ static kp_node_relay_memo_t *memo_find(kp_node_t *node, const uint8_t key[KP_PUB
 static void memo_store(kp_node_t *node, const uint8_t key[KP_PUBLIC_KEY_LEN],
                        const kp_addr_t *relay) {
   kp_node_relay_memo_t *m = memo_find(node, key);
+  if (!node->relay_memo &&
+      !(node->relay_memo = kp_calloc(KP_NODE_RELAY_MEMOS, sizeof(*node->relay_memo))))
+    return; /* the next connect looks the key up */
   if (!m) {
     /* An empty slot (at 0), else the oldest. */
     m = &node->relay_memo[0];

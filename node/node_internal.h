@@ -47,6 +47,14 @@ typedef struct kp_relay_s kp_relay_t;
 typedef struct kp_tunnel_s kp_tunnel_t;
 struct tlink_s;
 
+/* A relay's handles and key, allocated when the node runs one (most never
+ * do: 500 bytes a node would otherwise carry for nothing). */
+typedef struct kp_node_relay_svc_s {
+  uv_timer_t timer;
+  uv_tcp_t tcp; /* the TCP port (node_relay_tcp.c) */
+  kp_keypair_t kp;
+} kp_node_relay_svc_t;
+
 struct kp_node_s {
   void *data;
   uv_loop_t *loop;
@@ -57,20 +65,19 @@ struct kp_node_s {
   uint64_t armed; /* the deadline the timer is set for */
   kp_dht_t *dht;
   kp_dht_swarm_t *swarm;
-  kp_hp_t *hp;              /* handshakes: relay, server and client roles */
-  kp_endpoint_t *ep;        /* stream connections on sock, made on first use */
-  kp_rx_budget_t rx_budget; /* what all its connections may hold */
-  bool ep_closing;          /* the socket closes once the endpoint has */
-  kp_announce_t *announces; /* live announcements, told of a close */
-  kp_node_xsock_t *xsocks;  /* extra sockets: birthday punches and their winners */
-  kp_node_conn_t *conns;    /* connections made and accepted, with their links */
-  unsigned resume_grace_ms; /* a connection without a path is resumed this long */
-  kp_node_relay_memo_t relay_memo[KP_NODE_RELAY_MEMOS];
+  kp_hp_t *hp;                      /* handshakes: relay, server and client roles */
+  kp_endpoint_t *ep;                /* stream connections on sock, made on first use */
+  kp_rx_budget_t rx_budget;         /* what all its connections may hold */
+  bool ep_closing;                  /* the socket closes once the endpoint has */
+  kp_announce_t *announces;         /* live announcements, told of a close */
+  kp_node_xsock_t *xsocks;          /* extra sockets: birthday punches and their winners */
+  kp_node_conn_t *conns;            /* connections made and accepted, with their links */
+  unsigned resume_grace_ms;         /* a connection without a path is resumed this long */
+  kp_node_relay_memo_t *relay_memo; /* KP_NODE_RELAY_MEMOS, from the first connect */
   /* Blind relays (node_relay.c): the one this node runs, and the ones its
    * connections may use. */
   kp_relay_t *relay;
-  uv_timer_t relay_timer;
-  kp_keypair_t relay_kp;
+  kp_node_relay_svc_t *relay_svc;
   kp_announce_t *relay_announce;
   bool relays_explicit, relay_lookup;
   uint64_t relays_found_at;
@@ -78,7 +85,6 @@ struct kp_node_s {
   size_t found_count;
   /* The relay's TCP port (node_relay_tcp.c): links from peers whose UDP
    * is blocked. */
-  uv_tcp_t relay_tcp;
   struct tlink_s *relay_tlinks;
   unsigned relay_tcp_links, relay_tcp_max, relay_tcp_per_ip, relay_tcp_closing, relay_tcp_allocs;
   uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused, relay_tcp_stalled;

@@ -79,16 +79,18 @@ int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *o) {
   if (l->idle_s) cfg.idle_ms = l->idle_s * 1000;
   if (l->lifetime_s) cfg.max_lifetime_ms = (uint64_t)l->lifetime_s * 1000;
   if (l->sessions_per_ip) cfg.sessions_per_ip = l->sessions_per_ip;
+  if (!(node->relay_svc = kp_calloc(1, sizeof(*node->relay_svc)))) return UV_ENOMEM;
   int err = kp_relay_new(&cfg, &node->rng, &node->relay);
   if (err) return err;
   /* Forwarded streams arrive in bursts to one address and leave the same
    * way: coalesced receives, and GSO sends for the runs (udp.c). */
   kp_udp_enable_gro(&node->sock);
-  if ((err = uv_timer_init(node->loop, &node->relay_timer))) return err;
-  node->relay_timer.data = node;
+  uv_timer_t *timer = &node->relay_svc->timer;
+  if ((err = uv_timer_init(node->loop, timer))) return err;
+  timer->data = node;
   node->open_handles |= OPEN_RELAY_TIMER;
-  uv_timer_start(&node->relay_timer, on_relay_timer, RELAY_TICK_MS, RELAY_TICK_MS);
-  kp_keypair_generate(&node->relay_kp);
+  uv_timer_start(timer, on_relay_timer, RELAY_TICK_MS, RELAY_TICK_MS);
+  kp_keypair_generate(&node->relay_svc->kp);
   /* The same port over TCP, for peers whose UDP is blocked. Without it
    * the relay still serves everyone else. */
   err = kp__node_relay_tcp_start(
@@ -110,7 +112,7 @@ void kp__node_relay_announce(kp_node_t *node) {
   kp_addr_format(&pub, text, sizeof(text));
   uint8_t target[KP_ID_LEN];
   relay_target(target);
-  int err = kp_node_announce(node, target, &node->relay_kp, text, strlen(text), NULL,
+  int err = kp_node_announce(node, target, &node->relay_svc->kp, text, strlen(text), NULL,
                              &node->relay_announce);
   if (err) KP_WARN(&node->log, "announcing the relay: %s", kp_strerror(err));
 }

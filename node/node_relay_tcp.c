@@ -308,15 +308,16 @@ void kp__node_relay_tcp_sweep(kp_node_t *node) {
 int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links, unsigned per_ip) {
   struct sockaddr_storage ss;
   kp_addr_to_sockaddr(&node->sock.local, &ss);
-  int err = uv_tcp_init(node->loop, &node->relay_tcp);
+  uv_tcp_t *tcp = &node->relay_svc->tcp;
+  int err = uv_tcp_init(node->loop, tcp);
   if (err) return err;
-  node->relay_tcp.data = node;
+  tcp->data = node;
   node->open_handles |= OPEN_RELAY_TCP;
   node->relay_tcp_rate = rate;
   node->relay_tcp_max = max_links;
   node->relay_tcp_per_ip = per_ip;
-  err = uv_tcp_bind(&node->relay_tcp, (struct sockaddr *)&ss, 0);
-  if (!err) err = uv_listen((uv_stream_t *)&node->relay_tcp, TCP_BACKLOG, on_connection);
+  err = uv_tcp_bind(tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)tcp, TCP_BACKLOG, on_connection);
   return err;
 }
 
@@ -328,7 +329,7 @@ static void on_listener_closed(uv_handle_t *h) {
 
 void kp__node_relay_tcp_close(kp_node_t *node) {
   if (node->open_handles & OPEN_RELAY_TCP)
-    uv_close((uv_handle_t *)&node->relay_tcp, on_listener_closed);
+    uv_close((uv_handle_t *)&node->relay_svc->tcp, on_listener_closed);
   while (node->relay_tlinks) link_close(node->relay_tlinks);
 }
 

@@ -82,14 +82,17 @@ static void check_table(uv_loop_t *loop, kp_node_t *node, const char *path) {
   KP_CHECK_EQ(in_buckets, t->count);
   /* Each real entry, with its address and bucket. */
   for (uint32_t i = 0; i < t->count; i++) {
-    kp_dht_id_hex(t->entries[i].id, KP_ID_LEN, id);
+    kp_addr_t a;
+    uint8_t eid[KP_ID_LEN];
+    kp_dht_entry_addr(t, kp_dht_table_at(t, i), &a);
+    kp_dht_id_from_addr(&a, eid);
+    kp_dht_id_hex(eid, KP_ID_LEN, id);
     const kp_json_t *n = nodes->child;
     while (n && strcmp(kp_json_get_str(n, "id"), id)) n = n->next;
     KP_CHECK_MSG(n, "entry %s missing from the answer", id);
     kp_it_shape(n, KP_IT_CTL_ENTRY, "table.nodes[]");
-    KP_CHECK(!strcmp(kp_json_get_str(n, "addr"),
-                     kp_addr_format(&t->entries[i].addr, addr, sizeof(addr))));
-    KP_CHECK_EQ(kp_json_get_num(n, "bucket", -1), kp_dht_table_bucket_of(t, t->entries[i].id));
+    KP_CHECK(!strcmp(kp_json_get_str(n, "addr"), kp_addr_format(&a, addr, sizeof(addr))));
+    KP_CHECK_EQ(kp_json_get_num(n, "bucket", -1), kp_dht_table_bucket_of(t, eid));
   }
   kp_json_free(j);
   kp_it_result_t r;

@@ -1,51 +1,163 @@
 #include "tests/sim/sim.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- An intrusive chained hash table ---------------------------------------
+ *
+ * Sockets, NATs, mappings and filter entries are all found by hash, so a
+ * packet costs the same in a network of a hundred thousand hosts as in one
+ * of ten. Hashes are fixed functions of the key (no secret): the simulator
+ * must be deterministic, and nobody attacks it. */
+
+typedef struct hnode_s {
+  struct hnode_s *next;
+  uint64_t hash;
+} hnode_t;
+
+typedef struct htable_s {
+  hnode_t **buckets;
+  size_t mask; /* buckets - 1 */
+  size_t count;
+} htable_t;
+
+#define CONTAINER(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+  /* SplitMix64's finalizer over the running value. */
+  uint64_t z = h ^ (v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t hash_ip(uint64_t h, const kp_addr_t *a) {
+  uint64_t hi, lo;
+  memcpy(&hi, a->ip, 8);
+  memcpy(&lo, a->ip + 8, 8);
+  return mix(mix(mix(h, (uint64_t)a->family), hi), lo);
+}
+
+static uint64_t hash_addr(uint64_t h, const kp_addr_t *a) {
+  return mix(hash_ip(h, a), a->port);
+}
+
+static uint64_t hash_ptr(const void *p) {
+  return mix(0, (uint64_t)(uintptr_t)p);
+}
+
+static void ht_grow(htable_t *t) {
+  size_t n = t->buckets ? (t->mask + 1) * 2 : 256;
+  hnode_t **b = calloc(n, sizeof(*b));
+  if (!b) abort();
+  for (size_t i = 0; t->buckets && i <= t->mask; i++) {
+    hnode_t *e = t->buckets[i];
+    while (e) {
+      hnode_t *next = e->next;
+      e->next = b[e->hash & (n - 1)];
+      b[e->hash & (n - 1)] = e;
+      e = next;
+    }
+  }
+  free(t->buckets);
+  t->buckets = b;
+  t->mask = n - 1;
+}
+
+static void ht_insert(htable_t *t, hnode_t *n, uint64_t hash) {
+  if (!t->buckets || t->count > t->mask) ht_grow(t);
+  n->hash = hash;
+  n->next = t->buckets[hash & t->mask];
+  t->buckets[hash & t->mask] = n;
+  t->count++;
+}
+
+static void ht_remove(htable_t *t, hnode_t *n) {
+  for (hnode_t **p = &t->buckets[n->hash & t->mask]; *p; p = &(*p)->next) {
+    if (*p == n) {
+      *p = n->next;
+      t->count--;
+      return;
+    }
+  }
+}
+
+/* The chain a hash lands in; callers compare hash and key. */
+static hnode_t *ht_first(const htable_t *t, uint64_t hash) {
+  return t->buckets ? t->buckets[hash & t->mask] : NULL;
+}
+
 /* ---- Event queue: a binary heap ordered by (time, sequence) -------------- */
 
-typedef enum { EV_PACKET, EV_TIMER } ev_kind_t;
+/* A datagram on its way, in one allocation with its bytes. */
+typedef struct packet_s {
+  kp_addr_t from;    /* source as the receiver sees it */
+  kp_addr_t to;      /* destination on the internet side */
+  kp_sim_nat_t *lan; /* between two hosts behind this NAT */
+  size_t len;
+  uint8_t data[];
+} packet_t;
 
+/* Heap entries stay small (the heap is walked on every event): a packet's
+ * details live in its own allocation. */
 typedef struct event_s {
   uint64_t at;
   uint64_t seq;
-  ev_kind_t kind;
-  kp_sim_timer_fn fn; /* EV_TIMER */
-  void *ctx;
-  kp_addr_t from;    /* EV_PACKET: source as the receiver sees it */
-  kp_addr_t to;      /* EV_PACKET: destination on the internet side */
-  kp_sim_nat_t *lan; /* EV_PACKET: between two hosts behind this NAT */
-  size_t len;
-  uint8_t *data;
+  kp_sim_timer_fn fn; /* NULL: a packet */
+  void *ctx;          /* the timer's context, or the packet_t */
 } event_t;
 
-typedef struct mapping_s {
+/* A NAT's state for one inside socket (and, for RANDOM, one destination):
+ * its external port, and the remote endpoints it has sent to (filter
+ * entries, `seen_t`). Idle state expires after the NAT's timeout. */
+typedef struct mapping_s mapping_t;
+typedef struct seen_s seen_t;
+
+struct mapping_s {
+  hnode_t by_key;         /* (nat, inside, dest for RANDOM) */
+  hnode_t by_port;        /* (nat, external port) */
+  mapping_t *prev, *next; /* the NAT's mappings, least recently used first */
+  kp_sim_nat_t *nat;
   kp_addr_t inside; /* host address:port */
   kp_addr_t dest;   /* RANDOM: the one destination this mapping serves */
   uint16_t port;    /* external port */
-  kp_addr_t *seen;  /* destinations sent to (for filtering) */
-  size_t seen_count;
-} mapping_t;
+  uint64_t used;
+  seen_t *seen; /* this mapping's filter entries */
+};
+
+/* One remote endpoint a mapping has sent to, as ip:port, and for a NAT
+ * that filters by address also as the IP alone (port 0). A NAT switched to
+ * ADDRESS filtering later knows only the IPs it has sent to since. */
+struct seen_s {
+  hnode_t node;          /* (mapping, remote) */
+  seen_t *prev, *next;   /* the NAT's filter entries, least recently used first */
+  seen_t *mprev, *mnext; /* the mapping's list */
+  mapping_t *mapping;
+  kp_addr_t remote;
+  uint64_t used;
+};
 
 struct kp_sim_nat_s {
+  hnode_t node; /* (public IP) */
   kp_sim_t *sim;
   kp_addr_t public_ip;
   kp_sim_mapping_t mapping;
   kp_sim_filter_t filter;
-  mapping_t *maps;
-  size_t map_count;
-  uint16_t next_port;
-  kp_sim_nat_t *next;
+  unsigned timeout_ms;
+  mapping_t *lru_head, *lru_tail;
+  seen_t *seen_head, *seen_tail;
+  kp_sim_nat_t *prev, *next;
 };
 
 struct kp_sim_socket_s {
+  hnode_t node; /* (nat, addr) */
   kp_sim_t *sim;
   kp_addr_t addr;
   kp_sim_nat_t *nat;
   kp_sim_recv_fn recv;
   void *ctx;
-  kp_sim_socket_t *next;
+  kp_sim_socket_t *prev, *next;
 };
 
 struct kp_sim_s {
@@ -60,10 +172,13 @@ struct kp_sim_s {
   size_t cancelled_len, cancelled_cap;
   kp_sim_socket_t *sockets;
   kp_sim_nat_t *nats;
+  htable_t socket_index, nat_index, mapping_index, port_index, seen_index;
   kp_sim_tap_fn tap;
   void *tap_ctx;
   kp_sim_drop_fn drop;
   void *drop_ctx;
+  kp_sim_latency_fn latency;
+  void *latency_ctx;
 };
 
 void kp_sim_set_tap(kp_sim_t *sim, kp_sim_tap_fn fn, void *ctx) {
@@ -125,16 +240,17 @@ kp_sim_t *kp_sim_new(uint64_t seed) {
 }
 
 void kp_sim_free(kp_sim_t *sim) {
-  for (size_t i = 0; i < sim->heap_len; i++) free(sim->heap[i].data);
+  for (size_t i = 0; i < sim->heap_len; i++)
+    if (!sim->heap[i].fn) free(sim->heap[i].ctx);
   free(sim->heap);
   free(sim->cancelled);
   while (sim->sockets) kp_sim_socket_free(sim->sockets);
-  while (sim->nats) {
-    kp_sim_nat_t *n = sim->nats;
-    sim->nats = n->next;
-    kp_sim_nat_flush(n);
-    free(n);
-  }
+  while (sim->nats) kp_sim_nat_free(sim->nats);
+  free(sim->socket_index.buckets);
+  free(sim->nat_index.buckets);
+  free(sim->mapping_index.buckets);
+  free(sim->port_index.buckets);
+  free(sim->seen_index.buckets);
   free(sim);
 }
 
@@ -150,6 +266,11 @@ void kp_sim_set_link(kp_sim_t *sim, const kp_sim_link_t *link) {
   sim->link = *link;
 }
 
+void kp_sim_set_latency(kp_sim_t *sim, kp_sim_latency_fn fn, void *ctx) {
+  sim->latency = fn;
+  sim->latency_ctx = ctx;
+}
+
 const kp_sim_stats_t *kp_sim_stats(const kp_sim_t *sim) {
   return &sim->stats;
 }
@@ -163,9 +284,10 @@ kp_sim_nat_t *kp_sim_nat_new(kp_sim_t *sim, const kp_addr_t *public_ip, kp_sim_m
   nat->public_ip.port = 0;
   nat->mapping = mapping;
   nat->filter = filter;
-  nat->next_port = 20000;
   nat->next = sim->nats;
+  if (sim->nats) sim->nats->prev = nat;
   sim->nats = nat;
+  ht_insert(&sim->nat_index, &nat->node, hash_ip(0, &nat->public_ip));
   return nat;
 }
 
@@ -173,11 +295,113 @@ void kp_sim_nat_set_filter(kp_sim_nat_t *nat, kp_sim_filter_t filter) {
   nat->filter = filter;
 }
 
+void kp_sim_nat_set_timeout(kp_sim_nat_t *nat, unsigned ms) {
+  nat->timeout_ms = ms;
+}
+
+static void seen_unlink(kp_sim_nat_t *nat, seen_t *s) {
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    nat->seen_head = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  else
+    nat->seen_tail = s->prev;
+}
+
+static void seen_push(kp_sim_nat_t *nat, seen_t *s) {
+  s->next = NULL;
+  s->prev = nat->seen_tail;
+  if (nat->seen_tail)
+    nat->seen_tail->next = s;
+  else
+    nat->seen_head = s;
+  nat->seen_tail = s;
+}
+
+static void seen_free(kp_sim_t *sim, seen_t *s) {
+  mapping_t *m = s->mapping;
+  if (s->mprev)
+    s->mprev->mnext = s->mnext;
+  else
+    m->seen = s->mnext;
+  if (s->mnext) s->mnext->mprev = s->mprev;
+  seen_unlink(m->nat, s);
+  ht_remove(&sim->seen_index, &s->node);
+  free(s);
+}
+
+static void mapping_unlink(kp_sim_nat_t *nat, mapping_t *m) {
+  if (m->prev)
+    m->prev->next = m->next;
+  else
+    nat->lru_head = m->next;
+  if (m->next)
+    m->next->prev = m->prev;
+  else
+    nat->lru_tail = m->prev;
+}
+
+static void mapping_push(kp_sim_nat_t *nat, mapping_t *m) {
+  m->next = NULL;
+  m->prev = nat->lru_tail;
+  if (nat->lru_tail)
+    nat->lru_tail->next = m;
+  else
+    nat->lru_head = m;
+  nat->lru_tail = m;
+}
+
+static void mapping_free(kp_sim_t *sim, mapping_t *m) {
+  while (m->seen) seen_free(sim, m->seen);
+  mapping_unlink(m->nat, m);
+  ht_remove(&sim->mapping_index, &m->by_key);
+  ht_remove(&sim->port_index, &m->by_port);
+  free(m);
+}
+
 void kp_sim_nat_flush(kp_sim_nat_t *nat) {
-  for (size_t i = 0; i < nat->map_count; i++) free(nat->maps[i].seen);
-  free(nat->maps);
-  nat->maps = NULL;
-  nat->map_count = 0;
+  while (nat->lru_head) mapping_free(nat->sim, nat->lru_head);
+}
+
+void kp_sim_nat_free(kp_sim_nat_t *nat) {
+  kp_sim_t *sim = nat->sim;
+  kp_sim_nat_flush(nat);
+  if (nat->prev)
+    nat->prev->next = nat->next;
+  else
+    sim->nats = nat->next;
+  if (nat->next) nat->next->prev = nat->prev;
+  ht_remove(&sim->nat_index, &nat->node);
+  free(nat);
+}
+
+static bool expired(const kp_sim_nat_t *nat, uint64_t used, uint64_t now) {
+  return nat->timeout_ms && now - used >= nat->timeout_ms;
+}
+
+/* Forgets what has been idle for the NAT's timeout, oldest first. */
+static void nat_expire(kp_sim_nat_t *nat, uint64_t now) {
+  if (!nat->timeout_ms) return;
+  while (nat->seen_head && expired(nat, nat->seen_head->used, now))
+    seen_free(nat->sim, nat->seen_head);
+  while (nat->lru_head && expired(nat, nat->lru_head->used, now))
+    mapping_free(nat->sim, nat->lru_head);
+}
+
+static uint64_t socket_hash(const kp_sim_nat_t *nat, const kp_addr_t *addr) {
+  return hash_addr(hash_ptr(nat), addr);
+}
+
+static kp_sim_socket_t *find_socket(const kp_sim_t *sim, const kp_sim_nat_t *nat,
+                                    const kp_addr_t *addr) {
+  uint64_t h = socket_hash(nat, addr);
+  for (hnode_t *n = ht_first(&sim->socket_index, h); n; n = n->next) {
+    kp_sim_socket_t *s = CONTAINER(n, kp_sim_socket_t, node);
+    if (n->hash == h && s->nat == nat && kp_addr_eq(&s->addr, addr)) return s;
+  }
+  return NULL;
 }
 
 kp_sim_socket_t *kp_sim_socket_new(kp_sim_t *sim, const kp_addr_t *addr, kp_sim_nat_t *nat,
@@ -190,17 +414,20 @@ kp_sim_socket_t *kp_sim_socket_new(kp_sim_t *sim, const kp_addr_t *addr, kp_sim_
   s->recv = recv;
   s->ctx = ctx;
   s->next = sim->sockets;
+  if (sim->sockets) sim->sockets->prev = s;
   sim->sockets = s;
+  ht_insert(&sim->socket_index, &s->node, socket_hash(nat, addr));
   return s;
 }
 
 void kp_sim_socket_free(kp_sim_socket_t *sock) {
-  for (kp_sim_socket_t **p = &sock->sim->sockets; *p; p = &(*p)->next) {
-    if (*p == sock) {
-      *p = sock->next;
-      break;
-    }
-  }
+  kp_sim_t *sim = sock->sim;
+  if (sock->prev)
+    sock->prev->next = sock->next;
+  else
+    sim->sockets = sock->next;
+  if (sock->next) sock->next->prev = sock->prev;
+  ht_remove(&sim->socket_index, &sock->node);
   free(sock);
 }
 
@@ -209,64 +436,115 @@ const kp_addr_t *kp_sim_socket_addr(const kp_sim_socket_t *sock) {
 }
 
 void kp_sim_socket_move(kp_sim_socket_t *sock, const kp_addr_t *addr, kp_sim_nat_t *nat) {
+  ht_remove(&sock->sim->socket_index, &sock->node);
   sock->addr = *addr;
   sock->nat = nat;
+  ht_insert(&sock->sim->socket_index, &sock->node, socket_hash(nat, addr));
 }
 
 /* ---- NAT behaviour --------------------------------------------------------- */
 
-static bool port_in_use(const kp_sim_nat_t *nat, uint16_t port) {
-  for (size_t i = 0; i < nat->map_count; i++)
-    if (nat->maps[i].port == port) return true;
-  return false;
+static uint64_t port_hash(const kp_sim_nat_t *nat, uint16_t port) {
+  return mix(hash_ptr(nat), port);
+}
+
+static mapping_t *by_port(const kp_sim_nat_t *nat, uint16_t port) {
+  uint64_t h = port_hash(nat, port);
+  for (hnode_t *n = ht_first(&nat->sim->port_index, h); n; n = n->next) {
+    mapping_t *m = CONTAINER(n, mapping_t, by_port);
+    if (n->hash == h && m->nat == nat && m->port == port) return m;
+  }
+  return NULL;
+}
+
+/* The key a mapping is found by: the inside address, and for a RANDOM NAT
+ * the destination too (another destination, another mapping). */
+static uint64_t mapping_hash(const kp_sim_nat_t *nat, const kp_addr_t *inside,
+                             const kp_addr_t *dest) {
+  uint64_t h = hash_addr(hash_ptr(nat), inside);
+  return nat->mapping == KP_SIM_MAP_RANDOM ? hash_addr(h, dest) : h;
 }
 
 static mapping_t *find_mapping(kp_sim_nat_t *nat, const kp_addr_t *inside, const kp_addr_t *dest) {
-  for (size_t i = 0; i < nat->map_count; i++) {
-    mapping_t *m = &nat->maps[i];
-    if (!kp_addr_eq(&m->inside, inside)) continue;
+  uint64_t h = mapping_hash(nat, inside, dest);
+  for (hnode_t *n = ht_first(&nat->sim->mapping_index, h); n; n = n->next) {
+    mapping_t *m = CONTAINER(n, mapping_t, by_key);
+    if (n->hash != h || m->nat != nat || !kp_addr_eq(&m->inside, inside)) continue;
     if (nat->mapping == KP_SIM_MAP_RANDOM && !kp_addr_eq(&m->dest, dest)) continue;
     return m;
   }
   return NULL;
 }
 
+static seen_t *find_seen(const kp_sim_t *sim, const mapping_t *m, const kp_addr_t *remote) {
+  uint64_t h = hash_addr(hash_ptr(m), remote);
+  for (hnode_t *n = ht_first(&sim->seen_index, h); n; n = n->next) {
+    seen_t *s = CONTAINER(n, seen_t, node);
+    if (n->hash == h && s->mapping == m && kp_addr_eq(&s->remote, remote)) return s;
+  }
+  return NULL;
+}
+
+/* Notes (or refreshes) that m sent to remote. */
+static void touch_seen(kp_sim_t *sim, mapping_t *m, const kp_addr_t *remote) {
+  seen_t *s = find_seen(sim, m, remote);
+  if (s) {
+    s->used = sim->now;
+    seen_unlink(m->nat, s);
+    seen_push(m->nat, s);
+    return;
+  }
+  s = calloc(1, sizeof(*s));
+  if (!s) abort();
+  s->mapping = m;
+  s->remote = *remote;
+  s->used = sim->now;
+  s->mnext = m->seen;
+  if (m->seen) m->seen->mprev = s;
+  m->seen = s;
+  seen_push(m->nat, s);
+  ht_insert(&sim->seen_index, &s->node, hash_addr(hash_ptr(m), remote));
+}
+
+static void touch_mapping(mapping_t *m, uint64_t now) {
+  m->used = now;
+  mapping_unlink(m->nat, m);
+  mapping_push(m->nat, m);
+}
+
 static mapping_t *outbound(kp_sim_nat_t *nat, const kp_addr_t *inside, const kp_addr_t *dest) {
+  kp_sim_t *sim = nat->sim;
+  nat_expire(nat, sim->now);
   mapping_t *m = find_mapping(nat, inside, dest);
   if (!m) {
     uint16_t port;
     if (nat->mapping == KP_SIM_MAP_NONE) {
       port = inside->port;
-    } else if (nat->mapping == KP_SIM_MAP_CONSISTENT && !port_in_use(nat, inside->port)) {
+    } else if (nat->mapping == KP_SIM_MAP_CONSISTENT && !by_port(nat, inside->port)) {
       port = inside->port; /* port-preserving, like MASQUERADE */
     } else {
-      kp_rng_t rng = kp_rng_seeded(&nat->sim->rng);
+      kp_rng_t rng = kp_rng_seeded(&sim->rng);
       do port = (uint16_t)(1024 + kp_rng_below(&rng, 64511));
-      while (port_in_use(nat, port));
+      while (by_port(nat, port));
     }
-    nat->maps = realloc(nat->maps, (nat->map_count + 1) * sizeof(mapping_t));
-    if (!nat->maps) abort();
-    m = &nat->maps[nat->map_count++];
-    memset(m, 0, sizeof(*m));
+    m = calloc(1, sizeof(*m));
+    if (!m) abort();
+    m->nat = nat;
     m->inside = *inside;
     m->dest = *dest;
     m->port = port;
+    mapping_push(nat, m);
+    ht_insert(&sim->mapping_index, &m->by_key, mapping_hash(nat, inside, dest));
+    ht_insert(&sim->port_index, &m->by_port, port_hash(nat, port));
   }
-  for (size_t i = 0; i < m->seen_count; i++)
-    if (kp_addr_eq(&m->seen[i], dest)) return m;
-  m->seen = realloc(m->seen, (m->seen_count + 1) * sizeof(kp_addr_t));
-  if (!m->seen) abort();
-  m->seen[m->seen_count++] = *dest;
+  touch_mapping(m, sim->now);
+  touch_seen(sim, m, dest);
+  if (nat->filter == KP_SIM_FILTER_ADDRESS) {
+    kp_addr_t ip = *dest;
+    ip.port = 0;
+    touch_seen(sim, m, &ip);
+  }
   return m;
-}
-
-static bool filter_allows(const kp_sim_nat_t *nat, const mapping_t *m, const kp_addr_t *from) {
-  if (nat->filter == KP_SIM_FILTER_OPEN) return true;
-  for (size_t i = 0; i < m->seen_count; i++) {
-    if (nat->filter == KP_SIM_FILTER_ADDRESS && kp_addr_same_ip(&m->seen[i], from)) return true;
-    if (nat->filter == KP_SIM_FILTER_PORT && kp_addr_eq(&m->seen[i], from)) return true;
-  }
-  return false;
 }
 
 /* ---- Sending and delivery -------------------------------------------------- */
@@ -281,24 +559,32 @@ static void schedule_packet(kp_sim_t *sim, const kp_addr_t *from, const kp_addr_
   kp_rng_t rng = kp_rng_seeded(&sim->rng);
   event_t ev = {0};
   /* A LAN is one switch away: 1 ms. */
-  ev.at =
-      sim->now + (lan ? 1 : sim->link.latency_min_ms + (span ? kp_rng_below(&rng, span + 1) : 0));
-  ev.lan = lan;
+  if (lan)
+    ev.at = sim->now + 1;
+  else if (sim->latency)
+    ev.at = sim->now + sim->latency(sim->latency_ctx, from, to, &rng);
+  else
+    ev.at = sim->now + sim->link.latency_min_ms + (span ? kp_rng_below(&rng, span + 1) : 0);
+  packet_t *p = malloc(sizeof(*p) + len);
+  if (!p) abort();
+  p->lan = lan;
+  p->from = *from;
+  p->to = *to;
+  p->len = len;
+  memcpy(p->data, data, len);
   ev.seq = ++sim->seq;
-  ev.kind = EV_PACKET;
-  ev.from = *from;
-  ev.to = *to;
-  ev.len = len;
-  ev.data = malloc(len ? len : 1);
-  if (!ev.data) abort();
-  memcpy(ev.data, data, len);
+  ev.ctx = p;
   heap_push(sim, ev);
 }
 
-static bool on_lan(const kp_sim_t *sim, const kp_sim_nat_t *nat, const kp_addr_t *to) {
-  for (const kp_sim_socket_t *s = sim->sockets; s; s = s->next)
-    if (s->nat == nat && kp_addr_eq(&s->addr, to)) return true;
-  return false;
+static kp_sim_nat_t *nat_at(const kp_sim_t *sim, const kp_addr_t *ip, kp_sim_nat_t *after) {
+  uint64_t h = hash_ip(0, ip);
+  hnode_t *n = after ? after->node.next : ht_first(&sim->nat_index, h);
+  for (; n; n = n->next) {
+    kp_sim_nat_t *nat = CONTAINER(n, kp_sim_nat_t, node);
+    if (n->hash == h && kp_addr_same_ip(&nat->public_ip, ip)) return nat;
+  }
+  return NULL;
 }
 
 void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data, size_t len) {
@@ -311,8 +597,9 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
     return;
   }
   kp_sim_nat_t *lan = NULL;
-  if (sock->nat && sock->nat->mapping != KP_SIM_MAP_NONE && on_lan(sim, sock->nat, to)) {
-    /* Another host on the same LAN: no translation. */
+  if (sock->nat && sock->nat->mapping != KP_SIM_MAP_NONE &&
+      (kp_addr_is_private(to) || kp_addr_is_loopback(to)) && find_socket(sim, sock->nat, to)) {
+    /* Another host on the same LAN (at a private address): no translation. */
     lan = sock->nat;
   } else if (sock->nat) {
     if (kp_addr_same_ip(&sock->nat->public_ip, to)) {
@@ -335,20 +622,32 @@ void kp_sim_send(kp_sim_socket_t *sock, const kp_addr_t *to, const uint8_t *data
 
 /* The socket a packet reaches, or NULL (counted as filtered or unroutable). */
 static kp_sim_socket_t *route(kp_sim_t *sim, const kp_addr_t *to, const kp_addr_t *from) {
-  /* A NAT's public address first: translate back, then filter. */
-  for (kp_sim_nat_t *nat = sim->nats; nat; nat = nat->next) {
-    if (!kp_addr_same_ip(&nat->public_ip, to)) continue;
-    for (size_t i = 0; i < nat->map_count; i++) {
-      mapping_t *m = &nat->maps[i];
-      if (m->port != to->port) continue;
-      if (!filter_allows(nat, m, from)) {
-        sim->stats.filtered++;
-        return NULL;
+  /* A host on the internet itself (an address is a NAT's or a host's, never
+   * both, so the order of the two looks does not matter). */
+  kp_sim_socket_t *sock = find_socket(sim, NULL, to);
+  if (sock) return sock;
+  /* A NAT's public address: translate back, then filter. */
+  for (kp_sim_nat_t *nat = nat_at(sim, to, NULL); nat; nat = nat_at(sim, to, nat)) {
+    nat_expire(nat, sim->now);
+    mapping_t *m = by_port(nat, to->port);
+    if (m) {
+      if (nat->filter != KP_SIM_FILTER_OPEN) {
+        /* Only from where the mapping has sent to (the IP, or ip:port). */
+        kp_addr_t key = *from;
+        if (nat->filter == KP_SIM_FILTER_ADDRESS) key.port = 0;
+        seen_t *s = find_seen(sim, m, &key);
+        if (!s) {
+          sim->stats.filtered++;
+          return NULL;
+        }
+        /* An answer keeps the filter entry alive, and the mapping. */
+        s->used = sim->now;
+        seen_unlink(nat, s);
+        seen_push(nat, s);
       }
-      for (kp_sim_socket_t *s = sim->sockets; s; s = s->next)
-        if (s->nat == nat && kp_addr_eq(&s->addr, &m->inside)) return s;
-      sim->stats.unroutable++;
-      return NULL;
+      touch_mapping(m, sim->now);
+      if (!(sock = find_socket(sim, nat, &m->inside))) sim->stats.unroutable++;
+      return sock;
     }
     /* No mapping: unsolicited. Only a NONE-mapping NAT with open filtering
      * (no firewall at all) lets it through to a socket bound there. */
@@ -356,35 +655,29 @@ static kp_sim_socket_t *route(kp_sim_t *sim, const kp_addr_t *to, const kp_addr_
       sim->stats.filtered++;
       return NULL;
     }
-  }
-  for (kp_sim_socket_t *s = sim->sockets; s; s = s->next) {
-    if (!kp_addr_eq(&s->addr, to)) continue;
-    if (s->nat && s->nat->mapping != KP_SIM_MAP_NONE) continue; /* private: not reachable */
-    return s;
+    if ((sock = find_socket(sim, nat, to))) return sock;
   }
   sim->stats.unroutable++;
   return NULL;
 }
 
 static kp_sim_socket_t *route_lan(kp_sim_t *sim, kp_sim_nat_t *lan, const kp_addr_t *to) {
-  for (kp_sim_socket_t *s = sim->sockets; s; s = s->next)
-    if (s->nat == lan && kp_addr_eq(&s->addr, to)) return s;
-  sim->stats.unroutable++;
-  return NULL;
+  kp_sim_socket_t *s = find_socket(sim, lan, to);
+  if (!s) sim->stats.unroutable++;
+  return s;
 }
 
-static void deliver(kp_sim_t *sim, event_t *ev) {
-  kp_sim_socket_t *s = ev->lan ? route_lan(sim, ev->lan, &ev->to) : route(sim, &ev->to, &ev->from);
+static void deliver(kp_sim_t *sim, packet_t *p) {
+  kp_sim_socket_t *s = p->lan ? route_lan(sim, p->lan, &p->to) : route(sim, &p->to, &p->from);
   if (!s) return;
   sim->stats.delivered++;
-  s->recv(s->ctx, s, &ev->from, ev->data, ev->len, sim->now);
+  s->recv(s->ctx, s, &p->from, p->data, p->len, sim->now);
 }
 
 uint64_t kp_sim_timer(kp_sim_t *sim, uint64_t at, kp_sim_timer_fn fn, void *ctx) {
   event_t ev = {0};
   ev.at = at < sim->now ? sim->now : at;
   ev.seq = ++sim->seq;
-  ev.kind = EV_TIMER;
   ev.fn = fn;
   ev.ctx = ctx;
   heap_push(sim, ev);
@@ -413,9 +706,9 @@ static bool take_cancelled(kp_sim_t *sim, uint64_t id) {
 static void run_one(kp_sim_t *sim) {
   event_t ev = heap_pop(sim);
   if (ev.at > sim->now) sim->now = ev.at;
-  if (ev.kind == EV_PACKET) {
-    deliver(sim, &ev);
-    free(ev.data);
+  if (!ev.fn) {
+    deliver(sim, ev.ctx);
+    free(ev.ctx);
   } else if (!take_cancelled(sim, ev.seq)) {
     ev.fn(ev.ctx, sim->now);
   }

@@ -10,12 +10,14 @@
  *   filtering  OPEN       (anything reaches a mapped port)
  *              ADDRESS    (only from IPs the host has sent to)
  *              PORT       (only from the exact ip:port the host has sent to)
- * Hosts behind one NAT share a LAN: packets to a private address reach a
- * host behind the same NAT untranslated, in 1 ms. NATs do not hairpin (what
+ * Hosts behind one NAT share a LAN: packets to a private (or loopback)
+ * address reach a host behind the same NAT untranslated, in 1 ms. NATs do not hairpin (what
  * a host sends to its own NAT's public address is dropped).
  * Links add latency (uniform in [min, max]), random loss and duplication.
-
- * Timers and packet deliveries are events in one queue ordered by time. */
+ *
+ * Timers and packet deliveries are events in one queue ordered by time.
+ * Sockets, NATs and NAT state are found by hash, so the cost of a packet
+ * does not grow with the number of hosts. */
 #ifndef KP_TEST_SIM_H
 #define KP_TEST_SIM_H
 
@@ -58,14 +60,25 @@ void kp_sim_free(kp_sim_t *sim);
 uint64_t kp_sim_now(const kp_sim_t *sim);
 kp_rng_t kp_sim_rng(kp_sim_t *sim);
 void kp_sim_set_link(kp_sim_t *sim, const kp_sim_link_t *link);
+/* Optional: the one-way latency (ms) of a datagram between two internet
+ * addresses, instead of the link's uniform [min, max] (the link's loss and
+ * duplication still apply; a LAN is still 1 ms). rng is the simulator's. */
+typedef unsigned (*kp_sim_latency_fn)(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                                      kp_rng_t *rng);
+void kp_sim_set_latency(kp_sim_t *sim, kp_sim_latency_fn fn, void *ctx);
 const kp_sim_stats_t *kp_sim_stats(const kp_sim_t *sim);
 
 /* A NAT with one public IPv4 address. */
 kp_sim_nat_t *kp_sim_nat_new(kp_sim_t *sim, const kp_addr_t *public_ip, kp_sim_mapping_t mapping,
                              kp_sim_filter_t filter);
 void kp_sim_nat_set_filter(kp_sim_nat_t *nat, kp_sim_filter_t filter);
+/* Forgets a mapping, and a filter entry, idle for ms (as real NATs do after
+ * 30 s to a few minutes). 0, the default: never. */
+void kp_sim_nat_set_timeout(kp_sim_nat_t *nat, unsigned ms);
 /* Forgets every mapping (a NAT reboot, or the mappings timing out). */
 void kp_sim_nat_flush(kp_sim_nat_t *nat);
+/* Removes a NAT whose hosts are gone (no socket may still use it). */
+void kp_sim_nat_free(kp_sim_nat_t *nat);
 
 /* A socket bound to addr. nat NULL: addr is reachable on the internet. */
 kp_sim_socket_t *kp_sim_socket_new(kp_sim_t *sim, const kp_addr_t *addr, kp_sim_nat_t *nat,

@@ -276,6 +276,17 @@ static void random_id(kp_rng_t *rng, uint8_t id[KP_ID_LEN]) {
   kp_rng_fill(rng, id, KP_ID_LEN);
 }
 
+/* An address whose id falls in bucket b of a table with id self. */
+static void addr_in_bucket(const uint8_t self[KP_ID_LEN], unsigned b, uint32_t *next,
+                           kp_addr_t *out, uint8_t id[KP_ID_LEN]) {
+  for (;;) {
+    uint32_t n = (*next)++;
+    kp_addr_set_v4(out, (10u << 24) | (n >> 16), (uint16_t)n);
+    kp_dht_id_from_addr(out, id);
+    if (kp_dht_id_prefix_len(self, id) == b) return;
+  }
+}
+
 static void test_table_buckets(void) {
   kp_rng_seeded_t st;
   kp_rng_seeded_init(&st, 3);
@@ -283,41 +294,47 @@ static void test_table_buckets(void) {
   uint8_t self[KP_ID_LEN], id[KP_ID_LEN];
   random_id(&rng, self);
   kp_dht_table_t t;
-  kp_dht_table_init(&t, self, 4);
-  kp_addr_t a;
-  kp_addr_parse(&a, "10.0.0.1:1");
+  kp_dht_table_init(&t, self, 4, KP_AF_INET);
+  KP_CHECK_EQ(t.stride, 20); /* an IPv4 entry: 8 bytes of id, the address, age, flags */
+  kp_addr_t a, addrs[4];
+  uint32_t next = 1;
 
   /* Ids in bucket 5 share exactly 5 leading bits with self. */
   for (int i = 0; i < 4; i++) {
-    kp_dht_id_random_in_bucket(self, 5, &rng, id);
-    KP_CHECK_EQ(kp_dht_id_prefix_len(self, id), 5);
+    addr_in_bucket(self, 5, &next, &addrs[i], id);
     KP_CHECK_EQ(kp_dht_table_bucket_of(&t, id), 5);
-    a.port = (uint16_t)(100 + i);
-    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, (uint32_t)(10 + i), NULL), KP_DHT_TABLE_ADDED);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &addrs[i], (uint32_t)(10 + i), NULL), KP_DHT_TABLE_ADDED);
+    kp_dht_entry_t *e = kp_dht_table_find(&t, id);
+    KP_CHECK(e && kp_dht_entry_is(&t, e, &addrs[i]));
+    kp_dht_entry_addr(&t, e, &a);
+    KP_CHECK(kp_addr_eq(&a, &addrs[i]));
+    uint8_t back[KP_ID_LEN];
+    kp_dht_entry_id(&t, e, back);
+    KP_CHECK_MEM(back, id, KP_ID_LEN);
   }
   KP_CHECK_EQ(t.bucket_count[5], 4);
   /* A fifth: the bucket is full and the least recently seen is offered. */
   uint8_t extra[KP_ID_LEN];
-  kp_dht_id_random_in_bucket(self, 5, &rng, extra);
+  kp_addr_t extra_addr;
+  addr_in_bucket(self, 5, &next, &extra_addr, extra);
   kp_dht_entry_t *lru;
-  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &a, 20, &lru), KP_DHT_TABLE_FULL);
-  KP_CHECK(lru != NULL && lru->last_seen == 10 && lru->addr.port == 100);
+  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &extra_addr, 20, &lru), KP_DHT_TABLE_FULL);
+  KP_CHECK(lru != NULL && lru->last_seen == 10 && kp_dht_entry_is(&t, lru, &addrs[0]));
   KP_CHECK(kp_dht_table_find(&t, extra) == NULL);
   /* Seeing it again refreshes it; the next least recent is offered. */
-  uint8_t first[KP_ID_LEN];
-  memcpy(first, lru->id, KP_ID_LEN);
-  KP_CHECK_EQ(kp_dht_table_add(&t, first, &lru->addr, 30, NULL), KP_DHT_TABLE_UPDATED);
-  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &a, 31, &lru), KP_DHT_TABLE_FULL);
+  kp_dht_id_from_addr(&addrs[0], id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &addrs[0], 30, NULL), KP_DHT_TABLE_UPDATED);
+  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &extra_addr, 31, &lru), KP_DHT_TABLE_FULL);
   KP_CHECK_EQ(lru->last_seen, 11);
   /* Evicting it makes room. */
-  memcpy(id, lru->id, KP_ID_LEN);
+  kp_dht_entry_id(&t, lru, id);
   KP_CHECK(kp_dht_table_remove(&t, id));
   KP_CHECK(!kp_dht_table_remove(&t, id));
-  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &a, 32, NULL), KP_DHT_TABLE_ADDED);
+  KP_CHECK_EQ(kp_dht_table_add(&t, extra, &extra_addr, 32, NULL), KP_DHT_TABLE_ADDED);
   /* Our own id never goes in. */
-  KP_CHECK_EQ(kp_dht_table_add(&t, self, &a, 1, NULL), KP_DHT_TABLE_SELF);
+  KP_CHECK_EQ(kp_dht_table_add(&t, self, &extra_addr, 1, NULL), KP_DHT_TABLE_SELF);
   /* Other buckets are independent. */
-  kp_dht_id_random_in_bucket(self, 0, &rng, id);
+  addr_in_bucket(self, 0, &next, &a, id);
   KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 1, NULL), KP_DHT_TABLE_ADDED);
   KP_CHECK_EQ(kp_dht_table_depth(&t), 5);
   KP_CHECK_EQ(t.count, 5);
@@ -325,12 +342,103 @@ static void test_table_buckets(void) {
   KP_CHECK(old && old->last_seen == 1);
   KP_CHECK(kp_dht_table_oldest(&t, 1) == NULL);
   kp_dht_table_destroy(&t);
+
+  /* IPv6 entries hold the longer address. */
+  kp_dht_table_init(&t, self, 4, KP_AF_INET6);
+  KP_CHECK_EQ(t.stride, 32);
+  kp_addr_parse(&a, "[2001:db8::7]:4000");
+  kp_dht_id_from_addr(&a, id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 1, NULL), KP_DHT_TABLE_ADDED);
+  kp_addr_t back;
+  kp_dht_entry_addr(&t, kp_dht_table_find(&t, id), &back);
+  KP_CHECK(kp_addr_eq(&back, &a));
+  kp_dht_table_destroy(&t);
 }
+
+/* An address whose id is in bucket 0 of a table with id self: IPv4 `ip`
+ * with the n-th port tried, or the IPv6 `ip` prefix ("2001:db8:1::") with
+ * the n-th last group. */
+static void addr_in_bucket0(const uint8_t self[KP_ID_LEN], const char *ip, unsigned *n,
+                            kp_addr_t *out, uint8_t id[KP_ID_LEN]) {
+  char text[80];
+  for (;;) {
+    if (strchr(ip, ':'))
+      snprintf(text, sizeof(text), "[%s%x]:4000", ip, (*n)++);
+    else
+      snprintf(text, sizeof(text), "%s:%u", ip, (*n)++);
+    kp_addr_parse(out, text);
+    kp_dht_id_from_addr(out, id);
+    if (kp_dht_id_prefix_len(self, id) == 0) return;
+  }
+}
+
+/* A bucket holds at most 2 ids of one IPv4 /24 or IPv6 /48, and 4 of one
+ * IPv6 /32 (docs/protocol.md, "Eclipse limits"); a newcomer of a full
+ * prefix is offered that prefix's least recently seen entry to ping, like a
+ * full bucket's. Loopback and private addresses are exempt. */
+static void test_table_prefix_limits(void) {
+  uint8_t self[KP_ID_LEN], id[KP_ID_LEN];
+  memset(self, 0x42, sizeof(self));
+  kp_dht_table_t t;
+  kp_dht_entry_t *lru;
+  kp_addr_t a, first;
+  unsigned n = 1;
+  kp_dht_table_init(&t, self, KP_DHT_K, KP_AF_INET);
+  for (int i = 0; i < 2; i++) {
+    addr_in_bucket0(self, "203.0.113.7", &n, &a, id);
+    if (i == 0) first = a;
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, (uint32_t)(10 + i), NULL), KP_DHT_TABLE_ADDED);
+  }
+  addr_in_bucket0(self, "203.0.113.99", &n, &a, id); /* same /24, another IP */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 20, &lru), KP_DHT_TABLE_FULL);
+  KP_CHECK(lru && kp_dht_entry_is(&t, lru, &first));
+  KP_CHECK_EQ(kp_dht_table_would_add(&t, id, &a, NULL), KP_DHT_TABLE_FULL);
+  n = 1;
+  addr_in_bucket0(self, "203.0.114.7", &n, &a, id); /* the next /24 */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 21, NULL), KP_DHT_TABLE_ADDED);
+  /* The prefix's slot frees when its entry goes. */
+  kp_dht_id_from_addr(&first, id);
+  KP_CHECK(kp_dht_table_remove(&t, id));
+  n = 1;
+  addr_in_bucket0(self, "203.0.113.99", &n, &a, id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 22, NULL), KP_DHT_TABLE_ADDED);
+  /* A LAN (or a testnet on loopback) fills a bucket from one /24. */
+  for (int i = 0; i < 5; i++) {
+    addr_in_bucket0(self, "192.168.1.5", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 30, NULL), KP_DHT_TABLE_ADDED);
+    addr_in_bucket0(self, "127.0.0.1", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 30, NULL), KP_DHT_TABLE_ADDED);
+  }
+  kp_dht_table_destroy(&t);
+
+  /* IPv6: 2 per /48, and 4 per /32 however many /48s it spans. */
+  kp_dht_table_init(&t, self, KP_DHT_K, KP_AF_INET6);
+  n = 1;
+  for (int i = 0; i < 2; i++) {
+    addr_in_bucket0(self, "2001:db8:1::", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, NULL), KP_DHT_TABLE_ADDED);
+  }
+  addr_in_bucket0(self, "2001:db8:1::", &n, &a, id);
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, &lru), KP_DHT_TABLE_FULL);
+  for (int i = 0; i < 2; i++) {
+    addr_in_bucket0(self, i ? "2001:db8:3::" : "2001:db8:2::", &n, &a, id);
+    KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, NULL), KP_DHT_TABLE_ADDED);
+  }
+  addr_in_bucket0(self, "2001:db8:4::", &n, &a, id); /* a fifth in 2001:db8::/32 */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, &lru), KP_DHT_TABLE_FULL);
+  addr_in_bucket0(self, "2001:db9:4::", &n, &a, id); /* another /32 */
+  KP_CHECK_EQ(kp_dht_table_add(&t, id, &a, 10, NULL), KP_DHT_TABLE_ADDED);
+  kp_dht_table_destroy(&t);
+}
+
+typedef struct {
+  uint8_t id[KP_ID_LEN];
+  kp_addr_t addr;
+} known_t;
 
 static const uint8_t *sort_target;
 static int by_distance(const void *a, const void *b) {
-  return kp_dht_id_cmp(sort_target, ((const kp_dht_entry_t *)a)->id,
-                       ((const kp_dht_entry_t *)b)->id);
+  return kp_dht_id_cmp(sort_target, ((const known_t *)a)->id, ((const known_t *)b)->id);
 }
 
 static void test_table_closest(void) {
@@ -340,33 +448,39 @@ static void test_table_closest(void) {
   uint8_t self[KP_ID_LEN];
   random_id(&rng, self);
   kp_dht_table_t t;
-  kp_dht_table_init(&t, self, KP_DHT_K);
-  kp_addr_t a;
-  kp_addr_parse(&a, "10.0.0.1:1");
+  kp_dht_table_init(&t, self, KP_DHT_K, KP_AF_INET);
+  uint32_t next = 1;
   for (int i = 0; i < 5000; i++) {
     uint8_t id[KP_ID_LEN];
-    random_id(&rng, id);
+    kp_addr_t a;
     /* Spread some deep, as a real table has. */
-    if (i % 4 == 0) kp_dht_id_random_in_bucket(self, 1 + kp_rng_below(&rng, 12), &rng, id);
-    a.port = (uint16_t)i;
+    if (i % 4 == 0) {
+      addr_in_bucket(self, 1 + kp_rng_below(&rng, 10), &next, &a, id);
+    } else {
+      kp_addr_set_v4(&a, (11u << 24) | (uint32_t)i, 4000);
+      kp_dht_id_from_addr(&a, id);
+    }
     kp_dht_table_add(&t, id, &a, (uint32_t)i, NULL);
   }
   KP_CHECK(t.count > 100);
-  kp_dht_entry_t *all = malloc(t.count * sizeof(*all));
+  known_t *all = malloc(t.count * sizeof(*all));
   for (int q = 0; q < 300; q++) {
     uint8_t target[KP_ID_LEN];
     random_id(&rng, target);
-    if (q % 3 == 0) memcpy(target, t.entries[q % t.count].id, KP_ID_LEN);
+    if (q % 3 == 0) kp_dht_entry_id(&t, kp_dht_table_at(&t, (uint32_t)q % t.count), target);
     const kp_dht_entry_t *got[KP_DHT_K];
     size_t n = kp_dht_table_closest(&t, target, NULL, got, KP_DHT_K);
     KP_CHECK_EQ(n, KP_DHT_K);
-    memcpy(all, t.entries, t.count * sizeof(*all));
+    for (uint32_t i = 0; i < t.count; i++) {
+      kp_dht_entry_addr(&t, kp_dht_table_at(&t, i), &all[i].addr);
+      kp_dht_id_from_addr(&all[i].addr, all[i].id);
+    }
     sort_target = target;
     qsort(all, t.count, sizeof(*all), by_distance);
-    for (size_t i = 0; i < n; i++) KP_CHECK_MEM(got[i]->id, all[i].id, KP_ID_LEN);
+    for (size_t i = 0; i < n; i++) KP_CHECK(kp_dht_entry_is(&t, got[i], &all[i].addr));
     /* Excluding the closest by address drops exactly it. */
     n = kp_dht_table_closest(&t, target, &all[0].addr, got, KP_DHT_K);
-    for (size_t i = 0; i < n; i++) KP_CHECK_MEM(got[i]->id, all[i + 1].id, KP_ID_LEN);
+    for (size_t i = 0; i < n; i++) KP_CHECK(kp_dht_entry_is(&t, got[i], &all[i + 1].addr));
   }
   free(all);
   /* Re-filing under a new id keeps every bucket within k. */
@@ -374,9 +488,11 @@ static void test_table_closest(void) {
   random_id(&rng, other);
   kp_dht_table_set_self(&t, other);
   for (unsigned b = 0; b < KP_DHT_BUCKETS; b++) KP_CHECK(t.bucket_count[b] <= KP_DHT_K);
-  for (uint32_t i = 0; i < t.count; i++)
-    KP_CHECK_EQ(kp_dht_table_bucket_of(&t, t.entries[i].id),
-                kp_dht_id_prefix_len(other, t.entries[i].id));
+  for (uint32_t i = 0; i < t.count; i++) {
+    uint8_t id[KP_ID_LEN];
+    kp_dht_entry_id(&t, kp_dht_table_at(&t, i), id);
+    KP_CHECK_EQ(kp_dht_entry_bucket(&t, kp_dht_table_at(&t, i)), kp_dht_id_prefix_len(other, id));
+  }
   kp_dht_table_destroy(&t);
 }
 
@@ -481,6 +597,74 @@ static void test_nat_classify(void) {
   KP_CHECK(kp_addr_eq(&nat.public_addr, &seen2));
   KP_CHECK_EQ(nat.public_since, 4);
   KP_CHECK_EQ(nat.count, 2);
+}
+
+/* Reports count per host (IPv4 address, IPv6 /64), not per socket: two
+ * ports of one address are one reporter (docs/protocol.md, "Membership"). */
+static void test_nat_reporters_by_ip(void) {
+  kp_dht_nat_t nat;
+  kp_addr_t a, b, x1, x2, y1, y2, self, fake, fake2;
+  kp_addr_parse(&a, "198.51.100.1:4000");
+  kp_addr_parse(&b, "198.51.100.2:4000");
+  kp_addr_parse(&x1, "192.0.2.66:4000"); /* one attacker, two ports */
+  kp_addr_parse(&x2, "192.0.2.66:5000");
+  kp_addr_parse(&y1, "[2001:db8:1:2::1]:4000"); /* two addresses of one IPv6 /64 */
+  kp_addr_parse(&y2, "[2001:db8:1:2::2]:4000");
+  kp_addr_parse(&self, "203.0.113.9:5000");
+  kp_addr_parse(&fake, "203.0.113.66:1");
+  kp_addr_parse(&fake2, "203.0.113.66:2");
+  KP_CHECK(kp_dht_nat_same_host(&x1, &x2));
+  KP_CHECK(kp_dht_nat_same_host(&y1, &y2));
+  KP_CHECK(!kp_dht_nat_same_host(&a, &b));
+
+  /* Two honest reporters agree; the attacker's two ports agree on another
+   * address, last. They are one reporter, and one dissenter moves nothing. */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &a, &self, 1);
+  kp_dht_nat_add_sample(&nat, &b, &self, 2);
+  KP_CHECK(!kp_dht_nat_add_sample(&nat, &x1, &fake, 3));
+  KP_CHECK(!kp_dht_nat_add_sample(&nat, &x2, &fake, 4));
+  KP_CHECK(kp_addr_eq(&nat.public_addr, &self));
+  KP_CHECK_EQ(nat.type, KP_NAT_CONSISTENT);
+  KP_CHECK_EQ(nat.public_since, 1); /* it never moved */
+
+  /* Two ports reporting two mappings do not make the NAT look RANDOM. */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &a, &self, 1);
+  kp_dht_nat_add_sample(&nat, &b, &self, 2);
+  kp_dht_nat_add_sample(&nat, &x1, &fake, 3);
+  kp_dht_nat_add_sample(&nat, &x2, &fake2, 4);
+  KP_CHECK_EQ(nat.type, KP_NAT_CONSISTENT);
+  KP_CHECK(kp_addr_eq(&nat.public_addr, &self));
+
+  /* Nor can one host alone settle an address: its second port is no second
+   * witness, so the type stays unknown. */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &x1, &fake, 1);
+  kp_dht_nat_add_sample(&nat, &x2, &fake, 2);
+  KP_CHECK_EQ(nat.count, 1);
+  KP_CHECK_EQ(nat.type, KP_NAT_UNKNOWN);
+
+  /* PING_NAT answers: two ports of one host are one witness, so they
+   * cannot make us reachable (OPEN). */
+  kp_dht_nat_init(&nat);
+  kp_dht_nat_add_sample(&nat, &a, &self, 1);
+  kp_dht_nat_add_sample(&nat, &b, &self, 2);
+  kp_dht_nat_reach_result(&nat, &x1, true);
+  kp_dht_nat_reach_result(&nat, &x2, true);
+  KP_CHECK(!nat.reachable);
+  KP_CHECK_EQ(nat.type, KP_NAT_CONSISTENT);
+  KP_CHECK(kp_dht_nat_reach_confirmed_by(&nat, &x2));
+  kp_dht_nat_reach_result(&nat, &y1, true);
+  KP_CHECK(nat.reachable); /* a second host does */
+  KP_CHECK_EQ(nat.type, KP_NAT_OPEN);
+
+  /* On loopback every node of a testnet shares the address: there a port
+   * is a host. */
+  kp_addr_t l1, l2;
+  kp_addr_parse(&l1, "127.0.0.1:4000");
+  kp_addr_parse(&l2, "127.0.0.1:4002");
+  KP_CHECK(!kp_dht_nat_same_host(&l1, &l2));
 }
 
 /* ---- RPC on a virtual clock -------------------------------------------------- */
@@ -676,6 +860,42 @@ static void test_rpc_adaptive_timeout(void) {
   kp_dht_rpc_destroy(&rpc, prev + 900);
 }
 
+/* Transaction ids come from the injected rng: unpredictable to an
+ * off-path forger, the same from the same seed. */
+static void test_rpc_random_tids(void) {
+  uint16_t tids[2][200];
+  for (int run = 0; run < 2; run++) {
+    wire_t w = {0};
+    kp_dht_rpc_t rpc;
+    kp_dht_rpc_config_t cfg;
+    kp_dht_rpc_config_defaults(&cfg);
+    cfg.max_queued = 1000;
+    kp_rng_seeded_t st;
+    kp_rng_seeded_init(&st, 17);
+    kp_rng_t rng = kp_rng_seeded(&st);
+    kp_dht_rpc_init(&rpc, &cfg, wire_send, &w, &rng, 0);
+    kp_addr_t to;
+    kp_addr_parse(&to, "198.51.100.2:4000");
+    outcome_t sink = {0};
+    for (int i = 0; i < 200; i++) {
+      kp_dht_msg_t m = ping_to(&to);
+      kp_dht_req_t *r;
+      KP_CHECK_OK(kp_dht_rpc_request(&rpc, &m, &to, NULL, on_outcome, &sink, 0, &r));
+      tids[run][i] = r->tid;
+    }
+    kp_dht_rpc_destroy(&rpc, 1);
+  }
+  KP_CHECK_MEM(tids[0], tids[1], sizeof(tids[0]));
+  unsigned next = 0, same = 0;
+  for (int i = 1; i < 200; i++) {
+    next += tids[0][i] == (uint16_t)(tids[0][i - 1] + 1);
+    for (int j = 0; j < i; j++) same += tids[0][i] == tids[0][j];
+  }
+  /* 199 pairs at 1/65536 each: a successor by chance is already unlikely. */
+  KP_CHECK_MSG(next <= 1, "%u of 199 tids follow the one before", next);
+  KP_CHECK_EQ(same, 0); /* in flight together to one node: never the same */
+}
+
 static void test_rpc_caps(void) {
   wire_t w = {0};
   kp_dht_rpc_t rpc;
@@ -747,12 +967,15 @@ static const kp_test_case_t cases[] = {
     KP_CASE(msg_padding, unit, 10),
     KP_CASE(table_buckets, unit, 10),
     KP_CASE(table_closest, unit, 60),
+    KP_CASE(table_prefix_limits, unit, 10),
     KP_CASE(id_metric, unit, 10),
     KP_CASE(token_rotation, unit, 10),
     KP_CASE(nat_classify, unit, 10),
+    KP_CASE(nat_reporters_by_ip, unit, 10),
     KP_CASE(rpc_timeout_retry, unit, 10),
     KP_CASE(rpc_caps, unit, 10),
     KP_CASE(rpc_adaptive_timeout, unit, 10),
+    KP_CASE(rpc_random_tids, unit, 10),
     KP_CASE(record_codec, unit, 10),
     KP_CASE(record_mutable, unit, 10),
     KP_CASE(store_announce_seq_expiry, unit, 10),
@@ -762,19 +985,24 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_lookup_accuracy, sim, 120),
     KP_CASE(sim_membership_firewall, sim, 60),
     KP_CASE(sim_membership_moves, sim, 60),
+    KP_CASE(sim_member_keeps_nat_open, sim, 60),
     KP_CASE(sim_suspend, sim, 60),
     KP_CASE(sim_full_bucket, sim, 60),
     KP_CASE(sim_no_amplification, sim, 60),
     KP_CASE(sim_down_hint, sim, 60),
     KP_CASE(sim_bootstrap_retry, sim, 60),
     KP_CASE(sim_bad_input_counted, sim, 60),
+    KP_CASE(sim_requester_proves_address, sim, 60),
     KP_CASE(sim_extension_commit, sim, 60),
     KP_CASE(sim_loss, sim, 120),
+    KP_CASE(eclipse_one_prefix, sim, 300),
+    KP_CASE(sim_10k, sim, 300),
     KP_CASE(swarm_announce_lookup, sim, 60),
     KP_CASE(swarm_expiry_refresh, sim, 60),
     KP_CASE(swarm_unannounce, sim, 60),
     KP_CASE(swarm_relay_replacement, sim, 60),
     KP_CASE(swarm_forged_records, sim, 60),
+    KP_CASE(record_origin_not_rehomed, sim, 60),
     KP_CASE(swarm_mutable, sim, 60),
     KP_CASE(swarm_immutable, sim, 60),
 

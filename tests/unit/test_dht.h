@@ -6,14 +6,20 @@
 void test_sim_lookup_accuracy(void);
 void test_sim_membership_firewall(void);
 void test_sim_membership_moves(void);
+void test_sim_member_keeps_nat_open(void);
 void test_sim_suspend(void);
 void test_sim_full_bucket(void);
 void test_sim_no_amplification(void);
 void test_sim_down_hint(void);
 void test_sim_bootstrap_retry(void);
 void test_sim_bad_input_counted(void);
+void test_sim_requester_proves_address(void);
 void test_sim_extension_commit(void);
 void test_sim_loss(void);
+
+/* test_dht_scale.c */
+void test_eclipse_one_prefix(void);
+void test_sim_10k(void);
 
 /* test_dht_records.c */
 void test_record_codec(void);
@@ -29,6 +35,7 @@ void test_swarm_expiry_refresh(void);
 void test_swarm_unannounce(void);
 void test_swarm_relay_replacement(void);
 void test_swarm_forged_records(void);
+void test_record_origin_not_rehomed(void);
 void test_swarm_mutable(void);
 void test_swarm_immutable(void);
 

@@ -184,13 +184,19 @@ void test_sim_membership_firewall(void) {
   lookup_t l = run_lookup(f, target);
   KP_CHECK(exact(&net, &l, target, f));
   /* And nobody put it in a table. */
-  for (size_t i = 0; i < net.count; i++)
-    for (uint32_t e = 0; e < kp_dht_table(net.nodes[i]->dht)->count; e++)
-      KP_CHECK(!kp_addr_same_ip(&kp_dht_table(net.nodes[i]->dht)->entries[e].addr, &pub));
+  for (size_t i = 0; i < net.count; i++) {
+    const kp_dht_table_t *t = kp_dht_table(net.nodes[i]->dht);
+    for (uint32_t e = 0; e < t->count; e++) {
+      kp_addr_t a;
+      kp_dht_entry_addr(t, kp_dht_table_at(t, e), &a);
+      KP_CHECK(!kp_addr_same_ip(&a, &pub));
+    }
+  }
 
-  /* The firewall opens: the next check (within its 30 s back-off) passes. */
+  /* The firewall opens: the next check (the back-off doubles from 30 s to
+   * 5 minutes) passes. */
   kp_sim_nat_set_filter(fw, KP_SIM_FILTER_OPEN);
-  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + MINUTE);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 5 * MINUTE);
   KP_CHECK(kp_dht_is_member(f->dht));
   KP_CHECK_EQ(f->membership_changes, 1);
 
@@ -202,6 +208,56 @@ void test_sim_membership_firewall(void) {
   kp_sim_dht_node_free(f);
   kp_sim_dht_net_destroy(&net);
   free(f);
+}
+
+/* A member behind a NAT that filters nothing is reachable only while its
+ * mapping lives, and NATs forget an idle one (here after a minute). With
+ * nothing else to send, the member pings someone every 25 s, so a network
+ * that leaves it alone for minutes still finds it there. */
+typedef struct {
+  int status;
+  bool done;
+} ping_result_t;
+
+static void on_ping_result(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
+                           const kp_addr_t *from, uint64_t now) {
+  ping_result_t *r = arg;
+  (void)req, (void)resp, (void)from, (void)now;
+  r->status = status;
+  r->done = true;
+}
+
+static bool ping_done(void *ctx) {
+  return ((ping_result_t *)ctx)->done;
+}
+
+void test_sim_member_keeps_nat_open(void) {
+  kp_sim_dht_net_t net;
+  kp_dht_config_t c = sim_config();
+  c.refresh_ms = 24 * 60 * MINUTE; /* a quiet network: no bucket refreshes */
+  kp_sim_dht_net_init(&net, kp_sim_new(131), 20, 0, &c, 131);
+  join_all(&net, MINUTE);
+  kp_addr_t pub;
+  kp_addr_parse(&pub, "198.51.100.60:4000");
+  kp_sim_nat_t *nat = kp_sim_nat_new(net.sim, &pub, KP_SIM_MAP_CONSISTENT, KP_SIM_FILTER_OPEN);
+  kp_sim_nat_set_timeout(nat, 60 * SEC);
+  kp_sim_dht_node_t *m = add_node(&net, "192.168.5.2:4000", nat, &c, 132);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 2 * MINUTE);
+  KP_CHECK(kp_dht_is_member(m->dht));
+  /* Left alone two minutes at a time, it still answers. */
+  for (int i = 0; i < 5; i++) {
+    kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 2 * MINUTE);
+    ping_result_t r = {0};
+    KP_CHECK_OK(kp_dht_request(net.nodes[1]->dht, &pub, KP_DHT_CMD_PING, NULL, NULL, 0, NULL,
+                               on_ping_result, &r, kp_sim_now(net.sim), NULL));
+    kp_sim_dht_node_kick(net.nodes[1]);
+    KP_CHECK(kp_sim_run_while(net.sim, kp_sim_now(net.sim) + 10 * SEC, ping_done, &r));
+    KP_CHECK_MSG(r.status == 0, "round %d: the member behind the NAT did not answer", i);
+  }
+  KP_CHECK(kp_dht_is_member(m->dht));
+  kp_sim_dht_node_free(m);
+  kp_sim_dht_net_destroy(&net);
+  free(m);
 }
 
 void test_sim_membership_moves(void) {
@@ -273,11 +329,28 @@ static void ping_quiet(kp_sim_dht_node_t *from, kp_sim_dht_node_t *to) {
 static bool has_addr(kp_sim_dht_node_t *n, const kp_addr_t *addr) {
   uint8_t id[KP_ID_LEN];
   kp_dht_id_from_addr(addr, id);
-  return kp_dht_table_find((kp_dht_table_t *)kp_dht_table(n->dht), id) != NULL;
+  const kp_dht_entry_t *e = kp_dht_table_find(kp_dht_table(n->dht), id);
+  return e && kp_dht_entry_is(kp_dht_table(n->dht), e, addr);
 }
 
 static bool has(kp_sim_dht_node_t *n, kp_sim_dht_node_t *other) {
   return has_addr(n, kp_sim_socket_addr(other->sock));
+}
+
+typedef struct {
+  kp_addr_t from;
+  unsigned count;
+} pings_from_t;
+
+/* Counts the PING requests one address sends. */
+static void count_pings(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uint8_t *data,
+                        size_t len) {
+  pings_from_t *p = ctx;
+  kp_dht_msg_t m;
+  (void)to;
+  if (kp_addr_eq(from, &p->from) && !kp_dht_msg_decode(data, len, KP_AF_INET, &m) &&
+      m.type == KP_DHT_REQUEST && m.command == KP_DHT_CMD_PING)
+    p->count++;
 }
 
 void test_sim_full_bucket(void) {
@@ -305,25 +378,27 @@ void test_sim_full_bucket(void) {
   kp_sim_run_until(sim, kp_sim_now(sim) + 2 * SEC);
   KP_CHECK(has(a, b[0]) && has(a, b[1]));
 
-  /* A third: the least recently seen answers A's ping, so it stays. */
+  /* A third, while both were heard from within five minutes: the bucket
+   * is full of good nodes and the newcomer is dropped, without a ping. */
+  pings_from_t pings = {a_addr, 0};
+  kp_sim_set_tap(sim, count_pings, &pings);
   ping_quiet(b[2], a);
   kp_sim_run_until(sim, kp_sim_now(sim) + 5 * SEC);
+  kp_sim_set_tap(sim, NULL, NULL);
   KP_CHECK(has(a, b[0]) && has(a, b[1]) && !has(a, b[2]));
+  KP_CHECK_EQ(pings.count, 0);
 
-  /* The least recently seen now dies. The next newcomer makes A ping it,
-   * which fails, and only then is it replaced. */
-  const kp_dht_table_t *t = kp_dht_table(a->dht);
-  const kp_dht_entry_t *lru = &t->entries[0];
-  for (uint32_t i = 1; i < t->count; i++)
-    if (t->entries[i].last_seen < lru->last_seen) lru = &t->entries[i];
-  int dead = kp_addr_eq(&lru->addr, &addrs[0]) ? 0 : 1;
-  KP_CHECK(kp_addr_eq(&lru->addr, &addrs[dead]));
+  /* One of them dies. A, idle, pings the entry heard from longest ago every
+   * 25 s (which keeps a NAT open, and checks on its table): the dead one
+   * fails and goes, and the newcomer, once it has proved its address,
+   * takes the slot. */
+  int dead = 0;
   kp_sim_dht_node_free(b[dead]);
+  kp_sim_run_until(sim, kp_sim_now(sim) + 2 * MINUTE);
+  KP_CHECK(!has_addr(a, &addrs[dead]) && has_addr(a, &addrs[1 - dead]));
   ping_quiet(b[2], a);
-  kp_sim_run_until(sim, kp_sim_now(sim) + 100);
-  KP_CHECK(has_addr(a, &addrs[dead])); /* not yet: the ping is still waiting */
-  kp_sim_run_until(sim, kp_sim_now(sim) + 10 * SEC);
-  KP_CHECK(!has_addr(a, &addrs[dead]) && has_addr(a, &addrs[1 - dead]) && has(a, b[2]));
+  kp_sim_run_until(sim, kp_sim_now(sim) + 5 * SEC);
+  KP_CHECK(has_addr(a, &addrs[1 - dead]) && has(a, b[2]));
 
   kp_sim_dht_node_free(a);
   for (int i = 0; i < 3; i++)
@@ -378,6 +453,7 @@ static void amp_tap(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const
 typedef struct {
   size_t got;
   size_t len;
+  size_t unknown_command; /* replies saying so, whatever order they came in */
   kp_dht_msg_t msg;
   uint8_t buf[KP_DHT_MAX_DATAGRAM];
 } raw_t;
@@ -389,6 +465,9 @@ static void raw_recv(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, co
   r->got++;
   r->len = len;
   memcpy(r->buf, data, len);
+  kp_dht_msg_t m;
+  if (!kp_dht_msg_decode(data, len, KP_AF_INET, &m) && m.error == KP_DHT_ERR_UNKNOWN_COMMAND)
+    r->unknown_command++;
 }
 
 void test_sim_no_amplification(void) {
@@ -556,17 +635,77 @@ void test_sim_bad_input_counted(void) {
   /* The liar is answered as the non-member it is (and not put in a table);
    * the unknown command gets an error reply. */
   KP_CHECK_EQ(raw.got, 2);
-  kp_dht_msg_t reply;
-  KP_CHECK_OK(kp_dht_msg_decode(raw.buf, raw.len, KP_AF_INET, &reply));
-  KP_CHECK_EQ(reply.error, KP_DHT_ERR_UNKNOWN_COMMAND);
+  KP_CHECK_EQ(raw.unknown_command, 1);
   KP_CHECK(kp_dht_table(target->dht)->count < 5);
   for (uint32_t e = 0; e < kp_dht_table(target->dht)->count; e++)
-    KP_CHECK(!kp_addr_eq(&kp_dht_table(target->dht)->entries[e].addr, &me));
+    KP_CHECK(!kp_dht_entry_is(kp_dht_table(target->dht),
+                              kp_dht_table_at(kp_dht_table(target->dht), e), &me));
   /* And the node still works. */
   uint8_t t[KP_ID_LEN] = {1};
   lookup_t l = run_lookup(net.nodes[1], t);
   KP_CHECK_OK(l.status);
   kp_sim_dht_net_destroy(&net);
+}
+
+typedef struct {
+  kp_sim_dht_node_t *node;
+  uint64_t before;
+} requests_seen_t;
+
+static bool request_arrived(void *ctx) {
+  requests_seen_t *r = ctx;
+  kp_dht_stats_t st;
+  kp_dht_stats(r->node->dht, &st);
+  return st.requests_in > r->before;
+}
+
+/* A request with a valid id but no token for its address puts nobody in a
+ * table: the receiver pings the address first, and only an answer from
+ * there (with the ping's random tid) proves it. A sender that cannot
+ * receive at the address it claims (a spoofer) never gets in. */
+void test_sim_requester_proves_address(void) {
+  kp_sim_dht_net_t net;
+  kp_dht_config_t c = sim_config();
+  kp_sim_dht_net_init(&net, kp_sim_new(121), 10, 0, &c, 121);
+  join_all(&net, MINUTE);
+  kp_sim_dht_node_t *target = net.nodes[3];
+  const kp_addr_t *to = kp_sim_socket_addr(target->sock);
+
+  /* The spoofer sends from S, whose answers it never sees. */
+  raw_t deaf = {0};
+  kp_addr_t spoofed;
+  kp_addr_parse(&spoofed, "10.99.0.7:7000");
+  kp_sim_socket_t *s = kp_sim_socket_new(net.sim, &spoofed, NULL, raw_recv, &deaf);
+  kp_dht_msg_t ping = {0};
+  ping.type = KP_DHT_REQUEST;
+  ping.tid = 77;
+  ping.to = *to;
+  ping.has_id = true;
+  kp_dht_id_from_addr(&spoofed, ping.id);
+  uint8_t buf[KP_DHT_MAX_DATAGRAM];
+  size_t len;
+  KP_CHECK_OK(kp_dht_msg_encode_min(&ping, 200, buf, sizeof(buf), &len));
+  kp_sim_send(s, to, buf, len);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 10 * SEC);
+  KP_CHECK(!has_addr(target, &spoofed));
+  /* Its reply, and the pings that asked for proof: one and one retry. */
+  KP_CHECK_MSG(deaf.got >= 2 && deaf.got <= 3, "%zu datagrams to the spoofed address", deaf.got);
+
+  /* A real member at M is pinged the same way, answers, and is in. */
+  kp_addr_t m_addr;
+  kp_addr_parse(&m_addr, "10.99.0.8:7000");
+  kp_sim_dht_node_t *m = member_at(net.sim, &m_addr, KP_DHT_K, 122);
+  kp_dht_stats_t st;
+  kp_dht_stats(target->dht, &st);
+  requests_seen_t seen = {target, st.requests_in};
+  ping_quiet(m, target);
+  KP_CHECK(kp_sim_run_while(net.sim, kp_sim_now(net.sim) + SEC, request_arrived, &seen));
+  KP_CHECK(!has(target, m)); /* not on the strength of its request alone */
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 2 * SEC);
+  KP_CHECK(has(target, m));
+  kp_sim_dht_node_free(m);
+  kp_sim_dht_net_destroy(&net);
+  free(m);
 }
 
 /* ---- The extension point and the commit step ------------------------------- */

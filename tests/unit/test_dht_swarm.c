@@ -256,6 +256,15 @@ static int raw_request(kp_sim_t *sim, kp_sim_socket_t *s, raw_t *r, const kp_add
   return r->msg.error;
 }
 
+/* An ANNOUNCE value: the record, then the proof that sk's holder sends
+ * from the address `token` was given to (dht_record.h). Returns its length. */
+static size_t with_proof(const uint8_t *rec, size_t len, const uint8_t target[KP_ID_LEN],
+                         const uint8_t token[32], const uint8_t *sk, uint8_t *out) {
+  memcpy(out, rec, len);
+  kp_dht_origin_sign(target, token, sk, out + len);
+  return len + KP_ORIGIN_PROOF_LEN;
+}
+
 void test_swarm_forged_records(void) {
   kp_sim_dht_net_t net;
   make_net(&net, 60, 305);
@@ -287,30 +296,42 @@ void test_swarm_forged_records(void) {
   rec.relay_count = 1;
   rec.relays[0] = me;
 
+  uint8_t value[KP_RECORD_MAX_SIZE + KP_ORIGIN_PROOF_LEN], t2[KP_ID_LEN], token2[32];
+  size_t vlen;
   /* Signed by someone else, naming kp. */
   kp_dht_record_encode(&rec, t, other.secret_key, buf, sizeof(buf), &len);
-  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, buf, len, true),
+  vlen = with_proof(buf, len, t, r.token, other.secret_key, value);
+  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, value, vlen, true),
               KP_SWARM_ERR_BAD_SIGNATURE);
   /* Genuine but altered (the seq, inside the signed body). */
   kp_dht_record_encode(&rec, t, kp.secret_key, buf, sizeof(buf), &len);
-  uint8_t altered[KP_RECORD_MAX_SIZE];
-  memcpy(altered, buf, len);
-  altered[40] ^= 1;
-  KP_CHECK(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, altered, len, true) != 0);
+  vlen = with_proof(buf, len, t, r.token, kp.secret_key, value);
+  value[40] ^= 1;
+  KP_CHECK(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, value, vlen, true) != 0);
   /* Genuine, for another target. */
-  uint8_t t2[KP_ID_LEN];
   kp_target_from_topic("elsewhere", 9, t2);
-  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t2, buf, len, true),
+  vlen = with_proof(buf, len, t2, r.token, kp.secret_key, value);
+  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t2, value, vlen, true),
               KP_SWARM_ERR_BAD_SIGNATURE);
   /* Genuine without a token: refused before anything is checked. */
-  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, buf, len, false),
+  vlen = with_proof(buf, len, t, r.token, kp.secret_key, value);
+  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, value, vlen, false),
               KP_DHT_ERR_BAD_TOKEN);
-  /* Genuine with the token: stored. */
-  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, buf, len, true), 0);
+  /* Genuine, with the token, but bare (a copy, as any lookup gets one), or
+   * with the proof made for another address's token: refused. */
+  KP_CHECK(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, buf, len, true) != 0);
+  memset(token2, 0x5a, sizeof(token2));
+  vlen = with_proof(buf, len, t, token2, kp.secret_key, value);
+  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, value, vlen, true),
+              KP_SWARM_ERR_BAD_SIGNATURE);
+  /* Genuine, with the token and its proof: stored. */
+  vlen = with_proof(buf, len, t, r.token, kp.secret_key, value);
+  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, value, vlen, true), 0);
   /* The same record replayed with a lower seq, properly signed. */
   rec.seq = 999;
   kp_dht_record_encode(&rec, t, kp.secret_key, buf, sizeof(buf), &len);
-  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, buf, len, true),
+  vlen = with_proof(buf, len, t, r.token, kp.secret_key, value);
+  KP_CHECK_EQ(raw_request(net.sim, s, &r, to, KP_DHT_CMD_ANNOUNCE, t, value, vlen, true),
               KP_SWARM_ERR_SEQ);
   /* Garbage where a record should be. */
   KP_CHECK_EQ(
@@ -349,6 +370,132 @@ void test_swarm_forged_records(void) {
 
   KP_CHECK_EQ(w.found, 1);
   KP_CHECK_EQ(w.last.seq, 1000);
+  kp_sim_dht_net_destroy(&net);
+}
+
+/* ---- Where a relay node finds the announcer --------------------------------------- */
+
+/* The record of a key a node stores: its exact bytes and its origin, the
+ * address the node relays the announcer's hellos to. */
+typedef struct {
+  const uint8_t *key;
+  bool found;
+  uint64_t seq;
+  kp_addr_t origin;
+  uint8_t raw[KP_RECORD_MAX_SIZE];
+  size_t raw_len;
+} stored_t;
+
+static bool find_stored(void *ctx, const kp_dht_stored_t *rec) {
+  stored_t *s = ctx;
+  if (memcmp(rec->public_key, s->key, KP_PUBLIC_KEY_LEN)) return true;
+  s->found = true;
+  s->seq = rec->seq;
+  s->origin = *rec->origin;
+  memcpy(s->raw, rec->raw, rec->raw_len);
+  s->raw_len = rec->raw_len;
+  return false;
+}
+
+static stored_t stored_at(kp_sim_dht_node_t *n, const uint8_t target[KP_ID_LEN],
+                          const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  stored_t s = {.key = key};
+  kp_dht_store_each(kp_dht_swarm_store(n->swarm), target, find_stored, &s);
+  return s;
+}
+
+static kp_sim_dht_node_t *node_at(kp_sim_dht_net_t *net, const kp_addr_t *addr) {
+  for (size_t i = 0; i < net->count; i++)
+    if (net->nodes[i]->dht && kp_addr_eq(kp_sim_socket_addr(net->nodes[i]->sock), addr))
+      return net->nodes[i];
+  return NULL;
+}
+
+typedef struct {
+  kp_addr_t from, to; /* datagrams between these two are lost */
+} cut_t;
+
+static bool cut_link(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uint8_t *data,
+                     size_t len) {
+  cut_t *c = ctx;
+  (void)data, (void)len;
+  return kp_addr_eq(from, &c->from) && kp_addr_eq(to, &c->to);
+}
+
+/* A record copied from any node (a lookup returns it) and sent again from
+ * elsewhere cannot move where a relay node forwards the announcer's hellos:
+ * not the round the node holds, nor a newer one that reached it late. The
+ * announcer itself, moved to another address, moves it. */
+void test_record_origin_not_rehomed(void) {
+  kp_sim_dht_net_t net;
+  make_net(&net, 60, 307);
+  kp_keypair_t kp;
+  kp_keypair_generate(&kp);
+  uint8_t t[KP_ID_LEN];
+  kp_target_from_key(kp.public_key, t);
+  kp_sim_dht_node_t *server = net.nodes[20];
+  kp_addr_t home = *kp_sim_socket_addr(server->sock);
+  announce_wait_t aw = {0};
+  kp_dht_announce_t *a = announce(server, t, &kp, NULL, &aw);
+  kp_addr_t relays[3];
+  KP_CHECK_EQ(kp_dht_announce_relays(a, relays, 3), 3);
+  kp_sim_dht_node_t *relay = node_at(&net, &relays[0]), *holder = node_at(&net, &relays[1]);
+  stored_t s = stored_at(relay, t, kp.public_key);
+  KP_CHECK(s.found && kp_addr_eq(&s.origin, &home));
+
+  /* The replayer: a token of its own from the relay node, and the record as
+   * any lookup returns it. */
+  raw_t r = {0};
+  kp_addr_t evil;
+  kp_addr_parse(&evil, "10.99.0.66:6666");
+  kp_sim_socket_t *sock = kp_sim_socket_new(net.sim, &evil, NULL, raw_recv, &r);
+  raw_request(net.sim, sock, &r, &relays[0], KP_DHT_CMD_PING, NULL, NULL, 0, false);
+  raw_request(net.sim, sock, &r, &relays[0], KP_DHT_CMD_ANNOUNCE, t, s.raw, s.raw_len, true);
+  s = stored_at(relay, t, kp.public_key);
+  KP_CHECK(s.found && kp_addr_eq(&s.origin, &home));
+
+  /* A new round, whose commit to the relay node is lost: the other holders
+   * have the newer record, and the replayer hands it to the relay node
+   * before the announcer's retries do. */
+  cut_t cut = {home, relays[0]};
+  kp_sim_set_drop(net.sim, cut_link, &cut);
+  aw.rounds = 0;
+  kp_dht_announce_refresh(server->swarm, a, kp_sim_now(net.sim));
+  kp_sim_dht_node_kick(server);
+  stored_t newer;
+  for (int i = 0; i < 100; i++) {
+    kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 20);
+    newer = stored_at(holder, t, kp.public_key);
+    if (newer.found && newer.seq > s.seq) break;
+  }
+  KP_CHECK(newer.seq > s.seq);
+  raw_request(net.sim, sock, &r, &relays[0], KP_DHT_CMD_PING, NULL, NULL, 0, false);
+  raw_request(net.sim, sock, &r, &relays[0], KP_DHT_CMD_ANNOUNCE, t, newer.raw, newer.raw_len,
+              true);
+  s = stored_at(relay, t, kp.public_key);
+  KP_CHECK_MSG(s.found && kp_addr_eq(&s.origin, &home), "the replay moved the origin");
+  kp_sim_set_drop(net.sim, NULL, NULL);
+
+  /* The announcer moves (a new network): its next round, from there, is
+   * proof that it holds the key, and the origin follows it. */
+  kp_addr_t moved, moved_alt;
+  kp_addr_parse(&moved, "10.200.0.9:4000");
+  kp_addr_parse(&moved_alt, "10.200.0.9:4001");
+  kp_sim_socket_move(server->sock, &moved, NULL);
+  kp_sim_socket_move(server->alt, &moved_alt, NULL);
+  aw.rounds = 0;
+  kp_dht_announce_refresh(server->swarm, a, kp_sim_now(net.sim));
+  kp_sim_dht_node_kick(server);
+  KP_CHECK(kp_sim_run_while(net.sim, kp_sim_now(net.sim) + MINUTE, announced, &aw));
+  KP_CHECK_OK(aw.last_status);
+  size_t followed = 0;
+  for (size_t i = 0; i < net.count; i++) {
+    if (!net.nodes[i]->dht) continue;
+    stored_t here = stored_at(net.nodes[i], t, kp.public_key);
+    followed += here.found && kp_addr_eq(&here.origin, &moved);
+  }
+  KP_CHECK(followed >= KP_DHT_K / 2);
+  kp_dht_announce_stop(server->swarm, a, false, kp_sim_now(net.sim));
   kp_sim_dht_net_destroy(&net);
 }
 

@@ -40,7 +40,8 @@ static void pick_reporters(kp_dht_t *dht, kp_inspect_nat_t *n) {
   const kp_dht_nat_t *nat = kp_dht_nat(dht);
   uint32_t start = t->count ? kp_rng_below(kp_dht_rng(dht), t->count) : 0;
   for (uint32_t i = 0; i < t->count && n->count < KP_INSPECT_NAT_SAMPLES; i++)
-    n->samples[n->count++].reporter = t->entries[(start + i) % t->count].addr;
+    kp_dht_entry_addr(t, kp_dht_table_at(t, (start + i) % t->count),
+                      &n->samples[n->count++].reporter);
   for (unsigned i = 0; !n->count && i < nat->count; i++)
     n->samples[n->count++].reporter = nat->samples[i].reporter;
 }

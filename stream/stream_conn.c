@@ -410,6 +410,13 @@ static uint64_t dead_after(const kp_sconn_t *c) {
   return pto > t ? pto : t;
 }
 
+/* When a silence is worth a question: a peer that sent more than a
+ * keepalive has been quiet for dead_after while nothing of ours is out. */
+static uint64_t silence_due(const kp_sconn_t *c) {
+  if (c->path_dead || c->unanswered_since || c->heard_since_probe < 2) return UINT64_MAX;
+  return c->heard_eliciting_us + dead_after(c);
+}
+
 static void switch_path(kp_sconn_t *c, const kp_addr_t *to, uint64_t now) {
   bool was_dead = c->path_dead;
   c->remote = *to;
@@ -530,8 +537,10 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   bool eliciting = false;
   int rc;
   c->recv_unstored = false;
+  bool carrying = false; /* more than a PING: the peer has something to say */
   while ((rc = kp_frame_next(&r, &f)) == 1) {
     eliciting = true;
+    if (f.type != KP_FRAME_PING && f.type != KP_FRAME_PADDING) carrying = true;
     if (!on_frame(c, &f, from, now)) rc = -1;
     if (rc < 0 || c->state != S_OPEN) break;
   }
@@ -553,6 +562,13 @@ void kp_sconn_read_datagram(kp_sconn_t *c, const kp_addr_t *from, uint8_t *data,
   /* Data we could not keep is not acknowledged: it comes again. */
   if (c->recv_unstored) return;
   note_received(c, h.pn, now);
+  if (carrying) {
+    /* Busy: two within dead_after of each other (PINGs, keepalives and
+     * these questions among them, do not count). */
+    bool close_to_last = c->heard_since_probe && now - c->heard_eliciting_us < dead_after(c);
+    c->heard_since_probe = close_to_last ? c->heard_since_probe + 1 : 1;
+    c->heard_eliciting_us = now;
+  }
   if (eliciting && c->state == S_OPEN) {
     if (!c->ack_pending) c->ack_due_us = now + KP_MAX_ACK_DELAY_US;
     c->ack_pending = true;
@@ -831,6 +847,14 @@ void kp_sconn_tick(kp_sconn_t *c, uint64_t now) {
     if (c->ev.path_state) c->ev.path_state(c->ev.ctx, false);
     if (c->state != S_OPEN) return;
   }
+  if (silence_due(c) <= now) {
+    /* The peer was sending and went quiet while we had nothing out: ask
+     * once. Unanswered, the path is dead path_dead_ms later, not at the
+     * next keepalive (a server echoing what it gets hears nothing when its
+     * NAT moves, and sends nothing either). */
+    c->heard_since_probe = 0;
+    c->probe_wanted = true;
+  }
   if (c->path_dead) {
     /* Keep knocking at least once a second: when the path heals (or the
      * owner moves us) recovery should not wait out a long back-off. */
@@ -857,6 +881,8 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c) {
   if (t < next) next = t;
   if (!c->path_dead && c->unanswered_since && c->unanswered_since + dead_after(c) < next)
     next = c->unanswered_since + dead_after(c);
+  t = silence_due(c);
+  if (t < next) next = t;
   t = c->last_eliciting_sent_us + (uint64_t)c->cfg.keepalive_ms * 1000;
   if (t < next) next = t;
   if (c->ack_pending && c->ack_due_us < next) next = c->ack_due_us;

@@ -92,6 +92,10 @@ struct kp_sconn_s {
   /* Liveness: since when something ack-eliciting went out unanswered (0:
    * nothing outstanding), and whether that lasted past path_dead_ms. */
   uint64_t unanswered_since;
+  /* The peer's ack-eliciting packets: the newest, and how many since we
+   * last asked after a silence (a sending peer that goes quiet). */
+  uint64_t heard_eliciting_us;
+  unsigned heard_since_probe;
   bool path_dead;
   uint64_t dead_since;
   bool validating;

@@ -751,6 +751,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(tiny_chunks_bounded, sim, 60),
     KP_CASE(path_mtu, sim, 60),
     KP_CASE(path_death_times, sim, 60),
+    KP_CASE(path_death_silent_receiver, sim, 60),
     KP_CASE(resume_grace, sim, 60),
     KP_CASE(path_mtu_parallel, sim, 60),
     KP_CASE(window_autotune, sim, 60),

@@ -32,6 +32,7 @@ void test_cc_vs_reno(void);
 void test_tiny_chunks_bounded(void);
 void test_path_mtu(void);
 void test_path_death_times(void);
+void test_path_death_silent_receiver(void);
 void test_resume_grace(void);
 /* test_stream_datagram.c */
 void test_datagram_frame(void);

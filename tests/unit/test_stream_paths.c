@@ -92,6 +92,33 @@ void test_path_death_times(void) {
   pair_destroy(&p);
 }
 
+static bool side1_dead(pair_t *p) {
+  return p->side[1].path_dead;
+}
+
+/* Only side 0 sends; side 1 receives and has nothing of its own out when
+ * the path dies (a server whose NAT moved, echoing what it no longer
+ * gets). The silence of a peer that was sending is a question: side 1
+ * asks once and finds the path dead within about two seconds, not at its
+ * next keepalive (10 s). An idle peer's keepalives ask nothing. */
+void test_path_death_silent_receiver(void) {
+  kp_link_params_t link = {.delay_us = 10000, .rate = 5000000};
+  pair_t p;
+  pair_init(&p, 8, &link, NULL);
+  p.filter = drop_all;
+  dead_all = false;
+  pair_open(&p, 0, 8 * MB);
+  KP_CHECK(pair_run(&p, 60 * SEC, side1_got_2mb));
+  uint64_t cut = p.now;
+  dead_all = true;
+  KP_CHECK(pair_run(&p, cut + 10 * SEC, side1_dead));
+  uint64_t took = p.side[1].path_dead_at - cut;
+  printf("receiving side: dead after %llu ms\n", (unsigned long long)(took / MS));
+  KP_CHECK(took <= 2500 * MS);
+  KP_CHECK(took >= SEC);
+  pair_destroy(&p);
+}
+
 /* A connection whose owner resumes it (resume_grace_ms 60 s) outlives the
  * 30 s idle timeout without a path, and ends with KP_EPEERDEAD once the
  * grace is spent: a clean error, not a hang. One that is moved onto a

@@ -96,6 +96,7 @@ struct kp_hp_link_s {
   hp_pairing_t pairing;
   bool pairing_own_sock; /* the pairing socket is the connection's (a relay failover) */
   kp_addr_t dead_relay;
+  uint32_t pair_round; /* the resume round whose pairing material the pairing uses */
   /* Resume rounds (server): the newest, its answer for retries. */
   uint8_t round_reply[HP_REPLY_MAX];
   size_t round_reply_len;
@@ -266,7 +267,8 @@ static void resume_relayed(kp_hp_link_t *l, uint64_t now) {
     return;
   }
   kp_relay_pair_t pair;
-  pair_material(l, l->round + 1, &pair);
+  l->pair_round = l->round + 1; /* the next round names the relay */
+  pair_material(l, l->pair_round, &pair);
   bool own = l->sock && l->sock == l->relay_sock;
   if (own) {
     l->pairing.sock = l->sock;
@@ -384,6 +386,7 @@ static void send_round(kp_hp_link_t *l, uint64_t now) {
   if (l->pairing.sock) {
     r.has_relay = true;
     r.relay = l->pairing.relay;
+    r.pair_round = l->pair_round;
     r.punch = false;
   }
   uint8_t sealed[256], buf[512];
@@ -417,11 +420,14 @@ static void reply_round(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, bool direc
 
 /* The client names a relay: pair there, from the connection's own pairing
  * socket if it runs on one, else from a new one. */
-static void serve_pairing(kp_hp_link_t *l, const kp_addr_t *relay, uint64_t now) {
-  if (l->pairing.sock && kp_addr_eq(&l->pairing.relay, relay)) return;
+static void serve_pairing(kp_hp_link_t *l, const kp_addr_t *relay, uint32_t pair_round,
+                          uint64_t now) {
+  if (l->pairing.sock && kp_addr_eq(&l->pairing.relay, relay) && l->pair_round == pair_round)
+    return;
   if (l->pairing.sock && !l->pairing_own_sock) kp__hp_pairing_end(l->hp, &l->pairing, false);
   kp_relay_pair_t pair;
-  pair_material(l, l->round, &pair);
+  l->pair_round = pair_round;
+  pair_material(l, pair_round, &pair);
   bool own = l->sock && l->sock == l->relay_sock;
   if (own) {
     l->pairing = (hp_pairing_t){.sock = l->sock, .relay = *relay, .pair = pair, .role = 1};
@@ -508,7 +514,10 @@ void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_h
   if (now >= l->answering_until) unprove(l);
   l->answering_until = now + ANSWERING_MS;
   if (r.has_relay) {
-    serve_pairing(l, &r.relay, now);
+    /* The material of the round the client began pairing in (one from
+     * before the newest we answered: never older than what we saw). */
+    uint32_t pair_round = r.pair_round && r.pair_round <= r.round ? r.pair_round : r.round;
+    serve_pairing(l, &r.relay, pair_round, now);
   } else if (r.punch && !hp->cfg.relay_only) {
     serve_punch(l, &r, now);
   }

@@ -41,8 +41,9 @@ static int finish(kp_wbuf_t *w, size_t *len) {
 
 /* Parses an array of exactly n elements (more are allowed from newer
  * versions and ignored). */
-static int open_array(kp_mp_doc_t *doc, const uint8_t *buf, size_t len, uint32_t n,
-                      const msgpack_object **items) {
+/* At least n items (later versions may add more): their count in *size. */
+static int open_array_n(kp_mp_doc_t *doc, const uint8_t *buf, size_t len, uint32_t n,
+                        const msgpack_object **items, uint32_t *size) {
   const msgpack_object *root;
   int err = kp_mp_doc_parse(doc, buf, len, MAX_DEPTH, &root);
   if (err) return err;
@@ -51,7 +52,14 @@ static int open_array(kp_mp_doc_t *doc, const uint8_t *buf, size_t len, uint32_t
     return KP_EFIELD;
   }
   *items = root->via.array.ptr;
+  *size = root->via.array.size;
   return 0;
+}
+
+static int open_array(kp_mp_doc_t *doc, const uint8_t *buf, size_t len, uint32_t n,
+                      const msgpack_object **items) {
+  uint32_t size;
+  return open_array_n(doc, buf, len, n, items, &size);
 }
 
 /* ---- Envelope --------------------------------------------------------------------- */
@@ -257,7 +265,7 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
   size_t plen;
   kp_wbuf_init(&w, plain, sizeof(plain));
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 6);
+  msgpack_pack_array(&pk, 7);
   msgpack_pack_uint32(&pk, r->round);
   msgpack_pack_uint8(&pk, (uint8_t)r->nat);
   if (r->punch) {
@@ -268,6 +276,7 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
   msgpack_pack_uint32(&pk, r->delay_ms);
   pack_addrs(&pk, &r->relay, r->has_relay ? 1 : 0);
   pack_addrs(&pk, r->addrs, r->addr_count < KP_HP_ROUND_ADDRS ? r->addr_count : KP_HP_ROUND_ADDRS);
+  msgpack_pack_uint32(&pk, r->pair_round);
   int err = finish(&w, &plen);
   if (err) return err;
   if (cap < 4 + plen + crypto_aead_chacha20poly1305_ietf_ABYTES) return KP_ENOSPACE;
@@ -296,14 +305,16 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     return KP_EMALFORMED;
   kp_mp_doc_t doc;
   const msgpack_object *it;
-  uint64_t r = 0, nat = 0, delay = 0;
-  int err = open_array(&doc, plain, (size_t)plen, 6, &it);
+  uint64_t r = 0, nat = 0, delay = 0, pair_round = 0;
+  uint32_t items;
+  int err = open_array_n(&doc, plain, (size_t)plen, 6, &it, &items);
   if (err) return err;
   size_t relay_count = 0;
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
       it[2].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[3], 60000, &delay) ||
       unpack_addrs(&it[4], &out->relay, &relay_count, 1) ||
-      unpack_addrs(&it[5], out->addrs, &out->addr_count, KP_HP_ROUND_ADDRS))
+      unpack_addrs(&it[5], out->addrs, &out->addr_count, KP_HP_ROUND_ADDRS) ||
+      (items > 6 && kp_mp_uint(&it[6], round, &pair_round)))
     err = KP_EFIELD;
   if (!err) {
     out->round = round;
@@ -311,6 +322,7 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     out->punch = it[2].via.boolean;
     out->delay_ms = (uint32_t)delay;
     out->has_relay = relay_count == 1;
+    out->pair_round = (uint32_t)pair_round;
   }
   kp_mp_doc_free(&doc);
   sodium_memzero(plain, sizeof(plain));

@@ -125,6 +125,9 @@ typedef struct kp_hp_round_s {
   uint32_t delay_ms; /* client: fire this long after receiving (half the relay RTT) */
   bool has_relay;    /* client: no direct path; pair at this blind relay */
   kp_addr_t relay;
+  /* client, with a relay: the round whose pairing material both use (the
+   * round that first named the relay may not be the one that arrives). */
+  uint32_t pair_round;
   /* The sender's public address(es) as its own DHT contacts report them
    * (for a RANDOM NAT only the IP means anything): what a relay node
    * claims about the sender is checked against this. */

@@ -257,6 +257,16 @@ static void test_codecs(void) {
   KP_CHECK(kp_hp_round_open(buf, len, key, false, &r2) != 0);
   buf[3] ^= 1; /* the round number in the clear is authenticated too */
   KP_CHECK(kp_hp_round_open(buf, len, key, true, &r2) != 0);
+  /* A round naming a relay carries the round its pairing material is
+   * from; one from a later round is refused. */
+  r = (kp_hp_round_t){.round = 7, .nat = KP_NAT_RANDOM, .has_relay = true, .pair_round = 5};
+  kp_addr_parse(&r.relay, "203.0.113.14:49737");
+  KP_CHECK_OK(kp_hp_round_seal(&r, key, true, buf, sizeof(buf), &len));
+  KP_CHECK_OK(kp_hp_round_open(buf, len, key, true, &r2));
+  KP_CHECK(r2.has_relay && r2.pair_round == 5 && kp_addr_eq(&r2.relay, &r.relay));
+  r.pair_round = 8;
+  KP_CHECK_OK(kp_hp_round_seal(&r, key, true, buf, sizeof(buf), &len));
+  KP_CHECK(kp_hp_round_open(buf, len, key, true, &r2) != 0);
 
   /* Probes: every field round-trips, every byte is authenticated, and an
    * answer is exactly as big as a probe. */

@@ -338,7 +338,9 @@ uint64_t kp_sconn_local_cid(const kp_sconn_t *c) {
  * inflate them without delivering, and a paused stream keeps its window
  * (stream_streams.c grows a stream's only while it is read). */
 static void autotune_windows(kp_sconn_t *c, uint64_t now) {
-  if (!c->rec.have_rtt || now - c->rwnd_at_us < c->rec.srtt_us) return;
+  /* (Not twice in one microsecond: a zero RTT is possible on a fast or a
+   * forged clock, and the rate below would be 0/0.) */
+  if (!c->rec.have_rtt || now - c->rwnd_at_us < c->rec.srtt_us || now == c->rwnd_at_us) return;
   uint64_t consumed = c->consumed - c->rwnd_consumed, elapsed = now - c->rwnd_at_us;
   c->rwnd_at_us = now;
   c->rwnd_consumed = c->consumed;

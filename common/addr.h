@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 #define KP_ADDR_COMPACT_V4 6
 #define KP_ADDR_COMPACT_V6 18

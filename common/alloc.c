@@ -14,7 +14,7 @@ static struct {
 
 int kp_replace_allocator(kp_malloc_func malloc_func, kp_realloc_func realloc_func,
                          kp_calloc_func calloc_func, kp_free_func free_func) {
-  if (!malloc_func || !realloc_func || !calloc_func || !free_func) return UV_EINVAL;
+  if (!malloc_func || !realloc_func || !calloc_func || !free_func) return KP_EINVAL;
   allocator.malloc_f = malloc_func;
   allocator.realloc_f = realloc_func;
   allocator.calloc_f = calloc_func;

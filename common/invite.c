@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "common/z32.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 #define INVITE_BYTES (KP_PUBLIC_KEY_LEN + 8 + 16)
 
@@ -18,14 +18,6 @@ bool kp_service_name_ok(const char *name) {
     if (!ok) return false;
   }
   return true;
-}
-
-void kp_invite_generate(const uint8_t server_key[KP_PUBLIC_KEY_LEN], kp_invite_t *out) {
-  memcpy(out->server_key, server_key, KP_PUBLIC_KEY_LEN);
-  do {
-    randombytes_buf(&out->id, sizeof(out->id));
-  } while (!out->id); /* 0 means "no invitation" on the wire */
-  randombytes_buf(out->secret, sizeof(out->secret));
 }
 
 void kp_invite_to_text(const kp_invite_t *inv, char out[KP_INVITE_TEXT_LEN + 1]) {

@@ -2,7 +2,6 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
@@ -28,16 +27,6 @@ void kp_log_init(kp_log_t *log, kp_log_level_t level, kp_log_cb cb, void *ctx) {
   log->prefix = NULL;
 }
 
-void kp_log_stderr(void *ctx, kp_log_level_t level, const char *line) {
-  (void)ctx;
-  /* syslog priorities: err=3 warning=4 info=6 debug=7. */
-  static const int prio[] = {3, 4, 6, 7, 7};
-  if (getenv("JOURNAL_STREAM"))
-    fprintf(stderr, "<%d>%s\n", prio[(unsigned)level < 5 ? level : 4], line);
-  else
-    fprintf(stderr, "kadpunch[%s] %s\n", kp_log_level_name(level), line);
-}
-
 void kp_log_write(const kp_log_t *log, kp_log_level_t level, const char *fmt, ...) {
   char line[1024];
   size_t n = 0;
@@ -50,8 +39,7 @@ void kp_log_write(const kp_log_t *log, kp_log_level_t level, const char *fmt, ..
   va_start(ap, fmt);
   vsnprintf(line + n, sizeof(line) - n, fmt, ap);
   va_end(ap);
-  if (log->cb)
-    log->cb(log->ctx, level, line);
-  else
-    kp_log_stderr(NULL, level, line);
+  /* No sink, no output: writing anywhere is the glue's business (the node
+   * hands kp_log_stderr to its cores unless the caller has a sink). */
+  if (log->cb) log->cb(log->ctx, level, line);
 }

@@ -6,7 +6,7 @@
 
 #include <stdbool.h>
 
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 typedef struct kp_log_s {
   kp_log_level_t level;
@@ -22,7 +22,8 @@ __attribute__((format(printf, 3, 4)))
 #endif
 void kp_log_write(const kp_log_t *log, kp_log_level_t level, const char *fmt, ...);
 
-/* The default sink: one line to stderr, "kadpunch[level] prefix: text". When
+/* The default sink (glue: common/uv/log_stderr.c; a core only calls the sink
+ * it is given): one line to stderr, "kadpunch[level] prefix: text". When
  * stderr is the journal (JOURNAL_STREAM set) lines carry a "<N>" priority. */
 void kp_log_stderr(void *ctx, kp_log_level_t level, const char *line);
 

@@ -1,6 +1,6 @@
 #include "common/mp.h"
 
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 static int wbuf_write(void *data, const char *buf, size_t len) {
   kp_wbuf_t *w = data;
@@ -123,7 +123,7 @@ int kp_mp_doc_parse(kp_mp_doc_t *doc, const uint8_t *data, size_t len, unsigned 
   msgpack_unpack_return r = msgpack_unpack_next(&doc->unpacked, (const char *)data, len, &off);
   if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
     msgpack_unpacked_destroy(&doc->unpacked);
-    return r == MSGPACK_UNPACK_NOMEM_ERROR ? UV_ENOMEM : KP_EMALFORMED;
+    return r == MSGPACK_UNPACK_NOMEM_ERROR ? KP_ENOMEM : KP_EMALFORMED;
   }
   *root = &doc->unpacked.data;
   return 0;

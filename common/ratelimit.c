@@ -42,11 +42,11 @@ uint64_t kp_bucket_level(kp_bucket_t *b, uint64_t rate, uint64_t burst, uint64_t
 int kp_ratelimit_init(kp_ratelimit_t *rl, size_t senders, uint64_t rate, uint64_t burst,
                       const uint8_t key[KP_RATELIMIT_KEY_LEN]) {
   memset(rl, 0, sizeof(*rl));
-  if (!senders || !rate || !burst) return UV_EINVAL;
+  if (!senders || !rate || !burst) return KP_EINVAL;
   size_t sets = 1;
   while (sets * KP_RATELIMIT_WAYS < senders) sets <<= 1;
   rl->slots = kp_calloc(sets * KP_RATELIMIT_WAYS, sizeof(*rl->slots));
-  if (!rl->slots) return UV_ENOMEM;
+  if (!rl->slots) return KP_ENOMEM;
   rl->set_mask = sets - 1;
   rl->rate = rate;
   rl->burst = burst;

@@ -54,8 +54,8 @@ typedef struct kp_ratelimit_s {
 } kp_ratelimit_t;
 
 /* At least `senders` slots (rounded up to a power of two of 4-way sets).
- * `key` (KP_RATELIMIT_KEY_LEN random bytes) keys the hash. UV_ENOMEM,
- * UV_EINVAL for a zero rate, burst or size. */
+ * `key` (KP_RATELIMIT_KEY_LEN random bytes) keys the hash. KP_ENOMEM,
+ * KP_EINVAL for a zero rate, burst or size. */
 int kp_ratelimit_init(kp_ratelimit_t *rl, size_t senders, uint64_t rate, uint64_t burst,
                       const uint8_t key[KP_RATELIMIT_KEY_LEN]);
 void kp_ratelimit_destroy(kp_ratelimit_t *rl);

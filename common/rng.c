@@ -1,23 +1,9 @@
 #include "common/rng.h"
 
-#include <sodium.h>
 #include <string.h>
 
-static void system_fill(void *ctx, void *buf, size_t len) {
-  (void)ctx;
-  randombytes_buf(buf, len);
-}
-
-kp_rng_t kp_rng_system(void) {
-  kp_rng_t r = {system_fill, NULL};
-  return r;
-}
-
 void kp_rng_fill(const kp_rng_t *rng, void *buf, size_t len) {
-  if (rng && rng->fill)
-    rng->fill(rng->ctx, buf, len);
-  else
-    randombytes_buf(buf, len);
+  rng->fill(rng->ctx, buf, len);
 }
 
 uint32_t kp_rng_u32(const kp_rng_t *rng) {

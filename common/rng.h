@@ -1,6 +1,8 @@
-/* Injected randomness. Library code never calls randombytes_buf directly:
- * it draws from a kp_rng_t, which defaults to libsodium's CSPRNG and which
- * tests and the simulator replace with a seeded, deterministic source. */
+/* Injected randomness. The protocol cores never call randombytes_buf: they
+ * draw from the kp_rng_t their creator hands them (creating one without
+ * fails with KP_EINVAL). The node layer hands them libsodium's CSPRNG
+ * (kp_rng_system, glue in common/uv); tests and the simulator a seeded,
+ * deterministic source. */
 #ifndef KP_COMMON_RNG_H
 #define KP_COMMON_RNG_H
 
@@ -14,7 +16,8 @@ typedef struct kp_rng_s {
   void *ctx;
 } kp_rng_t;
 
-/* libsodium's randombytes_buf. */
+/* libsodium's randombytes_buf: glue (common/uv/system.c), never called by
+ * the cores (the build checks it). */
 kp_rng_t kp_rng_system(void);
 
 void kp_rng_fill(const kp_rng_t *rng, void *buf, size_t len);

@@ -25,7 +25,7 @@ void kp_dht_config_defaults(kp_dht_config_t *cfg) {
   cfg->ping_stale_ms = 10 * 60 * 1000;
   cfg->natcheck_ms = 5 * 60 * 1000;
   cfg->suspend_ms = 60 * 1000;
-  cfg->rng = kp_rng_system();
+  /* cfg->rng: the creator's (a core draws no randomness of its own). */
 }
 
 /* ---- Sending ------------------------------------------------------------ */
@@ -276,7 +276,7 @@ static void on_maint_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht
   dht->maint_pings--;
   kp_dht_entry_t *e = kp_dht_table_find(&dht->table, p->id);
   if (e) e->flags &= (uint8_t)~KP_DHT_ENTRY_PINGING;
-  if (status == UV_ECANCELED) {
+  if (status == KP_ECANCELED) {
     kp_free(p);
     return;
   }
@@ -365,7 +365,7 @@ static void on_join_step(void *arg, kp_dht_query_t *q, int status, const kp_dht_
                          size_t count, uint64_t now) {
   kp_dht_t *dht = arg;
   (void)q, (void)closest, (void)count;
-  if (status != UV_ECANCELED) join_step(dht, now);
+  if (status != KP_ECANCELED) join_step(dht, now);
 }
 
 /* A new member proves its address to the nodes closest to it, the ones
@@ -508,7 +508,7 @@ static void on_natcheck(void *arg, kp_dht_req_t *req, int status, const kp_dht_m
   (void)resp;
   (void)from;
   dht->natcheck_inflight = false;
-  if (status == UV_ECANCELED) return;
+  if (status == KP_ECANCELED) return;
   bool was = reachable_now(dht);
   kp_dht_nat_reach_result(&dht->nat, &req->to, status == 0);
   if (!was && reachable_now(dht)) {
@@ -679,7 +679,7 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
   (void)q;
   (void)closest;
   dht->bootstrap_query = NULL;
-  if (status == UV_ECANCELED) return;
+  if (status == KP_ECANCELED) return;
   if (count == 0) {
     /* Nobody answered: try again later, backing off to a minute. */
     dht->bootstrap_backoff_ms =
@@ -725,7 +725,7 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
     if (kp_addr_eq(&dht->bootstrap[i], addr)) return 0;
   if (dht->bootstrap_count == KP_DHT_MAX_BOOTSTRAP) return KP_ELIMIT;
   kp_addr_t *grown = kp_realloc(dht->bootstrap, (dht->bootstrap_count + 1) * sizeof(*grown));
-  if (!grown) return UV_ENOMEM;
+  if (!grown) return KP_ENOMEM;
   dht->bootstrap = grown;
   dht->bootstrap[dht->bootstrap_count++] = *addr;
   dht->bootstrap_next = now;
@@ -844,10 +844,10 @@ static void background(kp_dht_t *dht, uint64_t now) {
 }
 
 int kp_dht_add_ticker(kp_dht_t *dht, const kp_dht_ticker_t *ticker) {
-  if (!ticker->tick || !ticker->deadline) return UV_EINVAL;
+  if (!ticker->tick || !ticker->deadline) return KP_EINVAL;
   if (dht->ticker_count == KP_DHT_MAX_TICKERS) return KP_ELIMIT;
   kp_dht_ticker_t *grown = kp_realloc(dht->tickers, (dht->ticker_count + 1) * sizeof(*grown));
-  if (!grown) return UV_ENOMEM;
+  if (!grown) return KP_ENOMEM;
   dht->tickers = grown;
   dht->tickers[dht->ticker_count++] = *ticker;
   return 0;
@@ -887,13 +887,12 @@ uint64_t kp_dht_next_deadline(const kp_dht_t *dht) {
 int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, kp_dht_t **out) {
   *out = NULL;
   if (cfg->family != KP_AF_INET && cfg->family != KP_AF_INET6) return KP_ECONFIG;
-  if (!io || !io->send) return UV_EINVAL;
+  if (!io || !io->send || !cfg->rng.fill) return KP_EINVAL;
   kp_dht_t *dht = kp_calloc(1, sizeof(*dht));
-  if (!dht) return UV_ENOMEM;
+  if (!dht) return KP_ENOMEM;
   dht->cfg = *cfg;
   if (!dht->cfg.k || dht->cfg.k > KP_DHT_MAX_NODES) dht->cfg.k = KP_DHT_K;
   if (!dht->cfg.concurrency) dht->cfg.concurrency = 10;
-  if (!dht->cfg.rng.fill) dht->cfg.rng = kp_rng_system();
   dht->io = *io;
 
   uint8_t self[KP_ID_LEN];
@@ -901,7 +900,7 @@ int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, 
   kp_dht_table_init(&dht->table, self, dht->cfg.k, dht->cfg.family);
   if (kp_dht_table_reserve(&dht->table, KP_DHT_TABLE_RESERVE_BUCKETS * dht->cfg.k)) {
     kp_free(dht);
-    return UV_ENOMEM;
+    return KP_ENOMEM;
   }
   kp_dht_tokens_init(&dht->tokens, &dht->cfg.rng, now);
   kp_dht_nat_init(&dht->nat);
@@ -936,12 +935,12 @@ int kp_dht_register(kp_dht_t *dht, uint8_t command, kp_dht_handler_fn fn, void *
                     size_t reply_value_max) {
   if (command < KP_DHT_CMD_USER || command > KP_DHT_CMD_MAX || !fn ||
       reply_value_max > KP_DHT_MAX_VALUE)
-    return UV_EINVAL;
+    return KP_EINVAL;
   for (unsigned i = 0; i < dht->handler_count; i++)
-    if (dht->handlers[i].command == command) return UV_EEXIST;
+    if (dht->handlers[i].command == command) return KP_EEXIST;
   if (dht->handler_count == KP_DHT_MAX_HANDLERS) return KP_ELIMIT;
   kp_dht_handler_t *grown = kp_realloc(dht->handlers, (dht->handler_count + 1) * sizeof(*grown));
-  if (!grown) return UV_ENOMEM;
+  if (!grown) return KP_ENOMEM;
   dht->handlers = grown;
   kp_dht_handler_t *h = &dht->handlers[dht->handler_count++];
   h->command = command;

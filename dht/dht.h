@@ -24,7 +24,7 @@
 #include "dht/dht_nat.h"
 #include "dht/dht_rpc.h"
 #include "dht/dht_table.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 typedef struct kp_dht_s kp_dht_t;
 typedef struct kp_dht_query_s kp_dht_query_t;
@@ -101,7 +101,7 @@ typedef struct kp_dht_query_stats_s {
 typedef void (*kp_dht_query_reply_cb)(void *arg, kp_dht_query_t *q, const kp_dht_msg_t *reply,
                                       const kp_addr_t *from, uint64_t now);
 /* Called once at the end: status 0 with the up to k closest responsive
- * members, closest first; KP_ENONODES if none answered; UV_ECANCELED. */
+ * members, closest first; KP_ENONODES if none answered; KP_ECANCELED. */
 typedef void (*kp_dht_query_done_cb)(void *arg, kp_dht_query_t *q, int status,
                                      const kp_dht_result_t *closest, size_t count, uint64_t now);
 
@@ -147,7 +147,7 @@ void kp_dht_config_defaults(kp_dht_config_t *cfg);
 /* Creates the state machine. cfg and io are copied; cfg->log must outlive it. */
 int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, kp_dht_t **out);
 
-/* Cancels everything (query callbacks get UV_ECANCELED) and frees. */
+/* Cancels everything (query callbacks get KP_ECANCELED) and frees. */
 void kp_dht_free(kp_dht_t *dht, uint64_t now);
 
 /* One received datagram (a control-plane message). */
@@ -165,7 +165,7 @@ void kp_dht_bootstrap(kp_dht_t *dht, uint64_t now);
 
 /* Registers a handler for command (KP_DHT_CMD_USER..KP_DHT_CMD_MAX).
  * reply_value_max: the largest value a handler puts in a reply, so that
- * requesters without a token pad their requests enough for it. Errors: UV_EINVAL, UV_EEXIST. */
+ * requesters without a token pad their requests enough for it. Errors: KP_EINVAL, KP_EEXIST. */
 int kp_dht_register(kp_dht_t *dht, uint8_t command, kp_dht_handler_fn fn, void *ctx,
                     size_t reply_value_max);
 

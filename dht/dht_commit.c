@@ -49,11 +49,11 @@ static int commit(kp_dht_t *dht, const kp_dht_result_t *nodes, size_t count, uin
                   kp_dht_commit_value_fn value_fn, unsigned flags, kp_dht_commit_node_cb on_node,
                   kp_dht_commit_done_cb on_done, void *arg, uint64_t now, kp_dht_commit_t **out) {
   if (out) *out = NULL;
-  if (!count) return UV_EINVAL;
+  if (!count) return KP_EINVAL;
   kp_dht_commit_t *c = kp_calloc(1, sizeof(*c) + count * sizeof(c->nodes[0]));
   if (!c || !(c->reqs = kp_calloc(count, sizeof(*c->reqs)))) {
     kp_free(c);
-    return UV_ENOMEM;
+    return KP_ENOMEM;
   }
   c->dht = dht;
   c->on_node = on_node;

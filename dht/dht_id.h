@@ -9,7 +9,7 @@
 
 #include "common/addr.h"
 #include "common/rng.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 void kp_dht_id_from_addr(const kp_addr_t *addr, uint8_t id[KP_ID_LEN]);
 

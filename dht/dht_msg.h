@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "common/addr.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 #define KP_DHT_VERSION 1
 /* Every DHT datagram fits this (the IPv6 minimum MTU less headers, rounded). */

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "common/addr.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 #define KP_DHT_NAT_SAMPLES 8
 /* Distinct nodes that must see our address / reach us unsolicited. */

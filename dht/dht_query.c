@@ -242,7 +242,7 @@ static void on_query_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
   c->req = NULL;
   q->inflight--;
   q->stats.requests += req->sends;
-  if (status == UV_ECANCELED) return;
+  if (status == KP_ECANCELED) return;
   if (status) {
     c->state = C_FAILED;
     q->stats.timeouts++;
@@ -301,11 +301,11 @@ int kp_dht_query_start(kp_dht_t *dht, const uint8_t target[KP_ID_LEN],
                        const kp_dht_query_opts_t *opts, uint64_t now, kp_dht_query_t **out) {
   if (out) *out = NULL;
   kp_dht_query_t *q = kp_calloc(1, sizeof(*q));
-  if (!q) return UV_ENOMEM;
+  if (!q) return KP_ENOMEM;
   if (opts->value_len) {
     if (opts->value_len > KP_DHT_MAX_VALUE || !(q->value = kp_malloc(opts->value_len))) {
       kp_free(q);
-      return opts->value_len > KP_DHT_MAX_VALUE ? KP_ETOOBIG : UV_ENOMEM;
+      return opts->value_len > KP_DHT_MAX_VALUE ? KP_ETOOBIG : KP_ENOMEM;
     }
     memcpy(q->value, opts->value, opts->value_len);
     q->value_len = opts->value_len;
@@ -410,7 +410,7 @@ void kp__dht_queries_cancel_all(kp_dht_t *dht, uint64_t now) {
   kp_dht_query_t *q;
   while ((q = dht->queries)) {
     for (unsigned i = 0; i < q->count; i++) forget_request(q, &q->cands[q->order[i]]);
-    deliver(dht, q, UV_ECANCELED, now);
+    deliver(dht, q, KP_ECANCELED, now);
   }
   dht->bootstrap_query = NULL;
 }

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "common/addr.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 #define KP_RECORD_VERSION 1
 #define KP_SIGNATURE_LEN 64

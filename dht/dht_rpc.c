@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 void kp_dht_rpc_config_defaults(kp_dht_rpc_config_t *cfg) {
   cfg->timeout_ms = 1000;
@@ -145,7 +145,7 @@ static kp_dht_req_t **bucket(const kp_dht_rpc_t *rpc, uint16_t tid) {
 
 static int index_add(kp_dht_rpc_t *rpc, kp_dht_req_t *r) {
   if (!rpc->by_tid) {
-    if (!(rpc->by_tid = kp_calloc(INDEX_BUCKETS, sizeof(*rpc->by_tid)))) return UV_ENOMEM;
+    if (!(rpc->by_tid = kp_calloc(INDEX_BUCKETS, sizeof(*rpc->by_tid)))) return KP_ENOMEM;
     rpc->by_tid_mask = INDEX_BUCKETS - 1;
   }
   r->tid_next = *bucket(rpc, r->tid);
@@ -205,7 +205,7 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
   if (err) return err;
 
   kp_dht_req_t *r = kp_malloc(sizeof(*r) + len);
-  if (!r) return UV_ENOMEM;
+  if (!r) return KP_ENOMEM;
   memset(r, 0, sizeof(*r));
   r->to = *to;
   r->tid = msg->tid;
@@ -218,7 +218,7 @@ int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to
   memcpy(r->packet, buf, len);
   if (index_add(rpc, r)) {
     kp_free(r);
-    return UV_ENOMEM;
+    return KP_ENOMEM;
   }
 
   refill(rpc, now);
@@ -279,7 +279,7 @@ void kp_dht_rpc_tick(kp_dht_rpc_t *rpc, uint64_t now) {
     rpc->stats.timeouts++;
     index_remove(rpc, r);
     if (rpc->on_timeout) rpc->on_timeout(rpc->send_ctx, r);
-    r->cb(r->arg, r, UV_ETIMEDOUT, NULL, NULL, now);
+    r->cb(r->arg, r, KP_ETIMEDOUT, NULL, NULL, now);
     kp_free(r);
   }
   drain(rpc, now);
@@ -303,7 +303,7 @@ void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now) {
     while ((r = lists[i]->head)) {
       list_remove(lists[i], r);
       index_remove(rpc, r);
-      r->cb(r->arg, r, UV_ECANCELED, NULL, NULL, now);
+      r->cb(r->arg, r, KP_ECANCELED, NULL, NULL, now);
       kp_free(r);
     }
   }

@@ -26,8 +26,8 @@
 
 typedef struct kp_dht_req_s kp_dht_req_t;
 
-/* status: 0 (resp and from set), UV_ETIMEDOUT after every retry, or
- * UV_ECANCELED when the rpc layer shuts down. */
+/* status: 0 (resp and from set), KP_ETIMEDOUT after every retry, or
+ * KP_ECANCELED when the rpc layer shuts down. */
 typedef void (*kp_dht_req_cb)(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_t *resp,
                               const kp_addr_t *from, uint64_t now);
 
@@ -113,14 +113,14 @@ void kp_dht_rpc_config_defaults(kp_dht_rpc_config_t *cfg);
 /* rng (which must outlive the rpc) picks every tid and the jitter. */
 void kp_dht_rpc_init(kp_dht_rpc_t *rpc, const kp_dht_rpc_config_t *cfg, kp_dht_rpc_send_fn send,
                      void *ctx, const kp_rng_t *rng, uint64_t now);
-/* Fails every pending request with UV_ECANCELED and frees them. */
+/* Fails every pending request with KP_ECANCELED and frees them. */
 void kp_dht_rpc_destroy(kp_dht_rpc_t *rpc, uint64_t now);
 
 /* Encodes msg (type REQUEST; a random tid assigned here, docs/protocol.md
  * "Transactions") and sends or queues it.
  * On success *out (may be NULL) is the request handle, valid until its
  * callback returns or kp_dht_rpc_abandon(). cb fires exactly once, never
- * from inside this call. Errors: KP_ELIMIT, KP_ETOOBIG, UV_ENOMEM. */
+ * from inside this call. Errors: KP_ELIMIT, KP_ETOOBIG, KP_ENOMEM. */
 int kp_dht_rpc_request(kp_dht_rpc_t *rpc, kp_dht_msg_t *msg, const kp_addr_t *to,
                        const kp_dht_req_opts_t *opts, kp_dht_req_cb cb, void *arg, uint64_t now,
                        kp_dht_req_t **out);

@@ -67,7 +67,7 @@ void kp_dht_store_config_defaults(kp_dht_store_config_t *cfg) {
 int kp_dht_store_new(const kp_dht_store_config_t *cfg, const kp_rng_t *rng, kp_dht_store_t **out) {
   kp_dht_store_t *s = kp_calloc(1, sizeof(*s));
   *out = NULL;
-  if (!s) return UV_ENOMEM;
+  if (!s) return KP_ENOMEM;
   kp_dht_store_config_defaults(&s->cfg);
   if (cfg) {
     if (cfg->max_records) s->cfg.max_records = cfg->max_records;
@@ -106,7 +106,7 @@ static int grow(void ***buckets, size_t *nbuckets, size_t count, size_t (*hash)(
   if (count < *nbuckets) return 0;
   size_t n = *nbuckets ? *nbuckets * 2 : 64;
   void **nb = kp_calloc(n, sizeof(void *));
-  if (!nb) return UV_ENOMEM;
+  if (!nb) return KP_ENOMEM;
   for (size_t i = 0; i < *nbuckets; i++) {
     void *item = (*buckets)[i];
     while (item) {
@@ -320,17 +320,17 @@ static int insert(kp_dht_store_t *s, uint8_t kind, const uint8_t *target, const 
   if (len > UINT16_MAX) return KP_ETOOBIG;
   slot_t *sl = get_slot(s, kind, target);
   source_t *src = sl ? get_source(s, source) : NULL;
-  int err = src ? make_room(s, sl, src, entry_bytes(len)) : UV_ENOMEM;
+  int err = src ? make_room(s, sl, src, entry_bytes(len)) : KP_ENOMEM;
   entry_t *e = NULL;
   if (!err && sl->count == sl->cap) {
     uint32_t cap = sl->cap ? sl->cap * 2 : 2;
     entry_t **items = kp_realloc(sl->items, cap * sizeof(*items));
     if (!items)
-      err = UV_ENOMEM;
+      err = KP_ENOMEM;
     else
       sl->items = items, sl->cap = cap;
   }
-  if (!err && !(e = kp_malloc(entry_bytes(len)))) err = UV_ENOMEM;
+  if (!err && !(e = kp_malloc(entry_bytes(len)))) err = KP_ENOMEM;
   if (err) {
     if (err == KP_ELIMIT) s->stats.refused++;
     if (sl && !sl->count) free_slot(s, sl);

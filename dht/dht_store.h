@@ -22,7 +22,7 @@
 #include "common/addr.h"
 #include "common/rng.h"
 #include "dht/dht_record.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 /* How long a record lives after its last write, by default. */
 #define KP_DHT_DEFAULT_TTL_MS (20 * 60 * 1000)

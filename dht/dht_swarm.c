@@ -41,7 +41,7 @@ static uint8_t wire_error(int err) {
     case KP_ESEQ: return KP_SWARM_ERR_SEQ;
     case KP_ECAS: return KP_SWARM_ERR_CAS;
     case KP_ELIMIT:
-    case UV_ENOMEM: return KP_SWARM_ERR_FULL;
+    case KP_ENOMEM: return KP_SWARM_ERR_FULL;
     case KP_EREFUSED: return KP_SWARM_ERR_POLICY;
     default: return KP_SWARM_ERR_MALFORMED;
   }
@@ -280,7 +280,7 @@ static uint64_t swarm_deadline(void *ctx) {
 int kp_dht_swarm_new(kp_dht_t *dht, const kp_dht_swarm_config_t *cfg, kp_dht_swarm_t **out) {
   *out = NULL;
   kp_dht_swarm_t *swarm = kp_calloc(1, sizeof(*swarm));
-  if (!swarm) return UV_ENOMEM;
+  if (!swarm) return KP_ENOMEM;
   swarm->dht = dht;
   if (cfg)
     swarm->cfg = *cfg;

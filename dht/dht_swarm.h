@@ -18,7 +18,7 @@
 #include "dht/dht.h"
 #include "dht/dht_record.h"
 #include "dht/dht_store.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 enum {
   KP_DHT_CMD_ANNOUNCE = 16,
@@ -68,7 +68,7 @@ void kp_dht_swarm_set_policy(kp_dht_swarm_t *swarm, kp_dht_store_policy_fn fn, v
 
 /* Attaches to dht: registers its commands and a ticker. The swarm must be
  * freed after the DHT (whose teardown ends the swarm's operations with
- * UV_ECANCELED); announcements still running are dropped silently. */
+ * KP_ECANCELED); announcements still running are dropped silently. */
 int kp_dht_swarm_new(kp_dht_t *dht, const kp_dht_swarm_config_t *cfg, kp_dht_swarm_t **out);
 void kp_dht_swarm_free(kp_dht_swarm_t *swarm);
 kp_dht_store_t *kp_dht_swarm_store(kp_dht_swarm_t *swarm);

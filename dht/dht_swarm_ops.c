@@ -97,7 +97,7 @@ int kp_dht_swarm_lookup(kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN],
                         kp_dht_lookup_record_cb on_record, kp_dht_lookup_done_cb on_done, void *arg,
                         uint64_t now) {
   lookup_t *l = kp_calloc(1, sizeof(*l));
-  if (!l) return UV_ENOMEM;
+  if (!l) return KP_ENOMEM;
   l->op.drop = lookup_drop;
   l->swarm = swarm;
   memcpy(l->target, target, KP_ID_LEN);
@@ -161,8 +161,8 @@ static void on_commit_node(void *arg, const kp_dht_result_t *node, int status,
   kp_dht_announce_t *a = arg;
   if (!status && a->holder_count[0] < ANNOUNCE_HOLDERS)
     a->holders[0][a->holder_count[0]++] = node->addr;
-  if (status == UV_ECANCELED)
-    a->commit_error = UV_ECANCELED;
+  if (status == KP_ECANCELED)
+    a->commit_error = KP_ECANCELED;
   else if (status && !a->commit_error)
     a->commit_error = reply && reply->error ? kp_dht_swarm_error(reply->error) : status;
 }
@@ -171,11 +171,11 @@ static void on_commit_done(void *arg, unsigned ok, unsigned failed, uint64_t now
   kp_dht_announce_t *a = arg;
   (void)failed;
   a->commit = NULL;
-  if (a->commit_error == UV_ECANCELED) {
+  if (a->commit_error == KP_ECANCELED) {
     /* The DHT is shutting down: report it, schedule nothing. */
     a->state = A_IDLE;
     a->next_round = UINT64_MAX;
-    if (a->cb) a->cb(a->arg, UV_ECANCELED, 0);
+    if (a->cb) a->cb(a->arg, KP_ECANCELED, 0);
     return;
   }
   if (!ok) {
@@ -203,10 +203,10 @@ static void on_round_query(void *arg, kp_dht_query_t *q, int status, const kp_dh
   kp_dht_announce_t *a = arg;
   (void)q;
   a->query = NULL;
-  if (status == UV_ECANCELED) {
+  if (status == KP_ECANCELED) {
     a->state = A_IDLE;
     a->next_round = UINT64_MAX;
-    if (a->cb) a->cb(a->arg, UV_ECANCELED, 0);
+    if (a->cb) a->cb(a->arg, KP_ECANCELED, 0);
     return;
   }
   if (status) {
@@ -246,7 +246,7 @@ static void start_round(kp_dht_announce_t *a, uint64_t now) {
   kp_dht_query_opts_t opts = {.on_done = on_round_query, .arg = a};
   a->next_round = UINT64_MAX;
   if (kp_dht_query_start(a->swarm->dht, a->target, &opts, now, &a->query)) {
-    round_failed(a, UV_ENOMEM, now);
+    round_failed(a, KP_ENOMEM, now);
     return;
   }
   a->state = A_QUERY;
@@ -258,7 +258,7 @@ static void on_relay_ping(void *arg, kp_dht_req_t *req, int status, const kp_dht
   (void)resp, (void)from;
   for (size_t i = 0; i < a->relay_count; i++)
     if (a->pings[i] == req) a->pings[i] = NULL;
-  if (status == UV_ECANCELED || status == 0) return;
+  if (status == KP_ECANCELED || status == 0) return;
   /* A relay stopped answering: clients could no longer reach us through it.
    * Announce again at once; the new round picks the closest live nodes. */
   if (a->state == A_IDLE) start_round(a, now);
@@ -299,7 +299,7 @@ int kp_dht_swarm_announce(kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN]
   if (out) *out = NULL;
   if (data_len > KP_RECORD_MAX_DATA) return KP_ETOOBIG;
   kp_dht_announce_t *a = kp_calloc(1, sizeof(*a));
-  if (!a) return UV_ENOMEM;
+  if (!a) return KP_ENOMEM;
   a->swarm = swarm;
   memcpy(a->target, target, KP_ID_LEN);
   a->kp = *kp;
@@ -414,7 +414,7 @@ static void write_node(void *arg, const kp_dht_result_t *node, int status,
   write_t *w = arg;
   (void)node;
   if (!status) return;
-  if (status == UV_ECANCELED) w->cancelled = true;
+  if (status == KP_ECANCELED) w->cancelled = true;
   int err = reply && reply->error ? kp_dht_swarm_error(reply->error) : status;
   w->errors[err == KP_ECAS ? 0 : err == KP_ESEQ ? 1 : err == KP_ELIMIT ? 2 : 3]++;
 }
@@ -431,7 +431,7 @@ static void write_done(void *arg, unsigned ok, unsigned failed, uint64_t now) {
   w->commit = NULL;
   /* With nothing stored, report the most telling refusal: a CAS conflict
    * first (the caller must re-read), then a stale seq. */
-  int status = w->cancelled   ? UV_ECANCELED
+  int status = w->cancelled   ? KP_ECANCELED
                : ok           ? 0
                : w->errors[0] ? KP_ECAS
                : w->errors[1] ? KP_ESEQ
@@ -457,7 +457,7 @@ static int start_write(kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN], u
                        bool send_target, const uint8_t *value, size_t len, kp_dht_put_cb cb,
                        void *arg, uint64_t now) {
   write_t *w = kp_calloc(1, sizeof(*w) + len);
-  if (!w) return UV_ENOMEM;
+  if (!w) return KP_ENOMEM;
   w->op.drop = write_drop;
   w->swarm = swarm;
   memcpy(w->target, target, KP_ID_LEN);
@@ -629,8 +629,8 @@ static void on_fetch(void *arg, kp_dht_req_t *req, int status, const kp_dht_msg_
   get_t *g = arg;
   (void)req, (void)from;
   g->fetch = NULL;
-  if (status == UV_ECANCELED) {
-    get_deliver(g, UV_ECANCELED);
+  if (status == KP_ECANCELED) {
+    get_deliver(g, KP_ECANCELED);
     return;
   }
   uint64_t seq;
@@ -708,8 +708,8 @@ static void get_query_done(void *arg, kp_dht_query_t *q, int status, const kp_dh
   get_t *g = arg;
   (void)q, (void)closest, (void)count;
   g->query = NULL;
-  if (status == UV_ECANCELED) {
-    get_deliver(g, UV_ECANCELED);
+  if (status == KP_ECANCELED) {
+    get_deliver(g, KP_ECANCELED);
     return;
   }
 
@@ -738,7 +738,7 @@ int kp_dht_swarm_get_mutable(kp_dht_swarm_t *swarm, const uint8_t public_key[KP_
                              uint64_t now) {
   if (salt_len > KP_MUTABLE_MAX_SALT) return KP_ETOOBIG;
   get_t *g = kp_calloc(1, sizeof(*g));
-  if (!g) return UV_ENOMEM;
+  if (!g) return KP_ENOMEM;
   g->mutable_value = true;
   memcpy(g->public_key, public_key, KP_PUBLIC_KEY_LEN);
   if (salt_len) memcpy(g->salt, salt, salt_len);
@@ -752,7 +752,7 @@ int kp_dht_swarm_get_mutable(kp_dht_swarm_t *swarm, const uint8_t public_key[KP_
 int kp_dht_swarm_get_immutable(kp_dht_swarm_t *swarm, const uint8_t target[KP_ID_LEN],
                                kp_dht_get_cb cb, void *arg, uint64_t now) {
   get_t *g = kp_calloc(1, sizeof(*g));
-  if (!g) return UV_ENOMEM;
+  if (!g) return KP_ENOMEM;
   memcpy(g->target, target, KP_ID_LEN);
   g->cb = cb;
   g->arg = arg;

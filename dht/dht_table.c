@@ -96,7 +96,7 @@ kp_dht_entry_t *kp_dht_table_find(const kp_dht_table_t *t, const uint8_t id[KP_I
 int kp_dht_table_reserve(kp_dht_table_t *t, uint32_t n) {
   if (n <= t->cap) return 0;
   uint8_t *slab = kp_realloc(t->slab, (size_t)n * t->stride);
-  if (!slab) return UV_ENOMEM;
+  if (!slab) return KP_ENOMEM;
   t->slab = slab;
   t->cap = n;
   return 0;
@@ -161,7 +161,7 @@ static int place(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_
   *found = NULL;
   if (lru) *lru = NULL;
   if (memcmp(id, t->self, KP_ID_LEN) == 0) return KP_DHT_TABLE_SELF;
-  if (addr->family != t->family) return UV_EINVAL;
+  if (addr->family != t->family) return KP_EINVAL;
   uint64_t key = load_be64(id);
   unsigned b = key_bucket(t, key);
   /* Another address with the same 64 bits (a hash collision) changes
@@ -191,7 +191,7 @@ int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_ad
   }
   if (r != KP_DHT_TABLE_ADDED) return r;
   uint64_t key = load_be64(id);
-  if (!(e = insert_at(t, key_bucket(t, key)))) return UV_ENOMEM;
+  if (!(e = insert_at(t, key_bucket(t, key)))) return KP_ENOMEM;
   e->key_hi = (uint32_t)(key >> 32);
   e->key_lo = (uint32_t)key;
   e->port = addr->port;

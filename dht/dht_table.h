@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #include "common/addr.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 /* Bucket b < 63 holds the ids sharing exactly b leading bits with ours; the
  * last holds every id sharing 63 or more (a network would need 2^63 k
@@ -72,7 +72,7 @@ typedef enum {
 /* family: KP_AF_INET or KP_AF_INET6, the only kind of address it holds. */
 void kp_dht_table_init(kp_dht_table_t *t, const uint8_t self[KP_ID_LEN], unsigned k, int family);
 void kp_dht_table_destroy(kp_dht_table_t *t);
-/* Makes room for n entries now (UV_ENOMEM), so the table need not grow
+/* Makes room for n entries now (KP_ENOMEM), so the table need not grow
  * while they come in. */
 int kp_dht_table_reserve(kp_dht_table_t *t, uint32_t n);
 
@@ -98,7 +98,7 @@ unsigned kp_dht_table_bucket_of(const kp_dht_table_t *t, const uint8_t id[KP_ID_
 kp_dht_entry_t *kp_dht_table_find(const kp_dht_table_t *t, const uint8_t id[KP_ID_LEN]);
 
 /* Adds or refreshes a node; id must be the id of addr. Returns one of
- * kp_dht_table_result_t or UV_ENOMEM. *lru is set for KP_DHT_TABLE_FULL:
+ * kp_dht_table_result_t or KP_ENOMEM. *lru is set for KP_DHT_TABLE_FULL:
  * the least recently seen entry of the newcomer's prefix when that is what
  * is full, else of the bucket. */
 int kp_dht_table_add(kp_dht_table_t *t, const uint8_t id[KP_ID_LEN], const kp_addr_t *addr,

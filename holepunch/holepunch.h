@@ -28,7 +28,7 @@
 #include "dht/dht.h"
 #include "dht/dht_swarm.h"
 #include "holepunch/hs_msg.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 typedef struct kp_hp_s kp_hp_t;
 typedef struct kp_hp_server_s kp_hp_server_t;
@@ -167,7 +167,7 @@ void kp_hp_server_stats(const kp_hp_server_t *s, kp_hp_server_stats_t *out);
 
 /* Once: status 0 and r, or KP_EPEERNOTFOUND, KP_ENOTALLOWED, KP_EOVERLOADED,
  * KP_EPEERVERSION, KP_EHANDSHAKE (timeout), KP_ENODIRECT (r->local_nat and
- * r->remote_nat say why), KP_EPUNCH (timeout), UV_ECANCELED (the DHT
+ * r->remote_nat say why), KP_EPUNCH (timeout), KP_ECANCELED (the DHT
  * closed). r is valid during the call; on errors only its NAT types, relay
  * and phases are set. */
 typedef void (*kp_hp_connect_cb)(void *arg, int status, const kp_hp_result_t *r);
@@ -233,7 +233,7 @@ typedef struct kp_hp_link_cb_s {
 
 /* For a connection just made from r (its socket, if any, stays the
  * caller's). r->path_secret is copied (and wiped in the link on stop).
- * UV_ENOMEM. */
+ * KP_ENOMEM. */
 int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,
                      kp_hp_link_t **out);
 /* The transport's word on the current path (stream path_state). */

@@ -149,7 +149,7 @@ static void relay_done(void *arg, kp_dht_req_t *req, int status, const kp_dht_ms
   kp_hs_wire_t w;
   (void)req;
   e->hp = NULL;
-  if (status == UV_ECANCELED) return;
+  if (status == KP_ECANCELED) return;
   if (status) {
     kp__hp_reply_error(hp, &e->rt, KP_HS_ERR_UNREACHABLE, now);
   } else if (resp->error) {
@@ -302,7 +302,7 @@ int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, c
               kp_hp_t **out) {
   *out = NULL;
   kp_hp_t *hp = kp_calloc(1, sizeof(*hp));
-  if (!hp) return UV_ENOMEM;
+  if (!hp) return KP_ENOMEM;
   hp->dht = dht;
   hp->swarm = swarm;
   if (cfg) {

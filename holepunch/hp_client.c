@@ -312,8 +312,8 @@ static void on_handshake_reply(void *arg, kp_dht_req_t *req, int status, const k
   kp_hs_wire_t w;
   (void)req;
   c->req = NULL;
-  if (status == UV_ECANCELED) {
-    finish(c, UV_ECANCELED, now);
+  if (status == KP_ECANCELED) {
+    finish(c, KP_ECANCELED, now);
     return;
   }
   if (status) {
@@ -444,8 +444,8 @@ static void lookup_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_r
   c->datagrams += kp_dht_query_stats(q)->requests;
   c->lookup = NULL;
   c->lookup_over = true;
-  if (status == UV_ECANCELED) {
-    finish(c, UV_ECANCELED, now);
+  if (status == KP_ECANCELED) {
+    finish(c, KP_ECANCELED, now);
     return;
   }
   if (!c->lookup_done) c->lookup_done = now;
@@ -486,8 +486,8 @@ static void on_round_reply(void *arg, kp_dht_req_t *req, int status, const kp_dh
   kp_hp_round_t r;
   (void)req;
   c->req = NULL;
-  if (status == UV_ECANCELED) {
-    finish(c, UV_ECANCELED, now);
+  if (status == KP_ECANCELED) {
+    finish(c, KP_ECANCELED, now);
     return;
   }
   /* Without an answer the next round tries again; the deadline ends it. */
@@ -645,7 +645,7 @@ int kp_hp_connect(kp_hp_t *hp, const kp_keypair_t *self,
                   kp_hp_connect_cb cb, void *arg, uint64_t now, kp_hp_connect_t **out) {
   if (out) *out = NULL;
   kp_hp_connect_t *c = kp_calloc(1, sizeof(*c));
-  if (!c) return UV_ENOMEM;
+  if (!c) return KP_ENOMEM;
   c->hp = hp;
   c->self = *self;
   memcpy(c->server_key, server_key, KP_PUBLIC_KEY_LEN);

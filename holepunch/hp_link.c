@@ -327,7 +327,7 @@ static void on_resume_reply(void *arg, kp_dht_req_t *req, int status, const kp_d
   kp_hp_round_t r;
   for (unsigned i = 0; i < RESUME_IN_FLIGHT; i++)
     if (l->reqs[i] == req) l->reqs[i] = NULL;
-  if (status == UV_ECANCELED || !l->resuming) return;
+  if (status == KP_ECANCELED || !l->resuming) return;
   /* An error (NO_SESSION among them) is a relay node's word, not the
    * server's: it proves nothing. The connection ends only when nothing
    * is heard from the server for the resume grace (the transport's). */
@@ -790,7 +790,7 @@ int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t
                      kp_hp_link_t **out) {
   *out = NULL;
   kp_hp_link_t *l = kp_calloc(1, sizeof(*l));
-  if (!l) return UV_ENOMEM;
+  if (!l) return KP_ENOMEM;
   l->hp = hp;
   l->cb = *cb;
   l->client = r->initiator;

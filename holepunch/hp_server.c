@@ -508,9 +508,9 @@ int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall
   if (slot == HP_MAX_SERVERS) return KP_ELIMIT;
   uint8_t target[KP_ID_LEN];
   kp_target_from_key(kp->public_key, target);
-  if (kp__hp_server_for(hp, target)) return UV_EEXIST;
+  if (kp__hp_server_for(hp, target)) return KP_EEXIST;
   kp_hp_server_t *s = kp_calloc(1, sizeof(*s));
-  if (!s) return UV_ENOMEM;
+  if (!s) return KP_ENOMEM;
   uint8_t k1[KP_RATELIMIT_KEY_LEN], k2[KP_RATELIMIT_KEY_LEN];
   kp__hp_random(hp, k1, sizeof(k1));
   kp__hp_random(hp, k2, sizeof(k2));
@@ -524,7 +524,7 @@ int kp_hp_listen(kp_hp_t *hp, const kp_keypair_t *kp, kp_hp_firewall_fn firewall
     kp_ratelimit_destroy(&s->per_client);
     kp_ratelimit_destroy(&s->per_sender);
     kp_free(s);
-    return UV_ENOMEM;
+    return KP_ENOMEM;
   }
   kp_bucket_init(&s->all, hp->cfg.server_rate, 0);
   kp_bucket_init(&s->reserve, per_sender, 0);

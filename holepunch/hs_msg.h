@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "common/addr.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 /* 2: every key after the handshake comes from the chaining key (hs_noise.h). */
 #define KP_HS_VERSION 2

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 #define KP_NOISE_DH_LEN 32
 #define KP_NOISE_HASH_LEN 64

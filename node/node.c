@@ -2,10 +2,10 @@
  * feeds datagrams and time to the DHT state machine and sends what it emits
  * (DESIGN.md, "Three layers per protocol": this is the glue). */
 #include "node/node_internal.h"
-#include "stream/endpoint.h"
+#include "stream/uv/endpoint.h"
 #include "stream/stream_frame.h"
 #include "relay/relay.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,7 +172,8 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   if (!node) return UV_ENOMEM;
   node->loop = loop;
   node->armed = UINT64_MAX;
-  kp_log_init(&node->log, opts->log_level, opts->log_cb, opts->log_ctx);
+  kp_log_init(&node->log, opts->log_level, opts->log_cb ? opts->log_cb : kp_log_stderr,
+              opts->log_ctx);
   node->rng = opts->rng ? (kp_rng_t){opts->rng, opts->rng_ctx} : kp_rng_system();
 
   /* A node answers bursts (a network starting, a popular key): ask for room

@@ -8,7 +8,7 @@
 #include "common/alloc.h"
 #include "common/ratelimit.h"
 #include "node/node_internal.h"
-#include "stream/endpoint.h"
+#include "stream/uv/endpoint.h"
 
 #define SERVER_CONNS_PER_KEY 32
 #define SERVER_CONNS_PER_IP 64

@@ -6,7 +6,7 @@
 
 #include "common/log.h"
 #include "common/rng.h"
-#include "common/udp.h"
+#include "common/uv/udp.h"
 #include "dht/dht.h"
 #include "dht/dht_swarm.h"
 #include "holepunch/holepunch.h"

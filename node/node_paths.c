@@ -11,7 +11,7 @@
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
-#include "stream/endpoint.h"
+#include "stream/uv/endpoint.h"
 
 #define RESUME_GRACE_MS 60000
 

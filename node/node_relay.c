@@ -7,7 +7,7 @@
 #include "common/alloc.h"
 #include "node/node_internal.h"
 #include "relay/relay.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 
 #define RELAY_TOPIC "kadpunch/relays/v1"
 #define RELAY_TICK_MS 1000

@@ -17,7 +17,7 @@
 #include "dht/dht_msg.h"
 #include "node/node_internal.h"
 #include "relay/relay.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 
 #define TCP_BACKLOG 64
 #define LINK_PAIRS_PER_S 10

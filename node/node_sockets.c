@@ -8,10 +8,10 @@
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
-#include "stream/endpoint.h"
+#include "stream/uv/endpoint.h"
 #include "stream/stream_frame.h"
 #include "relay/relay.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 
 /* A won socket outlives its last connection by the holepunch linger, when
  * the state machine may still send a probe on it. */

@@ -463,6 +463,7 @@ void kp_relay_stats(const kp_relay_t *r, kp_relay_stats_t *out) {
 
 int kp_relay_new(const kp_relay_config_t *cfg, const kp_rng_t *rng, kp_relay_t **out) {
   *out = NULL;
+  if (!rng || !rng->fill) return KP_EINVAL;
   kp_relay_config_t c;
   if (cfg) {
     c = *cfg;
@@ -473,7 +474,7 @@ int kp_relay_new(const kp_relay_config_t *cfg, const kp_rng_t *rng, kp_relay_t *
       !c.total_rate || !c.pair_rate || !c.sessions_per_ip || !c.pending_per_ip)
     return KP_ECONFIG;
   kp_relay_t *r = kp_calloc(1, sizeof(*r));
-  if (!r) return UV_ENOMEM;
+  if (!r) return KP_ENOMEM;
   r->cfg = c;
   size_t cap = 4;
   while (cap < (size_t)c.max_sessions * 4) cap <<= 1; /* two addresses per session, half full */
@@ -487,7 +488,7 @@ int kp_relay_new(const kp_relay_config_t *cfg, const kp_rng_t *rng, kp_relay_t *
   if (!r->sessions || !r->pending || !r->index ||
       kp_ratelimit_init(&r->pair_rate, PAIR_SENDERS, c.pair_rate, c.pair_rate, rate_key)) {
     kp_relay_free(r);
-    return UV_ENOMEM;
+    return KP_ENOMEM;
   }
   kp_bucket_init(&r->total, c.total_rate, 0);
   *out = r;

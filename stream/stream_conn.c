@@ -36,7 +36,7 @@ void kp_sconn_config_defaults(kp_sconn_config_t *cfg) {
   cfg->idle_timeout_ms = 30000;
   cfg->keepalive_ms = 10000;
   cfg->path_dead_ms = 1000;
-  cfg->rng = kp_rng_system();
+  /* cfg->rng: the creator's (a core draws no randomness of its own). */
 }
 
 /* ---- Congestion control ------------------------------------------------------- */
@@ -226,8 +226,9 @@ static void on_packet_lost(void *ctx, const kp_sent_t *p, uint64_t now) {
 int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint64_t now,
                  kp_sconn_t **out) {
   *out = NULL;
+  if (!cfg->rng.fill) return KP_EINVAL;
   kp_sconn_t *c = kp_calloc(1, sizeof(*c));
-  if (!c) return UV_ENOMEM;
+  if (!c) return KP_ENOMEM;
   kp_sconn_config_t d;
   kp_sconn_config_defaults(&d);
   c->cfg = *cfg;
@@ -240,7 +241,6 @@ int kp_sconn_new(const kp_sconn_config_t *cfg, const kp_sconn_events_t *ev, uint
   if (!c->cfg.idle_timeout_ms) c->cfg.idle_timeout_ms = d.idle_timeout_ms;
   if (!c->cfg.keepalive_ms) c->cfg.keepalive_ms = d.keepalive_ms;
   if (!c->cfg.path_dead_ms) c->cfg.path_dead_ms = d.path_dead_ms;
-  if (!c->cfg.rng.fill) c->cfg.rng = d.rng;
   unsigned family_max = cfg->remote.family == KP_AF_INET6 ? MAX_UDP_V6 : MAX_UDP_V4;
   if (c->cfg.mtu < BASE_MTU || c->cfg.mtu > family_max || !kp_addr_is_set(&cfg->remote) ||
       c->cfg.stream_window < KP_STREAM_INITIAL_WINDOW ||
@@ -298,7 +298,7 @@ void kp_sconn_free(kp_sconn_t *c) {
 static void finish(kp_sconn_t *c, int status, uint64_t code) {
   if (c->state == S_CLOSED) return;
   c->state = S_CLOSED;
-  kp__sstreams_fail_all(c, status ? status : UV_ECANCELED);
+  kp__sstreams_fail_all(c, status ? status : KP_ECANCELED);
   kp__dgrams_free(c);
   if (c->ev.closed) c->ev.closed(c->ev.ctx, status, code);
 }
@@ -311,7 +311,7 @@ void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason) {
   snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
   c->close_deadline_us = 0; /* set when the CLOSE leaves */
   c->closed_status = 0;
-  kp__sstreams_fail_all(c, UV_ECANCELED);
+  kp__sstreams_fail_all(c, KP_ECANCELED);
   kp__dgrams_free(c);
 }
 

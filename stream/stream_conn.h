@@ -20,7 +20,7 @@
 
 #include "common/addr.h"
 #include "common/rng.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 typedef struct kp_sconn_s kp_sconn_t;
 
@@ -117,11 +117,11 @@ uint64_t kp_sconn_next_deadline(const kp_sconn_t *c);
 /* Streams. */
 int kp_sconn_stream_open(kp_sconn_t *c, uint64_t *id);
 /* Queues bufs (copied as an array; the bytes are referenced). */
-int kp_sconn_stream_write(kp_sconn_t *c, uint64_t id, kp_swrite_t *w, const uv_buf_t bufs[],
+int kp_sconn_stream_write(kp_sconn_t *c, uint64_t id, kp_swrite_t *w, const kp_buf_t bufs[],
                           unsigned nbufs);
 /* Half-close: a FIN after everything written. */
 int kp_sconn_stream_end(kp_sconn_t *c, uint64_t id);
-/* Abandons the stream both ways: pending writes fail with UV_ECANCELED,
+/* Abandons the stream both ways: pending writes fail with KP_ECANCELED,
  * the peer gets RESET_STREAM and STOP_SENDING with code. */
 void kp_sconn_stream_reset(kp_sconn_t *c, uint64_t id, uint64_t code);
 /* Abandons the receiving side only: buffered data is dropped, the peer gets
@@ -138,8 +138,8 @@ void kp_sconn_stream_pause(kp_sconn_t *c, uint64_t id, bool paused);
 uint64_t kp_sconn_stream_unacked(const kp_sconn_t *c, uint64_t id);
 
 /* Queues an unreliable datagram (copied; stream_datagram.h). Errors:
- * UV_EMSGSIZE (over kp_sconn_datagram_max), UV_ENOBUFS (the queue is full),
- * UV_ENOMEM, UV_EPIPE (closing); all but the last are counted drops. */
+ * KP_EMSGSIZE (over kp_sconn_datagram_max), KP_ENOBUFS (the queue is full),
+ * KP_ENOMEM, KP_EPIPE (closing); all but the last are counted drops. */
 int kp_sconn_datagram_send(kp_sconn_t *c, const void *data, size_t len);
 /* The largest datagram the path's packets carry now (1078 bytes at the
  * starting 1200-byte packets, more once the path MTU is probed). */
@@ -148,7 +148,7 @@ size_t kp_sconn_datagram_max(const kp_sconn_t *c);
 /* Closes the connection: the peer is told with code; closed fires later. */
 void kp_sconn_close(kp_sconn_t *c, uint64_t code, const char *reason);
 /* Ends it now (after a close was sent, or when there is no time to): closed
- * fires with status, writes fail with UV_ECANCELED. */
+ * fires with status, writes fail with KP_ECANCELED. */
 void kp_sconn_abort(kp_sconn_t *c, int status);
 /* Moves to another remote address now (the caller validated it, e.g. by a
  * hole punch). */

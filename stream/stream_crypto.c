@@ -20,7 +20,7 @@ int kp_aead_init_sodium(kp_aead_t *a, kp_cipher_t cipher, const uint8_t key[32])
     if (!crypto_aead_aes256gcm_is_available()) return KP_ECONFIG;
     /* The state must be 16-byte aligned: over-allocate and align. */
     void *raw = kp_malloc(sizeof(crypto_aead_aes256gcm_state) + 16 + sizeof(void *));
-    if (!raw) return UV_ENOMEM;
+    if (!raw) return KP_ENOMEM;
     uintptr_t p = ((uintptr_t)raw + sizeof(void *) + 15) & ~(uintptr_t)15;
     ((void **)p)[-1] = raw;
     a->aes = (crypto_aead_aes256gcm_state *)p;

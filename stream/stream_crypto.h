@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 typedef struct kp_aead_s {
   kp_cipher_t cipher;
@@ -33,7 +33,7 @@ typedef struct kp_aead_s {
 } kp_aead_t;
 
 /* KP_ECONFIG if the cipher is unknown or AES-GCM is asked for without
- * hardware support; UV_ENOMEM. */
+ * hardware support; KP_ENOMEM. */
 int kp_aead_init(kp_aead_t *a, kp_cipher_t cipher, const uint8_t key[32]);
 /* The same with libsodium for ChaCha20-Poly1305 whatever the build (tests
  * compare the two). */

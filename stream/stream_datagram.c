@@ -18,20 +18,20 @@ size_t kp_sconn_datagram_max(const kp_sconn_t *c) {
 }
 
 int kp_sconn_datagram_send(kp_sconn_t *c, const void *data, size_t len) {
-  if (c->state != S_OPEN) return UV_EPIPE;
+  if (c->state != S_OPEN) return KP_EPIPE;
   if (len > kp_sconn_datagram_max(c)) {
     c->stats.datagrams_dropped++;
-    return UV_EMSGSIZE;
+    return KP_EMSGSIZE;
   }
   kp_dgram_queue_t *q = &c->dgrams;
   if (q->count >= KP_DGRAM_QUEUE_MAX || q->bytes + len > KP_DGRAM_QUEUE_BYTES) {
     c->stats.datagrams_dropped++;
-    return UV_ENOBUFS;
+    return KP_ENOBUFS;
   }
   kp_dgram_t *d = kp_malloc(sizeof(*d) + len);
   if (!d) {
     c->stats.datagrams_dropped++;
-    return UV_ENOMEM;
+    return KP_ENOMEM;
   }
   d->next = NULL;
   d->len = len;

@@ -19,7 +19,7 @@
 #include "common/buf.h"
 
 /* Datagrams waiting to be sent, and their bytes: past either, a new one is
- * dropped (UV_ENOBUFS). 256 small datagrams are a few round trips of a
+ * dropped (KP_ENOBUFS). 256 small datagrams are a few round trips of a
  * game or a VPN at full tilt; a queue much longer only adds delay. */
 #define KP_DGRAM_QUEUE_MAX 256
 #define KP_DGRAM_QUEUE_BYTES (256u << 10)

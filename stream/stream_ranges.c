@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 
 void kp_ranges_init(kp_ranges_t *s) {
   memset(s, 0, sizeof(*s));
@@ -19,7 +19,7 @@ static int reserve(kp_ranges_t *s, size_t n) {
   size_t cap = s->cap ? s->cap * 2 : 4;
   while (cap < n) cap *= 2;
   kp_range_t *r = kp_realloc(s->r, cap * sizeof(*r));
-  if (!r) return UV_ENOMEM;
+  if (!r) return KP_ENOMEM;
   s->r = r;
   s->cap = cap;
   return 0;
@@ -44,7 +44,7 @@ int kp_ranges_add(kp_ranges_t *s, uint64_t lo, uint64_t hi) {
     s->n -= j - i - 1;
     return 0;
   }
-  if (reserve(s, s->n + 1)) return UV_ENOMEM;
+  if (reserve(s, s->n + 1)) return KP_ENOMEM;
   memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(*s->r));
   s->r[i].lo = lo;
   s->r[i].hi = hi;
@@ -58,7 +58,7 @@ int kp_ranges_remove(kp_ranges_t *s, uint64_t lo, uint64_t hi) {
     if (x->hi <= lo || x->lo >= hi) continue;
     if (x->lo < lo && x->hi > hi) {
       /* Split in two. */
-      if (reserve(s, s->n + 1)) return UV_ENOMEM;
+      if (reserve(s, s->n + 1)) return KP_ENOMEM;
       x = &s->r[i];
       memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof(*s->r));
       s->r[i].hi = lo;

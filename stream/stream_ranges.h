@@ -18,7 +18,7 @@ typedef struct kp_ranges_s {
 
 void kp_ranges_init(kp_ranges_t *s);
 void kp_ranges_free(kp_ranges_t *s);
-/* Adds [lo, hi); UV_ENOMEM if the set cannot grow. */
+/* Adds [lo, hi); KP_ENOMEM if the set cannot grow. */
 int kp_ranges_add(kp_ranges_t *s, uint64_t lo, uint64_t hi);
 /* Removes [lo, hi) (possibly splitting a range). */
 int kp_ranges_remove(kp_ranges_t *s, uint64_t lo, uint64_t hi);

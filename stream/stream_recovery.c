@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "kadpunch.h"
+#include "kadpunch_base.h"
 #include "stream/stream_frame.h"
 
 int kp_recovery_init(kp_recovery_t *r, const kp_recovery_hooks_t *hooks) {
@@ -16,7 +16,7 @@ int kp_recovery_init(kp_recovery_t *r, const kp_recovery_hooks_t *hooks) {
   for (size_t i = 0; i < KP_RECENT_LOST; i++) r->recent_lost[i] = UINT64_MAX;
   r->cap = 16; /* grows (doubling) with the window: an idle connection stays small */
   r->ring = kp_malloc(r->cap * sizeof(*r->ring));
-  return r->ring ? 0 : UV_ENOMEM;
+  return r->ring ? 0 : KP_ENOMEM;
 }
 
 void kp_recovery_destroy(kp_recovery_t *r) {
@@ -31,7 +31,7 @@ static kp_sent_t *at(kp_recovery_t *r, uint64_t pn) {
 static int grow(kp_recovery_t *r) {
   size_t cap = r->cap * 2;
   kp_sent_t *ring = kp_malloc(cap * sizeof(*ring));
-  if (!ring) return UV_ENOMEM;
+  if (!ring) return KP_ENOMEM;
   for (size_t i = 0; i < r->count; i++) ring[i] = r->ring[(r->head + i) & (r->cap - 1)];
   kp_free(r->ring);
   r->ring = ring;
@@ -57,7 +57,7 @@ int kp_recovery_reserve(kp_recovery_t *r) {
 }
 
 int kp_recovery_on_sent(kp_recovery_t *r, const kp_sent_t *p) {
-  if (r->count == r->cap && grow(r)) return UV_ENOMEM;
+  if (r->count == r->cap && grow(r)) return KP_ENOMEM;
   if (!r->count) r->first_pn = r->next_pn;
   r->ring[(r->head + r->count) & (r->cap - 1)] = *p;
   r->count++;

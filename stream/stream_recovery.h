@@ -110,10 +110,10 @@ void kp_recovery_destroy(kp_recovery_t *r);
 
 /* Makes room to record one more packet: call it before building one (what
  * a packet carries leaves its owner's queues as it is built, so recording
- * it must not fail afterwards). UV_ENOMEM. */
+ * it must not fail afterwards). KP_ENOMEM. */
 int kp_recovery_reserve(kp_recovery_t *r);
 /* Records the packet about to be sent with number kp_recovery_next_pn().
- * UV_ENOMEM only without a reserve. */
+ * KP_ENOMEM only without a reserve. */
 int kp_recovery_on_sent(kp_recovery_t *r, const kp_sent_t *p);
 static inline uint64_t kp_recovery_next_pn(const kp_recovery_t *r) {
   return r->next_pn;

@@ -37,7 +37,7 @@ static int grow_table(kp_sconn_t *c) {
   if (c->stream_count < c->bucket_count) return 0;
   size_t n = c->bucket_count ? c->bucket_count * 2 : 16;
   kp_sstream_t **b = kp_calloc(n, sizeof(*b));
-  if (!b) return UV_ENOMEM;
+  if (!b) return KP_ENOMEM;
   for (size_t i = 0; i < c->bucket_count; i++) {
     for (kp_sstream_t *s = c->buckets[i], *next; s; s = next) {
       next = s->hnext;
@@ -136,9 +136,9 @@ void kp__sstream_mark_ready(kp_sconn_t *c, kp_sstream_t *s) {
 /* ---- Opening ------------------------------------------------------------------ */
 
 int kp_sconn_stream_open(kp_sconn_t *c, uint64_t *id) {
-  if (c->state != S_OPEN) return UV_EPIPE;
+  if (c->state != S_OPEN) return KP_EPIPE;
   kp_sstream_t *s = new_stream(c, c->next_local_id);
-  if (!s) return UV_ENOMEM;
+  if (!s) return KP_ENOMEM;
   *id = c->next_local_id;
   c->next_local_id += 2;
   return 0;
@@ -184,16 +184,16 @@ kp_sstream_t *kp__sstream_for_peer(kp_sconn_t *c, uint64_t id, uint64_t now) {
 
 /* ---- Writing -------------------------------------------------------------------- */
 
-int kp_sconn_stream_write(kp_sconn_t *c, uint64_t id, kp_swrite_t *w, const uv_buf_t bufs[],
+int kp_sconn_stream_write(kp_sconn_t *c, uint64_t id, kp_swrite_t *w, const kp_buf_t bufs[],
                           unsigned nbufs) {
   kp_sstream_t *s = kp__sstream_find(c, id);
-  if (c->state != S_OPEN) return UV_EPIPE;
-  if (!s || s->fin_wanted || s->reset_pending || s->reset_sent) return UV_EPIPE;
+  if (c->state != S_OPEN) return KP_EPIPE;
+  if (!s || s->fin_wanted || s->reset_pending || s->reset_sent) return KP_EPIPE;
   uint64_t total = 0;
   for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
-  w->bufs = nbufs <= KP_SWRITE_INLINE_BUFS ? w->inline_bufs : kp_malloc(nbufs * sizeof(uv_buf_t));
-  if (!w->bufs) return UV_ENOMEM;
-  memcpy(w->bufs, bufs, nbufs * sizeof(uv_buf_t));
+  w->bufs = nbufs <= KP_SWRITE_INLINE_BUFS ? w->inline_bufs : kp_malloc(nbufs * sizeof(kp_buf_t));
+  if (!w->bufs) return KP_ENOMEM;
+  memcpy(w->bufs, bufs, nbufs * sizeof(kp_buf_t));
   w->nbufs = nbufs;
   w->next = NULL;
   w->start = s->write_end;
@@ -219,7 +219,7 @@ int kp_sconn_stream_write(kp_sconn_t *c, uint64_t id, kp_swrite_t *w, const uv_b
 
 int kp_sconn_stream_end(kp_sconn_t *c, uint64_t id) {
   kp_sstream_t *s = kp__sstream_find(c, id);
-  if (!s || c->state != S_OPEN) return UV_EPIPE;
+  if (!s || c->state != S_OPEN) return KP_EPIPE;
   if (s->fin_wanted || s->reset_pending || s->reset_sent) return 0;
   s->fin_wanted = true;
   kp__sstream_mark_ready(c, s);
@@ -300,7 +300,7 @@ static void stop_receiving(kp_sconn_t *c, kp_sstream_t *s, uint64_t code) {
 void kp_sconn_stream_reset(kp_sconn_t *c, uint64_t id, uint64_t code) {
   kp_sstream_t *s = kp__sstream_find(c, id);
   if (!s || c->state == S_CLOSED) return;
-  reset_send_side(c, s, code, UV_ECANCELED);
+  reset_send_side(c, s, code, KP_ECANCELED);
   stop_receiving(c, s, code);
   kp__sstream_maybe_done(c, s);
 }

@@ -56,7 +56,7 @@ static void on_datagram(void *ctx, const uint8_t *data, size_t len) {
 static void on_closed(void *ctx, int status, uint64_t code) {
   (void)ctx, (void)code;
   KP_FUZZ_ASSERT(status == 0 || status == KP_ECLOSED || status == KP_EPEERDEAD ||
-                 status == UV_ECANCELED);
+                 status == KP_ECANCELED);
 }
 
 static void key_of(uint8_t key[32], uint8_t dir) {
@@ -136,7 +136,7 @@ static void app(kp_sconn_t *c, script_t *s) {
     case 1:
       for (int i = 0; i < WRITES; i++) {
         if (write_busy[i]) continue;
-        uv_buf_t b = uv_buf_init((char *)payload, next(s) * 16);
+        kp_buf_t b = {(char *)payload, (size_t)next(s) * 16};
         if (kp_sconn_stream_write(c, id | (op >> 7), &writes[i], &b, 1) == 0) write_busy[i] = true;
         break;
       }
@@ -150,8 +150,8 @@ static void app(kp_sconn_t *c, script_t *s) {
       } else if (op & 0x40) {
         size_t len = next(s) * 8; /* up to 2040: too big is refused */
         int err = kp_sconn_datagram_send(c, payload, len);
-        KP_FUZZ_ASSERT(err == 0 || err == UV_EMSGSIZE || err == UV_ENOBUFS || err == UV_EPIPE);
-        KP_FUZZ_ASSERT(err != UV_EMSGSIZE || len > kp_sconn_datagram_max(c));
+        KP_FUZZ_ASSERT(err == 0 || err == KP_EMSGSIZE || err == KP_ENOBUFS || err == KP_EPIPE);
+        KP_FUZZ_ASSERT(err != KP_EMSGSIZE || len > kp_sconn_datagram_max(c));
       }
       break;
   }

@@ -11,7 +11,7 @@
 #include "common/addr.h"
 #include "node/node_internal.h"
 #include "node/testnet.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/testnet_up.h"

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "node/testnet.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/test_node.h"
 #include "tests/loopback/testnet_up.h"

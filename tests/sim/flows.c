@@ -57,7 +57,7 @@ static void kp_feed(flow_t *fl) {
   while (fl->written - fl->acked < (uint64_t)FLOW_WRITES * FLOW_WRITE_BYTES) {
     flow_write_t *fw = &fl->writes[(fl->written / FLOW_WRITE_BYTES) % FLOW_WRITES];
     fw->flow = fl;
-    uv_buf_t b = uv_buf_init((char *)zeros, FLOW_WRITE_BYTES);
+    kp_buf_t b = {(char *)zeros, FLOW_WRITE_BYTES};
     KP_CHECK_OK(kp_sconn_stream_write(fl->conn[0], fl->stream, &fw->w, &b, 1));
     fl->written += FLOW_WRITE_BYTES;
   }

@@ -61,7 +61,7 @@ kp_sim_dht_node_t *kp_sim_dht_node_new(kp_sim_t *sim, const kp_addr_t *addr, kp_
   n->sim = sim;
   n->timer_at = UINT64_MAX;
   kp_rng_seeded_init(&n->rng, seed);
-  kp_log_init(&n->log, getenv("KP_SIM_LOG") ? KP_LOG_DEBUG : KP_LOG_ERROR, NULL, NULL);
+  kp_log_init(&n->log, getenv("KP_SIM_LOG") ? KP_LOG_DEBUG : KP_LOG_ERROR, kp_log_stderr, NULL);
   kp_addr_t alt = *addr;
   alt.port = (uint16_t)(addr->port + 1);
   n->sock = kp_sim_socket_new(sim, addr, nat, on_recv, n);

@@ -407,7 +407,7 @@ static void on_probe_done(void *arg, kp_dht_query_t *q, int status, const kp_dht
                           size_t count, uint64_t now) {
   probe_t *p = arg;
   p->busy = false;
-  if (status == UV_ECANCELED) return; /* its node left: it does not count */
+  if (status == KP_ECANCELED) return; /* its node left: it does not count */
   kp_sim_world_lookups_t *o = p->out;
   uint8_t want[KP_DHT_K][KP_ID_LEN];
   size_t n = kp_sim_world_truth(p->w, p->target, p->from, want, KP_DHT_K);

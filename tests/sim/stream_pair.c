@@ -52,7 +52,7 @@ static void feed(pair_side_t *s, pair_stream_t *st) {
     req->side = s;
     req->id = st->id;
     req->len = n;
-    uv_buf_t buf = uv_buf_init((char *)bytes, (unsigned)n);
+    kp_buf_t buf = {(char *)bytes, (size_t)n};
     int err = kp_sconn_stream_write(s->conn, st->id, &req->w, &buf, 1);
     if (err) {
       free(req);

@@ -12,7 +12,7 @@
 #include "common/mp.h"
 #include "common/ratelimit.h"
 #include "common/rng.h"
-#include "common/udp.h"
+#include "common/uv/udp.h"
 #include "common/z32.h"
 #include "tests/harness/test.h"
 
@@ -31,8 +31,8 @@ static void test_errors_named(void) {
     KP_CHECK(strcmp(kp_strerror(codes[i]), "unknown error") != 0);
     for (size_t j = 0; j < i; j++) KP_CHECK(codes[i] != codes[j]);
   }
-  KP_CHECK(!strcmp(kp_err_name(UV_ETIMEDOUT), "ETIMEDOUT"));
-  KP_CHECK(!strcmp(kp_strerror(UV_ECANCELED), uv_strerror(UV_ECANCELED)));
+  KP_CHECK(!strcmp(kp_err_name(KP_ETIMEDOUT), "ETIMEDOUT"));
+  KP_CHECK(!strcmp(kp_strerror(KP_ECANCELED), uv_strerror(KP_ECANCELED)));
   KP_CHECK(!strcmp(kp_strerror(0), "success"));
   KP_CHECK(!strcmp(kp_err_name(KP__ERR_BASE - 5), "KP_EUNKNOWN"));
 }
@@ -444,7 +444,7 @@ static void test_udp_bind_errors(void) {
   kp_addr_t addr;
   kp_addr_parse(&addr, "127.0.0.1:0");
   KP_CHECK_OK(kp_udp_init(&loop, &a, &addr, NULL));
-  KP_CHECK_EQ(kp_udp_init(&loop, &b, &a.local, NULL), UV_EADDRINUSE);
+  KP_CHECK_EQ(kp_udp_init(&loop, &b, &a.local, NULL), KP_EADDRINUSE);
   kp_addr_parse(&addr, "192.0.2.1:0"); /* not ours */
   KP_CHECK_EQ(kp_udp_init(&loop, &b, &addr, NULL), UV_EADDRNOTAVAIL);
   kp_addr_t unset = {0};
@@ -525,7 +525,7 @@ static void test_key_files(void) {
   KP_CHECK(crypto_sign_verify_detached(sig, (const uint8_t *)"m", 1, kp.public_key) == 0);
 
   /* Never clobbered by accident; replaced on request. */
-  KP_CHECK_ERR(kp_key_file_write(path, &kp, false), UV_EEXIST);
+  KP_CHECK_ERR(kp_key_file_write(path, &kp, false), KP_EEXIST);
   kp_keypair_t other_kp;
   kp_keypair_generate(&other_kp);
   KP_CHECK_OK(kp_key_file_write(path, &other_kp, true));
@@ -570,13 +570,13 @@ static void test_key_files(void) {
   write_text(other, big, 0600);
   KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
   snprintf(other, sizeof(other), "%s/missing", dir);
-  KP_CHECK_ERR(kp_key_file_read(other, &back), UV_ENOENT);
-  KP_CHECK_ERR(kp_key_file_read(dir, &back), UV_EISDIR);
+  KP_CHECK_ERR(kp_key_file_read(other, &back), KP_ENOENT);
+  KP_CHECK_ERR(kp_key_file_read(dir, &back), KP_EISDIR);
   snprintf(other, sizeof(other), "%s/link", dir);
   KP_CHECK(symlink(path, other) == 0);
   KP_CHECK_ERR(kp_key_file_read(other, &back), KP_EKEYFORMAT);
   snprintf(other, sizeof(other), "%s/nodir/id", dir);
-  KP_CHECK_ERR(kp_key_file_write(other, &kp, false), UV_ENOENT);
+  KP_CHECK_ERR(kp_key_file_write(other, &kp, false), KP_ENOENT);
   char cmd[300];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
   KP_CHECK_EQ(kp_test_sh("%s", cmd), 0);
@@ -648,7 +648,7 @@ static void test_ratelimit(void) {
   uint8_t key[KP_RATELIMIT_KEY_LEN];
   memset(key, 7, sizeof(key));
   kp_ratelimit_t rl;
-  KP_CHECK_ERR(kp_ratelimit_init(&rl, 0, 1, 1, key), UV_EINVAL);
+  KP_CHECK_ERR(kp_ratelimit_init(&rl, 0, 1, 1, key), KP_EINVAL);
   KP_CHECK_OK(kp_ratelimit_init(&rl, 100, 10, 10, key));
   kp_ratelimit_slot_t *slots = rl.slots;
   size_t sets = rl.set_mask + 1;

@@ -753,7 +753,7 @@ static void test_rpc_timeout_retry(void) {
   }
   KP_CHECK_EQ(w.sent, 3);
   KP_CHECK_EQ(o.calls, 1);
-  KP_CHECK_EQ(o.status, UV_ETIMEDOUT);
+  KP_CHECK_EQ(o.status, KP_ETIMEDOUT);
   KP_CHECK_EQ(o.at, t);
   KP_CHECK_EQ(rpc.stats.timeouts, 1);
   KP_CHECK_EQ(kp_dht_rpc_next_deadline(&rpc), UINT64_MAX);
@@ -801,7 +801,7 @@ static void test_rpc_timeout_retry(void) {
   KP_CHECK_OK(kp_dht_rpc_request(&rpc, &m, &to, NULL, on_outcome, &o4, 4000, NULL));
   kp_dht_rpc_destroy(&rpc, 4001);
   KP_CHECK_EQ(o4.calls, 1);
-  KP_CHECK_EQ(o4.status, UV_ECANCELED);
+  KP_CHECK_EQ(o4.status, KP_ECANCELED);
 }
 
 static void test_rpc_adaptive_timeout(void) {
@@ -845,7 +845,7 @@ static void test_rpc_adaptive_timeout(void) {
     kp_dht_rpc_tick(&rpc, d);
     prev = d;
   }
-  KP_CHECK_EQ(o.status, UV_ETIMEDOUT);
+  KP_CHECK_EQ(o.status, KP_ETIMEDOUT);
   KP_CHECK(prev - start < 7 * 150);
   /* A retried request's late answer does not feed the estimator (Karn). */
   outcome_t o2 = {0};

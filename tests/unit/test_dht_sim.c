@@ -762,9 +762,9 @@ void test_sim_extension_commit(void) {
   store_t stores[80] = {{0}};
   for (size_t i = 0; i < net.count; i++) {
     KP_CHECK_OK(kp_dht_register(net.nodes[i]->dht, CMD_STORE, on_store, &stores[i], 16));
-    KP_CHECK_EQ(kp_dht_register(net.nodes[i]->dht, CMD_STORE, on_store, &stores[i], 16), UV_EEXIST);
+    KP_CHECK_EQ(kp_dht_register(net.nodes[i]->dht, CMD_STORE, on_store, &stores[i], 16), KP_EEXIST);
   }
-  KP_CHECK_EQ(kp_dht_register(net.nodes[0]->dht, 3, on_store, NULL, 0), UV_EINVAL);
+  KP_CHECK_EQ(kp_dht_register(net.nodes[0]->dht, 3, on_store, NULL, 0), KP_EINVAL);
 
   /* A query with our command: every visited node's handler answers, and
    * closer nodes still come back so the query converges. */

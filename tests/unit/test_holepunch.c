@@ -12,8 +12,6 @@
 #include "tests/unit/noise_vectors.h"
 #include "tests/sim/sim_dht.h"
 
-static const kp_rng_t sys_rng = {0};
-
 /* ---- Noise ------------------------------------------------------------------------ */
 
 static void test_noise_ik(void) {
@@ -663,7 +661,7 @@ static void test_sim_relayed(void) {
   world_t w;
   world_init(&w, 21, 0.02, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &sys_rng, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx; /* the node's kp_hp_t, freed by world_free */
   sr.n->other_ctx = &sr;
@@ -699,7 +697,7 @@ static void test_sim_relayed(void) {
   kp_relay_config_t rc;
   kp_relay_config_defaults(&rc);
   rc.max_sessions = 1;
-  KP_CHECK_OK(kp_relay_new(&rc, &sys_rng, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(&rc, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
   peer_t *c2 = peer_new(&w, K_RANDOM, 70), *c3 = peer_new(&w, K_RANDOM, 71);
   kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
   KP_CHECK_OK(connect_to(&w, c2, server, NULL));
@@ -766,7 +764,7 @@ static void test_sim_punch_falls_back(void) {
   world_t w;
   world_init(&w, 23, 0, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &sys_rng, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx;
   sr.n->other_ctx = &sr;

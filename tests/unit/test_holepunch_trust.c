@@ -116,7 +116,7 @@ void test_keys_not_from_public_hash(void) {
   world_t w;
   world_init(&w, 61, 0, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, NULL, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx;
   sr.n->other_ctx = &sr;
@@ -263,7 +263,7 @@ void test_no_probes_to_unproven_address(void) {
   world_t w;
   world_init(&w, 62, 0, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, NULL, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx;
   sr.n->other_ctx = &sr;
@@ -637,7 +637,7 @@ void test_relay_only_hides_addresses(void) {
   world_t w;
   world_init(&w, 67, 0, 0);
   sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, NULL, &sr.relay));
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
   sr.n->on_other = relay_other;
   void *saved_ctx = sr.n->other_ctx;
   sr.n->other_ctx = &sr;

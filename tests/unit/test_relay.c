@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "relay/relay.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 #include "tests/harness/test.h"
 #include "tests/unit/test_relay.h"
 
@@ -13,7 +13,11 @@ static void addr(kp_addr_t *a, uint8_t ip, uint16_t port) {
   kp_addr_set_v4(a, 0xcb007100u + ip, port); /* 203.0.113.ip */
 }
 
-static const kp_rng_t rng = {0}; /* the system's */
+static void system_fill(void *ctx, void *buf, size_t len) {
+  (void)ctx;
+  randombytes_buf(buf, len);
+}
+static const kp_rng_t rng = {system_fill, NULL}; /* the system's */
 
 /* The pairing material two peers with path secret `tok` x 64 derive. */
 static void pair_of(uint8_t tok, kp_relay_pair_t *pair) {

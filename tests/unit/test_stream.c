@@ -701,6 +701,7 @@ static void test_keys_wiped(void) {
     if (cipher == KP_CIPHER_AES256_GCM && !crypto_aead_aes256gcm_is_available()) continue;
     kp_sconn_config_t cfg;
     kp_sconn_config_defaults(&cfg);
+    cfg.rng = kp_rng_system();
     cfg.cipher = (kp_cipher_t)cipher;
     cfg.local_cid = 1, cfg.remote_cid = 2;
     memset(cfg.tx_key, 0xa5, 32);

@@ -57,7 +57,7 @@ static uint64_t offer(pair_t *p, uint64_t count, unsigned per_ms, size_t len, ui
   while (accepted < count && p->now < limit_us) {
     for (unsigned i = 0; i < per_ms && accepted < count; i++) {
       int err = pair_send_datagram(p, 0, len);
-      if (err == UV_ENOBUFS) break;
+      if (err == KP_ENOBUFS) break;
       KP_CHECK_OK(err);
       accepted++;
     }
@@ -127,7 +127,7 @@ void test_datagram_queue_bounded(void) {
     int err = pair_send_datagram(&p, 0, 1000);
     if (!err)
       accepted++;
-    else if (err == UV_ENOBUFS)
+    else if (err == KP_ENOBUFS)
       refused++;
     else
       KP_CHECK_OK(err);
@@ -138,7 +138,7 @@ void test_datagram_queue_bounded(void) {
   KP_CHECK(c->dgrams.bytes <= KP_DGRAM_QUEUE_BYTES);
   uint8_t big[1100] = {0};
   KP_CHECK_EQ(kp_sconn_datagram_max(c), 1078);
-  KP_CHECK_EQ(kp_sconn_datagram_send(c, big, 1079), UV_EMSGSIZE);
+  KP_CHECK_EQ(kp_sconn_datagram_send(c, big, 1079), KP_EMSGSIZE);
   kp_sconn_stats_t st;
   kp_sconn_stats(c, &st);
   KP_CHECK_EQ(st.datagrams_dropped, refused + 1);

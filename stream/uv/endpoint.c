@@ -1,6 +1,6 @@
 /* Endpoints and connections: the socket, the table of connections, the
  * send path and the timers (see endpoint.h). Streams are in stream_api.c. */
-#include "stream/endpoint.h"
+#include "stream/uv/endpoint.h"
 
 #include <sodium.h>
 #include <string.h>
@@ -388,6 +388,7 @@ int kp_conn_open(kp_endpoint_t *ep, const kp_conn_options_t *opts,
   if (find_conn(ep, opts->local_id)) return UV_EEXIST;
   kp_sconn_config_t cfg;
   kp_sconn_config_defaults(&cfg);
+  cfg.rng = kp_rng_system();
   cfg.initiator = opts->initiator;
   cfg.local_cid = opts->local_id;
   cfg.remote_cid = opts->remote_id;

@@ -23,7 +23,7 @@
 #ifndef KP_STREAM_ENDPOINT_H
 #define KP_STREAM_ENDPOINT_H
 
-#include "common/udp.h"
+#include "common/uv/udp.h"
 #include "kadpunch.h"
 #include "stream/stream_conn.h"
 

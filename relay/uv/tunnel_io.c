@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 
 /* ---- Codec ---------------------------------------------------------------------------- */
 

@@ -27,7 +27,7 @@
 #include <uv.h>
 
 #include "common/addr.h"
-#include "common/udp.h"
+#include "common/uv/udp.h"
 
 #define KP_TUNNEL_CHANNELS 16 /* per TCP connection: a main socket and pairings */
 #define KP_TUNNEL_FRAME_HEAD 5

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "relay/tunnel.h"
+#include "relay/uv/tunnel.h"
 
 typedef struct channel_s {
   kp_udp_t *udp; /* NULL: free */

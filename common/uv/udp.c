@@ -1,4 +1,4 @@
-#include "common/udp.h"
+#include "common/uv/udp.h"
 
 #include <errno.h>
 #include <netinet/in.h>

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
-#include "stream/endpoint.h"
+#include "stream/uv/endpoint.h"
 
 void kp__conn_handle_closed(kp_conn_t *conn);
 
@@ -211,7 +211,9 @@ int kp_stream_write(kp_write_t *req, kp_stream_t *s, const uv_buf_t bufs[], unsi
   if (s->closing || s->ended || s->conn->over || s->conn->close_wanted) return UV_EPIPE;
   req->stream = s;
   req->cb = cb;
-  int err = kp_sconn_stream_write(s->conn->sc, s->id, &req->private_, bufs, nbufs);
+  /* A uv_buf_t is a kp_buf_t (kadpunch.h asserts the layout). */
+  int err =
+      kp_sconn_stream_write(s->conn->sc, s->id, &req->private_, (const kp_buf_t *)bufs, nbufs);
   if (err) return err;
   s->queued += (size_t)(req->private_.end - req->private_.start);
   s->writes_pending++;

@@ -4,6 +4,7 @@
 #include "node/node_internal.h"
 #include "stream/uv/endpoint.h"
 #include "stream/stream_frame.h"
+#include "node/relay_service.h"
 #include "relay/relay.h"
 #include "relay/uv/tunnel.h"
 
@@ -82,14 +83,14 @@ static void dht_send(void *ctx, int sock, const kp_addr_t *to, const uint8_t *da
 static void dht_membership(void *ctx, bool member) {
   kp_node_t *node = ctx;
   KP_INFO(&node->log, "membership: %s", member ? "member" : "ephemeral");
-  if (member) kp__node_relay_announce(node);
+  if (member && node->relay_service) kp_relay_service_announce(node->relay_service);
 }
 
 /* The first byte tells the planes apart (docs/protocol.md). */
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_node_t *node = udp->data;
   /* A relay's paired peers first: their datagrams are not ours to read. */
-  if (node->relay && kp__node_relay_input(node, from, data, len)) return;
+  if (node->relay_service && kp_relay_service_input(node->relay_service, from, data, len)) return;
   if (kp_dht_msg_is_control(data, len)) {
     kp_dht_recv(node->dht, from, data, len, now_ms(node));
     kp__node_rearm(node);
@@ -236,7 +237,9 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
     goto fail;
   /* Tunnelled: pairing works only at the relay we tunnel to. */
   if (node->tunnel) kp__node_relay_set_tunnel(node);
-  if (opts->relay && (err = kp__node_relay_start(node, opts))) goto fail;
+  if (opts->relay &&
+      (err = kp_relay_service_create(node, &opts->relay_limits, &node->relay_service)))
+    goto fail;
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
   if (opts->bootstrap_count &&
       (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
@@ -382,19 +385,13 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 /* ---- Close --------------------------------------------------------------- */
 
 void kp__node_maybe_finish_close(kp_node_t *node) {
-  if (node->open_handles || node->dns || node->xsocks || node->xsock_closing ||
-      node->relay_tcp_closing)
+  if (node->open_handles || node->dns || node->xsocks || node->xsock_closing || node->relay_service)
     return;
   /* Every channel is closed: the relay connection can go. */
   if (node->tunnel) kp_tunnel_close(node->tunnel);
   node->tunnel = NULL;
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
-  kp_relay_free(node->relay);
-  node->relay = NULL;
-  if (node->relay_svc) kp_keypair_wipe(&node->relay_svc->kp);
-  kp_free(node->relay_svc);
-  node->relay_svc = NULL;
   kp__node_conns_forget(node);
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
@@ -415,9 +412,10 @@ static void on_timer_closed(uv_handle_t *handle) {
   kp__node_maybe_finish_close(node);
 }
 
-static void on_relay_timer_closed(uv_handle_t *handle) {
-  kp_node_t *node = handle->data;
-  node->open_handles &= ~OPEN_RELAY_TIMER;
+static void on_relay_service_closed(kp_relay_service_t *svc, void *arg) {
+  kp_node_t *node = arg;
+  (void)svc;
+  node->relay_service = NULL;
   kp__node_maybe_finish_close(node);
 }
 
@@ -437,8 +435,6 @@ static void start_close(kp_node_t *node) {
   node->closing = true;
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
-  if (node->open_handles & OPEN_RELAY_TIMER)
-    uv_close((uv_handle_t *)&node->relay_svc->timer, on_relay_timer_closed);
   if (node->ep) {
     /* The connections say goodbye on the socket, which closes after. */
     node->ep_closing = true;
@@ -448,7 +444,8 @@ static void start_close(kp_node_t *node) {
   }
   if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
   kp__node_xsock_close_all(node);
-  kp__node_relay_tcp_close(node);
+  if (node->relay_service)
+    kp_relay_service_close(node->relay_service, on_relay_service_closed, node);
 }
 
 void kp_node_close(kp_node_t *node, kp_node_close_cb cb) {

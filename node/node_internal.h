@@ -42,18 +42,9 @@ typedef struct kp_node_relay_memo_s {
   uint64_t at; /* 0: empty */
 } kp_node_relay_memo_t;
 
-enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4, OPEN_RELAY_TIMER = 8, OPEN_RELAY_TCP = 16 };
-typedef struct kp_relay_s kp_relay_t;
+enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4 };
 typedef struct kp_tunnel_s kp_tunnel_t;
-struct tlink_s;
-
-/* A relay's handles and key, allocated when the node runs one (most never
- * do: 500 bytes a node would otherwise carry for nothing). */
-typedef struct kp_node_relay_svc_s {
-  uv_timer_t timer;
-  uv_tcp_t tcp; /* the TCP port (node_relay_tcp.c) */
-  kp_keypair_t kp;
-} kp_node_relay_svc_t;
+typedef struct kp_relay_service_s kp_relay_service_t;
 
 struct kp_node_s {
   void *data;
@@ -74,23 +65,13 @@ struct kp_node_s {
   kp_node_conn_t *conns;            /* connections made and accepted, with their links */
   unsigned resume_grace_ms;         /* a connection without a path is resumed this long */
   kp_node_relay_memo_t *relay_memo; /* KP_NODE_RELAY_MEMOS, from the first connect */
-  /* Blind relays (node_relay.c): the one this node runs, and the ones its
-   * connections may use. */
-  kp_relay_t *relay;
-  kp_node_relay_svc_t *relay_svc;
-  kp_announce_t *relay_announce;
+  /* The blind relay this node runs (relay_service.h), if it does. */
+  kp_relay_service_t *relay_service;
+  /* The relays its connections may use (node_relay.c). */
   bool relays_explicit, relay_lookup;
   uint64_t relays_found_at;
   kp_addr_t found_relays[4];
   size_t found_count;
-  /* The relay's TCP port (node_relay_tcp.c): links from peers whose UDP
-   * is blocked. */
-  struct tlink_s *relay_tlinks;
-  unsigned relay_tcp_links, relay_tcp_max, relay_tcp_per_ip, relay_tcp_closing, relay_tcp_allocs;
-  uint64_t relay_tcp_rate, relay_tcp_drops, relay_tcp_refused, relay_tcp_stalled;
-  /* Tests: sees every datagram the relay forwards. */
-  void (*relay_tap)(void *ctx, const uint8_t *data, size_t len);
-  void *relay_tap_ctx;
   unsigned xsock_count, xsock_closing;
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
@@ -149,29 +130,17 @@ bool kp__node_conns_hold(const kp_node_t *node, const void *sock);
 void kp__node_conns_forget(kp_node_t *node);
 unsigned kp__node_resume_grace(const kp_node_options_t *opts);
 
-/* node_relay.c */
-int kp__node_relay_start(kp_node_t *node, const kp_node_options_t *opts);
+/* node_relay.c: the relay topic's DHT target. */
+void kp__node_relay_target(uint8_t target[KP_ID_LEN]);
 /* What this node stores for others (kp_dht_store_policy_fn): a relay
  * record only from the address it names. */
 bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
                            const kp_addr_t *origin);
-/* A datagram for the relay (forwarded or answered here): true. */
-bool kp__node_relay_input(kp_node_t *node, const kp_addr_t *from, const uint8_t *data, size_t len);
-void kp__node_relay_announce(kp_node_t *node);
 int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size_t count);
 /* Looks the relay topic up unless relays are explicit or found lately. */
 void kp__node_relay_discover(kp_node_t *node);
 
-/* node_relay_tcp.c: the relay's TCP port (max_links links at most, per_ip
- * of them from one IP, rate bytes/s each way per link); closing links that
- * leave their frames unread (each second); closing it and every link. */
-int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links, unsigned per_ip);
-void kp__node_relay_tcp_sweep(kp_node_t *node);
-void kp__node_relay_tcp_close(kp_node_t *node);
-/* Tests: ends every TCP link now (as a network that drops them would). */
-void kp__node_relay_tcp_drop_links(kp_node_t *node);
-
-/* node_tunnel.c: this node's own way out when UDP is blocked: node->sock
+/* node_relay.c: this node's own way out when UDP is blocked: node->sock
  * (and every extra socket) as channels of a TCP connection to a relay. */
 int kp__node_tunnel_open(kp_node_t *node, const char *relay);
 /* The tunnel's relay is this node's only relay. */

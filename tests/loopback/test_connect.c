@@ -10,6 +10,7 @@
 
 #include "common/addr.h"
 #include "node/node_internal.h"
+#include "node/relay_service_internal.h"
 #include "node/testnet.h"
 #include "relay/uv/tunnel.h"
 #include "tests/harness/pattern.h"
@@ -357,7 +358,7 @@ static bool tunnel_back(void *ctx) {
  * itself, and a new connection by key works over the new one. */
 static void redial_and_connect_again(uv_loop_t *loop, kp_node_t *relay, kp_node_t *client,
                                      const kp_keypair_t *ckp, const uint8_t *server_key) {
-  kp__node_relay_tcp_drop_links(relay);
+  kp_relay_service_drop_links(relay->relay_service);
   KP_CHECK(kp_testnet_run_until(loop, tunnel_back, client, 10000));
   relayed_t again = {.len = 64 << 10};
   again.data = malloc(again.len);
@@ -384,8 +385,7 @@ static void run_relayed(bool tcp) {
   kp_test_testnet_up(&loop, 30, 60000, &tn);
   kp_node_t *relay = make_node(&loop, tn.bootstrap, true, false);
   tap_t tap = {0};
-  relay->relay_tap = relay_tap;
-  relay->relay_tap_ctx = &tap;
+  kp_relay_service_set_tap(relay->relay_service, relay_tap, &tap);
   KP_CHECK(kp_testnet_run_until(&loop, is_member, relay, 20000));
   kp_testnet_run_until(&loop, NULL, NULL, 2500); /* it announces itself */
   kp_node_t *server = make_node(&loop, tn.bootstrap, false, false);
@@ -499,14 +499,14 @@ static void test_relay_tcp_flood(void) {
   kp_testnet_run_until(&loop, NULL, NULL, 1500);
   KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
   printf("TCP flood: %u links held, %" PRIu64 " refused, %u allocations\n", rc.tcp_links,
-         rc.tcp_refused, relay->relay_tcp_allocs);
+         rc.tcp_refused, relay->relay_service->tcp_allocs);
   KP_CHECK(rc.tcp_links <= LINKS && rc.tcp_refused >= FLOOD - LINKS);
-  KP_CHECK(relay->relay_tcp_allocs <= 512);
+  KP_CHECK(relay->relay_service->tcp_allocs <= 512);
   for (int i = 0; i < FLOOD; i++) close(fds[i]);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
   KP_CHECK_EQ(rc.tcp_links, 0);
-  KP_CHECK_EQ(relay->relay_tcp_allocs, 0);
+  KP_CHECK_EQ(relay->relay_service->tcp_allocs, 0);
   kp_node_close(relay, NULL);
   kp_testnet_destroy(&tn);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -1,4 +1,4 @@
-/* A relay's TCP port (relay/tunnel.h): peers whose UDP is blocked connect
+/* A relay's TCP port (relay/uv/tunnel.h): peers whose UDP is blocked connect
  * here, and each channel they open gets an allocation, a UDP socket of its
  * own on the relay's address. Through it the peer is an ordinary DHT node
  * and pairs at this relay like anyone else, so the relay state machine and
@@ -15,8 +15,7 @@
 #include "common/alloc.h"
 #include "common/ratelimit.h"
 #include "dht/dht_msg.h"
-#include "node/node_internal.h"
-#include "relay/relay.h"
+#include "node/relay_service_internal.h"
 #include "relay/uv/tunnel.h"
 
 #define TCP_BACKLOG 64
@@ -28,8 +27,6 @@
  * own sockets must not run out (links x 16 channels would). */
 #define MAX_ALLOCS 512
 
-typedef struct tlink_s tlink_t;
-
 typedef struct alloc_s {
   tlink_t *link;
   uint16_t channel;
@@ -39,7 +36,7 @@ typedef struct alloc_s {
 
 struct tlink_s {
   kp_tunnel_io_t io;
-  kp_node_t *node;
+  kp_relay_service_t *svc;
   tlink_t *next;
   kp_addr_t peer; /* the TCP peer's address */
   alloc_t *alloc[KP_TUNNEL_CHANNELS];
@@ -77,16 +74,16 @@ static bool dht_ok(const alloc_t *a, const kp_addr_t *peer, const uint8_t *data,
 /* The relay's own UDP address as an allocation reaches it. */
 static void self_addr(const alloc_t *a, kp_addr_t *out) {
   *out = a->addr;
-  out->port = a->link->node->sock.local.port;
+  out->port = a->link->svc->node->sock.local.port;
 }
 
 /* The relay's per-session rate each way (a second of burst), and the
  * relay's total rate: TCP allocations are not a way around it. */
 static bool rate_ok(tlink_t *l, int dir, size_t len) {
-  kp_node_t *node = l->node;
-  uint64_t rate = node->relay_tcp_rate, now = kp__node_now(node);
+  kp_relay_service_t *svc = l->svc;
+  uint64_t rate = svc->tcp_rate, now = kp__node_now(svc->node);
   return kp_bucket_take(&l->bytes[dir], rate, rate, len, now) &&
-         (!node->relay || kp_relay_charge(node->relay, len, now));
+         kp_relay_charge(svc->relay, len, now);
 }
 
 /* ---- Allocations --------------------------------------------------------------------- */
@@ -99,7 +96,7 @@ static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *dat
   bool ok = kp_addr_eq(from, &self) || dht_ok(a, from, data, len);
   kp_tunnel_frame_t f = {
       .type = KP_TUNNEL_DATA, .channel = a->channel, .addr = *from, .data = data, .len = len};
-  if (!ok || !rate_ok(l, 1, len) || !kp_tunnel_io_send(&l->io, &f)) l->node->relay_tcp_drops++;
+  if (!ok || !rate_ok(l, 1, len) || !kp_tunnel_io_send(&l->io, &f)) l->svc->tcp_drops++;
 }
 
 static void link_maybe_free(tlink_t *l);
@@ -117,18 +114,18 @@ static void alloc_close(tlink_t *l, uint16_t c) {
   if (!a) return;
   l->alloc[c] = NULL;
   l->allocs_closing++;
-  l->node->relay_tcp_allocs--;
+  l->svc->tcp_allocs--;
   /* The kernel will hand the port to someone else; the pairing must not
    * follow it there. */
-  if (l->node->relay) kp_relay_forget(l->node->relay, &a->addr);
+  kp_relay_forget(l->svc->relay, &a->addr);
   kp_udp_close(&a->udp, on_alloc_closed);
 }
 
 static void alloc_open(tlink_t *l, uint16_t c) {
-  kp_node_t *node = l->node;
+  kp_relay_service_t *svc = l->svc;
+  kp_node_t *node = svc->node;
   kp_tunnel_frame_t f = {.type = KP_TUNNEL_REFUSED, .channel = c, .reason = KP_RELAY_REFUSE_FULL};
-  alloc_t *a =
-      l->alloc[c] || node->relay_tcp_allocs >= MAX_ALLOCS ? NULL : kp_calloc(1, sizeof(*a));
+  alloc_t *a = l->alloc[c] || svc->tcp_allocs >= MAX_ALLOCS ? NULL : kp_calloc(1, sizeof(*a));
   if (!a) {
     kp_tunnel_io_send(&l->io, &f);
     return;
@@ -152,9 +149,9 @@ static void alloc_open(tlink_t *l, uint16_t c) {
     a->addr = pub;
   }
   kp_udp_recv_start(&a->udp, on_alloc_datagram);
-  kp_relay_set_own_ip(node->relay, &a->addr);
+  kp_relay_set_own_ip(svc->relay, &a->addr);
   l->alloc[c] = a;
-  node->relay_tcp_allocs++;
+  svc->tcp_allocs++;
   f = (kp_tunnel_frame_t){.type = KP_TUNNEL_OPENED, .channel = c, .addr = a->addr};
   kp_tunnel_io_send(&l->io, &f);
 }
@@ -162,22 +159,22 @@ static void alloc_open(tlink_t *l, uint16_t c) {
 /* A datagram the peer wants sent from its allocation. */
 static void alloc_send(tlink_t *l, const kp_tunnel_frame_t *f) {
   alloc_t *a = l->alloc[f->channel];
-  kp_node_t *node = l->node;
+  kp_relay_service_t *svc = l->svc;
   if (!a) return;
   kp_addr_t self;
   self_addr(a, &self);
   bool to_self = kp_addr_eq(&f->addr, &self);
   bool ok = to_self || dht_ok(a, &f->addr, f->data, f->len);
   if (ok && to_self && kp_relay_is_ctrl(f->data, f->len))
-    ok = kp_bucket_take(&l->pairs, LINK_PAIRS_PER_S, LINK_PAIRS_PER_S, 1, kp__node_now(node));
+    ok = kp_bucket_take(&l->pairs, LINK_PAIRS_PER_S, LINK_PAIRS_PER_S, 1, kp__node_now(svc->node));
   if (!ok || !rate_ok(l, 0, f->len) || kp_udp_send(&a->udp, &f->addr, f->data, f->len))
-    node->relay_tcp_drops++;
+    svc->tcp_drops++;
 }
 
 /* ---- Links ------------------------------------------------------------------------------ */
 
 static void unlink_link(tlink_t *l) {
-  for (tlink_t **p = &l->node->relay_tlinks; *p; p = &(*p)->next) {
+  for (tlink_t **p = &l->svc->tlinks; *p; p = &(*p)->next) {
     if (*p == l) {
       *p = l->next;
       return;
@@ -187,10 +184,10 @@ static void unlink_link(tlink_t *l) {
 
 static void on_link_closed(kp_tunnel_io_t *io) {
   tlink_t *l = of_io(io);
-  kp_node_t *node = l->node;
+  kp_relay_service_t *svc = l->svc;
   kp_free(l);
-  node->relay_tcp_closing--;
-  kp__node_maybe_finish_close(node);
+  svc->tcp_closing--;
+  kp__relay_service_maybe_finish(svc);
 }
 
 static void link_maybe_free(tlink_t *l) {
@@ -205,8 +202,8 @@ static void link_close(tlink_t *l) {
   uv_read_stop((uv_stream_t *)&l->io.tcp);
   l->io.ended = true;
   unlink_link(l);
-  l->node->relay_tcp_links--;
-  l->node->relay_tcp_closing++;
+  l->svc->tcp_links--;
+  l->svc->tcp_closing++;
   for (uint16_t c = 0; c < KP_TUNNEL_CHANNELS; c++) alloc_close(l, c);
   link_maybe_free(l);
 }
@@ -223,7 +220,7 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   /* Our answers found no room even with the control frames' slack: the
    * peer sends without reading. */
   if (io->overflow) {
-    l->node->relay_tcp_stalled++;
+    l->svc->tcp_stalled++;
     link_close(l);
     return false;
   }
@@ -239,10 +236,10 @@ static void on_refused_closed(uv_handle_t *h) {
   kp_free(h);
 }
 
-static void refuse_connection(kp_node_t *node, uv_stream_t *server) {
+static void refuse_connection(kp_relay_service_t *svc, uv_stream_t *server) {
   uv_tcp_t *t = kp_malloc(sizeof(*t));
-  node->relay_tcp_refused++;
-  if (!t || uv_tcp_init(node->loop, t)) {
+  svc->tcp_refused++;
+  if (!t || uv_tcp_init(svc->node->loop, t)) {
     kp_free(t);
     return;
   }
@@ -251,9 +248,9 @@ static void refuse_connection(kp_node_t *node, uv_stream_t *server) {
 }
 
 /* Links the same IP (IPv6: /64) holds already. */
-static unsigned links_of(const kp_node_t *node, const kp_addr_t *peer) {
+static unsigned links_of(const kp_relay_service_t *svc, const kp_addr_t *peer) {
   unsigned n = 0;
-  for (const tlink_t *l = node->relay_tlinks; l; l = l->next)
+  for (const tlink_t *l = svc->tlinks; l; l = l->next)
     n += l->peer.family == peer->family &&
          (peer->family == KP_AF_INET ? kp_addr_same_ip(&l->peer, peer)
                                      : !memcmp(l->peer.ip, peer->ip, 8));
@@ -261,78 +258,79 @@ static unsigned links_of(const kp_node_t *node, const kp_addr_t *peer) {
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  kp_node_t *node = server->data;
-  if (status || node->closing) return;
+  kp_relay_service_t *svc = server->data;
+  if (status || svc->closing) return;
   tlink_t *l = kp_calloc(1, sizeof(*l));
-  if (!l || kp_tunnel_io_init(node->loop, &l->io)) {
+  if (!l || kp_tunnel_io_init(svc->node->loop, &l->io)) {
     /* Accept and drop it anyway: libuv polls the listener again only
      * after an accept. */
     kp_free(l);
-    refuse_connection(node, server);
+    refuse_connection(svc, server);
     return;
   }
-  l->node = node;
+  l->svc = svc;
   l->io.on_frame = on_frame;
   l->io.on_end = on_end;
-  l->next = node->relay_tlinks;
-  node->relay_tlinks = l;
-  node->relay_tcp_links++;
-  uint64_t now = kp__node_now(node);
-  kp_bucket_init(&l->bytes[0], node->relay_tcp_rate, now);
-  kp_bucket_init(&l->bytes[1], node->relay_tcp_rate, now);
+  l->next = svc->tlinks;
+  svc->tlinks = l;
+  svc->tcp_links++;
+  uint64_t now = kp__node_now(svc->node);
+  kp_bucket_init(&l->bytes[0], svc->tcp_rate, now);
+  kp_bucket_init(&l->bytes[1], svc->tcp_rate, now);
   kp_bucket_init(&l->pairs, LINK_PAIRS_PER_S, now);
   struct sockaddr_storage ss;
   int slen = sizeof(ss);
   bool accepted = !uv_accept(server, (uv_stream_t *)&l->io.tcp) &&
                   !uv_tcp_getpeername(&l->io.tcp, (struct sockaddr *)&ss, &slen) &&
                   !kp_addr_from_sockaddr(&l->peer, (struct sockaddr *)&ss);
-  if (!accepted || kp_tunnel_io_start(&l->io) || node->relay_tcp_links > node->relay_tcp_max ||
-      links_of(node, &l->peer) > node->relay_tcp_per_ip) {
+  if (!accepted || kp_tunnel_io_start(&l->io) || svc->tcp_links > svc->tcp_max ||
+      links_of(svc, &l->peer) > svc->tcp_per_ip) {
     /* Over the limit: the peer sees the connection close at once. */
-    node->relay_tcp_refused++;
+    svc->tcp_refused++;
     link_close(l);
   }
 }
 
-/* ---- Node glue ------------------------------------------------------------------------------ */
+/* ---- The port ------------------------------------------------------------------------------ */
 
-void kp__node_relay_tcp_sweep(kp_node_t *node) {
-  for (tlink_t *l = node->relay_tlinks, *next; l; l = next) {
+void kp__relay_tcp_sweep(kp_relay_service_t *svc) {
+  for (tlink_t *l = svc->tlinks, *next; l; l = next) {
     next = l->next;
     if (!kp_tunnel_io_stalled(&l->io, LINK_STALL_MS)) continue;
-    node->relay_tcp_stalled++;
+    svc->tcp_stalled++;
     link_close(l);
   }
 }
 
-int kp__node_relay_tcp_start(kp_node_t *node, uint64_t rate, unsigned max_links, unsigned per_ip) {
+int kp__relay_tcp_start(kp_relay_service_t *svc, uint64_t rate, unsigned max_links,
+                        unsigned per_ip) {
+  kp_node_t *node = svc->node;
   struct sockaddr_storage ss;
   kp_addr_to_sockaddr(&node->sock.local, &ss);
-  uv_tcp_t *tcp = &node->relay_svc->tcp;
-  int err = uv_tcp_init(node->loop, tcp);
+  int err = uv_tcp_init(node->loop, &svc->tcp);
   if (err) return err;
-  tcp->data = node;
-  node->open_handles |= OPEN_RELAY_TCP;
-  node->relay_tcp_rate = rate;
-  node->relay_tcp_max = max_links;
-  node->relay_tcp_per_ip = per_ip;
-  err = uv_tcp_bind(tcp, (struct sockaddr *)&ss, 0);
-  if (!err) err = uv_listen((uv_stream_t *)tcp, TCP_BACKLOG, on_connection);
+  svc->tcp.data = svc;
+  svc->handles++;
+  svc->tcp_rate = rate;
+  svc->tcp_max = max_links;
+  svc->tcp_per_ip = per_ip;
+  err = uv_tcp_bind(&svc->tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)&svc->tcp, TCP_BACKLOG, on_connection);
   return err;
 }
 
 static void on_listener_closed(uv_handle_t *h) {
-  kp_node_t *node = h->data;
-  node->open_handles &= ~OPEN_RELAY_TCP;
-  kp__node_maybe_finish_close(node);
+  kp_relay_service_t *svc = h->data;
+  svc->handles--;
+  kp__relay_service_maybe_finish(svc);
 }
 
-void kp__node_relay_tcp_close(kp_node_t *node) {
-  if (node->open_handles & OPEN_RELAY_TCP)
-    uv_close((uv_handle_t *)&node->relay_svc->tcp, on_listener_closed);
-  while (node->relay_tlinks) link_close(node->relay_tlinks);
+void kp__relay_tcp_close(kp_relay_service_t *svc) {
+  if (svc->tcp.data && !uv_is_closing((uv_handle_t *)&svc->tcp))
+    uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
+  kp_relay_service_drop_links(svc);
 }
 
-void kp__node_relay_tcp_drop_links(kp_node_t *node) {
-  while (node->relay_tlinks) link_close(node->relay_tlinks);
+void kp_relay_service_drop_links(kp_relay_service_t *svc) {
+  while (svc->tlinks) link_close(svc->tlinks);
 }

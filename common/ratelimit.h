@@ -1,5 +1,6 @@
-/* Admission: one module for every per-source budget (DESIGN.md, "Security
- * principles": admission is charged to the sender a node can see).
+/* Admission: one module for every per-source budget (docs/architecture.md,
+ * "Trusting nothing on the path": admission is charged to the sender a node
+ * can see).
  *
  * kp_bucket_t is an integer token bucket: `rate` units per second, holding
  * at most `burst`. Tokens are kept in thousandths of a unit, so a rate of

@@ -1,10 +1,10 @@
 /* The DHT node state machine.
  *
- * Pure in the sense of DESIGN.md: it is fed the time (`now`, ms) and decoded
- * datagrams, emits datagrams through kp_dht_io_t, and says when it next needs
- * to run (kp_dht_next_deadline). It never touches libuv, a socket or the
- * clock, and draws randomness only from the injected rng, so the simulator
- * can run thousands of them on a virtual clock. node/ is the libuv glue.
+ * Pure (docs/architecture.md, "Three layers per protocol"): it is fed the time (`now`, ms) and
+ * decoded datagrams, emits datagrams through kp_dht_io_t, and says when it next needs to run
+ * (kp_dht_next_deadline). It never touches libuv, a socket or the clock, and draws randomness only
+ * from the injected rng, so the simulator can run thousands of them on a virtual clock. node/ is
+ * the libuv glue.
  *
  * Extension point: higher layers (records, handshake, holepunch) register
  * their own commands with kp_dht_register(); the core dispatches requests for

@@ -1,4 +1,4 @@
-/* Connecting by public key (DESIGN.md, data flow steps 3-6): the handshake
+/* Connecting by public key (docs/architecture.md, "Connecting"): the handshake
  * routed through DHT nodes, the PEER_HOLEPUNCH rounds and the probes that
  * open a direct path. docs/protocol.md "Connecting by key" has the wire
  * format, docs/architecture.md "Connecting" the reasoning.
@@ -60,7 +60,8 @@ typedef struct kp_hp_io_s {
   void *(*open)(void *ctx);
   void (*send_from)(void *ctx, void *sock, const kp_addr_t *to, const uint8_t *data, size_t len);
   void (*close)(void *ctx, void *sock);
-  void *ctx;
+  void *ctx;         /* send's */
+  void *sockets_ctx; /* open's, send_from's and close's (NULL: ctx) */
 } kp_hp_io_t;
 
 /* A finished connection, as either side sees it. */
@@ -194,17 +195,15 @@ void kp_hp_connect_cancel(kp_hp_connect_t *c);
 
 /* ---- A connection's paths --------------------------------------------------- */
 
-/* A connection is its keys and ids, not a path (DESIGN.md, "Keep"). Once
- * connected, each side runs a link (hp_link.c) for it: a relayed one keeps
- * punching in the background (from the pairing socket, and with the
- * birthday strategy when the NATs need it) and moves to the direct path
- * it proves; when the transport says the path stopped carrying, the
- * client resumes: rounds under the connection's resume key through the
- * server's relay nodes (looked up again if they are gone), a punch from
- * the sockets it has, and within a second a relay (another one if the
- * relay was what failed), upgraded again later. The server answers
- * resume rounds for the connections it still holds. The glue moves the
- * stream connection (its socket and address) when told. */
+/* A connection is its keys and ids, not a path (docs/architecture.md, "Connections that survive").
+ * Once connected, each side runs a link (hp_link.c) for it: a relayed one keeps punching in the
+ * background (from the pairing socket, and with the birthday strategy when the NATs need it) and
+ * moves to the direct path it proves; when the transport says the path stopped carrying, the client
+ * resumes: rounds under the connection's resume key through the server's relay nodes (looked up
+ * again if they are gone), a punch from the sockets it has, and within a second a relay (another
+ * one if the relay was what failed), upgraded again later. The server answers resume rounds for the
+ * connections it still holds. The glue moves the stream connection (its socket and address) when
+ * told. */
 typedef struct kp_hp_link_s kp_hp_link_t;
 
 typedef enum {

@@ -317,6 +317,7 @@ int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, c
     return KP_ECONFIG;
   }
   hp->io = *io;
+  if (!hp->io.sockets_ctx) hp->io.sockets_ctx = hp->io.ctx;
   kp__hp_random(hp, hp->secret, sizeof(hp->secret));
   int err = kp_dht_register(dht, KP_DHT_CMD_PEER_HANDSHAKE, on_request, hp, HP_REPLY_VALUE_MAX);
   if (!err)
@@ -371,14 +372,14 @@ static void send_pair(kp_hp_t *hp, hp_pairing_t *p) {
   uint8_t msg[KP_RELAY_CTRL_LEN];
   kp_relay_pair_request(&p->pair, p->role, &c);
   kp_relay_ctrl_encode(&c, msg);
-  hp->io.send_from(hp->io.ctx, p->sock, &p->relay, msg, sizeof(msg));
+  hp->io.send_from(hp->io.sockets_ctx, p->sock, &p->relay, msg, sizeof(msg));
   p->sent++;
 }
 
 bool kp__hp_pairing_start(kp_hp_t *hp, hp_pairing_t *p, const kp_addr_t *relay,
                           const kp_relay_pair_t *pair, uint8_t role, uint64_t now) {
   if (!hp->io.open) return false;
-  p->sock = hp->io.open(hp->io.ctx);
+  p->sock = hp->io.open(hp->io.sockets_ctx);
   if (!p->sock) return false;
   p->relay = *relay;
   p->pair = *pair;
@@ -395,7 +396,7 @@ void kp__hp_pairing_run(kp_hp_t *hp, hp_pairing_t *p, uint64_t now) {
 }
 
 void kp__hp_pairing_end(kp_hp_t *hp, hp_pairing_t *p, bool keep) {
-  if (p->sock && !keep) hp->io.close(hp->io.ctx, p->sock);
+  if (p->sock && !keep) hp->io.close(hp->io.sockets_ctx, p->sock);
   p->sock = NULL;
   p->next_at = UINT64_MAX;
   sodium_memzero(&p->pair, sizeof(p->pair));

@@ -106,7 +106,7 @@ static void send_one(kp_hp_t *hp, hp_bday_t *b, void *sock, const kp_addr_t *to,
  * keep an unanswered UDP mapping for 30 s or more, beyond the punch). */
 static void open_sockets(kp_hp_t *hp, hp_bday_t *b, uint64_t now) {
   while (b->sock_count < hp->cfg.birthday_sockets) {
-    void *sock = hp->io.open(hp->io.ctx);
+    void *sock = hp->io.open(hp->io.sockets_ctx);
     if (!sock) break; /* out of descriptors: go with what we have */
     b->socks[b->sock_count++] = sock;
     send_one(hp, b, sock, &b->to, now);
@@ -143,7 +143,7 @@ bool kp__hp_birthday_owns(const hp_bday_t *b, const void *sock) {
 void kp__hp_birthday_end(hp_bday_t *b, void *keep) {
   kp_hp_t *hp = b->hp;
   for (unsigned i = 0; i < b->sock_count; i++)
-    if (b->socks[i] != keep) hp->io.close(hp->io.ctx, b->socks[i]);
+    if (b->socks[i] != keep) hp->io.close(hp->io.sockets_ctx, b->socks[i]);
   kp_free(b->socks);
   sodium_memzero(b, sizeof(*b));
 }

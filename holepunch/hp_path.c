@@ -51,7 +51,7 @@ void kp__hp_send_probe(kp_hp_t *hp, void *sock, const kp_addr_t *to, const kp_pr
   uint8_t pkt[KP_PROBE_LEN];
   kp_probe_encode(p, key, pkt);
   if (sock) {
-    hp->io.send_from(hp->io.ctx, sock, to, pkt, sizeof(pkt));
+    hp->io.send_from(hp->io.sockets_ctx, sock, to, pkt, sizeof(pkt));
   } else {
     hp->io.send(hp->io.ctx, to, pkt, sizeof(pkt));
   }

@@ -1,10 +1,11 @@
 /* kp_node: a DHT node on a libuv loop. Owns the sockets and the timer,
  * feeds datagrams and time to the DHT state machine and sends what it emits
- * (DESIGN.md, "Three layers per protocol": this is the glue). */
+ * (docs/architecture.md, "Three layers per protocol": this is the glue). */
 #include "node/node_internal.h"
 #include "stream/uv/endpoint.h"
 #include "stream/stream_frame.h"
 #include "node/relay_service.h"
+#include "node/socket_pool.h"
 #include "relay/relay.h"
 #include "relay/uv/tunnel.h"
 
@@ -67,7 +68,7 @@ static void on_timer(uv_timer_t *timer) {
   kp_udp_batch_begin(&node->sock, &batch);
   kp_dht_tick(node->dht, now_ms(node));
   kp_udp_batch_end(&node->sock, &batch);
-  if (node->xsocks) kp__node_xsock_sweep(node, now_ms(node));
+  if (node->sockets) kp_socket_pool_sweep(node->sockets, now_ms(node));
   kp__node_rearm(node);
 }
 
@@ -228,7 +229,8 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   node->rx_budget.max = opts->rx_budget ? opts->rx_budget : (size_t)256 << 20;
   node->resume_grace_ms = kp__node_resume_grace(opts);
   kp_hp_io_t hp_io = {.send = hp_send, .ctx = node};
-  kp__node_xsock_io(node, &hp_io);
+  if ((err = kp_socket_pool_create(node, &node->sockets))) goto fail;
+  kp_socket_pool_io(node->sockets, &hp_io);
 
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
   if (!node->tunnel) set_lan_addrs(node);
@@ -385,8 +387,7 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 /* ---- Close --------------------------------------------------------------- */
 
 void kp__node_maybe_finish_close(kp_node_t *node) {
-  if (node->open_handles || node->dns || node->xsocks || node->xsock_closing || node->relay_service)
-    return;
+  if (node->open_handles || node->dns || node->sockets || node->relay_service) return;
   /* Every channel is closed: the relay connection can go. */
   if (node->tunnel) kp_tunnel_close(node->tunnel);
   node->tunnel = NULL;
@@ -409,6 +410,13 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
 static void on_timer_closed(uv_handle_t *handle) {
   kp_node_t *node = handle->data;
   node->open_handles &= ~OPEN_TIMER;
+  kp__node_maybe_finish_close(node);
+}
+
+static void on_sockets_closed(kp_socket_pool_t *pool, void *arg) {
+  kp_node_t *node = arg;
+  (void)pool;
+  node->sockets = NULL;
   kp__node_maybe_finish_close(node);
 }
 
@@ -443,9 +451,11 @@ static void start_close(kp_node_t *node) {
     kp_udp_close(&node->sock, on_udp_closed);
   }
   if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
-  kp__node_xsock_close_all(node);
   if (node->relay_service)
     kp_relay_service_close(node->relay_service, on_relay_service_closed, node);
+  /* Last: with no socket open the pool is gone at once, and so may be the
+   * node. */
+  if (node->sockets) kp_socket_pool_close(node->sockets, on_sockets_closed, node);
 }
 
 void kp_node_close(kp_node_t *node, kp_node_close_cb cb) {

@@ -14,7 +14,6 @@
 #include "stream/stream_conn.h"
 
 typedef struct kp_node_dns_s kp_node_dns_t;
-typedef struct kp_node_xsock_s kp_node_xsock_t;
 typedef struct kp_node_conn_s kp_node_conn_t;
 
 /* A connection the node made or accepted, and its paths (node_paths.c). */
@@ -45,6 +44,7 @@ typedef struct kp_node_relay_memo_s {
 enum { OPEN_SOCK = 1, OPEN_ALT = 2, OPEN_TIMER = 4 };
 typedef struct kp_tunnel_s kp_tunnel_t;
 typedef struct kp_relay_service_s kp_relay_service_t;
+typedef struct kp_socket_pool_s kp_socket_pool_t;
 
 struct kp_node_s {
   void *data;
@@ -61,7 +61,7 @@ struct kp_node_s {
   kp_rx_budget_t rx_budget;         /* what all its connections may hold */
   bool ep_closing;                  /* the socket closes once the endpoint has */
   kp_announce_t *announces;         /* live announcements, told of a close */
-  kp_node_xsock_t *xsocks;          /* extra sockets: birthday punches and their winners */
+  kp_socket_pool_t *sockets;        /* extra sockets: birthday punches, pairings, winners */
   kp_node_conn_t *conns;            /* connections made and accepted, with their links */
   unsigned resume_grace_ms;         /* a connection without a path is resumed this long */
   kp_node_relay_memo_t *relay_memo; /* KP_NODE_RELAY_MEMOS, from the first connect */
@@ -72,7 +72,6 @@ struct kp_node_s {
   uint64_t relays_found_at;
   kp_addr_t found_relays[4];
   size_t found_count;
-  unsigned xsock_count, xsock_closing;
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
   kp_rng_t rng;
@@ -108,14 +107,6 @@ uint64_t kp__node_wall_ms(void *ctx);
 
 /* Frees the node once nothing is left open (node.c). */
 void kp__node_maybe_finish_close(kp_node_t *node);
-
-/* node_sockets.c: the extra sockets behind the holepunch io's open,
- * send_from and close; the endpoint for a connection on a won one; closing
- * won sockets whose connections are gone; closing them all. */
-void kp__node_xsock_io(kp_node_t *node, kp_hp_io_t *io);
-int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out);
-void kp__node_xsock_sweep(kp_node_t *node, uint64_t now);
-void kp__node_xsock_close_all(kp_node_t *node);
 
 /* node_paths.c: a stream connection for a finished handshake r, on the
  * socket r names, with a link that keeps it on a path from now on

@@ -11,6 +11,7 @@
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
+#include "node/socket_pool.h"
 #include "stream/uv/endpoint.h"
 
 #define RESUME_GRACE_MS 60000
@@ -59,7 +60,7 @@ static kp_path_why_t why_of(kp_hp_move_why_t why) {
 }
 
 int kp__node_endpoint_for(kp_node_t *node, void *sock, kp_endpoint_t **out) {
-  if (sock) return kp__node_xsock_endpoint(node, sock, out);
+  if (sock) return kp_socket_pool_endpoint(node->sockets, sock, out);
   if (!node->ep) {
     int err = kp__endpoint_attach(node->loop, &node->sock, &node->ep);
     if (err) return err;

@@ -1,4 +1,4 @@
-/* A blind relay (DESIGN.md, "fallback"): when two peers cannot punch, both
+/* A blind relay (docs/architecture.md, "Relays"): when two peers cannot punch, both
  * send a PAIR datagram for the same pair id to a relay node, which then
  * forwards every datagram from one peer's address to the other's. Id and
  * secrets come from the peers' path secret (the Noise chaining key): the

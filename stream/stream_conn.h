@@ -1,7 +1,7 @@
 /* A data-plane connection: reliable, ordered, flow- and congestion-
  * controlled, encrypted byte streams over UDP datagrams.
  *
- * Pure (DESIGN.md's state machine layer): fed datagrams and the time in
+ * Pure (the state machine layer, docs/architecture.md): fed datagrams and the time in
  * microseconds, it hands datagrams out when asked (kp_sconn_write_datagram,
  * so the glue can batch them into GSO sends) and reports events through
  * callbacks. It never touches a socket, a clock or libuv.

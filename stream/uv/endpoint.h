@@ -1,4 +1,4 @@
-/* The data plane's libuv glue (DESIGN.md's third layer): an endpoint owns
+/* The data plane's libuv glue (the third layer, docs/architecture.md): an endpoint owns
  * a UDP socket and the connections on it, feeds each connection's state
  * machine (stream_conn.h) with datagrams and the time, and sends what they
  * produce in GSO batches.

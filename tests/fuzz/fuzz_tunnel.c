@@ -1,4 +1,4 @@
-/* Fuzz target: relay tunnel frames (relay/tunnel.h) as a TCP peer sends
+/* Fuzz target: relay tunnel frames (relay/uv/tunnel.h) as a TCP peer sends
  * them: a byte stream cut into frames. A frame decodes whole or asks for
  * more or is refused; never reads past what it was given; every frame that
  * decodes encodes to the same bytes. */

@@ -297,7 +297,7 @@ static void test_stale_half_pair(void) {
   kp_relay_free(r);
 }
 
-/* Tunnel frames (relay/tunnel.h): every type round-trips; a frame cut
+/* Tunnel frames (relay/uv/tunnel.h): every type round-trips; a frame cut
  * short asks for more; damaged ones are refused; random bytes never crash
  * the decoder or make it read past what it was given. */
 static void test_tunnel_frames(void) {

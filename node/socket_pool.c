@@ -1,13 +1,9 @@
-/* The node's extra sockets: the birthday strategy's (holepunch/hp_birthday.c)
- * while a punch runs, and afterwards the one that won, which then carries
- * that connection (the punched NAT mapping belongs to it); a relay
- * pairing's, which carries a relayed connection and keeps punching to the
- * peer's (holepunch/hp_link.c). A socket handed over stays until no
- * connection runs on it and no connection's link holds it. */
+/* A node's extra sockets (socket_pool.h). */
 #include <string.h>
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
+#include "node/socket_pool.h"
 #include "stream/uv/endpoint.h"
 #include "stream/stream_frame.h"
 #include "relay/relay.h"
@@ -17,17 +13,28 @@
  * the state machine may still send a probe on it. */
 #define WON_GRACE_MS 6000
 
-struct kp_node_xsock_s {
+typedef struct xsock_s xsock_t;
+
+struct xsock_s {
   kp_udp_t udp;
-  kp_node_t *node;
-  kp_node_xsock_t *next;
+  kp_socket_pool_t *pool;
+  xsock_t *next;
   kp_endpoint_t *ep; /* made for the first connection on it */
   bool won;          /* the state machine handed it over */
   uint64_t idle_since;
 };
 
-static void unlink_xsock(kp_node_xsock_t *x) {
-  for (kp_node_xsock_t **p = &x->node->xsocks; *p; p = &(*p)->next) {
+struct kp_socket_pool_s {
+  kp_node_t *node;
+  xsock_t *socks;
+  unsigned count, closing; /* open, and closing */
+  bool closed;
+  kp_socket_pool_close_cb close_cb;
+  void *close_arg;
+};
+
+static void unlink_xsock(xsock_t *x) {
+  for (xsock_t **p = &x->pool->socks; *p; p = &(*p)->next) {
     if (*p == x) {
       *p = x->next;
       return;
@@ -35,26 +42,33 @@ static void unlink_xsock(kp_node_xsock_t *x) {
   }
 }
 
+static void maybe_finish(kp_socket_pool_t *pool) {
+  if (!pool->closed || pool->socks || pool->closing) return;
+  if (pool->close_cb) pool->close_cb(pool, pool->close_arg);
+  kp_free(pool);
+}
+
 static void on_closed(kp_udp_t *udp) {
-  kp_node_xsock_t *x = udp->data;
-  kp_node_t *node = x->node;
+  xsock_t *x = udp->data;
+  kp_socket_pool_t *pool = x->pool;
   kp_free(x);
-  node->xsock_closing--;
-  kp__node_maybe_finish_close(node);
+  pool->closing--;
+  maybe_finish(pool);
 }
 
 static void on_ep_closed(kp_endpoint_t *ep) {
-  kp_node_xsock_t *x = ep->udp->data;
+  xsock_t *x = ep->udp->data;
   x->ep = NULL;
   kp_udp_close(&x->udp, on_closed);
 }
 
-static void xsock_close(kp_node_xsock_t *x) {
+static void xsock_close(xsock_t *x) {
+  kp_socket_pool_t *pool = x->pool;
   /* No path may send from it any more. */
-  if (x->node->hp) kp_hp_socket_closed(x->node->hp, x);
+  if (pool->node->hp) kp_hp_socket_closed(pool->node->hp, x);
   unlink_xsock(x);
-  x->node->xsock_count--;
-  x->node->xsock_closing++;
+  pool->count--;
+  pool->closing++;
   if (x->ep) {
     kp_endpoint_close(x->ep, on_ep_closed);
   } else {
@@ -63,8 +77,8 @@ static void xsock_close(kp_node_xsock_t *x) {
 }
 
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
-  kp_node_xsock_t *x = udp->data;
-  kp_node_t *node = x->node;
+  xsock_t *x = udp->data;
+  kp_node_t *node = x->pool->node;
   if (node->closing) return;
   if (kp_stream_is_packet(data, len) && x->ep) {
     kp__endpoint_input(x->ep, from, data, len);
@@ -78,9 +92,10 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
 }
 
 static void *xsock_open(void *ctx) {
-  kp_node_t *node = ctx;
-  if (node->closing) return NULL;
-  kp_node_xsock_t *x = kp_calloc(1, sizeof(*x));
+  kp_socket_pool_t *pool = ctx;
+  kp_node_t *node = pool->node;
+  if (node->closing || pool->closed) return NULL;
+  xsock_t *x = kp_calloc(1, sizeof(*x));
   if (!x) return NULL;
   kp_addr_t any = node->sock.local;
   memset(&any.ip, 0, sizeof(any.ip));
@@ -92,36 +107,44 @@ static void *xsock_open(void *ctx) {
     return NULL;
   }
   x->udp.data = x;
-  x->node = node;
+  x->pool = pool;
   kp_udp_recv_start(&x->udp, on_datagram);
-  x->next = node->xsocks;
-  node->xsocks = x;
-  node->xsock_count++;
+  x->next = pool->socks;
+  pool->socks = x;
+  pool->count++;
   return x;
 }
 
 static void xsock_send(void *ctx, void *sock, const kp_addr_t *to, const uint8_t *data,
                        size_t len) {
-  kp_node_t *node = ctx;
-  kp_node_xsock_t *x = sock;
+  kp_socket_pool_t *pool = ctx;
+  xsock_t *x = sock;
   /* Closing: every extra socket is already on its way out. */
-  if (!node->closing) kp_udp_send(&x->udp, to, data, len);
+  if (!pool->closed) kp_udp_send(&x->udp, to, data, len);
 }
 
 static void xsock_release(void *ctx, void *sock) {
-  kp_node_t *node = ctx;
-  if (!node->closing) xsock_close(sock);
+  kp_socket_pool_t *pool = ctx;
+  if (!pool->closed) xsock_close(sock);
 }
 
-void kp__node_xsock_io(kp_node_t *node, kp_hp_io_t *io) {
+int kp_socket_pool_create(kp_node_t *node, kp_socket_pool_t **out) {
+  *out = kp_calloc(1, sizeof(**out));
+  if (!*out) return UV_ENOMEM;
+  (*out)->node = node;
+  return 0;
+}
+
+void kp_socket_pool_io(kp_socket_pool_t *pool, kp_hp_io_t *io) {
   io->open = xsock_open;
   io->send_from = xsock_send;
   io->close = xsock_release;
-  (void)node;
+  io->sockets_ctx = pool;
 }
 
-int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out) {
-  kp_node_xsock_t *x = sock;
+int kp_socket_pool_endpoint(kp_socket_pool_t *pool, void *sock, kp_endpoint_t **out) {
+  kp_node_t *node = pool->node;
+  xsock_t *x = sock;
   x->won = true;
   x->idle_since = kp__node_now(node);
   if (!x->ep) {
@@ -133,12 +156,12 @@ int kp__node_xsock_endpoint(kp_node_t *node, void *sock, kp_endpoint_t **out) {
   return 0;
 }
 
-void kp__node_xsock_sweep(kp_node_t *node, uint64_t now) {
-  kp_node_xsock_t *x = node->xsocks;
+void kp_socket_pool_sweep(kp_socket_pool_t *pool, uint64_t now) {
+  xsock_t *x = pool->socks;
   while (x) {
-    kp_node_xsock_t *next = x->next;
+    xsock_t *next = x->next;
     if (x->won) {
-      if ((x->ep && x->ep->conn_count) || kp__node_conns_hold(node, x)) {
+      if ((x->ep && x->ep->conn_count) || kp__node_conns_hold(pool->node, x)) {
         x->idle_since = now;
       } else if (now >= x->idle_since + WON_GRACE_MS) {
         xsock_close(x);
@@ -148,6 +171,15 @@ void kp__node_xsock_sweep(kp_node_t *node, uint64_t now) {
   }
 }
 
-void kp__node_xsock_close_all(kp_node_t *node) {
-  while (node->xsocks) xsock_close(node->xsocks);
+unsigned kp_socket_pool_count(const kp_socket_pool_t *pool) {
+  return pool->count;
+}
+
+void kp_socket_pool_close(kp_socket_pool_t *pool, kp_socket_pool_close_cb cb, void *arg) {
+  if (pool->closed) return;
+  pool->closed = true;
+  pool->close_cb = cb;
+  pool->close_arg = arg;
+  while (pool->socks) xsock_close(pool->socks);
+  maybe_finish(pool);
 }

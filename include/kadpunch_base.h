@@ -307,8 +307,8 @@ typedef struct kp_relay_limits_s {
   unsigned max_sessions; /* 1024 */
   uint64_t session_rate; /* bytes/s: 4 MiB/s */
   uint64_t total_rate;   /* bytes/s, all sessions: 64 MiB/s */
-  unsigned idle_s;       /* a session nobody used this long ends: 600 */
-  unsigned lifetime_s;   /* and any session after this: 86400 */
+  unsigned idle_ms;      /* a session nobody used this long ends: 600000 */
+  uint64_t lifetime_ms;  /* and any session after this: 86400000 */
   unsigned tcp_links;    /* peers on the TCP port at once: 256 */
   /* Per IPv4 address (IPv6 /64) of the peers: */
   unsigned sessions_per_ip;  /* sessions one may be a side of: 32 */

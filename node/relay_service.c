@@ -40,8 +40,8 @@ static void relay_config(const kp_relay_limits_t *l, kp_relay_config_t *cfg) {
   if (l->max_sessions) cfg->max_sessions = l->max_sessions;
   if (l->session_rate) cfg->session_rate = l->session_rate;
   if (l->total_rate) cfg->total_rate = l->total_rate;
-  if (l->idle_s) cfg->idle_ms = l->idle_s * 1000;
-  if (l->lifetime_s) cfg->max_lifetime_ms = (uint64_t)l->lifetime_s * 1000;
+  if (l->idle_ms) cfg->idle_ms = l->idle_ms;
+  if (l->lifetime_ms) cfg->max_lifetime_ms = l->lifetime_ms;
   if (l->sessions_per_ip) cfg->sessions_per_ip = l->sessions_per_ip;
 }
 

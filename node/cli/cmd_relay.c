@@ -103,11 +103,11 @@ int kp_cli_relay(int argc, char **argv) {
         break;
       case 'i':
         if (!(rc = parse_u64(optarg, 1, 7 * 86400, &v, "--idle")))
-          net.relay_limits.idle_s = (unsigned)v;
+          net.relay_limits.idle_ms = (unsigned)v * 1000;
         break;
       case 'l':
         if (!(rc = parse_u64(optarg, 1, 365 * 86400, &v, "--lifetime")))
-          net.relay_limits.lifetime_s = (unsigned)v;
+          net.relay_limits.lifetime_ms = v * 1000;
         break;
       case 'e': rc = parse_u64(optarg, 1, 3600, &every, "--every"); break;
       case 'P':

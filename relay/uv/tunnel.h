@@ -1,23 +1,8 @@
 /* Reaching a relay over TCP, for a peer whose UDP is blocked (docs/protocol.md
- * "Relaying over TCP"; docs/architecture.md "Relays").
- *
- * One TCP connection to the relay's port carries channels. Each channel is
- * a virtual UDP socket (common/udp.h): the peer's node runs on one as if it
- * were its main socket, and opens more for pairing, exactly as it would
- * over UDP. At the relay each channel is an allocation: a UDP socket of its
- * own on the relay's address, whose datagrams the relay frames back. What
- * an allocation may send is narrow (node/node_relay_tcp.c): DHT messages,
- * and anything to the relay itself, whose pairing then forwards only to the
- * one peer that paired. So the relay cannot be used to reach anyone else,
- * and the streams stay end-to-end encrypted as over UDP.
- *
- * Frames, both ways: u16 length of what follows, u8 type, u16 channel, body.
- *   OPEN    (peer -> relay)  no body: make an allocation for this channel
- *   OPENED  (relay -> peer)  the allocation's address (compact form)
- *   REFUSED (relay -> peer)  u8 reason (kp_relay_refusal_t): no allocation
- *   DATA    (both)           u8 address length, address (compact), datagram;
- *                            to the relay: where to send it; from: who sent it
- *   CLOSE   (both)           no body: the channel is gone */
+ * "Relaying over TCP"; docs/architecture.md "Relays"): frames
+ * (relay/tunnel_frame.h) over a libuv TCP stream, for both ends, and the
+ * peer's end: channels as virtual UDP sockets (common/uv/udp.h) on one TCP
+ * connection to the relay. The relay's end is node/relay_service_tcp.c. */
 #ifndef KP_RELAY_TUNNEL_H
 #define KP_RELAY_TUNNEL_H
 
@@ -28,10 +13,11 @@
 
 #include "common/addr.h"
 #include "common/uv/udp.h"
+#include "relay/tunnel_frame.h"
 
-#define KP_TUNNEL_CHANNELS 16 /* per TCP connection: a main socket and pairings */
-#define KP_TUNNEL_FRAME_HEAD 5
-#define KP_TUNNEL_FRAME_MAX (KP_TUNNEL_FRAME_HEAD + 1 + KP_ADDR_COMPACT_MAX + KP_UDP_MAX_DATAGRAM)
+_Static_assert(KP_TUNNEL_MAX_DATAGRAM == KP_UDP_MAX_DATAGRAM,
+               "a frame carries any datagram a socket reads");
+
 /* Bytes a side queues for its TCP connection before it drops datagrams, as
  * a full socket buffer would, and stops reading (so a peer that sends
  * without reading what it is sent fills its own buffers, not ours). Control
@@ -41,30 +27,6 @@
 /* What one read takes: 21 full frames (a bigger read costs memory per link,
  * a smaller one a system call per frame or two). */
 #define KP_TUNNEL_READ_BUF (32u * 1024)
-
-typedef enum {
-  KP_TUNNEL_OPEN = 1,
-  KP_TUNNEL_OPENED = 2,
-  KP_TUNNEL_REFUSED = 3,
-  KP_TUNNEL_DATA = 4,
-  KP_TUNNEL_CLOSE = 5,
-} kp_tunnel_type_t;
-
-typedef struct kp_tunnel_frame_s {
-  uint8_t type;
-  uint16_t channel;
-  kp_addr_t addr;      /* OPENED, DATA */
-  uint8_t reason;      /* REFUSED */
-  const uint8_t *data; /* DATA: the datagram (points into the parsed buffer) */
-  size_t len;
-} kp_tunnel_frame_t;
-
-/* Writes f to out (KP_TUNNEL_FRAME_MAX bytes); returns its size, 0 if f is
- * not encodable (no address for DATA, a datagram too big). */
-size_t kp_tunnel_frame_encode(const kp_tunnel_frame_t *f, uint8_t *out);
-/* One frame from the start of buf: 1 and *used, 0 if more bytes are
- * needed, -1 if malformed (the connection is then dropped). */
-int kp_tunnel_frame_decode(const uint8_t *buf, size_t len, kp_tunnel_frame_t *out, size_t *used);
 
 /* ---- Both ends: frames over a libuv stream -------------------------------------------- */
 

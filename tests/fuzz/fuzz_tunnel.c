@@ -4,7 +4,7 @@
  * decodes encodes to the same bytes. */
 #include <string.h>
 
-#include "relay/uv/tunnel.h"
+#include "relay/tunnel_frame.h"
 #include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "relay/relay.h"
-#include "relay/uv/tunnel.h"
+#include "relay/tunnel_frame.h"
 #include "tests/harness/test.h"
 #include "tests/unit/test_relay.h"
 
@@ -301,7 +301,7 @@ static void test_stale_half_pair(void) {
  * short asks for more; damaged ones are refused; random bytes never crash
  * the decoder or make it read past what it was given. */
 static void test_tunnel_frames(void) {
-  uint8_t buf[KP_TUNNEL_FRAME_MAX], payload[KP_UDP_MAX_DATAGRAM];
+  uint8_t buf[KP_TUNNEL_FRAME_MAX], payload[KP_TUNNEL_MAX_DATAGRAM];
   memset(payload, 0x5a, sizeof(payload));
   kp_tunnel_frame_t f = {.type = KP_TUNNEL_DATA, .channel = 3, .data = payload, .len = 1500}, g;
   KP_CHECK_OK(kp_addr_parse(&f.addr, "[2001:db8::1]:443"));
@@ -311,11 +311,11 @@ static void test_tunnel_frames(void) {
   KP_CHECK(used == n && g.type == KP_TUNNEL_DATA && g.channel == 3 && g.len == 1500);
   KP_CHECK(kp_addr_eq(&g.addr, &f.addr) && !memcmp(g.data, payload, 1500));
   for (size_t cut = 0; cut < n; cut++) KP_CHECK_EQ(kp_tunnel_frame_decode(buf, cut, &g, &used), 0);
-  f.len = KP_UDP_MAX_DATAGRAM + 1;
+  f.len = KP_TUNNEL_MAX_DATAGRAM + 1;
   KP_CHECK_EQ(kp_tunnel_frame_encode(&f, buf), 0);
   /* A hostile frame: an IPv4 address and 1512 bytes, within the frame size
    * (sized for IPv6) but over a datagram. */
-  f.len = KP_UDP_MAX_DATAGRAM;
+  f.len = KP_TUNNEL_MAX_DATAGRAM;
   addr(&f.addr, 5, 5);
   n = kp_tunnel_frame_encode(&f, buf);
   size_t big = n + 12;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # kp_test_binary(NAME SOURCES files... LIBS libs...)
 #
 # Builds one test binary and registers every case it declares as its own ctest

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* UDP endpoints (kp_addr_t, defined in kadpunch.h): comparison, hashing,
  * conversion to and from sockaddr, and the compact wire form (IPv4: 4-byte
  * address then 2-byte big-endian port = 6 bytes; IPv6: 16 + 2 = 18 bytes). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The one allocator every kadpunch allocation goes through (replaceable with
  * kp_replace_allocator so tests can inject failure). Library code turns a NULL
  * into KP_ENOMEM; only main() may abort. */

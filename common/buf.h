@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Bounded byte buffers for fixed binary fields (big-endian on the wire).
  *
  * A writer never writes past cap: the first write that does not fit sets

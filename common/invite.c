@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Invitations and service names (kadpunch.h, "Services, device info,
  * invitations"; docs/protocol.md "Invitations"). */
 #include <sodium.h>

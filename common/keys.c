@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Identity: ed25519 key pairs from a seed, and their text form. Making a
  * key pair (randomness) and key files (I/O) are glue: common/uv/key_file.c. */
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Levelled logging. Each object that logs holds a kp_log_t (level, sink);
  * there is no global logger. KP_LOG checks the level before formatting, so a
  * disabled line costs one comparison. */

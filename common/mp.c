@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "common/mp.h"
 
 #include "kadpunch_base.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* msgpack helpers shared by every control-plane codec.
  *
  * Encoding goes through msgpack-c's packer writing into a kp_wbuf_t, so it can

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Admission budgets (ratelimit.h). */
 #include "common/ratelimit.h"
 

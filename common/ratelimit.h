@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Admission: one module for every per-source budget (docs/architecture.md,
  * "Trusting nothing on the path": admission is charged to the sender a node
  * can see).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "common/rng.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Injected randomness. The protocol cores never call randombytes_buf: they
  * draw from the kp_rng_t their creator hands them (creating one without
  * fails with KP_EINVAL). The node layer hands them libsodium's CSPRNG

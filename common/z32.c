@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "common/z32.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* z-base-32 (the human-oriented base-32 of Zooko O'Whielacronx): lowercase
  * letters and digits chosen to be easy to read aloud and copy, with no
  * padding. libsodium offers hex and base64 only; base64 has '+', '/' and

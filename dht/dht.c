@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The DHT core: receive and dispatch, replies, membership, maintenance.
  * Queries and commits live in dht_query.c. */
 #include "dht/dht_internal.h"

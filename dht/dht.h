@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The DHT node state machine.
  *
  * Pure (docs/architecture.md, "Three layers per protocol"): it is fed the time (`now`, ms) and

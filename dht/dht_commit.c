@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The commit step: one request to each of a query's closest nodes, with the
  * token each gave us (the write authorization stores check). */
 #include "dht/dht_internal.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Node ids and the XOR metric. A node's id is BLAKE2b-256 of its public
  * address in compact form, so an id cannot be chosen freely and a receiver
  * can check it against the packet's source (docs/protocol.md, "Node ids"). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The DHT state machine's insides, shared by dht.c (core, membership,
  * maintenance) and dht_query.c (iterative queries and commits). Never
  * included outside dht/. */

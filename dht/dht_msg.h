@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DHT wire codec: one control-plane message <-> kp_dht_msg_t.
  *
  * A message is a msgpack array (docs/protocol.md, "DHT messages"):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "dht/dht_nat.h"
 
 #include <string.h>

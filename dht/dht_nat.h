@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the DHT learns about our own address and NAT.
  *
  * Every response carries `to`: our address as the responder saw it. Samples

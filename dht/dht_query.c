@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Iterative Kademlia queries and the commit step.
  *
  * A query keeps up to QUERY_MAX candidates sorted by distance to the target

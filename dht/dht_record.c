@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "dht/dht_record.h"
 
 #include <sodium.h>

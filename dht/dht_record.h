@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Signed records stored on the DHT (docs/protocol.md, "Records").
  *
  * Announce records say "public key K can be reached through these relay

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "dht/dht_rpc.h"
 
 #include <string.h>

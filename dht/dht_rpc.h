@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DHT requests in flight: transaction ids, timeouts, retries, caps.
  *
  * A response is matched by transaction id AND source address (PING_NAT

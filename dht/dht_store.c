@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "dht/dht_store.h"
 
 #include <sodium.h>

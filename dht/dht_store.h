@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The records a DHT node stores for others: announce records (and the
  * tombstones unannounce leaves), mutable and immutable values.
  *

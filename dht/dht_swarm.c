@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The storing side of swarms: the command handlers every node runs for
  * others, backed by the record store. Client operations are in
  * dht_swarm_ops.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Swarms on the DHT: announce, lookup, unannounce, and mutable and
  * immutable values (docs/protocol.md, "Records").
  *

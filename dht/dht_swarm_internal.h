@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by dht_swarm.c (the storing side) and dht_swarm_ops.c (the client
  * operations). Never included outside dht/. */
 #ifndef KP_DHT_SWARM_INTERNAL_H

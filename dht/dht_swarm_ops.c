@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The client side of swarms: lookups, announcements, puts and gets, each an
  * operation built from DHT queries, commits and single requests. */
 #include "dht/dht_swarm_internal.h"

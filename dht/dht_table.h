@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The Kademlia routing table: buckets by shared-prefix length with our id,
  * k entries each.
  *

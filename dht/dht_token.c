@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "dht/dht_token.h"
 
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Write tokens: proof that a requester receives packets at its address.
  *
  * token = BLAKE2b-256(key = secret, message = compact(requester address)).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connecting by public key (docs/architecture.md, "Connecting"): the handshake
  * routed through DHT nodes, the PEER_HOLEPUNCH rounds and the probes that
  * open a direct path. docs/protocol.md "Connecting by key" has the wire

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kp_hp_t: the relay node's role, probes, and what the server and client
  * roles share (holepunch.h). */
 #include <sodium.h>

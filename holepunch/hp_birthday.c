@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The birthday strategy: a RANDOM NAT against a CONSISTENT one
  * (docs/architecture.md "The birthday strategy" has the numbers).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The client's role: look the key up, shake hands through one of the
  * server's relay nodes, run holepunch rounds until an address of the
  * server is proven, or meet it at a blind relay (holepunch.h, hp_path.c).

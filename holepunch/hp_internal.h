@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kp_hp_t's insides, shared by hp.c (core, relay role), hp_path.c (probes
  * and proofs), hp_birthday.c, hp_server.c, hp_client.c and hp_link.c.
  * Never included outside holepunch/. */

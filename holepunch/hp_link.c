@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A connection's paths (holepunch.h, "A connection's paths";
  * docs/architecture.md, "Connections that survive").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Paths: the probes of a punch, the proofs they carry, and the rule that
  * nobody is sent more than a hint's worth of probes before it proved its
  * address (hp_internal.h, "Paths"; docs/protocol.md, "Probes").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The server's role: answer hellos for a listening key, run the holepunch
  * rounds, fix the path on the first address the client proves
  * (holepunch.h, hp_path.c).

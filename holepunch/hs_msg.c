@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "holepunch/hs_msg.h"
 
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The handshake and holepunch messages (docs/protocol.md, "Connecting by
  * key"): the routed envelope the DHT carries, the payloads sealed inside it,
  * and the probe datagrams. Pure codecs; decoded views point into the input;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Noise IK on libsodium (hs_noise.h). Names follow the Noise spec's
  * sections 5.1-5.3 (CipherState, SymmetricState, HandshakeState). */
 #include "holepunch/hs_noise.h"

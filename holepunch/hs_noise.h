@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Noise_IK_25519_ChaChaPoly_BLAKE2b (noiseprotocol.org, revision 34), on
  * libsodium.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The control socket's server: the unix socket, connections, framing (one
  * JSON request per line, one JSON answer per line) and the command table.
  * The built-in commands live in control_cmds.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A running node's control socket: a unix socket, owner-only (0600), that
  * answers one JSON request per line with one JSON line (docs/inspect.md,
  * "Control socket"). kadpunch-inspect reads the routing table, the stored

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The control socket's built-in commands: what a running node knows, as
  * JSON (shapes in docs/inspect.md). Each reads the node's state and
  * writes; none changes anything. */

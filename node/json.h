@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* JSON for the control socket (node/control.c) and the programs that talk
  * to it or print for scripts (kadpunch-inspect): a writer into a growable,
  * capped buffer, and a strict RFC 8259 reader that builds a small tree.

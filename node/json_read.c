@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The strict JSON reader (node/json.h): RFC 8259, recursive descent over a
  * (pos, end) cursor, every byte checked. */
 #include "node/json.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The JSON writer (node/json.h). */
 #include "node/json.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kp_node: a DHT node on a libuv loop. Owns the sockets and the timer,
  * feeds datagrams and time to the DHT state machine and sends what it emits
  * (docs/architecture.md, "Three layers per protocol": this is the glue). */

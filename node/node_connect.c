@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kp_node's connect-by-key API (kadpunch.h, "Connecting by key"): the
  * holepunch state machine (holepunch/holepunch.h) fed with the node's
  * clock, and the stream connection opened where the punched NAT mapping

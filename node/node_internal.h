@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kp_node's insides: the libuv glue around the DHT state machine. Shared with
  * the programs in node/cli and tools/ that need more than the public API
  * (the testnet, benchmarks); never installed. */

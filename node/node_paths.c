@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A connection's paths at the node (docs/architecture.md, "Connections
  * that survive"): every connection the node makes or accepts gets a link
  * (holepunch/hp_link.c) for its whole life. The transport tells the link

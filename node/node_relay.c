@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blind relays a node uses: what it stores of relay records, finding
  * relays for its connections (explicit ones, else a lookup of the relay
  * topic), and reaching the network through one over TCP when UDP is

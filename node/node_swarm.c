@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kp_node's swarm API: announce, lookup, put and get, translated onto the
  * swarm state machine (dht/dht_swarm.h) with the node's clock, batching and
  * timer. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A node's blind relay (relay_service.h): the state machine on the node's
  * socket, its tick, and its announcement under the relay topic. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A blind relay run by a node (`kadpunch relay`, kp_node_options_t.relay):
  * the relay state machine (relay/relay.h) fed from the node's socket, its
  * tick, its announcement under the relay topic once the node is a member,

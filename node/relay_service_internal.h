@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The relay service's insides, shared by relay_service.c (UDP, tick,
  * announcement) and relay_service_tcp.c (the TCP port). */
 #ifndef KP_NODE_RELAY_SERVICE_INTERNAL_H

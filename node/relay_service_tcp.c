@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A relay's TCP port (relay/uv/tunnel.h): peers whose UDP is blocked connect
  * here, and each channel they open gets an allocation, a UDP socket of its
  * own on the relay's address. Through it the peer is an ordinary DHT node

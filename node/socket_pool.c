@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A node's extra sockets (socket_pool.h). */
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A node's extra sockets: the birthday strategy's (holepunch/hp_birthday.c)
  * while a punch runs, and afterwards the one that won, which then carries
  * that connection (the punched NAT mapping belongs to it); a relay

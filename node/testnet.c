@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "node/testnet.h"
 
 #include <arpa/inet.h>

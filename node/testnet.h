@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A DHT of many real nodes on loopback in one process: the demo, the
  * loopback tests and the benchmarks all build their networks with it.
  *

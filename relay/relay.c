@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blind relay's state machine (relay.h). Sessions live in a fixed
  * table; an open-addressing index maps each paired address to its session,
  * so forwarding costs one keyed hash and a probe or two. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A blind relay (docs/architecture.md, "Relays"): when two peers cannot punch, both
  * send a PAIR datagram for the same pair id to a relay node, which then
  * forwards every datagram from one peer's address to the other's. Id and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tunnel frames (relay/tunnel_frame.h): the codec. */
 #include "relay/tunnel_frame.h"
 

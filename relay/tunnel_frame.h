@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The frames of the TCP tunnel to a relay, for a peer whose UDP is blocked (docs/protocol.md
  * "Relaying over TCP"; docs/architecture.md "Relays").
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The main job: installs what is missing, builds, and runs a local network on
 # loopback (see `kadpunch demo --help`). Extra arguments go to the demo.
 #

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs what is missing (Debian 12, as root) and builds kadpunch.
 #
 #   scripts/setup.sh                  build into ./build

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The whole test suite: installs what is missing, builds, runs every ctest
 # case (labels: unit, sim, loopback, nat, fuzz). Extra arguments go to ctest,
 # e.g. `scripts/test.sh -L unit`.

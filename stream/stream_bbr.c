@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "stream/stream_bbr.h"
 
 #include <string.h>

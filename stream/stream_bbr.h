@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A model-based congestion controller in the manner of BBR
  * (draft-cardwell-iccrg-bbr-congestion-control): the sender measures the
  * path's bottleneck bandwidth (the highest delivery rate of the last ten

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Congestion control: CUBIC (RFC 9438) with its Reno-friendly region and
  * fast convergence; slow start leaves early when round trips start growing
  * (HyStart++, RFC 9406) instead of overflowing the bottleneck's queue; a

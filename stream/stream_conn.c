@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The connection core: receiving and building packets, acks, timers, paths,
  * MTU probing and closing. Streams are in stream_streams.c. */
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A data-plane connection: reliable, ordered, flow- and congestion-
  * controlled, encrypted byte streams over UDP datagrams.
  *

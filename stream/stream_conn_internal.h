@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The connection's insides, shared by stream_conn.c (packets, timers,
  * paths) and stream_streams.c (streams, buffers, flow control). */
 #ifndef KP_STREAM_CONN_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "stream/stream_crypto.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Packet protection for the data plane: AEAD with a per-direction key and a
  * nonce derived from the packet number, and a sliding replay window.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A connection's unreliable datagrams (stream_datagram.h): the bounded send
  * queue, filling packets from it, and delivery on receipt. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unreliable datagrams on a connection (docs/protocol.md, "Datagrams"), in
  * the spirit of RFC 9221 (QUIC DATAGRAM): each goes out once, in a DATAGRAM
  * frame of an ack-eliciting packet that counts against the congestion

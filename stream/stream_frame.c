@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "stream/stream_frame.h"
 
 #include <string.h>

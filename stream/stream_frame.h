@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Data-plane packet codec (docs/protocol.md, "Stream packets").
  *
  *   header (plaintext, authenticated as associated data)

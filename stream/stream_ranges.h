@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A set of byte ranges [lo, hi), kept sorted and merged: acknowledged data
  * above a stream's acked prefix, and data waiting to be retransmitted. */
 #ifndef KP_STREAM_RANGES_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "stream/stream_recovery.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Loss recovery for one direction of a connection (pure, times in us).
  *
  * Every packet gets a new packet number; what it carried is recorded as up

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Streams of a connection: the send queue (writes referenced until
  * acknowledged), retransmission, reassembly, flow control, and the round
  * robin that keeps one busy stream from starving the others. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_connect: connect latency by key on a loopback testnet, printed as a
  * table (docs/benchmarks.md).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_dht: DHT figures, printed as tables (docs/benchmarks.md).
  *
  *   bench_dht [--sizes 100,1000,5000] [--lookups 200] [--seconds 2] [--runs 5]

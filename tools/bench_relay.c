@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_relay: what a blind relay costs, as a printed table
  * (docs/benchmarks.md).
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # SOCKS and UDP services on loopback, next to what they stand in for:
 #
 #   - a 1 GB HTTP download (curl) through `connect --socks` / `serve --socks`,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_stream: one data-plane connection on loopback, as a printed table
  * (docs/benchmarks.md).
  *

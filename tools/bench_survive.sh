@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # How fast a connection gets going again after each fault of the NAT lab's
 # durability tests (tests/nat/survive.sh): for every fault, the time from
 # the fault to data flowing again through the forwarded TCP connection

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_swarm: announce and lookup on a loopback network, printed as a table
  * (docs/benchmarks.md).
  *

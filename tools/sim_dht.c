@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sim_dht: a DHT population of n nodes on the simulator, in one process on
  * a virtual clock (tests/sim/sim_world.h: the NAT mix, latency, loss and
  * session lengths), with its figures printed per phase:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Error names and messages, generated from KP_ERRNO_MAP in kadpunch.h. */
 #include "kadpunch.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The default log sink: standard error, in journald's priority format
  * under systemd. Glue: the cores only call the sink they are given. */
 #include <stdio.h>

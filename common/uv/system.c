@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Key files (docs/protocol.md, "Key files") and making key pairs and
  * invitations: the file system and the system's randomness, which the
  * protocol cores never touch (they draw from an injected kp_rng_t). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "common/uv/udp.h"
 
 #include <errno.h>

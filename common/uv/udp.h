@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A UDP socket on a libuv loop, with batched system calls.
  *
  * libuv's uv_udp_t cannot do what the data plane needs: its recvmmsg path

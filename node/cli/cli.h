@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared pieces of the kadpunch command-line program. */
 #ifndef KP_CLI_H
 #define KP_CLI_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Who may connect to `kadpunch serve`: keys from --allow and --allow-file.
  * An allow file holds one z-base-32 public key per line; '#' starts a
  * comment, blank lines are skipped. Anything else is an error that names

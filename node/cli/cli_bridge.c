@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A kadpunch stream joined to a TCP connection or to stdin and stdout
  * (cli_bridge.h). Each direction is a small pipeline with its own
  * backpressure:

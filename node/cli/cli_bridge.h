@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A kadpunch stream joined to a local byte stream: a TCP connection (serve
  * --forward, connect --listen) or stdin and stdout (connect --stdio). Bytes
  * are carried both ways with backpressure both ways: the local side is not

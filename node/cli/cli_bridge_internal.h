@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The inside of a bridge (cli_bridge.h), shared by cli_bridge.c (the two
  * directions, TCP) and cli_bridge_stdio.c (stdin and stdout). Never
  * included above node/cli. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stdin and stdout as the local side of a bridge (connect --stdio). Pipes,
  * sockets and terminals are libuv streams. Regular files (and devices such
  * as /dev/null) cannot be polled: they are read from an idle handle and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The echo service of `kadpunch serve` and the demo: every stream a peer
  * opens is sent back, with backpressure (a peer that sends faster than it
  * reads waits, not our memory). */

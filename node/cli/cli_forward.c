@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* serve --forward HOST:PORT: every stream a client opens becomes one TCP
  * connection to HOST:PORT, carried by a bridge (cli_bridge.c). The target
  * is resolved once, at start: a forward names a fixed service, and a name

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Invitations kept in a server's state directory (docs/daemon.md,
  * "Invitations"). DIR/invites has one line per invitation,
  *

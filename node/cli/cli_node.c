@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the networked commands share: their common options, a node for the
  * command's lifetime, signals, and key files. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SOCKS through a peer, and UDP services: the pieces of `kadpunch serve
  * --socks / --forward-udp` and `kadpunch connect --socks / --listen-udp`
  * (docs/protocol.md, "SOCKS through a peer" and "UDP services").

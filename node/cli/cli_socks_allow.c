@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* serve --socks-allow rules (cli_socks_allow.h). */
 #include "node/cli/cli_socks_allow.h"
 

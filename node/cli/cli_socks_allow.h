@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Where `serve --socks` lets clients go: an explicit list of destinations
  * (`--socks-allow`), empty by default, so enabling SOCKS exposes nothing
  * until the owner names what may be reached.

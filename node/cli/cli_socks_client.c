@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* connect --socks: a SOCKS5 server on a local port (RFC 1928: no
  * authentication, which a port bound to loopback does not need; CONNECT
  * to IPv4, IPv6 and names; UDP ASSOCIATE in cli_socks_udp.c). Each

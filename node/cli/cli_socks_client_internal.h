@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The inside of connect --socks (cli_socks.h), shared by
  * cli_socks_client.c (the SOCKS5 conversation and CONNECT) and
  * cli_socks_udp.c (UDP ASSOCIATE). Never included above node/cli. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SOCKS5 messages (cli_socks_codec.h): RFC 1928 sections 3 to 7. */
 #include "node/cli/cli_socks_codec.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SOCKS5 messages (RFC 1928), as a local program sends them to `connect
  * --socks` and as kadpunch carries a CONNECT request on a stream to `serve
  * --socks` (docs/protocol.md, "SOCKS through a peer": the stream's first

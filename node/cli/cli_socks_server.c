@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* serve --socks: every stream of a client's "socks" connection starts with
  * a SOCKS5 request (docs/protocol.md, "SOCKS through a peer"). It is read
  * (within KP_CLI_SOCKS_REQUEST_MS), its name resolved here (the client's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* connect --socks, UDP ASSOCIATE (RFC 1928 section 7): a UDP socket on the
  * SOCKS port's address for the program's datagrams, answered with its
  * address. Each datagram (a SOCKS UDP header naming the destination, then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* serve's UDP flows (cli_socks.h): a client's datagrams for a UDP service
  * carry a flow id (one per program talking through `connect --listen-udp`,
  * one per SOCKS UDP association), and each (connection, flow) gets a UDP

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* connect --listen-udp ADDR:PORT: a local UDP port whose every sender
  * (address and port) is a flow of the one kadpunch connection. A
  * datagram that arrives goes to the peer as a datagram of the connection,

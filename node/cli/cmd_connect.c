@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch connect: reach a peer by its public key (or an invitation) and
  * show how: the NATs, the path, each phase; then a message echoed, or
  * --listen / --stdio (cmd_listen.c, cmd_stdio.c). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch daemon: `kadpunch serve` from a config file, with a state
  * directory for its key, allow list and invitations (docs/daemon.md has
  * the format; contrib/kadpunch.service runs it under systemd). Each

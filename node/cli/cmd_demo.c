@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch demo: the main job. Builds a DHT of real nodes on loopback in
  * this process, waits until they have all joined, runs lookups from random
  * nodes and checks each against the brute-force truth, then connects by key

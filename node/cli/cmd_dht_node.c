@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch dht-node: run one DHT node until SIGINT/SIGTERM. */
 #include <getopt.h>
 #include <signal.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch invite: a one-time code that lets one client in (cli_invites.c
  * keeps it in the server's state directory; docs/daemon.md). Runs next to
  * a server, not over the network: the server reads the invitation from the

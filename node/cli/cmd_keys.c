@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch keygen: make an identity. */
 #include <errno.h>
 #include <getopt.h>

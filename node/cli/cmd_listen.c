@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch connect KEY --listen ADDR:PORT: a local TCP port forwarded to a
  * peer running `kadpunch serve --forward`. One encrypted connection, made
  * at start, carries every TCP connection accepted on the port as a stream

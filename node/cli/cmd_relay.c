@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch relay: a DHT member that also relays, blind, for peers that
  * cannot punch a direct path, and says what it carries. */
 #include <getopt.h>

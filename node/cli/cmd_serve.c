@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch serve: a key pair reachable from anywhere, and what clients get
  * there: an echo, or local TCP services by name (--forward), a device info
  * for those who ask (--info), and who may come in (--allow, --allow-file,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch connect KEY --stdio: stdin and stdout joined to one stream of a
  * connection by key (cli_bridge.c), which is what ssh's ProxyCommand runs:
  *

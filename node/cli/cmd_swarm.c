@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch announce / lookup: join a swarm, find who is in one. */
 #include <getopt.h>
 #include <string.h>

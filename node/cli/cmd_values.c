@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch put / get: mutable and immutable values on the DHT. */
 #include <getopt.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch demo, second part: connecting by key. A server listens on a
  * fresh key pair on one node of the demo's network; clients on other nodes
  * find it by that key alone, shake hands through the DHT, punch, and send

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch demo, third part: what a user does with kadpunch. A small local
  * TCP service (it sends a file) sits behind a server that forwards it by
  * name, exactly as `kadpunch serve --forward files=...` does (cli_forward.c);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch: the command-line program. Each subcommand lives in its own file. */
 #include <stdarg.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The peer's end of a tunnel to a relay (relay/tunnel.h): one TCP
  * connection, channels as virtual UDP sockets. */
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Reaching a relay over TCP, for a peer whose UDP is blocked (docs/protocol.md
  * "Relaying over TCP"; docs/architecture.md "Relays"): frames
  * (relay/tunnel_frame.h) over a libuv TCP stream, for both ends, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tunnel frames (relay/tunnel_frame.h) over a TCP connection in both
  * directions, with a bounded backlog and one write per loop turn. */
 #include <string.h>

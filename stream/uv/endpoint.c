@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Endpoints and connections: the socket, the table of connections, the
  * send path and the timers (see endpoint.h). Streams are in stream_api.c. */
 #include "stream/uv/endpoint.h"

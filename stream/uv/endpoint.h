@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The data plane's libuv glue (the third layer, docs/architecture.md): an endpoint owns
  * a UDP socket and the connections on it, feeds each connection's state
  * machine (stream_conn.h) with datagrams and the time, and sends what they

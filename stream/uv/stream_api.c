@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Stream handles: the libuv-shaped API over the connection's numbered
  * streams (see endpoint.h for when callbacks run). */
 #include <string.h>

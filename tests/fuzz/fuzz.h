@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz targets: each file defines LLVMFuzzerTestOneInput and its seeds.
  *
  * Built two ways. With KP_FUZZ=ON (clang), against libFuzzer: coverage-

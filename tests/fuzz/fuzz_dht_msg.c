@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: the DHT message codec. Anything that decodes must encode
  * again, and decode to the same message. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: the DHT state machine's network entry point. Each input is a
  * datagram from one peer, followed by a tick. Whatever arrives, every
  * datagram the node sends fits 1200 bytes, every reply to the fuzzer's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: what a handshake and a holepunch round carry off the wire
  * (holepunch/hs_msg.h): the routed envelope, the hello and welcome inside
  * Noise, a round's plaintext inside its AEAD, and probes. The first byte

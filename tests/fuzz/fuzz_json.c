@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: the JSON reader behind a node's control socket
  * (node/json.h), which any local client can feed. It parses or refuses;
  * what it parses, the writer writes back as JSON that parses again to the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: every record decoder (announce records and lists of them,
  * unannounce statements, mutable puts and replies). None may crash, and
  * nothing that decodes may fail to verify: the decoders verify. */

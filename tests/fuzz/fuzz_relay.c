@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: a blind relay's input (relay/relay.h). The input is a
  * script of datagrams from a handful of addresses at a growing clock:
  * [source 0-7][ms step][length][bytes]..., run through one relay with small

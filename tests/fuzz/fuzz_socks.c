@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: every SOCKS5 decoder (node/cli/cli_socks_codec.h), which
  * read what a local program sends `connect --socks` and what a client's
  * stream brings `serve --socks`, the flow id and address in front of a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: a data-plane connection driven by a script. Besides raw
  * datagrams (which must fail to parse or to authenticate), the script makes
  * authentic packets: its header fields and frame bytes, sealed with the

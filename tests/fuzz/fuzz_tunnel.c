@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: relay tunnel frames (relay/uv/tunnel.h) as a TCP peer sends
  * them: a byte stream cut into frames. A frame decodes whole or asks for
  * more or is refused; never reads past what it was given; every frame that

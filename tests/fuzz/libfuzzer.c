@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer glue: kp_fuzz_fail, and the seeds written into the corpus
  * directory (the first argument that is not a flag) before fuzzing starts. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The driver for builds without libFuzzer: every seed, then deterministic
  * mutations (bit flips, byte sets, truncations, splices, random bytes). */
 #include <stdio.h>

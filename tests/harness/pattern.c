@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "tests/harness/pattern.h"
 
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Patterned bytes for transfer tests: stream `id` carries, at offset off,
  * a fixed pseudo-random block of a prime length read from an offset that
  * depends on the stream. A receiver checks every byte without keeping what

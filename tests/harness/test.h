@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The test harness: each test binary holds a table of named cases; ctest
  * runs each case as its own process (`test_x CASE`), with the label and
  * timeout given in the table (cmake/KpTest.cmake reads them from there).

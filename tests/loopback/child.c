@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Running the kadpunch program from tests, on a libuv loop. */
 #include <netinet/in.h>
 #include <signal.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Running kadpunch-inspect from tests, and checking its output
  * (inspect_run.h). */
 #include "tests/loopback/inspect_run.h"

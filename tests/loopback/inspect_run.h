@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by the files of the test_inspect binary: running kadpunch-inspect
  * (and kadpunch) as a child while the test's own nodes keep serving, and
  * checking what it printed: JSON against its documented shape, SVG for

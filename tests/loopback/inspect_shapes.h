@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The JSON shapes docs/inspect.md documents, as kp_it_shape specs
  * ("member:types", types b n s a o z). A test fails when the output has a
  * member more or less than these: change both together. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The tests' SOCKS5 client (socks_peers.h). */
 #include "tests/loopback/socks_peers.h"
 

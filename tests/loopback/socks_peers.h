@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A SOCKS5 client for the tests, on the test's libuv loop: it sends a
  * greeting and a request (or any bytes: a malformed one), reads the
  * answers, and after a success sends patterned bytes (pattern.h) and

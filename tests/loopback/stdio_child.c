@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Programs on real pipes and on files (stdio_child.h). */
 #include "tests/loopback/stdio_child.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program run with its stdin, stdout and stderr on real pipes (pipe(2),
  * as ssh's ProxyCommand gives them), or on regular files: the test writes
  * patterned bytes to its stdin and checks every byte of its stdout. */

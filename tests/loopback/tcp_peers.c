@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The forwarding tests' TCP ends (tcp_peers.h). */
 #include "tests/loopback/tcp_peers.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TCP ends for the forwarding tests, in the test process on its loop: a
  * server (an echo, or one that answers once the request has ended) and
  * clients that send patterned bytes (tests/harness/pattern.h) and check

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A server's bounds on what its clients hold: connections per client key
  * and per client IP (refused, with the reason, past them; counted again
  * once one ends), and the received data all of a node's connections may

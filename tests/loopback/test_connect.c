@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connecting by key on real sockets: a 100-node loopback testnet, 20
  * connects between random nodes, each carrying data byte-exact both ways
  * (an echo), and a refused key. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The kadpunch program as a service, on loopback: `kadpunch daemon` from a
  * config file with its state directory, one-time invitations (`kadpunch
  * invite`, `kadpunch connect CODE`), device info and named services, the

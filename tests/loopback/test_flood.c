@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A flood of handshake messages at a server (`kadpunch serve`, its own
  * process, so its descriptors and memory can be read from /proc): 10000
  * datagrams per second for 10 s from 256 source addresses, a mix of valid

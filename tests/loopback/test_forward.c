@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The kadpunch program forwarding TCP by key, on loopback: `serve --forward`
  * in front of a TCP server in this process, `connect --listen` in front of
  * TCP clients in this process, `connect --stdio` on pipes and files, and

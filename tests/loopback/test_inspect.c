@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect against loopback testnets: the crawl finds every node,
  * the network commands report what the testnet really is, their JSON has
  * the shapes docs/inspect.md documents, and the command line fails the way

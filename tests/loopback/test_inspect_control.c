@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The control socket (node/control.h) and kadpunch-inspect's table,
  * records and stats over it: answers that match the node's real state,
  * the socket's mode, its bounds, and plain errors when there is no socket,

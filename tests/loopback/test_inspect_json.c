@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* node/json.h: the reader the inspector's tests check its output with, and
  * the control socket parses requests with, must refuse what is not JSON;
  * the writer must only ever write JSON, whatever bytes it is given. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* node/: kp_node on real sockets. Testnets of hundreds of nodes on IPv4 and
  * IPv6 loopback, a node behind a real (iptables) firewall, error paths,
  * lifecycle, and the kadpunch program itself. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by the files of the test_node binary. */
 #ifndef KP_TEST_NODE_H
 #define KP_TEST_NODE_H

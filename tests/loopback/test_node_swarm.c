@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Swarms through kp_node on real sockets: a 1000-node network that loses
  * 30% of its nodes, and the announce/lookup/put/get/keygen commands. */
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A relay as a node runs it (node/node_relay*.c), on loopback: its TCP
  * port under a peer that sends and never reads, and which relay records
  * the DHT stores. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SOCKS through a peer and UDP services, on loopback, with the kadpunch
  * program: `serve --socks` and `connect --socks` in front of TCP servers
  * and SOCKS clients in this process; `serve --forward-udp` and `connect

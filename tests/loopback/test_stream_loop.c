@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The data plane on real sockets: loopback, and loopback inside a network
  * namespace that drops datagrams at random (iptables statistic). */
 #include <arpa/inet.h>

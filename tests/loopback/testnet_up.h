@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A loopback testnet for a test: created, and every node joined, or the
  * test fails there. Shared by the loopback test binaries. */
 #ifndef KP_TEST_TESTNET_UP_H

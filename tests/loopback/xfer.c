@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "tests/loopback/xfer.h"
 
 #include <stdlib.h>

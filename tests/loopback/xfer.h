@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Transfers over real sockets through the public API: two endpoints on one
  * loop, a connection between them, and an application on each side that
  * writes patterned bytes (tests/harness/pattern.h) with libuv-style

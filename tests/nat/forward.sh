@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # ssh-like use through real NATs (ctest nat.forward): a TCP echo service in
 # one site behind `kadpunch serve --forward`, reached from another site by
 # `kadpunch connect KEY --stdio` (what ssh's ProxyCommand runs), 16 MB in and

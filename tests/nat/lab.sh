@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The NAT lab (sourced by matrix.sh and selfcheck.sh): network namespaces
 # joined by veth pairs into a small internet, with real kernel NATs.
 #

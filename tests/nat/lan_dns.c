@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lan_dns ADDR:PORT NAME=IPV4...: the NAT lab's DNS server for a site's
  * LAN. Answers A queries for the names given (case does not matter) with
  * their address, other types of a known name with no records, and unknown

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* lan_httpd ADDR:PORT NAME [BYTES]: the NAT lab's web server on a site's
  * LAN. Answers every request (read up to its blank line, 4 KiB and 2 s at
  * most) with 200 and the body "hello from NAME\n", or BYTES zero bytes

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The NAT matrix (ctest nat.matrix): kadpunch connects by key through real
 # kernel NATs, client kind x server kind over every site kind of the lab
 # (tests/nat/lab.sh), several trials per cell, plus a LAN pair behind one

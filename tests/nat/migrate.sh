@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A relayed connection that moves to a direct path mid-transfer (ctest
 # nat.migrate). Two consistent NATs that could punch, but each router first
 # drops everything from the other site: the punch fails, the client goes

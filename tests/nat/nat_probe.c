@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* nat_probe: checks that a NAT lab router behaves as its kind claims, in
  * RFC 4787 terms (tests/nat/lab.sh runs it before any test trusts a router).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* nat_xfer: a transfer through the NAT lab that watches the path.
  *
  *   nat_xfer KEY BOOTSTRAP BYTES

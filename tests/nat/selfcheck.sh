@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The NAT lab's self-check (ctest nat.selfcheck): builds one site of every
 # kind and checks, with nat_probe, that each behaves as its kind in RFC 4787
 # terms (mapping and filtering), before the matrix trusts them.

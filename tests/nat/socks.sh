@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Reaching a network, not just a port (ctest nat.socks): the server's site
 # (a consistent NAT) has a LAN with two more hosts, a web server (web.lan,
 # 10.1.0.3, also a UDP echo) and a DNS server (dns.lan, 10.1.0.4, also a

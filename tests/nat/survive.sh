@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Connections that survive (ctest nat.rebind, nat.server_rebind,
 # nat.relay_failover, nat.roam, nat.suspend): a TCP echo service behind
 # `kadpunch serve --forward` in one site, reached from another through

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tcp_echo ADDR:PORT: a TCP echo server for the NAT lab's forwarding test
  * (the service behind `kadpunch serve --forward`). Echoes every connection
  * until its peer ends, then ends; runs until killed. */

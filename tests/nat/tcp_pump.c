@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* tcp_pump: a TCP echo client that watches for stalls (the NAT lab's
  * durability tests, tests/nat/survive.sh).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* udp_echo ADDR:PORT: a UDP echo server for the tests (every datagram back
  * to its sender). Runs until killed. */
 #include <arpa/inet.h>

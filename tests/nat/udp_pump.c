@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* udp_pump ADDR:PORT COUNT [SIZE [WINDOW [TIMEOUT_MS]]]: sends COUNT
  * datagrams of SIZE bytes (default 200) to a UDP echo (directly, or
  * through `kadpunch connect --listen-udp`), at most WINDOW (default 64)

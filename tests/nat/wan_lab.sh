@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The emulated WAN path (sourced by wanem.sh and tools/wan/bench_wan.sh,
 # which set KP_NAT_DIR to this directory and WANEM to the emulator):
 # two hosts joined through a third namespace where wanem plays the path.

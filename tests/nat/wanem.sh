@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The path emulator's self-test (ctest nat.wanem): wanem between two
 # namespaces does what it is told. Round trips, random and bursty loss,
 # jitter with and without reordering, and the bottleneck's rate, each

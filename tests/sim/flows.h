@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Bulk flows sharing one simulated bottleneck (link.h), on a virtual
  * microsecond clock, for tests of the congestion controller: kadpunch
  * connections (side 0 writes without end, side 1 reads everything at once)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A two-ended link on a virtual microsecond clock, for the data plane:
  * the things a real path does to datagrams, each on a dial.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A virtual network on a virtual clock, for running protocol state machines
  * by the thousand, deterministically from a seed.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* DHT state machines running on the simulator: each node has a main and an
  * alt socket (for PING_NAT replies) and a timer armed at its next deadline. */
 #ifndef KP_TEST_SIM_DHT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A DHT population as the internet has one, on the simulator: public hosts
  * and hosts behind NATs and firewalls in a chosen mix, public addresses
  * spread over /24s with some shared, a latency that depends on where each

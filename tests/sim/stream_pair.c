@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "tests/sim/stream_pair.h"
 
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Two data-plane connections joined by a simulated link (link.h), on a
  * virtual microsecond clock, with an application on each side that writes
  * patterned bytes through the libuv-shaped write/ack path and checks every

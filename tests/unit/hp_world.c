@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The simulated internet of the holepunch tests (hp_world.h). */
 #include "tests/unit/hp_world.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The simulated internet of the holepunch tests: DHT nodes that all relay
  * handshakes, peers behind NATs of each kind (with extra sockets for the
  * birthday strategy and pairing), a blind relay, and the steps of a

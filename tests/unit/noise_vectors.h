@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Published test vectors for Noise_IK_25519_ChaChaPoly_BLAKE2b, the one
  * suite kadpunch speaks, copied as data from two independent
  * implementations' vector files (format: the Noise wiki's "Test vectors"):

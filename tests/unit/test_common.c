@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* common/: errors, addresses, buffers, msgpack checks, rng, logging, the
  * allocator and the UDP socket layer. */
 #include <msgpack.h>

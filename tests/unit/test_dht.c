@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* dht/: the codec, routing table, tokens, NAT bookkeeping and RPC layer as
  * units; the whole state machine on the simulator is in test_dht_sim.c. */
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The cases of test_dht that live in other files (test_dht_sim.c,
  * test_dht_records.c), listed in test_dht.c's case table. */
 #ifndef KP_TEST_DHT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* dht/: signed records and the record store, as units on a virtual clock. */
 #include <sodium.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The DHT at scale on the simulator (tests/sim/sim_world.h): a population
  * of 10,000 with the internet's NAT mix, under churn, and eclipse attacks on
  * it from one /24 and from one port-grinding IP. Deterministic from the

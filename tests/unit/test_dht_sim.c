@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The DHT state machine on the simulator: many nodes, a virtual clock, NAT
  * and firewall models, loss. Deterministic from the seeds used here. */
 #include "dht/dht_id.h"

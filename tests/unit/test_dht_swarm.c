@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Swarms on the simulator: announce, lookup, expiry, unannounce, relay
  * replacement, forged and replayed records, mutable and immutable values. */
 #include <sodium.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connecting by key: Noise IK, the codecs, and the whole handshake +
  * holepunch state machine on the simulator, for every NAT pair, under loss
  * and duplication, against forged, replayed and refused input. */

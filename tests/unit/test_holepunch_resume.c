@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connections that lose their path (holepunch/hp_link.c), on the
  * simulated internet: a client whose NAT forgot its mappings resumes
  * through the server's relay nodes and both punch anew; a relayed copy of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Trust nothing on the path: what a DHT node that relays a handshake, a
  * relay node that lies about addresses, an admitted client that poses as
  * a relay node, or a flood from one sender can and cannot do

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The blind relay's state machine: pairing, forwarding only between paired
  * addresses, each limit with its reason, expiry, and bounded memory under a
  * flood of pairing requests. */

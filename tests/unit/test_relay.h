@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The cases of the test_relay binary that live outside test_relay.c. */
 #ifndef KP_TEST_RELAY_H
 #define KP_TEST_RELAY_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The SOCKS5 codec and the allow list of `serve --socks` (node/cli). */
 #include <netinet/in.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The data plane's pieces on their own: packet and frame codecs, packet
  * protection, the replay window, range sets, loss recovery and CUBIC. The
  * connection on a simulated link is in test_stream_sim.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The cases of test_stream that live in test_stream_sim.c, listed in
  * test_stream.c's case table. */
 #ifndef KP_TEST_STREAM_H

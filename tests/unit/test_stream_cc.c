@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The congestion controller on a simulated bottleneck shared by several
  * flows (tests/sim/flows.h): 20 Mbit/s, 40 ms round trips (a BDP of 100
  * kB), queues from a quarter of a BDP to eight. Deterministic: every run

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unreliable datagrams on a connection (stream/stream_datagram.h): the
  * frame's bytes, and on the simulated link (tests/sim/link.h) what a user
  * of them counts on: a clean path delivers every one in order, a lossy one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A path's life as the transport sees it (stream_conn.h, path_state and
  * resume_grace_ms): how soon a dead path is noticed, busy and idle; that a
  * connection without a path outlives the idle timeout for the resume grace

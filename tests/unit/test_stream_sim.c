@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The stream state machine on a simulated link (tests/sim/link.h): bytes
  * arrive exactly, whatever the path does to datagrams. */
 #include "stream/stream_conn_internal.h"

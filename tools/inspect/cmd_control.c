@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect table, records, stats: a running node's state, read
  * over its control socket and printed as tables (or passed on as JSON). */
 #include <string.h>

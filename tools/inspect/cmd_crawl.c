@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect crawl: the whole DHT, walked from a bootstrap node. */
 #include <string.h>
 #include <unistd.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect find-node: the closest nodes to a target, and the way
  * there. */
 #include <string.h>

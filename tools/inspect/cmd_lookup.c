@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect lookup: the records stored under a topic or key, who
  * holds them, and how many signatures checked out. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect nat: what this machine is behind, in the manner of
  * `tailscale netcheck`. */
 #include <string.h>

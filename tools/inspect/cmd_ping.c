@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect ping: one DHT node, as its PING replies describe it. */
 #include <string.h>
 

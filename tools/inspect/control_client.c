@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The client side of a node's control socket (node/control.h): one
  * request, one answer line, and plain words for everything that can go
  * wrong on the way. Blocking, with a deadline: the inspector has nothing

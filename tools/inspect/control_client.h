@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Talking to a running node's control socket (node/control.h). */
 #ifndef KP_INSPECT_CONTROL_CLIENT_H
 #define KP_INSPECT_CONTROL_CLIENT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The crawler (crawl.h): who to ask next, pacing, and what the answers
  * teach. */
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The crawler behind `kadpunch-inspect crawl`: walks the whole DHT from a
  * few starting nodes by asking every node it hears of for the nodes it
  * knows, at a bounded rate, until nobody is left to ask or a bound stops it.

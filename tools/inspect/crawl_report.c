@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What a crawl found, summarised: counts, round-trip percentiles, how
  * evenly the ids cover the keyspace; as text and as JSON. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The crawled network as a picture: every node on the keyspace ring at the
  * angle of its id (clockwise from the top, 0x00.. to 0xff..), coloured by
  * round trip, hollow when it answered without an id (not a member), grey

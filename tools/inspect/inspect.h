@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect: what the DHT is doing, and what kind of network this
  * is (docs/inspect.md). Each subcommand lives in its own file; this header
  * holds what they share: options, a node for the length of a command,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch-inspect: see the DHT from inside. Subcommands and the options
  * they share; each subcommand lives in its own file. */
 #include <stdarg.h>

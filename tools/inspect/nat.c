@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The measurements behind `kadpunch-inspect nat` (nat.h). Terms are RFC
  * 4787's: mapping (does our public address depend on where we send?) and
  * filtering (does a packet from a new source get in?). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What `kadpunch-inspect nat` measures for one address family: the address
  * several DHT nodes saw us at (the mapping), whether a reply from a port we
  * never sent to gets in (the filtering), and what that makes us. */

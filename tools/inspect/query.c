@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* An iterative query as the inspector runs it: the DHT's own query, plus the
  * path it took (how many referrals deep each node was found) and a PING to
  * each result for its round trip. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A node for the length of a command, stopped by SIGINT/SIGTERM, and
  * single requests from it with their round trips. */
 #include <signal.h>

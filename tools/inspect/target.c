@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the subcommands read from the command line (targets, addresses) and
  * how they write JSON. */
 #include <netdb.h>

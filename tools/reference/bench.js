@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The JavaScript reference (hyperdht's transport: udx-native streams, with
 // @hyperswarm/secret-stream on top when encrypted), measured the way
 // tools/bench_stream measures kadpunch: one stream on loopback, sender and

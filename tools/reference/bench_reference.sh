@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The JavaScript reference (hyperdht's udx-native + secret-stream) on this
 # machine, for side-by-side figures with tools/bench_stream (see
 # docs/benchmarks.md). Installs the packages from the npm registry into a

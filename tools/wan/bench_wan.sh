@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Streams on emulated WAN paths (docs/benchmarks.md): kadpunch's goodput
 # next to the kernel's TCP with CUBIC and with BBR, through the same
 # emulated path (tools/wan/wanem.c between two namespaces), and the time a

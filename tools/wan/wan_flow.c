@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* wan_flow: the ends of a measurement across the emulated path (wanem),
  * one mode per run. Every mode ends by itself (bounded in time) and prints
  * one line of `key value` pairs on stdout for the scripts to read.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* wanem: a wide-area path in user space, for the lab (the kernel here has
  * no netem). It runs in a namespace between two others, on the two veth
  * legs that lead to them, and forwards every Ethernet frame from one leg to

@@ -7,13 +7,7 @@
 
 #include "common/rng.h"
 #include "kadpunch.h"
-
-/* Exit codes, documented in README.md and each command's --help. */
-enum {
-  KP_EXIT_OK = 0,
-  KP_EXIT_FAIL = 1,  /* the operation failed (network, peer, timeout) */
-  KP_EXIT_USAGE = 2, /* bad command line or configuration */
-};
+#include "node/cli/prog.h" /* exit codes, shared with kadpunch-inspect */
 
 typedef struct kp_cli_command_s {
   const char *name;
@@ -81,6 +75,15 @@ void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode);
  * printing the problem. */
 int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd);
 
+/* At most this many bootstrap addresses (after resolving names). */
+#define KP_CLI_BOOTSTRAP_MAX 16
+/* The comma-separated --bootstrap list as numeric addresses of --bind's
+ * family (cli_bootstrap.c): a name gives each of its A or AAAA records.
+ * Returns 0 (count set, maybe 0), or an exit code after naming the entry
+ * that does not resolve or parse. */
+int kp_cli_bootstrap_resolve(const char *list, const char *bind, char out[][KP_ADDR_STRLEN],
+                             size_t cap, size_t *count, const char *cmd);
+
 /* A node for the length of a command, stopped by SIGINT/SIGTERM. */
 typedef struct kp_cli_session_s {
   uv_loop_t loop;
@@ -113,6 +116,11 @@ int kp_cli_load_key(const char *path, kp_keypair_t *kp, const char *cmd);
 /* The identity a command runs as: --key's file (key_path), else the
  * default file if it exists, else a throwaway key (said on stderr). */
 int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd);
+/* The identity an invitation is redeemed for must outlive the command:
+ * the --key file (key_path), else the default file, made now (0600, its
+ * folder 0700) if there is none, and said on stderr. *used gets the path
+ * to load. Returns 0 or an exit code after printing why. */
+int kp_cli_identity_kept(const char *key_path, const char *cmd, const char **used);
 /* The DHT target of a command-line TOPIC, or of a key given as --key-of. */
 int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],
                   const char *cmd);
@@ -144,6 +152,9 @@ int kp_cli_allow_add(kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]);
 
 /* ---- Invitations in a state directory (cli_invites.c) ------------------- */
 
+/* How long an invitation lasts unless told (seconds), and at most. */
+#define KP_CLI_INVITE_TTL_DEFAULT 3600
+#define KP_CLI_INVITE_TTL_MAX (365ul * 86400)
 /* A new invitation for server_key, valid until expires (unix seconds),
  * kept in DIR/invites. 0 or a negative errno. */
 int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],

@@ -61,11 +61,15 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
                        const char *tcp_relay, unsigned wait_ms, bool *no_dht) {
   memset(s, 0, sizeof(*s));
   *no_dht = false;
+  /* Names resolved now: one that does not resolve is said at once. */
+  char resolved[KP_CLI_BOOTSTRAP_MAX][KP_ADDR_STRLEN];
+  const char *hosts[KP_CLI_BOOTSTRAP_MAX];
+  size_t count;
+  int rc = kp_cli_bootstrap_resolve(net->bootstrap, net->bind, resolved, KP_CLI_BOOTSTRAP_MAX,
+                                    &count, cmd);
+  if (rc) return rc;
+  for (size_t i = 0; i < count; i++) hosts[i] = resolved[i];
   uv_loop_init(&s->loop);
-  const char *hosts[16];
-  char list[sizeof(net->bootstrap)];
-  snprintf(list, sizeof(list), "%s", net->bootstrap);
-  size_t count = kp_cli_split_list(list, hosts, 16);
   kp_node_options_t o;
   kp_node_options_init(&o);
   o.bind = net->bind;
@@ -196,6 +200,36 @@ int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd) {
   if (key_path || access(path, F_OK) == 0) return kp_cli_load_key(path, kp, cmd);
   kp_keypair_generate(kp);
   fprintf(stderr, "kadpunch %s: no key file at %s: using a throwaway key\n", cmd, path);
+  return 0;
+}
+
+int kp_cli_identity_kept(const char *key_path, const char *cmd, const char **used) {
+  const char *path = key_path ? key_path : kp_cli_default_key_path();
+  *used = path;
+  if (key_path || access(path, F_OK) == 0) return 0;
+  /* The default folder is ours to make, as keygen does. */
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+      fprintf(stderr, "kadpunch %s: cannot create %s for a key: %s\n", cmd, dir, strerror(errno));
+      return KP_EXIT_FAIL;
+    }
+  }
+  kp_keypair_t kp;
+  kp_keypair_generate(&kp);
+  int err = kp_key_file_write(path, &kp, false);
+  char text[KP_KEY_TEXT_LEN + 1];
+  kp_key_to_text(kp.public_key, text);
+  kp_keypair_wipe(&kp);
+  if (err) {
+    fprintf(stderr, "kadpunch %s: cannot write a key to %s: %s\n", cmd, path, kp_strerror(err));
+    return KP_EXIT_FAIL;
+  }
+  fprintf(stderr, "kadpunch %s: no key file at %s: made one (mode 0600), public key %s\n", cmd,
+          path, text);
   return 0;
 }
 

@@ -56,7 +56,9 @@ static const char connect_help[] =
     "\n"
     "KEY is the peer's public key (52 characters). An INVITATION (90 characters,\n"
     "from `kadpunch invite` on the peer) names the peer and proves a one-time\n"
-    "secret: the peer lets this key in from then on (use KEY after that).\n"
+    "secret: the peer lets this key in from then on (use KEY after that). It\n"
+    "prints \"paired with KEY: it lets you in from now on\" and exits 0. With no\n"
+    "key file, one is made at the default path first: the key let in is kept.\n"
     "\n"
     "Connects to the peer whose public key is KEY: finds it on the DHT, shakes\n"
     "hands through the DHT nodes it announced to, punches a direct path through\n"
@@ -69,7 +71,9 @@ static const char connect_help[] =
     "to KEY\" and the connection, and carries every TCP connection accepted there\n"
     "as a stream of that one encrypted connection, until SIGINT or SIGTERM. If\n"
     "the connection dies, the TCP connections on it are reset and the next one\n"
-    "accepted connects again.\n"
+    "accepted connects again. A peer not reachable at start is no reason to\n"
+    "stop either (a tunnel may start before its server): it says so, keeps\n"
+    "listening, and each TCP connection accepted tries again.\n"
     "\n"
     "With --socks it is a SOCKS5 server on ADDR:PORT (against `kadpunch serve\n"
     "--socks`): every CONNECT (IPv4, IPv6 or a name, which the peer resolves) is\n"
@@ -115,11 +119,13 @@ static const char connect_help[] =
     "  kadpunch connect KEY --info\n"
     "  kadpunch connect <90-character invitation>\n"
     "\n"
-    "exit codes: 0 connected and echoed (--stdio: both sides ended; --listen:\n"
+    "exit codes: 0 connected and echoed (an invitation: paired; --stdio: both sides ended; "
+    "--listen:\n"
     "stopped by a signal), 1 the connection failed (the reason is printed: peer\n"
     "not found, refused, no direct path, timeout; --stdio: the stream was reset;\n"
     "--listen: ADDR:PORT cannot be bound, e.g. in use; an invitation unknown,\n"
-    "used or expired), 2 bad options or key\n";
+    "used or expired), 2 bad options, key, or a --bootstrap name that does not\n"
+    "resolve\n";
 
 typedef struct connect_s {
   bool json;
@@ -135,6 +141,7 @@ typedef struct connect_s {
   bool echo_ok;
   uint64_t sent_at, echo_us;
   bool info_only; /* --info alone: the device info is the answer */
+  bool pair_only; /* an invitation alone: getting in is the answer */
   /* --wait-direct: a relayed connection is held this long for its
    * upgrade to a direct path; when (ms after connecting) it came. */
   unsigned wait_direct_ms;
@@ -195,7 +202,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   c->conn = conn;
   c->connected_us = now_us();
   kp_conn_set_data(conn, c);
-  if (c->info_only) {
+  if (c->info_only || c->pair_only) {
     c->done = true;
     return;
   }
@@ -265,9 +272,10 @@ static void report(const connect_t *c) {
   if (c->json) {
     printf("{\"ok\":%s,", c->status ? "false" : "true");
     if (c->status) printf("\"error\":\"%s\",", kp_err_name(c->status));
+    if (c->pair_only && !c->status) printf("\"paired\":true,");
     print_info_json(&c->info, c->key);
     if (c->info.has_device) print_device_json(&c->info.device);
-    if (!c->status && !c->info_only)
+    if (!c->status && !c->info_only && !c->pair_only)
       printf(",\"echo_bytes\":%zu,\"echo_us\":%" PRIu64, c->echoed, c->echo_us);
     if (c->upgraded) printf(",\"upgraded_ms\":%" PRIu64, c->upgraded_ms);
     printf("}\n");
@@ -278,11 +286,14 @@ static void report(const connect_t *c) {
     if (c->info.has_device) kp_cli_print_device(stderr, &c->info.device);
     return;
   }
-  printf("connected to %s\n", c->key);
+  if (c->pair_only)
+    printf("paired with %s: it lets you in from now on (kadpunch connect %s)\n", c->key, c->key);
+  else
+    printf("connected to %s\n", c->key);
   kp_cli_print_info(stdout, &c->info, true);
   if (c->info.has_device) kp_cli_print_device(stdout, &c->info.device);
   if (c->info_only && !c->info.has_device) printf("  device      (the peer does not tell)\n");
-  if (!c->info_only)
+  if (!c->info_only && !c->pair_only)
     printf("  echo        %zu bytes back in %.2f ms\n", c->echoed, (double)c->echo_us / 1000.0);
   if (c->upgraded) {
     printf("  upgraded    to a direct path %" PRIu64 " ms after connecting\n", c->upgraded_ms);
@@ -381,7 +392,7 @@ int kp_cli_connect(int argc, char **argv) {
   bool stdio = false, message_set = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'k': a.key_path = optarg; break;
       case 'm': st.message = optarg, message_set = true; break;
@@ -428,6 +439,14 @@ int kp_cli_connect(int argc, char **argv) {
   }
   if (st.info_only && (message_set || a.listen || stdio)) st.info_only = false;
   if ((rc = check_modes(&a, stdio, &st, message_set))) return rc;
+  if (a.opts.invite) {
+    /* Pairing: the key let in must be one kept, never a throwaway; and
+     * alone, getting in is the whole answer (the peer may forward to a
+     * service that does not echo). */
+    if ((rc = kp_cli_identity_kept(a.key_path, "connect", &a.key_path))) return rc;
+    st.pair_only = !message_set && !st.info_only && !a.listen && !a.socks && !a.listen_udp &&
+                   !stdio && !st.wait_direct_ms;
+  }
   if (!*st.message || strlen(st.message) > 65536)
     return kp_cli_usage_error("connect", "--message must be 1 to 65536 bytes");
   kp_key_to_text(a.server_key, st.key);

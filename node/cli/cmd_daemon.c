@@ -39,7 +39,7 @@ static const char daemon_help[] =
     "\n"
     "examples:\n"
     "  kadpunch daemon --config /etc/kadpunch/kadpunch.conf\n"
-    "  kadpunch invite --config /etc/kadpunch/kadpunch.conf     # a one-time code\n"
+    "  kadpunch invite --control /var/lib/kadpunch/control.sock   # a one-time code\n"
     "\n"
     "exit codes: 0 stopped by a signal (--check: the file is fine), 1 the network\n"
     "failed, 2 a bad config file (the line is named), key or state directory\n";
@@ -166,7 +166,7 @@ int kp_cli_daemon(int argc, char **argv) {
   bool check = false;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'c': config = optarg; break;
       case 'k': check = true; break;

@@ -130,7 +130,7 @@ static int parse(int argc, char **argv, args_t *a) {
   unsigned long v;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'b': opts->bind = optarg; break;
       case 'B': boot_arg = optarg; break;

@@ -35,6 +35,7 @@ typedef struct listen_s {
   kp_conn_t *conn;
   bool connecting, stopping;
   bool first_done;
+  bool connected_once; /* "connected again" from then on */
   int first_status;
   kp_cli_socks_client_t *socks; /* --socks */
   kp_cli_udp_listen_t *udp;     /* --listen-udp */
@@ -66,6 +67,11 @@ static bool parse_listen(const char *text, struct sockaddr_storage *out) {
     memcpy(&a->sin6_addr, addr.ip, 16);
   }
   return true;
+}
+
+/* An invitation the peer refused stays refused: nothing to wait for. */
+static bool invitation_spent(int status) {
+  return status == KP_EINVITE || status == KP_EINVITEUSED || status == KP_EINVITEEXPIRED;
 }
 
 static void on_bridge_done(kp_cli_bridge_t *b, int status, uint64_t reset_code) {
@@ -102,6 +108,10 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   if (first) l->first_status = status;
   if (status) {
     if (!l->stopping) kp_cli_print_connect_error(l->a->key_text, status, info);
+    if (!l->stopping && !invitation_spent(status))
+      fprintf(stderr, "kadpunch connect: still listening: the next TCP connection connects "
+                      "again\n");
+    fflush(stderr);
     /* Whoever waited for this connection is told by a reset. */
     kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
     if (l->socks) kp_cli_socks_client_conn_failed(l->socks, status);
@@ -113,7 +123,8 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
     kp_conn_close(conn, 0);
     return;
   }
-  printf("%s %s\n", first ? "connected to" : "connected again to", l->a->key_text);
+  printf("%s %s\n", l->connected_once ? "connected again to" : "connected to", l->a->key_text);
+  l->connected_once = true;
   kp_cli_print_info(stdout, info, true);
   fflush(stdout);
   kp_cli_bridges_open(&l->bridges, conn);
@@ -257,11 +268,12 @@ int kp_cli_connect_listen(kp_cli_connect_args_t *a) {
                                  : listen_tcp(l, (const struct sockaddr *)&addr))) {
     rc = stop(l, rc);
   } else {
+    /* A peer not there yet (a tunnel started at boot, before the server)
+     * is no reason to stop: the port stays, and each TCP connection
+     * accepted tries again. Only a refused invitation ends it. */
     start_connect(l);
-    if (!kp_cli_session_run(&l->s, first_done, l, FIRST_CONNECT_MS)) {
-      if (!l->s.signalled) kp_cli_print_connect_error(a->key_text, UV_ETIMEDOUT, NULL);
-      rc = stop(l, KP_EXIT_FAIL);
-    } else if (l->first_status) {
+    kp_cli_session_run(&l->s, first_done, l, FIRST_CONNECT_MS);
+    if (l->first_done && invitation_spent(l->first_status)) {
       rc = stop(l, KP_EXIT_FAIL);
     } else {
       kp_cli_session_run(&l->s, NULL, NULL, 0);

@@ -89,7 +89,7 @@ int kp_cli_relay(int argc, char **argv) {
   uint64_t v = 0, every = 5;
   int c, rc = 0;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'm':
         if (!(rc = parse_u64(optarg, 1, 1u << 20, &v, "--max-sessions")))

@@ -4,9 +4,11 @@
  * invitations kept in --state). `kadpunch daemon` runs this from a config
  * file (cmd_daemon.c). SIGHUP re-reads the allow lists. UDP services
  * (--forward-udp) and SOCKS (--socks, --socks-allow) are in cli_socks.h. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -58,14 +60,17 @@ static const char serve_help[] =
     "                          '#' comments and blank lines ignored\n"
     "  --state DIR             keep invitations here (`kadpunch invite --state DIR`)\n"
     "                          and the keys they let in (DIR/allow). Only listed\n"
-    "                          keys and invitees get in.\n"
+    "                          keys and invitees get in. DIR/server-key records\n"
+    "                          the public key served, for `kadpunch invite`.\n"
     "  --name NAME             this device's name in its info (default: the host name)\n"
     "  --info WHO              who gets the device info (name, version, services) when\n"
     "                          they ask (`connect --info`): nobody, allowed (default),\n"
     "                          everyone (refused clients too)\n"
     "  --control PATH          a control socket (0600) for kadpunch-inspect: table,\n"
     "                          records, stats, and \"serve\" (this server's "
-    "counters)\n" KP_CLI_NET_HELP "\n"
+    "counters);\n"
+    "                          with --state, `kadpunch invite --control PATH`\n" KP_CLI_NET_HELP
+    "\n"
     "examples:\n"
     "  kadpunch serve --bootstrap 203.0.113.7:49737\n"
     "  kadpunch serve --key ~/.kadpunch/key --allow "
@@ -408,7 +413,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
   unsigned long secs;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     rc = 0;
     switch (c) {
       case 'k': sv->key_path = optarg; break;
@@ -516,10 +521,56 @@ static int control_serve(void *ctx, const kp_json_t *request, const char *line, 
   return 0;
 }
 
+/* {"cmd":"invite","expires":SECONDS}: a one-time invitation made by the
+ * server itself, so its files belong to the user it runs as whoever asks
+ * (docs/daemon.md, "Invitations"). */
+static int control_invite(void *ctx, const kp_json_t *request, const char *line, size_t len,
+                          kp_jw_t *out) {
+  serve_t *sv = ctx;
+  (void)line, (void)len;
+  double ttl = kp_json_get_num(request, "expires", KP_CLI_INVITE_TTL_DEFAULT);
+  kp_jw_obj(out);
+  if (!sv->state || !(ttl >= 1 && ttl <= KP_CLI_INVITE_TTL_MAX) || ttl != (double)(uint64_t)ttl) {
+    kp_jw_kbool(out, "ok", false);
+    kp_jw_kstr(out, "error",
+               !sv->state ? "this server keeps no invitations (it runs without --state)"
+                          : "expires: 1 to 31536000 seconds");
+    kp_jw_obj_end(out);
+    return 0;
+  }
+  kp_invite_t inv;
+  uint64_t expires = (uint64_t)time(NULL) + (uint64_t)ttl;
+  int err = kp_cli_invite_create(sv->state, sv->public_key, expires, &inv);
+  if (err) {
+    char why[512];
+    snprintf(why, sizeof(why), "%s/invites: %s", sv->state, uv_strerror(err));
+    fprintf(stderr, "kadpunch %s: cannot make an invitation: %s\n", sv->cmd, why);
+    kp_jw_kbool(out, "ok", false);
+    kp_jw_kstr(out, "error", why);
+    kp_jw_obj_end(out);
+    return 0;
+  }
+  char code[KP_INVITE_TEXT_LEN + 1], key[KP_KEY_TEXT_LEN + 1];
+  kp_invite_to_text(&inv, code);
+  sodium_memzero(&inv, sizeof(inv));
+  kp_key_to_text(sv->public_key, key);
+  kp_jw_kbool(out, "ok", true);
+  kp_jw_kstr(out, "cmd", "invite");
+  kp_jw_kstr(out, "code", code);
+  kp_jw_kstr(out, "server", key);
+  kp_jw_ku64(out, "expires", expires);
+  kp_jw_obj_end(out);
+  sodium_memzero(code, sizeof(code));
+  printf("made an invitation, valid %.0f s (asked on the control socket)\n", ttl);
+  fflush(stdout);
+  return 0;
+}
+
 static int start_control(serve_t *sv) {
   if (!sv->control_path) return 0;
   int err = kp_control_start(sv->s.node, sv->control_path, &sv->control);
   if (!err) err = kp_control_add(sv->control, "serve", control_serve, sv);
+  if (!err) err = kp_control_add(sv->control, "invite", control_invite, sv);
   if (!err) return 0;
   fprintf(stderr, "kadpunch %s: control socket %s: %s\n", sv->cmd, sv->control_path,
           kp_strerror(err));
@@ -534,6 +585,24 @@ static void print_serving(const serve_t *sv, const char *key) {
            i + 1 == sv->service_count ? ")" : "");
   printf("\n");
   fflush(stdout);
+}
+
+/* --state DIR: DIR/server-key names the key this server answers on, so
+ * `kadpunch invite --state DIR` makes invitations for it whatever key file
+ * it came from (docs/daemon.md, "Invitations"). */
+static void record_server_key(const serve_t *sv, const char *key) {
+  if (!sv->state) return;
+  char path[4096], tmp[4100];
+  snprintf(path, sizeof(path), "%s/server-key", sv->state);
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  bool ok = f && fprintf(f, "%s\n", key) > 0;
+  if (f && fclose(f)) ok = false;
+  if (!ok || rename(tmp, path)) {
+    fprintf(stderr, "kadpunch %s: cannot write %s: %s (kadpunch invite --state needs --key)\n",
+            sv->cmd, path, strerror(errno));
+    unlink(tmp);
+  }
 }
 
 static int serve_run(serve_t *sv) {
@@ -563,6 +632,7 @@ static int serve_run(serve_t *sv) {
     return KP_EXIT_FAIL;
   }
   kp_server_set_info(server, &sv->info, sv->info_policy);
+  record_server_key(sv, key);
   if ((rc = start_control(sv))) {
     kp_server_close(server);
     kp_cli_session_close(&sv->s);

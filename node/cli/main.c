@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? KP_EXIT_USAGE : KP_EXIT_OK;
   }
-  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
     printf("kadpunch %s\n", kp_version_string());
     return KP_EXIT_OK;
   }

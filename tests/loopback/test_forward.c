@@ -413,6 +413,33 @@ static void test_stdio_refused(void) {
   fx_down(&f);
 }
 
+/* A tunnel started before its server (at boot, say): connect --listen
+ * says the peer is not there, keeps its port, and the first TCP
+ * connection accepted once the server runs gets through. */
+static void test_listen_waits_for_server(void) {
+  fx_t f;
+  fx_up(&f);
+  const char *argv[] = {KP_BINARY,  "connect",     f.spk,         "--key",        f.ckey,
+                        "--listen", "127.0.0.1:0", "--bootstrap", f.tn.bootstrap, NULL};
+  f.client = track(kp_test_spawn(&f.loop, argv));
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.client, "still listening", 30000));
+  const char *out = kp_test_child_stdout(f.client);
+  const char *at = strstr(out, "listening on 127.0.0.1:");
+  KP_CHECK_MSG(at, "%s", out);
+  f.port = atoi(at + strlen("listening on 127.0.0.1:"));
+  /* Still there a moment later. */
+  kp_testnet_run_until(&f.loop, NULL, NULL, 500);
+  KP_CHECK_EQ(kill(kp_test_child_pid(f.client), 0), 0);
+  fx_serve_forward(&f, KP_TCP_ECHO);
+  kp_tcp_client_t c;
+  clients_t cs = {&c, 1};
+  kp_tcp_client_start(&f.loop, &c, f.port, 3, 64 * 1024, 3, true);
+  KP_CHECK(kp_testnet_run_until(&f.loop, clients_done, &cs, 30000));
+  check_echoed(&c, 64 * 1024);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.client, "connected to", 1000));
+  fx_down(&f);
+}
+
 /* ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY reaches the TCP
  * service behind serve --forward: its banner arrives there, ours at it. */
 static void test_ssh_proxycommand(void) {
@@ -502,6 +529,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(stdio_echo, loopback, 60),
     KP_CASE(stdio_refused, loopback, 60),
     KP_CASE(ssh_proxycommand, loopback, 60),
+    KP_CASE(listen_waits_for_server, loopback, 90),
     KP_CASE(bad_options, loopback, 30),
 };
 

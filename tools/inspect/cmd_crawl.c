@@ -88,7 +88,7 @@ static int parse(int argc, char **argv, args_t *a) {
   unsigned long v;
   int c, rc = 0;
   optind = 1;
-  while (!rc && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while (!rc && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'r': rc = parse_number("--rate", optarg, 1, 5000, &v), a->c.rate = (unsigned)v; break;
       case 'p':
@@ -163,7 +163,7 @@ int kp_inspect_crawl(int argc, char **argv) {
   kp_inspect_opts_init(&a.o, "crawl");
   kp_crawl_opts_init(&a.c);
   int rc = parse(argc, argv, &a);
-  if (rc) return rc < 0 ? KP_INSPECT_OK : rc;
+  if (rc) return rc < 0 ? KP_EXIT_OK : rc;
   kp_addr_t seed[16];
   size_t n;
   if ((rc = seeds(&a, seed, 16, &n))) return rc;

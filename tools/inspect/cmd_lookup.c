@@ -171,7 +171,7 @@ static int parse(int argc, char **argv, kp_inspect_opts_t *o, lookup_t *l, const
   bool topic = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 't': topic = true; break;
       case 'c': *closest = true; break;
@@ -205,7 +205,7 @@ int kp_inspect_lookup(int argc, char **argv) {
   int err = rc ? 0 : kp_inspect_session_open(&s, &o, family, hosts, n, 10000);
   if (rc || err) {
     kp_free(l);
-    return rc < 0 ? KP_INSPECT_OK : rc ? rc : kp_inspect_session_error(&o, err);
+    return rc < 0 ? KP_EXIT_OK : rc ? rc : kp_inspect_session_error(&o, err);
   }
   l->q.command = KP_DHT_CMD_LOOKUP;
   l->q.on_reply = on_reply;
@@ -219,5 +219,5 @@ int kp_inspect_lookup(int argc, char **argv) {
   else
     print_text(l, input, kind, closest);
   kp_free(l);
-  return rc ? KP_INSPECT_FAIL : KP_INSPECT_OK;
+  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
 }

@@ -127,5 +127,5 @@ int kp_crawl_svg(const kp_crawl_t *c, const kp_crawl_summary_t *s, const char *f
   legend(f);
   fprintf(f, "</svg>\n");
   if (fclose(f)) return kp_inspect_fail("crawl", "cannot write %s: %s", path, strerror(errno));
-  return KP_INSPECT_OK;
+  return KP_EXIT_OK;
 }

@@ -54,7 +54,7 @@ int kp_inspect_session_open(kp_inspect_session_t *s, const kp_inspect_opts_t *o,
 
 int kp_inspect_session_error(const kp_inspect_opts_t *o, int err) {
   switch (err) {
-    case UV_ECANCELED: return KP_INSPECT_FAIL;
+    case UV_ECANCELED: return KP_EXIT_FAIL;
     case KP_ENONODES:
       return kp_inspect_fail(o->cmd,
                              "no DHT node answered (bootstrap: %s); check the address, and "
@@ -63,7 +63,7 @@ int kp_inspect_session_error(const kp_inspect_opts_t *o, int err) {
     case KP_EBADADDR:
     case KP_ECONFIG:
       fprintf(stderr, "kadpunch-inspect %s: invalid --bind or --bootstrap address\n", o->cmd);
-      return KP_INSPECT_USAGE;
+      return KP_EXIT_USAGE;
     default:
       return kp_inspect_fail(o->cmd, "cannot start a node on %s: %s", o->bind ? o->bind : "any",
                              kp_strerror(err));
@@ -92,7 +92,7 @@ int kp_inspect_session_close(kp_inspect_session_t *s) {
   uv_run(&s->loop, UV_RUN_DEFAULT);
   int rc = uv_loop_close(&s->loop);
   if (rc) fprintf(stderr, "kadpunch-inspect: the event loop did not close cleanly\n");
-  return rc ? KP_INSPECT_FAIL : KP_INSPECT_OK;
+  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
 }
 
 kp_dht_t *kp_inspect_dht(kp_inspect_session_t *s) {

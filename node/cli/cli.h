@@ -7,6 +7,7 @@
 
 #include "common/rng.h"
 #include "kadpunch.h"
+#include "node/cli/cli_config.h"
 #include "node/cli/prog.h" /* exit codes, shared with kadpunch-inspect */
 
 typedef struct kp_cli_command_s {
@@ -25,6 +26,21 @@ int kp_cli_get(int argc, char **argv);
 int kp_cli_relay(int argc, char **argv);
 int kp_cli_serve(int argc, char **argv);
 int kp_cli_connect(int argc, char **argv);
+int kp_cli_ssh_config(int argc, char **argv);
+
+/* ---- The configuration file (cli_settings.c, cli_config.h) -------------- */
+
+/* Reads the configuration files (main.c, before any command). 0, or
+ * KP_EXIT_USAGE after printing the file, line and mistake. */
+int kp_cli_settings_load(void);
+/* What was read (empty if nothing). */
+const kp_cli_config_t *kp_cli_settings(void);
+/* A peer named on the command line: a public key, or a host of the
+ * configuration (then *service, if given and still NULL, becomes the
+ * host's service, if it names one). 0, or an exit code after printing
+ * what is wrong. */
+int kp_cli_peer(const char *text, uint8_t key[KP_PUBLIC_KEY_LEN], const char **service,
+                const char *cmd);
 
 /* ---- Options every networked command takes (cli_node.c) ----------------- */
 
@@ -36,18 +52,21 @@ typedef struct kp_cli_net_s {
   kp_node_mode_t mode;
   const char *relays[4]; /* --relay, repeatable */
   size_t relay_count;
-  bool run_relay;        /* kadpunch relay */
-  bool relay_only;       /* kadpunch connect --relay-only */
-  const char *tcp_relay; /* --tcp-relay: UDP is blocked, go through it over TCP */
+  bool relays_configured; /* relays[] is the config file's: --relay replaces it */
+  bool run_relay;         /* kadpunch relay */
+  bool relay_only;        /* kadpunch connect --relay-only */
+  const char *tcp_relay;  /* --tcp-relay: UDP is blocked, go through it over TCP */
   kp_relay_limits_t relay_limits;
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
   "  --bind ADDR:PORT        local address (default 0.0.0.0:0)\n"                                  \
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
-  "                          (default: $KADPUNCH_BOOTSTRAP)\n"                                     \
+  "                          (default: $KADPUNCH_BOOTSTRAP, else the config\n"                     \
+  "                          file's bootstrap: docs/config.md)\n"                                  \
   "  --relay HOST:PORT       a blind relay for when no direct path exists\n"                       \
-  "                          (repeatable; default: relays found on the DHT).\n"                    \
+  "                          (repeatable; default: the config file's, else\n"                      \
+  "                          relays found on the DHT).\n"                                          \
   "                          If UDP gets nowhere in 3 s, the first is tried\n"                     \
   "                          over TCP (its UDP port number)\n"                                     \
   "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
@@ -108,7 +127,7 @@ int kp_cli_session_close(kp_cli_session_t *s);
 
 /* ---- Keys (cli_node.c) ------------------------------------------------ */
 
-/* $KADPUNCH_KEY, else ~/.kadpunch/key. */
+/* $KADPUNCH_KEY, else the config file's key, else ~/.kadpunch/key. */
 const char *kp_cli_default_key_path(void);
 /* Reads a key file, printing a clear message (what is wrong and what to do)
  * on failure. Returns 0 or an exit code. */

@@ -16,8 +16,11 @@ void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode) {
   net->bind = "0.0.0.0:0";
   net->log_level = KP_LOG_WARN;
   net->mode = mode;
+  const kp_cli_config_t *cfg = kp_cli_settings();
   const char *env = getenv("KADPUNCH_BOOTSTRAP");
-  if (env) snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", env);
+  snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", env ? env : cfg->bootstrap);
+  for (size_t i = 0; i < cfg->relay_count; i++) net->relays[net->relay_count++] = cfg->relays[i];
+  net->relays_configured = cfg->relay_count > 0;
 }
 
 int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd) {
@@ -29,6 +32,8 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
       snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", arg);
       return 0;
     case KP_CLI_OPT_RELAY:
+      if (net->relays_configured) net->relay_count = 0; /* the command line's instead */
+      net->relays_configured = false;
       if (net->relay_count == 4) return kp_cli_usage_error(cmd, "at most 4 --relay");
       net->relays[net->relay_count++] = arg;
       return 0;
@@ -100,8 +105,9 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   if (!count) {
     fprintf(stderr,
-            "kadpunch %s: no bootstrap nodes: pass --bootstrap HOST:PORT or set "
-            "KADPUNCH_BOOTSTRAP\n",
+            "kadpunch %s: no bootstrap nodes: pass --bootstrap HOST:PORT, set "
+            "KADPUNCH_BOOTSTRAP, or write `bootstrap HOST:PORT` in ~/.config/kadpunch/config "
+            "(docs/config.md)\n",
             cmd);
     kp_cli_session_close(s);
     return KP_EXIT_USAGE;
@@ -168,6 +174,7 @@ const char *kp_cli_default_key_path(void) {
   static char path[4096];
   const char *env = getenv("KADPUNCH_KEY");
   if (env && *env) return env;
+  if (kp_cli_settings()->key[0]) return kp_cli_settings()->key;
   const char *home = getenv("HOME");
   snprintf(path, sizeof(path), "%s/.kadpunch/key", home && *home ? home : ".");
   return path;

@@ -47,14 +47,16 @@ static void print_info_json(const kp_connect_info_t *info, const char *key) {
 /* ---- connect ---------------------------------------------------------------------------- */
 
 static const char connect_help[] =
-    "usage: kadpunch connect KEY|INVITATION [options]\n"
+    "usage: kadpunch connect KEY|HOST|INVITATION [options]\n"
     "       kadpunch connect KEY --listen ADDR:PORT [options]\n"
     "       kadpunch connect KEY --stdio [options]\n"
     "       kadpunch connect KEY --socks ADDR:PORT [options]\n"
     "       kadpunch connect KEY --listen-udp ADDR:PORT --service NAME [options]\n"
     "       kadpunch connect KEY --info\n"
     "\n"
-    "KEY is the peer's public key (52 characters). An INVITATION (90 characters,\n"
+    "KEY is the peer's public key (52 characters); a HOST is a name the config\n"
+    "file gives one (`host laptop key KEY service ssh`, docs/config.md), with\n"
+    "its service unless --service says otherwise. An INVITATION (90 characters,\n"
     "from `kadpunch invite` on the peer) names the peer and proves a one-time\n"
     "secret: the peer lets this key in from then on (use KEY after that). It\n"
     "prints \"paired with KEY: it lets you in from now on\" and exits 0. With no\n"
@@ -427,18 +429,21 @@ int kp_cli_connect(int argc, char **argv) {
   if (optind >= argc) return kp_cli_usage_error("connect", "give the peer's public KEY");
   const char *key_text = argv[optind++];
   if (optind < argc) return kp_cli_usage_error("connect", "unexpected argument '%s'", argv[optind]);
-  if (strlen(key_text) == KP_INVITE_TEXT_LEN && !kp_invite_from_text(key_text, &a.invite)) {
+  bool invitation = strlen(key_text) == KP_INVITE_TEXT_LEN;
+  if (invitation && kp_invite_from_text(key_text, &a.invite))
+    return kp_cli_usage_error("connect", "'%s' is not an invitation (90 z-base-32 characters)",
+                              key_text);
+  if (invitation) {
     /* An invitation: its server, and the secret to prove. */
     memcpy(a.server_key, a.invite.server_key, KP_PUBLIC_KEY_LEN);
     a.opts.invite = &a.invite;
-  } else if (kp_key_from_text(key_text, a.server_key)) {
-    return kp_cli_usage_error("connect",
-                              "'%s' is not a public key (52 z-base-32 characters) nor an "
-                              "invitation (90)",
-                              key_text);
   }
   if (st.info_only && (message_set || a.listen || stdio)) st.info_only = false;
   if ((rc = check_modes(&a, stdio, &st, message_set))) return rc;
+  /* A key, or a named host of the config file (and its service, unless
+   * --service or --socks chose one). */
+  if (!invitation && (rc = kp_cli_peer(key_text, a.server_key, &a.opts.service, "connect")))
+    return rc;
   if (a.opts.invite) {
     /* Pairing: the key let in must be one kept, never a throwaway; and
      * alone, getting in is the whole answer (the peer may forward to a

@@ -181,12 +181,54 @@ static void test_path_named_alike(void) {
   fx_down(&f);
 }
 
+static void write_text(const char *path, const char *text) {
+  FILE *fp = fopen(path, "w");
+  KP_CHECK(fp != NULL);
+  fputs(text, fp);
+  fclose(fp);
+}
+
+/* The config file gives the bootstrap nodes, the key and named hosts:
+ * `kadpunch connect laptop` with no other option reaches the server (its
+ * service from the host line); a name it does not hold, and a broken
+ * file, are said with the file and line, exit 2. */
+static void test_config_named_host(void) {
+  fx_t f;
+  fx_up(&f);
+  char cfg[96], text[512];
+  snprintf(cfg, sizeof(cfg), "%s/config", f.dir);
+  snprintf(text, sizeof(text),
+           "# a test network\nbootstrap %s\nkey %s\nhost laptop key %s service echo\n", f.by_name,
+           f.ckey, f.spk);
+  write_text(cfg, text);
+  setenv("KADPUNCH_CONFIG", cfg, 1);
+  unsetenv("KADPUNCH_BOOTSTRAP");
+  unsetenv("KADPUNCH_KEY");
+  const char *named[] = {KP_BINARY, "connect", "laptop", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, named, f.out, sizeof(f.out), 30000), 0);
+  KP_CHECK_MSG(strstr(f.out, "connected to") && strstr(f.out, f.spk) && strstr(f.out, "echo"), "%s",
+               f.out);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.server, f.cpk, 5000)); /* the config's key */
+  const char *unknown[] = {KP_BINARY, "connect", "desktop", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, unknown, f.out, sizeof(f.out), 10000), 2);
+  KP_CHECK_MSG(strstr(f.out, "'desktop': no host of that name") && strstr(f.out, cfg), "%s", f.out);
+  write_text(cfg, "bootstrap 127.0.0.1:1\nhost laptop\n");
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, named, f.out, sizeof(f.out), 10000), 2);
+  KP_CHECK_MSG(strstr(f.out, "config:2: host laptop: no key"), "%s", f.out);
+  /* Help needs no configuration. */
+  const char *help[] = {KP_BINARY, "connect", "--help", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, help, f.out, sizeof(f.out), 10000), 0);
+  unsetenv("KADPUNCH_CONFIG");
+  fx_down(&f);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(help_and_version, unit, 60),
     KP_CASE(keygen_public, unit, 30),
     KP_CASE(bootstrap_unresolvable_fails_fast, loopback, 30),
     KP_CASE(lookup_key_parity, loopback, 90),
     KP_CASE(path_named_alike, loopback, 90),
+    KP_CASE(config_named_host, loopback, 90),
 };
 
 KP_TEST_MAIN(cases)

@@ -441,7 +441,8 @@ static void test_listen_waits_for_server(void) {
 }
 
 /* ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY reaches the TCP
- * service behind serve --forward: its banner arrives there, ours at it. */
+ * service behind serve --forward: its banner arrives there, ours at it;
+ * and so does `ssh laptop` with what `kadpunch ssh-config` wrote. */
 static void test_ssh_proxycommand(void) {
   if (access("/usr/bin/ssh", X_OK)) kp_test_skip("no /usr/bin/ssh");
   fx_t f;
@@ -473,6 +474,48 @@ static void test_ssh_proxycommand(void) {
   KP_CHECK_MSG(rc == 255 && strstr(f.srv.heard, "SSH-2.0-OpenSSH") &&
                    strstr(out, "remote software version kadpunch_test"),
                "ssh exited %d: %s; heard: %s", rc, out, f.srv.heard);
+
+  /* The same through a named host: `kadpunch ssh-config` writes ssh's
+   * configuration, and `ssh laptop` uses it as it is. */
+  char cfg[300], sshcfg[300], text[512];
+  snprintf(cfg, sizeof(cfg), "%s/config", f.dir);
+  snprintf(sshcfg, sizeof(sshcfg), "%s/ssh_config", f.dir);
+  FILE *fp = fopen(cfg, "w");
+  fprintf(fp, "bootstrap %s\nkey %s\nhost laptop key %s\n", f.tn.bootstrap, f.ckey, f.spk);
+  fclose(fp);
+  setenv("KADPUNCH_CONFIG", cfg, 1);
+  const char *gen[] = {KP_BINARY, "ssh-config", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, gen, out, sizeof(out), 10000), 0);
+  unsetenv("KADPUNCH_CONFIG"); /* ssh gets it from the ProxyCommand */
+  snprintf(text, sizeof(text),
+           "Host laptop\n    ProxyCommand env KADPUNCH_CONFIG='%s' '%s' connect "
+           "laptop --stdio\n",
+           cfg, KP_BINARY);
+  KP_CHECK_MSG(strstr(out, text), "%s", out);
+  fp = fopen(sshcfg, "w");
+  fputs(out, fp);
+  fclose(fp);
+  f.srv.heard_len = 0;
+  f.srv.heard[0] = '\0';
+  const char *named[] = {"/usr/bin/ssh",
+                         "-v",
+                         "-F",
+                         sshcfg,
+                         "-o",
+                         "BatchMode=yes",
+                         "-o",
+                         "StrictHostKeyChecking=no",
+                         "-o",
+                         "UserKnownHostsFile=/dev/null",
+                         "-o",
+                         "ConnectTimeout=20",
+                         "laptop",
+                         "true",
+                         NULL};
+  rc = kp_test_run_cli(&f.loop, named, out, sizeof(out), 30000);
+  KP_CHECK_MSG(rc == 255 && strstr(f.srv.heard, "SSH-2.0-OpenSSH") &&
+                   strstr(out, "remote software version kadpunch_test"),
+               "ssh laptop exited %d: %s; heard: %s", rc, out, f.srv.heard);
   fx_down(&f);
 }
 

@@ -27,6 +27,8 @@ int kp_cli_relay(int argc, char **argv);
 int kp_cli_serve(int argc, char **argv);
 int kp_cli_connect(int argc, char **argv);
 int kp_cli_ssh_config(int argc, char **argv);
+int kp_cli_status(int argc, char **argv);
+int kp_cli_ping(int argc, char **argv);
 
 /* ---- The configuration file (cli_settings.c, cli_config.h) -------------- */
 
@@ -245,6 +247,7 @@ typedef struct kp_cli_connect_args_s {
   const char *listen;        /* --listen ADDR:PORT */
   const char *socks;         /* --socks ADDR:PORT (cli_socks_client.c) */
   const char *listen_udp;    /* --listen-udp ADDR:PORT (cli_udp_listen.c) */
+  const char *control;       /* --control PATH: `kadpunch status` reads it */
   bool verbose;              /* --stdio: the connection's details on stderr */
   kp_connect_options_t opts; /* --service, --info, an invitation */
   kp_invite_t invite;

@@ -102,6 +102,8 @@ static const char connect_help[] =
     "  --socks ADDR:PORT       a SOCKS5 server there (ADDR as for --listen)\n"
     "  --listen-udp ADDR:PORT  a UDP port forwarded to the service --service names\n"
     "  --stdio                 join stdin and stdout to a stream\n"
+    "  --control PATH          with --listen, --socks, --listen-udp: a control\n"
+    "                          socket (0600) for `kadpunch status`\n"
     "  --verbose               with --stdio: the connection's details on stderr\n"
     "  --service NAME          the peer's service to reach (default: its first)\n"
     "  --info                  ask for the peer's device info (name, version,\n"
@@ -368,6 +370,8 @@ static int check_modes(kp_cli_connect_args_t *a, bool stdio, const connect_t *st
     a->opts.service = KP_CLI_SOCKS_SERVICE;
   }
   if (a->verbose && !stdio) return kp_cli_usage_error("connect", "--verbose goes with --stdio");
+  if (a->control && !a->listen && !a->socks && !a->listen_udp)
+    return kp_cli_usage_error("connect", "--control goes with --listen, --socks or --listen-udp");
   return 0;
 }
 
@@ -384,6 +388,7 @@ int kp_cli_connect(int argc, char **argv) {
                                            {"service", required_argument, 0, 's'},
                                            {"info", no_argument, 0, 'i'},
                                            {"wait-direct", required_argument, 0, 'w'},
+                                           {"control", required_argument, 0, 'C'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -405,6 +410,7 @@ int kp_cli_connect(int argc, char **argv) {
       case 'X': a.socks = optarg; break;
       case 'U': a.listen_udp = optarg; break;
       case 'v': a.verbose = true; break;
+      case 'C': a.control = optarg; break;
       case 's':
         if (!kp_service_name_ok(optarg))
           return kp_cli_usage_error("connect",

@@ -15,7 +15,9 @@
 
 #include "node/cli/cli.h"
 #include "node/cli/cli_bridge.h"
+#include "node/cli/cli_conns.h"
 #include "node/cli/cli_socks.h"
+#include "node/control.h"
 
 /* TCP connections at once (each is a file descriptor); more are reset as
  * soon as they are accepted. The server takes 256 streams at once per
@@ -40,6 +42,9 @@ typedef struct listen_s {
   kp_cli_socks_client_t *socks; /* --socks */
   kp_cli_udp_listen_t *udp;     /* --listen-udp */
   bool server_open;
+  kp_control_t *control; /* --control: `kadpunch status` reads conns */
+  kp_cli_conns_t conns;
+  kp_cli_conn_t entry; /* the one connection, while it lives */
 } listen_t;
 
 static void start_connect(listen_t *l);
@@ -87,6 +92,8 @@ static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
   listen_t *l = kp_conn_get_data(conn);
   (void)code;
   if (!l->stopping) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", conn);
+  if (!l->stopping) kp_cli_conns_print_closed(stderr, &l->conns, &l->entry, status);
+  kp_cli_conns_remove(&l->conns, &l->entry);
   if (!l->stopping)
     fprintf(stderr,
             "kadpunch connect: the connection to %s ended: %s (the next TCP connection "
@@ -119,6 +126,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   }
   l->conn = conn;
   kp_conn_set_data(conn, l);
+  kp_cli_conns_add(&l->conns, &l->entry, conn, info, l->a->opts.service, true);
   if (l->stopping) {
     kp_conn_close(conn, 0);
     return;
@@ -129,6 +137,12 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   fflush(stdout);
   kp_cli_bridges_open(&l->bridges, conn);
   if (l->socks) kp_cli_socks_client_connected(l->socks, conn);
+}
+
+static void on_conn_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  listen_t *l = kp_conn_get_data(conn);
+  if (l && l->entry.conn == conn) kp_cli_conns_path(&l->entry, ev);
+  kp_cli_print_path_change(conn, ev);
 }
 
 static void on_conn_datagram(kp_conn_t *conn, const uint8_t *data, size_t len) {
@@ -146,9 +160,8 @@ static kp_conn_t *link_conn(void *ctx) {
 
 static void start_connect(listen_t *l) {
   if (l->connecting || l->conn || l->stopping) return;
-  kp_conn_callbacks_t cb = {.on_close = on_conn_close,
-                            .on_path = kp_cli_print_path_change,
-                            .on_datagram = on_conn_datagram};
+  kp_conn_callbacks_t cb = {
+      .on_close = on_conn_close, .on_path = on_conn_path, .on_datagram = on_conn_datagram};
   int err =
       kp_node_connect_with(l->s.node, &l->kp, l->a->server_key, &l->a->opts, &cb, on_connected, l);
   if (err) {
@@ -212,6 +225,8 @@ static bool first_done(void *ctx) {
 
 static int stop(listen_t *l, int rc) {
   l->stopping = true;
+  if (l->control) kp_control_close(l->control); /* before the node it reads */
+  l->control = NULL;
   kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
   if (l->socks) kp_cli_socks_client_stop(l->socks);
   if (l->udp) kp_cli_udp_listen_stop(l->udp);
@@ -262,7 +277,13 @@ int kp_cli_connect_listen(kp_cli_connect_args_t *a) {
     return rc;
   }
   kp_cli_link_t link = {link_conn, l};
-  if (a->socks && kp_cli_socks_client_new(&l->s.loop, &link, &l->socks)) {
+  kp_cli_conns_init(&l->conns, &l->s.loop);
+  int err = a->control ? kp_control_start(l->s.node, a->control, &l->control) : 0;
+  if (!err && l->control) err = kp_cli_conns_control(l->control, &l->conns);
+  if (err) {
+    fprintf(stderr, "kadpunch connect: control socket %s: %s\n", a->control, kp_strerror(err));
+    rc = stop(l, KP_EXIT_FAIL);
+  } else if (a->socks && kp_cli_socks_client_new(&l->s.loop, &link, &l->socks)) {
     rc = stop(l, KP_EXIT_FAIL);
   } else if ((rc = a->listen_udp ? listen_udp(l, (const struct sockaddr *)&addr)
                                  : listen_tcp(l, (const struct sockaddr *)&addr))) {

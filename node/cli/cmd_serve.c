@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "node/cli/cli.h"
+#include "node/cli/cli_conns.h"
 #include "node/cli/cli_socks.h"
 #include "node/control.h"
 
@@ -98,10 +99,13 @@ typedef struct service_s {
   char target[64];              /* what it reaches, for people */
 } service_t;
 
-/* A client's connection: its service, and who it is (for the logs). */
+/* A client's connection: its service (NULL: the echo), and who it is
+ * (for the logs and `kadpunch status`). */
 typedef struct serve_conn_s {
   const service_t *svc;
+  struct serve_s *sv;
   char key[KP_KEY_TEXT_LEN + 1];
+  kp_cli_conn_t entry;
 } serve_conn_t;
 
 /* kp_cli_serve's state. Options are checked before the node starts. */
@@ -123,6 +127,7 @@ typedef struct serve_s {
   uint8_t public_key[KP_PUBLIC_KEY_LEN];
   uv_signal_t sighup;
   uint64_t connections, refused, invited;
+  kp_cli_conns_t conns; /* the live ones */
 } serve_t;
 
 /* ---- Who may come in ----------------------------------------------------------------- */
@@ -203,27 +208,32 @@ static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)code;
   if (sc) {
     const service_t *svc = sc->svc;
-    if (svc->fwd) kp_cli_forward_conn_closed(svc->fwd, conn);
-    if (svc->socks) kp_cli_socks_server_conn_closed(svc->socks, conn);
-    if (svc->udp) kp_cli_udp_flows_conn_closed(svc->udp, conn);
+    if (svc && svc->fwd) kp_cli_forward_conn_closed(svc->fwd, conn);
+    if (svc && svc->socks) kp_cli_socks_server_conn_closed(svc->socks, conn);
+    if (svc && svc->udp) kp_cli_udp_flows_conn_closed(svc->udp, conn);
+    serve_t *sv = sc->sv;
+    kp_cli_conns_print_closed(stdout, &sv->conns, &sc->entry, status);
+    kp_cli_conns_remove(&sv->conns, &sc->entry);
     kp_conn_set_data(conn, NULL);
     free(sc);
+  } else {
+    printf("connection closed: %s\n", status ? kp_strerror(status) : "closed here");
   }
-  printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
   kp_cli_print_conn_stats(stdout, "  ", conn);
   kp_conn_close(conn, 0);
 }
 
 static void on_serve_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  serve_conn_t *sc = kp_conn_get_data(conn);
   char text[128];
-  (void)conn;
+  if (sc) kp_cli_conns_path(&sc->entry, ev);
   printf("connection %s\n", kp_cli_path_text(ev, text, sizeof(text)));
   fflush(stdout);
 }
 
 static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
   serve_conn_t *sc = kp_conn_get_data(conn);
-  if (!sc) {
+  if (!sc || !sc->svc) {
     kp_cli_echo_stream(conn, s);
   } else if (sc->svc->kind == SERVICE_TCP) {
     kp_cli_forward_stream_to(sc->svc->fwd, conn, s);
@@ -238,7 +248,10 @@ static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
 /* Datagrams: a UDP service's flows, SOCKS's UDP ASSOCIATE, or the echo. */
 static void on_serve_datagram(kp_conn_t *conn, const uint8_t *data, size_t len) {
   serve_conn_t *sc = kp_conn_get_data(conn);
-  if (!sc)
+  /* An empty one is `kadpunch ping` asking for an ack (a round-trip
+   * sample): it carries nothing for any service. */
+  if (!len) return;
+  if (!sc || !sc->svc)
     kp_conn_datagram_send(conn, data, len);
   else if (sc->svc->udp)
     kp_cli_udp_flows_input(sc->svc->udp, conn, data, len);
@@ -252,17 +265,17 @@ static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_c
   /* Before any stream of the connection can arrive: where its streams go. */
   const service_t *svc = find_service(sv, info->service);
   kp_key_to_text(info->remote_key, key);
-  if (svc) {
-    serve_conn_t *sc = calloc(1, sizeof(*sc));
-    if (!sc) {
-      fprintf(stderr, "kadpunch %s: out of memory: connection closed\n", sv->cmd);
-      kp_conn_close(conn, 0);
-      return;
-    }
-    sc->svc = svc;
-    memcpy(sc->key, key, sizeof(sc->key));
-    kp_conn_set_data(conn, sc);
+  serve_conn_t *sc = calloc(1, sizeof(*sc));
+  if (!sc) {
+    fprintf(stderr, "kadpunch %s: out of memory: connection closed\n", sv->cmd);
+    kp_conn_close(conn, 0);
+    return;
   }
+  sc->svc = svc;
+  sc->sv = sv;
+  memcpy(sc->key, key, sizeof(sc->key));
+  kp_cli_conns_add(&sv->conns, &sc->entry, conn, info, svc ? svc->name : "echo", false);
+  kp_conn_set_data(conn, sc);
   sv->connections++;
   printf("connection from %s (service %s)\n", key, svc ? svc->name : "echo");
   kp_cli_print_info(stdout, info, false);
@@ -571,6 +584,7 @@ static int start_control(serve_t *sv) {
   int err = kp_control_start(sv->s.node, sv->control_path, &sv->control);
   if (!err) err = kp_control_add(sv->control, "serve", control_serve, sv);
   if (!err) err = kp_control_add(sv->control, "invite", control_invite, sv);
+  if (!err) err = kp_cli_conns_control(sv->control, &sv->conns);
   if (!err) return 0;
   fprintf(stderr, "kadpunch %s: control socket %s: %s\n", sv->cmd, sv->control_path,
           kp_strerror(err));
@@ -662,6 +676,7 @@ int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only) {
   if (!sv) return KP_EXIT_FAIL;
   sv->cmd = cmd;
   kp_cli_net_init(&sv->net, KP_NODE_AUTO);
+  kp_cli_conns_init(&sv->conns, &sv->s.loop);
   /* A TCP peer that went away must be an error on a write, not a signal. */
   signal(SIGPIPE, SIG_IGN);
   int rc = serve_options(sv, argc, argv);

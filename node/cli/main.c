@@ -19,6 +19,9 @@ static const kp_cli_command_t commands[] = {
     {"invite", "make a one-time invitation to this server", kp_cli_invite},
     {"daemon", "run serve from a config file, as a service", kp_cli_daemon},
     {"relay", "run a blind relay for peers that cannot punch", kp_cli_relay},
+    {"status", "the live connections of a running serve, daemon or connect --listen",
+     kp_cli_status},
+    {"ping", "is a peer reachable, by which path, how far (any server)", kp_cli_ping},
     {"ssh-config", "print ssh_config blocks for the config file's named hosts", kp_cli_ssh_config},
 };
 

@@ -17,6 +17,10 @@ enum {
 /* How long a control request may take before it counts as unanswered. */
 #define KP_PROG_CONTROL_TIMEOUT_MS 10000
 
+/* $KADPUNCH_CONTROL, else ~/.kadpunch/control.sock: where both programs
+ * look for a running node's control socket unless told. */
+const char *kp_prog_control_default(void);
+
 /* Sends request (one JSON line, newline included) to the control socket at
  * path and reads the answer line into *line (free it with kp_free;
  * NUL-terminated, *len bytes). Returns 0, or KP_EXIT_FAIL after saying on

@@ -20,6 +20,15 @@
 /* A full routing table is about 1 MB; an answer past this is not one. */
 #define ANSWER_MAX (64u << 20)
 
+const char *kp_prog_control_default(void) {
+  static char path[4096];
+  const char *env = getenv("KADPUNCH_CONTROL");
+  if (env && *env) return env;
+  const char *home = getenv("HOME");
+  snprintf(path, sizeof(path), "%s/.kadpunch/control.sock", home && *home ? home : ".");
+  return path;
+}
+
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif

@@ -1,18 +1,12 @@
 /* The inspector's side of a node's control socket: the shared client
  * (node/cli/prog.h), with the inspector's name on its messages. */
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "node/cli/prog.h"
 #include "tools/inspect/control_client.h"
 
 const char *kp_inspect_control_default(void) {
-  static char path[4096];
-  const char *env = getenv("KADPUNCH_CONTROL");
-  if (env && *env) return env;
-  const char *home = getenv("HOME");
-  snprintf(path, sizeof(path), "%s/.kadpunch/control.sock", home && *home ? home : ".");
-  return path;
+  return kp_prog_control_default();
 }
 
 int kp_inspect_control_ask(const char *cmd, const char *path, const char *request, char **line,

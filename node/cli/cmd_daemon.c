@@ -29,6 +29,7 @@ static const char daemon_help[] =
     "  key = FILE      a key file elsewhere (default DIR/key)\n"
     "  control = PATH  the control socket for kadpunch-inspect (default\n"
     "                  DIR/control.sock, mode 0600)\n"
+    "  metrics = ADDR:PORT  Prometheus metrics at http://ADDR:PORT/metrics\n"
     "Only keys in the allow lists and invitees get in. SIGHUP re-reads the\n"
     "allow lists; SIGTERM closes every connection (peers are told) and exits.\n"
     "Messages go to stdout and stderr, a line each (journald keeps them).\n"
@@ -45,9 +46,10 @@ static const char daemon_help[] =
     "failed, 2 a bad config file (the line is named), key or state directory\n";
 
 /* The names serve knows; anything else in a config file is an error. */
-static const char *const known[] = {
-    "bootstrap", "bind",  "relay",      "tcp-relay", "forward", "forward-udp", "socks-allow",
-    "udp-idle",  "allow", "allow-file", "name",      "info",    "log",         "control"};
+static const char *const known[] = {"bootstrap", "bind",        "relay",       "tcp-relay",
+                                    "forward",   "forward-udp", "socks-allow", "udp-idle",
+                                    "allow",     "allow-file",  "name",        "info",
+                                    "log",       "control",     "metrics"};
 
 void kp_cli_daemon_config_free(kp_cli_daemon_cfg_t *c) {
   for (int i = 0; i < c->argc; i++) free(c->argv[i]);

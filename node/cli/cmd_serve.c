@@ -16,6 +16,7 @@
 
 #include "node/cli/cli.h"
 #include "node/cli/cli_conns.h"
+#include "node/cli/cli_metrics.h"
 #include "node/cli/cli_socks.h"
 #include "node/control.h"
 
@@ -70,7 +71,10 @@ static const char serve_help[] =
     "  --control PATH          a control socket (0600) for kadpunch-inspect: table,\n"
     "                          records, stats, and \"serve\" (this server's "
     "counters);\n"
-    "                          with --state, `kadpunch invite --control PATH`\n" KP_CLI_NET_HELP
+    "                          with --state, `kadpunch invite --control PATH`;\n"
+    "                          `kadpunch status` lists the live connections\n"
+    "  --metrics ADDR:PORT     Prometheus metrics over HTTP at /metrics\n"
+    "                          (docs/metrics.md; PORT alone is 127.0.0.1:PORT)\n" KP_CLI_NET_HELP
     "\n"
     "examples:\n"
     "  kadpunch serve --bootstrap 203.0.113.7:49737\n"
@@ -108,6 +112,23 @@ typedef struct serve_conn_s {
   kp_cli_conn_t entry;
 } serve_conn_t;
 
+/* What --metrics adds to the node's (cmd_serve_metrics.c). Refusal
+ * reasons in the order of serve_refusal(). */
+#define SERVE_PENDING 64
+enum { REFUSED_NOT_ALLOWED, REFUSED_NO_SERVICE, REFUSED_INVITE, REFUSED_OVERLOADED, REFUSED_N };
+typedef struct serve_stats_s {
+  uint64_t by_path[KP_PUNCH_RELAYED + 1]; /* connections, by how the path was made */
+  uint64_t refused[REFUSED_N];
+  uint64_t path_changes;
+  kp_cli_latency_t connect; /* a client's hello to its proven path */
+  /* When a hello was let through, by client key (the newest 64). */
+  struct {
+    uint8_t key[KP_PUBLIC_KEY_LEN];
+    uint64_t at_ms;
+  } pending[SERVE_PENDING];
+  unsigned pending_next;
+} serve_stats_t;
+
 /* kp_cli_serve's state. Options are checked before the node starts. */
 typedef struct serve_s {
   kp_cli_session_t s;
@@ -128,6 +149,9 @@ typedef struct serve_s {
   uv_signal_t sighup;
   uint64_t connections, refused, invited;
   kp_cli_conns_t conns; /* the live ones */
+  serve_stats_t stats;  /* for --metrics */
+  const char *metrics_addr;
+  kp_cli_metrics_t *metrics;
 } serve_t;
 
 /* ---- Who may come in ----------------------------------------------------------------- */
@@ -196,6 +220,17 @@ static int serve_firewall(kp_server_t *server, const kp_client_hello_t *hello, v
   } else if (why) {
     printf("refused %s: %s\n", text, kp_strerror(why));
     sv->refused++;
+    sv->stats.refused[why == KP_ENOSERVICE    ? REFUSED_NO_SERVICE
+                      : why == KP_EOVERLOADED ? REFUSED_OVERLOADED
+                      : why == KP_EINVITE || why == KP_EINVITEUSED || why == KP_EINVITEEXPIRED
+                          ? REFUSED_INVITE
+                          : REFUSED_NOT_ALLOWED]++;
+  }
+  if (!why) {
+    serve_stats_t *st = &sv->stats;
+    unsigned i = st->pending_next++ % SERVE_PENDING;
+    memcpy(st->pending[i].key, hello->key, KP_PUBLIC_KEY_LEN);
+    st->pending[i].at_ms = uv_now(&sv->s.loop);
   }
   fflush(stdout);
   return why;
@@ -227,6 +262,7 @@ static void on_serve_path(kp_conn_t *conn, const kp_path_event_t *ev) {
   serve_conn_t *sc = kp_conn_get_data(conn);
   char text[128];
   if (sc) kp_cli_conns_path(&sc->entry, ev);
+  if (sc) sc->sv->stats.path_changes++;
   printf("connection %s\n", kp_cli_path_text(ev, text, sizeof(text)));
   fflush(stdout);
 }
@@ -277,6 +313,15 @@ static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_c
   kp_cli_conns_add(&sv->conns, &sc->entry, conn, info, svc ? svc->name : "echo", false);
   kp_conn_set_data(conn, sc);
   sv->connections++;
+  serve_stats_t *st = &sv->stats;
+  if (info->punch <= KP_PUNCH_RELAYED) st->by_path[info->punch]++;
+  for (unsigned i = 0; i < SERVE_PENDING; i++) {
+    if (st->pending[i].at_ms && !memcmp(st->pending[i].key, info->remote_key, KP_PUBLIC_KEY_LEN)) {
+      kp_cli_latency_add(&st->connect, (unsigned)(uv_now(&sv->s.loop) - st->pending[i].at_ms));
+      st->pending[i].at_ms = 0;
+      break;
+    }
+  }
   printf("connection from %s (service %s)\n", key, svc ? svc->name : "echo");
   kp_cli_print_info(stdout, info, false);
   fflush(stdout);
@@ -416,6 +461,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
                                            {"name", required_argument, 0, 'n'},
                                            {"info", required_argument, 0, 'i'},
                                            {"control", required_argument, 0, 'c'},
+                                           {"metrics", required_argument, 0, 'M'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -461,6 +507,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
       case 'n': name = optarg; break;
       case 'i': who = optarg; break;
       case 'c': sv->control_path = optarg; break;
+      case 'M': sv->metrics_addr = optarg; break;
       case 'h': fputs(serve_help, stdout); return KP_EXIT_OK;
       default: rc = kp_cli_net_option(&sv->net, c, optarg, sv->cmd); break;
     }
@@ -579,6 +626,33 @@ static int control_invite(void *ctx, const kp_json_t *request, const char *line,
   return 0;
 }
 
+/* --metrics: what serve adds to the node's. */
+static void serve_metrics(void *ctx, kp_cli_text_t *t) {
+  const serve_t *sv = ctx;
+  const serve_stats_t *st = &sv->stats;
+  kp_cli_metric_head(t, "kadpunch_serve_connections_total", "counter",
+                     "Clients' connections made, by how the path was made.");
+  for (int p = KP_PUNCH_LAN; p <= KP_PUNCH_RELAYED; p++)
+    kp_cli_text_printf(t, "kadpunch_serve_connections_total{path=\"%s\"} %llu\n",
+                       kp_punch_name((kp_punch_t)p), (unsigned long long)st->by_path[p]);
+  kp_cli_metric_head(t, "kadpunch_serve_connections", "gauge", "Clients connected now.");
+  kp_cli_text_printf(t, "kadpunch_serve_connections %zu\n", sv->conns.count);
+  kp_cli_metric_head(t, "kadpunch_serve_refused_total", "counter", "Clients refused, by reason.");
+  static const char *const why[REFUSED_N] = {"not_allowed", "no_service", "invitation",
+                                             "overloaded"};
+  for (int i = 0; i < REFUSED_N; i++)
+    kp_cli_text_printf(t, "kadpunch_serve_refused_total{reason=\"%s\"} %llu\n", why[i],
+                       (unsigned long long)st->refused[i]);
+  kp_cli_metric_head(t, "kadpunch_serve_invited_total", "counter", "Invitations redeemed.");
+  kp_cli_text_printf(t, "kadpunch_serve_invited_total %llu\n", (unsigned long long)sv->invited);
+  kp_cli_metric_head(t, "kadpunch_serve_path_changes_total", "counter",
+                     "Path changes of clients' connections (lost, back, upgrades, moves).");
+  kp_cli_text_printf(t, "kadpunch_serve_path_changes_total %llu\n",
+                     (unsigned long long)st->path_changes);
+  kp_cli_latency_write(t, "kadpunch_serve_connect_seconds",
+                       "From a client's hello let through to its proven path.", &st->connect);
+}
+
 static int start_control(serve_t *sv) {
   if (!sv->control_path) return 0;
   int err = kp_control_start(sv->s.node, sv->control_path, &sv->control);
@@ -656,11 +730,15 @@ static int serve_run(serve_t *sv) {
   sv->sighup.data = sv;
   uv_signal_start(&sv->sighup, on_sighup, SIGHUP);
   print_serving(sv, key);
-  kp_cli_session_run(&sv->s, NULL, NULL, 0);
+  if (sv->metrics_addr)
+    rc = kp_cli_metrics_start(&sv->s.loop, sv->s.node, sv->metrics_addr, sv->cmd, serve_metrics, sv,
+                              &sv->metrics);
+  if (!rc) kp_cli_session_run(&sv->s, NULL, NULL, 0);
   printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused, %" PRIu64 " invited\n",
          sv->connections, sv->refused, sv->invited);
   uv_close((uv_handle_t *)&sv->sighup, NULL);
   if (sv->control) kp_control_close(sv->control); /* before the node it reads */
+  kp_cli_metrics_close(sv->metrics);
   kp_server_close(server);
   for (unsigned i = 0; i < sv->service_count; i++) {
     service_t *svc = &sv->services[i];
@@ -668,7 +746,8 @@ static int serve_run(serve_t *sv) {
     if (svc->socks) kp_cli_socks_server_stop(svc->socks);
     if (svc->udp) kp_cli_udp_flows_stop(svc->udp);
   }
-  return kp_cli_session_close(&sv->s);
+  int closed = kp_cli_session_close(&sv->s);
+  return rc ? rc : closed;
 }
 
 int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only) {

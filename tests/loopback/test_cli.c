@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "tests/harness/test.h"
+#include "tests/loopback/test_metrics.h"
 #include "tests/loopback/test_node.h"
 #include "tests/loopback/testnet_up.h"
 
@@ -229,6 +230,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(lookup_key_parity, loopback, 90),
     KP_CASE(path_named_alike, loopback, 90),
     KP_CASE(config_named_host, loopback, 90),
+    KP_CASE(metrics_exposition, loopback, 90),
+    KP_CASE(metrics_http_errors, loopback, 60),
 };
 
 KP_TEST_MAIN(cases)

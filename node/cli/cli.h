@@ -127,6 +127,16 @@ bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
  * not close cleanly. */
 int kp_cli_session_close(kp_cli_session_t *s);
 
+/* ---- Time on long-running programs' lines (cli_log.c) ------------------- */
+
+/* Whether journald keeps our output ($JOURNAL_STREAM): it stamps lines. */
+bool kp_cli_journald(void);
+/* "2026-12-02T11:49:03.123+0000 " on out, unless under journald. */
+void kp_cli_stamp(FILE *out);
+/* The node's log sink for the programs: stamped as above; under journald
+ * the library's own ("<N>" priorities). */
+void kp_cli_log_sink(void *ctx, kp_log_level_t level, const char *line);
+
 /* ---- Keys (cli_node.c) ------------------------------------------------ */
 
 /* $KADPUNCH_KEY, else the config file's key, else ~/.kadpunch/key. */

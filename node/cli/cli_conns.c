@@ -105,6 +105,7 @@ void kp_cli_conns_print_closed(FILE *out, const kp_cli_conns_t *cs, const kp_cli
   kp_conn_stats_t st;
   kp_conn_stats(e->conn, &st);
   uint64_t ms = uv_now(cs->loop) - e->started_ms;
+  kp_cli_stamp(out);
   fprintf(out,
           "connection closed: %s%s%s%s, service %s, %" PRIu64 ".%01" PRIu64 " s, %" PRIu64
           " bytes in, %" PRIu64 " out, %" PRIu64 " path change%s: %s\n",

@@ -80,6 +80,7 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   o.bind = net->bind;
   o.mode = net->mode;
   o.log_level = net->log_level;
+  o.log_cb = kp_cli_log_sink;
   o.bootstrap = hosts;
   o.bootstrap_count = count;
   o.relays = net->relays;

@@ -61,6 +61,7 @@ static void print_status(state_t *s, bool force) {
   s->has_public = has_public;
   s->public_addr = pub;
   char id[2 * KP_ID_LEN + 1], addr[KP_ADDR_STRLEN];
+  kp_cli_stamp(stdout);
   printf("id %s  public %s  %s  table %u\n",
          member ? kp_cli_hex(kp_node_id(s->node), KP_ID_LEN, id) : "(none: ephemeral)",
          has_public ? kp_addr_format(&pub, addr, sizeof(addr)) : "(unknown)",
@@ -133,6 +134,7 @@ static int parse(int argc, char **argv, args_t *a) {
   kp_node_options_init(opts);
   opts->bind = "0.0.0.0:49737";
   opts->log_level = KP_LOG_INFO;
+  opts->log_cb = kp_cli_log_sink;
   a->control = NULL;
   a->metrics = NULL;
   char *boot_arg = NULL;

@@ -131,6 +131,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
     kp_conn_close(conn, 0);
     return;
   }
+  kp_cli_stamp(stdout);
   printf("%s %s\n", l->connected_once ? "connected again to" : "connected to", l->a->key_text);
   l->connected_once = true;
   kp_cli_print_info(stdout, info, true);

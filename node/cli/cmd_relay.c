@@ -49,6 +49,7 @@ typedef struct relay_cli_s {
 } relay_cli_t;
 
 static void print_counters(const kp_relay_counters_t *c) {
+  kp_cli_stamp(stdout);
   printf("relay: %u sessions; %" PRIu64 " paired, %" PRIu64 " datagrams (%" PRIu64
          " bytes) forwarded, %" PRIu64 " over rate; refused %" PRIu64 " full, %" PRIu64
          " too many attempts, %" PRIu64 " over an IP's share; %" PRIu64

@@ -185,6 +185,7 @@ static void on_sighup(uv_signal_t *h, int signum) {
   }
   kp_cli_allow_free(&sv->allow);
   sv->allow = fresh;
+  kp_cli_stamp(stdout);
   printf("reloaded the allow list: %zu keys\n", sv->allow.count);
   fflush(stdout);
 }
@@ -216,8 +217,10 @@ static int serve_firewall(kp_server_t *server, const kp_client_hello_t *hello, v
     if (kp_cli_allow_add(&sv->allow, hello->key))
       fprintf(stderr, "kadpunch %s: the allow list is full in memory\n", sv->cmd);
     sv->invited++;
+    kp_cli_stamp(stdout);
     printf("invited %s: allowed from now on\n", text);
   } else if (why) {
+    kp_cli_stamp(stdout);
     printf("refused %s: %s\n", text, kp_strerror(why));
     sv->refused++;
     sv->stats.refused[why == KP_ENOSERVICE    ? REFUSED_NO_SERVICE
@@ -252,6 +255,7 @@ static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
     kp_conn_set_data(conn, NULL);
     free(sc);
   } else {
+    kp_cli_stamp(stdout);
     printf("connection closed: %s\n", status ? kp_strerror(status) : "closed here");
   }
   kp_cli_print_conn_stats(stdout, "  ", conn);
@@ -263,6 +267,7 @@ static void on_serve_path(kp_conn_t *conn, const kp_path_event_t *ev) {
   char text[128];
   if (sc) kp_cli_conns_path(&sc->entry, ev);
   if (sc) sc->sv->stats.path_changes++;
+  kp_cli_stamp(stdout);
   printf("connection %s\n", kp_cli_path_text(ev, text, sizeof(text)));
   fflush(stdout);
 }
@@ -322,6 +327,7 @@ static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_c
       break;
     }
   }
+  kp_cli_stamp(stdout);
   printf("connection from %s (service %s)\n", key, svc ? svc->name : "echo");
   kp_cli_print_info(stdout, info, false);
   fflush(stdout);
@@ -621,6 +627,7 @@ static int control_invite(void *ctx, const kp_json_t *request, const char *line,
   kp_jw_ku64(out, "expires", expires);
   kp_jw_obj_end(out);
   sodium_memzero(code, sizeof(code));
+  kp_cli_stamp(stdout);
   printf("made an invitation, valid %.0f s (asked on the control socket)\n", ttl);
   fflush(stdout);
   return 0;
@@ -666,6 +673,7 @@ static int start_control(serve_t *sv) {
 }
 
 static void print_serving(const serve_t *sv, const char *key) {
+  kp_cli_stamp(stdout);
   printf("serving %s", key);
   if (!sv->service_count) printf(" (echo)");
   for (unsigned i = 0; i < sv->service_count; i++)
@@ -734,6 +742,7 @@ static int serve_run(serve_t *sv) {
     rc = kp_cli_metrics_start(&sv->s.loop, sv->s.node, sv->metrics_addr, sv->cmd, serve_metrics, sv,
                               &sv->metrics);
   if (!rc) kp_cli_session_run(&sv->s, NULL, NULL, 0);
+  kp_cli_stamp(stdout);
   printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused, %" PRIu64 " invited\n",
          sv->connections, sv->refused, sv->invited);
   uv_close((uv_handle_t *)&sv->sighup, NULL);

@@ -223,6 +223,49 @@ static void test_config_named_host(void) {
   fx_down(&f);
 }
 
+/* "2026-12-02T11:53:02.276+0000 " at p. */
+static bool stamped(const char *p) {
+  static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddd+dddd ";
+  for (size_t i = 0; i + 1 < sizeof(shape); i++) {
+    char want = shape[i], got = p[i];
+    if (want == 'd' ? (got < '0' || got > '9') : i == 23 ? (got != '+' && got != '-') : got != want)
+      return false;
+  }
+  return true;
+}
+
+/* Outside journald every event line and node log line starts with the
+ * time; under journald (JOURNAL_STREAM) none does, and the node's log
+ * lines carry syslog priorities instead. */
+static void test_log_timestamps(void) {
+  uv_loop_t loop;
+  kp_testnet_t tn;
+  uv_loop_init(&loop);
+  kp_test_testnet_up(&loop, 4, 20000, &tn);
+  const char *argv[] = {KP_BINARY,     "serve", "--bootstrap", tn.bootstrap, "--bind",
+                        "127.0.0.1:0", "--log", "info",        NULL};
+  unsetenv("JOURNAL_STREAM");
+  kp_test_child_t *c = kp_test_spawn(&loop, argv);
+  KP_CHECK(kp_test_child_wait_output(&loop, c, "found 0 relay", 15000));
+  const char *out = kp_test_child_stdout(c);
+  KP_CHECK_MSG(stamped(out) && !strncmp(out + 29, "serving ", 8), "%s", out);
+  /* The node's log line (stderr) has the time in front too. */
+  KP_CHECK(kp_test_child_wait_output(&loop, c, " kadpunch[info] ", 100));
+  KP_CHECK_EQ(kp_test_child_stop(&loop, c, 10000), 0);
+
+  setenv("JOURNAL_STREAM", "8:12345", 1);
+  c = kp_test_spawn(&loop, argv);
+  KP_CHECK(kp_test_child_wait_output(&loop, c, "found 0 relay", 15000));
+  unsetenv("JOURNAL_STREAM");
+  out = kp_test_child_stdout(c);
+  KP_CHECK_MSG(!strncmp(out, "serving ", 8), "%s", out);
+  KP_CHECK(kp_test_child_wait_output(&loop, c, "<6>", 100));
+  KP_CHECK(!kp_test_child_wait_output(&loop, c, "kadpunch[info]", 100));
+  KP_CHECK_EQ(kp_test_child_stop(&loop, c, 10000), 0);
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(help_and_version, unit, 60),
     KP_CASE(keygen_public, unit, 30),
@@ -232,6 +275,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(config_named_host, loopback, 90),
     KP_CASE(metrics_exposition, loopback, 90),
     KP_CASE(metrics_http_errors, loopback, 60),
+    KP_CASE(log_timestamps, loopback, 60),
 };
 
 KP_TEST_MAIN(cases)

@@ -137,6 +137,10 @@ void kp_cli_stamp(FILE *out);
  * the library's own ("<N>" priorities). */
 void kp_cli_log_sink(void *ctx, kp_log_level_t level, const char *line);
 
+/* Tells the service manager (systemd's Type=notify) state, e.g.
+ * "READY=1", if $NOTIFY_SOCKET names a socket (cli_notify.c). */
+void kp_cli_notify(const char *state);
+
 /* ---- Keys (cli_node.c) ------------------------------------------------ */
 
 /* $KADPUNCH_KEY, else the config file's key, else ~/.kadpunch/key. */

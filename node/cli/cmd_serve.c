@@ -179,8 +179,10 @@ static void on_sighup(uv_signal_t *h, int signum) {
   serve_t *sv = h->data;
   kp_cli_allow_t fresh;
   (void)signum;
+  kp_cli_notify("RELOADING=1");
   if (load_allow(sv, &fresh)) {
     fprintf(stderr, "kadpunch %s: SIGHUP: keeping the old allow list\n", sv->cmd);
+    kp_cli_notify("READY=1\nSTATUS=SIGHUP: an allow list did not parse; the old one stays");
     return;
   }
   kp_cli_allow_free(&sv->allow);
@@ -188,6 +190,7 @@ static void on_sighup(uv_signal_t *h, int signum) {
   kp_cli_stamp(stdout);
   printf("reloaded the allow list: %zu keys\n", sv->allow.count);
   fflush(stdout);
+  kp_cli_notify("READY=1\nSTATUS=serving; the allow list reloaded");
 }
 
 static const service_t *find_service(const serve_t *sv, const char *name) {
@@ -741,7 +744,13 @@ static int serve_run(serve_t *sv) {
   if (sv->metrics_addr)
     rc = kp_cli_metrics_start(&sv->s.loop, sv->s.node, sv->metrics_addr, sv->cmd, serve_metrics, sv,
                               &sv->metrics);
-  if (!rc) kp_cli_session_run(&sv->s, NULL, NULL, 0);
+  if (!rc) {
+    char ready[128];
+    snprintf(ready, sizeof(ready), "READY=1\nSTATUS=serving %s", key);
+    kp_cli_notify(ready);
+    kp_cli_session_run(&sv->s, NULL, NULL, 0);
+    kp_cli_notify("STOPPING=1");
+  }
   kp_cli_stamp(stdout);
   printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused, %" PRIu64 " invited\n",
          sv->connections, sv->refused, sv->invited);

@@ -371,6 +371,54 @@ static void test_invite_through_control(void) {
   fx_down(&f);
 }
 
+typedef struct notify_s {
+  int fd;
+  char got[1024]; /* every datagram so far, '|' between them */
+} notify_t;
+
+static bool notified(void *ctx) {
+  notify_t *n = ctx;
+  char buf[256];
+  ssize_t r;
+  while ((r = recv(n->fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+    buf[r] = '\0';
+    size_t len = strlen(n->got);
+    snprintf(n->got + len, sizeof(n->got) - len, "%s|", buf);
+  }
+  return false;
+}
+
+/* Waits until the datagrams so far hold text. */
+static bool wait_notify(fx_t *f, notify_t *n, const char *text) {
+  for (int i = 0; i < 100 && !strstr(n->got, text); i++)
+    kp_testnet_run_until(&f->loop, notified, n, 50);
+  return strstr(n->got, text) != NULL;
+}
+
+/* Type=notify: the daemon says READY=1 on $NOTIFY_SOCKET once it serves
+ * (and its key), RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1 at
+ * the end. */
+static void test_notify_ready(void) {
+  fx_t f;
+  fx_up(&f);
+  notify_t n = {.fd = socket(AF_UNIX, SOCK_DGRAM, 0)};
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof(a.sun_path), "%s/notify", f.dir);
+  KP_CHECK(n.fd >= 0 && bind(n.fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+  setenv("NOTIFY_SOCKET", a.sun_path, 1);
+  fx_daemon(&f, "");
+  unsetenv("NOTIFY_SOCKET");
+  KP_CHECK_MSG(wait_notify(&f, &n, "READY=1\nSTATUS=serving ") && strstr(n.got, f.spk), "%s",
+               n.got);
+  kill(kp_test_child_pid(f.server), SIGHUP);
+  KP_CHECK_MSG(wait_notify(&f, &n, "RELOADING=1|READY=1\nSTATUS=serving; the allow list"), "%s",
+               n.got);
+  kill(kp_test_child_pid(f.server), SIGTERM);
+  KP_CHECK_MSG(wait_notify(&f, &n, "STOPPING=1"), "%s", n.got);
+  close(n.fd);
+  fx_down(&f);
+}
+
 static void expect_usage(const char *const *argv, const char *says) {
   char out[4096];
   int rc = kp_test_run_cli(NULL, argv, out, sizeof(out), 10000);
@@ -424,6 +472,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(invite_without_key_keeps_a_key, loopback, 90),
     KP_CASE(state_dir_one_key, loopback, 90),
     KP_CASE(invite_through_control, loopback, 120),
+    KP_CASE(notify_ready, loopback, 60),
 };
 
 KP_TEST_MAIN(cases)

@@ -106,14 +106,7 @@ int kp_cli_bootstrap_resolve(const char *list, const char *bind, char out[][KP_A
                              size_t cap, size_t *count, const char *cmd);
 
 /* A node for the length of a command, stopped by SIGINT/SIGTERM. */
-typedef struct kp_cli_session_s {
-  uv_loop_t loop;
-  kp_node_t *node;
-  uv_signal_t sigint, sigterm;
-  bool signalled;
-  void (*on_signal)(struct kp_cli_session_s *s);
-  void *data;
-} kp_cli_session_t;
+typedef kp_prog_session_t kp_cli_session_t; /* prog.h: shared with kadpunch-inspect */
 
 /* Creates the node and waits (up to 10 s) until it has reached the DHT.
  * Returns 0 or an exit code after printing why (bad address, no bootstrap

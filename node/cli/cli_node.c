@@ -46,14 +46,6 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
   }
 }
 
-static void on_signal(uv_signal_t *sig, int signum) {
-  kp_cli_session_t *s = sig->data;
-  (void)signum;
-  s->signalled = true;
-  if (s->on_signal) s->on_signal(s);
-  uv_stop(sig->loop);
-}
-
 static bool reached_dht(void *ctx) {
   kp_node_stats_t st;
   kp_node_stats(ctx, &st);
@@ -74,7 +66,7 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
                                     &count, cmd);
   if (rc) return rc;
   for (size_t i = 0; i < count; i++) hosts[i] = resolved[i];
-  uv_loop_init(&s->loop);
+  kp_prog_session_init(s);
   kp_node_options_t o;
   kp_node_options_init(&o);
   o.bind = net->bind;
@@ -95,15 +87,9 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
             tcp_relay ? tcp_relay : net->bind,
             err == KP_EBADADDR && count ? "invalid --bind, --bootstrap or --tcp-relay address"
                                         : kp_strerror(err));
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&s->loop);
+    kp_prog_session_close(s, "kadpunch");
     return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
   }
-  uv_signal_init(&s->loop, &s->sigint);
-  uv_signal_init(&s->loop, &s->sigterm);
-  s->sigint.data = s->sigterm.data = s;
-  uv_signal_start(&s->sigint, on_signal, SIGINT);
-  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   if (!count) {
     fprintf(stderr,
             "kadpunch %s: no bootstrap nodes: pass --bootstrap HOST:PORT, set "
@@ -146,29 +132,11 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
 
 bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
                         unsigned timeout_ms) {
-  uint64_t start = uv_now(&s->loop);
-  while (!s->signalled) {
-    if (pred && pred(ctx)) return true;
-    if (timeout_ms && uv_now(&s->loop) - start >= timeout_ms) return false;
-    /* Wake up at least every 100 ms to look at pred and the clock. */
-    if (!kp_testnet_run_until(&s->loop, pred, ctx, 100) && s->signalled) break;
-  }
-  return pred && pred(ctx);
-}
-
-static void on_node_closed(kp_node_t *node) {
-  (void)node;
+  return kp_prog_session_run(s, pred, ctx, timeout_ms);
 }
 
 int kp_cli_session_close(kp_cli_session_t *s) {
-  if (s->node) kp_node_close(s->node, on_node_closed);
-  s->node = NULL;
-  if (!uv_is_closing((uv_handle_t *)&s->sigint)) uv_close((uv_handle_t *)&s->sigint, NULL);
-  if (!uv_is_closing((uv_handle_t *)&s->sigterm)) uv_close((uv_handle_t *)&s->sigterm, NULL);
-  uv_run(&s->loop, UV_RUN_DEFAULT);
-  int rc = uv_loop_close(&s->loop);
-  if (rc) fprintf(stderr, "kadpunch: the event loop did not close cleanly: %s\n", uv_strerror(rc));
-  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
+  return kp_prog_session_close(s, "kadpunch");
 }
 
 const char *kp_cli_default_key_path(void) {

@@ -67,12 +67,7 @@ bool kp_inspect_parse_uint(const char *text, unsigned long min, unsigned long ma
 
 /* ---- A node for the length of a command (session.c) ------------------------ */
 
-typedef struct kp_inspect_session_s {
-  uv_loop_t loop;
-  kp_node_t *node;
-  uv_signal_t sigint, sigterm;
-  bool signalled;
-} kp_inspect_session_t;
+typedef kp_prog_session_t kp_inspect_session_t; /* node/cli/prog.h: shared with kadpunch */
 
 /* An ephemeral node of family (KP_AF_INET or KP_AF_INET6) bound to
  * o->bind or any address; with hosts, it bootstraps from them and waits

@@ -181,16 +181,16 @@ int kp_cli_allow_add(kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]);
 /* ---- Invitations in a state directory (cli_invites.c) ------------------- */
 
 /* How long an invitation lasts unless told (seconds), and at most. */
-#define KP_CLI_INVITE_TTL_DEFAULT 3600
-#define KP_CLI_INVITE_TTL_MAX (365ul * 86400)
-/* A new invitation for server_key, valid until expires (unix seconds),
+#define KP_CLI_INVITE_TTL_DEFAULT_S 3600
+#define KP_CLI_INVITE_TTL_MAX_S (365ul * 86400)
+/* A new invitation for server_key, valid until expires_s (unix seconds),
  * kept in DIR/invites. 0 or a negative errno. */
 int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
-                         uint64_t expires, kp_invite_t *out);
+                         uint64_t expires_s, kp_invite_t *out);
 /* A client proving an invitation: 0 (it is used now, and the client's key
  * is in DIR/allow), KP_EINVITE, KP_EINVITEUSED or KP_EINVITEEXPIRED. */
 int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
-                         const kp_client_hello_t *hello, uint64_t now);
+                         const kp_client_hello_t *hello, uint64_t now_s);
 
 /* cmd_serve.c: kadpunch serve, under another name (daemon); check_only:
  * the options are checked, nothing runs. */

@@ -29,7 +29,7 @@
 typedef struct entry_s {
   uint64_t id;
   uint8_t secret[16];
-  uint64_t expires;
+  uint64_t expires_s; /* unix seconds */
   bool used;
 } entry_t;
 
@@ -40,7 +40,7 @@ static void path_in(const char *dir, const char *name, char *out, size_t cap) {
 static bool parse_entry(const char *line, entry_t *e) {
   char secret[33], used[8] = "";
   memset(e, 0, sizeof(*e));
-  int n = sscanf(line, "%16" SCNx64 " %32s %" SCNu64 " %7s", &e->id, secret, &e->expires, used);
+  int n = sscanf(line, "%16" SCNx64 " %32s %" SCNu64 " %7s", &e->id, secret, &e->expires_s, used);
   if (n < 3 || strlen(secret) != 32) return false;
   for (int i = 0; i < 16; i++) {
     unsigned v;
@@ -84,7 +84,7 @@ static int write_entries(const char *dir, const entry_t *e, size_t n) {
   for (size_t i = 0; i < n; i++) {
     char secret[33];
     for (int j = 0; j < 16; j++) snprintf(secret + 2 * j, 3, "%02x", e[i].secret[j]);
-    fprintf(f, "%016" PRIx64 " %s %" PRIu64 "%s\n", e[i].id, secret, e[i].expires,
+    fprintf(f, "%016" PRIx64 " %s %" PRIu64 "%s\n", e[i].id, secret, e[i].expires_s,
             e[i].used ? " used" : "");
   }
   int err = fflush(f) || fsync(fileno(f)) ? -errno : 0;
@@ -138,7 +138,7 @@ static FILE *open_invites(const char *dir) {
 }
 
 int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
-                         uint64_t expires, kp_invite_t *out) {
+                         uint64_t expires_s, kp_invite_t *out) {
   int lock = lock_dir(dir, true);
   if (lock < 0) return lock;
   FILE *f = open_invites(dir);
@@ -152,12 +152,12 @@ int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
   static entry_t entries[MAX_INVITES];
   size_t n = read_entries(f, entries, MAX_INVITES - 1);
   /* Spent and expired ones go: the file stays small. */
-  uint64_t now = (uint64_t)time(NULL);
+  uint64_t now_s = (uint64_t)time(NULL);
   size_t kept = 0;
   for (size_t i = 0; i < n; i++)
-    if (!entries[i].used && entries[i].expires > now) entries[kept++] = entries[i];
+    if (!entries[i].used && entries[i].expires_s > now_s) entries[kept++] = entries[i];
   kp_invite_generate(server_key, out);
-  entries[kept] = (entry_t){.id = out->id, .expires = expires};
+  entries[kept] = (entry_t){.id = out->id, .expires_s = expires_s};
   memcpy(entries[kept].secret, out->secret, 16);
   int err = write_entries(dir, entries, kept + 1);
   sodium_memzero(entries, sizeof(entries)); /* the secrets live in the file only */
@@ -180,7 +180,7 @@ static int append_allow(const char *dir, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
 }
 
 int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
-                         const kp_client_hello_t *hello, uint64_t now) {
+                         const kp_client_hello_t *hello, uint64_t now_s) {
   int lock = lock_dir(dir, false);
   if (lock == -EWOULDBLOCK) return KP_EOVERLOADED; /* someone else holds it: try again */
   if (lock < 0) {
@@ -207,7 +207,7 @@ int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY
     if (!valid) continue;
     if (entries[i].used) {
       result = KP_EINVITEUSED;
-    } else if (entries[i].expires <= now) {
+    } else if (entries[i].expires_s <= now_s) {
       result = KP_EINVITEEXPIRED;
     } else {
       /* Burnt first: a failure after this costs the invitation, never

@@ -52,17 +52,18 @@ static const char invite_help[] =
     "--control: the server cannot be asked, or says no), 2 bad options, config\n"
     "or key\n";
 
-static void print_invite(const char *code, const char *server, uint64_t expires, unsigned long ttl,
-                         bool json) {
+static void print_invite(const char *code, const char *server, uint64_t expires_s,
+                         unsigned long ttl_s, bool json) {
   if (json) {
-    printf("{\"code\":\"%s\",\"server\":\"%s\",\"expires\":%" PRIu64 "}\n", code, server, expires);
+    printf("{\"code\":\"%s\",\"server\":\"%s\",\"expires\":%" PRIu64 "}\n", code, server,
+           expires_s);
     return;
   }
   printf("%s\n", code);
   fprintf(stderr,
           "one-time invitation to %s, valid %lu s: on the other machine run\n"
           "  kadpunch connect %s\n",
-          server, ttl, code);
+          server, ttl_s, code);
 }
 
 /* The public key invitations in state are for: --key's, else the one the
@@ -91,13 +92,13 @@ static int server_public_key(const char *state, const char *key_path, uint8_t pk
   return 0;
 }
 
-static int invite_write(const char *state, const char *key_path, unsigned long ttl, bool json) {
+static int invite_write(const char *state, const char *key_path, unsigned long ttl_s, bool json) {
   uint8_t pk[KP_PUBLIC_KEY_LEN];
   int rc = server_public_key(state, key_path, pk);
   if (rc) return rc;
   kp_invite_t inv;
-  uint64_t expires = (uint64_t)time(NULL) + ttl;
-  int err = kp_cli_invite_create(state, pk, expires, &inv);
+  uint64_t expires_s = (uint64_t)time(NULL) + ttl_s;
+  int err = kp_cli_invite_create(state, pk, expires_s, &inv);
   if (err) {
     fprintf(stderr, "kadpunch invite: %s/invites: %s%s\n", state, uv_strerror(err),
             err == UV_EACCES || err == UV_EPERM
@@ -109,15 +110,15 @@ static int invite_write(const char *state, const char *key_path, unsigned long t
   char code[KP_INVITE_TEXT_LEN + 1], server[KP_KEY_TEXT_LEN + 1];
   kp_invite_to_text(&inv, code);
   kp_key_to_text(pk, server);
-  print_invite(code, server, expires, ttl, json);
+  print_invite(code, server, expires_s, ttl_s, json);
   return 0;
 }
 
 /* --control: the server makes it. */
-static int invite_control(const char *path, unsigned long ttl, bool json) {
+static int invite_control(const char *path, unsigned long ttl_s, bool json) {
   char request[96], *line = NULL;
   size_t len;
-  snprintf(request, sizeof(request), "{\"cmd\":\"invite\",\"expires\":%lu}\n", ttl);
+  snprintf(request, sizeof(request), "{\"cmd\":\"invite\",\"expires\":%lu}\n", ttl_s);
   int rc = kp_prog_control_ask("kadpunch invite", path, request, &line, &len);
   if (rc) return rc;
   kp_json_t *answer = NULL;
@@ -131,9 +132,9 @@ static int invite_control(const char *path, unsigned long ttl, bool json) {
     rc = KP_EXIT_FAIL;
   } else {
     const char *code = kp_json_get_str(answer, "code"), *server = kp_json_get_str(answer, "server");
-    double expires = kp_json_get_num(answer, "expires", 0);
-    if (code && server && strlen(code) == KP_INVITE_TEXT_LEN && expires > 0)
-      print_invite(code, server, (uint64_t)expires, ttl, json);
+    double expires_s = kp_json_get_num(answer, "expires", 0);
+    if (code && server && strlen(code) == KP_INVITE_TEXT_LEN && expires_s > 0)
+      print_invite(code, server, (uint64_t)expires_s, ttl_s, json);
     else
       rc = KP_EXIT_FAIL, fprintf(stderr, "kadpunch invite: %s: an answer without a code\n", path);
   }
@@ -149,7 +150,7 @@ int kp_cli_invite(int argc, char **argv) {
       {"expires", required_argument, 0, 'e'}, {"json", no_argument, 0, 'j'},
       {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   const char *config = NULL, *state = NULL, *key = NULL, *control = NULL;
-  unsigned long ttl = KP_CLI_INVITE_TTL_DEFAULT;
+  unsigned long ttl_s = KP_CLI_INVITE_TTL_DEFAULT_S;
   bool json = false;
   int c;
   optind = 1;
@@ -160,7 +161,7 @@ int kp_cli_invite(int argc, char **argv) {
       case 'k': key = optarg; break;
       case 'C': control = optarg; break;
       case 'e':
-        if (!kp_cli_parse_uint(optarg, 1, KP_CLI_INVITE_TTL_MAX, &ttl))
+        if (!kp_cli_parse_uint(optarg, 1, KP_CLI_INVITE_TTL_MAX_S, &ttl_s))
           return kp_cli_usage_error("invite", "--expires: 1 to 31536000 seconds");
         break;
       case 'j': json = true; break;
@@ -172,7 +173,7 @@ int kp_cli_invite(int argc, char **argv) {
   if ((control != NULL) + (config != NULL) + (state != NULL) != 1)
     return kp_cli_usage_error("invite", "give one of --control PATH, --config FILE, --state DIR");
   if (control && key) return kp_cli_usage_error("invite", "--key goes with --state or --config");
-  if (control) return invite_control(control, ttl, json);
+  if (control) return invite_control(control, ttl_s, json);
   kp_cli_daemon_cfg_t cfg;
   int rc = 0;
   if (config) {
@@ -188,7 +189,7 @@ int kp_cli_invite(int argc, char **argv) {
     rc = KP_EXIT_FAIL;
   }
   /* A config names its key (DIR/key unless key = FILE): that is the one. */
-  if (!rc) rc = invite_write(state, key ? key : config ? cfg.key : NULL, ttl, json);
+  if (!rc) rc = invite_write(state, key ? key : config ? cfg.key : NULL, ttl_s, json);
   if (config) kp_cli_daemon_config_free(&cfg);
   return rc;
 }

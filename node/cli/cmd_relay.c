@@ -96,7 +96,7 @@ int kp_cli_relay(int argc, char **argv) {
   kp_cli_net_init(&net, KP_NODE_MEMBER);
   net.bind = "0.0.0.0:49737";
   net.run_relay = true;
-  uint64_t v = 0, every = 5;
+  uint64_t v = 0, every_s = 5;
   const char *control = NULL, *metrics = NULL;
   int c, rc = 0;
   optind = 1;
@@ -120,7 +120,7 @@ int kp_cli_relay(int argc, char **argv) {
         if (!(rc = parse_u64(optarg, 1, 365 * 86400, &v, "--lifetime")))
           net.relay_limits.lifetime_s = (unsigned)v;
         break;
-      case 'e': rc = parse_u64(optarg, 1, 3600, &every, "--every"); break;
+      case 'e': rc = parse_u64(optarg, 1, 3600, &every_s, "--every"); break;
       case 'P':
         if (!(rc = parse_u64(optarg, 1, 1u << 20, &v, "--sessions-per-ip")))
           net.relay_limits.sessions_per_ip = (unsigned)v;
@@ -147,7 +147,7 @@ int kp_cli_relay(int argc, char **argv) {
   relay_cli_t r = {.s = &s};
   uv_timer_init(&s.loop, &r.timer);
   r.timer.data = &r;
-  uv_timer_start(&r.timer, on_timer, every * 1000, every * 1000);
+  uv_timer_start(&r.timer, on_timer, every_s * 1000, every_s * 1000);
   kp_control_t *ctl = NULL;
   kp_cli_metrics_t *m = NULL;
   signal(SIGPIPE, SIG_IGN); /* a control client that hangs up is not a signal */

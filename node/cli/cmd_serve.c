@@ -597,9 +597,10 @@ static int control_invite(void *ctx, const kp_json_t *request, const char *line,
                           kp_jw_t *out) {
   serve_t *sv = ctx;
   (void)line, (void)len;
-  double ttl = kp_json_get_num(request, "expires", KP_CLI_INVITE_TTL_DEFAULT);
+  double ttl_s = kp_json_get_num(request, "expires", KP_CLI_INVITE_TTL_DEFAULT_S);
   kp_jw_obj(out);
-  if (!sv->state || !(ttl >= 1 && ttl <= KP_CLI_INVITE_TTL_MAX) || ttl != (double)(uint64_t)ttl) {
+  if (!sv->state || !(ttl_s >= 1 && ttl_s <= KP_CLI_INVITE_TTL_MAX_S) ||
+      ttl_s != (double)(uint64_t)ttl_s) {
     kp_jw_kbool(out, "ok", false);
     kp_jw_kstr(out, "error",
                !sv->state ? "this server keeps no invitations (it runs without --state)"
@@ -608,8 +609,8 @@ static int control_invite(void *ctx, const kp_json_t *request, const char *line,
     return 0;
   }
   kp_invite_t inv;
-  uint64_t expires = (uint64_t)time(NULL) + (uint64_t)ttl;
-  int err = kp_cli_invite_create(sv->state, sv->public_key, expires, &inv);
+  uint64_t expires_s = (uint64_t)time(NULL) + (uint64_t)ttl_s;
+  int err = kp_cli_invite_create(sv->state, sv->public_key, expires_s, &inv);
   if (err) {
     char why[512];
     snprintf(why, sizeof(why), "%s/invites: %s", sv->state, uv_strerror(err));
@@ -627,11 +628,11 @@ static int control_invite(void *ctx, const kp_json_t *request, const char *line,
   kp_jw_kstr(out, "cmd", "invite");
   kp_jw_kstr(out, "code", code);
   kp_jw_kstr(out, "server", key);
-  kp_jw_ku64(out, "expires", expires);
+  kp_jw_ku64(out, "expires", expires_s);
   kp_jw_obj_end(out);
   sodium_memzero(code, sizeof(code));
   kp_cli_stamp(stdout);
-  printf("made an invitation, valid %.0f s (asked on the control socket)\n", ttl);
+  printf("made an invitation, valid %.0f s (asked on the control socket)\n", ttl_s);
   fflush(stdout);
   return 0;
 }

@@ -99,7 +99,7 @@ static int read_line(const char *who, const char *path, int fd, unsigned timeout
   size_t len = 0, cap = 65536;
   char *buf = kp_malloc(cap);
   if (!buf) return fail(who, "out of memory");
-  uint64_t deadline = now_ms() + timeout_ms;
+  uint64_t deadline_ms = now_ms() + timeout_ms;
   int rc;
   for (;;) {
     char *nl = memchr(buf, '\n', len);
@@ -111,7 +111,7 @@ static int read_line(const char *who, const char *path, int fd, unsigned timeout
     }
     uint64_t now = now_ms();
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (now >= deadline || poll(&p, 1, (int)(deadline - now)) == 0) {
+    if (now >= deadline_ms || poll(&p, 1, (int)(deadline_ms - now)) == 0) {
       rc = fail(who, "no answer from %s within %u s", path, timeout_ms / 1000);
       break;
     }

@@ -67,9 +67,11 @@ static void on_record(void *ctx, const kp_record_t *rec) {
   r->seq = rec->seq;
   r->relay_count =
       rec->relay_count < KP_RECORD_MAX_RELAYS ? rec->relay_count : KP_RECORD_MAX_RELAYS;
-  memcpy(r->relays, rec->relays, r->relay_count * sizeof(kp_addr_t));
+  if (r->relay_count) memcpy(r->relays, rec->relays, r->relay_count * sizeof(kp_addr_t));
   r->data_len = rec->data_len < KP_RECORD_MAX_DATA ? rec->data_len : KP_RECORD_MAX_DATA;
-  memcpy(r->data, rec->data, r->data_len);
+  /* A record without data has no data pointer either (memcpy from NULL is
+   * undefined even for 0 bytes). */
+  if (r->data_len) memcpy(r->data, rec->data, r->data_len);
 }
 
 static void on_reply(void *arg, const kp_dht_msg_t *reply, const kp_addr_t *from) {

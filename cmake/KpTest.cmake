@@ -23,7 +23,10 @@ function(kp_test_binary name)
         math(EXPR registered "${registered} + 1")
         add_test(NAME ${prefix}.${case} COMMAND ${name} ${case})
         set_tests_properties(${prefix}.${case} PROPERTIES
-          LABELS ${CMAKE_MATCH_2} TIMEOUT ${CMAKE_MATCH_3} SKIP_RETURN_CODE 77)
+          LABELS ${CMAKE_MATCH_2} TIMEOUT ${CMAKE_MATCH_3} SKIP_RETURN_CODE 77
+          # The programs under test read no configuration file of this
+          # machine's (~/.config/kadpunch/config, /etc/kadpunch/config).
+          ENVIRONMENT "KADPUNCH_CONFIG=/dev/null")
       else()
         message(FATAL_ERROR "${src}: cannot parse test case: ${call}")
       endif()

@@ -399,6 +399,13 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
   if (r.punch && !hp->cfg.relay_only && !se->pairing.sock) punch(s, se, &r, now);
 }
 
+/* The client was seen from our own public IP: it is on our network (the
+ * client calls this path "lan" for the same reason). */
+static bool behind_our_ip(const kp_hp_t *hp, const hp_session_t *se) {
+  const kp_dht_nat_t *nat = kp_dht_nat(hp->dht);
+  return nat->has_public && kp_addr_same_ip(&nat->public_addr, &se->client_seen);
+}
+
 static hp_session_t *session_by_conn(kp_hp_server_t *s, uint64_t conn_id) {
   for (unsigned i = 0; i < s->hp->cfg.max_sessions; i++)
     if (s->sessions[i].server && s->sessions[i].res.local_id == conn_id) return &s->sessions[i];
@@ -429,8 +436,10 @@ bool kp__hp_server_probe(kp_hp_server_t *s, void *sock, const kp_addr_t *from, u
   stop_punching(s->hp, se, c->sock);
   if (c->sock) {
     se->res.strategy = KP_PUNCH_BIRTHDAY;
-  } else if (!kp_addr_same_ip(&c->addr, &se->client_seen) &&
-             (kp_addr_is_private(&c->addr) || kp_addr_is_loopback(&c->addr))) {
+  } else if ((kp_addr_is_private(&c->addr) || kp_addr_is_loopback(&c->addr)) &&
+             (!kp_addr_same_ip(&c->addr, &se->client_seen) || behind_our_ip(s->hp, se))) {
+    /* The client's rule mirrored (hp_client.c, same_network): both ends
+     * name one connection alike. */
     se->res.strategy = KP_PUNCH_LAN;
   } else if (!se->res.strategy) {
     se->res.strategy = KP_PUNCH_OPEN;

@@ -8,13 +8,8 @@
 
 #include "common/rng.h"
 #include "kadpunch.h"
-
-/* Exit codes, documented in README.md and each command's --help. */
-enum {
-  KP_EXIT_OK = 0,
-  KP_EXIT_FAIL = 1,  /* the operation failed (network, peer, timeout) */
-  KP_EXIT_USAGE = 2, /* bad command line or configuration */
-};
+#include "node/cli/cli_config.h"
+#include "node/cli/prog.h" /* exit codes, shared with kadpunch-inspect */
 
 typedef struct kp_cli_command_s {
   const char *name;
@@ -32,6 +27,23 @@ int kp_cli_get(int argc, char **argv);
 int kp_cli_relay(int argc, char **argv);
 int kp_cli_serve(int argc, char **argv);
 int kp_cli_connect(int argc, char **argv);
+int kp_cli_ssh_config(int argc, char **argv);
+int kp_cli_status(int argc, char **argv);
+int kp_cli_ping(int argc, char **argv);
+
+/* ---- The configuration file (cli_settings.c, cli_config.h) -------------- */
+
+/* Reads the configuration files (main.c, before any command). 0, or
+ * KP_EXIT_USAGE after printing the file, line and mistake. */
+int kp_cli_settings_load(void);
+/* What was read (empty if nothing). */
+const kp_cli_config_t *kp_cli_settings(void);
+/* A peer named on the command line: a public key, or a host of the
+ * configuration (then *service, if given and still NULL, becomes the
+ * host's service, if it names one). 0, or an exit code after printing
+ * what is wrong. */
+int kp_cli_peer(const char *text, uint8_t key[KP_PUBLIC_KEY_LEN], const char **service,
+                const char *cmd);
 
 /* ---- Options every networked command takes (cli_node.c) ----------------- */
 
@@ -43,18 +55,21 @@ typedef struct kp_cli_net_s {
   kp_node_mode_t mode;
   const char *relays[4]; /* --relay, repeatable */
   size_t relay_count;
-  bool run_relay;        /* kadpunch relay */
-  bool relay_only;       /* kadpunch connect --relay-only */
-  const char *tcp_relay; /* --tcp-relay: UDP is blocked, go through it over TCP */
+  bool relays_configured; /* relays[] is the config file's: --relay replaces it */
+  bool run_relay;         /* kadpunch relay */
+  bool relay_only;        /* kadpunch connect --relay-only */
+  const char *tcp_relay;  /* --tcp-relay: UDP is blocked, go through it over TCP */
   kp_relay_limits_t relay_limits;
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
   "  --bind ADDR:PORT        local address (default 0.0.0.0:0)\n"                                  \
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
-  "                          (default: $KADPUNCH_BOOTSTRAP)\n"                                     \
+  "                          (default: $KADPUNCH_BOOTSTRAP, else the config\n"                     \
+  "                          file's bootstrap: docs/config.md)\n"                                  \
   "  --relay HOST:PORT       a blind relay for when no direct path exists\n"                       \
-  "                          (repeatable; default: relays found on the DHT).\n"                    \
+  "                          (repeatable; default: the config file's, else\n"                      \
+  "                          relays found on the DHT).\n"                                          \
   "                          If UDP gets nowhere in 3 s, the first is tried\n"                     \
   "                          over TCP (its UDP port number)\n"                                     \
   "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
@@ -82,15 +97,17 @@ void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode);
  * printing the problem. */
 int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd);
 
+/* At most this many bootstrap addresses (after resolving names). */
+#define KP_CLI_BOOTSTRAP_MAX 16
+/* The comma-separated --bootstrap list as numeric addresses of --bind's
+ * family (cli_bootstrap.c): a name gives each of its A or AAAA records.
+ * Returns 0 (count set, maybe 0), or an exit code after naming the entry
+ * that does not resolve or parse. */
+int kp_cli_bootstrap_resolve(const char *list, const char *bind, char out[][KP_ADDR_STRLEN],
+                             size_t cap, size_t *count, const char *cmd);
+
 /* A node for the length of a command, stopped by SIGINT/SIGTERM. */
-typedef struct kp_cli_session_s {
-  uv_loop_t loop;
-  kp_node_t *node;
-  uv_signal_t sigint, sigterm;
-  bool signalled;
-  void (*on_signal)(struct kp_cli_session_s *s);
-  void *data;
-} kp_cli_session_t;
+typedef kp_prog_session_t kp_cli_session_t; /* prog.h: shared with kadpunch-inspect */
 
 /* Creates the node and waits (up to 10 s) until it has reached the DHT.
  * Returns 0 or an exit code after printing why (bad address, no bootstrap
@@ -104,9 +121,23 @@ bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
  * not close cleanly. */
 int kp_cli_session_close(kp_cli_session_t *s);
 
+/* ---- Time on long-running programs' lines (cli_log.c) ------------------- */
+
+/* Whether journald keeps our output ($JOURNAL_STREAM): it stamps lines. */
+bool kp_cli_journald(void);
+/* "2026-12-02T11:49:03.123+0000 " on out, unless under journald. */
+void kp_cli_stamp(FILE *out);
+/* The node's log sink for the programs: stamped as above; under journald
+ * the library's own ("<N>" priorities). */
+void kp_cli_log_sink(void *ctx, kp_log_level_t level, const char *line);
+
+/* Tells the service manager (systemd's Type=notify) state, e.g.
+ * "READY=1", if $NOTIFY_SOCKET names a socket (cli_notify.c). */
+void kp_cli_notify(const char *state);
+
 /* ---- Keys (cli_node.c) ------------------------------------------------ */
 
-/* $KADPUNCH_KEY, else ~/.kadpunch/key. */
+/* $KADPUNCH_KEY, else the config file's key, else ~/.kadpunch/key. */
 const char *kp_cli_default_key_path(void);
 /* Reads a key file, printing a clear message (what is wrong and what to do)
  * on failure. Returns 0 or an exit code. */
@@ -114,6 +145,11 @@ int kp_cli_load_key(const char *path, kp_keypair_t *kp, const char *cmd);
 /* The identity a command runs as: --key's file (key_path), else the
  * default file if it exists, else a throwaway key (said on stderr). */
 int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd);
+/* The identity an invitation is redeemed for must outlive the command:
+ * the --key file (key_path), else the default file, made now (0600, its
+ * folder 0700) if there is none, and said on stderr. *used gets the path
+ * to load. Returns 0 or an exit code after printing why. */
+int kp_cli_identity_kept(const char *key_path, const char *cmd, const char **used);
 /* The DHT target of a command-line TOPIC, or of a key given as --key-of. */
 int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_LEN],
                   const char *cmd);
@@ -145,14 +181,17 @@ int kp_cli_allow_add(kp_cli_allow_t *a, const uint8_t key[KP_PUBLIC_KEY_LEN]);
 
 /* ---- Invitations in a state directory (cli_invites.c) ------------------- */
 
-/* A new invitation for server_key, valid until expires (unix seconds),
+/* How long an invitation lasts unless told (seconds), and at most. */
+#define KP_CLI_INVITE_TTL_DEFAULT_S 3600
+#define KP_CLI_INVITE_TTL_MAX_S (365ul * 86400)
+/* A new invitation for server_key, valid until expires_s (unix seconds),
  * kept in DIR/invites. 0 or a negative errno. */
 int kp_cli_invite_create(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
-                         uint64_t expires, kp_invite_t *out);
+                         uint64_t expires_s, kp_invite_t *out);
 /* A client proving an invitation: 0 (it is used now, and the client's key
  * is in DIR/allow), KP_EINVITE, KP_EINVITEUSED or KP_EINVITEEXPIRED. */
 int kp_cli_invite_redeem(const char *dir, const uint8_t server_key[KP_PUBLIC_KEY_LEN],
-                         const kp_client_hello_t *hello, uint64_t now);
+                         const kp_client_hello_t *hello, uint64_t now_s);
 
 /* cmd_serve.c: kadpunch serve, under another name (daemon); check_only:
  * the options are checked, nothing runs. */
@@ -216,6 +255,7 @@ typedef struct kp_cli_connect_args_s {
   const char *listen;        /* --listen ADDR:PORT */
   const char *socks;         /* --socks ADDR:PORT (cli_socks_client.c) */
   const char *listen_udp;    /* --listen-udp ADDR:PORT (cli_udp_listen.c) */
+  const char *control;       /* --control PATH: `kadpunch status` reads it */
   bool verbose;              /* --stdio: the connection's details on stderr */
   kp_connect_options_t opts; /* --service, --info, an invitation */
   kp_invite_t invite;

@@ -17,8 +17,11 @@ void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode) {
   net->bind = "0.0.0.0:0";
   net->log_level = KP_LOG_WARN;
   net->mode = mode;
+  const kp_cli_config_t *cfg = kp_cli_settings();
   const char *env = getenv("KADPUNCH_BOOTSTRAP");
-  if (env) snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", env);
+  snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", env ? env : cfg->bootstrap);
+  for (size_t i = 0; i < cfg->relay_count; i++) net->relays[net->relay_count++] = cfg->relays[i];
+  net->relays_configured = cfg->relay_count > 0;
 }
 
 int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd) {
@@ -30,6 +33,8 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
       snprintf(net->bootstrap, sizeof(net->bootstrap), "%s", arg);
       return 0;
     case KP_CLI_OPT_RELAY:
+      if (net->relays_configured) net->relay_count = 0; /* the command line's instead */
+      net->relays_configured = false;
       if (net->relay_count == 4) return kp_cli_usage_error(cmd, "at most 4 --relay");
       net->relays[net->relay_count++] = arg;
       return 0;
@@ -40,14 +45,6 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
       return 0;
     default: return kp_cli_usage_error(cmd, "unknown option");
   }
-}
-
-static void on_signal(uv_signal_t *sig, int signum) {
-  kp_cli_session_t *s = sig->data;
-  (void)signum;
-  s->signalled = true;
-  if (s->on_signal) s->on_signal(s);
-  uv_stop(sig->loop);
 }
 
 static bool reached_dht(void *ctx) {
@@ -62,16 +59,21 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
                        const char *tcp_relay, unsigned wait_ms, bool *no_dht) {
   memset(s, 0, sizeof(*s));
   *no_dht = false;
-  uv_loop_init(&s->loop);
-  const char *hosts[16];
-  char list[sizeof(net->bootstrap)];
-  snprintf(list, sizeof(list), "%s", net->bootstrap);
-  size_t count = kp_cli_split_list(list, hosts, 16);
+  /* Names resolved now: one that does not resolve is said at once. */
+  char resolved[KP_CLI_BOOTSTRAP_MAX][KP_ADDR_STRLEN];
+  const char *hosts[KP_CLI_BOOTSTRAP_MAX];
+  size_t count;
+  int rc = kp_cli_bootstrap_resolve(net->bootstrap, net->bind, resolved, KP_CLI_BOOTSTRAP_MAX,
+                                    &count, cmd);
+  if (rc) return rc;
+  for (size_t i = 0; i < count; i++) hosts[i] = resolved[i];
+  kp_prog_session_init(s);
   kp_node_options_t o;
   kp_node_options_init(&o);
   o.bind = net->bind;
   o.mode = net->mode;
   o.log_level = net->log_level;
+  o.log_cb = kp_cli_log_sink;
   o.bootstrap = hosts;
   o.bootstrap_count = count;
   o.relays = net->relays;
@@ -86,19 +88,14 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
             tcp_relay ? tcp_relay : net->bind,
             err == KP_EBADADDR && count ? "invalid --bind, --bootstrap or --tcp-relay address"
                                         : kp_strerror(err));
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&s->loop);
+    kp_prog_session_close(s, "kadpunch");
     return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
   }
-  uv_signal_init(&s->loop, &s->sigint);
-  uv_signal_init(&s->loop, &s->sigterm);
-  s->sigint.data = s->sigterm.data = s;
-  uv_signal_start(&s->sigint, on_signal, SIGINT);
-  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   if (!count) {
     fprintf(stderr,
-            "kadpunch %s: no bootstrap nodes: pass --bootstrap HOST:PORT or set "
-            "KADPUNCH_BOOTSTRAP\n",
+            "kadpunch %s: no bootstrap nodes: pass --bootstrap HOST:PORT, set "
+            "KADPUNCH_BOOTSTRAP, or write `bootstrap HOST:PORT` in ~/.config/kadpunch/config "
+            "(docs/config.md)\n",
             cmd);
     kp_cli_session_close(s);
     return KP_EXIT_USAGE;
@@ -136,35 +133,18 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
 
 bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
                         unsigned timeout_ms) {
-  uint64_t start = uv_now(&s->loop);
-  while (!s->signalled) {
-    if (pred && pred(ctx)) return true;
-    if (timeout_ms && uv_now(&s->loop) - start >= timeout_ms) return false;
-    /* Wake up at least every 100 ms to look at pred and the clock. */
-    if (!kp_testnet_run_until(&s->loop, pred, ctx, 100) && s->signalled) break;
-  }
-  return pred && pred(ctx);
-}
-
-static void on_node_closed(kp_node_t *node) {
-  (void)node;
+  return kp_prog_session_run(s, pred, ctx, timeout_ms);
 }
 
 int kp_cli_session_close(kp_cli_session_t *s) {
-  if (s->node) kp_node_close(s->node, on_node_closed);
-  s->node = NULL;
-  if (!uv_is_closing((uv_handle_t *)&s->sigint)) uv_close((uv_handle_t *)&s->sigint, NULL);
-  if (!uv_is_closing((uv_handle_t *)&s->sigterm)) uv_close((uv_handle_t *)&s->sigterm, NULL);
-  uv_run(&s->loop, UV_RUN_DEFAULT);
-  int rc = uv_loop_close(&s->loop);
-  if (rc) fprintf(stderr, "kadpunch: the event loop did not close cleanly: %s\n", uv_strerror(rc));
-  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
+  return kp_prog_session_close(s, "kadpunch");
 }
 
 const char *kp_cli_default_key_path(void) {
   static char path[4096];
   const char *env = getenv("KADPUNCH_KEY");
   if (env && *env) return env;
+  if (kp_cli_settings()->key[0]) return kp_cli_settings()->key;
   const char *home = getenv("HOME");
   snprintf(path, sizeof(path), "%s/.kadpunch/key", home && *home ? home : ".");
   return path;
@@ -197,6 +177,36 @@ int kp_cli_identity(const char *key_path, kp_keypair_t *kp, const char *cmd) {
   if (key_path || access(path, F_OK) == 0) return kp_cli_load_key(path, kp, cmd);
   kp_keypair_generate(kp);
   fprintf(stderr, "kadpunch %s: no key file at %s: using a throwaway key\n", cmd, path);
+  return 0;
+}
+
+int kp_cli_identity_kept(const char *key_path, const char *cmd, const char **used) {
+  const char *path = key_path ? key_path : kp_cli_default_key_path();
+  *used = path;
+  if (key_path || access(path, F_OK) == 0) return 0;
+  /* The default folder is ours to make, as keygen does. */
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+      fprintf(stderr, "kadpunch %s: cannot create %s for a key: %s\n", cmd, dir, strerror(errno));
+      return KP_EXIT_FAIL;
+    }
+  }
+  kp_keypair_t kp;
+  kp_keypair_generate(&kp);
+  int err = kp_key_file_write(path, &kp, false);
+  char text[KP_KEY_TEXT_LEN + 1];
+  kp_key_to_text(kp.public_key, text);
+  kp_keypair_wipe(&kp);
+  if (err) {
+    fprintf(stderr, "kadpunch %s: cannot write a key to %s: %s\n", cmd, path, kp_strerror(err));
+    return KP_EXIT_FAIL;
+  }
+  fprintf(stderr, "kadpunch %s: no key file at %s: made one (mode 0600), public key %s\n", cmd,
+          path, text);
   return 0;
 }
 

@@ -283,8 +283,8 @@ static void start_timer(kp_cli_udp_flows_t *f) {
   uv_timer_init(f->loop, &f->timer);
   f->timer.data = f;
   f->timer_open = true;
-  unsigned every = f->idle_ms / 4 < 1000 ? f->idle_ms / 4 : 1000;
-  uv_timer_start(&f->timer, on_tick, every ? every : 1, every ? every : 1);
+  unsigned every_ms = f->idle_ms / 4 < 1000 ? f->idle_ms / 4 : 1000;
+  uv_timer_start(&f->timer, on_tick, every_ms ? every_ms : 1, every_ms ? every_ms : 1);
 }
 
 void kp_cli_udp_flows_conn_closed(kp_cli_udp_flows_t *f, const kp_conn_t *conn) {

@@ -48,16 +48,20 @@ static void print_info_json(const kp_connect_info_t *info, const char *key) {
 /* ---- connect ---------------------------------------------------------------------------- */
 
 static const char connect_help[] =
-    "usage: kadpunch connect KEY|INVITATION [options]\n"
+    "usage: kadpunch connect KEY|HOST|INVITATION [options]\n"
     "       kadpunch connect KEY --listen ADDR:PORT [options]\n"
     "       kadpunch connect KEY --stdio [options]\n"
     "       kadpunch connect KEY --socks ADDR:PORT [options]\n"
     "       kadpunch connect KEY --listen-udp ADDR:PORT --service NAME [options]\n"
     "       kadpunch connect KEY --info\n"
     "\n"
-    "KEY is the peer's public key (52 characters). An INVITATION (90 characters,\n"
+    "KEY is the peer's public key (52 characters); a HOST is a name the config\n"
+    "file gives one (`host laptop key KEY service ssh`, docs/config.md), with\n"
+    "its service unless --service says otherwise. An INVITATION (90 characters,\n"
     "from `kadpunch invite` on the peer) names the peer and proves a one-time\n"
-    "secret: the peer lets this key in from then on (use KEY after that).\n"
+    "secret: the peer lets this key in from then on (use KEY after that). It\n"
+    "prints \"paired with KEY: it lets you in from now on\" and exits 0. With no\n"
+    "key file, one is made at the default path first: the key let in is kept.\n"
     "\n"
     "Connects to the peer whose public key is KEY: finds it on the DHT, shakes\n"
     "hands through the DHT nodes it announced to, punches a direct path through\n"
@@ -70,7 +74,9 @@ static const char connect_help[] =
     "to KEY\" and the connection, and carries every TCP connection accepted there\n"
     "as a stream of that one encrypted connection, until SIGINT or SIGTERM. If\n"
     "the connection dies, the TCP connections on it are reset and the next one\n"
-    "accepted connects again.\n"
+    "accepted connects again. A peer not reachable at start is no reason to\n"
+    "stop either (a tunnel may start before its server): it says so, keeps\n"
+    "listening, and each TCP connection accepted tries again.\n"
     "\n"
     "With --socks it is a SOCKS5 server on ADDR:PORT (against `kadpunch serve\n"
     "--socks`): every CONNECT (IPv4, IPv6 or a name, which the peer resolves) is\n"
@@ -97,6 +103,8 @@ static const char connect_help[] =
     "  --socks ADDR:PORT       a SOCKS5 server there (ADDR as for --listen)\n"
     "  --listen-udp ADDR:PORT  a UDP port forwarded to the service --service names\n"
     "  --stdio                 join stdin and stdout to a stream\n"
+    "  --control PATH          with --listen, --socks, --listen-udp: a control\n"
+    "                          socket (0600) for `kadpunch status`\n"
     "  --verbose               with --stdio: the connection's details on stderr\n"
     "  --service NAME          the peer's service to reach (default: its first)\n"
     "  --info                  ask for the peer's device info (name, version,\n"
@@ -116,11 +124,13 @@ static const char connect_help[] =
     "  kadpunch connect KEY --info\n"
     "  kadpunch connect <90-character invitation>\n"
     "\n"
-    "exit codes: 0 connected and echoed (--stdio: both sides ended; --listen:\n"
+    "exit codes: 0 connected and echoed (an invitation: paired; --stdio: both sides ended; "
+    "--listen:\n"
     "stopped by a signal), 1 the connection failed (the reason is printed: peer\n"
     "not found, refused, no direct path, timeout; --stdio: the stream was reset;\n"
     "--listen: ADDR:PORT cannot be bound, e.g. in use; an invitation unknown,\n"
-    "used or expired), 2 bad options or key\n";
+    "used or expired), 2 bad options, key, or a --bootstrap name that does not\n"
+    "resolve\n";
 
 typedef struct connect_s {
   bool json;
@@ -136,6 +146,7 @@ typedef struct connect_s {
   bool echo_ok;
   uint64_t sent_at, echo_us;
   bool info_only; /* --info alone: the device info is the answer */
+  bool pair_only; /* an invitation alone: getting in is the answer */
   /* --wait-direct: a relayed connection is held this long for its
    * upgrade to a direct path; when (ms after connecting) it came. */
   unsigned wait_direct_ms;
@@ -196,7 +207,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   c->conn = conn;
   c->connected_us = now_us();
   kp_conn_set_data(conn, c);
-  if (c->info_only) {
+  if (c->info_only || c->pair_only) {
     c->done = true;
     return;
   }
@@ -266,9 +277,10 @@ static void report(const connect_t *c) {
   if (c->json) {
     printf("{\"ok\":%s,", c->status ? "false" : "true");
     if (c->status) printf("\"error\":\"%s\",", kp_err_name(c->status));
+    if (c->pair_only && !c->status) printf("\"paired\":true,");
     print_info_json(&c->info, c->key);
     if (c->info.has_device) print_device_json(&c->info.device);
-    if (!c->status && !c->info_only)
+    if (!c->status && !c->info_only && !c->pair_only)
       printf(",\"echo_bytes\":%zu,\"echo_us\":%" PRIu64, c->echoed, c->echo_us);
     if (c->upgraded) printf(",\"upgraded_ms\":%" PRIu64, c->upgraded_ms);
     printf("}\n");
@@ -279,11 +291,14 @@ static void report(const connect_t *c) {
     if (c->info.has_device) kp_cli_print_device(stderr, &c->info.device);
     return;
   }
-  printf("connected to %s\n", c->key);
+  if (c->pair_only)
+    printf("paired with %s: it lets you in from now on (kadpunch connect %s)\n", c->key, c->key);
+  else
+    printf("connected to %s\n", c->key);
   kp_cli_print_info(stdout, &c->info, true);
   if (c->info.has_device) kp_cli_print_device(stdout, &c->info.device);
   if (c->info_only && !c->info.has_device) printf("  device      (the peer does not tell)\n");
-  if (!c->info_only)
+  if (!c->info_only && !c->pair_only)
     printf("  echo        %zu bytes back in %.2f ms\n", c->echoed, (double)c->echo_us / 1000.0);
   if (c->upgraded) {
     printf("  upgraded    to a direct path %" PRIu64 " ms after connecting\n", c->upgraded_ms);
@@ -356,6 +371,8 @@ static int check_modes(kp_cli_connect_args_t *a, bool stdio, const connect_t *st
     a->opts.service = KP_CLI_SOCKS_SERVICE;
   }
   if (a->verbose && !stdio) return kp_cli_usage_error("connect", "--verbose goes with --stdio");
+  if (a->control && !a->listen && !a->socks && !a->listen_udp)
+    return kp_cli_usage_error("connect", "--control goes with --listen, --socks or --listen-udp");
   return 0;
 }
 
@@ -372,6 +389,7 @@ int kp_cli_connect(int argc, char **argv) {
                                            {"service", required_argument, 0, 's'},
                                            {"info", no_argument, 0, 'i'},
                                            {"wait-direct", required_argument, 0, 'w'},
+                                           {"control", required_argument, 0, 'C'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -382,7 +400,7 @@ int kp_cli_connect(int argc, char **argv) {
   bool stdio = false, message_set = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'k': a.key_path = optarg; break;
       case 'm': st.message = optarg, message_set = true; break;
@@ -393,6 +411,7 @@ int kp_cli_connect(int argc, char **argv) {
       case 'X': a.socks = optarg; break;
       case 'U': a.listen_udp = optarg; break;
       case 'v': a.verbose = true; break;
+      case 'C': a.control = optarg; break;
       case 's':
         if (!kp_service_name_ok(optarg))
           return kp_cli_usage_error("connect",
@@ -417,18 +436,29 @@ int kp_cli_connect(int argc, char **argv) {
   if (optind >= argc) return kp_cli_usage_error("connect", "give the peer's public KEY");
   const char *key_text = argv[optind++];
   if (optind < argc) return kp_cli_usage_error("connect", "unexpected argument '%s'", argv[optind]);
-  if (strlen(key_text) == KP_INVITE_TEXT_LEN && !kp_invite_from_text(key_text, &a.invite)) {
+  bool invitation = strlen(key_text) == KP_INVITE_TEXT_LEN;
+  if (invitation && kp_invite_from_text(key_text, &a.invite))
+    return kp_cli_usage_error("connect", "'%s' is not an invitation (90 z-base-32 characters)",
+                              key_text);
+  if (invitation) {
     /* An invitation: its server, and the secret to prove. */
     memcpy(a.server_key, a.invite.server_key, KP_PUBLIC_KEY_LEN);
     a.opts.invite = &a.invite;
-  } else if (kp_key_from_text(key_text, a.server_key)) {
-    return kp_cli_usage_error("connect",
-                              "'%s' is not a public key (52 z-base-32 characters) nor an "
-                              "invitation (90)",
-                              key_text);
   }
   if (st.info_only && (message_set || a.listen || stdio)) st.info_only = false;
   if ((rc = check_modes(&a, stdio, &st, message_set))) return rc;
+  /* A key, or a named host of the config file (and its service, unless
+   * --service or --socks chose one). */
+  if (!invitation && (rc = kp_cli_peer(key_text, a.server_key, &a.opts.service, "connect")))
+    return rc;
+  if (a.opts.invite) {
+    /* Pairing: the key let in must be one kept, never a throwaway; and
+     * alone, getting in is the whole answer (the peer may forward to a
+     * service that does not echo). */
+    if ((rc = kp_cli_identity_kept(a.key_path, "connect", &a.key_path))) return rc;
+    st.pair_only = !message_set && !st.info_only && !a.listen && !a.socks && !a.listen_udp &&
+                   !stdio && !st.wait_direct_ms;
+  }
   if (!*st.message || strlen(st.message) > 65536)
     return kp_cli_usage_error("connect", "--message must be 1 to 65536 bytes");
   kp_key_to_text(a.server_key, st.key);

@@ -30,6 +30,7 @@ static const char daemon_help[] =
     "  key = FILE      a key file elsewhere (default DIR/key)\n"
     "  control = PATH  the control socket for kadpunch-inspect (default\n"
     "                  DIR/control.sock, mode 0600)\n"
+    "  metrics = ADDR:PORT  Prometheus metrics at http://ADDR:PORT/metrics\n"
     "Only keys in the allow lists and invitees get in. SIGHUP re-reads the\n"
     "allow lists; SIGTERM closes every connection (peers are told) and exits.\n"
     "Messages go to stdout and stderr, a line each (journald keeps them).\n"
@@ -40,15 +41,16 @@ static const char daemon_help[] =
     "\n"
     "examples:\n"
     "  kadpunch daemon --config /etc/kadpunch/kadpunch.conf\n"
-    "  kadpunch invite --config /etc/kadpunch/kadpunch.conf     # a one-time code\n"
+    "  kadpunch invite --control /var/lib/kadpunch/control.sock   # a one-time code\n"
     "\n"
     "exit codes: 0 stopped by a signal (--check: the file is fine), 1 the network\n"
     "failed, 2 a bad config file (the line is named), key or state directory\n";
 
 /* The names serve knows; anything else in a config file is an error. */
-static const char *const known[] = {
-    "bootstrap", "bind",  "relay",      "tcp-relay", "forward", "forward-udp", "socks-allow",
-    "udp-idle",  "allow", "allow-file", "name",      "info",    "log",         "control"};
+static const char *const known[] = {"bootstrap", "bind",        "relay",       "tcp-relay",
+                                    "forward",   "forward-udp", "socks-allow", "udp-idle",
+                                    "allow",     "allow-file",  "name",        "info",
+                                    "log",       "control",     "metrics"};
 
 void kp_cli_daemon_config_free(kp_cli_daemon_cfg_t *c) {
   for (int i = 0; i < c->argc; i++) free(c->argv[i]);
@@ -167,7 +169,7 @@ int kp_cli_daemon(int argc, char **argv) {
   bool check = false;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'c': config = optarg; break;
       case 'k': check = true; break;

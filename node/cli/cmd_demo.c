@@ -119,7 +119,7 @@ int kp_cli_demo(int argc, char **argv) {
   unsigned long lookups = 20, connects = 5, v;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'n':
         if (!kp_cli_parse_uint(optarg, 2, 10000, &v))

@@ -7,6 +7,7 @@
 #include "common/addr.h"
 #include "common/log.h"
 #include "node/cli/cli.h"
+#include "node/cli/cli_metrics.h"
 #include "node/control.h"
 
 static const char help[] =
@@ -24,6 +25,8 @@ static const char help[] =
     "  --log LEVEL             error, warn, info (default), debug, trace\n"
     "  --control PATH          answer kadpunch-inspect (table, records, stats) on a\n"
     "                          unix socket at PATH, owner-only (mode 0600)\n"
+    "  --metrics ADDR:PORT     Prometheus metrics over HTTP at /metrics\n"
+    "                          (docs/metrics.md; PORT alone is 127.0.0.1:PORT)\n"
     "\n"
     "examples:\n"
     "  kadpunch dht-node --bind 203.0.113.7:49737 --member        # a bootstrap node\n"
@@ -36,6 +39,7 @@ static const char help[] =
 typedef struct {
   kp_node_t *node;
   kp_control_t *control;
+  kp_cli_metrics_t *metrics;
   uv_signal_t sigint, sigterm;
   uv_timer_t status;
   bool member;
@@ -58,6 +62,7 @@ static void print_status(state_t *s, bool force) {
   s->has_public = has_public;
   s->public_addr = pub;
   char id[2 * KP_ID_LEN + 1], addr[KP_ADDR_STRLEN];
+  kp_cli_stamp(stdout);
   printf("id %s  public %s  %s  table %u\n",
          member ? kp_cli_hex(kp_node_id(s->node), KP_ID_LEN, id) : "(none: ephemeral)",
          has_public ? kp_addr_format(&pub, addr, sizeof(addr)) : "(unknown)",
@@ -82,6 +87,8 @@ static void on_signal(uv_signal_t *sig, int signum) {
   /* The control's commands read the node: it goes first. */
   kp_control_close(s->control);
   s->control = NULL;
+  kp_cli_metrics_close(s->metrics);
+  s->metrics = NULL;
   kp_node_close(s->node, on_closed);
 }
 
@@ -109,6 +116,7 @@ typedef struct args_s {
   kp_node_options_t opts;
   const char *boot[16];
   const char *control;
+  const char *metrics;
 } args_t;
 
 /* Returns 0, -1 after --help, or an exit code after saying what is wrong. */
@@ -120,18 +128,21 @@ static int parse(int argc, char **argv, args_t *a) {
                                            {"stable-ms", required_argument, 0, 's'},
                                            {"log", required_argument, 0, 'l'},
                                            {"control", required_argument, 0, 'c'},
+                                           {"metrics", required_argument, 0, 'M'},
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
   kp_node_options_t *opts = &a->opts;
   kp_node_options_init(opts);
   opts->bind = "0.0.0.0:49737";
   opts->log_level = KP_LOG_INFO;
+  opts->log_cb = kp_cli_log_sink;
   a->control = NULL;
+  a->metrics = NULL;
   char *boot_arg = NULL;
   unsigned long v;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'b': opts->bind = optarg; break;
       case 'B': boot_arg = optarg; break;
@@ -147,6 +158,7 @@ static int parse(int argc, char **argv, args_t *a) {
           return kp_cli_usage_error("dht-node", "unknown log level '%s'", optarg);
         break;
       case 'c': a->control = optarg; break;
+      case 'M': a->metrics = optarg; break;
       case 'h': fputs(help, stdout); return -1;
       default: return kp_cli_usage_error("dht-node", "unknown option");
     }
@@ -185,6 +197,14 @@ static int start(uv_loop_t *loop, const args_t *a, state_t *s) {
                                              : "auto");
   if (s->control) printf("control socket %s\n", kp_control_path(s->control));
   fflush(stdout);
+  if (a->metrics && (err = kp_cli_metrics_start(loop, s->node, a->metrics, "dht-node", NULL, NULL,
+                                                &s->metrics))) {
+    kp_control_close(s->control);
+    kp_node_close(s->node, on_closed);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return err;
+  }
   return 0;
 }
 

@@ -16,7 +16,9 @@
 
 #include "node/cli/cli.h"
 #include "node/cli/cli_bridge.h"
+#include "node/cli/cli_conns.h"
 #include "node/cli/cli_socks.h"
+#include "node/control.h"
 
 /* TCP connections at once (each is a file descriptor); more are reset as
  * soon as they are accepted. The server takes 256 streams at once per
@@ -36,10 +38,14 @@ typedef struct listen_s {
   kp_conn_t *conn;
   bool connecting, stopping;
   bool first_done;
+  bool connected_once; /* "connected again" from then on */
   int first_status;
   kp_cli_socks_client_t *socks; /* --socks */
   kp_cli_udp_listen_t *udp;     /* --listen-udp */
   bool server_open;
+  kp_control_t *control; /* --control: `kadpunch status` reads conns */
+  kp_cli_conns_t conns;
+  kp_cli_conn_t entry; /* the one connection, while it lives */
 } listen_t;
 
 static void start_connect(listen_t *l);
@@ -69,6 +75,11 @@ static bool parse_listen(const char *text, struct sockaddr_storage *out) {
   return true;
 }
 
+/* An invitation the peer refused stays refused: nothing to wait for. */
+static bool invitation_spent(int status) {
+  return status == KP_EINVITE || status == KP_EINVITEUSED || status == KP_EINVITEEXPIRED;
+}
+
 static void on_bridge_done(kp_cli_bridge_t *b, int status, uint64_t reset_code) {
   listen_t *l = kp_cli_bridge_get_data(b);
   char why[160];
@@ -82,6 +93,8 @@ static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
   listen_t *l = kp_conn_get_data(conn);
   (void)code;
   if (!l->stopping) kp_cli_print_conn_stats(stderr, "kadpunch connect: ", conn);
+  if (!l->stopping) kp_cli_conns_print_closed(stderr, &l->conns, &l->entry, status);
+  kp_cli_conns_remove(&l->conns, &l->entry);
   if (!l->stopping)
     fprintf(stderr,
             "kadpunch connect: the connection to %s ended: %s (the next TCP connection "
@@ -103,6 +116,10 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   if (first) l->first_status = status;
   if (status) {
     if (!l->stopping) kp_cli_print_connect_error(l->a->key_text, status, info);
+    if (!l->stopping && !invitation_spent(status))
+      fprintf(stderr, "kadpunch connect: still listening: the next TCP connection connects "
+                      "again\n");
+    fflush(stderr);
     /* Whoever waited for this connection is told by a reset. */
     kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
     if (l->socks) kp_cli_socks_client_conn_failed(l->socks, status);
@@ -110,15 +127,24 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   }
   l->conn = conn;
   kp_conn_set_data(conn, l);
+  kp_cli_conns_add(&l->conns, &l->entry, conn, info, l->a->opts.service, true);
   if (l->stopping) {
     kp_conn_close(conn, 0);
     return;
   }
-  printf("%s %s\n", first ? "connected to" : "connected again to", l->a->key_text);
+  kp_cli_stamp(stdout);
+  printf("%s %s\n", l->connected_once ? "connected again to" : "connected to", l->a->key_text);
+  l->connected_once = true;
   kp_cli_print_info(stdout, info, true);
   fflush(stdout);
   kp_cli_bridges_open(&l->bridges, conn);
   if (l->socks) kp_cli_socks_client_connected(l->socks, conn);
+}
+
+static void on_conn_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  listen_t *l = kp_conn_get_data(conn);
+  if (l && l->entry.conn == conn) kp_cli_conns_path(&l->entry, ev);
+  kp_cli_print_path_change(conn, ev);
 }
 
 static void on_conn_datagram(kp_conn_t *conn, const uint8_t *data, size_t len) {
@@ -136,9 +162,8 @@ static kp_conn_t *link_conn(void *ctx) {
 
 static void start_connect(listen_t *l) {
   if (l->connecting || l->conn || l->stopping) return;
-  kp_conn_callbacks_t cb = {.on_close = on_conn_close,
-                            .on_path = kp_cli_print_path_change,
-                            .on_datagram = on_conn_datagram};
+  kp_conn_callbacks_t cb = {
+      .on_close = on_conn_close, .on_path = on_conn_path, .on_datagram = on_conn_datagram};
   int err =
       kp_node_connect_with(l->s.node, &l->kp, l->a->server_key, &l->a->opts, &cb, on_connected, l);
   if (err) {
@@ -202,6 +227,8 @@ static bool first_done(void *ctx) {
 
 static int stop(listen_t *l, int rc) {
   l->stopping = true;
+  if (l->control) kp_control_close(l->control); /* before the node it reads */
+  l->control = NULL;
   kp_cli_bridges_abort(&l->bridges, NULL, UV_ECANCELED);
   if (l->socks) kp_cli_socks_client_stop(l->socks);
   if (l->udp) kp_cli_udp_listen_stop(l->udp);
@@ -252,17 +279,24 @@ int kp_cli_connect_listen(kp_cli_connect_args_t *a) {
     return rc;
   }
   kp_cli_link_t link = {link_conn, l};
-  if (a->socks && kp_cli_socks_client_new(&l->s.loop, &link, &l->socks)) {
+  kp_cli_conns_init(&l->conns, &l->s.loop);
+  int err = a->control ? kp_control_start(l->s.node, a->control, &l->control) : 0;
+  if (!err && l->control) err = kp_cli_conns_control(l->control, &l->conns);
+  if (err) {
+    fprintf(stderr, "kadpunch connect: control socket %s: %s\n", a->control, kp_strerror(err));
+    rc = stop(l, KP_EXIT_FAIL);
+  } else if (a->socks && kp_cli_socks_client_new(&l->s.loop, &link, &l->socks)) {
     rc = stop(l, KP_EXIT_FAIL);
   } else if ((rc = a->listen_udp ? listen_udp(l, (const struct sockaddr *)&addr)
                                  : listen_tcp(l, (const struct sockaddr *)&addr))) {
     rc = stop(l, rc);
   } else {
+    /* A peer not there yet (a tunnel started at boot, before the server)
+     * is no reason to stop: the port stays, and each TCP connection
+     * accepted tries again. Only a refused invitation ends it. */
     start_connect(l);
-    if (!kp_cli_session_run(&l->s, first_done, l, FIRST_CONNECT_MS)) {
-      if (!l->s.signalled) kp_cli_print_connect_error(a->key_text, UV_ETIMEDOUT, NULL);
-      rc = stop(l, KP_EXIT_FAIL);
-    } else if (l->first_status) {
+    kp_cli_session_run(&l->s, first_done, l, FIRST_CONNECT_MS);
+    if (l->first_done && invitation_spent(l->first_status)) {
       rc = stop(l, KP_EXIT_FAIL);
     } else {
       kp_cli_session_run(&l->s, NULL, NULL, 0);

@@ -2,10 +2,13 @@
 /* kadpunch relay: a DHT member that also relays, blind, for peers that
  * cannot punch a direct path, and says what it carries. */
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <string.h>
 
 #include "node/cli/cli.h"
+#include "node/cli/cli_metrics.h"
+#include "node/control.h"
 
 static const char help[] =
     "usage: kadpunch relay [options]\n"
@@ -27,7 +30,11 @@ static const char help[] =
     "  --lifetime S            end any connection after this long (default 86400)\n"
     "  --sessions-per-ip N     connections one IP (IPv6: /64) may be part of (default 32)\n"
     "  --tcp-links-per-ip N    TCP peers one IP may be at once (default 16)\n"
-    "  --every S               print the counters at most this often (default 5)\n" KP_CLI_NET_HELP
+    "  --every S               print the counters at most this often (default 5)\n"
+    "  --control PATH          a control socket (0600) for kadpunch-inspect: table,\n"
+    "                          records, stats (with the relay's counters)\n"
+    "  --metrics ADDR:PORT     Prometheus metrics over HTTP at /metrics\n"
+    "                          (docs/metrics.md; PORT alone is 127.0.0.1:PORT)\n" KP_CLI_NET_HELP
     "\n"
     "The node needs a public address (the relay's peers must reach it).\n"
     "\n"
@@ -43,6 +50,7 @@ typedef struct relay_cli_s {
 } relay_cli_t;
 
 static void print_counters(const kp_relay_counters_t *c) {
+  kp_cli_stamp(stdout);
   printf("relay: %u sessions; %" PRIu64 " paired, %" PRIu64 " datagrams (%" PRIu64
          " bytes) forwarded, %" PRIu64 " over rate; refused %" PRIu64 " full, %" PRIu64
          " too many attempts, %" PRIu64 " over an IP's share; %" PRIu64
@@ -80,6 +88,8 @@ int kp_cli_relay(int argc, char **argv) {
                                            {"every", required_argument, 0, 'e'},
                                            {"sessions-per-ip", required_argument, 0, 'P'},
                                            {"tcp-links-per-ip", required_argument, 0, 'T'},
+                                           {"control", required_argument, 0, 'C'},
+                                           {"metrics", required_argument, 0, 'M'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -87,10 +97,11 @@ int kp_cli_relay(int argc, char **argv) {
   kp_cli_net_init(&net, KP_NODE_MEMBER);
   net.bind = "0.0.0.0:49737";
   net.run_relay = true;
-  uint64_t v = 0, every = 5;
+  uint64_t v = 0, every_s = 5;
+  const char *control = NULL, *metrics = NULL;
   int c, rc = 0;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'm':
         if (!(rc = parse_u64(optarg, 1, 1u << 20, &v, "--max-sessions")))
@@ -110,7 +121,7 @@ int kp_cli_relay(int argc, char **argv) {
         if (!(rc = parse_u64(optarg, 1, 365 * 86400, &v, "--lifetime")))
           net.relay_limits.lifetime_ms = v * 1000;
         break;
-      case 'e': rc = parse_u64(optarg, 1, 3600, &every, "--every"); break;
+      case 'e': rc = parse_u64(optarg, 1, 3600, &every_s, "--every"); break;
       case 'P':
         if (!(rc = parse_u64(optarg, 1, 1u << 20, &v, "--sessions-per-ip")))
           net.relay_limits.sessions_per_ip = (unsigned)v;
@@ -119,6 +130,8 @@ int kp_cli_relay(int argc, char **argv) {
         if (!(rc = parse_u64(optarg, 1, 4096, &v, "--tcp-links-per-ip")))
           net.relay_limits.tcp_links_per_ip = (unsigned)v;
         break;
+      case 'C': control = optarg; break;
+      case 'M': metrics = optarg; break;
       case 'h': fputs(help, stdout); return KP_EXIT_OK;
       default: rc = kp_cli_net_option(&net, c, optarg, "relay");
     }
@@ -135,10 +148,22 @@ int kp_cli_relay(int argc, char **argv) {
   relay_cli_t r = {.s = &s};
   uv_timer_init(&s.loop, &r.timer);
   r.timer.data = &r;
-  uv_timer_start(&r.timer, on_timer, every * 1000, every * 1000);
-  kp_cli_session_run(&s, NULL, NULL, 0);
+  uv_timer_start(&r.timer, on_timer, every_s * 1000, every_s * 1000);
+  kp_control_t *ctl = NULL;
+  kp_cli_metrics_t *m = NULL;
+  signal(SIGPIPE, SIG_IGN); /* a control client that hangs up is not a signal */
+  int err = control ? kp_control_start(s.node, control, &ctl) : 0;
+  if (err) {
+    fprintf(stderr, "kadpunch relay: control socket %s: %s\n", control, kp_strerror(err));
+    rc = KP_EXIT_FAIL;
+  }
+  if (!rc && metrics) rc = kp_cli_metrics_start(&s.loop, s.node, metrics, "relay", NULL, NULL, &m);
+  if (!rc) kp_cli_session_run(&s, NULL, NULL, 0);
+  if (ctl) kp_control_close(ctl); /* before the node it reads */
+  kp_cli_metrics_close(m);
   kp_relay_counters_t last;
   if (!kp_node_relay_counters(s.node, &last)) print_counters(&last);
   uv_close((uv_handle_t *)&r.timer, NULL);
-  return kp_cli_session_close(&s);
+  int closed = kp_cli_session_close(&s);
+  return rc ? rc : closed;
 }

@@ -5,15 +5,19 @@
  * invitations kept in --state). `kadpunch daemon` runs this from a config
  * file (cmd_daemon.c). SIGHUP re-reads the allow lists. UDP services
  * (--forward-udp) and SOCKS (--socks, --socks-allow) are in cli_socks.h. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "node/cli/cli.h"
+#include "node/cli/cli_conns.h"
+#include "node/cli/cli_metrics.h"
 #include "node/cli/cli_socks.h"
 #include "node/control.h"
 
@@ -59,14 +63,20 @@ static const char serve_help[] =
     "                          '#' comments and blank lines ignored\n"
     "  --state DIR             keep invitations here (`kadpunch invite --state DIR`)\n"
     "                          and the keys they let in (DIR/allow). Only listed\n"
-    "                          keys and invitees get in.\n"
+    "                          keys and invitees get in. DIR/server-key records\n"
+    "                          the public key served, for `kadpunch invite`.\n"
     "  --name NAME             this device's name in its info (default: the host name)\n"
     "  --info WHO              who gets the device info (name, version, services) when\n"
     "                          they ask (`connect --info`): nobody, allowed (default),\n"
     "                          everyone (refused clients too)\n"
     "  --control PATH          a control socket (0600) for kadpunch-inspect: table,\n"
     "                          records, stats, and \"serve\" (this server's "
-    "counters)\n" KP_CLI_NET_HELP "\n"
+    "counters);\n"
+    "                          with --state, `kadpunch invite --control PATH`;\n"
+    "                          `kadpunch status` lists the live connections\n"
+    "  --metrics ADDR:PORT     Prometheus metrics over HTTP at /metrics\n"
+    "                          (docs/metrics.md; PORT alone is 127.0.0.1:PORT)\n" KP_CLI_NET_HELP
+    "\n"
     "examples:\n"
     "  kadpunch serve --bootstrap 203.0.113.7:49737\n"
     "  kadpunch serve --key ~/.kadpunch/key --allow "
@@ -94,11 +104,31 @@ typedef struct service_s {
   char target[64];              /* what it reaches, for people */
 } service_t;
 
-/* A client's connection: its service, and who it is (for the logs). */
+/* A client's connection: its service (NULL: the echo), and who it is
+ * (for the logs and `kadpunch status`). */
 typedef struct serve_conn_s {
   const service_t *svc;
+  struct serve_s *sv;
   char key[KP_KEY_TEXT_LEN + 1];
+  kp_cli_conn_t entry;
 } serve_conn_t;
+
+/* What --metrics adds to the node's (cmd_serve_metrics.c). Refusal
+ * reasons in the order of serve_refusal(). */
+#define SERVE_PENDING 64
+enum { REFUSED_NOT_ALLOWED, REFUSED_NO_SERVICE, REFUSED_INVITE, REFUSED_OVERLOADED, REFUSED_N };
+typedef struct serve_stats_s {
+  uint64_t by_path[KP_PUNCH_RELAYED + 1]; /* connections, by how the path was made */
+  uint64_t refused[REFUSED_N];
+  uint64_t path_changes;
+  kp_cli_latency_t connect; /* a client's hello to its proven path */
+  /* When a hello was let through, by client key (the newest 64). */
+  struct {
+    uint8_t key[KP_PUBLIC_KEY_LEN];
+    uint64_t at_ms;
+  } pending[SERVE_PENDING];
+  unsigned pending_next;
+} serve_stats_t;
 
 /* kp_cli_serve's state. Options are checked before the node starts. */
 typedef struct serve_s {
@@ -119,6 +149,10 @@ typedef struct serve_s {
   uint8_t public_key[KP_PUBLIC_KEY_LEN];
   uv_signal_t sighup;
   uint64_t connections, refused, invited;
+  kp_cli_conns_t conns; /* the live ones */
+  serve_stats_t stats;  /* for --metrics */
+  const char *metrics_addr;
+  kp_cli_metrics_t *metrics;
 } serve_t;
 
 /* ---- Who may come in ----------------------------------------------------------------- */
@@ -146,14 +180,18 @@ static void on_sighup(uv_signal_t *h, int signum) {
   serve_t *sv = h->data;
   kp_cli_allow_t fresh;
   (void)signum;
+  kp_cli_notify("RELOADING=1");
   if (load_allow(sv, &fresh)) {
     fprintf(stderr, "kadpunch %s: SIGHUP: keeping the old allow list\n", sv->cmd);
+    kp_cli_notify("READY=1\nSTATUS=SIGHUP: an allow list did not parse; the old one stays");
     return;
   }
   kp_cli_allow_free(&sv->allow);
   sv->allow = fresh;
+  kp_cli_stamp(stdout);
   printf("reloaded the allow list: %zu keys\n", sv->allow.count);
   fflush(stdout);
+  kp_cli_notify("READY=1\nSTATUS=serving; the allow list reloaded");
 }
 
 static const service_t *find_service(const serve_t *sv, const char *name) {
@@ -183,10 +221,23 @@ static int serve_firewall(kp_server_t *server, const kp_client_hello_t *hello, v
     if (kp_cli_allow_add(&sv->allow, hello->key))
       fprintf(stderr, "kadpunch %s: the allow list is full in memory\n", sv->cmd);
     sv->invited++;
+    kp_cli_stamp(stdout);
     printf("invited %s: allowed from now on\n", text);
   } else if (why) {
+    kp_cli_stamp(stdout);
     printf("refused %s: %s\n", text, kp_strerror(why));
     sv->refused++;
+    sv->stats.refused[why == KP_ENOSERVICE    ? REFUSED_NO_SERVICE
+                      : why == KP_EOVERLOADED ? REFUSED_OVERLOADED
+                      : why == KP_EINVITE || why == KP_EINVITEUSED || why == KP_EINVITEEXPIRED
+                          ? REFUSED_INVITE
+                          : REFUSED_NOT_ALLOWED]++;
+  }
+  if (!why) {
+    serve_stats_t *st = &sv->stats;
+    unsigned i = st->pending_next++ % SERVE_PENDING;
+    memcpy(st->pending[i].key, hello->key, KP_PUBLIC_KEY_LEN);
+    st->pending[i].at_ms = uv_now(&sv->s.loop);
   }
   fflush(stdout);
   return why;
@@ -199,27 +250,35 @@ static void on_serve_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)code;
   if (sc) {
     const service_t *svc = sc->svc;
-    if (svc->fwd) kp_cli_forward_conn_closed(svc->fwd, conn);
-    if (svc->socks) kp_cli_socks_server_conn_closed(svc->socks, conn);
-    if (svc->udp) kp_cli_udp_flows_conn_closed(svc->udp, conn);
+    if (svc && svc->fwd) kp_cli_forward_conn_closed(svc->fwd, conn);
+    if (svc && svc->socks) kp_cli_socks_server_conn_closed(svc->socks, conn);
+    if (svc && svc->udp) kp_cli_udp_flows_conn_closed(svc->udp, conn);
+    serve_t *sv = sc->sv;
+    kp_cli_conns_print_closed(stdout, &sv->conns, &sc->entry, status);
+    kp_cli_conns_remove(&sv->conns, &sc->entry);
     kp_conn_set_data(conn, NULL);
     free(sc);
+  } else {
+    kp_cli_stamp(stdout);
+    printf("connection closed: %s\n", status ? kp_strerror(status) : "closed here");
   }
-  printf("connection closed: %s\n", status ? kp_strerror(status) : "by us");
   kp_cli_print_conn_stats(stdout, "  ", conn);
   kp_conn_close(conn, 0);
 }
 
 static void on_serve_path(kp_conn_t *conn, const kp_path_event_t *ev) {
+  serve_conn_t *sc = kp_conn_get_data(conn);
   char text[128];
-  (void)conn;
+  if (sc) kp_cli_conns_path(&sc->entry, ev);
+  if (sc) sc->sv->stats.path_changes++;
+  kp_cli_stamp(stdout);
   printf("connection %s\n", kp_cli_path_text(ev, text, sizeof(text)));
   fflush(stdout);
 }
 
 static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
   serve_conn_t *sc = kp_conn_get_data(conn);
-  if (!sc) {
+  if (!sc || !sc->svc) {
     kp_cli_echo_stream(conn, s);
   } else if (sc->svc->kind == SERVICE_TCP) {
     kp_cli_forward_stream_to(sc->svc->fwd, conn, s);
@@ -234,7 +293,10 @@ static void on_serve_stream(kp_conn_t *conn, kp_stream_t *s) {
 /* Datagrams: a UDP service's flows, SOCKS's UDP ASSOCIATE, or the echo. */
 static void on_serve_datagram(kp_conn_t *conn, const uint8_t *data, size_t len) {
   serve_conn_t *sc = kp_conn_get_data(conn);
-  if (!sc)
+  /* An empty one is `kadpunch ping` asking for an ack (a round-trip
+   * sample): it carries nothing for any service. */
+  if (!len) return;
+  if (!sc || !sc->svc)
     kp_conn_datagram_send(conn, data, len);
   else if (sc->svc->udp)
     kp_cli_udp_flows_input(sc->svc->udp, conn, data, len);
@@ -248,18 +310,28 @@ static void on_serve_connection(kp_server_t *server, kp_conn_t *conn, const kp_c
   /* Before any stream of the connection can arrive: where its streams go. */
   const service_t *svc = find_service(sv, info->service);
   kp_key_to_text(info->remote_key, key);
-  if (svc) {
-    serve_conn_t *sc = calloc(1, sizeof(*sc));
-    if (!sc) {
-      fprintf(stderr, "kadpunch %s: out of memory: connection closed\n", sv->cmd);
-      kp_conn_close(conn, 0);
-      return;
-    }
-    sc->svc = svc;
-    memcpy(sc->key, key, sizeof(sc->key));
-    kp_conn_set_data(conn, sc);
+  serve_conn_t *sc = calloc(1, sizeof(*sc));
+  if (!sc) {
+    fprintf(stderr, "kadpunch %s: out of memory: connection closed\n", sv->cmd);
+    kp_conn_close(conn, 0);
+    return;
   }
+  sc->svc = svc;
+  sc->sv = sv;
+  memcpy(sc->key, key, sizeof(sc->key));
+  kp_cli_conns_add(&sv->conns, &sc->entry, conn, info, svc ? svc->name : "echo", false);
+  kp_conn_set_data(conn, sc);
   sv->connections++;
+  serve_stats_t *st = &sv->stats;
+  if (info->punch <= KP_PUNCH_RELAYED) st->by_path[info->punch]++;
+  for (unsigned i = 0; i < SERVE_PENDING; i++) {
+    if (st->pending[i].at_ms && !memcmp(st->pending[i].key, info->remote_key, KP_PUBLIC_KEY_LEN)) {
+      kp_cli_latency_add(&st->connect, (unsigned)(uv_now(&sv->s.loop) - st->pending[i].at_ms));
+      st->pending[i].at_ms = 0;
+      break;
+    }
+  }
+  kp_cli_stamp(stdout);
   printf("connection from %s (service %s)\n", key, svc ? svc->name : "echo");
   kp_cli_print_info(stdout, info, false);
   fflush(stdout);
@@ -399,6 +471,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
                                            {"name", required_argument, 0, 'n'},
                                            {"info", required_argument, 0, 'i'},
                                            {"control", required_argument, 0, 'c'},
+                                           {"metrics", required_argument, 0, 'M'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -409,7 +482,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
   unsigned long secs;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     rc = 0;
     switch (c) {
       case 'k': sv->key_path = optarg; break;
@@ -444,6 +517,7 @@ static int serve_options(serve_t *sv, int argc, char **argv) {
       case 'n': name = optarg; break;
       case 'i': who = optarg; break;
       case 'c': sv->control_path = optarg; break;
+      case 'M': sv->metrics_addr = optarg; break;
       case 'h': fputs(serve_help, stdout); return KP_EXIT_OK;
       default: rc = kp_cli_net_option(&sv->net, c, optarg, sv->cmd); break;
     }
@@ -517,10 +591,86 @@ static int control_serve(void *ctx, const kp_json_t *request, const char *line, 
   return 0;
 }
 
+/* {"cmd":"invite","expires":SECONDS}: a one-time invitation made by the
+ * server itself, so its files belong to the user it runs as whoever asks
+ * (docs/daemon.md, "Invitations"). */
+static int control_invite(void *ctx, const kp_json_t *request, const char *line, size_t len,
+                          kp_jw_t *out) {
+  serve_t *sv = ctx;
+  (void)line, (void)len;
+  double ttl_s = kp_json_get_num(request, "expires", KP_CLI_INVITE_TTL_DEFAULT_S);
+  kp_jw_obj(out);
+  if (!sv->state || !(ttl_s >= 1 && ttl_s <= KP_CLI_INVITE_TTL_MAX_S) ||
+      ttl_s != (double)(uint64_t)ttl_s) {
+    kp_jw_kbool(out, "ok", false);
+    kp_jw_kstr(out, "error",
+               !sv->state ? "this server keeps no invitations (it runs without --state)"
+                          : "expires: 1 to 31536000 seconds");
+    kp_jw_obj_end(out);
+    return 0;
+  }
+  kp_invite_t inv;
+  uint64_t expires_s = (uint64_t)time(NULL) + (uint64_t)ttl_s;
+  int err = kp_cli_invite_create(sv->state, sv->public_key, expires_s, &inv);
+  if (err) {
+    char why[512];
+    snprintf(why, sizeof(why), "%s/invites: %s", sv->state, uv_strerror(err));
+    fprintf(stderr, "kadpunch %s: cannot make an invitation: %s\n", sv->cmd, why);
+    kp_jw_kbool(out, "ok", false);
+    kp_jw_kstr(out, "error", why);
+    kp_jw_obj_end(out);
+    return 0;
+  }
+  char code[KP_INVITE_TEXT_LEN + 1], key[KP_KEY_TEXT_LEN + 1];
+  kp_invite_to_text(&inv, code);
+  sodium_memzero(&inv, sizeof(inv));
+  kp_key_to_text(sv->public_key, key);
+  kp_jw_kbool(out, "ok", true);
+  kp_jw_kstr(out, "cmd", "invite");
+  kp_jw_kstr(out, "code", code);
+  kp_jw_kstr(out, "server", key);
+  kp_jw_ku64(out, "expires", expires_s);
+  kp_jw_obj_end(out);
+  sodium_memzero(code, sizeof(code));
+  kp_cli_stamp(stdout);
+  printf("made an invitation, valid %.0f s (asked on the control socket)\n", ttl_s);
+  fflush(stdout);
+  return 0;
+}
+
+/* --metrics: what serve adds to the node's. */
+static void serve_metrics(void *ctx, kp_cli_text_t *t) {
+  const serve_t *sv = ctx;
+  const serve_stats_t *st = &sv->stats;
+  kp_cli_metric_head(t, "kadpunch_serve_connections_total", "counter",
+                     "Clients' connections made, by how the path was made.");
+  for (int p = KP_PUNCH_LAN; p <= KP_PUNCH_RELAYED; p++)
+    kp_cli_text_printf(t, "kadpunch_serve_connections_total{path=\"%s\"} %llu\n",
+                       kp_punch_name((kp_punch_t)p), (unsigned long long)st->by_path[p]);
+  kp_cli_metric_head(t, "kadpunch_serve_connections", "gauge", "Clients connected now.");
+  kp_cli_text_printf(t, "kadpunch_serve_connections %zu\n", sv->conns.count);
+  kp_cli_metric_head(t, "kadpunch_serve_refused_total", "counter", "Clients refused, by reason.");
+  static const char *const why[REFUSED_N] = {"not_allowed", "no_service", "invitation",
+                                             "overloaded"};
+  for (int i = 0; i < REFUSED_N; i++)
+    kp_cli_text_printf(t, "kadpunch_serve_refused_total{reason=\"%s\"} %llu\n", why[i],
+                       (unsigned long long)st->refused[i]);
+  kp_cli_metric_head(t, "kadpunch_serve_invited_total", "counter", "Invitations redeemed.");
+  kp_cli_text_printf(t, "kadpunch_serve_invited_total %llu\n", (unsigned long long)sv->invited);
+  kp_cli_metric_head(t, "kadpunch_serve_path_changes_total", "counter",
+                     "Path changes of clients' connections (lost, back, upgrades, moves).");
+  kp_cli_text_printf(t, "kadpunch_serve_path_changes_total %llu\n",
+                     (unsigned long long)st->path_changes);
+  kp_cli_latency_write(t, "kadpunch_serve_connect_seconds",
+                       "From a client's hello let through to its proven path.", &st->connect);
+}
+
 static int start_control(serve_t *sv) {
   if (!sv->control_path) return 0;
   int err = kp_control_start(sv->s.node, sv->control_path, &sv->control);
   if (!err) err = kp_control_add(sv->control, "serve", control_serve, sv);
+  if (!err) err = kp_control_add(sv->control, "invite", control_invite, sv);
+  if (!err) err = kp_cli_conns_control(sv->control, &sv->conns);
   if (!err) return 0;
   fprintf(stderr, "kadpunch %s: control socket %s: %s\n", sv->cmd, sv->control_path,
           kp_strerror(err));
@@ -528,6 +678,7 @@ static int start_control(serve_t *sv) {
 }
 
 static void print_serving(const serve_t *sv, const char *key) {
+  kp_cli_stamp(stdout);
   printf("serving %s", key);
   if (!sv->service_count) printf(" (echo)");
   for (unsigned i = 0; i < sv->service_count; i++)
@@ -535,6 +686,24 @@ static void print_serving(const serve_t *sv, const char *key) {
            i + 1 == sv->service_count ? ")" : "");
   printf("\n");
   fflush(stdout);
+}
+
+/* --state DIR: DIR/server-key names the key this server answers on, so
+ * `kadpunch invite --state DIR` makes invitations for it whatever key file
+ * it came from (docs/daemon.md, "Invitations"). */
+static void record_server_key(const serve_t *sv, const char *key) {
+  if (!sv->state) return;
+  char path[4096], tmp[4100];
+  snprintf(path, sizeof(path), "%s/server-key", sv->state);
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  bool ok = f && fprintf(f, "%s\n", key) > 0;
+  if (f && fclose(f)) ok = false;
+  if (!ok || rename(tmp, path)) {
+    fprintf(stderr, "kadpunch %s: cannot write %s: %s (kadpunch invite --state needs --key)\n",
+            sv->cmd, path, strerror(errno));
+    unlink(tmp);
+  }
 }
 
 static int serve_run(serve_t *sv) {
@@ -564,6 +733,7 @@ static int serve_run(serve_t *sv) {
     return KP_EXIT_FAIL;
   }
   kp_server_set_info(server, &sv->info, sv->info_policy);
+  record_server_key(sv, key);
   if ((rc = start_control(sv))) {
     kp_server_close(server);
     kp_cli_session_close(&sv->s);
@@ -573,11 +743,22 @@ static int serve_run(serve_t *sv) {
   sv->sighup.data = sv;
   uv_signal_start(&sv->sighup, on_sighup, SIGHUP);
   print_serving(sv, key);
-  kp_cli_session_run(&sv->s, NULL, NULL, 0);
+  if (sv->metrics_addr)
+    rc = kp_cli_metrics_start(&sv->s.loop, sv->s.node, sv->metrics_addr, sv->cmd, serve_metrics, sv,
+                              &sv->metrics);
+  if (!rc) {
+    char ready[128];
+    snprintf(ready, sizeof(ready), "READY=1\nSTATUS=serving %s", key);
+    kp_cli_notify(ready);
+    kp_cli_session_run(&sv->s, NULL, NULL, 0);
+    kp_cli_notify("STOPPING=1");
+  }
+  kp_cli_stamp(stdout);
   printf("stopping: %" PRIu64 " connections, %" PRIu64 " refused, %" PRIu64 " invited\n",
          sv->connections, sv->refused, sv->invited);
   uv_close((uv_handle_t *)&sv->sighup, NULL);
   if (sv->control) kp_control_close(sv->control); /* before the node it reads */
+  kp_cli_metrics_close(sv->metrics);
   kp_server_close(server);
   for (unsigned i = 0; i < sv->service_count; i++) {
     service_t *svc = &sv->services[i];
@@ -585,7 +766,8 @@ static int serve_run(serve_t *sv) {
     if (svc->socks) kp_cli_socks_server_stop(svc->socks);
     if (svc->udp) kp_cli_udp_flows_stop(svc->udp);
   }
-  return kp_cli_session_close(&sv->s);
+  int closed = kp_cli_session_close(&sv->s);
+  return rc ? rc : closed;
 }
 
 int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only) {
@@ -593,6 +775,7 @@ int kp_cli_serve_main(int argc, char **argv, const char *cmd, bool check_only) {
   if (!sv) return KP_EXIT_FAIL;
   sv->cmd = cmd;
   kp_cli_net_init(&sv->net, KP_NODE_AUTO);
+  kp_cli_conns_init(&sv->conns, &sv->s.loop);
   /* A TCP peer that went away must be an error on a write, not a signal. */
   signal(SIGPIPE, SIG_IGN);
   int rc = serve_options(sv, argc, argv);

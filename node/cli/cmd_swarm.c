@@ -75,7 +75,7 @@ int kp_cli_announce(int argc, char **argv) {
   bool self = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'k': key_path = optarg; break;
       case 'd': data = optarg; break;
@@ -135,10 +135,13 @@ static const char lookup_help[] =
     "\n"
     "Finds the peers announced under TOPIC (or a peer announced under its own\n"
     "key) and prints each as its verified record arrives: public key, relay\n"
-    "nodes, data. Then a summary.\n"
+    "nodes, data. Then a summary. A TOPIC that is a public key (52 z-base-32\n"
+    "characters) looks up that peer's own announcement, as --key-of does and\n"
+    "as `kadpunch-inspect lookup` does; --topic takes it as a topic name.\n"
     "\n"
     "options:\n"
     "  --key-of PUBKEY         look up a peer's own announcement\n"
+    "  --topic                 TOPIC is a topic even if it reads as a key\n"
     "  --json                  one JSON object per line: each record\n"
     "                          {\"key\":...,\"relays\":[...],\"data\":...}, then\n"
     "                          {\"found\":N,\"requests\":N,\"ms\":X}\n" KP_CLI_NET_HELP "\n"
@@ -218,6 +221,7 @@ static bool lookup_done(void *ctx) {
 
 int kp_cli_lookup(int argc, char **argv) {
   static const struct option longopts[] = {{"key-of", required_argument, 0, 'K'},
+                                           {"topic", no_argument, 0, 't'},
                                            {"json", no_argument, 0, 'j'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
@@ -225,12 +229,13 @@ int kp_cli_lookup(int argc, char **argv) {
   kp_cli_net_t net;
   kp_cli_net_init(&net, KP_NODE_EPHEMERAL);
   const char *key_of = NULL;
-  bool json = false;
+  bool json = false, force_topic = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'K': key_of = optarg; break;
+      case 't': force_topic = true; break;
       case 'j': json = true; break;
       case 'h': fputs(lookup_help, stdout); return KP_EXIT_OK;
       default:
@@ -240,6 +245,11 @@ int kp_cli_lookup(int argc, char **argv) {
   const char *topic = optind < argc ? argv[optind++] : NULL;
   if (optind < argc) return kp_cli_usage_error("lookup", "unexpected argument '%s'", argv[optind]);
   if (!topic == !key_of) return kp_cli_usage_error("lookup", "give a TOPIC or --key-of PUBKEY");
+  uint8_t pk[KP_PUBLIC_KEY_LEN];
+  if (topic && !force_topic && strlen(topic) == KP_KEY_TEXT_LEN && !kp_key_from_text(topic, pk)) {
+    key_of = topic; /* the peer's own announcement, as kadpunch-inspect reads it */
+    topic = NULL;
+  }
   uint8_t target[KP_ID_LEN];
   if ((rc = kp_cli_target(topic, key_of, target, "lookup"))) return rc;
 

@@ -118,7 +118,7 @@ int kp_cli_put(int argc, char **argv) {
   unsigned long seq = 0, cas = 0;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'm': mutable_value = true; break;
       case 'k': key_path = optarg; break;
@@ -209,7 +209,7 @@ int kp_cli_get(int argc, char **argv) {
   const char *salt = NULL;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'm': mutable_value = true; break;
       case 's': salt = optarg; break;

@@ -20,6 +20,10 @@ static const kp_cli_command_t commands[] = {
     {"invite", "make a one-time invitation to this server", kp_cli_invite},
     {"daemon", "run serve from a config file, as a service", kp_cli_daemon},
     {"relay", "run a blind relay for peers that cannot punch", kp_cli_relay},
+    {"status", "the live connections of a running serve, daemon or connect --listen",
+     kp_cli_status},
+    {"ping", "is a peer reachable, by which path, how far (any server)", kp_cli_ping},
+    {"ssh-config", "print ssh_config blocks for the config file's named hosts", kp_cli_ssh_config},
 };
 
 static void usage(FILE *out) {
@@ -27,7 +31,9 @@ static void usage(FILE *out) {
                "commands:\n");
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-  fprintf(out, "  %-10s %s\n", "version", "print the version");
+  fprintf(out, "  %-10s %s\n", "version", "print the version (also -V, --version)");
+  fprintf(out, "\nconfiguration: bootstrap nodes, relays, the key file and named hosts in\n"
+               "~/.config/kadpunch/config or /etc/kadpunch/config (docs/config.md)\n");
   fprintf(out, "\nexit codes: 0 success, 1 the operation failed, 2 bad command line or "
                "configuration\n");
 }
@@ -73,12 +79,23 @@ int main(int argc, char **argv) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? KP_EXIT_USAGE : KP_EXIT_OK;
   }
-  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
     printf("kadpunch %s\n", kp_version_string());
     return KP_EXIT_OK;
   }
-  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+    if (strcmp(argv[1], commands[i].name)) continue;
+    /* The configuration is the defaults under the options; asking for
+     * help needs none (a broken file must not hide the help). */
+    bool help = false;
+    for (int a = 2; a < argc && !help; a++)
+      help = !strcmp(argv[a], "-h") || !strcmp(argv[a], "--help");
+    if (!help) {
+      int rc = kp_cli_settings_load();
+      if (rc) return rc;
+    }
+    return commands[i].run(argc - 1, argv + 1);
+  }
   fprintf(stderr, "kadpunch: unknown command '%s'\n\n", argv[1]);
   usage(stderr);
   return KP_EXIT_USAGE;

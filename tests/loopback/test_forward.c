@@ -414,8 +414,127 @@ static void test_stdio_refused(void) {
   fx_down(&f);
 }
 
+/* A tunnel started before its server (at boot, say): connect --listen
+ * says the peer is not there, keeps its port, and the first TCP
+ * connection accepted once the server runs gets through. */
+static void test_listen_waits_for_server(void) {
+  fx_t f;
+  fx_up(&f);
+  const char *argv[] = {KP_BINARY,  "connect",     f.spk,         "--key",        f.ckey,
+                        "--listen", "127.0.0.1:0", "--bootstrap", f.tn.bootstrap, NULL};
+  f.client = track(kp_test_spawn(&f.loop, argv));
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.client, "still listening", 30000));
+  const char *out = kp_test_child_stdout(f.client);
+  const char *at = strstr(out, "listening on 127.0.0.1:");
+  KP_CHECK_MSG(at, "%s", out);
+  f.port = atoi(at + strlen("listening on 127.0.0.1:"));
+  /* Still there a moment later. */
+  kp_testnet_run_until(&f.loop, NULL, NULL, 500);
+  KP_CHECK_EQ(kill(kp_test_child_pid(f.client), 0), 0);
+  fx_serve_forward(&f, KP_TCP_ECHO);
+  kp_tcp_client_t c;
+  clients_t cs = {&c, 1};
+  kp_tcp_client_start(&f.loop, &c, f.port, 3, 64 * 1024, 3, true);
+  KP_CHECK(kp_testnet_run_until(&f.loop, clients_done, &cs, 30000));
+  check_echoed(&c, 64 * 1024);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.client, "connected to", 1000));
+  fx_down(&f);
+}
+
+/* kadpunch ping against a forwarding server: reached, its path and a
+ * measured round trip, three times; the service behind it never sees a
+ * connection. A key nobody serves: exit 1 with the reason. */
+static void test_ping_any_server(void) {
+  fx_t f;
+  fx_up(&f);
+  fx_serve_forward(&f, KP_TCP_ECHO);
+  char out[8192];
+  const char *argv[] = {KP_BINARY, "ping",       f.spk, "--key",       f.ckey,         "--count",
+                        "3",       "--interval", "0",   "--bootstrap", f.tn.bootstrap, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, argv, out, sizeof(out), 30000), 0);
+  for (int i = 1; i <= 3; i++) {
+    char want[160];
+    snprintf(want, sizeof(want), "ping %d: %s reached: path lan to 127.0.0.1:", i, f.spk);
+    KP_CHECK_MSG(strstr(out, want), "%s", out);
+  }
+  KP_CHECK_MSG(strstr(out, "3 pings, 3 reached; rtt min/avg/max") && !strstr(out, "no sample"),
+               "%s", out);
+  KP_CHECK_EQ(f.srv.accepted, 0);
+  const char *json[] = {KP_BINARY, "ping",        f.spk,          "--key", f.ckey,
+                        "--json",  "--bootstrap", f.tn.bootstrap, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, json, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(strstr(out, "{\"seq\":1,\"ok\":true") && strstr(out, "\"path\":\"lan\"") &&
+                   strstr(out, "{\"sent\":1,\"reached\":1"),
+               "%s", out);
+  KP_CHECK_EQ(f.srv.accepted, 0);
+  /* Refused (not on the allow list): said, exit 1. */
+  const char *stranger[] = {KP_BINARY, "ping",        f.spk,          "--key",
+                            f.skey,    "--bootstrap", f.tn.bootstrap, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, stranger, out, sizeof(out), 30000), 1);
+  KP_CHECK_MSG(strstr(out, kp_strerror(KP_ENOTALLOWED)) && strstr(out, "1 ping, 0 reached"), "%s",
+               out);
+  fx_down(&f);
+}
+
+/* kadpunch status reads a running serve's and a connect --listen's live
+ * connection over their control sockets: peer, service, path, bytes. */
+static void test_status_lists_connections(void) {
+  fx_t f;
+  fx_up(&f);
+  f.srv.mode = KP_TCP_ECHO;
+  kp_tcp_server_start(&f.loop, &f.srv);
+  char target[64], ssock[128], csock[128], out[8192];
+  snprintf(target, sizeof(target), "ssh=127.0.0.1:%d", f.srv.port);
+  snprintf(ssock, sizeof(ssock), "%s/s.sock", f.dir);
+  snprintf(csock, sizeof(csock), "%s/c.sock", f.dir);
+  const char *extra[] = {"--forward", target, "--allow", f.cpk, "--control", ssock, NULL};
+  f.server = fx_serve(&f, extra);
+  const char *argv[] = {KP_BINARY, "connect",     f.spk,          "--key",
+                        f.ckey,    "--listen",    "127.0.0.1:0",  "--control",
+                        csock,     "--bootstrap", f.tn.bootstrap, NULL};
+  f.client = track(kp_test_spawn(&f.loop, argv));
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.client, "connected to", 20000));
+  const char *at = strstr(kp_test_child_stdout(f.client), "listening on 127.0.0.1:");
+  KP_CHECK(at);
+  f.port = atoi(at + strlen("listening on 127.0.0.1:"));
+  kp_tcp_client_t c;
+  clients_t cs = {&c, 1};
+  kp_tcp_client_start(&f.loop, &c, f.port, 4, 100000, 4, true);
+  KP_CHECK(kp_testnet_run_until(&f.loop, clients_done, &cs, 20000));
+  check_echoed(&c, 100000);
+
+  const char *sjson[] = {KP_BINARY, "status", "--control", ssock, "--json", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, sjson, out, sizeof(out), 10000), 0);
+  char want[128];
+  snprintf(want, sizeof(want), "\"peer\":\"%s\"", f.cpk);
+  KP_CHECK_MSG(strstr(out, "\"count\":1") && strstr(out, want) &&
+                   strstr(out, "\"service\":\"ssh\"") && strstr(out, "\"path\":\"lan\"") &&
+                   strstr(out, "\"bytes_in\":100000") && strstr(out, "\"bytes_out\":100000"),
+               "%s", out);
+  const char *ctext[] = {KP_BINARY, "status", "--control", csock, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, ctext, out, sizeof(out), 10000), 0);
+  snprintf(want, sizeof(want), "%.16s...", f.spk);
+  KP_CHECK_MSG(strstr(out, "1 connection\n") && strstr(out, want) && strstr(out, " lan ") &&
+                   strstr(out, "97.7 KiB"),
+               "%s", out);
+  char missing[128];
+  snprintf(missing, sizeof(missing), "%s/none.sock", f.dir);
+  const char *none[] = {KP_BINARY, "status", "--control", missing, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, none, out, sizeof(out), 10000), 1);
+  KP_CHECK_MSG(strstr(out, "no kadpunch node is running"), "%s", out);
+  /* Its end is one line with who, what, how long and how much. */
+  KP_CHECK_EQ(stop(&f.loop, f.client), 0);
+  f.client = NULL;
+  snprintf(want, sizeof(want), "connection closed: %s, service ssh, ", f.cpk);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.server, want, 5000));
+  KP_CHECK_MSG(strstr(kp_test_child_stdout(f.server), "100000 bytes in, 100000 out"), "%s",
+               kp_test_child_stdout(f.server));
+  fx_down(&f);
+}
+
 /* ssh -o ProxyCommand='kadpunch connect %h --stdio' KEY reaches the TCP
- * service behind serve --forward: its banner arrives there, ours at it. */
+ * service behind serve --forward: its banner arrives there, ours at it;
+ * and so does `ssh laptop` with what `kadpunch ssh-config` wrote. */
 static void test_ssh_proxycommand(void) {
   if (access("/usr/bin/ssh", X_OK)) kp_test_skip("no /usr/bin/ssh");
   fx_t f;
@@ -447,6 +566,48 @@ static void test_ssh_proxycommand(void) {
   KP_CHECK_MSG(rc == 255 && strstr(f.srv.heard, "SSH-2.0-OpenSSH") &&
                    strstr(out, "remote software version kadpunch_test"),
                "ssh exited %d: %s; heard: %s", rc, out, f.srv.heard);
+
+  /* The same through a named host: `kadpunch ssh-config` writes ssh's
+   * configuration, and `ssh laptop` uses it as it is. */
+  char cfg[300], sshcfg[300], text[512];
+  snprintf(cfg, sizeof(cfg), "%s/config", f.dir);
+  snprintf(sshcfg, sizeof(sshcfg), "%s/ssh_config", f.dir);
+  FILE *fp = fopen(cfg, "w");
+  fprintf(fp, "bootstrap %s\nkey %s\nhost laptop key %s\n", f.tn.bootstrap, f.ckey, f.spk);
+  fclose(fp);
+  setenv("KADPUNCH_CONFIG", cfg, 1);
+  const char *gen[] = {KP_BINARY, "ssh-config", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, gen, out, sizeof(out), 10000), 0);
+  unsetenv("KADPUNCH_CONFIG"); /* ssh gets it from the ProxyCommand */
+  snprintf(text, sizeof(text),
+           "Host laptop\n    ProxyCommand env KADPUNCH_CONFIG='%s' '%s' connect "
+           "laptop --stdio\n",
+           cfg, KP_BINARY);
+  KP_CHECK_MSG(strstr(out, text), "%s", out);
+  fp = fopen(sshcfg, "w");
+  fputs(out, fp);
+  fclose(fp);
+  f.srv.heard_len = 0;
+  f.srv.heard[0] = '\0';
+  const char *named[] = {"/usr/bin/ssh",
+                         "-v",
+                         "-F",
+                         sshcfg,
+                         "-o",
+                         "BatchMode=yes",
+                         "-o",
+                         "StrictHostKeyChecking=no",
+                         "-o",
+                         "UserKnownHostsFile=/dev/null",
+                         "-o",
+                         "ConnectTimeout=20",
+                         "laptop",
+                         "true",
+                         NULL};
+  rc = kp_test_run_cli(&f.loop, named, out, sizeof(out), 30000);
+  KP_CHECK_MSG(rc == 255 && strstr(f.srv.heard, "SSH-2.0-OpenSSH") &&
+                   strstr(out, "remote software version kadpunch_test"),
+               "ssh laptop exited %d: %s; heard: %s", rc, out, f.srv.heard);
   fx_down(&f);
 }
 
@@ -503,6 +664,9 @@ static const kp_test_case_t cases[] = {
     KP_CASE(stdio_echo, loopback, 60),
     KP_CASE(stdio_refused, loopback, 60),
     KP_CASE(ssh_proxycommand, loopback, 60),
+    KP_CASE(listen_waits_for_server, loopback, 90),
+    KP_CASE(ping_any_server, loopback, 90),
+    KP_CASE(status_lists_connections, loopback, 90),
     KP_CASE(bad_options, loopback, 30),
 };
 

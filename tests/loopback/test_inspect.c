@@ -286,9 +286,63 @@ void test_control_errors(void);
 void test_control_in_dht_node(void);
 void test_json_codec(void);
 
+/* How many times needle occurs in hay. */
+static size_t occurrences(const char *hay, const char *needle) {
+  size_t n = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
+  return n;
+}
+
+/* A relay among the nodes: the crawl marks it (JSON, the table, a square
+ * in the picture), and the picture draws the widest gap of the ring. */
+static void test_crawl_marks_relays(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 16, 20000, &tn);
+  const char *relay[] = {KP_BINARY,     "relay",      "--bind", "127.0.0.1:0",
+                         "--bootstrap", tn.bootstrap, NULL};
+  kp_test_child_t *rc = kp_test_spawn(&loop, relay);
+  KP_CHECK(kp_test_child_wait_output(&loop, rc, "relaying on ", 15000));
+  const char *at = strstr(kp_test_child_stdout(rc), "relaying on ") + strlen("relaying on ");
+  char addr[KP_ADDR_STRLEN];
+  snprintf(addr, sizeof(addr), "%.*s", (int)strcspn(at, "\n"), at);
+  kp_testnet_run_until(&loop, NULL, NULL, 3000); /* its announcement lands */
+  char svg_path[128];
+  snprintf(svg_path, sizeof(svg_path), "%s/relays.svg", kp_it_dir());
+  const char *args[] = {"crawl",   "--bootstrap", tn.bootstrap, "--json",
+                        "--quiet", "--svg",       svg_path,     NULL};
+  kp_it_result_t r;
+  kp_json_t *j = run_json(&loop, args, &r);
+  KP_CHECK_EQ(kp_json_get_num(j, "relays", -1), 1);
+  size_t relays = 0;
+  for (const kp_json_t *n = kp_json_get(j, "nodes")->child; n; n = n->next) {
+    if (!kp_json_get_bool(n, "relay", false)) continue;
+    relays++;
+    KP_CHECK_MSG(!strcmp(kp_json_get_str(n, "addr"), addr), "%s is no relay (%s is)",
+                 kp_json_get_str(n, "addr"), addr);
+  }
+  KP_CHECK_EQ(relays, 1);
+  char *svg = kp_it_read_file(svg_path, NULL);
+  KP_CHECK(svg != NULL);
+  KP_CHECK_EQ(kp_it_svg_nodes(svg), (size_t)kp_json_get_num(j, "found", 0));
+  KP_CHECK_EQ(occurrences(svg, "<rect class=\"relay\""), 1);
+  KP_CHECK_EQ(occurrences(svg, "<path class=\"gap\""), 1);
+  KP_CHECK(strstr(svg, ", 1 relays), widest gap "));
+  free(svg);
+  kp_json_free(j);
+  kp_it_result_free(&r);
+  const char *text[] = {"crawl", "--bootstrap", tn.bootstrap, "--quiet", NULL};
+  run_text(&loop, text, "1 of them announced as blind relays");
+  KP_CHECK_EQ(kp_test_child_stop(&loop, rc, 10000), 0);
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(json_codec, unit, 10),
     KP_CASE(crawl_finds_every_node, loopback, 90),
+    KP_CASE(crawl_marks_relays, loopback, 90),
     KP_CASE(net_commands, loopback, 60),
     KP_CASE(usage, loopback, 30),
     KP_CASE(control_socket, loopback, 30),

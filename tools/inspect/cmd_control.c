@@ -125,11 +125,11 @@ static int run(int argc, char **argv, const char *cmd, const char *what, render_
   bool json = false;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'c': path = optarg; break;
       case 'j': json = true; break;
-      case 'h': printf(help_fmt, cmd, what, cmd); return KP_INSPECT_OK;
+      case 'h': printf(help_fmt, cmd, what, cmd); return KP_EXIT_OK;
       default: return kp_inspect_usage(cmd, "unknown option");
     }
   }

@@ -89,7 +89,7 @@ static int parse(int argc, char **argv, args_t *a) {
   unsigned long v;
   int c, rc = 0;
   optind = 1;
-  while (!rc && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while (!rc && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'r': rc = parse_number("--rate", optarg, 1, 5000, &v), a->c.rate = (unsigned)v; break;
       case 'p':
@@ -154,6 +154,7 @@ static int crawl(const args_t *a, const kp_addr_t *seed, size_t n, kp_crawl_t *c
   kp_inspect_session_run(&s, kp_crawl_finished, c, a->c.timeout_ms + 5000);
   kp_crawl_stop(c, s.signalled ? "signal" : "timeout");
   c->on_tick = NULL;
+  if (!s.signalled) kp_crawl_mark_relays(c, &s);
   kp_node_stats(s.node, &after);
   *datagrams = after.requests_out - before.requests_out;
   return kp_inspect_session_close(&s);
@@ -164,7 +165,7 @@ int kp_inspect_crawl(int argc, char **argv) {
   kp_inspect_opts_init(&a.o, "crawl");
   kp_crawl_opts_init(&a.c);
   int rc = parse(argc, argv, &a);
-  if (rc) return rc < 0 ? KP_INSPECT_OK : rc;
+  if (rc) return rc < 0 ? KP_EXIT_OK : rc;
   kp_addr_t seed[16];
   size_t n;
   if ((rc = seeds(&a, seed, 16, &n))) return rc;

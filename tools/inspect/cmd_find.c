@@ -59,10 +59,10 @@ int kp_inspect_find_node(int argc, char **argv) {
   bool topic = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 't': topic = true; break;
-      case 'h': fputs(help, stdout); return KP_INSPECT_OK;
+      case 'h': fputs(help, stdout); return KP_EXIT_OK;
       default:
         if ((rc = kp_inspect_option(&o, c, optarg))) return rc;
     }
@@ -101,5 +101,5 @@ int kp_inspect_find_node(int argc, char **argv) {
     print_text(q, input, kind);
   }
   kp_free(q);
-  return rc ? KP_INSPECT_FAIL : KP_INSPECT_OK;
+  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
 }

@@ -68,9 +68,11 @@ static void on_record(void *ctx, const kp_record_t *rec) {
   r->seq = rec->seq;
   r->relay_count =
       rec->relay_count < KP_RECORD_MAX_RELAYS ? rec->relay_count : KP_RECORD_MAX_RELAYS;
-  memcpy(r->relays, rec->relays, r->relay_count * sizeof(kp_addr_t));
+  if (r->relay_count) memcpy(r->relays, rec->relays, r->relay_count * sizeof(kp_addr_t));
   r->data_len = rec->data_len < KP_RECORD_MAX_DATA ? rec->data_len : KP_RECORD_MAX_DATA;
-  memcpy(r->data, rec->data, r->data_len);
+  /* A record without data has no data pointer either (memcpy from NULL is
+   * undefined even for 0 bytes). */
+  if (r->data_len) memcpy(r->data, rec->data, r->data_len);
 }
 
 static void on_reply(void *arg, const kp_dht_msg_t *reply, const kp_addr_t *from) {
@@ -172,7 +174,7 @@ static int parse(int argc, char **argv, kp_inspect_opts_t *o, lookup_t *l, const
   bool topic = false;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 't': topic = true; break;
       case 'c': *closest = true; break;
@@ -206,7 +208,7 @@ int kp_inspect_lookup(int argc, char **argv) {
   int err = rc ? 0 : kp_inspect_session_open(&s, &o, family, hosts, n, 10000);
   if (rc || err) {
     kp_free(l);
-    return rc < 0 ? KP_INSPECT_OK : rc ? rc : kp_inspect_session_error(&o, err);
+    return rc < 0 ? KP_EXIT_OK : rc ? rc : kp_inspect_session_error(&o, err);
   }
   l->q.command = KP_DHT_CMD_LOOKUP;
   l->q.on_reply = on_reply;
@@ -220,5 +222,5 @@ int kp_inspect_lookup(int argc, char **argv) {
   else
     print_text(l, input, kind, closest);
   kp_free(l);
-  return rc ? KP_INSPECT_FAIL : KP_INSPECT_OK;
+  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
 }

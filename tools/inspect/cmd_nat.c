@@ -172,10 +172,10 @@ int kp_inspect_nat(int argc, char **argv) {
   kp_inspect_opts_init(&o, "nat");
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     if (c == 'h') {
       fputs(help, stdout);
-      return KP_INSPECT_OK;
+      return KP_EXIT_OK;
     }
     if ((rc = kp_inspect_option(&o, c, optarg))) return rc;
   }

@@ -198,7 +198,7 @@ int kp_inspect_ping(int argc, char **argv) {
   unsigned long count = 3, interval = 200;
   int c, rc;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
       case 'c':
         if (!kp_inspect_parse_uint(optarg, 1, PING_MAX, &count))
@@ -208,7 +208,7 @@ int kp_inspect_ping(int argc, char **argv) {
         if (!kp_inspect_parse_uint(optarg, 0, 60000, &interval))
           return kp_inspect_usage("ping", "--interval wants milliseconds, got '%s'", optarg);
         break;
-      case 'h': fputs(help, stdout); return KP_INSPECT_OK;
+      case 'h': fputs(help, stdout); return KP_EXIT_OK;
       default:
         if ((rc = kp_inspect_option(&o, c, optarg))) return rc;
     }
@@ -228,11 +228,11 @@ int kp_inspect_ping(int argc, char **argv) {
     return kp_inspect_session_error(&o, err);
   bool finished = run_pings(&s, &r, (unsigned)interval, !o.json);
   rc = kp_inspect_session_close(&s);
-  if (!finished) return KP_INSPECT_FAIL;
+  if (!finished) return KP_EXIT_FAIL;
   if (o.json)
     rc |= print_json(&r);
   else
     print_text(&r);
   if (!r.replies) return kp_inspect_fail("ping", "%s did not answer", argv[optind]);
-  return rc ? KP_INSPECT_FAIL : KP_INSPECT_OK;
+  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
 }

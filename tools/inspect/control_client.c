@@ -1,144 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* The client side of a node's control socket (node/control.h): one
- * request, one answer line, and plain words for everything that can go
- * wrong on the way. Blocking, with a deadline: the inspector has nothing
- * else to do meanwhile. */
-#include <errno.h>
-#include <poll.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
-#include <unistd.h>
+/* The inspector's side of a node's control socket: the shared client
+ * (node/cli/prog.h), with the inspector's name on its messages. */
+#include <stdio.h>
 
-#include "common/alloc.h"
+#include "node/cli/prog.h"
 #include "tools/inspect/control_client.h"
 
-/* A full routing table is about 1 MB; an answer past this is not one. */
-#define ANSWER_MAX (64u << 20)
-
 const char *kp_inspect_control_default(void) {
-  static char path[4096];
-  const char *env = getenv("KADPUNCH_CONTROL");
-  if (env && *env) return env;
-  const char *home = getenv("HOME");
-  snprintf(path, sizeof(path), "%s/.kadpunch/control.sock", home && *home ? home : ".");
-  return path;
-}
-
-static int connect_error(const char *cmd, const char *path, int e) {
-  switch (e) {
-    case ENOENT:
-      return kp_inspect_fail(cmd,
-                             "no kadpunch node is running with control socket %s (start one "
-                             "with --control %s, e.g. kadpunch dht-node --control %s)",
-                             path, path, path);
-    case EACCES:
-    case EPERM:
-      return kp_inspect_fail(cmd,
-                             "permission denied on %s: the control socket is owner-only (mode "
-                             "0600, in a directory of its owner); run this as the user that runs "
-                             "the node",
-                             path);
-    case ECONNREFUSED:
-      return kp_inspect_fail(cmd,
-                             "nothing answers on %s: a stale socket left by a node that stopped "
-                             "(start one with --control %s)",
-                             path, path);
-    case ENOTSOCK:
-      return kp_inspect_fail(cmd, "%s is not a socket (is --control the right path?)", path);
-    case ENAMETOOLONG:
-      return kp_inspect_fail(cmd, "%s: too long for a unix socket path (107 bytes at most)", path);
-    default: return kp_inspect_fail(cmd, "cannot connect to %s: %s", path, strerror(e));
-  }
-}
-
-static int open_socket(const char *cmd, const char *path, int *fd_out) {
-  struct stat st;
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof(a.sun_path)) return connect_error(cmd, path, ENAMETOOLONG);
-  if (stat(path, &st)) return connect_error(cmd, path, errno);
-  if (!S_ISSOCK(st.st_mode)) return connect_error(cmd, path, ENOTSOCK);
-  memcpy(a.sun_path, path, strlen(path) + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return kp_inspect_fail(cmd, "socket: %s", strerror(errno));
-  if (connect(fd, (struct sockaddr *)&a, sizeof(a))) {
-    int e = errno;
-    close(fd);
-    return connect_error(cmd, path, e);
-  }
-  *fd_out = fd;
-  return 0;
-}
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Reads up to the first newline; 0, or an exit code after saying why. */
-static int read_line(const char *cmd, const char *path, int fd, unsigned timeout_ms, char **out,
-                     size_t *out_len) {
-  size_t len = 0, cap = 65536;
-  char *buf = kp_malloc(cap);
-  if (!buf) return kp_inspect_fail(cmd, "out of memory");
-  uint64_t deadline = now_ms() + timeout_ms;
-  int rc;
-  for (;;) {
-    char *nl = memchr(buf, '\n', len);
-    if (nl) {
-      *nl = '\0';
-      *out = buf;
-      *out_len = (size_t)(nl - buf);
-      return 0;
-    }
-    uint64_t now = now_ms();
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (now >= deadline || poll(&p, 1, (int)(deadline - now)) == 0) {
-      rc = kp_inspect_fail(cmd, "no answer from %s within %u s", path, timeout_ms / 1000);
-      break;
-    }
-    if (len + 1 >= cap) {
-      char *grown = cap < ANSWER_MAX ? kp_realloc(buf, cap * 2) : NULL;
-      if (!grown) {
-        rc = kp_inspect_fail(cmd, "the answer from %s is too large", path);
-        break;
-      }
-      buf = grown, cap *= 2;
-    }
-    ssize_t n = read(fd, buf + len, cap - len - 1);
-    if (n > 0) {
-      len += (size_t)n;
-    } else if (n == 0 || errno != EINTR) {
-      rc = kp_inspect_fail(cmd, "the node closed the connection without answering%s",
-                           n == 0 ? " (too many control connections at once?)" : "");
-      break;
-    }
-  }
-  kp_free(buf);
-  return rc;
+  return kp_prog_control_default();
 }
 
 int kp_inspect_control_ask(const char *cmd, const char *path, const char *request, char **line,
                            size_t *len) {
-  int fd, rc = open_socket(cmd, path, &fd);
-  if (rc) return rc;
-  size_t n = strlen(request);
-  const char *p = request;
-  while (n) {
-    /* MSG_NOSIGNAL: a node that hung up is an error to report, not SIGPIPE. */
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      close(fd);
-      return kp_inspect_fail(cmd, "cannot send to %s: %s", path, strerror(errno));
-    }
-    p += w, n -= (size_t)w;
-  }
-  rc = read_line(cmd, path, fd, 10000, line, len);
-  close(fd);
-  return rc;
+  char who[64];
+  snprintf(who, sizeof(who), "kadpunch-inspect %s", cmd);
+  return kp_prog_control_ask(who, path, request, line, len);
 }

@@ -22,6 +22,7 @@ typedef struct kp_crawl_node_s {
   uint8_t id[KP_ID_LEN]; /* BLAKE2b of the address, as every member's */
   uint8_t state;         /* kp_crawl_state_t */
   bool member;           /* answered with its (verified) id */
+  bool relay;            /* announced as a blind relay (kp_crawl_mark_relays) */
   bool queued, busy;
   uint8_t probes; /* requests finished (answered or given up on) */
   uint8_t fails;
@@ -85,6 +86,7 @@ unsigned kp_crawl_planned(const kp_crawl_t *c);
 
 typedef struct kp_crawl_summary_s {
   size_t found, answered, members, silent, unasked;
+  size_t relays; /* nodes announced as blind relays */
   unsigned max_hops;
   uint64_t datagrams; /* sent, retries included (the caller fills it in) */
   double duration_s;
@@ -104,6 +106,11 @@ int kp_crawl_print_json(const kp_crawl_t *c, const kp_crawl_summary_t *s, const 
  * found. Returns 0 or an exit code after saying why the file failed. */
 int kp_crawl_svg(const kp_crawl_t *c, const kp_crawl_summary_t *s, const char *from,
                  const char *path);
+/* Looks up the relays' topic ("kadpunch/relays/v1", docs/protocol.md
+ * "Relaying") from the session's node and marks the crawled nodes at the
+ * addresses those records name (a node stores such a record only from
+ * the address it names). Returns how many were marked. */
+size_t kp_crawl_mark_relays(kp_crawl_t *c, kp_inspect_session_t *s);
 /* The ring position of an id: its first 64 bits as a fraction of a turn. */
 double kp_crawl_ring_pos(const uint8_t id[KP_ID_LEN]);
 

@@ -2,9 +2,10 @@
 /* The crawled network as a picture: every node on the keyspace ring at the
  * angle of its id (clockwise from the top, 0x00.. to 0xff..), coloured by
  * round trip, hollow when it answered without an id (not a member), grey
- * when it never answered. Gaps and clusters in the id space show as gaps
- * and clumps on the ring. Plain SVG 1.1, one <circle class="node"> per node,
- * each with a <title> an SVG viewer shows on hover. */
+ * when it never answered, in a square when it announced itself as a blind
+ * relay. Gaps and clusters in the id space show as gaps and clumps on the
+ * ring; the widest gap is drawn over the ring as a thick orange arc. Plain SVG 1.1, one <circle
+ * class="node"> per node, each with a <title> an SVG viewer shows on hover. */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -67,8 +68,10 @@ static void frame(FILE *f, const kp_crawl_summary_t *s, const char *from) {
           SIZE, SIZE + 40);
   fputs("<text x=\"20\" y=\"28\" font-size=\"16\">kadpunch DHT from ", f);
   xml_text(f, from);
-  fprintf(f, ": %zu nodes (%zu answered, %zu members), widest gap %.2f%% of the ring</text>\n",
-          s->found, s->answered, s->members, 100 * s->largest_gap);
+  fprintf(f,
+          ": %zu nodes (%zu answered, %zu members, %zu relays), widest gap %.2f%% of the "
+          "ring</text>\n",
+          s->found, s->answered, s->members, s->relays, 100 * s->largest_gap);
   fprintf(f,
           "<circle class=\"ring\" cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"none\" "
           "stroke=\"#cccccc\" stroke-width=\"1\"/>\n",
@@ -98,6 +101,27 @@ static void legend(FILE *f) {
           "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"12\" fill=\"%s\"/>"
           "<text x=\"%.0f\" y=\"%.0f\">silent (hollow: no id)</text>\n",
           x, y - 10, SILENT_COLOUR, x + 16, y);
+  fprintf(f,
+          "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"12\" fill=\"none\" "
+          "stroke=\"#3f51b5\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">relay</text>\n",
+          x + 170, y - 10, x + 186, y);
+}
+
+/* The widest stretch of the ring without a member, from gap_at. */
+static void widest_gap(FILE *f, const kp_crawl_summary_t *s) {
+  if (s->members < 2 || s->largest_gap <= 0 || s->largest_gap >= 1) return;
+  double x0, y0, x1, y1, tx, ty;
+  point(s->gap_at, RADIUS, &x0, &y0);
+  point(s->gap_at + s->largest_gap, RADIUS, &x1, &y1);
+  point(s->gap_at + s->largest_gap / 2, RADIUS - 40, &tx, &ty);
+  fprintf(f,
+          "<path class=\"gap\" d=\"M %.1f %.1f A %.1f %.1f 0 %d 1 %.1f %.1f\" fill=\"none\" "
+          "stroke=\"#ff7f00\" stroke-width=\"7\" stroke-opacity=\"0.6\"><title>widest gap: "
+          "%.2f%% of the ring</title></path>\n"
+          "<text class=\"gap\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" "
+          "fill=\"#ff7f00\">widest gap %.2f%%</text>\n",
+          x0, y0, RADIUS, RADIUS, s->largest_gap > 0.5, x1, y1, 100 * s->largest_gap, tx, ty,
+          100 * s->largest_gap);
 }
 
 static void nodes(FILE *f, const kp_crawl_t *c) {
@@ -116,6 +140,12 @@ static void nodes(FILE *f, const kp_crawl_t *c) {
             "stroke=\"%s\"><title>%s %s %s%s</title></circle>\n",
             x, y, r, hollow ? "white" : colour, colour, kp_inspect_hex(n->id, 8, hex),
             kp_addr_format(&n->addr, addr, sizeof(addr)), rtt, hollow ? " (not a member)" : "");
+    if (n->relay)
+      fprintf(f,
+              "<rect class=\"relay\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+              "fill=\"none\" stroke=\"#3f51b5\" stroke-width=\"2\"><title>%s: a blind "
+              "relay</title></rect>\n",
+              x - 2 * r, y - 2 * r, 4 * r, 4 * r, addr);
   }
 }
 
@@ -124,9 +154,10 @@ int kp_crawl_svg(const kp_crawl_t *c, const kp_crawl_summary_t *s, const char *f
   FILE *f = fopen(path, "w");
   if (!f) return kp_inspect_fail("crawl", "cannot write %s: %s", path, strerror(errno));
   frame(f, s, from);
+  widest_gap(f, s);
   nodes(f, c);
   legend(f);
   fprintf(f, "</svg>\n");
   if (fclose(f)) return kp_inspect_fail("crawl", "cannot write %s: %s", path, strerror(errno));
-  return KP_INSPECT_OK;
+  return KP_EXIT_OK;
 }

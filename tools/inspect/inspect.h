@@ -12,10 +12,8 @@
 
 #include "dht/dht.h"
 #include "kadpunch.h"
+#include "node/cli/prog.h" /* exit codes, the same as the kadpunch program's */
 #include "node/json.h"
-
-/* Exit codes, the same as the kadpunch program's. */
-enum { KP_INSPECT_OK = 0, KP_INSPECT_FAIL = 1, KP_INSPECT_USAGE = 2 };
 
 typedef struct kp_inspect_opts_s {
   const char *cmd;  /* the subcommand, for messages */
@@ -53,13 +51,13 @@ void kp_inspect_opts_init(kp_inspect_opts_t *o, const char *cmd);
 int kp_inspect_option(kp_inspect_opts_t *o, int opt, const char *arg);
 
 /* Prints "kadpunch-inspect CMD: message" and a hint to stderr; returns
- * KP_INSPECT_USAGE. */
+ * KP_EXIT_USAGE. */
 int kp_inspect_usage(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* Prints "kadpunch-inspect CMD: message" to stderr; returns KP_INSPECT_FAIL. */
+/* Prints "kadpunch-inspect CMD: message" to stderr; returns KP_EXIT_FAIL. */
 int kp_inspect_fail(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
@@ -70,12 +68,7 @@ bool kp_inspect_parse_uint(const char *text, unsigned long min, unsigned long ma
 
 /* ---- A node for the length of a command (session.c) ------------------------ */
 
-typedef struct kp_inspect_session_s {
-  uv_loop_t loop;
-  kp_node_t *node;
-  uv_signal_t sigint, sigterm;
-  bool signalled;
-} kp_inspect_session_t;
+typedef kp_prog_session_t kp_inspect_session_t; /* node/cli/prog.h: shared with kadpunch */
 
 /* An ephemeral node of family (KP_AF_INET or KP_AF_INET6) bound to
  * o->bind or any address; with hosts, it bootstraps from them and waits
@@ -91,7 +84,7 @@ int kp_inspect_session_error(const kp_inspect_opts_t *o, int err);
 bool kp_inspect_session_run(kp_inspect_session_t *s, bool (*pred)(void *ctx), void *ctx,
                             unsigned timeout_ms);
 /* Closes the node (callbacks of requests in flight fire with UV_ECANCELED
- * now) and the loop. Returns 0, or KP_INSPECT_FAIL if the loop leaked. */
+ * now) and the loop. Returns 0, or KP_EXIT_FAIL if the loop leaked. */
 int kp_inspect_session_close(kp_inspect_session_t *s);
 kp_dht_t *kp_inspect_dht(kp_inspect_session_t *s);
 
@@ -130,7 +123,7 @@ int kp_inspect_target(const char *cmd, const char *text, bool force_topic,
 int kp_inspect_resolve(const char *text, kp_addr_t *out);
 /* Lowercase hex of n bytes (buf: 2n+1). */
 const char *kp_inspect_hex(const uint8_t *p, size_t n, char *buf);
-/* Prints w's text and a newline on stdout; KP_INSPECT_FAIL if the writer
+/* Prints w's text and a newline on stdout; KP_EXIT_FAIL if the writer
  * failed (out of memory). */
 int kp_inspect_print_json(kp_jw_t *w, const char *cmd);
 /* Writes an address, or null, as the value of key. */

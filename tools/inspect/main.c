@@ -70,7 +70,7 @@ int kp_inspect_usage(const char *cmd, const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fprintf(stderr, "\n(try: kadpunch-inspect %s --help)\n", cmd);
-  return KP_INSPECT_USAGE;
+  return KP_EXIT_USAGE;
 }
 
 int kp_inspect_fail(const char *cmd, const char *fmt, ...) {
@@ -80,7 +80,7 @@ int kp_inspect_fail(const char *cmd, const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
-  return KP_INSPECT_FAIL;
+  return KP_EXIT_FAIL;
 }
 
 bool kp_inspect_parse_uint(const char *text, unsigned long min, unsigned long max,
@@ -97,15 +97,15 @@ int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
       !strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
-    return argc < 2 ? KP_INSPECT_USAGE : KP_INSPECT_OK;
+    return argc < 2 ? KP_EXIT_USAGE : KP_EXIT_OK;
   }
-  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+  if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
     printf("kadpunch-inspect %s\n", kp_version_string());
-    return KP_INSPECT_OK;
+    return KP_EXIT_OK;
   }
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
   fprintf(stderr, "kadpunch-inspect: unknown command '%s'\n\n", argv[1]);
   usage(stderr);
-  return KP_INSPECT_USAGE;
+  return KP_EXIT_USAGE;
 }

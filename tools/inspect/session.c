@@ -1,20 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* A node for the length of a command, stopped by SIGINT/SIGTERM, and
  * single requests from it with their round trips. */
-#include <signal.h>
 #include <string.h>
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
 #include "node/testnet.h"
 #include "tools/inspect/inspect.h"
-
-static void on_signal(uv_signal_t *sig, int signum) {
-  kp_inspect_session_t *s = sig->data;
-  (void)signum;
-  s->signalled = true;
-  uv_stop(sig->loop);
-}
 
 static bool reached_dht(void *ctx) {
   kp_node_stats_t st;
@@ -24,8 +16,7 @@ static bool reached_dht(void *ctx) {
 
 int kp_inspect_session_open(kp_inspect_session_t *s, const kp_inspect_opts_t *o, int family,
                             const char *const *hosts, size_t count, unsigned wait_ms) {
-  memset(s, 0, sizeof(*s));
-  uv_loop_init(&s->loop);
+  kp_prog_session_init(s);
   kp_node_options_t no;
   kp_node_options_init(&no);
   no.bind = o->bind ? o->bind : family == KP_AF_INET6 ? "[::]:0" : "0.0.0.0:0";
@@ -36,15 +27,9 @@ int kp_inspect_session_open(kp_inspect_session_t *s, const kp_inspect_opts_t *o,
   no.bootstrap_count = count;
   int err = kp_node_create(&s->loop, &no, &s->node);
   if (err) {
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&s->loop);
+    kp_prog_session_close(s, "kadpunch-inspect");
     return err;
   }
-  uv_signal_init(&s->loop, &s->sigint);
-  uv_signal_init(&s->loop, &s->sigterm);
-  s->sigint.data = s->sigterm.data = s;
-  uv_signal_start(&s->sigint, on_signal, SIGINT);
-  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
   if (count && !kp_inspect_session_run(s, reached_dht, s->node, wait_ms)) {
     err = s->signalled ? UV_ECANCELED : KP_ENONODES;
     kp_inspect_session_close(s);
@@ -55,7 +40,7 @@ int kp_inspect_session_open(kp_inspect_session_t *s, const kp_inspect_opts_t *o,
 
 int kp_inspect_session_error(const kp_inspect_opts_t *o, int err) {
   switch (err) {
-    case UV_ECANCELED: return KP_INSPECT_FAIL;
+    case UV_ECANCELED: return KP_EXIT_FAIL;
     case KP_ENONODES:
       return kp_inspect_fail(o->cmd,
                              "no DHT node answered (bootstrap: %s); check the address, and "
@@ -64,7 +49,7 @@ int kp_inspect_session_error(const kp_inspect_opts_t *o, int err) {
     case KP_EBADADDR:
     case KP_ECONFIG:
       fprintf(stderr, "kadpunch-inspect %s: invalid --bind or --bootstrap address\n", o->cmd);
-      return KP_INSPECT_USAGE;
+      return KP_EXIT_USAGE;
     default:
       return kp_inspect_fail(o->cmd, "cannot start a node on %s: %s", o->bind ? o->bind : "any",
                              kp_strerror(err));
@@ -73,27 +58,13 @@ int kp_inspect_session_error(const kp_inspect_opts_t *o, int err) {
 
 bool kp_inspect_session_run(kp_inspect_session_t *s, bool (*pred)(void *ctx), void *ctx,
                             unsigned timeout_ms) {
-  uint64_t start = uv_now(&s->loop);
-  while (!s->signalled) {
-    if (pred && pred(ctx)) return true;
-    uint64_t spent = uv_now(&s->loop) - start;
-    if (spent >= timeout_ms) return false;
-    /* Wake up at least every 100 ms to look at pred and the clock. */
-    unsigned slice = timeout_ms - spent < 100 ? (unsigned)(timeout_ms - spent) : 100;
-    kp_testnet_run_until(&s->loop, pred, ctx, slice);
-  }
-  return pred && pred(ctx);
+  /* Here 0 ms is no time at all (an interval of 0), not "no limit". */
+  if (!timeout_ms) return pred && pred(ctx);
+  return kp_prog_session_run(s, pred, ctx, timeout_ms);
 }
 
 int kp_inspect_session_close(kp_inspect_session_t *s) {
-  if (s->node) kp_node_close(s->node, NULL);
-  s->node = NULL;
-  uv_close((uv_handle_t *)&s->sigint, NULL);
-  uv_close((uv_handle_t *)&s->sigterm, NULL);
-  uv_run(&s->loop, UV_RUN_DEFAULT);
-  int rc = uv_loop_close(&s->loop);
-  if (rc) fprintf(stderr, "kadpunch-inspect: the event loop did not close cleanly\n");
-  return rc ? KP_INSPECT_FAIL : KP_INSPECT_OK;
+  return kp_prog_session_close(s, "kadpunch-inspect");
 }
 
 kp_dht_t *kp_inspect_dht(kp_inspect_session_t *s) {

@@ -79,7 +79,7 @@ int kp_inspect_print_json(kp_jw_t *w, const char *cmd) {
   fputc('\n', stdout);
   fflush(stdout);
   kp_jw_free(w);
-  return KP_INSPECT_OK;
+  return KP_EXIT_OK;
 }
 
 void kp_inspect_jw_addr(kp_jw_t *w, const char *key, const kp_addr_t *a) {

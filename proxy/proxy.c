@@ -127,10 +127,11 @@ static bool dest_ok(const kp_proxy_t *px, const kp_addr_t *to) {
   bool own = kp_addr_same_ip(to, &px->bound) ||
              (px->public_addr.family && kp_addr_same_ip(to, &px->public_addr));
   if (!own && !kp_addr_is_loopback(to)) return true;
-  /* Our own IP: the DHT port, never another allocation; on a public
-   * address nothing else either (our own services are not the peers'). */
-  if (to->port == px->bound.port) return true;
-  if (port_taken(px, to->port)) return false;
+  /* Our own IP: the DHT port, and the allocations (two peers of one
+   * proxy talk as any two peers do; each datagram is still one a peer
+   * asked for, so nothing loops); on a public address nothing else (our
+   * own services are not the peers'). */
+  if (to->port == px->bound.port || port_taken(px, to->port)) return true;
   return kp_addr_is_loopback(self) || kp_addr_is_private(self);
 }
 

@@ -29,6 +29,7 @@ int kp_cli_lookup(int argc, char **argv);
 int kp_cli_put(int argc, char **argv);
 int kp_cli_get(int argc, char **argv);
 int kp_cli_relay(int argc, char **argv);
+int kp_cli_proxy(int argc, char **argv);
 int kp_cli_serve(int argc, char **argv);
 int kp_cli_connect(int argc, char **argv);
 
@@ -46,6 +47,8 @@ typedef struct kp_cli_net_s {
   bool relay_only;       /* kadpunch connect --relay-only */
   const char *tcp_relay; /* --tcp-relay: UDP is blocked, go through it over TCP */
   kp_relay_limits_t relay_limits;
+  const char *proxy;            /* --proxy: speak through this proxy */
+  const kp_keypair_t *identity; /* the key shown to the proxy (NULL: a fresh one) */
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
@@ -58,6 +61,8 @@ typedef struct kp_cli_net_s {
   "                          over TCP (its UDP port number)\n"                                     \
   "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
   "                          this relay over TCP (connections are relayed)\n"                      \
+  "  --proxy [KEY@]HOST:PORT speak through this proxy (kadpunch proxy): peers\n"                   \
+  "                          see its address, never this host's\n"                                 \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
@@ -66,13 +71,15 @@ enum {
   KP_CLI_OPT_BOOTSTRAP,
   KP_CLI_OPT_LOG,
   KP_CLI_OPT_RELAY,
-  KP_CLI_OPT_TCP_RELAY
+  KP_CLI_OPT_TCP_RELAY,
+  KP_CLI_OPT_PROXY
 };
 #define KP_CLI_NET_OPTIONS                                                                         \
   {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
       {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP},                                   \
       {"relay", required_argument, 0, KP_CLI_OPT_RELAY},                                           \
-      {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY}, {                                 \
+      {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY},                                   \
+      {"proxy", required_argument, 0, KP_CLI_OPT_PROXY}, {                                         \
     "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
   }
 

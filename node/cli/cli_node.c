@@ -33,6 +33,7 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
       net->relays[net->relay_count++] = arg;
       return 0;
     case KP_CLI_OPT_TCP_RELAY: net->tcp_relay = arg; return 0;
+    case KP_CLI_OPT_PROXY: net->proxy = arg; return 0;
     case KP_CLI_OPT_LOG:
       if (kp_log_level_parse(arg, &net->log_level))
         return kp_cli_usage_error(cmd, "unknown log level '%s'", arg);
@@ -79,12 +80,15 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   o.relay_only = net->relay_only;
   o.relay_limits = net->relay_limits;
   o.tcp_relay = tcp_relay;
+  o.proxy = tcp_relay ? NULL : net->proxy;
+  o.proxy_identity = net->identity;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {
     fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd,
             tcp_relay ? tcp_relay : net->bind,
-            err == KP_EBADADDR && count ? "invalid --bind, --bootstrap or --tcp-relay address"
-                                        : kp_strerror(err));
+            err == KP_EBADADDR && count
+                ? "invalid --bind, --bootstrap, --tcp-relay or --proxy address"
+                : kp_strerror(err));
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_loop_close(&s->loop);
     return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;

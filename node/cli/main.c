@@ -19,6 +19,7 @@ static const kp_cli_command_t commands[] = {
     {"invite", "make a one-time invitation to this server", kp_cli_invite},
     {"daemon", "run serve from a config file, as a service", kp_cli_daemon},
     {"relay", "run a blind relay for peers that cannot punch", kp_cli_relay},
+    {"proxy", "run a proxy that lends peers a public endpoint", kp_cli_proxy},
 };
 
 static void usage(FILE *out) {

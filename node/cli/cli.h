@@ -62,7 +62,8 @@ typedef struct kp_cli_net_s {
   "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
   "                          this relay over TCP (connections are relayed)\n"                      \
   "  --proxy [KEY@]HOST:PORT speak through this proxy (kadpunch proxy): peers\n"                   \
-  "                          see its address, never this host's\n"                                 \
+  "                          see its address, never this host's. KEY alone,\n"                     \
+  "                          or auto (any): a proxy announced on the DHT\n"                        \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
@@ -106,6 +107,11 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
  * signal arrives; false on timeout. timeout_ms 0: no limit. */
 bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
                         unsigned timeout_ms);
+/* --proxy auto or KEY (cli_proxy_find.c): whether proxy names one to look
+ * up on the DHT; the lookup (from a plain node), writing "KEY@ADDR:PORT"
+ * to out. 0, or an exit code after saying why. */
+bool kp_cli_proxy_by_dht(const char *proxy);
+int kp_cli_proxy_find(const kp_cli_net_t *net, const char *cmd, char *out, size_t cap);
 /* Closes the node and the loop. Returns 0, or KP_EXIT_FAIL if the loop did
  * not close cleanly. */
 int kp_cli_session_close(kp_cli_session_t *s);

@@ -114,8 +114,18 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   return 0;
 }
 
-int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd) {
+int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net_in, const char *cmd) {
   bool no_dht;
+  kp_cli_net_t found;
+  char proxy[KP_KEY_TEXT_LEN + KP_ADDR_STRLEN + 2];
+  const kp_cli_net_t *net = net_in;
+  if (net_in->proxy && kp_cli_proxy_by_dht(net_in->proxy)) {
+    int rc = kp_cli_proxy_find(net_in, cmd, proxy, sizeof(proxy));
+    if (rc) return rc;
+    found = *net_in;
+    found.proxy = proxy;
+    net = &found;
+  }
   const char *tcp = net->tcp_relay;
   /* With a relay to fall back on, UDP gets 3 s to show it works. */
   bool fallback = !tcp && net->relay_count && !net->run_relay;

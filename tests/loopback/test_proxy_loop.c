@@ -211,6 +211,91 @@ static void test_both_proxied(void) {
   run(true, true);
 }
 
+typedef struct found_s {
+  unsigned count, matching, done;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  char text[KP_ADDR_STRLEN];
+} found_t;
+
+static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
+  found_t *f = arg;
+  (void)node;
+  f->count++;
+  if (!memcmp(rec->public_key, f->key, KP_PUBLIC_KEY_LEN) && rec->data_len == strlen(f->text) &&
+      !memcmp(rec->data, f->text, rec->data_len))
+    f->matching++;
+}
+
+static void on_lookup_done(kp_node_t *node, int status, size_t n,
+                           const kp_node_query_stats_t *stats, void *arg) {
+  found_t *f = arg;
+  (void)node, (void)status, (void)n, (void)stats;
+  f->done = 1;
+}
+
+static bool lookup_done(void *ctx) {
+  return ((found_t *)ctx)->done;
+}
+
+static bool has_public(void *ctx) {
+  kp_addr_t a;
+  return kp_node_public_addr(ctx, &a) == 0;
+}
+
+static void lookup_proxies(uv_loop_t *loop, kp_node_t *from, found_t *f) {
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, target);
+  f->count = f->matching = f->done = 0;
+  KP_CHECK_OK(kp_node_lookup(from, target, on_record, on_lookup_done, f));
+  KP_CHECK(kp_testnet_run_until(loop, lookup_done, f, 10000));
+}
+
+/* A proxy announces itself under kadpunch/proxies/v1 with its key and its
+ * own address, and a lookup finds it; a record naming an address other
+ * than the one it was announced from is stored nowhere (it would steer
+ * peers' sessions at someone who never offered to proxy). */
+static void test_announced_and_found(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 12, 20000, &tn);
+  found_t f = {0};
+  kp_node_t *liar = tn.nodes[5];
+  kp_addr_t victim;
+  kp_node_local_addr(tn.nodes[7], &victim);
+  kp_addr_format(&victim, f.text, sizeof(f.text));
+  kp_keypair_t kp;
+  kp_keypair_generate(&kp);
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, target);
+  kp_announce_t *a;
+  KP_CHECK_OK(kp_node_announce(liar, target, &kp, f.text, strlen(f.text), NULL, &a));
+  kp_testnet_run_until(&loop, NULL, NULL, 2000);
+  kp_announce_stop(a, false);
+  lookup_proxies(&loop, tn.nodes[2], &f);
+  KP_CHECK_EQ(f.count, 0);
+
+  kp_node_t *pxnode = make_node(&loop, tn.bootstrap, NULL, true);
+  KP_CHECK(kp_testnet_run_until(&loop, is_member, pxnode, 20000));
+  kp_proxy_service_t *svc;
+  KP_CHECK_OK(kp_proxy_service_create(pxnode, NULL, &svc));
+  memcpy(f.key, kp_proxy_service_key(svc), KP_PUBLIC_KEY_LEN);
+  kp_addr_t pub;
+  KP_CHECK(kp_testnet_run_until(&loop, has_public, pxnode, 20000));
+  KP_CHECK_OK(kp_node_public_addr(pxnode, &pub));
+  kp_addr_format(&pub, f.text, sizeof(f.text));
+  kp_testnet_run_until(&loop, NULL, NULL, 3000); /* the service's tick announces it */
+  lookup_proxies(&loop, tn.nodes[2], &f);
+  printf("proxy %s found: %u record(s), %u naming its key and address\n", f.text, f.count,
+         f.matching);
+  KP_CHECK_EQ(f.count, 1);
+  KP_CHECK_EQ(f.matching, 1);
+  kp_node_close(pxnode, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 /* The programs: `kadpunch proxy` with an allow list, `kadpunch serve`,
  * and `kadpunch connect --proxy` (by address, and by KEY@address): the
  * message comes back byte-exact, the output and the JSON say "proxied via"
@@ -235,8 +320,8 @@ static void test_cli_proxied(void) {
   snprintf(pbind, sizeof(pbind), "127.0.0.1:%d", kp_testnet_free_port());
   snprintf(by_key, sizeof(by_key), "%s@%s", ppk, pbind);
   snprintf(via, sizeof(via), "proxied via %s", pbind);
-  const char *proxy[] = {KP_BINARY, "proxy",   "--bind", pbind, "--bootstrap", boot, "--key",
-                         pkey,      "--allow", cpk,      "--allow", spk, "--every", "1", NULL};
+  const char *proxy[] = {KP_BINARY, "proxy", "--bind",  pbind, "--bootstrap", boot, "--key", pkey,
+                         "--allow", cpk,     "--allow", spk,   "--every",     "1",  NULL};
   kp_test_child_t *px = kp_test_spawn(&loop, proxy);
   KP_CHECK(kp_test_child_wait_output(&loop, px, "proxying on", 10000));
   KP_CHECK(strstr(kp_test_child_stdout(px), ppk));
@@ -246,19 +331,34 @@ static void test_cli_proxied(void) {
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
 
   static const char message[] = "through-the-proxy-0123456789abcdef";
-  const char *connect[] = {KP_BINARY,   "connect", spk,       "--key", ckey, "--message",
-                           message,     "--proxy", pbind,     "--bootstrap", boot, NULL};
+  const char *connect[] = {KP_BINARY, "connect", spk,   "--key",       ckey, "--message",
+                           message,   "--proxy", pbind, "--bootstrap", boot, NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, connect, out, sizeof(out), 30000), 0);
   KP_CHECK_MSG(strstr(out, "connected to") && strstr(out, via) && strstr(out, "34 bytes back"),
                "%s", out);
-  const char *json[] = {KP_BINARY, "connect", spk,    "--key",       ckey, "--json",
-                        "--proxy", by_key,    "--bootstrap", boot, NULL};
+  const char *json[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--json",
+                        "--proxy", by_key,    "--bootstrap", boot,    NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, json, out, sizeof(out), 30000), 0);
   char want[96];
   snprintf(want, sizeof(want), "\"proxy\":\"%s\"", pbind);
   KP_CHECK_MSG(strstr(out, "\"ok\":true") && strstr(out, "\"strategy\":\"proxied\"") &&
                    strstr(out, want) && strstr(out, "\"echo_bytes\":5"),
                "%s", out);
+  /* Found on the DHT: any proxy (auto), or this one by its key. */
+  const char *autop[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
+                         "auto",    "--json",  "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, autop, out, sizeof(out), 40000), 0);
+  KP_CHECK_MSG(strstr(out, "\"strategy\":\"proxied\"") && strstr(out, want) &&
+                   strstr(out, "found on the DHT"),
+               "%s", out);
+  const char *bykey[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
+                         ppk,       "--json",  "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, bykey, out, sizeof(out), 40000), 0);
+  KP_CHECK_MSG(strstr(out, "\"strategy\":\"proxied\"") && strstr(out, want), "%s", out);
+  const char *nokey[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
+                         cpk,       "--json",  "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, nokey, out, sizeof(out), 40000), 1);
+  KP_CHECK_MSG(strstr(out, "no proxy with that key announced"), "%s", out);
   /* The server saw the client at an allocation on the proxy's address. */
   char seen[96];
   snprintf(seen, sizeof(seen), "to 127.0.0.1:");
@@ -268,8 +368,8 @@ static void test_cli_proxied(void) {
   snprintf(stranger, sizeof(stranger), "%s/stranger", dir);
   char xpk[KP_KEY_TEXT_LEN + 1];
   kp_test_keygen(&loop, stranger, xpk);
-  const char *refused[] = {KP_BINARY, "connect", spk,   "--key",       stranger,
-                           "--proxy", pbind,     "--bootstrap", boot, NULL};
+  const char *refused[] = {KP_BINARY, "connect", spk,           "--key", stranger,
+                           "--proxy", pbind,     "--bootstrap", boot,    NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, refused, out, sizeof(out), 30000), 1);
   KP_CHECK_MSG(strstr(out, "refused this node: key not allowed"), "%s", out);
   KP_CHECK_EQ(kp_test_child_stop(&loop, server, 10000), 0);
@@ -281,8 +381,8 @@ static void test_cli_proxied(void) {
   server = kp_test_spawn(&loop, pserve);
   KP_CHECK(kp_test_child_wait_output(&loop, server, "serving", 10000));
   kp_testnet_run_until(&loop, NULL, NULL, 1500);
-  const char *plain[] = {KP_BINARY, "connect", spk, "--key", ckey, "--json", "--bootstrap", boot,
-                         NULL};
+  const char *plain[] = {KP_BINARY, "connect",     spk,  "--key", ckey,
+                         "--json",  "--bootstrap", boot, NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, plain, out, sizeof(out), 30000), 0);
   KP_CHECK_MSG(strstr(out, "\"ok\":true") && strstr(out, "\"echo_bytes\":5"), "%s", out);
   KP_CHECK(kp_test_child_wait_output(&loop, server, via, 5000));
@@ -295,9 +395,8 @@ static void test_cli_proxied(void) {
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(cli_proxied, loopback, 120),
-    KP_CASE(connect_proxied, loopback, 120),
-    KP_CASE(serve_proxied, loopback, 120),
+    KP_CASE(cli_proxied, loopback, 120),     KP_CASE(announced_and_found, loopback, 60),
+    KP_CASE(connect_proxied, loopback, 120), KP_CASE(serve_proxied, loopback, 120),
     KP_CASE(both_proxied, loopback, 120),
 };
 

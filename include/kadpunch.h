@@ -918,7 +918,8 @@ typedef struct kp_proxy_limits_s {
   unsigned per_ip;         /* sessions, and allocations, one IP (IPv6 /64) may hold: 16 */
   unsigned lifetime_s;     /* an allocation not refreshed ends after this: 600 */
   unsigned max_lifetime_s; /* any allocation ends after this: 86400 */
-  uint64_t alloc_rate;     /* bytes/s per allocation, each way: 8 MiB/s */
+  uint64_t alloc_rate;     /* bytes/s per allocation, each way: 8 MiB/s (and a datagram
+                              per KiB of it per second) */
   uint64_t alloc_quota;    /* bytes one allocation may carry in all: no quota */
   uint64_t total_rate;     /* bytes/s through all allocations: 64 MiB/s */
 } kp_proxy_limits_t;

@@ -137,7 +137,12 @@ static kp_proxy_config_t config_of(const kp_proxy_service_options_t *o) {
   if (l->per_ip) c.per_ip = l->per_ip;
   if (l->lifetime_s) c.lifetime_s = l->lifetime_s;
   if (l->max_lifetime_s) c.max_lifetime_s = l->max_lifetime_s;
-  if (l->alloc_rate) c.alloc_rate = l->alloc_rate;
+  if (l->alloc_rate) {
+    /* The packet rate follows the byte rate: 1 per 1 KiB of it (8192/s
+     * at the default), so bulk transfers meet the byte limit first. */
+    c.alloc_rate = l->alloc_rate;
+    c.alloc_pps = l->alloc_rate / 1024 > 1024 ? l->alloc_rate / 1024 : 1024;
+  }
   if (l->alloc_quota) c.alloc_quota = l->alloc_quota;
   if (l->total_rate) c.total_rate = l->total_rate;
   c.allow = o->allow;

@@ -29,14 +29,18 @@ typedef struct kp_proxy_link_s kp_proxy_link_t;
  * proxy opts->proxy names, from a socket bound to bind's address. */
 int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind);
 
-/* "ip:port" or "KEY@ip:port" -> the proxy's address and, with the second
- * form, its key (*has_key). KP_EBADADDR, KP_EKEYFORMAT. */
+/* "[tcp:][KEY@]ip:port" -> the proxy's address, its key if named
+ * (*has_key), and whether to reach it over TCP (*tcp). KP_EBADADDR,
+ * KP_EKEYFORMAT. */
 int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC_KEY_LEN],
-                        bool *has_key);
+                        bool *has_key, bool *tcp);
 
 /* Opens a session to the proxy at addr (with its key, or NULL to ask it)
- * as self, from a UDP socket of its own bound to bind's address. */
-int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy,
+ * as self: from a UDP socket of its own bound to bind's address, or over
+ * TCP to the proxy's port of the same number (the relay tunnel's framing,
+ * one DATA frame per session datagram; dialled again after 1, 2, 4 ...
+ * 30 s when it drops). */
+int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy, bool tcp,
                       const uint8_t *proxy_key, const kp_keypair_t *self, const kp_rng_t *rng,
                       kp_log_t *log, kp_proxy_link_t **out);
 /* Opens a channel as udp (kp_udp_init_virtual): it sends from and hears

@@ -9,6 +9,10 @@
 #include "common/alloc.h"
 #include "node/node_proxy.h"
 #include "proxy/proxy_client.h"
+#include "relay/tunnel.h"
+
+#define REDIAL_FIRST_MS 1000
+#define REDIAL_MAX_MS 30000
 
 typedef struct channel_s {
   kp_udp_t *udp; /* NULL: free */
@@ -17,7 +21,13 @@ typedef struct channel_s {
 
 struct kp_proxy_link_s {
   uv_loop_t *loop;
-  kp_udp_t sock; /* to the proxy */
+  kp_udp_t sock; /* to the proxy (over UDP) */
+  bool tcp;      /* over TCP instead: */
+  kp_tunnel_io_t io;
+  uv_connect_t connect;
+  uv_timer_t redial;
+  unsigned redial_ms;
+  bool io_live;
   kp_addr_t proxy;
   kp_proxy_client_t *client;
   kp_log_t *log;
@@ -57,7 +67,14 @@ static void on_timer(uv_timer_t *t) {
 
 static void io_send(void *ctx, const uint8_t *data, size_t len) {
   kp_proxy_link_t *l = ctx;
-  if (!l->close_wanted) kp_udp_send(&l->sock, &l->proxy, data, len);
+  if (l->close_wanted) return;
+  if (!l->tcp) {
+    kp_udp_send(&l->sock, &l->proxy, data, len);
+    return;
+  }
+  /* Down (redialling): lost, as on a network that is down. */
+  kp_tunnel_frame_t f = {.type = KP_TUNNEL_DATA, .addr = l->proxy, .data = data, .len = len};
+  if (l->io_live) kp_tunnel_io_send(&l->io, &f);
 }
 
 static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
@@ -148,7 +165,9 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
 }
 
 int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC_KEY_LEN],
-                        bool *has_key) {
+                        bool *has_key, bool *tcp) {
+  *tcp = !strncmp(text, "tcp:", 4);
+  if (*tcp) text += 4;
   const char *at = strchr(text, '@');
   *has_key = false;
   if (at) {
@@ -165,7 +184,86 @@ int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC
   return 0;
 }
 
-int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy,
+/* ---- Over TCP ------------------------------------------------------------------------------- */
+
+static kp_proxy_link_t *link_of_io(kp_tunnel_io_t *io) {
+  return (kp_proxy_link_t *)((char *)io - offsetof(kp_proxy_link_t, io));
+}
+
+static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
+  kp_proxy_link_t *l = link_of_io(io);
+  if (l->close_wanted || !l->io_live) return false;
+  if (f->type == KP_TUNNEL_DATA && f->channel == 0) {
+    kp_proxy_client_input(l->client, f->data, f->len, now_of(l));
+    rearm(l);
+  }
+  return l->io_live && !l->close_wanted;
+}
+
+static void handle_closed(kp_proxy_link_t *l);
+static int dial(kp_proxy_link_t *l);
+
+static void on_redial(uv_timer_t *t) {
+  kp_proxy_link_t *l = t->data;
+  if (l->close_wanted) return;
+  if (dial(l)) uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+}
+
+static void on_io_closed(kp_tunnel_io_t *io) {
+  kp_proxy_link_t *l = link_of_io(io);
+  if (l->close_wanted) {
+    handle_closed(l);
+    return;
+  }
+  l->redial_ms = l->redial_ms ? l->redial_ms * 2 : REDIAL_FIRST_MS;
+  if (l->redial_ms > REDIAL_MAX_MS) l->redial_ms = REDIAL_MAX_MS;
+  uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+}
+
+static void go_down(kp_proxy_link_t *l, int status) {
+  char text[KP_ADDR_STRLEN];
+  if (!l->io_live || l->close_wanted) return;
+  l->io_live = false;
+  /* The proxy ends the session with the link: a new one over the next. */
+  kp_proxy_client_restart(l->client, now_of(l));
+  KP_WARN(l->log, "proxy %s over TCP: %s (dialling again)",
+          kp_addr_format(&l->proxy, text, sizeof(text)),
+          status == UV_EOF ? "closed by the proxy" : kp_strerror(status));
+  kp_tunnel_io_close(&l->io, on_io_closed);
+}
+
+static void on_io_end(kp_tunnel_io_t *io, int status) {
+  go_down(link_of_io(io), status);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  kp_proxy_link_t *l = req->data;
+  if (l->close_wanted || status == UV_ECANCELED || !l->io_live) return;
+  int err = status ? status : kp_tunnel_io_start(&l->io);
+  if (err) {
+    go_down(l, err);
+    return;
+  }
+  l->redial_ms = 0;
+  kp_tunnel_io_release(&l->io);
+}
+
+static int dial(kp_proxy_link_t *l) {
+  int err = kp_tunnel_io_init(l->loop, &l->io);
+  if (err) return err;
+  l->io.on_frame = on_frame;
+  l->io.on_end = on_io_end;
+  l->io.hold = true; /* frames wait for the connection */
+  l->io_live = true;
+  struct sockaddr_storage ss;
+  kp_addr_to_sockaddr(&l->proxy, &ss);
+  l->connect.data = l;
+  err = uv_tcp_connect(&l->connect, &l->io.tcp, (struct sockaddr *)&ss, on_connected);
+  if (err) go_down(l, err);
+  return 0;
+}
+
+int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy, bool tcp,
                       const uint8_t *proxy_key, const kp_keypair_t *self, const kp_rng_t *rng,
                       kp_log_t *log, kp_proxy_link_t **out) {
   *out = NULL;
@@ -175,21 +273,31 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *p
   l->loop = loop;
   l->proxy = *proxy;
   l->log = log;
+  l->tcp = tcp;
   kp_proxy_client_io_t io = {l, io_send, io_opened, io_recv, io_closed, io_down};
   kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
   int err = kp_proxy_client_new(self, proxy_key, rng, &io, uv_now(loop), &l->client);
-  if (!err && (err = kp_udp_init(loop, &l->sock, bind, &so))) kp_proxy_client_free(l->client);
+  if (!err && !tcp && (err = kp_udp_init(loop, &l->sock, bind, &so)))
+    kp_proxy_client_free(l->client);
   if (err) {
     kp_free(l);
     return err;
   }
-  l->sock.data = l;
-  kp_udp_enable_gro(&l->sock);
-  kp_udp_recv_start(&l->sock, on_datagram);
+  if (!tcp) {
+    l->sock.data = l;
+    kp_udp_enable_gro(&l->sock);
+    kp_udp_recv_start(&l->sock, on_datagram);
+  }
   uv_timer_init(loop, &l->timer);
+  uv_timer_init(loop, &l->redial);
   uv_idle_init(loop, &l->reaper);
-  l->timer.data = l->reaper.data = l;
-  l->handles = 3;
+  l->timer.data = l->reaper.data = l->redial.data = l;
+  l->handles = 4; /* timer, redial, reaper, and the socket or the TCP connection */
+  if (tcp && dial(l)) {
+    /* Not even a socket: later, as for a failed connection. */
+    l->redial_ms = REDIAL_FIRST_MS;
+    uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+  }
   rearm(l);
   *out = l;
   return 0;
@@ -238,5 +346,15 @@ void kp_proxy_link_close(kp_proxy_link_t *l) {
   l->close_wanted = true;
   uv_close((uv_handle_t *)&l->timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
-  kp_udp_close(&l->sock, on_sock_closed);
+  uv_close((uv_handle_t *)&l->redial, on_handle_closed);
+  if (!l->tcp) {
+    kp_udp_close(&l->sock, on_sock_closed);
+  } else if (l->io_live) {
+    l->io_live = false;
+    kp_tunnel_io_close(&l->io, on_io_closed); /* its callback counts it */
+  } else if (!l->io.handles) {
+    handle_closed(l); /* down, and its handles already closed */
+  } else {
+    l->io.on_closed = on_io_closed; /* closing on its way to a redial */
+  }
 }

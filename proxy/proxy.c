@@ -648,6 +648,12 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
   send_body(px, &px->sessions[a->session], &b);
 }
 
+void kp_proxy_forget(kp_proxy_t *px, const kp_addr_t *addr) {
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++)
+    if (px->sessions[i].state != FREE && kp_addr_eq(&px->sessions[i].addr, addr))
+      end_session(px, &px->sessions[i]);
+}
+
 uint64_t kp_proxy_tick(kp_proxy_t *px, uint64_t now) {
   for (unsigned i = 0; i < px->cfg.max_allocs; i++)
     if (px->allocs[i].used && now >= px->allocs[i].expires)

@@ -106,6 +106,9 @@ void kp_proxy_input(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *data, 
 /* A datagram at allocation slot's socket. */
 void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, const uint8_t *data,
                           size_t len, uint64_t now);
+/* The peer at addr can no longer be reached there (its TCP link to the
+ * proxy closed): its sessions end, with their allocations. */
+void kp_proxy_forget(kp_proxy_t *px, const kp_addr_t *addr);
 /* Ends expired allocations and silent sessions; the next deadline. */
 uint64_t kp_proxy_tick(kp_proxy_t *px, uint64_t now);
 void kp_proxy_stats(const kp_proxy_t *px, kp_proxy_stats_t *out);

@@ -217,6 +217,10 @@ void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len
   }
 }
 
+void kp_proxy_client_restart(kp_proxy_client_t *c, uint64_t now) {
+  if (c->state == UP) go_down(c, 0, now);
+}
+
 void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
   if (ch >= KP_PROXY_CHANNELS) return;
   c->ch[ch] = (channel_t){.wanted = true, .next = now};

@@ -63,6 +63,10 @@ void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now);
  * KP_ETOOBIG (over KP_PROXY_MAX_PAYLOAD). */
 int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
                          const uint8_t *data, size_t len, uint64_t now);
+/* The way to the proxy was lost (a TCP connection dropped, and with it
+ * the proxy's side of the session): a new session, and every channel
+ * opened anew in it, as when the proxy goes silent. */
+void kp_proxy_client_restart(kp_proxy_client_t *c, uint64_t now);
 /* Retransmits, refreshes, keepalives; the next deadline. */
 uint64_t kp_proxy_client_tick(kp_proxy_client_t *c, uint64_t now);
 /* Channel ch's allocation address (unset: none yet). */

@@ -124,8 +124,9 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy
   return n;
 }
 
-/* Runs one echo with the client and/or the server proxied. */
-static void run(bool client_proxied, bool server_proxied) {
+/* Runs one echo with the client and/or the server proxied (the client
+ * over TCP with tcp). */
+static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   kp_testnet_t tn;
@@ -144,7 +145,10 @@ static void run(bool client_proxied, bool server_proxied) {
   snprintf(px_text, sizeof(px_text), "%s@%s", key_text, addr_text);
 
   kp_node_t *server = make_node(&loop, tn.bootstrap, server_proxied ? px_text : NULL, false);
-  kp_node_t *client = make_node(&loop, tn.bootstrap, client_proxied ? addr_text : NULL, false);
+  char tcp_text[KP_ADDR_STRLEN + 8];
+  snprintf(tcp_text, sizeof(tcp_text), "tcp:%s", addr_text);
+  kp_node_t *client =
+      make_node(&loop, tn.bootstrap, client_proxied ? (tcp ? tcp_text : addr_text) : NULL, false);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp, ckp;
   kp_keypair_generate(&skp);
@@ -174,11 +178,11 @@ static void run(bool client_proxied, bool server_proxied) {
   if (client_proxied) KP_CHECK(kp_addr_eq(&server_info.path, &client->sock.local));
   kp_proxy_counters_t pc;
   kp_proxy_service_counters(svc, &pc);
-  printf(
-      "client %s, server %s: 4 MiB echoed via %s; the proxy: %u sessions, %u allocations, %" PRIu64
-      " datagrams out, %" PRIu64 " in, %" PRIu64 " dropped; path %s\n",
-      client_proxied ? "proxied" : "direct", server_proxied ? "proxied" : "direct", addr_text,
-      pc.sessions, pc.allocs, pc.sent, pc.received, pc.dropped, kp_punch_name(r.info.punch));
+  printf("client %s%s, server %s: 4 MiB echoed via %s; the proxy: %u sessions, %u allocations, "
+         "%" PRIu64 " datagrams out, %" PRIu64 " in, %" PRIu64 " dropped; path %s\n",
+         client_proxied ? "proxied" : "direct", tcp ? " over TCP" : "",
+         server_proxied ? "proxied" : "direct", addr_text, pc.sessions, pc.allocs, pc.sent,
+         pc.received, pc.dropped, kp_punch_name(r.info.punch));
   KP_CHECK_EQ(pc.sessions, (unsigned)client_proxied + (unsigned)server_proxied);
   KP_CHECK(pc.sent_bytes > r.len && pc.received_bytes > r.len); /* the streams went through it */
   KP_CHECK_EQ(pc.forged + pc.replayed, 0);
@@ -199,8 +203,17 @@ static void run(bool client_proxied, bool server_proxied) {
   free(r.data);
 }
 
+static void run(bool client_proxied, bool server_proxied) {
+  run_via(client_proxied, server_proxied, false);
+}
+
 static void test_connect_proxied(void) {
   run(true, false);
+}
+
+/* A client whose UDP may be blocked reaches its proxy over TCP. */
+static void test_connect_proxied_tcp(void) {
+  run_via(true, false, true);
 }
 
 static void test_serve_proxied(void) {
@@ -397,7 +410,7 @@ static void test_cli_proxied(void) {
 static const kp_test_case_t cases[] = {
     KP_CASE(cli_proxied, loopback, 120),     KP_CASE(announced_and_found, loopback, 60),
     KP_CASE(connect_proxied, loopback, 120), KP_CASE(serve_proxied, loopback, 120),
-    KP_CASE(both_proxied, loopback, 120),
+    KP_CASE(both_proxied, loopback, 120),    KP_CASE(connect_proxied_tcp, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -863,6 +863,27 @@ static void test_session_follows_rebinding(void) {
   world_free();
 }
 
+/* A peer whose TCP link to the proxy closed is forgotten there, with its
+ * allocations; it makes a new session and gets its channels back. */
+static void test_forget_and_restart(void) {
+  world_init(NULL, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  open_channel(c, 1);
+  KP_CHECK_EQ(stats().allocs, 2);
+  kp_proxy_forget(W.px, &W.peer_addr[c]);
+  KP_CHECK_EQ(stats().allocs, 0);
+  KP_CHECK_EQ(stats().sessions, 0);
+  addr(&W.peer_addr[c], "198.51.100.7:5001"); /* dialled again: another port */
+  kp_proxy_client_restart(W.cl[c], W.now);
+  KP_CHECK_EQ(W.downs[c], 1);
+  for (int k = 0; k < 4; k++) tick(300);
+  KP_CHECK_EQ(stats().sessions, 1);
+  KP_CHECK_EQ(stats().allocs, 2);
+  KP_CHECK(W.opened[c][0] == 2 && W.opened[c][1] == 2);
+  world_free();
+}
+
 /* ---- Bounds
  * --------------------------------------------------------------------------------------- */
 
@@ -983,6 +1004,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(forged_and_replayed, unit, 10),
     KP_CASE(half_open_never_displaces, unit, 10),
     KP_CASE(session_follows_rebinding, unit, 10),
+    KP_CASE(forget_and_restart, unit, 10),
     KP_CASE(alloc_flood, unit, 60),
     KP_CASE(no_amplification, unit, 10),
 };

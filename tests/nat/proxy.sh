@@ -6,7 +6,9 @@
 #   client    random <-> random (no direct path between them); the client
 #             speaks through the proxy; a 100 MB echo byte-exact
 #   server    random <-> random; the server speaks through the proxy
-#             (`serve --proxy`), the client plain; a 100 MB echo
+#             (`serve --proxy`), the client plain; a 100 MB echo. Then a
+#             client whose UDP is blocked (site 3) reaches the same
+#             proxied server through the proxy over TCP; a 20 MB echo
 #   privacy   consistent <-> consistent. The server is proxied: the
 #             client's host sees no packet to or from the server's own
 #             addresses (its router's public address, its LAN address),
@@ -66,9 +68,10 @@ start_public() {
 }
 
 # serve in site 1 (through the proxy with "proxied"), then an echo of
-# $2 bytes from site 2 (through the proxy with "proxied"); OUT: its JSON.
-run_echo() { # server-mode client-mode bytes
-  local px="" i
+# $3 bytes from site $4 (default 2; through the proxy with "proxied", over
+# TCP with "tcp"); OUT: its JSON.
+run_echo() { # server-mode client-mode bytes [client-site]
+  local px="" i site=${4:-2}
   [ "$1" = proxied ] && px="--proxy $PROXY"
   lab_server_key "$kadpunch"
   # shellcheck disable=SC2086
@@ -77,7 +80,9 @@ run_echo() { # server-mode client-mode bytes
   lab_wait_serving 150
   px=""
   [ "$2" = proxied ] && px="KP_XFER_PROXY=$PROXY"
-  lab_spawn h2 "$LAB_LOG/xfer.out" sh -c "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
+  [ "$2" = tcp ] && px="KP_XFER_PROXY=tcp:$PROXY"
+  lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
+    "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
   xfer_pid=$LAB_LAST_PID
   # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s).
   i=0
@@ -139,6 +144,16 @@ case $scenario in
     check_echo "$scenario"
     echo "proxy_$scenario: $bytes bytes each way, byte-exact, in $(json_field "$OUT" seconds) s" \
       "($(json_field "$OUT" strategy)), longest gap $(json_field "$OUT" max_stall_ms) ms"
+    if [ "$scenario" = server ]; then
+      lab_site 3 blocked
+      lab_selfcheck 3 blocked "$probe"
+      bytes=${KP_PROXY_TCP_BYTES:-20000000}
+      run_echo proxied tcp "$bytes" 3
+      check_echo "UDP-blocked client over TCP"
+      [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
+      echo "proxy_server: a UDP-blocked client through the proxy over TCP: $bytes bytes each" \
+        "way, byte-exact, in $(json_field "$OUT" seconds) s"
+    fi
     ;;
   privacy)
     lab_site 1 consistent

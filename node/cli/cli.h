@@ -63,7 +63,8 @@ typedef struct kp_cli_net_s {
   "                          this relay over TCP (connections are relayed)\n"                      \
   "  --proxy [KEY@]HOST:PORT speak through this proxy (kadpunch proxy): peers\n"                   \
   "                          see its address, never this host's. KEY alone,\n"                     \
-  "                          or auto (any): a proxy announced on the DHT\n"                        \
+  "                          or auto (any): a proxy announced on the DHT;\n"                       \
+  "                          tcp:[KEY@]HOST:PORT: over TCP (UDP blocked)\n"                        \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */

@@ -8,7 +8,9 @@
 #   server    random <-> random; the server speaks through the proxy
 #             (`serve --proxy`), the client plain; a 100 MB echo. Then a
 #             client whose UDP is blocked (site 3) reaches the same
-#             proxied server through the proxy over TCP; a 20 MB echo
+#             proxied server through the proxy over TCP; a 20 MB echo;
+#             and `kadpunch connect --proxy` there finds UDP blocked and
+#             goes over TCP by itself
 #   privacy   consistent <-> consistent. The server is proxied: the
 #             client's host sees no packet to or from the server's own
 #             addresses (its router's public address, its LAN address),
@@ -69,8 +71,8 @@ start_public() {
 
 # serve in site 1 (through the proxy with "proxied"), then an echo of
 # $3 bytes from site $4 (default 2; through the proxy with "proxied", over
-# TCP with "tcp"); OUT: its JSON.
-run_echo() { # server-mode client-mode bytes [client-site]
+# TCP with "tcp"); OUT: its JSON. The server keeps running with "keep".
+run_echo() { # server-mode client-mode bytes [client-site] [keep]
   local px="" i site=${4:-2}
   [ "$1" = proxied ] && px="--proxy $PROXY"
   lab_server_key "$kadpunch"
@@ -91,7 +93,7 @@ run_echo() { # server-mode client-mode bytes [client-site]
     i=$((i + 1))
   done
   OUT=$(cat "$LAB_LOG/xfer.out")
-  lab_kill "$serve_pid"
+  [ "${5:-}" = keep ] || lab_kill "$serve_pid"
 }
 
 check_echo() { # what
@@ -148,11 +150,20 @@ case $scenario in
       lab_site 3 blocked
       lab_selfcheck 3 blocked "$probe"
       bytes=${KP_PROXY_TCP_BYTES:-20000000}
-      run_echo proxied tcp "$bytes" 3
+      run_echo proxied tcp "$bytes" 3 keep
       check_echo "UDP-blocked client over TCP"
       [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
       echo "proxy_server: a UDP-blocked client through the proxy over TCP: $bytes bytes each" \
         "way, byte-exact, in $(json_field "$OUT" seconds) s"
+      # The program: UDP gets 3 s, then the proxy over TCP.
+      ip netns exec "$LAB-h3" timeout 60 "$kadpunch" connect "$pk" --proxy $PROXY \
+        --bootstrap $BOOTSTRAP --json >"$LAB_LOG/connect.out" 2>"$LAB_LOG/connect.err" ||
+        fail "connect --proxy from the UDP-blocked site: $(cat "$LAB_LOG/connect.err")"
+      grep -q "trying it over TCP" "$LAB_LOG/connect.err" || fail "connect did not fall back to TCP"
+      OUT=$(cat "$LAB_LOG/connect.out")
+      [ "$(json_field "$OUT" strategy)" = proxied ] || fail "connect: not proxied: $OUT"
+      echo "proxy_server: kadpunch connect --proxy from the UDP-blocked site: over TCP, echoed"
+      lab_kill "$serve_pid"
     fi
     ;;
   privacy)

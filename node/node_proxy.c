@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A proxy on a node's socket (proxy/proxy.h is the state machine; this is
  * its libuv glue): session datagrams arrive on the node's socket (node.c
  * hands over the 0x58 class), each allocation is a UDP socket of its own

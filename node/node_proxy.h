@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The node's side of proxies (docs/protocol.md, "Proxying"): the glue of
  * a proxy running on a node (node_proxy.c, kp_proxy_service_t in
  * kadpunch.h), and a node's own way out through a proxy (node_proxy_link.c):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A node's way out through a proxy (node_proxy.h): one UDP socket to the
  * proxy carries the session (proxy/proxy_client.h), and every socket the
  * node opens is a channel of it, a virtual kp_udp_t whose datagrams leave

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The proxy's state machine (proxy.h; docs/protocol.md, "Proxying"). */
 #include "proxy/proxy.h"
 

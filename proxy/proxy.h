@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A proxy node (DESIGN.md, "fallback"; docs/protocol.md, "Proxying"): it
  * lends peers a public endpoint. A peer opens a Noise session to the
  * proxy's key and asks for allocations, each a UDP socket of the proxy's;

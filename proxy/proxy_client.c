@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A peer's session with its proxy (proxy_client.h). */
 #include "proxy/proxy_client.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A peer's end of its session with a proxy (docs/protocol.md, "Proxying"):
  * fetches the proxy's key when only its address is known, runs the Noise
  * handshake, opens and refreshes an allocation per channel the peer uses,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The proxy session's codec (proxy_msg.h; docs/protocol.md, "Proxying"). */
 #include "proxy/proxy_msg.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The session between a peer and its proxy (docs/protocol.md, "Proxying"):
  * the datagrams' codec, the sealed DATA bodies, and the replay window.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_proxy: what a proxy costs, as a printed table (docs/benchmarks.md,
  * "Proxying"), next to a direct and a relayed stream.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* --proxy auto and --proxy KEY: the proxy is looked up on the DHT (the
  * topic proxies announce under, docs/protocol.md "Proxying") from a plain
  * node first. That node shows this host's address to DHT nodes, never to

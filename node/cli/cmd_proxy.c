@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kadpunch proxy: a DHT member that lends peers a public endpoint (a
  * proxy, docs/protocol.md "Proxying"), blind, and says what it carries. */
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fuzz target: the proxy's codec and both ends of a session
  * (proxy/proxy_msg.h, proxy.h, proxy_client.h). Each input runs one proxy
  * with small tables and one client that has shaken hands with it, then a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Proxies on real sockets: a loopback testnet, a node running a proxy, and
  * connections by key where the client, the server or both speak through
  * it. Each carries 4 MiB byte-exact both ways (an echo); the proxied side's

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Proxies in the NAT lab (ctest nat.proxy_client, nat.proxy_server,
 # nat.proxy_privacy). The public side runs DHT nodes and a proxy
 # (`kadpunch proxy` on 203.0.113.14) and no relay at all.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The proxy (proxy/): its codec, the session between a peer and its proxy,
  * what an allocation may send and hear, each refusal with its reason,
  * forged and replayed messages, and a flood of sessions and allocations

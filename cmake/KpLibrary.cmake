@@ -7,7 +7,7 @@
 include(GNUInstallDirs)
 
 # Every internal archive, in link order (the node layer first).
-set(KP_INTERNAL_LIBS kp_node kp_holepunch kp_relay_uv kp_relay kp_stream_uv kp_stream kp_dht
+set(KP_INTERNAL_LIBS kp_node kp_proxy kp_holepunch kp_relay_uv kp_relay kp_stream_uv kp_stream kp_dht
                      kp_common_uv kp_common)
 
 # The system libraries the archives use; the shared library links them, the

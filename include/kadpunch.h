@@ -110,6 +110,15 @@ typedef struct kp_node_options_s {
    * the server keeps it, the client looks for a new path; nothing heard
    * for this long ends it (KP_EPEERDEAD). */
   unsigned resume_grace_ms;
+  /* Speak through this proxy ("ip:port", or "KEY@ip:port" to hold it to
+   * its key; docs/protocol.md "Proxying"): every socket of the node is an
+   * allocation of the proxy's, so peers and DHT nodes see the proxy's
+   * address and never this host's. The node is then an ephemeral DHT node
+   * at the proxy, and tells no peer its LAN addresses. */
+  const char *proxy;
+  /* The key the node shows its proxy (what its allow list names); NULL: a
+   * fresh one, for open proxies. Copied. */
+  const kp_keypair_t *proxy_identity;
 } kp_node_options_t;
 
 /* One node found by a query. */
@@ -492,6 +501,61 @@ KP_EXTERN int kp_node_connect_with(kp_node_t *node, const kp_keypair_t *self,
                                    const kp_connect_options_t *opts,
                                    const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb,
                                    void *arg);
+
+/* ---- Proxies ------------------------------------------------------------- */
+
+/* A proxy lends peers a public endpoint (docs/protocol.md, "Proxying";
+ * docs/architecture.md, "Proxies"): it runs on a node's socket, and each
+ * peer that opens a session to its key gets allocations, UDP sockets on
+ * the proxy's address that the peer's node runs on. Blind: it forwards the
+ * peers' sealed bytes unopened. */
+typedef struct kp_proxy_service_s kp_proxy_service_t;
+
+/* A proxy's limits (0 takes the default). */
+typedef struct kp_proxy_limits_s {
+  unsigned max_sessions;   /* peers at once: 256 */
+  unsigned max_allocs;     /* allocations (sockets) in all: 512 */
+  unsigned allocs_per_key; /* allocations one peer key may hold: 4 */
+  unsigned per_ip;         /* sessions, and allocations, one IP (IPv6 /64) may hold: 16 */
+  unsigned lifetime_s;     /* an allocation not refreshed ends after this: 600 */
+  unsigned max_lifetime_s; /* any allocation ends after this: 86400 */
+  uint64_t alloc_rate;     /* bytes/s per allocation, each way: 8 MiB/s (and a datagram
+                              per KiB of it per second) */
+  uint64_t alloc_quota;    /* bytes one allocation may carry in all: no quota */
+  uint64_t total_rate;     /* bytes/s through all allocations: 64 MiB/s */
+} kp_proxy_limits_t;
+
+typedef struct kp_proxy_service_options_s {
+  const kp_keypair_t *identity; /* the proxy's key (copied); NULL: a fresh one */
+  kp_proxy_limits_t limits;
+  /* Peer keys that may use it (allow_count of them, copied); NULL: anyone. */
+  const uint8_t (*allow)[KP_PUBLIC_KEY_LEN];
+  size_t allow_count;
+  /* Announce it on the DHT under the topic "kadpunch/proxies/v1" once the
+   * node is a member with a public address. */
+  bool announce;
+} kp_proxy_service_options_t;
+
+typedef struct kp_proxy_counters_s {
+  unsigned sessions, allocs;  /* now */
+  uint64_t welcomed, refused; /* sessions made; HELLOs and OPENs refused, every reason */
+  uint64_t forged, replayed;  /* session datagrams that did not open, or came again */
+  uint64_t sent, sent_bytes, received, received_bytes; /* through allocations */
+  uint64_t dropped; /* datagrams an allocation was not let send or pass on */
+} kp_proxy_counters_t;
+
+KP_EXTERN void kp_proxy_service_options_init(kp_proxy_service_options_t *opts);
+/* Runs a proxy on node's socket (node must outlive it, or close it: a node
+ * that closes closes its proxy first). Errors: UV_ENOMEM, UV_EBUSY (the node
+ * runs one already), UV_EINVAL. Loop thread only. */
+KP_EXTERN int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *opts,
+                                      kp_proxy_service_t **out);
+typedef void (*kp_proxy_service_close_cb)(kp_proxy_service_t *svc);
+/* Ends every session and allocation; cb (may be NULL) fires once, on a
+ * later tick, when every allocation's socket is closed. */
+KP_EXTERN void kp_proxy_service_close(kp_proxy_service_t *svc, kp_proxy_service_close_cb cb);
+KP_EXTERN void kp_proxy_service_counters(const kp_proxy_service_t *svc, kp_proxy_counters_t *out);
+KP_EXTERN const uint8_t *kp_proxy_service_key(const kp_proxy_service_t *svc);
 
 #ifdef __cplusplus
 }

@@ -479,6 +479,7 @@ typedef struct kp_connect_info_s {
   char service[KP_SERVICE_MAX + 1]; /* the service the client asked for ("": default) */
   bool has_device;                  /* client: the server told its device info */
   kp_device_info_t device;
+  kp_addr_t proxy; /* this node speaks through this proxy (unset: it does not) */
 } kp_connect_info_t;
 
 /* What a client asked for in its handshake, for the server's firewall. */

@@ -3,6 +3,8 @@
  * feeds datagrams and time to the DHT state machine and sends what it emits
  * (docs/architecture.md, "Three layers per protocol": this is the glue). */
 #include "node/node_internal.h"
+#include "node/node_proxy.h"
+#include "proxy/proxy_msg.h"
 #include "stream/uv/endpoint.h"
 #include "stream/stream_frame.h"
 #include "node/relay_service.h"
@@ -93,6 +95,10 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
   kp_node_t *node = udp->data;
   /* A relay's paired peers first: their datagrams are not ours to read. */
   if (node->relay_service && kp_relay_service_input(node->relay_service, from, data, len)) return;
+  if (node->proxy_svc && kp_proxy_is_packet(data, len)) {
+    kp__proxy_service_input(node->proxy_svc, from, data, len);
+    return;
+  }
   if (kp_dht_msg_is_control(data, len)) {
     kp_dht_recv(node->dht, from, data, len, now_ms(node));
     kp__node_rearm(node);
@@ -183,17 +189,18 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
    * to queue them. The kernel caps this at net.core.rmem_max and charges
    * only what is queued. */
   kp_udp_options_t sock_opts = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
-  err = opts->tcp_relay ? kp__node_tunnel_open(node, opts->tcp_relay)
-                        : kp_udp_init(loop, &node->sock, &cfg.local, &sock_opts);
+  err = opts->proxy       ? kp__node_proxy_open(node, opts, &cfg.local)
+        : opts->tcp_relay ? kp__node_tunnel_open(node, opts->tcp_relay)
+                          : kp_udp_init(loop, &node->sock, &cfg.local, &sock_opts);
   if (err) {
     kp_free(node);
     return err;
   }
   node->sock.data = node;
   node->open_handles |= OPEN_SOCK;
-  if (node->tunnel) {
-    /* Through a relay's allocation: never a member, no second port, and
-     * no path but that relay. */
+  if (node->tunnel || node->proxy_link) {
+    /* Through a relay's or a proxy's allocation: never a member, no
+     * second port. */
     cfg.mode = KP_NODE_EPHEMERAL;
   } else {
     kp_addr_t alt_bind = node->sock.local;
@@ -234,7 +241,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   kp_socket_pool_io(node->sockets, &hp_io);
 
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
-  if (!node->tunnel) set_lan_addrs(node);
+  if (!node->tunnel && !node->proxy_link) set_lan_addrs(node); /* a proxied node tells none */
   if (opts->relay_count &&
       (err = kp__node_relay_set_explicit(node, opts->relays, opts->relay_count)))
     goto fail;
@@ -388,10 +395,13 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 /* ---- Close --------------------------------------------------------------- */
 
 void kp__node_maybe_finish_close(kp_node_t *node) {
-  if (node->open_handles || node->dns || node->sockets || node->relay_service) return;
+  if (node->open_handles || node->dns || node->sockets || node->relay_service || node->proxy_svc)
+    return;
   /* Every channel is closed: the relay connection can go. */
   if (node->tunnel) kp_tunnel_close(node->tunnel);
   node->tunnel = NULL;
+  if (node->proxy_link) kp_proxy_link_close(node->proxy_link);
+  node->proxy_link = NULL;
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
   kp__node_conns_forget(node);
@@ -454,6 +464,7 @@ static void start_close(kp_node_t *node) {
   if (node->open_handles & OPEN_ALT) kp_udp_close(&node->alt, on_udp_closed);
   if (node->relay_service)
     kp_relay_service_close(node->relay_service, on_relay_service_closed, node);
+  if (node->proxy_svc) kp_proxy_service_close(node->proxy_svc, NULL);
   /* Last: with no socket open the pool is gone at once, and so may be the
    * node. */
   if (node->sockets) kp_socket_pool_close(node->sockets, on_sockets_closed, node);

@@ -9,6 +9,7 @@
 #include "common/alloc.h"
 #include "common/ratelimit.h"
 #include "node/node_internal.h"
+#include "node/node_proxy.h"
 #include "stream/uv/endpoint.h"
 
 #define SERVER_CONNS_PER_KEY 32
@@ -43,6 +44,7 @@ typedef struct connect_s {
 static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect_info_t *info) {
   memset(info, 0, sizeof(*info));
   info->relay_tcp = node->tunnel && r->strategy == KP_PUNCH_RELAYED;
+  if (node->proxy_link) info->proxy = *kp_proxy_link_addr(node->proxy_link);
   memcpy(info->remote_key, r->remote_key, KP_PUBLIC_KEY_LEN);
   info->local_nat = r->local_nat;
   info->remote_nat = r->remote_nat;

@@ -81,6 +81,10 @@ struct kp_node_s {
   bool closing;
   unsigned open_handles; /* OPEN_* bits of what still needs closing */
   kp_node_close_cb close_cb;
+  /* Proxies (node_proxy.c, node_proxy_link.c): the one this node runs,
+   * and the one it speaks through (every socket a channel of it). */
+  kp_proxy_service_t *proxy_svc;
+  struct kp_proxy_link_s *proxy_link;
 };
 
 /* The DHT state machine of a node (for tools and tests). */

@@ -7,6 +7,7 @@
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
+#include "node/node_proxy.h"
 #include "node/relay_service.h"
 #include "relay/uv/tunnel.h"
 
@@ -30,14 +31,16 @@ static bool record_addr(const kp_record_t *rec, kp_addr_t *out) {
  * that names any other would steer peers' PAIRs at someone who never
  * offered to relay (or at an attacker's relay from an address that is not
  * its own). Only what the announcer's own source address vouches for is
- * stored, so it is all a lookup can find. */
+ * stored, so it is all a lookup can find. Proxies announce the same way
+ * (node_proxy.c), under their own topic. */
 bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
                            const kp_addr_t *origin) {
-  uint8_t relays[KP_ID_LEN];
+  uint8_t relays[KP_ID_LEN], proxies[KP_ID_LEN];
   kp_addr_t named;
   (void)ctx;
   kp__node_relay_target(relays);
-  if (memcmp(target, relays, KP_ID_LEN)) return true;
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, proxies);
+  if (memcmp(target, relays, KP_ID_LEN) && memcmp(target, proxies, KP_ID_LEN)) return true;
   return record_addr(rec, &named) && kp_addr_eq(&named, origin);
 }
 

@@ -9,6 +9,7 @@
 #include "stream/stream_frame.h"
 #include "relay/relay.h"
 #include "relay/uv/tunnel.h"
+#include "node/node_proxy.h"
 
 /* A won socket outlives its last connection by the holepunch linger, when
  * the state machine may still send a probe on it. */
@@ -101,8 +102,9 @@ static void *xsock_open(void *ctx) {
   kp_addr_t any = node->sock.local;
   memset(&any.ip, 0, sizeof(any.ip));
   any.port = 0;
-  if (node->tunnel ? kp_tunnel_socket(node->tunnel, &x->udp)
-                   : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
+  if (node->proxy_link ? kp_proxy_link_socket(node->proxy_link, &x->udp)
+      : node->tunnel   ? kp_tunnel_socket(node->tunnel, &x->udp)
+                       : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
     /* Out of descriptors, most likely: the punch goes on with fewer. */
     kp_free(x);
     return NULL;

@@ -16,7 +16,7 @@ _kadpunch() {
   COMPREPLY=()
   cur="${COMP_WORDS[COMP_CWORD]}"
   prev="${COMP_WORDS[COMP_CWORD-1]}"
-  local commands="demo dht-node keygen announce lookup put get serve connect pair invite daemon relay status ping ssh-config version"
+  local commands="demo dht-node keygen announce lookup put get serve connect pair invite daemon relay proxy status ping ssh-config version"
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help --version -h -V" -- "$cur"))
     return

@@ -13,7 +13,7 @@ function __kadpunch_hosts
     kadpunch ssh-config 2>/dev/null | string replace -rf '^Host ' ''
 end
 
-set -l kp_commands demo dht-node keygen announce lookup put get serve connect pair invite daemon relay status ping ssh-config version
+set -l kp_commands demo dht-node keygen announce lookup put get serve connect pair invite daemon relay proxy status ping ssh-config version
 complete -c kadpunch -f
 complete -c kadpunch -n "not __fish_seen_subcommand_from $kp_commands" -a "$kp_commands"
 complete -c kadpunch -n "__fish_seen_subcommand_from $kp_commands" -a "(__kadpunch_options)"

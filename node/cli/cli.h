@@ -25,6 +25,7 @@ int kp_cli_lookup(int argc, char **argv);
 int kp_cli_put(int argc, char **argv);
 int kp_cli_get(int argc, char **argv);
 int kp_cli_relay(int argc, char **argv);
+int kp_cli_proxy(int argc, char **argv);
 int kp_cli_serve(int argc, char **argv);
 int kp_cli_connect(int argc, char **argv);
 int kp_cli_ssh_config(int argc, char **argv);
@@ -60,6 +61,8 @@ typedef struct kp_cli_net_s {
   bool relay_only;        /* kadpunch connect --relay-only */
   const char *tcp_relay;  /* --tcp-relay: UDP is blocked, go through it over TCP */
   kp_relay_limits_t relay_limits;
+  const char *proxy;            /* --proxy: speak through this proxy */
+  const kp_keypair_t *identity; /* the key shown to the proxy (NULL: a fresh one) */
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
@@ -74,6 +77,10 @@ typedef struct kp_cli_net_s {
   "                          over TCP (its UDP port number)\n"                                     \
   "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
   "                          this relay over TCP (connections are relayed)\n"                      \
+  "  --proxy [KEY@]HOST:PORT speak through this proxy (kadpunch proxy): peers\n"                   \
+  "                          see its address, never this host's. KEY alone,\n"                     \
+  "                          or auto (any): a proxy announced on the DHT;\n"                       \
+  "                          tcp:[KEY@]HOST:PORT: over TCP (UDP blocked)\n"                        \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
@@ -82,13 +89,15 @@ enum {
   KP_CLI_OPT_BOOTSTRAP,
   KP_CLI_OPT_LOG,
   KP_CLI_OPT_RELAY,
-  KP_CLI_OPT_TCP_RELAY
+  KP_CLI_OPT_TCP_RELAY,
+  KP_CLI_OPT_PROXY
 };
 #define KP_CLI_NET_OPTIONS                                                                         \
   {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
       {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP},                                   \
       {"relay", required_argument, 0, KP_CLI_OPT_RELAY},                                           \
-      {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY}, {                                 \
+      {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY},                                   \
+      {"proxy", required_argument, 0, KP_CLI_OPT_PROXY}, {                                         \
     "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
   }
 
@@ -117,6 +126,11 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
  * signal arrives; false on timeout. timeout_ms 0: no limit. */
 bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
                         unsigned timeout_ms);
+/* --proxy auto or KEY (cli_proxy_find.c): whether proxy names one to look
+ * up on the DHT; the lookup (from a plain node), writing "KEY@ADDR:PORT"
+ * to out. 0, or an exit code after saying why. */
+bool kp_cli_proxy_by_dht(const char *proxy);
+int kp_cli_proxy_find(const kp_cli_net_t *net, const char *cmd, char *out, size_t cap);
 /* Closes the node and the loop. Returns 0, or KP_EXIT_FAIL if the loop did
  * not close cleanly. */
 int kp_cli_session_close(kp_cli_session_t *s);

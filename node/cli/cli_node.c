@@ -39,6 +39,7 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
       net->relays[net->relay_count++] = arg;
       return 0;
     case KP_CLI_OPT_TCP_RELAY: net->tcp_relay = arg; return 0;
+    case KP_CLI_OPT_PROXY: net->proxy = arg; return 0;
     case KP_CLI_OPT_LOG:
       if (kp_log_level_parse(arg, &net->log_level))
         return kp_cli_usage_error(cmd, "unknown log level '%s'", arg);
@@ -82,12 +83,15 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   o.relay_only = net->relay_only;
   o.relay_limits = net->relay_limits;
   o.tcp_relay = tcp_relay;
+  o.proxy = tcp_relay ? NULL : net->proxy;
+  o.proxy_identity = net->identity;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {
     fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd,
             tcp_relay ? tcp_relay : net->bind,
-            err == KP_EBADADDR && count ? "invalid --bind, --bootstrap or --tcp-relay address"
-                                        : kp_strerror(err));
+            err == KP_EBADADDR && count
+                ? "invalid --bind, --bootstrap, --tcp-relay or --proxy address"
+                : kp_strerror(err));
     kp_prog_session_close(s, "kadpunch");
     return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
   }
@@ -108,8 +112,38 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   return 0;
 }
 
-int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd) {
+int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net_in, const char *cmd) {
   bool no_dht;
+  kp_cli_net_t found;
+  char proxy[KP_KEY_TEXT_LEN + KP_ADDR_STRLEN + 2];
+  const kp_cli_net_t *net = net_in;
+  if (net_in->proxy && kp_cli_proxy_by_dht(net_in->proxy)) {
+    int rc = kp_cli_proxy_find(net_in, cmd, proxy, sizeof(proxy));
+    if (rc) return rc;
+    found = *net_in;
+    found.proxy = proxy;
+    net = &found;
+  }
+  if (net->proxy && strncmp(net->proxy, "tcp:", 4)) {
+    /* Through a proxy over UDP for 3 s, then over TCP (UDP blocked). */
+    int rc = session_try(s, net, cmd, NULL, 3000, &no_dht);
+    if (!rc || !no_dht) return rc;
+    char over_tcp[sizeof(proxy) + 4];
+    snprintf(over_tcp, sizeof(over_tcp), "tcp:%s", net->proxy);
+    fprintf(stderr,
+            "kadpunch %s: no DHT node answered through proxy %s over UDP in 3 s; trying it "
+            "over TCP\n",
+            cmd, net->proxy);
+    kp_cli_net_t tcp_net = *net;
+    tcp_net.proxy = over_tcp;
+    rc = session_try(s, &tcp_net, cmd, NULL, 10000, &no_dht);
+    if (rc && no_dht)
+      fprintf(stderr,
+              "kadpunch %s: no DHT node answered within 10 s through proxy %s over UDP or TCP "
+              "(bootstrap: %s); check that the proxy runs and its ports are reachable\n",
+              cmd, net->proxy, net->bootstrap);
+    return rc;
+  }
   const char *tcp = net->tcp_relay;
   /* With a relay to fall back on, UDP gets 3 s to show it works. */
   bool fallback = !tcp && net->relay_count && !net->run_relay;

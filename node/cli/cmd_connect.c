@@ -20,6 +20,10 @@ void kp_cli_print_info(FILE *out, const kp_connect_info_t *info, bool client) {
           kp_nat_type_name(info->remote_nat));
   fprintf(out, "  path        %s%s to %s (handshake via %s)\n", kp_punch_name(info->punch),
           info->relay_tcp ? " over TCP" : "", path, relay);
+  if (info->proxy.family) {
+    char proxy[KP_ADDR_STRLEN];
+    fprintf(out, "  proxied via %s\n", kp_addr_format(&info->proxy, proxy, sizeof(proxy)));
+  }
   if (client)
     fprintf(out, "  phases      lookup %u ms, handshake %u ms, punch %u ms (%u datagrams)\n",
             info->lookup_ms, info->handshake_ms, info->punch_ms, info->datagrams);
@@ -34,15 +38,17 @@ void kp_cli_print_connect_error(const char *key, int status, const kp_connect_in
 }
 
 static void print_info_json(const kp_connect_info_t *info, const char *key) {
-  char path[KP_ADDR_STRLEN], relay[KP_ADDR_STRLEN] = "";
+  char path[KP_ADDR_STRLEN], relay[KP_ADDR_STRLEN] = "", proxy[KP_ADDR_STRLEN] = "";
   kp_addr_format(&info->path, path, sizeof(path));
   if (info->relay.family) kp_addr_format(&info->relay, relay, sizeof(relay));
-  printf("\"peer\":\"%s\",\"local_nat\":\"%s\",\"remote_nat\":\"%s\",\"path\":\"%s\","
-         "\"strategy\":\"%s\",\"relay\":\"%s\",\"lookup_ms\":%u,\"handshake_ms\":%u,"
-         "\"punch_ms\":%u,\"datagrams\":%u,\"relay_tcp\":%s",
-         key, kp_nat_type_name(info->local_nat), kp_nat_type_name(info->remote_nat), path,
-         kp_punch_name(info->punch), relay, info->lookup_ms, info->handshake_ms, info->punch_ms,
-         info->datagrams, info->relay_tcp ? "true" : "false");
+  if (info->proxy.family) kp_addr_format(&info->proxy, proxy, sizeof(proxy));
+  printf(
+      "\"proxy\":\"%s\",\"peer\":\"%s\",\"local_nat\":\"%s\",\"remote_nat\":\"%s\",\"path\":\"%s\","
+      "\"strategy\":\"%s\",\"relay\":\"%s\",\"lookup_ms\":%u,\"handshake_ms\":%u,"
+      "\"punch_ms\":%u,\"datagrams\":%u,\"relay_tcp\":%s",
+      proxy, key, kp_nat_type_name(info->local_nat), kp_nat_type_name(info->remote_nat), path,
+      info->proxy.family ? "proxied" : kp_punch_name(info->punch), relay, info->lookup_ms,
+      info->handshake_ms, info->punch_ms, info->datagrams, info->relay_tcp ? "true" : "false");
 }
 
 /* ---- connect ---------------------------------------------------------------------------- */
@@ -315,7 +321,9 @@ static int connect_echo(connect_t *st, const kp_cli_connect_args_t *a) {
   int rc;
   if ((rc = kp_cli_identity(key_path, &kp, "connect"))) return rc;
   kp_cli_session_t s;
-  if ((rc = kp_cli_session_open(&s, net, "connect"))) {
+  kp_cli_net_t with_key = *net;
+  with_key.identity = &kp; /* what a proxy sees */
+  if ((rc = kp_cli_session_open(&s, &with_key, "connect"))) {
     kp_keypair_wipe(&kp);
     return rc;
   }

@@ -21,7 +21,7 @@ static const char daemon_help[] =
     "\n"
     "Runs `kadpunch serve` as a long-lived service, configured by FILE: one\n"
     "`name = value` per line, '#' comments. Every serve option is a name\n"
-    "(bootstrap, bind, relay, tcp-relay, forward, forward-udp, socks-allow,\n"
+    "(bootstrap, bind, relay, tcp-relay, proxy, forward, forward-udp, socks-allow,\n"
     "udp-idle, allow, allow-file, name, info, log; forward, forward-udp,\n"
     "socks-allow, allow and relay repeat; socks = yes for --socks), plus:\n"
     "  state = DIR     the state directory (default /var/lib/kadpunch): the key\n"
@@ -50,7 +50,7 @@ static const char daemon_help[] =
 static const char *const known[] = {"bootstrap", "bind",        "relay",       "tcp-relay",
                                     "forward",   "forward-udp", "socks-allow", "udp-idle",
                                     "allow",     "allow-file",  "name",        "info",
-                                    "log",       "control",     "metrics"};
+                                    "log",       "control",     "metrics",     "proxy"};
 
 void kp_cli_daemon_config_free(kp_cli_daemon_cfg_t *c) {
   for (int i = 0; i < c->argc; i++) free(c->argv[i]);

@@ -273,6 +273,7 @@ int kp_cli_connect_listen(kp_cli_connect_args_t *a) {
   if (!l) return KP_EXIT_FAIL;
   l->a = a;
   int rc = kp_cli_identity(a->key_path, &l->kp, "connect");
+  a->net.identity = &l->kp; /* what a proxy sees */
   if (!rc && (rc = kp_cli_session_open(&l->s, &a->net, "connect"))) kp_keypair_wipe(&l->kp);
   if (rc) {
     free(l);

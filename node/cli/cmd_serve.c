@@ -713,6 +713,7 @@ static int serve_run(serve_t *sv) {
     return kp_cli_usage_error(sv->cmd, "--state %s: not a writable directory", sv->state);
   if ((rc = kp_cli_identity(sv->key_path, &kp, sv->cmd))) return rc;
   memcpy(sv->public_key, kp.public_key, KP_PUBLIC_KEY_LEN);
+  sv->net.identity = &kp; /* what a proxy sees */
   if ((rc = kp_cli_session_open(&sv->s, &sv->net, sv->cmd))) {
     kp_keypair_wipe(&kp);
     return rc;

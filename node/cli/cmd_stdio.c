@@ -97,6 +97,7 @@ int kp_cli_connect_stdio(kp_cli_connect_args_t *a) {
   kp_cli_session_t s;
   int rc = kp_cli_identity(a->key_path, &kp, "connect");
   if (rc) return rc;
+  a->net.identity = &kp; /* what a proxy sees */
   if ((rc = kp_cli_session_open(&s, &a->net, "connect"))) {
     kp_keypair_wipe(&kp);
     return rc;

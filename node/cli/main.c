@@ -24,6 +24,7 @@ static const kp_cli_command_t commands[] = {
      kp_cli_status},
     {"ping", "is a peer reachable, by which path, how far (any server)", kp_cli_ping},
     {"ssh-config", "print ssh_config blocks for the config file's named hosts", kp_cli_ssh_config},
+    {"proxy", "run a proxy that lends peers a public endpoint", kp_cli_proxy},
 };
 
 static void usage(FILE *out) {

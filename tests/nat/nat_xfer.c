@@ -10,7 +10,8 @@
  * then, MS: since the transfer began). At the end one JSON line on stdout: whether every byte came
  * back exact, the strategy it connected with, how many moves, and the longest gap between two reads
  * (the stall a user would notice). Every wait is bounded: the whole run gives up after 120 s. Exit
- * 0 only if the echo was complete and exact. */
+ * 0 only if the echo was complete and exact. With $KP_XFER_PROXY ([KEY@]ADDR:PORT) the node speaks
+ * through that proxy (it connects once the DHT answers through it), and the JSON says so. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,36 @@ static void on_give_up(uv_timer_t *t) {
   finish(t->data, UV_ETIMEDOUT);
 }
 
+typedef struct start_s {
+  xfer_t *x;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  uv_timer_t timer;
+} start_t;
+
+static void start_connect(xfer_t *x, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  kp_keypair_t self;
+  kp_keypair_generate(&self);
+  kp_conn_callbacks_t cb = {.on_close = on_close, .on_path = on_path};
+  int err = kp_node_connect(x->node, &self, key, &cb, on_connected, x);
+  kp_keypair_wipe(&self);
+  if (err) finish(x, err);
+}
+
+/* Through a proxy the node's first DHT requests wait for the session and
+ * its allocation: connect once the DHT has answered. */
+static void on_start_poll(uv_timer_t *t) {
+  start_t *s = t->data;
+  kp_node_stats_t st;
+  if (s->x->done) {
+    uv_close((uv_handle_t *)t, NULL);
+    return;
+  }
+  kp_node_stats(s->x->node, &st);
+  if (!st.responses_in) return;
+  uv_close((uv_handle_t *)t, NULL);
+  start_connect(s->x, s->key);
+}
+
 int main(int argc, char **argv) {
   uint8_t key[KP_PUBLIC_KEY_LEN];
   if (argc != 4 || kp_key_from_text(argv[1], key)) {
@@ -172,6 +203,7 @@ int main(int argc, char **argv) {
   o.bootstrap = boot;
   o.bootstrap_count = 1;
   o.mode = KP_NODE_EPHEMERAL;
+  o.proxy = getenv("KP_XFER_PROXY");
   int err = kp_node_create(loop, &o, &x.node);
   if (err) {
     fprintf(stderr, "nat_xfer: %s\n", kp_strerror(err));
@@ -180,20 +212,26 @@ int main(int argc, char **argv) {
   uv_timer_init(loop, &x.give_up);
   x.give_up.data = &x;
   uv_timer_start(&x.give_up, on_give_up, GIVE_UP_MS, 0);
-  kp_keypair_t self;
-  kp_keypair_generate(&self);
-  kp_conn_callbacks_t cb = {.on_close = on_close, .on_path = on_path};
-  err = kp_node_connect(x.node, &self, key, &cb, on_connected, &x);
-  kp_keypair_wipe(&self);
-  if (err) finish(&x, err);
+  start_t start = {.x = &x};
+  memcpy(start.key, key, sizeof(key));
+  if (o.proxy) {
+    uv_timer_init(loop, &start.timer);
+    start.timer.data = &start;
+    uv_timer_start(&start.timer, on_start_poll, 50, 50);
+  } else {
+    start_connect(&x, key);
+  }
   uv_run(loop, UV_RUN_DEFAULT);
   double secs = x.started_us ? (double)(x.last_read_us - x.started_us) / 1e6 : 0;
   bool ok = !x.status && x.echoed == x.total && !x.mismatches;
-  printf("{\"ok\":%s,\"error\":\"%s\",\"strategy\":\"%s\",\"bytes\":%" PRIu64
+  char proxy[KP_ADDR_STRLEN] = "";
+  if (x.info.proxy.family) kp_addr_format(&x.info.proxy, proxy, sizeof(proxy));
+  printf("{\"ok\":%s,\"proxy\":\"%s\",\"error\":\"%s\",\"strategy\":\"%s\",\"bytes\":%" PRIu64
          ",\"mismatches\":%" PRIu64 ",\"moves\":%u,\"direct_moves\":%u,\"max_stall_ms\":%" PRIu64
          ",\"seconds\":%.2f}\n",
-         ok ? "true" : "false", x.status ? kp_err_name(x.status) : "", kp_punch_name(x.info.punch),
-         x.echoed, x.mismatches, x.moves, x.direct_moves, x.max_gap_us / 1000, secs);
+         ok ? "true" : "false", proxy, x.status ? kp_err_name(x.status) : "",
+         x.info.proxy.family ? "proxied" : kp_punch_name(x.info.punch), x.echoed, x.mismatches,
+         x.moves, x.direct_moves, x.max_gap_us / 1000, secs);
   uv_loop_close(loop);
   return ok ? 0 : 1;
 }

@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT */
+/* A proxy on a node's socket (proxy/proxy.h is the state machine; this is
+ * its libuv glue): session datagrams arrive on the node's socket (node.c
+ * hands over the 0x58 class), each allocation is a UDP socket of its own
+ * on the node's address, one timer ends what expired, and the proxy is
+ * announced on the DHT like a relay. An object with its own lifecycle:
+ * kp_proxy_service_create / kp_proxy_service_close. */
+#include <string.h>
+
+#include "common/alloc.h"
+#include "node/node_internal.h"
+#include "node/node_proxy.h"
+#include "proxy/proxy.h"
+#include "relay/uv/tunnel.h"
+
+#define TICK_MS 1000
+/* The TCP port (the UDP port's number), for peers whose UDP is blocked:
+ * each link carries one peer's session datagrams as DATA frames on
+ * channel 0 of the relay tunnel's framing (relay/tunnel.h). */
+#define TCP_BACKLOG 64
+#define TCP_LINKS 256
+#define TCP_LINKS_PER_IP 16
+#define LINK_STALL_MS 10000
+
+typedef struct plink_s {
+  kp_tunnel_io_t io;
+  struct kp_proxy_service_s *svc;
+  struct plink_s *next;
+  kp_addr_t peer;
+  bool closing;
+} plink_t;
+
+typedef struct alloc_sock_s {
+  kp_udp_t udp;
+  kp_proxy_service_t *svc;
+  unsigned slot;
+} alloc_sock_t;
+
+struct kp_proxy_service_s {
+  kp_node_t *node;
+  kp_proxy_t *px;
+  kp_keypair_t kp;
+  uv_timer_t timer;
+  bool timer_open, closing, announce;
+  kp_announce_t *announced;
+  alloc_sock_t **socks; /* by slot */
+  unsigned max_allocs, socks_closing;
+  kp_proxy_service_close_cb close_cb;
+  uv_tcp_t tcp;
+  bool tcp_open;
+  plink_t *links;
+  unsigned link_count, links_closing;
+  uint64_t tcp_refused, tcp_drops;
+};
+
+void kp_proxy_service_options_init(kp_proxy_service_options_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->announce = true;
+}
+
+static plink_t *link_of(kp_proxy_service_t *svc, const kp_addr_t *peer) {
+  for (plink_t *l = svc->links; l; l = l->next)
+    if (kp_addr_eq(&l->peer, peer)) return l;
+  return NULL;
+}
+
+static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
+  kp_proxy_service_t *svc = ctx;
+  if (svc->node->closing) return;
+  plink_t *l = svc->links ? link_of(svc, to) : NULL;
+  if (!l) {
+    kp_udp_send(&svc->node->sock, to, data, len);
+    return;
+  }
+  kp_tunnel_frame_t f = {.type = KP_TUNNEL_DATA, .addr = *to, .data = data, .len = len};
+  if (l->closing || !kp_tunnel_io_send(&l->io, &f)) svc->tcp_drops++;
+}
+
+static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  alloc_sock_t *s = udp->data;
+  kp_proxy_service_t *svc = s->svc;
+  if (svc->closing) return;
+  /* What it passes on leaves on the node's socket: one batch. */
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&svc->node->sock, &batch);
+  kp_proxy_alloc_input(svc->px, s->slot, from, data, len, kp__node_now(svc->node));
+  kp_udp_batch_end(&svc->node->sock, &batch);
+}
+
+static int px_alloc_open(void *ctx, unsigned slot, kp_addr_t *bound) {
+  kp_proxy_service_t *svc = ctx;
+  if (svc->closing || svc->socks[slot]) return UV_EBUSY;
+  alloc_sock_t *s = kp_calloc(1, sizeof(*s));
+  if (!s) return UV_ENOMEM;
+  kp_addr_t any = svc->node->sock.local;
+  any.port = 0;
+  int err = kp_udp_init(svc->node->loop, &s->udp, &any, NULL);
+  if (err) {
+    kp_free(s);
+    return err;
+  }
+  s->svc = svc;
+  s->slot = slot;
+  s->udp.data = s;
+  kp_udp_enable_gro(&s->udp);
+  kp_udp_recv_start(&s->udp, on_alloc_datagram);
+  svc->socks[slot] = s;
+  *bound = s->udp.local;
+  return 0;
+}
+
+static void px_alloc_send(void *ctx, unsigned slot, const kp_addr_t *to, const uint8_t *data,
+                          size_t len) {
+  kp_proxy_service_t *svc = ctx;
+  if (svc->socks[slot]) kp_udp_send(&svc->socks[slot]->udp, to, data, len);
+}
+
+static void maybe_done(kp_proxy_service_t *svc);
+
+static void on_sock_closed(kp_udp_t *udp) {
+  alloc_sock_t *s = udp->data;
+  kp_proxy_service_t *svc = s->svc;
+  kp_free(s);
+  svc->socks_closing--;
+  maybe_done(svc);
+}
+
+static void px_alloc_close(void *ctx, unsigned slot) {
+  kp_proxy_service_t *svc = ctx;
+  alloc_sock_t *s = svc->socks[slot];
+  if (!s) return;
+  svc->socks[slot] = NULL;
+  svc->socks_closing++;
+  kp_udp_close(&s->udp, on_sock_closed);
+}
+
+/* ---- The TCP port --------------------------------------------------------------------------- */
+
+static plink_t *plink_of(kp_tunnel_io_t *io) {
+  return (plink_t *)((char *)io - offsetof(plink_t, io));
+}
+
+static void on_link_closed(kp_tunnel_io_t *io) {
+  plink_t *l = plink_of(io);
+  kp_proxy_service_t *svc = l->svc;
+  kp_free(l);
+  svc->links_closing--;
+  maybe_done(svc);
+}
+
+static void link_close(plink_t *l) {
+  kp_proxy_service_t *svc = l->svc;
+  if (l->closing) return;
+  l->closing = true;
+  uv_read_stop((uv_stream_t *)&l->io.tcp);
+  l->io.ended = true;
+  for (plink_t **p = &svc->links; *p; p = &(*p)->next) {
+    if (*p == l) {
+      *p = l->next;
+      break;
+    }
+  }
+  svc->link_count--;
+  svc->links_closing++;
+  /* Its sessions cannot be answered any more (a peer that dials again
+   * comes from another port and makes a new one). */
+  if (svc->px) kp_proxy_forget(svc->px, &l->peer);
+  kp_tunnel_io_close(&l->io, on_link_closed);
+}
+
+static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
+  plink_t *l = plink_of(io);
+  kp_proxy_service_t *svc = l->svc;
+  if (l->closing || svc->closing) return false;
+  if (f->type == KP_TUNNEL_DATA && f->channel == 0) {
+    kp_udp_batch_t batch;
+    kp_udp_batch_begin(&svc->node->sock, &batch);
+    kp_proxy_input(svc->px, &l->peer, f->data, f->len, kp__node_now(svc->node));
+    kp_udp_batch_end(&svc->node->sock, &batch);
+  }
+  if (io->overflow) { /* our answers found no room: the peer does not read */
+    link_close(l);
+    return false;
+  }
+  return true;
+}
+
+static void on_link_end(kp_tunnel_io_t *io, int status) {
+  (void)status;
+  link_close(plink_of(io));
+}
+
+static void on_refused_closed(uv_handle_t *h) {
+  kp_free(h);
+}
+
+static unsigned links_from(const kp_proxy_service_t *svc, const kp_addr_t *peer) {
+  unsigned n = 0;
+  for (const plink_t *l = svc->links; l; l = l->next)
+    n += l->peer.family == peer->family &&
+         !memcmp(l->peer.ip, peer->ip, peer->family == KP_AF_INET ? 4 : 8);
+  return n;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  kp_proxy_service_t *svc = server->data;
+  if (status || svc->closing) return;
+  plink_t *l = kp_calloc(1, sizeof(*l));
+  if (!l || kp_tunnel_io_init(svc->node->loop, &l->io)) {
+    /* Accept and drop it anyway: libuv polls the listener again only
+     * after an accept. */
+    kp_free(l);
+    uv_tcp_t *t = kp_malloc(sizeof(*t));
+    svc->tcp_refused++;
+    if (!t || uv_tcp_init(svc->node->loop, t)) {
+      kp_free(t);
+      return;
+    }
+    uv_accept(server, (uv_stream_t *)t);
+    uv_close((uv_handle_t *)t, on_refused_closed);
+    return;
+  }
+  l->svc = svc;
+  l->io.on_frame = on_frame;
+  l->io.on_end = on_link_end;
+  l->next = svc->links;
+  svc->links = l;
+  svc->link_count++;
+  struct sockaddr_storage ss;
+  int slen = sizeof(ss);
+  bool accepted = !uv_accept(server, (uv_stream_t *)&l->io.tcp) &&
+                  !uv_tcp_getpeername(&l->io.tcp, (struct sockaddr *)&ss, &slen) &&
+                  !kp_addr_from_sockaddr(&l->peer, (struct sockaddr *)&ss);
+  if (!accepted || kp_tunnel_io_start(&l->io) || svc->link_count > TCP_LINKS ||
+      links_from(svc, &l->peer) > TCP_LINKS_PER_IP) {
+    svc->tcp_refused++;
+    link_close(l);
+  }
+}
+
+static int tcp_start(kp_proxy_service_t *svc) {
+  struct sockaddr_storage ss;
+  kp_addr_to_sockaddr(&svc->node->sock.local, &ss);
+  int err = uv_tcp_init(svc->node->loop, &svc->tcp);
+  if (err) return err;
+  svc->tcp.data = svc;
+  svc->tcp_open = true;
+  err = uv_tcp_bind(&svc->tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)&svc->tcp, TCP_BACKLOG, on_connection);
+  return err;
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  kp_proxy_service_t *svc = h->data;
+  svc->tcp_open = false;
+  maybe_done(svc);
+}
+
+static void sweep_links(kp_proxy_service_t *svc) {
+  for (plink_t *l = svc->links, *next; l; l = next) {
+    next = l->next;
+    if (kp_tunnel_io_stalled(&l->io, LINK_STALL_MS)) link_close(l);
+  }
+}
+
+/* ---- Announcing ------------------------------------------------------------------------------ */
+
+static void announce(kp_proxy_service_t *svc) {
+  kp_addr_t pub;
+  kp_node_t *node = svc->node;
+  if (!svc->announce || svc->announced || !kp_node_is_member(node) ||
+      kp_node_public_addr(node, &pub))
+    return;
+  kp_proxy_set_local(svc->px, &node->sock.local, &pub);
+  char text[KP_ADDR_STRLEN];
+  kp_addr_format(&pub, text, sizeof(text));
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, target);
+  int err = kp_node_announce(node, target, &svc->kp, text, strlen(text), NULL, &svc->announced);
+  if (err) KP_WARN(&node->log, "announcing the proxy: %s", kp_strerror(err));
+}
+
+static void on_timer(uv_timer_t *t) {
+  kp_proxy_service_t *svc = t->data;
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&svc->node->sock, &batch);
+  kp_proxy_tick(svc->px, kp__node_now(svc->node));
+  kp_udp_batch_end(&svc->node->sock, &batch);
+  sweep_links(svc);
+  announce(svc);
+}
+
+/* ---- Lifecycle ------------------------------------------------------------------------------- */
+
+static kp_proxy_config_t config_of(const kp_proxy_service_options_t *o) {
+  kp_proxy_config_t c;
+  kp_proxy_config_defaults(&c);
+  const kp_proxy_limits_t *l = &o->limits;
+  if (l->max_sessions) c.max_sessions = l->max_sessions;
+  if (l->max_allocs) c.max_allocs = l->max_allocs;
+  if (l->allocs_per_key) c.allocs_per_key = l->allocs_per_key;
+  if (l->per_ip) c.per_ip = l->per_ip;
+  if (l->lifetime_s) c.lifetime_s = l->lifetime_s;
+  if (l->max_lifetime_s) c.max_lifetime_s = l->max_lifetime_s;
+  if (l->alloc_rate) {
+    /* The packet rate follows the byte rate: 1 per 1 KiB of it (8192/s
+     * at the default), so bulk transfers meet the byte limit first. */
+    c.alloc_rate = l->alloc_rate;
+    c.alloc_pps = l->alloc_rate / 1024 > 1024 ? l->alloc_rate / 1024 : 1024;
+  }
+  if (l->alloc_quota) c.alloc_quota = l->alloc_quota;
+  if (l->total_rate) c.total_rate = l->total_rate;
+  c.allow = o->allow;
+  c.allow_count = o->allow ? o->allow_count : 0;
+  return c;
+}
+
+static void free_svc(kp_proxy_service_t *svc) {
+  kp_keypair_wipe(&svc->kp);
+  kp_free(svc->socks);
+  kp_free(svc);
+}
+
+int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *opts,
+                            kp_proxy_service_t **out) {
+  kp_proxy_service_options_t defaults;
+  *out = NULL;
+  if (node->closing) return UV_EINVAL;
+  if (node->proxy_svc) return UV_EBUSY;
+  if (!opts) {
+    kp_proxy_service_options_init(&defaults);
+    opts = &defaults;
+  }
+  kp_proxy_config_t cfg = config_of(opts);
+  kp_proxy_service_t *svc = kp_calloc(1, sizeof(*svc));
+  if (!svc) return UV_ENOMEM;
+  svc->node = node;
+  svc->announce = opts->announce;
+  svc->max_allocs = cfg.max_allocs;
+  if (opts->identity)
+    svc->kp = *opts->identity;
+  else
+    kp_keypair_generate(&svc->kp);
+  kp_proxy_io_t io = {svc, px_send, px_alloc_open, px_alloc_send, px_alloc_close};
+  int err = UV_ENOMEM;
+  if (!(svc->socks = kp_calloc(cfg.max_allocs, sizeof(*svc->socks))) ||
+      (err = kp_proxy_new(&cfg, &svc->kp, &node->rng, &io, &svc->px)) ||
+      (err = uv_timer_init(node->loop, &svc->timer))) {
+    kp_proxy_free(svc->px);
+    free_svc(svc);
+    return err;
+  }
+  svc->timer_open = true;
+  svc->timer.data = svc;
+  uv_timer_start(&svc->timer, on_timer, TICK_MS, TICK_MS);
+  kp_addr_t pub;
+  kp_proxy_set_local(svc->px, &node->sock.local,
+                     kp_node_public_addr(node, &pub) == 0 ? &pub : NULL);
+  /* Forwarded streams arrive in bursts: coalesced receives (udp.c). */
+  kp_udp_enable_gro(&node->sock);
+  node->proxy_svc = svc;
+  /* The same port over TCP, for peers whose UDP is blocked. Without it
+   * (a relay on this node has it, say) the proxy serves everyone else. */
+  if ((err = tcp_start(svc))) {
+    char text[KP_ADDR_STRLEN];
+    KP_WARN(&node->log, "proxy: no TCP on %s (%s): peers whose UDP is blocked cannot use it",
+            kp_addr_format(&node->sock.local, text, sizeof(text)), kp_strerror(err));
+    if (svc->tcp_open) uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
+  }
+  *out = svc;
+  return 0;
+}
+
+void kp__proxy_service_input(kp_proxy_service_t *svc, const kp_addr_t *from, const uint8_t *data,
+                             size_t len) {
+  if (!svc->closing) kp_proxy_input(svc->px, from, data, len, kp__node_now(svc->node));
+}
+
+static void maybe_done(kp_proxy_service_t *svc) {
+  if (!svc->closing || svc->timer_open || svc->socks_closing || svc->tcp_open || svc->links_closing)
+    return;
+  kp_node_t *node = svc->node;
+  kp_proxy_service_close_cb cb = svc->close_cb;
+  node->proxy_svc = NULL;
+  if (cb) cb(svc);
+  free_svc(svc);
+  if (node->closing) kp__node_maybe_finish_close(node);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  kp_proxy_service_t *svc = h->data;
+  svc->timer_open = false;
+  maybe_done(svc);
+}
+
+void kp_proxy_service_close(kp_proxy_service_t *svc, kp_proxy_service_close_cb cb) {
+  if (svc->closing) return;
+  svc->closing = true;
+  svc->close_cb = cb;
+  if (svc->announced) kp_announce_stop(svc->announced, false);
+  svc->announced = NULL;
+  kp_proxy_free(svc->px); /* closes every allocation's socket */
+  svc->px = NULL;
+  uv_close((uv_handle_t *)&svc->timer, on_timer_closed);
+  if (svc->tcp_open && !uv_is_closing((uv_handle_t *)&svc->tcp))
+    uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
+  while (svc->links) link_close(svc->links);
+}
+
+void kp_proxy_service_counters(const kp_proxy_service_t *svc, kp_proxy_counters_t *out) {
+  kp_proxy_stats_t st;
+  memset(out, 0, sizeof(*out));
+  if (!svc->px) return;
+  kp_proxy_stats(svc->px, &st);
+  out->sessions = st.sessions;
+  out->allocs = st.allocs;
+  out->welcomed = st.welcomed;
+  for (int i = 1; i <= KP_PROXY_REASON_MAX; i++) out->refused += st.refused[i];
+  out->forged = st.forged;
+  out->replayed = st.replayed;
+  out->sent = st.sent;
+  out->sent_bytes = st.sent_bytes;
+  out->received = st.received;
+  out->received_bytes = st.received_bytes;
+  for (int i = 0; i < KP_PROXY_DROP_KINDS; i++) out->dropped += st.drops[i];
+}
+
+const uint8_t *kp_proxy_service_key(const kp_proxy_service_t *svc) {
+  return svc->kp.public_key;
+}
+
+/* ---- A node through a proxy ------------------------------------------------------------------ */
+
+int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind) {
+  kp_addr_t addr;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  bool has_key, tcp;
+  int err = kp_proxy_link_parse(opts->proxy, &addr, key, &has_key, &tcp);
+  if (err) return err;
+  kp_keypair_t self;
+  if (opts->proxy_identity)
+    self = *opts->proxy_identity;
+  else
+    kp_keypair_generate(&self);
+  kp_addr_t from = *bind;
+  if (from.family != addr.family) return KP_EBADADDR;
+  err = kp_proxy_link_new(node->loop, &from, &addr, tcp, has_key ? key : NULL, &self, &node->rng,
+                          &node->log, &node->proxy_link);
+  kp_keypair_wipe(&self);
+  if (err) return err;
+  err = kp_proxy_link_socket(node->proxy_link, &node->sock);
+  if (err) {
+    kp_proxy_link_close(node->proxy_link);
+    node->proxy_link = NULL;
+  }
+  return err;
+}

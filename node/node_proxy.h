@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/* The node's side of proxies (docs/protocol.md, "Proxying"): the glue of
+ * a proxy running on a node (node_proxy.c, kp_proxy_service_t in
+ * kadpunch.h), and a node's own way out through a proxy (node_proxy_link.c):
+ * the node's sockets as channels of a session with the proxy, each a
+ * virtual UDP socket (common/uv/udp.h) backed by an allocation. Never
+ * installed. */
+#ifndef KP_NODE_PROXY_H
+#define KP_NODE_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/addr.h"
+#include "common/log.h"
+#include "common/rng.h"
+#include "common/uv/udp.h"
+#include "kadpunch.h"
+
+#define KP_PROXY_TOPIC "kadpunch/proxies/v1"
+
+/* A session datagram (0x58) at the node's socket, for its proxy. */
+void kp__proxy_service_input(kp_proxy_service_t *svc, const kp_addr_t *from, const uint8_t *data,
+                             size_t len);
+
+typedef struct kp_proxy_link_s kp_proxy_link_t;
+
+/* node.c: the node's socket as the first channel of a session with the
+ * proxy opts->proxy names, from a socket bound to bind's address. */
+int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind);
+
+/* "[tcp:][KEY@]ip:port" -> the proxy's address, its key if named
+ * (*has_key), and whether to reach it over TCP (*tcp). KP_EBADADDR,
+ * KP_EKEYFORMAT. */
+int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC_KEY_LEN],
+                        bool *has_key, bool *tcp);
+
+/* Opens a session to the proxy at addr (with its key, or NULL to ask it)
+ * as self: from a UDP socket of its own bound to bind's address, or over
+ * TCP to the proxy's port of the same number (the relay tunnel's framing,
+ * one DATA frame per session datagram; dialled again after 1, 2, 4 ...
+ * 30 s when it drops). */
+int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy, bool tcp,
+                      const uint8_t *proxy_key, const kp_keypair_t *self, const kp_rng_t *rng,
+                      kp_log_t *log, kp_proxy_link_t **out);
+/* Opens a channel as udp (kp_udp_init_virtual): it sends from and hears
+ * at an allocation of the proxy's; its local address is the allocation's
+ * once the proxy has made it. UV_EMFILE: all channels in use. */
+int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp);
+const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l);
+/* Whether the session is up. */
+bool kp_proxy_link_up(const kp_proxy_link_t *l);
+/* Closes the session and frees l once its own socket has closed. Every
+ * channel socket must be closed, its close callback run, before. */
+void kp_proxy_link_close(kp_proxy_link_t *l);
+
+#endif

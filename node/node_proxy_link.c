@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: MIT */
+/* A node's way out through a proxy (node_proxy.h): one UDP socket to the
+ * proxy carries the session (proxy/proxy_client.h), and every socket the
+ * node opens is a channel of it, a virtual kp_udp_t whose datagrams leave
+ * from an allocation of the proxy's. The tunnel to a relay over TCP
+ * (relay/tunnel.c) is the model. */
+#include <stddef.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "node/node_proxy.h"
+#include "proxy/proxy_client.h"
+#include "relay/uv/tunnel.h"
+
+#define REDIAL_FIRST_MS 1000
+#define REDIAL_MAX_MS 30000
+
+typedef struct channel_s {
+  kp_udp_t *udp; /* NULL: free */
+  bool closing;  /* kp_udp_close called: its callback is owed */
+} channel_t;
+
+struct kp_proxy_link_s {
+  uv_loop_t *loop;
+  kp_udp_t sock; /* to the proxy (over UDP) */
+  bool tcp;      /* over TCP instead: */
+  kp_tunnel_io_t io;
+  uv_connect_t connect;
+  uv_timer_t redial;
+  unsigned redial_ms;
+  bool io_live;
+  kp_addr_t proxy;
+  kp_proxy_client_t *client;
+  kp_log_t *log;
+  uv_timer_t timer;
+  uv_idle_t reaper; /* reports closed channels on a later tick */
+  uint64_t armed;
+  unsigned handles;
+  bool close_wanted;
+  channel_t ch[KP_PROXY_CHANNELS];
+};
+
+static uint64_t now_of(const kp_proxy_link_t *l) {
+  return uv_now(l->loop);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Runs the session's timers and arms ours at its next deadline. */
+static void rearm(kp_proxy_link_t *l) {
+  if (l->close_wanted) return;
+  uint64_t now = now_of(l), next = kp_proxy_client_tick(l->client, now);
+  if (next == l->armed && uv_is_active((uv_handle_t *)&l->timer)) return;
+  l->armed = next;
+  uv_timer_start(&l->timer, on_timer, next > now ? next - now : 1, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  kp_proxy_link_t *l = t->data;
+  l->armed = 0;
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&l->sock, &batch);
+  rearm(l);
+  kp_udp_batch_end(&l->sock, &batch);
+}
+
+/* ---- The session's io ----------------------------------------------------------------------- */
+
+static void io_send(void *ctx, const uint8_t *data, size_t len) {
+  kp_proxy_link_t *l = ctx;
+  if (l->close_wanted) return;
+  if (!l->tcp) {
+    kp_udp_send(&l->sock, &l->proxy, data, len);
+    return;
+  }
+  /* Down (redialling): lost, as on a network that is down. */
+  kp_tunnel_frame_t f = {.type = KP_TUNNEL_DATA, .addr = l->proxy, .data = data, .len = len};
+  if (l->io_live) kp_tunnel_io_send(&l->io, &f);
+}
+
+static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
+  kp_proxy_link_t *l = ctx;
+  char text[KP_ADDR_STRLEN];
+  if (!l->ch[ch].udp || l->ch[ch].closing) return;
+  l->ch[ch].udp->local = *addr;
+  KP_INFO(l->log, "proxy: channel %u at %s", ch, kp_addr_format(addr, text, sizeof(text)));
+}
+
+static void io_recv(void *ctx, unsigned ch, const kp_addr_t *from, const uint8_t *data,
+                    size_t len) {
+  kp_proxy_link_t *l = ctx;
+  if (!l->ch[ch].udp || l->ch[ch].closing) return;
+  /* The receive callback may write into it (scratch), so a copy. */
+  uint8_t buf[KP_UDP_MAX_DATAGRAM];
+  memcpy(buf, data, len);
+  kp_udp_virtual_deliver(l->ch[ch].udp, from, buf, len);
+}
+
+static void io_closed(void *ctx, unsigned ch, uint8_t reason) {
+  kp_proxy_link_t *l = ctx;
+  KP_WARN(l->log, "proxy: channel %u: %s (asked again later)", ch, kp_proxy_reason_name(reason));
+}
+
+static void io_down(void *ctx, uint8_t reason) {
+  kp_proxy_link_t *l = ctx;
+  char text[KP_ADDR_STRLEN];
+  kp_addr_format(&l->proxy, text, sizeof(text));
+  if (reason)
+    KP_ERROR(l->log, "proxy %s refused this node: %s", text, kp_proxy_reason_name(reason));
+  else
+    KP_WARN(l->log, "proxy %s went silent: making the session anew", text);
+}
+
+/* ---- Channels: virtual sockets ------------------------------------------------------------------
+ */
+
+static int channel_of(const kp_proxy_link_t *l, const kp_udp_t *udp) {
+  for (int i = 0; i < KP_PROXY_CHANNELS; i++)
+    if (l->ch[i].udp == udp) return i;
+  return -1;
+}
+
+static unsigned ch_send(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
+  kp_proxy_link_t *l = udp->vctx;
+  int c = channel_of(l, udp);
+  if (c < 0 || l->close_wanted) return n; /* lost, as the network would */
+  uint64_t now = now_of(l);
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&l->sock, &batch);
+  for (unsigned i = 0; i < n; i++)
+    kp_proxy_client_send(l->client, (unsigned)c, &out[i].to, out[i].data, out[i].len, now);
+  kp_udp_batch_end(&l->sock, &batch);
+  return n;
+}
+
+static void reap(uv_idle_t *h) {
+  kp_proxy_link_t *l = h->data;
+  uv_idle_stop(h);
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    if (!l->ch[i].closing) continue;
+    kp_udp_t *udp = l->ch[i].udp;
+    l->ch[i] = (channel_t){0};
+    kp_udp_virtual_closed(udp); /* may close more, or the link */
+  }
+}
+
+static void ch_close(kp_udp_t *udp) {
+  kp_proxy_link_t *l = udp->vctx;
+  int c = channel_of(l, udp);
+  if (c < 0) return;
+  l->ch[c].closing = true;
+  if (!l->close_wanted) kp_proxy_client_close(l->client, (unsigned)c, now_of(l));
+  uv_idle_start(&l->reaper, reap);
+}
+
+static const kp_udp_vops_t channel_ops = {ch_send, ch_close};
+
+/* ---- The socket to the proxy ------------------------------------------------------------------
+ */
+
+static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  kp_proxy_link_t *l = udp->data;
+  if (l->close_wanted || !kp_addr_eq(from, &l->proxy)) return;
+  kp_proxy_client_input(l->client, data, len, now_of(l));
+  rearm(l);
+}
+
+int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC_KEY_LEN],
+                        bool *has_key, bool *tcp) {
+  *tcp = !strncmp(text, "tcp:", 4);
+  if (*tcp) text += 4;
+  const char *at = strchr(text, '@');
+  *has_key = false;
+  if (at) {
+    char k[KP_KEY_TEXT_LEN + 1];
+    if ((size_t)(at - text) != KP_KEY_TEXT_LEN) return KP_EKEYFORMAT;
+    memcpy(k, text, KP_KEY_TEXT_LEN);
+    k[KP_KEY_TEXT_LEN] = '\0';
+    int err = kp_key_from_text(k, key);
+    if (err) return err;
+    *has_key = true;
+    text = at + 1;
+  }
+  if (kp_addr_parse(addr, text) || !addr->port) return KP_EBADADDR;
+  return 0;
+}
+
+/* ---- Over TCP ------------------------------------------------------------------------------- */
+
+static kp_proxy_link_t *link_of_io(kp_tunnel_io_t *io) {
+  return (kp_proxy_link_t *)((char *)io - offsetof(kp_proxy_link_t, io));
+}
+
+static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
+  kp_proxy_link_t *l = link_of_io(io);
+  if (l->close_wanted || !l->io_live) return false;
+  if (f->type == KP_TUNNEL_DATA && f->channel == 0) {
+    kp_proxy_client_input(l->client, f->data, f->len, now_of(l));
+    rearm(l);
+  }
+  return l->io_live && !l->close_wanted;
+}
+
+static void handle_closed(kp_proxy_link_t *l);
+static int dial(kp_proxy_link_t *l);
+
+static void on_redial(uv_timer_t *t) {
+  kp_proxy_link_t *l = t->data;
+  if (l->close_wanted) return;
+  if (dial(l)) uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+}
+
+static void on_io_closed(kp_tunnel_io_t *io) {
+  kp_proxy_link_t *l = link_of_io(io);
+  if (l->close_wanted) {
+    handle_closed(l);
+    return;
+  }
+  l->redial_ms = l->redial_ms ? l->redial_ms * 2 : REDIAL_FIRST_MS;
+  if (l->redial_ms > REDIAL_MAX_MS) l->redial_ms = REDIAL_MAX_MS;
+  uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+}
+
+static void go_down(kp_proxy_link_t *l, int status) {
+  char text[KP_ADDR_STRLEN];
+  if (!l->io_live || l->close_wanted) return;
+  l->io_live = false;
+  /* The proxy ends the session with the link: a new one over the next. */
+  kp_proxy_client_restart(l->client, now_of(l));
+  KP_WARN(l->log, "proxy %s over TCP: %s (dialling again)",
+          kp_addr_format(&l->proxy, text, sizeof(text)),
+          status == UV_EOF ? "closed by the proxy" : kp_strerror(status));
+  kp_tunnel_io_close(&l->io, on_io_closed);
+}
+
+static void on_io_end(kp_tunnel_io_t *io, int status) {
+  go_down(link_of_io(io), status);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  kp_proxy_link_t *l = req->data;
+  if (l->close_wanted || status == UV_ECANCELED || !l->io_live) return;
+  int err = status ? status : kp_tunnel_io_start(&l->io);
+  if (err) {
+    go_down(l, err);
+    return;
+  }
+  l->redial_ms = 0;
+  kp_tunnel_io_release(&l->io);
+}
+
+static int dial(kp_proxy_link_t *l) {
+  int err = kp_tunnel_io_init(l->loop, &l->io);
+  if (err) return err;
+  l->io.on_frame = on_frame;
+  l->io.on_end = on_io_end;
+  l->io.hold = true; /* frames wait for the connection */
+  l->io_live = true;
+  struct sockaddr_storage ss;
+  kp_addr_to_sockaddr(&l->proxy, &ss);
+  l->connect.data = l;
+  err = uv_tcp_connect(&l->connect, &l->io.tcp, (struct sockaddr *)&ss, on_connected);
+  if (err) go_down(l, err);
+  return 0;
+}
+
+int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy, bool tcp,
+                      const uint8_t *proxy_key, const kp_keypair_t *self, const kp_rng_t *rng,
+                      kp_log_t *log, kp_proxy_link_t **out) {
+  *out = NULL;
+  if (bind->family != proxy->family) return KP_EBADADDR;
+  kp_proxy_link_t *l = kp_calloc(1, sizeof(*l));
+  if (!l) return UV_ENOMEM;
+  l->loop = loop;
+  l->proxy = *proxy;
+  l->log = log;
+  l->tcp = tcp;
+  kp_proxy_client_io_t io = {l, io_send, io_opened, io_recv, io_closed, io_down};
+  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  int err = kp_proxy_client_new(self, proxy_key, rng, &io, uv_now(loop), &l->client);
+  if (!err && !tcp && (err = kp_udp_init(loop, &l->sock, bind, &so)))
+    kp_proxy_client_free(l->client);
+  if (err) {
+    kp_free(l);
+    return err;
+  }
+  if (!tcp) {
+    l->sock.data = l;
+    kp_udp_enable_gro(&l->sock);
+    kp_udp_recv_start(&l->sock, on_datagram);
+  }
+  uv_timer_init(loop, &l->timer);
+  uv_timer_init(loop, &l->redial);
+  uv_idle_init(loop, &l->reaper);
+  l->timer.data = l->reaper.data = l->redial.data = l;
+  l->handles = 4; /* timer, redial, reaper, and the socket or the TCP connection */
+  if (tcp && dial(l)) {
+    /* Not even a socket: later, as for a failed connection. */
+    l->redial_ms = REDIAL_FIRST_MS;
+    uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+  }
+  rearm(l);
+  *out = l;
+  return 0;
+}
+
+int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp) {
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    if (l->ch[i].udp) continue;
+    kp_addr_t local = {0};
+    local.family = l->proxy.family;
+    kp_udp_init_virtual(l->loop, udp, &channel_ops, l, &local);
+    l->ch[i] = (channel_t){.udp = udp};
+    kp_proxy_client_open(l->client, i, now_of(l));
+    rearm(l);
+    return 0;
+  }
+  return UV_EMFILE;
+}
+
+const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l) {
+  return &l->proxy;
+}
+
+bool kp_proxy_link_up(const kp_proxy_link_t *l) {
+  kp_proxy_client_stats_t st;
+  kp_proxy_client_stats(l->client, &st);
+  return st.up;
+}
+
+static void handle_closed(kp_proxy_link_t *l) {
+  if (--l->handles) return;
+  kp_proxy_client_free(l->client);
+  kp_free(l);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  handle_closed(h->data);
+}
+
+static void on_sock_closed(kp_udp_t *udp) {
+  handle_closed(udp->data);
+}
+
+void kp_proxy_link_close(kp_proxy_link_t *l) {
+  if (l->close_wanted) return;
+  l->close_wanted = true;
+  uv_close((uv_handle_t *)&l->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
+  uv_close((uv_handle_t *)&l->redial, on_handle_closed);
+  if (!l->tcp) {
+    kp_udp_close(&l->sock, on_sock_closed);
+  } else if (l->io_live) {
+    l->io_live = false;
+    kp_tunnel_io_close(&l->io, on_io_closed); /* its callback counts it */
+  } else if (!l->io.handles) {
+    handle_closed(l); /* down, and its handles already closed */
+  } else {
+    l->io.on_closed = on_io_closed; /* closing on its way to a redial */
+  }
+}

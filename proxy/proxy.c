@@ -1,0 +1,683 @@
+/* SPDX-License-Identifier: MIT */
+/* The proxy's state machine (proxy.h; docs/protocol.md, "Proxying"). */
+#include "proxy/proxy.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/mp.h"
+#include "common/ratelimit.h"
+#include "holepunch/hs_noise.h"
+
+#define PROLOGUE "kadpunch/proxy/v1"
+#define TICK_MS 1000
+#define WELCOME_MAX (KP_PROXY_WELCOME_HEAD + KP_PROXY_WELCOME_PAYLOAD + KP_NOISE_MSG2_OVERHEAD)
+#define DHT_MAX 1200
+#define NO_ALLOC 0xffff
+
+enum { FREE = 0, HALF_OPEN = 1, OPEN = 2 };
+
+typedef struct session_s {
+  uint8_t state;
+  uint32_t index, peer_index;
+  kp_addr_t addr;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  uint8_t hello_e[32]; /* the HELLO's ephemeral: a retransmission has the same */
+  uint8_t welcome[WELCOME_MAX];
+  uint8_t welcome_len;
+  kp_proxy_keys_t keys;
+  uint64_t created, heard;
+  uint16_t ch[KP_PROXY_CHANNELS]; /* allocation slots, NO_ALLOC */
+} session_t;
+
+/* An IP the allocation sent to: what arrives from it passes. */
+typedef struct permit_s {
+  kp_addr_t ip; /* port 0 */
+  uint64_t used;
+  uint8_t unproven; /* small datagrams sent to it before it answered */
+  bool answered;
+} permit_t;
+
+typedef struct proven_s {
+  kp_addr_t addr;
+  uint64_t used;
+} proven_t;
+
+typedef struct alloc_s {
+  bool used;
+  uint16_t session;
+  uint8_t channel;
+  kp_addr_t bound;
+  uint64_t created, expires, carried;
+  kp_bucket_t out_bytes, out_pkts, in_bytes, in_pkts, unproven;
+  permit_t *permits; /* cfg.permits, then cfg.proven proven_t: one block */
+  proven_t *proven;
+  unsigned proven_last; /* where the last match was: forwarding hits it */
+} alloc_t;
+
+struct kp_proxy_s {
+  kp_proxy_config_t cfg;
+  kp_keypair_t kp;
+  kp_rng_t rng;
+  kp_proxy_io_t io;
+  session_t *sessions;
+  alloc_t *allocs;
+  unsigned alloc_count;
+  uint8_t (*allow)[KP_PUBLIC_KEY_LEN];
+  kp_ratelimit_t hello_rl;
+  kp_bucket_t total;
+  kp_addr_t bound, public_addr;
+  uint8_t *alloc_ports; /* bitmap: ports allocations are bound to */
+  kp_proxy_stats_t st;
+};
+
+void kp_proxy_config_defaults(kp_proxy_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->max_sessions = 256;
+  cfg->max_allocs = 512;
+  cfg->allocs_per_key = 4;
+  cfg->per_ip = 16;
+  cfg->hello_rate = 10;
+  cfg->lifetime_s = 600;
+  cfg->max_lifetime_s = 86400;
+  cfg->alloc_rate = 8u << 20;
+  cfg->alloc_pps = 8192;
+  cfg->total_rate = 64u << 20;
+  cfg->idle_ms = 60000;
+  cfg->half_open_ms = 10000;
+  cfg->permits = 64;
+  cfg->proven = 32;
+  cfg->unproven_count = 8;
+  cfg->unproven_max_len = 128;
+  cfg->unproven_rate = 200;
+}
+
+/* ---- Addresses --------------------------------------------------------------------------------
+ */
+
+static bool is_multicast(const kp_addr_t *a) {
+  if (a->family == KP_AF_INET) return (a->ip[0] & 0xf0) == 0xe0 || a->ip[0] == 255;
+  return a->ip[0] == 0xff;
+}
+
+bool kp_proxy_in_scope(const kp_addr_t *self, const kp_addr_t *to) {
+  if (!kp_addr_is_set(to) || !to->port || kp_addr_is_any(to) || is_multicast(to)) return false;
+  if (self->family != to->family) return false;
+  bool self_loop = kp_addr_is_loopback(self), self_priv = kp_addr_is_private(self);
+  if (kp_addr_is_loopback(to)) return self_loop;
+  if (kp_addr_is_private(to)) return self_loop || self_priv;
+  return true;
+}
+
+/* One host: an IPv4 address, an IPv6 /64. */
+static bool same_host(const kp_addr_t *a, const kp_addr_t *b) {
+  if (a->family != b->family) return false;
+  return !memcmp(a->ip, b->ip, a->family == KP_AF_INET ? 4 : 8);
+}
+
+static bool port_taken(const kp_proxy_t *px, uint16_t port) {
+  return px->alloc_ports[port / 8] >> (port % 8) & 1;
+}
+
+/* A destination an allocation may aim at (before the proof rules). */
+static bool dest_ok(const kp_proxy_t *px, const kp_addr_t *to) {
+  const kp_addr_t *self =
+      kp_addr_is_any(&px->bound) && px->public_addr.family ? &px->public_addr : &px->bound;
+  if (!kp_proxy_in_scope(self, to)) return false;
+  bool own = kp_addr_same_ip(to, &px->bound) ||
+             (px->public_addr.family && kp_addr_same_ip(to, &px->public_addr));
+  if (!own && !kp_addr_is_loopback(to)) return true;
+  /* Our own IP: the DHT port, and the allocations (two peers of one
+   * proxy talk as any two peers do; each datagram is still one a peer
+   * asked for, so nothing loops); on a public address nothing else (our
+   * own services are not the peers'). */
+  if (to->port == px->bound.port || port_taken(px, to->port)) return true;
+  return kp_addr_is_loopback(self) || kp_addr_is_private(self);
+}
+
+/* ---- Sessions ---------------------------------------------------------------------------------
+ */
+
+static session_t *session_of(kp_proxy_t *px, uint32_t index) {
+  unsigned slot = index & 0xffff;
+  if (slot >= px->cfg.max_sessions) return NULL;
+  session_t *s = &px->sessions[slot];
+  return s->state != FREE && s->index == index ? s : NULL;
+}
+
+static void send_body(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b) {
+  uint8_t body[KP_PROXY_MAX_DATAGRAM], out[KP_PROXY_MAX_DATAGRAM];
+  size_t n = kp_proxy_body_encode(b, body, sizeof(body));
+  if (!n) return;
+  size_t m = kp_proxy_seal(&s->keys, s->peer_index, body, n, out, sizeof(out));
+  if (m) px->io.send(px->io.ctx, &s->addr, out, m);
+}
+
+static void close_alloc(kp_proxy_t *px, unsigned slot, uint8_t reason, bool notify) {
+  alloc_t *a = &px->allocs[slot];
+  if (!a->used) return;
+  session_t *s = &px->sessions[a->session];
+  if (notify) {
+    kp_proxy_body_t b = {.op = KP_PROXY_OP_CLOSE, .channel = a->channel, .reason = reason};
+    send_body(px, s, &b);
+  }
+  s->ch[a->channel] = NO_ALLOC;
+  px->io.alloc_close(px->io.ctx, slot);
+  px->alloc_ports[a->bound.port / 8] &= (uint8_t) ~(1u << (a->bound.port % 8));
+  kp_free(a->permits);
+  memset(a, 0, sizeof(*a));
+  px->alloc_count--;
+  px->st.allocs_closed++;
+}
+
+static void end_session(kp_proxy_t *px, session_t *s) {
+  for (unsigned c = 0; c < KP_PROXY_CHANNELS; c++)
+    if (s->ch[c] != NO_ALLOC) close_alloc(px, s->ch[c], 0, false);
+  sodium_memzero(&s->keys, sizeof(s->keys));
+  memset(s, 0, sizeof(*s));
+}
+
+static unsigned host_sessions(const kp_proxy_t *px, const kp_addr_t *from) {
+  unsigned n = 0;
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++)
+    n += px->sessions[i].state != FREE && same_host(&px->sessions[i].addr, from);
+  return n;
+}
+
+/* A free session slot; else the oldest half-open one (a flood of HELLOs
+ * under fresh keys displaces only sessions nobody has used yet); else
+ * none. */
+static session_t *take_session(kp_proxy_t *px) {
+  session_t *oldest = NULL;
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++) {
+    session_t *s = &px->sessions[i];
+    if (s->state == FREE) return s;
+    if (s->state == HALF_OPEN && (!oldest || s->created < oldest->created)) oldest = s;
+  }
+  if (oldest) end_session(px, oldest);
+  return oldest;
+}
+
+static bool allowed(const kp_proxy_t *px, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  if (!px->allow) return true;
+  for (size_t i = 0; i < px->cfg.allow_count; i++)
+    if (!sodium_memcmp(px->allow[i], key, KP_PUBLIC_KEY_LEN)) return true;
+  return false;
+}
+
+static void refuse_plain(kp_proxy_t *px, const kp_addr_t *to, uint32_t receiver, uint8_t reason) {
+  uint8_t out[KP_PROXY_REFUSED_LEN];
+  kp_proxy_refused_encode(receiver, reason, out);
+  px->st.refused[reason]++;
+  px->io.send(px->io.ctx, to, out, sizeof(out));
+}
+
+/* A retransmitted HELLO (same ephemeral) gets the same WELCOME, from the
+ * address it came from only: a copy raced from elsewhere gets nothing. */
+static bool hello_again(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_t *d) {
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++) {
+    session_t *s = &px->sessions[i];
+    if (s->state == FREE || sodium_memcmp(s->hello_e, d->noise, 32)) continue;
+    if (kp_addr_eq(&s->addr, from) && s->state == HALF_OPEN) {
+      px->st.retransmits++;
+      px->io.send(px->io.ctx, from, s->welcome, s->welcome_len);
+    } else {
+      px->st.replayed++;
+    }
+    return true;
+  }
+  return false;
+}
+
+static uint8_t admit(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *payload, size_t len,
+                     kp_noise_t *st, session_t **out) {
+  *out = NULL;
+  if (len != KP_PROXY_HELLO_PAYLOAD || payload[0] != KP_PROXY_VERSION)
+    return KP_PROXY_VERSION_REFUSED;
+  if (!allowed(px, payload + 1)) return KP_PROXY_NOT_ALLOWED;
+  if (host_sessions(px, from) >= px->cfg.per_ip) return KP_PROXY_IP_LIMIT;
+  if (!(*out = take_session(px))) return KP_PROXY_FULL;
+  (void)st;
+  return KP_PROXY_OK;
+}
+
+static void on_hello(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_t *d,
+                     uint64_t now) {
+  px->st.hellos++;
+  if (!kp_ratelimit_take(&px->hello_rl, from, 1, now, NULL)) {
+    refuse_plain(px, from, d->sender, KP_PROXY_RATE);
+    return;
+  }
+  if (d->noise_len >= 32 && hello_again(px, from, d)) return;
+  kp_noise_t st;
+  uint8_t payload[64];
+  size_t plen = 0;
+  kp_noise_init_responder(&st, &px->kp, (const uint8_t *)PROLOGUE, sizeof(PROLOGUE) - 1);
+  if (kp_noise_read_msg1(&st, d->noise, d->noise_len, payload, sizeof(payload), &plen)) {
+    px->st.forged++;
+    kp_noise_clear(&st);
+    return;
+  }
+  if (plen == KP_PROXY_HELLO_PAYLOAD && !kp_noise_remote_matches(&st, payload + 1)) {
+    px->st.forged++; /* names a key its static key is not */
+    kp_noise_clear(&st);
+    return;
+  }
+  session_t *s;
+  uint8_t reason = admit(px, from, payload, plen, &st, &s);
+  uint8_t wp[KP_PROXY_WELCOME_PAYLOAD] = {reason,
+                                          (uint8_t)(px->cfg.lifetime_s >> 24),
+                                          (uint8_t)(px->cfg.lifetime_s >> 16),
+                                          (uint8_t)(px->cfg.lifetime_s >> 8),
+                                          (uint8_t)px->cfg.lifetime_s,
+                                          KP_PROXY_CHANNELS,
+                                          KP_PROXY_MAX_PAYLOAD >> 8,
+                                          KP_PROXY_MAX_PAYLOAD & 0xff};
+  uint8_t e[32], msg2[KP_PROXY_WELCOME_PAYLOAD + KP_NOISE_MSG2_OVERHEAD], out[WELCOME_MAX];
+  size_t mlen = 0, olen = 0;
+  kp_rng_fill(&px->rng, e, sizeof(e));
+  uint32_t index = 0;
+  if (s) index = (uint32_t)(kp_rng_u32(&px->rng) << 16) | (uint32_t)(s - px->sessions);
+  if (!kp_noise_write_msg2(&st, e, wp, sizeof(wp), msg2, sizeof(msg2), &mlen))
+    olen = kp_proxy_welcome_encode(d->sender, index, msg2, mlen, out, sizeof(out));
+  sodium_memzero(e, sizeof(e));
+  if (olen) px->io.send(px->io.ctx, from, out, olen);
+  if (reason || !olen) {
+    px->st.refused[reason]++;
+    kp_noise_clear(&st);
+    return;
+  }
+  kp_noise_split_t sp;
+  kp_noise_split(&st, &sp);
+  kp_noise_clear(&st);
+  memset(s, 0, sizeof(*s));
+  s->state = HALF_OPEN;
+  s->index = index;
+  s->peer_index = d->sender;
+  s->addr = *from;
+  memcpy(s->key, payload + 1, KP_PUBLIC_KEY_LEN);
+  memcpy(s->hello_e, d->noise, 32);
+  memcpy(s->welcome, out, olen);
+  s->welcome_len = (uint8_t)olen;
+  memcpy(s->keys.tx, sp.tx, 32);
+  memcpy(s->keys.rx, sp.rx, 32);
+  sodium_memzero(&sp, sizeof(sp));
+  s->created = s->heard = now;
+  for (unsigned c = 0; c < KP_PROXY_CHANNELS; c++) s->ch[c] = NO_ALLOC;
+  px->st.welcomed++;
+}
+
+/* ---- Allocations ------------------------------------------------------------------------------
+ */
+
+static unsigned allocs_where(const kp_proxy_t *px, const session_t *like, bool by_key) {
+  unsigned n = 0;
+  for (unsigned i = 0; i < px->cfg.max_allocs; i++) {
+    const alloc_t *a = &px->allocs[i];
+    if (!a->used) continue;
+    const session_t *s = &px->sessions[a->session];
+    n += by_key ? !memcmp(s->key, like->key, KP_PUBLIC_KEY_LEN) : same_host(&s->addr, &like->addr);
+  }
+  return n;
+}
+
+static void reply_opened(kp_proxy_t *px, session_t *s, const alloc_t *a, uint64_t now) {
+  uint64_t left = a->expires > now ? (a->expires - now) / 1000 : 0;
+  kp_proxy_body_t b = {.op = KP_PROXY_OP_OPENED,
+                       .channel = a->channel,
+                       .addr = a->bound,
+                       .lifetime_s = (uint32_t)left};
+  send_body(px, s, &b);
+}
+
+static uint64_t expiry(const kp_proxy_t *px, const alloc_t *a, uint64_t now) {
+  uint64_t e = now + (uint64_t)px->cfg.lifetime_s * 1000;
+  uint64_t cap = a->created + (uint64_t)px->cfg.max_lifetime_s * 1000;
+  return e < cap ? e : cap;
+}
+
+static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint64_t now) {
+  if (px->alloc_count >= px->cfg.max_allocs) return KP_PROXY_FULL;
+  if (allocs_where(px, s, true) >= px->cfg.allocs_per_key) return KP_PROXY_KEY_LIMIT;
+  if (allocs_where(px, s, false) >= px->cfg.per_ip) return KP_PROXY_IP_LIMIT;
+  unsigned slot = 0;
+  while (slot < px->cfg.max_allocs && px->allocs[slot].used) slot++;
+  if (slot == px->cfg.max_allocs) return KP_PROXY_FULL;
+  alloc_t *a = &px->allocs[slot];
+  size_t bytes = px->cfg.permits * sizeof(permit_t) + px->cfg.proven * sizeof(proven_t);
+  if (!(a->permits = kp_calloc(1, bytes))) return KP_PROXY_FULL;
+  a->proven = (proven_t *)(void *)(a->permits + px->cfg.permits);
+  if (px->io.alloc_open(px->io.ctx, slot, &a->bound)) {
+    kp_free(a->permits);
+    a->permits = NULL;
+    return KP_PROXY_FULL;
+  }
+  a->used = true;
+  a->session = (uint16_t)(s - px->sessions);
+  a->channel = ch;
+  a->created = now;
+  a->expires = expiry(px, a, now);
+  kp_bucket_init(&a->out_bytes, px->cfg.alloc_rate, now);
+  kp_bucket_init(&a->in_bytes, px->cfg.alloc_rate, now);
+  kp_bucket_init(&a->out_pkts, px->cfg.alloc_pps, now);
+  kp_bucket_init(&a->in_pkts, px->cfg.alloc_pps, now);
+  kp_bucket_init(&a->unproven, px->cfg.unproven_rate * 2, now);
+  px->alloc_ports[a->bound.port / 8] |= (uint8_t)(1u << (a->bound.port % 8));
+  s->ch[ch] = (uint16_t)slot;
+  px->alloc_count++;
+  px->st.allocs_opened++;
+  reply_opened(px, s, a, now);
+  return KP_PROXY_OK;
+}
+
+static permit_t *permit_find(alloc_t *a, unsigned n, const kp_addr_t *from) {
+  for (unsigned i = 0; i < n; i++)
+    if (a->permits[i].used && kp_addr_same_ip(&a->permits[i].ip, from)) return &a->permits[i];
+  return NULL;
+}
+
+/* The permit for to's IP, made (the least recently used making room). */
+static permit_t *permit_make(alloc_t *a, unsigned n, const kp_addr_t *to, uint64_t now) {
+  permit_t *p = permit_find(a, n, to), *lru = &a->permits[0];
+  if (!p) {
+    for (unsigned i = 0; i < n; i++)
+      if (a->permits[i].used < lru->used) lru = &a->permits[i];
+    p = lru;
+    memset(p, 0, sizeof(*p));
+    p->ip = *to;
+    p->ip.port = 0;
+  }
+  p->used = now + 1; /* 0 means free */
+  return p;
+}
+
+static bool is_proven(alloc_t *a, unsigned n, const kp_addr_t *to) {
+  if (a->proven_last < n && kp_addr_eq(&a->proven[a->proven_last].addr, to)) return true;
+  for (unsigned i = 0; i < n; i++) {
+    if (a->proven[i].used && kp_addr_eq(&a->proven[i].addr, to)) {
+      a->proven_last = i;
+      return true;
+    }
+  }
+  return false;
+}
+
+static void prove(alloc_t *a, unsigned n, const kp_addr_t *from, uint64_t now) {
+  proven_t *lru = &a->proven[0];
+  for (unsigned i = 0; i < n; i++) {
+    if (a->proven[i].used && kp_addr_eq(&a->proven[i].addr, from)) {
+      a->proven[i].used = now + 1;
+      return;
+    }
+    if (a->proven[i].used < lru->used) lru = &a->proven[i];
+  }
+  lru->addr = *from;
+  lru->used = now + 1;
+}
+
+/* Whether a datagram is a DHT message: a msgpack array (the control
+ * plane's first byte, docs/protocol.md "Datagram classes") that is one
+ * well-formed value, of a size any DHT node may send anyone. */
+static bool is_dht_message(const uint8_t *data, size_t len) {
+  return len <= DHT_MAX && (data[0] & 0xf0) == 0x90 && kp_mp_check(data, len, 8) == 0;
+}
+
+static bool charge(kp_bucket_t *bytes, kp_bucket_t *pkts, const kp_proxy_config_t *c, size_t len,
+                   uint64_t now) {
+  if (!kp_bucket_take(pkts, c->alloc_pps, c->alloc_pps, 1, now)) return false;
+  return kp_bucket_take(bytes, c->alloc_rate, c->alloc_rate, len, now);
+}
+
+static void on_send(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64_t now) {
+  uint16_t slot = s->ch[b->channel];
+  if (slot == NO_ALLOC) {
+    px->st.drops[KP_PROXY_DROP_NO_ALLOC]++;
+    return;
+  }
+  alloc_t *a = &px->allocs[slot];
+  const kp_proxy_config_t *c = &px->cfg;
+  if (!dest_ok(px, &b->addr)) {
+    px->st.drops[KP_PROXY_DROP_SCOPE]++;
+    return;
+  }
+  permit_t *p = permit_find(a, c->permits, &b->addr);
+  if (!is_proven(a, c->proven, &b->addr)) {
+    bool dht = is_dht_message(b->data, b->len);
+    bool small = b->len <= c->unproven_max_len && (!p || p->unproven < c->unproven_count);
+    if (!dht && !small) {
+      px->st.drops[KP_PROXY_DROP_UNPROVEN]++;
+      return;
+    }
+    if (!kp_bucket_take(&a->unproven, c->unproven_rate, c->unproven_rate * 2, 1, now)) {
+      px->st.drops[KP_PROXY_DROP_RATE]++;
+      return;
+    }
+    p = permit_make(a, c->permits, &b->addr, now);
+    if (!dht) p->unproven++;
+  }
+  if (!charge(&a->out_bytes, &a->out_pkts, c, b->len, now) ||
+      !kp_bucket_take(&px->total, c->total_rate, c->total_rate, b->len, now)) {
+    px->st.drops[KP_PROXY_DROP_RATE]++;
+    return;
+  }
+  if (c->alloc_quota && a->carried + b->len > c->alloc_quota) {
+    close_alloc(px, slot, KP_PROXY_QUOTA, true);
+    return;
+  }
+  a->carried += b->len;
+  if (!p) p = permit_make(a, c->permits, &b->addr, now);
+  p->used = now + 1;
+  px->st.sent++;
+  px->st.sent_bytes += b->len;
+  px->io.alloc_send(px->io.ctx, slot, &b->addr, b->data, b->len);
+}
+
+static void on_op(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64_t now) {
+  uint16_t slot = s->ch[b->channel];
+  switch (b->op) {
+    case KP_PROXY_OP_SEND: on_send(px, s, b, now); break;
+    case KP_PROXY_OP_OPEN:
+      if (slot != NO_ALLOC) {
+        reply_opened(px, s, &px->allocs[slot], now); /* our OPENED was lost */
+      } else {
+        uint8_t reason = open_alloc(px, s, b->channel, now);
+        if (reason) {
+          px->st.refused[reason]++;
+          kp_proxy_body_t r = {.op = KP_PROXY_OP_CLOSE, .channel = b->channel, .reason = reason};
+          send_body(px, s, &r);
+        }
+      }
+      break;
+    case KP_PROXY_OP_REFRESH:
+      if (slot == NO_ALLOC) {
+        kp_proxy_body_t r = {
+            .op = KP_PROXY_OP_CLOSE, .channel = b->channel, .reason = KP_PROXY_EXPIRED};
+        send_body(px, s, &r);
+      } else {
+        px->allocs[slot].expires = expiry(px, &px->allocs[slot], now);
+        reply_opened(px, s, &px->allocs[slot], now);
+      }
+      break;
+    case KP_PROXY_OP_CLOSE:
+      if (slot != NO_ALLOC) close_alloc(px, slot, 0, false);
+      break;
+    case KP_PROXY_OP_PING: {
+      kp_proxy_body_t r = {.op = KP_PROXY_OP_PONG, .channel = b->channel};
+      send_body(px, s, &r);
+      break;
+    }
+    default: px->st.malformed++; break; /* a proxy's op from a peer */
+  }
+}
+
+static void on_data(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *raw,
+                    const kp_proxy_dgram_t *d, uint64_t now) {
+  session_t *s = session_of(px, d->receiver);
+  if (!s) {
+    px->st.unknown_session++;
+    return;
+  }
+  uint8_t body[KP_PROXY_MAX_DATAGRAM];
+  bool replayed;
+  long n = kp_proxy_open(&s->keys, raw, d, body, &replayed);
+  if (n < 0) {
+    if (replayed)
+      px->st.replayed++;
+    else
+      px->st.forged++;
+    return;
+  }
+  kp_proxy_body_t b;
+  if (kp_proxy_body_decode(body, (size_t)n, &b)) {
+    px->st.malformed++;
+    return;
+  }
+  /* The peer has the session's keys and receives at this address: the
+   * session is open, and follows the peer when its NAT maps it anew. */
+  s->state = OPEN;
+  s->addr = *from;
+  s->heard = now;
+  on_op(px, s, &b, now);
+}
+
+/* ---- API --------------------------------------------------------------------------------------
+ */
+
+int kp_proxy_new(const kp_proxy_config_t *cfg, const kp_keypair_t *kp, const kp_rng_t *rng,
+                 const kp_proxy_io_t *io, kp_proxy_t **out) {
+  *out = NULL;
+  if (!cfg->max_sessions || cfg->max_sessions > 0xffff || !cfg->max_allocs ||
+      cfg->max_allocs >= NO_ALLOC || !cfg->permits || !cfg->proven || !cfg->hello_rate ||
+      !cfg->alloc_rate || !cfg->alloc_pps || !cfg->total_rate || !cfg->lifetime_s ||
+      !cfg->unproven_rate)
+    return KP_EINVAL;
+  kp_proxy_t *px = kp_calloc(1, sizeof(*px));
+  if (!px) return KP_ENOMEM;
+  px->cfg = *cfg;
+  px->kp = *kp;
+  px->rng = *rng;
+  px->io = *io;
+  uint8_t key[KP_RATELIMIT_KEY_LEN];
+  kp_rng_fill(rng, key, sizeof(key));
+  px->sessions = kp_calloc(cfg->max_sessions, sizeof(session_t));
+  px->allocs = kp_calloc(cfg->max_allocs, sizeof(alloc_t));
+  px->alloc_ports = kp_calloc(65536 / 8, 1);
+  if (cfg->allow_count && (px->allow = kp_malloc(cfg->allow_count * KP_PUBLIC_KEY_LEN)))
+    memcpy(px->allow, cfg->allow, cfg->allow_count * KP_PUBLIC_KEY_LEN);
+  if (!px->sessions || !px->allocs || !px->alloc_ports || (cfg->allow_count && !px->allow) ||
+      kp_ratelimit_init(&px->hello_rl, 1024, cfg->hello_rate, cfg->hello_rate * 2, key)) {
+    kp_free(px->sessions), kp_free(px->allocs), kp_free(px->alloc_ports), kp_free(px->allow);
+    kp_free(px);
+    return KP_ENOMEM;
+  }
+  px->cfg.allow = NULL;
+  if (!cfg->allow) px->cfg.allow_count = 0;
+  kp_bucket_init(&px->total, cfg->total_rate, 0);
+  *out = px;
+  return 0;
+}
+
+void kp_proxy_free(kp_proxy_t *px) {
+  if (!px) return;
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++)
+    if (px->sessions[i].state != FREE) end_session(px, &px->sessions[i]);
+  kp_keypair_wipe(&px->kp);
+  kp_ratelimit_destroy(&px->hello_rl);
+  kp_free(px->sessions);
+  kp_free(px->allocs);
+  kp_free(px->alloc_ports);
+  kp_free(px->allow);
+  kp_free(px);
+}
+
+void kp_proxy_set_local(kp_proxy_t *px, const kp_addr_t *bound, const kp_addr_t *public_addr) {
+  px->bound = *bound;
+  if (public_addr) px->public_addr = *public_addr;
+}
+
+void kp_proxy_input(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *data, size_t len,
+                    uint64_t now) {
+  kp_proxy_dgram_t d;
+  if (kp_proxy_dgram_decode(data, len, &d)) {
+    px->st.malformed++;
+    return;
+  }
+  switch (d.type) {
+    case KP_PROXY_KEY_REQ: {
+      uint8_t out[KP_PROXY_KEY_LEN];
+      kp_proxy_key_encode(px->kp.public_key, out);
+      px->io.send(px->io.ctx, from, out, sizeof(out)); /* the same size as the request */
+      break;
+    }
+    case KP_PROXY_HELLO: on_hello(px, from, &d, now); break;
+    case KP_PROXY_DATA: on_data(px, from, data, &d, now); break;
+    default: px->st.malformed++; break; /* a proxy's message, sent to a proxy */
+  }
+}
+
+void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, const uint8_t *data,
+                          size_t len, uint64_t now) {
+  if (slot >= px->cfg.max_allocs || !px->allocs[slot].used) return;
+  alloc_t *a = &px->allocs[slot];
+  const kp_proxy_config_t *c = &px->cfg;
+  permit_t *p = permit_find(a, c->permits, from);
+  if (!p) {
+    px->st.drops[KP_PROXY_DROP_PERMIT]++;
+    return;
+  }
+  if (!len || len > KP_PROXY_MAX_PAYLOAD) {
+    px->st.drops[KP_PROXY_DROP_TOO_BIG]++;
+    return;
+  }
+  if (!charge(&a->in_bytes, &a->in_pkts, c, len, now) ||
+      !kp_bucket_take(&px->total, c->total_rate, c->total_rate, len, now)) {
+    px->st.drops[KP_PROXY_DROP_RATE]++;
+    return;
+  }
+  if (c->alloc_quota && a->carried + len > c->alloc_quota) {
+    close_alloc(px, slot, KP_PROXY_QUOTA, true);
+    return;
+  }
+  a->carried += len;
+  p->answered = true;
+  prove(a, c->proven, from, now);
+  px->st.received++;
+  px->st.received_bytes += len;
+  kp_proxy_body_t b = {
+      .op = KP_PROXY_OP_RECV, .channel = a->channel, .addr = *from, .data = data, .len = len};
+  send_body(px, &px->sessions[a->session], &b);
+}
+
+void kp_proxy_forget(kp_proxy_t *px, const kp_addr_t *addr) {
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++)
+    if (px->sessions[i].state != FREE && kp_addr_eq(&px->sessions[i].addr, addr))
+      end_session(px, &px->sessions[i]);
+}
+
+uint64_t kp_proxy_tick(kp_proxy_t *px, uint64_t now) {
+  for (unsigned i = 0; i < px->cfg.max_allocs; i++)
+    if (px->allocs[i].used && now >= px->allocs[i].expires)
+      close_alloc(px, i, KP_PROXY_EXPIRED, true);
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++) {
+    session_t *s = &px->sessions[i];
+    if ((s->state == HALF_OPEN && now - s->created >= px->cfg.half_open_ms) ||
+        (s->state == OPEN && now - s->heard >= px->cfg.idle_ms))
+      end_session(px, s);
+  }
+  return now + TICK_MS;
+}
+
+void kp_proxy_stats(const kp_proxy_t *px, kp_proxy_stats_t *out) {
+  *out = px->st;
+  out->sessions = out->half_open = 0;
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++) {
+    out->sessions += px->sessions[i].state == OPEN;
+    out->half_open += px->sessions[i].state == HALF_OPEN;
+  }
+  out->allocs = px->alloc_count;
+}
+
+const uint8_t *kp_proxy_public_key(const kp_proxy_t *px) {
+  return px->kp.public_key;
+}

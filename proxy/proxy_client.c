@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: MIT */
+/* A peer's session with its proxy (proxy_client.h). */
+#include "proxy/proxy_client.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "holepunch/hs_noise.h"
+
+#define PROLOGUE "kadpunch/proxy/v1"
+#define RETRY_FIRST_MS 250
+#define RETRY_MAX_MS 4000
+#define REFUSED_RETRY_MS 10000 /* after an authenticated refusal */
+#define FRESH_HELLO_MS 8000    /* a HELLO unanswered this long is made anew */
+#define OPEN_RETRY_MS 500
+#define CLOSED_RETRY_MS 5000
+#define PING_MS 15000 /* under the 30 s many NATs keep an idle UDP mapping */
+#define DEAD_MS 45000 /* three pings unanswered */
+
+enum { ASK_KEY, HELLO_SENT, UP };
+
+typedef struct channel_s {
+  bool wanted, opened;
+  kp_addr_t addr;
+  uint64_t next; /* OPEN again, or REFRESH */
+} channel_t;
+
+struct kp_proxy_client_s {
+  kp_keypair_t self;
+  kp_rng_t rng;
+  kp_proxy_client_io_t io;
+  bool have_key;
+  uint8_t proxy_key[KP_PUBLIC_KEY_LEN];
+  int state;
+  uint32_t index, proxy_index;
+  kp_noise_t noise;
+  uint8_t hello[KP_PROXY_HELLO_LEN];
+  uint64_t hello_at, next_send, retry_ms;
+  kp_proxy_keys_t keys;
+  uint64_t heard, sent_at;
+  channel_t ch[KP_PROXY_CHANNELS];
+  kp_proxy_client_stats_t st;
+};
+
+static void send_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now) {
+  uint8_t body[KP_PROXY_MAX_DATAGRAM], out[KP_PROXY_MAX_DATAGRAM];
+  size_t n = kp_proxy_body_encode(b, body, sizeof(body));
+  size_t m = n ? kp_proxy_seal(&c->keys, c->proxy_index, body, n, out, sizeof(out)) : 0;
+  if (!m) return;
+  c->sent_at = now;
+  c->io.send(c->io.ctx, out, m);
+}
+
+static void backoff(kp_proxy_client_t *c, uint64_t now) {
+  c->next_send = now + c->retry_ms;
+  c->retry_ms = c->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : c->retry_ms * 2;
+}
+
+/* A HELLO under a fresh ephemeral and index. */
+static void make_hello(kp_proxy_client_t *c, uint64_t now) {
+  uint8_t payload[KP_PROXY_HELLO_PAYLOAD], e[32],
+      msg[KP_PROXY_HELLO_PAYLOAD + KP_NOISE_MSG1_OVERHEAD];
+  size_t len = 0;
+  kp_noise_clear(&c->noise);
+  payload[0] = KP_PROXY_VERSION;
+  memcpy(payload + 1, c->self.public_key, KP_PUBLIC_KEY_LEN);
+  kp_rng_fill(&c->rng, e, sizeof(e));
+  c->index = kp_rng_u32(&c->rng);
+  if (kp_noise_init_initiator(&c->noise, &c->self, c->proxy_key, (const uint8_t *)PROLOGUE,
+                              sizeof(PROLOGUE) - 1) ||
+      kp_noise_write_msg1(&c->noise, e, payload, sizeof(payload), msg, sizeof(msg), &len))
+    len = 0;
+  sodium_memzero(e, sizeof(e));
+  if (!len || !kp_proxy_hello_encode(c->index, msg, len, c->hello)) memset(c->hello, 0, 2);
+  c->state = HELLO_SENT;
+  c->hello_at = now;
+}
+
+static void go_down(kp_proxy_client_t *c, uint8_t reason, uint64_t now) {
+  bool was_up = c->state == UP;
+  sodium_memzero(&c->keys, sizeof(c->keys));
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) c->ch[i].opened = false;
+  c->st.up = false;
+  make_hello(c, now);
+  c->retry_ms = RETRY_FIRST_MS;
+  c->next_send = now + (reason ? REFUSED_RETRY_MS : 0);
+  if (was_up || reason) c->io.on_down(c->io.ctx, reason);
+}
+
+int kp_proxy_client_new(const kp_keypair_t *self, const uint8_t *proxy_key, const kp_rng_t *rng,
+                        const kp_proxy_client_io_t *io, uint64_t now, kp_proxy_client_t **out) {
+  *out = NULL;
+  kp_proxy_client_t *c = kp_calloc(1, sizeof(*c));
+  if (!c) return KP_ENOMEM;
+  c->self = *self;
+  c->rng = *rng;
+  c->io = *io;
+  c->retry_ms = RETRY_FIRST_MS;
+  c->next_send = now;
+  c->state = ASK_KEY;
+  if (proxy_key) {
+    c->have_key = true;
+    memcpy(c->proxy_key, proxy_key, KP_PUBLIC_KEY_LEN);
+    make_hello(c, now);
+  }
+  *out = c;
+  return 0;
+}
+
+void kp_proxy_client_free(kp_proxy_client_t *c) {
+  if (!c) return;
+  kp_noise_clear(&c->noise);
+  sodium_memzero(c, sizeof(*c));
+  kp_free(c);
+}
+
+static void on_welcome(kp_proxy_client_t *c, const kp_proxy_dgram_t *d, uint64_t now) {
+  uint8_t p[KP_PROXY_WELCOME_PAYLOAD + 16];
+  size_t plen = 0;
+  if (c->state != HELLO_SENT || d->receiver != c->index) return;
+  if (kp_noise_read_msg2(&c->noise, d->noise, d->noise_len, p, sizeof(p), &plen) ||
+      plen != KP_PROXY_WELCOME_PAYLOAD) {
+    c->st.forged++;
+    /* The state moved: a forged msg2 must not cost the real one. */
+    make_hello(c, now);
+    return;
+  }
+  if (p[0]) {
+    c->st.refusals++;
+    c->st.last_refusal = p[0];
+    go_down(c, p[0], now);
+    return;
+  }
+  kp_noise_split_t sp;
+  kp_noise_split(&c->noise, &sp);
+  kp_noise_clear(&c->noise);
+  memset(&c->keys, 0, sizeof(c->keys));
+  memcpy(c->keys.tx, sp.tx, 32);
+  memcpy(c->keys.rx, sp.rx, 32);
+  sodium_memzero(&sp, sizeof(sp));
+  c->proxy_index = d->sender;
+  c->state = UP;
+  c->st.up = true;
+  c->st.sessions++;
+  c->heard = now;
+  c->retry_ms = RETRY_FIRST_MS;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) c->ch[i].next = now;
+  kp_proxy_client_tick(c, now);
+}
+
+static void on_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now) {
+  channel_t *ch = &c->ch[b->channel];
+  switch (b->op) {
+    case KP_PROXY_OP_RECV:
+      if (!ch->opened) return;
+      c->st.received++;
+      c->io.on_recv(c->io.ctx, b->channel, &b->addr, b->data, b->len);
+      break;
+    case KP_PROXY_OP_OPENED: {
+      if (!ch->wanted) return;
+      bool news = !ch->opened || !kp_addr_eq(&ch->addr, &b->addr);
+      ch->opened = true;
+      ch->addr = b->addr;
+      uint64_t life = (uint64_t)b->lifetime_s * 1000;
+      ch->next = now + (life / 3 > 1000 ? life / 3 : 1000);
+      if (news) c->io.on_opened(c->io.ctx, b->channel, &b->addr);
+      break;
+    }
+    case KP_PROXY_OP_CLOSE:
+      if (!ch->wanted) return;
+      ch->opened = false;
+      ch->next = now + CLOSED_RETRY_MS;
+      c->st.last_refusal = b->reason;
+      c->io.on_closed(c->io.ctx, b->channel, b->reason);
+      break;
+    default: break; /* PONG: heard is all it is for */
+  }
+}
+
+void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len, uint64_t now) {
+  kp_proxy_dgram_t d;
+  if (kp_proxy_dgram_decode(data, len, &d)) return;
+  switch (d.type) {
+    case KP_PROXY_KEY:
+      if (c->have_key || c->state != ASK_KEY) return;
+      memcpy(c->proxy_key, d.key, KP_PUBLIC_KEY_LEN);
+      c->have_key = true;
+      make_hello(c, now);
+      c->retry_ms = RETRY_FIRST_MS;
+      c->next_send = now;
+      kp_proxy_client_tick(c, now);
+      break;
+    case KP_PROXY_WELCOME: on_welcome(c, &d, now); break;
+    case KP_PROXY_REFUSED:
+      /* Anyone could send it: noted, and the HELLOs go on at their pace. */
+      if (c->state == HELLO_SENT && d.receiver == c->index) c->st.last_refusal = d.reason;
+      break;
+    case KP_PROXY_DATA: {
+      if (c->state != UP || d.receiver != c->index) return;
+      uint8_t body[KP_PROXY_MAX_DATAGRAM];
+      bool replayed;
+      long n = kp_proxy_open(&c->keys, data, &d, body, &replayed);
+      kp_proxy_body_t b;
+      if (n < 0) {
+        if (replayed)
+          c->st.replayed++;
+        else
+          c->st.forged++;
+        return;
+      }
+      if (kp_proxy_body_decode(body, (size_t)n, &b)) return;
+      c->heard = now;
+      on_body(c, &b, now);
+      break;
+    }
+    default: break;
+  }
+}
+
+void kp_proxy_client_restart(kp_proxy_client_t *c, uint64_t now) {
+  if (c->state == UP) go_down(c, 0, now);
+}
+
+void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
+  if (ch >= KP_PROXY_CHANNELS) return;
+  c->ch[ch] = (channel_t){.wanted = true, .next = now};
+  if (c->state == UP) kp_proxy_client_tick(c, now);
+}
+
+void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
+  if (ch >= KP_PROXY_CHANNELS || !c->ch[ch].wanted) return;
+  if (c->state == UP) {
+    kp_proxy_body_t b = {.op = KP_PROXY_OP_CLOSE, .channel = (uint8_t)ch};
+    send_body(c, &b, now);
+  }
+  c->ch[ch] = (channel_t){0};
+}
+
+int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
+                         const uint8_t *data, size_t len, uint64_t now) {
+  if (len > KP_PROXY_MAX_PAYLOAD) return KP_ETOOBIG;
+  if (c->state != UP || ch >= KP_PROXY_CHANNELS || !c->ch[ch].opened) {
+    c->st.dropped++;
+    return KP_ESTATE;
+  }
+  kp_proxy_body_t b = {
+      .op = KP_PROXY_OP_SEND, .channel = (uint8_t)ch, .addr = *to, .data = data, .len = len};
+  c->st.sent++;
+  send_body(c, &b, now);
+  return 0;
+}
+
+static uint64_t tick_channels(kp_proxy_client_t *c, uint64_t now) {
+  uint64_t next = now + PING_MS;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    channel_t *ch = &c->ch[i];
+    if (!ch->wanted) continue;
+    if (now >= ch->next) {
+      kp_proxy_body_t b = {.op = ch->opened ? KP_PROXY_OP_REFRESH : KP_PROXY_OP_OPEN,
+                           .channel = (uint8_t)i};
+      send_body(c, &b, now);
+      ch->next = now + OPEN_RETRY_MS; /* until OPENED says otherwise */
+    }
+    if (ch->next < next) next = ch->next;
+  }
+  return next;
+}
+
+uint64_t kp_proxy_client_tick(kp_proxy_client_t *c, uint64_t now) {
+  if (c->state == UP) {
+    if (now - c->heard >= DEAD_MS) {
+      go_down(c, 0, now);
+      return now;
+    }
+    if (now - c->sent_at >= PING_MS) {
+      kp_proxy_body_t b = {.op = KP_PROXY_OP_PING};
+      send_body(c, &b, now);
+    }
+    uint64_t next = tick_channels(c, now);
+    uint64_t ping = c->sent_at + PING_MS, dead = c->heard + DEAD_MS;
+    if (ping < next) next = ping;
+    return dead < next ? dead : next;
+  }
+  if (now < c->next_send) return c->next_send;
+  if (c->state == ASK_KEY) {
+    uint8_t req[KP_PROXY_KEY_LEN];
+    kp_proxy_key_req_encode(req);
+    c->io.send(c->io.ctx, req, sizeof(req));
+  } else {
+    if (now - c->hello_at >= FRESH_HELLO_MS) make_hello(c, now);
+    if (c->hello[0] == KP_PROXY_MAGIC) c->io.send(c->io.ctx, c->hello, sizeof(c->hello));
+  }
+  backoff(c, now);
+  return c->next_send;
+}
+
+const kp_addr_t *kp_proxy_client_addr(const kp_proxy_client_t *c, unsigned ch) {
+  static const kp_addr_t none;
+  return ch < KP_PROXY_CHANNELS && c->ch[ch].opened ? &c->ch[ch].addr : &none;
+}
+
+const uint8_t *kp_proxy_client_proxy_key(const kp_proxy_client_t *c) {
+  return c->have_key ? c->proxy_key : NULL;
+}
+
+void kp_proxy_client_stats(const kp_proxy_client_t *c, kp_proxy_client_stats_t *out) {
+  *out = c->st;
+}

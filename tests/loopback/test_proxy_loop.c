@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/* Proxies on real sockets: a loopback testnet, a node running a proxy, and
+ * connections by key where the client, the server or both speak through
+ * it. Each carries 4 MiB byte-exact both ways (an echo); the proxied side's
+ * path is an allocation on the proxy's address, the proxy forwarded it
+ * all, and what it forwarded never contains the plaintext. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/node_internal.h"
+#include "node/node_proxy.h"
+#include "node/testnet.h"
+#include "tests/harness/test.h"
+#include "tests/loopback/test_node.h"
+#include "tests/loopback/testnet_up.h"
+
+static const char MARKER[] = "kadpunch plaintext marker 0123456789 "; /* 37 bytes */
+
+typedef struct echo_s {
+  bool done;
+  int status;
+  kp_connect_info_t info;
+  kp_conn_t *conn;
+  kp_stream_t *stream;
+  kp_write_t write;
+  uint8_t *data;
+  size_t len, echoed, mismatched;
+} echo_t;
+
+static void echo_written(kp_write_t *req, int status) {
+  (void)status;
+  free(req->data);
+  free(req);
+}
+
+static void server_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  if (n < 0) {
+    kp_stream_end(s);
+    kp_stream_close(s, NULL);
+    return;
+  }
+  kp_write_t *w = calloc(1, sizeof(*w));
+  uv_buf_t b = uv_buf_init(malloc((size_t)n), (unsigned)n);
+  memcpy(b.base, buf->base, (size_t)n);
+  w->data = b.base;
+  KP_CHECK_OK(kp_stream_write(w, s, &b, 1, echo_written));
+}
+
+static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
+  (void)conn;
+  KP_CHECK_OK(kp_stream_read_start(s, server_read));
+}
+
+static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
+  (void)conn, (void)status, (void)code;
+}
+
+static kp_conn_t *server_conn;
+static kp_connect_info_t server_info;
+
+static void on_server_connection(kp_server_t *server, kp_conn_t *conn,
+                                 const kp_connect_info_t *info, void *arg) {
+  (void)server, (void)arg;
+  server_conn = conn;
+  server_info = *info;
+}
+
+static void client_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  echo_t *r = kp_stream_get_data(s);
+  if (n <= 0) return;
+  if (r->echoed + (size_t)n > r->len || memcmp(r->data + r->echoed, buf->base, (size_t)n))
+    r->mismatched++;
+  r->echoed += (size_t)n;
+}
+
+static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
+                         const kp_connect_info_t *info, void *arg) {
+  echo_t *r = arg;
+  (void)node;
+  r->done = true;
+  r->status = status;
+  r->info = *info;
+  r->conn = conn;
+  if (status) return;
+  uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+  KP_CHECK_OK(kp_stream_open(conn, &r->stream));
+  kp_stream_set_data(r->stream, r);
+  KP_CHECK_OK(kp_stream_write(&r->write, r->stream, &b, 1, NULL));
+  KP_CHECK_OK(kp_stream_end(r->stream));
+  KP_CHECK_OK(kp_stream_read_start(r->stream, client_read));
+}
+
+static bool echo_done(void *ctx) {
+  echo_t *r = ctx;
+  return r->done && (r->status || r->echoed >= r->len);
+}
+
+static bool is_member(void *ctx) {
+  return kp_node_is_member(ctx);
+}
+
+static bool link_up(void *ctx) {
+  kp_node_t *n = ctx;
+  return kp_proxy_link_up(n->proxy_link) && n->sock.local.port != 0;
+}
+
+static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy, bool member) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  char bind[32];
+  o.bind = "127.0.0.1:0";
+  if (member) {
+    snprintf(bind, sizeof(bind), "127.0.0.1:%d", kp_testnet_free_port());
+    o.bind = bind;
+  }
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.member_stable_ms = 0;
+  o.mode = member ? KP_NODE_MEMBER : KP_NODE_EPHEMERAL;
+  o.proxy = proxy;
+  kp_node_t *n;
+  KP_CHECK_OK(kp_node_create(loop, &o, &n));
+  if (proxy) KP_CHECK(kp_testnet_run_until(loop, link_up, n, 10000));
+  return n;
+}
+
+/* Runs one echo with the client and/or the server proxied (the client
+ * over TCP with tcp). */
+static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 20, 60000, &tn);
+  kp_node_t *pxnode = make_node(&loop, tn.bootstrap, NULL, true);
+  KP_CHECK(kp_testnet_run_until(&loop, is_member, pxnode, 20000));
+  kp_proxy_service_t *svc;
+  KP_CHECK_OK(kp_proxy_service_create(pxnode, NULL, &svc));
+  kp_addr_t px_addr;
+  char px_text[KP_ADDR_STRLEN + KP_KEY_TEXT_LEN + 2], key_text[KP_KEY_TEXT_LEN + 1];
+  kp_node_local_addr(pxnode, &px_addr);
+  kp_key_to_text(kp_proxy_service_key(svc), key_text);
+  /* The server names the proxy by key and address; the client by address. */
+  char addr_text[KP_ADDR_STRLEN];
+  kp_addr_format(&px_addr, addr_text, sizeof(addr_text));
+  snprintf(px_text, sizeof(px_text), "%s@%s", key_text, addr_text);
+
+  kp_node_t *server = make_node(&loop, tn.bootstrap, server_proxied ? px_text : NULL, false);
+  char tcp_text[KP_ADDR_STRLEN + 8];
+  snprintf(tcp_text, sizeof(tcp_text), "tcp:%s", addr_text);
+  kp_node_t *client =
+      make_node(&loop, tn.bootstrap, client_proxied ? (tcp ? tcp_text : addr_text) : NULL, false);
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  kp_keypair_t skp, ckp;
+  kp_keypair_generate(&skp);
+  kp_keypair_generate(&ckp);
+  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_server_t *srv;
+  server_conn = NULL;
+  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));
+  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* announced */
+  echo_t r = {.len = 4 << 20};
+  r.data = malloc(r.len);
+  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, on_connected, &r));
+  KP_CHECK(kp_testnet_run_until(&loop, echo_done, &r, 30000));
+  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
+  KP_CHECK_EQ(r.echoed, r.len);
+  KP_CHECK_EQ(r.mismatched, 0);
+  /* Who sees what: a proxied side is seen at an allocation of the proxy's
+   * (its address, another port); the client's info says it is proxied. */
+  KP_CHECK_EQ(r.info.proxy.family != 0, client_proxied);
+  if (client_proxied) KP_CHECK(kp_addr_eq(&r.info.proxy, &px_addr));
+  if (server_proxied) {
+    KP_CHECK(kp_addr_same_ip(&r.info.path, &px_addr) && r.info.path.port != px_addr.port);
+    KP_CHECK(kp_addr_eq(&r.info.path, &server->sock.local)); /* the server's allocation */
+  }
+  if (client_proxied) KP_CHECK(kp_addr_eq(&server_info.path, &client->sock.local));
+  kp_proxy_counters_t pc;
+  kp_proxy_service_counters(svc, &pc);
+  printf("client %s%s, server %s: 4 MiB echoed via %s; the proxy: %u sessions, %u allocations, "
+         "%" PRIu64 " datagrams out, %" PRIu64 " in, %" PRIu64 " dropped; path %s\n",
+         client_proxied ? "proxied" : "direct", tcp ? " over TCP" : "",
+         server_proxied ? "proxied" : "direct", addr_text, pc.sessions, pc.allocs, pc.sent,
+         pc.received, pc.dropped, kp_punch_name(r.info.punch));
+  KP_CHECK_EQ(pc.sessions, (unsigned)client_proxied + (unsigned)server_proxied);
+  KP_CHECK(pc.sent_bytes > r.len && pc.received_bytes > r.len); /* the streams went through it */
+  KP_CHECK_EQ(pc.forged + pc.replayed, 0);
+  kp_stream_close(r.stream, NULL);
+  kp_conn_close(r.conn, 0);
+  if (server_conn) kp_conn_close(server_conn, 0);
+  kp_server_close(srv);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_testnet_run_until(&loop, NULL, NULL, 200);
+  /* The sessions said goodbye: their allocations are gone. */
+  kp_proxy_service_counters(svc, &pc);
+  KP_CHECK_EQ(pc.allocs, 0);
+  kp_node_close(pxnode, NULL); /* closes its proxy */
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+  free(r.data);
+}
+
+static void run(bool client_proxied, bool server_proxied) {
+  run_via(client_proxied, server_proxied, false);
+}
+
+static void test_connect_proxied(void) {
+  run(true, false);
+}
+
+/* A client whose UDP may be blocked reaches its proxy over TCP. */
+static void test_connect_proxied_tcp(void) {
+  run_via(true, false, true);
+}
+
+static void test_serve_proxied(void) {
+  run(false, true);
+}
+
+static void test_both_proxied(void) {
+  run(true, true);
+}
+
+typedef struct found_s {
+  unsigned count, matching, done;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+  char text[KP_ADDR_STRLEN];
+} found_t;
+
+static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
+  found_t *f = arg;
+  (void)node;
+  f->count++;
+  if (!memcmp(rec->public_key, f->key, KP_PUBLIC_KEY_LEN) && rec->data_len == strlen(f->text) &&
+      !memcmp(rec->data, f->text, rec->data_len))
+    f->matching++;
+}
+
+static void on_lookup_done(kp_node_t *node, int status, size_t n,
+                           const kp_node_query_stats_t *stats, void *arg) {
+  found_t *f = arg;
+  (void)node, (void)status, (void)n, (void)stats;
+  f->done = 1;
+}
+
+static bool lookup_done(void *ctx) {
+  return ((found_t *)ctx)->done;
+}
+
+static bool has_public(void *ctx) {
+  kp_addr_t a;
+  return kp_node_public_addr(ctx, &a) == 0;
+}
+
+static void lookup_proxies(uv_loop_t *loop, kp_node_t *from, found_t *f) {
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, target);
+  f->count = f->matching = f->done = 0;
+  KP_CHECK_OK(kp_node_lookup(from, target, on_record, on_lookup_done, f));
+  KP_CHECK(kp_testnet_run_until(loop, lookup_done, f, 10000));
+}
+
+/* A proxy announces itself under kadpunch/proxies/v1 with its key and its
+ * own address, and a lookup finds it; a record naming an address other
+ * than the one it was announced from is stored nowhere (it would steer
+ * peers' sessions at someone who never offered to proxy). */
+static void test_announced_and_found(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 12, 20000, &tn);
+  found_t f = {0};
+  kp_node_t *liar = tn.nodes[5];
+  kp_addr_t victim;
+  kp_node_local_addr(tn.nodes[7], &victim);
+  kp_addr_format(&victim, f.text, sizeof(f.text));
+  kp_keypair_t kp;
+  kp_keypair_generate(&kp);
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, target);
+  kp_announce_t *a;
+  KP_CHECK_OK(kp_node_announce(liar, target, &kp, f.text, strlen(f.text), NULL, &a));
+  kp_testnet_run_until(&loop, NULL, NULL, 2000);
+  kp_announce_stop(a, false);
+  lookup_proxies(&loop, tn.nodes[2], &f);
+  KP_CHECK_EQ(f.count, 0);
+
+  kp_node_t *pxnode = make_node(&loop, tn.bootstrap, NULL, true);
+  KP_CHECK(kp_testnet_run_until(&loop, is_member, pxnode, 20000));
+  kp_proxy_service_t *svc;
+  KP_CHECK_OK(kp_proxy_service_create(pxnode, NULL, &svc));
+  memcpy(f.key, kp_proxy_service_key(svc), KP_PUBLIC_KEY_LEN);
+  kp_addr_t pub;
+  KP_CHECK(kp_testnet_run_until(&loop, has_public, pxnode, 20000));
+  KP_CHECK_OK(kp_node_public_addr(pxnode, &pub));
+  kp_addr_format(&pub, f.text, sizeof(f.text));
+  kp_testnet_run_until(&loop, NULL, NULL, 3000); /* the service's tick announces it */
+  lookup_proxies(&loop, tn.nodes[2], &f);
+  printf("proxy %s found: %u record(s), %u naming its key and address\n", f.text, f.count,
+         f.matching);
+  KP_CHECK_EQ(f.count, 1);
+  KP_CHECK_EQ(f.matching, 1);
+  kp_node_close(pxnode, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* The programs: `kadpunch proxy` with an allow list, `kadpunch serve`,
+ * and `kadpunch connect --proxy` (by address, and by KEY@address): the
+ * message comes back byte-exact, the output and the JSON say "proxied via"
+ * the proxy; a key the proxy does not allow gets a clear refusal; and
+ * `serve --proxy` serves from the proxy's address. */
+static void test_cli_proxied(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 20, 20000, &tn);
+  char boot[64], dir[] = "/tmp/kp-proxy-XXXXXX", skey[256], ckey[256], pkey[256], out[8192];
+  snprintf(boot, sizeof(boot), "%s", tn.bootstrap);
+  KP_CHECK(mkdtemp(dir) != NULL);
+  snprintf(skey, sizeof(skey), "%s/server", dir);
+  snprintf(ckey, sizeof(ckey), "%s/client", dir);
+  snprintf(pkey, sizeof(pkey), "%s/proxy", dir);
+  char spk[KP_KEY_TEXT_LEN + 1], cpk[KP_KEY_TEXT_LEN + 1], ppk[KP_KEY_TEXT_LEN + 1];
+  kp_test_keygen(&loop, skey, spk);
+  kp_test_keygen(&loop, ckey, cpk);
+  kp_test_keygen(&loop, pkey, ppk);
+  char pbind[64], by_key[KP_KEY_TEXT_LEN + 72], via[96];
+  snprintf(pbind, sizeof(pbind), "127.0.0.1:%d", kp_testnet_free_port());
+  snprintf(by_key, sizeof(by_key), "%s@%s", ppk, pbind);
+  snprintf(via, sizeof(via), "proxied via %s", pbind);
+  const char *proxy[] = {KP_BINARY, "proxy", "--bind",  pbind, "--bootstrap", boot, "--key", pkey,
+                         "--allow", cpk,     "--allow", spk,   "--every",     "1",  NULL};
+  kp_test_child_t *px = kp_test_spawn(&loop, proxy);
+  KP_CHECK(kp_test_child_wait_output(&loop, px, "proxying on", 10000));
+  KP_CHECK(strstr(kp_test_child_stdout(px), ppk));
+  const char *serve[] = {KP_BINARY, "serve", "--key", skey, "--bootstrap", boot, NULL};
+  kp_test_child_t *server = kp_test_spawn(&loop, serve);
+  KP_CHECK(kp_test_child_wait_output(&loop, server, "serving", 10000));
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+
+  static const char message[] = "through-the-proxy-0123456789abcdef";
+  const char *connect[] = {KP_BINARY, "connect", spk,   "--key",       ckey, "--message",
+                           message,   "--proxy", pbind, "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, connect, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(strstr(out, "connected to") && strstr(out, via) && strstr(out, "34 bytes back"),
+               "%s", out);
+  const char *json[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--json",
+                        "--proxy", by_key,    "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, json, out, sizeof(out), 30000), 0);
+  char want[96];
+  snprintf(want, sizeof(want), "\"proxy\":\"%s\"", pbind);
+  KP_CHECK_MSG(strstr(out, "\"ok\":true") && strstr(out, "\"strategy\":\"proxied\"") &&
+                   strstr(out, want) && strstr(out, "\"echo_bytes\":5"),
+               "%s", out);
+  /* Found on the DHT: any proxy (auto), or this one by its key. */
+  const char *autop[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
+                         "auto",    "--json",  "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, autop, out, sizeof(out), 40000), 0);
+  KP_CHECK_MSG(strstr(out, "\"strategy\":\"proxied\"") && strstr(out, want) &&
+                   strstr(out, "found on the DHT"),
+               "%s", out);
+  const char *bykey[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
+                         ppk,       "--json",  "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, bykey, out, sizeof(out), 40000), 0);
+  KP_CHECK_MSG(strstr(out, "\"strategy\":\"proxied\"") && strstr(out, want), "%s", out);
+  const char *nokey[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
+                         cpk,       "--json",  "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, nokey, out, sizeof(out), 40000), 1);
+  KP_CHECK_MSG(strstr(out, "no proxy with that key announced"), "%s", out);
+  /* The server saw the client at an allocation on the proxy's address. */
+  char seen[96];
+  snprintf(seen, sizeof(seen), "to 127.0.0.1:");
+  KP_CHECK(kp_test_child_wait_output(&loop, server, seen, 5000));
+  /* A key the proxy does not allow: refused, and told so. */
+  char stranger[256];
+  snprintf(stranger, sizeof(stranger), "%s/stranger", dir);
+  char xpk[KP_KEY_TEXT_LEN + 1];
+  kp_test_keygen(&loop, stranger, xpk);
+  const char *refused[] = {KP_BINARY, "connect", spk,           "--key", stranger,
+                           "--proxy", pbind,     "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, refused, out, sizeof(out), 30000), 1);
+  KP_CHECK_MSG(strstr(out, "refused this node: key not allowed"), "%s", out);
+  KP_CHECK_EQ(kp_test_child_stop(&loop, server, 10000), 0);
+
+  /* serve --proxy: the server speaks from the proxy; a plain client
+   * reaches it there. */
+  const char *pserve[] = {KP_BINARY, "serve",   "--key", skey, "--bootstrap",
+                          boot,      "--proxy", by_key,  NULL};
+  server = kp_test_spawn(&loop, pserve);
+  KP_CHECK(kp_test_child_wait_output(&loop, server, "serving", 10000));
+  kp_testnet_run_until(&loop, NULL, NULL, 1500);
+  const char *plain[] = {KP_BINARY, "connect",     spk,  "--key", ckey,
+                         "--json",  "--bootstrap", boot, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, plain, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(strstr(out, "\"ok\":true") && strstr(out, "\"echo_bytes\":5"), "%s", out);
+  KP_CHECK(kp_test_child_wait_output(&loop, server, via, 5000));
+  KP_CHECK_EQ(kp_test_child_stop(&loop, server, 10000), 0);
+  KP_CHECK(kp_test_child_wait_output(&loop, px, "1 refused", 5000));
+  KP_CHECK_EQ(kp_test_child_stop(&loop, px, 10000), 0);
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+  kp_test_sh("rm -rf %s", dir);
+}
+
+static const kp_test_case_t cases[] = {
+    KP_CASE(cli_proxied, loopback, 120),     KP_CASE(announced_and_found, loopback, 60),
+    KP_CASE(connect_proxied, loopback, 120), KP_CASE(serve_proxied, loopback, 120),
+    KP_CASE(both_proxied, loopback, 120),    KP_CASE(connect_proxied_tcp, loopback, 120),
+};
+
+KP_TEST_MAIN(cases)

@@ -1,0 +1,197 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Proxies in the NAT lab (ctest nat.proxy_client, nat.proxy_server,
+# nat.proxy_privacy). The public side runs DHT nodes and a proxy
+# (`kadpunch proxy` on 203.0.113.14) and no relay at all.
+#
+#   client    random <-> random (no direct path between them); the client
+#             speaks through the proxy; a 100 MB echo byte-exact
+#   server    random <-> random; the server speaks through the proxy
+#             (`serve --proxy`), the client plain; a 100 MB echo. Then a
+#             client whose UDP is blocked (site 3) reaches the same
+#             proxied server through the proxy over TCP; a 20 MB echo;
+#             and `kadpunch connect --proxy` there finds UDP blocked and
+#             goes over TCP by itself
+#   privacy   consistent <-> consistent. The server is proxied: the
+#             client's host sees no packet to or from the server's own
+#             addresses (its router's public address, its LAN address),
+#             and no datagram it receives carries either in the clear.
+#             Then the client is proxied and the server's host is watched
+#             the same way for the client's addresses. 10 MB each.
+#
+#   tests/nat/proxy.sh SCENARIO [build-dir]      (as root)
+#   KP_PROXY_BYTES=400000000 tests/nat/proxy.sh client
+#
+# Exit: 0 passed, 1 failed, 2 usage or not built, 77 the lab cannot run
+# here (said plainly).
+set -eu
+scenario=${1:-}
+case $scenario in
+  client | server | privacy) ;;
+  *)
+    echo "usage: proxy.sh client|server|privacy [build-dir]"
+    exit 2
+    ;;
+esac
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${2:-$here/../../build}" && pwd)
+LAB=${LAB:-kpx$$}
+. "$here/lab.sh"
+kadpunch=$build/node/kadpunch
+probe=$build/tests/nat_probe
+xfer=$build/tests/nat_xfer
+lab_need "proxy_$scenario" "$kadpunch" "$probe" "$xfer"
+PROXY=$PUBLIC_NET.14:49737
+
+json_field() { # json name
+  printf '%s' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p"
+}
+
+fail() {
+  echo "proxy_$scenario: FAILED: $*"
+  for f in xfer.err serve.log proxy.log; do
+    echo "--- $f"
+    grep -v '^progress' "$LAB_LOG/$f" 2>/dev/null | sed 's/^/  | /' | head -n 30
+  done
+  exit 1
+}
+
+# The public side without a relay: reflectors, three DHT nodes, the proxy.
+start_public() {
+  ip -n "$LAB-pub" addr add $PUBLIC_NET.14/24 dev eth0
+  lab_spawn pub "$LAB_LOG/reflect.log" "$probe" reflect $REFLECT_A $REFLECT_B
+  lab_spawn pub "$LAB_LOG/dht10.log" "$kadpunch" dht-node --bind $BOOTSTRAP --member --log warn
+  for a in 11 12; do
+    lab_spawn pub "$LAB_LOG/dht$a.log" "$kadpunch" dht-node --bind $PUBLIC_NET.$a:49737 \
+      --bootstrap $BOOTSTRAP --member --stable-ms 0 --log warn
+  done
+  lab_spawn pub "$LAB_LOG/proxy.log" "$kadpunch" proxy --bind $PROXY --bootstrap $BOOTSTRAP \
+    --every 1
+  sleep 2 # the public DHT nodes find each other
+}
+
+# serve in site 1 (through the proxy with "proxied"), then an echo of
+# $3 bytes from site $4 (default 2; through the proxy with "proxied", over
+# TCP with "tcp"); OUT: its JSON. The server keeps running with "keep".
+run_echo() { # server-mode client-mode bytes [client-site] [keep]
+  local px="" i site=${4:-2}
+  [ "$1" = proxied ] && px="--proxy $PROXY"
+  lab_server_key "$kadpunch"
+  # shellcheck disable=SC2086
+  lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap $BOOTSTRAP $px
+  serve_pid=$LAB_LAST_PID
+  lab_wait_serving 150
+  px=""
+  [ "$2" = proxied ] && px="KP_XFER_PROXY=$PROXY"
+  [ "$2" = tcp ] && px="KP_XFER_PROXY=tcp:$PROXY"
+  lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
+    "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
+  xfer_pid=$LAB_LAST_PID
+  # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s).
+  i=0
+  while kill -0 "$xfer_pid" 2>/dev/null && [ $i -lt 1400 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  OUT=$(cat "$LAB_LOG/xfer.out")
+  [ "${5:-}" = keep ] || lab_kill "$serve_pid"
+}
+
+check_echo() { # what
+  [ "$(json_field "$OUT" ok)" = true ] || fail "$1: the echo was not complete and exact: $OUT"
+}
+
+# Counts, in namespace ns, packets to or from ip and datagrams carrying
+# its 4 bytes in the clear: iptables rules with counters, read at the end.
+watch_start() { # ns ip...
+  local ns=$1 ip hex
+  shift
+  for ip in "$@"; do
+    hex=$(printf '%02x%02x%02x%02x' $(echo "$ip" | tr . ' '))
+    ip netns exec "$LAB-$ns" iptables -A INPUT -s "$ip" -j ACCEPT
+    ip netns exec "$LAB-$ns" iptables -A OUTPUT -d "$ip" -j ACCEPT
+    ip netns exec "$LAB-$ns" iptables -A INPUT -p udp -m string --algo bm --hex-string "|$hex|" \
+      -j ACCEPT
+  done
+  # A positive control: what comes from the proxy is seen.
+  ip netns exec "$LAB-$ns" iptables -A INPUT -s $PUBLIC_NET.14 -j ACCEPT
+}
+
+watch_count() { # ns: packets matched by every rule but the control; then the control's
+  ip netns exec "$LAB-$1" iptables -nvxL INPUT | awk 'NR > 2 {print $1, $8}' >"$LAB_LOG/watch.in"
+  ip netns exec "$LAB-$1" iptables -nvxL OUTPUT | awk 'NR > 2 {print $1}' >"$LAB_LOG/watch.out"
+  seen=$(awk -v px=$PUBLIC_NET.14 '$2 != px {s += $1} END {print s + 0}' "$LAB_LOG/watch.in")
+  seen=$((seen + $(awk '{s += $1} END {print s + 0}' "$LAB_LOG/watch.out")))
+  control=$(awk -v px=$PUBLIC_NET.14 '$2 == px {s += $1} END {print s + 0}' "$LAB_LOG/watch.in")
+  ip netns exec "$LAB-$1" iptables -F INPUT
+  ip netns exec "$LAB-$1" iptables -F OUTPUT
+}
+
+lab_init
+start_public
+case $scenario in
+  client | server)
+    lab_site 1 random
+    lab_site 2 random
+    lab_selfcheck 1 random "$probe"
+    lab_selfcheck 2 random "$probe"
+    bytes=${KP_PROXY_BYTES:-100000000}
+    if [ "$scenario" = client ]; then
+      run_echo plain proxied "$bytes"
+      [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
+      [ "$(json_field "$OUT" proxy)" = "$PROXY" ] || fail "not through $PROXY: $OUT"
+    else
+      run_echo proxied plain "$bytes"
+      grep -q "proxied via $PROXY" "$LAB_LOG/serve.log" || fail "the server did not say it is proxied"
+    fi
+    check_echo "$scenario"
+    echo "proxy_$scenario: $bytes bytes each way, byte-exact, in $(json_field "$OUT" seconds) s" \
+      "($(json_field "$OUT" strategy)), longest gap $(json_field "$OUT" max_stall_ms) ms"
+    if [ "$scenario" = server ]; then
+      lab_site 3 blocked
+      lab_selfcheck 3 blocked "$probe"
+      bytes=${KP_PROXY_TCP_BYTES:-20000000}
+      run_echo proxied tcp "$bytes" 3 keep
+      check_echo "UDP-blocked client over TCP"
+      [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
+      echo "proxy_server: a UDP-blocked client through the proxy over TCP: $bytes bytes each" \
+        "way, byte-exact, in $(json_field "$OUT" seconds) s"
+      # The program: UDP gets 3 s, then the proxy over TCP.
+      ip netns exec "$LAB-h3" timeout 60 "$kadpunch" connect "$pk" --proxy $PROXY \
+        --bootstrap $BOOTSTRAP --json >"$LAB_LOG/connect.out" 2>"$LAB_LOG/connect.err" ||
+        fail "connect --proxy from the UDP-blocked site: $(cat "$LAB_LOG/connect.err")"
+      grep -q "trying it over TCP" "$LAB_LOG/connect.err" || fail "connect did not fall back to TCP"
+      OUT=$(cat "$LAB_LOG/connect.out")
+      [ "$(json_field "$OUT" strategy)" = proxied ] || fail "connect: not proxied: $OUT"
+      echo "proxy_server: kadpunch connect --proxy from the UDP-blocked site: over TCP, echoed"
+      lab_kill "$serve_pid"
+    fi
+    ;;
+  privacy)
+    lab_site 1 consistent
+    lab_site 2 consistent
+    lab_selfcheck 1 consistent "$probe"
+    lab_selfcheck 2 consistent "$probe"
+    bytes=${KP_PROXY_BYTES:-10000000}
+    # The server proxied, watched from the client's host.
+    watch_start h2 $PUBLIC_NET.21 10.1.0.2
+    run_echo proxied plain "$bytes"
+    watch_count h2
+    check_echo "proxied server"
+    [ "$control" -gt 0 ] || fail "the watch saw nothing from the proxy (broken watch)"
+    [ "$seen" -eq 0 ] || fail "the client saw the proxied server's addresses $seen times"
+    echo "proxy_privacy: proxied server: the client saw $control packets from the proxy," \
+      "none to, from or naming the server's own addresses"
+    # The client proxied, watched from the server's host.
+    watch_start h1 $PUBLIC_NET.22 10.2.0.2
+    run_echo plain proxied "$bytes"
+    watch_count h1
+    check_echo "proxied client"
+    [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
+    [ "$control" -gt 0 ] || fail "the watch saw nothing from the proxy (broken watch)"
+    [ "$seen" -eq 0 ] || fail "the server saw the proxied client's addresses $seen times"
+    echo "proxy_privacy: proxied client: the server saw $control packets from the proxy," \
+      "none to, from or naming the client's own addresses"
+    ;;
+esac
+echo "proxy_$scenario: passed"

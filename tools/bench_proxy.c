@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/* bench_proxy: what a proxy costs, as a printed table (docs/benchmarks.md,
+ * "Proxying"), next to a direct and a relayed stream.
+ *
+ *   bench_proxy [--mib 256] [--packets 2000000]
+ *
+ * 1. The proxy's state machine alone, on one core: SENDs opened and sent
+ *    from an allocation, and arrivals sealed into RECVs, 1200-byte
+ *    datagrams (each one ChaCha20-Poly1305 operation: the session's).
+ * 2. A stream on loopback, connected by key on a small testnet: --mib MiB
+ *    from client to server direct (the LAN path), through `kadpunch relay`
+ *    (relay_only), and with the client speaking through `kadpunch proxy`,
+ *    each relay or proxy its own process (a core of its own, as on a real
+ *    host) with its rate limits lifted. Throughput, the connection's
+ *    smoothed RTT, the connect time and its datagrams for each. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "node/testnet.h"
+#include "proxy/proxy.h"
+#include "proxy/proxy_client.h"
+
+static uint8_t block[256 << 10];
+
+/* ---- 1. The state machine ------------------------------------------------------------------- */
+
+#define BATCH 4096
+
+typedef struct sm_s {
+  kp_proxy_t *px;
+  kp_proxy_client_t *cl;
+  kp_addr_t peer;
+  uint8_t (*captured)[1500];
+  size_t *lens;
+  unsigned n;
+  bool capture;
+  uint64_t sent, recv;
+} sm_t;
+
+static sm_t SM;
+
+static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
+  (void)ctx, (void)to;
+  if (SM.capture) {
+    SM.recv++;
+    return;
+  }
+  kp_proxy_client_input(SM.cl, data, len, 1);
+}
+static int px_open(void *ctx, unsigned slot, kp_addr_t *bound) {
+  (void)ctx;
+  kp_addr_set_v4(bound, 0xcb007101u, (uint16_t)(40000 + slot));
+  return 0;
+}
+static void px_alloc_send(void *ctx, unsigned slot, const kp_addr_t *to, const uint8_t *d,
+                          size_t len) {
+  (void)ctx, (void)slot, (void)to, (void)d, (void)len;
+  SM.sent++;
+}
+static void px_close(void *ctx, unsigned slot) {
+  (void)ctx, (void)slot;
+}
+static void cl_send(void *ctx, const uint8_t *data, size_t len) {
+  (void)ctx;
+  if (SM.capture && SM.n < BATCH) {
+    memcpy(SM.captured[SM.n], data, len);
+    SM.lens[SM.n++] = len;
+    return;
+  }
+  kp_proxy_input(SM.px, &SM.peer, data, len, 1);
+}
+static void cl_opened(void *c, unsigned ch, const kp_addr_t *a) {
+  (void)c, (void)ch, (void)a;
+}
+static void cl_recv(void *c, unsigned ch, const kp_addr_t *f, const uint8_t *d, size_t n) {
+  (void)c, (void)ch, (void)f, (void)d, (void)n;
+}
+static void cl_closed(void *c, unsigned ch, uint8_t r) {
+  (void)c, (void)ch, (void)r;
+}
+static void cl_down(void *c, uint8_t r) {
+  (void)c, (void)r;
+}
+
+/* Datagrams per second: SENDs through the proxy (*out) and arrivals sealed
+ * into RECVs (*in). */
+static void forward_rates(uint64_t packets, double *out, double *in) {
+  kp_proxy_config_t cfg;
+  kp_proxy_config_defaults(&cfg);
+  cfg.alloc_rate = cfg.total_rate = 1ull << 50;
+  cfg.alloc_pps = 1ull << 40;
+  kp_rng_t rng = kp_rng_system();
+  kp_keypair_t pk, ck;
+  kp_keypair_generate(&pk);
+  kp_keypair_generate(&ck);
+  kp_proxy_io_t io = {NULL, px_send, px_open, px_alloc_send, px_close};
+  kp_proxy_client_io_t cio = {NULL, cl_send, cl_opened, cl_recv, cl_closed, cl_down};
+  *out = *in = 0;
+  SM.captured = malloc(sizeof(*SM.captured) * BATCH);
+  SM.lens = malloc(sizeof(*SM.lens) * BATCH);
+  kp_addr_set_v4(&SM.peer, 0xc6336407u, 5000);
+  if (!SM.captured || !SM.lens || kp_proxy_new(&cfg, &pk, &rng, &io, &SM.px) ||
+      kp_proxy_client_new(&ck, pk.public_key, &rng, &cio, 1, &SM.cl))
+    return;
+  kp_addr_t self;
+  kp_addr_set_v4(&self, 0xcb007101u, 4000);
+  kp_proxy_set_local(SM.px, &self, NULL);
+  kp_proxy_client_tick(SM.cl, 1);
+  kp_proxy_client_open(SM.cl, 0, 1);
+  kp_addr_t dest;
+  kp_addr_set_v4(&dest, 0xc6336409u, 7000);
+  uint8_t data[1200];
+  memset(data, 0x41, sizeof(data));
+  data[0] = 0x50;
+  kp_proxy_client_send(SM.cl, 0, &dest, data, 61, 1); /* a probe: a permit */
+  kp_proxy_alloc_input(SM.px, 0, &dest, data, 61, 1); /* its answer: proven */
+  data[0] = 0x41;
+  uint64_t out_ns = 0, in_ns = 0;
+  SM.capture = true;
+  for (uint64_t done = 0; done < packets; done += BATCH) {
+    SM.n = 0;
+    for (unsigned i = 0; i < BATCH; i++) kp_proxy_client_send(SM.cl, 0, &dest, data, 1200, 1);
+    uint64_t t0 = uv_hrtime();
+    for (unsigned i = 0; i < SM.n; i++)
+      kp_proxy_input(SM.px, &SM.peer, SM.captured[i], SM.lens[i], 1);
+    uint64_t t1 = uv_hrtime();
+    for (unsigned i = 0; i < BATCH; i++) kp_proxy_alloc_input(SM.px, 0, &dest, data, 1200, 1);
+    out_ns += t1 - t0;
+    in_ns += uv_hrtime() - t1;
+  }
+  uint64_t n = (packets + BATCH - 1) / BATCH * BATCH;
+  if (SM.sent >= n) *out = (double)n / ((double)out_ns / 1e9);
+  if (SM.recv >= n) *in = (double)n / ((double)in_ns / 1e9);
+  kp_proxy_client_free(SM.cl);
+  kp_proxy_free(SM.px);
+  free(SM.captured);
+  free(SM.lens);
+}
+
+/* ---- 2. Streams on loopback ----------------------------------------------------------------- */
+
+typedef struct xfer_s {
+  uint64_t total, written, received;
+  bool connected, failed, done;
+  int status;
+  kp_connect_info_t info;
+  kp_conn_t *conn;
+  kp_stream_t *stream;
+  uint64_t start_ns, end_ns;
+  uint64_t srtt_us;
+  uint64_t connect_start_ns, connect_ns;
+} xfer_t;
+
+static xfer_t *current;
+
+static void on_close(kp_conn_t *conn, int status, uint64_t code) {
+  (void)conn, (void)status, (void)code;
+}
+
+static void rx_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  if (n > 0) current->received += (uint64_t)n;
+  if (n < 0 || current->received >= current->total) {
+    if (!current->done) {
+      current->done = true;
+      current->end_ns = uv_hrtime();
+      kp_conn_stats_t st;
+      kp_conn_stats(kp_stream_conn(s), &st);
+      current->srtt_us = st.srtt_us;
+    }
+    if (n < 0) kp_stream_close(s, NULL);
+  }
+}
+
+static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
+  (void)conn;
+  kp_stream_read_start(s, rx_read);
+}
+
+static void on_server_conn(kp_server_t *server, kp_conn_t *conn, const kp_connect_info_t *info,
+                           void *arg) {
+  (void)server, (void)conn, (void)info, (void)arg;
+}
+
+static void tx_written(kp_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void tx_feed(kp_stream_t *s) {
+  xfer_t *x = kp_stream_get_data(s);
+  while (x->written < x->total && kp_stream_is_writable(s)) {
+    uint64_t n = x->total - x->written;
+    if (n > sizeof(block)) n = sizeof(block);
+    kp_write_t *req = calloc(1, sizeof(*req));
+    uv_buf_t b = uv_buf_init((char *)block, (unsigned)n);
+    if (!req || kp_stream_write(req, s, &b, 1, tx_written)) {
+      free(req);
+      x->failed = true;
+      return;
+    }
+    x->written += n;
+  }
+  if (x->written == x->total) kp_stream_end(s);
+}
+
+static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
+                         const kp_connect_info_t *info, void *arg) {
+  xfer_t *x = arg;
+  (void)node;
+  x->connect_ns = uv_hrtime() - x->connect_start_ns;
+  x->connected = true;
+  x->status = status;
+  x->info = *info;
+  x->conn = conn;
+  if (status || kp_stream_open(conn, &x->stream)) {
+    x->failed = true;
+    return;
+  }
+  kp_stream_set_data(x->stream, x);
+  kp_stream_set_drain_cb(x->stream, tx_feed);
+  x->start_ns = uv_hrtime();
+  tx_feed(x->stream);
+}
+
+static bool xfer_over(void *ctx) {
+  xfer_t *x = ctx;
+  return x->failed || x->done || (x->connected && x->status);
+}
+
+typedef enum { DIRECT, RELAYED, PROXIED } via_t;
+
+static bool dht_reached(void *ctx) {
+  kp_node_stats_t st;
+  kp_node_stats(ctx, &st);
+  return st.responses_in > 0;
+}
+
+static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay,
+                            const char *proxy) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = "127.0.0.1:0";
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.mode = KP_NODE_EPHEMERAL;
+  o.relays = relay ? &relay : NULL;
+  o.relay_count = relay ? 1 : 0;
+  o.relay_only = relay != NULL;
+  o.proxy = proxy;
+  kp_node_t *n;
+  if (kp_node_create(loop, &o, &n)) return NULL;
+  kp_testnet_run_until(loop, dht_reached, n, 10000);
+  return n;
+}
+
+static bool run(uv_loop_t *loop, kp_testnet_t *tn, via_t via, const char *relay, const char *proxy,
+                uint64_t bytes, xfer_t *x) {
+  kp_node_t *server = make_node(loop, tn->bootstrap, NULL, NULL);
+  kp_node_t *client =
+      make_node(loop, tn->bootstrap, via == RELAYED ? relay : NULL, via == PROXIED ? proxy : NULL);
+  if (!server || !client) return false;
+  kp_testnet_run_until(loop, NULL, NULL, 500);
+  kp_keypair_t skp, ckp;
+  kp_keypair_generate(&skp);
+  kp_keypair_generate(&ckp);
+  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_close};
+  kp_server_t *srv;
+  if (kp_server_listen(server, &skp, NULL, &scb, on_server_conn, NULL, &srv)) return false;
+  kp_testnet_run_until(loop, NULL, NULL, 1000);
+  memset(x, 0, sizeof(*x));
+  x->total = bytes;
+  current = x;
+  kp_conn_callbacks_t ccb = {.on_close = on_close};
+  x->connect_start_ns = uv_hrtime();
+  if (kp_node_connect(client, &ckp, skp.public_key, &ccb, on_connected, x)) return false;
+  kp_testnet_run_until(loop, xfer_over, x, 120000);
+  bool ok = x->done && !x->failed && !x->status;
+  if (x->stream) kp_stream_close(x->stream, NULL);
+  if (x->conn) kp_conn_close(x->conn, 0);
+  kp_server_close(srv);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_testnet_run_until(loop, NULL, NULL, 200);
+  return ok;
+}
+
+static pid_t spawn(const char *const *argv) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"mib", required_argument, 0, 'm'}, {"packets", required_argument, 0, 'p'}, {0, 0, 0, 0}};
+  uint64_t mib = 256, packets = 2000000;
+  int c;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    if (c == 'm')
+      mib = strtoull(optarg, NULL, 10);
+    else if (c == 'p')
+      packets = strtoull(optarg, NULL, 10);
+    else {
+      fprintf(stderr, "usage: bench_proxy [--mib N] [--packets N]\n");
+      return 2;
+    }
+  }
+  if (!mib || !packets) return 2;
+  memset(block, 0xa5, sizeof(block));
+  double out, in;
+  forward_rates(packets, &out, &in);
+  printf("proxy state machine, one core, 1200 B: %.2f M SENDs/s out of an allocation, %.2f M "
+         "arrivals/s sealed into RECVs\n\n",
+         out / 1e6, in / 1e6);
+  fflush(stdout);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_options_t to;
+  kp_testnet_options_init(&to);
+  to.size = 10;
+  kp_testnet_t tn;
+  if (kp_testnet_create(&loop, &to, &tn) || !kp_testnet_wait_joined(&tn, 30000)) {
+    fprintf(stderr, "bench_proxy: the testnet did not come up\n");
+    return 1;
+  }
+  char relay_addr[32], proxy_addr[32];
+  snprintf(relay_addr, sizeof(relay_addr), "127.0.0.1:%d", kp_testnet_free_port());
+  snprintf(proxy_addr, sizeof(proxy_addr), "127.0.0.1:%d", kp_testnet_free_port());
+  const char *relay_argv[] = {KP_BINARY,
+                              "relay",
+                              "--bind",
+                              relay_addr,
+                              "--bootstrap",
+                              tn.bootstrap,
+                              "--session-rate",
+                              "1099511627776",
+                              "--total-rate",
+                              "1099511627776",
+                              "--every",
+                              "3600",
+                              NULL};
+  const char *proxy_argv[] = {KP_BINARY,
+                              "proxy",
+                              "--bind",
+                              proxy_addr,
+                              "--bootstrap",
+                              tn.bootstrap,
+                              "--alloc-rate",
+                              "1099511627776",
+                              "--total-rate",
+                              "1099511627776",
+                              "--every",
+                              "3600",
+                              NULL};
+  pid_t relay_pid = spawn(relay_argv), proxy_pid = spawn(proxy_argv);
+  kp_testnet_run_until(&loop, NULL, NULL, 1500);
+  xfer_t rows[3];
+  uint64_t bytes = mib << 20;
+  bool oks[3];
+  const char *names[] = {"direct", "relayed (client on UDP)", "proxied client"};
+  for (int i = 0; i < 3; i++)
+    oks[i] = run(&loop, &tn, (via_t)i, relay_addr, proxy_addr, bytes, &rows[i]);
+  kill(relay_pid, SIGTERM);
+  kill(proxy_pid, SIGTERM);
+  waitpid(relay_pid, NULL, 0);
+  waitpid(proxy_pid, NULL, 0);
+  printf("%-26s %9s %10s %9s %11s %10s  %s\n", "stream on loopback", "MB/s", "vs direct", "srtt us",
+         "connect ms", "datagrams", "path");
+  double direct = 0;
+  for (int i = 0; i < 3; i++) {
+    xfer_t *x = &rows[i];
+    if (!oks[i]) {
+      printf("%-26s failed (%s)\n", names[i], x->status ? kp_strerror(x->status) : "transfer");
+      continue;
+    }
+    double rate = (double)x->received / 1e6 / ((double)(x->end_ns - x->start_ns) / 1e9);
+    if (i == 0) direct = rate;
+    printf("%-26s %9.1f %9.0f%% %9llu %11.2f %10u  %s%s\n", names[i], rate,
+           direct ? 100.0 * rate / direct : 0.0, (unsigned long long)x->srtt_us,
+           (double)x->connect_ns / 1e6, x->info.datagrams, kp_punch_name(x->info.punch),
+           x->info.proxy.family ? ", proxied" : "");
+  }
+  kp_testnet_destroy(&tn);
+  kp_testnet_run_until(&loop, NULL, NULL, 500); /* bounded: closes finish */
+  return oks[0] && oks[1] && oks[2] ? 0 : 1;
+}

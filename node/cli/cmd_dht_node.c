@@ -40,7 +40,6 @@ typedef struct {
   kp_node_t *node;
   kp_control_t *control;
   kp_cli_metrics_t *metrics;
-  uv_signal_t sigint, sigterm;
   uv_timer_t status;
   bool member;
   uint32_t table;
@@ -74,22 +73,15 @@ static void on_status(uv_timer_t *t) {
   print_status(t->data, false);
 }
 
-static void on_closed(kp_node_t *node) {
-  (void)node;
-}
-
-static void on_signal(uv_signal_t *sig, int signum) {
-  state_t *s = sig->data;
-  printf("signal %d: stopping\n", signum);
-  uv_close((uv_handle_t *)&s->sigint, NULL);
-  uv_close((uv_handle_t *)&s->sigterm, NULL);
+/* A signal came: the status timer, the control socket (its commands read
+ * the node) and the metrics go before the session closes the node. */
+static void stop(state_t *s) {
+  printf("signal: stopping\n");
   uv_close((uv_handle_t *)&s->status, NULL);
-  /* The control's commands read the node: it goes first. */
   kp_control_close(s->control);
   s->control = NULL;
   kp_cli_metrics_close(s->metrics);
   s->metrics = NULL;
-  kp_node_close(s->node, on_closed);
 }
 
 /* Returns 0, or an exit code after saying what is wrong with path. */
@@ -172,20 +164,19 @@ static int parse(int argc, char **argv, args_t *a) {
   return 0;
 }
 
-/* The node and, with --control, its control socket. Returns 0 or an exit
- * code (the loop is then closed). */
-static int start(uv_loop_t *loop, const args_t *a, state_t *s) {
+/* The node and, with --control, its control socket, in the session.
+ * Returns 0 or an exit code (the session is then closed). */
+static int start(kp_prog_session_t *ps, const args_t *a, state_t *s) {
+  uv_loop_t *loop = &ps->loop;
   int err = kp_node_create(loop, &a->opts, &s->node);
   if (err) {
     fprintf(stderr, "kadpunch dht-node: cannot start on %s: %s\n", a->opts.bind, kp_strerror(err));
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    kp_prog_session_close(ps, "kadpunch dht-node");
     return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
   }
+  ps->node = s->node;
   if (a->control && (err = start_control(s, a->control))) {
-    kp_node_close(s->node, on_closed);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    kp_prog_session_close(ps, "kadpunch dht-node");
     return err;
   }
   kp_addr_t local;
@@ -200,9 +191,7 @@ static int start(uv_loop_t *loop, const args_t *a, state_t *s) {
   if (a->metrics && (err = kp_cli_metrics_start(loop, s->node, a->metrics, "dht-node", NULL, NULL,
                                                 &s->metrics))) {
     kp_control_close(s->control);
-    kp_node_close(s->node, on_closed);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    kp_prog_session_close(ps, "kadpunch dht-node");
     return err;
   }
   return 0;
@@ -212,24 +201,16 @@ int kp_cli_dht_node(int argc, char **argv) {
   args_t a;
   int rc = parse(argc, argv, &a);
   if (rc) return rc < 0 ? KP_EXIT_OK : rc;
-  uv_loop_t loop;
-  uv_loop_init(&loop);
+  kp_prog_session_t ps;
+  kp_prog_session_init(&ps);
   state_t s;
   memset(&s, 0, sizeof(s));
-  if ((rc = start(&loop, &a, &s))) return rc;
-
-  uv_signal_init(&loop, &s.sigint);
-  uv_signal_init(&loop, &s.sigterm);
-  s.sigint.data = s.sigterm.data = &s;
-  uv_signal_start(&s.sigint, on_signal, SIGINT);
-  uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-  uv_timer_init(&loop, &s.status);
+  if ((rc = start(&ps, &a, &s))) return rc;
+  uv_timer_init(&ps.loop, &s.status);
   s.status.data = &s;
   uv_timer_start(&s.status, on_status, 1000, 1000);
   print_status(&s, true);
-
-  uv_run(&loop, UV_RUN_DEFAULT);
-  rc = uv_loop_close(&loop);
-  if (rc) fprintf(stderr, "kadpunch dht-node: loop did not close cleanly: %s\n", uv_strerror(rc));
-  return rc ? KP_EXIT_FAIL : KP_EXIT_OK;
+  kp_prog_session_run(&ps, NULL, NULL, 0); /* until SIGINT or SIGTERM */
+  stop(&s);
+  return kp_prog_session_close(&ps, "kadpunch dht-node");
 }

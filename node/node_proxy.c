@@ -425,6 +425,11 @@ void kp_proxy_service_counters(const kp_proxy_service_t *svc, kp_proxy_counters_
   for (int i = 0; i < KP_PROXY_DROP_KINDS; i++) out->dropped += st.drops[i];
 }
 
+void kp__proxy_service_stats(const kp_proxy_service_t *svc, kp_proxy_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (svc->px) kp_proxy_stats(svc->px, out);
+}
+
 const uint8_t *kp_proxy_service_key(const kp_proxy_service_t *svc) {
   return svc->kp.public_key;
 }

@@ -24,6 +24,11 @@
 void kp__proxy_service_input(kp_proxy_service_t *svc, const kp_addr_t *from, const uint8_t *data,
                              size_t len);
 
+/* The proxy's counters in full (by refusal reason and drop kind), for
+ * --metrics; zero once it has closed. */
+struct kp_proxy_stats_s;
+void kp__proxy_service_stats(const kp_proxy_service_t *svc, struct kp_proxy_stats_s *out);
+
 typedef struct kp_proxy_link_s kp_proxy_link_t;
 
 /* node.c: the node's socket as the first channel of a session with the

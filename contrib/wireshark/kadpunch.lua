@@ -9,14 +9,18 @@
 --   0x50       a probe (61 bytes; several at once, as a loopback capture shows
 --              UDP GSO sends, are each dissected)
 --   0x52       a blind relay's control datagram (89 bytes): PAIR, PAIRED, REFUSED
+--   0x58       a peer's session datagram with its proxy: KEY?, KEY, HELLO, WELCOME,
+--              REFUSED, DATA (the session's ops are inside DATA, encrypted; what
+--              an allocation sends and receives is ordinary kadpunch traffic)
 --
 -- Install: copy to ~/.local/lib/wireshark/plugins/ (or run
 -- `tshark -X lua_script:contrib/wireshark/kadpunch.lua`). Filters: kadpunch,
--- kadpunch.dht.command == 25, kadpunch.env.mode == 1, kadpunch.kind == "probe".
+-- kadpunch.dht.command == 25, kadpunch.env.mode == 1, kadpunch.kind == "probe",
+-- kadpunch.proxy.type == 6.
 
 local kp = Proto("kadpunch", "kadpunch")
 
-local KIND = {dht = "dht", stream = "stream", probe = "probe", relay = "relay"}
+local KIND = {dht = "dht", stream = "stream", probe = "probe", relay = "relay", proxy = "proxy"}
 
 local COMMANDS = {
   [0] = "PING", [1] = "PING_NAT", [2] = "FIND_NODE", [3] = "DOWN_HINT",
@@ -34,6 +38,12 @@ local ERRORS = {
 local MODES = {[0] = "FROM_CLIENT", [1] = "FROM_RELAY", [2] = "FROM_SERVER", [3] = "REPLY"}
 local RELAY_TYPES = {[1] = "PAIR", [2] = "PAIRED", [3] = "REFUSED"}
 local RELAY_REFUSALS = {[1] = "relay full", [2] = "too many attempts", [4] = "IP over its share"}
+local PROXY_TYPES = {[1] = "KEY?", [2] = "KEY", [3] = "HELLO", [4] = "WELCOME", [5] = "REFUSED",
+                     [6] = "DATA"}
+local PROXY_REASONS = {
+  [1] = "key not allowed", [2] = "full", [3] = "key holds its allocations",
+  [4] = "IP holds its share", [5] = "rate", [6] = "expired", [7] = "quota", [8] = "version",
+}
 
 local f = {
   kind = ProtoField.string("kadpunch.kind", "Kind"),
@@ -85,6 +95,17 @@ local f = {
   r_commit = ProtoField.bytes("kadpunch.relay.commit", "Commit"),
   r_client = ProtoField.string("kadpunch.relay.client_link", "Client's link"),
   r_server = ProtoField.string("kadpunch.relay.server_link", "Server's link"),
+  x_type = ProtoField.uint8("kadpunch.proxy.type", "Type", base.DEC, PROXY_TYPES),
+  x_version = ProtoField.uint8("kadpunch.proxy.version", "Version"),
+  x_key = ProtoField.bytes("kadpunch.proxy.key", "Proxy's ed25519 key"),
+  x_sender = ProtoField.uint32("kadpunch.proxy.sender", "Sender index", base.HEX),
+  x_receiver = ProtoField.uint32("kadpunch.proxy.receiver", "Receiver index", base.HEX),
+  x_noise_len = ProtoField.uint16("kadpunch.proxy.noise_len", "Noise message length"),
+  x_noise = ProtoField.bytes("kadpunch.proxy.noise", "Noise message"),
+  x_padding = ProtoField.uint16("kadpunch.proxy.padding", "Padding bytes"),
+  x_reason = ProtoField.uint8("kadpunch.proxy.reason", "Refusal", base.DEC, PROXY_REASONS),
+  x_counter = ProtoField.uint64("kadpunch.proxy.counter", "Counter"),
+  x_sealed = ProtoField.bytes("kadpunch.proxy.sealed", "Sealed body (op, channel, ...)"),
 }
 kp.fields = f
 
@@ -379,6 +400,64 @@ local function dissect_relay(tvb, pinfo, tree)
   pinfo.cols.info:set(info)
 end
 
+-- ---- Proxy sessions (docs/protocol.md "Proxying") ---------------------------------------------
+
+local PROXY_KEY_LEN, PROXY_HELLO_LEN, PROXY_REFUSED_LEN = 64, 256, 7
+local PROXY_DATA_MIN = 14 + 16 + 2 -- header, tag, op and channel
+
+-- Checks one message's length; returns the reason it is wrong, or nil.
+local function proxy_length_wrong(ptype, len)
+  if (ptype == 1 or ptype == 2) and len ~= PROXY_KEY_LEN then return "KEY length" end
+  if ptype == 3 and len ~= PROXY_HELLO_LEN then return "HELLO length" end
+  if ptype == 4 and (len <= 10 or len > PROXY_HELLO_LEN) then return "WELCOME length" end
+  if ptype == 5 and len ~= PROXY_REFUSED_LEN then return "REFUSED length" end
+  if ptype == 6 and len < PROXY_DATA_MIN then return "DATA length" end
+  return nil
+end
+
+local function dissect_proxy(tvb, pinfo, tree)
+  local t = tree:add(kp, tvb(), "kadpunch proxy session")
+  t:add(f.kind, tvb(0, 1), KIND.proxy)
+  local ptype, len = tvb(1, 1):uint(), tvb:len()
+  if PROXY_TYPES[ptype] == nil then return malformed(t, pinfo, "proxy message type") end
+  t:add(f.x_type, tvb(1, 1))
+  local info = "Proxy " .. PROXY_TYPES[ptype]
+  pinfo.cols.info:set(info)
+  local wrong = proxy_length_wrong(ptype, len)
+  if wrong then return malformed(t, pinfo, wrong) end
+  if ptype == 2 then
+    t:add(f.x_version, tvb(2, 1))
+    t:add(f.x_key, tvb(4, 32))
+    info = info .. " version " .. tvb(2, 1):uint()
+  elseif ptype == 3 then
+    local n = tvb(6, 2):uint()
+    if n == 0 or n > len - 8 then return malformed(t, pinfo, "HELLO: Noise message length") end
+    t:add(f.x_sender, tvb(2, 4))
+    t:add(f.x_noise_len, tvb(6, 2))
+    t:add(f.x_noise, tvb(8, n))
+    if len > 8 + n then t:add(f.x_padding, tvb(8 + n, len - 8 - n), len - 8 - n) end
+    info = info .. string.format(" sender=0x%08x", tvb(2, 4):uint())
+  elseif ptype == 4 then
+    t:add(f.x_receiver, tvb(2, 4))
+    t:add(f.x_sender, tvb(6, 4))
+    t:add(f.x_noise, tvb(10, len - 10))
+    info = info .. string.format(" receiver=0x%08x sender=0x%08x", tvb(2, 4):uint(), tvb(6, 4):uint())
+  elseif ptype == 5 then
+    local reason = tvb(6, 1):uint()
+    if PROXY_REASONS[reason] == nil then return malformed(t, pinfo, "REFUSED: reason") end
+    t:add(f.x_receiver, tvb(2, 4))
+    t:add(f.x_reason, tvb(6, 1))
+    info = info .. " (" .. PROXY_REASONS[reason] .. ")"
+  elseif ptype == 6 then
+    t:add(f.x_receiver, tvb(2, 4))
+    t:add(f.x_counter, tvb(6, 8))
+    t:add(f.x_sealed, tvb(14, len - 14))
+    info = info .. string.format(" receiver=0x%08x counter=%s", tvb(2, 4):uint(),
+                                 tostring(tvb(6, 8):uint64()))
+  end
+  pinfo.cols.info:set(info)
+end
+
 -- ---- Entry ---------------------------------------------------------------------------------
 
 local function classify(tvb)
@@ -394,6 +473,8 @@ local function classify(tvb)
     return dissect_probe
   elseif b == 0x52 and len == 89 then
     return dissect_relay
+  elseif b == 0x58 and len >= PROXY_REFUSED_LEN and PROXY_TYPES[tvb(1, 1):uint()] then
+    return dissect_proxy
   end
   return nil
 end

@@ -63,4 +63,9 @@ void kp_cli_metrics_close(kp_cli_metrics_t *m);
 /* The node's metrics alone (for tests and the daemon's own use). */
 void kp_cli_metrics_node(kp_node_t *node, kp_cli_text_t *out);
 
+/* A proxy's metrics (kadpunch_proxy_*: sessions, allocations, bytes,
+ * refusals by reason, drops by kind), as a kp_cli_metrics_fn: ctx is the
+ * kp_proxy_service_t. */
+void kp_cli_metrics_proxy(void *ctx, kp_cli_text_t *out);
+
 #endif

@@ -3,9 +3,12 @@
  * proxy, docs/protocol.md "Proxying"), blind, and says what it carries. */
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <string.h>
 
 #include "node/cli/cli.h"
+#include "node/cli/cli_metrics.h"
+#include "node/control.h"
 
 static const char help[] =
     "usage: kadpunch proxy [options]\n"
@@ -35,8 +38,12 @@ static const char help[] =
     "  --alloc-rate BYTES      per allocation and direction, per second (default 8388608)\n"
     "  --quota BYTES           what one allocation may carry in all (default: no quota)\n"
     "  --total-rate BYTES      for all allocations, per second (default 67108864)\n"
-    "  --every S               print the counters at most this often (default 5)\n" KP_CLI_NET_HELP
-    "\n"
+    "  --every S               print the counters at most this often (default 5)\n"
+    "  --control PATH          a control socket (0600) for kadpunch-inspect: table,\n"
+    "                          records, stats\n"
+    "  --metrics ADDR:PORT     Prometheus metrics over HTTP at /metrics, the proxy's\n"
+    "                          with the node's (docs/metrics.md; PORT alone is\n"
+    "                          127.0.0.1:PORT)\n" KP_CLI_NET_HELP "\n"
     "The node needs a public address (its peers must reach it).\n"
     "\n"
     "examples:\n"
@@ -84,8 +91,14 @@ static int parse_unsigned(const char *arg, unsigned long max, unsigned *out, con
   return rc;
 }
 
+/* What the options say besides the node's and the limits. */
+typedef struct proxy_opts_s {
+  const char *key_path, *control, *metrics;
+  uint64_t every_s;
+} proxy_opts_t;
+
 static int parse_options(int argc, char **argv, kp_cli_net_t *net, kp_proxy_limits_t *l,
-                         kp_cli_allow_t *allow, const char **key_path, uint64_t *every) {
+                         kp_cli_allow_t *allow, proxy_opts_t *o) {
   static const struct option longopts[] = {{"key", required_argument, 0, 'k'},
                                            {"allow", required_argument, 0, 'a'},
                                            {"allow-file", required_argument, 0, 'A'},
@@ -99,6 +112,8 @@ static int parse_options(int argc, char **argv, kp_cli_net_t *net, kp_proxy_limi
                                            {"quota", required_argument, 0, 'q'},
                                            {"total-rate", required_argument, 0, 't'},
                                            {"every", required_argument, 0, 'e'},
+                                           {"control", required_argument, 0, 'C'},
+                                           {"metrics", required_argument, 0, 'X'},
                                            {"help", no_argument, 0, 'h'},
                                            KP_CLI_NET_OPTIONS,
                                            {0, 0, 0, 0}};
@@ -106,7 +121,7 @@ static int parse_options(int argc, char **argv, kp_cli_net_t *net, kp_proxy_limi
   optind = 1;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (c) {
-      case 'k': *key_path = optarg; break;
+      case 'k': o->key_path = optarg; break;
       case 'a': rc = kp_cli_allow_key(allow, optarg, "proxy"); break;
       case 'A': rc = kp_cli_allow_file(allow, optarg, "proxy"); break;
       case 'm': rc = parse_unsigned(optarg, 65535, &l->max_sessions, "--max-sessions"); break;
@@ -122,7 +137,9 @@ static int parse_options(int argc, char **argv, kp_cli_net_t *net, kp_proxy_limi
       case 'r': rc = parse_u64(optarg, 1024, 1ul << 40, &l->alloc_rate, "--alloc-rate"); break;
       case 'q': rc = parse_u64(optarg, 1024, 1ul << 50, &l->alloc_quota, "--quota"); break;
       case 't': rc = parse_u64(optarg, 1024, 1ul << 40, &l->total_rate, "--total-rate"); break;
-      case 'e': rc = parse_u64(optarg, 1, 3600, every, "--every"); break;
+      case 'e': rc = parse_u64(optarg, 1, 3600, &o->every_s, "--every"); break;
+      case 'C': o->control = optarg; break;
+      case 'X': o->metrics = optarg; break;
       case 'h': fputs(help, stdout); return -1;
       default: rc = kp_cli_net_option(net, c, optarg, "proxy");
     }
@@ -139,15 +156,14 @@ int kp_cli_proxy(int argc, char **argv) {
   kp_proxy_service_options_t po;
   kp_proxy_service_options_init(&po);
   kp_cli_allow_t allow = {0};
-  const char *key_path = NULL;
-  uint64_t every = 5;
-  int rc = parse_options(argc, argv, &net, &po.limits, &allow, &key_path, &every);
+  proxy_opts_t o = {.every_s = 5};
+  int rc = parse_options(argc, argv, &net, &po.limits, &allow, &o);
   if (rc) {
     kp_cli_allow_free(&allow);
     return rc < 0 ? KP_EXIT_OK : rc;
   }
   kp_keypair_t kp;
-  if ((rc = kp_cli_identity(key_path, &kp, "proxy"))) {
+  if ((rc = kp_cli_identity(o.key_path, &kp, "proxy"))) {
     kp_cli_allow_free(&allow);
     return rc;
   }
@@ -180,12 +196,24 @@ int kp_cli_proxy(int argc, char **argv) {
   fflush(stdout);
   uv_timer_init(&s.loop, &p.timer);
   p.timer.data = &p;
-  uv_timer_start(&p.timer, on_timer, every * 1000, every * 1000);
-  kp_cli_session_run(&s, NULL, NULL, 0);
+  uv_timer_start(&p.timer, on_timer, o.every_s * 1000, o.every_s * 1000);
+  kp_control_t *ctl = NULL;
+  kp_cli_metrics_t *m = NULL;
+  signal(SIGPIPE, SIG_IGN); /* a control client that hangs up is not a signal */
+  if (o.control && (err = kp_control_start(s.node, o.control, &ctl))) {
+    fprintf(stderr, "kadpunch proxy: control socket %s: %s\n", o.control, kp_strerror(err));
+    rc = KP_EXIT_FAIL;
+  }
+  if (!rc && o.metrics)
+    rc = kp_cli_metrics_start(&s.loop, s.node, o.metrics, "proxy", kp_cli_metrics_proxy, p.svc, &m);
+  if (!rc) kp_cli_session_run(&s, NULL, NULL, 0);
+  if (ctl) kp_control_close(ctl); /* before the node it reads */
+  kp_cli_metrics_close(m);
   kp_proxy_counters_t last;
   kp_proxy_service_counters(p.svc, &last);
   print_counters(&last);
   uv_close((uv_handle_t *)&p.timer, NULL);
   kp_proxy_service_close(p.svc, NULL);
-  return kp_cli_session_close(&s);
+  int closed = kp_cli_session_close(&s);
+  return rc ? rc : closed;
 }

@@ -4,7 +4,10 @@
 # packet of a loopback capture of `kadpunch demo` (a DHT, announces and
 # lookups, connects by key with their handshakes and holepunch rounds,
 # probes, a service reached direct and through a blind relay, stream
-# packets), and reports no malformed packet.
+# packets) and of a connect through a proxy (its session datagrams: KEY?,
+# KEY, HELLO, WELCOME, DATA), and reports no malformed packet. (A plain
+# REFUSED is sent only to a HELLO over its IP's rate: not in the capture;
+# the allow list's refusal rides inside the encrypted WELCOME.)
 #
 # The capture runs in a network namespace of its own (unshare -n, as
 # root): its loopback carries the demo's packets and nobody else's.
@@ -29,11 +32,14 @@ unshare -n sh -c '
   dumpcap -q -i lo -f udp -w "$1" >"$2/dumpcap.log" 2>&1 &
   cap_pid=$!
   for i in $(seq 50); do [ -s "$1" ] && break; sleep 0.1; done
-  KADPUNCH_CONFIG=/dev/null "$3" demo --nodes 20 --lookups 2 --connects 2 >"$2/demo.log" 2>&1
+  export KADPUNCH_CONFIG=/dev/null
+  "$3" demo --nodes 20 --lookups 2 --connects 2 >"$2/demo.log" 2>&1
+  sh "$4" "$3" "$2" >"$2/proxied.log" 2>&1
   sleep 0.5
   kill $cap_pid
   wait $cap_pid || true
-' sh "$cap" "$dir" "$kp" || { cat "$dir/demo.log" "$dir/dumpcap.log" 2>/dev/null; exit 1; }
+' sh "$cap" "$dir" "$kp" "$here/tests/contrib/proxied_connect.sh" ||
+  { cat "$dir/demo.log" "$dir/proxied.log" "$dir/dumpcap.log" 2>/dev/null; exit 1; }
 
 tshark -n -r "$cap" -X lua_script:"$lua" -T fields -e frame.number -e _ws.col.Protocol \
   -e _ws.col.Info >"$dir/packets.txt" 2>"$dir/tshark.log" || { cat "$dir/tshark.log"; exit 1; }
@@ -46,7 +52,8 @@ others=$(awk -F'\t' '$2 != "KADPUNCH"' "$dir/packets.txt" | wc -l)
 for kind in "DHT PING request" "DHT PING response" "DHT PING_NAT" "DHT FIND_NODE" "DHT ANNOUNCE" \
     "DHT LOOKUP" "DHT PEER_HANDSHAKE" "DHT PEER_HOLEPUNCH" "FROM_CLIENT" "FROM_RELAY" \
     "FROM_SERVER" "REPLY" " round " "message 1 (hello)" "message 2 (welcome)" "Probe" \
-    "Relay PAIR (client)" "Relay PAIR (server)" "Relay PAIRED" "Stream pn=" " ack="; do
+    "Relay PAIR (client)" "Relay PAIR (server)" "Relay PAIRED" "Stream pn=" " ack=" \
+    "Proxy KEY?" "Proxy KEY version 1" "Proxy HELLO" "Proxy WELCOME" "Proxy DATA"; do
   n=$(grep -cF -- "$kind" "$dir/packets.txt" || true)
   printf '  %-22s %6s\n' "$kind" "$n"
   [ "$n" -gt 0 ] || { echo "nothing named '$kind'"; fail=1; }

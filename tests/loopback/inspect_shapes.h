@@ -31,11 +31,12 @@
 
 #define KP_IT_CRAWL                                                                                \
   "bootstrap:s complete:b stopped_by:sz duration_ms:n requests:n answers:n timeouts:n "            \
-  "datagrams:n rate:n found:n answered:n members:n relays:n silent:n unasked:n not_tracked:n "     \
+  "datagrams:n rate:n found:n answered:n members:n relays:n proxies:n silent:n unasked:n "         \
+  "not_tracked:n "                                                                                 \
   "max_hops:n rtt_ms:o coverage:o versions:o nodes:a"
 #define KP_IT_CRAWL_RTT "samples:n p50:nz p90:nz p99:nz max:nz"
 #define KP_IT_CRAWL_COVERAGE "sectors:n covered:n largest_gap:n gap_at:n expected_gap:n"
-#define KP_IT_CRAWL_NODE "id:s addr:s state:s member:b relay:b rtt_ms:nz hops:n"
+#define KP_IT_CRAWL_NODE "id:s addr:s state:s member:b relay:b proxy:b rtt_ms:nz hops:n"
 
 /* The control socket's answers. */
 #define KP_IT_CTL_ERROR "ok:b cmd:sz error:s"

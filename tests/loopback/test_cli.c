@@ -276,6 +276,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(config_named_host, loopback, 90),
     KP_CASE(metrics_exposition, loopback, 90),
     KP_CASE(metrics_http_errors, loopback, 60),
+    KP_CASE(metrics_proxy, loopback, 90),
     KP_CASE(log_timestamps, loopback, 60),
 };
 

@@ -328,7 +328,8 @@ static void test_crawl_marks_relays(void) {
   KP_CHECK_EQ(kp_it_svg_nodes(svg), (size_t)kp_json_get_num(j, "found", 0));
   KP_CHECK_EQ(occurrences(svg, "<rect class=\"relay\""), 1);
   KP_CHECK_EQ(occurrences(svg, "<path class=\"gap\""), 1);
-  KP_CHECK(strstr(svg, ", 1 relays), widest gap "));
+  KP_CHECK(strstr(svg, ", 1 relays, 0 proxies), widest gap "));
+  KP_CHECK_EQ(occurrences(svg, "<path class=\"proxy\""), 0);
   free(svg);
   kp_json_free(j);
   kp_it_result_free(&r);
@@ -339,10 +340,64 @@ static void test_crawl_marks_relays(void) {
   kp_test_check_loop_closes(&loop);
 }
 
+/* A proxy and a relay among the nodes: the crawl marks each as what it
+ * announced (JSON, the table, a diamond and a square in the picture), and
+ * neither as the other. */
+static void test_crawl_marks_proxies(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 16, 20000, &tn);
+  const char *proxy[] = {KP_BINARY,     "proxy",      "--bind", "127.0.0.1:0",
+                         "--bootstrap", tn.bootstrap, NULL};
+  const char *relay[] = {KP_BINARY,     "relay",      "--bind", "127.0.0.1:0",
+                         "--bootstrap", tn.bootstrap, NULL};
+  kp_test_child_t *pc = kp_test_spawn(&loop, proxy), *rc = kp_test_spawn(&loop, relay);
+  KP_CHECK(kp_test_child_wait_output(&loop, pc, "proxying on ", 15000));
+  KP_CHECK(kp_test_child_wait_output(&loop, rc, "relaying on ", 15000));
+  const char *at = strstr(kp_test_child_stdout(pc), "proxying on ") + strlen("proxying on ");
+  char addr[KP_ADDR_STRLEN];
+  snprintf(addr, sizeof(addr), "%.*s", (int)strcspn(at, ",\n"), at);
+  kp_testnet_run_until(&loop, NULL, NULL, 3000); /* the announcements land */
+  char svg_path[128];
+  snprintf(svg_path, sizeof(svg_path), "%s/proxies.svg", kp_it_dir());
+  const char *args[] = {"crawl",   "--bootstrap", tn.bootstrap, "--json",
+                        "--quiet", "--svg",       svg_path,     NULL};
+  kp_it_result_t r;
+  kp_json_t *j = run_json(&loop, args, &r);
+  KP_CHECK_EQ(kp_json_get_num(j, "proxies", -1), 1);
+  KP_CHECK_EQ(kp_json_get_num(j, "relays", -1), 1);
+  size_t proxies = 0;
+  for (const kp_json_t *n = kp_json_get(j, "nodes")->child; n; n = n->next) {
+    if (!kp_json_get_bool(n, "proxy", false)) continue;
+    proxies++;
+    KP_CHECK_MSG(!strcmp(kp_json_get_str(n, "addr"), addr), "%s is no proxy (%s is)",
+                 kp_json_get_str(n, "addr"), addr);
+    KP_CHECK(!kp_json_get_bool(n, "relay", true));
+  }
+  KP_CHECK_EQ(proxies, 1);
+  char *svg = kp_it_read_file(svg_path, NULL);
+  KP_CHECK(svg != NULL);
+  KP_CHECK_EQ(kp_it_svg_nodes(svg), (size_t)kp_json_get_num(j, "found", 0));
+  KP_CHECK_EQ(occurrences(svg, "<path class=\"proxy\""), 1);
+  KP_CHECK_EQ(occurrences(svg, "<rect class=\"relay\""), 1);
+  KP_CHECK(strstr(svg, ", 1 relays, 1 proxies), widest gap "));
+  free(svg);
+  kp_json_free(j);
+  kp_it_result_free(&r);
+  const char *text[] = {"crawl", "--bootstrap", tn.bootstrap, "--quiet", NULL};
+  run_text(&loop, text, "1 of them announced as proxies (kadpunch/proxies/v1)");
+  KP_CHECK_EQ(kp_test_child_stop(&loop, pc, 10000), 0);
+  KP_CHECK_EQ(kp_test_child_stop(&loop, rc, 10000), 0);
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(json_codec, unit, 10),
     KP_CASE(crawl_finds_every_node, loopback, 90),
     KP_CASE(crawl_marks_relays, loopback, 90),
+    KP_CASE(crawl_marks_proxies, loopback, 90),
     KP_CASE(net_commands, loopback, 60),
     KP_CASE(usage, loopback, 30),
     KP_CASE(control_socket, loopback, 30),

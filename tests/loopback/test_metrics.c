@@ -350,3 +350,77 @@ void test_metrics_http_errors(void) {
   KP_CHECK_EQ(kp_test_child_stop(&loop, d, 10000), 0);
   kp_test_check_loop_closes(&loop);
 }
+
+/* kadpunch proxy --metrics and --control: a peer on the allow list talks
+ * to a server through the proxy, one that is not is refused; the proxy's
+ * exposition is well-formed (and promtool's), counts the session, the
+ * allocation, the bytes both ways and the refusal by its reason; and
+ * kadpunch-inspect reads the proxy node's stats and table. */
+void test_metrics_proxy(void) {
+  uv_loop_t loop;
+  kp_testnet_t tn;
+  uv_loop_init(&loop);
+  kp_test_testnet_up(&loop, NODES, 20000, &tn);
+  char dir[] = "/tmp/kp-metp-XXXXXX", skey[64], ckey[64], okey[64], sock[96], pbind[64],
+       spk[KP_KEY_TEXT_LEN + 1], cpk[KP_KEY_TEXT_LEN + 1], opk[KP_KEY_TEXT_LEN + 1];
+  static char out[1 << 16];
+  KP_CHECK(mkdtemp(dir) != NULL);
+  snprintf(skey, sizeof(skey), "%s/s", dir);
+  snprintf(ckey, sizeof(ckey), "%s/c", dir);
+  snprintf(okey, sizeof(okey), "%s/o", dir);
+  snprintf(sock, sizeof(sock), "%s/proxy.sock", dir);
+  snprintf(pbind, sizeof(pbind), "127.0.0.1:%d", kp_testnet_free_port());
+  kp_test_keygen(&loop, skey, spk);
+  kp_test_keygen(&loop, ckey, cpk);
+  kp_test_keygen(&loop, okey, opk);
+  const char *proxy[] = {KP_BINARY,    "proxy",   "--bind", pbind,       "--bootstrap",
+                         tn.bootstrap, "--allow", cpk,      "--metrics", "127.0.0.1:0",
+                         "--control",  sock,      NULL};
+  const char *serve[] = {KP_BINARY, "serve", "--key", skey, "--bootstrap", tn.bootstrap, NULL};
+  kp_test_child_t *p = kp_test_spawn(&loop, proxy), *s = kp_test_spawn(&loop, serve);
+  KP_CHECK(kp_test_child_wait_output(&loop, p, "metrics on", 15000));
+  KP_CHECK(kp_test_child_wait_output(&loop, s, "serving", 15000));
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  int port = port_of(p);
+  char *body = scrape(port, "proxy (idle)");
+  KP_CHECK_MSG(value_of(body, "kadpunch_proxy_sessions ") == 0 &&
+                   value_of(body, "kadpunch_proxy_welcomed_total ") == 0 &&
+                   value_of(body, "kadpunch_dht_routing_table_nodes ") > 0,
+               "%s", body);
+
+  static const char message[] = "metrics-through-the-proxy";
+  const char *allowed[] = {KP_BINARY, "connect", spk,   "--key",       ckey,         "--message",
+                           message,   "--proxy", pbind, "--bootstrap", tn.bootstrap, NULL};
+  int rc = kp_test_run_cli(&loop, allowed, out, sizeof(out), 30000);
+  KP_CHECK_MSG(rc == 0 && strstr(out, "proxied via") && strstr(out, "25 bytes back"), "%d: %s", rc,
+               out);
+  const char *refused[] = {KP_BINARY, "connect", spk,   "--key",       okey,         "--message",
+                           message,   "--proxy", pbind, "--bootstrap", tn.bootstrap, NULL};
+  rc = kp_test_run_cli(&loop, refused, out, sizeof(out), 30000);
+  KP_CHECK_MSG(rc != 0 && strstr(out, "key not allowed"), "%d: %s", rc, out);
+
+  body = scrape(port, "proxy");
+  KP_CHECK_MSG(value_of(body, "kadpunch_proxy_welcomed_total ") == 1 &&
+                   value_of(body, "kadpunch_proxy_allocation_events_total{event=\"opened\"} ") >=
+                       1 &&
+                   value_of(body, "kadpunch_proxy_bytes_total{direction=\"out\"} ") > 0 &&
+                   value_of(body, "kadpunch_proxy_bytes_total{direction=\"in\"} ") > 0 &&
+                   value_of(body, "kadpunch_proxy_refused_total{reason=\"not_allowed\"} ") >= 1 &&
+                   value_of(body, "kadpunch_proxy_refused_total{reason=\"full\"} ") == 0 &&
+                   value_of(body, "kadpunch_proxy_dropped_total{reason=\"scope\"} ") >= 0 &&
+                   value_of(body, "kadpunch_proxy_session_dropped_total{reason=\"forged\"} ") >= 0,
+               "%s", body);
+
+  const char *stats[] = {KP_INSPECT, "stats", "--control", sock, "--json", NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, stats, out, sizeof(out), 10000), 0);
+  KP_CHECK_MSG(strstr(out, "\"packets_in\":"), "%s", out);
+  const char *table[] = {KP_INSPECT, "table", "--control", sock, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, table, out, sizeof(out), 10000), 0);
+  KP_CHECK_MSG(strstr(out, "127.0.0.1:"), "%s", out);
+
+  KP_CHECK_EQ(kp_test_child_stop(&loop, p, 10000), 0);
+  KP_CHECK_EQ(kp_test_child_stop(&loop, s, 10000), 0);
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+  kp_test_sh("rm -rf %s", dir);
+}

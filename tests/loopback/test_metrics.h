@@ -10,5 +10,6 @@ void kp_test_metrics_check(const char *body, unsigned *families, unsigned *sampl
 
 void test_metrics_exposition(void);
 void test_metrics_http_errors(void);
+void test_metrics_proxy(void);
 
 #endif

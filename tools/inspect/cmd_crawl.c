@@ -155,6 +155,7 @@ static int crawl(const args_t *a, const kp_addr_t *seed, size_t n, kp_crawl_t *c
   kp_crawl_stop(c, s.signalled ? "signal" : "timeout");
   c->on_tick = NULL;
   if (!s.signalled) kp_crawl_mark_relays(c, &s);
+  if (!s.signalled) kp_crawl_mark_proxies(c, &s);
   kp_node_stats(s.node, &after);
   *datagrams = after.requests_out - before.requests_out;
   return kp_inspect_session_close(&s);

@@ -23,6 +23,7 @@ typedef struct kp_crawl_node_s {
   uint8_t state;         /* kp_crawl_state_t */
   bool member;           /* answered with its (verified) id */
   bool relay;            /* announced as a blind relay (kp_crawl_mark_relays) */
+  bool proxy;            /* announced as a proxy (kp_crawl_mark_proxies) */
   bool queued, busy;
   uint8_t probes; /* requests finished (answered or given up on) */
   uint8_t fails;
@@ -86,7 +87,8 @@ unsigned kp_crawl_planned(const kp_crawl_t *c);
 
 typedef struct kp_crawl_summary_s {
   size_t found, answered, members, silent, unasked;
-  size_t relays; /* nodes announced as blind relays */
+  size_t relays;  /* nodes announced as blind relays */
+  size_t proxies; /* nodes announced as proxies */
   unsigned max_hops;
   uint64_t datagrams; /* sent, retries included (the caller fills it in) */
   double duration_s;
@@ -111,6 +113,9 @@ int kp_crawl_svg(const kp_crawl_t *c, const kp_crawl_summary_t *s, const char *f
  * addresses those records name (a node stores such a record only from
  * the address it names). Returns how many were marked. */
 size_t kp_crawl_mark_relays(kp_crawl_t *c, kp_inspect_session_t *s);
+/* The same for the proxies' topic ("kadpunch/proxies/v1", docs/protocol.md
+ * "Proxying"; stored, too, only from the address a record names). */
+size_t kp_crawl_mark_proxies(kp_crawl_t *c, kp_inspect_session_t *s);
 /* The ring position of an id: its first 64 bits as a fraction of a turn. */
 double kp_crawl_ring_pos(const uint8_t id[KP_ID_LEN]);
 

@@ -1,16 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* Which crawled nodes are blind relays: the records under the relays'
- * topic, each naming the relay's own address (crawl.h). */
+/* Which crawled nodes are blind relays or proxies: the records under the
+ * relays' and the proxies' topics, each naming its announcer's own address
+ * (crawl.h). */
 #include <string.h>
 
 #include "common/alloc.h"
 #include "tools/inspect/crawl.h"
 
 #define RELAY_TOPIC "kadpunch/relays/v1"
+#define PROXY_TOPIC "kadpunch/proxies/v1"
 #define LOOKUP_MS 10000
+
+typedef enum { MARK_RELAY, MARK_PROXY } mark_t;
 
 typedef struct relays_s {
   kp_crawl_t *c;
+  mark_t mark;
   size_t marked;
   bool done;
   bool abandoned; /* the caller gave up waiting: the callbacks free it */
@@ -27,8 +32,9 @@ static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
   if (kp_addr_parse(&addr, text) || !addr.port) return;
   for (size_t i = 0; i < r->c->count; i++) {
     kp_crawl_node_t *n = &r->c->nodes[i];
-    if (!n->relay && kp_addr_eq(&n->addr, &addr)) {
-      n->relay = true;
+    bool *flag = r->mark == MARK_RELAY ? &n->relay : &n->proxy;
+    if (!*flag && kp_addr_eq(&n->addr, &addr)) {
+      *flag = true;
       r->marked++;
     }
   }
@@ -46,12 +52,13 @@ static bool lookup_done(void *arg) {
   return ((relays_t *)arg)->done;
 }
 
-size_t kp_crawl_mark_relays(kp_crawl_t *c, kp_inspect_session_t *s) {
+static size_t mark_topic(kp_crawl_t *c, kp_inspect_session_t *s, const char *topic, mark_t mark) {
   relays_t *r = kp_calloc(1, sizeof(*r));
   uint8_t target[KP_ID_LEN];
   if (!r) return 0;
   r->c = c;
-  kp_target_from_topic(RELAY_TOPIC, strlen(RELAY_TOPIC), target);
+  r->mark = mark;
+  kp_target_from_topic(topic, strlen(topic), target);
   if (kp_node_lookup(s->node, target, on_record, on_done, r)) {
     kp_free(r);
     return 0;
@@ -63,4 +70,12 @@ size_t kp_crawl_mark_relays(kp_crawl_t *c, kp_inspect_session_t *s) {
   else
     r->abandoned = true; /* the session's close cancels it; on_done frees r */
   return marked;
+}
+
+size_t kp_crawl_mark_relays(kp_crawl_t *c, kp_inspect_session_t *s) {
+  return mark_topic(c, s, RELAY_TOPIC, MARK_RELAY);
+}
+
+size_t kp_crawl_mark_proxies(kp_crawl_t *c, kp_inspect_session_t *s) {
+  return mark_topic(c, s, PROXY_TOPIC, MARK_PROXY);
 }

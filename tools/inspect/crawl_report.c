@@ -83,6 +83,7 @@ int kp_crawl_summarise(const kp_crawl_t *c, kp_crawl_summary_t *s) {
     s->answered += n->state == KP_CRAWL_ANSWERED;
     s->members += n->member;
     s->relays += n->relay;
+    s->proxies += n->proxy;
     s->silent += n->state == KP_CRAWL_SILENT;
     s->unasked += n->state == KP_CRAWL_NEW;
     if (n->state == KP_CRAWL_ANSWERED && n->hops > s->max_hops) s->max_hops = n->hops;
@@ -119,6 +120,7 @@ void kp_crawl_print_text(const kp_crawl_t *c, const kp_crawl_summary_t *s, const
          "nodes", s->found, s->answered, s->members, s->answered - s->members, s->silent,
          s->unasked);
   printf("%-12s %zu of them announced as blind relays (kadpunch/relays/v1)\n", "relays", s->relays);
+  printf("%-12s %zu of them announced as proxies (kadpunch/proxies/v1)\n", "proxies", s->proxies);
   printf("%-12s %d on %zu nodes (nodes speaking another version drop our requests unanswered)\n",
          "protocol", KP_DHT_VERSION, s->answered);
   printf("%-12s %llu FIND_NODE (%llu answered, %llu timed out), %llu datagrams, at most %u/s\n",
@@ -186,6 +188,7 @@ int kp_crawl_print_json(const kp_crawl_t *c, const kp_crawl_summary_t *s, const 
   kp_jw_ku64(&w, "answered", s->answered);
   kp_jw_ku64(&w, "members", s->members);
   kp_jw_ku64(&w, "relays", s->relays);
+  kp_jw_ku64(&w, "proxies", s->proxies);
   kp_jw_ku64(&w, "silent", s->silent);
   kp_jw_ku64(&w, "unasked", s->unasked);
   kp_jw_ku64(&w, "not_tracked", c->over_max_nodes);
@@ -201,6 +204,7 @@ int kp_crawl_print_json(const kp_crawl_t *c, const kp_crawl_summary_t *s, const 
     kp_jw_kstr(&w, "state", state_name(n->state));
     kp_jw_kbool(&w, "member", n->member);
     kp_jw_kbool(&w, "relay", n->relay);
+    kp_jw_kbool(&w, "proxy", n->proxy);
     kp_jw_knum(&w, "rtt_ms", n->rtt_ms >= 0 ? n->rtt_ms : NAN, 3);
     kp_jw_ku64(&w, "hops", n->hops);
     kp_jw_obj_end(&w);

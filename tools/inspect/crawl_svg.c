@@ -3,8 +3,8 @@
  * angle of its id (clockwise from the top, 0x00.. to 0xff..), coloured by
  * round trip, hollow when it answered without an id (not a member), grey
  * when it never answered, in a square when it announced itself as a blind
- * relay. Gaps and clusters in the id space show as gaps and clumps on the
- * ring; the widest gap is drawn over the ring as a thick orange arc. Plain SVG 1.1, one <circle
+ * relay, in a diamond when as a proxy. Gaps and clusters in the id space show as gaps and clumps on
+ * the ring; the widest gap is drawn over the ring as a thick orange arc. Plain SVG 1.1, one <circle
  * class="node"> per node, each with a <title> an SVG viewer shows on hover. */
 #include <errno.h>
 #include <math.h>
@@ -69,9 +69,9 @@ static void frame(FILE *f, const kp_crawl_summary_t *s, const char *from) {
   fputs("<text x=\"20\" y=\"28\" font-size=\"16\">kadpunch DHT from ", f);
   xml_text(f, from);
   fprintf(f,
-          ": %zu nodes (%zu answered, %zu members, %zu relays), widest gap %.2f%% of the "
-          "ring</text>\n",
-          s->found, s->answered, s->members, s->relays, 100 * s->largest_gap);
+          ": %zu nodes (%zu answered, %zu members, %zu relays, %zu proxies), widest gap %.2f%% "
+          "of the ring</text>\n",
+          s->found, s->answered, s->members, s->relays, s->proxies, 100 * s->largest_gap);
   fprintf(f,
           "<circle class=\"ring\" cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"none\" "
           "stroke=\"#cccccc\" stroke-width=\"1\"/>\n",
@@ -105,6 +105,10 @@ static void legend(FILE *f) {
           "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"12\" fill=\"none\" "
           "stroke=\"#3f51b5\" stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">relay</text>\n",
           x + 170, y - 10, x + 186, y);
+  fprintf(f,
+          "<path d=\"M %.0f %.0f l 7 7 l -7 7 l -7 -7 z\" fill=\"none\" stroke=\"#009688\" "
+          "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">proxy</text>\n",
+          x + 246, y - 11, x + 256, y);
 }
 
 /* The widest stretch of the ring without a member, from gap_at. */
@@ -146,6 +150,12 @@ static void nodes(FILE *f, const kp_crawl_t *c) {
               "fill=\"none\" stroke=\"#3f51b5\" stroke-width=\"2\"><title>%s: a blind "
               "relay</title></rect>\n",
               x - 2 * r, y - 2 * r, 4 * r, 4 * r, addr);
+    if (n->proxy) /* a diamond: a node can be a relay and a proxy at once */
+      fprintf(f,
+              "<path class=\"proxy\" d=\"M %.1f %.1f L %.1f %.1f L %.1f %.1f L %.1f %.1f Z\" "
+              "fill=\"none\" stroke=\"#009688\" stroke-width=\"2\"><title>%s: a "
+              "proxy</title></path>\n",
+              x, y - 3 * r, x + 3 * r, y, x, y + 3 * r, x - 3 * r, y, addr);
   }
 }
 

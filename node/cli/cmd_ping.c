@@ -213,6 +213,7 @@ int kp_cli_ping(int argc, char **argv) {
   kp_keypair_t kp;
   if ((rc = kp_cli_identity(key_path, &kp, "ping"))) return rc;
   kp_cli_session_t s;
+  net.identity = &kp; /* what a proxy sees (its --allow list names keys) */
   if ((rc = kp_cli_session_open(&s, &net, "ping"))) {
     kp_keypair_wipe(&kp);
     return rc;

@@ -358,6 +358,11 @@ static void test_cli_proxied(void) {
   KP_CHECK_MSG(strstr(out, "\"ok\":true") && strstr(out, "\"strategy\":\"proxied\"") &&
                    strstr(out, want) && strstr(out, "\"echo_bytes\":5"),
                "%s", out);
+  /* ping speaks through the proxy as the same key (the proxy allows keys). */
+  const char *ping[] = {KP_BINARY, "ping",   spk,           "--key", ckey, "--proxy",
+                        pbind,     "--json", "--bootstrap", boot,    NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&loop, ping, out, sizeof(out), 30000), 0);
+  KP_CHECK_MSG(strstr(out, "\"ok\":true"), "%s", out);
   /* Found on the DHT: any proxy (auto), or this one by its key. */
   const char *autop[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
                          "auto",    "--json",  "--bootstrap", boot,    NULL};

@@ -469,6 +469,23 @@ KP_EXTERN void kp_server_close(kp_server_t *server);
 
 KP_EXTERN void kp_server_set_limits(kp_server_t *server, const kp_server_limits_t *limits);
 
+/* What became of the hellos a server was sent, counted since it started
+ * listening. */
+typedef struct kp_server_stats_s {
+  uint64_t handshakes;     /* hellos read (Noise message 1 opened) */
+  uint64_t accepted;       /* ... and let in by the firewall */
+  uint64_t refused;        /* ... and refused by it (any reason) */
+  uint64_t busy;           /* answered BUSY: the session table full or over the rate */
+  uint64_t dropped;        /* sent past the sender's own rate: unanswered */
+  uint64_t bad;            /* failed to decrypt or decode */
+  uint64_t replays;        /* not newer than the client's last hello */
+  uint64_t evicted;        /* unproven sessions dropped for newer hellos */
+  uint64_t connections;    /* sessions that ended on a proven path */
+  uint64_t punch_timeouts; /* sessions let in whose punch found no path */
+  unsigned sessions;       /* gauge: handshakes in progress */
+} kp_server_stats_t;
+KP_EXTERN void kp_server_stats(const kp_server_t *server, kp_server_stats_t *out);
+
 KP_EXTERN void kp_server_set_info(kp_server_t *server, const kp_device_info_t *info,
                                   kp_info_policy_t who);
 

@@ -177,6 +177,22 @@ void kp_server_set_info(kp_server_t *s, const kp_device_info_t *info, kp_info_po
   if (s->inner) kp_hp_server_set_info(s->inner, info, who);
 }
 
+void kp_server_stats(const kp_server_t *s, kp_server_stats_t *out) {
+  kp_hp_server_stats_t st;
+  kp_hp_server_stats(s->inner, &st);
+  *out = (kp_server_stats_t){.handshakes = st.handshakes,
+                             .accepted = st.accepted,
+                             .refused = st.refused,
+                             .busy = st.busy,
+                             .dropped = st.dropped,
+                             .bad = st.bad,
+                             .replays = st.replays,
+                             .evicted = st.evicted,
+                             .connections = st.connections,
+                             .punch_timeouts = st.punch_timeouts,
+                             .sessions = st.sessions};
+}
+
 void kp_server_set_limits(kp_server_t *s, const kp_server_limits_t *l) {
   kp_server_limits_t d = {0};
   if (l) d = *l;

@@ -153,6 +153,7 @@ typedef struct serve_s {
   serve_stats_t stats;  /* for --metrics */
   const char *metrics_addr;
   kp_cli_metrics_t *metrics;
+  kp_server_t *server;
 } serve_t;
 
 /* ---- Who may come in ----------------------------------------------------------------- */
@@ -663,6 +664,29 @@ static void serve_metrics(void *ctx, kp_cli_text_t *t) {
                      (unsigned long long)st->path_changes);
   kp_cli_latency_write(t, "kadpunch_serve_connect_seconds",
                        "From a client's hello let through to its proven path.", &st->connect);
+  if (!sv->server) return;
+  kp_server_stats_t hs;
+  kp_server_stats(sv->server, &hs);
+  kp_cli_metric_head(t, "kadpunch_serve_handshakes_total", "counter",
+                     "Hellos this server was sent, by what became of them.");
+  const struct {
+    const char *outcome;
+    uint64_t n;
+  } out[] = {{"accepted", hs.accepted}, {"refused", hs.refused}, {"busy", hs.busy},
+             {"dropped", hs.dropped},   {"bad", hs.bad},         {"replay", hs.replays},
+             {"evicted", hs.evicted}};
+  for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++)
+    kp_cli_text_printf(t, "kadpunch_serve_handshakes_total{outcome=\"%s\"} %llu\n", out[i].outcome,
+                       (unsigned long long)out[i].n);
+  kp_cli_metric_head(t, "kadpunch_serve_punches_total", "counter",
+                     "Clients let in, by whether their punch found a path.");
+  kp_cli_text_printf(t, "kadpunch_serve_punches_total{outcome=\"path\"} %llu\n",
+                     (unsigned long long)hs.connections);
+  kp_cli_text_printf(t, "kadpunch_serve_punches_total{outcome=\"timeout\"} %llu\n",
+                     (unsigned long long)hs.punch_timeouts);
+  kp_cli_metric_head(t, "kadpunch_serve_handshakes_in_progress", "gauge",
+                     "Handshakes and punches in progress.");
+  kp_cli_text_printf(t, "kadpunch_serve_handshakes_in_progress %u\n", hs.sessions);
 }
 
 static int start_control(serve_t *sv) {
@@ -734,6 +758,7 @@ static int serve_run(serve_t *sv) {
     return KP_EXIT_FAIL;
   }
   kp_server_set_info(server, &sv->info, sv->info_policy);
+  sv->server = server;
   record_server_key(sv, key);
   if ((rc = start_control(sv))) {
     kp_server_close(server);
@@ -761,6 +786,7 @@ static int serve_run(serve_t *sv) {
   if (sv->control) kp_control_close(sv->control); /* before the node it reads */
   kp_cli_metrics_close(sv->metrics);
   kp_server_close(server);
+  sv->server = NULL;
   for (unsigned i = 0; i < sv->service_count; i++) {
     service_t *svc = &sv->services[i];
     if (svc->fwd) kp_cli_forward_stop(svc->fwd);

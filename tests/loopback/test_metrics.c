@@ -275,6 +275,13 @@ void test_metrics_exposition(void) {
                    value_of(body, "kadpunch_datagrams_total{direction=\"in\"} ") > 0 &&
                    value_of(body, "kadpunch_store_records ") >= 0,
                "%s", body);
+  /* The ping's hello was let in and its punch found a path. */
+  KP_CHECK_MSG(value_of(body, "kadpunch_serve_handshakes_total{outcome=\"accepted\"} ") == 1 &&
+                   value_of(body, "kadpunch_serve_handshakes_total{outcome=\"bad\"} ") == 0 &&
+                   value_of(body, "kadpunch_serve_punches_total{outcome=\"path\"} ") == 1 &&
+                   value_of(body, "kadpunch_serve_punches_total{outcome=\"timeout\"} ") == 0 &&
+                   value_of(body, "kadpunch_serve_handshakes_in_progress ") >= 0,
+               "%s", body);
   body = scrape(port_of(r), "relay");
   KP_CHECK_MSG(value_of(body, "kadpunch_relay_sessions ") == 0 &&
                    value_of(body, "kadpunch_relay_refused_total{reason=\"full\"} ") == 0,

@@ -36,6 +36,11 @@ int kp_addr_decode_compact(kp_addr_t *out, const uint8_t *in, size_t len) {
   return 0;
 }
 
+bool kp_addr_same_host(const kp_addr_t *a, const kp_addr_t *b) {
+  if (a->family != b->family) return false;
+  return a->family == KP_AF_INET ? kp_addr_same_ip(a, b) : !memcmp(a->ip, b->ip, 8);
+}
+
 bool kp_addr_same_ip(const kp_addr_t *a, const kp_addr_t *b) {
   if (a->family != b->family) return false;
   /* Fixed-size compares the compiler inlines: this runs for every datagram

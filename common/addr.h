@@ -28,6 +28,9 @@ int kp_addr_decode_compact(kp_addr_t *out, const uint8_t *in, size_t len);
 
 bool kp_addr_eq(const kp_addr_t *a, const kp_addr_t *b);
 bool kp_addr_same_ip(const kp_addr_t *a, const kp_addr_t *b);
+/* The same host as far as per-source limits go: one IPv4 address, or one
+ * IPv6 /64 (what one subscriber is handed). */
+bool kp_addr_same_host(const kp_addr_t *a, const kp_addr_t *b);
 /* A total order: family, then ip bytes, then port. */
 int kp_addr_cmp(const kp_addr_t *a, const kp_addr_t *b);
 

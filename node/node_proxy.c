@@ -190,15 +190,9 @@ static void on_link_end(kp_tunnel_io_t *io, int status) {
   link_close(plink_of(io));
 }
 
-static void on_refused_closed(uv_handle_t *h) {
-  kp_free(h);
-}
-
 static unsigned links_from(const kp_proxy_service_t *svc, const kp_addr_t *peer) {
   unsigned n = 0;
-  for (const plink_t *l = svc->links; l; l = l->next)
-    n += l->peer.family == peer->family &&
-         !memcmp(l->peer.ip, peer->ip, peer->family == KP_AF_INET ? 4 : 8);
+  for (const plink_t *l = svc->links; l; l = l->next) n += kp_addr_same_host(&l->peer, peer);
   return n;
 }
 
@@ -210,14 +204,8 @@ static void on_connection(uv_stream_t *server, int status) {
     /* Accept and drop it anyway: libuv polls the listener again only
      * after an accept. */
     kp_free(l);
-    uv_tcp_t *t = kp_malloc(sizeof(*t));
     svc->tcp_refused++;
-    if (!t || uv_tcp_init(svc->node->loop, t)) {
-      kp_free(t);
-      return;
-    }
-    uv_accept(server, (uv_stream_t *)t);
-    uv_close((uv_handle_t *)t, on_refused_closed);
+    kp_tunnel_refuse(svc->node->loop, server);
     return;
   }
   l->svc = svc;
@@ -226,13 +214,8 @@ static void on_connection(uv_stream_t *server, int status) {
   l->next = svc->links;
   svc->links = l;
   svc->link_count++;
-  struct sockaddr_storage ss;
-  int slen = sizeof(ss);
-  bool accepted = !uv_accept(server, (uv_stream_t *)&l->io.tcp) &&
-                  !uv_tcp_getpeername(&l->io.tcp, (struct sockaddr *)&ss, &slen) &&
-                  !kp_addr_from_sockaddr(&l->peer, (struct sockaddr *)&ss);
-  if (!accepted || kp_tunnel_io_start(&l->io) || svc->link_count > TCP_LINKS ||
-      links_from(svc, &l->peer) > TCP_LINKS_PER_IP) {
+  if (kp_tunnel_io_accept(&l->io, server, &l->peer) || kp_tunnel_io_start(&l->io) ||
+      svc->link_count > TCP_LINKS || links_from(svc, &l->peer) > TCP_LINKS_PER_IP) {
     svc->tcp_refused++;
     link_close(l);
   }

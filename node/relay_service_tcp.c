@@ -233,28 +233,10 @@ static void on_end(kp_tunnel_io_t *io, int status) {
   link_close(of_io(io));
 }
 
-static void on_refused_closed(uv_handle_t *h) {
-  kp_free(h);
-}
-
-static void refuse_connection(kp_relay_service_t *svc, uv_stream_t *server) {
-  uv_tcp_t *t = kp_malloc(sizeof(*t));
-  svc->tcp_refused++;
-  if (!t || uv_tcp_init(svc->node->loop, t)) {
-    kp_free(t);
-    return;
-  }
-  uv_accept(server, (uv_stream_t *)t);
-  uv_close((uv_handle_t *)t, on_refused_closed);
-}
-
 /* Links the same IP (IPv6: /64) holds already. */
 static unsigned links_of(const kp_relay_service_t *svc, const kp_addr_t *peer) {
   unsigned n = 0;
-  for (const tlink_t *l = svc->tlinks; l; l = l->next)
-    n += l->peer.family == peer->family &&
-         (peer->family == KP_AF_INET ? kp_addr_same_ip(&l->peer, peer)
-                                     : !memcmp(l->peer.ip, peer->ip, 8));
+  for (const tlink_t *l = svc->tlinks; l; l = l->next) n += kp_addr_same_host(&l->peer, peer);
   return n;
 }
 
@@ -266,7 +248,8 @@ static void on_connection(uv_stream_t *server, int status) {
     /* Accept and drop it anyway: libuv polls the listener again only
      * after an accept. */
     kp_free(l);
-    refuse_connection(svc, server);
+    svc->tcp_refused++;
+    kp_tunnel_refuse(svc->node->loop, server);
     return;
   }
   l->svc = svc;
@@ -279,13 +262,8 @@ static void on_connection(uv_stream_t *server, int status) {
   kp_bucket_init(&l->bytes[0], svc->tcp_rate, now);
   kp_bucket_init(&l->bytes[1], svc->tcp_rate, now);
   kp_bucket_init(&l->pairs, LINK_PAIRS_PER_S, now);
-  struct sockaddr_storage ss;
-  int slen = sizeof(ss);
-  bool accepted = !uv_accept(server, (uv_stream_t *)&l->io.tcp) &&
-                  !uv_tcp_getpeername(&l->io.tcp, (struct sockaddr *)&ss, &slen) &&
-                  !kp_addr_from_sockaddr(&l->peer, (struct sockaddr *)&ss);
-  if (!accepted || kp_tunnel_io_start(&l->io) || svc->tcp_links > svc->tcp_max ||
-      links_of(svc, &l->peer) > svc->tcp_per_ip) {
+  if (kp_tunnel_io_accept(&l->io, server, &l->peer) || kp_tunnel_io_start(&l->io) ||
+      svc->tcp_links > svc->tcp_max || links_of(svc, &l->peer) > svc->tcp_per_ip) {
     /* Over the limit: the peer sees the connection close at once. */
     svc->tcp_refused++;
     link_close(l);

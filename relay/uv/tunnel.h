@@ -66,6 +66,14 @@ struct kp_tunnel_io_s {
 int kp_tunnel_io_init(uv_loop_t *loop, kp_tunnel_io_t *io);
 /* Starts reading frames (once the tcp handle is connected or accepted). */
 int kp_tunnel_io_start(kp_tunnel_io_t *io);
+/* A listener's side: accepts the pending connection into io (initialised)
+ * and reads the peer's address. 0, or an error (the connection then goes
+ * when io is closed). */
+int kp_tunnel_io_accept(kp_tunnel_io_t *io, uv_stream_t *server, kp_addr_t *peer);
+/* Accepts the pending connection and closes it at once (the peer sees it
+ * end): a listener that cannot take one must still accept, or libuv never
+ * polls it again. */
+void kp_tunnel_refuse(uv_loop_t *loop, uv_stream_t *server);
 /* Queues a frame; false if the backlog is full (the frame is dropped and
  * on_room fires when there is space). Sent at the end of this loop turn. */
 bool kp_tunnel_io_send(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f);

@@ -142,6 +142,29 @@ static int read_start(kp_tunnel_io_t *io) {
   return uv_read_start((uv_stream_t *)&io->tcp, on_alloc, on_read);
 }
 
+int kp_tunnel_io_accept(kp_tunnel_io_t *io, uv_stream_t *server, kp_addr_t *peer) {
+  struct sockaddr_storage ss;
+  int slen = sizeof(ss);
+  int err = uv_accept(server, (uv_stream_t *)&io->tcp);
+  if (!err) err = uv_tcp_getpeername(&io->tcp, (struct sockaddr *)&ss, &slen);
+  if (!err) err = kp_addr_from_sockaddr(peer, (struct sockaddr *)&ss);
+  return err;
+}
+
+static void on_refused_closed(uv_handle_t *h) {
+  kp_free(h);
+}
+
+void kp_tunnel_refuse(uv_loop_t *loop, uv_stream_t *server) {
+  uv_tcp_t *t = kp_malloc(sizeof(*t));
+  if (!t || uv_tcp_init(loop, t)) {
+    kp_free(t);
+    return;
+  }
+  uv_accept(server, (uv_stream_t *)t);
+  uv_close((uv_handle_t *)t, on_refused_closed);
+}
+
 int kp_tunnel_io_start(kp_tunnel_io_t *io) {
   return read_start(io);
 }

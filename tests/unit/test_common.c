@@ -112,6 +112,13 @@ static void test_addr_compare_hash(void) {
   KP_CHECK(kp_addr_same_ip(&a, &b));
   KP_CHECK(!kp_addr_same_ip(&a, &c));
   KP_CHECK(!kp_addr_same_ip(&a, &d));
+  /* One host for per-source limits: an IPv4 address, an IPv6 /64. */
+  kp_addr_t e, f, g;
+  kp_addr_parse(&e, "[2001:db8:1:2::1]:5");
+  kp_addr_parse(&f, "[2001:db8:1:2:ffff::9]:7");
+  kp_addr_parse(&g, "[2001:db8:1:3::1]:5");
+  KP_CHECK(kp_addr_same_host(&a, &b) && !kp_addr_same_host(&a, &c) && !kp_addr_same_host(&a, &d));
+  KP_CHECK(kp_addr_same_host(&e, &f) && !kp_addr_same_host(&e, &g) && !kp_addr_same_host(&d, &a));
   KP_CHECK(kp_addr_cmp(&a, &b) < 0 && kp_addr_cmp(&b, &a) > 0);
   KP_CHECK(kp_addr_cmp(&b, &c) < 0);
   KP_CHECK(kp_addr_cmp(&a, &d) < 0); /* family first */

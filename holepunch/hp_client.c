@@ -247,6 +247,8 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
     uint64_t wait = kp__hp_birthday_applies(r->local_nat, wl->nat, &sockets)
                         ? HP_RELAY_AFTER_BDAY_MS
                         : HP_RELAY_AFTER_MS;
+    /* Nothing can happen before the first round's REPLY. */
+    wait += c->hs_done - c->hs_sent;
     if (wait > hp->cfg.punch_timeout_ms / 2) wait = hp->cfg.punch_timeout_ms / 2;
     if (relay) {
       c->fallback_relay = *relay;
@@ -519,8 +521,13 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
     r.punch = false;
   }
   /* Until an address is proven (or we pair at a relay), another round in
-   * a while: each lets both sides send their hints one more probe. */
-  c->next_round_at = c->pairing.sock ? UINT64_MAX : now + HP_ROUND_INTERVAL_MS;
+   * a while: each lets both sides send their hints one more probe. Not
+   * before this one's REPLY can be back (the handshake took the same
+   * path): a new round abandons the last, and on a slow path no REPLY
+   * would ever arrive. */
+  uint64_t interval = rtt + rtt / 4;
+  if (interval < HP_ROUND_INTERVAL_MS) interval = HP_ROUND_INTERVAL_MS;
+  c->next_round_at = c->pairing.sock ? UINT64_MAX : now + interval;
   uint8_t sealed[256], buf[512];
   size_t slen, len;
   if (kp_hp_round_seal(&r, c->hp_key, true, sealed, sizeof(sealed), &slen)) return;
@@ -555,8 +562,13 @@ bool kp__hp_connect_probe(kp_hp_connect_t *c, void *sock, const kp_addr_t *from,
     c->res.socket = cand->sock;
     if (is_server_lan(c, &cand->addr)) c->res.strategy = KP_PUNCH_LAN;
     if (cand->sock) c->res.strategy = KP_PUNCH_BIRTHDAY;
-    /* The server's probe came first: it punched towards us. */
-    if (c->res.strategy == KP_PUNCH_NONE) c->res.strategy = KP_PUNCH_SIMULTANEOUS;
+    /* The server's probe came before its REPLY: it punched towards us.
+     * Behind a random NAT it can only have found the port our own probes
+     * opened with its birthday spray, which may beat the REPLY it sent
+     * through the relay node. */
+    if (c->res.strategy == KP_PUNCH_NONE)
+      c->res.strategy =
+          c->res.local_nat == KP_NAT_RANDOM ? KP_PUNCH_BIRTHDAY : KP_PUNCH_SIMULTANEOUS;
     finish(c, 0, now);
   }
   return true;

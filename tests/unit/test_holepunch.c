@@ -509,6 +509,67 @@ static void test_sim_birthday(void) {
   KP_CHECK(took[n / 2] < 5 * SEC);
 }
 
+/* Everything a DHT node sends to the peers' public addresses (203.0.113.x)
+ * takes *ctx ms, the rest 5 ms: the relay node's path is the slow one. */
+static unsigned slow_relay_latency(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                                   kp_rng_t *rng) {
+  (void)rng;
+  bool from_peer = from->ip[0] == 203 && from->ip[1] == 0 && from->ip[2] == 113;
+  bool to_peer = to->ip[0] == 203 && to->ip[1] == 0 && to->ip[2] == 113;
+  return to_peer && !from_peer ? *(const unsigned *)ctx : 5;
+}
+
+/* A random-NAT client whose own mapping towards the server was found by
+ * the server's spray before the REPLY arrived has still been punched by
+ * the birthday strategy: nothing else reaches a random NAT's port (the
+ * matrix once saw "simultaneous" for random <-> firewalled). */
+static void test_sim_birthday_before_reply(void) {
+  enum { TRIALS = 400 };               /* the main socket is one of 257 a spray can find */
+  static const unsigned slow_ms = 120; /* the spray outruns the REPLY */
+  unsigned ok = 0, main_socket = 0;
+  for (unsigned t = 0; t < TRIALS; t++) {
+    world_t w;
+    world_init(&w, 9000 + t, 0, 0);
+    peer_t *server = peer_new(&w, K_CONSISTENT, 50);
+    peer_t *client = peer_new(&w, K_RANDOM, 60);
+    serve(&w, server);
+    kp_sim_set_latency(w.sim, slow_relay_latency, (void *)&slow_ms);
+    if (!connect_to(&w, client, server, NULL)) {
+      ok++;
+      KP_CHECK_EQ(client->res.strategy, KP_PUNCH_BIRTHDAY);
+      if (!client->res.socket) main_socket++;
+    }
+    world_free(&w);
+  }
+  printf("birthday before REPLY: %u/%u connected, %u through the main socket's mapping\n", ok,
+         TRIALS, main_socket);
+  KP_CHECK(ok * 100 >= TRIALS * 95);
+  KP_CHECK(main_socket > 0); /* the case this test is for happened */
+}
+
+/* Rounds through a relay node 600 ms away (a round trip across the world twice): the
+ * client waits for each REPLY instead of abandoning it for the next round,
+ * and the punch goes direct, the birthday strategy included. */
+static void test_sim_punch_slow_relay_path(void) {
+  static const kind_t kinds[][2] = {{K_CONSISTENT, K_CONSISTENT},
+                                    {K_RANDOM, K_CONSISTENT},
+                                    {K_CONSISTENT, K_RANDOM},
+                                    {K_CONSISTENT, K_FIREWALLED}};
+  static const unsigned slow_ms = 300;
+  for (unsigned t = 0; t < 4 * (sizeof(kinds) / sizeof(kinds[0])); t++) {
+    world_t w;
+    world_init(&w, 9100 + t, 0, 0);
+    peer_t *server = peer_new(&w, kinds[t % (sizeof(kinds) / sizeof(kinds[0]))][1], 50);
+    peer_t *client = peer_new(&w, kinds[t % (sizeof(kinds) / sizeof(kinds[0]))][0], 60);
+    serve(&w, server);
+    kp_sim_set_latency(w.sim, slow_relay_latency, (void *)&slow_ms);
+    int st = connect_to(&w, client, server, NULL);
+    KP_CHECK_MSG(st == 0, "trial %u: %s", t, kp_err_name(st));
+    KP_CHECK(client->res.strategy != KP_PUNCH_RELAYED);
+    world_free(&w);
+  }
+}
+
 /* More birthday punches than the pool holds wait their turn; none fails. */
 static void test_sim_birthday_pool(void) {
   world_t w;
@@ -877,6 +938,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_nat_matrix, sim, 120),
     KP_CASE(sim_birthday, sim, 120),
     KP_CASE(sim_birthday_pool, sim, 60),
+    KP_CASE(sim_birthday_before_reply, sim, 120),
+    KP_CASE(sim_punch_slow_relay_path, sim, 120),
     KP_CASE(sim_random_pair_no_probes, sim, 60),
     KP_CASE(sim_rates, sim, 60),
     KP_CASE(sim_lan_pair, sim, 60),

@@ -2,9 +2,9 @@
 /* A flood of handshake messages at a server (`kadpunch serve`, its own
  * process, so its descriptors and memory can be read from /proc): 10000
  * datagrams per second for 10 s from 256 source addresses, a mix of valid
- * hellos under fresh keys (one in ten; each a real session if the server
- * let it), undecryptable ones and replays. The server's descriptor count must not
- * move, its memory must stay flat once its fixed tables are touched, and a
+ * hellos under fresh keys (one in ten, one in three the first second; each
+ * a real session if the server let it), undecryptable ones and replays. The server's descriptor
+ * count must not move, its memory must stay flat once its fixed tables are touched, and a
  * legitimate client must still connect in the middle of it. */
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -27,8 +27,15 @@
 #define SOURCES 256
 #define RATE 10000     /* datagrams per second */
 #define VALID_EVERY 10 /* one datagram in ten is a valid hello under a fresh key */
-#define VALID_COUNT (RATE / VALID_EVERY * (FLOOD_MS / 1000 + 2))
 #define FLOOD_MS 10000
+/* The first second, one in three: the server's admission passes a fixed
+ * number of hellos per second to its crypto, and this many valid ones
+ * fill every session slot (and so make the table's pages resident) well
+ * before the half-way mark, however loaded the machine. */
+#define PREFILL_MS 1000
+#define PREFILL_EVERY 3
+#define VALID_COUNT                                                                                \
+  (RATE / PREFILL_EVERY * PREFILL_MS / 1000 + RATE / VALID_EVERY * (FLOOD_MS / 1000 + 2))
 
 typedef struct flood_s {
   int fds[SOURCES];
@@ -92,7 +99,8 @@ static void on_flood_tick(uv_timer_t *t) {
   unsigned n = due > f->sent ? (unsigned)(due - f->sent) : 0;
   for (unsigned i = 0; i < n && i < RATE / 10; i++) {
     size_t len;
-    unsigned kind = f->sent % VALID_EVERY;
+    bool prefill = f->sent < (uint64_t)RATE * PREFILL_MS / 1000;
+    unsigned kind = f->sent % (prefill ? PREFILL_EVERY : VALID_EVERY);
     if (kind == 0 && f->hello_next < VALID_COUNT) {
       len = f->hello_len[f->hello_next];
       memcpy(pkt, f->hellos[f->hello_next++], len);

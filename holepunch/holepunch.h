@@ -123,6 +123,15 @@ void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
  * from it again. The glue calls this before the handle is gone. */
 void kp_hp_socket_closed(kp_hp_t *hp, const void *sock);
 
+/* A proxied node's own socket (an extra socket of the glue's, out of the
+ * proxy) and its public address as DHT nodes saw it; NULL: none. Every
+ * connection that runs through a proxy (ours or the peer's) then punches
+ * from it in the background and moves direct when a path proves itself,
+ * as a relayed one does; the proxy path is kept to fall back to. A node
+ * that keeps its addresses to itself (a private proxied node) never calls
+ * this. */
+void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, uint64_t now);
+
 /* A relay control datagram (relay/relay.h) arrived on an extra socket. */
 void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
                       size_t len, uint64_t now);

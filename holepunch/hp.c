@@ -417,6 +417,7 @@ void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint
 }
 
 void kp_hp_socket_closed(kp_hp_t *hp, const void *sock) {
+  if (sock && sock == hp->own_sock) hp->own_sock = NULL;
   kp__hp_links_forget_sock(hp, sock);
   for (kp_hp_connect_t *c = hp->connects; c; c = kp__hp_connect_next(c))
     kp__hp_connect_forget_sock(c, sock);

@@ -97,6 +97,9 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
                              const uint8_t *data, size_t len, uint64_t now, bool *ok);
 /* One probe (not an answer) to a candidate, echoing what it sent us. */
 void kp__hp_path_probe(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, uint8_t extra_flags, uint64_t now);
+/* Through a proxy: "punch with me, at own" (KP_PROBE_PUNCH | KP_PROBE_OWN_ADDR). */
+void kp__hp_path_probe_own(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, const kp_addr_t *own,
+                           uint64_t now);
 /* Sends what the after-proof schedule says is due; its next deadline. */
 uint64_t kp__hp_path_keep(kp_hp_t *hp, hp_path_t *p, uint64_t now);
 uint64_t kp__hp_path_deadline(const hp_path_t *p);
@@ -219,6 +222,10 @@ struct kp_hp_s {
   hp_bday_t *bday;                           /* HP_MAX_BIRTHDAYS */
   kp_addr_t relays[HP_MAX_RELAY_CANDIDATES]; /* blind relays we know (explicit or found) */
   size_t relay_count;
+  /* A proxied node's socket of its own, out of the proxy, and its public
+   * address (kp_hp_set_own_socket): its connections punch from there. */
+  void *own_sock;
+  kp_addr_t own_addr;
   kp_hp_stats_t stats;
 };
 

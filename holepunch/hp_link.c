@@ -9,6 +9,10 @@
  *   sockets (the relay's PAIRED named both links), and with the birthday
  *   strategy when the NATs need it; a proven direct address takes the
  *   connection, and the relay session is kept alive for a fall back;
+ * - through a proxy (ours: kp_hp_set_own_socket; or the peer's: its
+ *   probes say so): the same, with the proxy path kept as the relay is;
+ *   the proxied side punches from its own socket and tells the peer, over
+ *   the proxy path, that socket's public address (KP_PROBE_OWN_ADDR);
  * - when the transport says the path died: back to the kept relay if
  *   there is one; otherwise the client resumes: rounds sealed under the
  *   resume key through the server's relay nodes (looked up again if they
@@ -65,6 +69,7 @@ struct kp_hp_link_s {
   /* The relay the connection was paired at (kept while direct), the socket
    * paired there, and the peer's pairing socket as the relay saw it. */
   bool has_relay;
+  bool via_proxy; /* ... or the proxy path: "relay" is the peer's address through it */
   kp_addr_t relay, link;
   void *relay_sock;
   hp_cand_t *relay_cand, *link_cand;
@@ -148,6 +153,41 @@ static void unprove(kp_hp_link_t *l) {
     c->proven = false;
     c->hints = 0;
   }
+}
+
+/* Where the background punch fires from: a proxied node's own socket, or
+ * the socket the kept path runs on. */
+static void *fire_sock(const kp_hp_link_t *l) {
+  return l->via_proxy && l->hp->own_sock ? l->hp->own_sock : l->relay_sock;
+}
+
+/* The peer's direct address (where it would go direct): the background
+ * punch aims there, one probe per request paid for by the peer. */
+static void set_link(kp_hp_link_t *l, const kp_addr_t *addr) {
+  if (l->link_cand && kp_addr_eq(&l->link, addr) && l->link_cand->sock == fire_sock(l)) return;
+  l->link = *addr;
+  l->link_cand = kp__hp_path_hint(&l->path, &l->link, fire_sock(l), 1);
+}
+
+/* The connection runs through a proxy, ours or the peer's: that path is
+ * kept to fall back to, as a relay is, and the punch goes on behind it. */
+static void through_proxy(kp_hp_link_t *l, uint64_t now) {
+  l->has_relay = l->via_proxy = true;
+  l->relay = l->to;
+  l->relay_sock = l->sock;
+  l->relay_cand = kp__hp_path_hint(&l->path, &l->relay, l->sock, 0);
+  if (l->relay_cand) l->relay_cand->proven = true;
+  l->direct = false;
+  l->attempts = 0;
+  l->next_attempt = now + UPGRADE_FIRST_MS;
+}
+
+/* Ours is the proxied side, with a socket of its own: until the peer says
+ * otherwise, it is where the proxy path ends. */
+static void proxied_here(kp_hp_link_t *l, uint64_t now) {
+  if (!l->hp->own_sock || l->sock == l->hp->own_sock) return;
+  if (!l->has_relay) through_proxy(l, now);
+  if (l->via_proxy && !l->link_cand) set_link(l, &l->relay);
 }
 
 static void stop_birthday(kp_hp_link_t *l, void *keep) {
@@ -601,13 +641,22 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   /* Only on the link's own sockets (NULL: the main one). */
   bool mine = sock == l->sock || (l->relay_sock && sock == l->relay_sock) ||
               (l->pairing.sock && sock == l->pairing.sock) ||
-              (sock && kp__hp_birthday_owns(l->bday, sock));
+              (sock && kp__hp_birthday_owns(l->bday, sock)) ||
+              (l->via_proxy && sock && sock == l->hp->own_sock);
   if (!mine) return false;
   bool ok;
   hp_cand_t *c = kp__hp_path_input(l->hp, &l->path, sock, from, data, len, now, &ok);
   if (!ok) return false;
+  /* The peer is proxied and says where it would go direct: its path
+   * through the proxy is the one kept from now on. */
+  kp_probe_t pr;
+  bool own_addr = (flags & KP_PROBE_OWN_ADDR) && !kp_probe_decode(data, len, l->path.key, &pr) &&
+                  pr.has_observed && !(flags & KP_PROBE_ANSWER);
+  if (own_addr && !l->has_relay && l->direct && sock == l->sock && kp_addr_eq(from, &l->to))
+    through_proxy(l, now);
   bool via_relay = l->has_relay && sock == l->relay_sock && kp_addr_eq(from, &l->relay);
   if (via_relay) {
+    if (own_addr && l->via_proxy) set_link(l, &pr.observed);
     if (flags & KP_PROBE_PUNCH) punch_link(l, now);
     if (flags & KP_PROBE_BIRTHDAY) birthday_request(l, now);
     return true;
@@ -721,8 +770,12 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
   }
   if (l->has_relay && !l->direct && l->link_cand) {
     if (l->next_attempt <= now) {
-      /* Ask the peer to fire at our link; its answer asks us to fire. */
-      kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_PUNCH, now);
+      /* Ask the peer to fire at our link; its answer asks us to fire.
+       * Through a proxy, the request names our own socket's address. */
+      if (l->via_proxy && hp->own_sock && l->relay_cand)
+        kp__hp_path_probe_own(hp, &l->path, l->relay_cand, &hp->own_addr, now);
+      else if (l->relay_cand)
+        kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_PUNCH, now);
       l->next_attempt = now + backoff(UPGRADE_BACKOFF_MS, l->attempts++, UPGRADE_BACKOFF_MAX_MS);
     }
     bool sockets;
@@ -785,6 +838,15 @@ bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const ui
   return false;
 }
 
+void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, uint64_t now) {
+  if (hp->own_sock && hp->own_sock != sock) kp__hp_links_forget_sock(hp, hp->own_sock);
+  hp->own_sock = sock;
+  memset(&hp->own_addr, 0, sizeof(hp->own_addr));
+  if (!sock) return;
+  if (public_addr) hp->own_addr = *public_addr;
+  for (kp_hp_link_t *l = hp->links; l; l = l->next) proxied_here(l, now);
+}
+
 /* ---- Lifetime ---------------------------------------------------------------------- */
 
 int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,
@@ -833,6 +895,7 @@ int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t
     l->next_attempt = now + UPGRADE_FIRST_MS;
     l->bday_at = now + BDAY_FIRST_MS;
   }
+  proxied_here(l, now);
   l->next = hp->links;
   hp->links = l;
   *out = l;

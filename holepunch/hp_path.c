@@ -130,6 +130,19 @@ void kp__hp_path_probe(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, uint8_t extra_fl
   send_to(hp, p, c, extra_flags, c->has_echo ? c->echo : NULL, now);
 }
 
+void kp__hp_path_probe_own(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, const kp_addr_t *own,
+                           uint64_t now) {
+  /* No echo: the observed field is ours to fill, and the path it goes on
+   * is proven already. */
+  kp_probe_t pr = {.flags = p->flags | KP_PROBE_PUNCH | KP_PROBE_OWN_ADDR,
+                   .conn_id = p->remote_id,
+                   .has_observed = true,
+                   .observed = *own};
+  kp__hp_nonce(hp, p->local_id, &c->addr, now, pr.nonce);
+  kp__hp_send_probe(hp, c->sock, &c->addr, &pr, p->key);
+  p->sent++;
+}
+
 void kp__hp_path_hints(kp_hp_t *hp, hp_path_t *p, uint64_t now) {
   for (unsigned i = 0; i < p->count; i++) {
     hp_cand_t *c = &p->cand[i];
@@ -144,11 +157,14 @@ void kp__hp_path_hints(kp_hp_t *hp, hp_path_t *p, uint64_t now) {
  * forwards probes between the two peers (claiming its own address for
  * each, as a NAT would) is caught here: the peer saw the relay node's
  * address, not ours. Only public addresses are compared, and only when
- * our DHT contacts agree on ours. */
-static bool observed_ok(kp_hp_t *hp, const kp_probe_t *pr) {
-  if (!pr->has_observed) return false;
+ * our DHT contacts agree on ours (on a proxied node's own socket, on that
+ * socket's). */
+static bool observed_ok(kp_hp_t *hp, const void *sock, const kp_probe_t *pr) {
+  if (!pr->has_observed || (pr->flags & KP_PROBE_OWN_ADDR)) return false;
   const kp_addr_t *o = &pr->observed;
   if (kp_addr_is_loopback(o) || kp_addr_is_private(o)) return true;
+  if (sock && sock == hp->own_sock)
+    return !hp->own_addr.family || kp_addr_same_ip(&hp->own_addr, o);
   const kp_dht_nat_t *nat = kp_dht_nat(hp->dht);
   if (!nat->has_public || nat->type == KP_NAT_UNKNOWN || nat->public_addr.family != o->family)
     return true;
@@ -174,7 +190,7 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
   hp_cand_t *proved = NULL;
   if (sodium_memcmp(pr.echo, zero_nonce, KP_PROBE_NONCE_LEN) &&
       nonce_ok(hp, p->local_id, from, pr.echo, now)) {
-    if (!observed_ok(hp, &pr)) {
+    if (!observed_ok(hp, sock, &pr)) {
       hp->stats.proofs_refused++;
     } else if (c && !c->proven) {
       c->proven = true;

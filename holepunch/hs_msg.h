@@ -163,6 +163,9 @@ enum {
   KP_PROBE_ANSWER = 2,      /* sent because a probe arrived: not answered again */
   KP_PROBE_PUNCH = 4,       /* through a relay: "probe my link now" (hp_link.c) */
   KP_PROBE_BIRTHDAY = 8,    /* through a relay: "birthday punch with me now" (hp_link.c) */
+  /* Through a proxy: "observed" is not an echo's but the sender's own
+   * socket's public address, where it would go direct (hp_link.c). */
+  KP_PROBE_OWN_ADDR = 16,
 };
 
 typedef struct kp_probe_s {

@@ -113,12 +113,20 @@ typedef struct kp_node_options_s {
   /* Speak through this proxy ("ip:port", or "KEY@ip:port" to hold it to
    * its key; docs/protocol.md "Proxying"): every socket of the node is an
    * allocation of the proxy's, so peers and DHT nodes see the proxy's
-   * address and never this host's. The node is then an ephemeral DHT node
-   * at the proxy, and tells no peer its LAN addresses. */
+   * address (see proxy_private for what changes once a connection is made).
+   * The node is then an ephemeral DHT node at the proxy, and tells no peer
+   * its LAN addresses. */
   const char *proxy;
   /* The key the node shows its proxy (what its allow list names); NULL: a
    * fresh one, for open proxies. Copied. */
   const kp_keypair_t *proxy_identity;
+  /* With proxy: keep this host's addresses from everyone; its connections
+   * stay proxied. Without it, a proxied node also opens a socket of its
+   * own, learns that socket's public address from two DHT nodes and
+   * punches from it: a connection through the proxy moves direct where a
+   * path proves itself (the proxy path is kept to fall back to), and the
+   * peer and those DHT nodes learn this host's public address. */
+  bool proxy_private;
 } kp_node_options_t;
 
 /* One node found by a query. */

@@ -242,6 +242,9 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
 
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
   if (!node->tunnel && !node->proxy_link) set_lan_addrs(node); /* a proxied node tells none */
+  if (node->proxy_link && !opts->proxy_private && (err = kp__node_own_start(node)))
+    KP_WARN(&node->log, "proxied connections stay proxied: no socket of its own: %s",
+            kp_strerror(err));
   if (opts->relay_count &&
       (err = kp__node_relay_set_explicit(node, opts->relays, opts->relay_count)))
     goto fail;
@@ -405,6 +408,7 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
   kp__node_conns_forget(node);
+  kp__node_own_free(node);
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
   if (node->dht) kp_dht_free(node->dht, now_ms(node));

@@ -85,7 +85,16 @@ struct kp_node_s {
    * and the one it speaks through (every socket a channel of it). */
   kp_proxy_service_t *proxy_svc;
   struct kp_proxy_link_s *proxy_link;
+  /* A proxied node's own socket, unless it keeps its addresses private
+   * (node_own_socket.c). */
+  struct kp_node_own_s *own;
 };
+
+typedef struct kp_node_own_s kp_node_own_t;
+/* node_own_socket.c: opens a proxied node's own socket (UV_EMFILE: none),
+ * and frees what it keeps (the socket pool closes the socket). */
+int kp__node_own_start(kp_node_t *node);
+void kp__node_own_free(kp_node_t *node);
 
 /* The DHT state machine of a node (for tools and tests). */
 static inline kp_dht_t *kp__node_dht(kp_node_t *node) {

@@ -24,6 +24,9 @@ struct xsock_s {
   kp_endpoint_t *ep; /* made for the first connection on it */
   bool won;          /* the state machine handed it over */
   uint64_t idle_since;
+  /* A proxied node's own socket: kept, and what is not ours goes here. */
+  kp_socket_pool_other_fn other;
+  void *other_ctx;
 };
 
 struct kp_socket_pool_s {
@@ -88,13 +91,14 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
     KP_NODE_FEED(node, kp_hp_recv_probe(node->hp, x, from, data, len, kp__node_now(node)));
   } else if (kp_relay_is_ctrl(data, len)) {
     KP_NODE_FEED(node, kp_hp_recv_relay(node->hp, x, from, data, len, kp__node_now(node)));
+  } else if (x->other) {
+    x->other(x->other_ctx, from, data, len);
   } else {
     node->drops_other++;
   }
 }
 
-static void *xsock_open(void *ctx) {
-  kp_socket_pool_t *pool = ctx;
+static xsock_t *open_sock(kp_socket_pool_t *pool, bool real) {
   kp_node_t *node = pool->node;
   if (node->closing || pool->closed) return NULL;
   xsock_t *x = kp_calloc(1, sizeof(*x));
@@ -102,9 +106,10 @@ static void *xsock_open(void *ctx) {
   kp_addr_t any = node->sock.local;
   memset(&any.ip, 0, sizeof(any.ip));
   any.port = 0;
-  if (node->proxy_link ? kp_proxy_link_socket(node->proxy_link, &x->udp)
-      : node->tunnel   ? kp_tunnel_socket(node->tunnel, &x->udp)
-                       : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
+  if (real               ? kp_udp_init(node->loop, &x->udp, &any, NULL)
+      : node->proxy_link ? kp_proxy_link_socket(node->proxy_link, &x->udp)
+      : node->tunnel     ? kp_tunnel_socket(node->tunnel, &x->udp)
+                         : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
     /* Out of descriptors, most likely: the punch goes on with fewer. */
     kp_free(x);
     return NULL;
@@ -118,12 +123,29 @@ static void *xsock_open(void *ctx) {
   return x;
 }
 
+static void *xsock_open(void *ctx) {
+  return open_sock(ctx, false);
+}
+
+void *kp_socket_pool_open_own(kp_socket_pool_t *pool, kp_socket_pool_other_fn other, void *ctx) {
+  xsock_t *x = open_sock(pool, true);
+  if (!x) return NULL;
+  x->other = other;
+  x->other_ctx = ctx;
+  return x;
+}
+
 static void xsock_send(void *ctx, void *sock, const kp_addr_t *to, const uint8_t *data,
                        size_t len) {
   kp_socket_pool_t *pool = ctx;
   xsock_t *x = sock;
   /* Closing: every extra socket is already on its way out. */
   if (!pool->closed) kp_udp_send(&x->udp, to, data, len);
+}
+
+void kp_socket_pool_send(kp_socket_pool_t *pool, void *sock, const kp_addr_t *to,
+                         const uint8_t *data, size_t len) {
+  xsock_send(pool, sock, to, data, len);
 }
 
 static void xsock_release(void *ctx, void *sock) {
@@ -163,7 +185,7 @@ void kp_socket_pool_sweep(kp_socket_pool_t *pool, uint64_t now) {
   xsock_t *x = pool->socks;
   while (x) {
     xsock_t *next = x->next;
-    if (x->won) {
+    if (x->won && !x->other) {
       if ((x->ep && x->ep->conn_count) || kp__node_conns_hold(pool->node, x)) {
         x->idle_since = now;
       } else if (now >= x->idle_since + WON_GRACE_MS) {

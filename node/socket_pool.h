@@ -30,6 +30,16 @@ void kp_socket_pool_io(kp_socket_pool_t *pool, kp_hp_io_t *io);
 /* The endpoint for a connection on sock (a socket of the pool, which is
  * from now on kept while anything runs on it), made on first use. */
 int kp_socket_pool_endpoint(kp_socket_pool_t *pool, void *sock, kp_endpoint_t **out);
+/* A proxied node's own socket (node_own_socket.c): a real UDP socket
+ * beside the proxy's channels, bound to any address of the node's family,
+ * never swept; datagrams on it that are neither probes nor a connection's
+ * go to other. NULL: none could be opened. */
+typedef void (*kp_socket_pool_other_fn)(void *ctx, const kp_addr_t *from, const uint8_t *data,
+                                        size_t len);
+void *kp_socket_pool_open_own(kp_socket_pool_t *pool, kp_socket_pool_other_fn other, void *ctx);
+/* Sends from a socket of the pool. */
+void kp_socket_pool_send(kp_socket_pool_t *pool, void *sock, const kp_addr_t *to,
+                         const uint8_t *data, size_t len);
 /* Closes won sockets nothing has run on for a while. */
 void kp_socket_pool_sweep(kp_socket_pool_t *pool, uint64_t now);
 /* Sockets open now. */

@@ -62,6 +62,7 @@ typedef struct kp_cli_net_s {
   const char *tcp_relay;  /* --tcp-relay: UDP is blocked, go through it over TCP */
   kp_relay_limits_t relay_limits;
   const char *proxy;            /* --proxy: speak through this proxy */
+  bool proxy_private;           /* --private: ... and never go direct */
   const kp_keypair_t *identity; /* the key shown to the proxy (NULL: a fresh one) */
 } kp_cli_net_t;
 
@@ -78,9 +79,12 @@ typedef struct kp_cli_net_s {
   "  --tcp-relay HOST:PORT   UDP is blocked here: reach everything through\n"                      \
   "                          this relay over TCP (connections are relayed)\n"                      \
   "  --proxy [KEY@]HOST:PORT speak through this proxy (kadpunch proxy): peers\n"                   \
-  "                          see its address, never this host's. KEY alone,\n"                     \
-  "                          or auto (any): a proxy announced on the DHT;\n"                       \
+  "                          see its address, not this host's, until a\n"                          \
+  "                          connection moves direct. KEY alone, or auto\n"                        \
+  "                          (any): a proxy announced on the DHT;\n"                               \
   "                          tcp:[KEY@]HOST:PORT: over TCP (UDP blocked)\n"                        \
+  "  --private               with --proxy: never go direct, so no peer or\n"                       \
+  "                          DHT node learns this host's addresses\n"                              \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
@@ -90,14 +94,16 @@ enum {
   KP_CLI_OPT_LOG,
   KP_CLI_OPT_RELAY,
   KP_CLI_OPT_TCP_RELAY,
-  KP_CLI_OPT_PROXY
+  KP_CLI_OPT_PROXY,
+  KP_CLI_OPT_PRIVATE
 };
 #define KP_CLI_NET_OPTIONS                                                                         \
   {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
       {"bootstrap", required_argument, 0, KP_CLI_OPT_BOOTSTRAP},                                   \
       {"relay", required_argument, 0, KP_CLI_OPT_RELAY},                                           \
       {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY},                                   \
-      {"proxy", required_argument, 0, KP_CLI_OPT_PROXY}, {                                         \
+      {"proxy", required_argument, 0, KP_CLI_OPT_PROXY},                                           \
+      {"private", no_argument, 0, KP_CLI_OPT_PRIVATE}, {                                           \
     "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
   }
 

@@ -21,9 +21,10 @@ static const char daemon_help[] =
     "\n"
     "Runs `kadpunch serve` as a long-lived service, configured by FILE: one\n"
     "`name = value` per line, '#' comments. Every serve option is a name\n"
-    "(bootstrap, bind, relay, tcp-relay, proxy, forward, forward-udp, socks-allow,\n"
-    "udp-idle, allow, allow-file, name, info, log; forward, forward-udp,\n"
-    "socks-allow, allow and relay repeat; socks = yes for --socks), plus:\n"
+    "(bootstrap, bind, relay, tcp-relay, proxy, forward, forward-udp,\n"
+    "socks-allow, udp-idle, allow, allow-file, name, info, log; forward,\n"
+    "forward-udp, socks-allow, allow and relay repeat; socks = yes for\n"
+    "--socks, private = yes for --private), plus:\n"
     "  state = DIR     the state directory (default /var/lib/kadpunch): the key\n"
     "                  (DIR/key, made 0600 on first start), the allow list\n"
     "                  (DIR/allow) and invitations (DIR/invites)\n"
@@ -92,11 +93,13 @@ static int cfg_line(kp_cli_daemon_cfg_t *c, char *line, const char *path, unsign
     snprintf(c->key, sizeof(c->key), "%s", value);
     return 0;
   }
-  if (!strcmp(name, "socks")) {
-    /* serve's --socks takes no value: "socks = yes" is the switch. */
-    if (!strcmp(value, "yes")) return push(c, "--socks", NULL, path, no);
+  if (!strcmp(name, "socks") || !strcmp(name, "private")) {
+    /* serve's --socks and --private take no value: "socks = yes" is the switch. */
+    char opt[16];
+    snprintf(opt, sizeof(opt), "--%s", name);
+    if (!strcmp(value, "yes")) return push(c, opt, NULL, path, no);
     if (!strcmp(value, "no")) return 0;
-    return kp_cli_usage_error("daemon", "%s:%u: socks is yes or no", path, no);
+    return kp_cli_usage_error("daemon", "%s:%u: %s is yes or no", path, no, name);
   }
   for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
     if (strcmp(name, known[i])) continue;

@@ -11,7 +11,8 @@
  * back exact, the strategy it connected with, how many moves, and the longest gap between two reads
  * (the stall a user would notice). Every wait is bounded: the whole run gives up after 120 s. Exit
  * 0 only if the echo was complete and exact. With $KP_XFER_PROXY ([KEY@]ADDR:PORT) the node speaks
- * through that proxy (it connects once the DHT answers through it), and the JSON says so. */
+ * through that proxy (it connects once the DHT answers through it), and the JSON says so; with
+ * $KP_XFER_PRIVATE set as well, it never goes direct. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,6 +205,7 @@ int main(int argc, char **argv) {
   o.bootstrap_count = 1;
   o.mode = KP_NODE_EPHEMERAL;
   o.proxy = getenv("KP_XFER_PROXY");
+  o.proxy_private = getenv("KP_XFER_PRIVATE") != NULL;
   int err = kp_node_create(loop, &o, &x.node);
   if (err) {
     fprintf(stderr, "nat_xfer: %s\n", kp_strerror(err));

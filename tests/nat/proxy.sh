@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Proxies in the NAT lab (ctest nat.proxy_client, nat.proxy_server,
-# nat.proxy_privacy). The public side runs DHT nodes and a proxy
+# nat.proxy_privacy, nat.proxy_upgrade). The public side runs DHT nodes and a proxy
 # (`kadpunch proxy` on 203.0.113.14) and no relay at all.
 #
 #   client    random <-> random (no direct path between them); the client
@@ -12,12 +12,17 @@
 #             proxied server through the proxy over TCP; a 20 MB echo;
 #             and `kadpunch connect --proxy` there finds UDP blocked and
 #             goes over TCP by itself
-#   privacy   consistent <-> consistent. The server is proxied: the
-#             client's host sees no packet to or from the server's own
-#             addresses (its router's public address, its LAN address),
-#             and no datagram it receives carries either in the clear.
-#             Then the client is proxied and the server's host is watched
-#             the same way for the client's addresses. 10 MB each.
+#   privacy   consistent <-> consistent. The server is proxied and
+#             private (--private): the client's host sees no packet to or
+#             from the server's own addresses (its router's public
+#             address, its LAN address), and no datagram it receives
+#             carries either in the clear. Then the client is proxied and
+#             private and the server's host is watched the same way for
+#             the client's addresses. 10 MB each.
+#   upgrade   consistent <-> consistent, where punching works. The client
+#             is proxied (not private): mid-transfer its connection moves
+#             direct, with no gap over 1 s, byte-exact; then the same with
+#             the server proxied.
 #
 #   tests/nat/proxy.sh SCENARIO [build-dir]      (as root)
 #   KP_PROXY_BYTES=400000000 tests/nat/proxy.sh client
@@ -27,9 +32,9 @@
 set -eu
 scenario=${1:-}
 case $scenario in
-  client | server | privacy) ;;
+  client | server | privacy | upgrade) ;;
   *)
-    echo "usage: proxy.sh client|server|privacy [build-dir]"
+    echo "usage: proxy.sh client|server|privacy|upgrade [build-dir]"
     exit 2
     ;;
 esac
@@ -70,12 +75,14 @@ start_public() {
   sleep 2 # the public DHT nodes find each other
 }
 
-# serve in site 1 (through the proxy with "proxied"), then an echo of
-# $3 bytes from site $4 (default 2; through the proxy with "proxied", over
-# TCP with "tcp"); OUT: its JSON. The server keeps running with "keep".
+# serve in site 1 (through the proxy with "proxied", and never direct
+# with "private"), then an echo of $3 bytes from site $4 (default 2;
+# through the proxy with "proxied" or "private", over TCP with "tcp");
+# OUT: its JSON. The server keeps running with "keep".
 run_echo() { # server-mode client-mode bytes [client-site] [keep]
   local px="" i site=${4:-2}
   [ "$1" = proxied ] && px="--proxy $PROXY"
+  [ "$1" = private ] && px="--proxy $PROXY --private"
   lab_server_key "$kadpunch"
   # shellcheck disable=SC2086
   lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap $BOOTSTRAP $px
@@ -83,6 +90,7 @@ run_echo() { # server-mode client-mode bytes [client-site] [keep]
   lab_wait_serving 150
   px=""
   [ "$2" = proxied ] && px="KP_XFER_PROXY=$PROXY"
+  [ "$2" = private ] && px="KP_XFER_PROXY=$PROXY KP_XFER_PRIVATE=1"
   [ "$2" = tcp ] && px="KP_XFER_PROXY=tcp:$PROXY"
   lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
     "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
@@ -175,7 +183,7 @@ case $scenario in
     bytes=${KP_PROXY_BYTES:-10000000}
     # The server proxied, watched from the client's host.
     watch_start h2 $PUBLIC_NET.21 10.1.0.2
-    run_echo proxied plain "$bytes"
+    run_echo private plain "$bytes"
     watch_count h2
     check_echo "proxied server"
     [ "$control" -gt 0 ] || fail "the watch saw nothing from the proxy (broken watch)"
@@ -184,7 +192,7 @@ case $scenario in
       "none to, from or naming the server's own addresses"
     # The client proxied, watched from the server's host.
     watch_start h1 $PUBLIC_NET.22 10.2.0.2
-    run_echo plain proxied "$bytes"
+    run_echo plain private "$bytes"
     watch_count h1
     check_echo "proxied client"
     [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
@@ -192,6 +200,30 @@ case $scenario in
     [ "$seen" -eq 0 ] || fail "the server saw the proxied client's addresses $seen times"
     echo "proxy_privacy: proxied client: the server saw $control packets from the proxy," \
       "none to, from or naming the client's own addresses"
+    ;;
+  upgrade)
+    lab_site 1 consistent
+    lab_site 2 consistent
+    lab_selfcheck 1 consistent "$probe"
+    lab_selfcheck 2 consistent "$probe"
+    bytes=${KP_PROXY_BYTES:-100000000}
+    for side in client server; do
+      if [ $side = client ]; then
+        run_echo plain proxied "$bytes"
+      else
+        run_echo proxied plain "$bytes"
+      fi
+      check_echo "proxied $side"
+      [ $side = server ] || [ "$(json_field "$OUT" strategy)" = proxied ] ||
+        fail "proxied client: did not start proxied: $OUT"
+      [ "$(json_field "$OUT" direct_moves)" -ge 1 ] ||
+        fail "proxied $side: the connection never moved direct: $OUT"
+      stall=$(json_field "$OUT" max_stall_ms)
+      [ "$stall" -le 1000 ] || fail "proxied $side: a gap of $stall ms: $OUT"
+      grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
+      echo "proxy_upgrade: proxied $side: $bytes bytes each way, byte-exact, in" \
+        "$(json_field "$OUT" seconds) s, moved direct mid-transfer, longest gap $stall ms"
+    done
     ;;
 esac
 echo "proxy_$scenario: passed"

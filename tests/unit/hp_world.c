@@ -63,6 +63,10 @@ static void extra_send(void *ctx, void *sock, const kp_addr_t *to, const uint8_t
   if (open) kp_sim_send(sock, to, data, len);
 }
 
+void *peer_open_extra(peer_t *p) {
+  return extra_open(p);
+}
+
 static void extra_close(void *ctx, void *sock) {
   peer_close_extra(ctx, sock);
 }

@@ -71,6 +71,8 @@ void world_free(world_t *w);
 /* The glue closes an extra socket of p (as the node does with one no
  * connection or link holds): its paths forget it, the socket is freed. */
 void peer_close_extra(peer_t *p, void *sock);
+/* The glue opens an extra socket of p (behind its NAT), as io.open does. */
+void *peer_open_extra(peer_t *p);
 /* The server's firewall and connection callbacks (ctx: the peer). */
 kp_hs_refusal_t firewall(void *ctx, const kp_hs_hello_t *hello, const kp_addr_t *client);
 void on_connection(void *ctx, const kp_hp_result_t *r);
@@ -105,5 +107,6 @@ void test_resume_rejects_replay_and_forgery(void);
 void test_resume_after_grace(void);
 void test_closed_socket_forgotten(void);
 void test_resume_without_handshake_node(void);
+void test_proxied_link_goes_direct(void);
 
 #endif

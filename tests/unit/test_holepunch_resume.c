@@ -316,3 +316,92 @@ void test_resume_after_grace(void) {
   kp_sim_set_tap(p.w.sim, NULL, NULL);
   links_down(&p);
 }
+
+/* What the observer socket heard last: where a datagram came from. */
+static void observe(void *ctx, kp_sim_socket_t *sock, const kp_addr_t *from, const uint8_t *data,
+                    size_t len, uint64_t now) {
+  (void)sock, (void)data, (void)len, (void)now;
+  *(kp_addr_t *)ctx = *from;
+}
+
+typedef struct victim_tap_s {
+  kp_addr_t victim;
+  unsigned to_victim;
+} victim_tap_t;
+
+static void tap_victim(void *ctx, const kp_addr_t *from, const kp_addr_t *to, const uint8_t *data,
+                       size_t len) {
+  victim_tap_t *t = ctx;
+  (void)from, (void)data, (void)len;
+  if (kp_addr_eq(to, &t->victim)) t->to_victim++;
+}
+
+/* A connection through a proxy goes direct (hp_link.c, "through a proxy"):
+ * the sim has no proxy, but the link does not care what carries the kept
+ * path, so the client's direct path stands in for it. The client gets a
+ * socket of its own and that socket's public address (as the node's glue
+ * learns it: from where a datagram to someone else came from); its punch
+ * requests name it, the server fires there, and both move to the path
+ * between the client's own socket and the server, as an upgrade. Before
+ * that, a punch request with a valid MAC that names a victim but comes
+ * from anywhere but the connection's path makes the server send the victim
+ * nothing. */
+void test_proxied_link_goes_direct(void) {
+  pair_links_t p;
+  links_up(&p, 4242, K_CONSISTENT);
+  kp_sim_t *sim = p.w.sim;
+  victim_tap_t t;
+  KP_CHECK_OK(kp_addr_parse(&t.victim, "198.51.100.77:7777"));
+  t.to_victim = 0;
+  kp_sim_set_tap(sim, tap_victim, &t);
+  kp_addr_t attacker_addr;
+  KP_CHECK_OK(kp_addr_parse(&attacker_addr, "198.51.100.66:6666"));
+  kp_sim_socket_t *attacker = kp_sim_socket_new(sim, &attacker_addr, NULL, swallow, NULL);
+  kp_probe_t forged = {.flags = KP_PROBE_FROM_CLIENT | KP_PROBE_PUNCH | KP_PROBE_OWN_ADDR,
+                       .conn_id = p.server->conn.local_id,
+                       .has_observed = true,
+                       .observed = t.victim};
+  uint8_t pkt[KP_PROBE_LEN];
+  kp_probe_encode(&forged, p.client->res.probe_key, pkt);
+  /* The server's NAT lets the attacker in (the worst case). */
+  kp_sim_nat_set_filter(p.server->nat, KP_SIM_FILTER_OPEN);
+  kp_hp_stats_t before, after;
+  kp_hp_stats(p.server->hp, &before);
+  for (int i = 0; i < 5; i++) kp_sim_send(attacker, &p.client->res.path, pkt, sizeof(pkt));
+  kp_sim_run_until(sim, kp_sim_now(sim) + 3 * SEC);
+  kp_hp_stats(p.server->hp, &after);
+  KP_CHECK_EQ(after.probes_ok - before.probes_ok, 5); /* they did arrive, authenticated */
+  KP_CHECK_EQ(t.to_victim, 0);
+  KP_CHECK_EQ(p.sm.count, 0);
+  kp_sim_nat_set_filter(p.server->nat, KP_SIM_FILTER_PORT);
+
+  /* The client's own socket, and its public address as an observer sees it. */
+  kp_addr_t observer_addr, seen = {0};
+  KP_CHECK_OK(kp_addr_parse(&observer_addr, "198.51.100.200:3478"));
+  kp_sim_socket_t *observer = kp_sim_socket_new(sim, &observer_addr, NULL, observe, &seen);
+  void *own = peer_open_extra(p.client);
+  KP_CHECK(own != NULL);
+  kp_sim_send(own, &observer_addr, (const uint8_t *)"?", 1);
+  kp_sim_run_until(sim, kp_sim_now(sim) + 100);
+  KP_CHECK(seen.family != 0);
+  uint64_t t0 = kp_sim_now(sim);
+  kp_hp_set_own_socket(p.client->hp, own, &seen, t0);
+  kp_sim_dht_node_kick(p.client->n); /* the glue re-arms its timer */
+  KP_CHECK(kp_sim_run_while(sim, t0 + 10 * SEC, both_moved, &p));
+  printf("proxied link: client moved after %llu ms, server after %llu ms\n",
+         (unsigned long long)(p.cm.at - t0), (unsigned long long)(p.sm.at - t0));
+  KP_CHECK_EQ(p.cm.last.why, KP_HP_MOVE_UPGRADE);
+  KP_CHECK(p.cm.last.direct);
+  KP_CHECK(p.cm.last.sock == own);
+  KP_CHECK(kp_addr_eq(&p.cm.last.to, &p.client->res.path));
+  KP_CHECK_EQ(p.sm.last.why, KP_HP_MOVE_UPGRADE);
+  KP_CHECK(p.sm.last.direct);
+  KP_CHECK(kp_addr_eq(&p.sm.last.to, &seen));
+  KP_CHECK_EQ(t.to_victim, 0);
+  kp_sim_set_tap(sim, NULL, NULL);
+  kp_sim_socket_free(attacker);
+  kp_sim_socket_free(observer);
+  peer_close_extra(p.client, own); /* as the node's glue does: the paths forget it */
+  p.cm.last.sock = NULL;
+  links_down(&p);
+}

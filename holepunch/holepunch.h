@@ -132,6 +132,13 @@ void kp_hp_socket_closed(kp_hp_t *hp, const void *sock);
  * this. */
 void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, uint64_t now);
 
+/* The node's address changed under its connections (a proxy's new
+ * allocation after it moved to another proxy, a new network): a client
+ * link looking for a path sends its next resume round now and densely
+ * again; a server link without a path asks to be reachable again (its
+ * reach callback: the glue announces from where it is now). */
+void kp_hp_rebound(kp_hp_t *hp, uint64_t now);
+
 /* A relay control datagram (relay/relay.h) arrived on an extra socket. */
 void kp_hp_recv_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const uint8_t *data,
                       size_t len, uint64_t now);

@@ -97,6 +97,8 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
                              const uint8_t *data, size_t len, uint64_t now, bool *ok);
 /* One probe (not an answer) to a candidate, echoing what it sent us. */
 void kp__hp_path_probe(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, uint8_t extra_flags, uint64_t now);
+/* The candidate for addr on sock, if the path has one. */
+hp_cand_t *kp__hp_path_find(hp_path_t *p, const kp_addr_t *addr, const void *sock);
 /* Through a proxy: "punch with me, at own" (KP_PROBE_PUNCH | KP_PROBE_OWN_ADDR). */
 void kp__hp_path_probe_own(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, const kp_addr_t *own,
                            uint64_t now);

@@ -45,6 +45,8 @@
 #define RESUME_REQ_NODES 8
 #define ANSWERING_MS 10000 /* server: a resume round makes proofs move the connection this long */
 #define RESUME_IN_FLIGHT 4 /* rounds awaiting an answer (a slow path's answers still count) */
+#define OWN_ADDR_RATE 2    /* punch requests naming an address, per second a link heeds ... */
+#define OWN_ADDR_BURST 4   /* ... with this burst (a replayed one costs its sender as much) */
 
 struct kp_hp_link_s {
   kp_hp_link_t *next;
@@ -69,7 +71,8 @@ struct kp_hp_link_s {
   /* The relay the connection was paired at (kept while direct), the socket
    * paired there, and the peer's pairing socket as the relay saw it. */
   bool has_relay;
-  bool via_proxy; /* ... or the proxy path: "relay" is the peer's address through it */
+  bool via_proxy;            /* ... or the proxy path: "relay" is the peer's address through it */
+  kp_bucket_t own_addr_rate; /* punch requests through the proxy path heeded */
   kp_addr_t relay, link;
   void *relay_sock;
   hp_cand_t *relay_cand, *link_cand;
@@ -164,29 +167,66 @@ static void *fire_sock(const kp_hp_link_t *l) {
 /* The peer's direct address (where it would go direct): the background
  * punch aims there, one probe per request paid for by the peer. */
 static void set_link(kp_hp_link_t *l, const kp_addr_t *addr) {
-  if (l->link_cand && kp_addr_eq(&l->link, addr) && l->link_cand->sock == fire_sock(l)) return;
+  void *sock = fire_sock(l);
+  if (l->link_cand && kp_addr_eq(&l->link, addr) && l->link_cand->sock == sock) return;
   l->link = *addr;
-  l->link_cand = kp__hp_path_hint(&l->path, &l->link, fire_sock(l), 1);
+  if (l->link_cand && !l->link_cand->proven && l->link_cand != l->relay_cand &&
+      !kp__hp_path_find(&l->path, addr, sock)) {
+    /* The address named before never proved itself: its slot is reused,
+     * so a peer naming address after address holds one slot. */
+    memset(l->link_cand, 0, sizeof(*l->link_cand));
+    l->link_cand->addr = *addr;
+    l->link_cand->sock = sock;
+    l->link_cand->budget = 1;
+    return;
+  }
+  l->link_cand = kp__hp_path_hint(&l->path, &l->link, sock, 1);
+}
+
+/* Whether a peer's own address is one to aim at: of the kept path's
+ * family, a unicast address, and private or loopback only when the kept
+ * path is too (a peer on the internet has no business naming our LAN). */
+static bool own_addr_ok(const kp_hp_link_t *l, const kp_addr_t *a) {
+  bool multicast = a->family == KP_AF_INET ? a->ip[0] >= 224 : a->ip[0] == 0xff;
+  const kp_addr_t *path = l->has_relay ? &l->relay : &l->to;
+  if (a->family != path->family || !a->port || kp_addr_is_any(a) || multicast ||
+      (a->family == KP_AF_INET && a->ip[0] == 0))
+    return false;
+  bool inside = kp_addr_is_private(a) || kp_addr_is_loopback(a);
+  bool path_inside = kp_addr_is_private(path) || kp_addr_is_loopback(path);
+  return !inside || path_inside;
 }
 
 /* The connection runs through a proxy, ours or the peer's: that path is
  * kept to fall back to, as a relay is, and the punch goes on behind it. */
-static void through_proxy(kp_hp_link_t *l, uint64_t now) {
+static bool through_proxy(kp_hp_link_t *l, uint64_t now) {
+  /* The kept path needs its candidate: without a slot, no mode. */
+  hp_cand_t *c = kp__hp_path_hint(&l->path, &l->to, l->sock, 0);
+  if (!c) return false;
   l->has_relay = l->via_proxy = true;
   l->relay = l->to;
   l->relay_sock = l->sock;
-  l->relay_cand = kp__hp_path_hint(&l->path, &l->relay, l->sock, 0);
-  if (l->relay_cand) l->relay_cand->proven = true;
+  l->relay_cand = c;
+  c->proven = true;
   l->direct = false;
   l->attempts = 0;
   l->next_attempt = now + UPGRADE_FIRST_MS;
+  kp_bucket_init(&l->own_addr_rate, OWN_ADDR_BURST, now);
+  return true;
+}
+
+/* The kept path (a relay's or a proxy's) is gone. */
+static void forget_kept_path(kp_hp_link_t *l) {
+  l->has_relay = l->via_proxy = false;
+  l->relay_cand = l->link_cand = NULL;
+  l->relay_sock = NULL;
 }
 
 /* Ours is the proxied side, with a socket of its own: until the peer says
  * otherwise, it is where the proxy path ends. */
 static void proxied_here(kp_hp_link_t *l, uint64_t now) {
-  if (!l->hp->own_sock || l->sock == l->hp->own_sock) return;
-  if (!l->has_relay) through_proxy(l, now);
+  if (!l->hp->own_sock || l->sock == l->hp->own_sock || l->resuming) return;
+  if (!l->has_relay && !through_proxy(l, now)) return;
   if (l->via_proxy && !l->link_cand) set_link(l, &l->relay);
 }
 
@@ -583,6 +623,7 @@ bool kp__hp_link_relay(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   if (c.type != KP_RELAY_PAIRED) return true;
   void *s = l->pairing.sock;
   l->has_relay = true;
+  l->via_proxy = false; /* a relay's path now, whatever ran before */
   l->relay = l->pairing.relay;
   l->link = c.link[l->client ? 1 : 0];
   l->relay_sock = s;
@@ -652,16 +693,28 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   kp_probe_t pr;
   bool own_addr = (flags & KP_PROBE_OWN_ADDR) && !kp_probe_decode(data, len, l->path.key, &pr) &&
                   pr.has_observed && !(flags & KP_PROBE_ANSWER);
-  if (own_addr && !l->has_relay && l->direct && sock == l->sock && kp_addr_eq(from, &l->to))
+  if (own_addr && !l->has_relay && l->direct && !l->resuming && sock == l->sock &&
+      kp_addr_eq(from, &l->to) && own_addr_ok(l, &pr.observed))
     through_proxy(l, now);
   bool via_relay = l->has_relay && sock == l->relay_sock && kp_addr_eq(from, &l->relay);
+  if (via_relay && own_addr && l->via_proxy) {
+    /* Each request makes us send one probe: at a rate, whoever replays it. */
+    if (!own_addr_ok(l, &pr.observed) ||
+        !kp_bucket_take(&l->own_addr_rate, OWN_ADDR_RATE, OWN_ADDR_BURST, 1, now)) {
+      l->hp->stats.claims_refused++;
+      return true;
+    }
+    set_link(l, &pr.observed);
+  }
   if (via_relay) {
-    if (own_addr && l->via_proxy) set_link(l, &pr.observed);
     if (flags & KP_PROBE_PUNCH) punch_link(l, now);
     if (flags & KP_PROBE_BIRTHDAY) birthday_request(l, now);
     return true;
   }
   if (!c || c == l->relay_cand) return true;
+  /* On a proxied node's own socket only the peer's own address counts: a
+   * third party that relays probes there proves nothing. */
+  if (l->hp->own_sock && sock == l->hp->own_sock && c != l->link_cand) return true;
   /* A newly proven direct address takes the connection: relayed (an
    * upgrade), or looking for a path. */
   bool seeking = l->resuming || now < l->answering_until || !l->alive;
@@ -707,12 +760,13 @@ static void path_died(kp_hp_link_t *l, uint64_t now) {
     return;
   }
   if (!l->direct && l->has_relay) {
-    /* The relay stopped forwarding: another one. */
-    l->dead_relay = l->relay;
-    l->relay_lost = true;
-    l->has_relay = false;
-    l->relay_cand = l->link_cand = NULL;
-    l->relay_sock = NULL;
+    /* The relay stopped forwarding: another one. A proxy path is no relay
+     * (the proxied side's glue moves to another proxy). */
+    if (!l->via_proxy) {
+      l->dead_relay = l->relay;
+      l->relay_lost = true;
+    }
+    forget_kept_path(l);
   }
   if (l->client) {
     start_resume(l, now);
@@ -785,11 +839,11 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
         /* The random side starts (its sockets must be open before the spray
          * comes); the consistent side asks it to. */
         if (sockets) birthday_request(l, now);
-        kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_BIRTHDAY, now);
+        if (l->relay_cand) kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_BIRTHDAY, now);
       }
     }
   }
-  if (l->has_relay && l->direct && l->keepalive_at <= now) {
+  if (l->has_relay && l->direct && l->keepalive_at <= now && l->relay_cand) {
     kp__hp_path_probe(hp, &l->path, l->relay_cand, 0, now);
     l->keepalive_at = now + KEEPALIVE_MS;
   }
@@ -839,12 +893,27 @@ bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const ui
 }
 
 void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, uint64_t now) {
-  if (hp->own_sock && hp->own_sock != sock) kp__hp_links_forget_sock(hp, hp->own_sock);
+  /* Withdrawn (NULL): no more requests name it; what runs on it stays,
+   * until the glue closes the socket (kp_hp_socket_closed). */
+  if (hp->own_sock && sock && hp->own_sock != sock) kp__hp_links_forget_sock(hp, hp->own_sock);
   hp->own_sock = sock;
   memset(&hp->own_addr, 0, sizeof(hp->own_addr));
   if (!sock) return;
   if (public_addr) hp->own_addr = *public_addr;
   for (kp_hp_link_t *l = hp->links; l; l = l->next) proxied_here(l, now);
+}
+
+void kp_hp_rebound(kp_hp_t *hp, uint64_t now) {
+  for (kp_hp_link_t *l = hp->links, *next; l; l = next) {
+    next = l->next;
+    if (l->resuming) {
+      l->resume_started = now;
+      l->next_round_at = now;
+      l->node_next = 0;
+    } else if (!l->client && !l->alive && l->cb.reach) {
+      l->cb.reach(l->cb.ctx);
+    }
+  }
 }
 
 /* ---- Lifetime ---------------------------------------------------------------------- */

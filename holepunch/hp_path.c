@@ -71,7 +71,7 @@ void kp__hp_path_init(hp_path_t *p, uint64_t local_id, uint64_t remote_id, uint8
   kp_bucket_init(&p->answers, HP_ANSWER_BURST, now);
 }
 
-static hp_cand_t *find(hp_path_t *p, const kp_addr_t *addr, const void *sock) {
+hp_cand_t *kp__hp_path_find(hp_path_t *p, const kp_addr_t *addr, const void *sock) {
   for (unsigned i = 0; i < p->count; i++)
     if (p->cand[i].sock == sock && kp_addr_eq(&p->cand[i].addr, addr)) return &p->cand[i];
   return NULL;
@@ -85,7 +85,7 @@ static hp_cand_t *free_slot(hp_path_t *p) {
 }
 
 hp_cand_t *kp__hp_path_hint(hp_path_t *p, const kp_addr_t *addr, void *sock, unsigned budget) {
-  hp_cand_t *c = find(p, addr, sock);
+  hp_cand_t *c = kp__hp_path_find(p, addr, sock);
   if (budget > HP_HINTS_PER_ADDR) budget = HP_HINTS_PER_ADDR;
   if (!c && addr->family && addr->port && (c = free_slot(p))) {
     memset(c, 0, sizeof(*c));
@@ -180,7 +180,7 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
       (pr.flags & KP_PROBE_FROM_CLIENT) == p->flags)
     return NULL;
   *ok = true;
-  hp_cand_t *c = find(p, from, sock);
+  hp_cand_t *c = kp__hp_path_find(p, from, sock);
   if (!c) c = kp__hp_path_hint(p, from, sock, 0); /* answered, never hinted */
   if (c) {
     c->has_echo = true;

@@ -111,7 +111,9 @@ typedef struct kp_node_options_s {
    * for this long ends it (KP_EPEERDEAD). */
   unsigned resume_grace_ms;
   /* Speak through this proxy ("ip:port", or "KEY@ip:port" to hold it to
-   * its key; docs/protocol.md "Proxying"): every socket of the node is an
+   * its key; docs/protocol.md "Proxying"), or the first of a comma
+   * separated list of up to 4, moving to the next when one stops answering
+   * for 5 s (a "tcp:" prefix: all over TCP): every socket of the node is an
    * allocation of the proxy's, so peers and DHT nodes see the proxy's
    * address (see proxy_private for what changes once a connection is made).
    * The node is then an ephemeral DHT node at the proxy, and tells no peer

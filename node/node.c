@@ -242,7 +242,10 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
 
   if ((err = kp_hp_new(node->dht, node->swarm, &hp_cfg, &hp_io, &node->hp))) goto fail;
   if (!node->tunnel && !node->proxy_link) set_lan_addrs(node); /* a proxied node tells none */
-  if (node->proxy_link && !opts->proxy_private && (err = kp__node_own_start(node)))
+  /* A proxied node goes direct where it can, unless it keeps its
+   * addresses private (or hides them at relays, or has no UDP). */
+  if (node->proxy_link && !opts->proxy_private && !opts->relay_only &&
+      !kp_proxy_link_tcp(node->proxy_link) && (err = kp__node_own_start(node)))
     KP_WARN(&node->log, "proxied connections stay proxied: no socket of its own: %s",
             kp_strerror(err));
   if (opts->relay_count &&

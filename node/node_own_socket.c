@@ -9,7 +9,16 @@
  * path proves itself. When they disagree (a NAT that maps each destination
  * anew) nothing is offered: such a NAT is punched only by the birthday
  * strategy, which a proxied connection does not run. Asked again every
- * REFRESH_MS, which also keeps the NAT's mapping. */
+ * REFRESH_MS, which also keeps the NAT's mapping.
+ *
+ * What an answer can do is bounded: the two nodes are drawn at random
+ * from the routing table (at different IPs), each PING has a random
+ * transaction id and takes its first answer only, an address outside the
+ * answering node's scope (a LAN or loopback address from a node on the
+ * internet) is refused, and an address once offered is withdrawn only
+ * after two rounds in a row disagree. The worst a lying node does is name
+ * an address this node's peers then send one probe per punch request to,
+ * at a rate (holepunch/hp_link.c). */
 #include <string.h>
 
 #include "common/alloc.h"
@@ -19,33 +28,32 @@
 #include "node/socket_pool.h"
 
 #define ASK 2            /* DHT nodes asked each time */
-#define RETRY_MS 1000    /* no (or no agreeing) answers: ask again */
-#define REFRESH_MS 25000 /* answered: ask again then */
-#define TID_BASE 0xd170  /* transaction ids of our PINGs (the DHT's own never reach here) */
+#define RETRY_MS 1000    /* no (or no agreeing) answers: ask again, backing off ... */
+#define REFRESH_MS 25000 /* ... to this; answered: ask again then */
+#define WITHDRAW_AFTER 2 /* rounds in a row that disagree before an offer is withdrawn */
 
 struct kp_node_own_s {
   kp_node_t *node;
   void *sock; /* the socket pool's */
   kp_addr_t asked[ASK];
+  uint16_t tid[ASK];
   kp_addr_t seen[ASK]; /* what each said (family 0: no answer yet) */
-  uint16_t round;      /* tids TID_BASE + 2 * round + i */
-  uint64_t next_at;
+  uint64_t next_at, retry_ms;
   kp_addr_t offered; /* the address the holepunch layer has */
+  unsigned disagreed;
   bool said_random;
 };
 
-static uint16_t tid_of(const kp_node_own_t *o, unsigned i) {
-  return (uint16_t)(TID_BASE + 2u * o->round + i);
-}
-
 /* Two DHT nodes at different IPs (a NAT's mapping per destination shows
- * only across IPs); the first two when there is no choice. */
+ * only across IPs), drawn at random from the routing table. */
 static unsigned pick(kp_node_own_t *o) {
   const kp_dht_table_t *t = kp_dht_table(o->node->dht);
   unsigned n = 0;
-  for (uint32_t i = 0; i < t->count && n < ASK; i++) {
+  if (!t->count) return 0;
+  uint32_t start = kp_rng_u32(&o->node->rng) % t->count;
+  for (uint32_t k = 0; k < t->count && n < ASK; k++) {
     kp_addr_t a;
-    kp_dht_entry_addr(t, kp_dht_table_at(t, i), &a);
+    kp_dht_entry_addr(t, kp_dht_table_at(t, (start + k) % t->count), &a);
     if (n && kp_addr_same_ip(&a, &o->asked[0])) continue;
     o->asked[n++] = a;
   }
@@ -54,13 +62,14 @@ static unsigned pick(kp_node_own_t *o) {
 
 static void ask(kp_node_own_t *o, uint64_t now) {
   kp_node_t *node = o->node;
-  o->round++;
   memset(o->seen, 0, sizeof(o->seen));
   memset(o->asked, 0, sizeof(o->asked));
-  o->next_at = now + RETRY_MS;
+  o->next_at = now + o->retry_ms;
+  o->retry_ms = o->retry_ms * 2 < REFRESH_MS ? o->retry_ms * 2 : REFRESH_MS;
   unsigned n = pick(o);
   for (unsigned i = 0; i < n; i++) {
-    kp_dht_msg_t m = {.type = KP_DHT_REQUEST, .tid = tid_of(o, i), .command = KP_DHT_CMD_PING};
+    o->tid[i] = (uint16_t)kp_rng_u32(&node->rng);
+    kp_dht_msg_t m = {.type = KP_DHT_REQUEST, .tid = o->tid[i], .command = KP_DHT_CMD_PING};
     m.to = o->asked[i];
     uint8_t buf[KP_DHT_MAX_DATAGRAM];
     size_t len;
@@ -76,6 +85,7 @@ static void offer(kp_node_own_t *o, const kp_addr_t *addr, uint64_t now) {
   kp_node_t *node = o->node;
   char text[KP_ADDR_STRLEN];
   if (!addr) {
+    if (o->offered.family && ++o->disagreed < WITHDRAW_AFTER) return;
     if (!o->said_random)
       KP_INFO(&node->log, "own socket: this host's NAT maps each destination anew: connections "
                           "stay proxied");
@@ -84,6 +94,7 @@ static void offer(kp_node_own_t *o, const kp_addr_t *addr, uint64_t now) {
     memset(&o->offered, 0, sizeof(o->offered));
     return;
   }
+  o->disagreed = 0;
   if (kp_addr_eq(addr, &o->offered)) return;
   o->offered = *addr;
   KP_INFO(&node->log, "own socket at %s: proxied connections go direct where they can",
@@ -99,8 +110,14 @@ static void on_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size
     node->drops_other++;
     return;
   }
-  unsigned i = (unsigned)(uint16_t)(m.tid - tid_of(o, 0));
-  if (i >= ASK || !kp_addr_eq(from, &o->asked[i]) || !m.to.family) {
+  unsigned i = 0;
+  while (i < ASK && !(o->asked[i].family && m.tid == o->tid[i] && kp_addr_eq(from, &o->asked[i])))
+    i++;
+  /* Unasked, answered already, or naming an address out of the
+   * answerer's scope. */
+  bool inside = kp_addr_is_private(&m.to) || kp_addr_is_loopback(&m.to);
+  bool from_inside = kp_addr_is_private(from) || kp_addr_is_loopback(from);
+  if (i == ASK || o->seen[i].family || !m.to.family || !m.to.port || (inside && !from_inside)) {
     node->drops_other++;
     return;
   }
@@ -109,6 +126,7 @@ static void on_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size
   uint64_t now = kp__node_now(node);
   KP_NODE_FEED(node, offer(o, kp_addr_eq(&o->seen[0], &o->seen[1]) ? &o->seen[0] : NULL, now));
   o->next_at = now + REFRESH_MS;
+  o->retry_ms = RETRY_MS;
 }
 
 static void tick(void *ctx, uint64_t now) {
@@ -124,17 +142,19 @@ int kp__node_own_start(kp_node_t *node) {
   kp_node_own_t *o = kp_calloc(1, sizeof(*o));
   if (!o) return UV_ENOMEM;
   o->node = node;
-  o->sock = kp_socket_pool_open_own(node->sockets, on_other, o);
-  if (!o->sock) {
-    kp_free(o);
-    return UV_EMFILE;
-  }
+  o->retry_ms = RETRY_MS;
   o->next_at = kp__node_now(node) + RETRY_MS; /* the DHT has nodes by then */
   kp_dht_ticker_t t = {.tick = tick, .deadline = deadline, .ctx = o};
   int err = kp_dht_add_ticker(node->dht, &t);
   if (err) {
     kp_free(o);
     return err;
+  }
+  o->sock = kp_socket_pool_open_own(node->sockets, on_other, o);
+  if (!o->sock) {
+    kp_dht_remove_ticker(node->dht, o);
+    kp_free(o);
+    return UV_EMFILE;
   }
   node->own = o;
   return 0;

@@ -419,23 +419,25 @@ const uint8_t *kp_proxy_service_key(const kp_proxy_service_t *svc) {
 
 /* ---- A node through a proxy ------------------------------------------------------------------ */
 
+/* New allocation addresses: the connections look for their peers from
+ * there at once. */
+static void proxy_rebound(void *ctx) {
+  kp_node_t *node = ctx;
+  if (node->closing || !node->hp) return;
+  KP_NODE_FEED(node, kp_hp_rebound(node->hp, kp__node_now(node)));
+}
+
 int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind) {
-  kp_addr_t addr;
-  uint8_t key[KP_PUBLIC_KEY_LEN];
-  bool has_key, tcp;
-  int err = kp_proxy_link_parse(opts->proxy, &addr, key, &has_key, &tcp);
-  if (err) return err;
   kp_keypair_t self;
   if (opts->proxy_identity)
     self = *opts->proxy_identity;
   else
     kp_keypair_generate(&self);
-  kp_addr_t from = *bind;
-  if (from.family != addr.family) return KP_EBADADDR;
-  err = kp_proxy_link_new(node->loop, &from, &addr, tcp, has_key ? key : NULL, &self, &node->rng,
-                          &node->log, &node->proxy_link);
+  int err = kp_proxy_link_new(node->loop, bind, opts->proxy, &self, &node->rng, &node->log,
+                              &node->proxy_link);
   kp_keypair_wipe(&self);
   if (err) return err;
+  kp_proxy_link_on_rebound(node->proxy_link, proxy_rebound, node);
   err = kp_proxy_link_socket(node->proxy_link, &node->sock);
   if (err) {
     kp_proxy_link_close(node->proxy_link);

@@ -41,19 +41,31 @@ int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp
 int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC_KEY_LEN],
                         bool *has_key, bool *tcp);
 
-/* Opens a session to the proxy at addr (with its key, or NULL to ask it)
- * as self: from a UDP socket of its own bound to bind's address, or over
- * TCP to the proxy's port of the same number (the relay tunnel's framing,
- * one DATA frame per session datagram; dialled again after 1, 2, 4 ...
- * 30 s when it drops). */
-int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy, bool tcp,
-                      const uint8_t *proxy_key, const kp_keypair_t *self, const kp_rng_t *rng,
-                      kp_log_t *log, kp_proxy_link_t **out);
+/* The most proxies a node is given (kp_node_options_t.proxy). */
+#define KP_PROXY_LINK_MAX 4
+
+/* Opens a session as self to the first proxy of proxies ("[tcp:]P[,P...]",
+ * each P "[KEY@]ip:port": with its key, or the key asked of it), moving to
+ * the next when a session goes down (silent, refused, never answering;
+ * round the list): from a UDP socket of its own bound to bind's address,
+ * or, with tcp:, over TCP to each proxy's port of the same number (the
+ * relay tunnel's framing, one DATA frame per session datagram; dialled
+ * again after 1, 2, 4 ... 30 s when it drops). KP_EBADADDR, KP_EKEYFORMAT:
+ * proxies does not parse, names more than KP_PROXY_LINK_MAX, or mixes
+ * families or a later tcp: into a UDP list. */
+int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxies,
+                      const kp_keypair_t *self, const kp_rng_t *rng, kp_log_t *log,
+                      kp_proxy_link_t **out);
+/* rebound(ctx) runs when a channel's allocation moves to a new address
+ * (the session was made anew, at this proxy or the next). */
+void kp_proxy_link_on_rebound(kp_proxy_link_t *l, void (*rebound)(void *ctx), void *ctx);
 /* Opens a channel as udp (kp_udp_init_virtual): it sends from and hears
  * at an allocation of the proxy's; its local address is the allocation's
  * once the proxy has made it. UV_EMFILE: all channels in use. */
 int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp);
 const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l);
+/* Whether the proxies are reached over TCP. */
+bool kp_proxy_link_tcp(const kp_proxy_link_t *l);
 /* Whether the session is up. */
 bool kp_proxy_link_up(const kp_proxy_link_t *l);
 /* Closes the session and frees l once its own socket has closed. Every

@@ -3,7 +3,13 @@
  * proxy carries the session (proxy/proxy_client.h), and every socket the
  * node opens is a channel of it, a virtual kp_udp_t whose datagrams leave
  * from an allocation of the proxy's. The tunnel to a relay over TCP
- * (relay/tunnel.c) is the model. */
+ * (relay/tunnel.c) is the model.
+ *
+ * Given several proxies, the node uses one at a time, in order, and moves
+ * to the next when its session goes down (silent, refused, or never
+ * answering: proxy/proxy_client.c says so after 5 s): the same channels
+ * open at the next proxy, at new allocation addresses, which the node's
+ * connections take as a rebinding and resume from. */
 #include <stddef.h>
 #include <string.h>
 
@@ -14,6 +20,12 @@
 
 #define REDIAL_FIRST_MS 1000
 #define REDIAL_MAX_MS 30000
+
+typedef struct choice_s {
+  kp_addr_t addr;
+  bool has_key;
+  uint8_t key[KP_PUBLIC_KEY_LEN];
+} choice_t;
 
 typedef struct channel_s {
   kp_udp_t *udp; /* NULL: free */
@@ -29,7 +41,18 @@ struct kp_proxy_link_s {
   uv_timer_t redial;
   unsigned redial_ms;
   bool io_live;
-  kp_addr_t proxy;
+  kp_addr_t proxy; /* the one in use: choices[current] */
+  choice_t choices[KP_PROXY_LINK_MAX];
+  unsigned choice_count, current;
+  bool move_wanted; /* the session went down: the next proxy, from rearm */
+  kp_keypair_t self;
+  kp_rng_t rng;
+  void (*rebound)(void *ctx);
+  void *rebound_ctx;
+  /* Inside a call into the session (input, tick): what it makes the node
+   * send must not re-enter it, nor replace it under itself; rearm runs
+   * once the outer call is back. */
+  unsigned in_client;
   kp_proxy_client_t *client;
   kp_log_t *log;
   uv_timer_t timer;
@@ -45,11 +68,21 @@ static uint64_t now_of(const kp_proxy_link_t *l) {
 }
 
 static void on_timer(uv_timer_t *t);
+static void move_on(kp_proxy_link_t *l);
 
 /* Runs the session's timers and arms ours at its next deadline. */
 static void rearm(kp_proxy_link_t *l) {
-  if (l->close_wanted) return;
-  uint64_t now = now_of(l), next = kp_proxy_client_tick(l->client, now);
+  if (l->close_wanted || l->in_client) return;
+  uint64_t now = now_of(l);
+  l->in_client++;
+  uint64_t next = kp_proxy_client_tick(l->client, now);
+  l->in_client--;
+  if (l->move_wanted) {
+    move_on(l);
+    l->in_client++;
+    next = kp_proxy_client_tick(l->client, now);
+    l->in_client--;
+  }
   if (next == l->armed && uv_is_active((uv_handle_t *)&l->timer)) return;
   l->armed = next;
   uv_timer_start(&l->timer, on_timer, next > now ? next - now : 1, 0);
@@ -82,8 +115,11 @@ static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
   kp_proxy_link_t *l = ctx;
   char text[KP_ADDR_STRLEN];
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
-  l->ch[ch].udp->local = *addr;
+  kp_addr_t *local = &l->ch[ch].udp->local;
+  bool moved = local->port && !kp_addr_eq(local, addr);
+  *local = *addr;
   KP_INFO(l->log, "proxy: channel %u at %s", ch, kp_addr_format(addr, text, sizeof(text)));
+  if (moved && l->rebound) l->rebound(l->rebound_ctx);
 }
 
 static void io_recv(void *ctx, unsigned ch, const kp_addr_t *from, const uint8_t *data,
@@ -108,7 +144,10 @@ static void io_down(void *ctx, uint8_t reason) {
   if (reason)
     KP_ERROR(l->log, "proxy %s refused this node: %s", text, kp_proxy_reason_name(reason));
   else
-    KP_WARN(l->log, "proxy %s went silent: making the session anew", text);
+    KP_WARN(l->log, "proxy %s is silent%s", text,
+            l->choice_count > 1 ? "" : ": making the session anew");
+  /* Not from inside the session's own call: rearm does it. */
+  if (l->choice_count > 1) l->move_wanted = true;
 }
 
 /* ---- Channels: virtual sockets ------------------------------------------------------------------
@@ -129,6 +168,8 @@ static unsigned ch_send(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
   kp_udp_batch_begin(&l->sock, &batch);
   for (unsigned i = 0; i < n; i++)
     kp_proxy_client_send(l->client, (unsigned)c, &out[i].to, out[i].data, out[i].len, now);
+  /* Sending starts the session's watch for a silent proxy: its timer. */
+  rearm(l);
   kp_udp_batch_end(&l->sock, &batch);
   return n;
 }
@@ -161,7 +202,9 @@ static const kp_udp_vops_t channel_ops = {ch_send, ch_close};
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_proxy_link_t *l = udp->data;
   if (l->close_wanted || !kp_addr_eq(from, &l->proxy)) return;
+  l->in_client++;
   kp_proxy_client_input(l->client, data, len, now_of(l));
+  l->in_client--;
   rearm(l);
 }
 
@@ -195,7 +238,9 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   kp_proxy_link_t *l = link_of_io(io);
   if (l->close_wanted || !l->io_live) return false;
   if (f->type == KP_TUNNEL_DATA && f->channel == 0) {
+    l->in_client++;
     kp_proxy_client_input(l->client, f->data, f->len, now_of(l));
+    l->in_client--;
     rearm(l);
   }
   return l->io_live && !l->close_wanted;
@@ -264,23 +309,88 @@ static int dial(kp_proxy_link_t *l) {
   return 0;
 }
 
-int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const kp_addr_t *proxy, bool tcp,
-                      const uint8_t *proxy_key, const kp_keypair_t *self, const kp_rng_t *rng,
-                      kp_log_t *log, kp_proxy_link_t **out) {
+static kp_proxy_client_io_t client_io(kp_proxy_link_t *l) {
+  return (kp_proxy_client_io_t){l, io_send, io_opened, io_recv, io_closed, io_down};
+}
+
+/* The session went down: the next proxy, with every channel the node
+ * holds opened there. The old session is dropped, not ended: its proxy
+ * is not answering. */
+static void move_on(kp_proxy_link_t *l) {
+  l->move_wanted = false;
+  unsigned next = (l->current + 1) % l->choice_count;
+  const choice_t *c = &l->choices[next];
+  kp_proxy_client_t *fresh;
+  uint64_t now = now_of(l);
+  kp_proxy_client_io_t io = client_io(l);
+  if (kp_proxy_client_new(&l->self, c->has_key ? c->key : NULL, &l->rng, &io, now, &fresh))
+    return; /* out of memory: this one keeps trying */
+  char from[KP_ADDR_STRLEN], to[KP_ADDR_STRLEN];
+  KP_WARN(l->log, "proxy %s: moving to proxy %s", kp_addr_format(&l->proxy, from, sizeof(from)),
+          kp_addr_format(&c->addr, to, sizeof(to)));
+  kp_proxy_client_free(l->client);
+  l->client = fresh;
+  l->current = next;
+  l->proxy = c->addr;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
+    if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(fresh, i, now);
+  /* Over TCP: the connection goes, and the redial reaches the next one. */
+  if (l->tcp && l->io_live) {
+    l->io_live = false;
+    kp_tunnel_io_close(&l->io, on_io_closed);
+  }
+}
+
+/* "[tcp:]P[,P...]", each P "[KEY@]ip:port" (a later "tcp:" only where
+ * the first has one). */
+static int parse_choices(kp_proxy_link_t *l, const char *text) {
+  char one[KP_KEY_TEXT_LEN + KP_ADDR_STRLEN + 8];
+  bool first_tcp = !strncmp(text, "tcp:", 4);
+  while (*text) {
+    const char *comma = strchr(text, ',');
+    size_t n = comma ? (size_t)(comma - text) : strlen(text);
+    if (!n || n >= sizeof(one) || l->choice_count == KP_PROXY_LINK_MAX) return KP_EBADADDR;
+    memcpy(one, text, n);
+    one[n] = '\0';
+    choice_t *c = &l->choices[l->choice_count];
+    bool tcp;
+    int err = kp_proxy_link_parse(one, &c->addr, c->key, &c->has_key, &tcp);
+    if (err) return err;
+    if (tcp && !first_tcp) return KP_EBADADDR;
+    if (l->choice_count && c->addr.family != l->choices[0].addr.family) return KP_EBADADDR;
+    l->choice_count++;
+    text += n + (comma ? 1 : 0);
+  }
+  l->tcp = first_tcp;
+  return l->choice_count ? 0 : KP_EBADADDR;
+}
+
+int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxies,
+                      const kp_keypair_t *self, const kp_rng_t *rng, kp_log_t *log,
+                      kp_proxy_link_t **out) {
   *out = NULL;
-  if (bind->family != proxy->family) return KP_EBADADDR;
   kp_proxy_link_t *l = kp_calloc(1, sizeof(*l));
   if (!l) return UV_ENOMEM;
+  int err = parse_choices(l, proxies);
+  if (!err && bind->family != l->choices[0].addr.family) err = KP_EBADADDR;
+  if (err) {
+    kp_free(l);
+    return err;
+  }
+  bool tcp = l->tcp;
   l->loop = loop;
-  l->proxy = *proxy;
+  l->proxy = l->choices[0].addr;
   l->log = log;
-  l->tcp = tcp;
-  kp_proxy_client_io_t io = {l, io_send, io_opened, io_recv, io_closed, io_down};
+  l->self = *self;
+  l->rng = *rng;
   kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
-  int err = kp_proxy_client_new(self, proxy_key, rng, &io, uv_now(loop), &l->client);
+  const choice_t *c = &l->choices[0];
+  kp_proxy_client_io_t io = client_io(l);
+  err = kp_proxy_client_new(self, c->has_key ? c->key : NULL, rng, &io, uv_now(loop), &l->client);
   if (!err && !tcp && (err = kp_udp_init(loop, &l->sock, bind, &so)))
     kp_proxy_client_free(l->client);
   if (err) {
+    kp_keypair_wipe(&l->self);
     kp_free(l);
     return err;
   }
@@ -318,6 +428,15 @@ int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp) {
   return UV_EMFILE;
 }
 
+void kp_proxy_link_on_rebound(kp_proxy_link_t *l, void (*rebound)(void *ctx), void *ctx) {
+  l->rebound = rebound;
+  l->rebound_ctx = ctx;
+}
+
+bool kp_proxy_link_tcp(const kp_proxy_link_t *l) {
+  return l->tcp;
+}
+
 const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l) {
   return &l->proxy;
 }
@@ -331,6 +450,7 @@ bool kp_proxy_link_up(const kp_proxy_link_t *l) {
 static void handle_closed(kp_proxy_link_t *l) {
   if (--l->handles) return;
   kp_proxy_client_free(l->client);
+  kp_keypair_wipe(&l->self);
   kp_free(l);
 }
 

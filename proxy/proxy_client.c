@@ -17,6 +17,15 @@
 #define CLOSED_RETRY_MS 5000
 #define PING_MS 15000 /* under the 30 s many NATs keep an idle UDP mapping */
 #define DEAD_MS 45000 /* three pings unanswered */
+/* A session we send on but hear nothing from may have lost its proxy:
+ * after SUSPECT_MS of that, a PING every SUSPECT_PING_MS, and after
+ * SUSPECT_DEAD_MS of silence it is down, so the node can move to another
+ * proxy while its connections can still be saved. A quiet session lives
+ * DEAD_MS. A proxy that does not answer at all is given up on (on_down)
+ * after SUSPECT_DEAD_MS too, and tried again. */
+#define SUSPECT_MS 2000
+#define SUSPECT_PING_MS 1000
+#define SUSPECT_DEAD_MS 5000
 
 enum { ASK_KEY, HELLO_SENT, UP };
 
@@ -38,7 +47,8 @@ struct kp_proxy_client_s {
   uint8_t hello[KP_PROXY_HELLO_LEN];
   uint64_t hello_at, next_send, retry_ms;
   kp_proxy_keys_t keys;
-  uint64_t heard, sent_at;
+  uint64_t heard, sent_at, ping_at;
+  uint64_t trying_since; /* not up since then */
   channel_t ch[KP_PROXY_CHANNELS];
   kp_proxy_client_stats_t st;
 };
@@ -85,6 +95,7 @@ static void go_down(kp_proxy_client_t *c, uint8_t reason, uint64_t now) {
   make_hello(c, now);
   c->retry_ms = RETRY_FIRST_MS;
   c->next_send = now + (reason ? REFUSED_RETRY_MS : 0);
+  c->trying_since = now;
   if (was_up || reason) c->io.on_down(c->io.ctx, reason);
 }
 
@@ -98,6 +109,7 @@ int kp_proxy_client_new(const kp_keypair_t *self, const uint8_t *proxy_key, cons
   c->io = *io;
   c->retry_ms = RETRY_FIRST_MS;
   c->next_send = now;
+  c->trying_since = now;
   c->state = ASK_KEY;
   if (proxy_key) {
     c->have_key = true;
@@ -269,20 +281,35 @@ static uint64_t tick_channels(kp_proxy_client_t *c, uint64_t now) {
 
 uint64_t kp_proxy_client_tick(kp_proxy_client_t *c, uint64_t now) {
   if (c->state == UP) {
-    if (now - c->heard >= DEAD_MS) {
+    bool owed = c->sent_at > c->heard; /* sent since we last heard */
+    uint64_t dead = c->heard + (owed ? SUSPECT_DEAD_MS : DEAD_MS);
+    if (now >= dead) {
       go_down(c, 0, now);
       return now;
     }
-    if (now - c->sent_at >= PING_MS) {
+    bool suspect = owed && now - c->heard >= SUSPECT_MS;
+    if (now - c->sent_at >= PING_MS || (suspect && now - c->ping_at >= SUSPECT_PING_MS)) {
       kp_proxy_body_t b = {.op = KP_PROXY_OP_PING};
       send_body(c, &b, now);
+      c->ping_at = now;
     }
     uint64_t next = tick_channels(c, now);
-    uint64_t ping = c->sent_at + PING_MS, dead = c->heard + DEAD_MS;
+    uint64_t ping = c->sent_at + PING_MS;
     if (ping < next) next = ping;
+    if (owed) {
+      uint64_t ask =
+          now - c->heard < SUSPECT_MS ? c->heard + SUSPECT_MS : c->ping_at + SUSPECT_PING_MS;
+      if (ask < next) next = ask;
+    }
     return dead < next ? dead : next;
   }
-  if (now < c->next_send) return c->next_send;
+  if (now - c->trying_since >= SUSPECT_DEAD_MS) {
+    /* No answer: said, and tried again (or elsewhere, by the glue). */
+    c->trying_since = now;
+    c->io.on_down(c->io.ctx, 0);
+  }
+  uint64_t give_up = c->trying_since + SUSPECT_DEAD_MS;
+  if (now < c->next_send) return give_up < c->next_send ? give_up : c->next_send;
   if (c->state == ASK_KEY) {
     uint8_t req[KP_PROXY_KEY_LEN];
     kp_proxy_key_req_encode(req);
@@ -292,7 +319,7 @@ uint64_t kp_proxy_client_tick(kp_proxy_client_t *c, uint64_t now) {
     if (c->hello[0] == KP_PROXY_MAGIC) c->io.send(c->io.ctx, c->hello, sizeof(c->hello));
   }
   backoff(c, now);
-  return c->next_send;
+  return give_up < c->next_send ? give_up : c->next_send;
 }
 
 const kp_addr_t *kp_proxy_client_addr(const kp_proxy_client_t *c, unsigned ch) {

@@ -80,9 +80,10 @@ typedef struct kp_cli_net_s {
   "                          this relay over TCP (connections are relayed)\n"                      \
   "  --proxy [KEY@]HOST:PORT speak through this proxy (kadpunch proxy): peers\n"                   \
   "                          see its address, not this host's, until a\n"                          \
-  "                          connection moves direct. KEY alone, or auto\n"                        \
-  "                          (any): a proxy announced on the DHT;\n"                               \
-  "                          tcp:[KEY@]HOST:PORT: over TCP (UDP blocked)\n"                        \
+  "                          connection moves direct. A comma separated\n"                         \
+  "                          list (at most 4): the next when one stops\n"                          \
+  "                          answering. KEY alone, or auto (up to 4): proxies\n"                   \
+  "                          announced on the DHT; tcp:LIST: over TCP\n"                           \
   "  --private               with --proxy: never go direct, so no peer or\n"                       \
   "                          DHT node learns this host's addresses\n"                              \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
@@ -132,9 +133,14 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net, const char
  * signal arrives; false on timeout. timeout_ms 0: no limit. */
 bool kp_cli_session_run(kp_cli_session_t *s, bool (*pred)(void *ctx), void *ctx,
                         unsigned timeout_ms);
+/* At most this many proxies in --proxy's list (node/node_proxy.h's
+ * KP_PROXY_LINK_MAX), and the longest such list. */
+#define KP_CLI_PROXIES 4
+#define KP_CLI_PROXY_TEXT (KP_CLI_PROXIES * (KP_KEY_TEXT_LEN + KP_ADDR_STRLEN + 2) + 8)
 /* --proxy auto or KEY (cli_proxy_find.c): whether proxy names one to look
  * up on the DHT; the lookup (from a plain node), writing "KEY@ADDR:PORT"
- * to out. 0, or an exit code after saying why. */
+ * to out (auto: up to KP_CLI_PROXIES, comma separated). 0, or an exit
+ * code after saying why. */
 bool kp_cli_proxy_by_dht(const char *proxy);
 int kp_cli_proxy_find(const kp_cli_net_t *net, const char *cmd, char *out, size_t cap);
 /* Closes the node and the loop. Returns 0, or KP_EXIT_FAIL if the loop did

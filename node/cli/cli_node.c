@@ -117,8 +117,10 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
 int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net_in, const char *cmd) {
   bool no_dht;
   kp_cli_net_t found;
-  char proxy[KP_KEY_TEXT_LEN + KP_ADDR_STRLEN + 2];
+  char proxy[KP_CLI_PROXY_TEXT];
   const kp_cli_net_t *net = net_in;
+  if (net_in->proxy_private && !net_in->proxy)
+    return kp_cli_usage_error(cmd, "--private keeps a proxied node's addresses: it needs --proxy");
   if (net_in->proxy && kp_cli_proxy_by_dht(net_in->proxy)) {
     int rc = kp_cli_proxy_find(net_in, cmd, proxy, sizeof(proxy));
     if (rc) return rc;

@@ -2,8 +2,11 @@
 /* --proxy auto and --proxy KEY: the proxy is looked up on the DHT (the
  * topic proxies announce under, docs/protocol.md "Proxying") from a plain
  * node first. That node shows this host's address to DHT nodes, never to
- * a peer; the connection itself then goes through the proxy found. A
- * proxy carries one's traffic, so none is used unless asked for. */
+ * a peer; the connection itself then goes through the proxy found. With
+ * auto, up to KP_CLI_PROXIES of them, in the order the lookup found them:
+ * the first is used, the others are where the node goes if it stops
+ * answering. A proxy carries one's traffic, so none is used unless asked
+ * for. */
 #include <string.h>
 
 #include "node/cli/cli.h"
@@ -12,9 +15,11 @@
 #define FIND_MS 15000
 
 typedef struct find_s {
-  bool any, found, done;
+  bool any, done;
+  unsigned found;
   uint8_t key[KP_PUBLIC_KEY_LEN];
-  char out[KP_KEY_TEXT_LEN + KP_ADDR_STRLEN + 2];
+  uint8_t keys[KP_CLI_PROXIES][KP_PUBLIC_KEY_LEN];
+  char out[KP_CLI_PROXY_TEXT];
 } find_t;
 
 bool kp_cli_proxy_by_dht(const char *proxy) {
@@ -25,15 +30,20 @@ static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
   find_t *f = arg;
   char text[KP_ADDR_STRLEN], key[KP_KEY_TEXT_LEN + 1];
   kp_addr_t addr, local;
-  if (f->found || !rec->data || !rec->data_len || rec->data_len >= sizeof(text)) return;
+  if (f->found == (f->any ? KP_CLI_PROXIES : 1) || !rec->data || !rec->data_len ||
+      rec->data_len >= sizeof(text))
+    return;
   if (!f->any && memcmp(rec->public_key, f->key, KP_PUBLIC_KEY_LEN)) return;
+  for (unsigned i = 0; i < f->found; i++)
+    if (!memcmp(f->keys[i], rec->public_key, KP_PUBLIC_KEY_LEN)) return; /* another copy */
   memcpy(text, rec->data, rec->data_len);
   text[rec->data_len] = '\0';
   kp_node_local_addr(node, &local);
   if (kp_addr_parse(&addr, text) || addr.family != local.family) return;
   kp_key_to_text(rec->public_key, key);
-  snprintf(f->out, sizeof(f->out), "%s@%s", key, text);
-  f->found = true;
+  size_t used = strlen(f->out);
+  snprintf(f->out + used, sizeof(f->out) - used, "%s%s@%s", used ? "," : "", key, text);
+  memcpy(f->keys[f->found++], rec->public_key, KP_PUBLIC_KEY_LEN);
 }
 
 static void on_done(kp_node_t *node, int status, size_t found, const kp_node_query_stats_t *stats,
@@ -45,7 +55,7 @@ static void on_done(kp_node_t *node, int status, size_t found, const kp_node_que
 
 static bool finished(void *ctx) {
   find_t *f = ctx;
-  return f->done || f->found;
+  return f->done || f->found == (f->any ? KP_CLI_PROXIES : 1);
 }
 
 int kp_cli_proxy_find(const kp_cli_net_t *net, const char *cmd, char *out, size_t cap) {

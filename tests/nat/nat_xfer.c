@@ -189,6 +189,12 @@ static void on_start_poll(uv_timer_t *t) {
   start_connect(s->x, s->key);
 }
 
+/* KP_XFER_DEBUG: the node's lines with the loop's time (ms). */
+static void log_stamped(void *ctx, kp_log_level_t level, const char *line) {
+  (void)level;
+  fprintf(stderr, "%" PRIu64 " %s\n", uv_now(ctx), line);
+}
+
 int main(int argc, char **argv) {
   uint8_t key[KP_PUBLIC_KEY_LEN];
   if (argc != 4 || kp_key_from_text(argv[1], key)) {
@@ -206,6 +212,11 @@ int main(int argc, char **argv) {
   o.mode = KP_NODE_EPHEMERAL;
   o.proxy = getenv("KP_XFER_PROXY");
   o.proxy_private = getenv("KP_XFER_PRIVATE") != NULL;
+  if (getenv("KP_XFER_DEBUG")) { /* by hand, to see a run's steps */
+    o.log_level = KP_LOG_DEBUG;
+    o.log_cb = log_stamped;
+    o.log_ctx = loop;
+  }
   int err = kp_node_create(loop, &o, &x.node);
   if (err) {
     fprintf(stderr, "nat_xfer: %s\n", kp_strerror(err));

@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Proxies in the NAT lab (ctest nat.proxy_client, nat.proxy_server,
-# nat.proxy_privacy, nat.proxy_upgrade). The public side runs DHT nodes and a proxy
+# nat.proxy_privacy, nat.proxy_upgrade, nat.proxy_failover). The public side runs DHT nodes and a proxy
 # (`kadpunch proxy` on 203.0.113.14) and no relay at all.
 #
 #   client    random <-> random (no direct path between them); the client
@@ -23,6 +23,10 @@
 #             is proxied (not private): mid-transfer its connection moves
 #             direct, with no gap over 1 s, byte-exact; then the same with
 #             the server proxied.
+#   failover  random <-> random; the client speaks through a list of two
+#             proxies (--private: it stays proxied); mid-transfer the
+#             first is killed (SIGKILL): the client moves to the second
+#             and the connection resumes there, byte-exact.
 #
 #   tests/nat/proxy.sh SCENARIO [build-dir]      (as root)
 #   KP_PROXY_BYTES=400000000 tests/nat/proxy.sh client
@@ -32,9 +36,9 @@
 set -eu
 scenario=${1:-}
 case $scenario in
-  client | server | privacy | upgrade) ;;
+  client | server | privacy | upgrade | failover) ;;
   *)
-    echo "usage: proxy.sh client|server|privacy|upgrade [build-dir]"
+    echo "usage: proxy.sh client|server|privacy|upgrade|failover [build-dir]"
     exit 2
     ;;
 esac
@@ -47,6 +51,7 @@ probe=$build/tests/nat_probe
 xfer=$build/tests/nat_xfer
 lab_need "proxy_$scenario" "$kadpunch" "$probe" "$xfer"
 PROXY=$PUBLIC_NET.14:49737
+PROXY2=$PUBLIC_NET.15:49737
 
 json_field() { # json name
   printf '%s' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p"
@@ -72,6 +77,12 @@ start_public() {
   done
   lab_spawn pub "$LAB_LOG/proxy.log" "$kadpunch" proxy --bind $PROXY --bootstrap $BOOTSTRAP \
     --every 1
+  proxy_pid=$LAB_LAST_PID
+  if [ "$scenario" = failover ]; then
+    ip -n "$LAB-pub" addr add $PUBLIC_NET.15/24 dev eth0
+    lab_spawn pub "$LAB_LOG/proxy2.log" "$kadpunch" proxy --bind $PROXY2 \
+      --bootstrap $BOOTSTRAP --every 1
+  fi
   sleep 2 # the public DHT nodes find each other
 }
 
@@ -91,13 +102,22 @@ run_echo() { # server-mode client-mode bytes [client-site] [keep]
   px=""
   [ "$2" = proxied ] && px="KP_XFER_PROXY=$PROXY"
   [ "$2" = private ] && px="KP_XFER_PROXY=$PROXY KP_XFER_PRIVATE=1"
+  [ "$2" = two ] && px="KP_XFER_PROXY=$PROXY,$PROXY2 KP_XFER_PRIVATE=1 ${KP_XFER_DEBUG:+KP_XFER_DEBUG=1}"
   [ "$2" = tcp ] && px="KP_XFER_PROXY=tcp:$PROXY"
+  rm -f "$LAB_LOG/xfer.err" # LAB_LOG may hold an earlier run's
   lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
     "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
   xfer_pid=$LAB_LAST_PID
-  # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s).
+  # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s). With "two",
+  # the first proxy dies once 20 MB have come back.
   i=0
+  killed=
   while kill -0 "$xfer_pid" 2>/dev/null && [ $i -lt 1400 ]; do
+    if [ "$2" = two ] && [ -z "$killed" ] &&
+      [ "$(awk '$1 == "progress" {n = $2} END {print n + 0}' "$LAB_LOG/xfer.err" 2>/dev/null)" -ge 20000000 ]; then
+      kill -9 "$proxy_pid"
+      killed=$i
+    fi
     sleep 0.1
     i=$((i + 1))
   done
@@ -200,6 +220,25 @@ case $scenario in
     [ "$seen" -eq 0 ] || fail "the server saw the proxied client's addresses $seen times"
     echo "proxy_privacy: proxied client: the server saw $control packets from the proxy," \
       "none to, from or naming the client's own addresses"
+    ;;
+  failover)
+    lab_site 1 random
+    lab_site 2 random
+    lab_selfcheck 1 random "$probe"
+    lab_selfcheck 2 random "$probe"
+    bytes=${KP_PROXY_BYTES:-100000000}
+    run_echo plain two "$bytes"
+    [ -n "$killed" ] || fail "the transfer ended before the first proxy was killed: $OUT"
+    check_echo "failover"
+    [ "$(json_field "$OUT" proxy)" = "$PROXY" ] || fail "did not connect through $PROXY: $OUT"
+    [ "$(json_field "$OUT" moves)" -ge 1 ] || fail "the connection never moved: $OUT"
+    grep -q "moving to proxy $PROXY2" "$LAB_LOG/xfer.err" || fail "the client never moved to $PROXY2"
+    stall=$(json_field "$OUT" max_stall_ms)
+    [ "$stall" -le 10000 ] || fail "a gap of $stall ms: $OUT"
+    grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
+    echo "proxy_failover: $bytes bytes each way, byte-exact, in $(json_field "$OUT" seconds) s;" \
+      "the first proxy killed at 20 MB, the connection moved to the second; longest gap" \
+      "$stall ms"
     ;;
   upgrade)
     lab_site 1 consistent

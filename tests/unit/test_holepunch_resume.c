@@ -405,3 +405,78 @@ void test_proxied_link_goes_direct(void) {
   p.cm.last.sock = NULL;
   links_down(&p);
 }
+
+#define HP_FILL 12 /* holepunch/hp_internal.h HP_PATH_CANDIDATES */
+
+/* A punch request naming an address, as the peer (or whoever captured
+ * one) would send it through the connection's path. */
+static void own_addr_request(pair_links_t *p, const kp_addr_t *named, uint8_t pkt[KP_PROBE_LEN]) {
+  kp_probe_t pr = {.flags = KP_PROBE_FROM_CLIENT | KP_PROBE_PUNCH | KP_PROBE_OWN_ADDR,
+                   .conn_id = p->server->conn.local_id,
+                   .has_observed = true,
+                   .observed = *named};
+  kp_probe_encode(&pr, p->client->res.probe_key, pkt);
+}
+
+/* What punch requests through a proxy path can make a node send: with
+ * its path's candidate slots full (filled by a peer from other ports), a
+ * request gets the link nowhere (and nothing crashes later); a request
+ * replayed 40 times in 2 s makes it probe the named address at most at
+ * the requests' rate; a loopback address named from the internet is
+ * never probed. */
+void test_proxied_link_requests_bounded(void) {
+  pair_links_t p;
+  links_up(&p, 4343, K_CONSISTENT);
+  kp_sim_t *sim = p.w.sim;
+  victim_tap_t t;
+  KP_CHECK_OK(kp_addr_parse(&t.victim, "198.51.100.77:7777"));
+  t.to_victim = 0;
+  kp_sim_set_tap(sim, tap_victim, &t);
+  /* Twelve ports of the peer's, each with an authenticated probe. */
+  kp_sim_nat_set_filter(p.server->nat, KP_SIM_FILTER_OPEN);
+  kp_sim_socket_t *fill[HP_FILL];
+  for (int i = 0; i < HP_FILL; i++) {
+    kp_addr_t a;
+    kp_addr_set_v4(&a, 0xc6336400u + 90, (uint16_t)(20000 + i)); /* 198.51.100.90 */
+    fill[i] = kp_sim_socket_new(sim, &a, NULL, swallow, NULL);
+    kp_probe_t pr = {.flags = KP_PROBE_FROM_CLIENT, .conn_id = p.server->conn.local_id};
+    uint8_t pkt[KP_PROBE_LEN];
+    kp_probe_encode(&pr, p.client->res.probe_key, pkt);
+    kp_sim_send(fill[i], &p.client->res.path, pkt, sizeof(pkt));
+  }
+  kp_sim_run_until(sim, kp_sim_now(sim) + SEC);
+  uint8_t req[KP_PROBE_LEN];
+  own_addr_request(&p, &t.victim, req);
+  kp_sim_send(p.client->n->sock, &p.client->res.path, req, sizeof(req));
+  kp_sim_run_until(sim, kp_sim_now(sim) + 25 * SEC); /* past a keepalive */
+  KP_CHECK_EQ(t.to_victim, 0);
+  KP_CHECK_EQ(p.sm.count, 0);
+  for (int i = 0; i < HP_FILL; i++) kp_sim_socket_free(fill[i]);
+  kp_sim_set_tap(sim, NULL, NULL);
+  links_down(&p);
+
+  /* Replays, on a link with room. */
+  links_up(&p, 4344, K_CONSISTENT);
+  sim = p.w.sim;
+  t.to_victim = 0;
+  kp_sim_set_tap(sim, tap_victim, &t);
+  own_addr_request(&p, &t.victim, req);
+  for (int i = 0; i < 40; i++) {
+    kp_sim_send(p.client->n->sock, &p.client->res.path, req, sizeof(req));
+    kp_sim_run_until(sim, kp_sim_now(sim) + 50);
+  }
+  kp_sim_run_until(sim, kp_sim_now(sim) + SEC);
+  printf("40 replayed punch requests in 2 s: %u probes to the named address\n", t.to_victim);
+  KP_CHECK(t.to_victim >= 1); /* the first is heeded: it is a hint */
+  KP_CHECK(t.to_victim <= 10); /* a burst of 4, 2 a second for 3 s */
+  kp_addr_t loop;
+  KP_CHECK_OK(kp_addr_parse(&loop, "127.0.0.1:22"));
+  t.victim = loop;
+  t.to_victim = 0;
+  own_addr_request(&p, &loop, req);
+  for (int i = 0; i < 5; i++) kp_sim_send(p.client->n->sock, &p.client->res.path, req, sizeof(req));
+  kp_sim_run_until(sim, kp_sim_now(sim) + SEC);
+  KP_CHECK_EQ(t.to_victim, 0);
+  kp_sim_set_tap(sim, NULL, NULL);
+  links_down(&p);
+}

@@ -253,6 +253,7 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay
   o.relay_count = relay ? 1 : 0;
   o.relay_only = relay != NULL;
   o.proxy = proxy;
+  o.proxy_private = true; /* the proxied path itself, not the direct one it would move to */
   kp_node_t *n;
   if (kp_node_create(loop, &o, &n)) return NULL;
   kp_testnet_run_until(loop, dht_reached, n, 10000);

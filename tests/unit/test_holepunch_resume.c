@@ -467,7 +467,7 @@ void test_proxied_link_requests_bounded(void) {
   }
   kp_sim_run_until(sim, kp_sim_now(sim) + SEC);
   printf("40 replayed punch requests in 2 s: %u probes to the named address\n", t.to_victim);
-  KP_CHECK(t.to_victim >= 1); /* the first is heeded: it is a hint */
+  KP_CHECK(t.to_victim >= 1);  /* the first is heeded: it is a hint */
   KP_CHECK(t.to_victim <= 10); /* a burst of 4, 2 a second for 3 s */
   kp_addr_t loop;
   KP_CHECK_OK(kp_addr_parse(&loop, "127.0.0.1:22"));

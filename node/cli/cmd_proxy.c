@@ -9,6 +9,8 @@
 #include "node/cli/cli.h"
 #include "node/cli/cli_metrics.h"
 #include "node/control.h"
+#include "node/node_proxy.h"
+#include "proxy/proxy.h"
 
 static const char help[] =
     "usage: kadpunch proxy [options]\n"
@@ -58,12 +60,20 @@ typedef struct proxy_cli_s {
   kp_proxy_counters_t last;
 } proxy_cli_t;
 
-static void print_counters(const kp_proxy_counters_t *c) {
+static void print_counters(kp_proxy_service_t *svc, const kp_proxy_counters_t *c) {
+  kp_proxy_stats_t st;
+  kp__proxy_service_stats(svc, &st);
   printf("proxy: %u sessions, %u allocations; %" PRIu64 " welcomed, %" PRIu64 " refused; %" PRIu64
          " datagrams (%" PRIu64 " bytes) sent, %" PRIu64 " (%" PRIu64 " bytes) received, %" PRIu64
-         " not let through; %" PRIu64 " forged, %" PRIu64 " replayed\n",
+         " not let through (%" PRIu64 " to unproven addresses, %" PRIu64
+         " from unpermitted IPs, %" PRIu64 " over a rate, %" PRIu64 " other); %" PRIu64
+         " forged, %" PRIu64 " replayed\n",
          c->sessions, c->allocs, c->welcomed, c->refused, c->sent, c->sent_bytes, c->received,
-         c->received_bytes, c->dropped, c->forged, c->replayed);
+         c->received_bytes, c->dropped, st.drops[KP_PROXY_DROP_UNPROVEN],
+         st.drops[KP_PROXY_DROP_PERMIT], st.drops[KP_PROXY_DROP_RATE],
+         st.drops[KP_PROXY_DROP_SCOPE] + st.drops[KP_PROXY_DROP_TOO_BIG] +
+             st.drops[KP_PROXY_DROP_NO_ALLOC],
+         c->forged, c->replayed);
   fflush(stdout);
 }
 
@@ -71,7 +81,7 @@ static void on_timer(uv_timer_t *t) {
   proxy_cli_t *p = t->data;
   kp_proxy_counters_t c;
   kp_proxy_service_counters(p->svc, &c);
-  if (memcmp(&c, &p->last, sizeof(c))) print_counters(&c);
+  if (memcmp(&c, &p->last, sizeof(c))) print_counters(p->svc, &c);
   p->last = c;
 }
 
@@ -211,7 +221,7 @@ int kp_cli_proxy(int argc, char **argv) {
   kp_cli_metrics_close(m);
   kp_proxy_counters_t last;
   kp_proxy_service_counters(p.svc, &last);
-  print_counters(&last);
+  print_counters(p.svc, &last);
   uv_close((uv_handle_t *)&p.timer, NULL);
   kp_proxy_service_close(p.svc, NULL);
   int closed = kp_cli_session_close(&s);

@@ -12,7 +12,8 @@
  * (the stall a user would notice). Every wait is bounded: the whole run gives up after 120 s. Exit
  * 0 only if the echo was complete and exact. With $KP_XFER_PROXY ([KEY@]ADDR:PORT) the node speaks
  * through that proxy (it connects once the DHT answers through it), and the JSON says so; with
- * $KP_XFER_PRIVATE set as well, it never goes direct. */
+ * $KP_XFER_PRIVATE set as well, it never goes direct. $KP_XFER_DEBUG (by hand) logs the node's
+ * lines at debug level with the loop's time, and its counters every second. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,6 +190,24 @@ static void on_start_poll(uv_timer_t *t) {
   start_connect(s->x, s->key);
 }
 
+/* KP_XFER_DEBUG: the node's counters every second. */
+static void on_stats(uv_timer_t *t) {
+  xfer_t *x = t->data;
+  kp_node_stats_t st;
+  if (x->done) { /* the node is closing */
+    uv_close((uv_handle_t *)t, NULL);
+    return;
+  }
+  kp_node_stats(x->node, &st);
+  fprintf(stderr,
+          "%" PRIu64 " stats: packets %" PRIu64 " in %" PRIu64 " out, requests %" PRIu64
+          " out, responses %" PRIu64 " in, timeouts %" PRIu64 ", unmatched %" PRIu64
+          ", rate %" PRIu64 ", send drops %" PRIu64 ", other %" PRIu64 ", table %u, inflight %u\n",
+          uv_now(t->loop), st.packets_in, st.packets_out, st.requests_out, st.responses_in,
+          st.timeouts, st.drops_unmatched, st.drops_rate, st.drops_send, st.drops_other,
+          st.table_size, st.inflight);
+}
+
 /* KP_XFER_DEBUG: the node's lines with the loop's time (ms). */
 static void log_stamped(void *ctx, kp_log_level_t level, const char *line) {
   (void)level;
@@ -221,6 +240,13 @@ int main(int argc, char **argv) {
   if (err) {
     fprintf(stderr, "nat_xfer: %s\n", kp_strerror(err));
     return 1;
+  }
+  uv_timer_t stats;
+  if (getenv("KP_XFER_DEBUG")) {
+    uv_timer_init(loop, &stats);
+    stats.data = &x;
+    uv_timer_start(&stats, on_stats, 1000, 1000);
+    uv_unref((uv_handle_t *)&stats);
   }
   uv_timer_init(loop, &x.give_up);
   x.give_up.data = &x;

@@ -734,11 +734,9 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
   return 0;
 }
 
-static void on_suspend(kp_dht_t *dht, uint64_t now) {
-  KP_INFO(dht->cfg.log, "clock jumped %llu ms: assuming the machine slept; re-checking",
-          (unsigned long long)(now - dht->last_tick));
-  /* The network may be a different one now: forget what we knew of our
-   * address, prove reachability again, and rejoin. */
+/* The network may be a different one now: forget what we knew of our
+ * address, prove reachability again, and rejoin. */
+static void forget_network(kp_dht_t *dht, uint64_t now) {
   kp_dht_nat_reset(&dht->nat);
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
   dht->natcheck_next = now;
@@ -747,6 +745,18 @@ static void on_suspend(kp_dht_t *dht, uint64_t now) {
     dht->bootstrap_next = now;
   else
     self_lookup(dht, now);
+}
+
+static void on_suspend(kp_dht_t *dht, uint64_t now) {
+  KP_INFO(dht->cfg.log, "clock jumped %llu ms: assuming the machine slept; re-checking",
+          (unsigned long long)(now - dht->last_tick));
+  forget_network(dht, now);
+}
+
+void kp_dht_network_changed(kp_dht_t *dht, uint64_t now) {
+  KP_DEBUG(dht->cfg.log, "our address changed: re-learning it");
+  forget_network(dht, now);
+  due(dht, now);
 }
 
 /* Refreshes the first stale bucket, from the farthest (0) to one past the

@@ -251,6 +251,10 @@ bool kp_dht_is_joined(const kp_dht_t *dht);
 /* Our id; false while we have none (no public address known yet). */
 bool kp_dht_id(const kp_dht_t *dht, uint8_t id[KP_ID_LEN]);
 const kp_dht_nat_t *kp_dht_nat(const kp_dht_t *dht);
+/* The node's address changed under it (a proxy's new allocation, another
+ * network): what it knew of its public address and reachability is
+ * forgotten and learnt again, as after a suspend. */
+void kp_dht_network_changed(kp_dht_t *dht, uint64_t now);
 const kp_dht_table_t *kp_dht_table(const kp_dht_t *dht);
 void kp_dht_stats(const kp_dht_t *dht, kp_dht_stats_t *out);
 int kp_dht_family(const kp_dht_t *dht);

@@ -97,6 +97,9 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
                              const uint8_t *data, size_t len, uint64_t now, bool *ok);
 /* One probe (not an answer) to a candidate, echoing what it sent us. */
 void kp__hp_path_probe(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, uint8_t extra_flags, uint64_t now);
+/* A hint a resume round paid for: as kp__hp_path_hint, and an address
+ * whose budget is spent (and that is not proven) gets one probe more. */
+hp_cand_t *kp__hp_path_hint_round(hp_path_t *p, const kp_addr_t *addr, void *sock, unsigned budget);
 /* The candidate for addr on sock, if the path has one. */
 hp_cand_t *kp__hp_path_find(hp_path_t *p, const kp_addr_t *addr, const void *sock);
 /* Through a proxy: "punch with me, at own" (KP_PROBE_PUNCH | KP_PROBE_OWN_ADDR). */

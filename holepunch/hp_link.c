@@ -386,11 +386,14 @@ static void start_resume(kp_hp_link_t *l, uint64_t now) {
 
 /* The server answered a round: where it is, and its half of the punch. */
 static void resume_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
+  /* Each answered round pays for one more probe to each address it names:
+   * the peer's first ones may have gone before a way in was open (a
+   * proxy's allocation lets in only IPs it has sent to). */
   bool agreed = kp__hp_corroborated(&l->server_seen, l->server_addrs, l->server_addr_count, false);
-  kp__hp_path_hint(&l->path, &l->server_seen, l->sock, agreed ? HP_HINTS_PER_ADDR : 1);
+  kp__hp_path_hint_round(&l->path, &l->server_seen, l->sock, agreed ? HP_HINTS_PER_ADDR : 1);
   for (size_t i = 0; i < l->server_addr_count; i++) {
     bool same = agreed && kp_addr_same_ip(&l->server_addrs[i], &l->server_seen);
-    kp__hp_path_hint(&l->path, &l->server_addrs[i], l->sock, same ? HP_HINTS_PER_ADDR : 1);
+    kp__hp_path_hint_round(&l->path, &l->server_addrs[i], l->sock, same ? HP_HINTS_PER_ADDR : 1);
   }
   kp__hp_path_hints(l->hp, &l->path, now);
   bool sockets;
@@ -525,12 +528,16 @@ static void serve_pairing(kp_hp_link_t *l, const kp_addr_t *relay, uint32_t pair
  * handshake (hp_server.c), the birthday half when the NATs need it. */
 static void serve_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
   kp_hp_t *hp = l->hp;
+  /* Each round pays for one more probe to each address it names (the
+   * client's first may have been turned away: a proxy's new allocation
+   * lets in only IPs it has sent to, and the client sends after our
+   * answer). */
   bool agreed = l->claim_trusted &&
                 kp__hp_corroborated(&l->client_seen, l->client_addrs, l->client_addr_count, false);
-  kp__hp_path_hint(&l->path, &l->client_seen, l->sock, agreed ? HP_HINTS_PER_ADDR : 1);
+  kp__hp_path_hint_round(&l->path, &l->client_seen, l->sock, agreed ? HP_HINTS_PER_ADDR : 1);
   for (size_t i = 0; i < l->client_addr_count; i++) {
     bool same = agreed && kp_addr_same_ip(&l->client_addrs[i], &l->client_seen);
-    kp__hp_path_hint(&l->path, &l->client_addrs[i], l->sock, same ? HP_HINTS_PER_ADDR : 1);
+    kp__hp_path_hint_round(&l->path, &l->client_addrs[i], l->sock, same ? HP_HINTS_PER_ADDR : 1);
   }
   l->hint_at = now + r->delay_ms;
   bool sockets;

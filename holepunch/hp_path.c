@@ -96,6 +96,13 @@ hp_cand_t *kp__hp_path_hint(hp_path_t *p, const kp_addr_t *addr, void *sock, uns
   return c;
 }
 
+hp_cand_t *kp__hp_path_hint_round(hp_path_t *p, const kp_addr_t *addr, void *sock,
+                                  unsigned budget) {
+  hp_cand_t *c = kp__hp_path_hint(p, addr, sock, budget);
+  if (c && !c->proven && c->budget && c->hints >= c->budget) c->hints = (uint8_t)(c->budget - 1);
+  return c;
+}
+
 void kp__hp_path_forget_sock(hp_path_t *p, const void *sock) {
   if (!sock) return; /* the main socket is never closed under us */
   for (unsigned i = 0; i < p->count; i++) {

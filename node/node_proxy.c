@@ -424,7 +424,13 @@ const uint8_t *kp_proxy_service_key(const kp_proxy_service_t *svc) {
 static void proxy_rebound(void *ctx) {
   kp_node_t *node = ctx;
   if (node->closing || !node->hp) return;
-  KP_NODE_FEED(node, kp_hp_rebound(node->hp, kp__node_now(node)));
+  uint64_t now = kp__node_now(node);
+  /* Our public address is the new allocation's: the old one must not make
+   * the peer's proofs of it look like a relay's (hp_path.c, observed). */
+  KP_NODE_FEED(node, {
+    kp_dht_network_changed(node->dht, now);
+    kp_hp_rebound(node->hp, now);
+  });
 }
 
 int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind) {

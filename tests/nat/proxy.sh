@@ -26,10 +26,8 @@
 #   failover  random <-> random; the client speaks through a list of two
 #             proxies (--private: it stays proxied); mid-transfer the
 #             first is killed (SIGKILL): the client moves to the second
-#             and the connection resumes there, byte-exact. Not in ctest
-#             yet: about one run in two the client stops getting answers
-#             through the second proxy and the connection ends
-#             (docs/nat-lab.md).
+#             and the connection resumes there, byte-exact, with no gap
+#             over 10 s.
 #
 #   tests/nat/proxy.sh SCENARIO [build-dir]      (as root)
 #   KP_PROXY_BYTES=400000000 tests/nat/proxy.sh client

@@ -119,6 +119,9 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy
   o.member_stable_ms = 0;
   o.mode = member ? KP_NODE_MEMBER : KP_NODE_EPHEMERAL;
   o.proxy = proxy;
+  /* These tests are of the proxy path: the connection must not move
+   * direct under them (nat.proxy_upgrade tests that it does). */
+  o.proxy_private = true;
   kp_node_t *n;
   KP_CHECK_OK(kp_node_create(loop, &o, &n));
   if (proxy) KP_CHECK(kp_testnet_run_until(loop, link_up, n, 10000));

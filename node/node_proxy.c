@@ -51,6 +51,16 @@ struct kp_proxy_service_s {
   plink_t *links;
   unsigned link_count, links_closing;
   uint64_t tcp_refused, tcp_drops;
+  /* What the node's socket hands the proxy comes in bursts (a coalesced
+   * receive of one peer's stream) that leave one allocation: those sends
+   * are gathered in one batch on that allocation's socket and flushed
+   * when the loop has polled (a check handle), so a burst leaves as GSO
+   * sends rather than one system call a datagram. */
+  kp_udp_batch_t *gather;
+  unsigned gather_slot;
+  bool gathering;
+  uv_check_t gather_check;
+  bool gather_check_open;
 };
 
 void kp_proxy_service_options_init(kp_proxy_service_options_t *opts) {
@@ -109,10 +119,30 @@ static int px_alloc_open(void *ctx, unsigned slot, kp_addr_t *bound) {
   return 0;
 }
 
+static void gather_end(kp_proxy_service_t *svc) {
+  if (!svc->gathering) return;
+  svc->gathering = false;
+  uv_check_stop(&svc->gather_check);
+  kp_udp_batch_end(&svc->socks[svc->gather_slot]->udp, svc->gather);
+}
+
+static void on_gather_check(uv_check_t *h) {
+  gather_end(h->data);
+}
+
 static void px_alloc_send(void *ctx, unsigned slot, const kp_addr_t *to, const uint8_t *data,
                           size_t len) {
   kp_proxy_service_t *svc = ctx;
-  if (svc->socks[slot]) kp_udp_send(&svc->socks[slot]->udp, to, data, len);
+  alloc_sock_t *s = svc->socks[slot];
+  if (!s) return;
+  if (svc->gathering && svc->gather_slot != slot) gather_end(svc);
+  if (!svc->gathering && !s->udp.batch && svc->gather_check_open) {
+    kp_udp_batch_begin(&s->udp, svc->gather);
+    svc->gathering = true;
+    svc->gather_slot = slot;
+    uv_check_start(&svc->gather_check, on_gather_check);
+  }
+  kp_udp_send(&s->udp, to, data, len);
 }
 
 static void maybe_done(kp_proxy_service_t *svc);
@@ -129,6 +159,7 @@ static void px_alloc_close(void *ctx, unsigned slot) {
   kp_proxy_service_t *svc = ctx;
   alloc_sock_t *s = svc->socks[slot];
   if (!s) return;
+  if (svc->gathering && svc->gather_slot == slot) gather_end(svc);
   svc->socks[slot] = NULL;
   svc->socks_closing++;
   kp_udp_close(&s->udp, on_sock_closed);
@@ -301,6 +332,7 @@ static kp_proxy_config_t config_of(const kp_proxy_service_options_t *o) {
 static void free_svc(kp_proxy_service_t *svc) {
   kp_keypair_wipe(&svc->kp);
   kp_free(svc->socks);
+  kp_free(svc->gather);
   kp_free(svc);
 }
 
@@ -327,12 +359,16 @@ int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *o
   kp_proxy_io_t io = {svc, px_send, px_alloc_open, px_alloc_send, px_alloc_close};
   int err = UV_ENOMEM;
   if (!(svc->socks = kp_calloc(cfg.max_allocs, sizeof(*svc->socks))) ||
+      !(svc->gather = kp_malloc(sizeof(*svc->gather))) ||
       (err = kp_proxy_new(&cfg, &svc->kp, &node->rng, &io, &svc->px)) ||
       (err = uv_timer_init(node->loop, &svc->timer))) {
     kp_proxy_free(svc->px);
     free_svc(svc);
     return err;
   }
+  uv_check_init(node->loop, &svc->gather_check); /* cannot fail */
+  svc->gather_check.data = svc;
+  svc->gather_check_open = true;
   svc->timer_open = true;
   svc->timer.data = svc;
   uv_timer_start(&svc->timer, on_timer, TICK_MS, TICK_MS);
@@ -360,7 +396,8 @@ void kp__proxy_service_input(kp_proxy_service_t *svc, const kp_addr_t *from, con
 }
 
 static void maybe_done(kp_proxy_service_t *svc) {
-  if (!svc->closing || svc->timer_open || svc->socks_closing || svc->tcp_open || svc->links_closing)
+  if (!svc->closing || svc->timer_open || svc->gather_check_open || svc->socks_closing ||
+      svc->tcp_open || svc->links_closing)
     return;
   kp_node_t *node = svc->node;
   kp_proxy_service_close_cb cb = svc->close_cb;
@@ -376,6 +413,12 @@ static void on_timer_closed(uv_handle_t *h) {
   maybe_done(svc);
 }
 
+static void on_gather_check_closed(uv_handle_t *h) {
+  kp_proxy_service_t *svc = h->data;
+  svc->gather_check_open = false;
+  maybe_done(svc);
+}
+
 void kp_proxy_service_close(kp_proxy_service_t *svc, kp_proxy_service_close_cb cb) {
   if (svc->closing) return;
   svc->closing = true;
@@ -385,6 +428,8 @@ void kp_proxy_service_close(kp_proxy_service_t *svc, kp_proxy_service_close_cb c
   kp_proxy_free(svc->px); /* closes every allocation's socket */
   svc->px = NULL;
   uv_close((uv_handle_t *)&svc->timer, on_timer_closed);
+  gather_end(svc);
+  uv_close((uv_handle_t *)&svc->gather_check, on_gather_check_closed);
   if (svc->tcp_open && !uv_is_closing((uv_handle_t *)&svc->tcp))
     uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
   while (svc->links) link_close(svc->links);

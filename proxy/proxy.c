@@ -15,6 +15,13 @@
 #define WELCOME_MAX (KP_PROXY_WELCOME_HEAD + KP_PROXY_WELCOME_PAYLOAD + KP_NOISE_MSG2_OVERHEAD)
 #define DHT_MAX 1200
 #define NO_ALLOC 0xffff
+/* Datagrams to and from an address before the peer is given a token for it
+ * (a binding): a DHT node's few never are, a connection's are at once. */
+#define BIND_AFTER 16
+/* An unconfirmed BIND goes again after this, when the peer still seals. */
+#define BIND_RESEND_MS 1000
+/* A session hears at most one UNBIND per this for PASSes with stale tokens. */
+#define UNBIND_EVERY_MS 200
 
 enum { FREE = 0, HALF_OPEN = 1, OPEN = 2 };
 
@@ -27,7 +34,7 @@ typedef struct session_s {
   uint8_t welcome[WELCOME_MAX];
   uint8_t welcome_len;
   kp_proxy_keys_t keys;
-  uint64_t created, heard;
+  uint64_t created, heard, unbind_at;
   uint16_t ch[KP_PROXY_CHANNELS]; /* allocation slots, NO_ALLOC */
 } session_t;
 
@@ -42,6 +49,15 @@ typedef struct permit_s {
 typedef struct proven_s {
   kp_addr_t addr;
   uint64_t used;
+  /* The binding (docs/protocol.md, "PASS"): once BIND_AFTER datagrams
+   * went to or came from this address, the peer is given a token for it,
+   * and its datagrams go unsealed both ways. The token names this entry
+   * (random high bits, then the allocation's slot and the entry's index),
+   * so a PASS finds it without a search. */
+  uint64_t token; /* 0: not bound */
+  uint64_t bind_sent;
+  uint16_t uses;
+  bool confirmed; /* a PASS came with the token: the peer has it, arrivals go as PASS */
 } proven_t;
 
 typedef struct alloc_s {
@@ -53,7 +69,7 @@ typedef struct alloc_s {
   kp_bucket_t out_bytes, out_pkts, in_bytes, in_pkts, unproven;
   permit_t *permits; /* cfg.permits, then cfg.proven proven_t: one block */
   proven_t *proven;
-  unsigned proven_last; /* where the last match was: forwarding hits it */
+  unsigned proven_last, permit_last; /* where the last match was: forwarding hits it */
 } alloc_t;
 
 struct kp_proxy_s {
@@ -372,8 +388,14 @@ static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint64_t now
 }
 
 static permit_t *permit_find(alloc_t *a, unsigned n, const kp_addr_t *from) {
-  for (unsigned i = 0; i < n; i++)
-    if (a->permits[i].used && kp_addr_same_ip(&a->permits[i].ip, from)) return &a->permits[i];
+  permit_t *last = &a->permits[a->permit_last < n ? a->permit_last : 0];
+  if (last->used && kp_addr_same_ip(&last->ip, from)) return last;
+  for (unsigned i = 0; i < n; i++) {
+    if (a->permits[i].used && kp_addr_same_ip(&a->permits[i].ip, from)) {
+      a->permit_last = i;
+      return &a->permits[i];
+    }
+  }
   return NULL;
 }
 
@@ -392,28 +414,60 @@ static permit_t *permit_make(alloc_t *a, unsigned n, const kp_addr_t *to, uint64
   return p;
 }
 
-static bool is_proven(alloc_t *a, unsigned n, const kp_addr_t *to) {
-  if (a->proven_last < n && kp_addr_eq(&a->proven[a->proven_last].addr, to)) return true;
+static proven_t *proven_find(alloc_t *a, unsigned n, const kp_addr_t *to) {
+  proven_t *last = &a->proven[a->proven_last < n ? a->proven_last : 0];
+  if (last->used && kp_addr_eq(&last->addr, to)) return last;
   for (unsigned i = 0; i < n; i++) {
     if (a->proven[i].used && kp_addr_eq(&a->proven[i].addr, to)) {
       a->proven_last = i;
-      return true;
+      return &a->proven[i];
     }
   }
-  return false;
+  return NULL;
 }
 
-static void prove(alloc_t *a, unsigned n, const kp_addr_t *from, uint64_t now) {
-  proven_t *lru = &a->proven[0];
-  for (unsigned i = 0; i < n; i++) {
-    if (a->proven[i].used && kp_addr_eq(&a->proven[i].addr, from)) {
-      a->proven[i].used = now + 1;
-      return;
-    }
-    if (a->proven[i].used < lru->used) lru = &a->proven[i];
+/* The peer's binding for a proven address is gone: it seals again. */
+static void unbind(kp_proxy_t *px, alloc_t *a, proven_t *p) {
+  kp_proxy_body_t b = {.op = KP_PROXY_OP_UNBIND, .channel = a->channel, .token = p->token};
+  send_body(px, &px->sessions[a->session], &b);
+  p->token = 0;
+  p->confirmed = false;
+}
+
+/* from answered the allocation: proven (the least recently used entry
+ * making room, its binding ended). */
+static proven_t *prove(kp_proxy_t *px, alloc_t *a, const kp_addr_t *from, uint64_t now) {
+  unsigned n = px->cfg.proven;
+  proven_t *p = proven_find(a, n, from), *lru = &a->proven[0];
+  if (!p) {
+    for (unsigned i = 0; i < n; i++)
+      if (a->proven[i].used < lru->used) lru = &a->proven[i];
+    p = lru;
+    if (p->token) unbind(px, a, p);
+    memset(p, 0, sizeof(*p));
+    p->addr = *from;
   }
-  lru->addr = *from;
-  lru->used = now + 1;
+  p->used = now + 1;
+  return p;
+}
+
+/* A datagram went sealed to or from a proven address: after BIND_AFTER of
+ * them the peer is given a token for it (again, while it does not use it). */
+static void note_use(kp_proxy_t *px, unsigned slot, proven_t *p, uint64_t now) {
+  alloc_t *a = &px->allocs[slot];
+  if (!p->token) {
+    if (++p->uses < BIND_AFTER) return;
+    uint64_t high = (uint64_t)kp_rng_u32(&px->rng) << 32 | kp_rng_u32(&px->rng);
+    p->token = (high & ~(uint64_t)0xffffff) | (uint64_t)slot << 8 | (uint64_t)(p - a->proven);
+    p->token |= (uint64_t)1 << 63; /* never 0 */
+    px->st.bindings++;
+  } else if (p->confirmed || now - p->bind_sent < BIND_RESEND_MS) {
+    return;
+  }
+  p->bind_sent = now;
+  kp_proxy_body_t b = {
+      .op = KP_PROXY_OP_BIND, .channel = a->channel, .token = p->token, .addr = p->addr};
+  send_body(px, &px->sessions[a->session], &b);
 }
 
 /* Whether a datagram is a DHT message: a msgpack array (the control
@@ -429,6 +483,30 @@ static bool charge(kp_bucket_t *bytes, kp_bucket_t *pkts, const kp_proxy_config_
   return kp_bucket_take(bytes, c->alloc_rate, c->alloc_rate, len, now);
 }
 
+/* Sends from allocation slot, within its rates and quota; p: the
+ * destination IP's permit, if it has one (made if not). */
+static bool send_from(kp_proxy_t *px, unsigned slot, permit_t *p, const kp_addr_t *to,
+                      const uint8_t *data, size_t len, uint64_t now) {
+  alloc_t *a = &px->allocs[slot];
+  const kp_proxy_config_t *c = &px->cfg;
+  if (!charge(&a->out_bytes, &a->out_pkts, c, len, now) ||
+      !kp_bucket_take(&px->total, c->total_rate, c->total_rate, len, now)) {
+    px->st.drops[KP_PROXY_DROP_RATE]++;
+    return false;
+  }
+  if (c->alloc_quota && a->carried + len > c->alloc_quota) {
+    close_alloc(px, slot, KP_PROXY_QUOTA, true);
+    return false;
+  }
+  a->carried += len;
+  if (!p) p = permit_make(a, c->permits, to, now);
+  p->used = now + 1;
+  px->st.sent++;
+  px->st.sent_bytes += len;
+  px->io.alloc_send(px->io.ctx, slot, to, data, len);
+  return true;
+}
+
 static void on_send(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64_t now) {
   uint16_t slot = s->ch[b->channel];
   if (slot == NO_ALLOC) {
@@ -442,7 +520,8 @@ static void on_send(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint
     return;
   }
   permit_t *p = permit_find(a, c->permits, &b->addr);
-  if (!is_proven(a, c->proven, &b->addr)) {
+  proven_t *pv = proven_find(a, c->proven, &b->addr);
+  if (!pv) {
     bool dht = is_dht_message(b->data, b->len);
     bool small = b->len <= c->unproven_max_len && (!p || p->unproven < c->unproven_count);
     if (!dht && !small) {
@@ -456,21 +535,44 @@ static void on_send(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint
     p = permit_make(a, c->permits, &b->addr, now);
     if (!dht) p->unproven++;
   }
-  if (!charge(&a->out_bytes, &a->out_pkts, c, b->len, now) ||
-      !kp_bucket_take(&px->total, c->total_rate, c->total_rate, b->len, now)) {
-    px->st.drops[KP_PROXY_DROP_RATE]++;
+  if (send_from(px, slot, p, &b->addr, b->data, b->len, now) && pv) note_use(px, slot, pv, now);
+}
+
+/* A PASS: a datagram to a bound address, from the session's (proven)
+ * address, with the token the proxy gave it for that destination. */
+static void on_pass(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_t *d,
+                    uint64_t now) {
+  session_t *s = session_of(px, d->receiver);
+  if (!s || s->state != OPEN || !kp_addr_eq(from, &s->addr)) {
+    px->st.drops[KP_PROXY_DROP_STALE]++;
     return;
   }
-  if (c->alloc_quota && a->carried + b->len > c->alloc_quota) {
-    close_alloc(px, slot, KP_PROXY_QUOTA, true);
+  unsigned slot = (unsigned)(d->token >> 8 & 0xffff), index = (unsigned)(d->token & 0xff);
+  alloc_t *a = slot < px->cfg.max_allocs ? &px->allocs[slot] : NULL;
+  proven_t *pv = NULL;
+  if (a && a->used && &px->sessions[a->session] == s && index < px->cfg.proven)
+    pv = &a->proven[index];
+  if (!pv || !pv->used || !pv->token || pv->token != d->token) {
+    /* Ended (evicted, or its UNBIND lost): told again, at a bounded pace,
+     * to the session's own address only. */
+    px->st.drops[KP_PROXY_DROP_STALE]++;
+    if (now - s->unbind_at >= UNBIND_EVERY_MS) {
+      s->unbind_at = now;
+      kp_proxy_body_t b = {.op = KP_PROXY_OP_UNBIND, .token = d->token};
+      send_body(px, s, &b);
+    }
     return;
   }
-  a->carried += b->len;
-  if (!p) p = permit_make(a, c->permits, &b->addr, now);
-  p->used = now + 1;
-  px->st.sent++;
-  px->st.sent_bytes += b->len;
-  px->io.alloc_send(px->io.ctx, slot, &b->addr, b->data, b->len);
+  if (!dest_ok(px, &pv->addr)) { /* a port of ours that an allocation no longer holds */
+    px->st.drops[KP_PROXY_DROP_SCOPE]++;
+    return;
+  }
+  pv->confirmed = true;
+  pv->used = now + 1;
+  s->heard = now;
+  if (send_from(px, slot, permit_find(a, px->cfg.permits, &pv->addr), &pv->addr, d->payload,
+                d->payload_len, now))
+    px->st.passed++;
 }
 
 static void on_op(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64_t now) {
@@ -548,9 +650,9 @@ int kp_proxy_new(const kp_proxy_config_t *cfg, const kp_keypair_t *kp, const kp_
                  const kp_proxy_io_t *io, kp_proxy_t **out) {
   *out = NULL;
   if (!cfg->max_sessions || cfg->max_sessions > 0xffff || !cfg->max_allocs ||
-      cfg->max_allocs >= NO_ALLOC || !cfg->permits || !cfg->proven || !cfg->hello_rate ||
-      !cfg->alloc_rate || !cfg->alloc_pps || !cfg->total_rate || !cfg->lifetime_s ||
-      !cfg->unproven_rate)
+      cfg->max_allocs >= NO_ALLOC || !cfg->permits || !cfg->proven || cfg->proven > 256 ||
+      !cfg->hello_rate || !cfg->alloc_rate || !cfg->alloc_pps || !cfg->total_rate ||
+      !cfg->lifetime_s || !cfg->unproven_rate)
     return KP_EINVAL;
   kp_proxy_t *px = kp_calloc(1, sizeof(*px));
   if (!px) return KP_ENOMEM;
@@ -612,6 +714,7 @@ void kp_proxy_input(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *data, 
     }
     case KP_PROXY_HELLO: on_hello(px, from, &d, now); break;
     case KP_PROXY_DATA: on_data(px, from, data, &d, now); break;
+    case KP_PROXY_PASS: on_pass(px, from, &d, now); break;
     default: px->st.malformed++; break; /* a proxy's message, sent to a proxy */
   }
 }
@@ -641,12 +744,21 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
   }
   a->carried += len;
   p->answered = true;
-  prove(a, c->proven, from, now);
+  proven_t *pv = prove(px, a, from, now);
+  session_t *s = &px->sessions[a->session];
   px->st.received++;
   px->st.received_bytes += len;
+  if (pv->confirmed) {
+    uint8_t out[KP_PROXY_MAX_DATAGRAM];
+    size_t n = kp_proxy_pass_encode(s->peer_index, pv->token, data, len, out, sizeof(out));
+    px->st.passed++;
+    px->io.send(px->io.ctx, &s->addr, out, n);
+    return;
+  }
   kp_proxy_body_t b = {
       .op = KP_PROXY_OP_RECV, .channel = a->channel, .addr = *from, .data = data, .len = len};
-  send_body(px, &px->sessions[a->session], &b);
+  send_body(px, s, &b);
+  note_use(px, slot, pv, now);
 }
 
 void kp_proxy_forget(kp_proxy_t *px, const kp_addr_t *addr) {

@@ -41,7 +41,7 @@ typedef struct kp_proxy_config_s {
   unsigned idle_ms;          /* a session silent this long ends (60 s) */
   unsigned half_open_ms;     /* a session not yet used ends after this (10 s) */
   unsigned permits;          /* IPs an allocation hears from (64) */
-  unsigned proven;           /* addresses an allocation keeps as proven (32) */
+  unsigned proven;           /* addresses an allocation keeps as proven (32, at most 256) */
   unsigned unproven_count;   /* small datagrams to an IP before it answers (8) */
   unsigned unproven_max_len; /* how small (128 bytes) */
   uint64_t unproven_rate;    /* DHT messages and small datagrams to unproven addresses, per
@@ -61,7 +61,8 @@ typedef enum {
   KP_PROXY_DROP_PERMIT = 3,   /* arrived from an IP the allocation never sent to */
   KP_PROXY_DROP_TOO_BIG = 4,  /* arrived larger than a RECV can carry */
   KP_PROXY_DROP_NO_ALLOC = 5, /* a SEND on a channel without an allocation */
-  KP_PROXY_DROP_KINDS = 6,
+  KP_PROXY_DROP_STALE = 6,    /* a PASS whose token is no binding's, or from elsewhere */
+  KP_PROXY_DROP_KINDS = 7,
 } kp_proxy_drop_t;
 
 typedef struct kp_proxy_stats_s {
@@ -69,6 +70,8 @@ typedef struct kp_proxy_stats_s {
   uint64_t forged, replayed, malformed, unknown_session, retransmits;
   uint64_t allocs_opened, allocs_closed;
   uint64_t sent, sent_bytes, received, received_bytes;
+  uint64_t passed; /* of those, datagrams that went as PASS (no sealing) */
+  uint64_t bindings;
   uint64_t drops[KP_PROXY_DROP_KINDS];
   unsigned sessions, half_open, allocs; /* gauges */
 } kp_proxy_stats_t;

@@ -29,10 +29,23 @@
 
 enum { ASK_KEY, HELLO_SENT, UP };
 
+/* The proxy's token for datagrams to and from one address (BIND): they go
+ * as PASS, unsealed. As many per channel as a proxy keeps proven by
+ * default; past that the least recently used one goes back to sealing. */
+#define BINDINGS 32
+
+typedef struct binding_s {
+  kp_addr_t addr;
+  uint64_t token; /* 0: free */
+  uint64_t used;
+} binding_t;
+
 typedef struct channel_s {
   bool wanted, opened;
   kp_addr_t addr;
   uint64_t next; /* OPEN again, or REFRESH */
+  binding_t bind[BINDINGS];
+  unsigned bind_last; /* where the last send's destination was */
 } channel_t;
 
 struct kp_proxy_client_s {
@@ -50,8 +63,67 @@ struct kp_proxy_client_s {
   uint64_t heard, sent_at, ping_at;
   uint64_t trying_since; /* not up since then */
   channel_t ch[KP_PROXY_CHANNELS];
+  unsigned pass_ch, pass_bind; /* where the last PASS's token was */
   kp_proxy_client_stats_t st;
 };
+
+static void unbind_all(channel_t *ch) {
+  memset(ch->bind, 0, sizeof(ch->bind));
+}
+
+static binding_t *binding_to(channel_t *ch, const kp_addr_t *to) {
+  binding_t *last = &ch->bind[ch->bind_last];
+  if (last->token && kp_addr_eq(&last->addr, to)) return last;
+  for (unsigned i = 0; i < BINDINGS; i++) {
+    if (ch->bind[i].token && kp_addr_eq(&ch->bind[i].addr, to)) {
+      ch->bind_last = i;
+      return &ch->bind[i];
+    }
+  }
+  return NULL;
+}
+
+/* The binding a PASS's token names, and its channel; NULL if none. */
+static binding_t *binding_of(kp_proxy_client_t *c, uint64_t token, unsigned *chan) {
+  if (!token) return NULL;
+  binding_t *last = &c->ch[c->pass_ch].bind[c->pass_bind];
+  if (last->token == token) {
+    *chan = c->pass_ch;
+    return last;
+  }
+  for (unsigned k = 0; k < KP_PROXY_CHANNELS; k++) {
+    if (!c->ch[k].opened) continue;
+    for (unsigned i = 0; i < BINDINGS; i++) {
+      if (c->ch[k].bind[i].token == token) {
+        c->pass_ch = k, c->pass_bind = i;
+        *chan = k;
+        return &c->ch[k].bind[i];
+      }
+    }
+  }
+  return NULL;
+}
+
+static void on_bind(channel_t *ch, const kp_proxy_body_t *b, uint64_t now) {
+  if (!b->token) return;
+  binding_t *slot = binding_to(ch, &b->addr), *lru = &ch->bind[0];
+  if (!slot) {
+    for (unsigned i = 0; i < BINDINGS && !slot; i++) {
+      if (!ch->bind[i].token) slot = &ch->bind[i];
+      if (ch->bind[i].used < lru->used) lru = &ch->bind[i];
+    }
+    if (!slot) slot = lru;
+  }
+  slot->addr = b->addr;
+  slot->token = b->token;
+  slot->used = now + 1;
+}
+
+static void on_unbind(kp_proxy_client_t *c, uint64_t token) {
+  for (unsigned k = 0; k < KP_PROXY_CHANNELS; k++)
+    for (unsigned i = 0; i < BINDINGS; i++)
+      if (c->ch[k].bind[i].token == token) memset(&c->ch[k].bind[i], 0, sizeof(binding_t));
+}
 
 static void send_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now) {
   uint8_t body[KP_PROXY_MAX_DATAGRAM], out[KP_PROXY_MAX_DATAGRAM];
@@ -90,7 +162,10 @@ static void make_hello(kp_proxy_client_t *c, uint64_t now) {
 static void go_down(kp_proxy_client_t *c, uint8_t reason, uint64_t now) {
   bool was_up = c->state == UP;
   sodium_memzero(&c->keys, sizeof(c->keys));
-  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) c->ch[i].opened = false;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    c->ch[i].opened = false;
+    unbind_all(&c->ch[i]);
+  }
   c->st.up = false;
   make_hello(c, now);
   c->retry_ms = RETRY_FIRST_MS;
@@ -172,6 +247,7 @@ static void on_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now
     case KP_PROXY_OP_OPENED: {
       if (!ch->wanted) return;
       bool news = !ch->opened || !kp_addr_eq(&ch->addr, &b->addr);
+      if (news) unbind_all(ch);
       ch->opened = true;
       ch->addr = b->addr;
       uint64_t life = (uint64_t)b->lifetime_s * 1000;
@@ -182,12 +258,35 @@ static void on_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now
     case KP_PROXY_OP_CLOSE:
       if (!ch->wanted) return;
       ch->opened = false;
+      unbind_all(ch);
       ch->next = now + CLOSED_RETRY_MS;
       c->st.last_refusal = b->reason;
       c->io.on_closed(c->io.ctx, b->channel, b->reason);
       break;
+    case KP_PROXY_OP_BIND:
+      if (ch->opened) on_bind(ch, b, now);
+      break;
+    case KP_PROXY_OP_UNBIND: on_unbind(c, b->token); break;
     default: break; /* PONG: heard is all it is for */
   }
+}
+
+/* A PASS: a datagram from a bound address, unsealed. Anyone who saw the
+ * token could send one; what it carries is only ever a datagram from that
+ * address as far as the node knows, which the node authenticates itself
+ * (it is a peer's sealed packet, or dropped). */
+static void on_pass(kp_proxy_client_t *c, const kp_proxy_dgram_t *d, uint64_t now) {
+  unsigned ch;
+  binding_t *b = c->state == UP && d->receiver == c->index ? binding_of(c, d->token, &ch) : NULL;
+  if (!b) {
+    c->st.stale++;
+    return;
+  }
+  c->heard = now;
+  b->used = now + 1;
+  c->st.received++;
+  c->st.passed++;
+  c->io.on_recv(c->io.ctx, ch, &b->addr, d->payload, d->payload_len);
 }
 
 void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len, uint64_t now) {
@@ -204,6 +303,7 @@ void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len
       kp_proxy_client_tick(c, now);
       break;
     case KP_PROXY_WELCOME: on_welcome(c, &d, now); break;
+    case KP_PROXY_PASS: on_pass(c, &d, now); break;
     case KP_PROXY_REFUSED:
       /* Anyone could send it: noted, and the HELLOs go on at their pace. */
       if (c->state == HELLO_SENT && d.receiver == c->index) c->st.last_refusal = d.reason;
@@ -236,7 +336,9 @@ void kp_proxy_client_restart(kp_proxy_client_t *c, uint64_t now) {
 
 void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
   if (ch >= KP_PROXY_CHANNELS) return;
-  c->ch[ch] = (channel_t){.wanted = true, .next = now};
+  memset(&c->ch[ch], 0, sizeof(channel_t));
+  c->ch[ch].wanted = true;
+  c->ch[ch].next = now;
   if (c->state == UP) kp_proxy_client_tick(c, now);
 }
 
@@ -246,7 +348,7 @@ void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
     kp_proxy_body_t b = {.op = KP_PROXY_OP_CLOSE, .channel = (uint8_t)ch};
     send_body(c, &b, now);
   }
-  c->ch[ch] = (channel_t){0};
+  memset(&c->ch[ch], 0, sizeof(channel_t));
 }
 
 int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
@@ -256,9 +358,19 @@ int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
     c->st.dropped++;
     return KP_ESTATE;
   }
+  c->st.sent++;
+  binding_t *bound = binding_to(&c->ch[ch], to);
+  if (bound) {
+    uint8_t out[KP_PROXY_MAX_DATAGRAM];
+    size_t n = kp_proxy_pass_encode(c->proxy_index, bound->token, data, len, out, sizeof(out));
+    bound->used = now + 1;
+    c->st.passed++;
+    c->sent_at = now;
+    c->io.send(c->io.ctx, out, n);
+    return 0;
+  }
   kp_proxy_body_t b = {
       .op = KP_PROXY_OP_SEND, .channel = (uint8_t)ch, .addr = *to, .data = data, .len = len};
-  c->st.sent++;
   send_body(c, &b, now);
   return 0;
 }

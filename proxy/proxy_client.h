@@ -40,6 +40,8 @@ typedef struct kp_proxy_client_io_s {
 
 typedef struct kp_proxy_client_stats_s {
   uint64_t sent, received, dropped; /* datagrams through the allocations */
+  uint64_t passed;                  /* of sent and received: as PASS, unsealed */
+  uint64_t stale;                   /* PASSes whose token names no binding */
   uint64_t forged, replayed, sessions, refusals;
   uint8_t last_refusal;
   bool up;

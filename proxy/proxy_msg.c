@@ -87,8 +87,27 @@ int kp_proxy_dgram_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) 
       out->sealed = in + KP_PROXY_DATA_HEAD;
       out->sealed_len = len - KP_PROXY_DATA_HEAD;
       return 0;
+    case KP_PROXY_PASS:
+      if (len <= KP_PROXY_PASS_HEAD || len - KP_PROXY_PASS_HEAD > KP_PROXY_MAX_PAYLOAD)
+        return KP_EMALFORMED;
+      out->receiver = get32(in + 2);
+      out->token = get64(in + 6);
+      out->payload = in + KP_PROXY_PASS_HEAD;
+      out->payload_len = len - KP_PROXY_PASS_HEAD;
+      return 0;
     default: return KP_EMALFORMED;
   }
+}
+
+size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,
+                            uint8_t *out, size_t cap) {
+  if (!len || len > KP_PROXY_MAX_PAYLOAD || KP_PROXY_PASS_HEAD + len > cap) return 0;
+  out[0] = KP_PROXY_MAGIC;
+  out[1] = KP_PROXY_PASS;
+  put32(out + 2, receiver);
+  put64(out + 6, token);
+  memcpy(out + KP_PROXY_PASS_HEAD, data, len);
+  return KP_PROXY_PASS_HEAD + len;
 }
 
 void kp_proxy_key_req_encode(uint8_t out[KP_PROXY_KEY_LEN]) {
@@ -170,6 +189,14 @@ size_t kp_proxy_body_encode(const kp_proxy_body_t *b, uint8_t *out, size_t cap) 
       put32(tmp + n, b->lifetime_s);
       n += 4;
       break;
+    case KP_PROXY_OP_BIND:
+    case KP_PROXY_OP_UNBIND:
+      put64(tmp + n, b->token);
+      n += 8;
+      if (b->op == KP_PROXY_OP_UNBIND) break;
+      if (!(a = put_addr(&b->addr, tmp + n))) return 0;
+      n += a;
+      break;
     case KP_PROXY_OP_SEND:
     case KP_PROXY_OP_RECV:
       if (!(a = put_addr(&b->addr, tmp + n))) return 0;
@@ -203,6 +230,16 @@ int kp_proxy_body_decode(const uint8_t *in, size_t len, kp_proxy_body_t *out) {
     case KP_PROXY_OP_OPENED:
       if (!(a = get_addr(in + n, len - n, &out->addr)) || len != n + a + 4) return KP_EMALFORMED;
       out->lifetime_s = get32(in + n + a);
+      return 0;
+    case KP_PROXY_OP_UNBIND:
+      if (len != n + 8) return KP_EMALFORMED;
+      out->token = get64(in + n);
+      return 0;
+    case KP_PROXY_OP_BIND:
+      if (len < n + 8) return KP_EMALFORMED;
+      out->token = get64(in + n);
+      n += 8;
+      if (!(a = get_addr(in + n, len - n, &out->addr)) || len != n + a) return KP_EMALFORMED;
       return 0;
     case KP_PROXY_OP_SEND:
     case KP_PROXY_OP_RECV:

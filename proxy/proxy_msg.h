@@ -26,6 +26,7 @@
 #define KP_PROXY_WELCOME_HEAD 10
 #define KP_PROXY_REFUSED_LEN 7
 #define KP_PROXY_DATA_HEAD 14
+#define KP_PROXY_PASS_HEAD 14
 #define KP_PROXY_TAG_LEN 16
 #define KP_PROXY_CHANNELS 16
 /* The largest datagram a peer can send or receive through its proxy: what
@@ -46,6 +47,7 @@ typedef enum {
   KP_PROXY_WELCOME = 4,
   KP_PROXY_REFUSED = 5,
   KP_PROXY_DATA = 6,
+  KP_PROXY_PASS = 7,
 } kp_proxy_type_t;
 
 typedef enum {
@@ -57,6 +59,8 @@ typedef enum {
   KP_PROXY_OP_RECV = 6,
   KP_PROXY_OP_PING = 7,
   KP_PROXY_OP_PONG = 8,
+  KP_PROXY_OP_BIND = 9,
+  KP_PROXY_OP_UNBIND = 10,
 } kp_proxy_op_t;
 
 /* Why a proxy refused a session or ended an allocation. */
@@ -83,19 +87,24 @@ typedef struct kp_proxy_dgram_s {
   uint32_t sender;      /* HELLO, WELCOME */
   uint8_t reason;       /* REFUSED */
   uint64_t counter;     /* DATA */
+  uint64_t token;       /* PASS */
   const uint8_t *key;   /* KEY: the proxy's ed25519 key (32 bytes) */
   const uint8_t *noise; /* HELLO, WELCOME: the Noise message */
   size_t noise_len;
   const uint8_t *sealed; /* DATA: ciphertext and tag */
   size_t sealed_len;
+  const uint8_t *payload; /* PASS: the datagram */
+  size_t payload_len;
 } kp_proxy_dgram_t;
 
 /* An op on a channel. */
 typedef struct kp_proxy_body_s {
   uint8_t op, channel;
-  kp_addr_t addr;      /* OPENED: the allocation; SEND: where to; RECV: who from */
+  kp_addr_t addr;      /* OPENED: the allocation; SEND: where to; RECV: who from; BIND: the
+                          address the token stands for */
   uint32_t lifetime_s; /* OPENED */
   uint8_t reason;      /* CLOSE */
+  uint64_t token;      /* BIND, UNBIND */
   const uint8_t *data; /* SEND, RECV: the datagram */
   size_t len;
 } kp_proxy_body_t;
@@ -117,6 +126,10 @@ size_t kp_proxy_welcome_encode(uint32_t receiver, uint32_t sender, const uint8_t
                                uint8_t *out, size_t cap);
 void kp_proxy_refused_encode(uint32_t receiver, uint8_t reason, uint8_t out[KP_PROXY_REFUSED_LEN]);
 
+/* PASS: a datagram between the peer and a bound address, unsealed (its
+ * size, 0 if len is 0, over KP_PROXY_MAX_PAYLOAD, or over cap). */
+size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,
+                            uint8_t *out, size_t cap);
 /* A body's bytes (before sealing): its size, 0 if b cannot be encoded
  * (an unknown op, a channel out of range, no address, a datagram too big
  * or a cap too small). */

@@ -31,8 +31,8 @@ static void refusals(kp_cli_text_t *t, const kp_proxy_stats_t *s) {
 }
 
 static void drops(kp_cli_text_t *t, const kp_proxy_stats_t *s) {
-  static const char *const names[KP_PROXY_DROP_KINDS] = {"scope",  "unproven", "rate",
-                                                         "permit", "too_big",  "no_alloc"};
+  static const char *const names[KP_PROXY_DROP_KINDS] = {
+      "scope", "unproven", "rate", "permit", "too_big", "no_alloc", "stale_token"};
   by_label(t, "kadpunch_proxy_dropped_total",
            "Datagrams an allocation was not let send or pass on, by reason.", "reason", names,
            s->drops, KP_PROXY_DROP_KINDS);
@@ -68,6 +68,11 @@ void kp_cli_metrics_proxy(void *ctx, kp_cli_text_t *t) {
                      (unsigned long long)s.sent_bytes);
   kp_cli_text_printf(t, "kadpunch_proxy_bytes_total{direction=\"in\"} %llu\n",
                      (unsigned long long)s.received_bytes);
+  one(t, "kadpunch_proxy_passed_total", "counter",
+      "Of those datagrams, the ones that went unsealed (PASS) to and from bound addresses.",
+      s.passed);
+  one(t, "kadpunch_proxy_bindings_total", "counter",
+      "Tokens given to peers for addresses they talk to (BIND).", s.bindings);
   one(t, "kadpunch_proxy_retransmits_total", "counter",
       "HELLOs a peer sent again, answered with the same WELCOME.", s.retransmits);
   refusals(t, &s);

@@ -63,17 +63,18 @@ typedef struct proxy_cli_s {
 static void print_counters(kp_proxy_service_t *svc, const kp_proxy_counters_t *c) {
   kp_proxy_stats_t st;
   kp__proxy_service_stats(svc, &st);
-  printf("proxy: %u sessions, %u allocations; %" PRIu64 " welcomed, %" PRIu64 " refused; %" PRIu64
-         " datagrams (%" PRIu64 " bytes) sent, %" PRIu64 " (%" PRIu64 " bytes) received, %" PRIu64
-         " not let through (%" PRIu64 " to unproven addresses, %" PRIu64
-         " from unpermitted IPs, %" PRIu64 " over a rate, %" PRIu64 " other); %" PRIu64
-         " forged, %" PRIu64 " replayed\n",
-         c->sessions, c->allocs, c->welcomed, c->refused, c->sent, c->sent_bytes, c->received,
-         c->received_bytes, c->dropped, st.drops[KP_PROXY_DROP_UNPROVEN],
-         st.drops[KP_PROXY_DROP_PERMIT], st.drops[KP_PROXY_DROP_RATE],
-         st.drops[KP_PROXY_DROP_SCOPE] + st.drops[KP_PROXY_DROP_TOO_BIG] +
-             st.drops[KP_PROXY_DROP_NO_ALLOC],
-         c->forged, c->replayed);
+  printf(
+      "proxy: %u sessions, %u allocations; %" PRIu64 " welcomed, %" PRIu64 " refused; %" PRIu64
+      " datagrams (%" PRIu64 " bytes) sent, %" PRIu64 " (%" PRIu64 " bytes) received (%" PRIu64
+      " unsealed, to and from bound addresses), %" PRIu64 " not let through (%" PRIu64
+      " to unproven addresses, %" PRIu64 " from unpermitted IPs, %" PRIu64 " over a rate, %" PRIu64
+      " with stale tokens, %" PRIu64 " other); %" PRIu64 " forged, %" PRIu64 " replayed\n",
+      c->sessions, c->allocs, c->welcomed, c->refused, c->sent, c->sent_bytes, c->received,
+      c->received_bytes, st.passed, c->dropped, st.drops[KP_PROXY_DROP_UNPROVEN],
+      st.drops[KP_PROXY_DROP_PERMIT], st.drops[KP_PROXY_DROP_RATE], st.drops[KP_PROXY_DROP_STALE],
+      st.drops[KP_PROXY_DROP_SCOPE] + st.drops[KP_PROXY_DROP_TOO_BIG] +
+          st.drops[KP_PROXY_DROP_NO_ALLOC],
+      c->forged, c->replayed);
   fflush(stdout);
 }
 

@@ -930,7 +930,8 @@ static void test_alloc_flood(void) {
   kp_proxy_config_defaults(&cfg);
   world_init(&cfg, "203.0.113.1:4000");
   size_t base = live_bytes;
-  size_t per_alloc = cfg.permits * 40 + cfg.proven * 32;
+  size_t per_alloc = cfg.permits * 40 + cfg.proven * 56;
+  size_t one_client = 32 << 10; /* the live client, its bindings included */
   size_t peak = 0;
   for (int k = 0; k < 5000; k++) {
     char text[64];
@@ -947,7 +948,7 @@ static void test_alloc_flood(void) {
   KP_CHECK(st.sessions <= cfg.max_sessions && st.allocs <= cfg.max_allocs);
   KP_CHECK_EQ(st.allocs, cfg.max_allocs);
   KP_CHECK(st.refused[KP_PROXY_FULL] > 0);
-  KP_CHECK_MSG(peak <= cfg.max_allocs * per_alloc + 4096, "peak %zu", peak);
+  KP_CHECK_MSG(peak <= cfg.max_allocs * per_alloc + one_client + 4096, "peak %zu", peak);
   for (int s = 0; s < 70; s++) tick(1000);
   st = stats();
   KP_CHECK(st.sessions == 0 && st.half_open == 0 && st.allocs == 0);
@@ -993,6 +994,208 @@ static void test_no_amplification(void) {
   world_free();
 }
 
+/* ---- Bindings (PASS) ----------------------------------------------------------------------------
+ */
+
+/* Client c's channel 0 talks to `peer` until the proxy binds it: a probe
+ * out, then `rounds` datagrams each way, sealed. */
+static void talk(unsigned c, const kp_addr_t *peer, int rounds) {
+  uint8_t probe[61], packet[1200];
+  memset(probe, 0x50, sizeof(probe));
+  memset(packet, 0x41, sizeof(packet));
+  kp_proxy_client_send(W.cl[c], 0, peer, probe, sizeof(probe), W.now);
+  pump();
+  for (int k = 0; k < rounds; k++) {
+    arrive(c, 0, peer, packet, sizeof(packet));
+    kp_proxy_client_send(W.cl[c], 0, peer, packet, sizeof(packet), W.now);
+    pump();
+  }
+}
+
+static uint8_t last_type(unsigned c) {
+  return W.cl_last[c][1];
+}
+
+static void test_bound_pass(void) {
+  world_init(NULL, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  kp_addr_t peer, dht_node;
+  addr(&peer, "198.51.100.30:7000");
+  addr(&dht_node, "198.51.100.20:49737");
+  /* A DHT node's few answers never make a binding. */
+  static const uint8_t ping[] = {0x93, 0x01, 0x02, 0xc0};
+  for (int k = 0; k < 3; k++) {
+    kp_proxy_client_send(W.cl[c], 0, &dht_node, ping, sizeof(ping), W.now);
+    arrive(c, 0, &dht_node, ping, sizeof(ping));
+  }
+  KP_CHECK_EQ(stats().bindings, 0);
+  /* A connection's datagrams do, after 16 (each way counts). */
+  talk(c, &peer, 7);
+  KP_CHECK_EQ(stats().bindings, 0);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  talk(c, &peer, 2);
+  KP_CHECK_EQ(stats().bindings, 1);
+  /* The client's next datagram to it goes as PASS: 14 bytes of header, the
+   * datagram as it is, and it leaves the allocation the same. */
+  kp_proxy_client_stats_t cs;
+  kp_proxy_client_stats(W.cl[c], &cs);
+  uint64_t client_passed = cs.passed, proxy_passed = stats().passed;
+  uint8_t packet[1200];
+  for (size_t i = 0; i < sizeof(packet); i++) packet[i] = (uint8_t)i;
+  unsigned before = W.n_out;
+  KP_CHECK_OK(kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now));
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(W.cl_last_len[c], KP_PROXY_PASS_HEAD + sizeof(packet));
+  KP_CHECK(!memcmp(W.cl_last[c] + KP_PROXY_PASS_HEAD, packet, sizeof(packet)));
+  KP_CHECK_EQ(W.n_out, before + 1);
+  KP_CHECK(kp_addr_eq(&last_out()->to, &peer) && last_out()->len == sizeof(packet) &&
+           !memcmp(last_out()->data, packet, sizeof(packet)));
+  /* Having seen the client use the token, the proxy passes arrivals too,
+   * and the client hears them from the address the token stands for. */
+  W.n_heard[c] = 0;
+  kp_proxy_alloc_input(W.px, (unsigned)(W.alloc_addr[c][0].port - 40000), &peer, packet,
+                       sizeof(packet), W.now);
+  const dgram_t *passed = W.n_to_peer ? &W.to_peer[W.n_to_peer - 1] : NULL;
+  KP_CHECK(passed && passed->data[1] == KP_PROXY_PASS &&
+           passed->len == KP_PROXY_PASS_HEAD + sizeof(packet));
+  pump();
+  KP_CHECK_EQ(W.n_heard[c], 1);
+  KP_CHECK(kp_addr_eq(&W.heard[c][0].from, &peer) && W.heard[c][0].len == sizeof(packet) &&
+           !memcmp(W.heard[c][0].data, packet, sizeof(packet)));
+  kp_proxy_client_stats(W.cl[c], &cs);
+  KP_CHECK_EQ(cs.passed, client_passed + 2);
+  KP_CHECK_EQ(stats().passed, proxy_passed + 2);
+  /* Other destinations still go sealed. */
+  kp_proxy_client_send(W.cl[c], 0, &dht_node, ping, sizeof(ping), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  /* The session still lives on PASS alone: a minute of it. */
+  for (int k = 0; k < 90; k++) {
+    tick(1000);
+    kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+    arrive(c, 0, &peer, packet, sizeof(packet));
+  }
+  KP_CHECK_EQ(stats().sessions, 1);
+  KP_CHECK_EQ(W.downs[c], 0);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  world_free();
+}
+
+static void test_pass_forged_and_stale(void) {
+  world_init(NULL, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  kp_addr_t peer, spoofer;
+  addr(&peer, "198.51.100.30:7000");
+  addr(&spoofer, "198.51.100.66:5000");
+  talk(c, &peer, 9);
+  uint8_t packet[1000];
+  memset(packet, 0x41, sizeof(packet));
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  uint8_t pass[KP_PROXY_PASS_HEAD + sizeof(packet)];
+  memcpy(pass, W.cl_last[c], sizeof(pass));
+  /* The right token from anywhere but the session's address: dropped, and
+   * nobody told. */
+  unsigned before = W.n_out, to_peer = W.n_to_peer;
+  kp_proxy_input(W.px, &spoofer, pass, sizeof(pass), W.now);
+  KP_CHECK_EQ(W.n_out, before);
+  KP_CHECK_EQ(W.n_to_peer, to_peer);
+  KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_STALE], 1);
+  /* A wrong token from the session's address: dropped; the session hears
+   * one UNBIND however many come at once. */
+  pass[13] ^= 1;
+  for (int k = 0; k < 50; k++) kp_proxy_input(W.px, &W.peer_addr[c], pass, sizeof(pass), W.now);
+  KP_CHECK_EQ(W.n_out, before);
+  KP_CHECK_EQ(W.n_to_peer, to_peer + 1);
+  KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_STALE], 51);
+  pump(); /* names no binding of the client's: nothing changes */
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  /* Token 0, and an empty PASS: never. */
+  memset(pass + 6, 0, 8);
+  kp_proxy_input(W.px, &W.peer_addr[c], pass, sizeof(pass), W.now);
+  kp_proxy_input(W.px, &W.peer_addr[c], pass, KP_PROXY_PASS_HEAD, W.now);
+  KP_CHECK_EQ(W.n_out, before + 1);
+  KP_CHECK_EQ(stats().malformed, 1);
+  /* A PASS to the client with a token it was never given: dropped. */
+  memcpy(pass, W.cl_last[c], sizeof(pass));
+  pass[12] ^= 0x80;
+  unsigned heard = W.n_heard[c];
+  kp_proxy_client_input(W.cl[c], pass, sizeof(pass), W.now);
+  KP_CHECK_EQ(W.n_heard[c], heard);
+  kp_proxy_client_stats_t cs;
+  kp_proxy_client_stats(W.cl[c], &cs);
+  KP_CHECK_EQ(cs.stale, 1);
+  world_free();
+}
+
+static void test_binding_lost_and_ended(void) {
+  kp_proxy_config_t cfg;
+  kp_proxy_config_defaults(&cfg);
+  cfg.proven = 2;
+  world_init(&cfg, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  kp_addr_t peer, b, d;
+  addr(&peer, "198.51.100.30:7000");
+  addr(&b, "198.51.100.31:7000");
+  addr(&d, "198.51.100.32:7000");
+  uint8_t packet[1000];
+  memset(packet, 0x41, sizeof(packet));
+  /* The BIND is lost: the client goes on sealing, and a second later the
+   * proxy sends it again. */
+  talk(c, &peer, 7);
+  arrive(c, 0, &peer, packet, sizeof(packet));
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(stats().bindings, 1);
+  W.n_to_peer = 0; /* the BIND, lost */
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  pump();
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  tick(1000);
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  pump();
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  /* The proven table makes room (2 entries, least recently used first):
+   * the binding ends, the client is told and seals again. */
+  tick(10);
+  talk(c, &b, 1);
+  tick(10);
+  talk(c, &d, 1);
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  /* The UNBIND is lost: the stale PASS is answered by another. */
+  tick(10);
+  talk(c, &peer, 9);
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  tick(10);
+  talk(c, &b, 1);
+  tick(10);
+  unsigned slot = (unsigned)(W.alloc_addr[c][0].port - 40000);
+  kp_proxy_alloc_input(W.px, slot, &d, packet, sizeof(packet), W.now); /* peer's entry goes */
+  W.n_to_peer = 0;                                                     /* with its UNBIND */
+  uint64_t drops = stats().drops[KP_PROXY_DROP_STALE];
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_STALE], drops + 1);
+  pump();
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  tick(10);
+  /* A channel's bindings end with its allocation. */
+  talk(c, &peer, 9);
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  kp_proxy_client_close(W.cl[c], 0, W.now);
+  open_channel(c, 0);
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  world_free();
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(codec, unit, 10),
     KP_CASE(replay_window, unit, 10),
@@ -1008,6 +1211,9 @@ static const kp_test_case_t cases[] = {
     KP_CASE(forget_and_restart, unit, 10),
     KP_CASE(alloc_flood, unit, 60),
     KP_CASE(no_amplification, unit, 10),
+    KP_CASE(bound_pass, unit, 10),
+    KP_CASE(pass_forged_and_stale, unit, 10),
+    KP_CASE(binding_lost_and_ended, unit, 10),
 };
 
 KP_TEST_MAIN(cases)

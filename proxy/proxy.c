@@ -57,7 +57,8 @@ typedef struct proven_s {
   uint64_t token; /* 0: not bound */
   uint64_t bind_sent;
   uint16_t uses;
-  bool confirmed; /* a PASS came with the token: the peer has it, arrivals go as PASS */
+  bool confirmed;     /* a PASS came with the token: the peer has it, arrivals go as PASS */
+  uint32_t scope_gen; /* dest_ok held for addr at this px->scope_gen */
 } proven_t;
 
 typedef struct alloc_s {
@@ -85,6 +86,9 @@ struct kp_proxy_s {
   kp_bucket_t total;
   kp_addr_t bound, public_addr;
   uint8_t *alloc_ports; /* bitmap: ports allocations are bound to */
+  /* Moves when what dest_ok answers may change (our addresses, a port
+   * given back): a binding checks its address again then, not per PASS. */
+  uint32_t scope_gen;
   kp_proxy_stats_t st;
 };
 
@@ -179,6 +183,7 @@ static void close_alloc(kp_proxy_t *px, unsigned slot, uint8_t reason, bool noti
     send_body(px, s, &b);
   }
   s->ch[a->channel] = NO_ALLOC;
+  px->scope_gen++;
   px->io.alloc_close(px->io.ctx, slot);
   px->alloc_ports[a->bound.port / 8] &= (uint8_t) ~(1u << (a->bound.port % 8));
   kp_free(a->permits);
@@ -456,7 +461,8 @@ static proven_t *prove(kp_proxy_t *px, alloc_t *a, const kp_addr_t *from, uint64
 static void note_use(kp_proxy_t *px, unsigned slot, proven_t *p, uint64_t now) {
   alloc_t *a = &px->allocs[slot];
   if (!p->token) {
-    if (++p->uses < BIND_AFTER) return;
+    if (++p->uses < BIND_AFTER || !dest_ok(px, &p->addr)) return;
+    p->scope_gen = px->scope_gen;
     uint64_t high = (uint64_t)kp_rng_u32(&px->rng) << 32 | kp_rng_u32(&px->rng);
     p->token = (high & ~(uint64_t)0xffffff) | (uint64_t)slot << 8 | (uint64_t)(p - a->proven);
     p->token |= (uint64_t)1 << 63; /* never 0 */
@@ -563,9 +569,12 @@ static void on_pass(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_
     }
     return;
   }
-  if (!dest_ok(px, &pv->addr)) { /* a port of ours that an allocation no longer holds */
-    px->st.drops[KP_PROXY_DROP_SCOPE]++;
-    return;
+  if (pv->scope_gen != px->scope_gen) { /* a port of ours given back, say */
+    if (!dest_ok(px, &pv->addr)) {
+      px->st.drops[KP_PROXY_DROP_SCOPE]++;
+      return;
+    }
+    pv->scope_gen = px->scope_gen;
   }
   pv->confirmed = true;
   pv->used = now + 1;
@@ -696,11 +705,20 @@ void kp_proxy_free(kp_proxy_t *px) {
 void kp_proxy_set_local(kp_proxy_t *px, const kp_addr_t *bound, const kp_addr_t *public_addr) {
   px->bound = *bound;
   if (public_addr) px->public_addr = *public_addr;
+  px->scope_gen++;
 }
 
 void kp_proxy_input(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *data, size_t len,
                     uint64_t now) {
   kp_proxy_dgram_t d;
+  if (len > 1 && data[1] == KP_PROXY_PASS) { /* the data plane: only what it needs */
+    if (!kp_proxy_pass_decode(data, len, &d)) {
+      px->st.malformed++;
+      return;
+    }
+    on_pass(px, from, &d, now);
+    return;
+  }
   if (kp_proxy_dgram_decode(data, len, &d)) {
     px->st.malformed++;
     return;

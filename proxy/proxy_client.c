@@ -291,6 +291,10 @@ static void on_pass(kp_proxy_client_t *c, const kp_proxy_dgram_t *d, uint64_t no
 
 void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len, uint64_t now) {
   kp_proxy_dgram_t d;
+  if (len > 1 && data[1] == KP_PROXY_PASS) { /* the data plane: only what it needs */
+    if (kp_proxy_pass_decode(data, len, &d)) on_pass(c, &d, now);
+    return;
+  }
   if (kp_proxy_dgram_decode(data, len, &d)) return;
   switch (d.type) {
     case KP_PROXY_KEY:
@@ -303,7 +307,6 @@ void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len
       kp_proxy_client_tick(c, now);
       break;
     case KP_PROXY_WELCOME: on_welcome(c, &d, now); break;
-    case KP_PROXY_PASS: on_pass(c, &d, now); break;
     case KP_PROXY_REFUSED:
       /* Anyone could send it: noted, and the HELLOs go on at their pace. */
       if (c->state == HELLO_SENT && d.receiver == c->index) c->st.last_refusal = d.reason;

@@ -87,16 +87,21 @@ int kp_proxy_dgram_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) 
       out->sealed = in + KP_PROXY_DATA_HEAD;
       out->sealed_len = len - KP_PROXY_DATA_HEAD;
       return 0;
-    case KP_PROXY_PASS:
-      if (len <= KP_PROXY_PASS_HEAD || len - KP_PROXY_PASS_HEAD > KP_PROXY_MAX_PAYLOAD)
-        return KP_EMALFORMED;
-      out->receiver = get32(in + 2);
-      out->token = get64(in + 6);
-      out->payload = in + KP_PROXY_PASS_HEAD;
-      out->payload_len = len - KP_PROXY_PASS_HEAD;
-      return 0;
+    case KP_PROXY_PASS: return kp_proxy_pass_decode(in, len, out) ? 0 : KP_EMALFORMED;
     default: return KP_EMALFORMED;
   }
+}
+
+bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) {
+  if (len <= KP_PROXY_PASS_HEAD || len - KP_PROXY_PASS_HEAD > KP_PROXY_MAX_PAYLOAD ||
+      in[0] != KP_PROXY_MAGIC || in[1] != KP_PROXY_PASS)
+    return false;
+  out->type = KP_PROXY_PASS;
+  out->receiver = get32(in + 2);
+  out->token = get64(in + 6);
+  out->payload = in + KP_PROXY_PASS_HEAD;
+  out->payload_len = len - KP_PROXY_PASS_HEAD;
+  return true;
 }
 
 size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,

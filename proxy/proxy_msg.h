@@ -126,6 +126,9 @@ size_t kp_proxy_welcome_encode(uint32_t receiver, uint32_t sender, const uint8_t
                                uint8_t *out, size_t cap);
 void kp_proxy_refused_encode(uint32_t receiver, uint8_t reason, uint8_t out[KP_PROXY_REFUSED_LEN]);
 
+/* A PASS alone (the data plane's decode): sets only type, receiver, token
+ * and payload of out; false for anything else. */
+bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out);
 /* PASS: a datagram between the peer and a bound address, unsealed (its
  * size, 0 if len is 0, over KP_PROXY_MAX_PAYLOAD, or over cap). */
 size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,

@@ -55,12 +55,15 @@ struct kp_proxy_service_s {
    * receive of one peer's stream) that leave one allocation: those sends
    * are gathered in one batch on that allocation's socket and flushed
    * when the loop has polled (a check handle), so a burst leaves as GSO
-   * sends rather than one system call a datagram. */
+   * sends rather than one system call a datagram. An idle handle runs with
+   * it: a batch begun before the poll phase (a TCP peer's frames, from a
+   * write that completed at once) must not wait for the poll to time out. */
   kp_udp_batch_t *gather;
   unsigned gather_slot;
   bool gathering;
   uv_check_t gather_check;
-  bool gather_check_open;
+  uv_idle_t gather_idle;
+  unsigned gather_handles; /* open: the check and the idle handle */
 };
 
 void kp_proxy_service_options_init(kp_proxy_service_options_t *opts) {
@@ -123,10 +126,15 @@ static void gather_end(kp_proxy_service_t *svc) {
   if (!svc->gathering) return;
   svc->gathering = false;
   uv_check_stop(&svc->gather_check);
+  uv_idle_stop(&svc->gather_idle);
   kp_udp_batch_end(&svc->socks[svc->gather_slot]->udp, svc->gather);
 }
 
 static void on_gather_check(uv_check_t *h) {
+  gather_end(h->data);
+}
+
+static void on_gather_idle(uv_idle_t *h) {
   gather_end(h->data);
 }
 
@@ -136,11 +144,12 @@ static void px_alloc_send(void *ctx, unsigned slot, const kp_addr_t *to, const u
   alloc_sock_t *s = svc->socks[slot];
   if (!s) return;
   if (svc->gathering && svc->gather_slot != slot) gather_end(svc);
-  if (!svc->gathering && !s->udp.batch && svc->gather_check_open) {
+  if (!svc->gathering && !s->udp.batch && svc->gather_handles == 2 && !svc->closing) {
     kp_udp_batch_begin(&s->udp, svc->gather);
     svc->gathering = true;
     svc->gather_slot = slot;
     uv_check_start(&svc->gather_check, on_gather_check);
+    uv_idle_start(&svc->gather_idle, on_gather_idle);
   }
   kp_udp_send(&s->udp, to, data, len);
 }
@@ -366,9 +375,10 @@ int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *o
     free_svc(svc);
     return err;
   }
-  uv_check_init(node->loop, &svc->gather_check); /* cannot fail */
-  svc->gather_check.data = svc;
-  svc->gather_check_open = true;
+  uv_check_init(node->loop, &svc->gather_check); /* neither can fail */
+  uv_idle_init(node->loop, &svc->gather_idle);
+  svc->gather_check.data = svc->gather_idle.data = svc;
+  svc->gather_handles = 2;
   svc->timer_open = true;
   svc->timer.data = svc;
   uv_timer_start(&svc->timer, on_timer, TICK_MS, TICK_MS);
@@ -396,7 +406,7 @@ void kp__proxy_service_input(kp_proxy_service_t *svc, const kp_addr_t *from, con
 }
 
 static void maybe_done(kp_proxy_service_t *svc) {
-  if (!svc->closing || svc->timer_open || svc->gather_check_open || svc->socks_closing ||
+  if (!svc->closing || svc->timer_open || svc->gather_handles || svc->socks_closing ||
       svc->tcp_open || svc->links_closing)
     return;
   kp_node_t *node = svc->node;
@@ -413,9 +423,9 @@ static void on_timer_closed(uv_handle_t *h) {
   maybe_done(svc);
 }
 
-static void on_gather_check_closed(uv_handle_t *h) {
+static void on_gather_handle_closed(uv_handle_t *h) {
   kp_proxy_service_t *svc = h->data;
-  svc->gather_check_open = false;
+  svc->gather_handles--;
   maybe_done(svc);
 }
 
@@ -429,7 +439,8 @@ void kp_proxy_service_close(kp_proxy_service_t *svc, kp_proxy_service_close_cb c
   svc->px = NULL;
   uv_close((uv_handle_t *)&svc->timer, on_timer_closed);
   gather_end(svc);
-  uv_close((uv_handle_t *)&svc->gather_check, on_gather_check_closed);
+  uv_close((uv_handle_t *)&svc->gather_check, on_gather_handle_closed);
+  uv_close((uv_handle_t *)&svc->gather_idle, on_gather_handle_closed);
   if (svc->tcp_open && !uv_is_closing((uv_handle_t *)&svc->tcp))
     uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
   while (svc->links) link_close(svc->links);

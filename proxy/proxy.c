@@ -20,8 +20,10 @@
 #define BIND_AFTER 16
 /* An unconfirmed BIND goes again after this, when the peer still seals. */
 #define BIND_RESEND_MS 1000
-/* A session hears at most one UNBIND per this for PASSes with stale tokens. */
+/* A session hears at most one UNBIND per this for PASSes with stale tokens,
+ * and only for a PASS at least as big as the UNBIND (no amplification). */
 #define UNBIND_EVERY_MS 200
+#define UNBIND_LEN (KP_PROXY_DATA_HEAD + 10 + KP_PROXY_TAG_LEN)
 
 enum { FREE = 0, HALF_OPEN = 1, OPEN = 2 };
 
@@ -456,10 +458,15 @@ static proven_t *prove(kp_proxy_t *px, alloc_t *a, const kp_addr_t *from, uint64
   return p;
 }
 
-/* A datagram went sealed to or from a proven address: after BIND_AFTER of
- * them the peer is given a token for it (again, while it does not use it). */
-static void note_use(kp_proxy_t *px, unsigned slot, proven_t *p, uint64_t now) {
+/* A stream packet went sealed to or from a proven address: after
+ * BIND_AFTER of them the peer is given a token for it (again, while it does
+ * not use it). peer_sealed: the peer sealed it, so whatever it did with the
+ * token it no longer has it (its table made room): arrivals go sealed again
+ * until it uses the one sent anew. */
+static void note_use(kp_proxy_t *px, unsigned slot, proven_t *p, bool peer_sealed, uint64_t now) {
   alloc_t *a = &px->allocs[slot];
+  bool forgotten = p->token && peer_sealed && p->confirmed;
+  if (forgotten) p->confirmed = false;
   if (!p->token) {
     if (++p->uses < BIND_AFTER || !dest_ok(px, &p->addr)) return;
     p->scope_gen = px->scope_gen;
@@ -467,7 +474,7 @@ static void note_use(kp_proxy_t *px, unsigned slot, proven_t *p, uint64_t now) {
     p->token = (high & ~(uint64_t)0xffffff) | (uint64_t)slot << 8 | (uint64_t)(p - a->proven);
     p->token |= (uint64_t)1 << 63; /* never 0 */
     px->st.bindings++;
-  } else if (p->confirmed || now - p->bind_sent < BIND_RESEND_MS) {
+  } else if (!forgotten && (p->confirmed || now - p->bind_sent < BIND_RESEND_MS)) {
     return;
   }
   p->bind_sent = now;
@@ -541,7 +548,9 @@ static void on_send(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint
     p = permit_make(a, c->permits, &b->addr, now);
     if (!dht) p->unproven++;
   }
-  if (send_from(px, slot, p, &b->addr, b->data, b->len, now) && pv) note_use(px, slot, pv, now);
+  if (send_from(px, slot, p, &b->addr, b->data, b->len, now) && pv &&
+      kp_proxy_passable(b->data, b->len))
+    note_use(px, slot, pv, true, now);
 }
 
 /* A PASS: a datagram to a bound address, from the session's (proven)
@@ -553,6 +562,10 @@ static void on_pass(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_
     px->st.drops[KP_PROXY_DROP_STALE]++;
     return;
   }
+  if (!kp_proxy_passable(d->payload, d->payload_len)) { /* only stream packets go unsealed */
+    px->st.malformed++;
+    return;
+  }
   unsigned slot = (unsigned)(d->token >> 8 & 0xffff), index = (unsigned)(d->token & 0xff);
   alloc_t *a = slot < px->cfg.max_allocs ? &px->allocs[slot] : NULL;
   proven_t *pv = NULL;
@@ -562,7 +575,8 @@ static void on_pass(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_
     /* Ended (evicted, or its UNBIND lost): told again, at a bounded pace,
      * to the session's own address only. */
     px->st.drops[KP_PROXY_DROP_STALE]++;
-    if (now - s->unbind_at >= UNBIND_EVERY_MS) {
+    if (KP_PROXY_PASS_HEAD + d->payload_len >= UNBIND_LEN &&
+        now - s->unbind_at >= UNBIND_EVERY_MS) {
       s->unbind_at = now;
       kp_proxy_body_t b = {.op = KP_PROXY_OP_UNBIND, .token = d->token};
       send_body(px, s, &b);
@@ -576,9 +590,10 @@ static void on_pass(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_
     }
     pv->scope_gen = px->scope_gen;
   }
+  /* Not s->heard: anyone who saw a PASS could replay it, so only the
+   * session's sealed datagrams (the peer PINGs while it passes) keep it. */
   pv->confirmed = true;
   pv->used = now + 1;
-  s->heard = now;
   if (send_from(px, slot, permit_find(a, px->cfg.permits, &pv->addr), &pv->addr, d->payload,
                 d->payload_len, now))
     px->st.passed++;
@@ -766,7 +781,8 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
   session_t *s = &px->sessions[a->session];
   px->st.received++;
   px->st.received_bytes += len;
-  if (pv->confirmed) {
+  bool passable = kp_proxy_passable(data, len);
+  if (pv->confirmed && passable) {
     uint8_t out[KP_PROXY_MAX_DATAGRAM];
     size_t n = kp_proxy_pass_encode(s->peer_index, pv->token, data, len, out, sizeof(out));
     px->st.passed++;
@@ -776,7 +792,7 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
   kp_proxy_body_t b = {
       .op = KP_PROXY_OP_RECV, .channel = a->channel, .addr = *from, .data = data, .len = len};
   send_body(px, s, &b);
-  note_use(px, slot, pv, now);
+  if (passable) note_use(px, slot, pv, false, now);
 }
 
 void kp_proxy_forget(kp_proxy_t *px, const kp_addr_t *addr) {

@@ -26,6 +26,10 @@
 #define SUSPECT_MS 2000
 #define SUSPECT_PING_MS 1000
 #define SUSPECT_DEAD_MS 5000
+/* PASSes are not authenticated, so they neither prove the proxy alive nor
+ * move the session when the peer's NAT rebinds: while it passes, the peer
+ * sends a sealed PING at least this often (its PONG is what is heard). */
+#define PASS_PING_MS 1000
 
 enum { ASK_KEY, HELLO_SENT, UP };
 
@@ -60,7 +64,7 @@ struct kp_proxy_client_s {
   uint8_t hello[KP_PROXY_HELLO_LEN];
   uint64_t hello_at, next_send, retry_ms;
   kp_proxy_keys_t keys;
-  uint64_t heard, sent_at, ping_at;
+  uint64_t heard, sent_at, ping_at, sealed_at;
   uint64_t trying_since; /* not up since then */
   channel_t ch[KP_PROXY_CHANNELS];
   unsigned pass_ch, pass_bind; /* where the last PASS's token was */
@@ -130,7 +134,7 @@ static void send_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t n
   size_t n = kp_proxy_body_encode(b, body, sizeof(body));
   size_t m = n ? kp_proxy_seal(&c->keys, c->proxy_index, body, n, out, sizeof(out)) : 0;
   if (!m) return;
-  c->sent_at = now;
+  c->sent_at = c->sealed_at = now;
   c->io.send(c->io.ctx, out, m);
 }
 
@@ -271,18 +275,18 @@ static void on_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now
   }
 }
 
-/* A PASS: a datagram from a bound address, unsealed. Anyone who saw the
- * token could send one; what it carries is only ever a datagram from that
- * address as far as the node knows, which the node authenticates itself
- * (it is a peer's sealed packet, or dropped). */
+/* A PASS: a stream packet from a bound address, unsealed. Anyone who saw
+ * the token could send one; what it carries is only ever a datagram from
+ * that address as far as the node knows, which the node authenticates
+ * itself (it is a peer's sealed packet, or dropped). For the same reason
+ * it is not `heard`: a replayed PASS must not keep a dead proxy alive. */
 static void on_pass(kp_proxy_client_t *c, const kp_proxy_dgram_t *d, uint64_t now) {
   unsigned ch;
   binding_t *b = c->state == UP && d->receiver == c->index ? binding_of(c, d->token, &ch) : NULL;
-  if (!b) {
+  if (!b || !kp_proxy_passable(d->payload, d->payload_len)) {
     c->st.stale++;
     return;
   }
-  c->heard = now;
   b->used = now + 1;
   c->st.received++;
   c->st.passed++;
@@ -362,8 +366,13 @@ int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
     return KP_ESTATE;
   }
   c->st.sent++;
-  binding_t *bound = binding_to(&c->ch[ch], to);
+  binding_t *bound = kp_proxy_passable(data, len) ? binding_to(&c->ch[ch], to) : NULL;
   if (bound) {
+    if (now - c->sealed_at >= PASS_PING_MS) {
+      kp_proxy_body_t ping = {.op = KP_PROXY_OP_PING};
+      send_body(c, &ping, now);
+      c->ping_at = now;
+    }
     uint8_t out[KP_PROXY_MAX_DATAGRAM];
     size_t n = kp_proxy_pass_encode(c->proxy_index, bound->token, data, len, out, sizeof(out));
     bound->used = now + 1;

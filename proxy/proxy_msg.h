@@ -126,6 +126,14 @@ size_t kp_proxy_welcome_encode(uint32_t receiver, uint32_t sender, const uint8_t
                                uint8_t *out, size_t cap);
 void kp_proxy_refused_encode(uint32_t receiver, uint8_t reason, uint8_t out[KP_PROXY_REFUSED_LEN]);
 
+/* Only stream packets (docs/protocol.md, "Datagram classes": first byte
+ * 0x41), sealed end to end already, ever go as PASS: everything else (DHT
+ * messages, whose `to` names an address; probes; relay PAIRs) stays sealed
+ * in the session, and never makes a binding. */
+static inline bool kp_proxy_passable(const uint8_t *data, size_t len) {
+  return len > 0 && data[0] == 0x41;
+}
+
 /* A PASS alone (the data plane's decode): sets only type, receiver, token
  * and payload of out; false for anything else. */
 bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out);

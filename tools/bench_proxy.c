@@ -168,7 +168,23 @@ typedef struct xfer_s {
   uint64_t start_ns, end_ns;
   uint64_t srtt_us;
   uint64_t connect_start_ns, connect_ns;
+  /* CPU time over the transfer (/proc/PID/schedstat): this process (both
+   * endpoints) and the relay or proxy process, if any */
+  pid_t forwarder;
+  uint64_t self_cpu_ns, fwd_cpu_ns;
 } xfer_t;
+
+/* Nanoseconds pid has run on a CPU (0: unknown). */
+static uint64_t cpu_ns(pid_t pid) {
+  char path[64];
+  unsigned long long ns = 0;
+  snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  if (fscanf(f, "%llu", &ns) != 1) ns = 0;
+  fclose(f);
+  return ns;
+}
 
 static xfer_t *current;
 
@@ -183,6 +199,9 @@ static void rx_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     if (!current->done) {
       current->done = true;
       current->end_ns = uv_hrtime();
+      current->self_cpu_ns = cpu_ns(getpid()) - current->self_cpu_ns;
+      if (current->forwarder)
+        current->fwd_cpu_ns = cpu_ns(current->forwarder) - current->fwd_cpu_ns;
       kp_conn_stats_t st;
       kp_conn_stats(kp_stream_conn(s), &st);
       current->srtt_us = st.srtt_us;
@@ -239,6 +258,8 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   kp_stream_set_data(x->stream, x);
   kp_stream_set_drain_cb(x->stream, tx_feed);
   x->start_ns = uv_hrtime();
+  x->self_cpu_ns = cpu_ns(getpid());
+  if (x->forwarder) x->fwd_cpu_ns = cpu_ns(x->forwarder);
   tx_feed(x->stream);
 }
 
@@ -275,7 +296,7 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay
 }
 
 static bool run(uv_loop_t *loop, kp_testnet_t *tn, via_t via, const char *relay, const char *proxy,
-                uint64_t bytes, xfer_t *x) {
+                pid_t forwarder, uint64_t bytes, xfer_t *x) {
   kp_node_t *server = make_node(loop, tn->bootstrap, NULL, NULL);
   kp_node_t *client =
       make_node(loop, tn->bootstrap, via == RELAYED ? relay : NULL, via == PROXIED ? proxy : NULL);
@@ -290,6 +311,7 @@ static bool run(uv_loop_t *loop, kp_testnet_t *tn, via_t via, const char *relay,
   kp_testnet_run_until(loop, NULL, NULL, 1000);
   memset(x, 0, sizeof(*x));
   x->total = bytes;
+  x->forwarder = forwarder;
   current = x;
   kp_conn_callbacks_t ccb = {.on_close = on_close};
   x->connect_start_ns = uv_hrtime();
@@ -386,13 +408,18 @@ int main(int argc, char **argv) {
   bool oks[3];
   const char *names[] = {"direct", "relayed (client on UDP)", "proxied client"};
   for (int i = 0; i < 3; i++)
-    oks[i] = run(&loop, &tn, (via_t)i, relay_addr, proxy_addr, bytes, &rows[i]);
+    oks[i] = run(&loop, &tn, (via_t)i, relay_addr, proxy_addr,
+                 i == RELAYED   ? relay_pid
+                 : i == PROXIED ? proxy_pid
+                                : 0,
+                 bytes, &rows[i]);
   kill(relay_pid, SIGTERM);
   kill(proxy_pid, SIGTERM);
   waitpid(relay_pid, NULL, 0);
   waitpid(proxy_pid, NULL, 0);
-  printf("%-26s %9s %10s %9s %11s %10s  %s\n", "stream on loopback", "MB/s", "vs direct", "srtt us",
-         "connect ms", "datagrams", "path");
+  printf("%-26s %9s %10s %9s %11s %10s %9s %9s %12s  %s\n", "stream on loopback", "MB/s",
+         "vs direct", "srtt us", "connect ms", "datagrams", "ends cpu", "fwd cpu", "MB/s/fwd core",
+         "path");
   double direct = 0;
   for (int i = 0; i < 3; i++) {
     xfer_t *x = &rows[i];
@@ -402,10 +429,15 @@ int main(int argc, char **argv) {
     }
     double rate = (double)x->received / 1e6 / ((double)(x->end_ns - x->start_ns) / 1e9);
     if (i == 0) direct = rate;
-    printf("%-26s %9.1f %9.0f%% %9llu %11.2f %10u  %s%s\n", names[i], rate,
+    double wall = (double)(x->end_ns - x->start_ns);
+    double ends = 100.0 * (double)x->self_cpu_ns / wall, fwd = 100.0 * (double)x->fwd_cpu_ns / wall;
+    char per_core[32] = "-";
+    if (x->forwarder && x->fwd_cpu_ns)
+      snprintf(per_core, sizeof(per_core), "%.0f", rate * 100.0 / fwd);
+    printf("%-26s %9.1f %9.0f%% %9llu %11.2f %10u %8.0f%% %8.0f%% %12s  %s%s\n", names[i], rate,
            direct ? 100.0 * rate / direct : 0.0, (unsigned long long)x->srtt_us,
-           (double)x->connect_ns / 1e6, x->info.datagrams, kp_punch_name(x->info.punch),
-           x->info.proxy.family ? ", proxied" : "");
+           (double)x->connect_ns / 1e6, x->info.datagrams, ends, fwd, per_core,
+           kp_punch_name(x->info.punch), x->info.proxy.family ? ", proxied" : "");
   }
   kp_testnet_destroy(&tn);
   kp_testnet_run_until(&loop, NULL, NULL, 500); /* bounded: closes finish */

@@ -1043,6 +1043,7 @@ static void test_bound_pass(void) {
   uint64_t client_passed = cs.passed, proxy_passed = stats().passed;
   uint8_t packet[1200];
   for (size_t i = 0; i < sizeof(packet); i++) packet[i] = (uint8_t)i;
+  packet[0] = 0x41; /* a stream packet: only those go unsealed */
   unsigned before = W.n_out;
   KP_CHECK_OK(kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now));
   KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
@@ -1196,6 +1197,129 @@ static void test_binding_lost_and_ended(void) {
   world_free();
 }
 
+static void test_pass_only_stream_packets(void) {
+  world_init(NULL, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  /* A DHT node the peer talks to all day is never bound: DHT messages
+   * name addresses, so they stay sealed. */
+  kp_addr_t dht_node, peer;
+  addr(&dht_node, "198.51.100.20:49737");
+  addr(&peer, "198.51.100.30:7000");
+  static const uint8_t ping[] = {0x93, 0x01, 0x02, 0xc0};
+  for (int k = 0; k < 40; k++) {
+    kp_proxy_client_send(W.cl[c], 0, &dht_node, ping, sizeof(ping), W.now);
+    arrive(c, 0, &dht_node, ping, sizeof(ping));
+    tick(20000);
+  }
+  KP_CHECK_EQ(stats().bindings, 0);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  /* Bound for its stream packets, a peer's other datagrams (a probe)
+   * still go sealed both ways. */
+  talk(c, &peer, 9);
+  uint8_t probe[61];
+  memset(probe, 0x50, sizeof(probe));
+  kp_proxy_client_send(W.cl[c], 0, &peer, probe, sizeof(probe), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  kp_proxy_alloc_input(W.px, (unsigned)(W.alloc_addr[c][0].port - 40000), &peer, probe,
+                       sizeof(probe), W.now);
+  KP_CHECK(W.n_to_peer && W.to_peer[W.n_to_peer - 1].data[1] == KP_PROXY_DATA);
+  pump();
+  /* A PASS carrying anything but a stream packet is refused. */
+  uint8_t packet[500];
+  memset(packet, 0x41, sizeof(packet));
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  uint8_t pass[KP_PROXY_PASS_HEAD + sizeof(packet)];
+  memcpy(pass, W.cl_last[c], sizeof(pass));
+  pass[KP_PROXY_PASS_HEAD] = 0x93;
+  unsigned before = W.n_out;
+  kp_proxy_input(W.px, &W.peer_addr[c], pass, sizeof(pass), W.now);
+  KP_CHECK_EQ(W.n_out, before);
+  world_free();
+}
+
+/* The client's table (32 a channel) is smaller than the proxy's (64 here):
+ * a binding the client let go is noticed by its sealing again, and given
+ * anew; what arrives from that address keeps reaching it. */
+static void test_binding_forgotten_by_client(void) {
+  kp_proxy_config_t cfg;
+  kp_proxy_config_defaults(&cfg);
+  cfg.proven = 64;
+  world_init(&cfg, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  kp_addr_t peers[33];
+  uint8_t packet[500];
+  memset(packet, 0x41, sizeof(packet));
+  for (unsigned i = 0; i < 33; i++) {
+    kp_addr_set_v4(&peers[i], 0xc6336400u + 40 + i, 7000);
+    talk(c, &peers[i], 9);
+    kp_proxy_client_send(W.cl[c], 0, &peers[i], packet, sizeof(packet), W.now);
+    KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+    tick(10);
+  }
+  /* peers[0]'s binding is gone from the client; the proxy still has it. */
+  kp_proxy_client_send(W.cl[c], 0, &peers[0], packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  pump();
+  W.n_heard[c] = 0;
+  arrive(c, 0, &peers[0], packet, sizeof(packet));
+  KP_CHECK_EQ(W.n_heard[c], 1); /* sealed again, not a PASS the client drops */
+  kp_proxy_client_send(W.cl[c], 0, &peers[0], packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS); /* the BIND came again */
+  world_free();
+}
+
+/* PASSes prove nothing: a peer whose NAT rebinds moves its session with
+ * the sealed PING it sends each second it passes, and replayed PASSes do
+ * not keep a session whose peer is gone. A stale PASS smaller than an
+ * UNBIND gets none. */
+static void test_pass_liveness(void) {
+  world_init(NULL, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  kp_addr_t peer;
+  addr(&peer, "198.51.100.30:7000");
+  talk(c, &peer, 9);
+  uint8_t packet[500];
+  memset(packet, 0x41, sizeof(packet));
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  /* The NAT rebinds: PASSes from the new port are dropped until the
+   * PING, at most a second later, moves the session. */
+  addr(&W.peer_addr[c], "198.51.100.7:5999");
+  unsigned before = W.n_out;
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(W.n_out, before);
+  W.now += 1000;
+  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
+  KP_CHECK_EQ(W.n_out, before + 1);
+  /* A short stale PASS: dropped, no UNBIND. */
+  uint8_t short_pass[KP_PROXY_PASS_HEAD + 4];
+  memcpy(short_pass, W.cl_last[c], KP_PROXY_PASS_HEAD);
+  memset(short_pass + KP_PROXY_PASS_HEAD, 0x41, 4);
+  short_pass[13] ^= 1;
+  unsigned to_peer = W.n_to_peer;
+  kp_proxy_input(W.px, &W.peer_addr[c], short_pass, sizeof(short_pass), W.now);
+  KP_CHECK_EQ(W.n_to_peer, to_peer);
+  /* The peer goes; its last PASS, replayed every second, does not keep
+   * the session past its idle time (60 s). */
+  uint8_t pass[KP_PROXY_PASS_HEAD + sizeof(packet)];
+  memcpy(pass, W.cl_last[c], sizeof(pass));
+  kp_addr_t from = W.peer_addr[c];
+  kp_proxy_client_free(W.cl[c]);
+  W.ncl = 0;
+  for (int k = 0; k < 70; k++) {
+    W.now += 1000;
+    kp_proxy_tick(W.px, W.now);
+    kp_proxy_input(W.px, &from, pass, sizeof(pass), W.now);
+  }
+  KP_CHECK_EQ(stats().sessions, 0);
+  KP_CHECK_EQ(stats().allocs, 0);
+  world_free();
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(codec, unit, 10),
     KP_CASE(replay_window, unit, 10),
@@ -1214,6 +1338,9 @@ static const kp_test_case_t cases[] = {
     KP_CASE(bound_pass, unit, 10),
     KP_CASE(pass_forged_and_stale, unit, 10),
     KP_CASE(binding_lost_and_ended, unit, 10),
+    KP_CASE(pass_only_stream_packets, unit, 10),
+    KP_CASE(binding_forgotten_by_client, unit, 10),
+    KP_CASE(pass_liveness, unit, 10),
 };
 
 KP_TEST_MAIN(cases)

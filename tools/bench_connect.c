@@ -2,8 +2,10 @@
 /* bench_connect: connect latency by key on a loopback testnet, printed as a
  * table (docs/benchmarks.md).
  *
- *   bench_connect [--nodes 100] [--runs 50]
+ *   bench_connect [--nodes 100] [--runs 50] [--host 127.0.0.1|::1|both]
  *
+ * On each host (both, the default: 127.0.0.1, then ::1; the same figures
+ * over IPv4 and IPv6)
  * One network of real UDP nodes in this process and a server listening on a
  * key. Each connect is timed from kp_node_connect() to the open connection
  * (kp_conn_t ready for streams: the data plane needs no handshake of its
@@ -147,13 +149,17 @@ static void measure(uv_loop_t *loop, kp_node_t *node, const kp_keypair_t *self,
   kp_testnet_run_until(loop, NULL, NULL, 20);
 }
 
-/* Each client on its own loopback address, as each would have its own IP
- * on a real network (nodes rate-limit per source IP). */
+/* Each IPv4 client on its own loopback address, as each would have its own
+ * IP on a real network (nodes rate-limit per source IP); IPv6 has one
+ * loopback address, ::1, and every client shares it. */
 static kp_node_t *client_node(uv_loop_t *loop, const char *boot) {
   static unsigned next;
   char bind[32];
   next++;
-  snprintf(bind, sizeof(bind), "127.0.%u.%u:0", 1 + next / 250, 1 + next % 250);
+  if (strchr(boot, '['))
+    snprintf(bind, sizeof(bind), "[::1]:0");
+  else
+    snprintf(bind, sizeof(bind), "127.0.%u.%u:0", 1 + next / 250, 1 + next % 250);
   kp_node_options_t o;
   kp_node_options_init(&o);
   o.bind = bind;
@@ -176,34 +182,17 @@ static void close_node(uv_loop_t *loop, kp_node_t *node) {
   kp_testnet_run_until(loop, NULL, NULL, 20);
 }
 
-int main(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"nodes", required_argument, 0, 'n'}, {"runs", required_argument, 0, 'r'}, {0, 0, 0, 0}};
-  unsigned nodes = 100, runs = 50;
-  int c;
-  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-    if (c == 'n')
-      nodes = (unsigned)atoi(optarg);
-    else if (c == 'r')
-      runs = (unsigned)atoi(optarg);
-    else {
-      fprintf(stderr, "usage: bench_connect [--nodes N] [--runs N]\n");
-      return 2;
-    }
-  }
-  if (runs < 1 || runs > 1000 || nodes < 10) {
-    fprintf(stderr, "bench_connect: --runs 1..1000, --nodes >= 10\n");
-    return 2;
-  }
+static bool run_host(const char *host, unsigned nodes, unsigned runs) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   kp_testnet_options_t to;
   kp_testnet_options_init(&to);
   to.size = nodes;
+  to.host = host;
   kp_testnet_t tn;
   if (kp_testnet_create(&loop, &to, &tn) || !kp_testnet_wait_joined(&tn, 60000)) {
     fprintf(stderr, "bench_connect: the testnet did not come up\n");
-    return 1;
+    return false;
   }
   const char *boot = tn.bootstrap;
 
@@ -217,7 +206,7 @@ int main(int argc, char **argv) {
   if (!server_node ||
       kp_server_listen(server_node, &server_kp, NULL, &scb, on_server_conn, NULL, &server)) {
     fprintf(stderr, "bench_connect: the server did not start\n");
-    return 1;
+    return false;
   }
   kp_testnet_run_until(&loop, NULL, NULL, 2000); /* the announcement lands */
 
@@ -226,13 +215,13 @@ int main(int argc, char **argv) {
   for (unsigned i = 0; i < runs; i++) {
     uint64_t t0 = uv_hrtime();
     kp_node_t *node = client_node(&loop, boot);
-    if (!node) return 1;
+    if (!node) return false;
     measure(&loop, node, &client_kp, server_kp.public_key, t0, 0, &fresh);
     close_node(&loop, node);
   }
   for (unsigned i = 0; i < runs; i++) {
     kp_node_t *node = client_node(&loop, boot);
-    if (!node) return 1;
+    if (!node) return false;
     kp_testnet_run_until(&loop, node_ready, node, 10000);
     measure(&loop, node, &client_kp, server_kp.public_key, uv_hrtime(), datagrams_out(node),
             &boot_s);
@@ -241,8 +230,9 @@ int main(int argc, char **argv) {
     close_node(&loop, node);
   }
 
-  printf("connect by key on a %u-node loopback testnet, %u runs each (to an open connection)\n\n",
-         nodes, runs);
+  printf("connect by key on a %u-node loopback testnet on %s, %u runs each (to an open "
+         "connection)\n\n",
+         nodes, host, runs);
   printf("%-22s %10s %10s %14s %8s\n", "client", "median ms", "p99 ms", "datagrams p50", "failed");
   series_t *all[] = {&fresh, &boot_s, &reused};
   for (int i = 0; i < 3; i++) {
@@ -258,5 +248,40 @@ int main(int argc, char **argv) {
   uv_loop_close(&loop);
   kp_keypair_wipe(&server_kp);
   kp_keypair_wipe(&client_kp);
-  return fresh.failed + boot_s.failed + reused.failed ? 1 : 0;
+  printf("\n");
+  return !(fresh.failed + boot_s.failed + reused.failed);
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {{"nodes", required_argument, 0, 'n'},
+                                           {"runs", required_argument, 0, 'r'},
+                                           {"host", required_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
+  const char *host = "both";
+  unsigned nodes = 100, runs = 50;
+  int c;
+  while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    if (c == 'n')
+      nodes = (unsigned)atoi(optarg);
+    else if (c == 'r')
+      runs = (unsigned)atoi(optarg);
+    else if (c == 'h')
+      host = optarg;
+    else {
+      fprintf(stderr, "usage: bench_connect [--nodes N] [--runs N] [--host 127.0.0.1|::1|both]\n");
+      return 2;
+    }
+  }
+  if (strcmp(host, "both") && strcmp(host, "127.0.0.1") && strcmp(host, "::1")) {
+    fprintf(stderr, "bench_connect: --host 127.0.0.1, ::1 or both\n");
+    return 2;
+  }
+  if (runs < 1 || runs > 1000 || nodes < 10) {
+    fprintf(stderr, "bench_connect: --runs 1..1000, --nodes >= 10\n");
+    return 2;
+  }
+  bool ok = true;
+  if (strcmp(host, "::1")) ok = run_host("127.0.0.1", nodes, runs) && ok;
+  if (strcmp(host, "127.0.0.1")) ok = run_host("::1", nodes, runs) && ok;
+  return ok ? 0 : 1;
 }

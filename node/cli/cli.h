@@ -67,7 +67,8 @@ typedef struct kp_cli_net_s {
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
-  "  --bind ADDR:PORT        local address (default 0.0.0.0:0)\n"                                  \
+  "  --bind ADDR:PORT        local address (default 0.0.0.0:0; [::]:0 when every\n"                \
+  "                          --bootstrap is an IPv6 address)\n"                                    \
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
   "                          (default: $KADPUNCH_BOOTSTRAP, else the config\n"                     \
   "                          file's bootstrap: docs/config.md)\n"                                  \

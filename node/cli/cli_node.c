@@ -55,6 +55,21 @@ static bool reached_dht(void *ctx) {
   return st.responses_in > 0;
 }
 
+/* The node's one socket has one family: without --bind (the default,
+ * 0.0.0.0:0), it takes the bootstrap nodes' when every one of them is an
+ * IPv6 literal, so `--bootstrap [2001:db8::10]:49737` alone makes an IPv6
+ * node rather than an error. */
+static const char *bind_for(const kp_cli_net_t *net) {
+  if (strcmp(net->bind, "0.0.0.0:0") || !net->bootstrap[0]) return net->bind;
+  char copy[sizeof(net->bootstrap)];
+  const char *entries[KP_CLI_BOOTSTRAP_MAX];
+  snprintf(copy, sizeof(copy), "%s", net->bootstrap);
+  size_t n = kp_cli_split_list(copy, entries, KP_CLI_BOOTSTRAP_MAX);
+  for (size_t i = 0; i < n; i++)
+    if (entries[i][0] != '[') return net->bind;
+  return n ? "[::]:0" : net->bind;
+}
+
 /* One try: a node (over UDP, or tunnelled to tcp_relay), and up to wait_ms
  * for a DHT node to answer. *no_dht: none did. */
 static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char *cmd,
@@ -65,14 +80,15 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   char resolved[KP_CLI_BOOTSTRAP_MAX][KP_ADDR_STRLEN];
   const char *hosts[KP_CLI_BOOTSTRAP_MAX];
   size_t count;
-  int rc = kp_cli_bootstrap_resolve(net->bootstrap, net->bind, resolved, KP_CLI_BOOTSTRAP_MAX,
-                                    &count, cmd);
+  const char *bind = bind_for(net);
+  int rc =
+      kp_cli_bootstrap_resolve(net->bootstrap, bind, resolved, KP_CLI_BOOTSTRAP_MAX, &count, cmd);
   if (rc) return rc;
   for (size_t i = 0; i < count; i++) hosts[i] = resolved[i];
   kp_prog_session_init(s);
   kp_node_options_t o;
   kp_node_options_init(&o);
-  o.bind = net->bind;
+  o.bind = bind;
   o.mode = net->mode;
   o.log_level = net->log_level;
   o.log_cb = kp_cli_log_sink;
@@ -89,11 +105,10 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   o.proxy_private = net->proxy_private;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {
-    fprintf(stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd,
-            tcp_relay ? tcp_relay : net->bind,
-            err == KP_EBADADDR && count
-                ? "invalid --bind, --bootstrap, --tcp-relay or --proxy address"
-                : kp_strerror(err));
+    fprintf(
+        stderr, "kadpunch %s: cannot start a node on %s: %s\n", cmd, tcp_relay ? tcp_relay : bind,
+        err == KP_EBADADDR && count ? "invalid --bind, --bootstrap, --tcp-relay or --proxy address"
+                                    : kp_strerror(err));
     kp_prog_session_close(s, "kadpunch");
     return err == KP_EBADADDR || err == KP_ECONFIG ? KP_EXIT_USAGE : KP_EXIT_FAIL;
   }

@@ -9,6 +9,8 @@
  *   3  raw datagram to the client
  *   4  the clock moves on arg*50 ms (both tick)
  *   5  the bytes as a body and as a datagram: what decodes encodes the same
+ * The seeds: a session's first exchanges, and a connection that gets a
+ * binding (PASS both ways), for the mutations to start from.
  * Whatever comes: the proxy answers an outsider with no more bytes than
  * it got, only to it; allocations send only to addresses in scope; the
  * tables hold their caps. */
@@ -228,5 +230,21 @@ size_t kp_fuzz_seeds(kp_fuzz_seed_t *seeds, size_t cap) {
   memcpy(buf + n, body, 8), n += 8;
   if (!cap) return 0;
   seeds[0] = (kp_fuzz_seed_t){buf, n};
-  return 1;
+  if (cap < 2) return 1;
+  /* A connection: a probe and its answer, then stream packets both ways
+   * until the address is bound and they go as PASS. */
+  static uint8_t conn[512];
+  size_t m = 0;
+  conn[m++] = 1, conn[m++] = 0x10, conn[m++] = 8;
+  memset(conn + m, 0x50, 8), m += 8;
+  conn[m++] = 2, conn[m++] = 0x10, conn[m++] = 8;
+  memset(conn + m, 0x50, 8), m += 8;
+  for (int k = 0; k < 12; k++) {
+    conn[m++] = 2, conn[m++] = 0x10, conn[m++] = 1;
+    memset(conn + m, 0x41, 8), m += 8;
+    conn[m++] = 1, conn[m++] = 0x10, conn[m++] = 1;
+    memset(conn + m, 0x41, 8), m += 8;
+  }
+  seeds[1] = (kp_fuzz_seed_t){conn, m};
+  return 2;
 }

@@ -156,6 +156,36 @@ static void test_lookup_key_parity(void) {
   fx_down(&f);
 }
 
+/* A node has one family: given only IPv6 bootstrap nodes and no --bind,
+ * serve and connect make IPv6 nodes (not "invalid address"), and connect
+ * by key over ::1. */
+static void test_ipv6_bootstrap_default_bind(void) {
+  fx_t f;
+  memset(&f, 0, sizeof(f));
+  uv_loop_init(&f.loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = NODES;
+  o.host = "::1";
+  KP_CHECK_OK(kp_testnet_create(&f.loop, &o, &f.tn));
+  KP_CHECK(kp_testnet_wait_joined(&f.tn, 20000));
+  KP_CHECK(f.tn.bootstrap[0] == '[');
+  snprintf(f.dir, sizeof(f.dir), "/tmp/kp-cli-XXXXXX");
+  KP_CHECK(mkdtemp(f.dir) != NULL);
+  snprintf(f.skey, sizeof(f.skey), "%s/server", f.dir);
+  kp_test_keygen(&f.loop, f.skey, f.spk);
+  const char *serve[] = {KP_BINARY, "serve", "--key", f.skey, "--bootstrap", f.tn.bootstrap, NULL};
+  f.server = kp_test_spawn(&f.loop, serve);
+  KP_CHECK(kp_test_child_wait_output(&f.loop, f.server, "serving", 15000));
+  kp_testnet_run_until(&f.loop, NULL, NULL, 1000); /* the announcement lands */
+  const char *connect[] = {KP_BINARY,     "connect", f.spk, "--json", "--bootstrap",
+                           f.tn.bootstrap, NULL};
+  KP_CHECK_EQ(kp_test_run_cli(&f.loop, connect, f.out, sizeof(f.out), 20000), 0);
+  KP_CHECK_MSG(strstr(f.out, "\"ok\":true") && strstr(f.out, "\"path\":\"[::1]:"), "connect: %s",
+               f.out);
+  fx_down(&f);
+}
+
 /* The word after "path" in a connection's info block. */
 static void path_word(const char *text, char out[32]) {
   const char *at = strstr(text, "  path        ");
@@ -278,6 +308,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(metrics_http_errors, loopback, 60),
     KP_CASE(metrics_proxy, loopback, 90),
     KP_CASE(log_timestamps, loopback, 60),
+    KP_CASE(ipv6_bootstrap_default_bind, loopback, 90),
 };
 
 KP_TEST_MAIN(cases)

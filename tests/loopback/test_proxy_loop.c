@@ -373,6 +373,30 @@ static void test_cli_proxied(void) {
   KP_CHECK_MSG(strstr(out, "\"strategy\":\"proxied\"") && strstr(out, want) &&
                    strstr(out, "found on the DHT"),
                "%s", out);
+  /* A second record under the topic, at a DHT node that is no proxy (a
+   * record outliving its proxy looks like this): auto asks each a KEY?,
+   * puts the one that answers first and says the other did not answer. */
+  kp_node_t *stale = tn.nodes[5];
+  kp_addr_t stale_addr;
+  kp_node_local_addr(stale, &stale_addr);
+  char stale_text[KP_ADDR_STRLEN], first[KP_KEY_TEXT_LEN + 96];
+  kp_addr_format(&stale_addr, stale_text, sizeof(stale_text));
+  kp_keypair_t stale_kp;
+  kp_keypair_generate(&stale_kp);
+  uint8_t topic[KP_ID_LEN];
+  kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, topic);
+  kp_announce_t *stale_ann;
+  KP_CHECK_OK(
+      kp_node_announce(stale, topic, &stale_kp, stale_text, strlen(stale_text), NULL, &stale_ann));
+  kp_testnet_run_until(&loop, NULL, NULL, 2000);
+  snprintf(first, sizeof(first), "through proxy %s@%s (", ppk, pbind);
+  for (int k = 0; k < 3; k++) { /* whichever the lookup finds first */
+    KP_CHECK_EQ(kp_test_run_cli(&loop, autop, out, sizeof(out), 40000), 0);
+    KP_CHECK_MSG(strstr(out, first) && strstr(out, "(no answer)") && strstr(out, stale_text) &&
+                     strstr(out, "\"strategy\":\"proxied\"") && strstr(out, want),
+                 "%s", out);
+  }
+  kp_announce_stop(stale_ann, false);
   const char *bykey[] = {KP_BINARY, "connect", spk,           "--key", ckey, "--proxy",
                          ppk,       "--json",  "--bootstrap", boot,    NULL};
   KP_CHECK_EQ(kp_test_run_cli(&loop, bykey, out, sizeof(out), 40000), 0);

@@ -11,7 +11,8 @@
 --   0x52       a blind relay's control datagram (89 bytes): PAIR, PAIRED, REFUSED
 --   0x58       a peer's session datagram with its proxy: KEY?, KEY, HELLO, WELCOME,
 --              REFUSED, DATA (the session's ops are inside DATA, encrypted; what
---              an allocation sends and receives is ordinary kadpunch traffic)
+--              an allocation sends and receives is ordinary kadpunch traffic),
+--              PASS (a bound stream packet, unsealed: dissected as one)
 --
 -- Install: copy to ~/.local/lib/wireshark/plugins/ (or run
 -- `tshark -X lua_script:contrib/wireshark/kadpunch.lua`). Filters: kadpunch,
@@ -39,7 +40,7 @@ local MODES = {[0] = "FROM_CLIENT", [1] = "FROM_RELAY", [2] = "FROM_SERVER", [3]
 local RELAY_TYPES = {[1] = "PAIR", [2] = "PAIRED", [3] = "REFUSED"}
 local RELAY_REFUSALS = {[1] = "relay full", [2] = "too many attempts", [4] = "IP over its share"}
 local PROXY_TYPES = {[1] = "KEY?", [2] = "KEY", [3] = "HELLO", [4] = "WELCOME", [5] = "REFUSED",
-                     [6] = "DATA"}
+                     [6] = "DATA", [7] = "PASS"}
 local PROXY_REASONS = {
   [1] = "key not allowed", [2] = "full", [3] = "key holds its allocations",
   [4] = "IP holds its share", [5] = "rate", [6] = "expired", [7] = "quota", [8] = "version",
@@ -106,6 +107,7 @@ local f = {
   x_reason = ProtoField.uint8("kadpunch.proxy.reason", "Refusal", base.DEC, PROXY_REASONS),
   x_counter = ProtoField.uint64("kadpunch.proxy.counter", "Counter"),
   x_sealed = ProtoField.bytes("kadpunch.proxy.sealed", "Sealed body (op, channel, ...)"),
+  x_token = ProtoField.uint64("kadpunch.proxy.token", "Binding token", base.HEX),
 }
 kp.fields = f
 
@@ -412,6 +414,7 @@ local function proxy_length_wrong(ptype, len)
   if ptype == 4 and (len <= 10 or len > PROXY_HELLO_LEN) then return "WELCOME length" end
   if ptype == 5 and len ~= PROXY_REFUSED_LEN then return "REFUSED length" end
   if ptype == 6 and len < PROXY_DATA_MIN then return "DATA length" end
+  if ptype == 7 and len <= 14 then return "PASS length" end
   return nil
 end
 
@@ -454,6 +457,19 @@ local function dissect_proxy(tvb, pinfo, tree)
     t:add(f.x_sealed, tvb(14, len - 14))
     info = info .. string.format(" receiver=0x%08x counter=%s", tvb(2, 4):uint(),
                                  tostring(tvb(6, 8):uint64()))
+  elseif ptype == 7 then
+    t:add(f.x_receiver, tvb(2, 4))
+    t:add(f.x_token, tvb(6, 8))
+    info = info .. string.format(" receiver=0x%08x", tvb(2, 4):uint())
+    pinfo.cols.info:set(info)
+    -- A stream packet, as the peers sealed it: dissected as one (its Info
+    -- follows the PASS's).
+    if tvb(14, 1):uint() == 0x41 and len - 14 >= 34 then
+      dissect_stream(tvb(14):tvb(), pinfo, t)
+      pinfo.cols.info:prepend(info .. " | ")
+      return
+    end
+    return malformed(t, pinfo, "PASS: not a stream packet")
   end
   pinfo.cols.info:set(info)
 end

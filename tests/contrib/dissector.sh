@@ -5,7 +5,8 @@
 # lookups, connects by key with their handshakes and holepunch rounds,
 # probes, a service reached direct and through a blind relay, stream
 # packets) and of a connect through a proxy (its session datagrams: KEY?,
-# KEY, HELLO, WELCOME, DATA), and reports no malformed packet. (A plain
+# KEY, HELLO, WELCOME, DATA, and PASS once the proxy binds the server's
+# address), and reports no malformed packet. (A plain
 # REFUSED is sent only to a HELLO over its IP's rate: not in the capture;
 # the allow list's refusal rides inside the encrypted WELCOME.)
 #
@@ -53,7 +54,7 @@ for kind in "DHT PING request" "DHT PING response" "DHT PING_NAT" "DHT FIND_NODE
     "DHT LOOKUP" "DHT PEER_HANDSHAKE" "DHT PEER_HOLEPUNCH" "FROM_CLIENT" "FROM_RELAY" \
     "FROM_SERVER" "REPLY" " round " "message 1 (hello)" "message 2 (welcome)" "Probe" \
     "Relay PAIR (client)" "Relay PAIR (server)" "Relay PAIRED" "Stream pn=" " ack=" \
-    "Proxy KEY?" "Proxy KEY version 1" "Proxy HELLO" "Proxy WELCOME" "Proxy DATA"; do
+    "Proxy KEY?" "Proxy KEY version 1" "Proxy HELLO" "Proxy WELCOME" "Proxy DATA" "Proxy PASS"; do
   n=$(grep -cF -- "$kind" "$dir/packets.txt" || true)
   printf '  %-22s %6s\n' "$kind" "$n"
   [ "$n" -gt 0 ] || { echo "nothing named '$kind'"; fail=1; }

@@ -21,7 +21,11 @@ proxy=$!
 serve=$!
 for i in $(seq 50); do grep -q serving px-serve.log && grep -q proxying px-proxy.log && break; sleep 0.1; done
 rc=0
-"$kp" connect "$spk" --key px-client --proxy 127.0.0.1:40002 --bootstrap $boot --message hi || rc=1
+# 60 kB each way: past the 16 stream packets after which the proxy binds
+# the server's address and they go as PASS.
+msg=$(head -c 60000 /dev/zero | tr '\0' x)
+"$kp" connect "$spk" --key px-client --proxy 127.0.0.1:40002 --bootstrap $boot --message "$msg" \
+  >/dev/null || rc=1
 kill $serve $proxy $dht
 wait $serve $proxy $dht || true
 exit $rc

@@ -178,8 +178,8 @@ static void test_ipv6_bootstrap_default_bind(void) {
   f.server = kp_test_spawn(&f.loop, serve);
   KP_CHECK(kp_test_child_wait_output(&f.loop, f.server, "serving", 15000));
   kp_testnet_run_until(&f.loop, NULL, NULL, 1000); /* the announcement lands */
-  const char *connect[] = {KP_BINARY,     "connect", f.spk, "--json", "--bootstrap",
-                           f.tn.bootstrap, NULL};
+  const char *connect[] = {KP_BINARY,     "connect",      f.spk, "--json",
+                           "--bootstrap", f.tn.bootstrap, NULL};
   KP_CHECK_EQ(kp_test_run_cli(&f.loop, connect, f.out, sizeof(f.out), 20000), 0);
   KP_CHECK_MSG(strstr(f.out, "\"ok\":true") && strstr(f.out, "\"path\":\"[::1]:"), "connect: %s",
                f.out);

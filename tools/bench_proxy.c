@@ -2,7 +2,7 @@
 /* bench_proxy: what a proxy costs, as a printed table (docs/benchmarks.md,
  * "Proxying"), next to a direct and a relayed stream.
  *
- *   bench_proxy [--mib 256] [--packets 2000000]
+ *   bench_proxy [--mib 256] [--packets 2000000] [--rounds 1]
  *
  * 1. The proxy's state machine alone, on one core, 1200-byte datagrams:
  *    SENDs opened and sent from an allocation, and arrivals sealed into
@@ -13,7 +13,10 @@
  *    (relay_only), and with the client speaking through `kadpunch proxy`,
  *    each relay or proxy its own process (a core of its own, as on a real
  *    host) with its rate limits lifted. Throughput, the connection's
- *    smoothed RTT, the connect time and its datagrams for each. */
+ *    smoothed RTT, the connect time and its datagrams for each. With
+ *    --rounds N the three rows run N times, interleaved, and each row's
+ *    rate is also given over its own round's direct one, as a median: the
+ *    direct row moves with whatever else the machine runs. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -336,22 +339,76 @@ static pid_t spawn(const char *const *argv) {
   return pid;
 }
 
+static const char *const NAMES[] = {"direct", "relayed (client on UDP)", "proxied client"};
+
+/* One round's table; rates[i]: row i's MB/s (0: failed). */
+static void print_rows(const xfer_t *rows, const bool *oks, double rates[3]) {
+  printf("%-26s %9s %10s %9s %11s %10s %9s %9s %12s  %s\n", "stream on loopback", "MB/s",
+         "vs direct", "srtt us", "connect ms", "datagrams", "ends cpu", "fwd cpu", "MB/s/fwd core",
+         "path");
+  for (int i = 0; i < 3; i++) {
+    const xfer_t *x = &rows[i];
+    rates[i] = 0;
+    if (!oks[i]) {
+      printf("%-26s failed (%s)\n", NAMES[i], x->status ? kp_strerror(x->status) : "transfer");
+      continue;
+    }
+    double wall = (double)(x->end_ns - x->start_ns);
+    double rate = rates[i] = (double)x->received / 1e6 / (wall / 1e9);
+    double ends = 100.0 * (double)x->self_cpu_ns / wall, fwd = 100.0 * (double)x->fwd_cpu_ns / wall;
+    char per_core[32] = "-";
+    if (x->forwarder && x->fwd_cpu_ns)
+      snprintf(per_core, sizeof(per_core), "%.0f", rate * 100.0 / fwd);
+    printf("%-26s %9.1f %9.0f%% %9llu %11.2f %10u %8.0f%% %8.0f%% %12s  %s%s\n", NAMES[i], rate,
+           rates[0] ? 100.0 * rate / rates[0] : 0.0, (unsigned long long)x->srtt_us,
+           (double)x->connect_ns / 1e6, x->info.datagrams, ends, fwd, per_core,
+           kp_punch_name(x->info.punch), x->info.proxy.family ? ", proxied" : "");
+  }
+  fflush(stdout);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, uint64_t n) {
+  qsort(v, n, sizeof(*v), cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double min_of(const double *v, uint64_t n) {
+  double m = v[0];
+  for (uint64_t i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
+  return m;
+}
+
+static double max_of(const double *v, uint64_t n) {
+  double m = v[0];
+  for (uint64_t i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
 int main(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"mib", required_argument, 0, 'm'}, {"packets", required_argument, 0, 'p'}, {0, 0, 0, 0}};
-  uint64_t mib = 256, packets = 2000000;
+  static const struct option longopts[] = {{"mib", required_argument, 0, 'm'},
+                                           {"packets", required_argument, 0, 'p'},
+                                           {"rounds", required_argument, 0, 'r'},
+                                           {0, 0, 0, 0}};
+  uint64_t mib = 256, packets = 2000000, rounds = 1;
   int c;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     if (c == 'm')
       mib = strtoull(optarg, NULL, 10);
     else if (c == 'p')
       packets = strtoull(optarg, NULL, 10);
+    else if (c == 'r')
+      rounds = strtoull(optarg, NULL, 10);
     else {
-      fprintf(stderr, "usage: bench_proxy [--mib N] [--packets N]\n");
+      fprintf(stderr, "usage: bench_proxy [--mib N] [--packets N] [--rounds N]\n");
       return 2;
     }
   }
-  if (!mib || !packets) return 2;
+  if (!mib || !packets || !rounds || rounds > 20) return 2;
   memset(block, 0xa5, sizeof(block));
   double out, in, pass_out, pass_in;
   forward_rates(packets, false, &out, &in);
@@ -403,43 +460,36 @@ int main(int argc, char **argv) {
                               NULL};
   pid_t relay_pid = spawn(relay_argv), proxy_pid = spawn(proxy_argv);
   kp_testnet_run_until(&loop, NULL, NULL, 1500);
-  xfer_t rows[3];
   uint64_t bytes = mib << 20;
-  bool oks[3];
-  const char *names[] = {"direct", "relayed (client on UDP)", "proxied client"};
-  for (int i = 0; i < 3; i++)
-    oks[i] = run(&loop, &tn, (via_t)i, relay_addr, proxy_addr,
-                 i == RELAYED   ? relay_pid
-                 : i == PROXIED ? proxy_pid
-                                : 0,
-                 bytes, &rows[i]);
+  bool all_ok = true;
+  double ratios[2][20];
+  for (uint64_t r = 0; r < rounds; r++) {
+    xfer_t rows[3];
+    bool oks[3];
+    for (int i = 0; i < 3; i++)
+      oks[i] = run(&loop, &tn, (via_t)i, relay_addr, proxy_addr,
+                   i == RELAYED   ? relay_pid
+                   : i == PROXIED ? proxy_pid
+                                  : 0,
+                   bytes, &rows[i]);
+    double rates[3];
+    print_rows(rows, oks, rates);
+    all_ok = all_ok && oks[0] && oks[1] && oks[2];
+    ratios[0][r] = rates[0] > 0 ? rates[1] / rates[0] : 0;
+    ratios[1][r] = rates[0] > 0 ? rates[2] / rates[0] : 0;
+  }
   kill(relay_pid, SIGTERM);
   kill(proxy_pid, SIGTERM);
   waitpid(relay_pid, NULL, 0);
   waitpid(proxy_pid, NULL, 0);
-  printf("%-26s %9s %10s %9s %11s %10s %9s %9s %12s  %s\n", "stream on loopback", "MB/s",
-         "vs direct", "srtt us", "connect ms", "datagrams", "ends cpu", "fwd cpu", "MB/s/fwd core",
-         "path");
-  double direct = 0;
-  for (int i = 0; i < 3; i++) {
-    xfer_t *x = &rows[i];
-    if (!oks[i]) {
-      printf("%-26s failed (%s)\n", names[i], x->status ? kp_strerror(x->status) : "transfer");
-      continue;
-    }
-    double rate = (double)x->received / 1e6 / ((double)(x->end_ns - x->start_ns) / 1e9);
-    if (i == 0) direct = rate;
-    double wall = (double)(x->end_ns - x->start_ns);
-    double ends = 100.0 * (double)x->self_cpu_ns / wall, fwd = 100.0 * (double)x->fwd_cpu_ns / wall;
-    char per_core[32] = "-";
-    if (x->forwarder && x->fwd_cpu_ns)
-      snprintf(per_core, sizeof(per_core), "%.0f", rate * 100.0 / fwd);
-    printf("%-26s %9.1f %9.0f%% %9llu %11.2f %10u %8.0f%% %8.0f%% %12s  %s%s\n", names[i], rate,
-           direct ? 100.0 * rate / direct : 0.0, (unsigned long long)x->srtt_us,
-           (double)x->connect_ns / 1e6, x->info.datagrams, ends, fwd, per_core,
-           kp_punch_name(x->info.punch), x->info.proxy.family ? ", proxied" : "");
-  }
+  if (rounds > 1)
+    printf("\nover %llu rounds, each row's rate over the same round's direct one: relayed %.0f%% "
+           "(median; %.0f-%.0f%%), proxied %.0f%% (%.0f-%.0f%%)\n",
+           (unsigned long long)rounds, 100 * median(ratios[0], rounds),
+           100 * min_of(ratios[0], rounds), 100 * max_of(ratios[0], rounds),
+           100 * median(ratios[1], rounds), 100 * min_of(ratios[1], rounds),
+           100 * max_of(ratios[1], rounds));
   kp_testnet_destroy(&tn);
   kp_testnet_run_until(&loop, NULL, NULL, 500); /* bounded: closes finish */
-  return oks[0] && oks[1] && oks[2] ? 0 : 1;
+  return all_ok ? 0 : 1;
 }

@@ -348,6 +348,15 @@ static void open_channel(unsigned i, unsigned ch) {
   pump();
 }
 
+/* The usual world: a proxy on 203.0.113.1, one client that knows its key,
+ * channel 0 open. */
+static unsigned one_client(const kp_proxy_config_t *cfg) {
+  world_init(cfg, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  open_channel(c, 0);
+  return c;
+}
+
 static void test_session_and_forwarding(void) {
   world_init(NULL, "203.0.113.1:4000");
   unsigned c = add_client("198.51.100.7:5000", false, NULL); /* asks for the key first */
@@ -419,9 +428,7 @@ static void test_session_and_forwarding(void) {
 }
 
 static void test_inbound_needs_permit(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   kp_addr_t stranger, other_port;
   addr(&stranger, "198.51.100.66:1234");
   addr(&other_port, "198.51.100.20:9999");
@@ -451,9 +458,7 @@ static void test_inbound_needs_permit(void) {
 }
 
 static void test_scope(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   open_channel(c, 1);
   static const uint8_t ping[] = {0x93, 0x01, 0x02, 0xc0};
   const char *refused[] = {"127.0.0.1:4000",    "10.0.0.1:53",    "192.168.1.1:80",
@@ -487,9 +492,7 @@ static void test_scope(void) {
 }
 
 static void test_unproven_limits(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   kp_addr_t victim;
   addr(&victim, "198.51.100.99:443");
   uint8_t probe[61], medium[129];
@@ -541,9 +544,7 @@ static void test_rate_limits(void) {
   kp_proxy_config_defaults(&cfg);
   cfg.alloc_rate = 100000; /* bytes/s */
   cfg.alloc_pps = 1000000;
-  world_init(&cfg, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(&cfg);
   kp_addr_t peer;
   addr(&peer, "198.51.100.30:7000");
   uint8_t probe[61] = {0x50};
@@ -836,9 +837,7 @@ static void test_half_open_never_displaces(void) {
 
 /* A peer whose NAT maps it anew keeps its session and allocations. */
 static void test_session_follows_rebinding(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   addr(&W.peer_addr[c], "198.51.100.7:6000");
   kp_addr_t peer;
   addr(&peer, "198.51.100.30:7000");
@@ -867,9 +866,7 @@ static void test_session_follows_rebinding(void) {
 /* A peer whose TCP link to the proxy closed is forgotten there, with its
  * allocations; it makes a new session and gets its channels back. */
 static void test_forget_and_restart(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   open_channel(c, 1);
   KP_CHECK_EQ(stats().allocs, 2);
   kp_proxy_forget(W.px, &W.peer_addr[c]);
@@ -1016,10 +1013,14 @@ static uint8_t last_type(unsigned c) {
   return W.cl_last[c][1];
 }
 
+/* Client c sends on channel 0: how it went to the proxy (PASS or DATA). */
+static uint8_t send_as(unsigned c, const kp_addr_t *to, const uint8_t *data, size_t len) {
+  KP_CHECK_OK(kp_proxy_client_send(W.cl[c], 0, to, data, len, W.now));
+  return last_type(c);
+}
+
 static void test_bound_pass(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   kp_addr_t peer, dht_node;
   addr(&peer, "198.51.100.30:7000");
   addr(&dht_node, "198.51.100.20:49737");
@@ -1068,8 +1069,7 @@ static void test_bound_pass(void) {
   KP_CHECK_EQ(cs.passed, client_passed + 2);
   KP_CHECK_EQ(stats().passed, proxy_passed + 2);
   /* Other destinations still go sealed. */
-  kp_proxy_client_send(W.cl[c], 0, &dht_node, ping, sizeof(ping), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  KP_CHECK_EQ(send_as(c, &dht_node, ping, sizeof(ping)), KP_PROXY_DATA);
   /* The session still lives on PASS alone: a minute of it. */
   for (int k = 0; k < 90; k++) {
     tick(1000);
@@ -1083,17 +1083,14 @@ static void test_bound_pass(void) {
 }
 
 static void test_pass_forged_and_stale(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   kp_addr_t peer, spoofer;
   addr(&peer, "198.51.100.30:7000");
   addr(&spoofer, "198.51.100.66:5000");
   talk(c, &peer, 9);
   uint8_t packet[1000];
   memset(packet, 0x41, sizeof(packet));
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   uint8_t pass[KP_PROXY_PASS_HEAD + sizeof(packet)];
   memcpy(pass, W.cl_last[c], sizeof(pass));
   /* The right token from anywhere but the session's address: dropped, and
@@ -1111,8 +1108,7 @@ static void test_pass_forged_and_stale(void) {
   KP_CHECK_EQ(W.n_to_peer, to_peer + 1);
   KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_STALE], 51);
   pump(); /* names no binding of the client's: nothing changes */
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   /* Token 0, and an empty PASS: never. */
   memset(pass + 6, 0, 8);
   kp_proxy_input(W.px, &W.peer_addr[c], pass, sizeof(pass), W.now);
@@ -1135,9 +1131,7 @@ static void test_binding_lost_and_ended(void) {
   kp_proxy_config_t cfg;
   kp_proxy_config_defaults(&cfg);
   cfg.proven = 2;
-  world_init(&cfg, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(&cfg);
   kp_addr_t peer, b, d;
   addr(&peer, "198.51.100.30:7000");
   addr(&b, "198.51.100.31:7000");
@@ -1157,21 +1151,18 @@ static void test_binding_lost_and_ended(void) {
   tick(1000);
   kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
   pump();
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   /* The proven table makes room (2 entries, least recently used first):
    * the binding ends, the client is told and seals again. */
   tick(10);
   talk(c, &b, 1);
   tick(10);
   talk(c, &d, 1);
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_DATA);
   /* The UNBIND is lost: the stale PASS is answered by another. */
   tick(10);
   talk(c, &peer, 9);
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   tick(10);
   talk(c, &b, 1);
   tick(10);
@@ -1179,28 +1170,22 @@ static void test_binding_lost_and_ended(void) {
   kp_proxy_alloc_input(W.px, slot, &d, packet, sizeof(packet), W.now); /* peer's entry goes */
   W.n_to_peer = 0;                                                     /* with its UNBIND */
   uint64_t drops = stats().drops[KP_PROXY_DROP_STALE];
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_STALE], drops + 1);
   pump();
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_DATA);
   tick(10);
   /* A channel's bindings end with its allocation. */
   talk(c, &peer, 9);
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   kp_proxy_client_close(W.cl[c], 0, W.now);
   open_channel(c, 0);
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_DATA);
   world_free();
 }
 
 static void test_pass_only_stream_packets(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   /* A DHT node the peer talks to all day is never bound: DHT messages
    * name addresses, so they stay sealed. */
   kp_addr_t dht_node, peer;
@@ -1219,8 +1204,7 @@ static void test_pass_only_stream_packets(void) {
   talk(c, &peer, 9);
   uint8_t probe[61];
   memset(probe, 0x50, sizeof(probe));
-  kp_proxy_client_send(W.cl[c], 0, &peer, probe, sizeof(probe), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  KP_CHECK_EQ(send_as(c, &peer, probe, sizeof(probe)), KP_PROXY_DATA);
   kp_proxy_alloc_input(W.px, (unsigned)(W.alloc_addr[c][0].port - 40000), &peer, probe,
                        sizeof(probe), W.now);
   KP_CHECK(W.n_to_peer && W.to_peer[W.n_to_peer - 1].data[1] == KP_PROXY_DATA);
@@ -1228,8 +1212,7 @@ static void test_pass_only_stream_packets(void) {
   /* A PASS carrying anything but a stream packet is refused. */
   uint8_t packet[500];
   memset(packet, 0x41, sizeof(packet));
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   uint8_t pass[KP_PROXY_PASS_HEAD + sizeof(packet)];
   memcpy(pass, W.cl_last[c], sizeof(pass));
   pass[KP_PROXY_PASS_HEAD] = 0x93;
@@ -1246,9 +1229,7 @@ static void test_binding_forgotten_by_client(void) {
   kp_proxy_config_t cfg;
   kp_proxy_config_defaults(&cfg);
   cfg.proven = 64;
-  world_init(&cfg, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(&cfg);
   kp_addr_t peers[33];
   uint8_t packet[500];
   memset(packet, 0x41, sizeof(packet));
@@ -1260,8 +1241,7 @@ static void test_binding_forgotten_by_client(void) {
     tick(10);
   }
   /* peers[0]'s binding is gone from the client; the proxy still has it. */
-  kp_proxy_client_send(W.cl[c], 0, &peers[0], packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_DATA);
+  KP_CHECK_EQ(send_as(c, &peers[0], packet, sizeof(packet)), KP_PROXY_DATA);
   pump();
   W.n_heard[c] = 0;
   arrive(c, 0, &peers[0], packet, sizeof(packet));
@@ -1276,16 +1256,13 @@ static void test_binding_forgotten_by_client(void) {
  * not keep a session whose peer is gone. A stale PASS smaller than an
  * UNBIND gets none. */
 static void test_pass_liveness(void) {
-  world_init(NULL, "203.0.113.1:4000");
-  unsigned c = add_client("198.51.100.7:5000", true, NULL);
-  open_channel(c, 0);
+  unsigned c = one_client(NULL);
   kp_addr_t peer;
   addr(&peer, "198.51.100.30:7000");
   talk(c, &peer, 9);
   uint8_t packet[500];
   memset(packet, 0x41, sizeof(packet));
-  kp_proxy_client_send(W.cl[c], 0, &peer, packet, sizeof(packet), W.now);
-  KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
+  KP_CHECK_EQ(send_as(c, &peer, packet, sizeof(packet)), KP_PROXY_PASS);
   /* The NAT rebinds: PASSes from the new port are dropped until the
    * PING, at most a second later, moves the session. */
   addr(&W.peer_addr[c], "198.51.100.7:5999");

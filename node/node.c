@@ -58,6 +58,8 @@ static void on_timer(uv_timer_t *timer);
 void kp__node_rearm(kp_node_t *node) {
   if (node->closing) return;
   uint64_t deadline = kp_dht_next_deadline(node->dht);
+  uint64_t relays = kp__node_relay_deadline(node);
+  if (relays < deadline) deadline = relays;
   if (deadline == node->armed && uv_is_active((uv_handle_t *)&node->timer)) return;
   uint64_t now = now_ms(node);
   node->armed = deadline;
@@ -72,6 +74,7 @@ static void on_timer(uv_timer_t *timer) {
   kp_dht_tick(node->dht, now_ms(node));
   kp_udp_batch_end(&node->sock, &batch);
   if (node->sockets) kp_socket_pool_sweep(node->sockets, now_ms(node));
+  kp__node_relay_tick(node, now_ms(node));
   kp__node_rearm(node);
 }
 

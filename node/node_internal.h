@@ -70,7 +70,8 @@ struct kp_node_s {
   kp_relay_service_t *relay_service;
   /* The relays its connections may use (node_relay.c). */
   bool relays_explicit, relay_lookup;
-  uint64_t relays_found_at;
+  uint64_t relays_due;      /* the next lookup of the relay topic; 0: none wanted */
+  unsigned relays_retry_ms; /* after a lookup that found none: 1 s, doubling to 64 s */
   kp_addr_t found_relays[4];
   size_t found_count;
   kp_log_t log;
@@ -142,8 +143,14 @@ void kp__node_relay_target(uint8_t target[KP_ID_LEN]);
 bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
                            const kp_addr_t *origin);
 int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size_t count);
-/* Looks the relay topic up unless relays are explicit or found lately. */
+/* From now on, keeps a set of relays found on the DHT (unless they are
+ * explicit): looks the relay topic up now, again soon while it finds none,
+ * and every 10 minutes after. */
 void kp__node_relay_discover(kp_node_t *node);
+/* The node's timer: a lookup due by now starts; the next one's time, or
+ * UINT64_MAX. */
+void kp__node_relay_tick(kp_node_t *node, uint64_t now);
+uint64_t kp__node_relay_deadline(const kp_node_t *node);
 
 /* node_relay.c: this node's own way out when UDP is blocked: node->sock
  * (and every extra socket) as channels of a TCP connection to a relay. */

@@ -72,25 +72,56 @@ static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) 
   node->found_relays[node->found_count++] = a;
 }
 
+/* A lookup that found none (the relays may not have announced yet, or the
+ * node is still joining) is tried again soon, backing off; a set that was
+ * found is refreshed, so relays that left are dropped and new ones used. */
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS (64 * 1000)
+
 static void on_relay_lookup(kp_node_t *node, int status, size_t found,
                             const kp_node_query_stats_t *stats, void *arg) {
   (void)found, (void)stats, (void)arg;
   node->relay_lookup = false;
-  if (status || node->relays_explicit) return;
+  if (node->relays_explicit || node->closing) return;
+  uint64_t now = kp__node_now(node);
+  if (status || !node->found_count) {
+    node->relays_due = now + node->relays_retry_ms;
+    KP_INFO(&node->log, "no relay found on the DHT; looking again in %u ms", node->relays_retry_ms);
+    node->relays_retry_ms =
+        node->relays_retry_ms * 2 < RETRY_MAX_MS ? node->relays_retry_ms * 2 : RETRY_MAX_MS;
+    kp__node_rearm(node);
+    return;
+  }
   kp_hp_set_relays(node->hp, node->found_relays, node->found_count);
   KP_INFO(&node->log, "found %zu relay(s) on the DHT", node->found_count);
+  node->relays_due = now + DISCOVERY_EVERY_MS;
+  node->relays_retry_ms = RETRY_FIRST_MS;
+  kp__node_rearm(node);
 }
 
-void kp__node_relay_discover(kp_node_t *node) {
-  uint64_t now = kp__node_now(node);
+void kp__node_relay_tick(kp_node_t *node, uint64_t now) {
   if (node->relays_explicit || node->relay_lookup || node->closing) return;
-  if (node->relays_found_at && now - node->relays_found_at < DISCOVERY_EVERY_MS) return;
+  if (!node->relays_due || now < node->relays_due) return;
   uint8_t target[KP_ID_LEN];
   kp__node_relay_target(target);
   node->found_count = 0;
-  node->relays_found_at = now;
+  node->relays_due = UINT64_MAX; /* set again when the lookup ends */
   if (!kp_node_lookup(node, target, on_relay_record, on_relay_lookup, NULL))
     node->relay_lookup = true;
+  else
+    node->relays_due = now + RETRY_MAX_MS;
+}
+
+uint64_t kp__node_relay_deadline(const kp_node_t *node) {
+  if (node->relays_explicit || node->relay_lookup || !node->relays_due) return UINT64_MAX;
+  return node->relays_due;
+}
+
+void kp__node_relay_discover(kp_node_t *node) {
+  if (node->relays_due) return; /* already kept */
+  node->relays_retry_ms = RETRY_FIRST_MS;
+  node->relays_due = 1;
+  kp__node_relay_tick(node, kp__node_now(node));
 }
 
 /* ---- Through a relay over TCP ----------------------------------------------------------- */

@@ -444,6 +444,65 @@ static void test_connect_relayed(void) {
   run_relayed(false);
 }
 
+static bool relays_found(void *ctx) {
+  const kp_node_t *node = ctx;
+  return !node->relay_lookup && node->found_count > 0;
+}
+
+/* A server that starts before any relay has announced (a network coming up
+ * all at once): its first lookup of the relay topic finds none, so it looks
+ * again, backing off, and names the relay once it is there. Without the
+ * retry it would offer no relay for ten minutes, and a client that cannot
+ * punch would fail. */
+static void test_connect_relay_found_later(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 20, 60000, &tn);
+  kp_node_t *server = make_node(&loop, tn.bootstrap, false, false);
+  kp_keypair_t skp, ckp;
+  kp_keypair_generate(&skp);
+  kp_keypair_generate(&ckp);
+  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_server_t *srv;
+  static pair_t unused;
+  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, &unused, &srv));
+  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* the first lookup: no relay yet */
+  KP_CHECK_EQ(server->found_count, 0);
+  kp_node_t *relay = make_node(&loop, tn.bootstrap, true, false);
+  KP_CHECK(kp_testnet_run_until(&loop, is_member, relay, 20000));
+  uint64_t up = kp__node_now(server);
+  KP_CHECK(kp_testnet_run_until(&loop, relays_found, server, 30000));
+  printf("the relay announced; the server found it %" PRIu64 " ms after it became a member\n",
+         kp__node_now(server) - up);
+  kp_node_t *client = make_node(&loop, tn.bootstrap, false, true);
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  relayed_t r = {.len = 256 << 10};
+  r.data = malloc(r.len);
+  memset(r.data, 0x3c, r.len);
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, relayed_connected, &r));
+  KP_CHECK(kp_testnet_run_until(&loop, relayed_done, &r, 30000));
+  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
+  KP_CHECK_EQ(r.info.punch, KP_PUNCH_RELAYED);
+  kp_addr_t relay_addr;
+  kp_node_local_addr(relay, &relay_addr);
+  KP_CHECK(kp_addr_eq(&r.info.path, &relay_addr));
+  KP_CHECK_EQ(r.echoed, r.len);
+  KP_CHECK_EQ(r.mismatched, 0);
+  kp_stream_close(r.stream, NULL);
+  kp_conn_close(r.conn, 0);
+  if (unused.server_conn) kp_conn_close(unused.server_conn, 0);
+  kp_server_close(srv);
+  kp_node_close(relay, NULL);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  free(r.data);
+}
+
 static bool all_links_seen(void *ctx) {
   kp_relay_counters_t rc;
   kp_node_relay_counters(ctx, &rc);
@@ -521,7 +580,7 @@ static void test_connect_relayed_tcp(void) {
 static const kp_test_case_t cases[] = {
     KP_CASE(connect_testnet, loopback, 120), KP_CASE(connect_remembers_relay, loopback, 120),
     KP_CASE(connect_relayed, loopback, 120), KP_CASE(connect_relayed_tcp, loopback, 120),
-    KP_CASE(relay_tcp_flood, loopback, 60),
+    KP_CASE(relay_tcp_flood, loopback, 60),  KP_CASE(connect_relay_found_later, loopback, 90),
 };
 
 KP_TEST_MAIN(cases)

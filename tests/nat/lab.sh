@@ -48,6 +48,22 @@ lab_server_key() { # kadpunch
   pk=$(head -c 52 "$LAB_LOG/keygen.out")
 }
 
+# Bounded: 40 lookups (about 0.2 s each, plus 0.25 s between) until the
+# relay topic holds at least N records, so a server started next finds a
+# relay on its first lookup. The public nodes find each other meanwhile.
+lab_wait_relays() { # kadpunch N
+  local i=0 found=0
+  while [ $i -lt 40 ]; do
+    found=$(ip netns exec "$LAB-pub" "$1" lookup kadpunch/relays/v1 --topic --json \
+      --bootstrap $BOOTSTRAP 2>/dev/null | sed -n 's/.*"found":\([0-9]*\).*/\1/p')
+    [ "${found:-0}" -ge "$2" ] && return 0
+    sleep 0.25
+    i=$((i + 1))
+  done
+  lab_say "lab: only ${found:-0} of $2 relay(s) announced after 40 lookups"
+  return 1
+}
+
 # Bounded: tenths x 0.1 s for `kadpunch serve` to say so, then 1 s for its
 # announcement to land on the public nodes.
 lab_wait_serving() { # tenths

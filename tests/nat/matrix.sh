@@ -26,7 +26,7 @@ start=$(date +%s)
 
 lab_init
 lab_start_public "$kadpunch" "$probe"
-sleep 2 # the public DHT nodes find each other; the relay announces itself
+lab_wait_relays "$kadpunch" 1 || exit 1 # the relay announced itself
 
 # What a cell must end in: "direct" (any strategy, or relayed first and
 # upgraded within 10 s: "direct:upgraded"), "direct:STRATEGY", or the error

@@ -35,7 +35,7 @@ block() { # -I | -D
   ip netns exec "$LAB-r2" iptables "$1" FORWARD -s $PUBLIC_NET.21 -j DROP
 }
 block -I
-sleep 2 # the public DHT nodes find each other; the relay announces itself
+lab_wait_relays "$kadpunch" 1 || exit 1 # the relay announced itself
 
 lab_server_key "$kadpunch"
 lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap $BOOTSTRAP

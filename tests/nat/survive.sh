@@ -85,7 +85,9 @@ if [ "$scenario" = roam ]; then
   lab_site 3 consistent
   lab_wire h2 eth1 10.3.0.5/24 r3 lan0
 fi
-sleep 2 # the public DHT nodes find each other; the relays announce themselves
+relays=1
+[ "$scenario" = relay_failover ] && relays=2
+lab_wait_relays "$kadpunch" $relays || fail "the relays did not announce themselves"
 
 lab_spawn h1 "$LAB_LOG/echo.log" "$echo_srv" 127.0.0.1:7007
 lab_server_key "$kadpunch"

@@ -12,7 +12,7 @@ set(KP_INTERNAL_LIBS kp_node kp_proxy kp_holepunch kp_relay_uv kp_relay kp_strea
 
 # The system libraries the archives use; the shared library links them, the
 # static one names them in kadpunch.pc.
-set(kp_system_libs PkgConfig::LIBUV PkgConfig::SODIUM PkgConfig::MSGPACK m)
+set(kp_system_libs PkgConfig::LIBUV PkgConfig::SODIUM PkgConfig::MSGPACK kp_natpmp m)
 if(LIBCRYPTO_FOUND)
   list(APPEND kp_system_libs PkgConfig::LIBCRYPTO)
 endif()

@@ -129,6 +129,13 @@ typedef struct kp_node_options_s {
    * path proves itself (the proxy path is kept to fall back to), and the
    * peer and those DHT nodes learn this host's public address. */
   bool proxy_private;
+  /* Ask the IPv4 default gateway for a port mapping of the node's socket
+   * (NAT-PMP, RFC 6886): a NAT that would give each destination a new port
+   * then forwards one stable public port, and the node can be reached,
+   * punched and even become a DHT member. On by default; never asked for
+   * by a node bound to loopback, an IPv6 node, a proxied or tunnelled one,
+   * or one whose bootstrap nodes are all on loopback (a local testnet). */
+  bool port_mapping;
 } kp_node_options_t;
 
 /* One node found by a query. */
@@ -212,6 +219,24 @@ KP_EXTERN bool kp_node_is_member(const kp_node_t *node);
  * KP_ENOTFOUND while unknown). */
 KP_EXTERN int kp_node_local_addr(const kp_node_t *node, kp_addr_t *out);
 KP_EXTERN int kp_node_public_addr(const kp_node_t *node, kp_addr_t *out);
+
+/* The port mapping at the gateway (kp_node_options_t.port_mapping). */
+typedef enum kp_port_mapping_state_e {
+  KP_PORT_MAPPING_OFF,         /* not asked for */
+  KP_PORT_MAPPING_ASKING,      /* asked; no answer yet */
+  KP_PORT_MAPPING_ACTIVE,      /* external forwards to the node's socket */
+  KP_PORT_MAPPING_UNAVAILABLE, /* no gateway, or it refused or never answered: why */
+} kp_port_mapping_state_t;
+typedef struct kp_port_mapping_s {
+  kp_port_mapping_state_t state;
+  const char *protocol; /* "NAT-PMP" */
+  kp_addr_t gateway;
+  kp_addr_t external;  /* ACTIVE: the gateway's public address and the mapped port */
+  uint32_t lifetime_s; /* as granted; renewed at half of it */
+  uint32_t renewals;
+  const char *why; /* UNAVAILABLE: a static string */
+} kp_port_mapping_t;
+KP_EXTERN void kp_node_port_mapping(const kp_node_t *node, kp_port_mapping_t *out);
 
 KP_EXTERN void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out);
 

@@ -36,6 +36,7 @@ void kp_node_options_init(kp_node_options_t *opts) {
   opts->request_retries = 2;
   opts->member_stable_ms = 20000;
   opts->log_level = KP_LOG_WARN;
+  opts->port_mapping = true;
 }
 
 static uint64_t now_ms(const kp_node_t *node) {
@@ -84,6 +85,7 @@ static void dht_send(void *ctx, int sock, const kp_addr_t *to, const uint8_t *da
   /* A full socket buffer drops the datagram, counted in the socket's stats,
    * exactly as a congested link would. */
   if (sock == KP_DHT_SOCK_ALT && !(node->open_handles & OPEN_ALT)) return; /* tunnelled */
+  if (node->portmap_hold && kp__node_portmap_hold(node, sock, to, data, len)) return;
   kp_udp_send(sock == KP_DHT_SOCK_ALT ? &node->alt : &node->sock, to, data, len);
 }
 
@@ -260,6 +262,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
       (err = kp_relay_service_create(node, &opts->relay_limits, &node->relay_service)))
     goto fail;
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
+  if ((err = kp__node_portmap_start(node, opts))) goto fail;
   if (opts->bootstrap_count &&
       (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
     goto fail;
@@ -404,7 +407,8 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 /* ---- Close --------------------------------------------------------------- */
 
 void kp__node_maybe_finish_close(kp_node_t *node) {
-  if (node->open_handles || node->dns || node->sockets || node->relay_service || node->proxy_svc)
+  if (node->open_handles || node->dns || node->sockets || node->relay_service || node->proxy_svc ||
+      node->portmap)
     return;
   /* Every channel is closed: the relay connection can go. */
   if (node->tunnel) kp_tunnel_close(node->tunnel);
@@ -462,6 +466,7 @@ static void on_endpoint_closed(kp_endpoint_t *ep) {
 
 static void start_close(kp_node_t *node) {
   node->closing = true;
+  kp__node_portmap_close(node);
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);
   if (node->ep) {

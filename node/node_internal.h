@@ -89,6 +89,12 @@ struct kp_node_s {
   /* A proxied node's own socket, unless it keeps its addresses private
    * (node_own_socket.c). */
   struct kp_node_own_s *own;
+  /* The gateway's port mapping of sock, and the DHT datagrams held until
+   * its first answer (node_portmap.c). */
+  struct kp_portmap_s *portmap;
+  struct kp_node_held_s *held;
+  unsigned held_count;
+  bool portmap_hold;
 };
 
 typedef struct kp_node_own_s kp_node_own_t;
@@ -143,6 +149,17 @@ void kp__node_relay_target(uint8_t target[KP_ID_LEN]);
 bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
                            const kp_addr_t *origin);
 int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size_t count);
+/* node_portmap.c: asks the gateway for a port mapping of sock when the
+ * options want one and the node could use it (not on loopback); until the
+ * first answer (at most 250 ms) the DHT's datagrams wait, so that the NAT
+ * sees every flow leave from the mapped port. */
+int kp__node_portmap_start(kp_node_t *node, const kp_node_options_t *opts);
+/* True if the datagram was held (sent when the mapping settles). */
+bool kp__node_portmap_hold(kp_node_t *node, int sock, const kp_addr_t *to, const uint8_t *data,
+                           size_t len);
+/* Deletes the mapping at the gateway; the node finishes closing after. */
+void kp__node_portmap_close(kp_node_t *node);
+
 /* From now on, keeps a set of relays found on the DHT (unless they are
  * explicit): looks the relay topic up now, again soon while it finds none,
  * and every 10 minutes after. */

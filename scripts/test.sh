@@ -7,9 +7,10 @@ set -eu
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 # What only tests use: tshark (the dissector's test), promtool (the metrics
-# exposition), systemd-analyze (the unit's hardening). Without root the
+# exposition), systemd-analyze (the unit's hardening), miniupnpd and stund
+# (the port-mapping router of nat.portmap). Without root the
 # tests that need them say they are skipped.
-test_packages="tshark prometheus systemd"
+test_packages="tshark prometheus systemd miniupnpd-iptables stun-server"
 missing=""
 for p in $test_packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

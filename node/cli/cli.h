@@ -63,6 +63,7 @@ typedef struct kp_cli_net_s {
   kp_relay_limits_t relay_limits;
   const char *proxy;            /* --proxy: speak through this proxy */
   bool proxy_private;           /* --private: ... and never go direct */
+  bool no_port_mapping;         /* --no-port-mapping: do not ask the gateway */
   const kp_keypair_t *identity; /* the key shown to the proxy (NULL: a fresh one) */
 } kp_cli_net_t;
 
@@ -87,6 +88,8 @@ typedef struct kp_cli_net_s {
   "                          announced on the DHT; tcp:LIST: over TCP\n"                           \
   "  --private               with --proxy: never go direct, so no peer or\n"                       \
   "                          DHT node learns this host's addresses\n"                              \
+  "  --no-port-mapping       do not ask the gateway to forward a port to this\n"                   \
+  "                          node (NAT-PMP; asked by default)\n"                                   \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */
@@ -97,7 +100,8 @@ enum {
   KP_CLI_OPT_RELAY,
   KP_CLI_OPT_TCP_RELAY,
   KP_CLI_OPT_PROXY,
-  KP_CLI_OPT_PRIVATE
+  KP_CLI_OPT_PRIVATE,
+  KP_CLI_OPT_NO_PORT_MAPPING
 };
 #define KP_CLI_NET_OPTIONS                                                                         \
   {"bind", required_argument, 0, KP_CLI_OPT_BIND},                                                 \
@@ -105,7 +109,8 @@ enum {
       {"relay", required_argument, 0, KP_CLI_OPT_RELAY},                                           \
       {"tcp-relay", required_argument, 0, KP_CLI_OPT_TCP_RELAY},                                   \
       {"proxy", required_argument, 0, KP_CLI_OPT_PROXY},                                           \
-      {"private", no_argument, 0, KP_CLI_OPT_PRIVATE}, {                                           \
+      {"private", no_argument, 0, KP_CLI_OPT_PRIVATE},                                             \
+      {"no-port-mapping", no_argument, 0, KP_CLI_OPT_NO_PORT_MAPPING}, {                           \
     "log", required_argument, 0, KP_CLI_OPT_LOG                                                    \
   }
 

@@ -41,6 +41,7 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
     case KP_CLI_OPT_TCP_RELAY: net->tcp_relay = arg; return 0;
     case KP_CLI_OPT_PROXY: net->proxy = arg; return 0;
     case KP_CLI_OPT_PRIVATE: net->proxy_private = true; return 0;
+    case KP_CLI_OPT_NO_PORT_MAPPING: net->no_port_mapping = true; return 0;
     case KP_CLI_OPT_LOG:
       if (kp_log_level_parse(arg, &net->log_level))
         return kp_cli_usage_error(cmd, "unknown log level '%s'", arg);
@@ -103,6 +104,7 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   o.proxy = tcp_relay ? NULL : net->proxy;
   o.proxy_identity = net->identity;
   o.proxy_private = net->proxy_private;
+  o.port_mapping = !net->no_port_mapping;
   int err = kp_node_create(&s->loop, &o, &s->node);
   if (err) {
     fprintf(

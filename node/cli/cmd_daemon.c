@@ -93,6 +93,12 @@ static int cfg_line(kp_cli_daemon_cfg_t *c, char *line, const char *path, unsign
     snprintf(c->key, sizeof(c->key), "%s", value);
     return 0;
   }
+  if (!strcmp(name, "port-mapping")) {
+    /* On unless "no": serve's --no-port-mapping. */
+    if (!strcmp(value, "no")) return push(c, "--no-port-mapping", NULL, path, no);
+    if (!strcmp(value, "yes")) return 0;
+    return kp_cli_usage_error("daemon", "%s:%u: port-mapping is yes or no", path, no);
+  }
   if (!strcmp(name, "socks") || !strcmp(name, "private")) {
     /* serve's --socks and --private take no value: "socks = yes" is the switch. */
     char opt[16];

@@ -24,8 +24,9 @@
 #define KP_IT_NAT "ipv4:oz ipv6:o"
 #define KP_IT_NAT_FAMILY                                                                           \
   "answered:b local:sz public:sz behind_nat:b port_preserved:b mapping:s public_addresses:n "      \
-  "unsolicited:o nat_type:s dht_nat_type:s dht_reachable:b samples:a"
+  "unsolicited:o nat_type:s dht_nat_type:s dht_reachable:b port_mapping:o samples:a"
 #define KP_IT_NAT_UNSOLICITED "tried:n reached:n"
+#define KP_IT_NAT_PORT_MAPPING "state:s protocol:s gateway:sz external:sz lifetime_s:n why:s"
 #define KP_IT_NAT_SAMPLE "reporter:s seen:sz rtt_ms:nz"
 #define KP_IT_NAT_V6 "addresses:a route:b route_source:sz dht:oz"
 

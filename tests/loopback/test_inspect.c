@@ -200,6 +200,10 @@ static void check_nat(uv_loop_t *loop, const kp_testnet_t *tn) {
   const kp_json_t *v4 = kp_json_get(j, "ipv4"), *v6 = kp_json_get(j, "ipv6");
   kp_it_shape(v4, KP_IT_NAT_FAMILY, "nat.ipv4");
   kp_it_shape(kp_json_get(v4, "unsolicited"), KP_IT_NAT_UNSOLICITED, "nat.ipv4.unsolicited");
+  /* A testnet on loopback: the inspector never asks the host's gateway. */
+  kp_it_shape(kp_json_get(v4, "port_mapping"), KP_IT_NAT_PORT_MAPPING, "nat.ipv4.port_mapping");
+  const char *pm_state = kp_json_get_str(kp_json_get(v4, "port_mapping"), "state");
+  KP_CHECK(pm_state && !strcmp(pm_state, "off"));
   for (const kp_json_t *s = kp_json_get(v4, "samples")->child; s; s = s->next)
     kp_it_shape(s, KP_IT_NAT_SAMPLE, "nat.ipv4.samples[]");
   kp_it_shape(v6, KP_IT_NAT_V6, "nat.ipv6");

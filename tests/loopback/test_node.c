@@ -171,6 +171,57 @@ static void test_close_cancels(void) {
   KP_CHECK_EQ(l.order, 1);
 }
 
+/* A node that could never use a mapping does not ask for one: bound to
+ * loopback, or bound to every address with only loopback bootstrap nodes
+ * (a local testnet must not talk to the host's gateway), or over IPv6. */
+static void test_port_mapping_not_asked(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  const char *binds[] = {"127.0.0.1:0", "0.0.0.0:0", "[::]:0"};
+  const char *boot4[] = {"127.0.0.1:9", "localhost:9"}, *boot6[] = {"[::1]:9"};
+  for (size_t i = 0; i < 3; i++) {
+    kp_node_options_t o;
+    kp_node_options_init(&o);
+    KP_CHECK(o.port_mapping); /* on by default */
+    o.bind = binds[i];
+    o.bootstrap = i == 2 ? boot6 : boot4;
+    o.bootstrap_count = i == 2 ? 1 : 2;
+    kp_node_t *node;
+    KP_CHECK_OK(kp_node_create(&loop, &o, &node));
+    kp_port_mapping_t m;
+    kp_node_port_mapping(node, &m);
+    KP_CHECK_MSG(m.state == KP_PORT_MAPPING_OFF && !node->portmap && !node->portmap_hold,
+                 "bound to %s: state %d", binds[i], (int)m.state);
+    kp_node_close(node, NULL);
+  }
+  check_loop_closes(&loop);
+}
+
+/* The datagrams a node holds for the gateway's first answer are bounded:
+ * a flood of 1000 keeps 64 and counts the rest as dropped, and a node that
+ * closes while holding frees them. */
+static void test_port_mapping_hold_bounded(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = "127.0.0.1:0";
+  kp_node_t *node;
+  KP_CHECK_OK(kp_node_create(&loop, &o, &node));
+  node->portmap_hold = true; /* as kp__node_portmap_start sets it when it asks */
+  kp_addr_t to;
+  KP_CHECK_OK(kp_addr_parse(&to, "127.0.0.1:9"));
+  uint8_t data[1400] = {0x11};
+  uint64_t drops = node->drops_other;
+  for (int i = 0; i < 1000; i++)
+    KP_CHECK(kp__node_portmap_hold(node, KP_DHT_SOCK_MAIN, &to, data, sizeof(data)));
+  KP_CHECK_EQ(node->held_count, 64u);
+  KP_CHECK_EQ(node->drops_other - drops, 936u);
+  kp_node_close(node, NULL);
+  KP_CHECK(!node->portmap_hold);
+  check_loop_closes(&loop);
+}
+
 static unsigned exact_lookups(kp_testnet_t *tn, unsigned lookups, uint64_t seed,
                               double *mean_requests) {
   kp_rng_seeded_t st;
@@ -369,6 +420,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(alloc_failure_create, unit, 30),
     KP_CASE(create_errors, loopback, 20),
     KP_CASE(close_cancels, loopback, 20),
+    KP_CASE(port_mapping_not_asked, loopback, 20),
+    KP_CASE(port_mapping_hold_bounded, loopback, 20),
     KP_CASE(testnet_ipv4, loopback, 120),
     KP_CASE(testnet_ipv6, loopback, 120),
     KP_CASE(firewalled_stays_ephemeral, loopback, 60),

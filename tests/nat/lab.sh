@@ -232,12 +232,89 @@ lab_site() { # id kind
         n=$((n + 1))
       done
       ;;
+    portmap)
+      lab_site_portmap "$id" || return 1
+      ;;
     *)
       lab_say "lab: unknown site kind $kind"
       return 1
       ;;
   esac
   LAB_SITES="$LAB_SITES $id"
+}
+
+# A random NAT whose router runs miniupnpd (NAT-PMP, PCP, UPnP-IGD): a
+# host that asks gets a port forwarded, and what it sends from that port
+# leaves from it. miniupnpd drives iptables through the legacy tables, so
+# this router's rules are all there. It refuses to map for a router whose
+# WAN address is private or reserved (all documentation ranges are) unless
+# STUN shows the WAN side unfiltered and unNATed: stund on the public side
+# answers its check, and the router lets those answers in. Its own traffic
+# is not masqueraded (miniupnpd's STUN check needs its real ports).
+lab_site_portmap() { # id
+  local id=$1 ipt
+  command -v miniupnpd >/dev/null && command -v stund >/dev/null && command -v iptables-legacy >/dev/null ||
+    { lab_say "lab: a portmap site needs miniupnpd, stund and iptables-legacy"; return 1; }
+  ipt="ip netns exec $LAB-r$id iptables-legacy"
+  lab_ns "r$id"
+  ip netns exec "$LAB-r$id" sysctl -qw net.ipv4.ip_forward=1
+  lab_wire "r$id" wan $PUBLIC_NET.$((20 + id))/24 net br0
+  ip -n "$LAB-r$id" link add lan0 type bridge
+  ip -n "$LAB-r$id" addr add 10.$id.0.1/24 dev lan0
+  ip -n "$LAB-r$id" link set lan0 up
+  $ipt -t nat -N MINIUPNPD
+  $ipt -t nat -A PREROUTING -i wan -j MINIUPNPD
+  $ipt -t nat -N MINIUPNPD-POSTROUTING
+  $ipt -t nat -A POSTROUTING -o wan -j MINIUPNPD-POSTROUTING
+  $ipt -t nat -A POSTROUTING -s 10.$id.0.0/24 -o wan -j MASQUERADE --random-fully
+  $ipt -N MINIUPNPD
+  $ipt -P FORWARD DROP
+  $ipt -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  $ipt -A FORWARD -i wan ! -o wan -j MINIUPNPD
+  $ipt -A FORWARD -i lan0 -j ACCEPT
+  $ipt -A INPUT -i wan -p udp -s $PUBLIC_NET.10/31 --sport 3480:3481 -j ACCEPT
+  $ipt -A INPUT -i wan -m conntrack --ctstate NEW -j DROP
+  lab_ns "h$id"
+  lab_wire "h$id" eth0 10.$id.0.2/24 "r$id" lan0
+  ip -n "$LAB-h$id" route add default via 10.$id.0.1
+  if [ -z "${LAB_STUND:-}" ]; then
+    lab_spawn pub "$LAB_LOG/stund.log" stund -h $PUBLIC_NET.10 -a $PUBLIC_NET.11 -p 3480 -o 3481
+    LAB_STUND=$LAB_LAST_PID
+  fi
+  cat >"$LAB_LOG/miniupnpd$id.conf" <<EOF_CONF
+ext_ifname=wan
+listening_ip=lan0
+enable_natpmp=yes
+enable_upnp=yes
+ext_perform_stun=yes
+ext_stun_host=$PUBLIC_NET.10
+ext_stun_port=3480
+lease_file=$LAB_LOG/miniupnpd$id.leases
+secure_mode=yes
+system_uptime=no
+min_lifetime=120
+max_lifetime=86400
+allow 1024-65535 10.$id.0.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF_CONF
+  sleep 0.2 # stund binds
+  lab_spawn "r$id" "$LAB_LOG/miniupnpd$id.log" miniupnpd -d -f "$LAB_LOG/miniupnpd$id.conf" \
+    -P "$LAB_LOG/miniupnpd$id.pid"
+  # Bounded: 100 x 0.1 s for its STUN check (about 10 ms here) and its
+  # NAT-PMP socket.
+  local i=0
+  until grep -q "Listening for NAT-PMP" "$LAB_LOG/miniupnpd$id.log" 2>/dev/null || [ $i -ge 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  grep -q "Port forwarding is now enabled" "$LAB_LOG/miniupnpd$id.log" ||
+    { lab_say "lab: miniupnpd on r$id does not forward: $(tail -n 3 "$LAB_LOG/miniupnpd$id.log")"; return 1; }
+}
+
+# The port mappings miniupnpd holds on a portmap site's router, one rule
+# per line (nothing when it holds none).
+lab_portmap_rules() { # id
+  ip netns exec "$LAB-r$1" iptables-legacy -t nat -S MINIUPNPD | grep -- '-j DNAT' || true
 }
 
 # Drops pct% of the site's packets both ways (on its router, or its host).
@@ -270,7 +347,7 @@ lab_expected_behaviour() { # kind
   case $1 in
     open) echo "mapping=none filtering=open" ;;
     consistent | lan) echo "mapping=consistent filtering=closed" ;;
-    random) echo "mapping=random filtering=closed" ;;
+    random | portmap) echo "mapping=random filtering=closed" ;;
     firewalled) echo "mapping=none filtering=closed" ;;
     blocked) echo "udp=blocked" ;;
   esac

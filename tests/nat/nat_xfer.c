@@ -264,11 +264,13 @@ int main(int argc, char **argv) {
   double secs = x.started_us ? (double)(x.last_read_us - x.started_us) / 1e6 : 0;
   bool ok = !x.status && x.echoed == x.total && !x.mismatches;
   char proxy[KP_ADDR_STRLEN] = "";
+  char path[KP_ADDR_STRLEN] = "";
   if (x.info.proxy.family) kp_addr_format(&x.info.proxy, proxy, sizeof(proxy));
-  printf("{\"ok\":%s,\"proxy\":\"%s\",\"error\":\"%s\",\"strategy\":\"%s\",\"bytes\":%" PRIu64
-         ",\"mismatches\":%" PRIu64 ",\"moves\":%u,\"direct_moves\":%u,\"max_stall_ms\":%" PRIu64
-         ",\"seconds\":%.2f}\n",
-         ok ? "true" : "false", proxy, x.status ? kp_err_name(x.status) : "",
+  if (x.info.path.family) kp_addr_format(&x.info.path, path, sizeof(path));
+  printf("{\"ok\":%s,\"proxy\":\"%s\",\"path\":\"%s\",\"error\":\"%s\",\"strategy\":\"%s\","
+         "\"bytes\":%" PRIu64 ",\"mismatches\":%" PRIu64
+         ",\"moves\":%u,\"direct_moves\":%u,\"max_stall_ms\":%" PRIu64 ",\"seconds\":%.2f}\n",
+         ok ? "true" : "false", proxy, path, x.status ? kp_err_name(x.status) : "",
          x.info.proxy.family ? "proxied" : kp_punch_name(x.info.punch), x.echoed, x.mismatches,
          x.moves, x.direct_moves, x.max_gap_us / 1000, secs);
   uv_loop_close(loop);

@@ -46,6 +46,37 @@ static const char *outlook(kp_nat_type_t t) {
   }
 }
 
+/* What the gateway offered when asked for a mapping of the probing
+ * socket: while one is held, the mapping and filtering above are the
+ * mapped port's (it keeps its port, and lets anyone in). */
+static void print_port_mapping(const kp_port_mapping_t *m) {
+  char a[KP_ADDR_STRLEN], g[KP_ADDR_STRLEN];
+  switch (m->state) {
+    case KP_PORT_MAPPING_ACTIVE:
+      printf("  %-14s %s at %s mapped %s to this socket for %u s\n", "port mapping", m->protocol,
+             kp_addr_format(&m->gateway, g, sizeof(g)), kp_addr_format(&m->external, a, sizeof(a)),
+             m->lifetime_s);
+      break;
+    case KP_PORT_MAPPING_UNAVAILABLE:
+      printf("  %-14s none: %s\n", "port mapping", m->why ? m->why : "unavailable");
+      break;
+    case KP_PORT_MAPPING_ASKING:
+      printf("  %-14s %s at %s: no answer yet\n", "port mapping", m->protocol,
+             kp_addr_format(&m->gateway, g, sizeof(g)));
+      break;
+    default: printf("  %-14s not asked (loopback, or a local bootstrap node)\n", "port mapping");
+  }
+}
+
+static const char *mapping_state(kp_port_mapping_state_t s) {
+  switch (s) {
+    case KP_PORT_MAPPING_ACTIVE: return "active";
+    case KP_PORT_MAPPING_ASKING: return "asking";
+    case KP_PORT_MAPPING_UNAVAILABLE: return "unavailable";
+    default: return "off";
+  }
+}
+
 static void print_family(const char *title, const kp_inspect_nat_t *n) {
   char a[KP_ADDR_STRLEN], b[KP_ADDR_STRLEN];
   printf("%s\n", title);
@@ -65,6 +96,7 @@ static void print_family(const char *title, const kp_inspect_nat_t *n) {
   printf("  %-14s %s (the DHT's own view so far: %s%s)\n", "NAT type", kp_nat_type_name(n->type),
          kp_nat_type_name(n->dht_type), n->dht_reachable ? ", reachable" : "");
   printf("  %-14s %s\n", "holepunching", outlook(n->type));
+  print_port_mapping(&n->port_mapping);
   printf("  %-26s  %-26s  %8s\n", "NODE", "SAW US AT", "RTT ms");
   for (size_t i = 0; i < n->count; i++) {
     const kp_inspect_nat_sample_t *s = &n->samples[i];
@@ -118,6 +150,20 @@ static void json_family(kp_jw_t *w, const char *key, const kp_inspect_nat_t *n, 
   kp_jw_kstr(w, "nat_type", kp_nat_type_name(n->type));
   kp_jw_kstr(w, "dht_nat_type", kp_nat_type_name(n->dht_type));
   kp_jw_kbool(w, "dht_reachable", n->dht_reachable);
+  kp_jw_key(w, "port_mapping");
+  kp_jw_obj(w);
+  kp_jw_kstr(w, "state", mapping_state(n->port_mapping.state));
+  kp_jw_kstr(w, "protocol", n->port_mapping.protocol ? n->port_mapping.protocol : "");
+  kp_inspect_jw_addr(w, "gateway",
+                     n->port_mapping.state != KP_PORT_MAPPING_OFF && n->port_mapping.gateway.family
+                         ? &n->port_mapping.gateway
+                         : NULL);
+  kp_inspect_jw_addr(w, "external",
+                     n->port_mapping.state == KP_PORT_MAPPING_ACTIVE ? &n->port_mapping.external
+                                                                     : NULL);
+  kp_jw_ku64(w, "lifetime_s", n->port_mapping.lifetime_s);
+  kp_jw_kstr(w, "why", n->port_mapping.why ? n->port_mapping.why : "");
+  kp_jw_obj_end(w);
   kp_jw_key(w, "samples");
   kp_jw_arr(w);
   for (size_t i = 0; i < n->count; i++) {

@@ -86,6 +86,7 @@ int kp_inspect_nat_probe(const kp_inspect_opts_t *o, int family, const char *con
   kp_node_local_addr(s.node, &n->local);
   n->dht_type = kp_dht_nat(dht)->type;
   n->dht_reachable = kp_dht_nat(dht)->reachable;
+  kp_node_port_mapping(s.node, &n->port_mapping);
   bool signalled = s.signalled;
   kp_inspect_session_close(&s); /* before n's probes go out of use */
   kp_inspect_nat_analyse(n);

@@ -34,6 +34,7 @@ struct kp_inspect_nat_s {
   unsigned checks_tried, checks_reached; /* PING_NAT */
   kp_nat_type_t dht_type;                /* the node's own conclusion */
   bool dht_reachable;
+  kp_port_mapping_t port_mapping; /* what the gateway offered (IPv4) */
   /* Derived by kp_inspect_nat_analyse. */
   kp_addr_t public_addr; /* the address most nodes saw */
   unsigned answers, distinct_seen, public_ips;

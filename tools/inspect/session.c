@@ -22,6 +22,8 @@ int kp_inspect_session_open(kp_inspect_session_t *s, const kp_inspect_opts_t *o,
   no.bind = o->bind ? o->bind : family == KP_AF_INET6 ? "[::]:0" : "0.0.0.0:0";
   /* An inspector asks; it never enters anyone's routing table. */
   no.mode = KP_NODE_EPHEMERAL;
+  /* Only `nat` reports what the gateway offers; the rest need no mapping. */
+  no.port_mapping = !strcmp(o->cmd, "nat");
   no.log_level = o->log_level;
   no.bootstrap = hosts;
   no.bootstrap_count = count;

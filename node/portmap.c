@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/* NAT-PMP through libnatpmp, on the node's loop: the library's socket is
+ * watched with a uv_poll, its retransmission schedule (250 ms doubling,
+ * nine tries) driven by a uv_timer, and one request is in flight at a time:
+ * the public address, then the mapping; again at half the lifetime; a
+ * delete (lifetime 0) on close. */
+#include "node/portmap.h"
+
+#include <arpa/inet.h>
+#include <natpmp.h>
+#include <string.h>
+
+#include "common/addr.h"
+#include "common/alloc.h"
+
+#define LIFETIME_S 7200          /* RFC 6886 section 3.3's recommendation */
+#define SETTLE_MS 250            /* the first retransmission: gateways answer within it */
+#define CLOSE_WAIT_MS 500        /* for the delete's answer */
+#define RETRY_MS (5 * 60 * 1000) /* after a gateway gave up on us */
+
+typedef enum step_e {
+  STEP_ADDRESS, /* public address request in flight */
+  STEP_MAP,     /* mapping request in flight */
+  STEP_WAIT,    /* mapped (or unavailable): until renewal or retry */
+  STEP_DELETE,  /* closing: delete in flight */
+} step_t;
+
+struct kp_portmap_s {
+  uv_loop_t *loop;
+  kp_log_t *log;
+  natpmp_t np;
+  bool np_open;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  unsigned open_handles; /* poll, timer: closed before the struct goes */
+  step_t step;
+  uint16_t port;
+  uint64_t settle_at; /* 0 once settled */
+  uint64_t delete_until;
+  kp_port_mapping_t info;
+  kp_portmap_cb cb;
+  void *ctx;
+  kp_portmap_closed_cb closed;
+  void *closed_ctx;
+  bool closing;
+};
+
+static const char *natpmp_why(int r) {
+  switch (r) {
+    case NATPMP_ERR_CANNOTGETGATEWAY: return "no IPv4 default gateway";
+    case NATPMP_ERR_NOGATEWAYSUPPORT: return "the gateway does not answer NAT-PMP";
+    case NATPMP_ERR_UNSUPPORTEDVERSION: return "the gateway speaks another NAT-PMP version";
+    case NATPMP_ERR_NOTAUTHORIZED: return "the gateway refused: not authorized";
+    case NATPMP_ERR_NETWORKFAILURE: return "the gateway has no public address";
+    case NATPMP_ERR_OUTOFRESOURCES: return "the gateway is out of mappings";
+    default: return "NAT-PMP failed";
+  }
+}
+
+static void report(kp_portmap_t *pm, bool settled) {
+  if (pm->cb && !pm->closing) pm->cb(pm->ctx, &pm->info, settled);
+}
+
+/* The first outcome settles the start (once). */
+static void settle(kp_portmap_t *pm) {
+  bool first = pm->settle_at != 0;
+  pm->settle_at = 0;
+  report(pm, first);
+}
+
+static void finish_close(kp_portmap_t *pm);
+static void on_timer(uv_timer_t *t);
+
+static void arm(kp_portmap_t *pm, uint64_t delay_ms) {
+  uint64_t now = uv_now(pm->loop);
+  if (pm->settle_at) {
+    uint64_t to_settle = pm->settle_at > now ? pm->settle_at - now : 0;
+    if (to_settle < delay_ms) delay_ms = to_settle;
+  }
+  uv_timer_start(&pm->timer, on_timer, delay_ms, 0);
+}
+
+/* Arms the timer for the library's next retransmission. */
+static void arm_retry(kp_portmap_t *pm) {
+  struct timeval tv;
+  uint64_t ms = 250;
+  if (getnatpmprequesttimeout(&pm->np, &tv) == 0)
+    ms = tv.tv_sec < 0 ? 0 : (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000 + 1;
+  if (pm->step == STEP_DELETE) {
+    uint64_t now = uv_now(pm->loop);
+    uint64_t left = pm->delete_until > now ? pm->delete_until - now : 0;
+    if (left < ms) ms = left;
+  }
+  arm(pm, ms);
+}
+
+static void ask_address(kp_portmap_t *pm) {
+  pm->step = STEP_ADDRESS;
+  int r = sendpublicaddressrequest(&pm->np);
+  if (r < 0) {
+    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+    pm->info.why = natpmp_why(r);
+    pm->step = STEP_WAIT;
+    arm(pm, RETRY_MS);
+    settle(pm);
+    return;
+  }
+  arm_retry(pm);
+}
+
+static void failed(kp_portmap_t *pm, int r) {
+  bool was_active = pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+  pm->info.why = natpmp_why(r);
+  if (was_active)
+    KP_WARN(pm->log, "port mapping lost: %s; asking again in %u s", pm->info.why, RETRY_MS / 1000);
+  else
+    KP_INFO(pm->log, "no port mapping: %s", pm->info.why);
+  pm->step = STEP_WAIT;
+  arm(pm, RETRY_MS);
+  settle(pm);
+}
+
+static void mapped(kp_portmap_t *pm, const natpmpresp_t *resp) {
+  char text[KP_ADDR_STRLEN];
+  bool renewed = pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  pm->info.external.port = resp->pnu.newportmapping.mappedpublicport;
+  pm->info.lifetime_s = resp->pnu.newportmapping.lifetime;
+  pm->info.state = KP_PORT_MAPPING_ACTIVE;
+  pm->info.why = NULL;
+  if (renewed)
+    pm->info.renewals++;
+  else
+    KP_INFO(pm->log, "port mapping: %s forwards to port %u (NAT-PMP, %u s)",
+            kp_addr_format(&pm->info.external, text, sizeof(text)), pm->port, pm->info.lifetime_s);
+  pm->step = STEP_WAIT;
+  /* Renewed at half its lifetime (RFC 6886 section 3.3); a gateway that
+   * grants less than a minute is asked every 30 s at most. */
+  uint64_t half_ms = (uint64_t)pm->info.lifetime_s * 500;
+  arm(pm, half_ms < 30000 ? 30000 : half_ms);
+  settle(pm);
+}
+
+static void on_response(kp_portmap_t *pm) {
+  natpmpresp_t resp;
+  int r = readnatpmpresponseorretry(&pm->np, &resp);
+  if (r == NATPMP_TRYAGAIN) {
+    arm_retry(pm);
+    return;
+  }
+  if (pm->step == STEP_DELETE) {
+    finish_close(pm);
+    return;
+  }
+  if (r < 0) {
+    failed(pm, r);
+    return;
+  }
+  if (pm->step == STEP_ADDRESS && resp.type == NATPMP_RESPTYPE_PUBLICADDRESS) {
+    kp_addr_t ext = {0};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr = resp.pnu.publicaddress.addr};
+    kp_addr_from_sockaddr(&ext, (const struct sockaddr *)&sin);
+    ext.port = pm->info.external.port;
+    pm->info.external = ext;
+    pm->step = STEP_MAP;
+    /* The port it had, if any, else the socket's own. */
+    uint16_t want = pm->info.external.port ? pm->info.external.port : pm->port;
+    r = sendnewportmappingrequest(&pm->np, NATPMP_PROTOCOL_UDP, pm->port, want, LIFETIME_S);
+    if (r < 0)
+      failed(pm, r);
+    else
+      arm_retry(pm);
+  } else if (pm->step == STEP_MAP && resp.type == NATPMP_RESPTYPE_UDPPORTMAPPING &&
+             resp.pnu.newportmapping.privateport == pm->port &&
+             resp.pnu.newportmapping.mappedpublicport) {
+    mapped(pm, &resp);
+  } else {
+    failed(pm, NATPMP_ERR_UNDEFINEDERROR);
+  }
+}
+
+static void on_readable(uv_poll_t *p, int status, int events) {
+  kp_portmap_t *pm = p->data;
+  (void)events;
+  if (status < 0) return;
+  on_response(pm);
+}
+
+static void on_timer(uv_timer_t *t) {
+  kp_portmap_t *pm = t->data;
+  uint64_t now = uv_now(pm->loop);
+  if (pm->step == STEP_DELETE) {
+    if (now >= pm->delete_until) {
+      finish_close(pm);
+      return;
+    }
+    on_response(pm); /* retransmits */
+    return;
+  }
+  if (pm->settle_at && now >= pm->settle_at) {
+    /* No answer yet: the node goes on without waiting; the mapping, if it
+     * comes, is reported when it does. */
+    settle(pm);
+  }
+  if (pm->step == STEP_WAIT) {
+    ask_address(pm); /* renewal, or another try */
+    return;
+  }
+  on_response(pm); /* retransmits, or gives up after the library's last try */
+}
+
+int kp_portmap_start(uv_loop_t *loop, uint16_t port, kp_log_t *log, kp_portmap_cb cb, void *ctx,
+                     kp_portmap_t **out) {
+  *out = NULL;
+  kp_portmap_t *pm = kp_calloc(1, sizeof(*pm));
+  if (!pm) return UV_ENOMEM;
+  pm->loop = loop;
+  pm->log = log;
+  pm->port = port;
+  pm->cb = cb;
+  pm->ctx = ctx;
+  pm->info.protocol = "NAT-PMP";
+  pm->info.state = KP_PORT_MAPPING_ASKING;
+  int err = uv_timer_init(loop, &pm->timer);
+  if (err) {
+    kp_free(pm);
+    return err;
+  }
+  pm->timer.data = pm;
+  pm->open_handles = 1;
+  *out = pm;
+  int r = initnatpmp(&pm->np, 0, 0);
+  if (r < 0) {
+    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+    pm->info.why = natpmp_why(r);
+    pm->step = STEP_WAIT;
+    report(pm, true);
+    return 0;
+  }
+  pm->np_open = true;
+  struct sockaddr_in gw = {.sin_family = AF_INET, .sin_port = htons(NATPMP_PORT)};
+  gw.sin_addr.s_addr = pm->np.gateway;
+  kp_addr_from_sockaddr(&pm->info.gateway, (const struct sockaddr *)&gw);
+  if ((err = uv_poll_init_socket(loop, &pm->poll, pm->np.s)) == 0) {
+    pm->poll.data = pm;
+    pm->open_handles |= 2;
+    err = uv_poll_start(&pm->poll, UV_READABLE, on_readable);
+  }
+  if (err) {
+    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+    pm->info.why = "cannot watch the NAT-PMP socket";
+    pm->step = STEP_WAIT;
+    report(pm, true);
+    return 0;
+  }
+  pm->settle_at = uv_now(loop) + SETTLE_MS;
+  ask_address(pm);
+  return 0;
+}
+
+void kp_portmap_info(const kp_portmap_t *pm, kp_port_mapping_t *out) {
+  *out = pm->info;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  kp_portmap_t *pm = h->data;
+  pm->open_handles &= ~(h == (uv_handle_t *)&pm->timer ? 1u : 2u);
+  if (pm->open_handles) return;
+  /* The poll watched the library's socket; it is closed only now. */
+  if (pm->np_open) closenatpmp(&pm->np);
+  kp_portmap_closed_cb closed = pm->closed;
+  void *ctx = pm->closed_ctx;
+  kp_free(pm);
+  if (closed) closed(ctx);
+}
+
+static void finish_close(kp_portmap_t *pm) {
+  if (pm->step == STEP_DELETE)
+    KP_INFO(pm->log, "port mapping of port %u deleted at the gateway", pm->port);
+  pm->step = STEP_WAIT;
+  uv_timer_stop(&pm->timer);
+  uv_close((uv_handle_t *)&pm->timer, on_handle_closed);
+  if (pm->open_handles & 2) uv_close((uv_handle_t *)&pm->poll, on_handle_closed);
+}
+
+void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) {
+  if (pm->closing) return;
+  pm->closing = true;
+  pm->closed = closed;
+  pm->closed_ctx = ctx;
+  pm->settle_at = 0;
+  /* A mapping we hold, or one a request in flight may have made: delete. */
+  if (pm->np_open && pm->info.state != KP_PORT_MAPPING_UNAVAILABLE &&
+      sendnewportmappingrequest(&pm->np, NATPMP_PROTOCOL_UDP, pm->port, 0, 0) >= 0) {
+    pm->step = STEP_DELETE;
+    pm->delete_until = uv_now(pm->loop) + CLOSE_WAIT_MS;
+    arm_retry(pm);
+    return;
+  }
+  finish_close(pm);
+}

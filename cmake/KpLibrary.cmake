@@ -12,7 +12,7 @@ set(KP_INTERNAL_LIBS kp_node kp_proxy kp_holepunch kp_relay_uv kp_relay kp_strea
 
 # The system libraries the archives use; the shared library links them, the
 # static one names them in kadpunch.pc.
-set(kp_system_libs PkgConfig::LIBUV PkgConfig::SODIUM PkgConfig::MSGPACK kp_natpmp m)
+set(kp_system_libs PkgConfig::LIBUV PkgConfig::SODIUM PkgConfig::MSGPACK kp_natpmp PkgConfig::MINIUPNPC m)
 if(LIBCRYPTO_FOUND)
   list(APPEND kp_system_libs PkgConfig::LIBCRYPTO)
 endif()
@@ -47,7 +47,7 @@ set_target_properties(kadpunch_static PROPERTIES OUTPUT_NAME kadpunch LINKER_LAN
 # Paths are relative to the file, so an installed tree can move.
 file(RELATIVE_PATH KP_PC_TO_PREFIX ${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
 string(REGEX REPLACE "/$" "" KP_PC_TO_PREFIX "${KP_PC_TO_PREFIX}")
-set(KP_PC_REQUIRES_PRIVATE "libsodium, ${KP_MSGPACK_PC}")
+set(KP_PC_REQUIRES_PRIVATE "libsodium, ${KP_MSGPACK_PC}, miniupnpc")
 if(LIBCRYPTO_FOUND)
   string(APPEND KP_PC_REQUIRES_PRIVATE ", libcrypto")
 endif()

@@ -4,7 +4,7 @@
 #   libkadpunch0      the shared library
 #   libkadpunch-dev   headers, static library, kadpunch.pc, the CMake package
 # with their library dependencies found by dpkg-shlibdeps (libuv1,
-# libsodium23, libmsgpackc2 or its successor, libssl3, libnatpmp1).
+# libsodium23, libmsgpackc2 or its successor, libssl3, libnatpmp1, libminiupnpc17).
 set(CPACK_PACKAGE_NAME kadpunch)
 set(CPACK_PACKAGE_VENDOR "kadpunch")
 set(CPACK_PACKAGE_CONTACT "kadpunch maintainers <maintainers@kadpunch.invalid>")
@@ -29,7 +29,7 @@ set(CPACK_DEBIAN_LIB_DESCRIPTION
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libkadpunch-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-  "libuv1-dev (>= 1.44), libsodium-dev, libmsgpack-dev | libmsgpack-c-dev, libnatpmp-dev")
+  "libuv1-dev (>= 1.44), libsodium-dev, libmsgpack-dev | libmsgpack-c-dev, libnatpmp-dev, libminiupnpc-dev")
 set(CPACK_DEBIAN_DEV_DESCRIPTION
   "peer-to-peer connectivity by public key (development files)\n Headers, the static library, pkg-config and CMake files.")
 set(CPACK_COMPONENT_DEV_DEPENDS lib) # libkadpunch0 (= version)

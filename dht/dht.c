@@ -493,6 +493,10 @@ static void on_public_address(kp_dht_t *dht, uint64_t now) {
 
 static void natcheck(kp_dht_t *dht, uint64_t now);
 
+void kp_dht_set_mapped(kp_dht_t *dht, const kp_addr_t *mapped, uint64_t now) {
+  if (kp_dht_nat_set_mapped(&dht->nat, mapped, now)) on_public_address(dht, now);
+}
+
 /* After two failed reachability checks in a row: 30 s, doubling with each
  * failure to natcheck_ms. Most nodes sit behind NATs that never let an
  * unsolicited answer in; checking every 30 s forever, each of them would

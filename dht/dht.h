@@ -251,6 +251,8 @@ bool kp_dht_is_joined(const kp_dht_t *dht);
 /* Our id; false while we have none (no public address known yet). */
 bool kp_dht_id(const kp_dht_t *dht, uint8_t id[KP_ID_LEN]);
 const kp_dht_nat_t *kp_dht_nat(const kp_dht_t *dht);
+/* A port mapping of our socket at the gateway, or NULL: kp_dht_nat_set_mapped. */
+void kp_dht_set_mapped(kp_dht_t *dht, const kp_addr_t *mapped, uint64_t now);
 /* The node's address changed under it (a proxy's new allocation, another
  * network): what it knew of its public address and reachability is
  * forgotten and learnt again, as after a suspend. */

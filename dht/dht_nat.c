@@ -17,7 +17,11 @@ void kp_dht_nat_init(kp_dht_nat_t *nat) {
 }
 
 void kp_dht_nat_reset(kp_dht_nat_t *nat) {
+  bool has_mapped = nat->has_mapped;
+  kp_addr_t mapped = nat->mapped;
   kp_dht_nat_init(nat);
+  nat->has_mapped = has_mapped;
+  nat->mapped = mapped;
 }
 
 bool kp_dht_nat_same_host(const kp_addr_t *a, const kp_addr_t *b) {
@@ -69,6 +73,14 @@ static void classify(kp_dht_nat_t *nat, uint64_t now, bool *changed) {
     nat->has_public = nat->count > 0;
     nat->type = KP_NAT_UNKNOWN;
   }
+  if (nat->has_mapped && nat->count && nat->mapped.family == s[0].seen.family &&
+      !memcmp(nat->mapped.ip, s[0].seen.ip, nat->mapped.family == KP_AF_INET6 ? 16 : 4)) {
+    /* A mapping forwards whatever arrives at its port: OPEN, as a claim;
+     * reachability (membership) is still proven by PING_NAT witnesses. */
+    nat->public_addr = nat->mapped;
+    nat->has_public = true;
+    nat->type = KP_NAT_OPEN;
+  }
   if (nat->has_public && (!had || !kp_addr_eq(&prev, &nat->public_addr))) {
     nat->public_since = now;
     *changed = true;
@@ -98,6 +110,14 @@ bool kp_dht_nat_add_sample(kp_dht_nat_t *nat, const kp_addr_t *reporter, const k
   return changed;
 }
 
+bool kp_dht_nat_set_mapped(kp_dht_nat_t *nat, const kp_addr_t *mapped, uint64_t now) {
+  nat->has_mapped = mapped != NULL;
+  if (mapped) nat->mapped = *mapped;
+  bool changed = false;
+  classify(nat, now, &changed);
+  return changed;
+}
+
 bool kp_dht_nat_reach_confirmed_by(const kp_dht_nat_t *nat, const kp_addr_t *reporter) {
   for (unsigned i = 0; i < nat->reach_ok_count; i++)
     if (kp_dht_nat_same_host(&nat->reach_ok[i], reporter)) return true;
@@ -121,7 +141,8 @@ bool kp_dht_nat_reach_result(kp_dht_nat_t *nat, const kp_addr_t *reporter, bool 
     nat->reachable = false;
     nat->reach_ok_count = 0;
   }
-  if (nat->type == KP_NAT_OPEN || nat->type == KP_NAT_CONSISTENT)
+  if ((nat->type == KP_NAT_OPEN || nat->type == KP_NAT_CONSISTENT) &&
+      !(nat->has_mapped && kp_addr_eq(&nat->public_addr, &nat->mapped)))
     nat->type = nat->reachable ? KP_NAT_OPEN : KP_NAT_CONSISTENT;
   return was != nat->reachable;
 }

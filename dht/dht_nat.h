@@ -40,6 +40,9 @@ typedef struct kp_dht_nat_s {
   kp_addr_t public_addr; /* for RANDOM only the IP is meaningful */
   uint64_t public_since; /* when the public address last changed */
   kp_nat_type_t type;
+  /* A port mapping the gateway granted for our socket (kp_dht_nat_set_mapped). */
+  bool has_mapped;
+  kp_addr_t mapped;
 } kp_dht_nat_t;
 
 void kp_dht_nat_init(kp_dht_nat_t *nat);
@@ -57,7 +60,20 @@ bool kp_dht_nat_add_sample(kp_dht_nat_t *nat, const kp_addr_t *reporter, const k
 /* Records a PING_NAT outcome. Returns true if reachability flipped. */
 bool kp_dht_nat_reach_result(kp_dht_nat_t *nat, const kp_addr_t *reporter, bool ok);
 
-/* Forgets everything (the network may have changed). */
+/* The address a port mapping at our gateway forwards to our socket, or NULL
+ * when there is none (any longer). It is our public address while the
+ * newest reporter sees the same IP (a gateway behind another NAT, carrier-
+ * grade NAT say, maps an address nobody can reach, and reporters show it),
+ * and the NAT then counts as OPEN: the gateway forwards whatever arrives at
+ * the port, and sends from it toward everyone (membership still waits for
+ * PING_NAT witnesses: `reachable`). Samples alone would say so
+ * too, but only for flows that started after the mapping: a flow older
+ * than it keeps the port the NAT gave it, and the DHT keeps its flows
+ * alive. Returns true if the public address changed. */
+bool kp_dht_nat_set_mapped(kp_dht_nat_t *nat, const kp_addr_t *mapped, uint64_t now);
+
+/* Forgets everything it learnt (the network may have changed); a mapping
+ * stays until its owner withdraws it. */
 void kp_dht_nat_reset(kp_dht_nat_t *nat);
 
 /* True if reporter's host already confirmed we are reachable. */

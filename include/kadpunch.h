@@ -134,7 +134,8 @@ typedef struct kp_node_options_s {
    * then forwards one stable public port, and the node can be reached,
    * punched and even become a DHT member. On by default; never asked for
    * by a node bound to loopback, an IPv6 node, a proxied or tunnelled one,
-   * or one whose bootstrap nodes are all on loopback (a local testnet). */
+   * or one whose bootstrap nodes (those given here: it is decided when
+   * the node is created) are all on loopback or none (a local testnet). */
   bool port_mapping;
 } kp_node_options_t;
 

@@ -56,8 +56,13 @@ static void release(kp_node_t *node) {
 
 static void on_mapping(void *ctx, const kp_port_mapping_t *now, bool settled) {
   kp_node_t *node = ctx;
-  (void)now;
   if (settled && node->portmap_hold) release(node);
+  if (!node->dht || node->closing) return;
+  /* The DHT takes the mapped address as ours (while reporters see its IP):
+   * a mapping that came after the first flows would not show in them. */
+  kp_dht_set_mapped(node->dht, now->state == KP_PORT_MAPPING_ACTIVE ? &now->external : NULL,
+                    kp__node_now(node));
+  kp__node_rearm(node);
 }
 
 int kp__node_portmap_start(kp_node_t *node, const kp_node_options_t *opts) {

@@ -3,15 +3,20 @@
  * watched with a uv_poll, its retransmission schedule (250 ms doubling,
  * nine tries) driven by a uv_timer, and one request is in flight at a time:
  * the public address, then the mapping; again at half the lifetime; a
- * delete (lifetime 0) on close. */
+ * delete (lifetime 0) on close. A gateway that does not answer NAT-PMP is
+ * asked with UPnP-IGD (portmap_upnp.c), which then renews and deletes. */
 #include "node/portmap.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <natpmp.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/addr.h"
 #include "common/alloc.h"
+#include "node/portmap_upnp.h"
 
 #define LIFETIME_S 7200          /* RFC 6886 section 3.3's recommendation */
 #define SETTLE_MS 250            /* the first retransmission: gateways answer within it */
@@ -43,6 +48,9 @@ struct kp_portmap_s {
   kp_portmap_closed_cb closed;
   void *closed_ctx;
   bool closing;
+  kp_upnp_t *upnp;     /* made when NAT-PMP fails */
+  bool via_upnp;       /* the active mapping is UPnP's */
+  bool upnp_unmapping; /* closing: the delete is in flight */
 };
 
 static const char *natpmp_why(int r) {
@@ -69,11 +77,14 @@ static void settle(kp_portmap_t *pm) {
 }
 
 static void finish_close(kp_portmap_t *pm);
+static bool open_gateway(kp_portmap_t *pm);
 static void on_timer(uv_timer_t *t);
 
 static void arm(kp_portmap_t *pm, uint64_t delay_ms) {
   uint64_t now = uv_now(pm->loop);
-  if (pm->settle_at) {
+  /* A request in flight may not have an answer by the settle deadline; a
+   * renewal or a retry (STEP_WAIT) is after it anyway. */
+  if (pm->settle_at && pm->step != STEP_WAIT) {
     uint64_t to_settle = pm->settle_at > now ? pm->settle_at - now : 0;
     if (to_settle < delay_ms) delay_ms = to_settle;
   }
@@ -108,8 +119,29 @@ static void ask_address(kp_portmap_t *pm) {
   arm_retry(pm);
 }
 
+static void on_upnp(void *ctx, const kp_upnp_result_t *res);
+
+/* Starts a UPnP-IGD attempt; false if it cannot. */
+static bool try_upnp(kp_portmap_t *pm) {
+  if (pm->closing) return false;
+  if (!pm->upnp) pm->upnp = kp_upnp_new(pm->loop, pm->port);
+  if (!pm->upnp || kp_upnp_map(pm->upnp, LIFETIME_S, on_upnp, pm)) return false;
+  uv_timer_stop(&pm->timer);
+  pm->step = STEP_WAIT;
+  return true;
+}
+
 static void failed(kp_portmap_t *pm, int r) {
   bool was_active = pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  /* No NAT-PMP (a refusal is an answer: it stands): UPnP-IGD, on the
+   * thread pool, while the node goes on. */
+  if (!was_active && (r == NATPMP_ERR_NOGATEWAYSUPPORT || r == NATPMP_ERR_UNSUPPORTEDVERSION) &&
+      try_upnp(pm)) {
+    pm->info.protocol = "UPnP-IGD";
+    pm->info.state = KP_PORT_MAPPING_ASKING;
+    settle(pm);
+    return;
+  }
   pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
   pm->info.why = natpmp_why(r);
   if (was_active)
@@ -141,14 +173,90 @@ static void mapped(kp_portmap_t *pm, const natpmpresp_t *resp) {
   settle(pm);
 }
 
+static void on_upnp(void *ctx, const kp_upnp_result_t *res) {
+  kp_portmap_t *pm = ctx;
+  char text[KP_ADDR_STRLEN];
+  if (pm->closing) {
+    /* A mapping made while we were closing goes too; then we are done. */
+    if (!res->status && !pm->upnp_unmapping && !kp_upnp_unmap(pm->upnp, on_upnp, pm)) {
+      pm->upnp_unmapping = true;
+      return;
+    }
+    if (pm->upnp_unmapping && !res->status)
+      KP_INFO(pm->log, "port mapping of port %u deleted at the gateway", pm->port);
+    finish_close(pm);
+    return;
+  }
+  bool renewed = pm->via_upnp && pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  pm->info.protocol = "UPnP-IGD";
+  pm->info.gateway = res->gateway;
+  if (res->status) {
+    if (renewed)
+      KP_WARN(pm->log, "port mapping lost: %s; asking again in %u s", res->why, RETRY_MS / 1000);
+    else
+      KP_INFO(pm->log, "no port mapping: the gateway does not answer NAT-PMP, and %s", res->why);
+    pm->via_upnp = false;
+    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+    pm->info.why = res->why;
+    pm->step = STEP_WAIT;
+    arm(pm, RETRY_MS);
+    settle(pm);
+    return;
+  }
+  pm->via_upnp = true;
+  pm->info.state = KP_PORT_MAPPING_ACTIVE;
+  pm->info.why = NULL;
+  pm->info.external = res->external;
+  pm->info.lifetime_s = res->lifetime_s;
+  if (renewed)
+    pm->info.renewals++;
+  else
+    KP_INFO(pm->log, "port mapping: %s forwards to port %u (UPnP-IGD, %u s)",
+            kp_addr_format(&pm->info.external, text, sizeof(text)), pm->port, res->lifetime_s);
+  pm->step = STEP_WAIT;
+  /* Half the lease; a permanent one (lifetime 0) is checked hourly. */
+  uint64_t half_ms = res->lifetime_s ? (uint64_t)res->lifetime_s * 500 : 3600 * 1000;
+  arm(pm, half_ms < 30000 ? 30000 : half_ms);
+  settle(pm);
+}
+
+/* Reads and drops what the gateway sends unasked (at most 64 datagrams a
+ * turn): libnatpmp reads nothing while no request is pending, and a
+ * level-triggered poll would fire for it forever. */
+static void drain(kp_portmap_t *pm) {
+  uint8_t buf[64];
+  for (int i = 0; i < 64; i++)
+    if (recv(pm->np.s, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno != ECONNREFUSED) break;
+}
+
+static void send_map(kp_portmap_t *pm) {
+  /* The port it had, if any, else the socket's own. */
+  uint16_t want = pm->info.external.port ? pm->info.external.port : pm->port;
+  pm->step = STEP_MAP;
+  int r = sendnewportmappingrequest(&pm->np, NATPMP_PROTOCOL_UDP, pm->port, want, LIFETIME_S);
+  if (r < 0)
+    failed(pm, r);
+  else
+    arm_retry(pm);
+}
+
 static void on_response(kp_portmap_t *pm) {
   natpmpresp_t resp;
+  if (pm->step == STEP_WAIT) {
+    drain(pm);
+    return;
+  }
   int r = readnatpmpresponseorretry(&pm->np, &resp);
+  if (r == NATPMP_ERR_NOPENDINGREQ) {
+    drain(pm);
+    return;
+  }
   if (r == NATPMP_TRYAGAIN) {
     arm_retry(pm);
     return;
   }
   if (pm->step == STEP_DELETE) {
+    if (r == 0) KP_INFO(pm->log, "port mapping of port %u deleted at the gateway", pm->port);
     finish_close(pm);
     return;
   }
@@ -162,28 +270,26 @@ static void on_response(kp_portmap_t *pm) {
     kp_addr_from_sockaddr(&ext, (const struct sockaddr *)&sin);
     ext.port = pm->info.external.port;
     pm->info.external = ext;
-    pm->step = STEP_MAP;
-    /* The port it had, if any, else the socket's own. */
-    uint16_t want = pm->info.external.port ? pm->info.external.port : pm->port;
-    r = sendnewportmappingrequest(&pm->np, NATPMP_PROTOCOL_UDP, pm->port, want, LIFETIME_S);
-    if (r < 0)
-      failed(pm, r);
-    else
-      arm_retry(pm);
+    send_map(pm);
   } else if (pm->step == STEP_MAP && resp.type == NATPMP_RESPTYPE_UDPPORTMAPPING &&
              resp.pnu.newportmapping.privateport == pm->port &&
              resp.pnu.newportmapping.mappedpublicport) {
     mapped(pm, &resp);
+  } else if (pm->step == STEP_ADDRESS) {
+    ask_address(pm); /* an answer to something else (a late duplicate): ask again */
   } else {
-    failed(pm, NATPMP_ERR_UNDEFINEDERROR);
+    send_map(pm);
   }
 }
 
 static void on_readable(uv_poll_t *p, int status, int events) {
   kp_portmap_t *pm = p->data;
   (void)events;
-  if (status < 0) return;
+  /* An error on the socket (ICMP port unreachable: no NAT-PMP there) is
+   * read, as an answer, by the library's recv; libuv stops the poll on
+   * one, so it is started again. */
   on_response(pm);
+  if (status < 0 && !uv_is_closing((uv_handle_t *)p)) uv_poll_start(p, UV_READABLE, on_readable);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -203,10 +309,51 @@ static void on_timer(uv_timer_t *t) {
     settle(pm);
   }
   if (pm->step == STEP_WAIT) {
+    if (pm->via_upnp) {
+      if (!kp_upnp_busy(pm->upnp) && kp_upnp_map(pm->upnp, LIFETIME_S, on_upnp, pm))
+        arm(pm, RETRY_MS);
+      return;
+    }
+    pm->info.protocol = "NAT-PMP";
+    if (!pm->np_open) {
+      if (open_gateway(pm)) ask_address(pm);
+      return;
+    }
     ask_address(pm); /* renewal, or another try */
     return;
   }
   on_response(pm); /* retransmits, or gives up after the library's last try */
+}
+
+/* The socket to the default gateway, watched. False (the state says why,
+ * another try is armed) where there is none yet. */
+static bool open_gateway(kp_portmap_t *pm) {
+  int r = initnatpmp(&pm->np, 0, 0);
+  if (r < 0) {
+    /* libnatpmp leaves its socket open when it fails after making it. */
+    if (r != NATPMP_ERR_SOCKETERROR && r != NATPMP_ERR_INVALIDARGS && pm->np.s >= 0)
+      close(pm->np.s);
+    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+    pm->info.why = natpmp_why(r);
+    arm(pm, RETRY_MS); /* a laptop may join a network with a gateway */
+    return false;
+  }
+  pm->np_open = true;
+  struct sockaddr_in gw = {.sin_family = AF_INET, .sin_port = htons(NATPMP_PORT)};
+  gw.sin_addr.s_addr = pm->np.gateway;
+  kp_addr_from_sockaddr(&pm->info.gateway, (const struct sockaddr *)&gw);
+  int err = uv_poll_init_socket(pm->loop, &pm->poll, pm->np.s);
+  if (!err) {
+    pm->poll.data = pm;
+    pm->open_handles |= 2;
+    err = uv_poll_start(&pm->poll, UV_READABLE, on_readable);
+  }
+  if (err) {
+    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+    pm->info.why = "cannot watch the NAT-PMP socket";
+    return false; /* not again: this host cannot */
+  }
+  return true;
 }
 
 int kp_portmap_start(uv_loop_t *loop, uint16_t port, kp_log_t *log, kp_portmap_cb cb, void *ctx,
@@ -229,27 +376,8 @@ int kp_portmap_start(uv_loop_t *loop, uint16_t port, kp_log_t *log, kp_portmap_c
   pm->timer.data = pm;
   pm->open_handles = 1;
   *out = pm;
-  int r = initnatpmp(&pm->np, 0, 0);
-  if (r < 0) {
-    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
-    pm->info.why = natpmp_why(r);
-    pm->step = STEP_WAIT;
-    report(pm, true);
-    return 0;
-  }
-  pm->np_open = true;
-  struct sockaddr_in gw = {.sin_family = AF_INET, .sin_port = htons(NATPMP_PORT)};
-  gw.sin_addr.s_addr = pm->np.gateway;
-  kp_addr_from_sockaddr(&pm->info.gateway, (const struct sockaddr *)&gw);
-  if ((err = uv_poll_init_socket(loop, &pm->poll, pm->np.s)) == 0) {
-    pm->poll.data = pm;
-    pm->open_handles |= 2;
-    err = uv_poll_start(&pm->poll, UV_READABLE, on_readable);
-  }
-  if (err) {
-    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
-    pm->info.why = "cannot watch the NAT-PMP socket";
-    pm->step = STEP_WAIT;
+  pm->step = STEP_WAIT;
+  if (!open_gateway(pm)) {
     report(pm, true);
     return 0;
   }
@@ -268,6 +396,7 @@ static void on_handle_closed(uv_handle_t *h) {
   if (pm->open_handles) return;
   /* The poll watched the library's socket; it is closed only now. */
   if (pm->np_open) closenatpmp(&pm->np);
+  kp_upnp_free(pm->upnp); /* not busy: closing waited for it */
   kp_portmap_closed_cb closed = pm->closed;
   void *ctx = pm->closed_ctx;
   kp_free(pm);
@@ -275,8 +404,6 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 static void finish_close(kp_portmap_t *pm) {
-  if (pm->step == STEP_DELETE)
-    KP_INFO(pm->log, "port mapping of port %u deleted at the gateway", pm->port);
   pm->step = STEP_WAIT;
   uv_timer_stop(&pm->timer);
   uv_close((uv_handle_t *)&pm->timer, on_handle_closed);
@@ -289,6 +416,19 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
   pm->closed = closed;
   pm->closed_ctx = ctx;
   pm->settle_at = 0;
+  if (pm->upnp && (kp_upnp_busy(pm->upnp) || pm->via_upnp)) {
+    /* A UPnP call cannot be stopped once it runs: wait for it (miniupnpc
+     * bounds its HTTP), then delete what it made. */
+    uv_timer_stop(&pm->timer);
+    pm->step = STEP_DELETE;
+    if (kp_upnp_busy(pm->upnp)) return;
+    if (!kp_upnp_unmap(pm->upnp, on_upnp, pm)) {
+      pm->upnp_unmapping = true;
+      return;
+    }
+    finish_close(pm);
+    return;
+  }
   /* A mapping we hold, or one a request in flight may have made: delete. */
   if (pm->np_open && pm->info.state != KP_PORT_MAPPING_UNAVAILABLE &&
       sendnewportmappingrequest(&pm->np, NATPMP_PROTOCOL_UDP, pm->port, 0, 0) >= 0) {

@@ -9,7 +9,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-packages="build-essential cmake ninja-build pkg-config libuv1-dev libsodium-dev libmsgpack-dev libssl-dev libnatpmp-dev \
+packages="build-essential cmake ninja-build pkg-config libuv1-dev libsodium-dev libmsgpack-dev libssl-dev libnatpmp-dev libminiupnpc-dev \
 iproute2 iptables conntrack procps openssh-client curl dnsutils"
 missing=""
 for p in $packages; do

@@ -89,7 +89,7 @@ typedef struct kp_cli_net_s {
   "  --private               with --proxy: never go direct, so no peer or\n"                       \
   "                          DHT node learns this host's addresses\n"                              \
   "  --no-port-mapping       do not ask the gateway to forward a port to this\n"                   \
-  "                          node (NAT-PMP; asked by default)\n"                                   \
+  "                          node (NAT-PMP, else UPnP-IGD; asked by default)\n"                    \
   "  --log LEVEL             error, warn (default), info, debug, trace\n"
 
 /* getopt_long values of those options. */

@@ -22,6 +22,8 @@ static const char help[] =
     "  --ephemeral             never join routing tables (a client)\n"
     "  --member                always a routing-table member (bootstrap nodes)\n"
     "  --stable-ms N           address stability needed before joining (default 20000)\n"
+    "  --no-port-mapping       do not ask the gateway to forward a port to this\n"
+    "                          node (NAT-PMP, else UPnP-IGD; asked by default)\n"
     "  --log LEVEL             error, warn, info (default), debug, trace\n"
     "  --control PATH          answer kadpunch-inspect (table, records, stats) on a\n"
     "                          unix socket at PATH, owner-only (mode 0600)\n"
@@ -121,6 +123,7 @@ static int parse(int argc, char **argv, args_t *a) {
                                            {"log", required_argument, 0, 'l'},
                                            {"control", required_argument, 0, 'c'},
                                            {"metrics", required_argument, 0, 'M'},
+                                           {"no-port-mapping", no_argument, 0, 'P'},
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
   kp_node_options_t *opts = &a->opts;
@@ -150,6 +153,7 @@ static int parse(int argc, char **argv, args_t *a) {
           return kp_cli_usage_error("dht-node", "unknown log level '%s'", optarg);
         break;
       case 'c': a->control = optarg; break;
+      case 'P': opts->port_mapping = false; break;
       case 'M': a->metrics = optarg; break;
       case 'h': fputs(help, stdout); return -1;
       default: return kp_cli_usage_error("dht-node", "unknown option");

@@ -281,10 +281,32 @@ lab_site_portmap() { # id
     lab_spawn pub "$LAB_LOG/stund.log" stund -h $PUBLIC_NET.10 -a $PUBLIC_NET.11 -p 3480 -o 3481
     LAB_STUND=$LAB_LAST_PID
   fi
+  sleep 0.2 # stund binds
+  rm -f "$LAB_LOG/miniupnpd$id.leases" # a mapping an earlier lab left must not come back
+  lab_portmap_start "$id" yes
+}
+
+# (Re)starts miniupnpd on a portmap site's router; with natpmp "no" it
+# answers UPnP-IGD only, as most home routers do. A running one is stopped
+# first (it deletes its mappings as it goes).
+lab_portmap_start() { # id yes|no
+  local id=$1 i=0 pid ready="Listening for NAT-PMP"
+  [ "$2" = no ] && ready="HTTP listening"
+  if [ -s "$LAB_LOG/miniupnpd$id.pid" ]; then
+    pid=$(cat "$LAB_LOG/miniupnpd$id.pid")
+    kill "$pid" 2>/dev/null || true
+    # Bounded: 50 x 0.1 s for it to go.
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do
+      sleep 0.1
+      i=$((i + 1))
+    done
+    rm -f "$LAB_LOG/miniupnpd$id.pid"
+    i=0
+  fi
   cat >"$LAB_LOG/miniupnpd$id.conf" <<EOF_CONF
 ext_ifname=wan
 listening_ip=lan0
-enable_natpmp=yes
+enable_natpmp=$2
 enable_upnp=yes
 ext_perform_stun=yes
 ext_stun_host=$PUBLIC_NET.10
@@ -297,16 +319,15 @@ max_lifetime=86400
 allow 1024-65535 10.$id.0.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 EOF_CONF
-  sleep 0.2 # stund binds
   lab_spawn "r$id" "$LAB_LOG/miniupnpd$id.log" miniupnpd -d -f "$LAB_LOG/miniupnpd$id.conf" \
     -P "$LAB_LOG/miniupnpd$id.pid"
   # Bounded: 100 x 0.1 s for its STUN check (about 10 ms here) and its
-  # NAT-PMP socket.
-  local i=0
-  until grep -q "Listening for NAT-PMP" "$LAB_LOG/miniupnpd$id.log" 2>/dev/null || [ $i -ge 100 ]; do
+  # last socket.
+  until grep -q "$ready" "$LAB_LOG/miniupnpd$id.log" 2>/dev/null || [ $i -ge 100 ]; do
     sleep 0.1
     i=$((i + 1))
   done
+  sleep 0.3 # the SSDP socket, opened after the line
   grep -q "Port forwarding is now enabled" "$LAB_LOG/miniupnpd$id.log" ||
     { lab_say "lab: miniupnpd on r$id does not forward: $(tail -n 3 "$LAB_LOG/miniupnpd$id.log")"; return 1; }
 }

@@ -600,6 +600,51 @@ static void test_nat_classify(void) {
   KP_CHECK_EQ(nat.count, 2);
 }
 
+/* A port mapping at the gateway: a random NAT whose flows started before
+ * the mapping still show random ports, but the mapped address is ours and
+ * the NAT open while reporters see the gateway's IP; a gateway whose
+ * "public" address nobody sees (behind carrier-grade NAT) changes nothing;
+ * withdrawn, the samples decide again. */
+static void test_nat_port_mapping(void) {
+  kp_dht_nat_t nat;
+  kp_dht_nat_init(&nat);
+  kp_addr_t r1, r2, seen, seen2, mapped, cgn;
+  kp_addr_parse(&r1, "198.51.100.1:1");
+  kp_addr_parse(&r2, "198.51.100.2:1");
+  kp_addr_parse(&seen, "203.0.113.9:5000");
+  kp_addr_parse(&seen2, "203.0.113.9:5001");
+  kp_addr_parse(&mapped, "203.0.113.9:40000");
+  kp_addr_parse(&cgn, "100.64.0.9:40000");
+  kp_dht_nat_add_sample(&nat, &r1, &seen, 1);
+  kp_dht_nat_add_sample(&nat, &r2, &seen2, 2);
+  KP_CHECK_EQ(nat.type, KP_NAT_RANDOM);
+
+  KP_CHECK(kp_dht_nat_set_mapped(&nat, &mapped, 3));
+  KP_CHECK_EQ(nat.type, KP_NAT_OPEN);
+  KP_CHECK(kp_addr_eq(&nat.public_addr, &mapped));
+  KP_CHECK(!nat.reachable); /* a claim: witnesses still have to prove it */
+  /* New samples and failed PING_NATs do not undo it. */
+  kp_dht_nat_add_sample(&nat, &r1, &seen2, 4);
+  KP_CHECK(!kp_dht_nat_reach_result(&nat, &r1, false));
+  kp_dht_nat_reach_result(&nat, &r2, false);
+  KP_CHECK_EQ(nat.type, KP_NAT_OPEN);
+  KP_CHECK(kp_addr_eq(&nat.public_addr, &mapped));
+  /* A reset (a network change) keeps the claim for its owner to withdraw. */
+  kp_dht_nat_reset(&nat);
+  KP_CHECK(nat.has_mapped);
+
+  KP_CHECK(!kp_dht_nat_set_mapped(&nat, NULL, 5));
+  kp_dht_nat_add_sample(&nat, &r1, &seen, 6);
+  kp_dht_nat_add_sample(&nat, &r2, &seen2, 7);
+  KP_CHECK_EQ(nat.type, KP_NAT_RANDOM);
+  KP_CHECK(!kp_addr_eq(&nat.public_addr, &mapped));
+
+  /* The gateway's own address is not what reporters see: no effect. */
+  kp_dht_nat_set_mapped(&nat, &cgn, 8);
+  KP_CHECK_EQ(nat.type, KP_NAT_RANDOM);
+  KP_CHECK(!kp_addr_eq(&nat.public_addr, &cgn));
+}
+
 /* Reports count per host (IPv4 address, IPv6 /64), not per socket: two
  * ports of one address are one reporter (docs/protocol.md, "Membership"). */
 static void test_nat_reporters_by_ip(void) {
@@ -972,6 +1017,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(id_metric, unit, 10),
     KP_CASE(token_rotation, unit, 10),
     KP_CASE(nat_classify, unit, 10),
+    KP_CASE(nat_port_mapping, unit, 10),
     KP_CASE(nat_reporters_by_ip, unit, 10),
     KP_CASE(rpc_timeout_retry, unit, 10),
     KP_CASE(rpc_caps, unit, 10),

@@ -64,7 +64,10 @@ static void print_port_mapping(const kp_port_mapping_t *m) {
       printf("  %-14s %s at %s: no answer yet\n", "port mapping", m->protocol,
              kp_addr_format(&m->gateway, g, sizeof(g)));
       break;
-    default: printf("  %-14s not asked (loopback, or a local bootstrap node)\n", "port mapping");
+    default:
+      printf("  %-14s not asked (no use here: loopback, a public or IPv6 address, or local "
+             "bootstrap nodes)\n",
+             "port mapping");
   }
 }
 

@@ -135,6 +135,7 @@ struct kp_dht_announce_s {
   int commit_error; /* the first error a node gave in this round */
   uint64_t seq;
   uint64_t next_round; /* while idle */
+  uint64_t early_ms;   /* the last early re-announce interval (0: none yet) */
   uint64_t next_ping;  /* while idle with relays */
   kp_addr_t relays[KP_RECORD_MAX_RELAYS];
   size_t relay_count;
@@ -184,7 +185,18 @@ static void on_commit_done(void *arg, unsigned ok, unsigned failed, uint64_t now
     return;
   }
   a->state = A_IDLE;
-  a->next_round = now + a->swarm->cfg.refresh_ms;
+  /* Fewer holders than k: our view of the network is small or young (a
+   * network coming up, a node that has just joined). The record sits only
+   * where this round's query converged, and a lookup that converges
+   * elsewhere misses it (a relay announced while tables were still
+   * filling, found by no server). So store again soon, 1 s and doubling,
+   * as the tables fill, and settle to the refresh period. */
+  uint64_t period = a->swarm->cfg.refresh_ms;
+  if (ok < ANNOUNCE_HOLDERS && a->early_ms < period) {
+    a->early_ms = a->early_ms ? a->early_ms * 2 : 1000;
+    if (a->early_ms < period) period = a->early_ms;
+  }
+  a->next_round = now + period;
   a->next_ping = now + a->swarm->cfg.keepalive_ms;
   if (a->cb) a->cb(a->arg, 0, ok);
 }

@@ -80,8 +80,12 @@ static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) 
 
 static void on_relay_lookup(kp_node_t *node, int status, size_t found,
                             const kp_node_query_stats_t *stats, void *arg) {
-  (void)found, (void)stats, (void)arg;
+  (void)arg;
   node->relay_lookup = false;
+  KP_DEBUG(&node->log,
+           "relay lookup: %s, %zu record(s), %u request(s), %u response(s), %u timeout(s)",
+           kp_strerror(status), found, stats ? stats->requests : 0, stats ? stats->responses : 0,
+           stats ? stats->timeouts : 0);
   if (node->relays_explicit || node->closing) return;
   uint64_t now = kp__node_now(node);
   if (status || !node->found_count) {

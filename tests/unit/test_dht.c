@@ -1045,6 +1045,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(eclipse_one_prefix, sim, 300),
     KP_CASE(sim_10k, sim, 300),
     KP_CASE(swarm_announce_lookup, sim, 60),
+    KP_CASE(swarm_young_network_announce, sim, 60),
     KP_CASE(swarm_expiry_refresh, sim, 60),
     KP_CASE(swarm_unannounce, sim, 60),
     KP_CASE(swarm_relay_replacement, sim, 60),

@@ -32,6 +32,7 @@ void test_store_bytes_bound(void);
 
 /* test_dht_swarm.c */
 void test_swarm_announce_lookup(void);
+void test_swarm_young_network_announce(void);
 void test_swarm_expiry_refresh(void);
 void test_swarm_unannounce(void);
 void test_swarm_relay_replacement(void);

@@ -41,6 +41,19 @@ static const kp_addr_t *majority(const kp_dht_nat_t *nat) {
   return NULL;
 }
 
+/* Whether the two newest reporters (the one, while there is one) see our
+ * mapping's IP: one reporter alone, lying, cannot make us drop or take the
+ * claim (it holds one sample). */
+static bool mapped_ip_seen(const kp_dht_nat_t *nat) {
+  unsigned n = nat->count < 2 ? nat->count : 2;
+  size_t len = nat->mapped.family == KP_AF_INET6 ? 16 : 4;
+  for (unsigned i = 0; i < n; i++)
+    if (nat->samples[i].seen.family != nat->mapped.family ||
+        memcmp(nat->samples[i].seen.ip, nat->mapped.ip, len))
+      return false;
+  return n > 0;
+}
+
 static void classify(kp_dht_nat_t *nat, uint64_t now, bool *changed) {
   kp_dht_nat_sample_t *s = nat->samples;
   kp_addr_t prev = nat->public_addr;
@@ -73,8 +86,7 @@ static void classify(kp_dht_nat_t *nat, uint64_t now, bool *changed) {
     nat->has_public = nat->count > 0;
     nat->type = KP_NAT_UNKNOWN;
   }
-  if (nat->has_mapped && nat->count && nat->mapped.family == s[0].seen.family &&
-      !memcmp(nat->mapped.ip, s[0].seen.ip, nat->mapped.family == KP_AF_INET6 ? 16 : 4)) {
+  if (nat->has_mapped && mapped_ip_seen(nat)) {
     /* A mapping forwards whatever arrives at its port: OPEN, as a claim;
      * reachability (membership) is still proven by PING_NAT witnesses. */
     nat->public_addr = nat->mapped;

@@ -62,7 +62,7 @@ bool kp_dht_nat_reach_result(kp_dht_nat_t *nat, const kp_addr_t *reporter, bool 
 
 /* The address a port mapping at our gateway forwards to our socket, or NULL
  * when there is none (any longer). It is our public address while the
- * newest reporter sees the same IP (a gateway behind another NAT, carrier-
+ * two newest reporters see the same IP (a gateway behind another NAT, carrier-
  * grade NAT say, maps an address nobody can reach, and reporters show it),
  * and the NAT then counts as OPEN: the gateway forwards whatever arrives at
  * the port, and sends from it toward everyone (membership still waits for

@@ -258,7 +258,8 @@ typedef struct kp_announce_s kp_announce_t;
 
 /* After each announce round: status 0 and how many nodes stored the record
  * (the relays are then valid), or an error (the announcement keeps
- * retrying). Rounds run every 10 minutes and whenever a relay stops
+ * retrying). Rounds run every 10 minutes (at first after 1 s, 2 s, 4 s...
+ * while fewer than 20 nodes store it) and whenever a relay stops
  * answering. UV_ECANCELED once if the node closes first. */
 typedef void (*kp_announce_cb)(kp_announce_t *a, int status, unsigned stored);
 

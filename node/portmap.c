@@ -404,6 +404,8 @@ static void on_handle_closed(uv_handle_t *h) {
 }
 
 static void finish_close(kp_portmap_t *pm) {
+  /* A UPnP call in flight writes into pm->upnp: its end (on_upnp) closes. */
+  if (pm->upnp && kp_upnp_busy(pm->upnp)) return;
   pm->step = STEP_WAIT;
   uv_timer_stop(&pm->timer);
   uv_close((uv_handle_t *)&pm->timer, on_handle_closed);
@@ -416,10 +418,12 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
   pm->closed = closed;
   pm->closed_ctx = ctx;
   pm->settle_at = 0;
-  if (pm->upnp && (kp_upnp_busy(pm->upnp) || pm->via_upnp)) {
+  if (pm->upnp && (kp_upnp_busy(pm->upnp) || pm->via_upnp || kp_upnp_has_mapping(pm->upnp))) {
     /* A UPnP call cannot be stopped once it runs: wait for it (miniupnpc
-     * bounds its HTTP), then delete what it made. */
+     * times out each connect at 3 s and each read at 5 s), then delete what
+     * it made. NAT-PMP is done with: nothing it receives may end the close. */
     uv_timer_stop(&pm->timer);
+    if (pm->open_handles & 2) uv_poll_stop(&pm->poll);
     pm->step = STEP_DELETE;
     if (kp_upnp_busy(pm->upnp)) return;
     if (!kp_upnp_unmap(pm->upnp, on_upnp, pm)) {

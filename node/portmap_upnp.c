@@ -79,9 +79,16 @@ static void do_map(kp_upnp_t *u) {
   char ext_ip[40] = "", in[8], ext[8], lease[16];
   if (!u->have_igd && !find_igd(u)) return;
   url_host(u->urls.controlURL, &u->res.gateway);
-  if (UPNP_GetExternalIPAddress(u->urls.controlURL, u->data.first.servicetype, ext_ip) ||
+  if (!u->urls.controlURL ||
+      UPNP_GetExternalIPAddress(u->urls.controlURL, u->data.first.servicetype, ext_ip) ||
       kp_addr_parse(&u->res.external, ext_ip)) {
     u->res.why = "the UPnP-IGD gateway has no public address";
+    /* Find the gateway again next time, unless a mapping made through
+     * this one is still to be deleted. */
+    if (!u->mapped_port[0]) {
+      FreeUPNPUrls(&u->urls);
+      u->have_igd = false;
+    }
     return;
   }
   snprintf(in, sizeof(in), "%u", u->port);
@@ -118,8 +125,9 @@ static void do_map(kp_upnp_t *u) {
 }
 
 static void do_unmap(kp_upnp_t *u) {
-  if (u->mapped_port[0] && UPNP_DeletePortMapping(u->urls.controlURL, u->data.first.servicetype,
-                                                  u->mapped_port, "UDP", NULL) == 0)
+  if (u->mapped_port[0] && u->have_igd && u->urls.controlURL &&
+      UPNP_DeletePortMapping(u->urls.controlURL, u->data.first.servicetype, u->mapped_port, "UDP",
+                             NULL) == 0)
     u->res.status = 0;
   u->mapped_port[0] = '\0';
 }
@@ -175,6 +183,10 @@ int kp_upnp_unmap(kp_upnp_t *u, kp_upnp_cb cb, void *ctx) {
 
 bool kp_upnp_busy(const kp_upnp_t *u) {
   return u->busy;
+}
+
+bool kp_upnp_has_mapping(const kp_upnp_t *u) {
+  return !u->busy && u->mapped_port[0];
 }
 
 void kp_upnp_free(kp_upnp_t *u) {

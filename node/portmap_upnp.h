@@ -31,6 +31,8 @@ int kp_upnp_map(kp_upnp_t *u, uint32_t lifetime_s, kp_upnp_cb cb, void *ctx);
 /* Deletes the mapping made. */
 int kp_upnp_unmap(kp_upnp_t *u, kp_upnp_cb cb, void *ctx);
 bool kp_upnp_busy(const kp_upnp_t *u);
+/* A mapping made and not deleted (not while busy). */
+bool kp_upnp_has_mapping(const kp_upnp_t *u);
 /* Only when not busy. */
 void kp_upnp_free(kp_upnp_t *u);
 

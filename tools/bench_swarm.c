@@ -26,7 +26,7 @@ typedef struct {
 static void on_announce(kp_announce_t *a, int status, unsigned stored) {
   announce_wait_t *w = kp_announce_get_data(a);
   (void)stored;
-  if (w->done) return;
+  if (!w || w->done) return; /* a later round (small networks re-announce early) */
   w->done = true;
   w->status = status;
 }

@@ -390,17 +390,30 @@ void kp_portmap_info(const kp_portmap_t *pm, kp_port_mapping_t *out) {
   *out = pm->info;
 }
 
-static void on_handle_closed(uv_handle_t *h) {
-  kp_portmap_t *pm = h->data;
-  pm->open_handles &= ~(h == (uv_handle_t *)&pm->timer ? 1u : 2u);
-  if (pm->open_handles) return;
+static void release(kp_portmap_t *pm) {
   /* The poll watched the library's socket; it is closed only now. */
   if (pm->np_open) closenatpmp(&pm->np);
-  kp_upnp_free(pm->upnp); /* not busy: closing waited for it */
   kp_portmap_closed_cb closed = pm->closed;
   void *ctx = pm->closed_ctx;
   kp_free(pm);
   if (closed) closed(ctx);
+}
+
+static void on_upnp_closed(void *ctx) {
+  release(ctx);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  kp_portmap_t *pm = h->data;
+  pm->open_handles &= ~(h == (uv_handle_t *)&pm->timer ? 1u : 2u);
+  if (pm->open_handles) return;
+  if (pm->upnp) {
+    kp_upnp_t *u = pm->upnp;
+    pm->upnp = NULL;
+    kp_upnp_close(u, on_upnp_closed, pm); /* not mapping: closing waited for that */
+    return;
+  }
+  release(pm);
 }
 
 static void finish_close(kp_portmap_t *pm) {
@@ -418,6 +431,10 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
   pm->closed = closed;
   pm->closed_ctx = ctx;
   pm->settle_at = 0;
+  /* A gateway search (a second of SSDP when nobody answers) has mapped
+   * nothing yet: it is left to end on its own thread, and the node closes
+   * now. */
+  if (pm->upnp) kp_upnp_leave_search(pm->upnp);
   if (pm->upnp && (kp_upnp_busy(pm->upnp) || pm->via_upnp || kp_upnp_has_mapping(pm->upnp))) {
     /* A UPnP call cannot be stopped once it runs: wait for it (miniupnpc
      * times out each connect at 3 s and each read at 5 s), then delete what
@@ -433,8 +450,9 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
     finish_close(pm);
     return;
   }
-  /* A mapping we hold, or one a request in flight may have made: delete. */
-  if (pm->np_open && pm->info.state != KP_PORT_MAPPING_UNAVAILABLE &&
+  /* A mapping we hold, or one a request in flight may have made: delete
+   * (not when NAT-PMP failed and UPnP was asked). */
+  if (pm->np_open && !pm->upnp && pm->info.state != KP_PORT_MAPPING_UNAVAILABLE &&
       sendnewportmappingrequest(&pm->np, NATPMP_PROTOCOL_UDP, pm->port, 0, 0) >= 0) {
     pm->step = STEP_DELETE;
     pm->delete_until = uv_now(pm->loop) + CLOSE_WAIT_MS;

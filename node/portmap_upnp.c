@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* UPnP-IGD through libminiupnpc on libuv's thread pool. While a call runs
- * the worker owns every field below `busy`; the loop reads them only in
- * the after-work callback. */
+/* UPnP-IGD through libminiupnpc. Finding the gateway (SSDP) waits a full
+ * second when nobody answers (miniupnpc's shortest wait), so it runs on a
+ * thread of its own that a closing node can leave behind: it frees its own
+ * results if nobody wants them, and a process may exit under it. Mapping
+ * and deleting, milliseconds on a gateway that answered, run on libuv's
+ * thread pool and are waited for. While either runs, the worker owns every
+ * field below `busy`; the loop reads them only when told it is done. */
 #include "node/portmap_upnp.h"
 
 #include <miniupnpc/miniupnpc.h>
+#include <pthread.h>
 #include <miniupnpc/upnpcommands.h>
 #include <miniupnpc/upnperrors.h>
 #include <sodium.h>
@@ -15,14 +20,29 @@
 #include "common/addr.h"
 #include "common/alloc.h"
 
-#define DISCOVER_MS 500 /* gateways answer SSDP within milliseconds on a LAN */
-#define PORT_TRIES 4    /* the socket's own port, then random ones */
+#define DISCOVER_MS 1000 /* miniupnpc's shortest: SSDP's MX is in whole seconds */
+#define PORT_TRIES 4     /* the socket's own port, then random ones */
 
 typedef enum op_e { OP_MAP, OP_UNMAP } op_t;
+
+/* A gateway search on its own thread. `orphan` and `done` under `lock`. */
+typedef struct search_s {
+  uv_mutex_t lock;
+  bool orphan, done;
+  uv_async_t *report; /* the loop's; used only while not orphaned */
+  bool found;
+  struct UPNPUrls urls;
+  struct IGDdatas data;
+  char lanaddr[64];
+} search_t;
 
 struct kp_upnp_s {
   uv_loop_t *loop;
   uv_work_t work;
+  uv_async_t searched; /* a search thread's "done" */
+  search_t *search;    /* in flight */
+  kp_upnp_closed_cb closed;
+  void *closed_ctx;
   bool busy;
   kp_upnp_cb cb;
   void *ctx;
@@ -52,22 +72,33 @@ static void url_host(const char *url, kp_addr_t *out) {
   if (kp_addr_parse(out, text)) memset(out, 0, sizeof(*out));
 }
 
-static bool find_igd(kp_upnp_t *u) {
+/* One M-SEARCH, for the IGD device type every IGD (v1 or v2) answers:
+ * miniupnpc's default list would wait a second for each of four types. */
+static void *search_thread(void *arg) {
+  static const char *const types[] = {"urn:schemas-upnp-org:device:InternetGatewayDevice:1", NULL};
+  search_t *s = arg;
   int err = 0;
-  struct UPNPDev *devs = upnpDiscover(DISCOVER_MS, NULL, NULL, UPNP_LOCAL_PORT_ANY, 0, 2, &err);
-  if (!devs) {
-    u->res.why = "no UPnP-IGD gateway answered";
-    return false;
+  struct UPNPDev *devs =
+      upnpDiscoverDevices(types, DISCOVER_MS, NULL, NULL, UPNP_LOCAL_PORT_ANY, 0, 2, &err, 0);
+  if (devs) {
+    int r = UPNP_GetValidIGD(devs, &s->urls, &s->data, s->lanaddr, sizeof(s->lanaddr));
+    freeUPNPDevlist(devs);
+    s->found = r == 1 || r == 2;
+    if (r && !s->found) FreeUPNPUrls(&s->urls);
   }
-  int r = UPNP_GetValidIGD(devs, &u->urls, &u->data, u->lanaddr, sizeof(u->lanaddr));
-  freeUPNPDevlist(devs);
-  if (r != 1 && r != 2) {
-    if (r) FreeUPNPUrls(&u->urls);
-    u->res.why = "no UPnP-IGD gateway answered";
-    return false;
+  uv_mutex_lock(&s->lock);
+  bool orphan = s->orphan;
+  if (!orphan) {
+    s->done = true;
+    uv_async_send(s->report);
   }
-  u->have_igd = true;
-  return true;
+  uv_mutex_unlock(&s->lock);
+  if (orphan) {
+    if (s->found) FreeUPNPUrls(&s->urls);
+    uv_mutex_destroy(&s->lock);
+    free(s);
+  }
+  return NULL;
 }
 
 static int add(kp_upnp_t *u, const char *ext, const char *in, const char *lease) {
@@ -77,7 +108,6 @@ static int add(kp_upnp_t *u, const char *ext, const char *in, const char *lease)
 
 static void do_map(kp_upnp_t *u) {
   char ext_ip[40] = "", in[8], ext[8], lease[16];
-  if (!u->have_igd && !find_igd(u)) return;
   url_host(u->urls.controlURL, &u->res.gateway);
   if (!u->urls.controlURL ||
       UPNP_GetExternalIPAddress(u->urls.controlURL, u->data.first.servicetype, ext_ip) ||
@@ -153,12 +183,20 @@ static void after_work(uv_work_t *w, int status) {
   if (u->cb) u->cb(u->ctx, &res);
 }
 
+static void on_searched(uv_async_t *a);
+
 kp_upnp_t *kp_upnp_new(uv_loop_t *loop, uint16_t port) {
   kp_upnp_t *u = kp_calloc(1, sizeof(*u));
   if (!u) return NULL;
   u->loop = loop;
   u->port = port;
   u->work.data = u;
+  if (uv_async_init(loop, &u->searched, on_searched)) {
+    kp_free(u);
+    return NULL;
+  }
+  u->searched.data = u;
+  uv_unref((uv_handle_t *)&u->searched);
   return u;
 }
 
@@ -172,9 +210,68 @@ static int queue(kp_upnp_t *u, op_t op, kp_upnp_cb cb, void *ctx) {
   return err;
 }
 
+static void report_failure(kp_upnp_t *u, const char *why) {
+  u->busy = false;
+  kp_upnp_result_t res = {.status = -1, .why = why};
+  if (u->cb) u->cb(u->ctx, &res);
+}
+
+static void on_searched(uv_async_t *a) {
+  kp_upnp_t *u = a->data;
+  search_t *s = u->search;
+  if (!s) return;
+  uv_mutex_lock(&s->lock);
+  bool done = s->done;
+  uv_mutex_unlock(&s->lock);
+  if (!done) return;
+  u->search = NULL;
+  if (s->found) {
+    u->urls = s->urls;
+    u->data = s->data;
+    memcpy(u->lanaddr, s->lanaddr, sizeof(u->lanaddr));
+    u->have_igd = true;
+  }
+  uv_mutex_destroy(&s->lock);
+  free(s);
+  if (!u->have_igd) {
+    report_failure(u, "no UPnP-IGD gateway answered");
+    return;
+  }
+  u->busy = false;
+  if (queue(u, OP_MAP, u->cb, u->ctx)) report_failure(u, "cannot queue the UPnP-IGD call");
+}
+
+static int start_search(kp_upnp_t *u) {
+  search_t *s = calloc(1, sizeof(*s));
+  if (!s) return UV_ENOMEM;
+  if (uv_mutex_init(&s->lock)) {
+    free(s);
+    return UV_ENOMEM;
+  }
+  s->report = &u->searched;
+  pthread_attr_t attr;
+  pthread_t thread;
+  int err = pthread_attr_init(&attr);
+  if (!err) err = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (!err) err = pthread_create(&thread, &attr, search_thread, s);
+  pthread_attr_destroy(&attr);
+  if (err) {
+    uv_mutex_destroy(&s->lock);
+    free(s);
+    return UV_ENOMEM;
+  }
+  u->search = s;
+  u->busy = true;
+  return 0;
+}
+
 int kp_upnp_map(kp_upnp_t *u, uint32_t lifetime_s, kp_upnp_cb cb, void *ctx) {
-  if (!u->busy) u->lifetime_s = lifetime_s;
-  return queue(u, OP_MAP, cb, ctx);
+  if (u->busy) return UV_EBUSY;
+  u->lifetime_s = lifetime_s;
+  if (u->have_igd) return queue(u, OP_MAP, cb, ctx);
+  u->cb = cb;
+  u->ctx = ctx;
+  return start_search(u);
 }
 
 int kp_upnp_unmap(kp_upnp_t *u, kp_upnp_cb cb, void *ctx) {
@@ -185,12 +282,39 @@ bool kp_upnp_busy(const kp_upnp_t *u) {
   return u->busy;
 }
 
+bool kp_upnp_leave_search(kp_upnp_t *u) {
+  search_t *s = u->search;
+  if (!s) return false;
+  uv_mutex_lock(&s->lock);
+  bool done = s->done;
+  if (!done) s->orphan = true; /* the thread frees it */
+  uv_mutex_unlock(&s->lock);
+  if (done) { /* it told the loop already: its results go with it */
+    if (s->found) FreeUPNPUrls(&s->urls);
+    uv_mutex_destroy(&s->lock);
+    free(s);
+  }
+  u->search = NULL;
+  u->busy = false;
+  return true;
+}
+
 bool kp_upnp_has_mapping(const kp_upnp_t *u) {
   return !u->busy && u->mapped_port[0];
 }
 
-void kp_upnp_free(kp_upnp_t *u) {
-  if (!u) return;
+static void on_async_closed(uv_handle_t *h) {
+  kp_upnp_t *u = h->data;
+  kp_upnp_closed_cb closed = u->closed;
+  void *ctx = u->closed_ctx;
   if (u->have_igd) FreeUPNPUrls(&u->urls);
   kp_free(u);
+  if (closed) closed(ctx);
+}
+
+void kp_upnp_close(kp_upnp_t *u, kp_upnp_closed_cb closed, void *ctx) {
+  kp_upnp_leave_search(u);
+  u->closed = closed;
+  u->closed_ctx = ctx;
+  uv_close((uv_handle_t *)&u->searched, on_async_closed);
 }

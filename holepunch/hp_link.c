@@ -384,6 +384,14 @@ static void start_resume(kp_hp_link_t *l, uint64_t now) {
   send_round(l, now);
 }
 
+/* Our NAT's type as the DHT sees it now, where it knows: a side that knew
+ * too little at the handshake (a fresh client whose lookup was cut short)
+ * knows more by the time the background punch runs. */
+static void refresh_local_nat(kp_hp_link_t *l) {
+  kp_nat_type_t nat = kp_dht_nat(l->hp->dht)->type;
+  if (nat != KP_NAT_UNKNOWN) l->local_nat = nat;
+}
+
 /* The server answered a round: where it is, and its half of the punch. */
 static void resume_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
   /* Each answered round pays for one more probe to each address it names:
@@ -581,8 +589,7 @@ void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_h
     memcpy(l->peer_addrs, r.addrs, l->peer_addr_count * sizeof(kp_addr_t));
   }
   l->remote_nat = r.nat;
-  kp_nat_type_t nat = kp_dht_nat(hp->dht)->type;
-  if (nat != KP_NAT_UNKNOWN) l->local_nat = nat;
+  refresh_local_nat(l);
   kp_hp_round_t answer = {.round = r.round, .nat = l->local_nat, .punch = !hp->cfg.relay_only};
   answer.addr_count = kp__hp_public_addrs(hp, answer.addrs);
   /* A relay the client may pair at with us, if it needs one: not one we
@@ -673,6 +680,7 @@ static void birthday_request(kp_hp_link_t *l, uint64_t now) {
   bool sockets;
   /* A request through the relay may be one the relay copied: at most one
    * birthday per BDAY_MIN_GAP_MS, whoever asks. */
+  refresh_local_nat(l);
   if (l->bday || l->direct || !l->link_cand || now < l->bday_ok_at ||
       !kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets) ||
       kp__hp_birthday_pool_full(l->hp))
@@ -714,6 +722,8 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
     set_link(l, &pr.observed);
   }
   if (via_relay) {
+    /* The peer's word (the probe is authenticated) on its NAT now. */
+    if (kp_probe_nat(flags) != KP_NAT_UNKNOWN) l->remote_nat = kp_probe_nat(flags);
     if (flags & KP_PROBE_PUNCH) punch_link(l, now);
     if (flags & KP_PROBE_BIRTHDAY) birthday_request(l, now);
     return true;
@@ -842,6 +852,7 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
     bool sockets;
     if (!l->bday && l->bday_at <= now) {
       l->bday_at = now + backoff(BDAY_BACKOFF_MS, l->bday_attempts++, BDAY_BACKOFF_MAX_MS);
+      refresh_local_nat(l);
       if (kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets)) {
         /* The random side starts (its sockets must be open before the spray
          * comes); the consistent side asks it to. */

@@ -122,7 +122,8 @@ hp_cand_t *kp__hp_path_best(hp_path_t *p) {
 
 static void send_to(kp_hp_t *hp, hp_path_t *p, hp_cand_t *c, uint8_t flags, const uint8_t *echo,
                     uint64_t now) {
-  kp_probe_t pr = {.flags = p->flags | flags, .conn_id = p->remote_id};
+  kp_probe_t pr = {.flags = p->flags | flags | kp_probe_nat_flags(kp_dht_nat(hp->dht)->type),
+                   .conn_id = p->remote_id};
   kp__hp_nonce(hp, p->local_id, &c->addr, now, pr.nonce);
   if (echo) {
     memcpy(pr.echo, echo, KP_PROBE_NONCE_LEN);

@@ -167,6 +167,18 @@ enum {
    * socket's public address, where it would go direct (hp_link.c). */
   KP_PROBE_OWN_ADDR = 16,
 };
+/* Bits 5..6: the sender's NAT type (kp_nat_type_t) as its DHT sees it now.
+ * A side that knew too little at the handshake (a fresh client whose
+ * lookup was cut short) tells its peer later, and the background birthday
+ * can start (hp_link.c). */
+#define KP_PROBE_NAT_SHIFT 5
+#define KP_PROBE_NAT_MASK (3u << KP_PROBE_NAT_SHIFT)
+static inline uint8_t kp_probe_nat_flags(kp_nat_type_t nat) {
+  return (uint8_t)(((unsigned)nat << KP_PROBE_NAT_SHIFT) & KP_PROBE_NAT_MASK);
+}
+static inline kp_nat_type_t kp_probe_nat(uint8_t flags) {
+  return (kp_nat_type_t)((flags & KP_PROBE_NAT_MASK) >> KP_PROBE_NAT_SHIFT);
+}
 
 typedef struct kp_probe_s {
   uint8_t flags;

@@ -185,6 +185,6 @@ for ck in $kinds; do
     cell "$ck" "$sk"
   done
 done
-[ "$failures" = 0 ] || echo "ipv6: the failed trials are in $LAB_LOG/failures.log" >&2
+lab_show_failures ipv6
 echo "ipv6: $failures cell(s) not as expected, $(($(date +%s) - start)) s"
 [ "$failures" = 0 ]

@@ -31,6 +31,14 @@ RELAY=$PUBLIC_NET.13:49737
 
 lab_say() { printf '%s\n' "$*" >&2; }
 
+# The failed trials' stderr, on stderr (the log directory goes with the
+# lab, and a CI log is all there is to read later): the last 200 lines.
+lab_show_failures() { # script-name
+  [ -s "$LAB_LOG/failures.log" ] || return 0
+  lab_say "$1: the failed trials' stderr ($LAB_LOG/failures.log):"
+  tail -n 200 "$LAB_LOG/failures.log" >&2
+}
+
 # Exits 2 unless every program is built.
 lab_need() { # script-name programs...
   local name=$1 f

@@ -128,8 +128,7 @@ cell() { # client-kind server-kind [loss-pct]
     esac
   done
   result="$ok/$n"
-  [ -n "$bad" ] && result="$result FAIL:$bad" && failures=$((failures + 1)) &&
-    echo "matrix: the failed trials' stderr is in $LAB_LOG/failures.log" >&2
+  [ -n "$bad" ] && result="$result FAIL:$bad" && failures=$((failures + 1))
   printf '%-11s %-14s %-17s %-7s %-36s %9s %9s\n' "$ck" "$label" "$want" "$result" "${path:--}" \
     "$(median $times)" "$(median $grams)"
   lab_kill "$serve_pid"
@@ -145,5 +144,6 @@ done
 cell lan lan
 cell consistent consistent 5
 
+lab_show_failures matrix
 echo "matrix: $failures cell(s) not as expected, $(($(date +%s) - start)) s"
 [ "$failures" = 0 ]

@@ -930,6 +930,62 @@ static void test_sim_punch_falls_back(void) {
   world_free(&w);
 }
 
+/* A client that did not know its NAT was random when it connected (a
+ * fresh node whose lookup, cut short by the server's welcome, had one
+ * reporter): the punch it chose fails, the connection starts relayed, and
+ * the server too knows nothing of the client's NAT. Once the client's DHT
+ * knows, the link's background punch uses it, and the probes through the
+ * relay tell the server: the birthday runs and both go direct. */
+static void test_sim_nat_learned_after_connect(void) {
+  world_t w;
+  world_init(&w, 29, 0, 0);
+  sim_relay_t sr = {.n = w.net.nodes[3]};
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
+  sr.n->on_other = relay_other;
+  void *saved_ctx = sr.n->other_ctx;
+  sr.n->other_ctx = &sr;
+  const kp_addr_t *relay_addr = kp_sim_socket_addr(sr.n->sock);
+  peer_t *server = peer_new(&w, K_CONSISTENT, 50);
+  peer_t *client = peer_new(&w, K_RANDOM, 60);
+  kp_hp_set_relays(server->hp, relay_addr, 1);
+  serve(&w, server);
+  kp_sim_set_drop(w.sim, drop_direct_probes, (void *)relay_addr);
+  KP_CHECK_OK(connect_to(&w, client, server, NULL));
+  kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 100);
+  KP_CHECK_EQ(client->res.strategy, KP_PUNCH_RELAYED);
+  KP_CHECK_EQ(kp_dht_nat(client->n->dht)->type, KP_NAT_RANDOM);
+  /* What each side knew of the client's NAT at the handshake: nothing. */
+  client->res.local_nat = KP_NAT_UNKNOWN;
+  server->conn.remote_nat = KP_NAT_UNKNOWN;
+  kp_sim_set_drop(w.sim, NULL, NULL);
+
+  upgrade_seen_t cu = {.sim = w.sim}, su = {.sim = w.sim};
+  kp_hp_link_t *cup, *sup;
+  kp_hp_link_cb_t ccb = {.moved = on_link_moved, .ctx = &cu},
+                  scb = {.moved = on_link_moved, .ctx = &su};
+  uint64_t started = kp_sim_now(w.sim);
+  KP_CHECK_OK(kp_hp_link_start(client->hp, &client->res, &ccb, started, &cup));
+  KP_CHECK_OK(kp_hp_link_start(server->hp, &server->conn, &scb, started, &sup));
+  kp_sim_dht_node_kick(client->n);
+  kp_sim_dht_node_kick(server->n);
+  /* The connect's own birthday spent the server's budget for the
+   * client's IP (lost to the drop above): its next comes after a minute,
+   * at the background's back-off step after that (72 s). */
+  KP_CHECK(run_until_paths(&w, &cu, &su, true, 90 * SEC));
+  printf("birthday learned after the handshake: direct %" PRIu64 " ms after the links started\n",
+         kp_sim_now(w.sim) - started);
+  KP_CHECK(cu.why == KP_HP_MOVE_UPGRADE && su.why == KP_HP_MOVE_UPGRADE);
+  KP_CHECK(!kp_addr_eq(&cu.path, relay_addr) && !kp_addr_eq(&su.path, relay_addr));
+  kp_hp_link_stop(cup);
+  kp_hp_link_stop(sup);
+  sr.n->other_ctx = saved_ctx;
+  sr.n->on_other = NULL;
+  kp_relay_free(sr.relay);
+  /* The glue's part: the pairing socket and the winner are closed. */
+  while (client->extra_count) peer_close_extra(client, client->extra[0]);
+  world_free(&w);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(noise_ik, unit, 10),
     KP_CASE(noise_hmac, unit, 10),
@@ -945,6 +1001,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(sim_lan_pair, sim, 60),
     KP_CASE(sim_relayed, sim, 60),
     KP_CASE(sim_punch_falls_back, sim, 60),
+    KP_CASE(sim_nat_learned_after_connect, sim, 60),
     KP_CASE(sim_nat_matrix_lossy, sim, 120),
     KP_CASE(sim_refused, sim, 60),
     KP_CASE(sim_wrong_key_and_replay, sim, 60),

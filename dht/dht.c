@@ -678,6 +678,34 @@ void kp_dht_recv(kp_dht_t *dht, const kp_addr_t *from, const uint8_t *data, size
 
 /* ---- Periodic work ---------------------------------------------------- */
 
+/* One reporter of our address does not tell our NAT's kind: a second says
+ * whether the mapping depends on the destination, and a connection's
+ * strategy depends on that (a random NAT needs the birthday punch). A join
+ * that heard only one (the others' answers lost or late; a client that
+ * connects at once cuts its lookup short) is repeated: after 1 s, doubling
+ * to a minute, while there is one reporter (a network of one node has no
+ * second: a lookup a minute). */
+#define REPORTERS_MAX_MS 60000
+static void plan_reporters(kp_dht_t *dht, uint64_t now) {
+  if (dht->nat.type != KP_NAT_UNKNOWN || dht->nat.count >= 2) {
+    dht->reporters_next = UINT64_MAX;
+    return;
+  }
+  unsigned shift = dht->reporters_tries < 6 ? dht->reporters_tries : 6;
+  uint64_t wait = UINT64_C(1000) << shift;
+  dht->reporters_next = now + (wait < REPORTERS_MAX_MS ? wait : REPORTERS_MAX_MS);
+}
+
+static void seek_reporters(kp_dht_t *dht, uint64_t now) {
+  if (now < dht->reporters_next || dht->bootstrap_query) return;
+  dht->reporters_next = UINT64_MAX;
+  if (dht->nat.type != KP_NAT_UNKNOWN || dht->nat.count >= 2) return;
+  dht->reporters_tries++;
+  KP_DEBUG(dht->cfg.log, "one reporter of our address: looking ourselves up again (%u)",
+           dht->reporters_tries);
+  kp_dht_bootstrap(dht, now);
+}
+
 static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
                               const kp_dht_result_t *closest, size_t count, uint64_t now) {
   kp_dht_t *dht = arg;
@@ -697,6 +725,7 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
   } else {
     dht->bootstrap_backoff_ms = 0;
     dht->bootstrap_next = UINT64_MAX;
+    plan_reporters(dht, now);
     dht->natcheck_next = now;
     natcheck(dht, now);
     if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
@@ -742,6 +771,7 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
  * address, prove reachability again, and rejoin. */
 static void forget_network(kp_dht_t *dht, uint64_t now) {
   kp_dht_nat_reset(&dht->nat);
+  dht->reporters_tries = 0;
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
   dht->natcheck_next = now;
   for (uint32_t i = 0; i < dht->table.count; i++) kp_dht_table_at(&dht->table, i)->last_seen = 0;
@@ -815,6 +845,7 @@ static void plan_background(kp_dht_t *dht, uint64_t now) {
   } while (0)
   if (dht->table.count && !dht->natcheck_inflight) AT(dht->natcheck_next);
   if (dht->bootstrap_count) AT(dht->bootstrap_next);
+  AT(dht->reporters_next);
   AT(dht->tokens.rotated_at + KP_DHT_TOKEN_ROTATE_MS);
   if (dht->cfg.mode == KP_NODE_AUTO && !dht->member) {
     uint64_t stable = dht->cfg.member_stable_ms;
@@ -843,6 +874,7 @@ static void background(kp_dht_t *dht, uint64_t now) {
   natcheck(dht, now);
   evaluate_membership(dht, now);
   if (dht->bootstrap_count && now >= dht->bootstrap_next) kp_dht_bootstrap(dht, now);
+  seek_reporters(dht, now);
   if (!dht->table.count && dht->bootstrap_count && !dht->bootstrap_query &&
       dht->bootstrap_next == UINT64_MAX)
     dht->bootstrap_next = now + KP_DHT_TICK_MS; /* lost everyone: rejoin */
@@ -921,7 +953,7 @@ int kp_dht_new(const kp_dht_config_t *cfg, const kp_dht_io_t *io, uint64_t now, 
   kp_dht_nat_init(&dht->nat);
   kp_dht_rpc_init(&dht->rpc, &cfg->rpc, send_main, dht, &dht->cfg.rng, now);
   dht->rpc.on_timeout = on_request_timeout;
-  dht->bootstrap_next = UINT64_MAX;
+  dht->bootstrap_next = dht->reporters_next = UINT64_MAX;
   dht->next_background = now;
   for (unsigned b = 0; b < KP_DHT_REFRESH_BUCKETS; b++)
     dht->refreshed_s[b] = (uint16_t)kp__dht_seconds(now);

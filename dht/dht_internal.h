@@ -87,6 +87,10 @@ struct kp_dht_s {
   uint64_t bootstrap_next;
   unsigned bootstrap_backoff_ms;
   kp_dht_query_t *bootstrap_query;
+  /* A join that heard one reporter of our address is repeated (dht.c
+   * seek_reporters): when, and how often it was since the network changed. */
+  uint64_t reporters_next;
+  unsigned reporters_tries;
 
   kp_dht_query_t *queries; /* doubly linked, all live queries */
   bool queries_due;        /* a query finished and awaits its callback */

@@ -36,6 +36,7 @@
 #define BDAY_FIRST_MS 2000    /* a background birthday: soon after pairing ... */
 #define BDAY_BACKOFF_MS 10000 /* ... then 10, 20, 40 s, at most one a minute */
 #define BDAY_BACKOFF_MAX_MS 60000
+#define BDAY_RECHECK_MS 1000       /* ... or each second while a NAT's kind is unknown */
 #define BDAY_WINDOW_MS 4000        /* a birthday not won in this long will not be */
 #define BDAY_MIN_GAP_MS 8000       /* background birthdays, however requested, this far apart */
 #define RESUME_ROUND_MS 250        /* resume rounds, dense at first ... */
@@ -851,8 +852,14 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
     }
     bool sockets;
     if (!l->bday && l->bday_at <= now) {
-      l->bday_at = now + backoff(BDAY_BACKOFF_MS, l->bday_attempts++, BDAY_BACKOFF_MAX_MS);
       refresh_local_nat(l);
+      /* While a side's NAT is unknown, whether a birthday is wanted may
+       * be known any second (refresh_local_nat, the probes' NAT bits):
+       * look again each second, at no cost in datagrams. */
+      bool unknown = l->local_nat == KP_NAT_UNKNOWN || l->remote_nat == KP_NAT_UNKNOWN;
+      l->bday_at =
+          now + (unknown ? BDAY_RECHECK_MS
+                         : backoff(BDAY_BACKOFF_MS, l->bday_attempts++, BDAY_BACKOFF_MAX_MS));
       if (kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets)) {
         /* The random side starts (its sockets must be open before the spray
          * comes); the consistent side asks it to. */

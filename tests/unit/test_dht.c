@@ -1031,6 +1031,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(store_bytes_bound, unit, 30),
     KP_CASE(sim_lookup_accuracy, sim, 120),
     KP_CASE(sim_membership_firewall, sim, 60),
+    KP_CASE(sim_nat_second_reporter, sim, 60),
     KP_CASE(sim_membership_moves, sim, 60),
     KP_CASE(sim_member_keeps_nat_open, sim, 60),
     KP_CASE(sim_suspend, sim, 60),

@@ -6,6 +6,7 @@
 
 void test_sim_lookup_accuracy(void);
 void test_sim_membership_firewall(void);
+void test_sim_nat_second_reporter(void);
 void test_sim_membership_moves(void);
 void test_sim_member_keeps_nat_open(void);
 void test_sim_suspend(void);

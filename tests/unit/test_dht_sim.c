@@ -162,6 +162,71 @@ static kp_sim_dht_node_t *add_node(kp_sim_dht_net_t *net, const char *addr_text,
   return n;
 }
 
+/* Everything addressed to ctx's IP is lost unless it comes from ctx2. */
+typedef struct only_from_s {
+  kp_addr_t to_ip, from;
+} only_from_t;
+
+static bool drop_unless_from(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                             const uint8_t *data, size_t len) {
+  const only_from_t *o = ctx;
+  (void)data, (void)len;
+  return kp_addr_same_ip(to, &o->to_ip) && !kp_addr_eq(from, &o->from);
+}
+
+/* A node behind a random NAT whose join hears one reporter of its address
+ * (every other node's answer lost): its NAT's kind is unknown, and a
+ * connection it makes would punch as if its mapping were stable. It looks
+ * itself up again, after 1 s, doubling to a minute (no more often, however
+ * long the answers stay lost), until a second reporter tells it its NAT is
+ * random. */
+void test_sim_nat_second_reporter(void) {
+  kp_sim_dht_net_t net;
+  kp_dht_config_t c = sim_config();
+  kp_sim_dht_net_init(&net, kp_sim_new(37), 10, 0, &c, 37);
+  join_all(&net, MINUTE);
+  kp_addr_t pub;
+  kp_addr_parse(&pub, "198.51.100.70:0");
+  kp_sim_nat_t *nat = kp_sim_nat_new(net.sim, &pub, KP_SIM_MAP_RANDOM, KP_SIM_FILTER_PORT);
+  only_from_t only = {.to_ip = pub, .from = *kp_sim_socket_addr(net.nodes[0]->sock)};
+  kp_sim_set_drop(net.sim, drop_unless_from, &only);
+  c.mode = KP_NODE_EPHEMERAL;
+  kp_sim_dht_node_t *n = add_node(&net, "192.168.7.2:4000", nat, &c, 38);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 3 * SEC);
+  KP_CHECK_EQ(kp_dht_nat(n->dht)->type, KP_NAT_UNKNOWN);
+  KP_CHECK_EQ(kp_dht_nat(n->dht)->count, 1);
+  /* A short loss: the next try hears the others (the one under loss waited
+   * out its requests' timeouts first). */
+  uint64_t healed = kp_sim_now(net.sim);
+  kp_sim_set_drop(net.sim, NULL, NULL);
+  while (kp_dht_nat(n->dht)->type == KP_NAT_UNKNOWN && kp_sim_now(net.sim) < healed + 30 * SEC)
+    kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 100);
+  printf("NAT known %" PRIu64 " ms after the answers came through\n", kp_sim_now(net.sim) - healed);
+  KP_CHECK_EQ(kp_dht_nat(n->dht)->type, KP_NAT_RANDOM);
+  KP_CHECK(kp_sim_now(net.sim) - healed <= 10 * SEC);
+
+  /* A long one: tries a minute apart at most, and the NAT known at the
+   * first after the loss ends. */
+  kp_dht_network_changed(n->dht, kp_sim_now(net.sim));
+  kp_sim_set_drop(net.sim, drop_unless_from, &only);
+  kp_sim_dht_node_kick(n);
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 5 * MINUTE);
+  KP_CHECK_EQ(kp_dht_nat(n->dht)->type, KP_NAT_UNKNOWN);
+  uint64_t tries = n->dht->reporters_tries;
+  kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 5 * MINUTE);
+  printf("lookups of itself while one node answered: %u in 10 minutes\n", n->dht->reporters_tries);
+  KP_CHECK(n->dht->reporters_tries - tries >= 4 && n->dht->reporters_tries - tries <= 6);
+  healed = kp_sim_now(net.sim);
+  kp_sim_set_drop(net.sim, NULL, NULL);
+  while (kp_dht_nat(n->dht)->type == KP_NAT_UNKNOWN && kp_sim_now(net.sim) < healed + 2 * MINUTE)
+    kp_sim_run_until(net.sim, kp_sim_now(net.sim) + 100);
+  KP_CHECK_EQ(kp_dht_nat(n->dht)->type, KP_NAT_RANDOM);
+  KP_CHECK(kp_sim_now(net.sim) - healed <= MINUTE + SEC);
+  kp_sim_dht_node_free(n);
+  kp_sim_dht_net_destroy(&net);
+  free(n);
+}
+
 void test_sim_membership_firewall(void) {
   kp_sim_dht_net_t net;
   kp_dht_config_t c = sim_config();

@@ -683,11 +683,22 @@ void kp_dht_recv(kp_dht_t *dht, const kp_addr_t *from, const uint8_t *data, size
  * strategy depends on that (a random NAT needs the birthday punch). A join
  * that heard only one (the others' answers lost or late; a client that
  * connects at once cuts its lookup short) is repeated: after 1 s, doubling
- * to a minute, while there is one reporter (a network of one node has no
- * second: a lookup a minute). */
+ * to a minute, while there is one reporter or two that disagree, eight
+ * times at most (about four minutes) until the network changes: a lookup
+ * costs tens of requests, and some networks have one host only. */
 #define REPORTERS_MAX_MS 60000
+#define REPORTERS_TRIES 8
+static bool reporters_wanted(const kp_dht_t *dht) {
+  const kp_dht_nat_t *nat = &dht->nat;
+  /* Two that disagree call the NAT random: a third settles it, so that
+   * one lying reporter does not keep it so. */
+  return dht->reporters_tries < REPORTERS_TRIES &&
+         ((nat->type == KP_NAT_UNKNOWN && nat->count < 2) ||
+          (nat->type == KP_NAT_RANDOM && nat->count == 2));
+}
+
 static void plan_reporters(kp_dht_t *dht, uint64_t now) {
-  if (dht->nat.type != KP_NAT_UNKNOWN || dht->nat.count >= 2) {
+  if (!reporters_wanted(dht)) {
     dht->reporters_next = UINT64_MAX;
     return;
   }
@@ -699,8 +710,9 @@ static void plan_reporters(kp_dht_t *dht, uint64_t now) {
 static void seek_reporters(kp_dht_t *dht, uint64_t now) {
   if (now < dht->reporters_next || dht->bootstrap_query) return;
   dht->reporters_next = UINT64_MAX;
-  if (dht->nat.type != KP_NAT_UNKNOWN || dht->nat.count >= 2) return;
+  if (!reporters_wanted(dht)) return;
   dht->reporters_tries++;
+  dht->reporters_seeking = true;
   KP_DEBUG(dht->cfg.log, "one reporter of our address: looking ourselves up again (%u)",
            dht->reporters_tries);
   kp_dht_bootstrap(dht, now);
@@ -712,6 +724,8 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
   (void)q;
   (void)closest;
   dht->bootstrap_query = NULL;
+  bool seeking = dht->reporters_seeking;
+  dht->reporters_seeking = false;
   if (status == KP_ECANCELED) return;
   if (count == 0) {
     /* Nobody answered: try again later, backing off to a minute. */
@@ -726,9 +740,13 @@ static void on_bootstrap_done(void *arg, kp_dht_query_t *q, int status,
     dht->bootstrap_backoff_ms = 0;
     dht->bootstrap_next = UINT64_MAX;
     plan_reporters(dht, now);
-    dht->natcheck_next = now;
-    natcheck(dht, now);
-    if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
+    /* A join checks reachability at once; a repeat for reporters keeps
+     * the checks' back-off (members are not kept busy answering). */
+    if (!seeking) {
+      dht->natcheck_next = now;
+      natcheck(dht, now);
+      if (!dht->natcheck_inflight) due(dht, dht->natcheck_next);
+    }
     /* A member by configuration joins as soon as it has found the network
      * (the bootstrap lookup was of its own id). */
     if (dht->member && !dht->joined && !dht->refresh_due) {
@@ -772,6 +790,7 @@ int kp_dht_add_bootstrap(kp_dht_t *dht, const kp_addr_t *addr, uint64_t now) {
 static void forget_network(kp_dht_t *dht, uint64_t now) {
   kp_dht_nat_reset(&dht->nat);
   dht->reporters_tries = 0;
+  dht->reporters_next = UINT64_MAX;
   if (dht->cfg.mode == KP_NODE_AUTO) set_member(dht, false, now);
   dht->natcheck_next = now;
   for (uint32_t i = 0; i < dht->table.count; i++) kp_dht_table_at(&dht->table, i)->last_seen = 0;

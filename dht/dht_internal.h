@@ -91,6 +91,7 @@ struct kp_dht_s {
    * seek_reporters): when, and how often it was since the network changed. */
   uint64_t reporters_next;
   unsigned reporters_tries;
+  bool reporters_seeking; /* the bootstrap query in flight is such a repeat */
 
   kp_dht_query_t *queries; /* doubly linked, all live queries */
   bool queries_due;        /* a query finished and awaits its callback */

@@ -82,6 +82,9 @@ typedef struct hp_path_s {
   uint64_t keep_start, keep_next;
   unsigned keep_step;
   unsigned sent; /* probes, for the connect's datagram count */
+  /* The last authenticated probe echoed a nonce of ours of this epoch or
+   * the last: sent lately by the peer, not a replay of an old one. */
+  bool last_fresh;
 } hp_path_t;
 
 void kp__hp_path_init(hp_path_t *p, uint64_t local_id, uint64_t remote_id, uint8_t flags,

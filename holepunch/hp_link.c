@@ -36,7 +36,8 @@
 #define BDAY_FIRST_MS 2000    /* a background birthday: soon after pairing ... */
 #define BDAY_BACKOFF_MS 10000 /* ... then 10, 20, 40 s, at most one a minute */
 #define BDAY_BACKOFF_MAX_MS 60000
-#define BDAY_RECHECK_MS 1000       /* ... or each second while a NAT's kind is unknown */
+#define BDAY_RECHECK_MS 1000       /* ... or each second while a NAT's kind is unknown, */
+#define BDAY_RECHECKS 60           /* for a minute at most */
 #define BDAY_WINDOW_MS 4000        /* a birthday not won in this long will not be */
 #define BDAY_MIN_GAP_MS 8000       /* background birthdays, however requested, this far apart */
 #define RESUME_ROUND_MS 250        /* resume rounds, dense at first ... */
@@ -82,7 +83,7 @@ struct kp_hp_link_s {
   uint64_t next_attempt, keepalive_at;
   hp_bday_t *bday;
   bool bday_sockets;
-  unsigned bday_attempts;
+  unsigned bday_attempts, unknown_checks;
   uint64_t bday_at;
   uint64_t bday_end;   /* a birthday not won by then is given up (to be tried again later) */
   uint64_t bday_ok_at; /* no background birthday before then */
@@ -723,8 +724,14 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
     set_link(l, &pr.observed);
   }
   if (via_relay) {
-    /* The peer's word (the probe is authenticated) on its NAT now. */
-    if (kp_probe_nat(flags) != KP_NAT_UNKNOWN) l->remote_nat = kp_probe_nat(flags);
+    /* The peer's word on its NAT now: from a probe it sent lately (one
+     * that echoes a nonce of ours), so the relay cannot replay an old one.
+     * News wakes the background birthday. */
+    kp_nat_type_t said = kp_probe_nat(flags);
+    if (l->path.last_fresh && said != KP_NAT_UNKNOWN && said != l->remote_nat) {
+      l->remote_nat = said;
+      if (!l->bday && l->bday_at != UINT64_MAX) l->bday_at = now;
+    }
     if (flags & KP_PROBE_PUNCH) punch_link(l, now);
     if (flags & KP_PROBE_BIRTHDAY) birthday_request(l, now);
     return true;
@@ -854,12 +861,15 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
     if (!l->bday && l->bday_at <= now) {
       refresh_local_nat(l);
       /* While a side's NAT is unknown, whether a birthday is wanted may
-       * be known any second (refresh_local_nat, the probes' NAT bits):
-       * look again each second, at no cost in datagrams. */
+       * be known any second (refresh_local_nat; the peer's probes wake us):
+       * look again each second for a minute, at no cost in datagrams. */
       bool unknown = l->local_nat == KP_NAT_UNKNOWN || l->remote_nat == KP_NAT_UNKNOWN;
-      l->bday_at =
-          now + (unknown ? BDAY_RECHECK_MS
-                         : backoff(BDAY_BACKOFF_MS, l->bday_attempts++, BDAY_BACKOFF_MAX_MS));
+      if (unknown && l->unknown_checks < BDAY_RECHECKS) {
+        l->unknown_checks++;
+        l->bday_at = now + BDAY_RECHECK_MS;
+      } else {
+        l->bday_at = now + backoff(BDAY_BACKOFF_MS, l->bday_attempts++, BDAY_BACKOFF_MAX_MS);
+      }
       if (kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets)) {
         /* The random side starts (its sockets must be open before the spray
          * comes); the consistent side asks it to. */

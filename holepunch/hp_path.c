@@ -196,8 +196,9 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
     memcpy(c->echo, pr.nonce, KP_PROBE_NONCE_LEN);
   }
   hp_cand_t *proved = NULL;
-  if (sodium_memcmp(pr.echo, zero_nonce, KP_PROBE_NONCE_LEN) &&
-      nonce_ok(hp, p->local_id, from, pr.echo, now)) {
+  p->last_fresh = sodium_memcmp(pr.echo, zero_nonce, KP_PROBE_NONCE_LEN) &&
+                  nonce_ok(hp, p->local_id, from, pr.echo, now);
+  if (p->last_fresh) {
     if (!observed_ok(hp, sock, &pr)) {
       hp->stats.proofs_refused++;
     } else if (c && !c->proven) {

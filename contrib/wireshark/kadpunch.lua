@@ -83,6 +83,9 @@ local f = {
   p_answer = ProtoField.bool("kadpunch.probe.flags.answer", "Answer", 8, nil, 0x02),
   p_punch = ProtoField.bool("kadpunch.probe.flags.punch", "Punch request", 8, nil, 0x04),
   p_bday = ProtoField.bool("kadpunch.probe.flags.birthday", "Birthday request", 8, nil, 0x08),
+  p_own = ProtoField.bool("kadpunch.probe.flags.own_addr", "Own address", 8, nil, 0x10),
+  p_nat = ProtoField.uint8("kadpunch.probe.flags.nat", "Sender's NAT", base.DEC,
+    {[0] = "unknown", [1] = "open", [2] = "consistent", [3] = "random"}, 0x60),
   p_conn = ProtoField.uint64("kadpunch.probe.conn", "Receiver's connection id", base.HEX),
   p_nonce = ProtoField.bytes("kadpunch.probe.nonce", "Nonce"),
   p_echo = ProtoField.bytes("kadpunch.probe.echo", "Echoed nonce"),
@@ -339,6 +342,8 @@ local function dissect_probe_one(tvb, pinfo, tree)
   ft:add(f.p_answer, tvb(1, 1))
   ft:add(f.p_punch, tvb(1, 1))
   ft:add(f.p_bday, tvb(1, 1))
+  ft:add(f.p_own, tvb(1, 1))
+  ft:add(f.p_nat, tvb(1, 1))
   t:add(f.p_conn, tvb(2, 8))
   t:add(f.p_nonce, tvb(10, 8))
   t:add(f.p_echo, tvb(18, 8))

@@ -121,11 +121,24 @@ static bool has_text(void *ctx) {
   return output_has(c, args[1]) || c->exited;
 }
 
+/* The last n bytes of a buffer, for a log. */
+static const char *tail_of(const stream_buf_t *b, size_t n, int *len) {
+  size_t from = b->len > n ? b->len - n : 0;
+  *len = (int)(b->len - from);
+  return b->buf + from;
+}
+
 bool kp_test_child_wait_output(uv_loop_t *loop, kp_test_child_t *c, const char *text,
                                unsigned timeout_ms) {
   void *args[2] = {c, (void *)text};
   kp_testnet_run_until(loop, has_text, args, timeout_ms);
-  return output_has(c, text);
+  if (output_has(c, text)) return true;
+  /* A child that did not say it says why in the test's log. */
+  int olen, elen;
+  const char *out = tail_of(&c->out, 4096, &olen), *err = tail_of(&c->err, 4096, &elen);
+  printf("child %s without saying \"%s\"; stdout:\n%.*s\nstderr:\n%.*s\n",
+         c->exited ? "exited" : "still running", text, olen, out, elen, err);
+  return false;
 }
 
 static bool finished(void *ctx) {

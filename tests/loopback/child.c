@@ -184,6 +184,22 @@ int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t 
   return status;
 }
 
+bool kp_test_wait_announced(uv_loop_t *loop, const char *bootstrap, const char *pk,
+                            unsigned timeout_ms) {
+  const char *argv[] = {KP_BINARY, "lookup",      "--key-of", pk,
+                        "--json",  "--bootstrap", bootstrap,  NULL};
+  uint64_t end = uv_now(loop) + timeout_ms;
+  char out[8192];
+  do {
+    if (kp_test_run_cli(loop, argv, out, sizeof(out), 10000) == 0 && !strstr(out, "\"found\":0"))
+      return true;
+    kp_testnet_run_until(loop, NULL, NULL, 200);
+    uv_update_time(loop);
+  } while (uv_now(loop) < end);
+  printf("%s not found through %s in %u ms:\n%s\n", pk, bootstrap, timeout_ms, out);
+  return false;
+}
+
 int kp_test_child_pid(const kp_test_child_t *c) {
   return c->proc.pid;
 }

@@ -129,7 +129,7 @@ static void fx_up(fx_t *f) {
                         f->by_name, "--bind", "127.0.0.1:0", NULL};
   f->server = kp_test_spawn(&f->loop, argv);
   KP_CHECK(kp_test_child_wait_output(&f->loop, f->server, "serving", 15000));
-  kp_testnet_run_until(&f->loop, NULL, NULL, 1000); /* the announcement lands */
+  KP_CHECK(kp_test_wait_announced(&f->loop, f->tn.bootstrap, f->spk, 20000));
 }
 
 static void fx_down(fx_t *f) {

@@ -74,7 +74,7 @@ static void fx_daemon(fx_t *f, const char *extra) {
   const char *at = strstr(kp_test_child_stdout(f->server), "serving ");
   KP_CHECK(at);
   memcpy(f->spk, at + 8, KP_KEY_TEXT_LEN);
-  kp_testnet_run_until(&f->loop, NULL, NULL, 1000); /* the announcement lands */
+  KP_CHECK(kp_test_wait_announced(&f->loop, f->tn.bootstrap, f->spk, 20000));
 }
 
 /* `kadpunch connect TARGET --key KEY --bootstrap B [extra]`: exit status. */

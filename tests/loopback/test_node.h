@@ -38,6 +38,11 @@ int kp_test_free_tcp_port(void);
  * its exit status; out gets its output (stdout then stderr). */
 int kp_test_run_cli(uv_loop_t *loop, const char *const *argv, char *out, size_t cap,
                     unsigned timeout_ms);
+/* Looks pk up (`kadpunch lookup --key-of`) through bootstrap until its
+ * record is found, for timeout_ms at most: whether it was. A server says
+ * "serving" before its announcement has landed. */
+bool kp_test_wait_announced(uv_loop_t *loop, const char *bootstrap, const char *pk,
+                            unsigned timeout_ms);
 
 /* test_node_swarm.c */
 void test_swarm_survives_churn(void);

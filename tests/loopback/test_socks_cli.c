@@ -86,7 +86,7 @@ static void fx_serve(fx_t *f, const char *const *extra) {
   argv[n] = NULL;
   f->server = track(kp_test_spawn(&f->loop, argv));
   KP_CHECK(kp_test_child_wait_output(&f->loop, f->server, "serving", 10000));
-  kp_testnet_run_until(&f->loop, NULL, NULL, 1000); /* the announcement lands */
+  KP_CHECK(kp_test_wait_announced(&f->loop, f->tn.bootstrap, f->spk, 20000));
 }
 
 /* `kadpunch connect KEY MODE 127.0.0.1:0 [extra]`: waits until connected;

@@ -66,6 +66,8 @@ typedef struct hp_cand_s {
   bool proven;    /* it echoed one of our nonces */
   bool has_echo;  /* it sent us a nonce: the next probe to it echoes it */
   bool answered;  /* our answer carried that nonce already */
+  bool held;      /* the link keeps a pointer to it (its kept path, the peer's link) */
+  uint32_t used;  /* the path's use counter when last hinted or heard from */
   uint8_t echo[KP_PROBE_NONCE_LEN];
 } hp_cand_t;
 
@@ -75,6 +77,7 @@ typedef struct hp_path_s {
   uint8_t key[32];              /* the probe key */
   hp_cand_t cand[HP_PATH_CANDIDATES];
   unsigned count;
+  uint32_t uses; /* counts hints and probes heard: which candidate is the stalest */
   kp_bucket_t answers;
   int best; /* index of the candidate proven first; -1: none */
   /* After the proof, probes to it on a schedule: the peer may not have
@@ -90,7 +93,9 @@ typedef struct hp_path_s {
 void kp__hp_path_init(hp_path_t *p, uint64_t local_id, uint64_t remote_id, uint8_t flags,
                       const uint8_t key[32], uint64_t now);
 /* A hint: an address to try with up to budget probes while unproven
- * (deduplicated, keeping the larger budget; ignored when full). */
+ * (deduplicated, keeping the larger budget). When the table is full the
+ * stalest candidate that is neither proven, the best, nor held gives way;
+ * NULL when there is none. */
 hp_cand_t *kp__hp_path_hint(hp_path_t *p, const kp_addr_t *addr, void *sock, unsigned budget);
 /* One probe to each unproven candidate within its budget (a round's worth). */
 void kp__hp_path_hints(kp_hp_t *hp, hp_path_t *p, uint64_t now);

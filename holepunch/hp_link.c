@@ -168,6 +168,15 @@ static void *fire_sock(const kp_hp_link_t *l) {
 
 /* The peer's direct address (where it would go direct): the background
  * punch aims there, one probe per request paid for by the peer. */
+/* The link's two kept candidates (relay_cand, link_cand) point into the
+ * path's table: held there, so no other address takes their slots. */
+static void hold(kp_hp_link_t *l, hp_cand_t **slot, hp_cand_t *c) {
+  hp_cand_t *old = *slot;
+  *slot = c;
+  if (old && old != l->relay_cand && old != l->link_cand) old->held = false;
+  if (c) c->held = true;
+}
+
 static void set_link(kp_hp_link_t *l, const kp_addr_t *addr) {
   void *sock = fire_sock(l);
   if (l->link_cand && kp_addr_eq(&l->link, addr) && l->link_cand->sock == sock) return;
@@ -180,9 +189,10 @@ static void set_link(kp_hp_link_t *l, const kp_addr_t *addr) {
     l->link_cand->addr = *addr;
     l->link_cand->sock = sock;
     l->link_cand->budget = 1;
+    l->link_cand->held = true;
     return;
   }
-  l->link_cand = kp__hp_path_hint(&l->path, &l->link, sock, 1);
+  hold(l, &l->link_cand, kp__hp_path_hint(&l->path, &l->link, sock, 1));
 }
 
 /* Whether a peer's own address is one to aim at: of the kept path's
@@ -208,7 +218,7 @@ static bool through_proxy(kp_hp_link_t *l, uint64_t now) {
   l->has_relay = l->via_proxy = true;
   l->relay = l->to;
   l->relay_sock = l->sock;
-  l->relay_cand = c;
+  hold(l, &l->relay_cand, c);
   c->proven = true;
   l->direct = false;
   l->attempts = 0;
@@ -220,7 +230,8 @@ static bool through_proxy(kp_hp_link_t *l, uint64_t now) {
 /* The kept path (a relay's or a proxy's) is gone. */
 static void forget_kept_path(kp_hp_link_t *l) {
   l->has_relay = l->via_proxy = false;
-  l->relay_cand = l->link_cand = NULL;
+  hold(l, &l->relay_cand, NULL);
+  hold(l, &l->link_cand, NULL);
   l->relay_sock = NULL;
 }
 
@@ -649,11 +660,12 @@ bool kp__hp_link_relay(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   end_resume(l);
   /* The relay and the peer's link on this socket: what the upgrade
    * punches between. */
-  l->relay_cand = kp__hp_path_hint(&l->path, &l->relay, s, 0);
+  hold(l, &l->relay_cand, kp__hp_path_hint(&l->path, &l->relay, s, 0));
   if (l->relay_cand) l->relay_cand->proven = true;
-  l->link_cand = kp__hp_corroborated(&l->link, l->peer_addrs, l->peer_addr_count, false)
-                     ? kp__hp_path_hint(&l->path, &l->link, s, 1)
-                     : NULL;
+  hold(l, &l->link_cand,
+       kp__hp_corroborated(&l->link, l->peer_addrs, l->peer_addr_count, false)
+           ? kp__hp_path_hint(&l->path, &l->link, s, 1)
+           : NULL);
   l->attempts = 0;
   l->next_attempt = now + UPGRADE_FIRST_MS;
   l->bday_at = now + BDAY_FIRST_MS;
@@ -987,13 +999,13 @@ int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t
     l->relay = r->path;
     l->link = r->peer_link;
     l->relay_sock = r->socket;
-    l->relay_cand = kp__hp_path_hint(&l->path, &l->relay, l->sock, 0);
+    hold(l, &l->relay_cand, kp__hp_path_hint(&l->path, &l->relay, l->sock, 0));
     if (l->relay_cand) l->relay_cand->proven = true;
     bool stays = (l->client && hp->cfg.relay_only) ||
                  (r->local_nat == KP_NAT_RANDOM && r->remote_nat == KP_NAT_RANDOM);
     if (r->peer_link.family && !stays &&
         kp__hp_corroborated(&r->peer_link, r->peer_addrs, r->peer_addr_count, false))
-      l->link_cand = kp__hp_path_hint(&l->path, &l->link, l->sock, 1);
+      hold(l, &l->link_cand, kp__hp_path_hint(&l->path, &l->link, l->sock, 1));
     else if (r->peer_link.family && !stays)
       hp->stats.claims_refused++;
     l->next_attempt = now + UPGRADE_FIRST_MS;

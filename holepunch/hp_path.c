@@ -77,11 +77,30 @@ hp_cand_t *kp__hp_path_find(hp_path_t *p, const kp_addr_t *addr, const void *soc
   return NULL;
 }
 
-/* A free slot: one a closed socket's candidate left, or a new one. */
+/* A free slot: one a closed socket's candidate left, a new one, or the
+ * stalest that proves nothing. Every rebinding leaves addresses behind (the
+ * old mappings, a birthday's sockets); a table full of them must not keep
+ * the peer's newest mapping from being proven, or a connection whose NAT
+ * forgets its mappings a few times can never move again. Addresses that
+ * were only heard from go before the ones a claim named. */
 static hp_cand_t *free_slot(hp_path_t *p) {
   for (unsigned i = 0; i < p->count; i++)
     if (!p->cand[i].addr.family) return &p->cand[i];
-  return p->count < HP_PATH_CANDIDATES ? &p->cand[p->count++] : NULL;
+  if (p->count < HP_PATH_CANDIDATES) return &p->cand[p->count++];
+  hp_cand_t *victim = NULL;
+  for (unsigned i = 0; i < p->count; i++) {
+    hp_cand_t *c = &p->cand[i];
+    if (c->proven || c->held || p->best == (int)i) continue;
+    bool claimed = c->budget > 0, victim_claimed = victim && victim->budget > 0;
+    if (!victim || (!claimed && victim_claimed) ||
+        (claimed == victim_claimed && (int32_t)(c->used - victim->used) < 0))
+      victim = c;
+  }
+  return victim;
+}
+
+static void touch(hp_path_t *p, hp_cand_t *c) {
+  c->used = ++p->uses;
 }
 
 hp_cand_t *kp__hp_path_hint(hp_path_t *p, const kp_addr_t *addr, void *sock, unsigned budget) {
@@ -92,7 +111,9 @@ hp_cand_t *kp__hp_path_hint(hp_path_t *p, const kp_addr_t *addr, void *sock, uns
     c->addr = *addr;
     c->sock = sock;
   }
-  if (c && budget > c->budget) c->budget = (uint8_t)budget;
+  if (!c) return NULL;
+  if (budget > c->budget) c->budget = (uint8_t)budget;
+  touch(p, c);
   return c;
 }
 
@@ -191,6 +212,7 @@ hp_cand_t *kp__hp_path_input(kp_hp_t *hp, hp_path_t *p, void *sock, const kp_add
   hp_cand_t *c = kp__hp_path_find(p, from, sock);
   if (!c) c = kp__hp_path_hint(p, from, sock, 0); /* answered, never hinted */
   if (c) {
+    touch(p, c);
     c->has_echo = true;
     c->answered = false;
     memcpy(c->echo, pr.nonce, KP_PROBE_NONCE_LEN);

@@ -103,6 +103,7 @@ void test_no_amplification(void);
 void test_relay_only_hides_addresses(void);
 /* ... and of test_holepunch_resume.c. */
 void test_resume_after_rebind(void);
+void test_rebind_many(void);
 void test_resume_rejects_replay_and_forgery(void);
 void test_resume_after_grace(void);
 void test_closed_socket_forgotten(void);

@@ -1013,6 +1013,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(no_amplification, sim, 60),
     KP_CASE(relay_only_hides_addresses, sim, 60),
     KP_CASE(resume_after_rebind, sim, 60),
+    KP_CASE(rebind_many, sim, 60),
     KP_CASE(resume_rejects_replay_and_forgery, sim, 60),
     KP_CASE(resume_after_grace, sim, 60),
     KP_CASE(closed_socket_forgotten, sim, 60),

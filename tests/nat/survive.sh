@@ -7,9 +7,9 @@
 # TCP connection, checks every byte of the echo and measures the longest
 # gap between two reads. Mid-transfer, the fault:
 #
-#   rebind          the client's NAT (random) forgets every mapping, twice
-#                   (conntrack -F: a router reboot, a mapping timeout, a
-#                   CGNAT port reassignment); gap <= 3 s
+#   rebind          the client's NAT (random) forgets every mapping, five
+#                   times (conntrack -F: a router reboot, a mapping timeout,
+#                   a CGNAT port reassignment); gap <= 3 s each time
 #   server_rebind   the same at the server's NAT (consistent), which maps
 #                   the server's socket to another port after each; gap <= 3 s
 #   relay_failover  random <-> random through the relay the server named,
@@ -138,7 +138,9 @@ strike() { # what [gap-limit-ms]
 
 case $scenario in
   rebind)
-    for mb in 30 65; do
+    # Five times: each rebinding leaves old mappings among a path's
+    # candidates, and the fifth must still find room for the newest.
+    for mb in 15 30 45 60 75; do
       wait_for_mb $mb || fail "the transfer stalled before $mb MB (no fault yet)"
       ip netns exec "$LAB-r2" conntrack -F >/dev/null 2>&1
       strike "client-nat-flushed"

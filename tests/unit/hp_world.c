@@ -237,6 +237,20 @@ int connect_to(world_t *w, peer_t *client, const peer_t *server, uint64_t *took)
   return client->status;
 }
 
+void relay_up(world_t *w, sim_relay_t *sr) {
+  *sr = (sim_relay_t){.n = w->net.nodes[3]};
+  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr->relay));
+  sr->saved_ctx = sr->n->other_ctx;
+  sr->n->on_other = relay_other;
+  sr->n->other_ctx = sr;
+}
+
+void relay_down(sim_relay_t *sr) {
+  sr->n->other_ctx = sr->saved_ctx;
+  sr->n->on_other = NULL;
+  kp_relay_free(sr->relay);
+}
+
 void relay_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len, uint64_t now) {
   sim_relay_t *sr = ctx;
   kp_addr_t to, other;

@@ -55,6 +55,7 @@ typedef struct world_s {
 typedef struct sim_relay_s {
   kp_sim_dht_node_t *n;
   kp_relay_t *relay;
+  void *saved_ctx; /* the node's kp_hp_t, given back by relay_down */
 } sim_relay_t;
 
 /* A deterministic key pair from one byte. */
@@ -83,6 +84,10 @@ bool connected(void *ctx);
 /* Connects client to server's key and runs until it is done (30 s at
  * most); the status, and how long it took. */
 int connect_to(world_t *w, peer_t *client, const peer_t *server, uint64_t *took);
+/* DHT node 3 of w becomes a blind relay (its other datagrams go to the
+ * relay, not its kp_hp_t), and stops being one. */
+void relay_up(world_t *w, sim_relay_t *sr);
+void relay_down(sim_relay_t *sr);
 /* A DHT node's other datagrams, fed to a sim_relay_t (ctx). */
 void relay_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len, uint64_t now);
 /* A reply nobody waits for. */

@@ -722,11 +722,8 @@ static void test_sim_lan_pair(void) {
 static void test_sim_relayed(void) {
   world_t w;
   world_init(&w, 21, 0.02, 0);
-  sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
-  sr.n->on_other = relay_other;
-  void *saved_ctx = sr.n->other_ctx; /* the node's kp_hp_t, freed by world_free */
-  sr.n->other_ctx = &sr;
+  sim_relay_t sr;
+  relay_up(&w, &sr);
   const kp_addr_t *relay_addr = kp_sim_socket_addr(sr.n->sock);
   peer_t *server = peer_new(&w, K_RANDOM, 50);
   peer_t *client = peer_new(&w, K_RANDOM, 60);
@@ -764,9 +761,7 @@ static void test_sim_relayed(void) {
   kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 3 * SEC);
   KP_CHECK_OK(connect_to(&w, c2, server, NULL));
   KP_CHECK_EQ(connect_to(&w, c3, server, NULL), KP_ERELAYFULL);
-  sr.n->other_ctx = saved_ctx;
-  sr.n->on_other = NULL;
-  kp_relay_free(sr.relay);
+  relay_down(&sr);
   /* The server keeps a socket per relayed connection (two here); the
    * refused one's is closed by the time its session ends. */
   kp_sim_run_until(w.sim, kp_sim_now(w.sim) + 12 * SEC);
@@ -825,11 +820,8 @@ static bool run_until_paths(world_t *w, upgrade_seen_t *a, upgrade_seen_t *b, bo
 static void test_sim_punch_falls_back(void) {
   world_t w;
   world_init(&w, 23, 0, 0);
-  sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
-  sr.n->on_other = relay_other;
-  void *saved_ctx = sr.n->other_ctx;
-  sr.n->other_ctx = &sr;
+  sim_relay_t sr;
+  relay_up(&w, &sr);
   const kp_addr_t *relay_addr = kp_sim_socket_addr(sr.n->sock);
   peer_t *server = peer_new(&w, K_CONSISTENT, 50);
   peer_t *client = peer_new(&w, K_CONSISTENT, 60);
@@ -923,9 +915,7 @@ static void test_sim_punch_falls_back(void) {
   kp_relay_stats(sr.relay, &rs);
   KP_CHECK_EQ(rs.sessions, 1);
   KP_CHECK_EQ(rs.expired_idle, 0);
-  sr.n->other_ctx = saved_ctx;
-  sr.n->on_other = NULL;
-  kp_relay_free(sr.relay);
+  relay_down(&sr);
   while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
   world_free(&w);
 }
@@ -939,11 +929,8 @@ static void test_sim_punch_falls_back(void) {
 static void test_sim_nat_learned_after_connect(void) {
   world_t w;
   world_init(&w, 29, 0, 0);
-  sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
-  sr.n->on_other = relay_other;
-  void *saved_ctx = sr.n->other_ctx;
-  sr.n->other_ctx = &sr;
+  sim_relay_t sr;
+  relay_up(&w, &sr);
   const kp_addr_t *relay_addr = kp_sim_socket_addr(sr.n->sock);
   peer_t *server = peer_new(&w, K_CONSISTENT, 50);
   peer_t *client = peer_new(&w, K_RANDOM, 60);
@@ -978,9 +965,7 @@ static void test_sim_nat_learned_after_connect(void) {
   KP_CHECK(!kp_addr_eq(&cu.path, relay_addr) && !kp_addr_eq(&su.path, relay_addr));
   kp_hp_link_stop(cup);
   kp_hp_link_stop(sup);
-  sr.n->other_ctx = saved_ctx;
-  sr.n->on_other = NULL;
-  kp_relay_free(sr.relay);
+  relay_down(&sr);
   /* The glue's part: the pairing socket and the winner are closed. */
   while (client->extra_count) peer_close_extra(client, client->extra[0]);
   world_free(&w);

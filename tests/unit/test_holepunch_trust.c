@@ -116,11 +116,8 @@ void test_keys_not_from_public_hash(void) {
    * direct probes are all lost, so it has rounds, probes and PAIRs. */
   world_t w;
   world_init(&w, 61, 0, 0);
-  sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
-  sr.n->on_other = relay_other;
-  void *saved_ctx = sr.n->other_ctx;
-  sr.n->other_ctx = &sr;
+  sim_relay_t sr;
+  relay_up(&w, &sr);
   peer_t *server = peer_new(&w, K_OPEN, 50);
   peer_t *client = peer_new(&w, K_CONSISTENT, 60);
   kp_hp_set_relays(server->hp, kp_sim_socket_addr(sr.n->sock), 1);
@@ -191,9 +188,7 @@ void test_keys_not_from_public_hash(void) {
   KP_CHECK_EQ(sa.connections, sb.connections);
   KP_CHECK_EQ(ra.paired, rb.paired); /* the attacker's two halves opened nothing */
   kp_sim_socket_free(attacker);
-  sr.n->other_ctx = saved_ctx;
-  sr.n->on_other = NULL;
-  kp_relay_free(sr.relay);
+  relay_down(&sr);
   while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
   while (client->extra_count) kp_sim_socket_free(client->extra[--client->extra_count]);
   world_free(&w);
@@ -263,11 +258,8 @@ static void count_victim(void *ctx, const kp_addr_t *from, const kp_addr_t *to, 
 void test_no_probes_to_unproven_address(void) {
   world_t w;
   world_init(&w, 62, 0, 0);
-  sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
-  sr.n->on_other = relay_other;
-  void *saved_ctx = sr.n->other_ctx;
-  sr.n->other_ctx = &sr;
+  sim_relay_t sr;
+  relay_up(&w, &sr);
   peer_t *server = peer_new(&w, K_CONSISTENT, 50);
   peer_t *client = peer_new(&w, K_RANDOM, 60);
   kp_hp_set_relays(server->hp, kp_sim_socket_addr(sr.n->sock), 1);
@@ -298,9 +290,7 @@ void test_no_probes_to_unproven_address(void) {
   kp_sim_set_drop(w.sim, NULL, NULL);
   kp_sim_set_tap(w.sim, NULL, NULL);
   kp_sim_socket_free(victim);
-  sr.n->other_ctx = saved_ctx;
-  sr.n->on_other = NULL;
-  kp_relay_free(sr.relay);
+  relay_down(&sr);
   while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
   while (client->extra_count) kp_sim_socket_free(client->extra[--client->extra_count]);
   world_free(&w);
@@ -637,11 +627,8 @@ static bool stored(void *ctx) {
 void test_relay_only_hides_addresses(void) {
   world_t w;
   world_init(&w, 67, 0, 0);
-  sim_relay_t sr = {.n = w.net.nodes[3]};
-  KP_CHECK_OK(kp_relay_new(NULL, &(kp_rng_t){kp_rng_system().fill, NULL}, &sr.relay));
-  sr.n->on_other = relay_other;
-  void *saved_ctx = sr.n->other_ctx;
-  sr.n->other_ctx = &sr;
+  sim_relay_t sr;
+  relay_up(&w, &sr);
   kp_hp_config_t cfg;
   kp_hp_config_defaults(&cfg);
   cfg.relay_only = true;
@@ -667,9 +654,7 @@ void test_relay_only_hides_addresses(void) {
   KP_CHECK_EQ(seen_hello.addr_count, 0);
   KP_CHECK_EQ(client->res.strategy, KP_PUNCH_RELAYED);
   KP_CHECK_EQ(server->conn.peer_addr_count, 0); /* no round told it either */
-  sr.n->other_ctx = saved_ctx;
-  sr.n->on_other = NULL;
-  kp_relay_free(sr.relay);
+  relay_down(&sr);
   while (server->extra_count) kp_sim_socket_free(server->extra[--server->extra_count]);
   while (client->extra_count) kp_sim_socket_free(client->extra[--client->extra_count]);
   world_free(&w);

@@ -55,6 +55,7 @@ struct kp_dht_store_s {
   size_t source_buckets, source_count;
   entry_t *head, *tail;
   kp_dht_store_stats_t stats;
+  unsigned refs; /* its swarm, and a dual-stack node's other swarm reading it */
 };
 
 void kp_dht_store_config_defaults(kp_dht_store_config_t *cfg) {
@@ -78,8 +79,13 @@ int kp_dht_store_new(const kp_dht_store_config_t *cfg, const kp_rng_t *rng, kp_d
     if (cfg->ttl_ms) s->cfg.ttl_ms = cfg->ttl_ms;
   }
   kp_rng_fill(rng, s->hash_key, sizeof(s->hash_key));
+  s->refs = 1;
   *out = s;
   return 0;
+}
+
+void kp_dht_store_ref(kp_dht_store_t *s) {
+  s->refs++;
 }
 
 /* ---- Hash tables (keyed SipHash: nobody can aim collisions) -------------- */
@@ -527,7 +533,7 @@ void kp_dht_store_stats(const kp_dht_store_t *s, kp_dht_store_stats_t *out) {
 }
 
 void kp_dht_store_free(kp_dht_store_t *s) {
-  if (!s) return;
+  if (!s || --s->refs) return;
   while (s->head) remove_entry(s, s->head, NULL, NULL);
   kp_free(s->slots);
   kp_free(s->sources);

@@ -67,7 +67,9 @@ typedef struct kp_dht_stored_s {
 
 void kp_dht_store_config_defaults(kp_dht_store_config_t *cfg);
 int kp_dht_store_new(const kp_dht_store_config_t *cfg, const kp_rng_t *rng, kp_dht_store_t **out);
+/* Drops a reference (the last frees it); kp_dht_store_ref adds one. */
 void kp_dht_store_free(kp_dht_store_t *store);
+void kp_dht_store_ref(kp_dht_store_t *store);
 
 /* Stores a verified announce record (raw: its exact bytes). Returns 0
  * (stored, or an identical copy of what is stored), KP_ESEQ (not newer than

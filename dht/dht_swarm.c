@@ -160,6 +160,39 @@ static bool pack_record(void *ctx, const kp_dht_stored_t *rec) {
   return p->count < UINT16_MAX;
 }
 
+typedef struct has_key_s {
+  const uint8_t *key;
+  bool found;
+} has_key_t;
+
+static bool has_key_fn(void *ctx, const kp_dht_stored_t *rec) {
+  has_key_t *h = ctx;
+  h->found = !memcmp(rec->public_key, h->key, KP_PUBLIC_KEY_LEN);
+  return !h->found;
+}
+
+typedef struct pack_other_s {
+  pack_t *p;
+  kp_dht_store_t *own;
+  const uint8_t *target;
+} pack_other_t;
+
+/* The other family's records, but for keys we hold ourselves (ours are
+ * this family's: the announcer reached over it). Only a record that fits
+ * is looked for among ours, and the walk ends when no record could (a
+ * reply holds a few), so a lookup costs a few scans of one target's
+ * records, not one per record of both. */
+#define SMALLEST_RECORD 100
+static bool pack_other(void *ctx, const kp_dht_stored_t *rec) {
+  pack_other_t *o = ctx;
+  pack_t *p = o->p;
+  if (p->used + SMALLEST_RECORD > p->room) return false;
+  if (p->used + rec->raw_len > p->room) return true;
+  has_key_t h = {rec->public_key, false};
+  kp_dht_store_each(o->own, o->target, has_key_fn, &h);
+  return h.found ? true : pack_record(p, rec);
+}
+
 static void on_lookup(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, uint64_t now) {
   kp_dht_swarm_t *swarm = ctx;
   if (!req->msg->has_target) {
@@ -175,6 +208,10 @@ static void on_lookup(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, uin
   uint8_t buf[3 + KP_SWARM_LOOKUP_REPLY_MAX];
   pack_t p = {buf + 3, room > 3 ? room - 3 : 0, 0, 0};
   kp_dht_store_each(swarm->store, req->msg->target, pack_record, &p);
+  if (swarm->other_store) {
+    pack_other_t o = {&p, swarm->store, req->msg->target};
+    kp_dht_store_each(swarm->other_store, req->msg->target, pack_other, &o);
+  }
   if (!p.count) {
     kp_dht_reply(dht, &rt, NULL, 0, 0, now);
     return;
@@ -333,6 +370,16 @@ kp_dht_store_t *kp_dht_swarm_store(kp_dht_swarm_t *swarm) {
   return swarm->store;
 }
 
+void kp_dht_swarm_set_other(kp_dht_swarm_t *swarm, kp_dht_swarm_t *other) {
+  kp_dht_store_free(swarm->other_store); /* a reference */
+  swarm->other_store = other ? other->store : NULL;
+  if (swarm->other_store) kp_dht_store_ref(swarm->other_store);
+}
+
+kp_dht_store_t *kp_dht_swarm_other_store(kp_dht_swarm_t *swarm) {
+  return swarm->other_store;
+}
+
 void kp_dht_swarm_free(kp_dht_swarm_t *swarm) {
   if (!swarm) return;
   while (swarm->ops) {
@@ -342,6 +389,7 @@ void kp_dht_swarm_free(kp_dht_swarm_t *swarm) {
   }
   kp__swarm_announces_free(swarm);
   kp_dht_store_free(swarm->store);
+  kp_dht_store_free(swarm->other_store);
   kp_ratelimit_destroy(&swarm->limiter);
   kp_free(swarm);
 }

@@ -73,6 +73,15 @@ void kp_dht_swarm_set_policy(kp_dht_swarm_t *swarm, kp_dht_store_policy_fn fn, v
 int kp_dht_swarm_new(kp_dht_t *dht, const kp_dht_swarm_config_t *cfg, kp_dht_swarm_t **out);
 void kp_dht_swarm_free(kp_dht_swarm_t *swarm);
 kp_dht_store_t *kp_dht_swarm_store(kp_dht_swarm_t *swarm);
+/* A dual-stack node's swarms, one per address family, each with its own
+ * store: a LOOKUP over one family is answered with this family's records
+ * and then the other's (for keys this family holds none of), so a record
+ * announced over either family is found over both; the relay role forwards
+ * a hello to the other family's announcer through that family's DHT
+ * (holepunch.h, kp_hp_set_other_family). NULL unpairs (the other swarm is
+ * going away: its store is no longer read). */
+void kp_dht_swarm_set_other(kp_dht_swarm_t *swarm, kp_dht_swarm_t *other);
+kp_dht_store_t *kp_dht_swarm_other_store(kp_dht_swarm_t *swarm);
 
 /* The KP_E* error for one of the swarm's response error codes. */
 int kp_dht_swarm_error(uint8_t wire);

@@ -24,6 +24,7 @@ struct kp_dht_swarm_s {
   kp_dht_t *dht;
   kp_dht_swarm_config_t cfg;
   kp_dht_store_t *store;
+  kp_dht_store_t *other_store; /* a dual-stack node's other family's (a reference) */
   kp_swarm_op_t *ops;
   kp_dht_announce_t *announces;
   uint8_t limiter_key[KP_RATELIMIT_KEY_LEN];

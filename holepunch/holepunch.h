@@ -110,6 +110,13 @@ int kp_hp_new(kp_dht_t *dht, kp_dht_swarm_t *swarm, const kp_hp_config_t *cfg, c
               kp_hp_t **out);
 void kp_hp_free(kp_hp_t *hp);
 
+/* A dual-stack node: the DHT of its other address family, whose swarm is
+ * paired with ours (kp_dht_swarm_set_other). As a relay node we forward a
+ * hello to an announcer found only in that family's store through it, so a
+ * client of one family reaches a server of the other. NULL detaches
+ * (forwards still out on it end unanswered). */
+void kp_hp_set_other_family(kp_hp_t *hp, kp_dht_t *other);
+
 /* Addresses on the local networks the node's socket is reachable at (the
  * glue lists interfaces; the simulator sets them). Copied. */
 void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
@@ -117,6 +124,10 @@ void kp_hp_set_lan(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
 /* Blind relays this node may use when no direct path exists: a server
  * names them in its welcome, a client prefers its own. Copied (up to 4). */
 void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count);
+/* The same relays' addresses of the other family, index by index (family
+ * 0: none), for dual-stack relays: a round that names one names both, so a
+ * peer of the other family pairs at the same relay. After kp_hp_set_relays. */
+void kp_hp_set_relay_alts(kp_hp_t *hp, const kp_addr_t *alts, size_t count);
 
 /* The glue closed an extra socket (io.close, or its own sweep): every
  * path forgets the addresses it reached from there, so nothing is sent

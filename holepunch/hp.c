@@ -172,7 +172,21 @@ static void relay_forward(kp_hp_t *hp, const kp_dht_request_t *req, const kp_dht
   const kp_dht_msg_t *m = req->msg;
   find_announcer_t f = {.target = m->target};
   kp_dht_store_each(kp_dht_swarm_store(hp->swarm), m->target, find_announcer_fn, &f);
+  /* A dual-stack node: the announcer may have reached us over the other
+   * family only. */
+  kp_dht_store_t *other = hp->other ? kp_dht_swarm_other_store(hp->swarm) : NULL;
+  if (!f.found && other) kp_dht_store_each(other, m->target, find_announcer_fn, &f);
   if (!f.found) {
+    hp->stats.relay_no_peer++;
+    kp__hp_reply_error(hp, rt, KP_HS_ERR_NO_PEER, now);
+    return;
+  }
+  /* A dual-stack node forwards to an announcer of the other family (the
+   * two share one store) through that family's DHT. */
+  kp_dht_t *via = f.addr.family == kp_dht_family(hp->dht)                  ? hp->dht
+                  : hp->other && f.addr.family == kp_dht_family(hp->other) ? hp->other
+                                                                           : NULL;
+  if (!via) {
     hp->stats.relay_no_peer++;
     kp__hp_reply_error(hp, rt, KP_HS_ERR_NO_PEER, now);
     return;
@@ -192,7 +206,8 @@ static void relay_forward(kp_hp_t *hp, const kp_dht_request_t *req, const kp_dht
   if (kp_hs_wire_encode(&fw, buf, sizeof(buf), &len)) return;
   e->hp = hp;
   e->rt = *rt;
-  if (kp_dht_request(hp->dht, &f.addr, m->command, m->target, buf, len, NULL, relay_done, e, now,
+  e->via = via;
+  if (kp_dht_request(via, &f.addr, m->command, m->target, buf, len, NULL, relay_done, e, now,
                      &e->req)) {
     e->hp = NULL;
     return;
@@ -346,7 +361,7 @@ void kp_hp_free(kp_hp_t *hp) {
   kp__hp_links_free(hp);
   kp__hp_birthdays_free(hp);
   for (unsigned i = 0; hp->relay && i < hp->cfg.max_relay_entries; i++)
-    if (hp->relay[i].hp) kp_dht_request_abandon(hp->dht, hp->relay[i].req);
+    if (hp->relay[i].hp) kp_dht_request_abandon(hp->relay[i].via, hp->relay[i].req);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HANDSHAKE);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_HOLEPUNCH);
   kp_dht_unregister(hp->dht, KP_DHT_CMD_PEER_RESUME);
@@ -360,7 +375,44 @@ void kp_hp_free(kp_hp_t *hp) {
   kp_free(hp);
 }
 
+void kp_hp_set_other_family(kp_hp_t *hp, kp_dht_t *other) {
+  if (hp->other == other) return;
+  /* Forwards still out on the DHT going away end here, unanswered (the
+   * client tries its next relay node). */
+  for (unsigned i = 0; hp->other && hp->relay && i < hp->cfg.max_relay_entries; i++) {
+    hp_relay_entry_t *e = &hp->relay[i];
+    if (!e->hp || e->via != hp->other) continue;
+    kp_dht_request_abandon(e->via, e->req);
+    e->hp = NULL;
+  }
+  hp->other = other;
+}
+
+kp_addr_t kp__hp_relay_alt(const kp_hp_t *hp, const kp_addr_t *relay) {
+  for (size_t i = 0; i < hp->relay_count; i++)
+    if (kp_addr_eq(&hp->relays[i], relay)) return hp->relay_alts[i];
+  return (kp_addr_t){0};
+}
+
+const kp_addr_t *kp__hp_relay_ours(const kp_hp_t *hp, const kp_hp_round_t *r) {
+  int family = kp_dht_family(hp->dht);
+  if (r->relay.family == family) return &r->relay;
+  if (r->relay_alt.family == family) return &r->relay_alt;
+  /* One of our relays at its other address (the peer took it from our
+   * welcome). */
+  for (size_t i = 0; i < hp->relay_count; i++)
+    if (kp_addr_eq(&hp->relay_alts[i], &r->relay)) return &hp->relays[i];
+  return &r->relay;
+}
+
+void kp_hp_set_relay_alts(kp_hp_t *hp, const kp_addr_t *alts, size_t count) {
+  memset(hp->relay_alts, 0, sizeof(hp->relay_alts));
+  if (count > hp->relay_count) count = hp->relay_count;
+  memcpy(hp->relay_alts, alts, count * sizeof(*alts));
+}
+
 void kp_hp_set_relays(kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {
+  memset(hp->relay_alts, 0, sizeof(hp->relay_alts));
   if (count > HP_MAX_RELAY_CANDIDATES) count = HP_MAX_RELAY_CANDIDATES;
   memcpy(hp->relays, addrs, count * sizeof(*addrs));
   hp->relay_count = count;

@@ -199,14 +199,26 @@ static void hint_server(kp_hp_connect_t *c, uint64_t now) {
   kp__hp_path_hints(c->hp, &c->path, now);
 }
 
+/* The first of addrs of our family (a dual-stack server names relays of
+ * both), or NULL. */
+static const kp_addr_t *first_ours(const kp_hp_t *hp, const kp_addr_t *addrs, size_t count) {
+  for (size_t i = 0; i < count; i++)
+    if (addrs[i].family == kp_dht_family(hp->dht)) return &addrs[i];
+  return NULL;
+}
+
+/* A relay to fall back to: ours first, else one the server named. */
+static const kp_addr_t *fallback_relay(const kp_hp_t *hp, const kp_hs_welcome_t *wl) {
+  const kp_addr_t *ours = first_ours(hp, hp->relays, hp->relay_count);
+  return ours ? ours : first_ours(hp, wl->relays, wl->relay_count);
+}
+
 /* No direct path: a blind relay, ours first, else one the server named;
  * the server's if it can be reached nowhere else. */
 static bool go_relayed(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t now) {
   kp_hp_t *hp = c->hp;
-  const kp_addr_t *relay = wl->relay_only    ? &wl->relays[0]
-                           : hp->relay_count ? &hp->relays[0]
-                           : wl->relay_count ? &wl->relays[0]
-                                             : NULL;
+  const kp_addr_t *relay =
+      wl->relay_only ? first_ours(hp, wl->relays, wl->relay_count) : fallback_relay(hp, wl);
   if (!relay || !kp__hp_pairing_start(hp, &c->pairing, relay, &c->relay_pair, 0, now)) {
     finish(c, hp->cfg.relay_only || wl->relay_only ? KP_ERELAY : KP_ENODIRECT, now);
     return false;
@@ -232,17 +244,19 @@ static void start_punch(kp_hp_connect_t *c, const kp_hs_welcome_t *wl, uint64_t 
   kp__hp_path_init(&c->path, r->local_id, r->remote_id, KP_PROBE_FROM_CLIENT, r->probe_key, now);
   server_reports(c, wl->addrs, wl->addr_count);
   bool lan = c->server_lan_count && same_network(c);
+  /* A server of the other family only (reached through a dual-stack relay
+   * node) has no address our socket can send to: a relay at once. */
+  bool other_family =
+      c->server_seen.family != kp_dht_family(hp->dht) && !first_ours(hp, wl->addrs, wl->addr_count);
   if ((r->local_nat == KP_NAT_RANDOM && wl->nat == KP_NAT_RANDOM && !lan) || hp->cfg.relay_only ||
-      wl->relay_only) {
+      wl->relay_only || other_family) {
     if (!go_relayed(c, wl, now)) return;
   } else {
     /* A punch that has not worked by then goes to a relay, when one is
      * known, and goes on from there in the background (hp_upgrade.c): a
      * user waits at most this long for a path. Most punches take a round
      * trip; the birthday strategy's p99 is 1.4 s. */
-    const kp_addr_t *relay = hp->relay_count   ? &hp->relays[0]
-                             : wl->relay_count ? &wl->relays[0]
-                                               : NULL;
+    const kp_addr_t *relay = fallback_relay(hp, wl);
     bool sockets;
     uint64_t wait = kp__hp_birthday_applies(r->local_nat, wl->nat, &sockets)
                         ? HP_RELAY_AFTER_BDAY_MS
@@ -518,6 +532,7 @@ static void send_round(kp_hp_connect_t *c, uint64_t now) {
   if (c->pairing.sock) {
     r.has_relay = true;
     r.relay = c->pairing.relay;
+    r.relay_alt = kp__hp_relay_alt(c->hp, &r.relay);
     r.punch = false;
   }
   /* Until an address is proven (or we pair at a relay), another round in

@@ -214,10 +214,12 @@ typedef struct hp_relay_entry_s {
   kp_hp_t *hp; /* NULL: free */
   kp_dht_reply_to_t rt;
   kp_dht_req_t *req;
+  kp_dht_t *via; /* the DHT req went out on: ours, or the other family's */
 } hp_relay_entry_t;
 
 struct kp_hp_s {
   kp_dht_t *dht;
+  kp_dht_t *other; /* a dual-stack node's other family (kp_hp_set_other_family) */
   kp_dht_swarm_t *swarm;
   kp_hp_config_t cfg;
   kp_hp_io_t io;
@@ -232,8 +234,9 @@ struct kp_hp_s {
   kp_ratelimit_t bday_targets; /* birthday probes per target IP, made on first use */
   /* Allocated on first use: most nodes of a big network never punch with
    * the birthday strategy. */
-  hp_bday_t *bday;                           /* HP_MAX_BIRTHDAYS */
-  kp_addr_t relays[HP_MAX_RELAY_CANDIDATES]; /* blind relays we know (explicit or found) */
+  hp_bday_t *bday;                               /* HP_MAX_BIRTHDAYS */
+  kp_addr_t relays[HP_MAX_RELAY_CANDIDATES];     /* blind relays we know (explicit or found) */
+  kp_addr_t relay_alts[HP_MAX_RELAY_CANDIDATES]; /* ... at the other family (dual-stack ones) */
   size_t relay_count;
   /* A proxied node's socket of its own, out of the proxy, and its public
    * address (kp_hp_set_own_socket): its connections punch from there. */
@@ -257,6 +260,12 @@ void kp__hp_derive_keys(const kp_noise_split_t *split, uint8_t hp_key[32], uint8
 /* Our public address as our DHT contacts report it, for hellos, welcomes
  * and rounds (0 or 1). */
 size_t kp__hp_public_addrs(kp_hp_t *hp, kp_addr_t *out);
+/* A dual-stack relay's address of the other family, if relay is one we
+ * know (family 0: none). */
+kp_addr_t kp__hp_relay_alt(const kp_hp_t *hp, const kp_addr_t *relay);
+/* Where we pair for a round that names a relay: its address of our
+ * family (the other one a dual-stack relay named in relay_alt). */
+const kp_addr_t *kp__hp_relay_ours(const kp_hp_t *hp, const kp_hp_round_t *r);
 
 /* Pairing (hp.c): opens the socket and sends the first PAIR; false if no
  * socket could be opened. */

@@ -459,7 +459,7 @@ static void on_resume_reply(void *arg, kp_dht_req_t *req, int status, const kp_d
     memcpy(l->peer_addrs, r.addrs, l->peer_addr_count * sizeof(kp_addr_t));
   }
   l->remote_nat = r.nat;
-  if (r.has_relay) l->server_relay = r.relay;
+  if (r.has_relay) l->server_relay = *kp__hp_relay_ours(l->hp, &r);
   /* Time for a relay, and now we know one. */
   if (!l->pairing.sock && l->relay_wanted) resume_relayed(l, now);
   if (!l->pairing.sock && r.punch && !l->hp->cfg.relay_only) resume_punch(l, &r, now);
@@ -491,6 +491,7 @@ static void send_round(kp_hp_link_t *l, uint64_t now) {
   if (l->pairing.sock) {
     r.has_relay = true;
     r.relay = l->pairing.relay;
+    r.relay_alt = kp__hp_relay_alt(hp, &r.relay);
     r.pair_round = l->pair_round;
     r.punch = false;
   }
@@ -613,6 +614,7 @@ void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_h
   if (relay) {
     answer.has_relay = true;
     answer.relay = *relay;
+    answer.relay_alt = kp__hp_relay_alt(hp, relay);
   }
   if (kp_hp_round_seal(&answer, l->resume_key, false, l->round_reply, sizeof(l->round_reply),
                        &l->round_reply_len))
@@ -625,7 +627,7 @@ void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_h
     /* The material of the round the client began pairing in (one from
      * before the newest we answered: never older than what we saw). */
     uint32_t pair_round = r.pair_round && r.pair_round <= r.round ? r.pair_round : r.round;
-    serve_pairing(l, &r.relay, pair_round, now);
+    serve_pairing(l, kp__hp_relay_ours(hp, &r), pair_round, now);
   } else if (r.punch && !hp->cfg.relay_only) {
     serve_punch(l, &r, now);
   }

@@ -265,6 +265,10 @@ void kp__hp_server_handshake(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, con
   wl.addr_count = our_addrs(hp, wl.addrs);
   wl.relay_count = hp->relay_count < KP_HS_MAX_RELAYS ? hp->relay_count : KP_HS_MAX_RELAYS;
   memcpy(wl.relays, hp->relays, wl.relay_count * sizeof(*wl.relays));
+  /* Dual-stack relays at their other family's address too, for a client
+   * of that family (it takes the first of its own). */
+  for (size_t i = 0; i < hp->relay_count && wl.relay_count < KP_HS_MAX_RELAYS; i++)
+    if (hp->relay_alts[i].family) wl.relays[wl.relay_count++] = hp->relay_alts[i];
   wl.relay_only = hp->cfg.relay_only && wl.relay_count;
   add_info(s, &hello, true, &wl);
   memcpy(se->res.service, hello.service, sizeof(se->res.service));
@@ -393,7 +397,7 @@ void kp__hp_server_round(kp_hp_server_t *s, const kp_dht_reply_to_t *rt, const k
     /* A client that falls back from a punch: ours stops too. */
     stop_punching(hp, se, NULL);
     if (!se->pairing.sock)
-      kp__hp_pairing_start(hp, &se->pairing, &r.relay, &se->relay_pair, 1, now);
+      kp__hp_pairing_start(hp, &se->pairing, kp__hp_relay_ours(hp, &r), &se->relay_pair, 1, now);
     return;
   }
   if (r.punch && !hp->cfg.relay_only && !se->pairing.sock) punch(s, se, &r, now);

@@ -275,7 +275,8 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
     msgpack_pack_false(&pk);
   }
   msgpack_pack_uint32(&pk, r->delay_ms);
-  pack_addrs(&pk, &r->relay, r->has_relay ? 1 : 0);
+  kp_addr_t relay[2] = {r->relay, r->relay_alt};
+  pack_addrs(&pk, relay, !r->has_relay ? 0 : r->relay_alt.family ? 2 : 1);
   pack_addrs(&pk, r->addrs, r->addr_count < KP_HP_ROUND_ADDRS ? r->addr_count : KP_HP_ROUND_ADDRS);
   msgpack_pack_uint32(&pk, r->pair_round);
   int err = finish(&w, &plen);
@@ -311,9 +312,11 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
   int err = open_array_n(&doc, plain, (size_t)plen, 6, &it, &items);
   if (err) return err;
   size_t relay_count = 0;
+  kp_addr_t relay[2] = {{0}};
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
       it[2].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[3], 60000, &delay) ||
-      unpack_addrs(&it[4], &out->relay, &relay_count, 1) ||
+      unpack_addrs(&it[4], relay, &relay_count, 2) ||
+      (relay_count == 2 && relay[0].family == relay[1].family) ||
       unpack_addrs(&it[5], out->addrs, &out->addr_count, KP_HP_ROUND_ADDRS) ||
       (items > 6 && kp_mp_uint(&it[6], round, &pair_round)))
     err = KP_EFIELD;
@@ -322,7 +325,9 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     out->nat = (kp_nat_type_t)nat;
     out->punch = it[2].via.boolean;
     out->delay_ms = (uint32_t)delay;
-    out->has_relay = relay_count == 1;
+    out->has_relay = relay_count >= 1;
+    out->relay = relay[0];
+    if (relay_count == 2) out->relay_alt = relay[1];
     out->pair_round = (uint32_t)pair_round;
   }
   kp_mp_doc_free(&doc);

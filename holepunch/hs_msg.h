@@ -126,6 +126,9 @@ typedef struct kp_hp_round_s {
   uint32_t delay_ms; /* client: fire this long after receiving (half the relay RTT) */
   bool has_relay;    /* client: no direct path; pair at this blind relay */
   kp_addr_t relay;
+  /* ... which is also at this address of the other family (a dual-stack
+   * relay: a server of that family pairs there; family 0: none). */
+  kp_addr_t relay_alt;
   /* client, with a relay: the round whose pairing material both use (the
    * round that first named the relay may not be the one that arrives). */
   uint32_t pair_round;

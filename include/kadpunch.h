@@ -137,6 +137,16 @@ typedef struct kp_node_options_s {
    * or one whose bootstrap nodes (those given here: it is decided when
    * the node is created) are all on loopback or none (a local testnet). */
   bool port_mapping;
+  /* A second local address, of the other family (say "[::]:0" beside a
+   * bind of "0.0.0.0:0"): the node is then dual-stack, a socket, routing
+   * table, DHT instance and record store per family (as BEP 32). Its
+   * announcements go out over both; lookups, connects and its server's
+   * clients come over both, connects preferring IPv6 (a head start, then
+   * whichever proves itself first); as a DHT node it forwards hellos between
+   * the families; as a relay it pairs a peer of one with a peer of the
+   * other. Bootstrap nodes of both families may be given. Not with a proxy
+   * or a TCP relay. NULL: one family. */
+  const char *bind_also;
 } kp_node_options_t;
 
 /* One node found by a query. */

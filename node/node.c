@@ -98,8 +98,10 @@ static void dht_membership(void *ctx, bool member) {
 /* The first byte tells the planes apart (docs/protocol.md). */
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_node_t *node = udp->data;
-  /* A relay's paired peers first: their datagrams are not ours to read. */
-  if (node->relay_service && kp_relay_service_input(node->relay_service, from, data, len)) return;
+  /* A relay's paired peers first: their datagrams are not ours to read (a
+   * dual-stack node's relay runs on its first node, for both). */
+  kp_relay_service_t *relay = node->primary ? node->primary->relay_service : node->relay_service;
+  if (relay && kp_relay_service_input(relay, from, data, len)) return;
   if (node->proxy_svc && kp_proxy_is_packet(data, len)) {
     kp__proxy_service_input(node->proxy_svc, from, data, len);
     return;
@@ -263,6 +265,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
     goto fail;
   if ((err = kp_udp_recv_start(&node->sock, on_datagram))) goto fail;
   if ((err = kp__node_portmap_start(node, opts))) goto fail;
+  if (opts->bind_also && (err = kp__node_sibling_start(node, opts))) goto fail;
   if (opts->bootstrap_count &&
       (err = kp_node_bootstrap(node, opts->bootstrap, opts->bootstrap_count)))
     goto fail;
@@ -303,8 +306,11 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   if (status == 0 && !node->closing) {
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
       kp_addr_t addr;
-      if (kp_addr_from_sockaddr(&addr, ai->ai_addr) == 0 && addr.family == kp_dht_family(node->dht))
-        add_bootstrap_addr(node, &addr);
+      kp_node_t *to = NULL;
+      if (kp_addr_from_sockaddr(&addr, ai->ai_addr) == 0)
+        to = kp__node_of_family(node, addr.family);
+      if (to) add_bootstrap_addr(to, &addr);
+      if (to && to != node) kp__node_rearm(to);
     }
     kp__node_rearm(node);
   } else if (status && status != UV_ECANCELED && status != UV_EAI_CANCELED) {
@@ -327,7 +333,10 @@ static int resolve(kp_node_t *node, const char *host_port) {
   d->node = node;
   d->req.data = d;
   struct addrinfo hints = {0};
-  hints.ai_family = kp_dht_family(node->dht) == KP_AF_INET6 ? AF_INET6 : AF_INET;
+  /* A dual-stack node takes a name's addresses of both families. */
+  hints.ai_family = node->sibling                             ? AF_UNSPEC
+                    : kp_dht_family(node->dht) == KP_AF_INET6 ? AF_INET6
+                                                              : AF_INET;
   hints.ai_socktype = SOCK_DGRAM;
   int err = uv_getaddrinfo(node->loop, &d->req, on_resolved, host, colon + 1, &hints);
   if (err) {
@@ -345,8 +354,10 @@ int kp_node_bootstrap(kp_node_t *node, const char *const *hosts, size_t count) {
     kp_addr_t addr;
     if (kp_addr_parse(&addr, hosts[i]) == 0) {
       if (!addr.port) return KP_EBADADDR;
-      if (addr.family != kp_dht_family(node->dht)) return KP_EBADADDR;
-      add_bootstrap_addr(node, &addr);
+      kp_node_t *to = kp__node_of_family(node, addr.family);
+      if (!to) return KP_EBADADDR;
+      add_bootstrap_addr(to, &addr);
+      if (to != node) kp__node_rearm(to);
       continue;
     }
     int err = resolve(node, hosts[i]);
@@ -408,7 +419,7 @@ int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_
 
 void kp__node_maybe_finish_close(kp_node_t *node) {
   if (node->open_handles || node->dns || node->sockets || node->relay_service || node->proxy_svc ||
-      node->portmap)
+      node->portmap || node->sibling)
     return;
   /* Every channel is closed: the relay connection can go. */
   if (node->tunnel) kp_tunnel_close(node->tunnel);
@@ -419,6 +430,9 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   kp__node_announces_cancel(node);
   kp__node_conns_forget(node);
   kp__node_own_free(node);
+  /* A sibling's DHT goes: the first node's hellos stop crossing to it. */
+  kp_node_t *primary = node->primary;
+  if (primary && primary->hp) kp_hp_set_other_family(primary->hp, NULL);
   kp_hp_free(node->hp); /* before the DHT it rides on */
   node->hp = NULL;
   if (node->dht) kp_dht_free(node->dht, now_ms(node));
@@ -430,6 +444,7 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
 
   if (node->close_cb) node->close_cb(node);
   kp_free(node);
+  if (primary) kp__node_sibling_gone(primary);
 }
 
 static void on_timer_closed(uv_handle_t *handle) {
@@ -466,6 +481,12 @@ static void on_endpoint_closed(kp_endpoint_t *ep) {
 
 static void start_close(kp_node_t *node) {
   node->closing = true;
+  kp__node_races_cancel(node);
+  if (node->sibling) {
+    /* Its half of our announcements first: its swarm may go before ours. */
+    kp__node_announces_unpair(node);
+    kp_node_close(node->sibling, NULL);
+  }
   kp__node_portmap_close(node);
   for (kp_node_dns_t *d = node->dns; d; d = d->next) uv_cancel((uv_req_t *)&d->req);
   if (node->open_handles & OPEN_TIMER) uv_close((uv_handle_t *)&node->timer, on_timer_closed);

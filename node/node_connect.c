@@ -20,10 +20,19 @@
 #define REACH_EVERY_S 5
 #define REACH_BURST 4
 
-struct kp_server_s {
+/* The server's half on one node: a dual-stack node's server answers
+ * handshakes over both families, its connections open on the node the
+ * handshake came through. */
+typedef struct server_side_s {
+  kp_server_t *s;
   kp_node_t *node;
   kp_hp_server_t *inner;
-  kp_announce_t *announce;
+} server_side_t;
+
+struct kp_server_s {
+  kp_node_t *node;
+  server_side_t side[2];   /* the node's; its sibling's (inner NULL: none) */
+  kp_announce_t *announce; /* over both families (node_swarm.c) */
   kp_firewall_cb firewall;
   kp_conn_callbacks_t conn_cb;
   kp_server_connection_cb on_connection;
@@ -33,13 +42,16 @@ struct kp_server_s {
   kp_bucket_t reach;   /* announcement refreshes for paths that died */
 };
 
-typedef struct connect_s {
+/* One connect attempt, on one node (one family of a dual-stack node). */
+struct kp_node_attempt_s {
   kp_node_t *node;
   uint8_t server_key[KP_PUBLIC_KEY_LEN];
   kp_conn_callbacks_t conn_cb;
   kp_connect_cb cb;
   void *arg;
-} connect_t;
+  kp_hp_connect_t *hc;
+};
+typedef kp_node_attempt_t connect_t;
 
 static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect_info_t *info) {
   memset(info, 0, sizeof(*info));
@@ -74,6 +86,14 @@ static kp_hs_refusal_t refusal_of(int err) {
   }
 }
 
+/* A side whose node is still there (a dual-stack node's sibling goes
+ * first when the node closes). */
+static server_side_t *side_at(const kp_server_t *s, unsigned i) {
+  const server_side_t *side = &s->side[i];
+  kp_node_t *on = i == 0 ? s->node : s->node->sibling;
+  return side->inner && on == side->node ? (server_side_t *)side : NULL;
+}
+
 /* One IPv4 address or IPv6 /64: what the per-IP limit counts. */
 static void ip_of(const kp_addr_t *a, kp_addr_t *out) {
   *out = *a;
@@ -87,17 +107,20 @@ static bool within_limits(const kp_server_t *s, const uint8_t key[KP_PUBLIC_KEY_
   kp_addr_t ip;
   ip_of(client, &ip);
   unsigned by_key = 0, by_ip = 0;
-  for (const kp_node_conn_t *c = s->node->conns; c; c = c->next) {
-    if (c->server != s) continue;
-    by_key += !memcmp(c->key, key, KP_PUBLIC_KEY_LEN);
-    by_ip += kp_addr_eq(&c->ip, &ip);
+  for (unsigned i = 0; i < 2; i++) {
+    const server_side_t *side = side_at(s, i);
+    for (const kp_node_conn_t *c = side ? side->node->conns : NULL; c; c = c->next) {
+      if (c->server != s) continue;
+      by_key += !memcmp(c->key, key, KP_PUBLIC_KEY_LEN);
+      by_ip += kp_addr_eq(&c->ip, &ip);
+    }
   }
   return s->conn_count < s->limits.max_conns && by_key < s->limits.conns_per_key &&
          by_ip < s->limits.conns_per_ip;
 }
 
 static kp_hs_refusal_t server_firewall(void *ctx, const kp_hs_hello_t *h, const kp_addr_t *client) {
-  kp_server_t *s = ctx;
+  kp_server_t *s = ((server_side_t *)ctx)->s;
   if (!within_limits(s, h->client_key, client)) return KP_HS_REFUSE_LIMIT;
   if (!s->firewall) return KP_HS_OK;
   kp_client_hello_t hello = {
@@ -125,13 +148,14 @@ static void conn_reach(kp_node_conn_t *rec) {
 }
 
 static void server_connection(void *ctx, const kp_hp_result_t *r) {
-  kp_server_t *s = ctx;
+  server_side_t *side = ctx;
+  kp_server_t *s = side->s;
   kp_conn_t *conn;
   kp_node_conn_t *rec;
   kp_connect_info_t info;
-  int err = kp__node_conn_open(s->node, r, &s->conn_cb, &conn, &rec);
+  int err = kp__node_conn_open(side->node, r, &s->conn_cb, &conn, &rec);
   if (err) {
-    KP_WARN(&s->node->log, "accepting a connection: %s", kp_strerror(err));
+    KP_WARN(&side->node->log, "accepting a connection: %s", kp_strerror(err));
     return;
   }
   /* Counted until it ends. */
@@ -140,7 +164,7 @@ static void server_connection(void *ctx, const kp_hp_result_t *r) {
   rec->on_end = conn_ended;
   rec->reach = conn_reach;
   s->conn_count++;
-  info_from(s->node, r, &info);
+  info_from(side->node, r, &info);
   if (s->on_connection) s->on_connection(s, conn, &info, s->arg);
 }
 
@@ -158,14 +182,21 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
   s->arg = arg;
   kp_bucket_init(&s->reach, REACH_EVERY_S * REACH_BURST, kp__node_now(node));
   kp_server_set_limits(s, NULL);
-  int err = kp_hp_listen(node->hp, kp, server_firewall, server_connection, s, &s->inner);
-  /* Relays to name to clients that cannot punch to us. */
-  kp__node_relay_discover(node);
+  kp_node_t *nodes[2] = {node, node->sibling && !node->sibling->closing ? node->sibling : NULL};
+  int err = 0;
+  for (unsigned i = 0; i < 2 && nodes[i] && !err; i++) {
+    s->side[i] = (server_side_t){.s = s, .node = nodes[i]};
+    err = kp_hp_listen(nodes[i]->hp, kp, server_firewall, server_connection, &s->side[i],
+                       &s->side[i].inner);
+    /* Relays to name to clients that cannot punch to us. */
+    kp__node_relay_discover(nodes[i]);
+  }
   uint8_t target[KP_ID_LEN];
   kp_target_from_key(kp->public_key, target);
   if (!err) err = kp_node_announce(node, target, kp, NULL, 0, NULL, &s->announce);
   if (err) {
-    if (s->inner) kp_hp_server_close(s->inner);
+    for (unsigned i = 0; i < 2; i++)
+      if (s->side[i].inner) kp_hp_server_close(s->side[i].inner);
     kp_free(s);
     return err;
   }
@@ -174,23 +205,28 @@ int kp_server_listen(kp_node_t *node, const kp_keypair_t *kp, kp_firewall_cb fir
 }
 
 void kp_server_set_info(kp_server_t *s, const kp_device_info_t *info, kp_info_policy_t who) {
-  if (s->inner) kp_hp_server_set_info(s->inner, info, who);
+  for (unsigned i = 0; i < 2; i++)
+    if (side_at(s, i)) kp_hp_server_set_info(s->side[i].inner, info, who);
 }
 
 void kp_server_stats(const kp_server_t *s, kp_server_stats_t *out) {
-  kp_hp_server_stats_t st;
-  kp_hp_server_stats(s->inner, &st);
-  *out = (kp_server_stats_t){.handshakes = st.handshakes,
-                             .accepted = st.accepted,
-                             .refused = st.refused,
-                             .busy = st.busy,
-                             .dropped = st.dropped,
-                             .bad = st.bad,
-                             .replays = st.replays,
-                             .evicted = st.evicted,
-                             .connections = st.connections,
-                             .punch_timeouts = st.punch_timeouts,
-                             .sessions = st.sessions};
+  memset(out, 0, sizeof(*out));
+  for (unsigned i = 0; i < 2; i++) {
+    if (!side_at(s, i)) continue;
+    kp_hp_server_stats_t st;
+    kp_hp_server_stats(s->side[i].inner, &st);
+    out->handshakes += st.handshakes;
+    out->accepted += st.accepted;
+    out->refused += st.refused;
+    out->busy += st.busy;
+    out->dropped += st.dropped;
+    out->bad += st.bad;
+    out->replays += st.replays;
+    out->evicted += st.evicted;
+    out->connections += st.connections;
+    out->punch_timeouts += st.punch_timeouts;
+    out->sessions += st.sessions;
+  }
 }
 
 void kp_server_set_limits(kp_server_t *s, const kp_server_limits_t *l) {
@@ -203,13 +239,17 @@ void kp_server_set_limits(kp_server_t *s, const kp_server_limits_t *l) {
 
 void kp_server_close(kp_server_t *s) {
   if (s->announce) kp_announce_stop(s->announce, true);
-  if (s->inner && s->node->hp) kp_hp_server_close(s->inner);
-  /* Its connections stay, uncounted. */
-  for (kp_node_conn_t *rec = s->node->conns; rec; rec = rec->next) {
-    if (rec->server != s) continue;
-    rec->server = NULL;
-    rec->on_end = NULL;
-    rec->reach = NULL;
+  for (unsigned i = 0; i < 2; i++) {
+    server_side_t *side = side_at(s, i);
+    if (!side) continue;
+    if (side->node->hp) kp_hp_server_close(side->inner);
+    /* Its connections stay, uncounted. */
+    for (kp_node_conn_t *rec = side->node->conns; rec; rec = rec->next) {
+      if (rec->server != s) continue;
+      rec->server = NULL;
+      rec->on_end = NULL;
+      rec->reach = NULL;
+    }
   }
   kp_free(s);
 }
@@ -244,10 +284,46 @@ static void connected(void *arg, int status, const kp_hp_result_t *r) {
   connect_t *c = arg;
   kp_connect_info_t info;
   kp_conn_t *conn = NULL;
+  c->hc = NULL; /* the state machine lets go of it after this call */
   info_from(c->node, r, &info);
   if (!status && r->relay.family) memo_store(c->node, c->server_key, &r->relay);
   if (!status) status = kp__node_conn_open(c->node, r, &c->conn_cb, &conn, NULL);
   c->cb(c->node, status, conn, &info, c->arg);
+  kp_free(c);
+}
+
+int kp__node_attempt(kp_node_t *on, const kp_keypair_t *self,
+                     const uint8_t server_key[KP_PUBLIC_KEY_LEN], const kp_hp_connect_opts_t *base,
+                     const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg,
+                     kp_node_attempt_t **out) {
+  if (on->closing) return UV_EINVAL;
+  connect_t *c = kp_calloc(1, sizeof(*c));
+  if (!c) return UV_ENOMEM;
+  c->node = on;
+  memcpy(c->server_key, server_key, KP_PUBLIC_KEY_LEN);
+  if (conn_callbacks) c->conn_cb = *conn_callbacks;
+  c->cb = cb;
+  c->arg = arg;
+  kp_hp_connect_opts_t opts = *base;
+  const kp_node_relay_memo_t *m = memo_find(on, server_key);
+  if (m && kp__node_now(on) - m->at < KP_NODE_RELAY_MEMO_MS) {
+    opts.relays = &m->relay;
+    opts.relay_count = 1;
+    opts.lookup_fallback = true;
+  }
+  int err;
+  KP_NODE_FEED(on, err = kp_hp_connect(on->hp, self, server_key, &opts, connected, c,
+                                       kp__node_now(on), &c->hc));
+  if (err) {
+    kp_free(c);
+    return err;
+  }
+  if (out) *out = c;
+  return 0;
+}
+
+void kp__node_attempt_cancel(kp_node_attempt_t *c) {
+  if (c->hc) kp_hp_connect_cancel(c->hc);
   kp_free(c);
 }
 
@@ -266,13 +342,6 @@ int kp_node_connect_with(kp_node_t *node, const kp_keypair_t *self,
     return KP_ECONFIG;
   if (copts && copts->invite && memcmp(copts->invite->server_key, server_key, KP_PUBLIC_KEY_LEN))
     return KP_ECONFIG;
-  connect_t *c = kp_calloc(1, sizeof(*c));
-  if (!c) return UV_ENOMEM;
-  c->node = node;
-  memcpy(c->server_key, server_key, KP_PUBLIC_KEY_LEN);
-  if (conn_callbacks) c->conn_cb = *conn_callbacks;
-  c->cb = cb;
-  c->arg = arg;
   kp_hp_connect_opts_t opts = {0};
   if (copts) {
     opts.service = copts->service;
@@ -282,15 +351,8 @@ int kp_node_connect_with(kp_node_t *node, const kp_keypair_t *self,
       kp_invite_proof(copts->invite, self->public_key, opts.invite_proof);
     }
   }
-  const kp_node_relay_memo_t *m = memo_find(node, server_key);
-  if (m && kp__node_now(node) - m->at < KP_NODE_RELAY_MEMO_MS) {
-    opts.relays = &m->relay;
-    opts.relay_count = 1;
-    opts.lookup_fallback = true;
-  }
-  int err;
-  KP_NODE_FEED(node, err = kp_hp_connect(node->hp, self, server_key, &opts, connected, c,
-                                         kp__node_now(node), NULL));
-  if (err) kp_free(c);
-  return err;
+  /* A dual-stack node races its families (node_race.c). */
+  if (node->sibling && !node->sibling->closing)
+    return kp__node_race(node, self, server_key, &opts, conn_callbacks, cb, arg);
+  return kp__node_attempt(node, self, server_key, &opts, conn_callbacks, cb, arg, NULL);
 }

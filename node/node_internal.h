@@ -73,6 +73,7 @@ struct kp_node_s {
   uint64_t relays_due;      /* the next lookup of the relay topic; 0: none wanted */
   unsigned relays_retry_ms; /* after a lookup that found none: 1 s, doubling to 64 s */
   kp_addr_t found_relays[4];
+  kp_addr_t found_alts[4]; /* a dual-stack relay's address of the other family */
   size_t found_count;
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
@@ -95,7 +96,22 @@ struct kp_node_s {
   struct kp_node_held_s *held;
   unsigned held_count;
   bool portmap_hold;
+  /* A dual-stack node (node_stacks.c): the node of the other family, made
+   * and closed by the first (its primary). */
+  kp_node_t *sibling;
+  kp_node_t *primary;
+  struct kp_node_race_s *races; /* its connects running over both families */
 };
+
+/* node_stacks.c: makes the other family's node of a dual-stack node
+ * (opts->bind_also), joined to this one: lookups answered from both
+ * stores, hellos forwarded across. */
+int kp__node_sibling_start(kp_node_t *node, const kp_node_options_t *opts);
+/* The node of a dual-stack pair that speaks family (this one, its
+ * sibling), or NULL. */
+kp_node_t *kp__node_of_family(kp_node_t *node, int family);
+/* The sibling is closing: what of it this node used is let go. */
+void kp__node_sibling_gone(kp_node_t *node);
 
 typedef struct kp_node_own_s kp_node_own_t;
 /* node_own_socket.c: opens a proxied node's own socket (UV_EMFILE: none),
@@ -175,7 +191,26 @@ int kp__node_tunnel_open(kp_node_t *node, const char *relay);
 /* The tunnel's relay is this node's only relay. */
 void kp__node_relay_set_tunnel(kp_node_t *node);
 
+/* node_connect.c: one connect attempt on the node `on` (one family of a
+ * dual-stack node), reported to cb with `on` as the node; *out (may be
+ * NULL) until then, or until kp__node_attempt_cancel (no callback). */
+typedef struct kp_node_attempt_s kp_node_attempt_t;
+int kp__node_attempt(kp_node_t *on, const kp_keypair_t *self,
+                     const uint8_t server_key[KP_PUBLIC_KEY_LEN], const kp_hp_connect_opts_t *opts,
+                     const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg,
+                     kp_node_attempt_t **out);
+void kp__node_attempt_cancel(kp_node_attempt_t *a);
+/* node_race.c: a dual-stack node's connect: IPv6 first, IPv4 after a head
+ * start, the first to connect wins (RFC 8305's spirit). */
+int kp__node_race(kp_node_t *node, const kp_keypair_t *self,
+                  const uint8_t server_key[KP_PUBLIC_KEY_LEN], const kp_hp_connect_opts_t *opts,
+                  const kp_conn_callbacks_t *conn_callbacks, kp_connect_cb cb, void *arg);
+/* Every race still running ends with UV_ECANCELED (the node closes). */
+void kp__node_races_cancel(kp_node_t *node);
+
 /* node_swarm.c: ends the node's announcements when it closes. */
 void kp__node_announces_cancel(kp_node_t *node);
+/* The sibling is closing: each announcement's half there ends. */
+void kp__node_announces_unpair(kp_node_t *node);
 
 #endif

@@ -61,6 +61,8 @@ static kp_path_why_t why_of(kp_hp_move_why_t why) {
 }
 
 int kp__node_endpoint_for(kp_node_t *node, void *sock, kp_endpoint_t **out) {
+  /* A closing node's endpoints are closing: a new one would outlive it. */
+  if (node->closing) return UV_EINVAL;
   if (sock) return kp_socket_pool_endpoint(node->sockets, sock, out);
   if (!node->ep) {
     int err = kp__endpoint_attach(node->loop, &node->sock, &node->ep);

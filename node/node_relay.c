@@ -18,13 +18,20 @@ void kp__node_relay_target(uint8_t target[KP_ID_LEN]) {
   kp_target_from_topic(RELAY_TOPIC, sizeof(RELAY_TOPIC) - 1, target);
 }
 
-/* The address a relay record names (its data, as text). */
-static bool record_addr(const kp_record_t *rec, kp_addr_t *out) {
-  char text[KP_ADDR_STRLEN];
-  if (!rec->data || !rec->data_len || rec->data_len >= sizeof(text)) return false;
+/* The addresses a relay record names (its data, as text): one, or a
+ * dual-stack relay's two of different families, a space between. How
+ * many (0: a malformed record). */
+static size_t record_addrs(const kp_record_t *rec, kp_addr_t out[2]) {
+  char text[2 * KP_ADDR_STRLEN];
+  if (!rec->data || !rec->data_len || rec->data_len >= sizeof(text)) return 0;
   memcpy(text, rec->data, rec->data_len);
   text[rec->data_len] = '\0';
-  return !kp_addr_parse(out, text);
+  char *space = strchr(text, ' ');
+  if (space) *space = '\0';
+  if (kp_addr_parse(&out[0], text)) return 0;
+  if (!space) return 1;
+  if (kp_addr_parse(&out[1], space + 1) || out[1].family == out[0].family) return 0;
+  return 2;
 }
 
 /* A relay announces the address it relays at, from that address: a record
@@ -36,12 +43,15 @@ static bool record_addr(const kp_record_t *rec, kp_addr_t *out) {
 bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_record_t *rec,
                            const kp_addr_t *origin) {
   uint8_t relays[KP_ID_LEN], proxies[KP_ID_LEN];
-  kp_addr_t named;
   (void)ctx;
   kp__node_relay_target(relays);
   kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, proxies);
   if (memcmp(target, relays, KP_ID_LEN) && memcmp(target, proxies, KP_ID_LEN)) return true;
-  return record_addr(rec, &named) && kp_addr_eq(&named, origin);
+  kp_addr_t named[2];
+  size_t n = record_addrs(rec, named);
+  for (size_t i = 0; i < n; i++)
+    if (kp_addr_eq(&named[i], origin)) return true;
+  return false;
 }
 
 int kp_node_relay_counters(const kp_node_t *node, kp_relay_counters_t *out) {
@@ -63,13 +73,19 @@ int kp__node_relay_set_explicit(kp_node_t *node, const char *const *relays, size
 }
 
 static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
-  kp_addr_t a;
+  kp_addr_t named[2];
   (void)arg;
-  if (node->found_count >= 4 || !record_addr(rec, &a) || a.family != node->sock.local.family)
-    return;
+  size_t n = record_addrs(rec, named);
+  /* Ours: the address of our family; a dual-stack relay's other one is
+   * what a peer of that family pairs at. */
+  unsigned mine = n && named[0].family == node->sock.local.family        ? 0
+                  : n == 2 && named[1].family == node->sock.local.family ? 1
+                                                                         : 2;
+  if (node->found_count >= 4 || mine == 2) return;
   for (size_t i = 0; i < node->found_count; i++)
-    if (kp_addr_eq(&node->found_relays[i], &a)) return;
-  node->found_relays[node->found_count++] = a;
+    if (kp_addr_eq(&node->found_relays[i], &named[mine])) return;
+  node->found_alts[node->found_count] = n == 2 ? named[1 - mine] : (kp_addr_t){0};
+  node->found_relays[node->found_count++] = named[mine];
 }
 
 /* A lookup that found none (the relays may not have announced yet, or the
@@ -97,6 +113,7 @@ static void on_relay_lookup(kp_node_t *node, int status, size_t found,
     return;
   }
   kp_hp_set_relays(node->hp, node->found_relays, node->found_count);
+  kp_hp_set_relay_alts(node->hp, node->found_alts, node->found_count);
   KP_INFO(&node->log, "found %zu relay(s) on the DHT", node->found_count);
   node->relays_due = now + DISCOVERY_EVERY_MS;
   node->relays_retry_ms = RETRY_FIRST_MS;

@@ -13,6 +13,7 @@ struct kp_announce_s {
   void *data;
   kp_node_t *node;
   kp_dht_announce_t *inner;
+  kp_dht_announce_t *twin; /* a dual-stack node's, over its other family (no callback) */
   kp_announce_cb cb;
   kp_announce_t *prev, *next;
   bool cancelled_reported;
@@ -47,6 +48,15 @@ int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_
     kp_free(a);
     return err;
   }
+  /* A dual-stack node announces over both families. Without the twin the
+   * record is still found over the other family where a dual-stack node
+   * holds it (one store): a warning, not a failure. */
+  kp_node_t *sib = node->sibling;
+  if (sib && !sib->closing) {
+    KP_NODE_FEED(sib, err = kp_dht_swarm_announce(sib->swarm, target, kp, data, data_len, NULL,
+                                                  NULL, kp__node_now(sib), &a->twin));
+    if (err) KP_WARN(&node->log, "announcing over the other family: %s", kp_strerror(err));
+  }
   a->next = node->announces;
   if (a->next) a->next->prev = a;
   node->announces = a;
@@ -54,8 +64,20 @@ int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_
   return 0;
 }
 
+static void stop_twin(kp_announce_t *a, bool unannounce) {
+  kp_node_t *sib = a->node->sibling;
+  if (!a->twin || !sib || sib->closing) return;
+  KP_NODE_FEED(sib, kp_dht_announce_stop(sib->swarm, a->twin, unannounce, kp__node_now(sib)));
+  a->twin = NULL;
+}
+
+void kp__node_announces_unpair(kp_node_t *node) {
+  for (kp_announce_t *a = node->announces; a; a = a->next) stop_twin(a, false);
+}
+
 void kp_announce_stop(kp_announce_t *a, bool unannounce) {
   kp_node_t *node = a->node;
+  stop_twin(a, unannounce);
   unlink_announce(a);
   if (!node->closing) {
     KP_NODE_FEED(node, kp_dht_announce_stop(node->swarm, a->inner, unannounce, kp__node_now(node)));
@@ -67,6 +89,9 @@ void kp_announce_refresh(kp_announce_t *a) {
   kp_node_t *node = a->node;
   if (node->closing) return;
   KP_NODE_FEED(node, kp_dht_announce_refresh(node->swarm, a->inner, kp__node_now(node)));
+  kp_node_t *sib = node->sibling;
+  if (a->twin && sib && !sib->closing)
+    KP_NODE_FEED(sib, kp_dht_announce_refresh(sib->swarm, a->twin, kp__node_now(sib)));
 }
 
 size_t kp_announce_relays(const kp_announce_t *a, kp_addr_t *out, size_t cap) {
@@ -98,38 +123,88 @@ void kp__node_announces_cancel(kp_node_t *node) {
 
 /* ---- Lookup ---------------------------------------------------------------- */
 
+/* A dual-stack node looks up over both families at once: each record is
+ * reported once (the first SEEN_MAX keys and seqs are remembered), the end
+ * once both are done, with the sums of both. */
+#define SEEN_MAX 32
+
 typedef struct lookup_s {
   kp_node_t *node;
   kp_lookup_record_cb on_record;
   kp_lookup_done_cb on_done;
   void *arg;
   uint64_t started_ns;
+  unsigned running;
+  int status; /* 0 if either family's lookup ended well */
+  size_t found;
+  kp_node_query_stats_t stats;
+  struct {
+    uint8_t key[8];
+    uint64_t seq;
+  } seen[SEEN_MAX];
+  unsigned seen_count;
 } lookup_t;
+
+static bool seen_before(lookup_t *l, const kp_record_t *rec) {
+  for (unsigned i = 0; i < l->seen_count; i++)
+    if (l->seen[i].seq == rec->seq && !memcmp(l->seen[i].key, rec->public_key, 8)) return true;
+  if (l->seen_count < SEEN_MAX) {
+    memcpy(l->seen[l->seen_count].key, rec->public_key, 8);
+    l->seen[l->seen_count++].seq = rec->seq;
+  }
+  return false;
+}
 
 static void on_lookup_record(void *arg, const kp_record_t *rec) {
   lookup_t *l = arg;
-  if (l->on_record) l->on_record(l->node, rec, l->arg);
+  if (l->on_record && !seen_before(l, rec)) l->on_record(l->node, rec, l->arg);
 }
 
 static void on_lookup_done(void *arg, int status, size_t found, const kp_dht_query_stats_t *qs) {
   lookup_t *l = arg;
-  kp_node_query_stats_t stats = {qs->requests, qs->responses, qs->timeouts, qs->hops,
-                                 (uv_hrtime() - l->started_ns) / 1000};
-  if (l->on_done) l->on_done(l->node, status, found, &stats, l->arg);
+  l->found += found;
+  l->stats.requests += qs->requests;
+  l->stats.responses += qs->responses;
+  l->stats.timeouts += qs->timeouts;
+  if (qs->hops > l->stats.hops) l->stats.hops = qs->hops;
+  if (!status || l->status == 1) l->status = status;
+  if (--l->running) return;
+  l->stats.duration_us = (uv_hrtime() - l->started_ns) / 1000;
+  if (l->on_done) l->on_done(l->node, l->status, l->found, &l->stats, l->arg);
   kp_free(l);
 }
 
 int kp_node_lookup(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_lookup_record_cb on_record,
                    kp_lookup_done_cb on_done, void *arg) {
   if (node->closing || !on_done) return UV_EINVAL;
-  lookup_t *l = kp_malloc(sizeof(*l));
+  lookup_t *l = kp_calloc(1, sizeof(*l));
   if (!l) return UV_ENOMEM;
-  *l = (lookup_t){node, on_record, on_done, arg, uv_hrtime()};
+  l->node = node;
+  l->on_record = on_record;
+  l->on_done = on_done;
+  l->arg = arg;
+  l->started_ns = uv_hrtime();
+  l->status = 1; /* none ended yet */
+  kp_node_t *sib = node->sibling && !node->sibling->closing ? node->sibling : NULL;
+  l->running = sib ? 2 : 1;
   int err;
   KP_NODE_FEED(node, err = kp_dht_swarm_lookup(node->swarm, target, on_lookup_record,
                                                on_lookup_done, l, kp__node_now(node)));
-  if (err) kp_free(l);
-  return err;
+  if (err) {
+    kp_free(l);
+    return err;
+  }
+  if (sib) {
+    int err2;
+    KP_NODE_FEED(sib, err2 = kp_dht_swarm_lookup(sib->swarm, target, on_lookup_record,
+                                                 on_lookup_done, l, kp__node_now(sib)));
+    if (err2) {
+      /* The first family's alone. */
+      kp_dht_query_stats_t none = {0};
+      on_lookup_done(l, err2, 0, &none);
+    }
+  }
+  return 0;
 }
 
 /* ---- Values ----------------------------------------------------------------- */

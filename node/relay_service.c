@@ -18,6 +18,13 @@ static void on_tick(uv_timer_t *t) {
   if (!svc->announce && kp_node_is_member(svc->node)) kp_relay_service_announce(svc);
 }
 
+/* The socket that reaches to: a dual-stack node's relay pairs a peer of
+ * one family with a peer of the other. */
+static kp_udp_t *sock_to(kp_relay_service_t *svc, const kp_addr_t *to) {
+  kp_node_t *on = kp__node_of_family(svc->node, to->family);
+  return on ? &on->sock : &svc->node->sock;
+}
+
 bool kp_relay_service_input(kp_relay_service_t *svc, const kp_addr_t *from, const uint8_t *data,
                             size_t len) {
   kp_node_t *node = svc->node;
@@ -26,11 +33,11 @@ bool kp_relay_service_input(kp_relay_service_t *svc, const kp_addr_t *from, cons
   switch (kp_relay_input(svc->relay, from, data, len, kp__node_now(node), &to, &other, reply)) {
     case KP_RELAY_FORWARD:
       if (svc->tap) svc->tap(svc->tap_ctx, data, len);
-      kp_udp_send(&node->sock, &to, data, len);
+      kp_udp_send(sock_to(svc, &to), &to, data, len);
       return true;
     case KP_RELAY_REPLY_BOTH:
-      kp_udp_send(&node->sock, &other, reply, sizeof(reply)); /* fall through */
-    case KP_RELAY_REPLY: kp_udp_send(&node->sock, &to, reply, sizeof(reply)); return true;
+      kp_udp_send(sock_to(svc, &other), &other, reply, sizeof(reply)); /* fall through */
+    case KP_RELAY_REPLY: kp_udp_send(sock_to(svc, &to), &to, reply, sizeof(reply)); return true;
     case KP_RELAY_DROP: return true;
     default: return false;
   }
@@ -81,10 +88,20 @@ int kp_relay_service_create(kp_node_t *node, const kp_relay_limits_t *l, kp_rela
 }
 
 void kp_relay_service_announce(kp_relay_service_t *svc) {
-  kp_addr_t pub;
+  kp_addr_t pub, pub2;
   if (svc->closing || svc->announce || kp_node_public_addr(svc->node, &pub)) return;
-  char text[KP_ADDR_STRLEN];
+  char text[2 * KP_ADDR_STRLEN];
   kp_addr_format(&pub, text, sizeof(text));
+  /* A dual-stack relay names both its addresses (announced over both
+   * families): a peer pairs at its own family's, and names the other to a
+   * peer of that family. Once both are known (the tick asks again). */
+  kp_node_t *sib = svc->node->sibling;
+  if (sib) {
+    if (kp_node_public_addr(sib, &pub2)) return;
+    size_t n = strlen(text);
+    text[n++] = ' ';
+    kp_addr_format(&pub2, text + n, sizeof(text) - n);
+  }
   uint8_t target[KP_ID_LEN];
   kp__node_relay_target(target);
   int err = kp_node_announce(svc->node, target, &svc->kp, text, strlen(text), NULL, &svc->announce);

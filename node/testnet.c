@@ -25,26 +25,36 @@ static void rng_fill(void *ctx, void *buf, size_t len) {
   kp_rng_fill(&r, buf, len);
 }
 
-static int make_node(kp_testnet_t *tn, size_t index, const char *host, kp_node_mode_t mode,
+/* stacks: KP_TESTNET_V4 and/or KP_TESTNET_V6 (both: a dual-stack node). */
+static int make_node(kp_testnet_t *tn, size_t index, unsigned stacks, kp_node_mode_t mode,
                      unsigned stable_ms, kp_log_level_t level, kp_node_t **out) {
-  char bind[KP_ADDR_STRLEN];
   kp_node_options_t o;
   kp_node_options_init(&o);
-  snprintf(bind, sizeof(bind), strchr(host, ':') ? "[%s]:0" : "%s:0", host);
-  o.bind = bind;
+  bool v4 = stacks & KP_TESTNET_V4, v6 = stacks & KP_TESTNET_V6;
+  o.bind = v4 ? "127.0.0.1:0" : "[::1]:0";
+  o.bind_also = v4 && v6 ? "[::1]:0" : NULL;
   o.mode = mode;
   o.member_stable_ms = stable_ms;
   o.log_level = level;
-  const char *boot = tn->bootstrap;
+  const char *boot[2];
+  size_t n = 0;
   if (index > 0) {
-    o.bootstrap = &boot;
-    o.bootstrap_count = 1;
+    bool boot_v6 = tn->bootstrap[0] == '[';
+    if ((v4 && !boot_v6) || (v6 && boot_v6)) boot[n++] = tn->bootstrap;
+    if (v6 && tn->bootstrap6[0]) boot[n++] = tn->bootstrap6;
   }
+  o.bootstrap = boot;
+  o.bootstrap_count = n;
   if (tn->rngs) {
     o.rng = rng_fill;
     o.rng_ctx = (kp_rng_seeded_t *)tn->rngs + index;
   }
   return kp_node_create(tn->loop, &o, out);
+}
+
+static unsigned stacks_of(const char *host) {
+  if (!strcmp(host, "dual")) return KP_TESTNET_V4 | KP_TESTNET_V6;
+  return strchr(host, ':') ? KP_TESTNET_V6 : KP_TESTNET_V4;
 }
 
 int kp_testnet_create(uv_loop_t *loop, const kp_testnet_options_t *opts, kp_testnet_t *tn) {
@@ -63,10 +73,11 @@ int kp_testnet_create(uv_loop_t *loop, const kp_testnet_options_t *opts, kp_test
     for (size_t i = 0; i < opts->size; i++) kp_rng_seeded_init(&r[i], opts->seed * 1000003u + i);
     tn->rngs = r;
   }
-  const char *host = opts->host ? opts->host : "127.0.0.1";
+  tn->stacks = stacks_of(opts->host ? opts->host : "127.0.0.1");
   for (size_t i = 0; i < opts->size; i++) {
     kp_node_mode_t mode = i == 0 ? KP_NODE_MEMBER : KP_NODE_AUTO;
-    int err = make_node(tn, i, host, mode, opts->member_stable_ms, opts->log_level, &tn->nodes[i]);
+    int err =
+        make_node(tn, i, tn->stacks, mode, opts->member_stable_ms, opts->log_level, &tn->nodes[i]);
     if (err) {
       kp_testnet_destroy(tn);
       return err;
@@ -76,20 +87,29 @@ int kp_testnet_create(uv_loop_t *loop, const kp_testnet_options_t *opts, kp_test
       kp_addr_t a;
       kp_node_local_addr(tn->nodes[0], &a);
       kp_addr_format(&a, tn->bootstrap, sizeof(tn->bootstrap));
+      kp_node_t *v6 = tn->stacks == (KP_TESTNET_V4 | KP_TESTNET_V6)
+                          ? kp__node_of_family(tn->nodes[0], KP_AF_INET6)
+                          : NULL;
+      if (v6) kp_addr_format(&v6->sock.local, tn->bootstrap6, sizeof(tn->bootstrap6));
     }
   }
   return 0;
 }
 
 int kp_testnet_add(kp_testnet_t *tn, kp_node_mode_t mode, unsigned stable_ms, kp_node_t **out) {
+  return kp_testnet_add_stacks(tn, tn->stacks, mode, stable_ms, out);
+}
+
+int kp_testnet_add_stacks(kp_testnet_t *tn, unsigned stacks, kp_node_mode_t mode,
+                          unsigned stable_ms, kp_node_t **out) {
+  if (!stacks || (stacks & ~tn->stacks)) return UV_EINVAL;
   kp_node_t **grown = kp_realloc(tn->nodes, (tn->count + 1) * sizeof(*grown));
   if (!grown) return UV_ENOMEM;
   tn->nodes = grown;
-  const char *host = strchr(tn->bootstrap, '[') ? "::1" : "127.0.0.1";
   /* Added nodes draw from the system rng: the seeded ones are sized once. */
   void *rngs = tn->rngs;
   tn->rngs = NULL;
-  int err = make_node(tn, tn->count, host, mode, stable_ms, KP_LOG_WARN, &tn->nodes[tn->count]);
+  int err = make_node(tn, tn->count, stacks, mode, stable_ms, KP_LOG_WARN, &tn->nodes[tn->count]);
   tn->rngs = rngs;
   if (err) return err;
   if (out) *out = tn->nodes[tn->count];

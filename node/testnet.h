@@ -15,8 +15,10 @@
 #include "kadpunch.h"
 
 typedef struct kp_testnet_options_s {
-  size_t size;               /* nodes, the bootstrap node included */
-  const char *host;          /* "127.0.0.1" (default) or "::1" */
+  size_t size; /* nodes, the bootstrap node included */
+  /* "127.0.0.1" (default), "::1", or "dual": node 0 on both (a dual-stack
+   * member), nodes added of either family or both (kp_testnet_add_stacks) */
+  const char *host;
   unsigned member_stable_ms; /* default 0 */
   kp_log_level_t log_level;  /* default KP_LOG_WARN */
   /* Seed for each node's deterministic rng (0: the system CSPRNG). */
@@ -27,8 +29,10 @@ typedef struct kp_testnet_s {
   uv_loop_t *loop;
   kp_node_t **nodes;
   size_t count;
-  char bootstrap[KP_ADDR_STRLEN];
-  void *rngs; /* per-node seeded generators when a seed is set */
+  char bootstrap[KP_ADDR_STRLEN];  /* node 0's address */
+  char bootstrap6[KP_ADDR_STRLEN]; /* a dual-stack testnet: node 0's IPv6 address */
+  unsigned stacks;                 /* KP_TESTNET_V4 | KP_TESTNET_V6: what nodes may have */
+  void *rngs;                      /* per-node seeded generators when a seed is set */
 } kp_testnet_t;
 
 void kp_testnet_options_init(kp_testnet_options_t *opts);
@@ -36,9 +40,15 @@ void kp_testnet_options_init(kp_testnet_options_t *opts);
 /* Creates the nodes (all or nothing). Returns 0 or the first error. */
 int kp_testnet_create(uv_loop_t *loop, const kp_testnet_options_t *opts, kp_testnet_t *tn);
 
-/* Adds one more node bootstrapping from node 0. */
+/* Adds one more node bootstrapping from node 0 (of the testnet's family;
+ * a dual-stack testnet's are dual-stack). */
 int kp_testnet_add(kp_testnet_t *tn, kp_node_mode_t mode, unsigned member_stable_ms,
                    kp_node_t **out);
+/* ... on the families given (UV_EINVAL for one the testnet lacks). */
+#define KP_TESTNET_V4 1u
+#define KP_TESTNET_V6 2u
+int kp_testnet_add_stacks(kp_testnet_t *tn, unsigned stacks, kp_node_mode_t mode,
+                          unsigned member_stable_ms, kp_node_t **out);
 
 /* Runs the loop until pred(ctx) is true or timeout_ms passes. Returns true
  * if pred held. */

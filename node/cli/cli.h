@@ -51,6 +51,8 @@ int kp_cli_peer(const char *text, uint8_t key[KP_PUBLIC_KEY_LEN], const char **s
 /* --bind, --bootstrap (default: $KADPUNCH_BOOTSTRAP), --log. */
 typedef struct kp_cli_net_s {
   const char *bind;
+  const char *bind_also; /* a second --bind, of the other family: a dual-stack node */
+  bool bind_given;       /* --bind was given (bind is no default) */
   char bootstrap[1024];
   kp_log_level_t log_level;
   kp_node_mode_t mode;
@@ -68,8 +70,10 @@ typedef struct kp_cli_net_s {
 } kp_cli_net_t;
 
 #define KP_CLI_NET_HELP                                                                            \
-  "  --bind ADDR:PORT        local address (default 0.0.0.0:0; [::]:0 when every\n"                \
-  "                          --bootstrap is an IPv6 address)\n"                                    \
+  "  --bind ADDR:PORT        local address; twice, one of each family, for a\n"                    \
+  "                          dual-stack node (default 0.0.0.0:0; [::]:0 when\n"                    \
+  "                          every --bootstrap is an IPv6 address, both when\n"                    \
+  "                          they are of both families)\n"                                         \
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
   "                          (default: $KADPUNCH_BOOTSTRAP, else the config\n"                     \
   "                          file's bootstrap: docs/config.md)\n"                                  \
@@ -121,12 +125,13 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
 
 /* At most this many bootstrap addresses (after resolving names). */
 #define KP_CLI_BOOTSTRAP_MAX 16
-/* The comma-separated --bootstrap list as numeric addresses of --bind's
- * family (cli_bootstrap.c): a name gives each of its A or AAAA records.
- * Returns 0 (count set, maybe 0), or an exit code after naming the entry
- * that does not resolve or parse. */
-int kp_cli_bootstrap_resolve(const char *list, const char *bind, char out[][KP_ADDR_STRLEN],
-                             size_t cap, size_t *count, const char *cmd);
+/* The comma-separated --bootstrap list as numeric addresses of family
+ * (AF_INET, AF_INET6, or AF_UNSPEC for a dual-stack node: both;
+ * cli_bootstrap.c): a name gives each of its A or AAAA records. Returns 0
+ * (count set, maybe 0), or an exit code after naming the entry that does
+ * not resolve or parse. */
+int kp_cli_bootstrap_resolve(const char *list, int family, char out[][KP_ADDR_STRLEN], size_t cap,
+                             size_t *count, const char *cmd);
 
 /* A node for the length of a command, stopped by SIGINT/SIGTERM. */
 typedef kp_prog_session_t kp_cli_session_t; /* prog.h: shared with kadpunch-inspect */

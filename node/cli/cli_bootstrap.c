@@ -64,19 +64,18 @@ static int resolve_one(const char *entry, int family, char out[][KP_ADDR_STRLEN]
   freeaddrinfo(res);
   if (*n == before) {
     fprintf(stderr, "kadpunch %s: bootstrap node %s: no %s address\n", cmd, entry,
-            family == AF_INET6 ? "IPv6" : "IPv4");
+            family == AF_INET6  ? "IPv6"
+            : family == AF_INET ? "IPv4"
+                                : "IP");
     return KP_EXIT_USAGE;
   }
   return 0;
 }
 
-int kp_cli_bootstrap_resolve(const char *list, const char *bind, char out[][KP_ADDR_STRLEN],
-                             size_t cap, size_t *count, const char *cmd) {
+int kp_cli_bootstrap_resolve(const char *list, int family, char out[][KP_ADDR_STRLEN], size_t cap,
+                             size_t *count, const char *cmd) {
   char copy[1024];
   const char *entries[KP_CLI_BOOTSTRAP_MAX];
-  kp_addr_t local;
-  /* The node's one socket family is its --bind's. */
-  int family = kp_addr_parse(&local, bind) == 0 && local.family == KP_AF_INET6 ? AF_INET6 : AF_INET;
   *count = 0;
   snprintf(copy, sizeof(copy), "%s", list);
   size_t n = kp_cli_split_list(copy, entries, KP_CLI_BOOTSTRAP_MAX);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "common/log.h"
@@ -26,7 +27,16 @@ void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode) {
 
 int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *cmd) {
   switch (opt) {
-    case KP_CLI_OPT_BIND: net->bind = arg; return 0;
+    case KP_CLI_OPT_BIND:
+      if (!net->bind_given) {
+        net->bind = arg;
+        net->bind_given = true;
+      } else if (!net->bind_also) {
+        net->bind_also = arg;
+      } else {
+        return kp_cli_usage_error(cmd, "at most two --bind, one of each family");
+      }
+      return 0;
     case KP_CLI_OPT_BOOTSTRAP:
       if (strlen(arg) >= sizeof(net->bootstrap))
         return kp_cli_usage_error(cmd, "--bootstrap list too long");
@@ -56,19 +66,38 @@ static bool reached_dht(void *ctx) {
   return st.responses_in > 0;
 }
 
-/* The node's one socket has one family: without --bind (the default,
- * 0.0.0.0:0), it takes the bootstrap nodes' when every one of them is an
- * IPv6 literal, so `--bootstrap [2001:db8::10]:49737` alone makes an IPv6
- * node rather than an error. */
-static const char *bind_for(const kp_cli_net_t *net) {
-  if (strcmp(net->bind, "0.0.0.0:0") || !net->bootstrap[0]) return net->bind;
+/* Without --bind the node takes the bootstrap nodes' families: IPv4
+ * (0.0.0.0:0) unless every one is an IPv6 literal ([::]:0), both (a
+ * dual-stack node) when there are literals of both. So `--bootstrap
+ * [2001:db8::10]:49737` alone makes an IPv6 node rather than an error. */
+static void binds_for(const kp_cli_net_t *net, const char **bind, const char **bind_also) {
+  *bind = net->bind;
+  *bind_also = net->bind_also;
+  if (net->bind_given || !net->bootstrap[0]) return;
   char copy[sizeof(net->bootstrap)];
   const char *entries[KP_CLI_BOOTSTRAP_MAX];
   snprintf(copy, sizeof(copy), "%s", net->bootstrap);
   size_t n = kp_cli_split_list(copy, entries, KP_CLI_BOOTSTRAP_MAX);
-  for (size_t i = 0; i < n; i++)
-    if (entries[i][0] != '[') return net->bind;
-  return n ? "[::]:0" : net->bind;
+  bool v6 = false, v4 = false;
+  for (size_t i = 0; i < n; i++) {
+    kp_addr_t a;
+    if (entries[i][0] == '[') {
+      v6 = true;
+    } else if (!kp_addr_parse(&a, entries[i])) {
+      v4 = true;
+    } else {
+      v4 = true; /* a name: IPv4 unless told otherwise */
+    }
+  }
+  if (v6 && !v4) *bind = "[::]:0";
+  if (v6 && v4) *bind_also = "[::]:0";
+}
+
+/* The family a bind names (AF_INET6 for "[...]"), AF_UNSPEC for two. */
+static int family_of(const char *bind, const char *bind_also) {
+  kp_addr_t local;
+  if (bind_also) return AF_UNSPEC;
+  return kp_addr_parse(&local, bind) == 0 && local.family == KP_AF_INET6 ? AF_INET6 : AF_INET;
 }
 
 /* One try: a node (over UDP, or tunnelled to tcp_relay), and up to wait_ms
@@ -81,15 +110,17 @@ static int session_try(kp_cli_session_t *s, const kp_cli_net_t *net, const char 
   char resolved[KP_CLI_BOOTSTRAP_MAX][KP_ADDR_STRLEN];
   const char *hosts[KP_CLI_BOOTSTRAP_MAX];
   size_t count;
-  const char *bind = bind_for(net);
-  int rc =
-      kp_cli_bootstrap_resolve(net->bootstrap, bind, resolved, KP_CLI_BOOTSTRAP_MAX, &count, cmd);
+  const char *bind, *bind_also;
+  binds_for(net, &bind, &bind_also);
+  int rc = kp_cli_bootstrap_resolve(net->bootstrap, family_of(bind, bind_also), resolved,
+                                    KP_CLI_BOOTSTRAP_MAX, &count, cmd);
   if (rc) return rc;
   for (size_t i = 0; i < count; i++) hosts[i] = resolved[i];
   kp_prog_session_init(s);
   kp_node_options_t o;
   kp_node_options_init(&o);
   o.bind = bind;
+  o.bind_also = tcp_relay || net->proxy ? NULL : bind_also;
   o.mode = net->mode;
   o.log_level = net->log_level;
   o.log_cb = kp_cli_log_sink;

@@ -17,7 +17,8 @@ static const char help[] =
     "table size whenever they change. Stops cleanly on SIGINT or SIGTERM.\n"
     "\n"
     "options:\n"
-    "  --bind ADDR:PORT        local address (default 0.0.0.0:49737; [::]:PORT for IPv6)\n"
+    "  --bind ADDR:PORT        local address (default 0.0.0.0:49737; [::]:PORT for IPv6;\n"
+    "                          twice, one of each family, for a dual-stack node)\n"
     "  --bootstrap HOST:PORT   bootstrap node(s), comma separated, names allowed\n"
     "  --ephemeral             never join routing tables (a client)\n"
     "  --member                always a routing-table member (bootstrap nodes)\n"
@@ -134,12 +135,20 @@ static int parse(int argc, char **argv, args_t *a) {
   a->control = NULL;
   a->metrics = NULL;
   char *boot_arg = NULL;
+  bool bind_given = false;
   unsigned long v;
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (c) {
-      case 'b': opts->bind = optarg; break;
+      case 'b':
+        /* Twice, one of each family: a dual-stack node. */
+        if (bind_given && opts->bind_also)
+          return kp_cli_usage_error("dht-node", "at most two --bind, one of each family");
+        if (bind_given) opts->bind_also = optarg;
+        if (!bind_given) opts->bind = optarg;
+        bind_given = true;
+        break;
       case 'B': boot_arg = optarg; break;
       case 'e': opts->mode = KP_NODE_EPHEMERAL; break;
       case 'm': opts->mode = KP_NODE_MEMBER; break;

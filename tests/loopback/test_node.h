@@ -53,6 +53,9 @@ void test_cli_serve_connect(void);
 /* test_flood.c */
 void test_handshake_flood(void);
 
+/* test_dual_stack.c */
+void test_dual_stack_testnet(void);
+
 /* test_caps.c */
 void test_connection_caps(void);
 void test_rx_budget_bounded(void);

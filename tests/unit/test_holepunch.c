@@ -266,6 +266,17 @@ static void test_codecs(void) {
   r.pair_round = 8;
   KP_CHECK_OK(kp_hp_round_seal(&r, key, true, buf, sizeof(buf), &len));
   KP_CHECK(kp_hp_round_open(buf, len, key, true, &r2) != 0);
+  /* A dual-stack relay: its address of the other family rides along; two
+   * of one family are malformed. */
+  r.pair_round = 5;
+  kp_addr_parse(&r.relay_alt, "[2001:db8::14]:49737");
+  KP_CHECK_OK(kp_hp_round_seal(&r, key, true, buf, sizeof(buf), &len));
+  KP_CHECK_OK(kp_hp_round_open(buf, len, key, true, &r2));
+  KP_CHECK(r2.has_relay && kp_addr_eq(&r2.relay, &r.relay) &&
+           kp_addr_eq(&r2.relay_alt, &r.relay_alt));
+  kp_addr_parse(&r.relay_alt, "203.0.113.15:49737");
+  KP_CHECK_OK(kp_hp_round_seal(&r, key, true, buf, sizeof(buf), &len));
+  KP_CHECK(kp_hp_round_open(buf, len, key, true, &r2) != 0);
 
   /* Probes: every field round-trips, every byte is authenticated, and an
    * answer is exactly as big as a probe. */

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: MIT */
+/* Dual-stack nodes (node/node_stacks.c) on a loopback testnet of
+ * 127.0.0.1 and ::1: DHT nodes of IPv4 only, IPv6 only and both; a server
+ * and a client of each kind. Every lookup finds every server, whatever the
+ * families; every pair connects and echoes 64 KiB byte-exact; a pair of
+ * dual-stack nodes ends on IPv6, a pair with one family in common on that
+ * family, and a pair with none through a dual-stack relay. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/node_internal.h"
+#include "node/testnet.h"
+#include "tests/harness/pattern.h"
+#include "tests/harness/test.h"
+#include "tests/loopback/test_node.h"
+
+#define DHT_EACH 5 /* DHT nodes of each kind */
+#define PAYLOAD (64 * 1024)
+#define KINDS 3
+
+static const unsigned kind_stacks[KINDS] = {KP_TESTNET_V4, KP_TESTNET_V6,
+                                            KP_TESTNET_V4 | KP_TESTNET_V6};
+static const char *const kind_name[KINDS] = {"v4", "v6", "dual"};
+
+typedef struct look_s {
+  const uint8_t *key;
+  bool found, done;
+} look_t;
+
+static void on_look_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
+  look_t *l = arg;
+  (void)node;
+  if (!memcmp(rec->public_key, l->key, KP_PUBLIC_KEY_LEN)) l->found = true;
+}
+
+static void on_look_done(kp_node_t *node, int status, size_t found,
+                         const kp_node_query_stats_t *stats, void *arg) {
+  look_t *l = arg;
+  (void)node, (void)status, (void)found, (void)stats;
+  l->done = true;
+}
+
+static bool look_done(void *ctx) {
+  return ((look_t *)ctx)->done;
+}
+
+/* Looks key up from node, up to 10 times (an announcement lands in the
+ * first seconds): whether a lookup found it. */
+static bool finds(uv_loop_t *loop, kp_node_t *node, const uint8_t key[KP_PUBLIC_KEY_LEN]) {
+  uint8_t target[KP_ID_LEN];
+  kp_target_from_key(key, target);
+  for (int i = 0; i < 10; i++) {
+    look_t l = {.key = key};
+    KP_CHECK_OK(kp_node_lookup(node, target, on_look_record, on_look_done, &l));
+    KP_CHECK(kp_testnet_run_until(loop, look_done, &l, 10000));
+    if (l.found) return true;
+  }
+  return false;
+}
+
+/* ---- Echo ---------------------------------------------------------------------- */
+
+static void echo_written(kp_write_t *req, int status) {
+  (void)status;
+  free(req->data);
+  free(req);
+}
+
+static void echo_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  if (n < 0) {
+    kp_stream_close(s, NULL);
+    return;
+  }
+  kp_write_t *w = calloc(1, sizeof(*w));
+  uv_buf_t b = uv_buf_init(malloc((size_t)n), (unsigned)n);
+  memcpy(b.base, buf->base, (size_t)n);
+  w->data = b.base;
+  KP_CHECK_OK(kp_stream_write(w, s, &b, 1, echo_written));
+}
+
+static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
+  (void)conn;
+  KP_CHECK_OK(kp_stream_read_start(s, echo_read));
+}
+
+typedef struct trip_s {
+  bool done;
+  int status;
+  uint64_t started_ns, connect_ns;
+  kp_connect_info_t info;
+  kp_conn_t *conn;
+  kp_stream_t *stream;
+  kp_write_t write;
+  uint64_t echoed, mismatches;
+  uint8_t data[PAYLOAD];
+} trip_t;
+
+static void trip_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  trip_t *t = kp_stream_get_data(s);
+  if (n < 0) return;
+  t->mismatches += kp_pattern_mismatches((uint64_t)(uintptr_t)t, t->echoed,
+                                         (const uint8_t *)buf->base, (size_t)n);
+  t->echoed += (uint64_t)n;
+}
+
+static void trip_written(kp_write_t *req, int status) {
+  (void)req;
+  KP_CHECK_OK(status);
+}
+
+static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
+                         const kp_connect_info_t *info, void *arg) {
+  trip_t *t = arg;
+  (void)node;
+  t->connect_ns = uv_hrtime() - t->started_ns;
+  t->status = status;
+  t->info = *info;
+  if (status) {
+    t->done = true;
+    return;
+  }
+  t->conn = conn;
+  KP_CHECK_OK(kp_stream_open(conn, &t->stream));
+  kp_stream_set_data(t->stream, t);
+  KP_CHECK_OK(kp_stream_read_start(t->stream, trip_read));
+  size_t avail;
+  for (size_t off = 0; off < PAYLOAD; off += avail) {
+    const uint8_t *chunk = kp_pattern_at((uint64_t)(uintptr_t)t, off, &avail);
+    if (avail > PAYLOAD - off) avail = PAYLOAD - off;
+    memcpy(t->data + off, chunk, avail);
+  }
+  uv_buf_t b = uv_buf_init((char *)t->data, PAYLOAD);
+  KP_CHECK_OK(kp_stream_write(&t->write, t->stream, &b, 1, trip_written));
+}
+
+static bool trip_over(void *ctx) {
+  trip_t *t = ctx;
+  if (!t->done && t->conn && t->echoed >= PAYLOAD) t->done = true;
+  return t->done;
+}
+
+static void on_relay_closed(kp_node_t *node) {
+  *(bool *)kp_node_get_data(node) = true;
+}
+
+static bool relay_closed(void *ctx) {
+  return *(bool *)ctx;
+}
+
+void test_dual_stack_testnet(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = 1;
+  o.host = "dual";
+  kp_testnet_t tn;
+  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  for (int i = 0; i < DHT_EACH; i++)
+    for (int k = 0; k < KINDS; k++)
+      KP_CHECK_OK(kp_testnet_add_stacks(&tn, kind_stacks[k], KP_NODE_AUTO, 0, NULL));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  /* A dual-stack relay, announced over both families. */
+  kp_node_options_t ro;
+  kp_node_options_init(&ro);
+  ro.bind = "127.0.0.1:0";
+  ro.bind_also = "[::1]:0";
+  ro.member_stable_ms = 0;
+  ro.relay = true;
+  const char *boot[2] = {tn.bootstrap, tn.bootstrap6};
+  ro.bootstrap = boot;
+  ro.bootstrap_count = 2;
+  kp_node_t *relay;
+  KP_CHECK_OK(kp_node_create(&loop, &ro, &relay));
+
+  kp_node_t *server[KINDS], *client[KINDS];
+  kp_keypair_t skp[KINDS], ckp[KINDS];
+  kp_server_t *srv[KINDS];
+  kp_conn_callbacks_t echo = {.on_stream = on_server_stream};
+  for (int k = 0; k < KINDS; k++) {
+    KP_CHECK_OK(kp_testnet_add_stacks(&tn, kind_stacks[k], KP_NODE_AUTO, 0, &server[k]));
+    KP_CHECK_OK(kp_testnet_add_stacks(&tn, kind_stacks[k], KP_NODE_AUTO, 0, &client[k]));
+    kp_keypair_generate(&skp[k]);
+    kp_keypair_generate(&ckp[k]);
+  }
+  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  for (int k = 0; k < KINDS; k++)
+    KP_CHECK_OK(kp_server_listen(server[k], &skp[k], NULL, &echo, NULL, NULL, &srv[k]));
+
+  printf("lookups (client -> server): ");
+  unsigned found = 0;
+  for (int c = 0; c < KINDS; c++) {
+    for (int s = 0; s < KINDS; s++) {
+      bool ok = finds(&loop, client[c], skp[s].public_key);
+      printf("%s->%s %s  ", kind_name[c], kind_name[s], ok ? "found" : "NOT FOUND");
+      found += ok;
+    }
+  }
+  printf("\n");
+  KP_CHECK_EQ(found, KINDS * KINDS);
+
+  static trip_t trips[KINDS][KINDS];
+  for (int c = 0; c < KINDS; c++) {
+    for (int s = 0; s < KINDS; s++) {
+      trip_t *t = &trips[c][s];
+      memset(t, 0, sizeof(*t));
+      t->started_ns = uv_hrtime();
+      KP_CHECK_OK(kp_node_connect(client[c], &ckp[c], skp[s].public_key, NULL, on_connected, t));
+      KP_CHECK(kp_testnet_run_until(&loop, trip_over, t, 30000));
+      char path[KP_ADDR_STRLEN];
+      kp_addr_format(&t->info.path, path, sizeof(path));
+      printf("%-4s -> %-4s %s in %.1f ms, %s %s, %llu bytes echoed\n", kind_name[c], kind_name[s],
+             t->status ? kp_strerror(t->status) : "connected", (double)t->connect_ns / 1e6,
+             t->status ? "" : kp_punch_name(t->info.punch), t->status ? "" : path,
+             (unsigned long long)t->echoed);
+    }
+  }
+  for (int c = 0; c < KINDS; c++) {
+    for (int s = 0; s < KINDS; s++) {
+      trip_t *t = &trips[c][s];
+      KP_CHECK_MSG(!t->status, "%s -> %s: %s", kind_name[c], kind_name[s], kp_strerror(t->status));
+      KP_CHECK_EQ(t->echoed, PAYLOAD);
+      KP_CHECK_EQ(t->mismatches, 0);
+      bool common4 = (kind_stacks[c] & kind_stacks[s]) & KP_TESTNET_V4;
+      bool common6 = (kind_stacks[c] & kind_stacks[s]) & KP_TESTNET_V6;
+      if (common6) {
+        /* IPv6 where both have it, dual-stack pairs included. */
+        KP_CHECK_MSG(t->info.path.family == KP_AF_INET6 && t->info.punch != KP_PUNCH_RELAYED,
+                     "%s -> %s", kind_name[c], kind_name[s]);
+      } else if (common4) {
+        KP_CHECK(t->info.path.family == KP_AF_INET && t->info.punch != KP_PUNCH_RELAYED);
+      } else {
+        KP_CHECK(t->info.punch == KP_PUNCH_RELAYED);
+      }
+      kp_stream_close(t->stream, NULL);
+      kp_conn_close(t->conn, 0);
+    }
+  }
+  kp_relay_counters_t rc;
+  KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
+  printf("the relay paired %llu, forwarded %llu datagrams\n", (unsigned long long)rc.paired,
+         (unsigned long long)rc.forwarded);
+  KP_CHECK(rc.paired >= 2); /* v4 -> v6 and v6 -> v4 */
+  for (int k = 0; k < KINDS; k++) kp_server_close(srv[k]);
+  bool closed = false;
+  kp_node_set_data(relay, &closed);
+  kp_node_close(relay, on_relay_closed);
+  KP_CHECK(kp_testnet_run_until(&loop, relay_closed, &closed, 10000));
+  kp_testnet_destroy(&tn);
+  kp_test_check_loop_closes(&loop);
+}

@@ -37,6 +37,12 @@ struct kp_hp_connect_s {
   size_t seed_count;
   kp_addr_t relays[HP_MAX_RELAYS];
   unsigned relay_count, relay_next;
+  /* Nodes that answered with a record announced over the other family
+   * only (a dual-stack node: it would forward our hello there, and a
+   * dual-stack server would answer from its other family's side): tried
+   * once every node of our family has been. */
+  kp_addr_t later[HP_MAX_LATER];
+  unsigned later_count;
   kp_dht_req_t *req; /* the handshake or round in flight */
   kp_addr_t relay;   /* where req went */
   int last_error;    /* the most telling relay error so far */
@@ -391,12 +397,19 @@ static int send_hello(kp_hp_connect_t *c, const kp_addr_t *relay, uint64_t now) 
 }
 
 static int start_lookup(kp_hp_connect_t *c, uint64_t now);
+static void add_relay(kp_hp_connect_t *c, const kp_addr_t *a, uint64_t now);
 
 static void try_next_relay(kp_hp_connect_t *c, uint64_t now) {
   while (c->relay_next < c->relay_count) {
     if (!send_hello(c, &c->relays[c->relay_next++], now)) return;
   }
   if (!c->lookup_over) return; /* it may find more */
+  if (c->later_count) {
+    unsigned n = c->later_count;
+    c->later_count = 0;
+    for (unsigned i = 0; i < n; i++) add_relay(c, &c->later[i], now);
+    if (c->req || c->state != C_HANDSHAKE) return;
+  }
   if (c->lookup_fallback && c->last_error != KP_EOVERLOADED) {
     /* The remembered relay nodes are gone: find the current ones. */
     c->lookup_fallback = false;
@@ -438,6 +451,15 @@ static void record_found(void *ctx, const kp_record_t *rec) {
   record_ctx_t *rc = ctx;
   kp_hp_connect_t *c = rc->c;
   if (!c->lookup_done) c->lookup_done = rc->now;
+  bool ours = !rec->relay_count;
+  for (size_t i = 0; i < rec->relay_count; i++)
+    ours = ours || rec->relays[i].family == kp_dht_family(c->hp->dht);
+  if (!ours) {
+    for (unsigned i = 0; i < c->later_count; i++)
+      if (kp_addr_eq(&c->later[i], rc->from)) return;
+    if (c->later_count < HP_MAX_LATER) c->later[c->later_count++] = *rc->from;
+    return;
+  }
   /* The node that answered stores the record: it can relay. */
   add_relay(c, rc->from, rc->now);
   for (size_t i = 0; i < rec->relay_count && c->state == C_HANDSHAKE; i++)

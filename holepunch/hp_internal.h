@@ -14,6 +14,7 @@
 #define HP_LINGER_MS 5000 /* a finished side keeps answering probes */
 #define HP_MAX_LAN 4
 #define HP_MAX_RELAYS 8             /* relay nodes a client tries */
+#define HP_MAX_LATER 4              /* ... answering over the other family's record only */
 #define HP_MAX_SEEDS 8              /* bootstrap nodes a client's lookup starts from */
 #define HP_LOOKUP_CONCURRENCY 3     /* a client's lookup: requests in flight */
 #define HP_MAX_RELAY_CANDIDATES 4   /* blind relays a node keeps */

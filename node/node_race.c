@@ -15,6 +15,7 @@
 
 #include "common/alloc.h"
 #include "node/node_internal.h"
+#include "stream/uv/endpoint.h"
 
 #define RACE_HEAD_START_MS 150
 
@@ -74,8 +75,10 @@ static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_co
 static void start(race_t *r, unsigned i) {
   if (r->started[i]) return;
   r->started[i] = true;
-  int err = kp__node_attempt(r->on[i], &r->self, r->server_key, &r->opts, &r->conn_cb, attempt_done,
-                             r, &r->attempt[i]);
+  /* Without the user's callbacks: a connection that loses is closed
+   * without the user ever hearing of it; the winner gets them (report). */
+  int err = kp__node_attempt(r->on[i], &r->self, r->server_key, &r->opts, NULL, attempt_done, r,
+                             &r->attempt[i]);
   if (err) {
     r->attempt[i] = NULL;
     kp_connect_info_t info = {0};
@@ -92,6 +95,7 @@ static void report(race_t *r, kp_conn_t *conn, const kp_connect_info_t *info) {
   uv_timer_stop(&r->timer);
   if (r->held && r->held != conn) kp_conn_close(r->held, 0);
   r->held = NULL;
+  kp__conn_set_callbacks(conn, &r->conn_cb);
   r->cb(r->node, 0, conn, info, r->arg);
   finish(r);
 }

@@ -927,6 +927,11 @@ const kp_addr_t *kp_sconn_remote(const kp_sconn_t *c) {
   return &c->remote;
 }
 
+void kp_sconn_set_datagram_cb(kp_sconn_t *c,
+                              void (*fn)(void *ctx, const uint8_t *data, size_t len)) {
+  c->ev.datagram = fn;
+}
+
 void kp_sconn_pin_path(kp_sconn_t *c) {
   c->path_pinned = true;
   c->validating = false;

@@ -160,6 +160,9 @@ void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now_us
  * both the relay and the direct path deliver, and each side moves on its
  * own evidence, so following the newest packet would flap). */
 void kp_sconn_pin_path(kp_sconn_t *c);
+/* Who hears of the peer's datagrams from now on (NULL: dropped, counted). */
+void kp_sconn_set_datagram_cb(kp_sconn_t *c,
+                              void (*fn)(void *ctx, const uint8_t *data, size_t len));
 /* Whether the path carries (kp_sconn_events_t.path_state). */
 bool kp_sconn_path_alive(const kp_sconn_t *c);
 /* Where packets go. */

@@ -464,6 +464,12 @@ void kp__conn_pin_path(kp_conn_t *conn) {
   kp_sconn_pin_path(conn->sc);
 }
 
+void kp__conn_set_callbacks(kp_conn_t *conn, const kp_conn_callbacks_t *callbacks) {
+  memset(&conn->cb, 0, sizeof(conn->cb));
+  if (callbacks) conn->cb = *callbacks;
+  kp_sconn_set_datagram_cb(conn->sc, conn->cb.on_datagram ? kp__on_datagram : NULL);
+}
+
 void kp__conn_set_hooks(kp_conn_t *conn, const kp_conn_hooks_t *hooks, void *ctx) {
   if (hooks) {
     conn->hooks = *hooks;

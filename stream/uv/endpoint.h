@@ -133,6 +133,10 @@ void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data,
 kp_conn_t *kp__endpoint_find(const kp_endpoint_t *ep, uint64_t local_id);
 /* Only kp_conn_set_remote moves conn from now on (kp_sconn_pin_path). */
 void kp__conn_pin_path(kp_conn_t *conn);
+/* The user's callbacks from now on (a connection made before it was
+ * handed out: a dual-stack node's race keeps its callbacks from the one
+ * that loses). */
+void kp__conn_set_callbacks(kp_conn_t *conn, const kp_conn_callbacks_t *callbacks);
 /* Replaces the hooks (NULL: none). */
 void kp__conn_set_hooks(kp_conn_t *conn, const kp_conn_hooks_t *hooks, void *ctx);
 /* Moves conn to another endpoint of the same loop (another socket: the

@@ -1,0 +1,162 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# IPv4 and IPv6 in one lab (ctest nat.ipv6_matrix): the internet bridge
+# carries 203.0.113.0/24 and 2001:db8::/32; the public DHT nodes and the
+# relay are dual-stack (203.0.113.10-13 and 2001:db8:10-13::1). Sites:
+#
+#   v4     a host behind a consistent NAT (10.<id>.0.0/24, router WAN
+#          203.0.113.<20+id>), no IPv6
+#   v6     a host with a global IPv6 address (2001:db8:<30+id>::1) behind
+#          a stateful ip6tables firewall (unsolicited UDP dropped, as a
+#          home router's default is), no IPv4
+#   dual   both: IPv4 through the NAT, IPv6 through the firewall
+#
+# A server in one site, a client in the other, each given the bootstrap
+# nodes of its families (so a dual site runs a dual-stack node). Every pair
+# must connect and end as the families allow: on IPv6 direct where both
+# have it (a dual-stack pair included: the client prefers IPv6), on IPv4
+# direct where only IPv4 is shared, and through the dual-stack relay where
+# none is (an IPv6-only client and an IPv4-only server, or the reverse:
+# the relay pairs one peer on each family) (docs/architecture.md, "Dual
+# stack").
+#
+#   tests/nat/ipv6_matrix.sh [build-dir]      (root)
+#   KP_NAT_KINDS="v4 dual" KP_NAT_TRIALS=10 tests/nat/ipv6_matrix.sh
+#
+# Each cell runs KP_NAT_TRIALS connects (3). Exit: 0 when every one ended
+# as expected, 1 otherwise, 2 usage, 77 skipped.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:-$here/../../build}" && pwd)
+. "$here/lab.sh"
+kadpunch=$build/node/kadpunch
+lab_need ipv6_matrix "$kadpunch"
+command -v ip6tables >/dev/null || { echo "SKIPPED: the IPv6 lab needs ip6tables"; exit 77; }
+trials=${KP_NAT_TRIALS:-3}
+start=$(date +%s)
+
+BOOT4=$BOOTSTRAP
+BOOT6="[2001:db8:10::1]:49737"
+RELAY6="[2001:db8:13::1]:49737"
+
+lab_init
+rm -f "$LAB_LOG/failures.log"
+# IPv6 on the same wire: the public host's addresses, the whole
+# documentation prefix on-link (no duplicate address detection: nobody
+# else could hold these, and DAD would hold them for a second).
+ip -n "$LAB-pub" addr add 2001:db8:10::1/64 dev eth0 nodad
+for a in 11 12 13; do ip -n "$LAB-pub" addr add 2001:db8:$a::1/64 dev eth0 nodad; done
+ip -n "$LAB-pub" route add 2001:db8::/32 dev eth0
+lab_spawn pub "$LAB_LOG/dht10.log" "$kadpunch" dht-node --bind "$BOOT4" --bind "$BOOT6" \
+  --member --log warn
+for a in 11 12; do
+  lab_spawn pub "$LAB_LOG/dht$a.log" "$kadpunch" dht-node --bind "$PUBLIC_NET.$a:49737" \
+    --bind "[2001:db8:$a::1]:49737" --bootstrap "$BOOT4,$BOOT6" --member --stable-ms 0 --log warn
+done
+lab_spawn pub "$LAB_LOG/relay.log" "$kadpunch" relay --bind "$RELAY" --bind "$RELAY6" \
+  --bootstrap "$BOOT4,$BOOT6"
+lab_wait_relays "$kadpunch" 1 || exit 1
+
+# IPv6 for a site's host: a second link onto the internet bridge, its own
+# /64, and a stateful firewall in front of its UDP.
+site_v6() { # id
+  local ns=h$1
+  lab_ns "$ns" 2>/dev/null || true
+  local peer
+  peer=$(lab_peer_name "$ns" eth1)
+  ip -n "$LAB-$ns" link add eth1 type veth peer name "$peer" netns "$LAB-net"
+  ip -n "$LAB-net" link set "$peer" master br0 up
+  ip -n "$LAB-$ns" addr add "2001:db8:$((30 + $1))::1/64" dev eth1 nodad
+  ip -n "$LAB-$ns" link set eth1 up
+  ip -n "$LAB-$ns" route add 2001:db8::/32 dev eth1
+  ip netns exec "$LAB-$ns" ip6tables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  ip netns exec "$LAB-$ns" ip6tables -A INPUT -p ipv6-icmp -j ACCEPT
+  ip netns exec "$LAB-$ns" ip6tables -A INPUT -p udp -j DROP
+}
+
+site() { # id kind
+  case $2 in
+    v4) lab_site "$1" consistent ;;
+    v6) site_v6 "$1" ;;
+    dual)
+      lab_site "$1" consistent
+      site_v6 "$1"
+      ;;
+  esac
+}
+
+site_down() { # id
+  ip -n "$LAB-net" link del "$(lab_peer_name "h$1" eth1)" 2>/dev/null || true
+  lab_site_down "$1"
+  ip netns list | grep -q "^$LAB-h$1\( \|$\)" && ip netns del "$LAB-h$1"
+  return 0
+}
+
+# The bootstrap nodes a host of a kind is given: its families'.
+boot_of() { # kind
+  case $1 in
+    v4) echo "$BOOT4" ;;
+    v6) echo "$BOOT6" ;;
+    dual) echo "$BOOT4,$BOOT6" ;;
+  esac
+}
+
+# How a pair must end, and where its path must lead: the server's IPv6
+# address, its router's IPv4 address, or the relay (over the client's family).
+expect() { # client-kind server-kind
+  case "$1/$2" in
+    v4/v6) echo "relayed 203.0.113.13:" ;;
+    v6/v4) echo "relayed [2001:db8:13::1]:" ;;
+    v4/* | */v4) echo "direct 203.0.113.21:" ;;
+    *) echo "direct [2001:db8:31::1]:" ;;
+  esac
+}
+
+json_field() { # json name
+  printf '%s' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p"
+}
+
+failures=0
+printf '%-6s %-6s %-8s %-22s %-7s %s\n' client server expected "path" result "seen"
+cell() { # client-kind server-kind
+  local ck=$1 sk=$2 t=0 ok=0 out r path seen="" want where
+  read -r want where <<<"$(expect "$ck" "$sk")"
+  site 1 "$sk"
+  site 2 "$ck"
+  lab_server_key "$kadpunch"
+  lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap "$(boot_of "$sk")"
+  serve_pid=$LAB_LAST_PID
+  lab_wait_serving 200
+  while [ $t -lt "$trials" ]; do
+    out=$(ip netns exec "$LAB-h2" timeout 50 "$kadpunch" connect "$pk" --json \
+      --bootstrap "$(boot_of "$ck")" 2>"$LAB_LOG/connect.err" || true)
+    r=$(json_field "$out" strategy)
+    [ "$(json_field "$out" ok)" = true ] || r="error:$(json_field "$out" error)"
+    path=$(json_field "$out" path)
+    case "$want:$r:$path" in
+      relayed:relayed:"$where"*) ok=$((ok + 1)) ;;
+      direct:relayed:* | direct:error:*) ;;
+      direct:*:"$where"*) ok=$((ok + 1)) ;;
+    esac
+    [ "$ok" -gt $t ] || { echo "== $ck/$sk trial $t: $out"; cat "$LAB_LOG/connect.err"; } \
+      >>"$LAB_LOG/failures.log"
+    seen="$seen $r@${path:--}"
+    t=$((t + 1))
+  done
+  result="$ok/$trials"
+  [ "$ok" = "$trials" ] || { failures=$((failures + 1)); result="$result FAIL"; }
+  printf '%-6s %-6s %-8s %-22s %-7s %s\n' "$ck" "$sk" "$want" "$where" "$result" "$seen"
+  lab_kill "$serve_pid"
+  site_down 1
+  site_down 2
+}
+
+kinds=${KP_NAT_KINDS:-v4 v6 dual}
+for ck in $kinds; do
+  for sk in $kinds; do
+    cell "$ck" "$sk"
+  done
+done
+lab_show_failures ipv6_matrix
+echo "ipv6_matrix: $failures cell(s) not as expected, $(($(date +%s) - start)) s"
+[ "$failures" = 0 ]

@@ -160,37 +160,41 @@ static bool pack_record(void *ctx, const kp_dht_stored_t *rec) {
   return p->count < UINT16_MAX;
 }
 
-typedef struct has_key_s {
-  const uint8_t *key;
-  bool found;
-} has_key_t;
+/* The keys one target's records in our own store are under (the first
+ * OWN_KEYS of them). */
+#define OWN_KEYS 32
+typedef struct own_keys_s {
+  uint8_t key[OWN_KEYS][KP_PUBLIC_KEY_LEN];
+  unsigned count;
+  bool more; /* past OWN_KEYS: ours fill any reply anyway */
+} own_keys_t;
 
-static bool has_key_fn(void *ctx, const kp_dht_stored_t *rec) {
-  has_key_t *h = ctx;
-  h->found = !memcmp(rec->public_key, h->key, KP_PUBLIC_KEY_LEN);
-  return !h->found;
+static bool collect_key(void *ctx, const kp_dht_stored_t *rec) {
+  own_keys_t *k = ctx;
+  if (k->count == OWN_KEYS) {
+    k->more = true;
+    return false;
+  }
+  memcpy(k->key[k->count++], rec->public_key, KP_PUBLIC_KEY_LEN);
+  return true;
 }
 
 typedef struct pack_other_s {
   pack_t *p;
-  kp_dht_store_t *own;
-  const uint8_t *target;
+  const own_keys_t *own;
 } pack_other_t;
 
 /* The other family's records, but for keys we hold ourselves (ours are
- * this family's: the announcer reached over it). Only a record that fits
- * is looked for among ours, and the walk ends when no record could (a
- * reply holds a few), so a lookup costs a few scans of one target's
- * records, not one per record of both. */
+ * this family's: the announcer reached over it). The walk ends when no
+ * record could fit any more (a reply holds a few). */
 #define SMALLEST_RECORD 100
 static bool pack_other(void *ctx, const kp_dht_stored_t *rec) {
   pack_other_t *o = ctx;
   pack_t *p = o->p;
   if (p->used + SMALLEST_RECORD > p->room) return false;
-  if (p->used + rec->raw_len > p->room) return true;
-  has_key_t h = {rec->public_key, false};
-  kp_dht_store_each(o->own, o->target, has_key_fn, &h);
-  return h.found ? true : pack_record(p, rec);
+  for (unsigned i = 0; i < o->own->count; i++)
+    if (!memcmp(o->own->key[i], rec->public_key, KP_PUBLIC_KEY_LEN)) return true;
+  return pack_record(p, rec);
 }
 
 static void on_lookup(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, uint64_t now) {
@@ -209,8 +213,10 @@ static void on_lookup(void *ctx, kp_dht_t *dht, const kp_dht_request_t *req, uin
   pack_t p = {buf + 3, room > 3 ? room - 3 : 0, 0, 0};
   kp_dht_store_each(swarm->store, req->msg->target, pack_record, &p);
   if (swarm->other_store) {
-    pack_other_t o = {&p, swarm->store, req->msg->target};
-    kp_dht_store_each(swarm->other_store, req->msg->target, pack_other, &o);
+    own_keys_t own = {.count = 0};
+    kp_dht_store_each(swarm->store, req->msg->target, collect_key, &own);
+    pack_other_t o = {&p, &own};
+    if (!own.more) kp_dht_store_each(swarm->other_store, req->msg->target, pack_other, &o);
   }
   if (!p.count) {
     kp_dht_reply(dht, &rt, NULL, 0, 0, now);

@@ -266,7 +266,7 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
   size_t plen;
   kp_wbuf_init(&w, plain, sizeof(plain));
   kp_mp_packer_init(&pk, &w);
-  msgpack_pack_array(&pk, 7);
+  msgpack_pack_array(&pk, r->relay_alt.family ? 8 : 7);
   msgpack_pack_uint32(&pk, r->round);
   msgpack_pack_uint8(&pk, (uint8_t)r->nat);
   if (r->punch) {
@@ -275,10 +275,12 @@ int kp_hp_round_seal(const kp_hp_round_t *r, const uint8_t key[32], bool from_cl
     msgpack_pack_false(&pk);
   }
   msgpack_pack_uint32(&pk, r->delay_ms);
-  kp_addr_t relay[2] = {r->relay, r->relay_alt};
-  pack_addrs(&pk, relay, !r->has_relay ? 0 : r->relay_alt.family ? 2 : 1);
+  pack_addrs(&pk, &r->relay, r->has_relay ? 1 : 0);
   pack_addrs(&pk, r->addrs, r->addr_count < KP_HP_ROUND_ADDRS ? r->addr_count : KP_HP_ROUND_ADDRS);
   msgpack_pack_uint32(&pk, r->pair_round);
+  /* Item 7, after every older one (their readers skip it): a dual-stack
+   * relay's other address. */
+  if (r->relay_alt.family) pack_addrs(&pk, &r->relay_alt, r->has_relay ? 1 : 0);
   int err = finish(&w, &plen);
   if (err) return err;
   if (cap < 4 + plen + crypto_aead_chacha20poly1305_ietf_ABYTES) return KP_ENOSPACE;
@@ -311,12 +313,12 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
   uint32_t items;
   int err = open_array_n(&doc, plain, (size_t)plen, 6, &it, &items);
   if (err) return err;
-  size_t relay_count = 0;
-  kp_addr_t relay[2] = {{0}};
+  size_t relay_count = 0, alt_count = 0;
   if (kp_mp_uint(&it[0], UINT32_MAX, &r) || r != round || kp_mp_uint(&it[1], KP_NAT_RANDOM, &nat) ||
       it[2].type != MSGPACK_OBJECT_BOOLEAN || kp_mp_uint(&it[3], 60000, &delay) ||
-      unpack_addrs(&it[4], relay, &relay_count, 2) ||
-      (relay_count == 2 && relay[0].family == relay[1].family) ||
+      unpack_addrs(&it[4], &out->relay, &relay_count, 1) ||
+      (items > 7 && unpack_addrs(&it[7], &out->relay_alt, &alt_count, relay_count)) ||
+      (alt_count && out->relay_alt.family == out->relay.family) ||
       unpack_addrs(&it[5], out->addrs, &out->addr_count, KP_HP_ROUND_ADDRS) ||
       (items > 6 && kp_mp_uint(&it[6], round, &pair_round)))
     err = KP_EFIELD;
@@ -325,9 +327,7 @@ int kp_hp_round_open(const uint8_t *buf, size_t len, const uint8_t key[32], bool
     out->nat = (kp_nat_type_t)nat;
     out->punch = it[2].via.boolean;
     out->delay_ms = (uint32_t)delay;
-    out->has_relay = relay_count >= 1;
-    out->relay = relay[0];
-    if (relay_count == 2) out->relay_alt = relay[1];
+    out->has_relay = relay_count == 1;
     out->pair_round = (uint32_t)pair_round;
   }
   kp_mp_doc_free(&doc);

@@ -109,6 +109,10 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
   if (kp_dht_msg_is_control(data, len)) {
     kp_dht_recv(node->dht, from, data, len, now_ms(node));
     kp__node_rearm(node);
+    /* A hello forwarded to the other family's announcer went out on the
+     * other node's DHT: its timer must see that request's deadline. */
+    kp_node_t *twin = node->sibling ? node->sibling : node->primary;
+    if (twin && !twin->closing) kp__node_rearm(twin);
   } else if (kp_stream_is_packet(data, len) && node->ep && !node->ep_closing) {
     kp__endpoint_input(node->ep, from, data, len);
   } else if (kp_probe_is_packet(data, len)) {

@@ -50,6 +50,9 @@ struct kp_node_attempt_s {
   kp_connect_cb cb;
   void *arg;
   kp_hp_connect_t *hc;
+  /* Inside kp_hp_connect, which may end the connect before it returns:
+   * then the attempt is freed after it, not from the callback. */
+  bool starting, ended;
 };
 typedef kp_node_attempt_t connect_t;
 
@@ -289,6 +292,10 @@ static void connected(void *arg, int status, const kp_hp_result_t *r) {
   if (!status && r->relay.family) memo_store(c->node, c->server_key, &r->relay);
   if (!status) status = kp__node_conn_open(c->node, r, &c->conn_cb, &conn, NULL);
   c->cb(c->node, status, conn, &info, c->arg);
+  if (c->starting) {
+    c->ended = true;
+    return;
+  }
   kp_free(c);
 }
 
@@ -312,13 +319,20 @@ int kp__node_attempt(kp_node_t *on, const kp_keypair_t *self,
     opts.lookup_fallback = true;
   }
   int err;
-  KP_NODE_FEED(on, err = kp_hp_connect(on->hp, self, server_key, &opts, connected, c,
-                                       kp__node_now(on), &c->hc));
-  if (err) {
-    kp_free(c);
-    return err;
-  }
+  kp_hp_connect_t *hc = NULL;
+  c->starting = true;
   if (out) *out = c;
+  KP_NODE_FEED(on, err = kp_hp_connect(on->hp, self, server_key, &opts, connected, c,
+                                       kp__node_now(on), &hc));
+  c->starting = false;
+  if (err || c->ended) {
+    /* Failed, or over already (the callback has been told). */
+    bool told = c->ended;
+    if (out) *out = NULL;
+    kp_free(c);
+    return told ? 0 : err;
+  }
+  c->hc = hc;
   return 0;
 }
 

@@ -212,5 +212,8 @@ void kp__node_races_cancel(kp_node_t *node);
 void kp__node_announces_cancel(kp_node_t *node);
 /* The sibling is closing: each announcement's half there ends. */
 void kp__node_announces_unpair(kp_node_t *node);
+/* kp_node_announce over this node's family only (no twin). */
+int kp__node_announce_here(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
+                           const void *data, size_t data_len, kp_announce_t **out);
 
 #endif

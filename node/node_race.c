@@ -3,7 +3,8 @@
  * first, the IPv4 one RACE_HEAD_START_MS later unless IPv6 is done by then
  * (or at once when IPv6 fails first); the first to connect wins and the
  * other is cancelled, unless it connected through a relay: then the other
- * family's attempt runs to its end, and a direct path there wins. This is
+ * family's attempt runs on for up to RACE_HELD_MAX_MS, and a direct path
+ * there wins. This is
  * RFC 8305's connection attempt delay, applied
  * to a connect by key: a lookup, a handshake through a relay node and a
  * punch per family, so an IPv6 path that works usually wins its head start
@@ -18,6 +19,8 @@
 #include "stream/uv/endpoint.h"
 
 #define RACE_HEAD_START_MS 150
+/* How long a relayed connection waits for the other family's direct one. */
+#define RACE_HELD_MAX_MS 2000
 
 typedef struct kp_node_race_s race_t;
 struct kp_node_race_s {
@@ -58,15 +61,45 @@ static void on_timer_closed(uv_handle_t *h) {
   kp_free(h->data);
 }
 
-/* Reported, or cancelled: the race lets go of everything. */
+/* The race lets go of everything (the memory goes with the timer). */
 static void finish(race_t *r) {
   for (unsigned i = 0; i < 2; i++) {
     if (r->attempt[i]) kp__node_attempt_cancel(r->attempt[i]);
     r->attempt[i] = NULL;
   }
+  if (r->held) kp_conn_close(r->held, 0);
+  r->held = NULL;
   unlink_race(r);
   kp_keypair_wipe(&r->self);
   uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}
+
+/* The end, told once: the race is gone first, so the user may do anything
+ * from the callback (close the node, connect again). */
+static void report(race_t *r, int status, kp_conn_t *conn, const kp_connect_info_t *info) {
+  kp_connect_cb cb = r->cb;
+  void *arg = r->arg;
+  kp_node_t *node = r->node;
+  kp_connect_info_t copy = *info;
+  if (conn) {
+    if (conn == r->held) r->held = NULL; /* not closed by finish */
+    kp_conn_set_data(conn, NULL);
+    kp__conn_set_callbacks(conn, &r->conn_cb);
+  }
+  finish(r);
+  cb(node, status, conn, &copy, arg);
+}
+
+/* While the race holds a relayed connection, it is the race's: if it ends
+ * before the other family's attempt does, it is forgotten. */
+static void on_held_close(kp_conn_t *conn, int status, uint64_t code) {
+  race_t *r = kp_conn_get_data(conn);
+  (void)status, (void)code;
+  if (!r || r->held != conn) return;
+  r->held = NULL;
+  kp_conn_close(conn, 0);
+  if (!r->failure) r->failure = KP_ECLOSED;
+  if (r->over[0] && r->over[1]) report(r, r->failure, NULL, &r->failure_info);
 }
 
 static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_connect_info_t *info,
@@ -86,18 +119,14 @@ static void start(race_t *r, unsigned i) {
   }
 }
 
-static void on_head_start(uv_timer_t *t) {
-  start(t->data, 1);
-}
-
-/* The winner is reported; a held loser is closed. */
-static void report(race_t *r, kp_conn_t *conn, const kp_connect_info_t *info) {
-  uv_timer_stop(&r->timer);
-  if (r->held && r->held != conn) kp_conn_close(r->held, 0);
-  r->held = NULL;
-  kp__conn_set_callbacks(conn, &r->conn_cb);
-  r->cb(r->node, 0, conn, info, r->arg);
-  finish(r);
+static void on_timer(uv_timer_t *t) {
+  race_t *r = t->data;
+  if (r->held) {
+    /* The other family had its chance: the relay it is. */
+    report(r, 0, r->held, &r->held_info);
+    return;
+  }
+  start(r, 1);
 }
 
 static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_connect_info_t *info,
@@ -110,7 +139,11 @@ static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_co
   if (!status && relayed && !r->held && !r->over[1 - i]) {
     r->held = conn;
     r->held_info = *info;
+    kp_conn_callbacks_t mine = {.on_close = on_held_close};
+    kp__conn_set_callbacks(conn, &mine);
+    kp_conn_set_data(conn, r);
     uv_timer_stop(&r->timer);
+    uv_timer_start(&r->timer, on_timer, RACE_HELD_MAX_MS, 0);
     start(r, 1 - i);
     return;
   }
@@ -118,14 +151,14 @@ static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_co
     /* A second relayed one: the first is as good. */
     if (relayed && r->held) {
       kp_conn_close(conn, 0);
-      report(r, r->held, &r->held_info);
+      report(r, 0, r->held, &r->held_info);
     } else {
-      report(r, conn, info);
+      report(r, 0, conn, info);
     }
     return;
   }
   if (r->held) {
-    report(r, r->held, &r->held_info);
+    report(r, 0, r->held, &r->held_info);
     return;
   }
   if (!r->failure) {
@@ -138,9 +171,7 @@ static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_co
     start(r, 1 - i);
     return;
   }
-  if (!r->over[1 - i]) return;
-  r->cb(r->node, r->failure, NULL, &r->failure_info, r->arg);
-  finish(r);
+  if (r->over[1 - i]) report(r, r->failure, NULL, &r->failure_info);
 }
 
 int kp__node_race(kp_node_t *node, const kp_keypair_t *self,
@@ -170,20 +201,12 @@ int kp__node_race(kp_node_t *node, const kp_keypair_t *self,
   r->arg = arg;
   r->next = node->races;
   node->races = r;
-  uv_timer_start(&r->timer, on_head_start, RACE_HEAD_START_MS, 0);
+  uv_timer_start(&r->timer, on_timer, RACE_HEAD_START_MS, 0);
   start(r, 0);
   return 0;
 }
 
 void kp__node_races_cancel(kp_node_t *node) {
-  while (node->races) {
-    race_t *r = node->races;
-    if (r->held) kp_conn_close(r->held, 0);
-    r->held = NULL;
-    kp_connect_info_t info = {0};
-    kp_connect_cb cb = r->cb;
-    void *arg = r->arg;
-    finish(r);
-    cb(node, UV_ECANCELED, NULL, &info, arg);
-  }
+  kp_connect_info_t info = {0};
+  while (node->races) report(node->races, UV_ECANCELED, NULL, &info);
 }

@@ -47,11 +47,10 @@ bool kp__node_store_policy(void *ctx, const uint8_t target[KP_ID_LEN], const kp_
   kp__node_relay_target(relays);
   kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, proxies);
   if (memcmp(target, relays, KP_ID_LEN) && memcmp(target, proxies, KP_ID_LEN)) return true;
+  /* The first address is the one it came from; a dual-stack relay's
+   * second (of the other family) is its word, checked there. */
   kp_addr_t named[2];
-  size_t n = record_addrs(rec, named);
-  for (size_t i = 0; i < n; i++)
-    if (kp_addr_eq(&named[i], origin)) return true;
-  return false;
+  return record_addrs(rec, named) && kp_addr_eq(&named[0], origin);
 }
 
 int kp_node_relay_counters(const kp_node_t *node, kp_relay_counters_t *out) {
@@ -76,16 +75,15 @@ static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) 
   kp_addr_t named[2];
   (void)arg;
   size_t n = record_addrs(rec, named);
-  /* Ours: the address of our family; a dual-stack relay's other one is
-   * what a peer of that family pairs at. */
-  unsigned mine = n && named[0].family == node->sock.local.family        ? 0
-                  : n == 2 && named[1].family == node->sock.local.family ? 1
-                                                                         : 2;
-  if (node->found_count >= 4 || mine == 2) return;
+  /* The first address, the one its storing node checked, if it is of our
+   * family (a record of the other family's store, served to us by a
+   * dual-stack node, is not); a dual-stack relay's second is what a peer
+   * of the other family pairs at. */
+  if (node->found_count >= 4 || !n || named[0].family != node->sock.local.family) return;
   for (size_t i = 0; i < node->found_count; i++)
-    if (kp_addr_eq(&node->found_relays[i], &named[mine])) return;
-  node->found_alts[node->found_count] = n == 2 ? named[1 - mine] : (kp_addr_t){0};
-  node->found_relays[node->found_count++] = named[mine];
+    if (kp_addr_eq(&node->found_relays[i], &named[0])) return;
+  node->found_alts[node->found_count] = n == 2 ? named[1] : (kp_addr_t){0};
+  node->found_relays[node->found_count++] = named[0];
 }
 
 /* A lookup that found none (the relays may not have announced yet, or the

@@ -33,8 +33,23 @@ static void on_round(void *arg, int status, unsigned stored) {
   if (a->cb) a->cb(a, status, stored);
 }
 
+static int announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
+                    const void *data, size_t data_len, kp_announce_cb cb, bool twin,
+                    kp_announce_t **out);
+
 int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
                      const void *data, size_t data_len, kp_announce_cb cb, kp_announce_t **out) {
+  return announce(node, target, kp, data, data_len, cb, true, out);
+}
+
+int kp__node_announce_here(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
+                           const void *data, size_t data_len, kp_announce_t **out) {
+  return announce(node, target, kp, data, data_len, NULL, false, out);
+}
+
+static int announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
+                    const void *data, size_t data_len, kp_announce_cb cb, bool twin,
+                    kp_announce_t **out) {
   *out = NULL;
   if (node->closing) return UV_EINVAL;
   kp_announce_t *a = kp_calloc(1, sizeof(*a));
@@ -51,7 +66,7 @@ int kp_node_announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_
   /* A dual-stack node announces over both families. Without the twin the
    * record is still found over the other family where a dual-stack node
    * holds it (one store): a warning, not a failure. */
-  kp_node_t *sib = node->sibling;
+  kp_node_t *sib = twin ? node->sibling : NULL;
   if (sib && !sib->closing) {
     KP_NODE_FEED(sib, err = kp_dht_swarm_announce(sib->swarm, target, kp, data, data_len, NULL,
                                                   NULL, kp__node_now(sib), &a->twin));

@@ -14,8 +14,9 @@ static void on_tick(uv_timer_t *t) {
   kp_relay_service_t *svc = t->data;
   kp_relay_tick(svc->relay, kp__node_now(svc->node));
   kp__relay_tcp_sweep(svc);
-  /* Announced once a member with a settled public address. */
-  if (!svc->announce && kp_node_is_member(svc->node)) kp_relay_service_announce(svc);
+  /* Announced once a member with a settled public address (each family
+   * of a dual-stack relay on its own). */
+  kp_relay_service_announce(svc);
 }
 
 /* The socket that reaches to: a dual-stack node's relay pairs a peer of
@@ -87,25 +88,36 @@ int kp_relay_service_create(kp_node_t *node, const kp_relay_limits_t *l, kp_rela
   return 0;
 }
 
-void kp_relay_service_announce(kp_relay_service_t *svc) {
+/* One family's record: that family's address first, the other's after it
+ * once known. */
+static void announce_on(kp_relay_service_t *svc, kp_node_t *on, kp_node_t *other,
+                        kp_announce_t **slot, bool *named_both) {
   kp_addr_t pub, pub2;
-  if (svc->closing || svc->announce || kp_node_public_addr(svc->node, &pub)) return;
+  if (!on || on->closing || !kp_node_is_member(on) || kp_node_public_addr(on, &pub)) return;
+  bool both = other && !kp_node_public_addr(other, &pub2);
+  if (*slot && (*named_both || !both)) return;
   char text[2 * KP_ADDR_STRLEN];
   kp_addr_format(&pub, text, sizeof(text));
-  /* A dual-stack relay names both its addresses (announced over both
-   * families): a peer pairs at its own family's, and names the other to a
-   * peer of that family. Once both are known (the tick asks again). */
-  kp_node_t *sib = svc->node->sibling;
-  if (sib) {
-    if (kp_node_public_addr(sib, &pub2)) return;
+  if (both) {
     size_t n = strlen(text);
     text[n++] = ' ';
     kp_addr_format(&pub2, text + n, sizeof(text) - n);
   }
+  /* The other address appeared: the record names it from now on. */
+  if (*slot) kp_announce_stop(*slot, false);
+  *slot = NULL;
   uint8_t target[KP_ID_LEN];
   kp__node_relay_target(target);
-  int err = kp_node_announce(svc->node, target, &svc->kp, text, strlen(text), NULL, &svc->announce);
+  int err = kp__node_announce_here(on, target, &svc->kp, text, strlen(text), slot);
   if (err) KP_WARN(&svc->node->log, "announcing the relay: %s", kp_strerror(err));
+  *named_both = !err && both;
+}
+
+void kp_relay_service_announce(kp_relay_service_t *svc) {
+  if (svc->closing) return;
+  kp_node_t *sib = svc->node->sibling;
+  announce_on(svc, svc->node, sib, &svc->announce, &svc->named_both[0]);
+  if (sib) announce_on(svc, sib, svc->node, &svc->announce_other, &svc->named_both[1]);
 }
 
 void kp_relay_service_counters(const kp_relay_service_t *svc, kp_relay_counters_t *out) {
@@ -157,6 +169,9 @@ void kp_relay_service_close(kp_relay_service_t *svc, kp_relay_service_close_cb c
    * end with it. */
   if (svc->announce && !svc->node->closing) kp_announce_stop(svc->announce, true);
   svc->announce = NULL;
+  kp_node_t *sib = svc->node->sibling;
+  if (svc->announce_other && sib && !sib->closing) kp_announce_stop(svc->announce_other, true);
+  svc->announce_other = NULL;
   uv_close((uv_handle_t *)&svc->timer, on_timer_closed);
   kp__relay_tcp_close(svc);
 }

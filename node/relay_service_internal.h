@@ -15,6 +15,11 @@ struct kp_relay_service_s {
   kp_relay_t *relay;
   kp_keypair_t kp; /* the key the relay announces under */
   kp_announce_t *announce;
+  /* A dual-stack relay announces over each family from that family's
+   * node, its own address first (the one the storing nodes check), then
+   * the other's once known ([1]: the sibling's). */
+  kp_announce_t *announce_other;
+  bool named_both[2];
   uv_timer_t timer;
   uv_tcp_t tcp;     /* the TCP port */
   unsigned handles; /* libuv handles not closed yet (timer, TCP port) */

@@ -157,6 +157,31 @@ static bool relay_closed(void *ctx) {
   return *(bool *)ctx;
 }
 
+/* A client that closes its node from the connect callback (as a
+ * one-shot program does): told once, and the node goes. */
+typedef struct quitter_s {
+  unsigned told;
+  int status;
+  bool closed;
+} quitter_t;
+
+static void on_quitter_closed(kp_node_t *node) {
+  ((quitter_t *)kp_node_get_data(node))->closed = true;
+}
+
+static void on_quitter_connected(kp_node_t *node, int status, kp_conn_t *conn,
+                                 const kp_connect_info_t *info, void *arg) {
+  quitter_t *q = arg;
+  (void)conn, (void)info;
+  q->told++;
+  q->status = status;
+  kp_node_close(node, on_quitter_closed);
+}
+
+static bool quitter_closed(void *ctx) {
+  return ((quitter_t *)ctx)->closed;
+}
+
 void test_dual_stack_testnet(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -249,6 +274,24 @@ void test_dual_stack_testnet(void) {
   }
   kp_testnet_run_until(&loop, NULL, NULL, 200); /* the closes go out */
   KP_CHECK_EQ(strays, 0);
+
+  quitter_t q = {0};
+  kp_node_options_t qo;
+  kp_node_options_init(&qo);
+  qo.bind = "127.0.0.1:0";
+  qo.bind_also = "[::1]:0";
+  qo.bootstrap = boot;
+  qo.bootstrap_count = 2;
+  kp_node_t *quitter;
+  KP_CHECK_OK(kp_node_create(&loop, &qo, &quitter));
+  kp_node_set_data(quitter, &q);
+  kp_keypair_t qkp;
+  kp_keypair_generate(&qkp);
+  KP_CHECK_OK(kp_node_connect(quitter, &qkp, skp[2].public_key, NULL, on_quitter_connected, &q));
+  KP_CHECK(kp_testnet_run_until(&loop, quitter_closed, &q, 20000));
+  kp_testnet_run_until(&loop, NULL, NULL, 100);
+  KP_CHECK_EQ(q.told, 1);
+  KP_CHECK_OK(q.status);
   kp_relay_counters_t rc;
   KP_CHECK_OK(kp_node_relay_counters(relay, &rc));
   printf("the relay paired %llu, forwarded %llu datagrams\n", (unsigned long long)rc.paired,

@@ -72,8 +72,9 @@ typedef struct kp_cli_net_s {
 #define KP_CLI_NET_HELP                                                                            \
   "  --bind ADDR:PORT        local address; twice, one of each family, for a\n"                    \
   "                          dual-stack node (default 0.0.0.0:0; [::]:0 when\n"                    \
-  "                          every --bootstrap is an IPv6 address, both when\n"                    \
-  "                          they are of both families)\n"                                         \
+  "                          every --bootstrap is an IPv6 address; both when\n"                    \
+  "                          they are of both families, or names on a host\n"                      \
+  "                          with a global IPv6 address)\n"                                        \
   "  --bootstrap HOST:PORT   DHT node(s) to join through, comma separated\n"                       \
   "                          (default: $KADPUNCH_BOOTSTRAP, else the config\n"                     \
   "                          file's bootstrap: docs/config.md)\n"                                  \

@@ -66,10 +66,28 @@ static bool reached_dht(void *ctx) {
   return st.responses_in > 0;
 }
 
+/* Whether this host has a global IPv6 address (2000::/3) to be reached
+ * at: what a bootstrap name's AAAA records are good for. */
+static bool host_has_global_v6(void) {
+  uv_interface_address_t *ifs;
+  int count;
+  bool found = false;
+  if (uv_interface_addresses(&ifs, &count)) return false;
+  for (int i = 0; i < count && !found; i++) {
+    const struct sockaddr_in6 *a = &ifs[i].address.address6;
+    found = !ifs[i].is_internal && a->sin6_family == AF_INET6 &&
+            (a->sin6_addr.s6_addr[0] & 0xe0) == 0x20;
+  }
+  uv_free_interface_addresses(ifs, count);
+  return found;
+}
+
 /* Without --bind the node takes the bootstrap nodes' families: IPv4
  * (0.0.0.0:0) unless every one is an IPv6 literal ([::]:0), both (a
- * dual-stack node) when there are literals of both. So `--bootstrap
- * [2001:db8::10]:49737` alone makes an IPv6 node rather than an error. */
+ * dual-stack node) when there are literals of both, or names on a host
+ * with a global IPv6 address (a name's A and AAAA records both count). So
+ * `--bootstrap [2001:db8::10]:49737` alone makes an IPv6 node rather than
+ * an error. */
 static void binds_for(const kp_cli_net_t *net, const char **bind, const char **bind_also) {
   *bind = net->bind;
   *bind_also = net->bind_also;
@@ -78,7 +96,7 @@ static void binds_for(const kp_cli_net_t *net, const char **bind, const char **b
   const char *entries[KP_CLI_BOOTSTRAP_MAX];
   snprintf(copy, sizeof(copy), "%s", net->bootstrap);
   size_t n = kp_cli_split_list(copy, entries, KP_CLI_BOOTSTRAP_MAX);
-  bool v6 = false, v4 = false;
+  bool v6 = false, v4 = false, names = false;
   for (size_t i = 0; i < n; i++) {
     kp_addr_t a;
     if (entries[i][0] == '[') {
@@ -86,9 +104,11 @@ static void binds_for(const kp_cli_net_t *net, const char **bind, const char **b
     } else if (!kp_addr_parse(&a, entries[i])) {
       v4 = true;
     } else {
-      v4 = true; /* a name: IPv4 unless told otherwise */
+      names = true;
     }
   }
+  if (names && host_has_global_v6()) v4 = v6 = true;
+  if (names) v4 = true;
   if (v6 && !v4) *bind = "[::]:0";
   if (v6 && v4) *bind_also = "[::]:0";
 }

@@ -61,14 +61,23 @@ static void on_timer_closed(uv_handle_t *h) {
   kp_free(h->data);
 }
 
+/* A held connection the race no longer wants: closed, and nothing of it
+ * calls back into the race (whose memory goes before the close ends). */
+static void release_held(race_t *r) {
+  kp_conn_t *conn = r->held;
+  r->held = NULL;
+  kp_conn_set_data(conn, NULL);
+  kp__conn_set_callbacks(conn, NULL);
+  kp_conn_close(conn, 0);
+}
+
 /* The race lets go of everything (the memory goes with the timer). */
 static void finish(race_t *r) {
   for (unsigned i = 0; i < 2; i++) {
     if (r->attempt[i]) kp__node_attempt_cancel(r->attempt[i]);
     r->attempt[i] = NULL;
   }
-  if (r->held) kp_conn_close(r->held, 0);
-  r->held = NULL;
+  if (r->held) release_held(r);
   unlink_race(r);
   kp_keypair_wipe(&r->self);
   uv_close((uv_handle_t *)&r->timer, on_timer_closed);
@@ -96,8 +105,7 @@ static void on_held_close(kp_conn_t *conn, int status, uint64_t code) {
   race_t *r = kp_conn_get_data(conn);
   (void)status, (void)code;
   if (!r || r->held != conn) return;
-  r->held = NULL;
-  kp_conn_close(conn, 0);
+  release_held(r);
   if (!r->failure) r->failure = KP_ECLOSED;
   if (r->over[0] && r->over[1]) report(r, r->failure, NULL, &r->failure_info);
 }

@@ -224,74 +224,121 @@ int kp_node_lookup(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_lookup_r
 
 /* ---- Values ----------------------------------------------------------------- */
 
+/* A dual-stack node puts over both families and gets over both: a put is
+ * done when both are (stored: their sum; 0 if either stored), a get gives
+ * the newest value either found. */
+#define VALUE_MAX                                                                                  \
+  (KP_MUTABLE_MAX_VALUE > KP_IMMUTABLE_MAX_VALUE ? KP_MUTABLE_MAX_VALUE : KP_IMMUTABLE_MAX_VALUE)
+
 typedef struct value_op_s {
   kp_node_t *node;
   kp_put_cb on_put;
   kp_get_cb on_get;
   void *arg;
+  unsigned running;
+  int status; /* 1: none ended yet */
+  unsigned stored;
+  uint64_t seq;
+  size_t len;
+  uint8_t value[VALUE_MAX];
 } value_op_t;
+
+static void merge_status(value_op_t *op, int status) {
+  if (!status || op->status == 1) op->status = status;
+}
 
 static void on_put(void *arg, int status, unsigned stored, unsigned failed) {
   value_op_t *op = arg;
   (void)failed;
-  op->on_put(op->node, status, stored, op->arg);
+  merge_status(op, status);
+  op->stored += stored;
+  if (--op->running) return;
+  op->on_put(op->node, op->status, op->stored, op->arg);
   kp_free(op);
 }
 
 static void on_get(void *arg, int status, uint64_t seq, const uint8_t *value, size_t len) {
   value_op_t *op = arg;
-  op->on_get(op->node, status, seq, status ? NULL : value, status ? 0 : len, op->arg);
+  bool newer = !status && (op->status || seq > op->seq) && len <= sizeof(op->value);
+  if (newer) {
+    op->seq = seq;
+    op->len = len;
+    memcpy(op->value, value, len);
+  }
+  merge_status(op, newer ? 0 : status);
+  if (--op->running) return;
+  bool ok = !op->status;
+  op->on_get(op->node, op->status, op->seq, ok ? op->value : NULL, ok ? op->len : 0, op->arg);
   kp_free(op);
 }
 
 static value_op_t *value_op(kp_node_t *node, kp_put_cb put, kp_get_cb get, void *arg) {
   if (node->closing || (!put && !get)) return NULL;
   value_op_t *op = kp_malloc(sizeof(*op));
-  if (op) *op = (value_op_t){node, put, get, arg};
+  if (op) *op = (value_op_t){node, put, get, arg, .status = 1};
   return op;
 }
+
+/* The node of each family the op runs on: this one, and its sibling. */
+static size_t op_nodes(kp_node_t *node, kp_node_t *on[2]) {
+  on[0] = node;
+  on[1] = node->sibling && !node->sibling->closing ? node->sibling : NULL;
+  return on[1] ? 2 : 1;
+}
+
+/* Runs start on each family's node; op ends when all did. 0, or the first
+ * family's error (op freed). */
+#define RUN_ON_FAMILIES(node, op, call)                                                            \
+  do {                                                                                             \
+    kp_node_t *on_[2];                                                                             \
+    size_t n_ = op_nodes(node, on_);                                                               \
+    (op)->running = (unsigned)n_;                                                                  \
+    for (size_t i_ = 0; i_ < n_; i_++) {                                                           \
+      kp_node_t *at = on_[i_];                                                                     \
+      int e_;                                                                                      \
+      KP_NODE_FEED(at, e_ = (call));                                                               \
+      if (e_ && i_ == 0) {                                                                         \
+        kp_free(op);                                                                               \
+        return e_;                                                                                 \
+      }                                                                                            \
+      if (e_ && (op)->on_put) on_put(op, e_, 0, 0); /* the first family's alone */                 \
+      if (e_ && (op)->on_get) on_get(op, e_, 0, NULL, 0);                                          \
+    }                                                                                              \
+    return 0;                                                                                      \
+  } while (0)
 
 int kp_node_put_mutable(kp_node_t *node, const kp_keypair_t *kp, const void *salt, size_t salt_len,
                         uint64_t seq, const void *value, size_t len, const uint64_t *cas,
                         kp_put_cb cb, void *arg) {
   value_op_t *op = cb ? value_op(node, cb, NULL, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
-  int err;
-  KP_NODE_FEED(node, err = kp_dht_swarm_put_mutable(node->swarm, kp, salt, salt_len, seq, value,
-                                                    len, cas != NULL, cas ? *cas : 0, on_put, op,
-                                                    kp__node_now(node)));
-  if (err) kp_free(op);
-  return err;
+  RUN_ON_FAMILIES(node, op,
+                  kp_dht_swarm_put_mutable(at->swarm, kp, salt, salt_len, seq, value, len,
+                                           cas != NULL, cas ? *cas : 0, on_put, op,
+                                           kp__node_now(at)));
 }
 
 int kp_node_get_mutable(kp_node_t *node, const uint8_t public_key[KP_PUBLIC_KEY_LEN],
                         const void *salt, size_t salt_len, kp_get_cb cb, void *arg) {
   value_op_t *op = cb ? value_op(node, NULL, cb, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
-  int err;
-  KP_NODE_FEED(node, err = kp_dht_swarm_get_mutable(node->swarm, public_key, salt, salt_len, on_get,
-                                                    op, kp__node_now(node)));
-  if (err) kp_free(op);
-  return err;
+  RUN_ON_FAMILIES(node, op,
+                  kp_dht_swarm_get_mutable(at->swarm, public_key, salt, salt_len, on_get, op,
+                                           kp__node_now(at)));
 }
 
 int kp_node_put_immutable(kp_node_t *node, const void *value, size_t len, uint8_t hash[KP_ID_LEN],
                           kp_put_cb cb, void *arg) {
   value_op_t *op = cb ? value_op(node, cb, NULL, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
-  int err;
-  KP_NODE_FEED(node, err = kp_dht_swarm_put_immutable(node->swarm, value, len, on_put, op,
-                                                      kp__node_now(node), hash));
-  if (err) kp_free(op);
-  return err;
+  RUN_ON_FAMILIES(
+      node, op,
+      kp_dht_swarm_put_immutable(at->swarm, value, len, on_put, op, kp__node_now(at), hash));
 }
 
 int kp_node_get_immutable(kp_node_t *node, const uint8_t hash[KP_ID_LEN], kp_get_cb cb, void *arg) {
   value_op_t *op = cb ? value_op(node, NULL, cb, arg) : NULL;
   if (!op) return cb && !node->closing ? UV_ENOMEM : UV_EINVAL;
-  int err;
-  KP_NODE_FEED(node,
-               err = kp_dht_swarm_get_immutable(node->swarm, hash, on_get, op, kp__node_now(node)));
-  if (err) kp_free(op);
-  return err;
+  RUN_ON_FAMILIES(node, op,
+                  kp_dht_swarm_get_immutable(at->swarm, hash, on_get, op, kp__node_now(at)));
 }

@@ -16,6 +16,7 @@
 #include "relay/uv/tunnel.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
+#include "tests/loopback/echo_stream.h"
 #include "tests/loopback/testnet_up.h"
 
 #define NODES 100
@@ -38,30 +39,6 @@ typedef struct pair_s {
 } pair_t;
 
 /* Server side: echo every stream. */
-static void echo_written(kp_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-  free(req);
-}
-
-static void echo_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  if (n < 0) {
-    kp_stream_end(s);
-    kp_stream_close(s, NULL);
-    return;
-  }
-  kp_write_t *w = calloc(1, sizeof(*w));
-  uv_buf_t b = uv_buf_init(malloc((size_t)n), (unsigned)n);
-  memcpy(b.base, buf->base, (size_t)n);
-  w->data = b.base;
-  KP_CHECK_OK(kp_stream_write(w, s, &b, 1, echo_written));
-}
-
-static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
-  (void)conn;
-  KP_CHECK_OK(kp_stream_read_start(s, echo_read));
-}
-
 static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)conn, (void)status, (void)code;
 }
@@ -143,7 +120,7 @@ static void test_connect_testnet(void) {
   KP_CHECK(kp_testnet_wait_joined(&tn, 60000));
 
   static pair_t pairs[PAIRS];
-  kp_conn_callbacks_t server_cb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_conn_callbacks_t server_cb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
   kp_conn_callbacks_t client_cb = {.on_close = on_conn_close};
   for (size_t i = 0; i < PAIRS; i++) {
     pair_t *p = &pairs[i];
@@ -222,7 +199,7 @@ static void test_connect_remembers_relay(void) {
   uv_loop_init(&loop);
   kp_testnet_t tn;
   kp_test_testnet_up(&loop, 40, 60000, &tn);
-  kp_conn_callbacks_t server_cb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_conn_callbacks_t server_cb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
   static pair_t p;
   kp_node_t *client = tn.nodes[tn.count - 1];
   size_t relay_index = 0;
@@ -400,7 +377,7 @@ static void run_relayed(bool tcp) {
   kp_keypair_t skp, ckp;
   kp_keypair_generate(&skp);
   kp_keypair_generate(&ckp);
-  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
   kp_server_t *srv;
   static pair_t unused;
   KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, &unused, &srv));
@@ -463,7 +440,7 @@ static void test_connect_relay_found_later(void) {
   kp_keypair_t skp, ckp;
   kp_keypair_generate(&skp);
   kp_keypair_generate(&ckp);
-  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
   kp_server_t *srv;
   static pair_t unused;
   KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, &unused, &srv));

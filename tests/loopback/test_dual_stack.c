@@ -13,6 +13,7 @@
 #include "node/testnet.h"
 #include "tests/harness/pattern.h"
 #include "tests/harness/test.h"
+#include "tests/loopback/echo_stream.h"
 #include "tests/loopback/test_node.h"
 
 #define DHT_EACH 5 /* DHT nodes of each kind */
@@ -59,30 +60,39 @@ static bool finds(uv_loop_t *loop, kp_node_t *node, const uint8_t key[KP_PUBLIC_
   return false;
 }
 
+/* ---- Values ------------------------------------------------------------------ */
+
+typedef struct value_wait_s {
+  bool done;
+  int status;
+  unsigned stored;
+  uint64_t seq;
+  char value[64];
+} value_wait_t;
+
+static void on_put_done(kp_node_t *node, int status, unsigned stored, void *arg) {
+  value_wait_t *v = arg;
+  (void)node;
+  v->status = status;
+  v->stored = stored;
+  v->done = true;
+}
+
+static void on_got(kp_node_t *node, int status, uint64_t seq, const uint8_t *value, size_t len,
+                   void *arg) {
+  value_wait_t *v = arg;
+  (void)node;
+  v->status = status;
+  v->seq = seq;
+  if (!status && len < sizeof(v->value)) memcpy(v->value, value, len);
+  v->done = true;
+}
+
+static bool value_done(void *ctx) {
+  return ((value_wait_t *)ctx)->done;
+}
+
 /* ---- Echo ---------------------------------------------------------------------- */
-
-static void echo_written(kp_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-  free(req);
-}
-
-static void echo_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  if (n < 0) {
-    kp_stream_close(s, NULL);
-    return;
-  }
-  kp_write_t *w = calloc(1, sizeof(*w));
-  uv_buf_t b = uv_buf_init(malloc((size_t)n), (unsigned)n);
-  memcpy(b.base, buf->base, (size_t)n);
-  w->data = b.base;
-  KP_CHECK_OK(kp_stream_write(w, s, &b, 1, echo_written));
-}
-
-static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
-  (void)conn;
-  KP_CHECK_OK(kp_stream_read_start(s, echo_read));
-}
 
 typedef struct trip_s {
   bool done;
@@ -211,7 +221,7 @@ void test_dual_stack_testnet(void) {
   kp_node_t *server[KINDS], *client[KINDS];
   kp_keypair_t skp[KINDS], ckp[KINDS];
   kp_server_t *srv[KINDS];
-  kp_conn_callbacks_t echo = {.on_stream = on_server_stream};
+  kp_conn_callbacks_t echo = {.on_stream = kp_test_echo_stream};
   for (int k = 0; k < KINDS; k++) {
     KP_CHECK_OK(kp_testnet_add_stacks(&tn, kind_stacks[k], KP_NODE_AUTO, 0, &server[k]));
     KP_CHECK_OK(kp_testnet_add_stacks(&tn, kind_stacks[k], KP_NODE_AUTO, 0, &client[k]));
@@ -233,6 +243,24 @@ void test_dual_stack_testnet(void) {
   }
   printf("\n");
   KP_CHECK_EQ(found, KINDS * KINDS);
+
+  /* A dual-stack node's put goes out over both families: a node of either
+   * family gets it. */
+  value_wait_t put = {0};
+  kp_keypair_t vkp;
+  kp_keypair_generate(&vkp);
+  KP_CHECK_OK(kp_node_put_mutable(client[2], &vkp, "dual", 4, 7, "both families", 13, NULL,
+                                  on_put_done, &put));
+  KP_CHECK(kp_testnet_run_until(&loop, value_done, &put, 20000));
+  KP_CHECK_OK(put.status);
+  for (int k = 0; k < 2; k++) {
+    value_wait_t got = {0};
+    KP_CHECK_OK(kp_node_get_mutable(client[k], vkp.public_key, "dual", 4, on_got, &got));
+    KP_CHECK(kp_testnet_run_until(&loop, value_done, &got, 20000));
+    KP_CHECK_MSG(!got.status && got.seq == 7 && !strcmp(got.value, "both families"),
+                 "a %s node's get: %s", kind_name[k], kp_strerror(got.status));
+  }
+  printf("a dual-stack put (stored at %u nodes) is got over IPv4 and over IPv6\n", put.stored);
 
   static trip_t trips[KINDS][KINDS];
   for (int c = 0; c < KINDS; c++) {

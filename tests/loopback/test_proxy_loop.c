@@ -12,6 +12,7 @@
 #include "node/node_proxy.h"
 #include "node/testnet.h"
 #include "tests/harness/test.h"
+#include "tests/loopback/echo_stream.h"
 #include "tests/loopback/test_node.h"
 #include "tests/loopback/testnet_up.h"
 
@@ -27,30 +28,6 @@ typedef struct echo_s {
   uint8_t *data;
   size_t len, echoed, mismatched;
 } echo_t;
-
-static void echo_written(kp_write_t *req, int status) {
-  (void)status;
-  free(req->data);
-  free(req);
-}
-
-static void server_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  if (n < 0) {
-    kp_stream_end(s);
-    kp_stream_close(s, NULL);
-    return;
-  }
-  kp_write_t *w = calloc(1, sizeof(*w));
-  uv_buf_t b = uv_buf_init(malloc((size_t)n), (unsigned)n);
-  memcpy(b.base, buf->base, (size_t)n);
-  w->data = b.base;
-  KP_CHECK_OK(kp_stream_write(w, s, &b, 1, echo_written));
-}
-
-static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
-  (void)conn;
-  KP_CHECK_OK(kp_stream_read_start(s, server_read));
-}
 
 static void on_conn_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)conn, (void)status, (void)code;
@@ -157,7 +134,7 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   kp_keypair_t skp, ckp;
   kp_keypair_generate(&skp);
   kp_keypair_generate(&ckp);
-  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_conn_close};
+  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
   kp_server_t *srv;
   server_conn = NULL;
   KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));

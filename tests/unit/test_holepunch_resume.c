@@ -103,6 +103,19 @@ static void links_down(pair_links_t *p) {
   world_free(&p->w);
 }
 
+/* Each socket the client's connection left, closed as the node closes
+ * it (none the link or its last move holds). */
+static void close_left_sockets(pair_links_t *p) {
+  for (unsigned i = 0; i < p->client->extra_count;) {
+    void *s = p->client->extra[i];
+    if (s == p->cm.last.sock || kp_hp_link_holds(p->cl, s)) {
+      i++;
+      continue;
+    }
+    peer_close_extra(p->client, s);
+  }
+}
+
 static bool both_moved(void *ctx) {
   pair_links_t *p = ctx;
   return p->cm.count && p->sm.count;
@@ -199,15 +212,7 @@ void test_closed_socket_forgotten(void) {
       kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 100);
     KP_CHECK_EQ(p.cm.count, moves + 1);
     KP_CHECK(p.cm.last.direct && p.cm.last.sock);
-    /* Each socket the connection left, closed as the node closes it. */
-    for (unsigned i = 0; i < p.client->extra_count;) {
-      void *s = p.client->extra[i];
-      if (s == p.cm.last.sock || kp_hp_link_holds(p.cl, s)) {
-        i++;
-        continue;
-      }
-      peer_close_extra(p.client, s);
-    }
+    close_left_sockets(&p);
     KP_CHECK(p.client->extra_count == 1);
     /* Long enough for the hints and keepalives of every round. */
     kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 20 * SEC);
@@ -509,15 +514,7 @@ void test_rebind_many(void) {
     KP_CHECK(p.cm.count > cmoves && p.sm.count > smoves);
     KP_CHECK(p.sm.last.direct && p.cm.last.direct);
     KP_CHECK(!kp_addr_eq(&p.sm.last.to, &was)); /* the client's new mapping */
-    /* The sockets the connection left, closed as the node closes them. */
-    for (unsigned i = 0; i < p.client->extra_count;) {
-      void *s = p.client->extra[i];
-      if (s == p.cm.last.sock || kp_hp_link_holds(p.cl, s)) {
-        i++;
-        continue;
-      }
-      peer_close_extra(p.client, s);
-    }
+    close_left_sockets(&p);
     kp_sim_run_until(p.w.sim, kp_sim_now(p.w.sim) + 5 * SEC);
   }
   p.client->res.socket = p.cm.last.sock;

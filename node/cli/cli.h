@@ -126,6 +126,10 @@ int kp_cli_net_option(kp_cli_net_t *net, int opt, const char *arg, const char *c
 
 /* At most this many bootstrap addresses (after resolving names). */
 #define KP_CLI_BOOTSTRAP_MAX 16
+/* The node's local address, or a dual-stack node's two ("A and B"). */
+#define KP_CLI_ADDRS_LEN (2 * KP_ADDR_STRLEN + 8)
+const char *kp_cli_local_addrs(kp_node_t *node, char *buf, size_t cap);
+
 /* The comma-separated --bootstrap list as numeric addresses of family
  * (AF_INET, AF_INET6, or AF_UNSPEC for a dual-stack node: both;
  * cli_bootstrap.c): a name gives each of its A or AAAA records. Returns 0

@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "node/cli/cli.h"
+#include "node/node_internal.h"
 #include "node/testnet.h"
 
 void kp_cli_net_init(kp_cli_net_t *net, kp_node_mode_t mode) {
@@ -329,4 +330,17 @@ int kp_cli_target(const char *topic, const char *key_text, uint8_t target[KP_ID_
   if (!topic || !*topic) return kp_cli_usage_error(cmd, "a topic is required");
   kp_target_from_topic(topic, strlen(topic), target);
   return 0;
+}
+
+const char *kp_cli_local_addrs(kp_node_t *node, char *buf, size_t cap) {
+  kp_addr_t local;
+  char one[KP_ADDR_STRLEN];
+  kp_node_local_addr(node, &local);
+  snprintf(buf, cap, "%s", kp_addr_format(&local, one, sizeof(one)));
+  kp_node_t *v6 = node->sibling ? kp__node_of_family(node, KP_AF_INET6) : NULL;
+  if (v6 && v6 != node) {
+    size_t n = strlen(buf);
+    snprintf(buf + n, cap - n, " and %s", kp_addr_format(&v6->sock.local, one, sizeof(one)));
+  }
+  return buf;
 }

@@ -192,10 +192,8 @@ static int start(kp_prog_session_t *ps, const args_t *a, state_t *s) {
     kp_prog_session_close(ps, "kadpunch dht-node");
     return err;
   }
-  kp_addr_t local;
-  char text[KP_ADDR_STRLEN];
-  kp_node_local_addr(s->node, &local);
-  printf("dht node on %s (%s)\n", kp_addr_format(&local, text, sizeof(text)),
+  char text[KP_CLI_ADDRS_LEN];
+  printf("dht node on %s (%s)\n", kp_cli_local_addrs(s->node, text, sizeof(text)),
          a->opts.mode == KP_NODE_MEMBER      ? "member"
          : a->opts.mode == KP_NODE_EPHEMERAL ? "ephemeral"
                                              : "auto");

@@ -140,10 +140,8 @@ int kp_cli_relay(int argc, char **argv) {
   if (optind < argc) return kp_cli_usage_error("relay", "unexpected argument '%s'", argv[optind]);
   kp_cli_session_t s;
   if ((rc = kp_cli_session_open(&s, &net, "relay"))) return rc;
-  kp_addr_t a;
-  char text[KP_ADDR_STRLEN];
-  kp_node_local_addr(s.node, &a);
-  printf("relaying on %s\n", kp_addr_format(&a, text, sizeof(text)));
+  char text[KP_CLI_ADDRS_LEN];
+  printf("relaying on %s\n", kp_cli_local_addrs(s.node, text, sizeof(text)));
   fflush(stdout);
   relay_cli_t r = {.s = &s};
   uv_timer_init(&s.loop, &r.timer);

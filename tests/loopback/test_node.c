@@ -375,6 +375,20 @@ static void test_cli_dht_node(void) {
   check_loop_closes(&loop);
 }
 
+/* --bind twice, one of each family: a dual-stack node, on both. */
+static void test_cli_dht_node_dual(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  const char *argv[] = {KP_BINARY, "dht-node", "--bind",   "127.0.0.1:0",
+                        "--bind",  "[::1]:0",  "--member", NULL};
+  kp_test_child_t *c = kp_test_spawn(&loop, argv);
+  KP_CHECK(kp_test_child_wait_output(&loop, c, "table", 10000));
+  const char *out = kp_test_child_stdout(c);
+  KP_CHECK_MSG(strstr(out, "dht node on 127.0.0.1:") && strstr(out, " and [::1]:"), "%s", out);
+  KP_CHECK_EQ(kp_test_child_stop(&loop, c, 10000), 0);
+  check_loop_closes(&loop);
+}
+
 static void test_cli_errors(void) {
   char out[8192];
   static const struct {
@@ -386,6 +400,7 @@ static void test_cli_errors(void) {
       {{"dht-node", "--stable-ms", "soon"}, 2, "--stable-ms wants milliseconds"},
       {{"dht-node", "--log", "loud"}, 2, "unknown log level"},
       {{"dht-node", "extra"}, 2, "unexpected argument"},
+      {{"dht-node", "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0"}, 2, "invalid configuration"},
       {{"frobnicate"}, 2, "unknown command 'frobnicate'"},
       {{"demo", "--nodes", "1"}, 2, "--nodes wants"},
       {{"dht-node", "--help"}, 0, "exit codes"},
@@ -428,6 +443,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(firewalled_stays_ephemeral, loopback, 60),
     KP_CASE(bootstrap_by_name, loopback, 60),
     KP_CASE(cli_dht_node, loopback, 30),
+    KP_CASE(cli_dht_node_dual, loopback, 30),
     KP_CASE(cli_errors, loopback, 30),
     KP_CASE(cli_demo, loopback, 60),
     KP_CASE(swarm_survives_churn, loopback, 300),

@@ -535,7 +535,9 @@ static unsigned slow_relay_latency(void *ctx, const kp_addr_t *from, const kp_ad
  * the birthday strategy: nothing else reaches a random NAT's port (the
  * matrix once saw "simultaneous" for random <-> firewalled). */
 static void test_sim_birthday_before_reply(void) {
-  enum { TRIALS = 400 };               /* the main socket is one of 257 a spray can find */
+  /* The main socket is one of 257 a spray can find: with these seeds it
+   * happens once in 200 (the check below says it still does). */
+  enum { TRIALS = 200 };
   static const unsigned slow_ms = 120; /* the spray outruns the REPLY */
   unsigned ok = 0, main_socket = 0;
   for (unsigned t = 0; t < TRIALS; t++) {

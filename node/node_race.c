@@ -4,14 +4,13 @@
  * (or at once when IPv6 fails first); the first to connect wins and the
  * other is cancelled, unless it connected through a relay: then the other
  * family's attempt runs on for up to RACE_HELD_MAX_MS, and a direct path
- * there wins. This is
- * RFC 8305's connection attempt delay, applied
- * to a connect by key: a lookup, a handshake through a relay node and a
- * punch per family, so an IPv6 path that works usually wins its head start
- * (no NAT to punch), and one that does not costs IPv4 only the head start.
+ * there wins. This is RFC 8305's connection attempt delay, applied to a
+ * connect by key: a lookup, a handshake through a relay node and a punch
+ * per family, so an IPv6 path that works usually wins its head start (no
+ * NAT to punch), and one that does not costs IPv4 only the head start.
  * Measured on loopback and in the NAT lab: docs/architecture.md, "Dual
  * stack". */
-#include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/alloc.h"
@@ -36,8 +35,7 @@ struct kp_node_race_s {
   kp_conn_callbacks_t conn_cb;
   kp_connect_cb cb;
   void *arg;
-  uv_timer_t timer;
-  bool decided;
+  uv_timer_t timer; /* the head start, then a held connection's wait */
   /* The first failure, reported when the other fails too. */
   int failure;
   kp_connect_info_t failure_info;

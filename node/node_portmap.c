@@ -69,7 +69,8 @@ int kp__node_portmap_start(kp_node_t *node, const kp_node_options_t *opts) {
   if (!wants_mapping(node, opts)) return 0;
   node->portmap_hold = true;
   kp_portmap_t *pm;
-  int err = kp_portmap_start(node->loop, node->sock.local.port, &node->log, on_mapping, node, &pm);
+  int err =
+      kp_portmap_start(node->loop, node->sock.local.port, NULL, &node->log, on_mapping, node, &pm);
   if (err) {
     release(node);
     return err;

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* NAT-PMP through libnatpmp, on the node's loop: the library's socket is
- * watched with a uv_poll, its retransmission schedule (250 ms doubling,
- * nine tries) driven by a uv_timer, and one request is in flight at a time:
- * the public address, then the mapping; again at half the lifetime; a
- * delete (lifetime 0) on close. A gateway that does not answer NAT-PMP is
- * asked with UPnP-IGD (portmap_upnp.c), which then renews and deletes. */
+/* The gateway is asked with PCP first (portmap_pcp.c), as RFC 6887
+ * appendix A has a client do; one that does not speak it with NAT-PMP,
+ * through libnatpmp, on the node's loop: the library's socket is watched
+ * with a uv_poll, its retransmission schedule (250 ms doubling, nine tries)
+ * driven by a uv_timer, and one request is in flight at a time: the public
+ * address, then the mapping; again at half the lifetime; a delete
+ * (lifetime 0) on close. A gateway that answers neither is asked with
+ * UPnP-IGD (portmap_upnp.c), which then renews and deletes. libnatpmp
+ * finds the gateway for all three. */
 #include "node/portmap.h"
 
 #include <arpa/inet.h>
@@ -16,14 +19,22 @@
 
 #include "common/addr.h"
 #include "common/alloc.h"
+#include "node/portmap_pcp.h"
 #include "node/portmap_upnp.h"
 
 #define LIFETIME_S 7200          /* RFC 6886 section 3.3's recommendation */
 #define SETTLE_MS 250            /* the first retransmission: gateways answer within it */
 #define CLOSE_WAIT_MS 500        /* for the delete's answer */
 #define RETRY_MS (5 * 60 * 1000) /* after a gateway gave up on us */
+/* PCP's tries: a gateway that never answers PCP is asked with NAT-PMP
+ * 1.75 s later (0, 250 and 750 ms, then 1 s more); a renewal is as
+ * patient as NAT-PMP's; a delete on close waits up to 750 ms. */
+#define PCP_FIRST_TRIES 3
+#define PCP_RENEW_TRIES 9
+#define PCP_DELETE_TRIES 2
 
 typedef enum step_e {
+  STEP_PCP,     /* a PCP request in flight (portmap_pcp.c times it) */
   STEP_ADDRESS, /* public address request in flight */
   STEP_MAP,     /* mapping request in flight */
   STEP_WAIT,    /* mapped (or unavailable): until renewal or retry */
@@ -48,9 +59,13 @@ struct kp_portmap_s {
   kp_portmap_closed_cb closed;
   void *closed_ctx;
   bool closing;
-  kp_upnp_t *upnp;     /* made when NAT-PMP fails */
-  bool via_upnp;       /* the active mapping is UPnP's */
-  bool upnp_unmapping; /* closing: the delete is in flight */
+  in_addr_t forced_gateway; /* tests: this gateway, not the default route's */
+  kp_pcp_t *pcp;            /* made when the gateway is found */
+  bool via_pcp;             /* the active mapping is PCP's */
+  bool no_pcp;              /* the gateway does not speak PCP: NAT-PMP */
+  kp_upnp_t *upnp;          /* made when NAT-PMP fails */
+  bool via_upnp;            /* the active mapping is UPnP's */
+  bool upnp_unmapping;      /* closing: the delete is in flight */
 };
 
 static const char *natpmp_why(int r) {
@@ -105,6 +120,45 @@ static void arm_retry(kp_portmap_t *pm) {
   arm(pm, ms);
 }
 
+/* A mapping made or renewed: reported, and renewed at half its lifetime
+ * (RFC 6886 section 3.3, RFC 6887 section 11.2.1); a gateway that grants
+ * less than a minute is asked every 30 s at most, a permanent mapping
+ * (lifetime 0: UPnP) checked hourly. */
+static void got_mapping(kp_portmap_t *pm, const char *protocol, const kp_addr_t *external,
+                        uint32_t lifetime_s) {
+  char text[KP_ADDR_STRLEN];
+  bool renewed = pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  pm->info.protocol = protocol;
+  pm->info.external = *external;
+  pm->info.lifetime_s = lifetime_s;
+  pm->info.state = KP_PORT_MAPPING_ACTIVE;
+  pm->info.why = NULL;
+  if (renewed)
+    pm->info.renewals++;
+  else
+    KP_INFO(pm->log, "port mapping: %s forwards to port %u (%s, %u s)",
+            kp_addr_format(external, text, sizeof(text)), pm->port, protocol, lifetime_s);
+  pm->step = STEP_WAIT;
+  uint64_t half_ms = lifetime_s ? (uint64_t)lifetime_s * 500 : 3600 * 1000;
+  arm(pm, half_ms < 30000 ? 30000 : half_ms);
+  settle(pm);
+}
+
+/* No mapping (any more): asked again later. `also` prefixes the reason
+ * ("the gateway does not answer NAT-PMP, and "). */
+static void no_mapping(kp_portmap_t *pm, const char *also, const char *why) {
+  bool was_active = pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
+  pm->info.why = why;
+  if (was_active)
+    KP_WARN(pm->log, "port mapping lost: %s; asking again in %u s", why, RETRY_MS / 1000);
+  else
+    KP_INFO(pm->log, "no port mapping: %s%s", also, why);
+  pm->step = STEP_WAIT;
+  arm(pm, RETRY_MS);
+  settle(pm);
+}
+
 static void ask_address(kp_portmap_t *pm) {
   pm->step = STEP_ADDRESS;
   int r = sendpublicaddressrequest(&pm->np);
@@ -117,6 +171,51 @@ static void ask_address(kp_portmap_t *pm) {
     return;
   }
   arm_retry(pm);
+}
+
+static void on_pcp(void *ctx, const kp_pcp_result_t *r);
+
+/* Starts a PCP request (a mapping, or its renewal); false if it cannot. */
+static bool ask_pcp(kp_portmap_t *pm) {
+  if (!pm->pcp && kp_pcp_new(pm->loop, &pm->info.gateway, pm->port, &pm->pcp)) return false;
+  unsigned tries = pm->info.state == KP_PORT_MAPPING_ACTIVE ? PCP_RENEW_TRIES : PCP_FIRST_TRIES;
+  if (kp_pcp_map(pm->pcp, LIFETIME_S, tries, on_pcp, pm)) return false;
+  pm->info.protocol = "PCP";
+  pm->step = STEP_PCP;
+  uv_timer_stop(&pm->timer);
+  if (pm->settle_at) arm(pm, SETTLE_MS); /* the settle deadline only */
+  return true;
+}
+
+/* Asks the gateway for the mapping (or renews it): PCP, unless the gateway
+ * showed it does not speak it, then NAT-PMP. */
+static void ask(kp_portmap_t *pm) {
+  if (!pm->no_pcp && ask_pcp(pm)) return;
+  pm->info.protocol = "NAT-PMP";
+  ask_address(pm);
+}
+
+static void on_pcp(void *ctx, const kp_pcp_result_t *r) {
+  kp_portmap_t *pm = ctx;
+  if (pm->closing) { /* the delete's answer, or its last try */
+    if (r->outcome == KP_PCP_DELETED)
+      KP_INFO(pm->log, "port mapping of port %u deleted at the gateway", pm->port);
+    finish_close(pm);
+    return;
+  }
+  pm->via_pcp = r->outcome == KP_PCP_MAPPED;
+  if (r->outcome == KP_PCP_MAPPED) {
+    got_mapping(pm, "PCP", &r->external, r->lifetime_s);
+  } else if (r->outcome == KP_PCP_NO_PCP && pm->info.state != KP_PORT_MAPPING_ACTIVE) {
+    KP_DEBUG(pm->log, "no PCP (%s): asking with NAT-PMP", r->why);
+    pm->no_pcp = true;
+    pm->info.protocol = "NAT-PMP";
+    ask_address(pm);
+  } else {
+    /* A refusal stands (the gateway speaks PCP and said no), and a renewal
+     * nobody answered is a mapping lost. */
+    no_mapping(pm, "", r->why);
+  }
 }
 
 static void on_upnp(void *ctx, const kp_upnp_result_t *res);
@@ -142,40 +241,17 @@ static void failed(kp_portmap_t *pm, int r) {
     settle(pm);
     return;
   }
-  pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
-  pm->info.why = natpmp_why(r);
-  if (was_active)
-    KP_WARN(pm->log, "port mapping lost: %s; asking again in %u s", pm->info.why, RETRY_MS / 1000);
-  else
-    KP_INFO(pm->log, "no port mapping: %s", pm->info.why);
-  pm->step = STEP_WAIT;
-  arm(pm, RETRY_MS);
-  settle(pm);
+  no_mapping(pm, "", natpmp_why(r));
 }
 
 static void mapped(kp_portmap_t *pm, const natpmpresp_t *resp) {
-  char text[KP_ADDR_STRLEN];
-  bool renewed = pm->info.state == KP_PORT_MAPPING_ACTIVE;
-  pm->info.external.port = resp->pnu.newportmapping.mappedpublicport;
-  pm->info.lifetime_s = resp->pnu.newportmapping.lifetime;
-  pm->info.state = KP_PORT_MAPPING_ACTIVE;
-  pm->info.why = NULL;
-  if (renewed)
-    pm->info.renewals++;
-  else
-    KP_INFO(pm->log, "port mapping: %s forwards to port %u (NAT-PMP, %u s)",
-            kp_addr_format(&pm->info.external, text, sizeof(text)), pm->port, pm->info.lifetime_s);
-  pm->step = STEP_WAIT;
-  /* Renewed at half its lifetime (RFC 6886 section 3.3); a gateway that
-   * grants less than a minute is asked every 30 s at most. */
-  uint64_t half_ms = (uint64_t)pm->info.lifetime_s * 500;
-  arm(pm, half_ms < 30000 ? 30000 : half_ms);
-  settle(pm);
+  kp_addr_t external = pm->info.external;
+  external.port = resp->pnu.newportmapping.mappedpublicport;
+  got_mapping(pm, "NAT-PMP", &external, resp->pnu.newportmapping.lifetime);
 }
 
 static void on_upnp(void *ctx, const kp_upnp_result_t *res) {
   kp_portmap_t *pm = ctx;
-  char text[KP_ADDR_STRLEN];
   if (pm->closing) {
     /* A mapping made while we were closing goes too; then we are done. */
     if (!res->status && !pm->upnp_unmapping && !kp_upnp_unmap(pm->upnp, on_upnp, pm)) {
@@ -187,37 +263,13 @@ static void on_upnp(void *ctx, const kp_upnp_result_t *res) {
     finish_close(pm);
     return;
   }
-  bool renewed = pm->via_upnp && pm->info.state == KP_PORT_MAPPING_ACTIVE;
   pm->info.protocol = "UPnP-IGD";
   pm->info.gateway = res->gateway;
-  if (res->status) {
-    if (renewed)
-      KP_WARN(pm->log, "port mapping lost: %s; asking again in %u s", res->why, RETRY_MS / 1000);
-    else
-      KP_INFO(pm->log, "no port mapping: the gateway does not answer NAT-PMP, and %s", res->why);
-    pm->via_upnp = false;
-    pm->info.state = KP_PORT_MAPPING_UNAVAILABLE;
-    pm->info.why = res->why;
-    pm->step = STEP_WAIT;
-    arm(pm, RETRY_MS);
-    settle(pm);
-    return;
-  }
-  pm->via_upnp = true;
-  pm->info.state = KP_PORT_MAPPING_ACTIVE;
-  pm->info.why = NULL;
-  pm->info.external = res->external;
-  pm->info.lifetime_s = res->lifetime_s;
-  if (renewed)
-    pm->info.renewals++;
+  pm->via_upnp = !res->status;
+  if (res->status)
+    no_mapping(pm, "the gateway does not answer PCP or NAT-PMP, and ", res->why);
   else
-    KP_INFO(pm->log, "port mapping: %s forwards to port %u (UPnP-IGD, %u s)",
-            kp_addr_format(&pm->info.external, text, sizeof(text)), pm->port, res->lifetime_s);
-  pm->step = STEP_WAIT;
-  /* Half the lease; a permanent one (lifetime 0) is checked hourly. */
-  uint64_t half_ms = res->lifetime_s ? (uint64_t)res->lifetime_s * 500 : 3600 * 1000;
-  arm(pm, half_ms < 30000 ? 30000 : half_ms);
-  settle(pm);
+    got_mapping(pm, "UPnP-IGD", &res->external, res->lifetime_s);
 }
 
 /* Reads and drops what the gateway sends unasked (at most 64 datagrams a
@@ -242,7 +294,7 @@ static void send_map(kp_portmap_t *pm) {
 
 static void on_response(kp_portmap_t *pm) {
   natpmpresp_t resp;
-  if (pm->step == STEP_WAIT) {
+  if (pm->step == STEP_WAIT || pm->step == STEP_PCP) {
     drain(pm);
     return;
   }
@@ -308,18 +360,18 @@ static void on_timer(uv_timer_t *t) {
      * comes, is reported when it does. */
     settle(pm);
   }
+  if (pm->step == STEP_PCP) return; /* its own timer retransmits */
   if (pm->step == STEP_WAIT) {
     if (pm->via_upnp) {
       if (!kp_upnp_busy(pm->upnp) && kp_upnp_map(pm->upnp, LIFETIME_S, on_upnp, pm))
         arm(pm, RETRY_MS);
       return;
     }
-    pm->info.protocol = "NAT-PMP";
     if (!pm->np_open) {
-      if (open_gateway(pm)) ask_address(pm);
+      if (open_gateway(pm)) ask(pm);
       return;
     }
-    ask_address(pm); /* renewal, or another try */
+    ask(pm); /* renewal, or another try */
     return;
   }
   on_response(pm); /* retransmits, or gives up after the library's last try */
@@ -328,7 +380,7 @@ static void on_timer(uv_timer_t *t) {
 /* The socket to the default gateway, watched. False (the state says why,
  * another try is armed) where there is none yet. */
 static bool open_gateway(kp_portmap_t *pm) {
-  int r = initnatpmp(&pm->np, 0, 0);
+  int r = initnatpmp(&pm->np, pm->forced_gateway != 0, pm->forced_gateway);
   if (r < 0) {
     /* libnatpmp leaves its socket open when it fails after making it. */
     if (r != NATPMP_ERR_SOCKETERROR && r != NATPMP_ERR_INVALIDARGS && pm->np.s >= 0)
@@ -356,8 +408,8 @@ static bool open_gateway(kp_portmap_t *pm) {
   return true;
 }
 
-int kp_portmap_start(uv_loop_t *loop, uint16_t port, kp_log_t *log, kp_portmap_cb cb, void *ctx,
-                     kp_portmap_t **out) {
+int kp_portmap_start(uv_loop_t *loop, uint16_t port, const kp_addr_t *gateway, kp_log_t *log,
+                     kp_portmap_cb cb, void *ctx, kp_portmap_t **out) {
   *out = NULL;
   kp_portmap_t *pm = kp_calloc(1, sizeof(*pm));
   if (!pm) return UV_ENOMEM;
@@ -366,8 +418,9 @@ int kp_portmap_start(uv_loop_t *loop, uint16_t port, kp_log_t *log, kp_portmap_c
   pm->port = port;
   pm->cb = cb;
   pm->ctx = ctx;
-  pm->info.protocol = "NAT-PMP";
+  pm->info.protocol = "PCP";
   pm->info.state = KP_PORT_MAPPING_ASKING;
+  if (gateway && gateway->family == KP_AF_INET) memcpy(&pm->forced_gateway, gateway->ip, 4);
   int err = uv_timer_init(loop, &pm->timer);
   if (err) {
     kp_free(pm);
@@ -382,7 +435,7 @@ int kp_portmap_start(uv_loop_t *loop, uint16_t port, kp_log_t *log, kp_portmap_c
     return 0;
   }
   pm->settle_at = uv_now(loop) + SETTLE_MS;
-  ask_address(pm);
+  ask(pm);
   return 0;
 }
 
@@ -399,21 +452,33 @@ static void release(kp_portmap_t *pm) {
   if (closed) closed(ctx);
 }
 
-static void on_upnp_closed(void *ctx) {
-  release(ctx);
+static void on_part_closed(void *ctx);
+
+/* After the handles: the PCP client, then UPnP's, then the struct. */
+static void close_rest(kp_portmap_t *pm) {
+  if (pm->pcp) {
+    kp_pcp_t *p = pm->pcp;
+    pm->pcp = NULL;
+    kp_pcp_close(p, on_part_closed, pm);
+    return;
+  }
+  if (pm->upnp) {
+    kp_upnp_t *u = pm->upnp;
+    pm->upnp = NULL;
+    kp_upnp_close(u, on_part_closed, pm); /* not mapping: closing waited for that */
+    return;
+  }
+  release(pm);
+}
+
+static void on_part_closed(void *ctx) {
+  close_rest(ctx);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
   kp_portmap_t *pm = h->data;
   pm->open_handles &= ~(h == (uv_handle_t *)&pm->timer ? 1u : 2u);
-  if (pm->open_handles) return;
-  if (pm->upnp) {
-    kp_upnp_t *u = pm->upnp;
-    pm->upnp = NULL;
-    kp_upnp_close(u, on_upnp_closed, pm); /* not mapping: closing waited for that */
-    return;
-  }
-  release(pm);
+  if (!pm->open_handles) close_rest(pm);
 }
 
 static void finish_close(kp_portmap_t *pm) {
@@ -435,6 +500,16 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
    * nothing yet: it is left to end on its own thread, and the node closes
    * now. */
   if (pm->upnp) kp_upnp_leave_search(pm->upnp);
+  if (pm->pcp && (pm->via_pcp || kp_pcp_busy(pm->pcp))) {
+    /* A mapping we hold, or one the request in flight may have made. */
+    kp_pcp_cancel(pm->pcp);
+    uv_timer_stop(&pm->timer);
+    if (pm->open_handles & 2) uv_poll_stop(&pm->poll);
+    pm->step = STEP_DELETE;
+    if (!kp_pcp_unmap(pm->pcp, PCP_DELETE_TRIES, on_pcp, pm)) return;
+    finish_close(pm);
+    return;
+  }
   if (pm->upnp && (kp_upnp_busy(pm->upnp) || pm->via_upnp || kp_upnp_has_mapping(pm->upnp))) {
     /* A UPnP call cannot be stopped once it runs: wait for it (miniupnpc
      * times out each connect at 3 s and each read at 5 s), then delete what

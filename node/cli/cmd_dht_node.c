@@ -24,7 +24,7 @@ static const char help[] =
     "  --member                always a routing-table member (bootstrap nodes)\n"
     "  --stable-ms N           address stability needed before joining (default 20000)\n"
     "  --no-port-mapping       do not ask the gateway to forward a port to this\n"
-    "                          node (NAT-PMP, else UPnP-IGD; asked by default)\n"
+    "                          node (PCP, NAT-PMP or UPnP-IGD; asked by default)\n"
     "  --log LEVEL             error, warn, info (default), debug, trace\n"
     "  --control PATH          answer kadpunch-inspect (table, records, stats) on a\n"
     "                          unix socket at PATH, owner-only (mode 0600)\n"

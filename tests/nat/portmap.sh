@@ -4,14 +4,15 @@
 # NAT-PMP, PCP, UPnP-IGD), a client behind another random NAT (ctest
 # nat.portmap). Two random NATs cannot punch: without a mapping the pair
 # connects through the lab's relay. With one, the server's node asks the
-# gateway for its socket's port (NAT-PMP), the gateway forwards it and
+# gateway for its socket's port (PCP), the gateway forwards it and
 # sends from it, and the client reaches the server directly.
 # Asserts, in order:
 #   1. with --no-port-mapping: the router holds no mapping and the connect
 #      is relayed (what the pair got before port mapping);
-#   2. with it: the node reports the mapping, the router holds it, and a
+#   2. with it: the node reports a PCP mapping, the router holds it, and a
 #      10 MB echo runs byte-exact on a direct path to the mapped address;
-#   3. kadpunch-inspect nat on the server's host reports the mapping;
+#   3. kadpunch-inspect nat on the server's host, with the router dropping
+#      PCP (a gateway that speaks NAT-PMP only), reports a NAT-PMP mapping;
 #   4. once the server has exited, the router holds no mapping;
 #   5. the router restarted to answer UPnP-IGD only (most home routers):
 #      the node maps its port with UPnP instead, the echo runs direct, and
@@ -120,20 +121,25 @@ echo_direct() {
 }
 
 # 2. The server asks for a mapping: the client gets a direct path to it.
-serve_mapped NAT-PMP
+serve_mapped PCP
 echo_direct
 
-# 3. What the gateway offered, as the inspector reports it.
+# 3. What the gateway offered, as the inspector reports it, from a gateway
+# that does not answer PCP (version 2 datagrams dropped): the node falls
+# back to NAT-PMP.
+pcp_rule="INPUT -p udp --dport 5351 -m u32 --u32 0>>22&0x3C@8>>24=2 -j DROP"
+ip netns exec "$LAB-r1" iptables-legacy -I $pcp_rule
 nat=$(ip netns exec "$LAB-h1" timeout 30 "$inspect" nat --bootstrap $BOOTSTRAP 2>&1 || true)
+ip netns exec "$LAB-r1" iptables-legacy -D $pcp_rule
 printf '%s\n' "$nat" | grep -q "port mapping *NAT-PMP at 10.1.0.1:5351 mapped 203.0.113.21:" ||
-  fail "kadpunch-inspect nat did not report the mapping: $nat"
+  fail "kadpunch-inspect nat did not report a NAT-PMP mapping: $nat"
 
 # 4. The server's mapping goes with it.
 stop_server
 kill -0 "$serve_pid" 2>/dev/null && fail "the server did not exit"
 left=$(lab_portmap_rules 1)
 [ -z "$left" ] || fail "the router still holds a mapping after the server exited: $left"
-natpmp_mapped=$mapped natpmp_strategy=$strategy
+pcp_mapped=$mapped pcp_strategy=$strategy
 
 # 5. A gateway that answers UPnP-IGD only.
 lab_portmap_start 1 no || fail "miniupnpd did not restart"
@@ -145,9 +151,9 @@ left=$(lab_portmap_rules 1)
 [ -z "$left" ] || fail "the router still holds a UPnP mapping after the server exited: $left"
 
 printf '%-34s %s\n' "without a mapping" "$before"
-printf '%-34s %s, 10 MB echoed byte-exact to %s\n' "with a NAT-PMP mapping" "$natpmp_strategy" \
-  "$natpmp_mapped"
+printf '%-34s %s, 10 MB echoed byte-exact to %s\n' "with a PCP mapping" "$pcp_strategy" \
+  "$pcp_mapped"
 printf '%-34s %s, 10 MB echoed byte-exact to %s\n' "with a UPnP-IGD mapping" "$strategy" "$mapped"
-printf '%-34s %s\n' "inspect nat" "$(printf '%s\n' "$nat" | grep 'port mapping' | sed 's/^ *//')"
+printf '%-34s %s\n' "inspect nat, PCP dropped" "$(printf '%s\n' "$nat" | grep 'port mapping' | sed 's/^ *//')"
 printf '%-34s %s\n' "after each server exited" "no mapping left at the gateway"
 echo "portmap: passed"

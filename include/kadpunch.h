@@ -193,8 +193,10 @@ typedef struct kp_node_query_stats_s {
 typedef void (*kp_node_close_cb)(kp_node_t *node);
 
 /* Called once when a find-node query ends. On success (status 0) peers holds
- * the up to KP_DHT_K closest responsive nodes, closest first; peers and stats
- * are valid only during the call. status is KP_ENONODES when no node
+ * the up to KP_DHT_K closest responsive nodes, closest first (a dual-stack
+ * node asks over both families, as BEP 32 has it: up to KP_DHT_K of each,
+ * mixed by distance; stats add both up); peers and stats are valid only
+ * during the call. status is KP_ENONODES when no node
  * answered, UV_ECANCELED when the node closed first. */
 typedef void (*kp_node_find_cb)(kp_node_t *node, int status, const kp_node_peer_t *peers,
                                 size_t count, const kp_node_query_stats_t *stats, void *arg);

@@ -373,50 +373,84 @@ int kp_node_bootstrap(kp_node_t *node, const char *const *hosts, size_t count) {
 
 /* ---- Queries ---------------------------------------------------------- */
 
+/* A find-node query: over each family a dual-stack node has (BEP 32: a
+ * query per family), its answers merged by distance when both are done. */
 typedef struct find_s {
   kp_node_t *node;
   kp_node_find_cb cb;
   void *arg;
   uint64_t started_ns;
+  uint8_t target[KP_ID_LEN];
+  unsigned pending;
+  int status; /* 0 once either family found nodes */
+  kp_node_query_stats_t stats;
+  size_t count;
+  kp_node_peer_t peers[2 * KP_DHT_K];
 } find_t;
+
+/* Closest first (at most 2 K of them: an insertion sort). */
+static void sort_by_distance(find_t *f) {
+  for (size_t i = 1; i < f->count; i++) {
+    kp_node_peer_t p = f->peers[i];
+    size_t j = i;
+    for (; j > 0 && kp_dht_id_cmp(f->target, p.id, f->peers[j - 1].id) < 0; j--)
+      f->peers[j] = f->peers[j - 1];
+    f->peers[j] = p;
+  }
+}
 
 static void on_find_done(void *arg, kp_dht_query_t *q, int status, const kp_dht_result_t *res,
                          size_t count, uint64_t now) {
   find_t *f = arg;
-  kp_node_peer_t peers[KP_DHT_K];
   (void)now;
   if (count > KP_DHT_K) count = KP_DHT_K;
-  for (size_t i = 0; i < count; i++) {
-    memcpy(peers[i].id, res[i].id, KP_ID_LEN);
-    peers[i].addr = res[i].addr;
+  for (size_t i = 0; i < count && f->count < 2 * KP_DHT_K; i++) {
+    memcpy(f->peers[f->count].id, res[i].id, KP_ID_LEN);
+    f->peers[f->count++].addr = res[i].addr;
   }
+  if (!status || f->status == KP_ENONODES) f->status = status;
   const kp_dht_query_stats_t *qs = kp_dht_query_stats(q);
-  kp_node_query_stats_t stats = {qs->requests, qs->responses, qs->timeouts, qs->hops,
-                                 (uv_hrtime() - f->started_ns) / 1000};
-  f->cb(f->node, status, peers, count, &stats, f->arg);
+  f->stats.requests += qs->requests;
+  f->stats.responses += qs->responses;
+  f->stats.timeouts += qs->timeouts;
+  if (qs->hops > f->stats.hops) f->stats.hops = qs->hops;
+  if (--f->pending) return;
+  sort_by_distance(f);
+  f->stats.duration_us = (uv_hrtime() - f->started_ns) / 1000;
+  f->cb(f->node, f->status, f->peers, f->count, &f->stats, f->arg);
   kp_free(f);
+}
+
+/* Starts the query on one family's node (it ends on a later turn, never
+ * inside kp_dht_query_start). */
+static int find_on(kp_node_t *node, find_t *f) {
+  kp_dht_query_opts_t opts = {.on_done = on_find_done, .arg = f};
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&node->sock, &batch);
+  int err = kp_dht_query_start(node->dht, f->target, &opts, now_ms(node), NULL);
+  kp_udp_batch_end(&node->sock, &batch);
+  if (err) return err;
+  f->pending++;
+  kp__node_rearm(node);
+  return 0;
 }
 
 int kp_node_find_node(kp_node_t *node, const uint8_t target[KP_ID_LEN], kp_node_find_cb cb,
                       void *arg) {
   if (node->closing || !cb) return UV_EINVAL;
-  find_t *f = kp_malloc(sizeof(*f));
+  find_t *f = kp_calloc(1, sizeof(*f));
   if (!f) return UV_ENOMEM;
   f->node = node;
   f->cb = cb;
   f->arg = arg;
   f->started_ns = uv_hrtime();
-  kp_dht_query_opts_t opts = {.on_done = on_find_done, .arg = f};
-  kp_udp_batch_t batch;
-  kp_udp_batch_begin(&node->sock, &batch);
-  int err = kp_dht_query_start(node->dht, target, &opts, now_ms(node), NULL);
-  kp_udp_batch_end(&node->sock, &batch);
-  if (err) {
-    kp_free(f);
-    return err;
-  }
-  kp__node_rearm(node);
-  return 0;
+  f->status = KP_ENONODES;
+  memcpy(f->target, target, KP_ID_LEN);
+  int err = find_on(node, f);
+  if (node->sibling && !node->sibling->closing && !find_on(node->sibling, f)) err = 0;
+  if (f->pending) return 0;
+  kp_free(f);
+  return err;
 }
 
 /* ---- Close --------------------------------------------------------------- */

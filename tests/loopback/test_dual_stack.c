@@ -70,6 +70,33 @@ typedef struct value_wait_s {
   char value[64];
 } value_wait_t;
 
+typedef struct found_s {
+  bool done;
+  int status;
+  size_t count, v4, v6;
+  bool sorted;
+} found_t;
+
+static void on_found(kp_node_t *node, int status, const kp_node_peer_t *peers, size_t count,
+                     const kp_node_query_stats_t *stats, void *arg) {
+  found_t *f = arg;
+  (void)node, (void)stats;
+  f->done = true;
+  f->status = status;
+  f->count = count;
+  f->sorted = true;
+  for (size_t i = 0; i < count; i++) {
+    f->v4 += peers[i].addr.family == KP_AF_INET;
+    f->v6 += peers[i].addr.family == KP_AF_INET6;
+    /* Distance to the all-zero id is the id itself. */
+    if (i && memcmp(peers[i - 1].id, peers[i].id, KP_ID_LEN) > 0) f->sorted = false;
+  }
+}
+
+static bool found_done(void *arg) {
+  return ((found_t *)arg)->done;
+}
+
 static void on_put_done(kp_node_t *node, int status, unsigned stored, void *arg) {
   value_wait_t *v = arg;
   (void)node;
@@ -243,6 +270,17 @@ void test_dual_stack_testnet(void) {
   }
   printf("\n");
   KP_CHECK_EQ(found, KINDS * KINDS);
+
+  /* A dual-stack node's find-node asks both families (BEP 32), closest
+   * first: to the all-zero id, the smallest ids. */
+  static const uint8_t zero[KP_ID_LEN] = {0};
+  found_t fd = {0};
+  KP_CHECK_OK(kp_node_find_node(client[2], zero, on_found, &fd));
+  KP_CHECK(kp_testnet_run_until(&loop, found_done, &fd, 20000));
+  KP_CHECK_OK(fd.status);
+  KP_CHECK_MSG(fd.v4 && fd.v6 && fd.sorted, "find-node: %zu IPv4, %zu IPv6 nodes, %s", fd.v4, fd.v6,
+               fd.sorted ? "closest first" : "out of order");
+  printf("a dual-stack find-node: %zu IPv4 and %zu IPv6 nodes, closest first\n", fd.v4, fd.v6);
 
   /* A dual-stack node's put goes out over both families: a node of either
    * family gets it. */

@@ -68,6 +68,7 @@ struct kp_hp_link_s {
   bool direct;
   kp_addr_t to;
   bool alive;
+  bool standby;    /* the connection runs on another family's link: nothing here yet */
   bool dead_news;  /* the transport said the path died: acted on at the next tick */
   bool relay_lost; /* what died was the relay: the next pairing is a failover */
   /* The relay the connection was paired at (kept while direct), the socket
@@ -144,6 +145,7 @@ static void moved(kp_hp_link_t *l, kp_hp_move_why_t why, bool direct, const kp_a
   l->to = *to;
   l->sock = sock;
   l->alive = true;
+  l->standby = false;
   kp_hp_move_t m = {.why = why, .direct = direct, .to = *to, .sock = sock};
   if (l->has_relay) m.relay = l->relay;
   l->cb.moved(l->cb.ctx, &m);
@@ -238,7 +240,7 @@ static void forget_kept_path(kp_hp_link_t *l) {
 /* Ours is the proxied side, with a socket of its own: until the peer says
  * otherwise, it is where the proxy path ends. */
 static void proxied_here(kp_hp_link_t *l, uint64_t now) {
-  if (!l->hp->own_sock || l->sock == l->hp->own_sock || l->resuming) return;
+  if (l->standby || !l->hp->own_sock || l->sock == l->hp->own_sock || l->resuming) return;
   if (!l->has_relay && !through_proxy(l, now)) return;
   if (l->via_proxy && !l->link_cand) set_link(l, &l->relay);
 }
@@ -278,6 +280,9 @@ static void end_resume(kp_hp_link_t *l) {
 }
 
 static void add_node(kp_hp_link_t *l, const kp_addr_t *a) {
+  /* A record of the other family (a dual-stack node answers a lookup from
+   * either store) names relay nodes this DHT cannot send to. */
+  if (a->family != kp_dht_family(l->hp->dht)) return;
   for (unsigned i = 0; i < l->node_count; i++)
     if (kp_addr_eq(&l->nodes[i], a)) return;
   if (l->node_count < RESUME_REQ_NODES) l->nodes[l->node_count++] = *a;
@@ -967,31 +972,80 @@ void kp_hp_rebound(kp_hp_t *hp, uint64_t now) {
 
 /* ---- Lifetime ---------------------------------------------------------------------- */
 
-int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,
-                     kp_hp_link_t **out) {
-  *out = NULL;
+/* What every link starts with: the connection's ids and keys, nothing
+ * running. A standby's secret is its family's own (below). */
+static kp_hp_link_t *link_new(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb,
+                              bool standby, uint64_t now) {
   kp_hp_link_t *l = kp_calloc(1, sizeof(*l));
-  if (!l) return KP_ENOMEM;
+  if (!l) return NULL;
   l->hp = hp;
   l->cb = *cb;
   l->client = r->initiator;
   l->local_id = r->local_id;
   l->remote_id = r->remote_id;
   memcpy(l->secret, r->path_secret, sizeof(l->secret));
+  if (standby) {
+    /* Both sides' standbys are of the family the connection did not begin
+     * on: keyed apart, no round or pairing of one family is one of the
+     * other's (each counts its rounds from 1). */
+    static const char label[] = "kadpunch/other-family/v1";
+    crypto_generichash(l->secret, sizeof(l->secret), (const uint8_t *)label, sizeof(label) - 1,
+                       r->path_secret, sizeof(r->path_secret));
+  }
   kp_hs_derive(l->secret, "kadpunch/resume/v1", l->resume_key);
   if (l->client) kp_target_from_key(r->remote_key, l->target); /* to look the server up */
   l->local_nat = r->local_nat;
   l->remote_nat = r->remote_nat;
-  l->peer_addr_count = r->peer_addr_count;
-  memcpy(l->peer_addrs, r->peer_addrs, sizeof(l->peer_addrs));
   kp__hp_path_init(&l->path, r->local_id, r->remote_id, l->client ? KP_PROBE_FROM_CLIENT : 0,
                    r->probe_key, now);
-  l->sock = r->socket;
-  l->direct = r->strategy != KP_PUNCH_RELAYED;
-  l->to = r->path;
+  l->direct = true;
   l->alive = true;
   l->next_round_at = l->relay_at = l->hint_at = UINT64_MAX;
   l->bday_at = l->bday_end = UINT64_MAX;
+  l->next = hp->links;
+  hp->links = l;
+  return l;
+}
+
+int kp_hp_link_start_standby(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb,
+                             uint64_t now, kp_hp_link_t **out) {
+  *out = link_new(hp, r, cb, true, now);
+  if (!*out) return KP_ENOMEM;
+  (*out)->standby = true;
+  return 0;
+}
+
+void kp_hp_link_release(kp_hp_link_t *l, uint64_t now) {
+  (void)now;
+  end_resume(l);
+  stop_birthday(l, NULL);
+  if (l->pairing.sock) kp__hp_pairing_end(l->hp, &l->pairing, l->pairing_own_sock);
+  l->pairing.sock = NULL;
+  l->pairing_own_sock = false;
+  forget_kept_path(l);
+  unprove(l);
+  l->via_proxy = false;
+  l->sock = NULL;
+  l->direct = true;
+  memset(&l->to, 0, sizeof(l->to));
+  l->alive = true;
+  l->dead_news = false;
+  l->relay_lost = false;
+  l->answering_until = 0;
+  l->hint_at = UINT64_MAX;
+  l->standby = true;
+}
+
+int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,
+                     kp_hp_link_t **out) {
+  *out = NULL;
+  kp_hp_link_t *l = link_new(hp, r, cb, false, now);
+  if (!l) return KP_ENOMEM;
+  l->peer_addr_count = r->peer_addr_count;
+  memcpy(l->peer_addrs, r->peer_addrs, sizeof(l->peer_addrs));
+  l->sock = r->socket;
+  l->direct = r->strategy != KP_PUNCH_RELAYED;
+  l->to = r->path;
   if (l->client && r->relay.family) add_node(l, &r->relay);
   if (!l->direct) {
     /* Relayed from the start: punch in the background, from the pairing
@@ -1014,8 +1068,6 @@ int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t
     l->bday_at = now + BDAY_FIRST_MS;
   }
   proxied_here(l, now);
-  l->next = hp->links;
-  hp->links = l;
   *out = l;
   return 0;
 }

@@ -30,6 +30,11 @@ struct kp_node_conn_s {
   kp_addr_t ip; /* where the relay node saw the client, port 0 */
   void (*on_end)(kp_node_conn_t *rec);
   void (*reach)(kp_node_conn_t *rec);
+  /* A dual-stack node's connections have a record on each family's node:
+   * the one they were made on (it holds the transport's hooks) and a
+   * standby on the other (node_paths.c). Each points at the other. */
+  kp_node_conn_t *other;
+  bool standby_rec;
 };
 
 /* The relay node a connect to a key last went through: the next connect

@@ -6,7 +6,13 @@
  * and says where, and this glue moves the connection there: to the socket
  * the new path was punched or paired from (kp__conn_move) and the peer's
  * address on it (kp__conn_set_path). The user's kp_conn_t stays the same
- * handle throughout; its on_path hears each change with its reason. */
+ * handle throughout; its on_path hears each change with its reason.
+ *
+ * On a dual-stack node a connection also has a standby link on the other
+ * family's node (kp_hp_link_start_standby), with a record in that node's
+ * list: told of every path death, as the first link is, it resumes over
+ * its family, and a path it proves takes the connection to that node's
+ * socket, across families; the link that lost it then stands by. */
 #include <sodium.h>
 #include <string.h>
 
@@ -27,6 +33,12 @@ static void conn_unlink(kp_node_conn_t *rec) {
 }
 
 static void conn_free(kp_node_conn_t *rec) {
+  kp_node_conn_t *other = rec->other;
+  if (other) {
+    /* The pair goes together (the transport ended, or a node closed). */
+    rec->other = other->other = NULL;
+    conn_free(other);
+  }
   kp_hp_link_stop(rec->link);
   rec->link = NULL;
   if (rec->on_end) rec->on_end(rec);
@@ -40,13 +52,19 @@ static void on_ended(kp_conn_t *conn, void *ctx) {
 }
 
 /* The transport's word: the link acts on it from its next tick. */
-static void on_path_state(kp_conn_t *conn, bool alive, void *ctx) {
-  kp_node_conn_t *rec = ctx;
+static void tell_path_state(kp_node_conn_t *rec, bool alive) {
   kp_node_t *node = rec->node;
-  (void)conn;
   if (!rec->link || node->closing) return;
   kp_hp_link_path_state(rec->link, alive, kp__node_now(node));
   kp__node_rearm(node);
+}
+
+/* Both families' links hear it: each looks for a path over its own. */
+static void on_path_state(kp_conn_t *conn, bool alive, void *ctx) {
+  kp_node_conn_t *rec = ctx;
+  (void)conn;
+  tell_path_state(rec, alive);
+  if (rec->other) tell_path_state(rec->other, alive);
 }
 
 static kp_path_why_t why_of(kp_hp_move_why_t why) {
@@ -88,6 +106,12 @@ static void on_moved(void *ctx, const kp_hp_move_t *m) {
     KP_WARN(&node->log, "connection %s: cannot move to %s: %s", key, to, kp_strerror(err));
     return;
   }
+  /* The other family's link, if it was the one carrying, stands by now. */
+  kp_node_conn_t *other = rec->other;
+  if (other && other->link) {
+    kp_hp_link_release(other->link, kp__node_now(other->node));
+    kp__node_rearm(other->node);
+  }
   kp_path_event_t ev = {.why = why_of(m->why), .direct = m->direct, .remote = m->to};
   if (!m->direct) ev.relay = m->to;
   KP_INFO(&node->log, "connection %s: %s (%s %s)", key, kp_path_why_str(ev.why),
@@ -99,7 +123,33 @@ static void on_moved(void *ctx, const kp_hp_move_t *m) {
  * relay nodes: make sure they know where we are now. */
 static void on_reach(void *ctx) {
   kp_node_conn_t *rec = ctx;
-  if (rec->reach) rec->reach(rec);
+  if (rec->standby_rec) rec = rec->other; /* the server's record, on its first node */
+  if (rec && rec->reach) rec->reach(rec);
+}
+
+/* The standby record and link on a dual-stack node's other family (none
+ * for a node that reaches the network through a relay or a proxy: its
+ * other family is not its own). */
+static void standby_open(kp_node_t *node, kp_node_conn_t *rec, const kp_hp_result_t *r) {
+  int other_family = kp_dht_family(node->dht) == KP_AF_INET ? KP_AF_INET6 : KP_AF_INET;
+  kp_node_t *twin = kp__node_of_family(node, other_family);
+  if (!twin || !twin->hp || twin->tunnel || twin->proxy_link || node->tunnel || node->proxy_link)
+    return;
+  kp_node_conn_t *sb = kp_calloc(1, sizeof(*sb));
+  if (!sb) return; /* the connection lives on one family: as a single-stack one */
+  sb->node = twin;
+  sb->conn = rec->conn;
+  sb->standby_rec = true;
+  memcpy(sb->key, rec->key, KP_PUBLIC_KEY_LEN);
+  kp_hp_link_cb_t lcb = {.moved = on_moved, .reach = on_reach, .ctx = sb};
+  if (kp_hp_link_start_standby(twin->hp, r, &lcb, kp__node_now(twin), &sb->link)) {
+    kp_free(sb);
+    return;
+  }
+  sb->other = rec;
+  rec->other = sb;
+  sb->next = twin->conns;
+  twin->conns = sb;
 }
 
 int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_callbacks_t *cb,
@@ -143,6 +193,7 @@ int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_c
   kp__conn_set_hooks(conn, &hooks, rec);
   rec->next = node->conns;
   node->conns = rec;
+  if (rec->link) standby_open(node, rec, r);
   if (rec_out) *rec_out = rec;
   kp__node_rearm(node);
   return 0;
@@ -157,7 +208,19 @@ bool kp__node_conns_hold(const kp_node_t *node, const void *sock) {
 void kp__node_conns_forget(kp_node_t *node) {
   while (node->conns) {
     kp_node_conn_t *rec = node->conns;
-    kp__conn_set_hooks(rec->conn, NULL, NULL);
+    kp_node_conn_t *other = rec->other;
+    if (other) {
+      /* One family's node goes first: the other's record carries on alone
+       * (and holds the hooks, if this one did). */
+      rec->other = other->other = NULL;
+      if (!rec->standby_rec) {
+        kp_conn_hooks_t hooks = {.ended = on_ended, .path_state = on_path_state};
+        other->standby_rec = false;
+        kp__conn_set_hooks(rec->conn, &hooks, other);
+      }
+    } else if (!rec->standby_rec) {
+      kp__conn_set_hooks(rec->conn, NULL, NULL);
+    }
     conn_free(rec);
   }
 }

@@ -56,6 +56,9 @@ void test_handshake_flood(void);
 /* test_dual_stack.c */
 void test_dual_stack_testnet(void);
 
+/* test_family_failover.c */
+void test_family_failover(void);
+
 /* test_caps.c */
 void test_connection_caps(void);
 void test_rx_budget_bounded(void);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* nat_xfer: a transfer through the NAT lab that watches the path.
  *
- *   nat_xfer KEY BOOTSTRAP BYTES
+ *   nat_xfer KEY BOOTSTRAP[,BOOTSTRAP...] BYTES
  *
  * Connects by key to `kadpunch serve` (an echo), writes BYTES of a known
  * pattern on one stream and checks every byte that comes back. While it
@@ -12,7 +12,9 @@
  * (the stall a user would notice). Every wait is bounded: the whole run gives up after 120 s. Exit
  * 0 only if the echo was complete and exact. With $KP_XFER_PROXY ([KEY@]ADDR:PORT) the node speaks
  * through that proxy (it connects once the DHT answers through it), and the JSON says so; with
- * $KP_XFER_PRIVATE set as well, it never goes direct. $KP_XFER_DEBUG (by hand) logs the node's
+ * $KP_XFER_PRIVATE set as well, it never goes direct. Bootstrap nodes of both families make it a
+ * dual-stack node. $KP_XFER_RATE (bytes a second) paces the writes, so a fault can land
+ * mid-transfer. $KP_XFER_DEBUG (by hand) logs the node's
  * lines at debug level with the loop's time, and its counters every second. */
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,6 +28,8 @@
 #define CHUNK (64 * 1024)
 #define PROGRESS_EVERY (4u << 20)
 #define GIVE_UP_MS 120000
+#define PACE_MS 10
+#define MAX_BOOT 4
 
 typedef struct xfer_s {
   kp_node_t *node;
@@ -38,6 +42,8 @@ typedef struct xfer_s {
   bool done;
   kp_connect_info_t info;
   uv_timer_t give_up;
+  uint64_t rate; /* bytes a second; 0: as fast as it goes */
+  uv_timer_t pace;
 } xfer_t;
 
 typedef struct write_s {
@@ -58,6 +64,7 @@ static void finish(xfer_t *x, int status) {
   x->conn = NULL;
   kp_node_close(x->node, NULL);
   uv_close((uv_handle_t *)&x->give_up, NULL);
+  if (x->rate) uv_close((uv_handle_t *)&x->pace, NULL);
 }
 
 static void on_write(kp_write_t *req, int status) {
@@ -65,8 +72,15 @@ static void on_write(kp_write_t *req, int status) {
   (void)status; /* a failure shows as a short echo */
 }
 
+/* What the pace allows written by now. */
+static uint64_t allowed(const xfer_t *x) {
+  if (!x->rate) return UINT64_MAX;
+  return x->rate * (now_us() - x->started_us) / 1000000 + CHUNK;
+}
+
 static void feed(xfer_t *x) {
-  while (x->stream && x->written < x->total && kp_stream_is_writable(x->stream)) {
+  while (x->stream && x->written < x->total && x->written < allowed(x) &&
+         kp_stream_is_writable(x->stream)) {
     size_t avail;
     const uint8_t *p = kp_pattern_at(0, x->written, &avail);
     uint64_t n = x->total - x->written;
@@ -87,6 +101,11 @@ static void feed(xfer_t *x) {
 
 static void on_drain(kp_stream_t *s) {
   feed(kp_stream_get_data(s));
+}
+
+static void on_pace(uv_timer_t *t) {
+  xfer_t *x = t->data;
+  if (!x->done) feed(x);
 }
 
 static void on_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -153,6 +172,7 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
   kp_stream_set_drain_cb(x->stream, on_drain);
   kp_stream_read_start(x->stream, on_read);
   x->started_us = now_us();
+  if (x->rate) uv_timer_start(&x->pace, on_pace, PACE_MS, PACE_MS);
   feed(x);
 }
 
@@ -217,17 +237,27 @@ static void log_stamped(void *ctx, kp_log_level_t level, const char *line) {
 int main(int argc, char **argv) {
   uint8_t key[KP_PUBLIC_KEY_LEN];
   if (argc != 4 || kp_key_from_text(argv[1], key)) {
-    fprintf(stderr, "usage: nat_xfer KEY BOOTSTRAP BYTES\n");
+    fprintf(stderr, "usage: nat_xfer KEY BOOTSTRAP[,BOOTSTRAP...] BYTES\n");
     return 2;
   }
   xfer_t x = {.total = strtoull(argv[3], NULL, 10), .next_progress = PROGRESS_EVERY};
+  const char *rate = getenv("KP_XFER_RATE");
+  if (rate) x.rate = strtoull(rate, NULL, 10);
   uv_loop_t *loop = uv_default_loop();
-  const char *boot[] = {argv[2]};
+  const char *boot[MAX_BOOT];
+  size_t boot_count = 0;
+  bool v4 = false, v6 = false;
+  for (char *save = NULL, *b = strtok_r(argv[2], ",", &save); b && boot_count < MAX_BOOT;
+       b = strtok_r(NULL, ",", &save)) {
+    boot[boot_count++] = b;
+    *(b[0] == '[' ? &v6 : &v4) = true;
+  }
   kp_node_options_t o;
   kp_node_options_init(&o);
-  o.bind = "0.0.0.0:0";
+  o.bind = v4 || !v6 ? "0.0.0.0:0" : "[::]:0";
+  o.bind_also = v4 && v6 ? "[::]:0" : NULL;
   o.bootstrap = boot;
-  o.bootstrap_count = 1;
+  o.bootstrap_count = boot_count;
   o.mode = KP_NODE_EPHEMERAL;
   o.proxy = getenv("KP_XFER_PROXY");
   o.proxy_private = getenv("KP_XFER_PRIVATE") != NULL;
@@ -250,6 +280,10 @@ int main(int argc, char **argv) {
   }
   uv_timer_init(loop, &x.give_up);
   x.give_up.data = &x;
+  if (x.rate) {
+    uv_timer_init(loop, &x.pace);
+    x.pace.data = &x;
+  }
   uv_timer_start(&x.give_up, on_give_up, GIVE_UP_MS, 0);
   start_t start = {.x = &x};
   memcpy(start.key, key, sizeof(key));

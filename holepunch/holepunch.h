@@ -268,16 +268,24 @@ int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t
  * of which only the ids, keys and NAT types count. It carries nothing and
  * sends nothing until the transport says the path died; then, as a client,
  * it resumes over this family (the server looked up here, rounds through
- * its relay nodes here, a punch, a relay), and as a server it answers
- * those rounds; a path it proves takes the connection (moved). Its rounds
- * and pairings are keyed apart from the other family's link (both sides'
- * standbys are of the same family). */
+ * its relay nodes here, a punch from the main socket: no relay, no
+ * birthday), and a path it proves takes the connection (moved); as a
+ * server it answers those rounds and follows (kp_hp_link_follow). Its
+ * rounds and pairings are keyed apart from the links the handshake made
+ * (both sides' standbys are of the family the connection was not made
+ * on). */
 int kp_hp_link_start_standby(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb,
                              uint64_t now, kp_hp_link_t **out);
 /* The connection moved to the other family's link: this one lets go of
  * what it ran on and kept (sockets, relay, punches, a resume) and stands
  * by, as kp_hp_link_start_standby's. */
 void kp_hp_link_release(kp_hp_link_t *l, uint64_t now);
+/* Server: the client's authenticated stream packets arrive over this
+ * standby's family, from `from`: if this link proved that address (an
+ * echo of our nonce came from it), the connection follows the client
+ * there (moved, RESUMED) and true. A server's standby never moves on its
+ * own proofs: the client chooses the family, the server follows. */
+bool kp_hp_link_follow(kp_hp_link_t *l, const kp_addr_t *from, uint64_t now);
 /* The transport's word on the current path (stream path_state). */
 void kp_hp_link_path_state(kp_hp_link_t *l, bool alive, uint64_t now);
 /* Whether the link still needs sock (the connection's, the kept relay's,

@@ -46,6 +46,8 @@
 #define RESUME_RELAY_AFTER_MS 1000 /* no direct path by then: a relay meanwhile */
 #define RESUME_REQ_NODES 8
 #define ANSWERING_MS 10000 /* server: a resume round makes proofs move the connection this long */
+#define STANDBY_RESUME_MS                                                                          \
+  10000                    /* a standby looks this long: its punch works by then or not at all */
 #define RESUME_IN_FLIGHT 4 /* rounds awaiting an answer (a slow path's answers still count) */
 #define OWN_ADDR_RATE 2    /* punch requests naming an address, per second a link heeds ... */
 #define OWN_ADDR_BURST 4   /* ... with this burst (a replayed one costs its sender as much) */
@@ -358,7 +360,7 @@ static void resume_relayed(kp_hp_link_t *l, uint64_t now) {
   kp_hp_t *hp = l->hp;
   l->relay_at = UINT64_MAX;
   l->relay_wanted = false;
-  if (l->pairing.sock) return;
+  if (l->pairing.sock || l->standby) return;
   const kp_addr_t *relay = pick_relay(l);
   if (!relay) {
     /* None known yet: the server's next answer may name one. */
@@ -393,7 +395,9 @@ static void start_resume(kp_hp_link_t *l, uint64_t now) {
   /* A client that hides its address goes to a relay at once, and so does
    * one whose relay died (the NATs did not let a direct path open). */
   bool at_once = l->hp->cfg.relay_only || l->relay_lost;
-  l->relay_at = at_once ? now : now + RESUME_RELAY_AFTER_MS;
+  /* A standby punches main socket to main socket only (a relay and a
+   * birthday are its first family's link's way). */
+  l->relay_at = l->standby ? UINT64_MAX : at_once ? now : now + RESUME_RELAY_AFTER_MS;
   l->answered = l->round;
   memset(&l->server_relay, 0, sizeof(l->server_relay));
   l->node_next = 0;
@@ -423,7 +427,7 @@ static void resume_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) 
   }
   kp__hp_path_hints(l->hp, &l->path, now);
   bool sockets;
-  if (!l->bday && kp__hp_birthday_applies(l->local_nat, r->nat, &sockets) &&
+  if (!l->bday && !l->standby && kp__hp_birthday_applies(l->local_nat, r->nat, &sockets) &&
       kp__hp_corroborated(&l->server_seen, l->server_addrs, l->server_addr_count, sockets) &&
       !kp__hp_birthday_pool_full(l->hp)) {
     begin_birthday(l, sockets, &l->server_seen, l->sock, now, now);
@@ -568,7 +572,7 @@ static void serve_punch(kp_hp_link_t *l, const kp_hp_round_t *r, uint64_t now) {
   }
   l->hint_at = now + r->delay_ms;
   bool sockets;
-  if (l->bday || !kp__hp_birthday_applies(l->local_nat, r->nat, &sockets)) return;
+  if (l->bday || l->standby || !kp__hp_birthday_applies(l->local_nat, r->nat, &sockets)) return;
   if (!l->claim_trusted ||
       !kp__hp_corroborated(&l->client_seen, l->client_addrs, l->client_addr_count, sockets)) {
     hp->stats.claims_refused++;
@@ -628,7 +632,9 @@ void kp__hp_link_resume(kp_hp_link_t *l, const kp_dht_reply_to_t *rt, const kp_h
   /* A proof from here on moves the connection: the client is looking. */
   if (now >= l->answering_until) unprove(l);
   l->answering_until = now + ANSWERING_MS;
-  if (r.has_relay) {
+  if (r.has_relay && l->standby) {
+    /* A standby pairs nowhere (the client's does not ask). */
+  } else if (r.has_relay) {
     /* The material of the round the client began pairing in (one from
      * before the newest we answered: never older than what we saw). */
     uint32_t pair_round = r.pair_round && r.pair_round <= r.round ? r.pair_round : r.round;
@@ -759,6 +765,9 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   /* On a proxied node's own socket only the peer's own address counts: a
    * third party that relays probes there proves nothing. */
   if (l->hp->own_sock && sock == l->hp->own_sock && c != l->link_cand) return true;
+  /* A server's standby follows the client instead (kp_hp_link_follow):
+   * two sides choosing a family each on their own proofs may choose two. */
+  if (l->standby && !l->client) return true;
   /* A newly proven direct address takes the connection: relayed (an
    * upgrade), or looking for a path. */
   bool seeking = l->resuming || now < l->answering_until || !l->alive;
@@ -832,6 +841,8 @@ static uint64_t link_deadline(const kp_hp_link_t *l) {
   if (l->resuming) {
     if (l->next_round_at < d) d = l->next_round_at;
     if (l->relay_at < d) d = l->relay_at;
+    if (l->standby && l->resume_started + STANDBY_RESUME_MS < d)
+      d = l->resume_started + STANDBY_RESUME_MS;
   }
   if (l->hint_at < d) d = l->hint_at;
   if (l->bday_end < d) d = l->bday_end;
@@ -848,6 +859,12 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
   kp_hp_t *hp = l->hp;
   if (l->dead_news) path_died(l, now);
   if (l->bday && now >= l->bday_end) stop_birthday(l, NULL);
+  if (l->resuming && l->standby && now >= l->resume_started + STANDBY_RESUME_MS) {
+    /* Not over this family (or the server has none: its rounds cost the
+     * relay nodes and the server for nothing). The first family's link
+     * goes on; this one looks again at the next path death. */
+    end_resume(l);
+  }
   if (l->resuming && l->alive) {
     /* The old path carries again (a stopped peer woke up): nothing to
      * replace. */
@@ -973,7 +990,7 @@ void kp_hp_rebound(kp_hp_t *hp, uint64_t now) {
 /* ---- Lifetime ---------------------------------------------------------------------- */
 
 /* What every link starts with: the connection's ids and keys, nothing
- * running. A standby's secret is its family's own (below). */
+ * running. A standby has secrets of its own (below). */
 static kp_hp_link_t *link_new(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb,
                               bool standby, uint64_t now) {
   kp_hp_link_t *l = kp_calloc(1, sizeof(*l));
@@ -985,9 +1002,12 @@ static kp_hp_link_t *link_new(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_
   l->remote_id = r->remote_id;
   memcpy(l->secret, r->path_secret, sizeof(l->secret));
   if (standby) {
-    /* Both sides' standbys are of the family the connection did not begin
+    /* Both sides' standbys are of the family the connection was not made
      * on: keyed apart, no round or pairing of one family is one of the
-     * other's (each counts its rounds from 1). */
+     * other's (each counts its rounds from 1). The links the handshake
+     * made keep its keys, whatever family each side's is (a hello that
+     * crossed families at a DHT node leaves the client on one and the
+     * server on the other, and its rounds may cross the same way). */
     static const char label[] = "kadpunch/other-family/v1";
     crypto_generichash(l->secret, sizeof(l->secret), (const uint8_t *)label, sizeof(label) - 1,
                        r->path_secret, sizeof(r->path_secret));
@@ -1009,9 +1029,13 @@ static kp_hp_link_t *link_new(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_
 
 int kp_hp_link_start_standby(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb,
                              uint64_t now, kp_hp_link_t **out) {
-  *out = link_new(hp, r, cb, true, now);
-  if (!*out) return KP_ENOMEM;
-  (*out)->standby = true;
+  kp_hp_link_t *l = link_new(hp, r, cb, true, now);
+  if (!l) return KP_ENOMEM;
+  l->standby = true;
+  /* NAT types are a family's: this one's are learnt (our DHT's, the
+   * peer's rounds). */
+  l->local_nat = l->remote_nat = KP_NAT_UNKNOWN;
+  *out = l;
   return 0;
 }
 
@@ -1023,7 +1047,7 @@ void kp_hp_link_release(kp_hp_link_t *l, uint64_t now) {
   l->pairing.sock = NULL;
   l->pairing_own_sock = false;
   forget_kept_path(l);
-  unprove(l);
+  /* Its proofs stay: a server follows its client back to them. */
   l->via_proxy = false;
   l->sock = NULL;
   l->direct = true;
@@ -1034,6 +1058,18 @@ void kp_hp_link_release(kp_hp_link_t *l, uint64_t now) {
   l->answering_until = 0;
   l->hint_at = UINT64_MAX;
   l->standby = true;
+}
+
+bool kp_hp_link_follow(kp_hp_link_t *l, const kp_addr_t *from, uint64_t now) {
+  (void)now;
+  if (!l->standby) return false;
+  hp_cand_t *c = kp__hp_path_find(&l->path, from, NULL);
+  if (!c || !c->proven) return false;
+  l->answering_until = 0;
+  end_resume(l);
+  l->hp->stats.resumed++;
+  moved(l, KP_HP_MOVE_RESUMED, true, &c->addr, NULL);
+  return true;
 }
 
 int kp_hp_link_start(kp_hp_t *hp, const kp_hp_result_t *r, const kp_hp_link_cb_t *cb, uint64_t now,

@@ -113,8 +113,8 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
      * other node's DHT: its timer must see that request's deadline. */
     kp_node_t *twin = node->sibling ? node->sibling : node->primary;
     if (twin && !twin->closing) kp__node_rearm(twin);
-  } else if (kp_stream_is_packet(data, len) && node->ep && !node->ep_closing) {
-    kp__endpoint_input(node->ep, from, data, len);
+  } else if (kp_stream_is_packet(data, len)) {
+    kp__node_stream_input(node, from, data, len);
   } else if (kp_probe_is_packet(data, len)) {
     kp_hp_recv_probe(node->hp, NULL, from, data, len, now_ms(node));
     kp__node_rearm(node);

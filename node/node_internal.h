@@ -35,6 +35,7 @@ struct kp_node_conn_s {
    * standby on the other (node_paths.c). Each points at the other. */
   kp_node_conn_t *other;
   bool standby_rec;
+  bool initiator; /* we are the client */
 };
 
 /* The relay node a connect to a key last went through: the next connect
@@ -159,6 +160,10 @@ int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_c
 int kp__node_endpoint_for(kp_node_t *node, void *sock, kp_endpoint_t **out);
 /* Whether a connection's link still needs sock. */
 bool kp__node_conns_hold(const kp_node_t *node, const void *sock);
+/* A stream packet on the node's main socket: to its connection, or, for a
+ * connection on the other family's socket, to it there (a server follows
+ * its client across: kp_hp_link_follow). */
+void kp__node_stream_input(kp_node_t *node, const kp_addr_t *from, uint8_t *data, size_t len);
 /* Stops every link (the node is going away). */
 void kp__node_conns_forget(kp_node_t *node);
 unsigned kp__node_resume_grace(const kp_node_options_t *opts);

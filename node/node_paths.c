@@ -19,6 +19,7 @@
 #include "common/alloc.h"
 #include "node/node_internal.h"
 #include "node/socket_pool.h"
+#include "stream/stream_frame.h"
 #include "stream/uv/endpoint.h"
 
 #define RESUME_GRACE_MS 60000
@@ -104,11 +105,15 @@ static void on_moved(void *ctx, const kp_hp_move_t *m) {
   if (!err) err = kp__conn_move(conn, ep);
   if (err) {
     KP_WARN(&node->log, "connection %s: cannot move to %s: %s", key, to, kp_strerror(err));
+    /* The link thinks it moved: it looks again, unless the node is going. */
+    if (!node->closing) tell_path_state(rec, false);
     return;
   }
-  /* The other family's link, if it was the one carrying, stands by now. */
+  /* The other family's link stands by now (not for a fall back to a kept
+   * relay, which may be of a family that went: the other goes on looking
+   * until the transport says the relay carries). */
   kp_node_conn_t *other = rec->other;
-  if (other && other->link) {
+  if (other && other->link && m->why != KP_HP_MOVE_BACK_TO_RELAY) {
     kp_hp_link_release(other->link, kp__node_now(other->node));
     kp__node_rearm(other->node);
   }
@@ -140,6 +145,7 @@ static void standby_open(kp_node_t *node, kp_node_conn_t *rec, const kp_hp_resul
   sb->node = twin;
   sb->conn = rec->conn;
   sb->standby_rec = true;
+  sb->initiator = rec->initiator;
   memcpy(sb->key, rec->key, KP_PUBLIC_KEY_LEN);
   kp_hp_link_cb_t lcb = {.moved = on_moved, .reach = on_reach, .ctx = sb};
   if (kp_hp_link_start_standby(twin->hp, r, &lcb, kp__node_now(twin), &sb->link)) {
@@ -181,6 +187,7 @@ int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_c
   kp_conn_t *conn = *out;
   rec->node = node;
   rec->conn = conn;
+  rec->initiator = r->initiator;
   memcpy(rec->key, r->remote_key, KP_PUBLIC_KEY_LEN);
   conn->relayed = r->strategy == KP_PUNCH_RELAYED;
   /* Both paths deliver for a while after each move, and each side moves
@@ -197,6 +204,34 @@ int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_c
   if (rec_out) *rec_out = rec;
   kp__node_rearm(node);
   return 0;
+}
+
+void kp__node_stream_input(kp_node_t *node, const kp_addr_t *from, uint8_t *data, size_t len) {
+  if (node->ep && !node->ep_closing && kp__endpoint_find(node->ep, kp_stream_packet_cid(data))) {
+    kp__endpoint_input(node->ep, from, data, len);
+    return;
+  }
+  /* Not ours: a connection on the other family's main socket, whose peer
+   * sends over this family now. */
+  kp_node_t *twin = node->sibling ? node->sibling : node->primary;
+  kp_conn_t *conn = twin && twin->ep && !twin->ep_closing
+                        ? kp__endpoint_find(twin->ep, kp_stream_packet_cid(data))
+                        : NULL;
+  kp_node_conn_t *rec = conn ? conn->hooks_ctx : NULL;
+  if (rec && rec->node != node) rec = rec->other;
+  if (!rec || rec->node != node) {
+    if (node->ep && !node->ep_closing) kp__endpoint_input(node->ep, from, data, len); /* counted */
+    return;
+  }
+  kp_conn_stats_t before, after;
+  kp_conn_stats(conn, &before);
+  kp__endpoint_input(twin->ep, from, data, len);
+  kp_conn_stats(conn, &after);
+  /* Authentic and new (the transport opened it and had not seen it): a
+   * server follows, to an address its link here proved. */
+  if (after.packets_received > before.packets_received && !rec->initiator && rec->link &&
+      kp_hp_link_follow(rec->link, from, kp__node_now(node)))
+    kp__node_rearm(node);
 }
 
 bool kp__node_conns_hold(const kp_node_t *node, const void *sock) {

@@ -128,6 +128,9 @@ static void got_mapping(kp_portmap_t *pm, const char *protocol, const kp_addr_t 
                         uint32_t lifetime_s) {
   char text[KP_ADDR_STRLEN];
   bool renewed = pm->info.state == KP_PORT_MAPPING_ACTIVE;
+  /* No longer than asked: a gateway's (or a spoofer's) "forever" would
+   * stop the renewals that notice a mapping gone. */
+  if (lifetime_s > LIFETIME_S) lifetime_s = LIFETIME_S;
   pm->info.protocol = protocol;
   pm->info.external = *external;
   pm->info.lifetime_s = lifetime_s;
@@ -500,8 +503,9 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
    * nothing yet: it is left to end on its own thread, and the node closes
    * now. */
   if (pm->upnp) kp_upnp_leave_search(pm->upnp);
-  if (pm->pcp && (pm->via_pcp || kp_pcp_busy(pm->pcp))) {
-    /* A mapping we hold, or one the request in flight may have made. */
+  if (pm->pcp && (pm->via_pcp || kp_pcp_busy(pm->pcp) || kp_pcp_has_mapped(pm->pcp))) {
+    /* A mapping we hold (or held: a renewal nobody answered may have
+     * reached the gateway), or one the request in flight may have made. */
     kp_pcp_cancel(pm->pcp);
     uv_timer_stop(&pm->timer);
     if (pm->open_handles & 2) uv_poll_stop(&pm->poll);

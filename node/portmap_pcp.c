@@ -77,6 +77,13 @@ static bool ours(const kp_pcp_t *p, const kp_pcp_map_resp_t *m) {
 static void on_answer(kp_pcp_t *p, const uint8_t *data, size_t len) {
   kp_pcp_map_resp_t m;
   kp_pcp_decoded_t d = kp_pcp_decode(data, len, &m);
+  /* Once the gateway mapped with PCP, only answers carrying our nonce
+   * count: anyone on the LAN can send what looks like the gateway's
+   * "version 0" or a short error, and must not end a mapping with it. */
+  if (p->had_port && (d != KP_PCP_MAP_ANSWER || !m.has_map)) {
+    p->dropped++;
+    return;
+  }
   if (d == KP_PCP_OLD_VERSION) {
     report(p, KP_PCP_NO_PCP, "the gateway speaks NAT-PMP, not PCP", NULL);
     return;
@@ -88,7 +95,9 @@ static void on_answer(kp_pcp_t *p, const uint8_t *data, size_t len) {
   bool deleting = p->req.lifetime_s == 0;
   switch (m.result) {
     case KP_PCP_SUCCESS:
-      if (deleting) {
+      if (deleting && m.lifetime_s) {
+        p->dropped++; /* the mapping's answer, late: not the delete's (RFC 6887 section 15) */
+      } else if (deleting) {
         report(p, KP_PCP_DELETED, "deleted", &m);
       } else if (m.external.family == KP_AF_INET && m.external.port && m.lifetime_s &&
                  !kp_addr_is_any(&m.external)) {
@@ -122,7 +131,7 @@ static void on_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *buf, const struct so
   kp_pcp_t *p = u->data;
   (void)from;
   if (!p->busy) return; /* unasked: dropped (libuv has read it) */
-  if (n == UV_ECONNREFUSED) {
+  if (n == UV_ECONNREFUSED && !p->had_port) {
     report(p, KP_PCP_NO_PCP, "nobody answers PCP at the gateway", NULL);
     return;
   }
@@ -219,6 +228,10 @@ void kp_pcp_cancel(kp_pcp_t *p) {
 
 bool kp_pcp_busy(const kp_pcp_t *p) {
   return p->busy;
+}
+
+bool kp_pcp_has_mapped(const kp_pcp_t *p) {
+  return p->had_port != 0;
 }
 
 uint64_t kp_pcp_dropped(const kp_pcp_t *p) {

@@ -43,6 +43,9 @@ int kp_pcp_unmap(kp_pcp_t *p, unsigned tries, kp_pcp_cb cb, void *ctx);
 /* A request in flight stops unreported. */
 void kp_pcp_cancel(kp_pcp_t *p);
 bool kp_pcp_busy(const kp_pcp_t *p);
+/* The gateway mapped the port once (from then on only answers with our
+ * nonce count; and a close deletes). */
+bool kp_pcp_has_mapped(const kp_pcp_t *p);
 /* Answers that were not for us (counted drops). */
 uint64_t kp_pcp_dropped(const kp_pcp_t *p);
 /* Cancels, closes the socket, frees, then calls closed. */

@@ -5,7 +5,9 @@
  * family's node resumes there, docs/architecture.md "Dual stack") and the
  * transfer ends byte-exact, on the same kp_conn_t, with no stream broken.
  * Both directions are checked: the client sees the move, and the server's
- * side moves too (the echo comes back over IPv4). */
+ * side moves too (the echo comes back over IPv4; the server follows its
+ * client). family_flap takes one family away and gives it back, three
+ * times, alternating: each time the pair must end on the same family. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +21,14 @@
 #define DHT_NODES 8
 #define TOTAL (4u << 20)
 #define CHUNK (64u << 10)
-#define PACE_MS 10        /* one chunk each: 6.4 MB/s, so the cut lands mid-transfer */
-#define CUT_AT (1u << 20) /* echoed bytes when IPv6 goes */
+#define PACE_MS 10 /* one chunk each: 6.4 MB/s, so the cut lands mid-transfer */
 #define GAP_LIMIT_NS 5000000000ull
+
+/* A family goes when this much has come back, and returns at the next. */
+typedef struct cut_s {
+  uint32_t at;
+  bool v6; /* which family goes */
+} cut_t;
 
 typedef struct pump_s {
   kp_conn_t *conn;
@@ -31,8 +38,9 @@ typedef struct pump_s {
   kp_addr_t first_path;
   uint64_t sent, echoed, mismatches;
   uint64_t last_read_ns, max_gap_ns;
-  unsigned moves_to_v4;
+  unsigned moves_to_v4, moves_to_v6;
   kp_path_event_t last_move;
+  uint32_t until;
   uv_timer_t pace;
   kp_write_t writes[TOTAL / CHUNK];
   uint8_t data[TOTAL];
@@ -70,6 +78,7 @@ static void on_path(kp_conn_t *conn, const kp_path_event_t *ev) {
   if (!p || !ev->remote.family) return;
   p->last_move = *ev;
   if (ev->remote.family == KP_AF_INET) p->moves_to_v4++;
+  if (ev->remote.family == KP_AF_INET6) p->moves_to_v6++;
 }
 
 static void on_close(kp_conn_t *conn, int status, uint64_t code) {
@@ -104,20 +113,24 @@ static bool connected(void *ctx) {
   return ((pump_t *)ctx)->connected;
 }
 
-static bool echoed_cut(void *ctx) {
+static bool echoed_until(void *ctx) {
   pump_t *p = ctx;
-  return p->failed || p->echoed >= CUT_AT;
+  return p->failed || p->echoed >= p->until;
 }
 
-static bool echoed_all(void *ctx) {
-  pump_t *p = ctx;
-  return p->failed || p->echoed >= TOTAL;
+/* Every datagram of one family dropped (op 'I') or let through again ('D'). */
+static int family_rule(bool v6, char op) {
+  return kp_test_sh("%s -%c INPUT -p udp -j DROP", v6 ? "ip6tables" : "iptables", op);
 }
 
-void test_family_failover(void) {
+/* The transfer, with each cut in turn: a family goes (all of its
+ * datagrams, both ways: everything here is loopback) and comes back at
+ * the next cut. */
+static void run_cuts(const cut_t *cuts, size_t n) {
   kp_test_enter_netns();
-  if (kp_test_sh("ip6tables -L INPUT -n >/dev/null 2>&1") != 0)
-    kp_test_skip("ip6tables not usable");
+  if (kp_test_sh("ip6tables -L INPUT -n >/dev/null 2>&1") != 0 ||
+      kp_test_sh("iptables -L INPUT -n >/dev/null 2>&1") != 0)
+    kp_test_skip("iptables or ip6tables not usable");
   uv_loop_t loop;
   uv_loop_init(&loop);
   kp_testnet_options_t o;
@@ -150,23 +163,34 @@ void test_family_failover(void) {
   KP_CHECK_MSG(!p.status, "connect: %s", kp_strerror(p.status));
   KP_CHECK_MSG(p.first_path.family == KP_AF_INET6, "a dual-stack pair began on IPv4");
 
-  KP_CHECK(kp_testnet_run_until(&loop, echoed_cut, &p, 20000));
-  KP_CHECK(!p.failed);
-  /* IPv6 goes: every datagram of it, both ways (all of it is loopback). */
-  KP_CHECK_EQ(kp_test_sh("ip6tables -I INPUT -p udp -j DROP"), 0);
-  uint64_t cut_ns = uv_hrtime();
-  KP_CHECK(kp_testnet_run_until(&loop, echoed_all, &p, 30000));
+  uint64_t started_ns = uv_hrtime();
   char at[KP_ADDR_STRLEN];
-  printf("cut IPv6 at %u bytes: %llu of %u echoed in %.2f s, longest read gap %.2f s, now %s "
-         "%s\n",
-         CUT_AT, (unsigned long long)p.echoed, TOTAL, (double)(uv_hrtime() - cut_ns) / 1e9,
-         (double)p.max_gap_ns / 1e9, p.last_move.direct ? "direct to" : "relayed via",
+  for (size_t i = 0; i <= n; i++) {
+    p.until = i < n ? cuts[i].at : TOTAL;
+    KP_CHECK(kp_testnet_run_until(&loop, echoed_until, &p, 30000));
+    KP_CHECK(!p.failed);
+    if (i) KP_CHECK_EQ(family_rule(cuts[i - 1].v6, 'D'), 0);
+    if (i == n) break;
+    KP_CHECK_EQ(family_rule(cuts[i].v6, 'I'), 0);
+    printf("%s goes at %u bytes (on %s)\n", cuts[i].v6 ? "IPv6" : "IPv4", cuts[i].at,
+           kp_addr_format(&p.last_move.remote, at, sizeof(at)));
+  }
+  printf("%llu of %u echoed in %.2f s, longest read gap %.2f s, moves to IPv4 %u, to IPv6 %u, "
+         "now %s %s\n",
+         (unsigned long long)p.echoed, TOTAL, (double)(uv_hrtime() - started_ns) / 1e9,
+         (double)p.max_gap_ns / 1e9, p.moves_to_v4, p.moves_to_v6,
+         p.last_move.direct ? "direct to" : "relayed via",
          kp_addr_format(&p.last_move.remote, at, sizeof(at)));
   KP_CHECK(!p.failed);
   KP_CHECK_EQ(p.echoed, TOTAL);
   KP_CHECK_EQ(p.mismatches, 0);
-  KP_CHECK_MSG(p.moves_to_v4 >= 1, "the connection never moved to IPv4");
-  KP_CHECK(p.last_move.remote.family == KP_AF_INET);
+  /* Each cut moved it to the other family. */
+  unsigned want4 = 0, want6 = 0;
+  for (size_t i = 0; i < n; i++) *(cuts[i].v6 ? &want4 : &want6) += 1;
+  KP_CHECK_MSG(p.moves_to_v4 >= want4 && p.moves_to_v6 >= want6,
+               "moves to IPv4 %u (want %u), to IPv6 %u (want %u)", p.moves_to_v4, want4,
+               p.moves_to_v6, want6);
+  KP_CHECK(p.last_move.remote.family == (cuts[n - 1].v6 ? KP_AF_INET : KP_AF_INET6));
   KP_CHECK_MSG(p.max_gap_ns < GAP_LIMIT_NS, "the transfer stalled %.2f s",
                (double)p.max_gap_ns / 1e9);
 
@@ -177,4 +201,14 @@ void test_family_failover(void) {
   kp_testnet_run_until(&loop, NULL, NULL, 100);
   kp_testnet_destroy(&tn);
   kp_test_check_loop_closes(&loop);
+}
+
+void test_family_failover(void) {
+  static const cut_t cuts[] = {{1u << 20, true}};
+  run_cuts(cuts, 1);
+}
+
+void test_family_flap(void) {
+  static const cut_t cuts[] = {{1u << 20, true}, {2u << 20, false}, {3u << 20, true}};
+  run_cuts(cuts, 3);
 }

@@ -58,6 +58,7 @@ void test_dual_stack_testnet(void);
 
 /* test_family_failover.c */
 void test_family_failover(void);
+void test_family_flap(void);
 
 /* test_caps.c */
 void test_connection_caps(void);

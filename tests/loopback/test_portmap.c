@@ -20,7 +20,9 @@
 #define EXTERNAL_IP "203.0.113.7"
 
 typedef enum gw_mode_e {
-  GW_PCP,         /* maps with PCP; its first answer is a forgery (wrong nonce) */
+  GW_PCP,         /* maps with PCP; before its answers: a forgery (wrong nonce) to the first
+                     mapping, a spoofed "version 0" to a renewal, a late mapping answer to a
+                     delete */
   GW_NATPMP_ONLY, /* answers PCP with NAT-PMP's "unsupported version" */
   GW_PCP_SILENT,  /* never answers PCP; maps with NAT-PMP */
   GW_PCP_REFUSES, /* answers PCP with NOT_AUTHORIZED */
@@ -94,6 +96,13 @@ static void on_pcp_request(gateway_t *g, const struct sockaddr *from, const uint
       memcpy(forged, req + 24, sizeof(forged));
       forged[0] ^= 1;
       pcp_answer(g, from, req, KP_PCP_SUCCESS, forged, 7200);
+    } else if (lifetime) {
+      /* A renewal: someone says the gateway speaks NAT-PMP only. */
+      static const uint8_t old[8] = {0, 0x81, 0, 1};
+      gw_send(g, from, old, sizeof(old));
+    } else {
+      /* A delete: the answer to a mapping request, late. */
+      pcp_answer(g, from, req, KP_PCP_SUCCESS, req + 24, 3600);
     }
     pcp_answer(g, from, req, KP_PCP_SUCCESS, req + 24, lifetime ? 3600 : 0);
   }
@@ -396,11 +405,15 @@ static void test_pcp_renewal(void) {
     KP_CHECK_EQ(suggested, round ? GRANTED_PORT : PORT);
   }
   KP_CHECK(!gw.nonce_changed);
-  KP_CHECK_EQ(kp_pcp_dropped(p), 1); /* the first round's forgery */
+  /* The first round's forgery, and the renewal's "version 0": once mapped,
+   * only answers with our nonce count. */
+  KP_CHECK_EQ(kp_pcp_dropped(p), 2);
+  KP_CHECK(kp_pcp_has_mapped(p));
   pcp_seen_t s = {0};
   KP_CHECK_OK(kp_pcp_unmap(p, 2, on_pcp, &s));
   run_until(&loop, &s.got, 3000);
   KP_CHECK(s.got && s.last.outcome == KP_PCP_DELETED);
+  KP_CHECK_EQ(kp_pcp_dropped(p), 3); /* the late mapping answer is no delete's */
   kp_pcp_close(p, NULL, NULL);
   uv_close((uv_handle_t *)&gw.sock, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);

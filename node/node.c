@@ -467,6 +467,7 @@ void kp__node_maybe_finish_close(kp_node_t *node) {
   /* Everything is quiet: cancelled operations report, then the owner. */
   kp__node_announces_cancel(node);
   kp__node_conns_forget(node);
+  kp__node_index_free(node);
   kp__node_own_free(node);
   /* A sibling's DHT goes: the first node's hellos stop crossing to it. */
   kp_node_t *primary = node->primary;

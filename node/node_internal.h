@@ -35,7 +35,8 @@ struct kp_node_conn_s {
    * standby on the other (node_paths.c). Each points at the other. */
   kp_node_conn_t *other;
   bool standby_rec;
-  bool initiator; /* we are the client */
+  bool initiator;             /* we are the client */
+  kp_node_conn_t *index_next; /* the node's index of paired records (node_paths.c) */
 };
 
 /* The relay node a connect to a key last went through: the next connect
@@ -63,13 +64,18 @@ struct kp_node_s {
   uint64_t armed; /* the deadline the timer is set for */
   kp_dht_t *dht;
   kp_dht_swarm_t *swarm;
-  kp_hp_t *hp;                      /* handshakes: relay, server and client roles */
-  kp_endpoint_t *ep;                /* stream connections on sock, made on first use */
-  kp_rx_budget_t rx_budget;         /* what all its connections may hold */
-  bool ep_closing;                  /* the socket closes once the endpoint has */
-  kp_announce_t *announces;         /* live announcements, told of a close */
-  kp_socket_pool_t *sockets;        /* extra sockets: birthday punches, pairings, winners */
-  kp_node_conn_t *conns;            /* connections made and accepted, with their links */
+  kp_hp_t *hp;               /* handshakes: relay, server and client roles */
+  kp_endpoint_t *ep;         /* stream connections on sock, made on first use */
+  kp_rx_budget_t rx_budget;  /* what all its connections may hold */
+  bool ep_closing;           /* the socket closes once the endpoint has */
+  kp_announce_t *announces;  /* live announcements, told of a close */
+  kp_socket_pool_t *sockets; /* extra sockets: birthday punches, pairings, winners */
+  kp_node_conn_t *conns;     /* connections made and accepted, with their links */
+  /* Those with a record on the other family's node too, by local id: a
+   * stream packet over this family for one that runs on the other's
+   * sockets finds it here (node_paths.c). */
+  kp_node_conn_t **conn_index;
+  size_t conn_index_size, conn_index_count;
   unsigned resume_grace_ms;         /* a connection without a path is resumed this long */
   kp_node_relay_memo_t *relay_memo; /* KP_NODE_RELAY_MEMOS, from the first connect */
   /* The blind relay this node runs (relay_service.h), if it does. */
@@ -164,6 +170,8 @@ bool kp__node_conns_hold(const kp_node_t *node, const void *sock);
  * connection on the other family's socket, to it there (a server follows
  * its client across: kp_hp_link_follow). */
 void kp__node_stream_input(kp_node_t *node, const kp_addr_t *from, uint8_t *data, size_t len);
+/* Frees the index of paired records (once the node's records are gone). */
+void kp__node_index_free(kp_node_t *node);
 /* Stops every link (the node is going away). */
 void kp__node_conns_forget(kp_node_t *node);
 unsigned kp__node_resume_grace(const kp_node_options_t *opts);

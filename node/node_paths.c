@@ -33,11 +33,79 @@ static void conn_unlink(kp_node_conn_t *rec) {
   }
 }
 
+/* ---- The index of paired records ---------------------------------------------------- */
+
+static size_t index_slot(const kp_node_t *node, uint64_t id) {
+  return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & (node->conn_index_size - 1);
+}
+
+static kp_node_conn_t *index_find(const kp_node_t *node, uint64_t id) {
+  if (!node->conn_index_size) return NULL;
+  for (kp_node_conn_t *r = node->conn_index[index_slot(node, id)]; r; r = r->index_next)
+    if (r->conn->local_id == id) return r;
+  return NULL;
+}
+
+/* Chained, doubling at one record a slot (the ids are ours: random). */
+static bool index_add(kp_node_t *node, kp_node_conn_t *rec) {
+  if (node->conn_index_count >= node->conn_index_size) {
+    size_t n = node->conn_index_size ? node->conn_index_size * 2 : 16;
+    kp_node_conn_t **b = kp_calloc(n, sizeof(*b));
+    if (!b) return false;
+    kp_node_conn_t **old = node->conn_index;
+    size_t old_n = node->conn_index_size;
+    node->conn_index = b;
+    node->conn_index_size = n;
+    for (size_t i = 0; i < old_n; i++) {
+      for (kp_node_conn_t *r = old[i], *next; r; r = next) {
+        next = r->index_next;
+        size_t k = index_slot(node, r->conn->local_id);
+        r->index_next = b[k];
+        b[k] = r;
+      }
+    }
+    kp_free(old);
+  }
+  size_t k = index_slot(node, rec->conn->local_id);
+  rec->index_next = node->conn_index[k];
+  node->conn_index[k] = rec;
+  node->conn_index_count++;
+  return true;
+}
+
+static void index_remove(kp_node_t *node, kp_node_conn_t *rec) {
+  if (!node->conn_index_size) return;
+  for (kp_node_conn_t **p = &node->conn_index[index_slot(node, rec->conn->local_id)]; *p;
+       p = &(*p)->index_next) {
+    if (*p == rec) {
+      *p = rec->index_next;
+      node->conn_index_count--;
+      return;
+    }
+  }
+}
+
+/* A pair comes apart: neither record is found by id any more. */
+static void unpair(kp_node_conn_t *rec) {
+  kp_node_conn_t *other = rec->other;
+  index_remove(rec->node, rec);
+  index_remove(other->node, other);
+  rec->other = other->other = NULL;
+}
+
+void kp__node_index_free(kp_node_t *node) {
+  kp_free(node->conn_index);
+  node->conn_index = NULL;
+  node->conn_index_size = node->conn_index_count = 0;
+}
+
+/* ---- Records --------------------------------------------------------------------------- */
+
 static void conn_free(kp_node_conn_t *rec) {
   kp_node_conn_t *other = rec->other;
   if (other) {
     /* The pair goes together (the transport ended, or a node closed). */
-    rec->other = other->other = NULL;
+    unpair(rec);
     conn_free(other);
   }
   kp_hp_link_stop(rec->link);
@@ -105,13 +173,16 @@ static void on_moved(void *ctx, const kp_hp_move_t *m) {
   if (!err) err = kp__conn_move(conn, ep);
   if (err) {
     KP_WARN(&node->log, "connection %s: cannot move to %s: %s", key, to, kp_strerror(err));
-    /* The link thinks it moved: it looks again, unless the node is going. */
+    /* The link thinks it moved: it stands by again, and looks again unless
+     * the node is going. */
+    if (rec->link) kp_hp_link_release(rec->link, kp__node_now(node));
     if (!node->closing) tell_path_state(rec, false);
     return;
   }
   /* The other family's link stands by now (not for a fall back to a kept
-   * relay, which may be of a family that went: the other goes on looking
-   * until the transport says the relay carries). */
+   * relay, which may be of a family that went: though the transport, told
+   * of the move, calls the path alive at once, and the other stops looking
+   * until it says the path died again). */
   kp_node_conn_t *other = rec->other;
   if (other && other->link && m->why != KP_HP_MOVE_BACK_TO_RELAY) {
     kp_hp_link_release(other->link, kp__node_now(other->node));
@@ -149,6 +220,12 @@ static void standby_open(kp_node_t *node, kp_node_conn_t *rec, const kp_hp_resul
   memcpy(sb->key, rec->key, KP_PUBLIC_KEY_LEN);
   kp_hp_link_cb_t lcb = {.moved = on_moved, .reach = on_reach, .ctx = sb};
   if (kp_hp_link_start_standby(twin->hp, r, &lcb, kp__node_now(twin), &sb->link)) {
+    kp_free(sb);
+    return;
+  }
+  if (!index_add(node, rec) || !index_add(twin, sb)) {
+    index_remove(node, rec);
+    kp_hp_link_stop(sb->link);
     kp_free(sb);
     return;
   }
@@ -207,29 +284,28 @@ int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_c
 }
 
 void kp__node_stream_input(kp_node_t *node, const kp_addr_t *from, uint8_t *data, size_t len) {
-  if (node->ep && !node->ep_closing && kp__endpoint_find(node->ep, kp_stream_packet_cid(data))) {
-    kp__endpoint_input(node->ep, from, data, len);
+  uint64_t cid = kp_stream_packet_cid(data);
+  bool ours = node->ep && !node->ep_closing && kp__endpoint_find(node->ep, cid);
+  kp_node_conn_t *rec = ours ? NULL : index_find(node, cid);
+  kp_conn_t *conn = rec ? rec->conn : NULL;
+  kp_endpoint_t *ep = conn ? conn->ep : NULL;
+  if (!rec || conn->over || ep->close_requested) {
+    if (node->ep && !node->ep_closing)
+      kp__endpoint_input(node->ep, from, data, len); /* or counted */
     return;
   }
-  /* Not ours: a connection on the other family's main socket, whose peer
-   * sends over this family now. */
-  kp_node_t *twin = node->sibling ? node->sibling : node->primary;
-  kp_conn_t *conn = twin && twin->ep && !twin->ep_closing
-                        ? kp__endpoint_find(twin->ep, kp_stream_packet_cid(data))
-                        : NULL;
-  kp_node_conn_t *rec = conn ? conn->hooks_ctx : NULL;
-  if (rec && rec->node != node) rec = rec->other;
-  if (!rec || rec->node != node) {
-    if (node->ep && !node->ep_closing) kp__endpoint_input(node->ep, from, data, len); /* counted */
-    return;
-  }
-  kp_conn_stats_t before, after;
-  kp_conn_stats(conn, &before);
-  kp__endpoint_input(twin->ep, from, data, len);
-  kp_conn_stats(conn, &after);
-  /* Authentic and new (the transport opened it and had not seen it): a
-   * server follows, to an address its link here proved. */
-  if (after.packets_received > before.packets_received && !rec->initiator && rec->link &&
+  /* A connection with a record here that runs on other sockets (the other
+   * family's, or a pool socket of either): its peer sends over this family
+   * now. The transport reads it where the connection is. */
+  uint64_t newest = kp_sconn_newest_received(conn->sc);
+  kp__endpoint_input(ep, from, data, len);
+  /* The packet may have ended the connection, and its records with it. */
+  rec = index_find(node, cid);
+  if (!rec || rec->conn != conn || conn->over) return;
+  /* Authentic and the newest the client has sent (not a late copy of one
+   * from before it moved): a server follows, to an address its link here
+   * proved. */
+  if (kp_sconn_newest_received(conn->sc) > newest && !rec->initiator && rec->link &&
       kp_hp_link_follow(rec->link, from, kp__node_now(node)))
     kp__node_rearm(node);
 }
@@ -247,7 +323,7 @@ void kp__node_conns_forget(kp_node_t *node) {
     if (other) {
       /* One family's node goes first: the other's record carries on alone
        * (and holds the hooks, if this one did). */
-      rec->other = other->other = NULL;
+      unpair(rec);
       if (!rec->standby_rec) {
         kp_conn_hooks_t hooks = {.ended = on_ended, .path_state = on_path_state};
         other->standby_rec = false;

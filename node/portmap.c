@@ -503,9 +503,13 @@ void kp_portmap_close(kp_portmap_t *pm, kp_portmap_closed_cb closed, void *ctx) 
    * nothing yet: it is left to end on its own thread, and the node closes
    * now. */
   if (pm->upnp) kp_upnp_leave_search(pm->upnp);
-  if (pm->pcp && (pm->via_pcp || kp_pcp_busy(pm->pcp) || kp_pcp_has_mapped(pm->pcp))) {
-    /* A mapping we hold (or held: a renewal nobody answered may have
-     * reached the gateway), or one the request in flight may have made. */
+  bool pcp_last = pm->info.protocol && !strcmp(pm->info.protocol, "PCP");
+  if (pm->pcp &&
+      (pm->via_pcp || kp_pcp_busy(pm->pcp) || (pcp_last && kp_pcp_has_mapped(pm->pcp)))) {
+    /* A mapping we hold, one the request in flight may have made, or one
+     * we held while PCP is still what we ask with (a renewal nobody
+     * answered may have reached the gateway). Not one NAT-PMP or UPnP
+     * took over from: theirs is deleted below. */
     kp_pcp_cancel(pm->pcp);
     uv_timer_stop(&pm->timer);
     if (pm->open_handles & 2) uv_poll_stop(&pm->poll);

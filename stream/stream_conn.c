@@ -919,6 +919,10 @@ void kp_sconn_set_remote(kp_sconn_t *c, const kp_addr_t *remote, uint64_t now) {
   switch_path(c, remote, now);
 }
 
+uint64_t kp_sconn_newest_received(const kp_sconn_t *c) {
+  return c->replay.any ? c->replay.largest + 1 : 0;
+}
+
 bool kp_sconn_path_alive(const kp_sconn_t *c) {
   return !c->path_dead;
 }

@@ -165,6 +165,9 @@ void kp_sconn_set_datagram_cb(kp_sconn_t *c,
                               void (*fn)(void *ctx, const uint8_t *data, size_t len));
 /* Whether the path carries (kp_sconn_events_t.path_state). */
 bool kp_sconn_path_alive(const kp_sconn_t *c);
+/* The newest packet number authenticated so far, plus one (0: none yet):
+ * a packet that raised it was the newest the peer has sent us. */
+uint64_t kp_sconn_newest_received(const kp_sconn_t *c);
 /* Where packets go. */
 const kp_addr_t *kp_sconn_remote(const kp_sconn_t *c);
 

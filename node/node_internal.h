@@ -87,6 +87,7 @@ struct kp_node_s {
   kp_addr_t found_relays[4];
   kp_addr_t found_alts[4]; /* a dual-stack relay's address of the other family */
   size_t found_count;
+  unsigned found_foreign; /* ... records of the other family only, seen by that lookup */
   kp_log_t log;
   char log_prefix[KP_ADDR_STRLEN + 8];
   kp_rng_t rng;

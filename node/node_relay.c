@@ -75,15 +75,35 @@ static void on_relay_record(kp_node_t *node, const kp_record_t *rec, void *arg) 
   kp_addr_t named[2];
   (void)arg;
   size_t n = record_addrs(rec, named);
+  if (node->found_count >= 4 || !n) return;
   /* The first address, the one its storing node checked, if it is of our
-   * family (a record of the other family's store, served to us by a
-   * dual-stack node, is not); a dual-stack relay's second is what a peer
-   * of the other family pairs at. */
-  if (node->found_count >= 4 || !n || named[0].family != node->sock.local.family) return;
-  for (size_t i = 0; i < node->found_count; i++)
-    if (kp_addr_eq(&node->found_relays[i], &named[0])) return;
-  node->found_alts[node->found_count] = n == 2 ? named[1] : (kp_addr_t){0};
-  node->found_relays[node->found_count++] = named[0];
+   * family; a dual-stack relay's second is what a peer of the other family
+   * pairs at. A record of the other family's store (a dual-stack node
+   * serves one when its own store has none under that key) is used for
+   * its second address, if that one is ours: the relay's word, checked by
+   * nobody, as the other address in a welcome or a round is (a peer pairs
+   * there unproven, docs/architecture.md "Dual stack"). Without it a node
+   * of one family found no relay at all whenever the nodes it asked held
+   * the relay's record of the other family only (nat.ipv6_matrix: a v4
+   * server, 3 runs in 45, so a v6 client got "no direct path"). */
+  int ours = node->sock.local.family;
+  size_t first = named[0].family == ours ? 0 : n == 2 && named[1].family == ours ? 1 : 2;
+  if (first == 2) {
+    node->found_foreign++;
+    return;
+  }
+  kp_addr_t alt = n == 2 ? named[1 - first] : (kp_addr_t){0};
+  for (size_t i = 0; i < node->found_count; i++) {
+    if (!kp_addr_eq(&node->found_relays[i], &named[first])) continue;
+    /* The same relay again: one node may hold its record from before it
+     * knew its other address (nat.ipv6_matrix: a v4 server kept that one,
+     * named no IPv6 address in its welcomes, and a v6 client got "no
+     * direct path"). The other address counts from whichever has it. */
+    if (!node->found_alts[i].family) node->found_alts[i] = alt;
+    return;
+  }
+  node->found_alts[node->found_count] = alt;
+  node->found_relays[node->found_count++] = named[first];
 }
 
 /* A lookup that found none (the relays may not have announced yet, or the
@@ -104,7 +124,11 @@ static void on_relay_lookup(kp_node_t *node, int status, size_t found,
   uint64_t now = kp__node_now(node);
   if (status || !node->found_count) {
     node->relays_due = now + node->relays_retry_ms;
-    KP_INFO(&node->log, "no relay found on the DHT; looking again in %u ms", node->relays_retry_ms);
+    KP_INFO(&node->log,
+            "no relay found on the DHT (%s, %u response(s), %u record(s) of no use here); "
+            "looking again in %u ms",
+            status ? kp_strerror(status) : "no record", stats ? stats->responses : 0,
+            node->found_foreign, node->relays_retry_ms);
     node->relays_retry_ms =
         node->relays_retry_ms * 2 < RETRY_MAX_MS ? node->relays_retry_ms * 2 : RETRY_MAX_MS;
     kp__node_rearm(node);
@@ -124,6 +148,7 @@ void kp__node_relay_tick(kp_node_t *node, uint64_t now) {
   uint8_t target[KP_ID_LEN];
   kp__node_relay_target(target);
   node->found_count = 0;
+  node->found_foreign = 0;
   node->relays_due = UINT64_MAX; /* set again when the lookup ends */
   if (!kp_node_lookup(node, target, on_relay_record, on_relay_lookup, NULL))
     node->relay_lookup = true;

@@ -219,15 +219,19 @@ static bool quitter_closed(void *ctx) {
   return ((quitter_t *)ctx)->closed;
 }
 
-void test_dual_stack_testnet(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
+void kp_test_dual_testnet(uv_loop_t *loop, kp_testnet_t *tn) {
+  uv_loop_init(loop);
   kp_testnet_options_t o;
   kp_testnet_options_init(&o);
   o.size = 1;
   o.host = "dual";
+  KP_CHECK_OK(kp_testnet_create(loop, &o, tn));
+}
+
+void test_dual_stack_testnet(void) {
+  uv_loop_t loop;
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  kp_test_dual_testnet(&loop, &tn);
   for (int i = 0; i < DHT_EACH; i++)
     for (int k = 0; k < KINDS; k++)
       KP_CHECK_OK(kp_testnet_add_stacks(&tn, kind_stacks[k], KP_NODE_AUTO, 0, NULL));

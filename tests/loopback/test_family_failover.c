@@ -132,13 +132,8 @@ static void run_cuts(const cut_t *cuts, size_t n) {
       kp_test_sh("iptables -L INPUT -n >/dev/null 2>&1") != 0)
     kp_test_skip("iptables or ip6tables not usable");
   uv_loop_t loop;
-  uv_loop_init(&loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 1;
-  o.host = "dual";
   kp_testnet_t tn;
-  KP_CHECK_OK(kp_testnet_create(&loop, &o, &tn));
+  kp_test_dual_testnet(&loop, &tn);
   for (int i = 0; i < DHT_NODES; i++)
     KP_CHECK_OK(kp_testnet_add_stacks(&tn, KP_TESTNET_V4 | KP_TESTNET_V6, KP_NODE_AUTO, 0, NULL));
   kp_node_t *server, *client;

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "kadpunch.h"
+#include "node/testnet.h"
 
 /* Runs the loop dry and checks it closes with nothing left open. */
 void kp_test_check_loop_closes(uv_loop_t *loop);
@@ -55,6 +56,9 @@ void test_handshake_flood(void);
 
 /* test_dual_stack.c */
 void test_dual_stack_testnet(void);
+/* A testnet on 127.0.0.1 and ::1 (one dual-stack node to start with),
+ * on a loop it initialises. */
+void kp_test_dual_testnet(uv_loop_t *loop, kp_testnet_t *tn);
 
 /* test_family_failover.c */
 void test_family_failover(void);

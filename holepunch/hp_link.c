@@ -46,8 +46,6 @@
 #define RESUME_RELAY_AFTER_MS 1000 /* no direct path by then: a relay meanwhile */
 #define RESUME_REQ_NODES 8
 #define ANSWERING_MS 10000 /* server: a resume round makes proofs move the connection this long */
-#define STANDBY_RESUME_MS                                                                          \
-  10000                    /* a standby looks this long: its punch works by then or not at all */
 #define RESUME_IN_FLIGHT 4 /* rounds awaiting an answer (a slow path's answers still count) */
 #define OWN_ADDR_RATE 2    /* punch requests naming an address, per second a link heeds ... */
 #define OWN_ADDR_BURST 4   /* ... with this burst (a replayed one costs its sender as much) */
@@ -841,8 +839,6 @@ static uint64_t link_deadline(const kp_hp_link_t *l) {
   if (l->resuming) {
     if (l->next_round_at < d) d = l->next_round_at;
     if (l->relay_at < d) d = l->relay_at;
-    if (l->standby && l->resume_started + STANDBY_RESUME_MS < d)
-      d = l->resume_started + STANDBY_RESUME_MS;
   }
   if (l->hint_at < d) d = l->hint_at;
   if (l->bday_end < d) d = l->bday_end;
@@ -859,12 +855,6 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
   kp_hp_t *hp = l->hp;
   if (l->dead_news) path_died(l, now);
   if (l->bday && now >= l->bday_end) stop_birthday(l, NULL);
-  if (l->resuming && l->standby && now >= l->resume_started + STANDBY_RESUME_MS) {
-    /* Not over this family (or the server has none: its rounds cost the
-     * relay nodes and the server for nothing). The first family's link
-     * goes on; this one looks again at the next path death. */
-    end_resume(l);
-  }
   if (l->resuming && l->alive) {
     /* The old path carries again (a stopped peer woke up): nothing to
      * replace. */

@@ -442,6 +442,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(dual_stack_testnet, loopback, 180),
     KP_CASE(family_failover, loopback, 120),
     KP_CASE(family_flap, loopback, 120),
+    KP_CASE(family_returns, loopback, 120),
     KP_CASE(firewalled_stays_ephemeral, loopback, 60),
     KP_CASE(bootstrap_by_name, loopback, 60),
     KP_CASE(cli_dht_node, loopback, 30),

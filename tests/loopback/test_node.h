@@ -63,6 +63,7 @@ void kp_test_dual_testnet(uv_loop_t *loop, kp_testnet_t *tn);
 /* test_family_failover.c */
 void test_family_failover(void);
 void test_family_flap(void);
+void test_family_returns(void);
 
 /* test_caps.c */
 void test_connection_caps(void);

@@ -284,14 +284,15 @@ int kp__node_conn_open(kp_node_t *node, const kp_hp_result_t *r, const kp_conn_c
 }
 
 void kp__node_stream_input(kp_node_t *node, const kp_addr_t *from, uint8_t *data, size_t len) {
+  /* The common case first, in one lookup: a connection on this socket. */
+  bool open = node->ep && !node->ep_closing;
+  if (open && kp__endpoint_deliver(node->ep, from, data, len)) return;
   uint64_t cid = kp_stream_packet_cid(data);
-  bool ours = node->ep && !node->ep_closing && kp__endpoint_find(node->ep, cid);
-  kp_node_conn_t *rec = ours ? NULL : index_find(node, cid);
+  kp_node_conn_t *rec = index_find(node, cid);
   kp_conn_t *conn = rec ? rec->conn : NULL;
   kp_endpoint_t *ep = conn ? conn->ep : NULL;
   if (!rec || conn->over || ep->close_requested) {
-    if (node->ep && !node->ep_closing)
-      kp__endpoint_input(node->ep, from, data, len); /* or counted */
+    if (open) node->ep->drops_unknown++;
     return;
   }
   /* A connection with a record here that runs on other sockets (the other

@@ -318,18 +318,20 @@ static void on_recv(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t 
   kp__endpoint_input(udp->data, from, data, len);
 }
 
+bool kp__endpoint_deliver(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data, size_t len) {
+  kp_conn_t *conn = find_conn(ep, kp_stream_packet_cid(data));
+  if (!conn || conn->over) return false;
+  kp_sconn_read_datagram(conn->sc, from, data, len, kp__ep_now());
+  kp__ep_mark_dirty(conn);
+  return true;
+}
+
 void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data, size_t len) {
   if (!kp_stream_is_packet(data, len)) {
     ep->drops_other++;
     return;
   }
-  kp_conn_t *conn = find_conn(ep, kp_stream_packet_cid(data));
-  if (!conn || conn->over) {
-    ep->drops_unknown++;
-    return;
-  }
-  kp_sconn_read_datagram(conn->sc, from, data, len, kp__ep_now());
-  kp__ep_mark_dirty(conn);
+  if (!kp__endpoint_deliver(ep, from, data, len)) ep->drops_unknown++;
 }
 
 /* ---- Connections ---------------------------------------------------------------------- */

@@ -129,6 +129,9 @@ struct kp_endpoint_s {
  * endpoint's close callback has run. */
 int kp__endpoint_attach(uv_loop_t *loop, kp_udp_t *udp, kp_endpoint_t **out);
 void kp__endpoint_input(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data, size_t len);
+/* The same for a stream packet, but a packet for no live connection is
+ * left to the caller (false), uncounted. */
+bool kp__endpoint_deliver(kp_endpoint_t *ep, const kp_addr_t *from, uint8_t *data, size_t len);
 /* The live connection with that local id (NULL: none, or over). */
 kp_conn_t *kp__endpoint_find(const kp_endpoint_t *ep, uint64_t local_id);
 /* Only kp_conn_set_remote moves conn from now on (kp_sconn_pin_path). */

@@ -102,8 +102,10 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
    * dual-stack node's relay runs on its first node, for both). */
   kp_relay_service_t *relay = node->primary ? node->primary->relay_service : node->relay_service;
   if (relay && kp_relay_service_input(relay, from, data, len)) return;
-  if (node->proxy_svc && kp_proxy_is_packet(data, len)) {
-    kp__proxy_service_input(node->proxy_svc, from, data, len);
+  /* And a proxy's sessions, over either family (node_proxy.c). */
+  kp_proxy_service_t *proxy = node->primary ? node->primary->proxy_svc : node->proxy_svc;
+  if (proxy && kp_proxy_is_packet(data, len)) {
+    kp__proxy_service_input(proxy, from, data, len);
     return;
   }
   if (kp_dht_msg_is_control(data, len)) {

@@ -234,5 +234,12 @@ void kp__node_announces_unpair(kp_node_t *node);
 /* kp_node_announce over this node's family only (no twin). */
 int kp__node_announce_here(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
                            const void *data, size_t data_len, kp_announce_t **out);
+/* A service's record on one family's node `on` (a relay's, a proxy's):
+ * its public address there, and `other`'s (the sibling, or NULL) after it
+ * once known, as the storing nodes check (kp__node_store_policy). Made
+ * anew once the other address appears; nothing until `on` is a member
+ * with a public address. 0, or the announcement's error. */
+int kp__node_announce_addrs(kp_node_t *on, kp_node_t *other, const uint8_t target[KP_ID_LEN],
+                            const kp_keypair_t *kp, kp_announce_t **slot, bool *named_both);
 
 #endif

@@ -4,7 +4,14 @@
  * hands over the 0x58 class), each allocation is a UDP socket of its own
  * on the node's address, one timer ends what expired, and the proxy is
  * announced on the DHT like a relay. An object with its own lifecycle:
- * kp_proxy_service_create / kp_proxy_service_close. */
+ * kp_proxy_service_create / kp_proxy_service_close.
+ *
+ * On a dual-stack node the proxy runs on the first node and serves both
+ * families, as a dual-stack relay does: sessions arrive on either node's
+ * socket (and TCP port), an allocation is opened on the node of the
+ * family the peer asks for, whichever family its session runs on, and
+ * each family's node announces the proxy there. So an IPv6-only peer
+ * borrows an IPv4 address, and the other way round. */
 #include <string.h>
 
 #include "common/alloc.h"
@@ -36,18 +43,26 @@ typedef struct alloc_sock_s {
   unsigned slot;
 } alloc_sock_t;
 
+/* The TCP port on one family's node. */
+typedef struct listener_s {
+  uv_tcp_t tcp;
+  struct kp_proxy_service_s *svc;
+  bool open;
+} listener_t;
+
 struct kp_proxy_service_s {
   kp_node_t *node;
   kp_proxy_t *px;
   kp_keypair_t kp;
   uv_timer_t timer;
   bool timer_open, closing, announce;
-  kp_announce_t *announced;
+  /* By family: the first node's record, then its sibling's. */
+  kp_announce_t *announced[2];
+  bool named_both[2];
   alloc_sock_t **socks; /* by slot */
   unsigned max_allocs, socks_closing;
   kp_proxy_service_close_cb close_cb;
-  uv_tcp_t tcp;
-  bool tcp_open;
+  listener_t listen[2]; /* the first node's family, the sibling's */
   plink_t *links;
   unsigned link_count, links_closing;
   uint64_t tcp_refused, tcp_drops;
@@ -77,12 +92,44 @@ static plink_t *link_of(kp_proxy_service_t *svc, const kp_addr_t *peer) {
   return NULL;
 }
 
+/* The socket of a family's node, or NULL (none, or closing). */
+static kp_udp_t *sock_of(const kp_proxy_service_t *svc, uint8_t family) {
+  kp_node_t *n = kp__node_of_family(svc->node, family);
+  return n && !n->closing ? &n->sock : NULL;
+}
+
+static kp_node_t *sibling_of(const kp_proxy_service_t *svc) {
+  kp_node_t *sib = svc->node->sibling;
+  return sib && !sib->closing ? sib : NULL;
+}
+
+/* What the proxy sends while handling one input leaves in batches: one
+ * per family's socket (the session may run on either). */
+typedef struct batches_s {
+  kp_udp_t *sock[2];
+  kp_udp_batch_t batch[2];
+} batches_t;
+
+static void batches_begin(kp_proxy_service_t *svc, batches_t *b) {
+  kp_node_t *sib = sibling_of(svc);
+  b->sock[0] = &svc->node->sock;
+  b->sock[1] = sib ? &sib->sock : NULL;
+  for (int i = 0; i < 2; i++)
+    if (b->sock[i]) kp_udp_batch_begin(b->sock[i], &b->batch[i]);
+}
+
+static void batches_end(batches_t *b) {
+  for (int i = 0; i < 2; i++)
+    if (b->sock[i]) kp_udp_batch_end(b->sock[i], &b->batch[i]);
+}
+
 static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len) {
   kp_proxy_service_t *svc = ctx;
   if (svc->node->closing) return;
   plink_t *l = svc->links ? link_of(svc, to) : NULL;
   if (!l) {
-    kp_udp_send(&svc->node->sock, to, data, len);
+    kp_udp_t *sock = sock_of(svc, to->family);
+    if (sock) kp_udp_send(sock, to, data, len);
     return;
   }
   kp_tunnel_frame_t f = {.type = KP_TUNNEL_DATA, .addr = *to, .data = data, .len = len};
@@ -93,19 +140,21 @@ static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *dat
   alloc_sock_t *s = udp->data;
   kp_proxy_service_t *svc = s->svc;
   if (svc->closing) return;
-  /* What it passes on leaves on the node's socket: one batch. */
-  kp_udp_batch_t batch;
-  kp_udp_batch_begin(&svc->node->sock, &batch);
+  /* What it passes on leaves on the sockets the sessions run on. */
+  batches_t b;
+  batches_begin(svc, &b);
   kp_proxy_alloc_input(svc->px, s->slot, from, data, len, kp__node_now(svc->node));
-  kp_udp_batch_end(&svc->node->sock, &batch);
+  batches_end(&b);
 }
 
-static int px_alloc_open(void *ctx, unsigned slot, kp_addr_t *bound) {
+static int px_alloc_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bound) {
   kp_proxy_service_t *svc = ctx;
+  kp_udp_t *on = sock_of(svc, family);
   if (svc->closing || svc->socks[slot]) return UV_EBUSY;
+  if (!on) return UV_EAFNOSUPPORT;
   alloc_sock_t *s = kp_calloc(1, sizeof(*s));
   if (!s) return UV_ENOMEM;
-  kp_addr_t any = svc->node->sock.local;
+  kp_addr_t any = on->local;
   any.port = 0;
   int err = kp_udp_init(svc->node->loop, &s->udp, &any, NULL);
   if (err) {
@@ -213,10 +262,10 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   kp_proxy_service_t *svc = l->svc;
   if (l->closing || svc->closing) return false;
   if (f->type == KP_TUNNEL_DATA && f->channel == 0) {
-    kp_udp_batch_t batch;
-    kp_udp_batch_begin(&svc->node->sock, &batch);
+    batches_t b;
+    batches_begin(svc, &b);
     kp_proxy_input(svc->px, &l->peer, f->data, f->len, kp__node_now(svc->node));
-    kp_udp_batch_end(&svc->node->sock, &batch);
+    batches_end(&b);
   }
   if (io->overflow) { /* our answers found no room: the peer does not read */
     link_close(l);
@@ -237,7 +286,7 @@ static unsigned links_from(const kp_proxy_service_t *svc, const kp_addr_t *peer)
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  kp_proxy_service_t *svc = server->data;
+  kp_proxy_service_t *svc = ((listener_t *)server->data)->svc;
   if (status || svc->closing) return;
   plink_t *l = kp_calloc(1, sizeof(*l));
   if (!l || kp_tunnel_io_init(svc->node->loop, &l->io)) {
@@ -261,22 +310,34 @@ static void on_connection(uv_stream_t *server, int status) {
   }
 }
 
-static int tcp_start(kp_proxy_service_t *svc) {
-  struct sockaddr_storage ss;
-  kp_addr_to_sockaddr(&svc->node->sock.local, &ss);
-  int err = uv_tcp_init(svc->node->loop, &svc->tcp);
-  if (err) return err;
-  svc->tcp.data = svc;
-  svc->tcp_open = true;
-  err = uv_tcp_bind(&svc->tcp, (struct sockaddr *)&ss, 0);
-  if (!err) err = uv_listen((uv_stream_t *)&svc->tcp, TCP_BACKLOG, on_connection);
-  return err;
+static void on_listener_closed(uv_handle_t *h) {
+  listener_t *t = h->data;
+  t->open = false;
+  maybe_done(t->svc);
 }
 
-static void on_listener_closed(uv_handle_t *h) {
-  kp_proxy_service_t *svc = h->data;
-  svc->tcp_open = false;
-  maybe_done(svc);
+/* The TCP port on `node`'s address. Without it (a relay on this node has
+ * it, say) the proxy serves everyone else. */
+static void tcp_start(kp_proxy_service_t *svc, listener_t *t, kp_node_t *node) {
+  struct sockaddr_storage ss;
+  kp_addr_to_sockaddr(&node->sock.local, &ss);
+  t->svc = svc;
+  int err = uv_tcp_init(node->loop, &t->tcp);
+  if (err) return;
+  t->tcp.data = t;
+  t->open = true;
+  err = uv_tcp_bind(&t->tcp, (struct sockaddr *)&ss, 0);
+  if (!err) err = uv_listen((uv_stream_t *)&t->tcp, TCP_BACKLOG, on_connection);
+  if (!err) return;
+  char text[KP_ADDR_STRLEN];
+  KP_WARN(&node->log, "proxy: no TCP on %s (%s): peers whose UDP is blocked cannot use it",
+          kp_addr_format(&node->sock.local, text, sizeof(text)), kp_strerror(err));
+  uv_close((uv_handle_t *)&t->tcp, on_listener_closed);
+}
+
+static void tcp_stop(listener_t *t) {
+  if (t->open && !uv_is_closing((uv_handle_t *)&t->tcp))
+    uv_close((uv_handle_t *)&t->tcp, on_listener_closed);
 }
 
 static void sweep_links(kp_proxy_service_t *svc) {
@@ -288,19 +349,30 @@ static void sweep_links(kp_proxy_service_t *svc) {
 
 /* ---- Announcing ------------------------------------------------------------------------------ */
 
+/* Our addresses, as the nodes know them: the proxy's scope, by family. */
+static void set_local(kp_proxy_service_t *svc) {
+  kp_node_t *nodes[2] = {svc->node, sibling_of(svc)};
+  for (int i = 0; i < 2; i++) {
+    kp_addr_t pub;
+    if (nodes[i])
+      kp_proxy_set_local(svc->px, &nodes[i]->sock.local,
+                         kp_node_public_addr(nodes[i], &pub) == 0 ? &pub : NULL);
+  }
+}
+
+/* Each family's node announces the proxy there, its own address first and
+ * the other family's after it (as a dual-stack relay does). */
 static void announce(kp_proxy_service_t *svc) {
-  kp_addr_t pub;
-  kp_node_t *node = svc->node;
-  if (!svc->announce || svc->announced || !kp_node_is_member(node) ||
-      kp_node_public_addr(node, &pub))
-    return;
-  kp_proxy_set_local(svc->px, &node->sock.local, &pub);
-  char text[KP_ADDR_STRLEN];
-  kp_addr_format(&pub, text, sizeof(text));
+  if (!svc->announce) return;
+  kp_node_t *sib = sibling_of(svc);
   uint8_t target[KP_ID_LEN];
   kp_target_from_topic(KP_PROXY_TOPIC, sizeof(KP_PROXY_TOPIC) - 1, target);
-  int err = kp_node_announce(node, target, &svc->kp, text, strlen(text), NULL, &svc->announced);
-  if (err) KP_WARN(&node->log, "announcing the proxy: %s", kp_strerror(err));
+  int err = kp__node_announce_addrs(svc->node, sib, target, &svc->kp, &svc->announced[0],
+                                    &svc->named_both[0]);
+  if (!err && sib)
+    err = kp__node_announce_addrs(sib, svc->node, target, &svc->kp, &svc->announced[1],
+                                  &svc->named_both[1]);
+  if (err) KP_WARN(&svc->node->log, "announcing the proxy: %s", kp_strerror(err));
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -310,6 +382,7 @@ static void on_timer(uv_timer_t *t) {
   kp_proxy_tick(svc->px, kp__node_now(svc->node));
   kp_udp_batch_end(&svc->node->sock, &batch);
   sweep_links(svc);
+  set_local(svc);
   announce(svc);
 }
 
@@ -382,20 +455,15 @@ int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *o
   svc->timer_open = true;
   svc->timer.data = svc;
   uv_timer_start(&svc->timer, on_timer, TICK_MS, TICK_MS);
-  kp_addr_t pub;
-  kp_proxy_set_local(svc->px, &node->sock.local,
-                     kp_node_public_addr(node, &pub) == 0 ? &pub : NULL);
+  set_local(svc);
   /* Forwarded streams arrive in bursts: coalesced receives (udp.c). */
+  kp_node_t *sib = sibling_of(svc);
   kp_udp_enable_gro(&node->sock);
+  if (sib) kp_udp_enable_gro(&sib->sock);
   node->proxy_svc = svc;
-  /* The same port over TCP, for peers whose UDP is blocked. Without it
-   * (a relay on this node has it, say) the proxy serves everyone else. */
-  if ((err = tcp_start(svc))) {
-    char text[KP_ADDR_STRLEN];
-    KP_WARN(&node->log, "proxy: no TCP on %s (%s): peers whose UDP is blocked cannot use it",
-            kp_addr_format(&node->sock.local, text, sizeof(text)), kp_strerror(err));
-    if (svc->tcp_open) uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
-  }
+  /* The same port over TCP, for peers whose UDP is blocked. */
+  tcp_start(svc, &svc->listen[0], node);
+  if (sib) tcp_start(svc, &svc->listen[1], sib);
   *out = svc;
   return 0;
 }
@@ -407,7 +475,7 @@ void kp__proxy_service_input(kp_proxy_service_t *svc, const kp_addr_t *from, con
 
 static void maybe_done(kp_proxy_service_t *svc) {
   if (!svc->closing || svc->timer_open || svc->gather_handles || svc->socks_closing ||
-      svc->tcp_open || svc->links_closing)
+      svc->listen[0].open || svc->listen[1].open || svc->links_closing)
     return;
   kp_node_t *node = svc->node;
   kp_proxy_service_close_cb cb = svc->close_cb;
@@ -433,16 +501,21 @@ void kp_proxy_service_close(kp_proxy_service_t *svc, kp_proxy_service_close_cb c
   if (svc->closing) return;
   svc->closing = true;
   svc->close_cb = cb;
-  if (svc->announced) kp_announce_stop(svc->announced, false);
-  svc->announced = NULL;
+  /* A node that stays withdraws the records (a closing one's end with it). */
+  kp_node_t *nodes[2] = {svc->node, svc->node->sibling};
+  for (int i = 0; i < 2; i++) {
+    if (svc->announced[i] && nodes[i] && !nodes[i]->closing)
+      kp_announce_stop(svc->announced[i], true);
+    svc->announced[i] = NULL;
+  }
   kp_proxy_free(svc->px); /* closes every allocation's socket */
   svc->px = NULL;
   uv_close((uv_handle_t *)&svc->timer, on_timer_closed);
   gather_end(svc);
   uv_close((uv_handle_t *)&svc->gather_check, on_gather_handle_closed);
   uv_close((uv_handle_t *)&svc->gather_idle, on_gather_handle_closed);
-  if (svc->tcp_open && !uv_is_closing((uv_handle_t *)&svc->tcp))
-    uv_close((uv_handle_t *)&svc->tcp, on_listener_closed);
+  tcp_stop(&svc->listen[0]);
+  tcp_stop(&svc->listen[1]);
   while (svc->links) link_close(svc->links);
 }
 

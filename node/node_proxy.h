@@ -47,12 +47,14 @@ int kp_proxy_link_parse(const char *text, kp_addr_t *addr, uint8_t key[KP_PUBLIC
 /* Opens a session as self to the first proxy of proxies ("[tcp:]P[,P...]",
  * each P "[KEY@]ip:port": with its key, or the key asked of it), moving to
  * the next when a session goes down (silent, refused, never answering;
- * round the list): from a UDP socket of its own bound to bind's address,
- * or, with tcp:, over TCP to each proxy's port of the same number (the
+ * round the list): from a UDP socket of its own bound to bind's address
+ * (any address of the proxies' family when bind is of the other), or,
+ * with tcp:, over TCP to each proxy's port of the same number (the
  * relay tunnel's framing, one DATA frame per session datagram; dialled
  * again after 1, 2, 4 ... 30 s when it drops). KP_EBADADDR, KP_EKEYFORMAT:
  * proxies does not parse, names more than KP_PROXY_LINK_MAX, or mixes
- * families or a later tcp: into a UDP list. */
+ * families or a later tcp: into a UDP list. The allocations asked for
+ * are of bind's family (a dual-stack proxy lends either). */
 int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxies,
                       const kp_keypair_t *self, const kp_rng_t *rng, kp_log_t *log,
                       kp_proxy_link_t **out);

@@ -9,7 +9,11 @@
  * to the next when its session goes down (silent, refused, or never
  * answering: proxy/proxy_client.c says so after 5 s): the same channels
  * open at the next proxy, at new allocation addresses, which the node's
- * connections take as a rebinding and resume from. */
+ * connections take as a rebinding and resume from.
+ *
+ * The allocations are of the node's family, the session of the proxy's:
+ * a dual-stack proxy lends an IPv6-only node an IPv4 address (and the
+ * other way round), so the node is an IPv4 node through it. */
 #include <stddef.h>
 #include <string.h>
 
@@ -34,8 +38,10 @@ typedef struct channel_s {
 
 struct kp_proxy_link_s {
   uv_loop_t *loop;
-  kp_udp_t sock; /* to the proxy (over UDP) */
-  bool tcp;      /* over TCP instead: */
+  kp_udp_t sock;  /* to the proxy (over UDP) */
+  uint8_t family; /* the node's: what the allocations are */
+  bool family_said;
+  bool tcp; /* over TCP instead: */
   kp_tunnel_io_t io;
   uv_connect_t connect;
   uv_timer_t redial;
@@ -134,7 +140,19 @@ static void io_recv(void *ctx, unsigned ch, const kp_addr_t *from, const uint8_t
 
 static void io_closed(void *ctx, unsigned ch, uint8_t reason) {
   kp_proxy_link_t *l = ctx;
-  KP_WARN(l->log, "proxy: channel %u: %s (asked again later)", ch, kp_proxy_reason_name(reason));
+  if (reason != KP_PROXY_FAMILY) {
+    KP_WARN(l->log, "proxy: channel %u: %s (asked again later)", ch, kp_proxy_reason_name(reason));
+    return;
+  }
+  /* A proxy of the other family only: the next one, if there is one. */
+  char text[KP_ADDR_STRLEN];
+  if (!l->family_said)
+    KP_ERROR(l->log, "proxy %s has no %s address to lend this node%s",
+             kp_addr_format(&l->proxy, text, sizeof(text)),
+             l->family == KP_AF_INET ? "IPv4" : "IPv6",
+             l->choice_count > 1 ? ": trying the next" : "");
+  l->family_said = true;
+  if (l->choice_count > 1) l->move_wanted = true;
 }
 
 static void io_down(void *ctx, uint8_t reason) {
@@ -332,8 +350,9 @@ static void move_on(kp_proxy_link_t *l) {
   l->client = fresh;
   l->current = next;
   l->proxy = c->addr;
+  l->family_said = false;
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
-    if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(fresh, i, now);
+    if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(fresh, i, l->family, now);
   /* Over TCP: the connection goes, and the redial reaches the next one. */
   if (l->tcp && l->io_live) {
     l->io_live = false;
@@ -372,13 +391,13 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   kp_proxy_link_t *l = kp_calloc(1, sizeof(*l));
   if (!l) return UV_ENOMEM;
   int err = parse_choices(l, proxies);
-  if (!err && bind->family != l->choices[0].addr.family) err = KP_EBADADDR;
   if (err) {
     kp_free(l);
     return err;
   }
   bool tcp = l->tcp;
   l->loop = loop;
+  l->family = bind->family;
   l->proxy = l->choices[0].addr;
   l->log = log;
   l->self = *self;
@@ -386,8 +405,15 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
   const choice_t *c = &l->choices[0];
   kp_proxy_client_io_t io = client_io(l);
+  /* The session runs on the proxy's family: from the node's bind address
+   * when it is of that family, else from any address of it. */
+  kp_addr_t from = *bind;
+  if (from.family != l->proxy.family) {
+    memset(&from, 0, sizeof(from));
+    from.family = l->proxy.family;
+  }
   err = kp_proxy_client_new(self, c->has_key ? c->key : NULL, rng, &io, uv_now(loop), &l->client);
-  if (!err && !tcp && (err = kp_udp_init(loop, &l->sock, bind, &so)))
+  if (!err && !tcp && (err = kp_udp_init(loop, &l->sock, &from, &so)))
     kp_proxy_client_free(l->client);
   if (err) {
     kp_keypair_wipe(&l->self);
@@ -418,10 +444,10 @@ int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp) {
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
     if (l->ch[i].udp) continue;
     kp_addr_t local = {0};
-    local.family = l->proxy.family;
+    local.family = l->family;
     kp_udp_init_virtual(l->loop, udp, &channel_ops, l, &local);
     l->ch[i] = (channel_t){.udp = udp};
-    kp_proxy_client_open(l->client, i, now_of(l));
+    kp_proxy_client_open(l->client, i, l->family, now_of(l));
     rearm(l);
     return 0;
   }

@@ -47,6 +47,27 @@ int kp__node_announce_here(kp_node_t *node, const uint8_t target[KP_ID_LEN], con
   return announce(node, target, kp, data, data_len, NULL, false, out);
 }
 
+int kp__node_announce_addrs(kp_node_t *on, kp_node_t *other, const uint8_t target[KP_ID_LEN],
+                            const kp_keypair_t *kp, kp_announce_t **slot, bool *named_both) {
+  kp_addr_t pub, pub2;
+  if (!on || on->closing || !kp_node_is_member(on) || kp_node_public_addr(on, &pub)) return 0;
+  bool both = other && !other->closing && !kp_node_public_addr(other, &pub2);
+  if (*slot && (*named_both || !both)) return 0;
+  char text[2 * KP_ADDR_STRLEN];
+  kp_addr_format(&pub, text, sizeof(text));
+  if (both) {
+    size_t n = strlen(text);
+    text[n++] = ' ';
+    kp_addr_format(&pub2, text + n, sizeof(text) - n);
+  }
+  /* The other address appeared: the record names it from now on. */
+  if (*slot) kp_announce_stop(*slot, false);
+  *slot = NULL;
+  int err = kp__node_announce_here(on, target, kp, text, strlen(text), slot);
+  *named_both = !err && both;
+  return err;
+}
+
 static int announce(kp_node_t *node, const uint8_t target[KP_ID_LEN], const kp_keypair_t *kp,
                     const void *data, size_t data_len, kp_announce_cb cb, bool twin,
                     kp_announce_t **out) {

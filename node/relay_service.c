@@ -88,29 +88,12 @@ int kp_relay_service_create(kp_node_t *node, const kp_relay_limits_t *l, kp_rela
   return 0;
 }
 
-/* One family's record: that family's address first, the other's after it
- * once known. */
 static void announce_on(kp_relay_service_t *svc, kp_node_t *on, kp_node_t *other,
                         kp_announce_t **slot, bool *named_both) {
-  kp_addr_t pub, pub2;
-  if (!on || on->closing || !kp_node_is_member(on) || kp_node_public_addr(on, &pub)) return;
-  bool both = other && !kp_node_public_addr(other, &pub2);
-  if (*slot && (*named_both || !both)) return;
-  char text[2 * KP_ADDR_STRLEN];
-  kp_addr_format(&pub, text, sizeof(text));
-  if (both) {
-    size_t n = strlen(text);
-    text[n++] = ' ';
-    kp_addr_format(&pub2, text + n, sizeof(text) - n);
-  }
-  /* The other address appeared: the record names it from now on. */
-  if (*slot) kp_announce_stop(*slot, false);
-  *slot = NULL;
   uint8_t target[KP_ID_LEN];
   kp__node_relay_target(target);
-  int err = kp__node_announce_here(on, target, &svc->kp, text, strlen(text), slot);
+  int err = kp__node_announce_addrs(on, other, target, &svc->kp, slot, named_both);
   if (err) KP_WARN(&svc->node->log, "announcing the relay: %s", kp_strerror(err));
-  *named_both = !err && both;
 }
 
 void kp_relay_service_announce(kp_relay_service_t *svc) {

@@ -86,8 +86,11 @@ struct kp_proxy_s {
   uint8_t (*allow)[KP_PUBLIC_KEY_LEN];
   kp_ratelimit_t hello_rl;
   kp_bucket_t total;
-  kp_addr_t bound, public_addr;
-  uint8_t *alloc_ports; /* bitmap: ports allocations are bound to */
+  /* Our socket's address and our public one, by family (fam_index): a
+   * dual-stack proxy lends addresses of either family, whichever family
+   * the peer's session runs on. */
+  kp_addr_t bound[2], public_addr[2];
+  uint8_t *alloc_ports; /* bitmaps, by family: ports allocations are bound to */
   /* Moves when what dest_ok answers may change (our addresses, a port
    * given back): a binding checks its address again then, not per PASS. */
   uint32_t scope_gen;
@@ -138,23 +141,33 @@ static bool same_host(const kp_addr_t *a, const kp_addr_t *b) {
   return !memcmp(a->ip, b->ip, a->family == KP_AF_INET ? 4 : 8);
 }
 
-static bool port_taken(const kp_proxy_t *px, uint16_t port) {
-  return px->alloc_ports[port / 8] >> (port % 8) & 1;
+static unsigned fam_index(uint8_t family) {
+  return family == KP_AF_INET6;
 }
 
-/* A destination an allocation may aim at (before the proof rules). */
-static bool dest_ok(const kp_proxy_t *px, const kp_addr_t *to) {
-  const kp_addr_t *self =
-      kp_addr_is_any(&px->bound) && px->public_addr.family ? &px->public_addr : &px->bound;
+static uint8_t *port_byte(const kp_proxy_t *px, const kp_addr_t *a) {
+  return &px->alloc_ports[fam_index(a->family) * (65536 / 8) + a->port / 8];
+}
+
+static bool port_taken(const kp_proxy_t *px, const kp_addr_t *a) {
+  return *port_byte(px, a) >> (a->port % 8) & 1;
+}
+
+/* A destination allocation a may aim at (before the proof rules): of its
+ * family, in the scope of our address of that family. */
+static bool dest_ok(const kp_proxy_t *px, const alloc_t *a, const kp_addr_t *to) {
+  if (to->family != a->bound.family) return false;
+  const kp_addr_t *bound = &px->bound[fam_index(to->family)];
+  const kp_addr_t *pub = &px->public_addr[fam_index(to->family)];
+  const kp_addr_t *self = kp_addr_is_any(bound) && pub->family ? pub : bound;
   if (!kp_proxy_in_scope(self, to)) return false;
-  bool own = kp_addr_same_ip(to, &px->bound) ||
-             (px->public_addr.family && kp_addr_same_ip(to, &px->public_addr));
+  bool own = kp_addr_same_ip(to, bound) || (pub->family && kp_addr_same_ip(to, pub));
   if (!own && !kp_addr_is_loopback(to)) return true;
   /* Our own IP: the DHT port, and the allocations (two peers of one
    * proxy talk as any two peers do; each datagram is still one a peer
    * asked for, so nothing loops); on a public address nothing else (our
    * own services are not the peers'). */
-  if (to->port == px->bound.port || port_taken(px, to->port)) return true;
+  if (to->port == bound->port || port_taken(px, to)) return true;
   return kp_addr_is_loopback(self) || kp_addr_is_private(self);
 }
 
@@ -187,7 +200,7 @@ static void close_alloc(kp_proxy_t *px, unsigned slot, uint8_t reason, bool noti
   s->ch[a->channel] = NO_ALLOC;
   px->scope_gen++;
   px->io.alloc_close(px->io.ctx, slot);
-  px->alloc_ports[a->bound.port / 8] &= (uint8_t) ~(1u << (a->bound.port % 8));
+  *port_byte(px, &a->bound) &= (uint8_t) ~(1u << (a->bound.port % 8));
   kp_free(a->permits);
   memset(a, 0, sizeof(*a));
   px->alloc_count--;
@@ -360,7 +373,8 @@ static uint64_t expiry(const kp_proxy_t *px, const alloc_t *a, uint64_t now) {
   return e < cap ? e : cap;
 }
 
-static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint64_t now) {
+static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint8_t family, uint64_t now) {
+  if (!px->bound[fam_index(family)].family) return KP_PROXY_FAMILY;
   if (px->alloc_count >= px->cfg.max_allocs) return KP_PROXY_FULL;
   if (allocs_where(px, s, true) >= px->cfg.allocs_per_key) return KP_PROXY_KEY_LIMIT;
   if (allocs_where(px, s, false) >= px->cfg.per_ip) return KP_PROXY_IP_LIMIT;
@@ -371,7 +385,13 @@ static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint64_t now
   size_t bytes = px->cfg.permits * sizeof(permit_t) + px->cfg.proven * sizeof(proven_t);
   if (!(a->permits = kp_calloc(1, bytes))) return KP_PROXY_FULL;
   a->proven = (proven_t *)(void *)(a->permits + px->cfg.permits);
-  if (px->io.alloc_open(px->io.ctx, slot, &a->bound)) {
+  int err = px->io.alloc_open(px->io.ctx, slot, family, &a->bound);
+  if (!err && a->bound.family != family) { /* the glue's mistake: not lent */
+    px->io.alloc_close(px->io.ctx, slot);
+    err = KP_EINVAL;
+  }
+  if (err) {
+    memset(&a->bound, 0, sizeof(a->bound));
     kp_free(a->permits);
     a->permits = NULL;
     return KP_PROXY_FULL;
@@ -386,7 +406,7 @@ static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint64_t now
   kp_bucket_init(&a->out_pkts, px->cfg.alloc_pps, now);
   kp_bucket_init(&a->in_pkts, px->cfg.alloc_pps, now);
   kp_bucket_init(&a->unproven, px->cfg.unproven_rate * 2, now);
-  px->alloc_ports[a->bound.port / 8] |= (uint8_t)(1u << (a->bound.port % 8));
+  *port_byte(px, &a->bound) |= (uint8_t)(1u << (a->bound.port % 8));
   s->ch[ch] = (uint16_t)slot;
   px->alloc_count++;
   px->st.allocs_opened++;
@@ -468,7 +488,7 @@ static void note_use(kp_proxy_t *px, unsigned slot, proven_t *p, bool peer_seale
   bool forgotten = p->token && peer_sealed && p->confirmed;
   if (forgotten) p->confirmed = false;
   if (!p->token) {
-    if (++p->uses < BIND_AFTER || !dest_ok(px, &p->addr)) return;
+    if (++p->uses < BIND_AFTER || !dest_ok(px, a, &p->addr)) return;
     p->scope_gen = px->scope_gen;
     uint64_t high = (uint64_t)kp_rng_u32(&px->rng) << 32 | kp_rng_u32(&px->rng);
     p->token = (high & ~(uint64_t)0xffffff) | (uint64_t)slot << 8 | (uint64_t)(p - a->proven);
@@ -528,7 +548,7 @@ static void on_send(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint
   }
   alloc_t *a = &px->allocs[slot];
   const kp_proxy_config_t *c = &px->cfg;
-  if (!dest_ok(px, &b->addr)) {
+  if (!dest_ok(px, a, &b->addr)) {
     px->st.drops[KP_PROXY_DROP_SCOPE]++;
     return;
   }
@@ -584,7 +604,7 @@ static void on_pass(kp_proxy_t *px, const kp_addr_t *from, const kp_proxy_dgram_
     return;
   }
   if (pv->scope_gen != px->scope_gen) { /* a port of ours given back, say */
-    if (!dest_ok(px, &pv->addr)) {
+    if (!dest_ok(px, a, &pv->addr)) {
       px->st.drops[KP_PROXY_DROP_SCOPE]++;
       return;
     }
@@ -607,7 +627,7 @@ static void on_op(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64
       if (slot != NO_ALLOC) {
         reply_opened(px, s, &px->allocs[slot], now); /* our OPENED was lost */
       } else {
-        uint8_t reason = open_alloc(px, s, b->channel, now);
+        uint8_t reason = open_alloc(px, s, b->channel, b->family, now);
         if (reason) {
           px->st.refused[reason]++;
           kp_proxy_body_t r = {.op = KP_PROXY_OP_CLOSE, .channel = b->channel, .reason = reason};
@@ -688,7 +708,7 @@ int kp_proxy_new(const kp_proxy_config_t *cfg, const kp_keypair_t *kp, const kp_
   kp_rng_fill(rng, key, sizeof(key));
   px->sessions = kp_calloc(cfg->max_sessions, sizeof(session_t));
   px->allocs = kp_calloc(cfg->max_allocs, sizeof(alloc_t));
-  px->alloc_ports = kp_calloc(65536 / 8, 1);
+  px->alloc_ports = kp_calloc(2 * 65536 / 8, 1);
   if (cfg->allow_count && (px->allow = kp_malloc(cfg->allow_count * KP_PUBLIC_KEY_LEN)))
     memcpy(px->allow, cfg->allow, cfg->allow_count * KP_PUBLIC_KEY_LEN);
   if (!px->sessions || !px->allocs || !px->alloc_ports || (cfg->allow_count && !px->allow) ||
@@ -718,8 +738,9 @@ void kp_proxy_free(kp_proxy_t *px) {
 }
 
 void kp_proxy_set_local(kp_proxy_t *px, const kp_addr_t *bound, const kp_addr_t *public_addr) {
-  px->bound = *bound;
-  if (public_addr) px->public_addr = *public_addr;
+  unsigned f = fam_index(bound->family);
+  px->bound[f] = *bound;
+  if (public_addr && public_addr->family == bound->family) px->public_addr[f] = *public_addr;
   px->scope_gen++;
 }
 

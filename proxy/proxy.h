@@ -81,9 +81,10 @@ typedef struct kp_proxy_io_s {
   void *ctx;
   /* A datagram to a peer, from the proxy's own socket. */
   void (*send)(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t len);
-  /* Opens allocation `slot`'s socket: 0 and its bound address, or an error
-   * (the peer hears FULL). */
-  int (*alloc_open)(void *ctx, unsigned slot, kp_addr_t *bound);
+  /* Opens allocation `slot`'s socket, of `family` (KP_AF_INET or
+   * KP_AF_INET6, one kp_proxy_set_local named): 0 and its bound address,
+   * or an error (the peer hears FULL). */
+  int (*alloc_open)(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bound);
   void (*alloc_send)(void *ctx, unsigned slot, const kp_addr_t *to, const uint8_t *data,
                      size_t len);
   /* The slot's socket is no longer the proxy's (no more input for it). */
@@ -101,7 +102,9 @@ void kp_proxy_free(kp_proxy_t *px);
 
 /* The proxy's own socket's address, and its public address when known:
  * they set its scope (loopback, private or public) and the IP allocations
- * may not aim at but for that port. */
+ * may not aim at but for that port. Once per family the proxy serves (a
+ * dual-stack proxy: both); a peer asks for an allocation of either, over
+ * either (docs/protocol.md, "Proxying": a proxy bridges families). */
 void kp_proxy_set_local(kp_proxy_t *px, const kp_addr_t *bound, const kp_addr_t *public_addr);
 
 /* A session datagram (kp_proxy_is_packet) at the proxy's socket. */

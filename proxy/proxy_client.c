@@ -46,6 +46,7 @@ typedef struct binding_s {
 
 typedef struct channel_s {
   bool wanted, opened;
+  uint8_t family; /* of the allocation asked for */
   kp_addr_t addr;
   uint64_t next; /* OPEN again, or REFRESH */
   binding_t bind[BINDINGS];
@@ -341,10 +342,11 @@ void kp_proxy_client_restart(kp_proxy_client_t *c, uint64_t now) {
   if (c->state == UP) go_down(c, 0, now);
 }
 
-void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
-  if (ch >= KP_PROXY_CHANNELS) return;
+void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint8_t family, uint64_t now) {
+  if (ch >= KP_PROXY_CHANNELS || (family != KP_AF_INET && family != KP_AF_INET6)) return;
   memset(&c->ch[ch], 0, sizeof(channel_t));
   c->ch[ch].wanted = true;
+  c->ch[ch].family = family;
   c->ch[ch].next = now;
   if (c->state == UP) kp_proxy_client_tick(c, now);
 }
@@ -394,7 +396,8 @@ static uint64_t tick_channels(kp_proxy_client_t *c, uint64_t now) {
     if (!ch->wanted) continue;
     if (now >= ch->next) {
       kp_proxy_body_t b = {.op = ch->opened ? KP_PROXY_OP_REFRESH : KP_PROXY_OP_OPEN,
-                           .channel = (uint8_t)i};
+                           .channel = (uint8_t)i,
+                           .family = ch->family};
       send_body(c, &b, now);
       ch->next = now + OPEN_RETRY_MS; /* until OPENED says otherwise */
     }

@@ -57,8 +57,10 @@ void kp_proxy_client_free(kp_proxy_client_t *c);
 
 /* A datagram from the proxy. */
 void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len, uint64_t now);
-/* Wants an allocation on channel ch (asked for until the proxy answers). */
-void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint64_t now);
+/* Wants an allocation on channel ch, an address of `family` (KP_AF_INET
+ * or KP_AF_INET6: a dual-stack proxy lends either, whichever family the
+ * session runs on), asked for until the proxy answers. */
+void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint8_t family, uint64_t now);
 /* Gives channel ch's allocation back. */
 void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now);
 /* Sends a datagram from channel ch's allocation: 0, KP_ESTATE (no

@@ -33,7 +33,8 @@ const char *kp_proxy_reason_name(uint8_t reason) {
                                       "rate",
                                       "expired",
                                       "quota",
-                                      "version"};
+                                      "version",
+                                      "no address of that family"};
   return reason <= KP_PROXY_REASON_MAX ? names[reason] : "unknown";
 }
 
@@ -184,6 +185,9 @@ size_t kp_proxy_body_encode(const kp_proxy_body_t *b, uint8_t *out, size_t cap) 
   tmp[1] = b->channel;
   switch (b->op) {
     case KP_PROXY_OP_OPEN:
+      if (b->family != KP_AF_INET && b->family != KP_AF_INET6) return 0;
+      tmp[n++] = b->family;
+      break;
     case KP_PROXY_OP_REFRESH:
     case KP_PROXY_OP_PING:
     case KP_PROXY_OP_PONG: break;
@@ -225,6 +229,9 @@ int kp_proxy_body_decode(const uint8_t *in, size_t len, kp_proxy_body_t *out) {
   size_t n = 2, a;
   switch (in[0]) {
     case KP_PROXY_OP_OPEN:
+      if (len != 3 || (in[2] != KP_AF_INET && in[2] != KP_AF_INET6)) return KP_EMALFORMED;
+      out->family = in[2];
+      return 0;
     case KP_PROXY_OP_REFRESH:
     case KP_PROXY_OP_PING:
     case KP_PROXY_OP_PONG: return len == 2 ? 0 : KP_EMALFORMED;

@@ -74,7 +74,8 @@ typedef enum {
   KP_PROXY_EXPIRED = 6,     /* lifetime reached, or not refreshed */
   KP_PROXY_QUOTA = 7,       /* the allocation carried its byte quota */
   KP_PROXY_VERSION_REFUSED = 8,
-  KP_PROXY_REASON_MAX = 8,
+  KP_PROXY_FAMILY = 9, /* the proxy has no address of the family asked for */
+  KP_PROXY_REASON_MAX = 9,
 } kp_proxy_reason_t;
 
 /* "ok", "not allowed", "full", ... */
@@ -103,6 +104,7 @@ typedef struct kp_proxy_body_s {
   kp_addr_t addr;      /* OPENED: the allocation; SEND: where to; RECV: who from; BIND: the
                           address the token stands for */
   uint32_t lifetime_s; /* OPENED */
+  uint8_t family;      /* OPEN: the allocation's address family (KP_AF_INET or KP_AF_INET6) */
   uint8_t reason;      /* CLOSE */
   uint64_t token;      /* BIND, UNBIND */
   const uint8_t *data; /* SEND, RECV: the datagram */

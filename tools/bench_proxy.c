@@ -56,8 +56,8 @@ static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t 
   }
   kp_proxy_client_input(SM.cl, data, len, 1);
 }
-static int px_open(void *ctx, unsigned slot, kp_addr_t *bound) {
-  (void)ctx;
+static int px_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bound) {
+  (void)ctx, (void)family;
   kp_addr_set_v4(bound, 0xcb007101u, (uint16_t)(40000 + slot));
   return 0;
 }
@@ -118,7 +118,7 @@ static void forward_rates(uint64_t packets, bool bound, double *out, double *in)
   kp_addr_set_v4(&self, 0xcb007101u, 4000);
   kp_proxy_set_local(SM.px, &self, NULL);
   kp_proxy_client_tick(SM.cl, 1);
-  kp_proxy_client_open(SM.cl, 0, 1);
+  kp_proxy_client_open(SM.cl, 0, KP_AF_INET, 1);
   kp_addr_t dest;
   kp_addr_set_v4(&dest, 0xc6336409u, 7000);
   uint8_t data[1200];

@@ -23,8 +23,9 @@ static void by_label(kp_cli_text_t *t, const char *name, const char *help, const
 
 /* Refusals, indexed by kp_proxy_reason_t (1..KP_PROXY_REASON_MAX). */
 static void refusals(kp_cli_text_t *t, const kp_proxy_stats_t *s) {
-  static const char *const names[KP_PROXY_REASON_MAX] = {
-      "not_allowed", "full", "key_limit", "ip_limit", "rate", "expired", "quota", "version"};
+  static const char *const names[KP_PROXY_REASON_MAX] = {"not_allowed", "full",    "key_limit",
+                                                         "ip_limit",    "rate",    "expired",
+                                                         "quota",       "version", "family"};
   by_label(t, "kadpunch_proxy_refused_total",
            "Sessions and allocations the proxy refused or ended, by reason (docs/protocol.md).",
            "reason", names, s->refused + 1, KP_PROXY_REASON_MAX);

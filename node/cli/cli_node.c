@@ -112,6 +112,10 @@ static void binds_for(const kp_cli_net_t *net, const char **bind, const char **b
   if (names) v4 = true;
   if (v6 && !v4) *bind = "[::]:0";
   if (v6 && v4) *bind_also = "[::]:0";
+  /* A proxied node is of one family: the proxy's, when the bootstrap
+   * nodes offer both. With the other family's only, the node is of theirs
+   * and a dual-stack proxy lends it an address of it (node_proxy.c). */
+  if (v6 && v4 && net->proxy && strchr(net->proxy, '[')) *bind = "[::]:0";
 }
 
 /* The family a bind names (AF_INET6 for "[...]"), AF_UNSPEC for two. */

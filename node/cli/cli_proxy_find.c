@@ -48,8 +48,13 @@ static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
     if (!memcmp(f->proxies[i].key, rec->public_key, KP_PUBLIC_KEY_LEN)) return; /* another copy */
   memcpy(text, rec->data, rec->data_len);
   text[rec->data_len] = '\0';
+  /* "ADDR", or a dual-stack proxy's "ADDR OTHER" (node_proxy.c): the
+   * address of this node's family. */
   kp_node_local_addr(node, &local);
-  if (kp_addr_parse(&addr, text) || addr.family != local.family) return;
+  char *other = strchr(text, ' ');
+  if (other) *other++ = '\0';
+  if (kp_addr_parse(&addr, text) || addr.family != local.family)
+    if (!other || kp_addr_parse(&addr, other) || addr.family != local.family) return;
   found_t *p = &f->proxies[f->found++];
   memcpy(p->key, rec->public_key, KP_PUBLIC_KEY_LEN);
   p->addr = addr;

@@ -46,10 +46,14 @@ static const char help[] =
     "  --metrics ADDR:PORT     Prometheus metrics over HTTP at /metrics, the proxy's\n"
     "                          with the node's (docs/metrics.md; PORT alone is\n"
     "                          127.0.0.1:PORT)\n" KP_CLI_NET_HELP "\n"
-    "The node needs a public address (its peers must reach it).\n"
+    "The node needs a public address (its peers must reach it). Bound to an\n"
+    "address of each family (--bind twice), it lends addresses of both, whichever\n"
+    "family a peer reaches it over: an IPv6-only peer becomes an IPv4 node.\n"
     "\n"
     "examples:\n"
     "  kadpunch proxy --bind 203.0.113.9:49737 --bootstrap 203.0.113.7:49737\n"
+    "  kadpunch proxy --bind 203.0.113.9:49737 --bind [2001:db8::9]:49737 \\\n"
+    "      --bootstrap 203.0.113.7:49737,[2001:db8::7]:49737\n"
     "  kadpunch connect KEY --proxy 203.0.113.9:49737\n"
     "\n"
     "exit codes: 0 stopped by a signal, 1 the network failed, 2 bad options\n";
@@ -198,11 +202,9 @@ int kp_cli_proxy(int argc, char **argv) {
     kp_cli_session_close(&s);
     return KP_EXIT_FAIL;
   }
-  kp_addr_t a;
-  char text[KP_ADDR_STRLEN], key[KP_KEY_TEXT_LEN + 1];
-  kp_node_local_addr(s.node, &a);
+  char text[2 * KP_ADDR_STRLEN + 8], key[KP_KEY_TEXT_LEN + 1];
   kp_key_to_text(kp_proxy_service_key(p.svc), key);
-  printf("proxying on %s, key %s\n", kp_addr_format(&a, text, sizeof(text)), key);
+  printf("proxying on %s, key %s\n", kp_cli_local_addrs(s.node, text, sizeof(text)), key);
   if (po.allow) printf("allowed: %zu key(s)\n", po.allow_count);
   fflush(stdout);
   uv_timer_init(&s.loop, &p.timer);

@@ -50,9 +50,10 @@ static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t 
   }
 }
 
-static int px_open(void *ctx, unsigned slot, kp_addr_t *bound) {
+static int px_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bound) {
   (void)ctx;
-  KP_FUZZ_ASSERT(slot < 8 && !F.open[slot]);
+  /* One family here: an OPEN for the other is refused before this. */
+  KP_FUZZ_ASSERT(slot < 8 && !F.open[slot] && family == F.proxy.family);
   F.open[slot] = true;
   *bound = F.proxy;
   bound->port = (uint16_t)(40000 + slot);
@@ -165,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   kp_proxy_client_tick(F.cl, F.now);
   flush();
-  for (unsigned ch = 0; ch < 4; ch++) kp_proxy_client_open(F.cl, ch, F.now);
+  for (unsigned ch = 0; ch < 4; ch++) kp_proxy_client_open(F.cl, ch, KP_AF_INET, F.now);
   flush();
 
   size_t at = 0;

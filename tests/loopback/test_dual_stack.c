@@ -15,6 +15,7 @@
 #include "tests/harness/test.h"
 #include "tests/loopback/echo_stream.h"
 #include "tests/loopback/test_node.h"
+#include "tests/loopback/testnet_up.h"
 
 #define DHT_EACH 5 /* DHT nodes of each kind */
 #define PAYLOAD (64 * 1024)
@@ -217,15 +218,6 @@ static void on_quitter_connected(kp_node_t *node, int status, kp_conn_t *conn,
 
 static bool quitter_closed(void *ctx) {
   return ((quitter_t *)ctx)->closed;
-}
-
-void kp_test_dual_testnet(uv_loop_t *loop, kp_testnet_t *tn) {
-  uv_loop_init(loop);
-  kp_testnet_options_t o;
-  kp_testnet_options_init(&o);
-  o.size = 1;
-  o.host = "dual";
-  KP_CHECK_OK(kp_testnet_create(loop, &o, tn));
 }
 
 void test_dual_stack_testnet(void) {

@@ -19,6 +19,7 @@
 #include "tests/harness/test.h"
 #include "tests/loopback/echo_stream.h"
 #include "tests/loopback/test_node.h"
+#include "tests/loopback/testnet_up.h"
 
 #define DHT_NODES 8
 #define TOTAL (4u << 20)

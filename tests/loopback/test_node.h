@@ -56,9 +56,6 @@ void test_handshake_flood(void);
 
 /* test_dual_stack.c */
 void test_dual_stack_testnet(void);
-/* A testnet on 127.0.0.1 and ::1 (one dual-stack node to start with),
- * on a loop it initialises. */
-void kp_test_dual_testnet(uv_loop_t *loop, kp_testnet_t *tn);
 
 /* test_family_failover.c */
 void test_family_failover(void);

@@ -417,10 +417,160 @@ static void test_cli_proxied(void) {
   kp_test_sh("rm -rf %s", dir);
 }
 
+/* ---- Across families ------------------------------------------------------------------------- */
+
+static bool both_public(void *ctx) {
+  kp_node_t *n = ctx;
+  kp_addr_t a;
+  return n->sibling && kp_node_public_addr(n, &a) == 0 && kp_node_public_addr(n->sibling, &a) == 0;
+}
+
+static bool bridged_up(void *ctx) {
+  kp_node_t *n = ctx;
+  return kp_proxy_link_up(n->proxy_link) && n->sock.local.port != 0;
+}
+
+/* A node of `bind`'s family, bootstrapped there, through proxy (or none). */
+static kp_node_t *family_node(uv_loop_t *loop, const char *bind, const char *boot,
+                              const char *proxy) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = bind;
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.member_stable_ms = 0;
+  o.mode = KP_NODE_EPHEMERAL;
+  o.proxy = proxy;
+  o.proxy_private = true;
+  kp_node_t *n;
+  KP_CHECK_OK(kp_node_create(loop, &o, &n));
+  if (proxy) KP_CHECK(kp_testnet_run_until(loop, bridged_up, n, 10000));
+  return n;
+}
+
+/* One echo: a server whose session with the dual-stack proxy runs over
+ * link_family borrows an address of the other family from it, and a
+ * client of that other family only reaches it by key. */
+static void bridge_one(uv_loop_t *loop, kp_testnet_t *tn, kp_node_t *pxnode,
+                       kp_proxy_service_t *svc, bool link_v6) {
+  kp_node_t *px_link_node = link_v6 ? pxnode->sibling : pxnode;
+  char key_text[KP_KEY_TEXT_LEN + 1], px_addr[KP_ADDR_STRLEN], px_text[160];
+  kp_key_to_text(kp_proxy_service_key(svc), key_text);
+  kp_addr_format(&px_link_node->sock.local, px_addr, sizeof(px_addr));
+  snprintf(px_text, sizeof(px_text), "%s@%s", key_text, px_addr);
+  const char *bind = link_v6 ? "127.0.0.1:0" : "[::1]:0";
+  const char *boot = link_v6 ? tn->bootstrap : tn->bootstrap6;
+  kp_node_t *server = family_node(loop, bind, boot, px_text);
+  kp_node_t *client = family_node(loop, bind, boot, NULL);
+  /* The session runs over one family, the server's address is of the
+   * other: an allocation on the proxy's node of that family. */
+  kp_node_t *lender = link_v6 ? pxnode : pxnode->sibling;
+  KP_CHECK_EQ(kp_proxy_link_addr(server->proxy_link)->family, link_v6 ? KP_AF_INET6 : KP_AF_INET);
+  KP_CHECK(kp_addr_same_ip(&server->sock.local, &lender->sock.local));
+  kp_testnet_run_until(loop, NULL, NULL, 1000);
+  kp_keypair_t skp, ckp;
+  kp_keypair_generate(&skp);
+  kp_keypair_generate(&ckp);
+  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
+  kp_server_t *srv;
+  server_conn = NULL;
+  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));
+  kp_testnet_run_until(loop, NULL, NULL, 1500); /* announced */
+  kp_proxy_counters_t before, after;
+  kp_proxy_service_counters(svc, &before);
+  echo_t r = {.len = 4 << 20};
+  r.data = malloc(r.len);
+  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, on_connected, &r));
+  KP_CHECK(kp_testnet_run_until(loop, echo_done, &r, 30000));
+  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
+  KP_CHECK_EQ(r.echoed, r.len);
+  KP_CHECK_EQ(r.mismatched, 0);
+  /* The client met the server at its allocation, and the proxy carried
+   * the echo between the families. */
+  KP_CHECK(kp_addr_eq(&r.info.path, &server->sock.local));
+  kp_proxy_service_counters(svc, &after);
+  KP_CHECK(after.sent_bytes - before.sent_bytes > r.len &&
+           after.received_bytes - before.received_bytes > r.len);
+  char path[KP_ADDR_STRLEN];
+  printf("server's session with the proxy over %s, its address %s: 4 MiB echoed with an %s-only "
+         "client\n",
+         link_v6 ? "IPv6" : "IPv4", kp_addr_format(&r.info.path, path, sizeof(path)),
+         link_v6 ? "IPv4" : "IPv6");
+  kp_stream_close(r.stream, NULL);
+  kp_conn_close(r.conn, 0);
+  if (server_conn) kp_conn_close(server_conn, 0);
+  kp_server_close(srv);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_testnet_run_until(loop, NULL, NULL, 200);
+  free(r.data);
+}
+
+/* A dual-stack proxy bridges families: an IPv6-only server borrows an
+ * IPv4 address from it and an IPv4-only client reaches it by key, and the
+ * other way round. It announces itself over both families, each record
+ * naming its address of that family first and the other after it. */
+static void test_bridges_families(void) {
+  uv_loop_t loop;
+  kp_testnet_t tn;
+  kp_test_dual_testnet(&loop, &tn);
+  for (int i = 0; i < 6; i++)
+    for (unsigned stacks = KP_TESTNET_V4; stacks <= (KP_TESTNET_V4 | KP_TESTNET_V6); stacks++)
+      KP_CHECK_OK(kp_testnet_add_stacks(&tn, stacks, KP_NODE_AUTO, 0, NULL));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  kp_node_options_t po;
+  kp_node_options_init(&po);
+  char b4[32], b6[32];
+  snprintf(b4, sizeof(b4), "127.0.0.1:%d", kp_testnet_free_port());
+  snprintf(b6, sizeof(b6), "[::1]:%d", kp_testnet_free_port());
+  po.bind = b4;
+  po.bind_also = b6;
+  po.member_stable_ms = 0;
+  po.mode = KP_NODE_MEMBER;
+  const char *boot[2] = {tn.bootstrap, tn.bootstrap6};
+  po.bootstrap = boot;
+  po.bootstrap_count = 2;
+  kp_node_t *pxnode;
+  KP_CHECK_OK(kp_node_create(&loop, &po, &pxnode));
+  KP_CHECK(kp_testnet_run_until(&loop, both_public, pxnode, 20000));
+  kp_proxy_service_t *svc;
+  KP_CHECK_OK(kp_proxy_service_create(pxnode, NULL, &svc));
+  kp_testnet_run_until(&loop, NULL, NULL, 3000); /* the service's tick announces it */
+
+  /* Found over IPv6, naming both addresses, the IPv6 one first. */
+  kp_node_t *v6only;
+  KP_CHECK_OK(kp_testnet_add_stacks(&tn, KP_TESTNET_V6, KP_NODE_AUTO, 0, &v6only));
+  KP_CHECK(kp_testnet_wait_joined(&tn, 20000));
+  found_t f = {0};
+  memcpy(f.key, kp_proxy_service_key(svc), KP_PUBLIC_KEY_LEN);
+  kp_addr_t p4, p6;
+  KP_CHECK_OK(kp_node_public_addr(pxnode, &p4));
+  KP_CHECK_OK(kp_node_public_addr(pxnode->sibling, &p6));
+  char t4[KP_ADDR_STRLEN], t6[KP_ADDR_STRLEN];
+  snprintf(f.text, sizeof(f.text), "%s %s", kp_addr_format(&p6, t6, sizeof(t6)),
+           kp_addr_format(&p4, t4, sizeof(t4)));
+  lookup_proxies(&loop, v6only, &f);
+  KP_CHECK_MSG(f.matching >= 1, "%u records, none naming %s", f.count, f.text);
+
+  bridge_one(&loop, &tn, pxnode, svc, true);
+  bridge_one(&loop, &tn, pxnode, svc, false);
+  kp_proxy_counters_t pc;
+  kp_proxy_service_counters(svc, &pc);
+  KP_CHECK_EQ(pc.allocs, 0); /* the sessions said goodbye */
+  KP_CHECK_EQ(pc.forged + pc.replayed, 0);
+  kp_node_close(pxnode, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 static const kp_test_case_t cases[] = {
-    KP_CASE(cli_proxied, loopback, 120),     KP_CASE(announced_and_found, loopback, 60),
-    KP_CASE(connect_proxied, loopback, 120), KP_CASE(serve_proxied, loopback, 120),
-    KP_CASE(both_proxied, loopback, 120),    KP_CASE(connect_proxied_tcp, loopback, 120),
+    KP_CASE(cli_proxied, loopback, 120),      KP_CASE(announced_and_found, loopback, 60),
+    KP_CASE(connect_proxied, loopback, 120),  KP_CASE(serve_proxied, loopback, 120),
+    KP_CASE(both_proxied, loopback, 120),     KP_CASE(connect_proxied_tcp, loopback, 120),
+    KP_CASE(bridges_families, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -16,4 +16,16 @@ static inline void kp_test_testnet_up(uv_loop_t *loop, size_t size, unsigned tim
   KP_CHECK(kp_testnet_wait_joined(tn, timeout_ms));
 }
 
+/* A dual-stack testnet on 127.0.0.1 and ::1 (its bootstrap node on
+ * both), its loop initialised: nodes are added of either family or both
+ * (kp_testnet_add_stacks). */
+static inline void kp_test_dual_testnet(uv_loop_t *loop, kp_testnet_t *tn) {
+  uv_loop_init(loop);
+  kp_testnet_options_t o;
+  kp_testnet_options_init(&o);
+  o.size = 1;
+  o.host = "dual";
+  KP_CHECK_OK(kp_testnet_create(loop, &o, tn));
+}
+
 #endif

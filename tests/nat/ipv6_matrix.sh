@@ -20,6 +20,13 @@
 # the relay pairs one peer on each family) (docs/architecture.md, "Dual
 # stack").
 #
+# Then a dual-stack proxy (203.0.113.14 and 2001:db8:14::1) bridges the
+# families: an IPv6-only server given it and the IPv4 bootstrap nodes
+# speaks to it over IPv6 and borrows an IPv4 address (it is an IPv4 node
+# through the proxy), and an IPv4-only client behind its NAT reaches it
+# there by key; and the other way round (an IPv4-only server behind its
+# NAT, an IPv6-only client behind its firewall).
+#
 # Then a dual-stack pair on IPv6 loses IPv6 mid-transfer (the client's
 # host drops every IPv6 UDP datagram, both ways: its IPv6 network went):
 # the connection must move to IPv4 (through both NATs) and the paced
@@ -44,6 +51,8 @@ start=$(date +%s)
 BOOT4=$BOOTSTRAP
 BOOT6="[2001:db8:10::1]:49737"
 RELAY6="[2001:db8:13::1]:49737"
+PROXY4=$PUBLIC_NET.14:49737
+PROXY6="[2001:db8:14::1]:49737"
 
 lab_init
 rm -f "$LAB_LOG/failures.log"
@@ -178,6 +187,70 @@ for ck in $kinds; do
     cell "$ck" "$sk"
   done
 done
+# Bounded: 100 x 0.1 s for the proxy to start; each connect 50 s.
+proxy_start() {
+  local i=0
+  ip -n "$LAB-pub" addr add "$PUBLIC_NET.14/24" dev eth0
+  ip -n "$LAB-pub" addr add 2001:db8:14::1/64 dev eth0 nodad
+  lab_spawn pub "$LAB_LOG/proxy.log" "$kadpunch" proxy --bind "$PROXY4" --bind "$PROXY6" \
+    --bootstrap "$BOOT4,$BOOT6"
+  proxy_pid=$LAB_LAST_PID
+  until grep -q "proxying on" "$LAB_LOG/proxy.log" 2>/dev/null || [ $i -ge 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+}
+
+bridge() { # server-kind (v6 or v4): the client is of the other
+  local sk=$1 ck=v4 t=0 ok=0 out r path seen="" result via=$PROXY6 where="$PUBLIC_NET.14:"
+  [ "$sk" = v6 ] || { ck=v6 via=$PROXY4 where="[2001:db8:14::1]:"; }
+  site 1 "$sk"
+  site 2 "$ck"
+  lab_server_key "$kadpunch"
+  lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap "$(boot_of "$ck")" \
+    --proxy "$via" --log info
+  serve_pid=$LAB_LAST_PID
+  lab_wait_serving 200
+  while [ $t -lt "$trials" ]; do
+    out=$(ip netns exec "$LAB-h2" timeout 50 "$kadpunch" connect "$pk" --json \
+      --bootstrap "$(boot_of "$ck")" 2>"$LAB_LOG/connect.err" || true)
+    r=$(json_field "$out" strategy)
+    [ "$(json_field "$out" ok)" = true ] || r="error:$(json_field "$out" error)"
+    path=$(json_field "$out" path)
+    case "$r:$path" in
+      error:*) ;;
+      *:"$where"*) ok=$((ok + 1)) ;;
+    esac
+    [ "$ok" -gt $t ] || {
+      echo "== bridge trial $t: $out"
+      cat "$LAB_LOG/connect.err"
+      echo "-- the server's log"
+      tail -n 20 "$LAB_LOG/serve.log"
+      echo "-- the proxy's log"
+      tail -n 20 "$LAB_LOG/proxy.log"
+    } >>"$LAB_LOG/failures.log"
+    seen="$seen $r@${path:--}"
+    t=$((t + 1))
+  done
+  result="$ok/$trials"
+  [ "$ok" = "$trials" ] || { failures=$((failures + 1)); result="$result FAIL"; }
+  printf '%-6s %-6s %-8s %-22s %-7s %s\n' "$ck" "$sk" proxied "$where" "$result" "$seen"
+  # The server says which proxy it speaks through: the one of its family.
+  grep -qF "proxied via $via" "$LAB_LOG/serve.log" || {
+    echo "bridge: the server's log does not say 'proxied via $via'"
+    failures=$((failures + 1))
+  }
+  lab_kill "$serve_pid"
+  site_down 1
+  site_down 2
+}
+if [ -z "${KP_NAT_KINDS:-}" ]; then
+  proxy_start
+  bridge v6
+  bridge v4
+  lab_kill "$proxy_pid"
+fi
+
 # Bounded: 100 x 0.1 s for 8 MiB to come back, 600 x 0.1 s for the rest
 # (nat_xfer gives up after 120 s of no progress).
 failover() {

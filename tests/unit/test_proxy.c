@@ -28,8 +28,8 @@ typedef struct dgram_s {
 
 typedef struct world_s {
   kp_proxy_t *px;
-  kp_addr_t proxy_addr;
-  kp_addr_t peer_addr[8]; /* where each client sends from */
+  kp_addr_t proxy_addr, proxy_addr6; /* the second: when it serves both families */
+  kp_addr_t peer_addr[8];            /* where each client sends from */
   kp_proxy_client_t *cl[8];
   unsigned ncl;
   /* datagrams from the proxy's socket, to a client (or anyone) */
@@ -74,12 +74,13 @@ static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t 
   memcpy(d->data, data, len);
 }
 
-static int px_alloc_open(void *ctx, unsigned slot, kp_addr_t *bound) {
+static int px_alloc_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bound) {
   world_t *w = ctx;
   if (w->open_fails) return KP_EMFILE;
   KP_CHECK(slot < 1024 && !w->open[slot]);
+  KP_CHECK(family == w->proxy_addr.family || family == w->proxy_addr6.family);
   w->open[slot] = true;
-  *bound = w->proxy_addr;
+  *bound = family == w->proxy_addr.family ? w->proxy_addr : w->proxy_addr6;
   bound->port = (uint16_t)(40000 + slot);
   w->bound[slot] = *bound;
   return 0;
@@ -270,7 +271,7 @@ static void test_codec(void) {
   kp_proxy_body_t b[6], e;
   uint8_t payload[KP_PROXY_MAX_PAYLOAD];
   memset(payload, 0x41, sizeof(payload));
-  b[0] = (kp_proxy_body_t){.op = KP_PROXY_OP_OPEN, .channel = 3};
+  b[0] = (kp_proxy_body_t){.op = KP_PROXY_OP_OPEN, .channel = 3, .family = KP_AF_INET6};
   b[1] = (kp_proxy_body_t){.op = KP_PROXY_OP_OPENED, .channel = 15, .lifetime_s = 600};
   addr(&b[1].addr, "203.0.113.9:40001");
   b[2] = (kp_proxy_body_t){.op = KP_PROXY_OP_CLOSE, .channel = 1, .reason = KP_PROXY_QUOTA};
@@ -285,7 +286,7 @@ static void test_codec(void) {
     KP_CHECK(n >= 2);
     KP_CHECK_OK(kp_proxy_body_decode(buf, n, &e));
     KP_CHECK(e.op == b[i].op && e.channel == b[i].channel && e.reason == b[i].reason &&
-             e.lifetime_s == b[i].lifetime_s && e.len == b[i].len);
+             e.lifetime_s == b[i].lifetime_s && e.len == b[i].len && e.family == b[i].family);
     if (b[i].addr.family) KP_CHECK(kp_addr_eq(&e.addr, &b[i].addr));
     if (b[i].len) KP_CHECK(!memcmp(e.data, b[i].data, b[i].len));
     /* (a SEND's or RECV's datagram is the rest: cutting it is another datagram) */
@@ -297,6 +298,15 @@ static void test_codec(void) {
   KP_CHECK_EQ(KP_PROXY_DATA_HEAD + n + KP_PROXY_TAG_LEN, 1500);
   b[3].len++;
   KP_CHECK_EQ(kp_proxy_body_encode(&b[3], buf, sizeof(buf)), 0);
+  /* An OPEN names a family, 4 or 6, and nothing else. */
+  n = kp_proxy_body_encode(&b[0], buf, sizeof(buf));
+  KP_CHECK_EQ(n, 3);
+  KP_CHECK_EQ(buf[2], 6);
+  buf[2] = 5;
+  KP_CHECK(kp_proxy_body_decode(buf, n, &e) != 0);
+  b[0].family = 0;
+  KP_CHECK_EQ(kp_proxy_body_encode(&b[0], buf, sizeof(buf)), 0);
+  b[0].family = KP_AF_INET;
   b[0].channel = KP_PROXY_CHANNELS;
   KP_CHECK_EQ(kp_proxy_body_encode(&b[0], buf, sizeof(buf)), 0);
   buf[0] = 99, buf[1] = 0;
@@ -344,7 +354,7 @@ static void test_replay_window(void) {
  * -------------------------------------------------------------------- */
 
 static void open_channel(unsigned i, unsigned ch) {
-  kp_proxy_client_open(W.cl[i], ch, W.now);
+  kp_proxy_client_open(W.cl[i], ch, W.proxy_addr.family, W.now);
   pump();
 }
 
@@ -424,6 +434,63 @@ static void test_session_and_forwarding(void) {
   KP_CHECK_EQ(stats().allocs, 1);
   KP_CHECK_EQ(W.closed[c][0], 0);
   KP_CHECK_EQ(W.opened[c][0], 1); /* refreshed at the same address: no news */
+  world_free();
+}
+
+/* A dual-stack proxy lends an address of either family over a session of
+ * either: an IPv6-only peer gets an IPv4 address (and the other way
+ * round), which sends only to its own family; a proxy of one family
+ * refuses the other with its reason. */
+static void test_bridges_families(void) {
+  world_init(NULL, "203.0.113.1:4000");
+  addr(&W.proxy_addr6, "[2001:db8::1]:4000");
+  kp_proxy_set_local(W.px, &W.proxy_addr6, NULL);
+  unsigned v6 = add_client("[2001:db8:5::7]:5000", true, NULL);
+  unsigned v4 = add_client("198.51.100.7:5000", true, NULL);
+  kp_proxy_client_open(W.cl[v6], 0, KP_AF_INET, W.now);
+  kp_proxy_client_open(W.cl[v4], 0, KP_AF_INET6, W.now);
+  pump();
+  KP_CHECK_EQ(W.opened[v6][0], 1);
+  KP_CHECK_EQ(W.opened[v4][0], 1);
+  KP_CHECK(kp_addr_same_ip(&W.alloc_addr[v6][0], &W.proxy_addr));
+  KP_CHECK(kp_addr_same_ip(&W.alloc_addr[v4][0], &W.proxy_addr6));
+
+  /* The IPv6 peer speaks to an IPv4 DHT node and hears its answer. */
+  kp_addr_t dht4, dht6;
+  addr(&dht4, "198.51.100.20:49737");
+  addr(&dht6, "[2001:db8:7::20]:49737");
+  static const uint8_t ping[] = {0x93, 0x01, 0x02, 0xc0};
+  unsigned before = W.n_out;
+  KP_CHECK_OK(kp_proxy_client_send(W.cl[v6], 0, &dht4, ping, sizeof(ping), W.now));
+  KP_CHECK_EQ(W.n_out, before + 1);
+  KP_CHECK(kp_addr_eq(&last_out()->from, &W.alloc_addr[v6][0]) &&
+           kp_addr_eq(&last_out()->to, &dht4));
+  arrive(v6, 0, &dht4, ping, sizeof(ping));
+  KP_CHECK_EQ(W.n_heard[v6], 1);
+  KP_CHECK(kp_addr_eq(&W.heard[v6][0].from, &dht4));
+  /* An IPv4 allocation sends nothing to an IPv6 address, nor the other
+   * way round. */
+  kp_proxy_client_send(W.cl[v6], 0, &dht6, ping, sizeof(ping), W.now);
+  kp_proxy_client_send(W.cl[v4], 0, &dht4, ping, sizeof(ping), W.now);
+  pump();
+  KP_CHECK_EQ(W.n_out, before + 1);
+  KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_SCOPE], 2);
+  KP_CHECK_OK(kp_proxy_client_send(W.cl[v4], 0, &dht6, ping, sizeof(ping), W.now));
+  KP_CHECK_EQ(W.n_out, before + 2);
+  KP_CHECK(kp_addr_eq(&last_out()->from, &W.alloc_addr[v4][0]));
+  world_free();
+
+  /* An IPv4-only proxy: an IPv6 allocation is refused, and says why. */
+  world_init(NULL, "203.0.113.1:4000");
+  unsigned c = add_client("198.51.100.7:5000", true, NULL);
+  kp_proxy_client_open(W.cl[c], 0, KP_AF_INET6, W.now);
+  pump();
+  KP_CHECK_EQ(W.opened[c][0], 0);
+  KP_CHECK_EQ(W.closed[c][0], 1);
+  KP_CHECK_EQ(W.close_reason[c][0], KP_PROXY_FAMILY);
+  KP_CHECK_EQ(stats().refused[KP_PROXY_FAMILY], 1);
+  KP_CHECK_EQ(stats().allocs, 0);
+  KP_CHECK(!strcmp(kp_proxy_reason_name(KP_PROXY_FAMILY), "no address of that family"));
   world_free();
 }
 
@@ -855,7 +922,7 @@ static void test_session_follows_rebinding(void) {
   kp_proxy_io_t io = {&W, px_send, px_alloc_open, px_alloc_send, px_alloc_close};
   KP_CHECK_OK(kp_proxy_new(&cfg, &W.kp, &W.rng, &io, &W.px));
   kp_proxy_set_local(W.px, &W.proxy_addr, NULL);
-  kp_proxy_client_open(W.cl[c], 1, W.now); /* takes slot 0 first at the new proxy */
+  kp_proxy_client_open(W.cl[c], 1, KP_AF_INET, W.now); /* takes slot 0 first at the new proxy */
   for (int s = 0; s < 50; s++) tick(1000);
   KP_CHECK_EQ(W.downs[c], 1);
   KP_CHECK_EQ(W.opened[c][0], 2);
@@ -934,7 +1001,8 @@ static void test_alloc_flood(void) {
     char text[64];
     snprintf(text, sizeof(text), "198.%d.%d.%d:5000", 18 + k / 60000, (k / 250) % 240, 1 + k % 250);
     unsigned n = add_client(text, true, NULL);
-    for (unsigned ch = 0; ch < KP_PROXY_CHANNELS; ch++) kp_proxy_client_open(W.cl[n], ch, W.now);
+    for (unsigned ch = 0; ch < KP_PROXY_CHANNELS; ch++)
+      kp_proxy_client_open(W.cl[n], ch, KP_AF_INET, W.now);
     pump();
     if (live_bytes - base > peak) peak = live_bytes - base;
     kp_proxy_client_free(W.cl[n]); /* gone silent */
@@ -1301,6 +1369,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(codec, unit, 10),
     KP_CASE(replay_window, unit, 10),
     KP_CASE(session_and_forwarding, unit, 10),
+    KP_CASE(bridges_families, unit, 10),
     KP_CASE(inbound_needs_permit, unit, 10),
     KP_CASE(scope, unit, 10),
     KP_CASE(unproven_limits, unit, 10),

@@ -59,7 +59,8 @@ typedef kp_node_attempt_t connect_t;
 static void info_from(const kp_node_t *node, const kp_hp_result_t *r, kp_connect_info_t *info) {
   memset(info, 0, sizeof(*info));
   info->relay_tcp = node->tunnel && r->strategy == KP_PUNCH_RELAYED;
-  if (node->proxy_link) info->proxy = *kp_proxy_link_addr(node->proxy_link);
+  if (node->proxy_link && !kp_proxy_link_on_own(node->proxy_link))
+    info->proxy = *kp_proxy_link_addr(node->proxy_link);
   memcpy(info->remote_key, r->remote_key, KP_PUBLIC_KEY_LEN);
   info->local_nat = r->local_nat;
   info->remote_nat = r->remote_nat;

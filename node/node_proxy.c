@@ -326,7 +326,11 @@ static void tcp_start(kp_proxy_service_t *svc, listener_t *t, kp_node_t *node) {
   if (err) return;
   t->tcp.data = t;
   t->open = true;
-  err = uv_tcp_bind(&t->tcp, (struct sockaddr *)&ss, 0);
+  /* IPv6 only, as the UDP sockets are: [::]:P beside 0.0.0.0:P, and no
+   * IPv4 peer seen as ::ffff:a.b.c.d (whose /64 would make every IPv4
+   * peer one host for the per-IP caps). */
+  unsigned flags = node->sock.local.family == KP_AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+  err = uv_tcp_bind(&t->tcp, (struct sockaddr *)&ss, flags);
   if (!err) err = uv_listen((uv_stream_t *)&t->tcp, TCP_BACKLOG, on_connection);
   if (!err) return;
   char text[KP_ADDR_STRLEN];
@@ -573,6 +577,7 @@ int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp
   kp_keypair_wipe(&self);
   if (err) return err;
   kp_proxy_link_on_rebound(node->proxy_link, proxy_rebound, node);
+  if (!opts->proxy_private && !opts->relay_only) kp_proxy_link_may_go_own(node->proxy_link);
   err = kp_proxy_link_socket(node->proxy_link, &node->sock);
   if (err) {
     kp_proxy_link_close(node->proxy_link);

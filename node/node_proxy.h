@@ -70,6 +70,15 @@ const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l);
 bool kp_proxy_link_tcp(const kp_proxy_link_t *l);
 /* Whether the session is up. */
 bool kp_proxy_link_up(const kp_proxy_link_t *l);
+/* The node does not keep its addresses to itself (not --private): once up,
+ * a link whose every proxy goes silent speaks from sockets of this host's
+ * own, bound to bind's address, until a proxy answers again, each change
+ * told as a rebinding. Not over TCP (a host that needs TCP has no UDP of
+ * its own to fall back to), nor across families (a proxy bridging an
+ * IPv6-only host into IPv4 leaves it no IPv4 of its own). */
+void kp_proxy_link_may_go_own(kp_proxy_link_t *l);
+/* Whether it speaks from this host's own sockets now. */
+bool kp_proxy_link_on_own(const kp_proxy_link_t *l);
 /* Closes the session and frees l once its own socket has closed. Every
  * channel socket must be closed, its close callback run, before. */
 void kp_proxy_link_close(kp_proxy_link_t *l);

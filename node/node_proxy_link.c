@@ -13,7 +13,14 @@
  *
  * The allocations are of the node's family, the session of the proxy's:
  * a dual-stack proxy lends an IPv6-only node an IPv4 address (and the
- * other way round), so the node is an IPv4 node through it. */
+ * other way round), so the node is an IPv4 node through it.
+ *
+ * A proxy is a way in, not a place to stay (docs/architecture.md, "Losing
+ * every proxy"): unless the node keeps its addresses to itself, a link
+ * whose every proxy went silent after it was up speaks from sockets of
+ * this host's own, one behind each channel, until a proxy answers again.
+ * The node's connections take it as a rebinding and resume from there,
+ * direct or through a relay, as any node's would. */
 #include <stddef.h>
 #include <string.h>
 
@@ -31,9 +38,17 @@ typedef struct choice_s {
   uint8_t key[KP_PUBLIC_KEY_LEN];
 } choice_t;
 
+/* A channel's socket of this host's own, while every proxy is down. */
+typedef struct own_sock_s {
+  kp_udp_t udp;
+  struct kp_proxy_link_s *link;
+  unsigned ch;
+} own_sock_t;
+
 typedef struct channel_s {
-  kp_udp_t *udp; /* NULL: free */
-  bool closing;  /* kp_udp_close called: its callback is owed */
+  kp_udp_t *udp;   /* NULL: free */
+  bool closing;    /* kp_udp_close called: its callback is owed */
+  own_sock_t *own; /* speaking from this host's own socket instead */
 } channel_t;
 
 struct kp_proxy_link_s {
@@ -41,7 +56,8 @@ struct kp_proxy_link_s {
   kp_udp_t sock;  /* to the proxy (over UDP) */
   uint8_t family; /* the node's: what the allocations are */
   bool family_said;
-  bool tcp; /* over TCP instead: */
+  unsigned family_refusals; /* proxies in a row without an address of it */
+  bool tcp;                 /* over TCP instead: */
   kp_tunnel_io_t io;
   uv_connect_t connect;
   uv_timer_t redial;
@@ -51,6 +67,12 @@ struct kp_proxy_link_s {
   choice_t choices[KP_PROXY_LINK_MAX];
   unsigned choice_count, current;
   bool move_wanted; /* the session went down: the next proxy, from rearm */
+  /* Losing every proxy: may_own (not private, not over TCP), own_bind
+   * (the node's bind address, any port), was_up (a channel was opened
+   * once), downs (sessions down since a channel was last opened). */
+  bool may_own, was_up, own_wanted, on_own;
+  unsigned downs;
+  kp_addr_t own_bind;
   kp_keypair_t self;
   kp_rng_t rng;
   void (*rebound)(void *ctx);
@@ -75,6 +97,7 @@ static uint64_t now_of(const kp_proxy_link_t *l) {
 
 static void on_timer(uv_timer_t *t);
 static void move_on(kp_proxy_link_t *l);
+static void go_own(kp_proxy_link_t *l);
 
 /* Runs the session's timers and arms ours at its next deadline. */
 static void rearm(kp_proxy_link_t *l) {
@@ -89,6 +112,7 @@ static void rearm(kp_proxy_link_t *l) {
     next = kp_proxy_client_tick(l->client, now);
     l->in_client--;
   }
+  if (l->own_wanted) go_own(l);
   if (next == l->armed && uv_is_active((uv_handle_t *)&l->timer)) return;
   l->armed = next;
   uv_timer_start(&l->timer, on_timer, next > now ? next - now : 1, 0);
@@ -117,10 +141,22 @@ static void io_send(void *ctx, const uint8_t *data, size_t len) {
   if (l->io_live) kp_tunnel_io_send(&l->io, &f);
 }
 
+static void own_close(kp_proxy_link_t *l, unsigned c);
+
 static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
   kp_proxy_link_t *l = ctx;
   char text[KP_ADDR_STRLEN];
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
+  l->was_up = true;
+  l->downs = l->family_refusals = 0;
+  if (l->on_own) {
+    /* A proxy answers again: every channel goes back to it (each moves
+     * when its allocation is opened, this one now). */
+    l->on_own = false;
+    KP_WARN(l->log, "proxy %s answers again: speaking through it",
+            kp_addr_format(&l->proxy, text, sizeof(text)));
+    for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) own_close(l, i);
+  }
   kp_addr_t *local = &l->ch[ch].udp->local;
   bool moved = local->port && !kp_addr_eq(local, addr);
   *local = *addr;
@@ -152,7 +188,8 @@ static void io_closed(void *ctx, unsigned ch, uint8_t reason) {
              l->family == KP_AF_INET ? "IPv4" : "IPv6",
              l->choice_count > 1 ? ": trying the next" : "");
   l->family_said = true;
-  if (l->choice_count > 1) l->move_wanted = true;
+  /* Round the list once; then this one stays, asked again now and then. */
+  if (l->choice_count > 1 && ++l->family_refusals < l->choice_count) l->move_wanted = true;
 }
 
 static void io_down(void *ctx, uint8_t reason) {
@@ -166,6 +203,11 @@ static void io_down(void *ctx, uint8_t reason) {
             l->choice_count > 1 ? "" : ": making the session anew");
   /* Not from inside the session's own call: rearm does it. */
   if (l->choice_count > 1) l->move_wanted = true;
+  /* Silent, each of them in turn, after we were through: our own
+   * sockets meanwhile. A refusal is the user's to hear, not to route
+   * around. */
+  if (!reason && l->may_own && l->was_up && !l->on_own && ++l->downs >= l->choice_count)
+    l->own_wanted = true;
 }
 
 /* ---- Channels: virtual sockets ------------------------------------------------------------------
@@ -183,6 +225,13 @@ static unsigned ch_send(kp_udp_t *udp, const kp_udp_out_t *out, unsigned n) {
   if (c < 0 || l->close_wanted) return n; /* lost, as the network would */
   uint64_t now = now_of(l);
   kp_udp_batch_t batch;
+  own_sock_t *own = l->ch[c].own;
+  if (own) {
+    kp_udp_batch_begin(&own->udp, &batch);
+    for (unsigned i = 0; i < n; i++) kp_udp_send(&own->udp, &out[i].to, out[i].data, out[i].len);
+    kp_udp_batch_end(&own->udp, &batch);
+    return n;
+  }
   kp_udp_batch_begin(&l->sock, &batch);
   for (unsigned i = 0; i < n; i++)
     kp_proxy_client_send(l->client, (unsigned)c, &out[i].to, out[i].data, out[i].len, now);
@@ -208,11 +257,83 @@ static void ch_close(kp_udp_t *udp) {
   int c = channel_of(l, udp);
   if (c < 0) return;
   l->ch[c].closing = true;
+  own_close(l, (unsigned)c);
   if (!l->close_wanted) kp_proxy_client_close(l->client, (unsigned)c, now_of(l));
   uv_idle_start(&l->reaper, reap);
 }
 
 static const kp_udp_vops_t channel_ops = {ch_send, ch_close};
+
+/* ---- Losing every proxy: this host's own sockets ------------------------------------------------
+ */
+
+static void handle_closed(kp_proxy_link_t *l);
+
+static void on_own_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
+  own_sock_t *o = udp->data;
+  kp_proxy_link_t *l = o->link;
+  channel_t *ch = &l->ch[o->ch];
+  if (l->close_wanted || ch->own != o || !ch->udp || ch->closing) return;
+  kp_udp_virtual_deliver(ch->udp, from, data, len);
+}
+
+static void on_own_closed(kp_udp_t *udp) {
+  own_sock_t *o = udp->data;
+  kp_proxy_link_t *l = o->link;
+  kp_free(o);
+  handle_closed(l);
+}
+
+static void own_close(kp_proxy_link_t *l, unsigned c) {
+  own_sock_t *o = l->ch[c].own;
+  if (!o) return;
+  l->ch[c].own = NULL;
+  kp_udp_close(&o->udp, on_own_closed);
+}
+
+/* Channel c speaks from a socket of this host's own: 0, or the error (it
+ * stays on the proxy, silent until one answers). */
+static int own_open(kp_proxy_link_t *l, unsigned c) {
+  own_sock_t *o = kp_calloc(1, sizeof(*o));
+  if (!o) return UV_ENOMEM;
+  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  int err = kp_udp_init(l->loop, &o->udp, &l->own_bind, &so);
+  if (err) {
+    kp_free(o);
+    return err;
+  }
+  o->link = l;
+  o->ch = c;
+  o->udp.data = o;
+  l->handles++;
+  kp_udp_enable_gro(&o->udp);
+  kp_udp_recv_start(&o->udp, on_own_datagram);
+  l->ch[c].own = o;
+  l->ch[c].udp->local = o->udp.local;
+  return 0;
+}
+
+static void go_own(kp_proxy_link_t *l) {
+  char text[KP_ADDR_STRLEN];
+  l->own_wanted = false;
+  unsigned moved = 0;
+  int err = 0;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    if (!l->ch[i].udp || l->ch[i].closing || l->ch[i].own) continue;
+    int e = own_open(l, i);
+    if (e) err = e;
+    moved += !e;
+  }
+  if (!moved) {
+    KP_ERROR(l->log, "every proxy is silent, and no socket of our own: %s", kp_strerror(err));
+    return;
+  }
+  l->on_own = true;
+  KP_WARN(l->log,
+          "every proxy is silent: speaking from this host's own address (%s) until one answers",
+          kp_addr_format(&l->ch[0].udp->local, text, sizeof(text)));
+  if (l->rebound) l->rebound(l->rebound_ctx);
+}
 
 /* ---- The socket to the proxy ------------------------------------------------------------------
  */
@@ -264,7 +385,6 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   return l->io_live && !l->close_wanted;
 }
 
-static void handle_closed(kp_proxy_link_t *l);
 static int dial(kp_proxy_link_t *l);
 
 static void on_redial(uv_timer_t *t) {
@@ -398,6 +518,8 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   bool tcp = l->tcp;
   l->loop = loop;
   l->family = bind->family;
+  l->own_bind = *bind;
+  l->own_bind.port = 0;
   l->proxy = l->choices[0].addr;
   l->log = log;
   l->self = *self;
@@ -448,6 +570,7 @@ int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp) {
     kp_udp_init_virtual(l->loop, udp, &channel_ops, l, &local);
     l->ch[i] = (channel_t){.udp = udp};
     kp_proxy_client_open(l->client, i, l->family, now_of(l));
+    if (l->on_own) own_open(l, i);
     rearm(l);
     return 0;
   }
@@ -461,6 +584,16 @@ void kp_proxy_link_on_rebound(kp_proxy_link_t *l, void (*rebound)(void *ctx), vo
 
 bool kp_proxy_link_tcp(const kp_proxy_link_t *l) {
   return l->tcp;
+}
+
+void kp_proxy_link_may_go_own(kp_proxy_link_t *l) {
+  /* Nor for a node the proxy bridges to the other family: this host may
+   * have no address of the node's. */
+  l->may_own = !l->tcp && l->family == l->proxy.family;
+}
+
+bool kp_proxy_link_on_own(const kp_proxy_link_t *l) {
+  return l->on_own;
 }
 
 const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l) {
@@ -491,6 +624,7 @@ static void on_sock_closed(kp_udp_t *udp) {
 void kp_proxy_link_close(kp_proxy_link_t *l) {
   if (l->close_wanted) return;
   l->close_wanted = true;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) own_close(l, i);
   uv_close((uv_handle_t *)&l->timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
   uv_close((uv_handle_t *)&l->redial, on_handle_closed);

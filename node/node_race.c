@@ -36,6 +36,7 @@ struct kp_node_race_s {
   kp_connect_cb cb;
   void *arg;
   uv_timer_t timer; /* the head start, then a held connection's wait */
+  uint64_t started_at;
   /* The first failure, reported when the other fails too. */
   int failure;
   kp_connect_info_t failure_info;
@@ -142,6 +143,10 @@ static void attempt_done(kp_node_t *on, int status, kp_conn_t *conn, const kp_co
   r->attempt[i] = NULL; /* gone after this call */
   r->over[i] = true;
   bool relayed = info->punch == KP_PUNCH_RELAYED;
+  KP_INFO(&r->node->log, "connect over %s: %s after %llu ms (lookup %u, handshake %u, punch %u ms)",
+          i ? "IPv4" : "IPv6", status ? kp_strerror(status) : kp_punch_name(info->punch),
+          (unsigned long long)(uv_now(r->node->loop) - r->started_at), info->lookup_ms,
+          info->handshake_ms, info->punch_ms);
   if (!status && relayed && !r->held && !r->over[1 - i]) {
     r->held = conn;
     r->held_info = *info;
@@ -192,6 +197,7 @@ int kp__node_race(kp_node_t *node, const kp_keypair_t *self,
   }
   r->timer.data = r;
   r->node = node;
+  r->started_at = uv_now(node->loop);
   bool v6_first = kp_dht_family(node->dht) == KP_AF_INET6;
   r->on[0] = v6_first ? node : node->sibling;
   r->on[1] = v6_first ? node->sibling : node;

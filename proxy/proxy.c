@@ -126,12 +126,47 @@ static bool is_multicast(const kp_addr_t *a) {
   return a->ip[0] == 0xff;
 }
 
+/* An IPv6 address a translator on the proxy's network may turn into an
+ * IPv4 one: NAT64's well-known prefix 64:ff9b::/96 (RFC 6052) and 6to4's
+ * 2002::/16 (RFC 3056); *v4 is that address. */
+static bool embeds_v4(const kp_addr_t *a, kp_addr_t *v4) {
+  static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b};
+  const uint8_t *ip = NULL;
+  if (a->family != KP_AF_INET6) return false;
+  if (!memcmp(a->ip, nat64, sizeof(nat64)))
+    ip = a->ip + 12;
+  else if (a->ip[0] == 0x20 && a->ip[1] == 0x02)
+    ip = a->ip + 2;
+  if (!ip) return false;
+  memset(v4, 0, sizeof(*v4));
+  v4->family = KP_AF_INET;
+  memcpy(v4->ip, ip, 4);
+  v4->port = a->port;
+  return true;
+}
+
+/* NAT64's local-use prefix 64:ff9b:1::/48 (RFC 8215): whatever the
+ * network's translator maps it to, a LAN's business. */
+static bool is_local_nat64(const kp_addr_t *a) {
+  static const uint8_t prefix[6] = {0, 0x64, 0xff, 0x9b, 0, 1};
+  return a->family == KP_AF_INET6 && !memcmp(a->ip, prefix, sizeof(prefix));
+}
+
+static bool is_public(const kp_addr_t *a) {
+  return kp_addr_is_set(a) && !kp_addr_is_any(a) && !is_multicast(a) && !kp_addr_is_loopback(a) &&
+         !kp_addr_is_private(a) && !is_local_nat64(a);
+}
+
 bool kp_proxy_in_scope(const kp_addr_t *self, const kp_addr_t *to) {
   if (!kp_addr_is_set(to) || !to->port || kp_addr_is_any(to) || is_multicast(to)) return false;
   if (self->family != to->family) return false;
+  kp_addr_t v4;
+  bool embeds = embeds_v4(to, &v4);
+  if (embeds && (kp_addr_is_any(&v4) || is_multicast(&v4))) return false;
   bool self_loop = kp_addr_is_loopback(self), self_priv = kp_addr_is_private(self);
-  if (kp_addr_is_loopback(to)) return self_loop;
-  if (kp_addr_is_private(to)) return self_loop || self_priv;
+  if (kp_addr_is_loopback(to) || (embeds && kp_addr_is_loopback(&v4))) return self_loop;
+  if (kp_addr_is_private(to) || is_local_nat64(to) || (embeds && kp_addr_is_private(&v4)))
+    return self_loop || self_priv;
   return true;
 }
 
@@ -161,6 +196,12 @@ static bool dest_ok(const kp_proxy_t *px, const alloc_t *a, const kp_addr_t *to)
   const kp_addr_t *pub = &px->public_addr[fam_index(to->family)];
   const kp_addr_t *self = kp_addr_is_any(bound) && pub->family ? pub : bound;
   if (!kp_proxy_in_scope(self, to)) return false;
+  /* Our own IPv4 address through a translator: never. */
+  kp_addr_t v4;
+  const kp_addr_t *bound4 = &px->bound[0], *pub4 = &px->public_addr[0];
+  if (embeds_v4(to, &v4) && ((bound4->family && kp_addr_same_ip(&v4, bound4)) ||
+                             (pub4->family && kp_addr_same_ip(&v4, pub4))))
+    return false;
   bool own = kp_addr_same_ip(to, bound) || (pub->family && kp_addr_same_ip(to, pub));
   if (!own && !kp_addr_is_loopback(to)) return true;
   /* Our own IP: the DHT port, and the allocations (two peers of one
@@ -358,6 +399,14 @@ static unsigned allocs_where(const kp_proxy_t *px, const session_t *like, bool b
   return n;
 }
 
+/* Allocations held by sessions over family. */
+static unsigned allocs_over(const kp_proxy_t *px, uint8_t family) {
+  unsigned n = 0;
+  for (unsigned i = 0; i < px->cfg.max_allocs; i++)
+    n += px->allocs[i].used && px->sessions[px->allocs[i].session].addr.family == family;
+  return n;
+}
+
 static void reply_opened(kp_proxy_t *px, session_t *s, const alloc_t *a, uint64_t now) {
   uint64_t left = a->expires > now ? (a->expires - now) / 1000 : 0;
   kp_proxy_body_t b = {.op = KP_PROXY_OP_OPENED,
@@ -378,6 +427,13 @@ static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint8_t fami
   if (px->alloc_count >= px->cfg.max_allocs) return KP_PROXY_FULL;
   if (allocs_where(px, s, true) >= px->cfg.allocs_per_key) return KP_PROXY_KEY_LIMIT;
   if (allocs_where(px, s, false) >= px->cfg.per_ip) return KP_PROXY_IP_LIMIT;
+  /* A dual-stack proxy: sessions over one family hold at most three
+   * quarters of the allocations, so a flood over IPv6 (where one
+   * subscriber may hold many /64s) leaves IPv4's users room, and the
+   * other way round. */
+  if (px->bound[0].family && px->bound[1].family &&
+      allocs_over(px, s->addr.family) >= px->cfg.max_allocs - px->cfg.max_allocs / 4)
+    return KP_PROXY_FULL;
   unsigned slot = 0;
   while (slot < px->cfg.max_allocs && px->allocs[slot].used) slot++;
   if (slot == px->cfg.max_allocs) return KP_PROXY_FULL;
@@ -623,11 +679,17 @@ static void on_op(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64
   uint16_t slot = s->ch[b->channel];
   switch (b->op) {
     case KP_PROXY_OP_SEND: on_send(px, s, b, now); break;
-    case KP_PROXY_OP_OPEN:
+    case KP_PROXY_OP_OPEN: {
+      /* A 2-byte OPEN (a peer from before families): the session's. */
+      uint8_t family = b->family ? b->family : s->addr.family;
+      if (slot != NO_ALLOC && px->allocs[slot].bound.family != family) {
+        close_alloc(px, slot, 0, false); /* the channel wants the other family now */
+        slot = NO_ALLOC;
+      }
       if (slot != NO_ALLOC) {
         reply_opened(px, s, &px->allocs[slot], now); /* our OPENED was lost */
       } else {
-        uint8_t reason = open_alloc(px, s, b->channel, b->family, now);
+        uint8_t reason = open_alloc(px, s, b->channel, family, now);
         if (reason) {
           px->st.refused[reason]++;
           kp_proxy_body_t r = {.op = KP_PROXY_OP_CLOSE, .channel = b->channel, .reason = reason};
@@ -635,6 +697,7 @@ static void on_op(kp_proxy_t *px, session_t *s, const kp_proxy_body_t *b, uint64
         }
       }
       break;
+    }
     case KP_PROXY_OP_REFRESH:
       if (slot == NO_ALLOC) {
         kp_proxy_body_t r = {
@@ -738,9 +801,19 @@ void kp_proxy_free(kp_proxy_t *px) {
 }
 
 void kp_proxy_set_local(kp_proxy_t *px, const kp_addr_t *bound, const kp_addr_t *public_addr) {
+  if (bound->family != KP_AF_INET && bound->family != KP_AF_INET6) return;
   unsigned f = fam_index(bound->family);
+  kp_addr_t pub = px->public_addr[f];
+  /* What DHT nodes say our address is never widens the scope a wildcard
+   * bind has (public): two of them agreeing on "127.0.0.1" must not open
+   * loopback to every allocation. */
+  bool usable = public_addr && public_addr->family == bound->family &&
+                (!kp_addr_is_any(bound) || is_public(public_addr));
+  if (usable) pub = *public_addr;
+  bool same = kp_addr_eq(&px->bound[f], bound) && kp_addr_eq(&px->public_addr[f], &pub);
   px->bound[f] = *bound;
-  if (public_addr && public_addr->family == bound->family) px->public_addr[f] = *public_addr;
+  px->public_addr[f] = pub;
+  if (same) return; /* bindings need not check their addresses again */
   px->scope_gen++;
 }
 

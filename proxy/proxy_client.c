@@ -250,7 +250,7 @@ static void on_body(kp_proxy_client_t *c, const kp_proxy_body_t *b, uint64_t now
       c->io.on_recv(c->io.ctx, b->channel, &b->addr, b->data, b->len);
       break;
     case KP_PROXY_OP_OPENED: {
-      if (!ch->wanted) return;
+      if (!ch->wanted || b->addr.family != ch->family) return; /* not what we asked for */
       bool news = !ch->opened || !kp_addr_eq(&ch->addr, &b->addr);
       if (news) unbind_all(ch);
       ch->opened = true;

@@ -228,7 +228,8 @@ int kp_proxy_body_decode(const uint8_t *in, size_t len, kp_proxy_body_t *out) {
   out->channel = in[1];
   size_t n = 2, a;
   switch (in[0]) {
-    case KP_PROXY_OP_OPEN:
+    case KP_PROXY_OP_OPEN: /* family 0: a peer from before families (the session's) */
+      if (len == 2) return 0;
       if (len != 3 || (in[2] != KP_AF_INET && in[2] != KP_AF_INET6)) return KP_EMALFORMED;
       out->family = in[2];
       return 0;

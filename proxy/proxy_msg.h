@@ -104,7 +104,8 @@ typedef struct kp_proxy_body_s {
   kp_addr_t addr;      /* OPENED: the allocation; SEND: where to; RECV: who from; BIND: the
                           address the token stands for */
   uint32_t lifetime_s; /* OPENED */
-  uint8_t family;      /* OPEN: the allocation's address family (KP_AF_INET or KP_AF_INET6) */
+  uint8_t family;      /* OPEN: the allocation's family (KP_AF_INET or KP_AF_INET6; decoded 0
+                          from a 2-byte OPEN: the session's family) */
   uint8_t reason;      /* CLOSE */
   uint64_t token;      /* BIND, UNBIND */
   const uint8_t *data; /* SEND, RECV: the datagram */

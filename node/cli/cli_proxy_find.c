@@ -38,7 +38,7 @@ bool kp_cli_proxy_by_dht(const char *proxy) {
 
 static void on_record(kp_node_t *node, const kp_record_t *rec, void *arg) {
   find_t *f = arg;
-  char text[KP_ADDR_STRLEN];
+  char text[2 * KP_ADDR_STRLEN]; /* "ADDR" or "ADDR OTHER" */
   kp_addr_t addr, local;
   if (f->found == (f->any ? KP_CLI_PROXIES : 1) || !rec->data || !rec->data_len ||
       rec->data_len >= sizeof(text))

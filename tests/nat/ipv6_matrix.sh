@@ -20,17 +20,17 @@
 # the relay pairs one peer on each family) (docs/architecture.md, "Dual
 # stack").
 #
-# Then a dual-stack proxy (203.0.113.14 and 2001:db8:14::1) bridges the
+# Then a dual-stack pair on IPv6 loses IPv6 mid-transfer (the client's
+# host drops every IPv6 UDP datagram, both ways: its IPv6 network went):
+# the connection must move to IPv4 (through both NATs) and the paced
+# transfer end byte-exact, its longest stall under 5 s.
+#
+# Last, a dual-stack proxy (203.0.113.14 and 2001:db8:14::1) bridges the
 # families: an IPv6-only server given it and the IPv4 bootstrap nodes
 # speaks to it over IPv6 and borrows an IPv4 address (it is an IPv4 node
 # through the proxy), and an IPv4-only client behind its NAT reaches it
 # there by key; and the other way round (an IPv4-only server behind its
 # NAT, an IPv6-only client behind its firewall).
-#
-# Then a dual-stack pair on IPv6 loses IPv6 mid-transfer (the client's
-# host drops every IPv6 UDP datagram, both ways: its IPv6 network went):
-# the connection must move to IPv4 (through both NATs) and the paced
-# transfer end byte-exact, its longest stall under 5 s.
 #
 #   tests/nat/ipv6_matrix.sh [build-dir]      (root)
 #   KP_NAT_KINDS="v4 dual" KP_NAT_TRIALS=10 tests/nat/ipv6_matrix.sh
@@ -187,6 +187,59 @@ for ck in $kinds; do
     cell "$ck" "$sk"
   done
 done
+# Bounded: 100 x 0.1 s for 8 MiB to come back, 600 x 0.1 s for the rest
+# (nat_xfer gives up after 120 s of no progress).
+failover() {
+  local i=0 n out first moved stall
+  site 1 dual
+  site 2 dual
+  lab_server_key "$kadpunch"
+  lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap "$(boot_of dual)"
+  serve_pid=$LAB_LAST_PID
+  lab_wait_serving 200
+  rm -f "$LAB_LOG/xfer.err" # LAB_LOG may hold an earlier run's, whose progress would cut at once
+  lab_spawn h2 "$LAB_LOG/xfer.out" sh -c "KP_XFER_RATE=8000000 '$xfer' $pk $(boot_of dual) \
+    40000000 2>'$LAB_LOG/xfer.err'"
+  xfer_pid=$LAB_LAST_PID
+  while [ $i -lt 100 ]; do
+    n=$(grep -c '^progress' "$LAB_LOG/xfer.err" 2>/dev/null) || n=0
+    [ "$n" -lt 2 ] || break
+    sleep 0.1
+    i=$((i + 1))
+  done
+  ip netns exec "$LAB-h2" ip6tables -I INPUT -p udp -j DROP
+  ip netns exec "$LAB-h2" ip6tables -I OUTPUT -p udp -j DROP
+  i=0
+  while kill -0 "$xfer_pid" 2>/dev/null && [ $i -lt 600 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  out=$(cat "$LAB_LOG/xfer.out")
+  first=$(json_field "$out" path)
+  moved=$(awk '$1 == "path" && $2 == "direct" {print $3}' "$LAB_LOG/xfer.err" | tail -n 1)
+  stall=$(json_field "$out" max_stall_ms)
+  printf '%-6s %-6s %-8s %-22s ' dual dual "IPv6 cut" "${first:--} -> ${moved:--}"
+  case "$(json_field "$out" ok):$first:$moved" in
+    "true:[2001:db8:31::1]:"*":203.0.113.21:"*)
+      if [ "${stall:-99999}" -lt 5000 ]; then
+        echo "moved, 40 MB byte-exact, longest stall $stall ms"
+      else
+        echo "FAIL: stalled $stall ms"
+        failures=$((failures + 1))
+      fi
+      ;;
+    *)
+      echo "FAIL: $out"
+      failures=$((failures + 1))
+      { echo "== failover: $out"; cat "$LAB_LOG/xfer.err"; } >>"$LAB_LOG/failures.log"
+      ;;
+  esac
+  lab_kill "$serve_pid"
+  site_down 1
+  site_down 2
+}
+[ -n "${KP_NAT_KINDS:-}" ] || failover
+
 # Bounded: 100 x 0.1 s for the proxy to start; each connect 50 s.
 proxy_start() {
   local i=0
@@ -194,7 +247,6 @@ proxy_start() {
   ip -n "$LAB-pub" addr add 2001:db8:14::1/64 dev eth0 nodad
   lab_spawn pub "$LAB_LOG/proxy.log" "$kadpunch" proxy --bind "$PROXY4" --bind "$PROXY6" \
     --bootstrap "$BOOT4,$BOOT6"
-  proxy_pid=$LAB_LAST_PID
   until grep -q "proxying on" "$LAB_LOG/proxy.log" 2>/dev/null || [ $i -ge 100 ]; do
     sleep 0.1
     i=$((i + 1))
@@ -248,60 +300,7 @@ if [ -z "${KP_NAT_KINDS:-}" ]; then
   proxy_start
   bridge v6
   bridge v4
-  lab_kill "$proxy_pid"
 fi
-
-# Bounded: 100 x 0.1 s for 8 MiB to come back, 600 x 0.1 s for the rest
-# (nat_xfer gives up after 120 s of no progress).
-failover() {
-  local i=0 n out first moved stall
-  site 1 dual
-  site 2 dual
-  lab_server_key "$kadpunch"
-  lab_spawn h1 "$LAB_LOG/serve.log" "$kadpunch" serve --key "$key" --bootstrap "$(boot_of dual)"
-  serve_pid=$LAB_LAST_PID
-  lab_wait_serving 200
-  lab_spawn h2 "$LAB_LOG/xfer.out" sh -c "KP_XFER_RATE=8000000 '$xfer' $pk $(boot_of dual) \
-    40000000 2>'$LAB_LOG/xfer.err'"
-  xfer_pid=$LAB_LAST_PID
-  while [ $i -lt 100 ]; do
-    n=$(grep -c '^progress' "$LAB_LOG/xfer.err" 2>/dev/null) || n=0
-    [ "$n" -lt 2 ] || break
-    sleep 0.1
-    i=$((i + 1))
-  done
-  ip netns exec "$LAB-h2" ip6tables -I INPUT -p udp -j DROP
-  ip netns exec "$LAB-h2" ip6tables -I OUTPUT -p udp -j DROP
-  i=0
-  while kill -0 "$xfer_pid" 2>/dev/null && [ $i -lt 600 ]; do
-    sleep 0.1
-    i=$((i + 1))
-  done
-  out=$(cat "$LAB_LOG/xfer.out")
-  first=$(json_field "$out" path)
-  moved=$(awk '$1 == "path" && $2 == "direct" {print $3}' "$LAB_LOG/xfer.err" | tail -n 1)
-  stall=$(json_field "$out" max_stall_ms)
-  printf '%-6s %-6s %-8s %-22s ' dual dual "IPv6 cut" "${first:--} -> ${moved:--}"
-  case "$(json_field "$out" ok):$first:$moved" in
-    "true:[2001:db8:31::1]:"*":203.0.113.21:"*)
-      if [ "${stall:-99999}" -lt 5000 ]; then
-        echo "moved, 40 MB byte-exact, longest stall $stall ms"
-      else
-        echo "FAIL: stalled $stall ms"
-        failures=$((failures + 1))
-      fi
-      ;;
-    *)
-      echo "FAIL: $out"
-      failures=$((failures + 1))
-      { echo "== failover: $out"; cat "$LAB_LOG/xfer.err"; } >>"$LAB_LOG/failures.log"
-      ;;
-  esac
-  lab_kill "$serve_pid"
-  site_down 1
-  site_down 2
-}
-[ -n "${KP_NAT_KINDS:-}" ] || failover
 
 lab_show_failures ipv6_matrix
 echo "ipv6_matrix: $failures cell(s) not as expected, $(($(date +%s) - start)) s"

@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Proxies in the NAT lab (ctest nat.proxy_client, nat.proxy_server,
-# nat.proxy_privacy, nat.proxy_upgrade, nat.proxy_failover). The public side runs DHT nodes and a proxy
-# (`kadpunch proxy` on 203.0.113.14) and no relay at all.
+# nat.proxy_privacy, nat.proxy_upgrade, nat.proxy_failover, nat.proxy_lost). The public side
+# runs DHT nodes and a proxy (`kadpunch proxy` on 203.0.113.14), and no relay
+# but in `lost`.
 #
 #   client    random <-> random (no direct path between them); the client
 #             speaks through the proxy; a 100 MB echo byte-exact
@@ -28,6 +29,11 @@
 #             first is killed (SIGKILL): the client moves to the second
 #             and the connection resumes there, byte-exact, with no gap
 #             over 10 s.
+#   lost      random <-> random, a relay on the public side; the client
+#             speaks through its only proxy (not private); 20 MB into a
+#             40 MB echo the proxy is killed (SIGKILL): the client speaks
+#             from its own address and the connection moves to the relay,
+#             byte-exact, with no gap over 15 s.
 #
 #   tests/nat/proxy.sh SCENARIO [build-dir]      (as root)
 #   KP_PROXY_BYTES=400000000 tests/nat/proxy.sh client
@@ -37,9 +43,9 @@
 set -eu
 scenario=${1:-}
 case $scenario in
-  client | server | privacy | upgrade | failover) ;;
+  client | server | privacy | upgrade | failover | lost) ;;
   *)
-    echo "usage: proxy.sh client|server|privacy|upgrade|failover [build-dir]"
+    echo "usage: proxy.sh client|server|privacy|upgrade|failover|lost [build-dir]"
     exit 2
     ;;
 esac
@@ -84,6 +90,10 @@ start_public() {
     lab_spawn pub "$LAB_LOG/proxy2.log" "$kadpunch" proxy --bind $PROXY2 \
       --bootstrap $BOOTSTRAP --every 1
   fi
+  if [ "$scenario" = lost ]; then
+    lab_spawn pub "$LAB_LOG/relay.log" "$kadpunch" relay --bind $RELAY --bootstrap $BOOTSTRAP
+    lab_wait_relays "$kadpunch" 1 || fail "the relay was not announced"
+  fi
   sleep 2 # the public DHT nodes find each other
 }
 
@@ -92,7 +102,7 @@ start_public() {
 # through the proxy with "proxied" or "private", over TCP with "tcp");
 # OUT: its JSON. The server keeps running with "keep".
 run_echo() { # server-mode client-mode bytes [client-site] [keep]
-  local px="" i site=${4:-2}
+  local px="" i got site=${4:-2}
   [ "$1" = proxied ] && px="--proxy $PROXY"
   [ "$1" = private ] && px="--proxy $PROXY --private"
   lab_server_key "$kadpunch"
@@ -104,18 +114,19 @@ run_echo() { # server-mode client-mode bytes [client-site] [keep]
   [ "$2" = proxied ] && px="KP_XFER_PROXY=$PROXY"
   [ "$2" = private ] && px="KP_XFER_PROXY=$PROXY KP_XFER_PRIVATE=1"
   [ "$2" = two ] && px="KP_XFER_PROXY=$PROXY,$PROXY2 KP_XFER_PRIVATE=1 ${KP_XFER_DEBUG:+KP_XFER_DEBUG=1}"
+  [ "$2" = lost ] && px="KP_XFER_PROXY=$PROXY"
   [ "$2" = tcp ] && px="KP_XFER_PROXY=tcp:$PROXY"
   rm -f "$LAB_LOG/xfer.err" # LAB_LOG may hold an earlier run's
   lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
     "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
   xfer_pid=$LAB_LAST_PID
-  # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s). With "two",
-  # the first proxy dies once 20 MB have come back.
+  # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s). With "two"
+  # or "lost", the first proxy dies once 20 MB have come back.
   i=0
   killed=
   while kill -0 "$xfer_pid" 2>/dev/null && [ $i -lt 1400 ]; do
-    if [ "$2" = two ] && [ -z "$killed" ] &&
-      [ "$(awk '$1 == "progress" {n = $2} END {print n + 0}' "$LAB_LOG/xfer.err" 2>/dev/null)" -ge 20000000 ]; then
+    got=$(awk '$1 == "progress" {n = $2} END {print n + 0}' "$LAB_LOG/xfer.err" 2>/dev/null) || got=0
+    if { [ "$2" = two ] || [ "$2" = lost ]; } && [ -z "$killed" ] && [ "${got:-0}" -ge 20000000 ]; then
       kill -9 "$proxy_pid"
       killed=$i
     fi
@@ -240,6 +251,25 @@ case $scenario in
     echo "proxy_failover: $bytes bytes each way, byte-exact, in $(json_field "$OUT" seconds) s;" \
       "the first proxy killed at 20 MB, the connection moved to the second; longest gap" \
       "$stall ms"
+    ;;
+  lost)
+    lab_site 1 random
+    lab_site 2 random
+    lab_selfcheck 1 random "$probe"
+    lab_selfcheck 2 random "$probe"
+    bytes=${KP_PROXY_BYTES:-40000000}
+    run_echo plain lost "$bytes"
+    [ -n "$killed" ] || fail "the transfer ended before the proxy was killed: $OUT"
+    check_echo "proxy lost"
+    [ "$(json_field "$OUT" proxy)" = "$PROXY" ] || fail "did not connect through $PROXY: $OUT"
+    grep -q "every proxy is silent: speaking from this host's own address" "$LAB_LOG/xfer.err" ||
+      fail "the client never spoke from its own address"
+    grep -q "^path relay $RELAY" "$LAB_LOG/xfer.err" || fail "the connection never moved to the relay"
+    stall=$(json_field "$OUT" max_stall_ms)
+    [ "$stall" -le 15000 ] || fail "a gap of $stall ms: $OUT"
+    grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
+    echo "proxy_lost: $bytes bytes each way, byte-exact, in $(json_field "$OUT" seconds) s;" \
+      "the only proxy killed at 20 MB, the connection moved to the relay; longest gap $stall ms"
     ;;
   upgrade)
     lab_site 1 consistent

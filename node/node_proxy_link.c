@@ -31,6 +31,11 @@
 
 #define REDIAL_FIRST_MS 1000
 #define REDIAL_MAX_MS 30000
+/* Speaking from our own sockets: back to a proxy that answers no sooner
+ * than this after the fall, doubling with each fall, up to the most. */
+#define OWN_HOLD_MS 2000
+#define OWN_HOLD_MAX_MS 300000
+#define OWN_CHECK_MS 500 /* while on our own: whether a proxy's allocations are back */
 
 typedef struct choice_s {
   kp_addr_t addr;
@@ -67,11 +72,20 @@ struct kp_proxy_link_s {
   choice_t choices[KP_PROXY_LINK_MAX];
   unsigned choice_count, current;
   bool move_wanted; /* the session went down: the next proxy, from rearm */
-  /* Losing every proxy: may_own (not private, not over TCP), own_bind
-   * (the node's bind address, any port), was_up (a channel was opened
-   * once), downs (sessions down since a channel was last opened). */
-  bool may_own, was_up, own_wanted, on_own;
-  unsigned downs;
+  /* Losing every proxy: may_own (not private, not over TCP, not bridged),
+   * own_bind (the node's bind address, any port), was_up (a channel was
+   * opened once), unusable (a bit per proxy silent or without our family
+   * since a channel was last opened: all of them set, our own sockets),
+   * on_own (some channel speaks from one), own_until (not back to the
+   * proxy before then: the hold doubles with every fall, flaps, so a proxy
+   * that comes and goes cannot make the node switch ever faster). The
+   * switches run from own_timer, never inside a send or the session's
+   * call: each one is a rebinding the node hears. */
+  bool may_own, was_up, on_own;
+  uint32_t unusable;
+  unsigned flaps;
+  uint64_t own_until, fell_at;
+  uv_timer_t own_timer;
   kp_addr_t own_bind;
   kp_keypair_t self;
   kp_rng_t rng;
@@ -97,7 +111,11 @@ static uint64_t now_of(const kp_proxy_link_t *l) {
 
 static void on_timer(uv_timer_t *t);
 static void move_on(kp_proxy_link_t *l);
-static void go_own(kp_proxy_link_t *l);
+static void on_own_timer(uv_timer_t *t);
+
+static bool all_unusable(const kp_proxy_link_t *l) {
+  return l->was_up && l->unusable == (1u << l->choice_count) - 1;
+}
 
 /* Runs the session's timers and arms ours at its next deadline. */
 static void rearm(kp_proxy_link_t *l) {
@@ -112,7 +130,8 @@ static void rearm(kp_proxy_link_t *l) {
     next = kp_proxy_client_tick(l->client, now);
     l->in_client--;
   }
-  if (l->own_wanted) go_own(l);
+  if (l->may_own && (l->on_own || all_unusable(l)) && !uv_is_active((uv_handle_t *)&l->own_timer))
+    uv_timer_start(&l->own_timer, on_own_timer, l->on_own ? OWN_CHECK_MS : 0, 0);
   if (next == l->armed && uv_is_active((uv_handle_t *)&l->timer)) return;
   l->armed = next;
   uv_timer_start(&l->timer, on_timer, next > now ? next - now : 1, 0);
@@ -148,15 +167,11 @@ static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
   char text[KP_ADDR_STRLEN];
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
   l->was_up = true;
-  l->downs = l->family_refusals = 0;
-  if (l->on_own) {
-    /* A proxy answers again: every channel goes back to it (each moves
-     * when its allocation is opened, this one now). */
-    l->on_own = false;
-    KP_WARN(l->log, "proxy %s answers again: speaking through it",
-            kp_addr_format(&l->proxy, text, sizeof(text)));
-    for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) own_close(l, i);
-  }
+  l->unusable = 0;
+  l->family_refusals = 0;
+  /* On our own socket: the channel goes back to the proxy from the own
+   * timer, once the hold is over (rearm arms it). */
+  if (l->ch[ch].own) return;
   kp_addr_t *local = &l->ch[ch].udp->local;
   bool moved = local->port && !kp_addr_eq(local, addr);
   *local = *addr;
@@ -188,6 +203,8 @@ static void io_closed(void *ctx, unsigned ch, uint8_t reason) {
              l->family == KP_AF_INET ? "IPv4" : "IPv6",
              l->choice_count > 1 ? ": trying the next" : "");
   l->family_said = true;
+  /* It cannot carry us: as good as silent, for falling back on our own. */
+  l->unusable |= 1u << l->current;
   /* Round the list once; then this one stays, asked again now and then. */
   if (l->choice_count > 1 && ++l->family_refusals < l->choice_count) l->move_wanted = true;
 }
@@ -203,11 +220,15 @@ static void io_down(void *ctx, uint8_t reason) {
             l->choice_count > 1 ? "" : ": making the session anew");
   /* Not from inside the session's own call: rearm does it. */
   if (l->choice_count > 1) l->move_wanted = true;
-  /* Silent, each of them in turn, after we were through: our own
-   * sockets meanwhile. A refusal is the user's to hear, not to route
-   * around. */
-  if (!reason && l->may_own && l->was_up && !l->on_own && ++l->downs >= l->choice_count)
-    l->own_wanted = true;
+  /* Silent, each of them (or without our family), after we were through:
+   * our own sockets meanwhile (rearm, then the own timer). A refusal is
+   * the user's to hear, not to route around. The next round of the list
+   * may find a proxy of our family again. */
+  if (reason)
+    l->unusable &= ~(1u << l->current);
+  else
+    l->unusable |= 1u << l->current;
+  l->family_refusals = 0;
 }
 
 /* ---- Channels: virtual sockets ------------------------------------------------------------------
@@ -313,26 +334,65 @@ static int own_open(kp_proxy_link_t *l, unsigned c) {
   return 0;
 }
 
+/* Every channel that can speaks from a socket of our own. */
 static void go_own(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
-  l->own_wanted = false;
-  unsigned moved = 0;
+  const kp_addr_t *first = NULL;
   int err = 0;
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
     if (!l->ch[i].udp || l->ch[i].closing || l->ch[i].own) continue;
     int e = own_open(l, i);
     if (e) err = e;
-    moved += !e;
+    if (!e && !first) first = &l->ch[i].udp->local;
   }
-  if (!moved) {
+  if (!first) {
     KP_ERROR(l->log, "every proxy is silent, and no socket of our own: %s", kp_strerror(err));
     return;
   }
   l->on_own = true;
+  uint64_t now = now_of(l);
+  if (l->fell_at && now - l->fell_at > 4 * OWN_HOLD_MAX_MS) l->flaps = 0; /* long ago */
+  uint64_t hold = (uint64_t)OWN_HOLD_MS << (l->flaps < 8 ? l->flaps : 8);
+  l->own_until = now + (hold < OWN_HOLD_MAX_MS ? hold : OWN_HOLD_MAX_MS);
+  l->fell_at = now;
+  l->flaps++;
   KP_WARN(l->log,
           "every proxy is silent: speaking from this host's own address (%s) until one answers",
-          kp_addr_format(&l->ch[0].udp->local, text, sizeof(text)));
+          kp_addr_format(first, text, sizeof(text)));
   if (l->rebound) l->rebound(l->rebound_ctx);
+}
+
+/* Each channel whose allocation is open again goes back to it. */
+static void go_back(kp_proxy_link_t *l) {
+  char text[KP_ADDR_STRLEN];
+  bool moved = false, left = false;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    kp_addr_t addr;
+    if (!l->ch[i].own) continue;
+    if (l->ch[i].closing || !kp_proxy_client_opened(l->client, i, &addr)) {
+      left = true;
+      continue;
+    }
+    own_close(l, i);
+    l->ch[i].udp->local = addr;
+    moved = true;
+  }
+  if (!moved) return;
+  l->on_own = left;
+  KP_WARN(l->log, "proxy %s answers again: speaking through it",
+          kp_addr_format(&l->proxy, text, sizeof(text)));
+  if (l->rebound) l->rebound(l->rebound_ctx);
+}
+
+static void on_own_timer(uv_timer_t *t) {
+  kp_proxy_link_t *l = t->data;
+  if (l->close_wanted) return;
+  if (!l->on_own) {
+    if (all_unusable(l)) go_own(l);
+  } else if (now_of(l) >= l->own_until) {
+    go_back(l);
+  }
+  rearm(l);
 }
 
 /* ---- The socket to the proxy ------------------------------------------------------------------
@@ -549,9 +609,10 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   }
   uv_timer_init(loop, &l->timer);
   uv_timer_init(loop, &l->redial);
+  uv_timer_init(loop, &l->own_timer);
   uv_idle_init(loop, &l->reaper);
-  l->timer.data = l->reaper.data = l->redial.data = l;
-  l->handles = 4; /* timer, redial, reaper, and the socket or the TCP connection */
+  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l;
+  l->handles = 5; /* timer, redial, own timer, reaper, and the socket or the TCP connection */
   if (tcp && dial(l)) {
     /* Not even a socket: later, as for a failed connection. */
     l->redial_ms = REDIAL_FIRST_MS;
@@ -570,7 +631,12 @@ int kp_proxy_link_socket(kp_proxy_link_t *l, kp_udp_t *udp) {
     kp_udp_init_virtual(l->loop, udp, &channel_ops, l, &local);
     l->ch[i] = (channel_t){.udp = udp};
     kp_proxy_client_open(l->client, i, l->family, now_of(l));
-    if (l->on_own) own_open(l, i);
+    int err = l->on_own ? own_open(l, i) : 0;
+    if (err) { /* the proxies are silent: nowhere to speak from */
+      kp_proxy_client_close(l->client, i, now_of(l));
+      l->ch[i] = (channel_t){0};
+      return err;
+    }
     rearm(l);
     return 0;
   }
@@ -626,6 +692,7 @@ void kp_proxy_link_close(kp_proxy_link_t *l) {
   l->close_wanted = true;
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) own_close(l, i);
   uv_close((uv_handle_t *)&l->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&l->own_timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
   uv_close((uv_handle_t *)&l->redial, on_handle_closed);
   if (!l->tcp) {

@@ -351,6 +351,12 @@ void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint8_t family, uin
   if (c->state == UP) kp_proxy_client_tick(c, now);
 }
 
+bool kp_proxy_client_opened(const kp_proxy_client_t *c, unsigned ch, kp_addr_t *addr) {
+  if (ch >= KP_PROXY_CHANNELS || c->state != UP || !c->ch[ch].opened) return false;
+  *addr = c->ch[ch].addr;
+  return true;
+}
+
 void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
   if (ch >= KP_PROXY_CHANNELS || !c->ch[ch].wanted) return;
   if (c->state == UP) {

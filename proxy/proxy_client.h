@@ -61,6 +61,8 @@ void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len
  * or KP_AF_INET6: a dual-stack proxy lends either, whichever family the
  * session runs on), asked for until the proxy answers. */
 void kp_proxy_client_open(kp_proxy_client_t *c, unsigned ch, uint8_t family, uint64_t now);
+/* Whether channel ch has its allocation now, and where (*addr). */
+bool kp_proxy_client_opened(const kp_proxy_client_t *c, unsigned ch, kp_addr_t *addr);
 /* Gives channel ch's allocation back. */
 void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now);
 /* Sends a datagram from channel ch's allocation: 0, KP_ESTATE (no

@@ -5,6 +5,7 @@
  * path is an allocation on the proxy's address, the proxy forwarded it
  * all, and what it forwarded never contains the plaintext. */
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -566,11 +567,155 @@ static void test_bridges_families(void) {
   KP_CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* ---- Losing every proxy ------------------------------------------------------------------------
+ */
+
+typedef struct finder_s {
+  kp_node_t *node;
+  uv_timer_t timer;
+  unsigned asked;
+} finder_t;
+
+static void on_found(kp_node_t *node, int status, const kp_node_peer_t *peers, size_t count,
+                     const kp_node_query_stats_t *stats, void *arg) {
+  (void)node, (void)status, (void)peers, (void)count, (void)stats, (void)arg;
+}
+
+/* The node keeps asking the DHT something (what a busy node does), so a
+ * proxy that stops answering is noticed within its 5 s. */
+static void on_find_timer(uv_timer_t *t) {
+  finder_t *f = t->data;
+  uint8_t target[KP_ID_LEN];
+  randombytes_buf(target, sizeof(target));
+  if (!kp_node_find_node(f->node, target, on_found, NULL)) f->asked++;
+}
+
+static bool on_own(void *ctx) {
+  return kp_proxy_link_on_own(((kp_node_t *)ctx)->proxy_link);
+}
+
+static bool through_proxy(void *ctx) {
+  kp_node_t *n = ctx;
+  return !kp_proxy_link_on_own(n->proxy_link) && kp_proxy_link_up(n->proxy_link);
+}
+
+static kp_node_t *proxy_node_at(uv_loop_t *loop, const char *bind, const char *boot,
+                                const kp_keypair_t *id, kp_proxy_service_t **svc) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = bind;
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.member_stable_ms = 0;
+  o.mode = KP_NODE_MEMBER;
+  kp_node_t *n;
+  KP_CHECK_OK(kp_node_create(loop, &o, &n));
+  kp_proxy_service_options_t po;
+  kp_proxy_service_options_init(&po);
+  po.identity = id;
+  po.announce = false;
+  KP_CHECK_OK(kp_proxy_service_create(n, &po, svc));
+  return n;
+}
+
+/* One connect by key from client to skp's server: 4 MiB echoed; whether it
+ * says it went through a proxy. */
+static bool echo_once(uv_loop_t *loop, kp_node_t *client, const kp_keypair_t *skp) {
+  kp_keypair_t ckp;
+  kp_keypair_generate(&ckp);
+  echo_t r = {.len = 1 << 20};
+  r.data = malloc(r.len);
+  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, &ckp, skp->public_key, &ccb, on_connected, &r));
+  KP_CHECK(kp_testnet_run_until(loop, echo_done, &r, 30000));
+  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
+  KP_CHECK_EQ(r.echoed, r.len);
+  KP_CHECK_EQ(r.mismatched, 0);
+  kp_stream_close(r.stream, NULL);
+  kp_conn_close(r.conn, 0);
+  free(r.data);
+  return r.info.proxy.family != 0;
+}
+
+/* A proxied node that does not keep its addresses to itself outlives its
+ * only proxy: once the proxy is silent it speaks from a socket of its own
+ * (its connects work, and are not called proxied), and once a proxy
+ * answers at that address again it speaks through it again. */
+static void test_every_proxy_lost(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_testnet_t tn;
+  kp_test_testnet_up(&loop, 12, 60000, &tn);
+  char pbind[32], px_text[160], key_text[KP_KEY_TEXT_LEN + 1];
+  snprintf(pbind, sizeof(pbind), "127.0.0.1:%d", kp_testnet_free_port());
+  kp_keypair_t pid;
+  kp_keypair_generate(&pid);
+  kp_proxy_service_t *svc;
+  kp_node_t *pxnode = proxy_node_at(&loop, pbind, tn.bootstrap, &pid, &svc);
+  kp_key_to_text(pid.public_key, key_text);
+  snprintf(px_text, sizeof(px_text), "%s@%s", key_text, pbind);
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = "127.0.0.1:0";
+  o.bootstrap = (const char *const[]){tn.bootstrap};
+  o.bootstrap_count = 1;
+  o.mode = KP_NODE_EPHEMERAL;
+  o.proxy = px_text; /* and not private */
+  kp_node_t *client;
+  KP_CHECK_OK(kp_node_create(&loop, &o, &client));
+  KP_CHECK(kp_testnet_run_until(&loop, link_up, client, 10000));
+  kp_node_t *server = make_node(&loop, tn.bootstrap, NULL, false);
+  kp_keypair_t skp;
+  kp_keypair_generate(&skp);
+  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
+  kp_server_t *srv;
+  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));
+  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* announced */
+  KP_CHECK(echo_once(&loop, client, &skp));
+
+  /* The proxy goes: within its 5 s of silence the client speaks from its
+   * own socket, and connects from there. */
+  finder_t f = {.node = client};
+  uv_timer_init(&loop, &f.timer);
+  f.timer.data = &f;
+  uv_timer_start(&f.timer, on_find_timer, 200, 500);
+  kp_node_close(pxnode, NULL);
+  uint64_t gone = uv_now(&loop);
+  KP_CHECK(kp_testnet_run_until(&loop, on_own, client, 15000));
+  uint64_t own_ms = uv_now(&loop) - gone;
+  kp_addr_t own_addr = client->sock.local;
+  KP_CHECK(own_addr.family == KP_AF_INET && own_addr.port != 0);
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  KP_CHECK(!echo_once(&loop, client, &skp));
+
+  /* A proxy answers there again: back through it. */
+  pxnode = proxy_node_at(&loop, pbind, tn.bootstrap, &pid, &svc);
+  gone = uv_now(&loop);
+  KP_CHECK(kp_testnet_run_until(&loop, through_proxy, client, 60000));
+  uint64_t back_ms = uv_now(&loop) - gone;
+  kp_testnet_run_until(&loop, NULL, NULL, 1000);
+  KP_CHECK(echo_once(&loop, client, &skp));
+  char text[KP_ADDR_STRLEN];
+  printf("the proxy killed: speaking from %s after %llu ms, connects there; the proxy back: "
+         "through it again after %llu ms (%u DHT queries meanwhile)\n",
+         kp_addr_format(&own_addr, text, sizeof(text)), (unsigned long long)own_ms,
+         (unsigned long long)back_ms, f.asked);
+  uv_close((uv_handle_t *)&f.timer, NULL);
+  kp_server_close(srv);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_node_close(pxnode, NULL);
+  kp_testnet_destroy(&tn);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 static const kp_test_case_t cases[] = {
     KP_CASE(cli_proxied, loopback, 120),      KP_CASE(announced_and_found, loopback, 60),
     KP_CASE(connect_proxied, loopback, 120),  KP_CASE(serve_proxied, loopback, 120),
     KP_CASE(both_proxied, loopback, 120),     KP_CASE(connect_proxied_tcp, loopback, 120),
-    KP_CASE(bridges_families, loopback, 120),
+    KP_CASE(bridges_families, loopback, 120), KP_CASE(every_proxy_lost, loopback, 150),
 };
 
 KP_TEST_MAIN(cases)

@@ -25,8 +25,8 @@
 #             direct, with no gap over 1 s, byte-exact; then the same with
 #             the server proxied.
 #   failover  random <-> random; the client speaks through a list of two
-#             proxies (--private: it stays proxied); mid-transfer the
-#             first is killed (SIGKILL): the client moves to the second
+#             proxies (--private: it stays proxied); 20 MB into a 40 MB
+#             echo the first is killed (SIGKILL): the client moves to the second
 #             and the connection resumes there, byte-exact, with no gap
 #             over 10 s.
 #   lost      random <-> random, a relay on the public side; the client
@@ -238,7 +238,7 @@ case $scenario in
     lab_site 2 random
     lab_selfcheck 1 random "$probe"
     lab_selfcheck 2 random "$probe"
-    bytes=${KP_PROXY_BYTES:-100000000}
+    bytes=${KP_PROXY_BYTES:-40000000}
     run_echo plain two "$bytes"
     [ -n "$killed" ] || fail "the transfer ended before the first proxy was killed: $OUT"
     check_echo "failover"

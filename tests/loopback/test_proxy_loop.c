@@ -83,27 +83,31 @@ static bool link_up(void *ctx) {
   return kp_proxy_link_up(n->proxy_link) && n->sock.local.port != 0;
 }
 
-static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy, bool member) {
+/* A node on bind, bootstrapped at boot, through proxy (or none: then
+ * private is not read), its proxy session up when it returns. */
+static kp_node_t *node_on(uv_loop_t *loop, const char *bind, const char *boot, bool member,
+                          const char *proxy, bool private) {
   kp_node_options_t o;
   kp_node_options_init(&o);
-  char bind[32];
-  o.bind = "127.0.0.1:0";
-  if (member) {
-    snprintf(bind, sizeof(bind), "127.0.0.1:%d", kp_testnet_free_port());
-    o.bind = bind;
-  }
+  o.bind = bind;
   o.bootstrap = &boot;
   o.bootstrap_count = 1;
   o.member_stable_ms = 0;
   o.mode = member ? KP_NODE_MEMBER : KP_NODE_EPHEMERAL;
   o.proxy = proxy;
-  /* These tests are of the proxy path: the connection must not move
-   * direct under them (nat.proxy_upgrade tests that it does). */
-  o.proxy_private = true;
+  o.proxy_private = private;
   kp_node_t *n;
   KP_CHECK_OK(kp_node_create(loop, &o, &n));
   if (proxy) KP_CHECK(kp_testnet_run_until(loop, link_up, n, 10000));
   return n;
+}
+
+static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy, bool member) {
+  char bind[32] = "127.0.0.1:0";
+  if (member) snprintf(bind, sizeof(bind), "127.0.0.1:%d", kp_testnet_free_port());
+  /* These tests are of the proxy path: the connection must not move
+   * direct under them (nat.proxy_upgrade tests that it does). */
+  return node_on(loop, bind, boot, member, proxy, true);
 }
 
 /* Runs one echo with the client and/or the server proxied (the client
@@ -426,29 +430,6 @@ static bool both_public(void *ctx) {
   return n->sibling && kp_node_public_addr(n, &a) == 0 && kp_node_public_addr(n->sibling, &a) == 0;
 }
 
-static bool bridged_up(void *ctx) {
-  kp_node_t *n = ctx;
-  return kp_proxy_link_up(n->proxy_link) && n->sock.local.port != 0;
-}
-
-/* A node of `bind`'s family, bootstrapped there, through proxy (or none). */
-static kp_node_t *family_node(uv_loop_t *loop, const char *bind, const char *boot,
-                              const char *proxy) {
-  kp_node_options_t o;
-  kp_node_options_init(&o);
-  o.bind = bind;
-  o.bootstrap = &boot;
-  o.bootstrap_count = 1;
-  o.member_stable_ms = 0;
-  o.mode = KP_NODE_EPHEMERAL;
-  o.proxy = proxy;
-  o.proxy_private = true;
-  kp_node_t *n;
-  KP_CHECK_OK(kp_node_create(loop, &o, &n));
-  if (proxy) KP_CHECK(kp_testnet_run_until(loop, bridged_up, n, 10000));
-  return n;
-}
-
 /* One echo: a server whose session with the dual-stack proxy runs over
  * link_family borrows an address of the other family from it, and a
  * client of that other family only reaches it by key. */
@@ -461,8 +442,8 @@ static void bridge_one(uv_loop_t *loop, kp_testnet_t *tn, kp_node_t *pxnode,
   snprintf(px_text, sizeof(px_text), "%s@%s", key_text, px_addr);
   const char *bind = link_v6 ? "127.0.0.1:0" : "[::1]:0";
   const char *boot = link_v6 ? tn->bootstrap : tn->bootstrap6;
-  kp_node_t *server = family_node(loop, bind, boot, px_text);
-  kp_node_t *client = family_node(loop, bind, boot, NULL);
+  kp_node_t *server = node_on(loop, bind, boot, false, px_text, true);
+  kp_node_t *client = node_on(loop, bind, boot, false, NULL, true);
   /* The session runs over one family, the server's address is of the
    * other: an allocation on the proxy's node of that family. */
   kp_node_t *lender = link_v6 ? pxnode : pxnode->sibling;
@@ -601,15 +582,7 @@ static bool through_proxy(void *ctx) {
 
 static kp_node_t *proxy_node_at(uv_loop_t *loop, const char *bind, const char *boot,
                                 const kp_keypair_t *id, kp_proxy_service_t **svc) {
-  kp_node_options_t o;
-  kp_node_options_init(&o);
-  o.bind = bind;
-  o.bootstrap = &boot;
-  o.bootstrap_count = 1;
-  o.member_stable_ms = 0;
-  o.mode = KP_NODE_MEMBER;
-  kp_node_t *n;
-  KP_CHECK_OK(kp_node_create(loop, &o, &n));
+  kp_node_t *n = node_on(loop, bind, boot, true, NULL, false);
   kp_proxy_service_options_t po;
   kp_proxy_service_options_init(&po);
   po.identity = id;
@@ -655,16 +628,7 @@ static void test_every_proxy_lost(void) {
   kp_node_t *pxnode = proxy_node_at(&loop, pbind, tn.bootstrap, &pid, &svc);
   kp_key_to_text(pid.public_key, key_text);
   snprintf(px_text, sizeof(px_text), "%s@%s", key_text, pbind);
-  kp_node_options_t o;
-  kp_node_options_init(&o);
-  o.bind = "127.0.0.1:0";
-  o.bootstrap = (const char *const[]){tn.bootstrap};
-  o.bootstrap_count = 1;
-  o.mode = KP_NODE_EPHEMERAL;
-  o.proxy = px_text; /* and not private */
-  kp_node_t *client;
-  KP_CHECK_OK(kp_node_create(&loop, &o, &client));
-  KP_CHECK(kp_testnet_run_until(&loop, link_up, client, 10000));
+  kp_node_t *client = node_on(&loop, "127.0.0.1:0", tn.bootstrap, false, px_text, false);
   kp_node_t *server = make_node(&loop, tn.bootstrap, NULL, false);
   kp_keypair_t skp;
   kp_keypair_generate(&skp);

@@ -251,6 +251,18 @@ typedef struct kp_port_mapping_s {
 } kp_port_mapping_t;
 KP_EXTERN void kp_node_port_mapping(const kp_node_t *node, kp_port_mapping_t *out);
 
+/* A node that speaks through proxies (kp_node_options_t.proxy): through
+ * which, and whether it fell back on this host's own sockets because
+ * every proxy went silent (docs/architecture.md, "Losing every proxy"). */
+typedef struct kp_node_proxy_info_s {
+  bool proxied;    /* false: no proxy was given; nothing else is set */
+  kp_addr_t proxy; /* the one in use, or being tried */
+  bool up;         /* the session with it is up */
+  bool on_own;     /* speaking from this host's own sockets meanwhile */
+  uint32_t falls;  /* times it fell back on them */
+} kp_node_proxy_info_t;
+KP_EXTERN void kp_node_proxy_info(const kp_node_t *node, kp_node_proxy_info_t *out);
+
 KP_EXTERN void kp_node_stats(const kp_node_t *node, kp_node_stats_t *out);
 
 /* Copies up to cap routing-table entries into out and returns how many the

@@ -566,6 +566,16 @@ static void proxy_rebound(void *ctx) {
   });
 }
 
+void kp_node_proxy_info(const kp_node_t *node, kp_node_proxy_info_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (!node->proxy_link) return;
+  out->proxied = true;
+  out->proxy = *kp_proxy_link_addr(node->proxy_link);
+  out->up = kp_proxy_link_up(node->proxy_link);
+  out->on_own = kp_proxy_link_on_own(node->proxy_link);
+  out->falls = kp_proxy_link_falls(node->proxy_link);
+}
+
 int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind) {
   kp_keypair_t self;
   if (opts->proxy_identity)

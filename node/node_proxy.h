@@ -79,6 +79,8 @@ bool kp_proxy_link_up(const kp_proxy_link_t *l);
 void kp_proxy_link_may_go_own(kp_proxy_link_t *l);
 /* Whether it speaks from this host's own sockets now. */
 bool kp_proxy_link_on_own(const kp_proxy_link_t *l);
+/* Times it fell back on them. */
+uint32_t kp_proxy_link_falls(const kp_proxy_link_t *l);
 /* Closes the session and frees l once its own socket has closed. Every
  * channel socket must be closed, its close callback run, before. */
 void kp_proxy_link_close(kp_proxy_link_t *l);

@@ -84,6 +84,7 @@ struct kp_proxy_link_s {
   bool may_own, was_up, on_own;
   uint32_t unusable;
   unsigned flaps;
+  uint32_t falls; /* every fall, for the user (flaps is forgotten) */
   uint64_t own_until, fell_at;
   uv_timer_t own_timer;
   kp_addr_t own_bind;
@@ -356,6 +357,7 @@ static void go_own(kp_proxy_link_t *l) {
   l->own_until = now + (hold < OWN_HOLD_MAX_MS ? hold : OWN_HOLD_MAX_MS);
   l->fell_at = now;
   l->flaps++;
+  l->falls++;
   KP_WARN(l->log,
           "every proxy is silent: speaking from this host's own address (%s) until one answers",
           kp_addr_format(first, text, sizeof(text)));
@@ -660,6 +662,10 @@ void kp_proxy_link_may_go_own(kp_proxy_link_t *l) {
 
 bool kp_proxy_link_on_own(const kp_proxy_link_t *l) {
   return l->on_own;
+}
+
+uint32_t kp_proxy_link_falls(const kp_proxy_link_t *l) {
+  return l->falls;
 }
 
 const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l) {

@@ -164,6 +164,23 @@ static void relay_metrics(kp_node_t *node, kp_cli_text_t *t) {
                        (unsigned long long)values[i]);
 }
 
+/* A node through proxies: whether its session is up, and whether it
+ * speaks from its own sockets because every proxy went silent. */
+static void proxy_link_metrics(const kp_node_t *node, kp_cli_text_t *t) {
+  kp_node_proxy_info_t p;
+  kp_node_proxy_info(node, &p);
+  if (!p.proxied) return;
+  kp_cli_metric_head(t, "kadpunch_proxy_link_up", "gauge",
+                     "Whether the session with the proxy in use is up.");
+  kp_cli_text_printf(t, "kadpunch_proxy_link_up %d\n", p.up);
+  kp_cli_metric_head(t, "kadpunch_proxy_link_own", "gauge",
+                     "Whether every proxy went silent and the node speaks from its own sockets.");
+  kp_cli_text_printf(t, "kadpunch_proxy_link_own %d\n", p.on_own);
+  kp_cli_metric_head(t, "kadpunch_proxy_link_falls_total", "counter",
+                     "Times every proxy went silent and the node fell back on its own sockets.");
+  kp_cli_text_printf(t, "kadpunch_proxy_link_falls_total %u\n", p.falls);
+}
+
 void kp_cli_metrics_node(kp_node_t *node, kp_cli_text_t *out) {
   kp_node_stats_t s;
   kp_node_stats(node, &s);
@@ -172,4 +189,5 @@ void kp_cli_metrics_node(kp_node_t *node, kp_cli_text_t *out) {
   dht_metrics(&s, out);
   store_metrics(node, out);
   relay_metrics(node, out);
+  proxy_link_metrics(node, out);
 }

@@ -294,6 +294,26 @@ void test_metrics_exposition(void) {
   KP_CHECK_EQ(kp_test_run_cli(&loop, stats, out, sizeof(out), 10000), 0);
   KP_CHECK_MSG(strstr(out, "\"relay\":{\"sessions\":0"), "%s", out);
 
+  /* A server through a proxy says how its session is. */
+  char pbind[32];
+  snprintf(pbind, sizeof(pbind), "127.0.0.1:%d", kp_testnet_free_port());
+  const char *proxy[] = {KP_BINARY, "proxy", "--bind", pbind, "--bootstrap", tn.bootstrap, NULL};
+  kp_test_child_t *p = kp_test_spawn(&loop, proxy);
+  KP_CHECK(kp_test_child_wait_output(&loop, p, "proxying on", 15000));
+  const char *pserve[] = {KP_BINARY, "serve", "--key",     ckey,        "--bootstrap", tn.bootstrap,
+                          "--proxy", pbind,   "--private", "--metrics", "127.0.0.1:0", NULL};
+  kp_test_child_t *ps = kp_test_spawn(&loop, pserve);
+  KP_CHECK(kp_test_child_wait_output(&loop, ps, "metrics on", 15000));
+  KP_CHECK(kp_test_child_wait_output(&loop, ps, "serving", 15000));
+  body = scrape(port_of(ps), "serve --proxy");
+  KP_CHECK_MSG(value_of(body, "kadpunch_proxy_link_up ") == 1 &&
+                   value_of(body, "kadpunch_proxy_link_own ") == 0 &&
+                   value_of(body, "kadpunch_proxy_link_falls_total ") == 0,
+               "%s", body);
+  body = scrape(port_of(s), "serve");
+  KP_CHECK_MSG(value_of(body, "kadpunch_proxy_link_up ") < 0, "%s", body); /* not proxied */
+  KP_CHECK_EQ(kp_test_child_stop(&loop, ps, 10000), 0);
+  KP_CHECK_EQ(kp_test_child_stop(&loop, p, 10000), 0);
   KP_CHECK_EQ(kp_test_child_stop(&loop, s, 10000), 0);
   KP_CHECK_EQ(kp_test_child_stop(&loop, r, 10000), 0);
   KP_CHECK_EQ(kp_test_child_stop(&loop, d, 10000), 0);

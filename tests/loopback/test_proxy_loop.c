@@ -648,6 +648,9 @@ static void test_every_proxy_lost(void) {
   uint64_t gone = uv_now(&loop);
   KP_CHECK(kp_testnet_run_until(&loop, on_own, client, 15000));
   uint64_t own_ms = uv_now(&loop) - gone;
+  kp_node_proxy_info_t pi;
+  kp_node_proxy_info(client, &pi);
+  KP_CHECK(pi.proxied && pi.on_own && pi.falls == 1 && pi.proxy.port != 0);
   kp_addr_t own_addr = client->sock.local;
   KP_CHECK(own_addr.family == KP_AF_INET && own_addr.port != 0);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
@@ -658,6 +661,8 @@ static void test_every_proxy_lost(void) {
   gone = uv_now(&loop);
   KP_CHECK(kp_testnet_run_until(&loop, through_proxy, client, 60000));
   uint64_t back_ms = uv_now(&loop) - gone;
+  kp_node_proxy_info(client, &pi);
+  KP_CHECK(pi.proxied && pi.up && !pi.on_own && pi.falls == 1);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   KP_CHECK(echo_once(&loop, client, &skp));
   char text[KP_ADDR_STRLEN];

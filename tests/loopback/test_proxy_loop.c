@@ -74,6 +74,34 @@ static bool echo_done(void *ctx) {
   return r->done && (r->status || r->echoed >= r->len);
 }
 
+/* A server on node answering with an echo, under a fresh key (*skp),
+ * announced by the time it returns. */
+static kp_server_t *serve_echo(uv_loop_t *loop, kp_node_t *node, kp_keypair_t *skp) {
+  kp_keypair_generate(skp);
+  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
+  kp_server_t *srv;
+  server_conn = NULL;
+  KP_CHECK_OK(kp_server_listen(node, skp, NULL, &scb, on_server_connection, NULL, &srv));
+  kp_testnet_run_until(loop, NULL, NULL, 1500);
+  return srv;
+}
+
+/* Connects client to skp's server by key and echoes r->len bytes, all of
+ * them back byte-exact; the caller closes r->stream and r->conn and frees
+ * r->data. */
+static void echo_run(uv_loop_t *loop, kp_node_t *client, const kp_keypair_t *skp, echo_t *r) {
+  kp_keypair_t ckp;
+  kp_keypair_generate(&ckp);
+  r->data = malloc(r->len);
+  for (size_t i = 0; i < r->len; i++) r->data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
+  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
+  KP_CHECK_OK(kp_node_connect(client, &ckp, skp->public_key, &ccb, on_connected, r));
+  KP_CHECK(kp_testnet_run_until(loop, echo_done, r, 30000));
+  KP_CHECK_MSG(r->status == 0, "%s", kp_err_name(r->status));
+  KP_CHECK_EQ(r->echoed, r->len);
+  KP_CHECK_EQ(r->mismatched, 0);
+}
+
 static bool is_member(void *ctx) {
   return kp_node_is_member(ctx);
 }
@@ -136,23 +164,10 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   kp_node_t *client =
       make_node(&loop, tn.bootstrap, client_proxied ? (tcp ? tcp_text : addr_text) : NULL, false);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
-  kp_keypair_t skp, ckp;
-  kp_keypair_generate(&skp);
-  kp_keypair_generate(&ckp);
-  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
-  kp_server_t *srv;
-  server_conn = NULL;
-  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));
-  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* announced */
+  kp_keypair_t skp;
+  kp_server_t *srv = serve_echo(&loop, server, &skp);
   echo_t r = {.len = 4 << 20};
-  r.data = malloc(r.len);
-  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
-  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
-  KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, on_connected, &r));
-  KP_CHECK(kp_testnet_run_until(&loop, echo_done, &r, 30000));
-  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
-  KP_CHECK_EQ(r.echoed, r.len);
-  KP_CHECK_EQ(r.mismatched, 0);
+  echo_run(&loop, client, &skp, &r);
   /* Who sees what: a proxied side is seen at an allocation of the proxy's
    * (its address, another port); the client's info says it is proxied. */
   KP_CHECK_EQ(r.info.proxy.family != 0, client_proxied);
@@ -450,25 +465,12 @@ static void bridge_one(uv_loop_t *loop, kp_testnet_t *tn, kp_node_t *pxnode,
   KP_CHECK_EQ(kp_proxy_link_addr(server->proxy_link)->family, link_v6 ? KP_AF_INET6 : KP_AF_INET);
   KP_CHECK(kp_addr_same_ip(&server->sock.local, &lender->sock.local));
   kp_testnet_run_until(loop, NULL, NULL, 1000);
-  kp_keypair_t skp, ckp;
-  kp_keypair_generate(&skp);
-  kp_keypair_generate(&ckp);
-  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
-  kp_server_t *srv;
-  server_conn = NULL;
-  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));
-  kp_testnet_run_until(loop, NULL, NULL, 1500); /* announced */
+  kp_keypair_t skp;
+  kp_server_t *srv = serve_echo(loop, server, &skp);
   kp_proxy_counters_t before, after;
   kp_proxy_service_counters(svc, &before);
   echo_t r = {.len = 4 << 20};
-  r.data = malloc(r.len);
-  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
-  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
-  KP_CHECK_OK(kp_node_connect(client, &ckp, skp.public_key, &ccb, on_connected, &r));
-  KP_CHECK(kp_testnet_run_until(loop, echo_done, &r, 30000));
-  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
-  KP_CHECK_EQ(r.echoed, r.len);
-  KP_CHECK_EQ(r.mismatched, 0);
+  echo_run(loop, client, &skp, &r);
   /* The client met the server at its allocation, and the proxy carried
    * the echo between the families. */
   KP_CHECK(kp_addr_eq(&r.info.path, &server->sock.local));
@@ -594,17 +596,8 @@ static kp_node_t *proxy_node_at(uv_loop_t *loop, const char *bind, const char *b
 /* One connect by key from client to skp's server: 4 MiB echoed; whether it
  * says it went through a proxy. */
 static bool echo_once(uv_loop_t *loop, kp_node_t *client, const kp_keypair_t *skp) {
-  kp_keypair_t ckp;
-  kp_keypair_generate(&ckp);
   echo_t r = {.len = 1 << 20};
-  r.data = malloc(r.len);
-  for (size_t i = 0; i < r.len; i++) r.data[i] = (uint8_t)MARKER[i % (sizeof(MARKER) - 1)];
-  kp_conn_callbacks_t ccb = {.on_close = on_conn_close};
-  KP_CHECK_OK(kp_node_connect(client, &ckp, skp->public_key, &ccb, on_connected, &r));
-  KP_CHECK(kp_testnet_run_until(loop, echo_done, &r, 30000));
-  KP_CHECK_MSG(r.status == 0, "%s", kp_err_name(r.status));
-  KP_CHECK_EQ(r.echoed, r.len);
-  KP_CHECK_EQ(r.mismatched, 0);
+  echo_run(loop, client, skp, &r);
   kp_stream_close(r.stream, NULL);
   kp_conn_close(r.conn, 0);
   free(r.data);
@@ -631,11 +624,7 @@ static void test_every_proxy_lost(void) {
   kp_node_t *client = node_on(&loop, "127.0.0.1:0", tn.bootstrap, false, px_text, false);
   kp_node_t *server = make_node(&loop, tn.bootstrap, NULL, false);
   kp_keypair_t skp;
-  kp_keypair_generate(&skp);
-  kp_conn_callbacks_t scb = {.on_stream = kp_test_echo_stream, .on_close = on_conn_close};
-  kp_server_t *srv;
-  KP_CHECK_OK(kp_server_listen(server, &skp, NULL, &scb, on_server_connection, NULL, &srv));
-  kp_testnet_run_until(&loop, NULL, NULL, 1500); /* announced */
+  kp_server_t *srv = serve_echo(&loop, server, &skp);
   KP_CHECK(echo_once(&loop, client, &skp));
 
   /* The proxy goes: within its 5 s of silence the client speaks from its

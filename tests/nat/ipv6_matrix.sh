@@ -131,6 +131,21 @@ json_field() { # json name
   printf '%s' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p"
 }
 
+# A trial that did not end as expected: its JSON ($out), the client's
+# stderr and the tail of each log named, into the failures log.
+trial_failed() { # what log...
+  local what=$1 log
+  shift
+  {
+    echo "== $what: $out"
+    cat "$LAB_LOG/connect.err"
+    for log in "$@"; do
+      echo "-- the $log log"
+      tail -n 20 "$LAB_LOG/$log.log"
+    done
+  } >>"$LAB_LOG/failures.log"
+}
+
 failures=0
 printf '%-6s %-6s %-8s %-22s %-7s %s\n' client server expected "path" result "seen"
 cell() { # client-kind server-kind
@@ -164,12 +179,7 @@ cell() { # client-kind server-kind
       direct:relayed:* | direct:error:*) ;;
       direct:*:"$where"*) ok=$((ok + 1)) ;;
     esac
-    [ "$ok" -gt $t ] || {
-      echo "== $ck/$sk trial $t: $out"
-      cat "$LAB_LOG/connect.err"
-      echo "-- the server's log"
-      tail -n 20 "$LAB_LOG/serve.log"
-    } >>"$LAB_LOG/failures.log"
+    [ "$ok" -gt $t ] || trial_failed "$ck/$sk trial $t" serve
     seen="$seen $r@${path:--}"
     t=$((t + 1))
   done
@@ -273,14 +283,7 @@ bridge() { # server-kind (v6 or v4): the client is of the other
       error:*) ;;
       *:"$where"*) ok=$((ok + 1)) ;;
     esac
-    [ "$ok" -gt $t ] || {
-      echo "== bridge trial $t: $out"
-      cat "$LAB_LOG/connect.err"
-      echo "-- the server's log"
-      tail -n 20 "$LAB_LOG/serve.log"
-      echo "-- the proxy's log"
-      tail -n 20 "$LAB_LOG/proxy.log"
-    } >>"$LAB_LOG/failures.log"
+    [ "$ok" -gt $t ] || trial_failed "bridge trial $t" serve proxy
     seen="$seen $r@${path:--}"
     t=$((t + 1))
   done

@@ -86,6 +86,21 @@ static kp_server_t *serve_echo(uv_loop_t *loop, kp_node_t *node, kp_keypair_t *s
   return srv;
 }
 
+/* The echo's connection, its server and both nodes closed, and a moment
+ * for the goodbyes to reach the proxy; r->data freed. */
+static void echo_end(uv_loop_t *loop, echo_t *r, kp_server_t *srv, kp_node_t *server,
+                     kp_node_t *client) {
+  kp_stream_close(r->stream, NULL);
+  kp_conn_close(r->conn, 0);
+  if (server_conn) kp_conn_close(server_conn, 0);
+  kp_server_close(srv);
+  kp_node_close(server, NULL);
+  kp_node_close(client, NULL);
+  kp_testnet_run_until(loop, NULL, NULL, 200);
+  free(r->data);
+  r->data = NULL;
+}
+
 /* Connects client to skp's server by key and echoes r->len bytes, all of
  * them back byte-exact; the caller closes r->stream and r->conn and frees
  * r->data. */
@@ -187,13 +202,7 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   KP_CHECK_EQ(pc.sessions, (unsigned)client_proxied + (unsigned)server_proxied);
   KP_CHECK(pc.sent_bytes > r.len && pc.received_bytes > r.len); /* the streams went through it */
   KP_CHECK_EQ(pc.forged + pc.replayed, 0);
-  kp_stream_close(r.stream, NULL);
-  kp_conn_close(r.conn, 0);
-  if (server_conn) kp_conn_close(server_conn, 0);
-  kp_server_close(srv);
-  kp_node_close(server, NULL);
-  kp_node_close(client, NULL);
-  kp_testnet_run_until(&loop, NULL, NULL, 200);
+  echo_end(&loop, &r, srv, server, client);
   /* The sessions said goodbye: their allocations are gone. */
   kp_proxy_service_counters(svc, &pc);
   KP_CHECK_EQ(pc.allocs, 0);
@@ -201,7 +210,6 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   kp_testnet_destroy(&tn);
   uv_run(&loop, UV_RUN_DEFAULT);
   KP_CHECK_EQ(uv_loop_close(&loop), 0);
-  free(r.data);
 }
 
 static void run(bool client_proxied, bool server_proxied) {
@@ -482,14 +490,7 @@ static void bridge_one(uv_loop_t *loop, kp_testnet_t *tn, kp_node_t *pxnode,
          "client\n",
          link_v6 ? "IPv6" : "IPv4", kp_addr_format(&r.info.path, path, sizeof(path)),
          link_v6 ? "IPv4" : "IPv6");
-  kp_stream_close(r.stream, NULL);
-  kp_conn_close(r.conn, 0);
-  if (server_conn) kp_conn_close(server_conn, 0);
-  kp_server_close(srv);
-  kp_node_close(server, NULL);
-  kp_node_close(client, NULL);
-  kp_testnet_run_until(loop, NULL, NULL, 200);
-  free(r.data);
+  echo_end(loop, &r, srv, server, client);
 }
 
 /* A dual-stack proxy bridges families: an IPv6-only server borrows an

@@ -131,6 +131,16 @@ json_field() { # json name
   printf '%s' "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^\",}]*\).*/\1/p"
 }
 
+# One connect from site 2 (a host of kind ck) to the server: its JSON
+# (out), strategy or "error:WHY" (r) and path.
+try_connect() { # ck
+  out=$(ip netns exec "$LAB-h2" timeout 50 "$kadpunch" connect "$pk" --json \
+    --bootstrap "$(boot_of "$1")" 2>"$LAB_LOG/connect.err" || true)
+  r=$(json_field "$out" strategy)
+  [ "$(json_field "$out" ok)" = true ] || r="error:$(json_field "$out" error)"
+  path=$(json_field "$out" path)
+}
+
 # A trial that did not end as expected: its JSON ($out), the client's
 # stderr and the tail of each log named, into the failures log.
 trial_failed() { # what log...
@@ -169,11 +179,7 @@ cell() { # client-kind server-kind
     i=$((i + 1))
   done
   while [ $t -lt "$trials" ]; do
-    out=$(ip netns exec "$LAB-h2" timeout 50 "$kadpunch" connect "$pk" --json \
-      --bootstrap "$(boot_of "$ck")" 2>"$LAB_LOG/connect.err" || true)
-    r=$(json_field "$out" strategy)
-    [ "$(json_field "$out" ok)" = true ] || r="error:$(json_field "$out" error)"
-    path=$(json_field "$out" path)
+    try_connect "$ck"
     case "$want:$r:$path" in
       relayed:relayed:"$where"*) ok=$((ok + 1)) ;;
       direct:relayed:* | direct:error:*) ;;
@@ -274,11 +280,7 @@ bridge() { # server-kind (v6 or v4): the client is of the other
   serve_pid=$LAB_LAST_PID
   lab_wait_serving 200
   while [ $t -lt "$trials" ]; do
-    out=$(ip netns exec "$LAB-h2" timeout 50 "$kadpunch" connect "$pk" --json \
-      --bootstrap "$(boot_of "$ck")" 2>"$LAB_LOG/connect.err" || true)
-    r=$(json_field "$out" strategy)
-    [ "$(json_field "$out" ok)" = true ] || r="error:$(json_field "$out" error)"
-    path=$(json_field "$out" path)
+    try_connect "$ck"
     case "$r:$path" in
       error:*) ;;
       *:"$where"*) ok=$((ok + 1)) ;;

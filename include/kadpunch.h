@@ -113,7 +113,8 @@ typedef struct kp_node_options_s {
   /* Speak through this proxy ("ip:port", or "KEY@ip:port" to hold it to
    * its key; docs/protocol.md "Proxying"), or the first of a comma
    * separated list of up to 4, moving to the next when one stops answering
-   * for 5 s (a "tcp:" prefix: all over TCP): every socket of the node is an
+   * for 5 s (a "tcp:" prefix: all over TCP; the list over TCP too once
+   * every proxy was silent over UDP and none ever answered): every socket of the node is an
    * allocation of the proxy's, so peers and DHT nodes see the proxy's
    * address (see proxy_private for what changes once a connection is made).
    * The node is then an ephemeral DHT node at the proxy, and tells no peer
@@ -258,6 +259,7 @@ typedef struct kp_node_proxy_info_s {
   bool proxied;    /* false: no proxy was given; nothing else is set */
   kp_addr_t proxy; /* the one in use, or being tried */
   bool up;         /* the session with it is up */
+  bool tcp;        /* over TCP: asked for ("tcp:"), or UDP never answered */
   bool on_own;     /* speaking from this host's own sockets meanwhile */
   uint32_t falls;  /* times it fell back on them */
 } kp_node_proxy_info_t;

@@ -572,6 +572,7 @@ void kp_node_proxy_info(const kp_node_t *node, kp_node_proxy_info_t *out) {
   out->proxied = true;
   out->proxy = *kp_proxy_link_addr(node->proxy_link);
   out->up = kp_proxy_link_up(node->proxy_link);
+  out->tcp = kp_proxy_link_tcp(node->proxy_link);
   out->on_own = kp_proxy_link_on_own(node->proxy_link);
   out->falls = kp_proxy_link_falls(node->proxy_link);
 }

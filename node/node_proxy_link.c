@@ -11,6 +11,10 @@
  * open at the next proxy, at new allocation addresses, which the node's
  * connections take as a rebinding and resume from.
  *
+ * Over UDP until no proxy of the list has answered once, each silent in
+ * turn: then over TCP, for good (UDP is blocked here, it seems), through
+ * the same framing as the tunnel to a relay.
+ *
  * The allocations are of the node's family, the session of the proxy's:
  * a dual-stack proxy lends an IPv6-only node an IPv4 address (and the
  * other way round), so the node is an IPv4 node through it.
@@ -62,7 +66,7 @@ struct kp_proxy_link_s {
   uint8_t family; /* the node's: what the allocations are */
   bool family_said;
   unsigned family_refusals; /* proxies in a row without an address of it */
-  bool tcp;                 /* over TCP instead: */
+  bool tcp;                 /* over TCP instead (asked for, or UDP never answered): */
   kp_tunnel_io_t io;
   uv_connect_t connect;
   uv_timer_t redial;
@@ -82,6 +86,7 @@ struct kp_proxy_link_s {
    * switches run from own_timer, never inside a send or the session's
    * call: each one is a rebinding the node hears. */
   bool may_own, was_up, on_own;
+  bool answered; /* some proxy answered us once (over UDP, while !tcp) */
   uint32_t unusable;
   unsigned flaps;
   uint32_t falls; /* every fall, for the user (flaps is forgotten) */
@@ -118,6 +123,8 @@ static bool all_unusable(const kp_proxy_link_t *l) {
   return l->was_up && l->unusable == (1u << l->choice_count) - 1;
 }
 
+static void to_tcp(kp_proxy_link_t *l);
+
 /* Runs the session's timers and arms ours at its next deadline. */
 static void rearm(kp_proxy_link_t *l) {
   if (l->close_wanted || l->in_client) return;
@@ -125,8 +132,12 @@ static void rearm(kp_proxy_link_t *l) {
   l->in_client++;
   uint64_t next = kp_proxy_client_tick(l->client, now);
   l->in_client--;
-  if (l->move_wanted) {
-    move_on(l);
+  bool fresh = false;
+  /* Every proxy silent over UDP, none ever heard: UDP does not get out. */
+  if (!l->tcp && !l->answered && l->unusable == (1u << l->choice_count) - 1)
+    to_tcp(l), fresh = true;
+  if (l->move_wanted) move_on(l), fresh = true;
+  if (fresh) {
     l->in_client++;
     next = kp_proxy_client_tick(l->client, now);
     l->in_client--;
@@ -167,7 +178,7 @@ static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
   kp_proxy_link_t *l = ctx;
   char text[KP_ADDR_STRLEN];
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
-  l->was_up = true;
+  l->was_up = l->answered = true;
   l->unusable = 0;
   l->family_refusals = 0;
   /* On our own socket: the channel goes back to the proxy from the own
@@ -226,7 +237,7 @@ static void io_down(void *ctx, uint8_t reason) {
    * the user's to hear, not to route around. The next round of the list
    * may find a proxy of our family again. */
   if (reason)
-    l->unusable &= ~(1u << l->current);
+    l->unusable &= ~(1u << l->current), l->answered = true;
   else
     l->unusable |= 1u << l->current;
   l->family_refusals = 0;
@@ -290,6 +301,7 @@ static const kp_udp_vops_t channel_ops = {ch_send, ch_close};
  */
 
 static void handle_closed(kp_proxy_link_t *l);
+static void on_sock_closed(kp_udp_t *udp);
 
 static void on_own_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   own_sock_t *o = udp->data;
@@ -513,33 +525,65 @@ static kp_proxy_client_io_t client_io(kp_proxy_link_t *l) {
   return (kp_proxy_client_io_t){l, io_send, io_opened, io_recv, io_closed, io_down};
 }
 
-/* The session went down: the next proxy, with every channel the node
- * holds opened there. The old session is dropped, not ended: its proxy
- * is not answering. */
-static void move_on(kp_proxy_link_t *l) {
-  l->move_wanted = false;
-  unsigned next = (l->current + 1) % l->choice_count;
-  const choice_t *c = &l->choices[next];
+/* A new session, with choice's proxy, every channel the node holds
+ * opened there; its HELLO leaves at the next tick. The old session is
+ * dropped, not ended: its proxy is not answering. 0, or out of memory. */
+static int fresh_session(kp_proxy_link_t *l, unsigned choice) {
+  const choice_t *c = &l->choices[choice];
   kp_proxy_client_t *fresh;
   uint64_t now = now_of(l);
   kp_proxy_client_io_t io = client_io(l);
-  if (kp_proxy_client_new(&l->self, c->has_key ? c->key : NULL, &l->rng, &io, now, &fresh))
-    return; /* out of memory: this one keeps trying */
-  char from[KP_ADDR_STRLEN], to[KP_ADDR_STRLEN];
-  KP_WARN(l->log, "proxy %s: moving to proxy %s", kp_addr_format(&l->proxy, from, sizeof(from)),
-          kp_addr_format(&c->addr, to, sizeof(to)));
+  int err = kp_proxy_client_new(&l->self, c->has_key ? c->key : NULL, &l->rng, &io, now, &fresh);
+  if (err) return err;
   kp_proxy_client_free(l->client);
   l->client = fresh;
-  l->current = next;
+  l->current = choice;
   l->proxy = c->addr;
   l->family_said = false;
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
     if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(fresh, i, l->family, now);
+  return 0;
+}
+
+/* The session went down: the next proxy. */
+static void move_on(kp_proxy_link_t *l) {
+  l->move_wanted = false;
+  unsigned next = (l->current + 1) % l->choice_count;
+  char from[KP_ADDR_STRLEN], to[KP_ADDR_STRLEN];
+  kp_addr_format(&l->proxy, from, sizeof(from));
+  if (fresh_session(l, next)) return; /* out of memory: this one keeps trying */
+  KP_WARN(l->log, "proxy %s: moving to proxy %s", from, kp_addr_format(&l->proxy, to, sizeof(to)));
   /* Over TCP: the connection goes, and the redial reaches the next one. */
   if (l->tcp && l->io_live) {
     l->io_live = false;
     kp_tunnel_io_close(&l->io, on_io_closed);
   }
+}
+
+static void dial_or_later(kp_proxy_link_t *l) {
+  if (!dial(l)) return;
+  /* Not even a socket: later, as for a failed connection. */
+  l->redial_ms = REDIAL_FIRST_MS;
+  uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
+}
+
+/* No proxy answered over UDP: the list over TCP from now on. The UDP
+ * socket goes; the session (the next proxy's, if the list moves on) says
+ * hello again over the connection. */
+static void to_tcp(kp_proxy_link_t *l) {
+  char text[KP_ADDR_STRLEN];
+  unsigned next = l->move_wanted ? (l->current + 1) % l->choice_count : l->current;
+  l->move_wanted = false;
+  /* A fresh session says HELLO now, not at the silent one's backoff. */
+  fresh_session(l, next); /* out of memory: the old one's, later */
+  KP_WARN(l->log, "no proxy answered over UDP: trying proxy %s over TCP",
+          kp_addr_format(&l->proxy, text, sizeof(text)));
+  l->tcp = true;
+  l->may_own = false; /* our own sockets would be UDP too */
+  l->unusable = 0;
+  l->handles++; /* the socket's close is owed, besides the connection */
+  kp_udp_close(&l->sock, on_sock_closed);
+  dial_or_later(l);
 }
 
 /* "[tcp:]P[,P...]", each P "[KEY@]ip:port" (a later "tcp:" only where
@@ -615,11 +659,7 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   uv_idle_init(loop, &l->reaper);
   l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l;
   l->handles = 5; /* timer, redial, own timer, reaper, and the socket or the TCP connection */
-  if (tcp && dial(l)) {
-    /* Not even a socket: later, as for a failed connection. */
-    l->redial_ms = REDIAL_FIRST_MS;
-    uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
-  }
+  if (tcp) dial_or_later(l);
   rearm(l);
   *out = l;
   return 0;

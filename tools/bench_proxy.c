@@ -170,6 +170,7 @@ typedef struct xfer_s {
   kp_stream_t *stream;
   uint64_t start_ns, end_ns;
   uint64_t srtt_us;
+  uint64_t lost, sent, cong; /* the sender's: packets lost of packets sent; window reductions */
   uint64_t connect_start_ns, connect_ns;
   /* CPU time over the transfer (/proc/PID/schedstat): this process (both
    * endpoints) and the relay or proxy process, if any */
@@ -208,6 +209,14 @@ static void rx_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       kp_conn_stats_t st;
       kp_conn_stats(kp_stream_conn(s), &st);
       current->srtt_us = st.srtt_us;
+      if (current->conn) {
+        kp_conn_stats(current->conn, &st);
+        current->lost = st.packets_lost, current->sent = st.packets_sent;
+        current->cong = st.congestion_events;
+        fprintf(stderr, "DBG cwnd %llu inflight %llu min_rtt %llu srtt %llu mtu %u\n",
+                (unsigned long long)st.cwnd, (unsigned long long)st.bytes_in_flight,
+                (unsigned long long)st.min_rtt_us, (unsigned long long)st.srtt_us, st.mtu);
+      }
     }
     if (n < 0) kp_stream_close(s, NULL);
   }
@@ -343,9 +352,9 @@ static const char *const NAMES[] = {"direct", "relayed (client on UDP)", "proxie
 
 /* One round's table; rates[i]: row i's MB/s (0: failed). */
 static void print_rows(const xfer_t *rows, const bool *oks, double rates[3]) {
-  printf("%-26s %9s %10s %9s %11s %10s %9s %9s %12s  %s\n", "stream on loopback", "MB/s",
-         "vs direct", "srtt us", "connect ms", "datagrams", "ends cpu", "fwd cpu", "MB/s/fwd core",
-         "path");
+  printf("%-26s %9s %10s %9s %7s %6s %11s %10s %9s %9s %12s  %s\n", "stream on loopback", "MB/s",
+         "vs direct", "srtt us", "lost", "cwnd-", "connect ms", "datagrams", "ends cpu", "fwd cpu",
+         "MB/s/fwd core", "path");
   for (int i = 0; i < 3; i++) {
     const xfer_t *x = &rows[i];
     rates[i] = 0;
@@ -359,9 +368,10 @@ static void print_rows(const xfer_t *rows, const bool *oks, double rates[3]) {
     char per_core[32] = "-";
     if (x->forwarder && x->fwd_cpu_ns)
       snprintf(per_core, sizeof(per_core), "%.0f", rate * 100.0 / fwd);
-    printf("%-26s %9.1f %9.0f%% %9llu %11.2f %10u %8.0f%% %8.0f%% %12s  %s%s\n", NAMES[i], rate,
-           rates[0] ? 100.0 * rate / rates[0] : 0.0, (unsigned long long)x->srtt_us,
-           (double)x->connect_ns / 1e6, x->info.datagrams, ends, fwd, per_core,
+    printf("%-26s %9.1f %9.0f%% %9llu %6.2f%% %6llu %11.2f %10u %8.0f%% %8.0f%% %12s  %s%s\n",
+           NAMES[i], rate, rates[0] ? 100.0 * rate / rates[0] : 0.0,
+           (unsigned long long)x->srtt_us, x->sent ? 100.0 * (double)x->lost / (double)x->sent : 0.0,
+           (unsigned long long)x->cong, (double)x->connect_ns / 1e6, x->info.datagrams, ends, fwd, per_core,
            kp_punch_name(x->info.punch), x->info.proxy.family ? ", proxied" : "");
   }
   fflush(stdout);

@@ -164,7 +164,7 @@ static void relay_metrics(kp_node_t *node, kp_cli_text_t *t) {
                        (unsigned long long)values[i]);
 }
 
-/* A node through proxies: whether its session is up, and whether it
+/* A node through proxies: whether its session is up (and over TCP), and whether it
  * speaks from its own sockets because every proxy went silent. */
 static void proxy_link_metrics(const kp_node_t *node, kp_cli_text_t *t) {
   kp_node_proxy_info_t p;
@@ -173,6 +173,9 @@ static void proxy_link_metrics(const kp_node_t *node, kp_cli_text_t *t) {
   kp_cli_metric_head(t, "kadpunch_proxy_link_up", "gauge",
                      "Whether the session with the proxy in use is up.");
   kp_cli_text_printf(t, "kadpunch_proxy_link_up %d\n", p.up);
+  kp_cli_metric_head(t, "kadpunch_proxy_link_tcp", "gauge",
+                     "Whether the session runs over TCP (asked for, or UDP never answered).");
+  kp_cli_text_printf(t, "kadpunch_proxy_link_tcp %d\n", p.tcp);
   kp_cli_metric_head(t, "kadpunch_proxy_link_own", "gauge",
                      "Whether every proxy went silent and the node speaks from its own sockets.");
   kp_cli_text_printf(t, "kadpunch_proxy_link_own %d\n", p.on_own);

@@ -201,23 +201,14 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net_in, const c
     found.proxy = proxy;
     net = &found;
   }
-  if (net->proxy && strncmp(net->proxy, "tcp:", 4)) {
-    /* Through a proxy over UDP for 3 s, then over TCP (UDP blocked). */
-    int rc = session_try(s, net, cmd, NULL, 3000, &no_dht);
-    if (!rc || !no_dht) return rc;
-    char over_tcp[sizeof(proxy) + 4];
-    snprintf(over_tcp, sizeof(over_tcp), "tcp:%s", net->proxy);
-    fprintf(stderr,
-            "kadpunch %s: no DHT node answered through proxy %s over UDP in 3 s; trying it "
-            "over TCP\n",
-            cmd, net->proxy);
-    kp_cli_net_t tcp_net = *net;
-    tcp_net.proxy = over_tcp;
-    rc = session_try(s, &tcp_net, cmd, NULL, 10000, &no_dht);
+  if (net->proxy) {
+    /* The node tries the proxy over UDP, and over TCP if it never answers
+     * there (5 s). */
+    int rc = session_try(s, net, cmd, NULL, 15000, &no_dht);
     if (rc && no_dht)
       fprintf(stderr,
-              "kadpunch %s: no DHT node answered within 10 s through proxy %s over UDP or TCP "
-              "(bootstrap: %s); check that the proxy runs and its ports are reachable\n",
+              "kadpunch %s: no DHT node answered within 15 s through proxy %s (bootstrap: %s); "
+              "check that the proxy runs and its ports are reachable\n",
               cmd, net->proxy, net->bootstrap);
     return rc;
   }

@@ -307,6 +307,7 @@ void test_metrics_exposition(void) {
   KP_CHECK(kp_test_child_wait_output(&loop, ps, "serving", 15000));
   body = scrape(port_of(ps), "serve --proxy");
   KP_CHECK_MSG(value_of(body, "kadpunch_proxy_link_up ") == 1 &&
+                   value_of(body, "kadpunch_proxy_link_tcp ") == 0 &&
                    value_of(body, "kadpunch_proxy_link_own ") == 0 &&
                    value_of(body, "kadpunch_proxy_link_falls_total ") == 0,
                "%s", body);

@@ -14,6 +14,7 @@
 #include "node/testnet.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/echo_stream.h"
+#include "tests/loopback/tcp_splice.h"
 #include "tests/loopback/test_node.h"
 #include "tests/loopback/testnet_up.h"
 
@@ -153,9 +154,15 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy
   return node_on(loop, bind, boot, member, proxy, true);
 }
 
-/* Runs one echo with the client and/or the server proxied (the client
- * over TCP with tcp). */
-static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
+/* How a proxied client reaches its proxy: over UDP; over TCP as asked
+ * ("tcp:"); or from where UDP to the proxy is lost (a splice's port,
+ * whose UDP socket never reads) and only TCP gets through. */
+typedef enum { OVER_UDP, OVER_TCP, UDP_BLOCKED } transport_t;
+
+static const char *const TRANSPORT_NAMES[] = {"", " over TCP", " (UDP blocked: over TCP)"};
+
+/* Runs one echo with the client and/or the server proxied. */
+static void run_via(bool client_proxied, bool server_proxied, transport_t transport) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   kp_testnet_t tn;
@@ -174,10 +181,31 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   snprintf(px_text, sizeof(px_text), "%s@%s", key_text, addr_text);
 
   kp_node_t *server = make_node(&loop, tn.bootstrap, server_proxied ? px_text : NULL, false);
-  char tcp_text[KP_ADDR_STRLEN + 8];
-  snprintf(tcp_text, sizeof(tcp_text), "tcp:%s", addr_text);
-  kp_node_t *client =
-      make_node(&loop, tn.bootstrap, client_proxied ? (tcp ? tcp_text : addr_text) : NULL, false);
+  char client_text[KP_ADDR_STRLEN + 8];
+  snprintf(client_text, sizeof(client_text), "%s%s", transport == OVER_TCP ? "tcp:" : "",
+           addr_text);
+  kp_tcp_splice_t splice;
+  uv_udp_t black_hole;
+  if (transport == UDP_BLOCKED) {
+    int port = kp_testnet_free_port();
+    struct sockaddr_in at;
+    uv_ip4_addr("127.0.0.1", port, &at);
+    KP_CHECK_OK(uv_udp_init(&loop, &black_hole));
+    KP_CHECK_OK(uv_udp_bind(&black_hole, (struct sockaddr *)&at, 0));
+    kp_tcp_splice_start(&loop, &splice, port, px_addr.port);
+    snprintf(client_text, sizeof(client_text), "127.0.0.1:%d", port);
+  }
+  uint64_t start = uv_now(&loop);
+  kp_node_t *client = make_node(&loop, tn.bootstrap, client_proxied ? client_text : NULL, false);
+  uint64_t up_ms = uv_now(&loop) - start;
+  if (transport == UDP_BLOCKED) {
+    /* Through the splice: over TCP, once UDP had its chance (5 s). */
+    kp_node_proxy_info_t pi;
+    kp_node_proxy_info(client, &pi);
+    KP_CHECK(pi.tcp && pi.up && splice.accepted == 1);
+    printf("UDP to the proxy lost: its session up over TCP after %llu ms\n",
+           (unsigned long long)up_ms);
+  }
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp;
   kp_server_t *srv = serve_echo(&loop, server, &skp);
@@ -186,7 +214,9 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   /* Who sees what: a proxied side is seen at an allocation of the proxy's
    * (its address, another port); the client's info says it is proxied. */
   KP_CHECK_EQ(r.info.proxy.family != 0, client_proxied);
-  if (client_proxied) KP_CHECK(kp_addr_eq(&r.info.proxy, &px_addr));
+  kp_addr_t client_px; /* where the client was told its proxy is */
+  KP_CHECK_OK(kp_addr_parse(&client_px, client_text + (transport == OVER_TCP ? 4 : 0)));
+  if (client_proxied) KP_CHECK(kp_addr_eq(&r.info.proxy, &client_px));
   if (server_proxied) {
     KP_CHECK(kp_addr_same_ip(&r.info.path, &px_addr) && r.info.path.port != px_addr.port);
     KP_CHECK(kp_addr_eq(&r.info.path, &server->sock.local)); /* the server's allocation */
@@ -196,7 +226,7 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   kp_proxy_service_counters(svc, &pc);
   printf("client %s%s, server %s: 4 MiB echoed via %s; the proxy: %u sessions, %u allocations, "
          "%" PRIu64 " datagrams out, %" PRIu64 " in, %" PRIu64 " dropped; path %s\n",
-         client_proxied ? "proxied" : "direct", tcp ? " over TCP" : "",
+         client_proxied ? "proxied" : "direct", TRANSPORT_NAMES[transport],
          server_proxied ? "proxied" : "direct", addr_text, pc.sessions, pc.allocs, pc.sent,
          pc.received, pc.dropped, kp_punch_name(r.info.punch));
   KP_CHECK_EQ(pc.sessions, (unsigned)client_proxied + (unsigned)server_proxied);
@@ -206,6 +236,11 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
   /* The sessions said goodbye: their allocations are gone. */
   kp_proxy_service_counters(svc, &pc);
   KP_CHECK_EQ(pc.allocs, 0);
+  if (transport == UDP_BLOCKED) {
+    KP_CHECK(splice.bytes > r.len); /* the streams went through it */
+    kp_tcp_splice_stop(&splice);
+    uv_close((uv_handle_t *)&black_hole, NULL);
+  }
   kp_node_close(pxnode, NULL); /* closes its proxy */
   kp_testnet_destroy(&tn);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -213,7 +248,7 @@ static void run_via(bool client_proxied, bool server_proxied, bool tcp) {
 }
 
 static void run(bool client_proxied, bool server_proxied) {
-  run_via(client_proxied, server_proxied, false);
+  run_via(client_proxied, server_proxied, OVER_UDP);
 }
 
 static void test_connect_proxied(void) {
@@ -222,7 +257,12 @@ static void test_connect_proxied(void) {
 
 /* A client whose UDP may be blocked reaches its proxy over TCP. */
 static void test_connect_proxied_tcp(void) {
-  run_via(true, false, true);
+  run_via(true, false, OVER_TCP);
+}
+
+/* A client whose UDP to its proxy is lost goes over TCP by itself. */
+static void test_udp_blocked_goes_tcp(void) {
+  run_via(true, false, UDP_BLOCKED);
 }
 
 static void test_serve_proxied(void) {
@@ -671,10 +711,11 @@ static void test_every_proxy_lost(void) {
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(cli_proxied, loopback, 120),      KP_CASE(announced_and_found, loopback, 60),
-    KP_CASE(connect_proxied, loopback, 120),  KP_CASE(serve_proxied, loopback, 120),
-    KP_CASE(both_proxied, loopback, 120),     KP_CASE(connect_proxied_tcp, loopback, 120),
-    KP_CASE(bridges_families, loopback, 120), KP_CASE(every_proxy_lost, loopback, 150),
+    KP_CASE(cli_proxied, loopback, 120),          KP_CASE(announced_and_found, loopback, 60),
+    KP_CASE(connect_proxied, loopback, 120),      KP_CASE(serve_proxied, loopback, 120),
+    KP_CASE(both_proxied, loopback, 120),         KP_CASE(connect_proxied_tcp, loopback, 120),
+    KP_CASE(bridges_families, loopback, 120),     KP_CASE(every_proxy_lost, loopback, 150),
+    KP_CASE(udp_blocked_goes_tcp, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -9,10 +9,10 @@
 #             speaks through the proxy; a 100 MB echo byte-exact
 #   server    random <-> random; the server speaks through the proxy
 #             (`serve --proxy`), the client plain; a 100 MB echo. Then a
-#             client whose UDP is blocked (site 3) reaches the same
-#             proxied server through the proxy over TCP; a 20 MB echo;
-#             and `kadpunch connect --proxy` there finds UDP blocked and
-#             goes over TCP by itself
+#             client whose UDP is blocked (site 3), given the proxy's
+#             plain address, finds UDP silent and reaches the same proxied
+#             server through the proxy over TCP by itself; a 20 MB echo;
+#             and `kadpunch connect --proxy` there does the same
 #   privacy   consistent <-> consistent. The server is proxied and
 #             private (--private): the client's host sees no packet to or
 #             from the server's own addresses (its router's public
@@ -99,7 +99,8 @@ start_public() {
 
 # serve in site 1 (through the proxy with "proxied", and never direct
 # with "private"), then an echo of $3 bytes from site $4 (default 2;
-# through the proxy with "proxied" or "private", over TCP with "tcp");
+# through the proxy with "proxied" or "private", or "blocked": from where
+# UDP is blocked, left to find TCP by itself);
 # OUT: its JSON. The server keeps running with "keep".
 run_echo() { # server-mode client-mode bytes [client-site] [keep]
   local px="" i got site=${4:-2}
@@ -115,7 +116,7 @@ run_echo() { # server-mode client-mode bytes [client-site] [keep]
   [ "$2" = private ] && px="KP_XFER_PROXY=$PROXY KP_XFER_PRIVATE=1"
   [ "$2" = two ] && px="KP_XFER_PROXY=$PROXY,$PROXY2 KP_XFER_PRIVATE=1 ${KP_XFER_DEBUG:+KP_XFER_DEBUG=1}"
   [ "$2" = lost ] && px="KP_XFER_PROXY=$PROXY"
-  [ "$2" = tcp ] && px="KP_XFER_PROXY=tcp:$PROXY"
+  [ "$2" = blocked ] && px="KP_XFER_PROXY=$PROXY"
   rm -f "$LAB_LOG/xfer.err" # LAB_LOG may hold an earlier run's
   lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
     "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
@@ -191,16 +192,19 @@ case $scenario in
       lab_site 3 blocked
       lab_selfcheck 3 blocked "$probe"
       bytes=${KP_PROXY_TCP_BYTES:-20000000}
-      run_echo proxied tcp "$bytes" 3 keep
+      run_echo proxied blocked "$bytes" 3 keep
       check_echo "UDP-blocked client over TCP"
       [ "$(json_field "$OUT" strategy)" = proxied ] || fail "not proxied: $OUT"
+      grep -q "no proxy answered over UDP: trying proxy $PROXY over TCP" "$LAB_LOG/xfer.err" ||
+        fail "the client did not go over TCP by itself"
       echo "proxy_server: a UDP-blocked client through the proxy over TCP: $bytes bytes each" \
         "way, byte-exact, in $(json_field "$OUT" seconds) s"
-      # The program: UDP gets 3 s, then the proxy over TCP.
+      # The program: the same.
       ip netns exec "$LAB-h3" timeout 60 "$kadpunch" connect "$pk" --proxy $PROXY \
         --bootstrap $BOOTSTRAP --json >"$LAB_LOG/connect.out" 2>"$LAB_LOG/connect.err" ||
         fail "connect --proxy from the UDP-blocked site: $(cat "$LAB_LOG/connect.err")"
-      grep -q "trying it over TCP" "$LAB_LOG/connect.err" || fail "connect did not fall back to TCP"
+      grep -q "no proxy answered over UDP: trying proxy $PROXY over TCP" "$LAB_LOG/connect.err" ||
+        fail "connect did not fall back to TCP"
       OUT=$(cat "$LAB_LOG/connect.out")
       [ "$(json_field "$OUT" strategy)" = proxied ] || fail "connect: not proxied: $OUT"
       echo "proxy_server: kadpunch connect --proxy from the UDP-blocked site: over TCP, echoed"

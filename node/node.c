@@ -54,6 +54,15 @@ uint64_t kp__node_wall_ms(void *ctx) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* See kp__node_forwarder_socket: four times a node's own (as far as
+ * net.core.rmem_max allows), charged only while queued. */
+#define FORWARDER_SOCKBUF (4 << 20)
+
+void kp__node_forwarder_socket(kp_udp_t *sock) {
+  kp_udp_enable_gro(sock);
+  kp_udp_set_buffers(sock, FORWARDER_SOCKBUF, FORWARDER_SOCKBUF);
+}
+
 static void on_timer(uv_timer_t *timer);
 
 void kp__node_rearm(kp_node_t *node) {
@@ -199,8 +208,8 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   node->rng = opts->rng ? (kp_rng_t){opts->rng, opts->rng_ctx} : kp_rng_system();
 
   /* A node answers bursts (a network starting, a popular key): ask for room
-   * to queue them. The kernel caps this at net.core.rmem_max and charges
-   * only what is queued. */
+   * to queue them (a relay or a proxy asks for more: FORWARDER_SOCKBUF). The kernel caps this at
+   * net.core.rmem_max and charges only what is queued. */
   kp_udp_options_t sock_opts = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
   err = opts->proxy       ? kp__node_proxy_open(node, opts, &cfg.local)
         : opts->tcp_relay ? kp__node_tunnel_open(node, opts->tcp_relay)

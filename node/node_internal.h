@@ -239,6 +239,10 @@ int kp__node_announce_here(kp_node_t *node, const uint8_t target[KP_ID_LEN], con
  * once known, as the storing nodes check (kp__node_store_policy). Made
  * anew once the other address appears; nothing until `on` is a member
  * with a public address. 0, or the announcement's error. */
+/* A relay's or a proxy's socket carries everyone's forwarded streams, in
+ * bursts: coalesced receives (udp.c) and room to queue them. */
+void kp__node_forwarder_socket(kp_udp_t *sock);
+
 int kp__node_announce_addrs(kp_node_t *on, kp_node_t *other, const uint8_t target[KP_ID_LEN],
                             const kp_keypair_t *kp, kp_announce_t **slot, bool *named_both);
 

@@ -156,7 +156,11 @@ static int px_alloc_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bo
   if (!s) return UV_ENOMEM;
   kp_addr_t any = on->local;
   any.port = 0;
-  int err = kp_udp_init(svc->node->loop, &s->udp, &any, NULL);
+  /* An allocation carries a peer's whole traffic, bursts of it between two
+   * turns of the loop: the room a node's own socket asks for. The kernel
+   * charges only what is queued. */
+  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  int err = kp_udp_init(svc->node->loop, &s->udp, &any, &so);
   if (err) {
     kp_free(s);
     return err;
@@ -460,10 +464,9 @@ int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *o
   svc->timer.data = svc;
   uv_timer_start(&svc->timer, on_timer, TICK_MS, TICK_MS);
   set_local(svc);
-  /* Forwarded streams arrive in bursts: coalesced receives (udp.c). */
   kp_node_t *sib = sibling_of(svc);
-  kp_udp_enable_gro(&node->sock);
-  if (sib) kp_udp_enable_gro(&sib->sock);
+  kp__node_forwarder_socket(&node->sock);
+  if (sib) kp__node_forwarder_socket(&sib->sock);
   node->proxy_svc = svc;
   /* The same port over TCP, for peers whose UDP is blocked. */
   tcp_start(svc, &svc->listen[0], node);

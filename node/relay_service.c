@@ -73,8 +73,8 @@ int kp_relay_service_create(kp_node_t *node, const kp_relay_limits_t *l, kp_rela
   uv_timer_start(&svc->timer, on_tick, RELAY_TICK_MS, RELAY_TICK_MS);
   kp_keypair_generate(&svc->kp);
   /* Forwarded streams arrive in bursts to one address and leave the same
-   * way: coalesced receives, and GSO sends for the runs (udp.c). */
-  kp_udp_enable_gro(&node->sock);
+   * way (GSO sends for the runs, udp.c). */
+  kp__node_forwarder_socket(&node->sock);
   /* The same port over TCP, for peers whose UDP is blocked. Without it
    * the relay still serves everyone else. */
   err = kp__relay_tcp_start(svc, cfg.session_rate, l->tcp_links ? l->tcp_links : RELAY_TCP_LINKS,

@@ -106,10 +106,13 @@ static xsock_t *open_sock(kp_socket_pool_t *pool, bool real) {
   kp_addr_t any = node->sock.local;
   memset(&any.ip, 0, sizeof(any.ip));
   any.port = 0;
-  if (real               ? kp_udp_init(node->loop, &x->udp, &any, NULL)
+  /* A socket here may carry a connection (a relay's session, a punched
+   * path): the main socket's room for its bursts, charged only when used. */
+  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  if (real               ? kp_udp_init(node->loop, &x->udp, &any, &so)
       : node->proxy_link ? kp_proxy_link_socket(node->proxy_link, &x->udp)
       : node->tunnel     ? kp_tunnel_socket(node->tunnel, &x->udp)
-                         : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
+                         : kp_udp_init(node->loop, &x->udp, &any, &so)) {
     /* Out of descriptors, most likely: the punch goes on with fewer. */
     kp_free(x);
     return NULL;

@@ -9,14 +9,18 @@
  *    RECVs (each one ChaCha20-Poly1305 operation: the session's); then the
  *    same to and from a bound destination, as PASS (no crypto).
  * 2. A stream on loopback, connected by key on a small testnet: --mib MiB
- *    from client to server direct (the LAN path), through `kadpunch relay`
- *    (relay_only), and with the client speaking through `kadpunch proxy`,
- *    each relay or proxy its own process (a core of its own, as on a real
- *    host) with its rate limits lifted. Throughput, the connection's
- *    smoothed RTT, the connect time and its datagrams for each. With
- *    --rounds N the three rows run N times, interleaved, and each row's
- *    rate is also given over its own round's direct one, as a median: the
- *    direct row moves with whatever else the machine runs. */
+ *    from a client in this process to a server in a process of its own,
+ *    direct (the LAN path), through `kadpunch relay` (relay_only), and with
+ *    the client speaking through `kadpunch proxy`, each relay or proxy a
+ *    process too, with its rate limits lifted: every party has a process,
+ *    as on hosts of their own, but they share this machine's cores.
+ *    Throughput, the sender's smoothed RTT, losses and window cuts, the
+ *    connect time and its datagrams, each process's share of a core and
+ *    the endpoints' CPU seconds per GB. With --rounds N the three rows run
+ *    N times, interleaved, and each row's rate and endpoint CPU per GB are
+ *    also given over its own round's direct one, as medians: the direct
+ *    row moves with whatever else the machine runs. */
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -161,22 +165,21 @@ static void forward_rates(uint64_t packets, bool bound, double *out, double *in)
 
 /* ---- 2. Streams on loopback ----------------------------------------------------------------- */
 
-typedef struct xfer_s {
-  uint64_t total, written, received;
-  bool connected, failed, done;
-  int status;
-  kp_connect_info_t info;
-  kp_conn_t *conn;
-  kp_stream_t *stream;
-  uint64_t start_ns, end_ns;
-  uint64_t srtt_us;
-  uint64_t lost, sent, cong; /* the sender's: packets lost of packets sent; window reductions */
-  uint64_t connect_start_ns, connect_ns;
-  /* CPU time over the transfer (/proc/PID/schedstat): this process (both
-   * endpoints) and the relay or proxy process, if any */
-  pid_t forwarder;
-  uint64_t self_cpu_ns, fwd_cpu_ns;
-} xfer_t;
+/* The server runs in a process of its own, as on a host of its own: per
+ * row it is told a bootstrap address, a key and a byte count, listens,
+ * says it is ready, and reads until it has them all. */
+typedef struct serve_cmd_s {
+  char bootstrap[64];
+  kp_keypair_t key;
+  uint64_t total;
+} serve_cmd_t;
+
+typedef struct serve_said_s {
+  char what; /* 'R' ready, 'D' done, 'F' failed */
+  uint64_t received, end_ns, cpu_ns;
+} serve_said_t;
+
+static int cmd_fd = -1, said_fd = -1; /* the parent's ends */
 
 /* Nanoseconds pid has run on a CPU (0: unknown). */
 static uint64_t cpu_ns(pid_t pid) {
@@ -190,33 +193,53 @@ static uint64_t cpu_ns(pid_t pid) {
   return ns;
 }
 
-static xfer_t *current;
+static bool dht_reached(void *ctx) {
+  kp_node_stats_t st;
+  kp_node_stats(ctx, &st);
+  return st.responses_in > 0;
+}
+
+static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay,
+                            const char *proxy) {
+  kp_node_options_t o;
+  kp_node_options_init(&o);
+  o.bind = "127.0.0.1:0";
+  o.bootstrap = &boot;
+  o.bootstrap_count = 1;
+  o.mode = KP_NODE_EPHEMERAL;
+  o.relays = relay ? &relay : NULL;
+  o.relay_count = relay ? 1 : 0;
+  o.relay_only = relay != NULL;
+  o.proxy = proxy;
+  o.proxy_private = true; /* the proxied path itself, not the direct one it would move to */
+  kp_node_t *n;
+  if (kp_node_create(loop, &o, &n)) return NULL;
+  kp_testnet_run_until(loop, dht_reached, n, 10000);
+  return n;
+}
 
 static void on_close(kp_conn_t *conn, int status, uint64_t code) {
   (void)conn, (void)status, (void)code;
 }
 
+/* ---- The server process */
+
+typedef struct rx_s {
+  uint64_t total, received, start_cpu_ns, end_ns, cpu_ns;
+  bool done, failed;
+} rx_t;
+
+static rx_t rx;
+
 static void rx_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   (void)buf;
-  if (n > 0) current->received += (uint64_t)n;
-  if (n < 0 || current->received >= current->total) {
-    if (!current->done) {
-      current->done = true;
-      current->end_ns = uv_hrtime();
-      current->self_cpu_ns = cpu_ns(getpid()) - current->self_cpu_ns;
-      if (current->forwarder)
-        current->fwd_cpu_ns = cpu_ns(current->forwarder) - current->fwd_cpu_ns;
-      kp_conn_stats_t st;
-      kp_conn_stats(kp_stream_conn(s), &st);
-      current->srtt_us = st.srtt_us;
-      if (current->conn) {
-        kp_conn_stats(current->conn, &st);
-        current->lost = st.packets_lost, current->sent = st.packets_sent;
-        current->cong = st.congestion_events;
-        fprintf(stderr, "DBG cwnd %llu inflight %llu min_rtt %llu srtt %llu mtu %u\n",
-                (unsigned long long)st.cwnd, (unsigned long long)st.bytes_in_flight,
-                (unsigned long long)st.min_rtt_us, (unsigned long long)st.srtt_us, st.mtu);
-      }
+  if (n > 0) rx.received += (uint64_t)n;
+  if (n < 0 || rx.received >= rx.total) {
+    if (!rx.done) {
+      rx.done = true;
+      rx.failed = rx.received < rx.total;
+      rx.end_ns = uv_hrtime();
+      rx.cpu_ns = cpu_ns(getpid()) - rx.start_cpu_ns;
     }
     if (n < 0) kp_stream_close(s, NULL);
   }
@@ -224,12 +247,101 @@ static void rx_read(kp_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_server_stream(kp_conn_t *conn, kp_stream_t *s) {
   (void)conn;
+  if (!rx.start_cpu_ns) rx.start_cpu_ns = cpu_ns(getpid());
   kp_stream_read_start(s, rx_read);
 }
 
 static void on_server_conn(kp_server_t *server, kp_conn_t *conn, const kp_connect_info_t *info,
                            void *arg) {
   (void)server, (void)conn, (void)info, (void)arg;
+}
+
+static bool rx_over(void *ctx) {
+  (void)ctx;
+  return rx.done;
+}
+
+static void say(int fd, const serve_said_t *m) {
+  if (write(fd, m, sizeof(*m)) != (ssize_t)sizeof(*m)) _exit(1);
+}
+
+/* One row's server; what it says goes to fd. */
+static void serve_row(const serve_cmd_t *cmd, int fd) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  memset(&rx, 0, sizeof(rx));
+  rx.total = cmd->total;
+  serve_said_t m = {.what = 'F'};
+  kp_node_t *node = make_node(&loop, cmd->bootstrap, NULL, NULL);
+  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_close};
+  kp_server_t *srv = NULL;
+  if (!node || kp_server_listen(node, &cmd->key, NULL, &scb, on_server_conn, NULL, &srv)) {
+    say(fd, &m);
+  } else {
+    kp_testnet_run_until(&loop, NULL, NULL, 1000); /* announced */
+    m.what = 'R';
+    say(fd, &m);
+    kp_testnet_run_until(&loop, rx_over, NULL, 120000);
+    m = (serve_said_t){.what = rx.done && !rx.failed ? 'D' : 'F',
+                       .received = rx.received,
+                       .end_ns = rx.end_ns,
+                       .cpu_ns = rx.cpu_ns};
+    say(fd, &m);
+    kp_testnet_run_until(&loop, NULL, NULL, 100); /* the stream's end reaches the client */
+  }
+  if (srv) kp_server_close(srv);
+  if (node) kp_node_close(node, NULL);
+  kp_testnet_run_until(&loop, NULL, NULL, 200); /* bounded: closes finish */
+  uv_loop_close(&loop);
+}
+
+/* Forks the server process: rows until the parent closes its pipe. */
+static pid_t fork_server(void) {
+  int cmd_pipe[2], said_pipe[2];
+  if (pipe(cmd_pipe) || pipe(said_pipe)) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(cmd_pipe[1]);
+    close(said_pipe[0]);
+    serve_cmd_t cmd;
+    while (read(cmd_pipe[0], &cmd, sizeof(cmd)) == (ssize_t)sizeof(cmd))
+      serve_row(&cmd, said_pipe[1]);
+    _exit(0);
+  }
+  close(cmd_pipe[0]);
+  close(said_pipe[1]);
+  cmd_fd = cmd_pipe[1];
+  said_fd = said_pipe[0];
+  fcntl(said_fd, F_SETFL, O_NONBLOCK); /* read from inside the loop's waits */
+  return pid;
+}
+
+/* ---- The client, in the bench process */
+
+typedef struct xfer_s {
+  uint64_t total, written;
+  bool connected, failed;
+  int status;
+  kp_connect_info_t info;
+  kp_conn_t *conn;
+  kp_stream_t *stream;
+  serve_said_t said; /* the server's last word */
+  uint64_t start_ns;
+  uint64_t srtt_us;
+  uint64_t lost, sent, cong; /* the sender's: packets lost of packets sent; window reductions */
+  uint64_t connect_start_ns, connect_ns;
+  /* CPU time over the transfer (/proc/PID/schedstat): this process (the
+   * client), the server's and the relay or proxy process, if any */
+  pid_t server, forwarder;
+  uint64_t self_cpu_ns, fwd_cpu_ns;
+} xfer_t;
+
+static bool server_said(void *ctx) {
+  xfer_t *x = ctx;
+  serve_said_t m;
+  if (read(said_fd, &m, sizeof(m)) != (ssize_t)sizeof(m)) return false;
+  x->said = m;
+  return true;
 }
 
 static void tx_written(kp_write_t *req, int status) {
@@ -277,63 +389,50 @@ static void on_connected(kp_node_t *node, int status, kp_conn_t *conn,
 
 static bool xfer_over(void *ctx) {
   xfer_t *x = ctx;
-  return x->failed || x->done || (x->connected && x->status);
+  return x->failed || (x->connected && x->status) || server_said(x);
 }
 
 typedef enum { DIRECT, RELAYED, PROXIED } via_t;
 
-static bool dht_reached(void *ctx) {
-  kp_node_stats_t st;
-  kp_node_stats(ctx, &st);
-  return st.responses_in > 0;
-}
-
-static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *relay,
-                            const char *proxy) {
-  kp_node_options_t o;
-  kp_node_options_init(&o);
-  o.bind = "127.0.0.1:0";
-  o.bootstrap = &boot;
-  o.bootstrap_count = 1;
-  o.mode = KP_NODE_EPHEMERAL;
-  o.relays = relay ? &relay : NULL;
-  o.relay_count = relay ? 1 : 0;
-  o.relay_only = relay != NULL;
-  o.proxy = proxy;
-  o.proxy_private = true; /* the proxied path itself, not the direct one it would move to */
-  kp_node_t *n;
-  if (kp_node_create(loop, &o, &n)) return NULL;
-  kp_testnet_run_until(loop, dht_reached, n, 10000);
-  return n;
-}
-
 static bool run(uv_loop_t *loop, kp_testnet_t *tn, via_t via, const char *relay, const char *proxy,
                 pid_t forwarder, uint64_t bytes, xfer_t *x) {
-  kp_node_t *server = make_node(loop, tn->bootstrap, NULL, NULL);
-  kp_node_t *client =
-      make_node(loop, tn->bootstrap, via == RELAYED ? relay : NULL, via == PROXIED ? proxy : NULL);
-  if (!server || !client) return false;
-  kp_testnet_run_until(loop, NULL, NULL, 500);
-  kp_keypair_t skp, ckp;
-  kp_keypair_generate(&skp);
-  kp_keypair_generate(&ckp);
-  kp_conn_callbacks_t scb = {.on_stream = on_server_stream, .on_close = on_close};
-  kp_server_t *srv;
-  if (kp_server_listen(server, &skp, NULL, &scb, on_server_conn, NULL, &srv)) return false;
-  kp_testnet_run_until(loop, NULL, NULL, 1000);
   memset(x, 0, sizeof(*x));
   x->total = bytes;
   x->forwarder = forwarder;
-  current = x;
+  kp_node_t *client =
+      make_node(loop, tn->bootstrap, via == RELAYED ? relay : NULL, via == PROXIED ? proxy : NULL);
+  if (!client) return false;
+  serve_cmd_t cmd;
+  memset(&cmd, 0, sizeof(cmd));
+  snprintf(cmd.bootstrap, sizeof(cmd.bootstrap), "%s", tn->bootstrap);
+  kp_keypair_generate(&cmd.key);
+  cmd.total = bytes;
+  bool ok = write(cmd_fd, &cmd, sizeof(cmd)) == (ssize_t)sizeof(cmd) &&
+            kp_testnet_run_until(loop, server_said, x, 20000) && x->said.what == 'R';
+  kp_keypair_t ckp;
+  kp_keypair_generate(&ckp);
   kp_conn_callbacks_t ccb = {.on_close = on_close};
   x->connect_start_ns = uv_hrtime();
-  if (kp_node_connect(client, &ckp, skp.public_key, &ccb, on_connected, x)) return false;
-  kp_testnet_run_until(loop, xfer_over, x, 120000);
-  bool ok = x->done && !x->failed && !x->status;
+  if (ok && !kp_node_connect(client, &ckp, cmd.key.public_key, &ccb, on_connected, x)) {
+    kp_testnet_run_until(loop, xfer_over, x, 120000);
+    ok = x->said.what == 'D' && !x->failed && !x->status;
+  } else {
+    ok = false;
+  }
+  if (ok) {
+    x->self_cpu_ns = cpu_ns(getpid()) - x->self_cpu_ns;
+    if (x->forwarder) x->fwd_cpu_ns = cpu_ns(x->forwarder) - x->fwd_cpu_ns;
+    kp_conn_stats_t st;
+    kp_conn_stats(x->conn, &st);
+    x->srtt_us = st.srtt_us;
+    x->lost = st.packets_lost, x->sent = st.packets_sent;
+    x->cong = st.congestion_events;
+  }
+  /* A failed row: the server process may still be waiting for its bytes;
+   * it gives up by itself, and says so. */
+  if (x->said.what == 'R') kp_testnet_run_until(loop, server_said, x, 130000);
   if (x->stream) kp_stream_close(x->stream, NULL);
   if (x->conn) kp_conn_close(x->conn, 0);
-  kp_server_close(srv);
-  kp_node_close(server, NULL);
   kp_node_close(client, NULL);
   kp_testnet_run_until(loop, NULL, NULL, 200);
   return ok;
@@ -350,28 +449,33 @@ static pid_t spawn(const char *const *argv) {
 
 static const char *const NAMES[] = {"direct", "relayed (client on UDP)", "proxied client"};
 
-/* One round's table; rates[i]: row i's MB/s (0: failed). */
-static void print_rows(const xfer_t *rows, const bool *oks, double rates[3]) {
-  printf("%-26s %9s %10s %9s %7s %6s %11s %10s %9s %9s %12s  %s\n", "stream on loopback", "MB/s",
-         "vs direct", "srtt us", "lost", "cwnd-", "connect ms", "datagrams", "ends cpu", "fwd cpu",
-         "MB/s/fwd core", "path");
+/* One round's table; rates[i]: row i's MB/s (0: failed); ends[i]: CPU
+ * seconds of both endpoints per GB. */
+static void print_rows(const xfer_t *rows, const bool *oks, double rates[3], double ends[3]) {
+  printf("%-24s %7s %9s %8s %6s %6s %10s %9s %7s %7s %7s %9s %9s  %s\n", "stream on loopback",
+         "MB/s", "vs direct", "srtt us", "lost", "cwnd-", "connect ms", "datagrams", "client",
+         "server", "fwd", "ends s/GB", "MB/s/fwd", "path");
   for (int i = 0; i < 3; i++) {
     const xfer_t *x = &rows[i];
-    rates[i] = 0;
+    rates[i] = ends[i] = 0;
     if (!oks[i]) {
-      printf("%-26s failed (%s)\n", NAMES[i], x->status ? kp_strerror(x->status) : "transfer");
+      printf("%-24s failed (%s)\n", NAMES[i], x->status ? kp_strerror(x->status) : "transfer");
       continue;
     }
-    double wall = (double)(x->end_ns - x->start_ns);
-    double rate = rates[i] = (double)x->received / 1e6 / (wall / 1e9);
-    double ends = 100.0 * (double)x->self_cpu_ns / wall, fwd = 100.0 * (double)x->fwd_cpu_ns / wall;
+    double wall = (double)(x->said.end_ns - x->start_ns);
+    double rate = rates[i] = (double)x->said.received / 1e6 / (wall / 1e9);
+    double client = 100.0 * (double)x->self_cpu_ns / wall;
+    double server = 100.0 * (double)x->said.cpu_ns / wall;
+    double fwd = 100.0 * (double)x->fwd_cpu_ns / wall;
+    ends[i] = (double)(x->self_cpu_ns + x->said.cpu_ns) / 1e9 / ((double)x->said.received / 1e9);
     char per_core[32] = "-";
     if (x->forwarder && x->fwd_cpu_ns)
       snprintf(per_core, sizeof(per_core), "%.0f", rate * 100.0 / fwd);
-    printf("%-26s %9.1f %9.0f%% %9llu %6.2f%% %6llu %11.2f %10u %8.0f%% %8.0f%% %12s  %s%s\n",
-           NAMES[i], rate, rates[0] ? 100.0 * rate / rates[0] : 0.0,
-           (unsigned long long)x->srtt_us, x->sent ? 100.0 * (double)x->lost / (double)x->sent : 0.0,
-           (unsigned long long)x->cong, (double)x->connect_ns / 1e6, x->info.datagrams, ends, fwd, per_core,
+    printf("%-24s %7.1f %8.0f%% %8llu %5.2f%% %6llu %10.2f %9u %6.0f%% %6.0f%% %6.0f%% %9.2f "
+           "%9s  %s%s\n",
+           NAMES[i], rate, rates[0] ? 100.0 * rate / rates[0] : 0.0, (unsigned long long)x->srtt_us,
+           x->sent ? 100.0 * (double)x->lost / (double)x->sent : 0.0, (unsigned long long)x->cong,
+           (double)x->connect_ns / 1e6, x->info.datagrams, client, server, fwd, ends[i], per_core,
            kp_punch_name(x->info.punch), x->info.proxy.family ? ", proxied" : "");
   }
   fflush(stdout);
@@ -397,6 +501,12 @@ static double max_of(const double *v, uint64_t n) {
   double m = v[0];
   for (uint64_t i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
   return m;
+}
+
+static void print_spread(const char *what, double v[2][20], uint64_t rounds) {
+  printf("  %-22s relayed %4.0f%% (%.0f-%.0f%%), proxied %4.0f%% (%.0f-%.0f%%)\n", what,
+         100 * median(v[0], rounds), 100 * min_of(v[0], rounds), 100 * max_of(v[0], rounds),
+         100 * median(v[1], rounds), 100 * min_of(v[1], rounds), 100 * max_of(v[1], rounds));
 }
 
 int main(int argc, char **argv) {
@@ -429,6 +539,11 @@ int main(int argc, char **argv) {
          out / 1e6, in / 1e6, pass_out / 1e6, pass_in / 1e6);
   fflush(stdout);
 
+  pid_t server_pid = fork_server(); /* before any loop: it makes its own */
+  if (server_pid < 0) {
+    fprintf(stderr, "bench_proxy: cannot start the server process\n");
+    return 1;
+  }
   uv_loop_t loop;
   uv_loop_init(&loop);
   kp_testnet_options_t to;
@@ -472,7 +587,7 @@ int main(int argc, char **argv) {
   kp_testnet_run_until(&loop, NULL, NULL, 1500);
   uint64_t bytes = mib << 20;
   bool all_ok = true;
-  double ratios[2][20];
+  double ratios[2][20], costs[2][20]; /* each row's over the direct one's: rate; ends s/GB */
   for (uint64_t r = 0; r < rounds; r++) {
     xfer_t rows[3];
     bool oks[3];
@@ -483,22 +598,25 @@ int main(int argc, char **argv) {
                                   : 0,
                    bytes, &rows[i]);
     double rates[3];
-    print_rows(rows, oks, rates);
+    double ends[3];
+    print_rows(rows, oks, rates, ends);
     all_ok = all_ok && oks[0] && oks[1] && oks[2];
     ratios[0][r] = rates[0] > 0 ? rates[1] / rates[0] : 0;
     ratios[1][r] = rates[0] > 0 ? rates[2] / rates[0] : 0;
+    for (int k = 0; k < 2; k++) costs[k][r] = ends[0] > 0 ? ends[k + 1] / ends[0] : 0;
   }
   kill(relay_pid, SIGTERM);
   kill(proxy_pid, SIGTERM);
+  close(cmd_fd); /* the server process ends */
   waitpid(relay_pid, NULL, 0);
   waitpid(proxy_pid, NULL, 0);
-  if (rounds > 1)
-    printf("\nover %llu rounds, each row's rate over the same round's direct one: relayed %.0f%% "
-           "(median; %.0f-%.0f%%), proxied %.0f%% (%.0f-%.0f%%)\n",
-           (unsigned long long)rounds, 100 * median(ratios[0], rounds),
-           100 * min_of(ratios[0], rounds), 100 * max_of(ratios[0], rounds),
-           100 * median(ratios[1], rounds), 100 * min_of(ratios[1], rounds),
-           100 * max_of(ratios[1], rounds));
+  waitpid(server_pid, NULL, 0);
+  if (rounds > 1) {
+    printf("\nover %llu rounds, each row's over the same round's direct one (median; range):\n",
+           (unsigned long long)rounds);
+    print_spread("rate", ratios, rounds);
+    print_spread("endpoints' CPU per GB", costs, rounds);
+  }
   kp_testnet_destroy(&tn);
   kp_testnet_run_until(&loop, NULL, NULL, 500); /* bounded: closes finish */
   return all_ok ? 0 : 1;

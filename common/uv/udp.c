@@ -392,6 +392,15 @@ void kp_udp_batch_end(kp_udp_t *udp, kp_udp_batch_t *batch) {
   udp->batch = NULL;
 }
 
+int kp_udp_set_buffers(kp_udp_t *udp, int rcvbuf, int sndbuf) {
+  if (udp->vops) return 0;
+  if (rcvbuf > 0 && setsockopt(udp->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
+    return -errno;
+  if (sndbuf > 0 && setsockopt(udp->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+    return -errno;
+  return 0;
+}
+
 int kp_udp_set_ttl(kp_udp_t *udp, int ttl) {
   if (udp->vops) return 0;
   /* -1 restores the route default for both IP_TTL and IPV6_UNICAST_HOPS. */

@@ -148,6 +148,11 @@ unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned 
  * setsockopt error (then receiving goes on as before). */
 int kp_udp_enable_gro(kp_udp_t *udp);
 
+/* Asks for bigger kernel buffers (SO_RCVBUF, SO_SNDBUF; 0 leaves one as
+ * it is), as kp_udp_options_t does at init; the kernel caps them at
+ * net.core.rmem_max / wmem_max. No-op on a virtual socket. */
+int kp_udp_set_buffers(kp_udp_t *udp, int rcvbuf, int sndbuf);
+
 /* Sets the IP TTL / hop limit of later datagrams (0 restores the default). */
 int kp_udp_set_ttl(kp_udp_t *udp, int ttl);
 

@@ -56,7 +56,7 @@ uint64_t kp__node_wall_ms(void *ctx) {
 
 /* See kp__node_forwarder_socket: four times a node's own (as far as
  * net.core.rmem_max allows), charged only while queued. */
-#define FORWARDER_SOCKBUF (4 << 20)
+#define FORWARDER_SOCKBUF (4 * KP_UDP_NODE_BUF)
 
 void kp__node_forwarder_socket(kp_udp_t *sock) {
   kp_udp_enable_gro(sock);
@@ -210,7 +210,7 @@ int kp_node_create(uv_loop_t *loop, const kp_node_options_t *opts, kp_node_t **o
   /* A node answers bursts (a network starting, a popular key): ask for room
    * to queue them (a relay or a proxy asks for more: FORWARDER_SOCKBUF). The kernel caps this at
    * net.core.rmem_max and charges only what is queued. */
-  kp_udp_options_t sock_opts = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  kp_udp_options_t sock_opts = {.rcvbuf = KP_UDP_NODE_BUF, .sndbuf = KP_UDP_NODE_BUF};
   err = opts->proxy       ? kp__node_proxy_open(node, opts, &cfg.local)
         : opts->tcp_relay ? kp__node_tunnel_open(node, opts->tcp_relay)
                           : kp_udp_init(loop, &node->sock, &cfg.local, &sock_opts);

@@ -156,11 +156,9 @@ static int px_alloc_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bo
   if (!s) return UV_ENOMEM;
   kp_addr_t any = on->local;
   any.port = 0;
-  /* An allocation carries a peer's whole traffic, bursts of it between two
-   * turns of the loop: the room a node's own socket asks for. The kernel
-   * charges only what is queued. */
-  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
-  int err = kp_udp_init(svc->node->loop, &s->udp, &any, &so);
+  /* The kernel's default room: a proxy holds hundreds of allocations, and
+   * what their queues may hold together is what a flood could pin. */
+  int err = kp_udp_init(svc->node->loop, &s->udp, &any, NULL);
   if (err) {
     kp_free(s);
     return err;

@@ -86,7 +86,7 @@ struct kp_proxy_link_s {
    * switches run from own_timer, never inside a send or the session's
    * call: each one is a rebinding the node hears. */
   bool may_own, was_up, on_own;
-  bool answered; /* some proxy answered us once (over UDP, while !tcp) */
+  bool answered; /* a proxy's datagram reached us over UDP once */
   uint32_t unusable;
   unsigned flaps;
   uint32_t falls; /* every fall, for the user (flaps is forgotten) */
@@ -178,7 +178,7 @@ static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
   kp_proxy_link_t *l = ctx;
   char text[KP_ADDR_STRLEN];
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
-  l->was_up = l->answered = true;
+  l->was_up = true;
   l->unusable = 0;
   l->family_refusals = 0;
   /* On our own socket: the channel goes back to the proxy from the own
@@ -237,7 +237,7 @@ static void io_down(void *ctx, uint8_t reason) {
    * the user's to hear, not to route around. The next round of the list
    * may find a proxy of our family again. */
   if (reason)
-    l->unusable &= ~(1u << l->current), l->answered = true;
+    l->unusable &= ~(1u << l->current);
   else
     l->unusable |= 1u << l->current;
   l->family_refusals = 0;
@@ -330,7 +330,7 @@ static void own_close(kp_proxy_link_t *l, unsigned c) {
 static int own_open(kp_proxy_link_t *l, unsigned c) {
   own_sock_t *o = kp_calloc(1, sizeof(*o));
   if (!o) return UV_ENOMEM;
-  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  kp_udp_options_t so = {.rcvbuf = KP_UDP_NODE_BUF, .sndbuf = KP_UDP_NODE_BUF};
   int err = kp_udp_init(l->loop, &o->udp, &l->own_bind, &so);
   if (err) {
     kp_free(o);
@@ -415,6 +415,10 @@ static void on_own_timer(uv_timer_t *t) {
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_proxy_link_t *l = udp->data;
   if (l->close_wanted || !kp_addr_eq(from, &l->proxy)) return;
+  /* Whatever it says (a key, a refusal, a welcome), UDP gets through:
+   * the link never goes over TCP by itself. Forged, it could only keep
+   * us where we are; a sender off the path would have to guess our port. */
+  l->answered = true;
   l->in_client++;
   kp_proxy_client_input(l->client, data, len, now_of(l));
   l->in_client--;
@@ -630,7 +634,7 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   l->log = log;
   l->self = *self;
   l->rng = *rng;
-  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
+  kp_udp_options_t so = {.rcvbuf = KP_UDP_NODE_BUF, .sndbuf = KP_UDP_NODE_BUF};
   const choice_t *c = &l->choices[0];
   kp_proxy_client_io_t io = client_io(l);
   /* The session runs on the proxy's family: from the node's bind address

@@ -106,13 +106,10 @@ static xsock_t *open_sock(kp_socket_pool_t *pool, bool real) {
   kp_addr_t any = node->sock.local;
   memset(&any.ip, 0, sizeof(any.ip));
   any.port = 0;
-  /* A socket here may carry a connection (a relay's session, a punched
-   * path): the main socket's room for its bursts, charged only when used. */
-  kp_udp_options_t so = {.rcvbuf = 1 << 20, .sndbuf = 1 << 20};
-  if (real               ? kp_udp_init(node->loop, &x->udp, &any, &so)
+  if (real               ? kp_udp_init(node->loop, &x->udp, &any, NULL)
       : node->proxy_link ? kp_proxy_link_socket(node->proxy_link, &x->udp)
       : node->tunnel     ? kp_tunnel_socket(node->tunnel, &x->udp)
-                         : kp_udp_init(node->loop, &x->udp, &any, &so)) {
+                         : kp_udp_init(node->loop, &x->udp, &any, NULL)) {
     /* Out of descriptors, most likely: the punch goes on with fewer. */
     kp_free(x);
     return NULL;
@@ -178,6 +175,10 @@ int kp_socket_pool_endpoint(kp_socket_pool_t *pool, void *sock, kp_endpoint_t **
   if (!x->ep) {
     int err = kp__endpoint_attach(node->loop, &x->udp, &x->ep);
     if (err) return err;
+    /* A connection's socket now (a relay's session, a punched path): the
+     * room the node's main socket has for its bursts. Only these: a
+     * birthday's hundreds of sockets keep the kernel's default. */
+    kp_udp_set_buffers(&x->udp, KP_UDP_NODE_BUF, KP_UDP_NODE_BUF);
     kp__endpoint_set_rx_budget(x->ep, &node->rx_budget);
   }
   *out = x->ep;

@@ -148,6 +148,12 @@ unsigned kp_udp_send_datagrams(kp_udp_t *udp, const kp_udp_out_t *out, unsigned 
  * setsockopt error (then receiving goes on as before). */
 int kp_udp_enable_gro(kp_udp_t *udp);
 
+/* The kernel queue a node's socket asks for (SO_RCVBUF, SO_SNDBUF), and
+ * a socket a connection runs on: bursts arrive between two turns of the
+ * loop. The kernel caps it at net.core.rmem_max and charges only what is
+ * queued. */
+#define KP_UDP_NODE_BUF (1 << 20)
+
 /* Asks for bigger kernel buffers (SO_RCVBUF, SO_SNDBUF; 0 leaves one as
  * it is), as kp_udp_options_t does at init; the kernel caps them at
  * net.core.rmem_max / wmem_max. No-op on a virtual socket. */

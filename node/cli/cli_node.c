@@ -202,14 +202,17 @@ int kp_cli_session_open(kp_cli_session_t *s, const kp_cli_net_t *net_in, const c
     net = &found;
   }
   if (net->proxy) {
-    /* The node tries the proxy over UDP, and over TCP if it never answers
-     * there (5 s). */
-    int rc = session_try(s, net, cmd, NULL, 15000, &no_dht);
+    /* The node tries each proxy over UDP (5 s each), then the list over
+     * TCP if none answered there: 10 s for that. */
+    unsigned proxies = 1;
+    for (const char *p = net->proxy; *p; p++) proxies += *p == ',';
+    unsigned wait_ms = 5000 * proxies + 10000;
+    int rc = session_try(s, net, cmd, NULL, wait_ms, &no_dht);
     if (rc && no_dht)
       fprintf(stderr,
-              "kadpunch %s: no DHT node answered within 15 s through proxy %s (bootstrap: %s); "
+              "kadpunch %s: no DHT node answered within %u s through proxy %s (bootstrap: %s); "
               "check that the proxy runs and its ports are reachable\n",
-              cmd, net->proxy, net->bootstrap);
+              cmd, wait_ms / 1000, net->proxy, net->bootstrap);
     return rc;
   }
   const char *tcp = net->tcp_relay;

@@ -216,7 +216,12 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
   KP_CHECK_EQ(r.info.proxy.family != 0, client_proxied);
   kp_addr_t client_px; /* where the client was told its proxy is */
   KP_CHECK_OK(kp_addr_parse(&client_px, client_text + (transport == OVER_TCP ? 4 : 0)));
-  if (client_proxied) KP_CHECK(kp_addr_eq(&r.info.proxy, &client_px));
+  if (client_proxied) {
+    KP_CHECK(kp_addr_eq(&r.info.proxy, &client_px));
+    kp_node_proxy_info_t pi; /* over UDP where UDP works; TCP as asked, or found */
+    kp_node_proxy_info(client, &pi);
+    KP_CHECK_EQ(pi.tcp, transport != OVER_UDP);
+  }
   if (server_proxied) {
     KP_CHECK(kp_addr_same_ip(&r.info.path, &px_addr) && r.info.path.port != px_addr.port);
     KP_CHECK(kp_addr_eq(&r.info.path, &server->sock.local)); /* the server's allocation */

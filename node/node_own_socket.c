@@ -6,10 +6,16 @@
  * (a NAT that keeps one mapping for every destination, or none) the
  * holepunch layer gets socket and address (kp_hp_set_own_socket) and its
  * links punch from there, so a proxied connection moves direct where a
- * path proves itself. When they disagree (a NAT that maps each destination
- * anew) nothing is offered: such a NAT is punched only by the birthday
- * strategy, which a proxied connection does not run. Asked again every
- * REFRESH_MS, which also keeps the NAT's mapping.
+ * path proves itself. When they agree on the IP only (a NAT that maps each
+ * destination anew) the socket is offered all the same, its port a hint:
+ * the peer's probe to it is lost, but ours from it reach a peer whose
+ * filter lets anyone in (no NAT, or an endpoint-independent one), and
+ * its answer comes back through the mapping ours made. A NAT like ours
+ * against a filtering one needs the birthday strategy, which a proxied
+ * connection does not run: the other side would spray an address nobody
+ * but us vouches for (docs/architecture.md, "Proxied connections go
+ * direct"). When they disagree on the IP, nothing is offered. Asked again
+ * every REFRESH_MS, which also keeps the NAT's mapping.
  *
  * What an answer can do is bounded: the two nodes are drawn at random
  * from the routing table (at different IPs), each PING has a random
@@ -39,7 +45,8 @@ struct kp_node_own_s {
   uint16_t tid[ASK];
   kp_addr_t seen[ASK]; /* what each said (family 0: no answer yet) */
   uint64_t next_at, retry_ms;
-  kp_addr_t offered; /* the address the holepunch layer has */
+  kp_addr_t offered;   /* the address the holepunch layer has */
+  bool offered_random; /* its port is a hint: the NAT maps each destination anew */
   unsigned disagreed;
   bool said_random;
 };
@@ -81,24 +88,31 @@ static void ask(kp_node_own_t *o, uint64_t now) {
   }
 }
 
-static void offer(kp_node_own_t *o, const kp_addr_t *addr, uint64_t now) {
+/* addr: what both DHT nodes saw (NULL: they named different IPs);
+ * random: the same IP at different ports. */
+static void offer(kp_node_own_t *o, const kp_addr_t *addr, bool random, uint64_t now) {
   kp_node_t *node = o->node;
   char text[KP_ADDR_STRLEN];
   if (!addr) {
     if (o->offered.family && ++o->disagreed < WITHDRAW_AFTER) return;
-    if (!o->said_random)
-      KP_INFO(&node->log, "own socket: this host's NAT maps each destination anew: connections "
-                          "stay proxied");
-    o->said_random = true;
     if (o->offered.family) kp_hp_set_own_socket(node->hp, NULL, NULL, now);
     memset(&o->offered, 0, sizeof(o->offered));
     return;
   }
   o->disagreed = 0;
-  if (kp_addr_eq(addr, &o->offered)) return;
+  /* Each round of a random NAT names another port: the same offer. */
+  bool same = random ? o->offered_random && kp_addr_same_ip(addr, &o->offered)
+                     : !o->offered_random && kp_addr_eq(addr, &o->offered);
+  if (same) return;
   o->offered = *addr;
-  KP_INFO(&node->log, "own socket at %s: proxied connections go direct where they can",
-          kp_addr_format(addr, text, sizeof(text)));
+  o->offered_random = random;
+  if (!random)
+    KP_INFO(&node->log, "own socket at %s: proxied connections go direct where they can",
+            kp_addr_format(addr, text, sizeof(text)));
+  else if (!o->said_random)
+    KP_INFO(&node->log, "own socket: this host's NAT maps each destination anew: proxied "
+                        "connections go direct only to peers that let anyone in");
+  o->said_random = o->said_random || random;
   kp_hp_set_own_socket(node->hp, o->sock, addr, now);
 }
 
@@ -124,7 +138,9 @@ static void on_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size
   o->seen[i] = m.to;
   if (!o->seen[0].family || !o->seen[1].family) return;
   uint64_t now = kp__node_now(node);
-  KP_NODE_FEED(node, offer(o, kp_addr_eq(&o->seen[0], &o->seen[1]) ? &o->seen[0] : NULL, now));
+  bool same_ip = kp_addr_same_ip(&o->seen[0], &o->seen[1]);
+  bool random = same_ip && o->seen[0].port != o->seen[1].port;
+  KP_NODE_FEED(node, offer(o, same_ip ? &o->seen[0] : NULL, random, now));
   o->next_at = now + REFRESH_MS;
   o->retry_ms = RETRY_MS;
 }

@@ -23,7 +23,8 @@
 #   upgrade   consistent <-> consistent, where punching works. The client
 #             is proxied (not private): mid-transfer its connection moves
 #             direct, with no gap over 1 s, byte-exact; then the same with
-#             the server proxied.
+#             the server proxied; then a proxied client behind a random
+#             NAT and a server with none (its own socket's probes reach it).
 #   failover  random <-> random; the client speaks through a list of two
 #             proxies (--private: it stays proxied); 20 MB into a 40 MB
 #             echo the first is killed (SIGKILL): the client moves to the second
@@ -298,6 +299,24 @@ case $scenario in
       echo "proxy_upgrade: proxied $side: $bytes bytes each way, byte-exact, in" \
         "$(json_field "$OUT" seconds) s, moved direct mid-transfer, longest gap $stall ms"
     done
+    # A proxied client behind a NAT that maps each destination anew, and a
+    # server with no NAT: probes from the client's own socket reach it.
+    lab_site_down 1
+    lab_site 1 open
+    lab_site 3 random
+    lab_selfcheck 1 open "$probe"
+    lab_selfcheck 3 random "$probe"
+    bytes=${KP_PROXY_RANDOM_BYTES:-40000000}
+    run_echo plain proxied "$bytes" 3
+    check_echo "proxied random client"
+    [ "$(json_field "$OUT" strategy)" = proxied ] || fail "random client: not proxied: $OUT"
+    [ "$(json_field "$OUT" direct_moves)" -ge 1 ] ||
+      fail "proxied random client: the connection never moved direct: $OUT"
+    stall=$(json_field "$OUT" max_stall_ms)
+    [ "$stall" -le 1000 ] || fail "proxied random client: a gap of $stall ms: $OUT"
+    grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
+    echo "proxy_upgrade: proxied client behind a random NAT, server with none: $bytes bytes" \
+      "each way, byte-exact, in $(json_field "$OUT" seconds) s, moved direct, longest gap $stall ms"
     ;;
 esac
 echo "proxy_$scenario: passed"

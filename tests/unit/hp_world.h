@@ -114,6 +114,7 @@ void test_resume_after_grace(void);
 void test_closed_socket_forgotten(void);
 void test_resume_without_handshake_node(void);
 void test_proxied_link_goes_direct(void);
+void test_proxied_random_link_goes_direct(void);
 void test_proxied_link_requests_bounded(void);
 
 #endif

@@ -1017,6 +1017,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(closed_socket_forgotten, sim, 60),
     KP_CASE(resume_without_handshake_node, sim, 60),
     KP_CASE(proxied_link_goes_direct, sim, 60),
+    KP_CASE(proxied_random_link_goes_direct, sim, 60),
     KP_CASE(proxied_link_requests_bounded, sim, 60),
 };
 

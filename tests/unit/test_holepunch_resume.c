@@ -341,6 +341,23 @@ static void tap_victim(void *ctx, const kp_addr_t *from, const kp_addr_t *to, co
   if (kp_addr_eq(to, &t->victim)) t->to_victim++;
 }
 
+/* The client's socket of its own, and its public address as an observer
+ * sees it (as the node's glue learns it: from where a datagram to someone
+ * else came from). */
+static void *own_socket(pair_links_t *p, kp_addr_t *seen) {
+  kp_addr_t observer_addr;
+  memset(seen, 0, sizeof(*seen));
+  KP_CHECK_OK(kp_addr_parse(&observer_addr, "198.51.100.200:3478"));
+  kp_sim_socket_t *observer = kp_sim_socket_new(p->w.sim, &observer_addr, NULL, observe, seen);
+  void *own = peer_open_extra(p->client);
+  KP_CHECK(own != NULL);
+  kp_sim_send(own, &observer_addr, (const uint8_t *)"?", 1);
+  kp_sim_run_until(p->w.sim, kp_sim_now(p->w.sim) + 100);
+  KP_CHECK(seen->family != 0);
+  kp_sim_socket_free(observer);
+  return own;
+}
+
 /* A connection through a proxy goes direct (hp_link.c, "through a proxy"):
  * the sim has no proxy, but the link does not care what carries the kept
  * path, so the client's direct path stands in for it. The client gets a
@@ -380,15 +397,8 @@ void test_proxied_link_goes_direct(void) {
   KP_CHECK_EQ(p.sm.count, 0);
   kp_sim_nat_set_filter(p.server->nat, KP_SIM_FILTER_PORT);
 
-  /* The client's own socket, and its public address as an observer sees it. */
-  kp_addr_t observer_addr, seen = {0};
-  KP_CHECK_OK(kp_addr_parse(&observer_addr, "198.51.100.200:3478"));
-  kp_sim_socket_t *observer = kp_sim_socket_new(sim, &observer_addr, NULL, observe, &seen);
-  void *own = peer_open_extra(p.client);
-  KP_CHECK(own != NULL);
-  kp_sim_send(own, &observer_addr, (const uint8_t *)"?", 1);
-  kp_sim_run_until(sim, kp_sim_now(sim) + 100);
-  KP_CHECK(seen.family != 0);
+  kp_addr_t seen;
+  void *own = own_socket(&p, &seen);
   uint64_t t0 = kp_sim_now(sim);
   kp_hp_set_own_socket(p.client->hp, own, &seen, t0);
   kp_sim_dht_node_kick(p.client->n); /* the glue re-arms its timer */
@@ -405,10 +415,48 @@ void test_proxied_link_goes_direct(void) {
   KP_CHECK_EQ(t.to_victim, 0);
   kp_sim_set_tap(sim, NULL, NULL);
   kp_sim_socket_free(attacker);
-  kp_sim_socket_free(observer);
   peer_close_extra(p.client, own); /* as the node's glue does: the paths forget it */
   p.cm.last.sock = NULL;
   links_down(&p);
+}
+
+/* The proxied side behind a NAT that maps each destination anew: the
+ * node's glue offers its own socket all the same, the port an observer saw
+ * a hint (node_own_socket.c). The peer's probes to that port are lost, but
+ * the client's own from the socket reach a peer whose filter lets anyone
+ * in, its answers come back through the mapping they made, and both move
+ * there. Against a peer that filters nothing moves: a proxied link runs no
+ * birthday (the peer would spray an IP only the client vouches for). */
+void test_proxied_random_link_goes_direct(void) {
+  for (int open = 1; open >= 0; open--) {
+    pair_links_t p;
+    links_up(&p, 4343, K_RANDOM);
+    kp_sim_t *sim = p.w.sim;
+    kp_sim_nat_set_filter(p.server->nat, open ? KP_SIM_FILTER_OPEN : KP_SIM_FILTER_PORT);
+    kp_addr_t seen;
+    void *own = own_socket(&p, &seen);
+    uint64_t t0 = kp_sim_now(sim);
+    kp_hp_set_own_socket(p.client->hp, own, &seen, t0);
+    kp_sim_dht_node_kick(p.client->n);
+    bool moved = kp_sim_run_while(sim, t0 + 10 * SEC, both_moved, &p);
+    KP_CHECK_EQ(moved, open != 0);
+    if (open) {
+      printf("proxied link, random NAT, open peer: client moved after %llu ms, server after %llu "
+             "ms\n",
+             (unsigned long long)(p.cm.at - t0), (unsigned long long)(p.sm.at - t0));
+      KP_CHECK_EQ(p.cm.last.why, KP_HP_MOVE_UPGRADE);
+      KP_CHECK(p.cm.last.direct && p.cm.last.sock == own);
+      KP_CHECK_EQ(p.sm.last.why, KP_HP_MOVE_UPGRADE);
+      /* Where the server's answers reach: the mapping toward it, not the
+       * port the observer saw. */
+      KP_CHECK(kp_addr_same_ip(&p.sm.last.to, &seen) && p.sm.last.to.port != seen.port);
+    } else {
+      KP_CHECK_EQ(p.cm.count + p.sm.count, 0);
+    }
+    peer_close_extra(p.client, own);
+    p.cm.last.sock = NULL;
+    links_down(&p);
+  }
 }
 
 #define HP_FILL 12 /* holepunch/hp_internal.h HP_PATH_CANDIDATES */

@@ -2,7 +2,7 @@
 /* bench_proxy: what a proxy costs, as a printed table (docs/benchmarks.md,
  * "Proxying"), next to a direct and a relayed stream.
  *
- *   bench_proxy [--mib 256] [--packets 2000000] [--rounds 1]
+ *   bench_proxy [--mib 256] [--packets 2000000] [--rounds 1] [--shared]
  *
  * 1. The proxy's state machine alone, on one core, 1200-byte datagrams:
  *    SENDs opened and sent from an allocation, and arrivals sealed into
@@ -12,8 +12,10 @@
  *    from a client in this process to a server in a process of its own,
  *    direct (the LAN path), through `kadpunch relay` (relay_only), and with
  *    the client speaking through `kadpunch proxy`, each relay or proxy a
- *    process too, with its rate limits lifted: every party has a process,
- *    as on hosts of their own, but they share this machine's cores.
+ *    process too, with its rate limits lifted. The two endpoints share
+ *    core 0 in every row and the relay and the proxy have core 1, as a
+ *    forwarder on a host of its own: the ends get the same CPU whatever
+ *    carries their stream (--shared: every process on any core).
  *    Throughput, the sender's smoothed RTT, losses and window cuts, the
  *    connect time and its datagrams, each process's share of a core and
  *    the endpoints' CPU seconds per GB. With --rounds N the three rows run
@@ -22,6 +24,7 @@
  *    row moves with whatever else the machine runs. */
 #include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,6 +441,14 @@ static bool run(uv_loop_t *loop, kp_testnet_t *tn, via_t via, const char *relay,
   return ok;
 }
 
+/* Keeps pid (0: this process) to one core. */
+static int pin(pid_t pid, int core) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(core, &set);
+  return sched_setaffinity(pid, sizeof(set), &set);
+}
+
 static pid_t spawn(const char *const *argv) {
   pid_t pid = fork();
   if (pid == 0) {
@@ -513,8 +524,10 @@ int main(int argc, char **argv) {
   static const struct option longopts[] = {{"mib", required_argument, 0, 'm'},
                                            {"packets", required_argument, 0, 'p'},
                                            {"rounds", required_argument, 0, 'r'},
+                                           {"shared", no_argument, 0, 's'},
                                            {0, 0, 0, 0}};
   uint64_t mib = 256, packets = 2000000, rounds = 1;
+  bool shared = false;
   int c;
   while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     if (c == 'm')
@@ -523,8 +536,10 @@ int main(int argc, char **argv) {
       packets = strtoull(optarg, NULL, 10);
     else if (c == 'r')
       rounds = strtoull(optarg, NULL, 10);
+    else if (c == 's')
+      shared = true;
     else {
-      fprintf(stderr, "usage: bench_proxy [--mib N] [--packets N] [--rounds N]\n");
+      fprintf(stderr, "usage: bench_proxy [--mib N] [--packets N] [--rounds N] [--shared]\n");
       return 2;
     }
   }
@@ -539,6 +554,9 @@ int main(int argc, char **argv) {
          out / 1e6, in / 1e6, pass_out / 1e6, pass_in / 1e6);
   fflush(stdout);
 
+  /* The endpoints on core 0 in every row, a forwarder on core 1: the same
+   * CPU for the ends whatever carries their stream (--shared: anywhere). */
+  bool pinned = !shared && sysconf(_SC_NPROCESSORS_ONLN) >= 2 && !pin(0, 0);
   pid_t server_pid = fork_server(); /* before any loop: it makes its own */
   if (server_pid < 0) {
     fprintf(stderr, "bench_proxy: cannot start the server process\n");
@@ -584,6 +602,12 @@ int main(int argc, char **argv) {
                               "3600",
                               NULL};
   pid_t relay_pid = spawn(relay_argv), proxy_pid = spawn(proxy_argv);
+  if (pinned) {
+    pin(relay_pid, 1);
+    pin(proxy_pid, 1);
+  }
+  printf("%s\n\n", pinned ? "the endpoints on core 0, the relay and the proxy on core 1"
+                          : "every process on any core");
   kp_testnet_run_until(&loop, NULL, NULL, 1500);
   uint64_t bytes = mib << 20;
   bool all_ok = true;

@@ -139,6 +139,21 @@ run_echo() { # server-mode client-mode bytes [client-site] [keep]
   [ "${5:-}" = keep ] || lab_kill "$serve_pid"
 }
 
+# The echo just run ($bytes each way) started proxied if the proxied side
+# was the client, moved direct mid-transfer, and never stalled over 1 s.
+check_moved() { # what proxied-side
+  local stall
+  check_echo "$1"
+  [ "$2" = server ] || [ "$(json_field "$OUT" strategy)" = proxied ] ||
+    fail "$1: did not start proxied: $OUT"
+  [ "$(json_field "$OUT" direct_moves)" -ge 1 ] || fail "$1: the connection never moved direct: $OUT"
+  stall=$(json_field "$OUT" max_stall_ms)
+  [ "$stall" -le 1000 ] || fail "$1: a gap of $stall ms: $OUT"
+  grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
+  echo "proxy_upgrade: $1: $bytes bytes each way, byte-exact, in" \
+    "$(json_field "$OUT" seconds) s, moved direct mid-transfer, longest gap $stall ms"
+}
+
 check_echo() { # what
   [ "$(json_field "$OUT" ok)" = true ] || fail "$1: the echo was not complete and exact: $OUT"
 }
@@ -288,16 +303,7 @@ case $scenario in
       else
         run_echo proxied plain "$bytes"
       fi
-      check_echo "proxied $side"
-      [ $side = server ] || [ "$(json_field "$OUT" strategy)" = proxied ] ||
-        fail "proxied client: did not start proxied: $OUT"
-      [ "$(json_field "$OUT" direct_moves)" -ge 1 ] ||
-        fail "proxied $side: the connection never moved direct: $OUT"
-      stall=$(json_field "$OUT" max_stall_ms)
-      [ "$stall" -le 1000 ] || fail "proxied $side: a gap of $stall ms: $OUT"
-      grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
-      echo "proxy_upgrade: proxied $side: $bytes bytes each way, byte-exact, in" \
-        "$(json_field "$OUT" seconds) s, moved direct mid-transfer, longest gap $stall ms"
+      check_moved "proxied $side" $side
     done
     # A proxied client behind a NAT that maps each destination anew, and a
     # server with no NAT: probes from the client's own socket reach it.
@@ -308,15 +314,7 @@ case $scenario in
     lab_selfcheck 3 random "$probe"
     bytes=${KP_PROXY_RANDOM_BYTES:-40000000}
     run_echo plain proxied "$bytes" 3
-    check_echo "proxied random client"
-    [ "$(json_field "$OUT" strategy)" = proxied ] || fail "random client: not proxied: $OUT"
-    [ "$(json_field "$OUT" direct_moves)" -ge 1 ] ||
-      fail "proxied random client: the connection never moved direct: $OUT"
-    stall=$(json_field "$OUT" max_stall_ms)
-    [ "$stall" -le 1000 ] || fail "proxied random client: a gap of $stall ms: $OUT"
-    grep '^path' "$LAB_LOG/xfer.err" | head -n 3 | sed 's/^/  /'
-    echo "proxy_upgrade: proxied client behind a random NAT, server with none: $bytes bytes" \
-      "each way, byte-exact, in $(json_field "$OUT" seconds) s, moved direct, longest gap $stall ms"
+    check_moved "proxied client behind a random NAT, server with none" client
     ;;
 esac
 echo "proxy_$scenario: passed"

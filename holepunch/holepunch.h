@@ -140,8 +140,10 @@ void kp_hp_socket_closed(kp_hp_t *hp, const void *sock);
  * from it in the background and moves direct when a path proves itself,
  * as a relayed one does; the proxy path is kept to fall back to. A node
  * that keeps its addresses to itself (a private proxied node) never calls
- * this. */
-void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, uint64_t now);
+ * this. port_hint: the NAT maps each destination anew, so only the IP is
+ * sure (a peer proxied too cannot follow such a move: none is made). */
+void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, bool port_hint,
+                          uint64_t now);
 
 /* The node's address changed under its connections (a proxy's new
  * allocation after it moved to another proxy, a new network): a client

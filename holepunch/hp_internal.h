@@ -243,6 +243,7 @@ struct kp_hp_s {
    * address (kp_hp_set_own_socket): its connections punch from there. */
   void *own_sock;
   kp_addr_t own_addr;
+  bool own_port_hint; /* own_addr's port is a guess: a NAT that maps each destination anew */
   kp_hp_stats_t stats;
 };
 

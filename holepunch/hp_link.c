@@ -75,6 +75,7 @@ struct kp_hp_link_s {
    * paired there, and the peer's pairing socket as the relay saw it. */
   bool has_relay;
   bool via_proxy;            /* ... or the proxy path: "relay" is the peer's address through it */
+  bool peer_proxied;         /* the peer named its own socket's address: proxied too */
   kp_bucket_t own_addr_rate; /* punch requests through the proxy path heeded */
   kp_addr_t relay, link;
   void *relay_sock;
@@ -706,7 +707,10 @@ static void birthday_request(kp_hp_link_t *l, uint64_t now) {
   /* A request through the relay may be one the relay copied: at most one
    * birthday per BDAY_MIN_GAP_MS, whoever asks. */
   refresh_local_nat(l);
-  if (l->bday || l->direct || !l->link_cand || now < l->bday_ok_at ||
+  /* Never through a proxy path: the address the spray would aim at is
+   * one the peer named, which no relay node saw (docs/architecture.md,
+   * "Proxied connections go direct"). */
+  if (l->via_proxy || l->bday || l->direct || !l->link_cand || now < l->bday_ok_at ||
       !kp__hp_birthday_applies(l->local_nat, l->remote_nat, &sockets) ||
       kp__hp_birthday_pool_full(l->hp))
     return;
@@ -745,6 +749,7 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
       return true;
     }
     set_link(l, &pr.observed);
+    l->peer_proxied = true;
   }
   if (via_relay) {
     /* The peer's word on its NAT now: from a probe it sent lately (one
@@ -763,6 +768,9 @@ bool kp__hp_link_probe(kp_hp_link_t *l, void *sock, const kp_addr_t *from, const
   /* On a proxied node's own socket only the peer's own address counts: a
    * third party that relays probes there proves nothing. */
   if (l->hp->own_sock && sock == l->hp->own_sock && c != l->link_cand) return true;
+  /* The same on the peer's: it takes a proof only from the address we
+   * named, and ours is a guess. Moving would leave it behind. */
+  if (l->hp->own_port_hint && l->peer_proxied && sock == l->hp->own_sock) return true;
   /* A server's standby follows the client instead (kp_hp_link_follow):
    * two sides choosing a family each on their own proofs may choose two. */
   if (l->standby && !l->client) return true;
@@ -877,14 +885,16 @@ static void link_tick(kp_hp_link_t *l, uint64_t now) {
     if (l->next_attempt <= now) {
       /* Ask the peer to fire at our link; its answer asks us to fire.
        * Through a proxy, the request names our own socket's address. */
-      if (l->via_proxy && hp->own_sock && l->relay_cand)
-        kp__hp_path_probe_own(hp, &l->path, l->relay_cand, &hp->own_addr, now);
-      else if (l->relay_cand)
+      if (l->via_proxy && hp->own_sock && l->relay_cand) {
+        if (!hp->own_port_hint || !l->peer_proxied) /* else no move can follow */
+          kp__hp_path_probe_own(hp, &l->path, l->relay_cand, &hp->own_addr, now);
+      } else if (l->relay_cand) {
         kp__hp_path_probe(hp, &l->path, l->relay_cand, KP_PROBE_PUNCH, now);
+      }
       l->next_attempt = now + backoff(UPGRADE_BACKOFF_MS, l->attempts++, UPGRADE_BACKOFF_MAX_MS);
     }
     bool sockets;
-    if (!l->bday && l->bday_at <= now) {
+    if (!l->via_proxy && !l->bday && l->bday_at <= now) { /* see birthday_request */
       refresh_local_nat(l);
       /* While a side's NAT is unknown, whether a birthday is wanted may
        * be known any second (refresh_local_nat; the peer's probes wake us):
@@ -953,11 +963,13 @@ bool kp__hp_links_relay(kp_hp_t *hp, void *sock, const kp_addr_t *from, const ui
   return false;
 }
 
-void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, uint64_t now) {
+void kp_hp_set_own_socket(kp_hp_t *hp, void *sock, const kp_addr_t *public_addr, bool port_hint,
+                          uint64_t now) {
   /* Withdrawn (NULL): no more requests name it; what runs on it stays,
    * until the glue closes the socket (kp_hp_socket_closed). */
   if (hp->own_sock && sock && hp->own_sock != sock) kp__hp_links_forget_sock(hp, hp->own_sock);
   hp->own_sock = sock;
+  hp->own_port_hint = sock && port_hint;
   memset(&hp->own_addr, 0, sizeof(hp->own_addr));
   if (!sock) return;
   if (public_addr) hp->own_addr = *public_addr;

@@ -95,7 +95,7 @@ static void offer(kp_node_own_t *o, const kp_addr_t *addr, bool random, uint64_t
   char text[KP_ADDR_STRLEN];
   if (!addr) {
     if (o->offered.family && ++o->disagreed < WITHDRAW_AFTER) return;
-    if (o->offered.family) kp_hp_set_own_socket(node->hp, NULL, NULL, now);
+    if (o->offered.family) kp_hp_set_own_socket(node->hp, NULL, NULL, false, now);
     memset(&o->offered, 0, sizeof(o->offered));
     return;
   }
@@ -113,7 +113,7 @@ static void offer(kp_node_own_t *o, const kp_addr_t *addr, bool random, uint64_t
     KP_INFO(&node->log, "own socket: this host's NAT maps each destination anew: proxied "
                         "connections go direct only to peers that let anyone in");
   o->said_random = o->said_random || random;
-  kp_hp_set_own_socket(node->hp, o->sock, addr, now);
+  kp_hp_set_own_socket(node->hp, o->sock, addr, random, now);
 }
 
 static void on_other(void *ctx, const kp_addr_t *from, const uint8_t *data, size_t len) {

@@ -856,7 +856,7 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
     px->st.drops[KP_PROXY_DROP_PERMIT]++;
     return;
   }
-  if (!len || len > KP_PROXY_MAX_PAYLOAD) {
+  if (!len || len > KP_PROXY_MAX_PASS_PAYLOAD) {
     px->st.drops[KP_PROXY_DROP_TOO_BIG]++;
     return;
   }
@@ -881,6 +881,10 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
     size_t n = kp_proxy_pass_encode(s->peer_index, pv->token, data, len, out, sizeof(out));
     px->st.passed++;
     px->io.send(px->io.ctx, &s->addr, out, n);
+    return;
+  }
+  if (len > KP_PROXY_MAX_PAYLOAD) { /* passes bound only: too big to seal */
+    px->st.drops[KP_PROXY_DROP_TOO_BIG]++;
     return;
   }
   kp_proxy_body_t b = {

@@ -368,13 +368,14 @@ void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
 
 int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
                          const uint8_t *data, size_t len, uint64_t now) {
-  if (len > KP_PROXY_MAX_PAYLOAD) return KP_ETOOBIG;
+  if (len > KP_PROXY_MAX_PASS_PAYLOAD) return KP_ETOOBIG;
   if (c->state != UP || ch >= KP_PROXY_CHANNELS || !c->ch[ch].opened) {
     c->st.dropped++;
     return KP_ESTATE;
   }
-  c->st.sent++;
   binding_t *bound = kp_proxy_passable(data, len) ? binding_to(&c->ch[ch], to) : NULL;
+  if (!bound && len > KP_PROXY_MAX_PAYLOAD) return KP_ETOOBIG; /* too big to seal */
+  c->st.sent++;
   if (bound) {
     if (now - c->sealed_at >= PASS_PING_MS) {
       kp_proxy_body_t ping = {.op = KP_PROXY_OP_PING};

@@ -67,7 +67,8 @@ bool kp_proxy_client_opened(const kp_proxy_client_t *c, unsigned ch, kp_addr_t *
 void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now);
 /* Sends a datagram from channel ch's allocation: 0, KP_ESTATE (no
  * allocation yet: the datagram is lost, as on a network not yet up) or
- * KP_ETOOBIG (over KP_PROXY_MAX_PAYLOAD). */
+ * KP_ETOOBIG (over KP_PROXY_MAX_PAYLOAD, or over KP_PROXY_MAX_PASS_PAYLOAD for
+ * a bound connection's datagram, which goes as PASS). */
 int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
                          const uint8_t *data, size_t len, uint64_t now);
 /* The way to the proxy was lost (a TCP connection dropped, and with it

@@ -94,7 +94,7 @@ int kp_proxy_dgram_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) 
 }
 
 bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) {
-  if (len <= KP_PROXY_PASS_HEAD || len - KP_PROXY_PASS_HEAD > KP_PROXY_MAX_PAYLOAD ||
+  if (len <= KP_PROXY_PASS_HEAD || len - KP_PROXY_PASS_HEAD > KP_PROXY_MAX_PASS_PAYLOAD ||
       in[0] != KP_PROXY_MAGIC || in[1] != KP_PROXY_PASS)
     return false;
   out->type = KP_PROXY_PASS;
@@ -107,7 +107,7 @@ bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) 
 
 size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,
                             uint8_t *out, size_t cap) {
-  if (!len || len > KP_PROXY_MAX_PAYLOAD || KP_PROXY_PASS_HEAD + len > cap) return 0;
+  if (!len || len > KP_PROXY_MAX_PASS_PAYLOAD || KP_PROXY_PASS_HEAD + len > cap) return 0;
   out[0] = KP_PROXY_MAGIC;
   out[1] = KP_PROXY_PASS;
   put32(out + 2, receiver);

@@ -35,6 +35,10 @@
 #define KP_PROXY_MAX_PAYLOAD                                                                       \
   (1500 - KP_PROXY_DATA_HEAD - 3 - KP_ADDR_COMPACT_MAX - KP_PROXY_TAG_LEN)
 #define KP_PROXY_MAX_DATAGRAM 1500
+/* A bound connection's datagram goes as PASS, behind 14 bytes: up to
+ * this. A stream's path MTU search then finds 1452 through a proxy on a
+ * 1500-byte path (1466 on the wire), not the 1400 a SEND would allow. */
+#define KP_PROXY_MAX_PASS_PAYLOAD (KP_PROXY_MAX_DATAGRAM - KP_PROXY_PASS_HEAD)
 /* Noise payloads: HELLO's version and the peer's key; WELCOME's refusal,
  * lifetime, channels and largest datagram. */
 #define KP_PROXY_HELLO_PAYLOAD 33
@@ -141,7 +145,7 @@ static inline bool kp_proxy_passable(const uint8_t *data, size_t len) {
  * and payload of out; false for anything else. */
 bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out);
 /* PASS: a datagram between the peer and a bound address, unsealed (its
- * size, 0 if len is 0, over KP_PROXY_MAX_PAYLOAD, or over cap). */
+ * size, 0 if len is 0, over KP_PROXY_MAX_PASS_PAYLOAD, or over cap). */
 size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,
                             uint8_t *out, size_t cap);
 /* A body's bytes (before sealing): its size, 0 if b cannot be encoded

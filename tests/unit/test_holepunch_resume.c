@@ -400,7 +400,7 @@ void test_proxied_link_goes_direct(void) {
   kp_addr_t seen;
   void *own = own_socket(&p, &seen);
   uint64_t t0 = kp_sim_now(sim);
-  kp_hp_set_own_socket(p.client->hp, own, &seen, t0);
+  kp_hp_set_own_socket(p.client->hp, own, &seen, false, t0);
   kp_sim_dht_node_kick(p.client->n); /* the glue re-arms its timer */
   KP_CHECK(kp_sim_run_while(sim, t0 + 10 * SEC, both_moved, &p));
   printf("proxied link: client moved after %llu ms, server after %llu ms\n",
@@ -436,7 +436,7 @@ void test_proxied_random_link_goes_direct(void) {
     kp_addr_t seen;
     void *own = own_socket(&p, &seen);
     uint64_t t0 = kp_sim_now(sim);
-    kp_hp_set_own_socket(p.client->hp, own, &seen, t0);
+    kp_hp_set_own_socket(p.client->hp, own, &seen, true, t0);
     kp_sim_dht_node_kick(p.client->n);
     bool moved = kp_sim_run_while(sim, t0 + 10 * SEC, both_moved, &p);
     KP_CHECK_EQ(moved, open != 0);

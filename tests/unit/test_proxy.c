@@ -1212,6 +1212,28 @@ static void test_bound_pass(void) {
   kp_proxy_client_stats(W.cl[c], &cs);
   KP_CHECK_EQ(cs.passed, client_passed + 2);
   KP_CHECK_EQ(stats().passed, proxy_passed + 2);
+  /* Unsealed, a bound datagram may be bigger than a SEND's: all of 1500
+   * bytes but the PASS header, both ways; one byte more is refused. */
+  static uint8_t big[KP_PROXY_MAX_PASS_PAYLOAD + 1];
+  memset(big, 0x41, sizeof(big));
+  KP_CHECK(KP_PROXY_MAX_PASS_PAYLOAD > KP_PROXY_MAX_PAYLOAD);
+  KP_CHECK_EQ(send_as(c, &peer, big, KP_PROXY_MAX_PASS_PAYLOAD), KP_PROXY_PASS);
+  KP_CHECK_EQ(W.cl_last_len[c], KP_PROXY_MAX_DATAGRAM);
+  KP_CHECK(last_out()->len == KP_PROXY_MAX_PASS_PAYLOAD);
+  KP_CHECK_ERR(kp_proxy_client_send(W.cl[c], 0, &peer, big, sizeof(big), W.now), KP_ETOOBIG);
+  W.n_heard[c] = 0;
+  kp_proxy_alloc_input(W.px, (unsigned)(W.alloc_addr[c][0].port - 40000), &peer, big,
+                       KP_PROXY_MAX_PASS_PAYLOAD, W.now);
+  pump();
+  KP_CHECK(W.n_heard[c] == 1 && W.heard[c][0].len == KP_PROXY_MAX_PASS_PAYLOAD);
+  uint64_t too_big = stats().drops[KP_PROXY_DROP_TOO_BIG];
+  kp_proxy_alloc_input(W.px, (unsigned)(W.alloc_addr[c][0].port - 40000), &peer, big, sizeof(big),
+                       W.now);
+  KP_CHECK_EQ(stats().drops[KP_PROXY_DROP_TOO_BIG], too_big + 1);
+  /* To an address not bound, it would go sealed: refused over a SEND's
+   * size. */
+  KP_CHECK_ERR(kp_proxy_client_send(W.cl[c], 0, &dht_node, big, KP_PROXY_MAX_PAYLOAD + 1, W.now),
+               KP_ETOOBIG);
   /* Other destinations still go sealed. */
   KP_CHECK_EQ(send_as(c, &dht_node, ping, sizeof(ping)), KP_PROXY_DATA);
   /* The session still lives on PASS alone: a minute of it. */

@@ -362,12 +362,29 @@ local function dissect_probe_one(tvb, pinfo, tree)
   return "Probe" .. (#words > 0 and (" (" .. table.concat(words, ", ") .. ")") or "")
 end
 
+local classify
+
 -- Segments of one size sent at once reach a loopback capture as one
--- packet (UDP GSO): each 61 bytes is a probe of its own.
+-- packet (UDP GSO): each 61 bytes is a probe of its own. The batch's last
+-- segment may be shorter, and of another kind (a small stream packet to
+-- the same address, say): it is dissected as what it is.
 local function dissect_probe(tvb, pinfo, tree)
   local parts = {}
-  for off = 0, tvb:len() - 61, 61 do
+  local whole = tvb:len() - tvb:len() % 61
+  for off = 0, whole - 61, 61 do
     parts[#parts + 1] = dissect_probe_one(tvb(off, 61):tvb(), pinfo, tree)
+  end
+  local tail = tvb:len() - whole
+  if tail > 0 then
+    local ttvb = tvb(whole, tail):tvb()
+    local fn = classify(ttvb)
+    if not fn then
+      local t = tree:add(kp, ttvb(), "kadpunch GSO batch: last segment")
+      pinfo.cols.info:set(table.concat(parts, "; "))
+      return malformed(t, pinfo, "a last segment of no known kind")
+    end
+    fn(ttvb, pinfo, tree)
+    parts[#parts + 1] = tostring(pinfo.cols.info)
   end
   pinfo.cols.info:set(table.concat(parts, "; "))
 end
@@ -481,7 +498,7 @@ end
 
 -- ---- Entry ---------------------------------------------------------------------------------
 
-local function classify(tvb)
+classify = function(tvb)
   local len = tvb:len()
   if len < 2 then return nil end
   local b = tvb(0, 1):uint()
@@ -490,7 +507,7 @@ local function classify(tvb)
     if tvb(1, 1):uint() == 0x01 then return dissect_dht end
   elseif b == 0x41 and len >= 34 then
     return dissect_stream
-  elseif b == 0x50 and len % 61 == 0 then
+  elseif b == 0x50 and len >= 61 then
     return dissect_probe
   elseif b == 0x52 and len == 89 then
     return dissect_relay

@@ -276,6 +276,15 @@ static void update_poll(kp_udp_t *udp) {
     uv_poll_stop(&udp->poll);
 }
 
+/* SO_RCVBUF and SO_SNDBUF (0 or less: left as they are); 0 or -errno. */
+static int set_buffers(int fd, int rcvbuf, int sndbuf) {
+  if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
+    return -errno;
+  if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+    return -errno;
+  return 0;
+}
+
 int kp_udp_init(uv_loop_t *loop, kp_udp_t *udp, const kp_addr_t *bind_addr,
                 const kp_udp_options_t *opts) {
   struct sockaddr_storage ss;
@@ -297,8 +306,7 @@ int kp_udp_init(uv_loop_t *loop, kp_udp_t *udp, const kp_addr_t *bind_addr,
   } else {
     setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof(probe));
   }
-  if (opts && opts->rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opts->rcvbuf, sizeof(int));
-  if (opts && opts->sndbuf > 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &opts->sndbuf, sizeof(int));
+  if (opts) set_buffers(fd, opts->rcvbuf, opts->sndbuf); /* best effort, as the kernel caps it */
   if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
     int err = -errno;
     close(fd);
@@ -393,12 +401,7 @@ void kp_udp_batch_end(kp_udp_t *udp, kp_udp_batch_t *batch) {
 }
 
 int kp_udp_set_buffers(kp_udp_t *udp, int rcvbuf, int sndbuf) {
-  if (udp->vops) return 0;
-  if (rcvbuf > 0 && setsockopt(udp->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
-    return -errno;
-  if (sndbuf > 0 && setsockopt(udp->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
-    return -errno;
-  return 0;
+  return udp->vops ? 0 : set_buffers(udp->fd, rcvbuf, sndbuf);
 }
 
 int kp_udp_set_ttl(kp_udp_t *udp, int ttl) {

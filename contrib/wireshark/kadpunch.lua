@@ -366,13 +366,14 @@ local classify
 
 -- Segments of one size sent at once reach a loopback capture as one
 -- packet (UDP GSO): each 61 bytes is a probe of its own. The batch's last
--- segment may be shorter, and of another kind (a small stream packet to
--- the same address, say): it is dissected as what it is.
+-- segment may be shorter or as long, and of another kind (a small stream
+-- packet to the same address, say): it is dissected as what it is.
 local function dissect_probe(tvb, pinfo, tree)
   local parts = {}
-  local whole = tvb:len() - tvb:len() % 61
-  for off = 0, whole - 61, 61 do
-    parts[#parts + 1] = dissect_probe_one(tvb(off, 61):tvb(), pinfo, tree)
+  local whole = 0
+  while whole + 61 <= tvb:len() and tvb(whole, 1):uint() == 0x50 do
+    parts[#parts + 1] = dissect_probe_one(tvb(whole, 61):tvb(), pinfo, tree)
+    whole = whole + 61
   end
   local tail = tvb:len() - whole
   if tail > 0 then

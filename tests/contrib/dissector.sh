@@ -68,20 +68,27 @@ tshark -n -r "$cap" -X lua_script:"$lua" \
 bad=$(wc -l <"$dir/bad.txt")
 [ "$bad" = 0 ] || { echo "$bad malformed packets or dissector errors:"; head "$dir/bad.txt"; fail=1; }
 if grep -q "Lua Error" "$dir/packets.txt" "$dir/tshark.log"; then echo "Lua errors"; fail=1; fi
-# A GSO batch whose last segment is shorter and of another kind (a probe,
-# then a small stream packet to the same address) reaches a loopback
-# capture as one packet: made here from two of the capture's own payloads,
-# it must be dissected as both.
+# A GSO batch whose last segment is shorter or as long, and of another
+# kind (a probe, then a small stream packet to the same address), reaches
+# a loopback capture as one packet: made here from two of the capture's
+# own payloads, it must be dissected as both. The as-long stream packet is
+# the short one grown to 61 bytes with zeros before its tag.
 probe_hex=$(awk -F'\t' '$4 ~ /^50/ && length($4) == 122 {print $4; exit}' "$dir/packets.txt")
-stream_hex=$(awk -F'\t' '$4 ~ /^41/ && length($4) <= 122 {print $4; exit}' "$dir/packets.txt")
-if [ -n "$probe_hex" ] && [ -n "$stream_hex" ]; then
-  printf '000000 %s\n' "$(echo "$probe_hex$stream_hex" | sed 's/../& /g')" >"$dir/gso.txt"
+stream_hex=$(awk -F'\t' '$4 ~ /^41/ && length($4) < 122 {print $4; exit}' "$dir/packets.txt")
+gso_batch() { # NAME HEX: the batch of a probe and HEX, dissected as both
+  printf '000000 %s\n' "$(echo "$probe_hex$2" | sed 's/../& /g')" >"$dir/gso.txt"
   text2pcap -q -u 39894,40003 "$dir/gso.txt" "$dir/gso.pcap" >/dev/null 2>&1
   got=$(tshark -n -r "$dir/gso.pcap" -X lua_script:"$lua" -T fields -e _ws.col.Info 2>/dev/null)
   case "$got" in
-    Probe*"; Stream pn="*) echo "  a probe and a stream packet in one GSO batch: $got" ;;
-    *) echo "a GSO batch of a probe and a stream packet: '$got'"; fail=1 ;;
+    Probe*"; Stream pn="*) echo "  a probe and a $1 stream packet in one GSO batch: $got" ;;
+    *) echo "a GSO batch of a probe and a $1 stream packet: '$got'"; fail=1 ;;
   esac
+}
+if [ -n "$probe_hex" ] && [ -n "$stream_hex" ]; then
+  gso_batch shorter "$stream_hex"
+  cut=$((${#stream_hex} - 32))
+  zeros=$(printf "%$((122 - ${#stream_hex}))s" "" | tr ' ' 0)
+  gso_batch "61-byte" "$(echo "$stream_hex" | cut -c1-$cut)$zeros$(echo "$stream_hex" | cut -c$((cut + 1))-)"
 else
   echo "no probe or short stream packet in the capture"
   fail=1

@@ -12,8 +12,11 @@
  * connections take as a rebinding and resume from.
  *
  * Over UDP until no proxy of the list has answered once, each silent in
- * turn: then over TCP, for good (UDP is blocked here, it seems), through
- * the same framing as the tunnel to a relay.
+ * turn: then over TCP (UDP is blocked here, it seems), through the same
+ * framing as the tunnel to a relay. The UDP socket stays, and asks the
+ * proxy for its key now and then while the connection is up: once the
+ * proxy answers over UDP (the network changed; the daemon started before
+ * it was up), the link goes back to UDP, at new allocations.
  *
  * The allocations are of the node's family, the session of the proxy's:
  * a dual-stack proxy lends an IPv6-only node an IPv4 address (and the
@@ -40,6 +43,12 @@
 #define OWN_HOLD_MS 2000
 #define OWN_HOLD_MAX_MS 300000
 #define OWN_CHECK_MS 500 /* while on our own: whether a proxy's allocations are back */
+/* Fallen to TCP: whether UDP reaches the proxy now, first this long after
+ * the connection is up, doubling with each ask, up to the most. The
+ * doubling is never undone, so a path that answers a KEY? but never
+ * carries a session costs one return per interval, ever fewer. */
+#define UDP_CHECK_FIRST_MS 10000
+#define UDP_CHECK_MAX_MS 600000
 
 typedef struct choice_s {
   kp_addr_t addr;
@@ -67,6 +76,9 @@ struct kp_proxy_link_s {
   bool family_said;
   unsigned family_refusals; /* proxies in a row without an address of it */
   bool tcp;                 /* over TCP instead (asked for, or UDP never answered): */
+  bool has_sock;            /* sock is open: over UDP, or fallen to TCP and checking UDP */
+  uv_timer_t udp_check;     /* fallen to TCP: the next KEY? over UDP */
+  unsigned udp_check_ms;
   kp_tunnel_io_t io;
   uv_connect_t connect;
   uv_timer_t redial;
@@ -86,7 +98,8 @@ struct kp_proxy_link_s {
    * switches run from own_timer, never inside a send or the session's
    * call: each one is a rebinding the node hears. */
   bool may_own, was_up, on_own;
-  bool answered; /* a proxy's datagram reached us over UDP once */
+  bool own_allowed; /* kp_proxy_link_may_go_own: may_own whenever over UDP */
+  bool answered;    /* a proxy's datagram reached us over UDP once */
   uint32_t unusable;
   unsigned flaps;
   uint32_t falls; /* every fall, for the user (flaps is forgotten) */
@@ -412,9 +425,27 @@ static void on_own_timer(uv_timer_t *t) {
 /* ---- The socket to the proxy ------------------------------------------------------------------
  */
 
+static void back_to_udp(kp_proxy_link_t *l);
+
+/* Fallen to TCP: the proxy's KEY, over UDP, is its answer to our KEY?.
+ * Forged (from off the path, with our port guessed), it could send us
+ * back to a UDP that does not get out: for one silence, then TCP again,
+ * and the next check waits twice as long. */
+static void udp_check_answer(kp_proxy_link_t *l, const uint8_t *data, size_t len) {
+  kp_proxy_dgram_t d;
+  if (kp_proxy_dgram_decode(data, len, &d) || d.type != KP_PROXY_KEY) return;
+  const uint8_t *known = kp_proxy_client_proxy_key(l->client);
+  if (known && memcmp(known, d.key, KP_PUBLIC_KEY_LEN)) return; /* another proxy's */
+  back_to_udp(l);
+}
+
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_proxy_link_t *l = udp->data;
   if (l->close_wanted || !kp_addr_eq(from, &l->proxy)) return;
+  if (l->tcp) {
+    udp_check_answer(l, data, len);
+    return;
+  }
   /* Whatever it says (a key, a refusal, a welcome), UDP gets through:
    * the link never goes over TCP by itself. Forged, it could only keep
    * us where we are; a sender off the path would have to guess our port. */
@@ -465,6 +496,18 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
 
 static int dial(kp_proxy_link_t *l);
 
+/* Fallen to TCP, connected: a KEY? to the proxy over UDP. Not while the
+ * connection is down: on_connected asks anew. */
+static void on_udp_check(uv_timer_t *t) {
+  kp_proxy_link_t *l = t->data;
+  if (l->close_wanted || !l->tcp || !l->has_sock || !l->io_live || l->io.hold) return;
+  uint8_t req[KP_PROXY_KEY_LEN];
+  kp_proxy_key_req_encode(req);
+  kp_udp_send(&l->sock, &l->proxy, req, sizeof(req));
+  l->udp_check_ms = l->udp_check_ms * 2 < UDP_CHECK_MAX_MS ? l->udp_check_ms * 2 : UDP_CHECK_MAX_MS;
+  uv_timer_start(&l->udp_check, on_udp_check, l->udp_check_ms, 0);
+}
+
 static void on_redial(uv_timer_t *t) {
   kp_proxy_link_t *l = t->data;
   if (l->close_wanted) return;
@@ -508,6 +551,8 @@ static void on_connected(uv_connect_t *req, int status) {
   }
   l->redial_ms = 0;
   kp_tunnel_io_release(&l->io);
+  if (l->has_sock && !uv_is_active((uv_handle_t *)&l->udp_check))
+    uv_timer_start(&l->udp_check, on_udp_check, l->udp_check_ms, 0);
 }
 
 static int dial(kp_proxy_link_t *l) {
@@ -571,9 +616,9 @@ static void dial_or_later(kp_proxy_link_t *l) {
   uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
 }
 
-/* No proxy answered over UDP: the list over TCP from now on. The UDP
- * socket goes; the session (the next proxy's, if the list moves on) says
- * hello again over the connection. */
+/* No proxy answered over UDP: the list over TCP until one does. The
+ * session (the next proxy's, if the list moves on) says hello again over
+ * the connection; the UDP socket stays, for checking (on_udp_check). */
 static void to_tcp(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
   unsigned next = l->move_wanted ? (l->current + 1) % l->choice_count : l->current;
@@ -585,9 +630,38 @@ static void to_tcp(kp_proxy_link_t *l) {
   l->tcp = true;
   l->may_own = false; /* our own sockets would be UDP too */
   l->unusable = 0;
-  l->handles++; /* the socket's close is owed, besides the connection */
-  kp_udp_close(&l->sock, on_sock_closed);
+  l->handles++; /* the connection's close is owed, besides the socket's */
   dial_or_later(l);
+}
+
+static void on_io_closed_for_good(kp_tunnel_io_t *io) {
+  handle_closed(link_of_io(io));
+}
+
+/* Fallen to TCP, the proxy answered over UDP: a fresh session over UDP,
+ * its channels at new allocations (a rebinding, as on a move to another
+ * proxy). The connection goes, and the old session with it. If UDP stays
+ * silent after all, the list falls to TCP again. */
+static void back_to_udp(kp_proxy_link_t *l) {
+  char text[KP_ADDR_STRLEN];
+  if (fresh_session(l, l->current)) return; /* out of memory: TCP, and asked later */
+  KP_WARN(l->log, "proxy %s answers over UDP: leaving TCP",
+          kp_addr_format(&l->proxy, text, sizeof(text)));
+  l->tcp = false;
+  l->answered = false; /* the session must be heard, or TCP again */
+  l->unusable = 0;
+  l->may_own = l->own_allowed && l->family == l->proxy.family;
+  uv_timer_stop(&l->udp_check);
+  uv_timer_stop(&l->redial);
+  if (l->io_live) {
+    l->io_live = false;
+    kp_tunnel_io_close(&l->io, on_io_closed_for_good);
+  } else if (l->io.handles) {
+    l->io.on_closed = on_io_closed_for_good; /* closing on its way to a redial */
+  } else {
+    handle_closed(l); /* down, and its handles already closed */
+  }
+  rearm(l);
 }
 
 /* "[tcp:]P[,P...]", each P "[KEY@]ip:port" (a later "tcp:" only where
@@ -653,6 +727,7 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
     return err;
   }
   if (!tcp) {
+    l->has_sock = true;
     l->sock.data = l;
     kp_udp_enable_gro(&l->sock);
     kp_udp_recv_start(&l->sock, on_datagram);
@@ -660,9 +735,12 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   uv_timer_init(loop, &l->timer);
   uv_timer_init(loop, &l->redial);
   uv_timer_init(loop, &l->own_timer);
+  uv_timer_init(loop, &l->udp_check);
   uv_idle_init(loop, &l->reaper);
-  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l;
-  l->handles = 5; /* timer, redial, own timer, reaper, and the socket or the TCP connection */
+  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l->udp_check.data = l;
+  l->udp_check_ms = UDP_CHECK_FIRST_MS;
+  /* The timers, the reaper, and the socket or the TCP connection. */
+  l->handles = 6;
   if (tcp) dial_or_later(l);
   rearm(l);
   *out = l;
@@ -701,6 +779,7 @@ bool kp_proxy_link_tcp(const kp_proxy_link_t *l) {
 void kp_proxy_link_may_go_own(kp_proxy_link_t *l) {
   /* Nor for a node the proxy bridges to the other family: this host may
    * have no address of the node's. */
+  l->own_allowed = true;
   l->may_own = !l->tcp && l->family == l->proxy.family;
 }
 
@@ -745,9 +824,10 @@ void kp_proxy_link_close(kp_proxy_link_t *l) {
   uv_close((uv_handle_t *)&l->own_timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
   uv_close((uv_handle_t *)&l->redial, on_handle_closed);
-  if (!l->tcp) {
-    kp_udp_close(&l->sock, on_sock_closed);
-  } else if (l->io_live) {
+  uv_close((uv_handle_t *)&l->udp_check, on_handle_closed);
+  if (l->has_sock) kp_udp_close(&l->sock, on_sock_closed);
+  if (!l->tcp) return;
+  if (l->io_live) {
     l->io_live = false;
     kp_tunnel_io_close(&l->io, on_io_closed); /* its callback counts it */
   } else if (!l->io.handles) {

@@ -14,7 +14,7 @@
 #include "node/testnet.h"
 #include "tests/harness/test.h"
 #include "tests/loopback/echo_stream.h"
-#include "tests/loopback/tcp_splice.h"
+#include "tests/loopback/splice.h"
 #include "tests/loopback/test_node.h"
 #include "tests/loopback/testnet_up.h"
 
@@ -122,6 +122,13 @@ static bool is_member(void *ctx) {
   return kp_node_is_member(ctx);
 }
 
+/* The link is back over UDP, its session up. */
+static bool proxied_over_udp(void *ctx) {
+  kp_node_proxy_info_t pi;
+  kp_node_proxy_info(ctx, &pi);
+  return pi.up && !pi.tcp;
+}
+
 static bool link_up(void *ctx) {
   kp_node_t *n = ctx;
   return kp_proxy_link_up(n->proxy_link) && n->sock.local.port != 0;
@@ -155,11 +162,13 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy
 }
 
 /* How a proxied client reaches its proxy: over UDP; over TCP as asked
- * ("tcp:"); or from where UDP to the proxy is lost (a splice's port,
- * whose UDP socket never reads) and only TCP gets through. */
-typedef enum { OVER_UDP, OVER_TCP, UDP_BLOCKED } transport_t;
+ * ("tcp:"); from where UDP to the proxy is lost (the splices' port: its
+ * UDP splice closed) and only TCP gets through; or lost until the link is
+ * over TCP, then spliced to the proxy too (UDP unblocked). */
+typedef enum { OVER_UDP, OVER_TCP, UDP_BLOCKED, UDP_RETURNS } transport_t;
 
-static const char *const TRANSPORT_NAMES[] = {"", " over TCP", " (UDP blocked: over TCP)"};
+static const char *const TRANSPORT_NAMES[] = {"", " over TCP", " (UDP blocked: over TCP)",
+                                              " (UDP blocked, then back: over UDP)"};
 
 /* Runs one echo with the client and/or the server proxied. */
 static void run_via(bool client_proxied, bool server_proxied, transport_t transport) {
@@ -185,26 +194,33 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
   snprintf(client_text, sizeof(client_text), "%s%s", transport == OVER_TCP ? "tcp:" : "",
            addr_text);
   kp_tcp_splice_t splice;
-  uv_udp_t black_hole;
-  if (transport == UDP_BLOCKED) {
+  kp_udp_splice_t udp_splice;
+  bool blocked = transport == UDP_BLOCKED || transport == UDP_RETURNS;
+  if (blocked) {
     int port = kp_testnet_free_port();
-    struct sockaddr_in at;
-    uv_ip4_addr("127.0.0.1", port, &at);
-    KP_CHECK_OK(uv_udp_init(&loop, &black_hole));
-    KP_CHECK_OK(uv_udp_bind(&black_hole, (struct sockaddr *)&at, 0));
+    kp_udp_splice_start(&loop, &udp_splice, port, px_addr.port);
     kp_tcp_splice_start(&loop, &splice, port, px_addr.port);
     snprintf(client_text, sizeof(client_text), "127.0.0.1:%d", port);
   }
   uint64_t start = uv_now(&loop);
   kp_node_t *client = make_node(&loop, tn.bootstrap, client_proxied ? client_text : NULL, false);
   uint64_t up_ms = uv_now(&loop) - start;
-  if (transport == UDP_BLOCKED) {
+  if (blocked) {
     /* Through the splice: over TCP, once UDP had its chance (5 s). */
     kp_node_proxy_info_t pi;
     kp_node_proxy_info(client, &pi);
     KP_CHECK(pi.tcp && pi.up && splice.accepted == 1);
     printf("UDP to the proxy lost: its session up over TCP after %llu ms\n",
            (unsigned long long)up_ms);
+  }
+  if (transport == UDP_RETURNS) {
+    /* UDP gets through now: the link asks 10 s after its connection is
+     * up, and goes back to UDP once the proxy answers. */
+    kp_udp_splice_open(&udp_splice);
+    uint64_t unblocked = uv_now(&loop);
+    KP_CHECK(kp_testnet_run_until(&loop, proxied_over_udp, client, 30000));
+    printf("UDP unblocked: the session back over UDP after %llu ms\n",
+           (unsigned long long)(uv_now(&loop) - unblocked));
   }
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp;
@@ -220,7 +236,7 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
     KP_CHECK(kp_addr_eq(&r.info.proxy, &client_px));
     kp_node_proxy_info_t pi; /* over UDP where UDP works; TCP as asked, or found */
     kp_node_proxy_info(client, &pi);
-    KP_CHECK_EQ(pi.tcp, transport != OVER_UDP);
+    KP_CHECK_EQ(pi.tcp, transport == OVER_TCP || transport == UDP_BLOCKED);
   }
   if (server_proxied) {
     KP_CHECK(kp_addr_same_ip(&r.info.path, &px_addr) && r.info.path.port != px_addr.port);
@@ -241,10 +257,15 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
   /* The sessions said goodbye: their allocations are gone. */
   kp_proxy_service_counters(svc, &pc);
   KP_CHECK_EQ(pc.allocs, 0);
-  if (transport == UDP_BLOCKED) {
-    KP_CHECK(splice.bytes > r.len); /* the streams went through it */
+  if (transport == UDP_BLOCKED) KP_CHECK(splice.bytes > r.len); /* the streams went through it */
+  if (transport == UDP_RETURNS) {
+    /* Through the UDP splice: 4 MiB both ways is some 6000 datagrams. */
+    KP_CHECK(udp_splice.datagrams > 2 * (r.len / 1500));
+    KP_CHECK(splice.bytes < r.len);
+  }
+  if (blocked) {
     kp_tcp_splice_stop(&splice);
-    uv_close((uv_handle_t *)&black_hole, NULL);
+    kp_udp_splice_stop(&udp_splice);
   }
   kp_node_close(pxnode, NULL); /* closes its proxy */
   kp_testnet_destroy(&tn);
@@ -268,6 +289,11 @@ static void test_connect_proxied_tcp(void) {
 /* A client whose UDP to its proxy is lost goes over TCP by itself. */
 static void test_udp_blocked_goes_tcp(void) {
   run_via(true, false, UDP_BLOCKED);
+}
+
+/* ... and back to UDP once UDP gets through again. */
+static void test_tcp_returns_to_udp(void) {
+  run_via(true, false, UDP_RETURNS);
 }
 
 static void test_serve_proxied(void) {
@@ -720,7 +746,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(connect_proxied, loopback, 120),      KP_CASE(serve_proxied, loopback, 120),
     KP_CASE(both_proxied, loopback, 120),         KP_CASE(connect_proxied_tcp, loopback, 120),
     KP_CASE(bridges_families, loopback, 120),     KP_CASE(every_proxy_lost, loopback, 150),
-    KP_CASE(udp_blocked_goes_tcp, loopback, 120),
+    KP_CASE(udp_blocked_goes_tcp, loopback, 120), KP_CASE(tcp_returns_to_udp, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

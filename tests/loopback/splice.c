@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A TCP splice for tests (tcp_splice.h). */
-#include "tests/loopback/tcp_splice.h"
+/* Splices for tests (splice.h). */
+#include "tests/loopback/splice.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -124,4 +124,66 @@ void kp_tcp_splice_stop(kp_tcp_splice_t *sp) {
   uv_close((uv_handle_t *)&sp->listener, NULL);
   for (pair_t *p = pairs; p; p = p->next)
     if (p->sp == sp) pair_end(p);
+}
+
+/* ---- UDP ---------------------------------------------------------------------------------------
+ */
+
+static char udp_buf[65536]; /* one datagram at a time: sent before the next is read */
+
+static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h, (void)suggested;
+  *buf = uv_buf_init(udp_buf, sizeof(udp_buf));
+}
+
+/* Sent at once or lost, as UDP may be. */
+static void udp_pass(kp_udp_splice_t *sp, uv_udp_t *via, const struct sockaddr *to,
+                     const char *data, ssize_t n) {
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+  if (uv_udp_try_send(via, &b, 1, to) == n) sp->datagrams++;
+}
+
+static void on_at_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *from,
+                       unsigned flags) {
+  kp_udp_splice_t *sp = h->data;
+  (void)flags;
+  if (n <= 0 || !from || !sp->open) return;
+  memcpy(&sp->sender, from,
+         from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+  sp->heard = true;
+  struct sockaddr_in to;
+  uv_ip4_addr("127.0.0.1", sp->to_port, &to);
+  udp_pass(sp, &sp->out, (struct sockaddr *)&to, buf->base, n);
+}
+
+static void on_out_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *from,
+                        unsigned flags) {
+  kp_udp_splice_t *sp = h->data;
+  (void)flags;
+  if (n <= 0 || !from || !sp->heard) return;
+  udp_pass(sp, &sp->at, (struct sockaddr *)&sp->sender, buf->base, n);
+}
+
+void kp_udp_splice_start(uv_loop_t *loop, kp_udp_splice_t *sp, int port, int to_port) {
+  memset(sp, 0, sizeof(*sp));
+  sp->to_port = to_port;
+  struct sockaddr_in at, any;
+  uv_ip4_addr("127.0.0.1", port, &at);
+  uv_ip4_addr("127.0.0.1", 0, &any);
+  KP_CHECK_OK(uv_udp_init(loop, &sp->at));
+  KP_CHECK_OK(uv_udp_init(loop, &sp->out));
+  KP_CHECK_OK(uv_udp_bind(&sp->at, (struct sockaddr *)&at, 0));
+  KP_CHECK_OK(uv_udp_bind(&sp->out, (struct sockaddr *)&any, 0));
+  sp->at.data = sp->out.data = sp;
+  KP_CHECK_OK(uv_udp_recv_start(&sp->at, udp_alloc, on_at_recv));
+  KP_CHECK_OK(uv_udp_recv_start(&sp->out, udp_alloc, on_out_recv));
+}
+
+void kp_udp_splice_open(kp_udp_splice_t *sp) {
+  sp->open = true;
+}
+
+void kp_udp_splice_stop(kp_udp_splice_t *sp) {
+  uv_close((uv_handle_t *)&sp->at, NULL);
+  uv_close((uv_handle_t *)&sp->out, NULL);
 }

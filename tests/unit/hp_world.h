@@ -116,5 +116,7 @@ void test_resume_without_handshake_node(void);
 void test_proxied_link_goes_direct(void);
 void test_proxied_random_link_goes_direct(void);
 void test_proxied_link_requests_bounded(void);
+void test_proxied_link_refuses_birthday(void);
+void test_proxied_random_to_proxied_stays(void);
 
 #endif

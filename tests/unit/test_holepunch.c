@@ -1019,6 +1019,8 @@ static const kp_test_case_t cases[] = {
     KP_CASE(proxied_link_goes_direct, sim, 60),
     KP_CASE(proxied_random_link_goes_direct, sim, 60),
     KP_CASE(proxied_link_requests_bounded, sim, 60),
+    KP_CASE(proxied_link_refuses_birthday, sim, 60),
+    KP_CASE(proxied_random_to_proxied_stays, sim, 60),
 };
 
 KP_TEST_MAIN(cases)

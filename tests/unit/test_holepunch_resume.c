@@ -341,21 +341,25 @@ static void tap_victim(void *ctx, const kp_addr_t *from, const kp_addr_t *to, co
   if (kp_addr_eq(to, &t->victim)) t->to_victim++;
 }
 
-/* The client's socket of its own, and its public address as an observer
+/* A peer's socket of its own, and its public address as an observer
  * sees it (as the node's glue learns it: from where a datagram to someone
  * else came from). */
-static void *own_socket(pair_links_t *p, kp_addr_t *seen) {
+static void *own_socket_of(pair_links_t *p, peer_t *peer, kp_addr_t *seen) {
   kp_addr_t observer_addr;
   memset(seen, 0, sizeof(*seen));
   KP_CHECK_OK(kp_addr_parse(&observer_addr, "198.51.100.200:3478"));
   kp_sim_socket_t *observer = kp_sim_socket_new(p->w.sim, &observer_addr, NULL, observe, seen);
-  void *own = peer_open_extra(p->client);
+  void *own = peer_open_extra(peer);
   KP_CHECK(own != NULL);
   kp_sim_send(own, &observer_addr, (const uint8_t *)"?", 1);
   kp_sim_run_until(p->w.sim, kp_sim_now(p->w.sim) + 100);
   KP_CHECK(seen->family != 0);
   kp_sim_socket_free(observer);
   return own;
+}
+
+static void *own_socket(pair_links_t *p, kp_addr_t *seen) {
+  return own_socket_of(p, p->client, seen);
 }
 
 /* A connection through a proxy goes direct (hp_link.c, "through a proxy"):
@@ -532,6 +536,116 @@ void test_proxied_link_requests_bounded(void) {
   for (int i = 0; i < 5; i++) kp_sim_send(p.client->n->sock, &p.client->res.path, req, sizeof(req));
   kp_sim_run_until(sim, kp_sim_now(sim) + SEC);
   KP_CHECK_EQ(t.to_victim, 0);
+  kp_sim_set_tap(sim, NULL, NULL);
+  links_down(&p);
+}
+
+/* Punch requests that name the sender's own address, from the client. */
+static void tap_own_requests(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                             const uint8_t *data, size_t len) {
+  unsigned *n = ctx;
+  uint64_t id;
+  uint8_t flags;
+  (void)from, (void)to;
+  if (!kp_probe_peek(data, len, &id, &flags) && (flags & KP_PROBE_FROM_CLIENT) &&
+      (flags & KP_PROBE_OWN_ADDR) && !(flags & KP_PROBE_ANSWER))
+    (*n)++;
+}
+
+/* Both sides proxied, the client behind a NAT that maps each destination
+ * anew (its own address a guess: the port an observer saw). Its own
+ * socket's mapping toward the peer is not the one it could name, and the
+ * peer's own socket heeds only the address named. So once the client
+ * knows the peer is proxied too (the peer's own punch requests say so),
+ * it names its guess no more, and moves on no proof that reaches its own
+ * socket: the peer would not follow, and the path would flap between the
+ * two. The peer's filter lets anyone in (the worst case: the client's
+ * probes and the answers to them get through). */
+void test_proxied_random_to_proxied_stays(void) {
+  pair_links_t p;
+  links_up(&p, 4346, K_RANDOM);
+  kp_sim_t *sim = p.w.sim;
+  kp_sim_nat_set_filter(p.server->nat, KP_SIM_FILTER_OPEN);
+  kp_addr_t cseen, sseen;
+  void *cown = own_socket(&p, &cseen);
+  void *sown = own_socket_of(&p, p.server, &sseen);
+  unsigned requests = 0;
+  kp_sim_set_tap(sim, tap_own_requests, &requests);
+  uint64_t t0 = kp_sim_now(sim);
+  kp_hp_set_own_socket(p.server->hp, sown, &sseen, false, t0);
+  kp_hp_set_own_socket(p.client->hp, cown, &cseen, true, t0);
+  kp_sim_dht_node_kick(p.client->n);
+  kp_sim_dht_node_kick(p.server->n);
+  kp_sim_run_until(sim, t0 + 10 * SEC);
+  unsigned early = requests;
+  kp_sim_run_until(sim, t0 + 40 * SEC);
+  printf("both proxied, the client's own address a guess: %u moves by the client, %u by the "
+         "server; the client's punch requests naming it: %u in the first 10 s, %u in the next "
+         "30 s\n",
+         p.cm.count, p.sm.count, early, requests - early);
+  KP_CHECK_EQ(p.cm.count, 0);
+  KP_CHECK_EQ(p.sm.count, 0);
+  KP_CHECK_EQ(requests - early, 0);
+  kp_sim_set_tap(sim, NULL, NULL);
+  peer_close_extra(p.client, cown);
+  peer_close_extra(p.server, sown);
+  links_down(&p);
+}
+
+typedef struct ip_tap_s {
+  kp_addr_t victim;
+  unsigned to_port, to_others; /* to the victim's address; to other ports of its IP */
+} ip_tap_t;
+
+static void tap_victim_ip(void *ctx, const kp_addr_t *from, const kp_addr_t *to,
+                          const uint8_t *data, size_t len) {
+  ip_tap_t *t = ctx;
+  (void)from, (void)data, (void)len;
+  if (kp_addr_eq(to, &t->victim))
+    t->to_port++;
+  else if (kp_addr_same_ip(to, &t->victim))
+    t->to_others++;
+}
+
+/* No birthday through a proxy path (hp_link.c, birthday_request): a peer
+ * that turned the connection into a proxy path by naming an address of
+ * its own (a victim's), then asks for a birthday through that path, as a
+ * random-NAT peer would, makes this node spray nothing at the victim's
+ * IP. The peer here is the real client behind a NAT that maps each
+ * destination anew, so the server knows it as such from the handshake:
+ * only the proxy path stands between the request and a spray. */
+void test_proxied_link_refuses_birthday(void) {
+  pair_links_t p;
+  links_up(&p, 4345, K_RANDOM);
+  kp_sim_t *sim = p.w.sim;
+  ip_tap_t t = {0};
+  KP_CHECK_OK(kp_addr_parse(&t.victim, "198.51.100.77:7777"));
+  kp_sim_set_tap(sim, tap_victim_ip, &t);
+  /* From the socket the connection runs on, to the server: its path. */
+  void *from = p.client->res.socket ? p.client->res.socket : p.client->n->sock;
+  uint8_t req[KP_PROBE_LEN];
+  own_addr_request(&p, &t.victim, req);
+  kp_sim_send(from, &p.client->res.path, req, sizeof(req));
+  kp_sim_run_until(sim, kp_sim_now(sim) + SEC);
+  kp_hp_stats_t before, after;
+  kp_hp_stats(p.server->hp, &before);
+  kp_probe_t bday = {.flags = KP_PROBE_FROM_CLIENT | KP_PROBE_BIRTHDAY |
+                              kp_probe_nat_flags(KP_NAT_RANDOM),
+                     .conn_id = p.server->conn.local_id};
+  uint8_t pkt[KP_PROBE_LEN];
+  kp_probe_encode(&bday, p.client->res.probe_key, pkt);
+  for (int i = 0; i < 3; i++) {
+    kp_sim_send(from, &p.client->res.path, pkt, sizeof(pkt));
+    kp_sim_run_until(sim, kp_sim_now(sim) + 5 * SEC);
+  }
+  kp_hp_stats(p.server->hp, &after);
+  printf("a birthday asked through a proxy path naming a victim: %llu started, %u datagrams to "
+         "other ports of its IP, %u to the address named\n",
+         (unsigned long long)(after.birthdays - before.birthdays), t.to_others, t.to_port);
+  KP_CHECK(after.probes_ok - before.probes_ok >= 3); /* they did arrive, authenticated */
+  KP_CHECK_EQ(after.birthdays, before.birthdays);
+  KP_CHECK_EQ(t.to_others, 0);
+  KP_CHECK(t.to_port <= 8); /* the upgrade's probes to the hint, on its back-off */
   kp_sim_set_tap(sim, NULL, NULL);
   links_down(&p);
 }

@@ -13,10 +13,12 @@
  *
  * Over UDP until no proxy of the list has answered once, each silent in
  * turn: then over TCP (UDP is blocked here, it seems), through the same
- * framing as the tunnel to a relay. The UDP socket stays, and asks the
- * proxy for its key now and then while the connection is up: once the
- * proxy answers over UDP (the network changed; the daemon started before
- * it was up), the link goes back to UDP, at new allocations.
+ * framing as the tunnel to a relay. The UDP socket stays: now and then,
+ * while the connection is up, a trial session says HELLO over it, and
+ * once the proxy welcomes it (the network changed; the daemon started
+ * before it was up) the link goes back to UDP on it, the channels at new
+ * allocations. Until then the connection carries on: a trial that fails
+ * costs nothing.
  *
  * The allocations are of the node's family, the session of the proxy's:
  * a dual-stack proxy lends an IPv6-only node an IPv4 address (and the
@@ -43,12 +45,12 @@
 #define OWN_HOLD_MS 2000
 #define OWN_HOLD_MAX_MS 300000
 #define OWN_CHECK_MS 500 /* while on our own: whether a proxy's allocations are back */
-/* Fallen to TCP: whether UDP reaches the proxy now, first this long after
- * the connection is up, doubling with each ask, up to the most. The
- * doubling is never undone, so a path that answers a KEY? but never
- * carries a session costs one return per interval, ever fewer. */
-#define UDP_CHECK_FIRST_MS 10000
-#define UDP_CHECK_MAX_MS 600000
+/* Fallen to TCP: a trial session over UDP, first this long after the
+ * connection is up, doubling with each trial, up to the most (a HELLO
+ * costs the proxy a handshake); each given this long to be welcomed. */
+#define UDP_TRIAL_FIRST_MS 5000
+#define UDP_TRIAL_MAX_MS 600000
+#define UDP_TRIAL_MS 5000
 
 typedef struct choice_s {
   kp_addr_t addr;
@@ -76,9 +78,15 @@ struct kp_proxy_link_s {
   bool family_said;
   unsigned family_refusals; /* proxies in a row without an address of it */
   bool tcp;                 /* over TCP instead (asked for, or UDP never answered): */
-  bool has_sock;            /* sock is open: over UDP, or fallen to TCP and checking UDP */
-  uv_timer_t udp_check;     /* fallen to TCP: the next KEY? over UDP */
-  unsigned udp_check_ms;
+  bool has_sock;            /* sock is open: over UDP, or fallen to TCP and trying UDP */
+  /* Fallen to TCP: the trial session over UDP (NULL: none running), until
+   * when it may run, whether it went down; the timer runs it, and the
+   * next one. */
+  kp_proxy_client_t *trial;
+  uint64_t trial_until;
+  bool trial_failed;
+  uv_timer_t udp_trial;
+  unsigned udp_trial_ms;
   kp_tunnel_io_t io;
   uv_connect_t connect;
   uv_timer_t redial;
@@ -426,24 +434,17 @@ static void on_own_timer(uv_timer_t *t) {
  */
 
 static void back_to_udp(kp_proxy_link_t *l);
-
-/* Fallen to TCP: the proxy's KEY, over UDP, is its answer to our KEY?.
- * Forged (from off the path, with our port guessed), it could send us
- * back to a UDP that does not get out: for one silence, then TCP again,
- * and the next check waits twice as long. */
-static void udp_check_answer(kp_proxy_link_t *l, const uint8_t *data, size_t len) {
-  kp_proxy_dgram_t d;
-  if (kp_proxy_dgram_decode(data, len, &d) || d.type != KP_PROXY_KEY) return;
-  const uint8_t *known = kp_proxy_client_proxy_key(l->client);
-  if (known && memcmp(known, d.key, KP_PUBLIC_KEY_LEN)) return; /* another proxy's */
-  back_to_udp(l);
-}
+static void on_udp_trial(uv_timer_t *t);
 
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_proxy_link_t *l = udp->data;
   if (l->close_wanted || !kp_addr_eq(from, &l->proxy)) return;
-  if (l->tcp) {
-    udp_check_answer(l, data, len);
+  if (l->tcp) { /* the trial's, if one runs: welcomed, the link is back */
+    if (!l->trial) return;
+    kp_proxy_client_input(l->trial, data, len, now_of(l));
+    kp_proxy_client_stats_t st;
+    kp_proxy_client_stats(l->trial, &st);
+    if (st.up) back_to_udp(l);
     return;
   }
   /* Whatever it says (a key, a refusal, a welcome), UDP gets through:
@@ -496,18 +497,6 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
 
 static int dial(kp_proxy_link_t *l);
 
-/* Fallen to TCP, connected: a KEY? to the proxy over UDP. Not while the
- * connection is down: on_connected asks anew. */
-static void on_udp_check(uv_timer_t *t) {
-  kp_proxy_link_t *l = t->data;
-  if (l->close_wanted || !l->tcp || !l->has_sock || !l->io_live || l->io.hold) return;
-  uint8_t req[KP_PROXY_KEY_LEN];
-  kp_proxy_key_req_encode(req);
-  kp_udp_send(&l->sock, &l->proxy, req, sizeof(req));
-  l->udp_check_ms = l->udp_check_ms * 2 < UDP_CHECK_MAX_MS ? l->udp_check_ms * 2 : UDP_CHECK_MAX_MS;
-  uv_timer_start(&l->udp_check, on_udp_check, l->udp_check_ms, 0);
-}
-
 static void on_redial(uv_timer_t *t) {
   kp_proxy_link_t *l = t->data;
   if (l->close_wanted) return;
@@ -551,8 +540,8 @@ static void on_connected(uv_connect_t *req, int status) {
   }
   l->redial_ms = 0;
   kp_tunnel_io_release(&l->io);
-  if (l->has_sock && !uv_is_active((uv_handle_t *)&l->udp_check))
-    uv_timer_start(&l->udp_check, on_udp_check, l->udp_check_ms, 0);
+  if (l->has_sock && !uv_is_active((uv_handle_t *)&l->udp_trial))
+    uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);
 }
 
 static int dial(kp_proxy_link_t *l) {
@@ -618,7 +607,7 @@ static void dial_or_later(kp_proxy_link_t *l) {
 
 /* No proxy answered over UDP: the list over TCP until one does. The
  * session (the next proxy's, if the list moves on) says hello again over
- * the connection; the UDP socket stays, for checking (on_udp_check). */
+ * the connection; the UDP socket stays, for trials (on_udp_trial). */
 static void to_tcp(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
   unsigned next = l->move_wanted ? (l->current + 1) % l->choice_count : l->current;
@@ -638,20 +627,26 @@ static void on_io_closed_for_good(kp_tunnel_io_t *io) {
   handle_closed(link_of_io(io));
 }
 
-/* Fallen to TCP, the proxy answered over UDP: a fresh session over UDP,
- * its channels at new allocations (a rebinding, as on a move to another
- * proxy). The connection goes, and the old session with it. If UDP stays
- * silent after all, the list falls to TCP again. */
+/* Fallen to TCP, the trial session welcomed over UDP: it becomes the
+ * link's session, the channels open on it (new allocations: a rebinding,
+ * as on a move to another proxy), and the connection goes, the old
+ * session with it. */
 static void back_to_udp(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
-  if (fresh_session(l, l->current)) return; /* out of memory: TCP, and asked later */
-  KP_WARN(l->log, "proxy %s answers over UDP: leaving TCP",
+  uint64_t now = now_of(l);
+  KP_WARN(l->log, "proxy %s welcomes us over UDP: leaving TCP",
           kp_addr_format(&l->proxy, text, sizeof(text)));
+  kp_proxy_client_free(l->client);
+  l->client = l->trial;
+  l->trial = NULL;
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
+    if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(l->client, i, l->family, now);
   l->tcp = false;
-  l->answered = false; /* the session must be heard, or TCP again */
+  l->answered = true; /* an authenticated WELCOME, over UDP */
   l->unusable = 0;
+  l->family_said = false;
   l->may_own = l->own_allowed && l->family == l->proxy.family;
-  uv_timer_stop(&l->udp_check);
+  uv_timer_stop(&l->udp_trial);
   uv_timer_stop(&l->redial);
   if (l->io_live) {
     l->io_live = false;
@@ -662,6 +657,62 @@ static void back_to_udp(kp_proxy_link_t *l) {
     handle_closed(l); /* down, and its handles already closed */
   }
   rearm(l);
+}
+
+/* The trial's io: its datagrams go over UDP, whatever the link's go over.
+ * Once it is the link's session (back_to_udp), it is the link's io. */
+static void trial_send(void *ctx, const uint8_t *data, size_t len) {
+  kp_proxy_link_t *l = ctx;
+  if (!l->close_wanted && l->has_sock) kp_udp_send(&l->sock, &l->proxy, data, len);
+}
+
+static void trial_down(void *ctx, uint8_t reason) {
+  kp_proxy_link_t *l = ctx;
+  if (l->trial) { /* silent or refused: the next trial, later */
+    l->trial_failed = true;
+    return;
+  }
+  io_down(ctx, reason);
+}
+
+static void trial_end(kp_proxy_link_t *l) {
+  kp_proxy_client_free(l->trial);
+  l->trial = NULL;
+}
+
+/* Fallen to TCP, connected: a trial session over UDP to the proxy the
+ * connection reaches, under the key that connection's session knows, for
+ * UDP_TRIAL_MS; else the next, later. Not while the connection is down
+ * (on_connected starts the timer anew), nor before its session knows the
+ * proxy's key. */
+static void on_udp_trial(uv_timer_t *t) {
+  kp_proxy_link_t *l = t->data;
+  uint64_t now = now_of(l);
+  if (l->close_wanted || !l->tcp || !l->has_sock) return;
+  if (l->trial && !l->trial_failed && now < l->trial_until) {
+    uint64_t next = kp_proxy_client_tick(l->trial, now);
+    if (!l->trial_failed) {
+      if (next > l->trial_until) next = l->trial_until;
+      uv_timer_start(&l->udp_trial, on_udp_trial, next > now ? next - now : 1, 0);
+      return;
+    }
+  }
+  if (l->trial) {
+    trial_end(l);
+    uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);
+    return;
+  }
+  if (!l->io_live || l->io.hold) return;
+  const uint8_t *key = kp_proxy_client_proxy_key(l->client);
+  kp_proxy_client_io_t io = {l, trial_send, io_opened, io_recv, io_closed, trial_down};
+  if (!key || kp_proxy_client_new(&l->self, key, &l->rng, &io, now, &l->trial)) {
+    uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);
+    return;
+  }
+  l->trial_until = now + UDP_TRIAL_MS;
+  l->trial_failed = false;
+  l->udp_trial_ms = l->udp_trial_ms * 2 < UDP_TRIAL_MAX_MS ? l->udp_trial_ms * 2 : UDP_TRIAL_MAX_MS;
+  uv_timer_start(&l->udp_trial, on_udp_trial, 0, 0); /* its first HELLO */
 }
 
 /* "[tcp:]P[,P...]", each P "[KEY@]ip:port" (a later "tcp:" only where
@@ -735,10 +786,10 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   uv_timer_init(loop, &l->timer);
   uv_timer_init(loop, &l->redial);
   uv_timer_init(loop, &l->own_timer);
-  uv_timer_init(loop, &l->udp_check);
+  uv_timer_init(loop, &l->udp_trial);
   uv_idle_init(loop, &l->reaper);
-  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l->udp_check.data = l;
-  l->udp_check_ms = UDP_CHECK_FIRST_MS;
+  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l->udp_trial.data = l;
+  l->udp_trial_ms = UDP_TRIAL_FIRST_MS;
   /* The timers, the reaper, and the socket or the TCP connection. */
   l->handles = 6;
   if (tcp) dial_or_later(l);
@@ -803,6 +854,7 @@ bool kp_proxy_link_up(const kp_proxy_link_t *l) {
 
 static void handle_closed(kp_proxy_link_t *l) {
   if (--l->handles) return;
+  kp_proxy_client_free(l->trial);
   kp_proxy_client_free(l->client);
   kp_keypair_wipe(&l->self);
   kp_free(l);
@@ -824,7 +876,7 @@ void kp_proxy_link_close(kp_proxy_link_t *l) {
   uv_close((uv_handle_t *)&l->own_timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
   uv_close((uv_handle_t *)&l->redial, on_handle_closed);
-  uv_close((uv_handle_t *)&l->udp_check, on_handle_closed);
+  uv_close((uv_handle_t *)&l->udp_trial, on_handle_closed);
   if (l->has_sock) kp_udp_close(&l->sock, on_sock_closed);
   if (!l->tcp) return;
   if (l->io_live) {

@@ -140,6 +140,10 @@ static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void udp_pass(kp_udp_splice_t *sp, uv_udp_t *via, const struct sockaddr *to,
                      const char *data, ssize_t n) {
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+  if (sp->max_len && (size_t)n > sp->max_len) {
+    sp->too_long++;
+    return;
+  }
   if (uv_udp_try_send(via, &b, 1, to) == n) sp->datagrams++;
 }
 

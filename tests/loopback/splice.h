@@ -9,7 +9,8 @@
  *
  * The UDP splice, closed, drops what reaches 127.0.0.1:port; open, it
  * sends what one sender sends there to 127.0.0.1:to_port, from a port of
- * its own, and the answers back. */
+ * its own, and the answers back, but drops any datagram longer than
+ * max_len (0: none), as a path that lets only small ones through. */
 #ifndef KP_TEST_SPLICE_H
 #define KP_TEST_SPLICE_H
 
@@ -34,10 +35,12 @@ typedef struct kp_udp_splice_s {
   uv_udp_t at;  /* port */
   uv_udp_t out; /* to to_port */
   bool open;
+  size_t max_len;
   struct sockaddr_storage sender; /* the one sender, once heard */
   bool heard;
   int to_port;
   uint64_t datagrams; /* carried, both ways */
+  uint64_t too_long;  /* dropped for max_len */
 } kp_udp_splice_t;
 
 /* Closed (checked: the test fails if it cannot bind). */

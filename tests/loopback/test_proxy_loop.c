@@ -214,13 +214,29 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
            (unsigned long long)up_ms);
   }
   if (transport == UDP_RETURNS) {
-    /* UDP gets through now: the link asks 10 s after its connection is
-     * up, and goes back to UDP once the proxy answers. */
+    /* UDP gets through now, but only small datagrams: the link's first
+     * trial session (5 s after its connection came up) is not welcomed,
+     * and costs the link nothing; it stays up over TCP. */
+    kp_addr_t over_tcp = client->sock.local; /* its allocation through the TCP session */
+    udp_splice.max_len = 200;
     kp_udp_splice_open(&udp_splice);
     uint64_t unblocked = uv_now(&loop);
+    kp_testnet_run_until(&loop, proxied_over_udp, client, 11000);
+    kp_node_proxy_info_t pi;
+    kp_node_proxy_info(client, &pi);
+    printf("small datagrams only, 11 s: %" PRIu64 " too long for the path; the session over %s, "
+           "%s\n",
+           udp_splice.too_long, pi.tcp ? "TCP" : "UDP", pi.up ? "up" : "down");
+    KP_CHECK(udp_splice.too_long > 0 && pi.tcp && pi.up);
+    /* Every datagram gets through: the next trial (10 s after the first)
+     * is welcomed, and the link is back over UDP. */
+    udp_splice.max_len = 0;
     KP_CHECK(kp_testnet_run_until(&loop, proxied_over_udp, client, 30000));
     printf("UDP unblocked: the session back over UDP after %llu ms\n",
            (unsigned long long)(uv_now(&loop) - unblocked));
+    /* The node's socket is at a new allocation: a rebinding. */
+    kp_testnet_run_until(&loop, NULL, NULL, 500);
+    KP_CHECK(client->sock.local.port && !kp_addr_eq(&client->sock.local, &over_tcp));
   }
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp;
@@ -291,7 +307,8 @@ static void test_udp_blocked_goes_tcp(void) {
   run_via(true, false, UDP_BLOCKED);
 }
 
-/* ... and back to UDP once UDP gets through again. */
+/* ... and back to UDP once UDP gets through again (not while only small
+ * datagrams do). */
 static void test_tcp_returns_to_udp(void) {
   run_via(true, false, UDP_RETURNS);
 }

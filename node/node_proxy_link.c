@@ -107,7 +107,9 @@ struct kp_proxy_link_s {
    * call: each one is a rebinding the node hears. */
   bool may_own, was_up, on_own;
   bool own_allowed; /* kp_proxy_link_may_go_own: may_own whenever over UDP */
-  bool answered;    /* a proxy's datagram reached us over UDP once */
+  bool answered;    /* a proxy's datagram reached us over UDP once (before any fall) */
+  bool fell;        /* went over TCP by itself once: UDP is not to be trusted here */
+  bool open_wanted; /* back over UDP: the channels open once the connection is closed */
   uint32_t unusable;
   unsigned flaps;
   uint32_t falls; /* every fall, for the user (flaps is forgotten) */
@@ -449,8 +451,10 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
   }
   /* Whatever it says (a key, a refusal, a welcome), UDP gets through:
    * the link never goes over TCP by itself. Forged, it could only keep
-   * us where we are; a sender off the path would have to guess our port. */
-  l->answered = true;
+   * us where we are; a sender off the path would have to guess our port.
+   * Not once the link fell to TCP: from then on, every proxy silent over
+   * UDP means TCP again (and its trials later), whatever was heard. */
+  if (!l->fell) l->answered = true;
   l->in_client++;
   kp_proxy_client_input(l->client, data, len, now_of(l));
   l->in_client--;
@@ -566,6 +570,8 @@ static kp_proxy_client_io_t client_io(kp_proxy_link_t *l) {
 /* A new session, with choice's proxy, every channel the node holds
  * opened there; its HELLO leaves at the next tick. The old session is
  * dropped, not ended: its proxy is not answering. 0, or out of memory. */
+static void trial_end(kp_proxy_link_t *l);
+
 static int fresh_session(kp_proxy_link_t *l, unsigned choice) {
   const choice_t *c = &l->choices[choice];
   kp_proxy_client_t *fresh;
@@ -574,10 +580,12 @@ static int fresh_session(kp_proxy_link_t *l, unsigned choice) {
   int err = kp_proxy_client_new(&l->self, c->has_key ? c->key : NULL, &l->rng, &io, now, &fresh);
   if (err) return err;
   kp_proxy_client_free(l->client);
+  trial_end(l); /* a trial of the proxy left behind */
   l->client = fresh;
   l->current = choice;
   l->proxy = c->addr;
   l->family_said = false;
+  l->open_wanted = false;
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
     if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(fresh, i, l->family, now);
   return 0;
@@ -617,35 +625,47 @@ static void to_tcp(kp_proxy_link_t *l) {
   KP_WARN(l->log, "no proxy answered over UDP: trying proxy %s over TCP",
           kp_addr_format(&l->proxy, text, sizeof(text)));
   l->tcp = true;
+  l->fell = true;
   l->may_own = false; /* our own sockets would be UDP too */
   l->unusable = 0;
   l->handles++; /* the connection's close is owed, besides the socket's */
   dial_or_later(l);
 }
 
+/* Back over UDP, the connection closed: the proxy has (or soon will)
+ * ended the old session and freed its allocations, which count against
+ * the allocations a key may hold; now the new session asks for its own. */
 static void on_io_closed_for_good(kp_tunnel_io_t *io) {
-  handle_closed(link_of_io(io));
+  kp_proxy_link_t *l = link_of_io(io);
+  if (l->open_wanted && !l->close_wanted && !l->tcp) {
+    l->open_wanted = false;
+    uint64_t now = now_of(l);
+    for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
+      if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(l->client, i, l->family, now);
+    rearm(l);
+  }
+  handle_closed(l);
 }
 
 /* Fallen to TCP, the trial session welcomed over UDP: it becomes the
- * link's session, the channels open on it (new allocations: a rebinding,
- * as on a move to another proxy), and the connection goes, the old
- * session with it. */
+ * link's session, and the connection goes, the old session with it; the
+ * channels then open on the new one (new allocations: a rebinding, as on
+ * a move to another proxy). */
 static void back_to_udp(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
-  uint64_t now = now_of(l);
   KP_WARN(l->log, "proxy %s welcomes us over UDP: leaving TCP",
           kp_addr_format(&l->proxy, text, sizeof(text)));
   kp_proxy_client_free(l->client);
   l->client = l->trial;
   l->trial = NULL;
-  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++)
-    if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(l->client, i, l->family, now);
+  kp_proxy_client_io_t io = client_io(l);
+  kp_proxy_client_set_io(l->client, &io);
   l->tcp = false;
-  l->answered = true; /* an authenticated WELCOME, over UDP */
+  l->answered = false; /* fell once: silence means TCP again (on_datagram) */
   l->unusable = 0;
   l->family_said = false;
   l->may_own = l->own_allowed && l->family == l->proxy.family;
+  l->open_wanted = true;
   uv_timer_stop(&l->udp_trial);
   uv_timer_stop(&l->redial);
   if (l->io_live) {
@@ -654,13 +674,13 @@ static void back_to_udp(kp_proxy_link_t *l) {
   } else if (l->io.handles) {
     l->io.on_closed = on_io_closed_for_good; /* closing on its way to a redial */
   } else {
-    handle_closed(l); /* down, and its handles already closed */
+    on_io_closed_for_good(&l->io); /* down, and its handles already closed */
   }
   rearm(l);
 }
 
-/* The trial's io: its datagrams go over UDP, whatever the link's go over.
- * Once it is the link's session (back_to_udp), it is the link's io. */
+/* The trial's io: its datagrams go over UDP, whatever the link's go over;
+ * it opens no channel (back_to_udp gives it the link's io first). */
 static void trial_send(void *ctx, const uint8_t *data, size_t len) {
   kp_proxy_link_t *l = ctx;
   if (!l->close_wanted && l->has_sock) kp_udp_send(&l->sock, &l->proxy, data, len);
@@ -668,11 +688,12 @@ static void trial_send(void *ctx, const uint8_t *data, size_t len) {
 
 static void trial_down(void *ctx, uint8_t reason) {
   kp_proxy_link_t *l = ctx;
-  if (l->trial) { /* silent or refused: the next trial, later */
-    l->trial_failed = true;
-    return;
-  }
-  io_down(ctx, reason);
+  char text[KP_ADDR_STRLEN];
+  if (!l->trial || l->trial_failed) return;
+  l->trial_failed = true; /* silent or refused: the next trial, later */
+  if (reason)
+    KP_INFO(l->log, "proxy %s refused a session over UDP: %s (staying on TCP)",
+            kp_addr_format(&l->proxy, text, sizeof(text)), kp_proxy_reason_name(reason));
 }
 
 static void trial_end(kp_proxy_link_t *l) {
@@ -681,10 +702,10 @@ static void trial_end(kp_proxy_link_t *l) {
 }
 
 /* Fallen to TCP, connected: a trial session over UDP to the proxy the
- * connection reaches, under the key that connection's session knows, for
- * UDP_TRIAL_MS; else the next, later. Not while the connection is down
- * (on_connected starts the timer anew), nor before its session knows the
- * proxy's key. */
+ * connection reaches, under the key that connection's session proved,
+ * for UDP_TRIAL_MS; else the next, later. Not while the connection is
+ * down (on_connected starts the timer anew), nor before its session is
+ * up. */
 static void on_udp_trial(uv_timer_t *t) {
   kp_proxy_link_t *l = t->data;
   uint64_t now = now_of(l);
@@ -703,7 +724,8 @@ static void on_udp_trial(uv_timer_t *t) {
     return;
   }
   if (!l->io_live || l->io.hold) return;
-  const uint8_t *key = kp_proxy_client_proxy_key(l->client);
+  /* Under the key the connection's session proved (it is up). */
+  const uint8_t *key = kp_proxy_link_up(l) ? kp_proxy_client_proxy_key(l->client) : NULL;
   kp_proxy_client_io_t io = {l, trial_send, io_opened, io_recv, io_closed, trial_down};
   if (!key || kp_proxy_client_new(&l->self, key, &l->rng, &io, now, &l->trial)) {
     uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);

@@ -200,6 +200,10 @@ int kp_proxy_client_new(const kp_keypair_t *self, const uint8_t *proxy_key, cons
   return 0;
 }
 
+void kp_proxy_client_set_io(kp_proxy_client_t *c, const kp_proxy_client_io_t *io) {
+  c->io = *io;
+}
+
 void kp_proxy_client_free(kp_proxy_client_t *c) {
   if (!c) return;
   kp_noise_clear(&c->noise);

@@ -54,6 +54,8 @@ typedef struct kp_proxy_client_s kp_proxy_client_t;
 int kp_proxy_client_new(const kp_keypair_t *self, const uint8_t *proxy_key, const kp_rng_t *rng,
                         const kp_proxy_client_io_t *io, uint64_t now, kp_proxy_client_t **out);
 void kp_proxy_client_free(kp_proxy_client_t *c);
+/* Its io from now on (a trial session taken on as the glue's own). */
+void kp_proxy_client_set_io(kp_proxy_client_t *c, const kp_proxy_client_io_t *io);
 
 /* A datagram from the proxy. */
 void kp_proxy_client_input(kp_proxy_client_t *c, const uint8_t *data, size_t len, uint64_t now);

@@ -187,6 +187,10 @@ void kp_udp_splice_open(kp_udp_splice_t *sp) {
   sp->open = true;
 }
 
+void kp_udp_splice_close(kp_udp_splice_t *sp) {
+  sp->open = false;
+}
+
 void kp_udp_splice_stop(kp_udp_splice_t *sp) {
   uv_close((uv_handle_t *)&sp->at, NULL);
   uv_close((uv_handle_t *)&sp->out, NULL);

@@ -46,6 +46,7 @@ typedef struct kp_udp_splice_s {
 /* Closed (checked: the test fails if it cannot bind). */
 void kp_udp_splice_start(uv_loop_t *loop, kp_udp_splice_t *sp, int port, int to_port);
 void kp_udp_splice_open(kp_udp_splice_t *sp);
+void kp_udp_splice_close(kp_udp_splice_t *sp); /* drops again */
 void kp_udp_splice_stop(kp_udp_splice_t *sp);
 
 #endif

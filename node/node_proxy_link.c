@@ -18,7 +18,10 @@
  * once the proxy welcomes it (the network changed; the daemon started
  * before it was up) the link goes back to UDP on it, the channels at new
  * allocations. Until then the connection carries on: a trial that fails
- * costs nothing.
+ * costs nothing. The other way round too: a link whose every proxy went
+ * silent over UDP after one had answered (moved to a network that blocks
+ * UDP) tries a session over TCP now and then, and takes it once welcomed;
+ * a proxy that is down costs a refused connection.
  *
  * The allocations are of the node's family, the session of the proxy's:
  * a dual-stack proxy lends an IPv6-only node an IPv4 address (and the
@@ -45,12 +48,14 @@
 #define OWN_HOLD_MS 2000
 #define OWN_HOLD_MAX_MS 300000
 #define OWN_CHECK_MS 500 /* while on our own: whether a proxy's allocations are back */
-/* Fallen to TCP: a trial session over UDP, first this long after the
- * connection is up, doubling with each trial, up to the most (a HELLO
- * costs the proxy a handshake); each given this long to be welcomed. */
-#define UDP_TRIAL_FIRST_MS 5000
-#define UDP_TRIAL_MAX_MS 600000
-#define UDP_TRIAL_MS 5000
+/* A trial session over the other transport (UDP, fallen to TCP; TCP,
+ * every proxy silent over UDP), first this long after the connection is up
+ * or the proxies went silent, doubling with each trial, up to the most (a
+ * HELLO costs the proxy a handshake); each given this long to be
+ * welcomed. */
+#define TRIAL_FIRST_MS 5000
+#define TRIAL_MAX_MS 600000
+#define TRIAL_MS 5000
 
 typedef struct choice_s {
   kp_addr_t addr;
@@ -79,14 +84,14 @@ struct kp_proxy_link_s {
   unsigned family_refusals; /* proxies in a row without an address of it */
   bool tcp;                 /* over TCP instead (asked for, or UDP never answered): */
   bool has_sock;            /* sock is open: over UDP, or fallen to TCP and trying UDP */
-  /* Fallen to TCP: the trial session over UDP (NULL: none running), until
-   * when it may run, whether it went down; the timer runs it, and the
-   * next one. */
+  /* The trial session over the other transport (NULL: none running):
+   * until when it may run, whether it went down; the timer runs it, and
+   * the next one. Over UDP, its TCP connection is io. */
   kp_proxy_client_t *trial;
   uint64_t trial_until;
   bool trial_failed;
-  uv_timer_t udp_trial;
-  unsigned udp_trial_ms;
+  uv_timer_t trial_timer;
+  unsigned trial_ms;
   kp_tunnel_io_t io;
   uv_connect_t connect;
   uv_timer_t redial;
@@ -147,6 +152,13 @@ static bool all_unusable(const kp_proxy_link_t *l) {
 }
 
 static void to_tcp(kp_proxy_link_t *l);
+static void on_trial(uv_timer_t *t);
+
+/* Over UDP, every proxy silent after one had answered: UDP may be what
+ * stopped getting through, and TCP is worth a trial. */
+static bool udp_lost(const kp_proxy_link_t *l) {
+  return !l->tcp && l->has_sock && l->answered && l->unusable == (1u << l->choice_count) - 1;
+}
 
 /* Runs the session's timers and arms ours at its next deadline. */
 static void rearm(kp_proxy_link_t *l) {
@@ -167,6 +179,8 @@ static void rearm(kp_proxy_link_t *l) {
   }
   if (l->may_own && (l->on_own || all_unusable(l)) && !uv_is_active((uv_handle_t *)&l->own_timer))
     uv_timer_start(&l->own_timer, on_own_timer, l->on_own ? OWN_CHECK_MS : 0, 0);
+  if (udp_lost(l) && !l->trial && !uv_is_active((uv_handle_t *)&l->trial_timer))
+    uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
   if (next == l->armed && uv_is_active((uv_handle_t *)&l->timer)) return;
   l->armed = next;
   uv_timer_start(&l->timer, on_timer, next > now ? next - now : 1, 0);
@@ -436,7 +450,6 @@ static void on_own_timer(uv_timer_t *t) {
  */
 
 static void back_to_udp(kp_proxy_link_t *l);
-static void on_udp_trial(uv_timer_t *t);
 
 static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   kp_proxy_link_t *l = udp->data;
@@ -487,14 +500,22 @@ static kp_proxy_link_t *link_of_io(kp_tunnel_io_t *io) {
   return (kp_proxy_link_t *)((char *)io - offsetof(kp_proxy_link_t, io));
 }
 
+static void onto_tcp(kp_proxy_link_t *l);
+
 static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   kp_proxy_link_t *l = link_of_io(io);
   if (l->close_wanted || !l->io_live) return false;
-  if (f->type == KP_TUNNEL_DATA && f->channel == 0) {
+  if (f->type == KP_TUNNEL_DATA && f->channel == 0 && l->tcp) {
     l->in_client++;
     kp_proxy_client_input(l->client, f->data, f->len, now_of(l));
     l->in_client--;
     rearm(l);
+  } else if (f->type == KP_TUNNEL_DATA && f->channel == 0 && l->trial) {
+    /* Over UDP, the trial's: welcomed, the link goes over TCP. */
+    kp_proxy_client_input(l->trial, f->data, f->len, now_of(l));
+    kp_proxy_client_stats_t st;
+    kp_proxy_client_stats(l->trial, &st);
+    if (st.up) onto_tcp(l);
   }
   return l->io_live && !l->close_wanted;
 }
@@ -518,10 +539,19 @@ static void on_io_closed(kp_tunnel_io_t *io) {
   uv_timer_start(&l->redial, on_redial, l->redial_ms, 0);
 }
 
+static void on_trial_io_closed(kp_tunnel_io_t *io) {
+  handle_closed(link_of_io(io));
+}
+
 static void go_down(kp_proxy_link_t *l, int status) {
   char text[KP_ADDR_STRLEN];
   if (!l->io_live || l->close_wanted) return;
   l->io_live = false;
+  if (!l->tcp) { /* a trial's connection: the trial failed */
+    l->trial_failed = true;
+    kp_tunnel_io_close(&l->io, on_trial_io_closed);
+    return;
+  }
   /* The proxy ends the session with the link: a new one over the next. */
   kp_proxy_client_restart(l->client, now_of(l));
   KP_WARN(l->log, "proxy %s over TCP: %s (dialling again)",
@@ -544,8 +574,8 @@ static void on_connected(uv_connect_t *req, int status) {
   }
   l->redial_ms = 0;
   kp_tunnel_io_release(&l->io);
-  if (l->has_sock && !uv_is_active((uv_handle_t *)&l->udp_trial))
-    uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);
+  if (l->has_sock && !uv_is_active((uv_handle_t *)&l->trial_timer))
+    uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
 }
 
 static int dial(kp_proxy_link_t *l) {
@@ -615,7 +645,7 @@ static void dial_or_later(kp_proxy_link_t *l) {
 
 /* No proxy answered over UDP: the list over TCP until one does. The
  * session (the next proxy's, if the list moves on) says hello again over
- * the connection; the UDP socket stays, for trials (on_udp_trial). */
+ * the connection; the UDP socket stays, for trials (on_trial). */
 static void to_tcp(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
   unsigned next = l->move_wanted ? (l->current + 1) % l->choice_count : l->current;
@@ -666,7 +696,7 @@ static void back_to_udp(kp_proxy_link_t *l) {
   l->family_said = false;
   l->may_own = l->own_allowed && l->family == l->proxy.family;
   l->open_wanted = true;
-  uv_timer_stop(&l->udp_trial);
+  uv_timer_stop(&l->trial_timer);
   uv_timer_stop(&l->redial);
   if (l->io_live) {
     l->io_live = false;
@@ -679,11 +709,17 @@ static void back_to_udp(kp_proxy_link_t *l) {
   rearm(l);
 }
 
-/* The trial's io: its datagrams go over UDP, whatever the link's go over;
- * it opens no channel (back_to_udp gives it the link's io first). */
-static void trial_send(void *ctx, const uint8_t *data, size_t len) {
+/* The trial's io: its datagrams go over the other transport; it opens
+ * no channel (it takes the link's io before it does). */
+static void trial_send_udp(void *ctx, const uint8_t *data, size_t len) {
   kp_proxy_link_t *l = ctx;
   if (!l->close_wanted && l->has_sock) kp_udp_send(&l->sock, &l->proxy, data, len);
+}
+
+static void trial_send_tcp(void *ctx, const uint8_t *data, size_t len) {
+  kp_proxy_link_t *l = ctx;
+  kp_tunnel_frame_t f = {.type = KP_TUNNEL_DATA, .addr = l->proxy, .data = data, .len = len};
+  if (!l->close_wanted && l->io_live) kp_tunnel_io_send(&l->io, &f);
 }
 
 static void trial_down(void *ctx, uint8_t reason) {
@@ -692,49 +728,100 @@ static void trial_down(void *ctx, uint8_t reason) {
   if (!l->trial || l->trial_failed) return;
   l->trial_failed = true; /* silent or refused: the next trial, later */
   if (reason)
-    KP_INFO(l->log, "proxy %s refused a session over UDP: %s (staying on TCP)",
-            kp_addr_format(&l->proxy, text, sizeof(text)), kp_proxy_reason_name(reason));
+    KP_INFO(l->log, "proxy %s refused a session over %s: %s (staying on %s)",
+            kp_addr_format(&l->proxy, text, sizeof(text)), l->tcp ? "UDP" : "TCP",
+            kp_proxy_reason_name(reason), l->tcp ? "TCP" : "UDP");
 }
 
+/* The trial goes, and over UDP its connection with it. */
 static void trial_end(kp_proxy_link_t *l) {
   kp_proxy_client_free(l->trial);
   l->trial = NULL;
+  if (!l->tcp && l->io_live) {
+    l->io_live = false;
+    kp_tunnel_io_close(&l->io, on_trial_io_closed);
+  }
 }
 
-/* Fallen to TCP, connected: a trial session over UDP to the proxy the
- * connection reaches, under the key that connection's session proved,
- * for UDP_TRIAL_MS; else the next, later. Not while the connection is
- * down (on_connected starts the timer anew), nor before its session is
- * up. */
-static void on_udp_trial(uv_timer_t *t) {
+/* Over UDP, the trial session welcomed over TCP: UDP stopped getting
+ * through (the proxies are silent over it), TCP does. The trial becomes
+ * the link's session, its connection the link's; the channels leave our
+ * own sockets, if they were on them, and open on it. The link fell: every
+ * proxy silent over UDP sends it here again, and trials over UDP bring it
+ * back. */
+static void onto_tcp(kp_proxy_link_t *l) {
+  char text[KP_ADDR_STRLEN];
+  uint64_t now = now_of(l);
+  KP_WARN(l->log, "proxy %s is silent over UDP but welcomes us over TCP: speaking over TCP",
+          kp_addr_format(&l->proxy, text, sizeof(text)));
+  kp_proxy_client_free(l->client);
+  l->client = l->trial;
+  l->trial = NULL;
+  kp_proxy_client_io_t io = client_io(l);
+  kp_proxy_client_set_io(l->client, &io);
+  l->tcp = l->fell = true;
+  l->answered = false;
+  l->may_own = false; /* our own sockets would be UDP too */
+  l->unusable = 0;
+  l->family_said = false;
+  l->on_own = false;
+  uv_timer_stop(&l->own_timer);
+  for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {
+    own_close(l, i);
+    if (l->ch[i].udp && !l->ch[i].closing) kp_proxy_client_open(l->client, i, l->family, now);
+  }
+  /* Trials over UDP from now on, as after any fall. */
+  uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
+  rearm(l);
+}
+
+/* A trial session over the other transport: over TCP (fallen to it), to
+ * the proxy the connection reaches, under the key its session proved,
+ * while that connection is up; over UDP (every proxy silent over it after
+ * one answered), a connection to the current proxy, under the key its
+ * session knew. TRIAL_MS each; else the next, later. Over TCP and down,
+ * none (on_connected starts the timer anew). */
+static void on_trial(uv_timer_t *t) {
   kp_proxy_link_t *l = t->data;
   uint64_t now = now_of(l);
-  if (l->close_wanted || !l->tcp || !l->has_sock) return;
+  if (l->close_wanted || !l->has_sock) return;
+  if (!l->tcp && !udp_lost(l)) { /* a proxy answers over UDP again */
+    trial_end(l);
+    return;
+  }
   if (l->trial && !l->trial_failed && now < l->trial_until) {
     uint64_t next = kp_proxy_client_tick(l->trial, now);
     if (!l->trial_failed) {
       if (next > l->trial_until) next = l->trial_until;
-      uv_timer_start(&l->udp_trial, on_udp_trial, next > now ? next - now : 1, 0);
+      uv_timer_start(&l->trial_timer, on_trial, next > now ? next - now : 1, 0);
       return;
     }
   }
   if (l->trial) {
     trial_end(l);
-    uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);
+    uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
     return;
   }
-  if (!l->io_live || l->io.hold) return;
-  /* Under the key the connection's session proved (it is up). */
-  const uint8_t *key = kp_proxy_link_up(l) ? kp_proxy_client_proxy_key(l->client) : NULL;
-  kp_proxy_client_io_t io = {l, trial_send, io_opened, io_recv, io_closed, trial_down};
-  if (!key || kp_proxy_client_new(&l->self, key, &l->rng, &io, now, &l->trial)) {
-    uv_timer_start(&l->udp_trial, on_udp_trial, l->udp_trial_ms, 0);
+  if (l->tcp && (!l->io_live || l->io.hold)) return;
+  /* Under the key the session proved (over TCP, it is up). */
+  const uint8_t *key = !l->tcp || kp_proxy_link_up(l) ? kp_proxy_client_proxy_key(l->client) : NULL;
+  kp_proxy_client_io_t io = {
+      l, l->tcp ? trial_send_udp : trial_send_tcp, io_opened, io_recv, io_closed, trial_down};
+  /* Over UDP the trial needs a connection: none may be closing still. */
+  if (!key || (!l->tcp && l->io.handles) ||
+      kp_proxy_client_new(&l->self, key, &l->rng, &io, now, &l->trial)) {
+    uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
     return;
   }
-  l->trial_until = now + UDP_TRIAL_MS;
+  l->trial_until = now + TRIAL_MS;
   l->trial_failed = false;
-  l->udp_trial_ms = l->udp_trial_ms * 2 < UDP_TRIAL_MAX_MS ? l->udp_trial_ms * 2 : UDP_TRIAL_MAX_MS;
-  uv_timer_start(&l->udp_trial, on_udp_trial, 0, 0); /* its first HELLO */
+  l->trial_ms = l->trial_ms * 2 < TRIAL_MAX_MS ? l->trial_ms * 2 : TRIAL_MAX_MS;
+  if (!l->tcp && dial(l)) {
+    l->trial_failed = true; /* not even a socket: the next trial, later */
+  } else if (!l->tcp) {
+    l->handles++; /* the connection's close is owed (on_trial_io_closed) */
+  }
+  uv_timer_start(&l->trial_timer, on_trial, 0, 0); /* its first HELLO */
 }
 
 /* "[tcp:]P[,P...]", each P "[KEY@]ip:port" (a later "tcp:" only where
@@ -808,10 +895,10 @@ int kp_proxy_link_new(uv_loop_t *loop, const kp_addr_t *bind, const char *proxie
   uv_timer_init(loop, &l->timer);
   uv_timer_init(loop, &l->redial);
   uv_timer_init(loop, &l->own_timer);
-  uv_timer_init(loop, &l->udp_trial);
+  uv_timer_init(loop, &l->trial_timer);
   uv_idle_init(loop, &l->reaper);
-  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l->udp_trial.data = l;
-  l->udp_trial_ms = UDP_TRIAL_FIRST_MS;
+  l->timer.data = l->reaper.data = l->redial.data = l->own_timer.data = l->trial_timer.data = l;
+  l->trial_ms = TRIAL_FIRST_MS;
   /* The timers, the reaper, and the socket or the TCP connection. */
   l->handles = 6;
   if (tcp) dial_or_later(l);
@@ -898,9 +985,15 @@ void kp_proxy_link_close(kp_proxy_link_t *l) {
   uv_close((uv_handle_t *)&l->own_timer, on_handle_closed);
   uv_close((uv_handle_t *)&l->reaper, on_handle_closed);
   uv_close((uv_handle_t *)&l->redial, on_handle_closed);
-  uv_close((uv_handle_t *)&l->udp_trial, on_handle_closed);
+  uv_close((uv_handle_t *)&l->trial_timer, on_handle_closed);
   if (l->has_sock) kp_udp_close(&l->sock, on_sock_closed);
-  if (!l->tcp) return;
+  if (!l->tcp) { /* a trial's connection, if one is up */
+    if (l->io_live) {
+      l->io_live = false;
+      kp_tunnel_io_close(&l->io, on_trial_io_closed);
+    }
+    return;
+  }
   if (l->io_live) {
     l->io_live = false;
     kp_tunnel_io_close(&l->io, on_io_closed); /* its callback counts it */

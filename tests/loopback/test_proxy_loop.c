@@ -171,11 +171,58 @@ static kp_node_t *make_node(uv_loop_t *loop, const char *boot, const char *proxy
 /* How a proxied client reaches its proxy: over UDP; over TCP as asked
  * ("tcp:"); from where UDP to the proxy is lost (the splices' port: its
  * UDP splice closed) and only TCP gets through; or lost until the link is
- * over TCP, then spliced to the proxy too (UDP unblocked). */
-typedef enum { OVER_UDP, OVER_TCP, UDP_BLOCKED, UDP_RETURNS } transport_t;
+ * over TCP, then spliced to the proxy too (UDP unblocked); or spliced
+ * until the link is up over UDP, then lost. */
+typedef enum { OVER_UDP, OVER_TCP, UDP_BLOCKED, UDP_RETURNS, UDP_LOST } transport_t;
 
 static const char *const TRANSPORT_NAMES[] = {"", " over TCP", " (UDP blocked: over TCP)",
-                                              " (UDP blocked, then back: over UDP)"};
+                                              " (UDP blocked, then back: over UDP)",
+                                              " (UDP lost: over TCP)"};
+
+/* The link over TCP (UDP blocked). UDP gets through now, but only small
+ * datagrams: the link's first trial session (5 s after its connection
+ * came up) is not welcomed, and costs the link nothing; it stays up over
+ * TCP. */
+static void udp_returns(uv_loop_t *loop, kp_node_t *client, kp_udp_splice_t *sp) {
+  kp_addr_t over_tcp = client->sock.local; /* its allocation through the TCP session */
+  sp->max_len = 200;
+  kp_udp_splice_open(sp);
+  uint64_t unblocked = uv_now(loop);
+  kp_testnet_run_until(loop, proxied_over_udp, client, 11000);
+  kp_node_proxy_info_t pi;
+  kp_node_proxy_info(client, &pi);
+  printf("small datagrams only, 11 s: %" PRIu64 " too long for the path; the session over %s, "
+         "%s\n",
+         sp->too_long, pi.tcp ? "TCP" : "UDP", pi.up ? "up" : "down");
+  KP_CHECK(sp->too_long > 0 && pi.tcp && pi.up);
+  /* Every datagram gets through: the next trial (10 s after the first
+   * gave up, 20 s after UDP opened) is welcomed, and the link is back
+   * over UDP. */
+  sp->max_len = 0;
+  KP_CHECK(kp_testnet_run_until(loop, proxied_over_udp, client, 30000));
+  printf("UDP unblocked: the session back over UDP after %llu ms\n",
+         (unsigned long long)(uv_now(loop) - unblocked));
+  /* The node's socket is at a new allocation: a rebinding. */
+  kp_testnet_run_until(loop, NULL, NULL, 500);
+  KP_CHECK(client->sock.local.port && !kp_addr_eq(&client->sock.local, &over_tcp));
+}
+
+/* The link over UDP. UDP is blocked now (the network changed under it):
+ * its proxy falls silent, a trial session over TCP is welcomed, and the
+ * link speaks over TCP. */
+static void udp_lost(uv_loop_t *loop, kp_node_t *client, kp_udp_splice_t *sp) {
+  kp_node_proxy_info_t pi;
+  kp_node_proxy_info(client, &pi);
+  KP_CHECK(pi.up && !pi.tcp);
+  kp_addr_t over_udp = client->sock.local;
+  kp_udp_splice_close(sp);
+  uint64_t lost = uv_now(loop);
+  KP_CHECK(kp_testnet_run_until(loop, proxied_over_tcp, client, 30000));
+  printf("UDP lost: the session over TCP after %llu ms\n",
+         (unsigned long long)(uv_now(loop) - lost));
+  kp_testnet_run_until(loop, NULL, NULL, 500);
+  KP_CHECK(client->sock.local.port && !kp_addr_eq(&client->sock.local, &over_udp));
+}
 
 /* Runs one echo with the client and/or the server proxied. */
 static void run_via(bool client_proxied, bool server_proxied, transport_t transport) {
@@ -202,17 +249,18 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
            addr_text);
   kp_tcp_splice_t splice;
   kp_udp_splice_t udp_splice;
-  bool blocked = transport == UDP_BLOCKED || transport == UDP_RETURNS;
-  if (blocked) {
+  bool spliced = transport >= UDP_BLOCKED;
+  if (spliced) {
     int port = kp_testnet_free_port();
     kp_udp_splice_start(&loop, &udp_splice, port, px_addr.port);
+    if (transport == UDP_LOST) kp_udp_splice_open(&udp_splice);
     kp_tcp_splice_start(&loop, &splice, port, px_addr.port);
     snprintf(client_text, sizeof(client_text), "127.0.0.1:%d", port);
   }
   uint64_t start = uv_now(&loop);
   kp_node_t *client = make_node(&loop, tn.bootstrap, client_proxied ? client_text : NULL, false);
   uint64_t up_ms = uv_now(&loop) - start;
-  if (blocked) {
+  if (spliced && transport != UDP_LOST) {
     /* Through the splice: over TCP, once UDP had its chance (5 s). */
     kp_node_proxy_info_t pi;
     kp_node_proxy_info(client, &pi);
@@ -220,32 +268,8 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
     printf("UDP to the proxy lost: its session up over TCP after %llu ms\n",
            (unsigned long long)up_ms);
   }
-  if (transport == UDP_RETURNS) {
-    /* UDP gets through now, but only small datagrams: the link's first
-     * trial session (5 s after its connection came up) is not welcomed,
-     * and costs the link nothing; it stays up over TCP. */
-    kp_addr_t over_tcp = client->sock.local; /* its allocation through the TCP session */
-    udp_splice.max_len = 200;
-    kp_udp_splice_open(&udp_splice);
-    uint64_t unblocked = uv_now(&loop);
-    kp_testnet_run_until(&loop, proxied_over_udp, client, 11000);
-    kp_node_proxy_info_t pi;
-    kp_node_proxy_info(client, &pi);
-    printf("small datagrams only, 11 s: %" PRIu64 " too long for the path; the session over %s, "
-           "%s\n",
-           udp_splice.too_long, pi.tcp ? "TCP" : "UDP", pi.up ? "up" : "down");
-    KP_CHECK(udp_splice.too_long > 0 && pi.tcp && pi.up);
-    /* Every datagram gets through: the next trial (10 s after the first
-     * gave up, 20 s after UDP opened) is welcomed, and the link is back
-     * over UDP. */
-    udp_splice.max_len = 0;
-    KP_CHECK(kp_testnet_run_until(&loop, proxied_over_udp, client, 30000));
-    printf("UDP unblocked: the session back over UDP after %llu ms\n",
-           (unsigned long long)(uv_now(&loop) - unblocked));
-    /* The node's socket is at a new allocation: a rebinding. */
-    kp_testnet_run_until(&loop, NULL, NULL, 500);
-    KP_CHECK(client->sock.local.port && !kp_addr_eq(&client->sock.local, &over_tcp));
-  }
+  if (transport == UDP_RETURNS) udp_returns(&loop, client, &udp_splice);
+  if (transport == UDP_LOST) udp_lost(&loop, client, &udp_splice);
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp;
   kp_server_t *srv = serve_echo(&loop, server, &skp);
@@ -260,7 +284,7 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
     KP_CHECK(kp_addr_eq(&r.info.proxy, &client_px));
     kp_node_proxy_info_t pi; /* over UDP where UDP works; TCP as asked, or found */
     kp_node_proxy_info(client, &pi);
-    KP_CHECK_EQ(pi.tcp, transport == OVER_TCP || transport == UDP_BLOCKED);
+    KP_CHECK_EQ(pi.tcp, transport == OVER_TCP || transport == UDP_BLOCKED || transport == UDP_LOST);
   }
   if (server_proxied) {
     KP_CHECK(kp_addr_same_ip(&r.info.path, &px_addr) && r.info.path.port != px_addr.port);
@@ -274,7 +298,9 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
          client_proxied ? "proxied" : "direct", TRANSPORT_NAMES[transport],
          server_proxied ? "proxied" : "direct", addr_text, pc.sessions, pc.allocs, pc.sent,
          pc.received, pc.dropped, kp_punch_name(r.info.punch));
-  KP_CHECK_EQ(pc.sessions, (unsigned)client_proxied + (unsigned)server_proxied);
+  /* (And a session left silent, until it expires.) */
+  KP_CHECK_EQ(pc.sessions,
+              (unsigned)client_proxied + (unsigned)server_proxied + (transport == UDP_LOST));
   KP_CHECK(pc.sent_bytes > r.len && pc.received_bytes > r.len); /* the streams went through it */
   KP_CHECK_EQ(pc.forged + pc.replayed, 0);
   if (transport == UDP_RETURNS) {
@@ -290,14 +316,15 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
   /* The sessions said goodbye: their allocations are gone (but those of
    * a session left silent, until they expire). */
   kp_proxy_service_counters(svc, &pc);
-  if (transport != UDP_RETURNS) KP_CHECK_EQ(pc.allocs, 0);
-  if (transport == UDP_BLOCKED) KP_CHECK(splice.bytes > r.len); /* the streams went through it */
+  if (transport != UDP_RETURNS && transport != UDP_LOST) KP_CHECK_EQ(pc.allocs, 0);
+  if (transport == UDP_BLOCKED || transport == UDP_LOST)
+    KP_CHECK(splice.bytes > r.len); /* the streams went through it */
   if (transport == UDP_RETURNS) {
     /* Through the UDP splice: 4 MiB both ways is some 6000 datagrams. */
     KP_CHECK(udp_splice.datagrams > 2 * (r.len / 1500));
     KP_CHECK(splice.bytes < r.len);
   }
-  if (blocked) {
+  if (spliced) {
     kp_tcp_splice_stop(&splice);
     kp_udp_splice_stop(&udp_splice);
   }
@@ -329,6 +356,12 @@ static void test_udp_blocked_goes_tcp(void) {
  * datagrams do). */
 static void test_tcp_returns_to_udp(void) {
   run_via(true, false, UDP_RETURNS);
+}
+
+/* A client whose UDP stops getting through to its proxy, the link up
+ * over UDP, goes over TCP. */
+static void test_udp_lost_goes_tcp(void) {
+  run_via(true, false, UDP_LOST);
 }
 
 static void test_serve_proxied(void) {
@@ -782,6 +815,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(both_proxied, loopback, 120),         KP_CASE(connect_proxied_tcp, loopback, 120),
     KP_CASE(bridges_families, loopback, 120),     KP_CASE(every_proxy_lost, loopback, 150),
     KP_CASE(udp_blocked_goes_tcp, loopback, 120), KP_CASE(tcp_returns_to_udp, loopback, 120),
+    KP_CASE(udp_lost_goes_tcp, loopback, 120),
 };
 
 KP_TEST_MAIN(cases)

@@ -61,6 +61,10 @@ typedef struct choice_s {
   kp_addr_t addr;
   bool has_key;
   uint8_t key[KP_PUBLIC_KEY_LEN];
+  /* The key its session last proved (given or fetched): a trial over TCP
+   * needs one, and a silent session may have forgotten it. */
+  bool learned;
+  uint8_t learned_key[KP_PUBLIC_KEY_LEN];
 } choice_t;
 
 /* A channel's socket of this host's own, while every proxy is down. */
@@ -218,6 +222,11 @@ static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
   l->was_up = true;
   l->unusable = 0;
   l->family_refusals = 0;
+  const uint8_t *key = kp_proxy_client_proxy_key(l->client);
+  if (key) {
+    memcpy(l->choices[l->current].learned_key, key, KP_PUBLIC_KEY_LEN);
+    l->choices[l->current].learned = true;
+  }
   /* On our own socket: the channel goes back to the proxy from the own
    * timer, once the hold is over (rearm arms it). */
   if (l->ch[ch].own) return;
@@ -501,6 +510,7 @@ static kp_proxy_link_t *link_of_io(kp_tunnel_io_t *io) {
 }
 
 static void onto_tcp(kp_proxy_link_t *l);
+static void trial_end(kp_proxy_link_t *l);
 
 static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
   kp_proxy_link_t *l = link_of_io(io);
@@ -515,7 +525,11 @@ static bool on_frame(kp_tunnel_io_t *io, const kp_tunnel_frame_t *f) {
     kp_proxy_client_input(l->trial, f->data, f->len, now_of(l));
     kp_proxy_client_stats_t st;
     kp_proxy_client_stats(l->trial, &st);
-    if (st.up) onto_tcp(l);
+    /* (Unless the session over UDP is back meanwhile.) */
+    if (st.up && kp_proxy_link_up(l))
+      trial_end(l);
+    else if (st.up)
+      onto_tcp(l);
   }
   return l->io_live && !l->close_wanted;
 }
@@ -600,8 +614,6 @@ static kp_proxy_client_io_t client_io(kp_proxy_link_t *l) {
 /* A new session, with choice's proxy, every channel the node holds
  * opened there; its HELLO leaves at the next tick. The old session is
  * dropped, not ended: its proxy is not answering. 0, or out of memory. */
-static void trial_end(kp_proxy_link_t *l);
-
 static int fresh_session(kp_proxy_link_t *l, unsigned choice) {
   const choice_t *c = &l->choices[choice];
   kp_proxy_client_t *fresh;
@@ -610,7 +622,10 @@ static int fresh_session(kp_proxy_link_t *l, unsigned choice) {
   int err = kp_proxy_client_new(&l->self, c->has_key ? c->key : NULL, &l->rng, &io, now, &fresh);
   if (err) return err;
   kp_proxy_client_free(l->client);
-  trial_end(l); /* a trial of the proxy left behind */
+  if (l->trial) { /* a trial of the proxy left behind: the next, later */
+    trial_end(l);
+    uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
+  }
   l->client = fresh;
   l->current = choice;
   l->proxy = c->addr;
@@ -785,8 +800,9 @@ static void on_trial(uv_timer_t *t) {
   kp_proxy_link_t *l = t->data;
   uint64_t now = now_of(l);
   if (l->close_wanted || !l->has_sock) return;
-  if (!l->tcp && !udp_lost(l)) { /* a proxy answers over UDP again */
+  if (!l->tcp && !udp_lost(l)) { /* a proxy answers over UDP again: a blip */
     trial_end(l);
+    l->trial_ms = TRIAL_FIRST_MS;
     return;
   }
   if (l->trial && !l->trial_failed && now < l->trial_until) {
@@ -803,8 +819,12 @@ static void on_trial(uv_timer_t *t) {
     return;
   }
   if (l->tcp && (!l->io_live || l->io.hold)) return;
-  /* Under the key the session proved (over TCP, it is up). */
-  const uint8_t *key = !l->tcp || kp_proxy_link_up(l) ? kp_proxy_client_proxy_key(l->client) : NULL;
+  /* Under the key the session proved: over TCP, up; over UDP, the one it
+   * last proved (it may be asking for it again, silent). */
+  const choice_t *c = &l->choices[l->current];
+  const uint8_t *key = l->tcp ? (kp_proxy_link_up(l) ? kp_proxy_client_proxy_key(l->client) : NULL)
+                       : c->learned ? c->learned_key
+                                    : NULL;
   kp_proxy_client_io_t io = {
       l, l->tcp ? trial_send_udp : trial_send_tcp, io_opened, io_recv, io_closed, trial_down};
   /* Over UDP the trial needs a connection: none may be closing still. */

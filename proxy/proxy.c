@@ -12,6 +12,7 @@
 
 #define PROLOGUE "kadpunch/proxy/v1"
 #define TICK_MS 1000
+#define LEFT_MS 30000 /* a session unheard this long was left by its peer (it pings every 15 s) */
 #define WELCOME_MAX (KP_PROXY_WELCOME_HEAD + KP_PROXY_WELCOME_PAYLOAD + KP_NOISE_MSG2_OVERHEAD)
 #define DHT_MAX 1200
 #define NO_ALLOC 0xffff
@@ -422,10 +423,31 @@ static uint64_t expiry(const kp_proxy_t *px, const alloc_t *a, uint64_t now) {
   return e < cap ? e : cap;
 }
 
+/* A key at its cap may hold allocations in a session it has left: it
+ * moved (to TCP, another address, a new session) and the old one fell
+ * silent, to be ended only when idle_ms is over. A session of the key
+ * that has not been heard for LEFT_MS, two of its peer's pings, is ended
+ * now, for the one the key speaks from. Only the key's holder opens
+ * sessions under it (Noise IK), so nobody else can end one this way; a
+ * session that pings is never left. */
+static bool end_left_session(kp_proxy_t *px, const session_t *s, uint64_t now) {
+  for (unsigned i = 0; i < px->cfg.max_sessions; i++) {
+    session_t *o = &px->sessions[i];
+    if (o == s || o->state != OPEN || now - o->heard < LEFT_MS ||
+        sodium_memcmp(o->key, s->key, KP_PUBLIC_KEY_LEN))
+      continue;
+    end_session(px, o);
+    px->st.left_ended++;
+    return true;
+  }
+  return false;
+}
+
 static uint8_t open_alloc(kp_proxy_t *px, session_t *s, uint8_t ch, uint8_t family, uint64_t now) {
   if (!px->bound[fam_index(family)].family) return KP_PROXY_FAMILY;
+  while (allocs_where(px, s, true) >= px->cfg.allocs_per_key)
+    if (!end_left_session(px, s, now)) return KP_PROXY_KEY_LIMIT;
   if (px->alloc_count >= px->cfg.max_allocs) return KP_PROXY_FULL;
-  if (allocs_where(px, s, true) >= px->cfg.allocs_per_key) return KP_PROXY_KEY_LIMIT;
   if (allocs_where(px, s, false) >= px->cfg.per_ip) return KP_PROXY_IP_LIMIT;
   /* A dual-stack proxy: sessions over one family hold at most three
    * quarters of the allocations, so a flood over IPv6 (where one

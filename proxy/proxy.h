@@ -69,6 +69,7 @@ typedef struct kp_proxy_stats_s {
   uint64_t hellos, welcomed, refused[KP_PROXY_REASON_MAX + 1];
   uint64_t forged, replayed, malformed, unknown_session, retransmits;
   uint64_t allocs_opened, allocs_closed;
+  uint64_t left_ended; /* silent sessions ended for their key's newer one (at its cap) */
   uint64_t sent, sent_bytes, received, received_bytes;
   uint64_t passed; /* of those, datagrams that went as PASS (no sealing) */
   uint64_t bindings;

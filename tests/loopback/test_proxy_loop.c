@@ -217,7 +217,8 @@ static void udp_lost(uv_loop_t *loop, kp_node_t *client, kp_udp_splice_t *sp) {
   kp_addr_t over_udp = client->sock.local;
   kp_udp_splice_close(sp);
   uint64_t lost = uv_now(loop);
-  KP_CHECK(kp_testnet_run_until(loop, proxied_over_tcp, client, 30000));
+  /* Silence is noticed within a ping (15 s) and 5 s; the trial 5 s on. */
+  KP_CHECK(kp_testnet_run_until(loop, proxied_over_tcp, client, 45000));
   printf("UDP lost: the session over TCP after %llu ms\n",
          (unsigned long long)(uv_now(loop) - lost));
   kp_testnet_run_until(loop, NULL, NULL, 500);
@@ -269,7 +270,11 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
            (unsigned long long)up_ms);
   }
   if (transport == UDP_RETURNS) udp_returns(&loop, client, &udp_splice);
-  if (transport == UDP_LOST) udp_lost(&loop, client, &udp_splice);
+  if (transport == UDP_LOST) {
+    KP_CHECK_EQ(splice.accepted, 0); /* no trial over TCP while UDP gets through */
+    udp_lost(&loop, client, &udp_splice);
+    KP_CHECK_EQ(splice.accepted, 1);
+  }
   kp_testnet_run_until(&loop, NULL, NULL, 1000);
   kp_keypair_t skp;
   kp_server_t *srv = serve_echo(&loop, server, &skp);
@@ -299,8 +304,8 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
          server_proxied ? "proxied" : "direct", addr_text, pc.sessions, pc.allocs, pc.sent,
          pc.received, pc.dropped, kp_punch_name(r.info.punch));
   /* (And a session left silent, until it expires.) */
-  KP_CHECK_EQ(pc.sessions,
-              (unsigned)client_proxied + (unsigned)server_proxied + (transport == UDP_LOST));
+  unsigned sessions = (unsigned)client_proxied + (unsigned)server_proxied;
+  KP_CHECK(pc.sessions >= sessions && pc.sessions <= sessions + (transport == UDP_LOST));
   KP_CHECK(pc.sent_bytes > r.len && pc.received_bytes > r.len); /* the streams went through it */
   KP_CHECK_EQ(pc.forged + pc.replayed, 0);
   if (transport == UDP_RETURNS) {

@@ -30,10 +30,14 @@
 #             echo the first is killed (SIGKILL): the client moves to the second
 #             and the connection resumes there, byte-exact, with no gap
 #             over 10 s.
-#   lost      random <-> random, a relay on the public side; the client
-#             speaks through its only proxy (not private); 20 MB into a
-#             40 MB echo the proxy is killed (SIGKILL): the client speaks
-#             from its own address and the connection moves to the relay,
+#   lost      random <-> random, a relay on the public side. First a
+#             private client through the proxy: 10 MB into a 20 MB echo
+#             its router starts dropping all UDP; the client goes over
+#             TCP to the proxy by itself and the connection carries on,
+#             byte-exact, with no gap over 20 s. Then the client speaks
+#             through its only proxy (not private); 20 MB into a 40 MB
+#             echo the proxy is killed (SIGKILL): the client speaks from
+#             its own address and the connection moves to the relay,
 #             byte-exact, with no gap over 15 s.
 #
 #   tests/nat/proxy.sh SCENARIO [build-dir]      (as root)
@@ -101,7 +105,8 @@ start_public() {
 # serve in site 1 (through the proxy with "proxied", and never direct
 # with "private"), then an echo of $3 bytes from site $4 (default 2;
 # through the proxy with "proxied" or "private", or "blocked": from where
-# UDP is blocked, left to find TCP by itself);
+# UDP is blocked, left to find TCP by itself, or "cut": private, its
+# router dropping UDP from 10 MB on);
 # OUT: its JSON. The server keeps running with "keep".
 run_echo() { # server-mode client-mode bytes [client-site] [keep]
   local px="" i got site=${4:-2}
@@ -117,19 +122,25 @@ run_echo() { # server-mode client-mode bytes [client-site] [keep]
   [ "$2" = private ] && px="KP_XFER_PROXY=$PROXY KP_XFER_PRIVATE=1"
   [ "$2" = two ] && px="KP_XFER_PROXY=$PROXY,$PROXY2 KP_XFER_PRIVATE=1 ${KP_XFER_DEBUG:+KP_XFER_DEBUG=1}"
   [ "$2" = lost ] && px="KP_XFER_PROXY=$PROXY"
+  [ "$2" = cut ] && px="KP_XFER_PROXY=$PROXY KP_XFER_PRIVATE=1"
   [ "$2" = blocked ] && px="KP_XFER_PROXY=$PROXY"
   rm -f "$LAB_LOG/xfer.err" # LAB_LOG may hold an earlier run's
   lab_spawn "h$site" "$LAB_LOG/xfer.out" sh -c \
     "$px '$xfer' $pk $BOOTSTRAP $3 2>'$LAB_LOG/xfer.err'"
   xfer_pid=$LAB_LAST_PID
   # Bounded: 1400 x 0.1 s (nat_xfer gives up after 120 s). With "two"
-  # or "lost", the first proxy dies once 20 MB have come back.
+  # or "lost", the first proxy dies once 20 MB have come back; with
+  # "cut", the client's router starts dropping all UDP at 10 MB.
   i=0
   killed=
   while kill -0 "$xfer_pid" 2>/dev/null && [ $i -lt 1400 ]; do
     got=$(awk '$1 == "progress" {n = $2} END {print n + 0}' "$LAB_LOG/xfer.err" 2>/dev/null) || got=0
     if { [ "$2" = two ] || [ "$2" = lost ]; } && [ -z "$killed" ] && [ "${got:-0}" -ge 20000000 ]; then
       kill -9 "$proxy_pid"
+      killed=$i
+    fi
+    if [ "$2" = cut ] && [ -z "$killed" ] && [ "${got:-0}" -ge 10000000 ]; then
+      ip netns exec "$LAB-r$site" iptables -I FORWARD 1 -p udp -j DROP
       killed=$i
     fi
     sleep 0.1
@@ -277,6 +288,21 @@ case $scenario in
     lab_site 2 random
     lab_selfcheck 1 random "$probe"
     lab_selfcheck 2 random "$probe"
+    # UDP cut at the client's router mid-transfer (the network starts to
+    # block it): the proxy falls silent over UDP, a trial over TCP is
+    # welcomed, and the connection carries on over TCP.
+    bytes=${KP_PROXY_CUT_BYTES:-20000000}
+    run_echo plain cut "$bytes"
+    [ -n "$killed" ] || fail "the transfer ended before UDP was cut: $OUT"
+    check_echo "UDP cut"
+    grep -q "is silent over UDP but welcomes us over TCP" "$LAB_LOG/xfer.err" ||
+      fail "the client never went over TCP"
+    stall=$(json_field "$OUT" max_stall_ms)
+    [ "$stall" -le 20000 ] || fail "UDP cut: a gap of $stall ms: $OUT"
+    echo "proxy_lost: UDP cut at the client's router at 10 MB: $bytes bytes each way, byte-exact," \
+      "in $(json_field "$OUT" seconds) s, on over TCP; longest gap $stall ms"
+    ip netns exec "$LAB-r2" iptables -D FORWARD -p udp -j DROP
+    # The only proxy killed mid-transfer.
     bytes=${KP_PROXY_BYTES:-40000000}
     run_echo plain lost "$bytes"
     [ -n "$killed" ] || fail "the transfer ended before the proxy was killed: $OUT"

@@ -978,6 +978,50 @@ static void test_half_open_never_displaces(void) {
   world_free();
 }
 
+/* A key at its cap, whose older session fell silent (its peer moved: to
+ * TCP, another address, a new session): the new session's allocation
+ * ends the old session once it has been unheard for 30 s, two of its
+ * pings, and not before; a session that pings is never ended so. */
+static void test_left_session_frees_its_allocations(void) {
+  kp_proxy_config_t cfg;
+  kp_proxy_config_defaults(&cfg);
+  cfg.allocs_per_key = 2;
+  world_init(&cfg, "203.0.113.1:4000");
+  kp_keypair_t kp;
+  kp_keypair_generate(&kp);
+  unsigned old = add_client("198.51.100.7:5000", true, &kp);
+  open_channel(old, 0);
+  open_channel(old, 1);
+  KP_CHECK(W.opened[old][0] == 1 && W.opened[old][1] == 1);
+  /* The peer leaves it: what it sends goes nowhere from now on. */
+  W.cl_mute[old] = true;
+  uint64_t left_at = W.now;
+  unsigned fresh = add_client("198.51.100.7:5001", true, &kp);
+  open_channel(fresh, 0);
+  KP_CHECK_EQ(W.opened[fresh][0], 0);
+  KP_CHECK_EQ(W.close_reason[fresh][0], KP_PROXY_KEY_LIMIT);
+  /* Unheard for 30 s: a retry of the fresh session's takes over. */
+  for (int i = 0; i < 45 && !W.opened[fresh][0]; i++) tick(1000);
+  printf("a left session's allocations freed for its key's new one %llu s after it fell silent\n",
+         (unsigned long long)(W.now - left_at) / 1000);
+  KP_CHECK(W.now - left_at >= 30000 && W.now - left_at <= 36000);
+  KP_CHECK_EQ(W.opened[fresh][0], 1);
+  KP_CHECK_EQ(stats().left_ended, 1);
+  KP_CHECK_EQ(stats().sessions, 1);
+  open_channel(fresh, 1);
+  KP_CHECK_EQ(W.opened[fresh][1], 1);
+  /* A third session of the key: the fresh one pings, and is never left. */
+  unsigned third = add_client("198.51.100.7:5002", true, &kp);
+  for (int i = 0; i < 90; i++) tick(1000);
+  open_channel(third, 0);
+  KP_CHECK_EQ(W.opened[third][0], 0);
+  KP_CHECK_EQ(W.close_reason[third][0], KP_PROXY_KEY_LIMIT);
+  KP_CHECK_EQ(stats().left_ended, 1);
+  KP_CHECK_EQ(W.downs[fresh], 0);
+  KP_CHECK_EQ(stats().sessions, 2);
+  world_free();
+}
+
 /* A peer whose NAT maps it anew keeps its session and allocations. */
 static void test_session_follows_rebinding(void) {
   unsigned c = one_client(NULL);
@@ -1475,6 +1519,7 @@ static const kp_test_case_t cases[] = {
     KP_CASE(refusals, unit, 10),
     KP_CASE(forged_and_replayed, unit, 10),
     KP_CASE(half_open_never_displaces, unit, 10),
+    KP_CASE(left_session_frees_its_allocations, unit, 10),
     KP_CASE(session_follows_rebinding, unit, 10),
     KP_CASE(forget_and_restart, unit, 10),
     KP_CASE(alloc_flood, unit, 60),

@@ -259,7 +259,7 @@ typedef struct kp_node_proxy_info_s {
   bool proxied;    /* false: no proxy was given; nothing else is set */
   kp_addr_t proxy; /* the one in use, or being tried */
   bool up;         /* the session with it is up */
-  bool tcp;        /* over TCP: asked for ("tcp:"), or UDP never answered */
+  bool tcp;        /* over TCP: asked for ("tcp:"), or UDP does not get through now */
   bool on_own;     /* speaking from this host's own sockets meanwhile */
   uint32_t falls;  /* times it fell back on them */
 } kp_node_proxy_info_t;

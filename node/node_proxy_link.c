@@ -692,6 +692,22 @@ static void on_io_closed_for_good(kp_tunnel_io_t *io) {
   handle_closed(l);
 }
 
+/* The welcomed trial becomes the link's session, over tcp or not, and
+ * takes the link's io. The link fell (or falls now): silence over UDP
+ * means TCP again, whatever was heard (on_datagram). */
+static void take_trial(kp_proxy_link_t *l, bool tcp) {
+  kp_proxy_client_free(l->client);
+  l->client = l->trial;
+  l->trial = NULL;
+  kp_proxy_client_io_t io = client_io(l);
+  kp_proxy_client_set_io(l->client, &io);
+  l->tcp = tcp;
+  l->fell = true;
+  l->answered = false;
+  l->unusable = 0;
+  l->family_said = false;
+}
+
 /* Fallen to TCP, the trial session welcomed over UDP: it becomes the
  * link's session, and the connection goes, the old session with it; the
  * channels then open on the new one (new allocations: a rebinding, as on
@@ -700,15 +716,7 @@ static void back_to_udp(kp_proxy_link_t *l) {
   char text[KP_ADDR_STRLEN];
   KP_WARN(l->log, "proxy %s welcomes us over UDP: leaving TCP",
           kp_addr_format(&l->proxy, text, sizeof(text)));
-  kp_proxy_client_free(l->client);
-  l->client = l->trial;
-  l->trial = NULL;
-  kp_proxy_client_io_t io = client_io(l);
-  kp_proxy_client_set_io(l->client, &io);
-  l->tcp = false;
-  l->answered = false; /* fell once: silence means TCP again (on_datagram) */
-  l->unusable = 0;
-  l->family_said = false;
+  take_trial(l, false);
   l->may_own = l->own_allowed && l->family == l->proxy.family;
   l->open_wanted = true;
   uv_timer_stop(&l->trial_timer);
@@ -769,16 +777,8 @@ static void onto_tcp(kp_proxy_link_t *l) {
   uint64_t now = now_of(l);
   KP_WARN(l->log, "proxy %s is silent over UDP but welcomes us over TCP: speaking over TCP",
           kp_addr_format(&l->proxy, text, sizeof(text)));
-  kp_proxy_client_free(l->client);
-  l->client = l->trial;
-  l->trial = NULL;
-  kp_proxy_client_io_t io = client_io(l);
-  kp_proxy_client_set_io(l->client, &io);
-  l->tcp = l->fell = true;
-  l->answered = false;
+  take_trial(l, true);
   l->may_own = false; /* our own sockets would be UDP too */
-  l->unusable = 0;
-  l->family_said = false;
   l->on_own = false;
   uv_timer_stop(&l->own_timer);
   for (unsigned i = 0; i < KP_PROXY_CHANNELS; i++) {

@@ -221,9 +221,17 @@ static void test_connect_remembers_relay(void) {
   }
   KP_CHECK(relay_index >= 2);
   unsigned first = p.info.datagrams;
-  connect_once(&loop, client, &p);
-  printf("first connect %u datagrams, again %u (relay remembered)\n", first, p.info.datagrams);
-  KP_CHECK(p.info.datagrams <= 6);
+  /* Straight to the remembered relay node: its handshake and a punch, 4
+   * datagrams. On a loaded machine the node may be slow to answer, and
+   * the connect rightly looks the key up after all (CI saw 10 once): one
+   * of three connects must go straight there. */
+  bool straight = false;
+  for (int attempt = 0; attempt < 3 && !straight; attempt++) {
+    connect_once(&loop, client, &p);
+    printf("first connect %u datagrams, again %u (relay remembered)\n", first, p.info.datagrams);
+    straight = p.info.datagrams <= 6;
+  }
+  KP_CHECK(straight);
   kp_testnet_kill(&tn, relay_index);
   connect_once(&loop, client, &p);
   printf("after the relay node left: %u datagrams (looked up again)\n", p.info.datagrams);

@@ -262,6 +262,11 @@ typedef struct kp_node_proxy_info_s {
   bool tcp;        /* over TCP: asked for ("tcp:"), or UDP does not get through now */
   bool on_own;     /* speaking from this host's own sockets meanwhile */
   uint32_t falls;  /* times it fell back on them */
+  /* Sessions tried over the other transport (over TCP: UDP; over UDP with
+   * every proxy silent: TCP), and those welcomed, on which the link moved
+   * (docs/architecture.md, "Proxies", Over TCP). */
+  uint32_t udp_trials, tcp_trials;
+  uint32_t moves_to_udp, moves_to_tcp;
 } kp_node_proxy_info_t;
 KP_EXTERN void kp_node_proxy_info(const kp_node_t *node, kp_node_proxy_info_t *out);
 

@@ -136,6 +136,23 @@ static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t 
   if (l->closing || !kp_tunnel_io_send(&l->io, &f)) svc->tcp_drops++;
 }
 
+static void px_send_parts(void *ctx, const kp_addr_t *to, const uint8_t *head, size_t hlen,
+                          const uint8_t *body, size_t blen) {
+  kp_proxy_service_t *svc = ctx;
+  if (svc->node->closing) return;
+  kp_udp_t *sock = svc->links ? NULL : sock_of(svc, to->family);
+  if (sock) {
+    kp_udp_send_parts(sock, to, head, hlen, body, blen);
+    return;
+  }
+  /* A peer over TCP may be this one: joined, through send. */
+  uint8_t whole[KP_PROXY_MAX_DATAGRAM];
+  if (hlen + blen > sizeof(whole)) return;
+  memcpy(whole, head, hlen);
+  memcpy(whole + hlen, body, blen);
+  px_send(ctx, to, whole, hlen + blen);
+}
+
 static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {
   alloc_sock_t *s = udp->data;
   kp_proxy_service_t *svc = s->svc;
@@ -444,7 +461,7 @@ int kp_proxy_service_create(kp_node_t *node, const kp_proxy_service_options_t *o
     svc->kp = *opts->identity;
   else
     kp_keypair_generate(&svc->kp);
-  kp_proxy_io_t io = {svc, px_send, px_alloc_open, px_alloc_send, px_alloc_close};
+  kp_proxy_io_t io = {svc, px_send, px_alloc_open, px_alloc_send, px_alloc_close, px_send_parts};
   int err = UV_ENOMEM;
   if (!(svc->socks = kp_calloc(cfg.max_allocs, sizeof(*svc->socks))) ||
       !(svc->gather = kp_malloc(sizeof(*svc->gather))) ||
@@ -576,6 +593,10 @@ void kp_node_proxy_info(const kp_node_t *node, kp_node_proxy_info_t *out) {
   out->tcp = kp_proxy_link_tcp(node->proxy_link);
   out->on_own = kp_proxy_link_on_own(node->proxy_link);
   out->falls = kp_proxy_link_falls(node->proxy_link);
+  uint32_t trials[2], moves[2];
+  kp_proxy_link_trials(node->proxy_link, trials, moves);
+  out->udp_trials = trials[0], out->tcp_trials = trials[1];
+  out->moves_to_udp = moves[0], out->moves_to_tcp = moves[1];
 }
 
 int kp__node_proxy_open(kp_node_t *node, const kp_node_options_t *opts, const kp_addr_t *bind) {

@@ -81,6 +81,9 @@ void kp_proxy_link_may_go_own(kp_proxy_link_t *l);
 bool kp_proxy_link_on_own(const kp_proxy_link_t *l);
 /* Times it fell back on them. */
 uint32_t kp_proxy_link_falls(const kp_proxy_link_t *l);
+/* Trial sessions over the other transport begun, and welcomed (the link
+ * moved onto it), by that transport: [0] UDP, [1] TCP. */
+void kp_proxy_link_trials(const kp_proxy_link_t *l, uint32_t trials[2], uint32_t moves[2]);
 /* Closes the session and frees l once its own socket has closed. Every
  * channel socket must be closed, its close callback run, before. */
 void kp_proxy_link_close(kp_proxy_link_t *l);

@@ -122,6 +122,9 @@ struct kp_proxy_link_s {
   uint32_t unusable;
   unsigned flaps;
   uint32_t falls; /* every fall, for the user (flaps is forgotten) */
+  /* Trial sessions begun and welcomed (the link moved), by the transport
+   * they tried: [0] UDP, [1] TCP. For the user. */
+  uint32_t trials[2], moves[2];
   uint64_t own_until, fell_at;
   uv_timer_t own_timer;
   kp_addr_t own_bind;
@@ -133,6 +136,11 @@ struct kp_proxy_link_s {
    * send must not re-enter it, nor replace it under itself; rearm runs
    * once the outer call is back. */
   unsigned in_client;
+  /* The datagram being read from the socket, in its receive scratch (ours
+   * to write into until the callback returns): a PASS's payload inside
+   * it is handed on in place, where any other is copied first. */
+  const uint8_t *rx_data;
+  size_t rx_len;
   kp_proxy_client_t *client;
   kp_log_t *log;
   uv_timer_t timer;
@@ -213,6 +221,21 @@ static void io_send(void *ctx, const uint8_t *data, size_t len) {
   if (l->io_live) kp_tunnel_io_send(&l->io, &f);
 }
 
+static void io_send_parts(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *body,
+                          size_t blen) {
+  kp_proxy_link_t *l = ctx;
+  if (l->close_wanted) return;
+  if (!l->tcp) {
+    kp_udp_send_parts(&l->sock, &l->proxy, head, hlen, body, blen);
+    return;
+  }
+  uint8_t whole[KP_PROXY_MAX_DATAGRAM];
+  if (hlen + blen > sizeof(whole)) return;
+  memcpy(whole, head, hlen);
+  memcpy(whole + hlen, body, blen);
+  io_send(ctx, whole, hlen + blen);
+}
+
 static void own_close(kp_proxy_link_t *l, unsigned c);
 
 static void io_opened(void *ctx, unsigned ch, const kp_addr_t *addr) {
@@ -241,6 +264,11 @@ static void io_recv(void *ctx, unsigned ch, const kp_addr_t *from, const uint8_t
                     size_t len) {
   kp_proxy_link_t *l = ctx;
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
+  uintptr_t at = (uintptr_t)data, rx = (uintptr_t)l->rx_data;
+  if (l->rx_data && at >= rx && at + len <= rx + l->rx_len) {
+    kp_udp_virtual_deliver(l->ch[ch].udp, from, (uint8_t *)at, len);
+    return;
+  }
   /* The receive callback may write into it (scratch), so a copy. */
   uint8_t buf[KP_UDP_MAX_DATAGRAM];
   memcpy(buf, data, len);
@@ -477,9 +505,13 @@ static void on_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, siz
    * Not once the link fell to TCP: from then on, every proxy silent over
    * UDP means TCP again (and its trials later), whatever was heard. */
   if (!l->fell) l->answered = true;
+  const uint8_t *outer = l->rx_data;
+  size_t outer_len = l->rx_len;
+  l->rx_data = data, l->rx_len = len;
   l->in_client++;
   kp_proxy_client_input(l->client, data, len, now_of(l));
   l->in_client--;
+  l->rx_data = outer, l->rx_len = outer_len;
   rearm(l);
 }
 
@@ -608,7 +640,7 @@ static int dial(kp_proxy_link_t *l) {
 }
 
 static kp_proxy_client_io_t client_io(kp_proxy_link_t *l) {
-  return (kp_proxy_client_io_t){l, io_send, io_opened, io_recv, io_closed, io_down};
+  return (kp_proxy_client_io_t){l, io_send, io_opened, io_recv, io_closed, io_down, io_send_parts};
 }
 
 /* A new session, with choice's proxy, every channel the node holds
@@ -696,6 +728,7 @@ static void on_io_closed_for_good(kp_tunnel_io_t *io) {
  * takes the link's io. The link fell (or falls now): silence over UDP
  * means TCP again, whatever was heard (on_datagram). */
 static void take_trial(kp_proxy_link_t *l, bool tcp) {
+  l->moves[tcp]++;
   kp_proxy_client_free(l->client);
   l->client = l->trial;
   l->trial = NULL;
@@ -826,13 +859,14 @@ static void on_trial(uv_timer_t *t) {
                        : c->learned ? c->learned_key
                                     : NULL;
   kp_proxy_client_io_t io = {
-      l, l->tcp ? trial_send_udp : trial_send_tcp, io_opened, io_recv, io_closed, trial_down};
+      l, l->tcp ? trial_send_udp : trial_send_tcp, io_opened, io_recv, io_closed, trial_down, NULL};
   /* Over UDP the trial needs a connection: none may be closing still. */
   if (!key || (!l->tcp && l->io.handles) ||
       kp_proxy_client_new(&l->self, key, &l->rng, &io, now, &l->trial)) {
     uv_timer_start(&l->trial_timer, on_trial, l->trial_ms, 0);
     return;
   }
+  l->trials[!l->tcp]++;
   l->trial_until = now + TRIAL_MS;
   l->trial_failed = false;
   l->trial_ms = l->trial_ms * 2 < TRIAL_MAX_MS ? l->trial_ms * 2 : TRIAL_MAX_MS;
@@ -969,6 +1003,11 @@ bool kp_proxy_link_on_own(const kp_proxy_link_t *l) {
 
 uint32_t kp_proxy_link_falls(const kp_proxy_link_t *l) {
   return l->falls;
+}
+
+void kp_proxy_link_trials(const kp_proxy_link_t *l, uint32_t trials[2], uint32_t moves[2]) {
+  memcpy(trials, l->trials, sizeof(l->trials));
+  memcpy(moves, l->moves, sizeof(l->moves));
 }
 
 const kp_addr_t *kp_proxy_link_addr(const kp_proxy_link_t *l) {

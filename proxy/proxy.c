@@ -868,6 +868,21 @@ void kp_proxy_input(kp_proxy_t *px, const kp_addr_t *from, const uint8_t *data, 
   }
 }
 
+/* A datagram from a bound address, unsealed to the peer: the PASS header,
+ * then the datagram as it came. */
+static void send_pass(kp_proxy_t *px, const session_t *s, uint64_t token, const uint8_t *data,
+                      size_t len) {
+  if (px->io.send_parts) {
+    uint8_t head[KP_PROXY_PASS_HEAD];
+    kp_proxy_pass_head(s->peer_index, token, head);
+    px->io.send_parts(px->io.ctx, &s->addr, head, sizeof(head), data, len);
+    return;
+  }
+  uint8_t out[KP_PROXY_MAX_DATAGRAM];
+  size_t n = kp_proxy_pass_encode(s->peer_index, token, data, len, out, sizeof(out));
+  if (n) px->io.send(px->io.ctx, &s->addr, out, n);
+}
+
 void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, const uint8_t *data,
                           size_t len, uint64_t now) {
   if (slot >= px->cfg.max_allocs || !px->allocs[slot].used) return;
@@ -899,10 +914,8 @@ void kp_proxy_alloc_input(kp_proxy_t *px, unsigned slot, const kp_addr_t *from, 
   px->st.received_bytes += len;
   bool passable = kp_proxy_passable(data, len);
   if (pv->confirmed && passable) {
-    uint8_t out[KP_PROXY_MAX_DATAGRAM];
-    size_t n = kp_proxy_pass_encode(s->peer_index, pv->token, data, len, out, sizeof(out));
     px->st.passed++;
-    px->io.send(px->io.ctx, &s->addr, out, n);
+    send_pass(px, s, pv->token, data, len);
     return;
   }
   if (len > KP_PROXY_MAX_PAYLOAD) { /* passes bound only: too big to seal */

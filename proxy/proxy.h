@@ -90,6 +90,11 @@ typedef struct kp_proxy_io_s {
                      size_t len);
   /* The slot's socket is no longer the proxy's (no more input for it). */
   void (*alloc_close)(void *ctx, unsigned slot);
+  /* Optional: send's datagram in two parts, a PASS's header and the
+   * payload it carries, so the glue copies it once; without it the parts
+   * are joined here and go through send. */
+  void (*send_parts)(void *ctx, const kp_addr_t *to, const uint8_t *head, size_t hlen,
+                     const uint8_t *body, size_t blen);
 } kp_proxy_io_t;
 
 typedef struct kp_proxy_s kp_proxy_t;

@@ -370,6 +370,19 @@ void kp_proxy_client_close(kp_proxy_client_t *c, unsigned ch, uint64_t now) {
   memset(&c->ch[ch], 0, sizeof(channel_t));
 }
 
+/* A bound datagram, unsealed: the PASS header, then the payload as it is. */
+static void send_pass(kp_proxy_client_t *c, uint64_t token, const uint8_t *data, size_t len) {
+  if (c->io.send_parts) {
+    uint8_t head[KP_PROXY_PASS_HEAD];
+    kp_proxy_pass_head(c->proxy_index, token, head);
+    c->io.send_parts(c->io.ctx, head, sizeof(head), data, len);
+    return;
+  }
+  uint8_t out[KP_PROXY_MAX_DATAGRAM];
+  size_t n = kp_proxy_pass_encode(c->proxy_index, token, data, len, out, sizeof(out));
+  if (n) c->io.send(c->io.ctx, out, n);
+}
+
 int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
                          const uint8_t *data, size_t len, uint64_t now) {
   if (len > KP_PROXY_MAX_PASS_PAYLOAD) return KP_ETOOBIG;
@@ -386,12 +399,10 @@ int kp_proxy_client_send(kp_proxy_client_t *c, unsigned ch, const kp_addr_t *to,
       send_body(c, &ping, now);
       c->ping_at = now;
     }
-    uint8_t out[KP_PROXY_MAX_DATAGRAM];
-    size_t n = kp_proxy_pass_encode(c->proxy_index, bound->token, data, len, out, sizeof(out));
+    send_pass(c, bound->token, data, len);
     bound->used = now + 1;
     c->st.passed++;
     c->sent_at = now;
-    c->io.send(c->io.ctx, out, n);
     return 0;
   }
   kp_proxy_body_t b = {

@@ -36,6 +36,10 @@ typedef struct kp_proxy_client_io_s {
   /* The proxy refused the session (an authenticated refusal) or the
    * session went silent (reason 0): the client keeps trying. */
   void (*on_down)(void *ctx, uint8_t reason);
+  /* Optional: a datagram for the proxy in two parts, a PASS's header and
+   * the payload it carries, so the glue copies it once; without it the
+   * parts are joined here and go through send. */
+  void (*send_parts)(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *body, size_t blen);
 } kp_proxy_client_io_t;
 
 typedef struct kp_proxy_client_stats_s {

@@ -105,13 +105,17 @@ bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out) 
   return true;
 }
 
-size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,
-                            uint8_t *out, size_t cap) {
-  if (!len || len > KP_PROXY_MAX_PASS_PAYLOAD || KP_PROXY_PASS_HEAD + len > cap) return 0;
+void kp_proxy_pass_head(uint32_t receiver, uint64_t token, uint8_t out[KP_PROXY_PASS_HEAD]) {
   out[0] = KP_PROXY_MAGIC;
   out[1] = KP_PROXY_PASS;
   put32(out + 2, receiver);
   put64(out + 6, token);
+}
+
+size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,
+                            uint8_t *out, size_t cap) {
+  if (!len || len > KP_PROXY_MAX_PASS_PAYLOAD || KP_PROXY_PASS_HEAD + len > cap) return 0;
+  kp_proxy_pass_head(receiver, token, out);
   memcpy(out + KP_PROXY_PASS_HEAD, data, len);
   return KP_PROXY_PASS_HEAD + len;
 }

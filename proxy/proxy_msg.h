@@ -144,6 +144,8 @@ static inline bool kp_proxy_passable(const uint8_t *data, size_t len) {
 /* A PASS alone (the data plane's decode): sets only type, receiver, token
  * and payload of out; false for anything else. */
 bool kp_proxy_pass_decode(const uint8_t *in, size_t len, kp_proxy_dgram_t *out);
+/* A PASS's header alone (the payload follows it in the datagram). */
+void kp_proxy_pass_head(uint32_t receiver, uint64_t token, uint8_t out[KP_PROXY_PASS_HEAD]);
 /* PASS: a datagram between the peer and a bound address, unsealed (its
  * size, 0 if len is 0, over KP_PROXY_MAX_PASS_PAYLOAD, or over cap). */
 size_t kp_proxy_pass_encode(uint32_t receiver, uint64_t token, const uint8_t *data, size_t len,

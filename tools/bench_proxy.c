@@ -110,8 +110,8 @@ static void forward_rates(uint64_t packets, bool bound, double *out, double *in)
   kp_keypair_t pk, ck;
   kp_keypair_generate(&pk);
   kp_keypair_generate(&ck);
-  kp_proxy_io_t io = {NULL, px_send, px_open, px_alloc_send, px_close};
-  kp_proxy_client_io_t cio = {NULL, cl_send, cl_opened, cl_recv, cl_closed, cl_down};
+  kp_proxy_io_t io = {NULL, px_send, px_open, px_alloc_send, px_close, NULL};
+  kp_proxy_client_io_t cio = {NULL, cl_send, cl_opened, cl_recv, cl_closed, cl_down, NULL};
   *out = *in = 0;
   SM.capture = false;
   SM.n = 0;

@@ -32,7 +32,7 @@ static void receive_gro(kp_udp_t *udp);
  * as GSO sends; anything the socket buffer cannot take is dropped, as the
  * network would. */
 static void flush(kp_udp_t *udp, kp_udp_batch_t *b) {
-  kp_udp_out_t out[KP_UDP_BATCH];
+  kp_udp_out_t out[KP_UDP_BATCH_DGRAMS];
   for (unsigned i = 0; i < b->count; i++) out[i] = (kp_udp_out_t){b->to[i], b->data[i], b->len[i]};
   unsigned sent = kp_udp_send_datagrams(udp, out, b->count);
   udp->stats.send_drops += b->count - sent;
@@ -374,15 +374,27 @@ int kp_udp_send_now(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t
 }
 
 int kp_udp_send(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t len) {
+  return kp_udp_send_parts(udp, to, data, len, NULL, 0);
+}
+
+int kp_udp_send_parts(kp_udp_t *udp, const kp_addr_t *to, const void *head, size_t hlen,
+                      const void *body, size_t blen) {
+  if (hlen + blen > KP_UDP_MAX_DATAGRAM) return KP_ETOOBIG;
   kp_udp_batch_t *b = udp->batch;
-  if (!b) return kp_udp_send_now(udp, to, data, len);
-  if (len > KP_UDP_MAX_DATAGRAM) return KP_ETOOBIG;
-  if (b->count == KP_UDP_BATCH) flush(udp, b);
-  unsigned i = b->count;
+  if (!b) {
+    if (!blen) return kp_udp_send_now(udp, to, head, hlen);
+    uint8_t whole[KP_UDP_MAX_DATAGRAM];
+    memcpy(whole, head, hlen);
+    memcpy(whole + hlen, body, blen);
+    return kp_udp_send_now(udp, to, whole, hlen + blen);
+  }
   if (to->family != KP_AF_INET && to->family != KP_AF_INET6) return KP_EBADADDR;
+  if (b->count == KP_UDP_BATCH_DGRAMS) flush(udp, b);
+  unsigned i = b->count;
   b->to[i] = *to;
-  b->len[i] = (uint16_t)len;
-  memcpy(b->data[i], data, len);
+  b->len[i] = (uint16_t)(hlen + blen);
+  memcpy(b->data[i], head, hlen);
+  if (blen) memcpy(b->data[i] + hlen, body, blen);
   b->count++;
   return 0;
 }

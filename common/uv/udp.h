@@ -49,6 +49,9 @@
 #define KP_UDP_MAX_DATAGRAM 1500
 /* Datagrams per recvmmsg/sendmmsg call. */
 #define KP_UDP_BATCH 32
+/* Datagrams a batch holds before it is sent: two GSO sends' worth, so a
+ * burst of a stream through a forwarder leaves in one system call. */
+#define KP_UDP_BATCH_DGRAMS 64
 
 typedef struct kp_udp_s kp_udp_t;
 typedef struct kp_udp_batch_s kp_udp_batch_t;
@@ -95,9 +98,9 @@ struct kp_udp_batch_s {
   kp_udp_t *udp;
   kp_udp_batch_t *outer;
   unsigned count;
-  kp_addr_t to[KP_UDP_BATCH];
-  uint16_t len[KP_UDP_BATCH];
-  uint8_t data[KP_UDP_BATCH][KP_UDP_MAX_DATAGRAM];
+  kp_addr_t to[KP_UDP_BATCH_DGRAMS];
+  uint16_t len[KP_UDP_BATCH_DGRAMS];
+  uint8_t data[KP_UDP_BATCH_DGRAMS][KP_UDP_MAX_DATAGRAM];
 };
 
 typedef struct kp_udp_options_s {
@@ -118,6 +121,12 @@ int kp_udp_recv_stop(kp_udp_t *udp);
  * copied and queued and 0 is returned. Otherwise 0, UV_EAGAIN (socket
  * buffer full; nothing sent) or another negative errno. */
 int kp_udp_send(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t len);
+
+/* kp_udp_send of a datagram in two parts, a header then a body (blen may
+ * be 0), copied once: a forwarder frames a datagram without a copy of its
+ * own. */
+int kp_udp_send_parts(kp_udp_t *udp, const kp_addr_t *to, const void *head, size_t hlen,
+                      const void *body, size_t blen);
 
 /* Sends now, bypassing an open batch (for callers that must see UV_EAGAIN). */
 int kp_udp_send_now(kp_udp_t *udp, const kp_addr_t *to, const void *data, size_t len);

@@ -182,6 +182,14 @@ static void proxy_link_metrics(const kp_node_t *node, kp_cli_text_t *t) {
   kp_cli_metric_head(t, "kadpunch_proxy_link_falls_total", "counter",
                      "Times every proxy went silent and the node fell back on its own sockets.");
   kp_cli_text_printf(t, "kadpunch_proxy_link_falls_total %u\n", p.falls);
+  kp_cli_metric_head(t, "kadpunch_proxy_link_trials_total", "counter",
+                     "Sessions tried with the proxy over the other transport, by that transport.");
+  kp_cli_text_printf(t, "kadpunch_proxy_link_trials_total{over=\"udp\"} %u\n", p.udp_trials);
+  kp_cli_text_printf(t, "kadpunch_proxy_link_trials_total{over=\"tcp\"} %u\n", p.tcp_trials);
+  kp_cli_metric_head(t, "kadpunch_proxy_link_moves_total", "counter",
+                     "Trials the proxy welcomed, the link moving onto their transport.");
+  kp_cli_text_printf(t, "kadpunch_proxy_link_moves_total{to=\"udp\"} %u\n", p.moves_to_udp);
+  kp_cli_text_printf(t, "kadpunch_proxy_link_moves_total{to=\"tcp\"} %u\n", p.moves_to_tcp);
 }
 
 void kp_cli_metrics_node(kp_node_t *node, kp_cli_text_t *out) {

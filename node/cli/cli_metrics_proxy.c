@@ -74,6 +74,9 @@ void kp_cli_metrics_proxy(void *ctx, kp_cli_text_t *t) {
       s.passed);
   one(t, "kadpunch_proxy_bindings_total", "counter",
       "Tokens given to peers for addresses they talk to (BIND).", s.bindings);
+  one(t, "kadpunch_proxy_left_sessions_ended_total", "counter",
+      "Sessions unheard for 30 s ended for a newer session of their key at its allocation cap.",
+      s.left_ended);
   one(t, "kadpunch_proxy_retransmits_total", "counter",
       "HELLOs a peer sent again, answered with the same WELCOME.", s.retransmits);
   refusals(t, &s);

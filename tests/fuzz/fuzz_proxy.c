@@ -156,10 +156,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kp_keypair_from_seed(&pk, s1);
     kp_keypair_from_seed(&ck, s2);
   }
-  kp_proxy_io_t io = {NULL, px_send, px_open, px_alloc_send, px_close};
+  kp_proxy_io_t io = {NULL, px_send, px_open, px_alloc_send, px_close, NULL};
   if (kp_proxy_new(&cfg, &pk, &rng, &io, &F.px)) return 0;
   kp_proxy_set_local(F.px, &F.proxy, NULL);
-  kp_proxy_client_io_t cio = {NULL, cl_send, on_opened, on_recv, on_closed, on_down};
+  kp_proxy_client_io_t cio = {NULL, cl_send, on_opened, on_recv, on_closed, on_down, NULL};
   if (kp_proxy_client_new(&ck, pk.public_key, &rng, &cio, F.now, &F.cl)) {
     kp_proxy_free(F.px);
     return 0;

@@ -309,7 +309,9 @@ void test_metrics_exposition(void) {
   KP_CHECK_MSG(value_of(body, "kadpunch_proxy_link_up ") == 1 &&
                    value_of(body, "kadpunch_proxy_link_tcp ") == 0 &&
                    value_of(body, "kadpunch_proxy_link_own ") == 0 &&
-                   value_of(body, "kadpunch_proxy_link_falls_total ") == 0,
+                   value_of(body, "kadpunch_proxy_link_falls_total ") == 0 &&
+                   value_of(body, "kadpunch_proxy_link_trials_total{over=\"udp\"} ") == 0 &&
+                   value_of(body, "kadpunch_proxy_link_moves_total{to=\"tcp\"} ") == 0,
                "%s", body);
   body = scrape(port_of(s), "serve");
   KP_CHECK_MSG(value_of(body, "kadpunch_proxy_link_up ") < 0, "%s", body); /* not proxied */
@@ -413,6 +415,7 @@ void test_metrics_proxy(void) {
   char *body = scrape(port, "proxy (idle)");
   KP_CHECK_MSG(value_of(body, "kadpunch_proxy_sessions ") == 0 &&
                    value_of(body, "kadpunch_proxy_welcomed_total ") == 0 &&
+                   value_of(body, "kadpunch_proxy_left_sessions_ended_total ") == 0 &&
                    value_of(body, "kadpunch_dht_routing_table_nodes ") > 0,
                "%s", body);
 

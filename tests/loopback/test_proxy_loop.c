@@ -195,6 +195,7 @@ static void udp_returns(uv_loop_t *loop, kp_node_t *client, kp_udp_splice_t *sp)
          "%s\n",
          sp->too_long, pi.tcp ? "TCP" : "UDP", pi.up ? "up" : "down");
   KP_CHECK(sp->too_long > 0 && pi.tcp && pi.up);
+  KP_CHECK(pi.udp_trials >= 1 && pi.moves_to_udp == 0 && pi.tcp_trials == 0);
   /* Every datagram gets through: the next trial (10 s after the first
    * gave up, 20 s after UDP opened) is welcomed, and the link is back
    * over UDP. */
@@ -205,6 +206,9 @@ static void udp_returns(uv_loop_t *loop, kp_node_t *client, kp_udp_splice_t *sp)
   /* The node's socket is at a new allocation: a rebinding. */
   kp_testnet_run_until(loop, NULL, NULL, 500);
   KP_CHECK(client->sock.local.port && !kp_addr_eq(&client->sock.local, &over_tcp));
+  uint32_t tried = pi.udp_trials;
+  kp_node_proxy_info(client, &pi);
+  KP_CHECK(pi.udp_trials > tried && pi.moves_to_udp == 1 && pi.moves_to_tcp == 0);
 }
 
 /* The link over UDP. UDP is blocked now (the network changed under it):
@@ -223,6 +227,8 @@ static void udp_lost(uv_loop_t *loop, kp_node_t *client, kp_udp_splice_t *sp) {
          (unsigned long long)(uv_now(loop) - lost));
   kp_testnet_run_until(loop, NULL, NULL, 500);
   KP_CHECK(client->sock.local.port && !kp_addr_eq(&client->sock.local, &over_udp));
+  kp_node_proxy_info(client, &pi);
+  KP_CHECK(pi.tcp_trials >= 1 && pi.moves_to_tcp == 1 && pi.udp_trials == 0);
 }
 
 /* Runs one echo with the client and/or the server proxied. */

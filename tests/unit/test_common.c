@@ -372,15 +372,17 @@ static void test_udp_send_recv(void) {
   /* Batched sends leave together; an oversize datagram is refused. */
   kp_udp_batch_t batch;
   kp_udp_batch_begin(&a, &batch);
-  for (int i = 0; i < 40; i++) KP_CHECK_OK(kp_udp_send(&a, &b.local, "hello", 5));
-  KP_CHECK_EQ(a.stats.packets_out, 32); /* a full batch flushed on its own */
+  for (int i = 0; i < KP_UDP_BATCH_DGRAMS + 8; i++)
+    KP_CHECK_OK(kp_udp_send(&a, &b.local, "hello", 5));
+  KP_CHECK_EQ(a.stats.packets_out, KP_UDP_BATCH_DGRAMS); /* a full batch flushed on its own */
   kp_udp_batch_end(&a, &batch);
-  KP_CHECK_EQ(a.stats.packets_out, 40);
+  KP_CHECK_EQ(a.stats.packets_out, KP_UDP_BATCH_DGRAMS + 8);
   uint8_t big[KP_UDP_MAX_DATAGRAM + 1] = {0};
   KP_CHECK_EQ(kp_udp_send(&a, &b.local, big, sizeof(big)), KP_ETOOBIG);
   uint64_t t0 = kp_test_now_ms();
-  while (pb.got < 40 && kp_test_now_ms() - t0 < 5000) uv_run(&loop, UV_RUN_ONCE);
-  KP_CHECK_EQ(pb.got, 40);
+  while (pb.got < KP_UDP_BATCH_DGRAMS + 8 && kp_test_now_ms() - t0 < 5000)
+    uv_run(&loop, UV_RUN_ONCE);
+  KP_CHECK_EQ(pb.got, KP_UDP_BATCH_DGRAMS + 8);
   KP_CHECK(kp_addr_eq(&pb.from, &a.local));
   KP_CHECK_EQ(pb.len, 5);
   KP_CHECK_MEM(pb.data, "hello", 5);
@@ -439,6 +441,57 @@ static void test_udp_bulk(void) {
   KP_CHECK_EQ(pb.bad, 0);
   for (unsigned i = 0; i < 100; i++) KP_CHECK_EQ(pb.sizes[i], out[i].len);
   KP_CHECK(b.stats.gro_receives > 0); /* loopback passes GSO batches whole */
+  kp_udp_close(&a, NULL);
+  kp_udp_close(&b, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A batch holds two GSO sends' worth (a forwarder's burst leaves in one
+ * system call), and a datagram sent in parts arrives whole. */
+static void test_udp_batch_parts(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  kp_udp_t a, b;
+  kp_addr_t any;
+  kp_addr_parse(&any, "127.0.0.1:0");
+  KP_CHECK_OK(kp_udp_init(&loop, &a, &any, NULL));
+  KP_CHECK_OK(kp_udp_init(&loop, &b, &any, NULL));
+  bulk_probe_t pb = {0};
+  b.data = &pb;
+  KP_CHECK_OK(kp_udp_recv_start(&b, on_bulk));
+  /* Datagram i: a 14-byte head and a body, each filled with (uint8_t)i;
+   * the last one has no body. */
+  uint8_t head[14], body[1386];
+  kp_udp_batch_t batch;
+  kp_udp_batch_begin(&a, &batch);
+  for (unsigned i = 0; i < KP_UDP_BATCH_DGRAMS; i++) {
+    memset(head, (int)i, sizeof(head));
+    memset(body, (int)i, sizeof(body));
+    KP_CHECK_OK(kp_udp_send_parts(&a, &b.local, head, sizeof(head), body, sizeof(body)));
+  }
+  KP_CHECK_EQ(a.stats.packets_out, 0); /* all of them held */
+  memset(head, KP_UDP_BATCH_DGRAMS, sizeof(head));
+  KP_CHECK_OK(kp_udp_send_parts(&a, &b.local, head, sizeof(head), NULL, 0));
+  KP_CHECK_EQ(a.stats.packets_out, KP_UDP_BATCH_DGRAMS); /* a full batch went to make room */
+  KP_CHECK(a.stats.gso_sends >= 1);
+  uint8_t big[KP_UDP_MAX_DATAGRAM];
+  KP_CHECK_EQ(kp_udp_send_parts(&a, &b.local, head, sizeof(head), big, sizeof(big)), KP_ETOOBIG);
+  kp_udp_batch_end(&a, &batch);
+  KP_CHECK_EQ(a.stats.packets_out, KP_UDP_BATCH_DGRAMS + 1);
+  /* Outside a batch: joined and sent at once. */
+  memset(head, KP_UDP_BATCH_DGRAMS + 1, sizeof(head));
+  memset(body, KP_UDP_BATCH_DGRAMS + 1, 100);
+  KP_CHECK_OK(kp_udp_send_parts(&a, &b.local, head, sizeof(head), body, 100));
+  KP_CHECK_EQ(a.stats.packets_out, KP_UDP_BATCH_DGRAMS + 2);
+  unsigned want = KP_UDP_BATCH_DGRAMS + 2;
+  uint64_t t0 = kp_test_now_ms();
+  while (pb.got < want && kp_test_now_ms() - t0 < 5000) uv_run(&loop, UV_RUN_ONCE);
+  KP_CHECK_EQ(pb.got, want);
+  KP_CHECK_EQ(pb.bad, 0);
+  for (unsigned i = 0; i < KP_UDP_BATCH_DGRAMS; i++) KP_CHECK_EQ(pb.sizes[i], 1400);
+  KP_CHECK_EQ(pb.sizes[KP_UDP_BATCH_DGRAMS], 14);
+  KP_CHECK_EQ(pb.sizes[KP_UDP_BATCH_DGRAMS + 1], 114);
   kp_udp_close(&a, NULL);
   kp_udp_close(&b, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -714,23 +767,15 @@ static void test_ratelimit(void) {
 }
 
 static const kp_test_case_t cases[] = {
-    KP_CASE(errors_named, unit, 10),
-    KP_CASE(invites, unit, 10),
-    KP_CASE(ratelimit, unit, 10),
-    KP_CASE(addr_parse_format, unit, 10),
-    KP_CASE(addr_compact, unit, 10),
-    KP_CASE(addr_compare_hash, unit, 10),
-    KP_CASE(addr_classes, unit, 10),
-    KP_CASE(addr_sockaddr, unit, 10),
-    KP_CASE(buf_bounds, unit, 10),
-    KP_CASE(mp_check, unit, 10),
-    KP_CASE(mp_random_input, unit, 60),
-    KP_CASE(rng, unit, 10),
-    KP_CASE(log_levels, unit, 10),
-    KP_CASE(udp_send_recv, loopback, 20),
-    KP_CASE(udp_bind_errors, loopback, 20),
-    KP_CASE(udp_bulk, loopback, 20),
-    KP_CASE(z32, unit, 10),
+    KP_CASE(errors_named, unit, 10),        KP_CASE(invites, unit, 10),
+    KP_CASE(ratelimit, unit, 10),           KP_CASE(addr_parse_format, unit, 10),
+    KP_CASE(addr_compact, unit, 10),        KP_CASE(addr_compare_hash, unit, 10),
+    KP_CASE(addr_classes, unit, 10),        KP_CASE(addr_sockaddr, unit, 10),
+    KP_CASE(buf_bounds, unit, 10),          KP_CASE(mp_check, unit, 10),
+    KP_CASE(mp_random_input, unit, 60),     KP_CASE(rng, unit, 10),
+    KP_CASE(log_levels, unit, 10),          KP_CASE(udp_send_recv, loopback, 20),
+    KP_CASE(udp_bind_errors, loopback, 20), KP_CASE(udp_bulk, loopback, 20),
+    KP_CASE(udp_batch_parts, loopback, 20), KP_CASE(z32, unit, 10),
     KP_CASE(key_files, unit, 10),
 };
 

@@ -74,6 +74,16 @@ static void px_send(void *ctx, const kp_addr_t *to, const uint8_t *data, size_t 
   memcpy(d->data, data, len);
 }
 
+/* The proxy's PASSes in parts, as the node takes them (joined here). */
+static void px_send_parts(void *ctx, const kp_addr_t *to, const uint8_t *head, size_t hlen,
+                          const uint8_t *body, size_t blen) {
+  uint8_t whole[1500];
+  KP_CHECK(hlen == KP_PROXY_PASS_HEAD && hlen + blen <= sizeof(whole));
+  memcpy(whole, head, hlen);
+  memcpy(whole + hlen, body, blen);
+  px_send(ctx, to, whole, hlen + blen);
+}
+
 static int px_alloc_open(void *ctx, unsigned slot, uint8_t family, kp_addr_t *bound) {
   world_t *w = ctx;
   if (w->open_fails) return KP_EMFILE;
@@ -109,6 +119,17 @@ static void cl_send(void *ctx, const uint8_t *data, size_t len) {
   W.cl_last_len[i] = len;
   if (data[1] == KP_PROXY_HELLO) memcpy(W.cl_hello[i], data, KP_PROXY_HELLO_LEN);
   if (!W.cl_mute[i]) kp_proxy_input(W.px, &W.peer_addr[i], data, len, W.now);
+}
+
+/* Half the clients hand their PASSes over in parts, as the node does; the
+ * others have them joined by the client. */
+static void cl_send_parts(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *body,
+                          size_t blen) {
+  uint8_t whole[KP_PROXY_MAX_DATAGRAM];
+  KP_CHECK(hlen == KP_PROXY_PASS_HEAD && hlen + blen <= sizeof(whole));
+  memcpy(whole, head, hlen);
+  memcpy(whole + hlen, body, blen);
+  cl_send(ctx, whole, hlen + blen);
 }
 
 static void cl_opened(void *ctx, unsigned ch, const kp_addr_t *a) {
@@ -151,7 +172,7 @@ static void world_init(const kp_proxy_config_t *cfg, const char *proxy_addr) {
     cfg = &defaults;
   }
   kp_keypair_generate(&W.kp);
-  kp_proxy_io_t io = {&W, px_send, px_alloc_open, px_alloc_send, px_alloc_close};
+  kp_proxy_io_t io = {&W, px_send, px_alloc_open, px_alloc_send, px_alloc_close, px_send_parts};
   KP_CHECK_OK(kp_proxy_new(cfg, &W.kp, &W.rng, &io, &W.px));
   kp_proxy_set_local(W.px, &W.proxy_addr, NULL);
 }
@@ -186,7 +207,9 @@ static unsigned add_client(const char *from, bool know_key, const kp_keypair_t *
   else
     kp_keypair_generate(&kp);
   addr(&W.peer_addr[i], from);
-  kp_proxy_client_io_t io = {(void *)(uintptr_t)i, cl_send, cl_opened, cl_recv, cl_closed, cl_down};
+  kp_proxy_client_io_t io = {
+      (void *)(uintptr_t)i,        cl_send, cl_opened, cl_recv, cl_closed, cl_down,
+      i % 2 ? cl_send_parts : NULL};
   KP_CHECK_OK(kp_proxy_client_new(&kp, know_key ? kp_proxy_public_key(W.px) : NULL, &W.rng, &io,
                                   W.now, &W.cl[i]));
   kp_proxy_client_tick(W.cl[i], W.now);
@@ -1039,7 +1062,7 @@ static void test_session_follows_rebinding(void) {
   kp_proxy_free(W.px);
   kp_proxy_config_t cfg;
   kp_proxy_config_defaults(&cfg);
-  kp_proxy_io_t io = {&W, px_send, px_alloc_open, px_alloc_send, px_alloc_close};
+  kp_proxy_io_t io = {&W, px_send, px_alloc_open, px_alloc_send, px_alloc_close, NULL};
   KP_CHECK_OK(kp_proxy_new(&cfg, &W.kp, &W.rng, &io, &W.px));
   kp_proxy_set_local(W.px, &W.proxy_addr, NULL);
   kp_proxy_client_open(W.cl[c], 1, KP_AF_INET, W.now); /* takes slot 0 first at the new proxy */

@@ -411,18 +411,38 @@ static void on_bulk(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t 
   p->got++;
 }
 
-static void test_udp_bulk(void) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  kp_udp_t a, b;
+/* Two sockets on loopback (a loop of their own), b handing what it
+ * receives to on_bulk, through GRO if asked. */
+static void bulk_pair(uv_loop_t *loop, kp_udp_t *a, kp_udp_t *b, bulk_probe_t *pb, bool gro) {
+  uv_loop_init(loop);
   kp_addr_t any;
   kp_addr_parse(&any, "127.0.0.1:0");
-  KP_CHECK_OK(kp_udp_init(&loop, &a, &any, NULL));
-  KP_CHECK_OK(kp_udp_init(&loop, &b, &any, NULL));
-  bulk_probe_t pb = {0};
-  b.data = &pb;
-  KP_CHECK_OK(kp_udp_enable_gro(&b));
-  KP_CHECK_OK(kp_udp_recv_start(&b, on_bulk));
+  KP_CHECK_OK(kp_udp_init(loop, a, &any, NULL));
+  KP_CHECK_OK(kp_udp_init(loop, b, &any, NULL));
+  memset(pb, 0, sizeof(*pb));
+  b->data = pb;
+  if (gro) KP_CHECK_OK(kp_udp_enable_gro(b));
+  KP_CHECK_OK(kp_udp_recv_start(b, on_bulk));
+}
+
+/* Runs the loop until b got `want`, then closes the pair and the loop. */
+static void bulk_pair_end(uv_loop_t *loop, kp_udp_t *a, kp_udp_t *b, unsigned want) {
+  bulk_probe_t *pb = b->data;
+  uint64_t t0 = kp_test_now_ms();
+  while (pb->got < want && kp_test_now_ms() - t0 < 5000) uv_run(loop, UV_RUN_ONCE);
+  KP_CHECK_EQ(pb->got, want);
+  KP_CHECK_EQ(pb->bad, 0);
+  kp_udp_close(a, NULL);
+  kp_udp_close(b, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  KP_CHECK_EQ(uv_loop_close(loop), 0);
+}
+
+static void test_udp_bulk(void) {
+  uv_loop_t loop;
+  kp_udp_t a, b;
+  bulk_probe_t pb;
+  bulk_pair(&loop, &a, &b, &pb, true);
   /* 100 datagrams: 60 of 1400 bytes (one GSO run... or two: 46 fit in 64
    * KiB), a short one ending the run, three odd sizes, 36 of 1200. */
   static uint8_t bufs[100][1472];
@@ -437,29 +457,18 @@ static void test_udp_bulk(void) {
   KP_CHECK(a.stats.gso_sends >= 2);
   uint64_t t0 = kp_test_now_ms();
   while (pb.got < 100 && kp_test_now_ms() - t0 < 5000) uv_run(&loop, UV_RUN_ONCE);
-  KP_CHECK_EQ(pb.got, 100);
-  KP_CHECK_EQ(pb.bad, 0);
-  for (unsigned i = 0; i < 100; i++) KP_CHECK_EQ(pb.sizes[i], out[i].len);
+  for (unsigned i = 0; i < 100 && i < pb.got; i++) KP_CHECK_EQ(pb.sizes[i], out[i].len);
   KP_CHECK(b.stats.gro_receives > 0); /* loopback passes GSO batches whole */
-  kp_udp_close(&a, NULL);
-  kp_udp_close(&b, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  KP_CHECK_EQ(uv_loop_close(&loop), 0);
+  bulk_pair_end(&loop, &a, &b, 100);
 }
 
 /* A batch holds two GSO sends' worth (a forwarder's burst leaves in one
  * system call), and a datagram sent in parts arrives whole. */
 static void test_udp_batch_parts(void) {
   uv_loop_t loop;
-  uv_loop_init(&loop);
   kp_udp_t a, b;
-  kp_addr_t any;
-  kp_addr_parse(&any, "127.0.0.1:0");
-  KP_CHECK_OK(kp_udp_init(&loop, &a, &any, NULL));
-  KP_CHECK_OK(kp_udp_init(&loop, &b, &any, NULL));
-  bulk_probe_t pb = {0};
-  b.data = &pb;
-  KP_CHECK_OK(kp_udp_recv_start(&b, on_bulk));
+  bulk_probe_t pb;
+  bulk_pair(&loop, &a, &b, &pb, false);
   /* Datagram i: a 14-byte head and a body, each filled with (uint8_t)i;
    * the last one has no body. */
   uint8_t head[14], body[1386];
@@ -484,18 +493,10 @@ static void test_udp_batch_parts(void) {
   memset(body, KP_UDP_BATCH_DGRAMS + 1, 100);
   KP_CHECK_OK(kp_udp_send_parts(&a, &b.local, head, sizeof(head), body, 100));
   KP_CHECK_EQ(a.stats.packets_out, KP_UDP_BATCH_DGRAMS + 2);
-  unsigned want = KP_UDP_BATCH_DGRAMS + 2;
-  uint64_t t0 = kp_test_now_ms();
-  while (pb.got < want && kp_test_now_ms() - t0 < 5000) uv_run(&loop, UV_RUN_ONCE);
-  KP_CHECK_EQ(pb.got, want);
-  KP_CHECK_EQ(pb.bad, 0);
+  bulk_pair_end(&loop, &a, &b, KP_UDP_BATCH_DGRAMS + 2);
   for (unsigned i = 0; i < KP_UDP_BATCH_DGRAMS; i++) KP_CHECK_EQ(pb.sizes[i], 1400);
   KP_CHECK_EQ(pb.sizes[KP_UDP_BATCH_DGRAMS], 14);
   KP_CHECK_EQ(pb.sizes[KP_UDP_BATCH_DGRAMS + 1], 114);
-  kp_udp_close(&a, NULL);
-  kp_udp_close(&b, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  KP_CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
 static void test_udp_bind_errors(void) {

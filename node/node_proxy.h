@@ -84,6 +84,9 @@ uint32_t kp_proxy_link_falls(const kp_proxy_link_t *l);
 /* Trial sessions over the other transport begun, and welcomed (the link
  * moved onto it), by that transport: [0] UDP, [1] TCP. */
 void kp_proxy_link_trials(const kp_proxy_link_t *l, uint32_t trials[2], uint32_t moves[2]);
+/* Datagrams the channels received: handed on in place (PASSes over UDP,
+ * in the socket's scratch) and copied first (the rest). */
+void kp_proxy_link_rx_counts(const kp_proxy_link_t *l, uint64_t *in_place, uint64_t *copied);
 /* Closes the session and frees l once its own socket has closed. Every
  * channel socket must be closed, its close callback run, before. */
 void kp_proxy_link_close(kp_proxy_link_t *l);

@@ -141,6 +141,7 @@ struct kp_proxy_link_s {
    * it is handed on in place, where any other is copied first. */
   const uint8_t *rx_data;
   size_t rx_len;
+  uint64_t rx_in_place, rx_copied; /* channels' arrivals handed on each way */
   kp_proxy_client_t *client;
   kp_log_t *log;
   uv_timer_t timer;
@@ -266,9 +267,11 @@ static void io_recv(void *ctx, unsigned ch, const kp_addr_t *from, const uint8_t
   if (!l->ch[ch].udp || l->ch[ch].closing) return;
   uintptr_t at = (uintptr_t)data, rx = (uintptr_t)l->rx_data;
   if (l->rx_data && at >= rx && at + len <= rx + l->rx_len) {
+    l->rx_in_place++;
     kp_udp_virtual_deliver(l->ch[ch].udp, from, (uint8_t *)at, len);
     return;
   }
+  l->rx_copied++;
   /* The receive callback may write into it (scratch), so a copy. */
   uint8_t buf[KP_UDP_MAX_DATAGRAM];
   memcpy(buf, data, len);
@@ -1003,6 +1006,11 @@ bool kp_proxy_link_on_own(const kp_proxy_link_t *l) {
 
 uint32_t kp_proxy_link_falls(const kp_proxy_link_t *l) {
   return l->falls;
+}
+
+void kp_proxy_link_rx_counts(const kp_proxy_link_t *l, uint64_t *in_place, uint64_t *copied) {
+  *in_place = l->rx_in_place;
+  *copied = l->rx_copied;
 }
 
 void kp_proxy_link_trials(const kp_proxy_link_t *l, uint32_t trials[2], uint32_t moves[2]) {

@@ -33,7 +33,9 @@
  * from kp_udp_send_datagrams(), and can wait for the socket to become
  * writable.
  *
- * The callbacks need about 64 KiB of stack. Loop thread only. */
+ * An open batch is about 96 KiB of stack (nested ones too, unused), and a
+ * receive callback's scratch about 50 KiB: a loop thread wants a stack of
+ * a megabyte or more (a main thread's 8 MiB is plenty). Loop thread only. */
 #ifndef KP_COMMON_UDP_H
 #define KP_COMMON_UDP_H
 

@@ -311,6 +311,8 @@ void test_metrics_exposition(void) {
                    value_of(body, "kadpunch_proxy_link_own ") == 0 &&
                    value_of(body, "kadpunch_proxy_link_falls_total ") == 0 &&
                    value_of(body, "kadpunch_proxy_link_trials_total{over=\"udp\"} ") == 0 &&
+                   value_of(body, "kadpunch_proxy_link_trials_total{over=\"tcp\"} ") == 0 &&
+                   value_of(body, "kadpunch_proxy_link_moves_total{to=\"udp\"} ") == 0 &&
                    value_of(body, "kadpunch_proxy_link_moves_total{to=\"tcp\"} ") == 0,
                "%s", body);
   body = scrape(port_of(s), "serve");

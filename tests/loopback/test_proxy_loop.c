@@ -296,6 +296,15 @@ static void run_via(bool client_proxied, bool server_proxied, transport_t transp
     kp_node_proxy_info_t pi; /* over UDP where UDP works; TCP as asked, or found */
     kp_node_proxy_info(client, &pi);
     KP_CHECK_EQ(pi.tcp, transport == OVER_TCP || transport == UDP_BLOCKED || transport == UDP_LOST);
+    /* The echo's 4 MiB back came as PASSes: over UDP each one was handed
+     * to the connection where it lay, in the socket's scratch; over TCP
+     * each was copied out of the connection's frames. */
+    uint64_t in_place, copied;
+    kp_proxy_link_rx_counts(client->proxy_link, &in_place, &copied);
+    bool over_udp = transport == OVER_UDP || transport == UDP_RETURNS;
+    KP_CHECK_MSG(over_udp ? in_place > r.len / 1500 / 2
+                          : in_place == 0 && copied > r.len / 1500 / 2,
+                 "%" PRIu64 " in place, %" PRIu64 " copied", in_place, copied);
   }
   if (server_proxied) {
     KP_CHECK(kp_addr_same_ip(&r.info.path, &px_addr) && r.info.path.port != px_addr.port);

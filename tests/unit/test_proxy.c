@@ -122,10 +122,15 @@ static void cl_send(void *ctx, const uint8_t *data, size_t len) {
 }
 
 /* Half the clients hand their PASSes over in parts, as the node does; the
- * others have them joined by the client. */
+ * others have them joined by the client. Which half: the first client
+ * (one_client's) gives its parts when first_gives_parts is set. */
+static bool first_gives_parts;
+static unsigned parts_given;
+
 static void cl_send_parts(void *ctx, const uint8_t *head, size_t hlen, const uint8_t *body,
                           size_t blen) {
   uint8_t whole[KP_PROXY_MAX_DATAGRAM];
+  parts_given++;
   KP_CHECK(hlen == KP_PROXY_PASS_HEAD && hlen + blen <= sizeof(whole));
   memcpy(whole, head, hlen);
   memcpy(whole + hlen, body, blen);
@@ -207,9 +212,13 @@ static unsigned add_client(const char *from, bool know_key, const kp_keypair_t *
   else
     kp_keypair_generate(&kp);
   addr(&W.peer_addr[i], from);
-  kp_proxy_client_io_t io = {
-      (void *)(uintptr_t)i,        cl_send, cl_opened, cl_recv, cl_closed, cl_down,
-      i % 2 ? cl_send_parts : NULL};
+  kp_proxy_client_io_t io = {(void *)(uintptr_t)i,
+                             cl_send,
+                             cl_opened,
+                             cl_recv,
+                             cl_closed,
+                             cl_down,
+                             (i % 2 == 0) == first_gives_parts ? cl_send_parts : NULL};
   KP_CHECK_OK(kp_proxy_client_new(&kp, know_key ? kp_proxy_public_key(W.px) : NULL, &W.rng, &io,
                                   W.now, &W.cl[i]));
   kp_proxy_client_tick(W.cl[i], W.now);
@@ -1230,7 +1239,7 @@ static uint8_t send_as(unsigned c, const kp_addr_t *to, const uint8_t *data, siz
   return last_type(c);
 }
 
-static void test_bound_pass(void) {
+static void bound_pass(void) {
   unsigned c = one_client(NULL);
   kp_addr_t peer, dht_node;
   addr(&peer, "198.51.100.30:7000");
@@ -1313,6 +1322,16 @@ static void test_bound_pass(void) {
   KP_CHECK_EQ(W.downs[c], 0);
   KP_CHECK_EQ(last_type(c), KP_PROXY_PASS);
   world_free();
+}
+
+/* The client's PASSes joined by the client, then given in parts. */
+static void test_bound_pass(void) {
+  for (int parts = 0; parts < 2; parts++) {
+    first_gives_parts = parts, parts_given = 0;
+    bound_pass();
+    KP_CHECK(parts ? parts_given > 90 : parts_given == 0);
+  }
+  first_gives_parts = false;
 }
 
 static void test_pass_forged_and_stale(void) {

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "node/node_internal.h"
 #include "node/node_proxy.h"
 #include "proxy/proxy.h"
@@ -147,10 +148,11 @@ static void px_send_parts(void *ctx, const kp_addr_t *to, const uint8_t *head, s
   }
   /* A peer over TCP may be this one: joined, through send. */
   uint8_t whole[KP_PROXY_MAX_DATAGRAM];
-  if (hlen + blen > sizeof(whole)) return;
-  memcpy(whole, head, hlen);
-  memcpy(whole + hlen, body, blen);
-  px_send(ctx, to, whole, hlen + blen);
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, whole, sizeof(whole));
+  kp_wbuf_put(&w, head, hlen);
+  kp_wbuf_put(&w, body, blen);
+  if (!w.overflow) px_send(ctx, to, whole, w.len);
 }
 
 static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {

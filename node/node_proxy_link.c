@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "node/node_proxy.h"
 #include "proxy/proxy_client.h"
 #include "relay/uv/tunnel.h"
@@ -231,10 +232,11 @@ static void io_send_parts(void *ctx, const uint8_t *head, size_t hlen, const uin
     return;
   }
   uint8_t whole[KP_PROXY_MAX_DATAGRAM];
-  if (hlen + blen > sizeof(whole)) return;
-  memcpy(whole, head, hlen);
-  memcpy(whole + hlen, body, blen);
-  io_send(ctx, whole, hlen + blen);
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, whole, sizeof(whole));
+  kp_wbuf_put(&w, head, hlen);
+  kp_wbuf_put(&w, body, blen);
+  if (!w.overflow) io_send(ctx, whole, w.len);
 }
 
 static void own_close(kp_proxy_link_t *l, unsigned c);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/buf.h"
 #include "kadpunch.h"
 
 /* At most this many recvmmsg rounds per readiness event, so one busy socket
@@ -384,9 +385,11 @@ int kp_udp_send_parts(kp_udp_t *udp, const kp_addr_t *to, const void *head, size
   if (!b) {
     if (!blen) return kp_udp_send_now(udp, to, head, hlen);
     uint8_t whole[KP_UDP_MAX_DATAGRAM];
-    memcpy(whole, head, hlen);
-    memcpy(whole + hlen, body, blen);
-    return kp_udp_send_now(udp, to, whole, hlen + blen);
+    kp_wbuf_t w;
+    kp_wbuf_init(&w, whole, sizeof(whole));
+    kp_wbuf_put(&w, head, hlen);
+    kp_wbuf_put(&w, body, blen);
+    return kp_udp_send_now(udp, to, whole, w.len);
   }
   if (to->family != KP_AF_INET && to->family != KP_AF_INET6) return KP_EBADADDR;
   if (b->count == KP_UDP_BATCH_DGRAMS) flush(udp, b);

@@ -188,9 +188,9 @@ size_t kp_proxy_body_encode(const kp_proxy_body_t *b, uint8_t *out, size_t cap) 
   tmp[0] = b->op;
   tmp[1] = b->channel;
   switch (b->op) {
-    case KP_PROXY_OP_OPEN:
-      if (b->family != KP_AF_INET && b->family != KP_AF_INET6) return 0;
-      tmp[n++] = b->family;
+    case KP_PROXY_OP_OPEN: /* family 0: without one (the session's), as decoded */
+      if (b->family && b->family != KP_AF_INET && b->family != KP_AF_INET6) return 0;
+      if (b->family) tmp[n++] = b->family;
       break;
     case KP_PROXY_OP_REFRESH:
     case KP_PROXY_OP_PING:

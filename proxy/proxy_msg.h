@@ -108,8 +108,8 @@ typedef struct kp_proxy_body_s {
   kp_addr_t addr;      /* OPENED: the allocation; SEND: where to; RECV: who from; BIND: the
                           address the token stands for */
   uint32_t lifetime_s; /* OPENED */
-  uint8_t family;      /* OPEN: the allocation's family (KP_AF_INET or KP_AF_INET6; decoded 0
-                          from a 2-byte OPEN: the session's family) */
+  uint8_t family;      /* OPEN: the allocation's family (KP_AF_INET or KP_AF_INET6; 0 is
+                          the 2-byte OPEN, without one: the session's family) */
   uint8_t reason;      /* CLOSE */
   uint64_t token;      /* BIND, UNBIND */
   const uint8_t *data; /* SEND, RECV: the datagram */

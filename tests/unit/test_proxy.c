@@ -340,7 +340,12 @@ static void test_codec(void) {
   /* Without it (a peer from before families): the session's family. */
   KP_CHECK_OK(kp_proxy_body_decode(buf, 2, &e));
   KP_CHECK(e.op == KP_PROXY_OP_OPEN && e.family == 0);
+  /* ... and family 0 encodes as that form (every body decoded encodes
+   * back to its bytes); a family neither 4 nor 6 is refused. */
   b[0].family = 0;
+  KP_CHECK_EQ(kp_proxy_body_encode(&b[0], buf, sizeof(buf)), 2);
+  KP_CHECK(buf[0] == KP_PROXY_OP_OPEN && buf[1] == b[0].channel);
+  b[0].family = 5;
   KP_CHECK_EQ(kp_proxy_body_encode(&b[0], buf, sizeof(buf)), 0);
   b[0].family = KP_AF_INET;
   b[0].channel = KP_PROXY_CHANNELS;

@@ -47,6 +47,17 @@ static inline void kp_wbuf_put(kp_wbuf_t *w, const void *p, size_t n) {
   w->len += n;
 }
 
+/* head then body into out (cap bytes): their length, or 0 if they do not
+ * fit (a datagram given in parts, sent where parts cannot go apart). */
+static inline size_t kp_join_parts(uint8_t *out, size_t cap, const void *head, size_t hlen,
+                                   const void *body, size_t blen) {
+  kp_wbuf_t w;
+  kp_wbuf_init(&w, out, cap);
+  kp_wbuf_put(&w, head, hlen);
+  kp_wbuf_put(&w, body, blen);
+  return w.overflow ? 0 : w.len;
+}
+
 static inline void kp_wbuf_put_u8(kp_wbuf_t *w, uint8_t v) {
   kp_wbuf_put(w, &v, 1);
 }

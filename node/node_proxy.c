@@ -148,11 +148,8 @@ static void px_send_parts(void *ctx, const kp_addr_t *to, const uint8_t *head, s
   }
   /* A peer over TCP may be this one: joined, through send. */
   uint8_t whole[KP_PROXY_MAX_DATAGRAM];
-  kp_wbuf_t w;
-  kp_wbuf_init(&w, whole, sizeof(whole));
-  kp_wbuf_put(&w, head, hlen);
-  kp_wbuf_put(&w, body, blen);
-  if (!w.overflow) px_send(ctx, to, whole, w.len);
+  size_t n = kp_join_parts(whole, sizeof(whole), head, hlen, body, blen);
+  if (n) px_send(ctx, to, whole, n);
 }
 
 static void on_alloc_datagram(kp_udp_t *udp, const kp_addr_t *from, uint8_t *data, size_t len) {

@@ -232,11 +232,8 @@ static void io_send_parts(void *ctx, const uint8_t *head, size_t hlen, const uin
     return;
   }
   uint8_t whole[KP_PROXY_MAX_DATAGRAM];
-  kp_wbuf_t w;
-  kp_wbuf_init(&w, whole, sizeof(whole));
-  kp_wbuf_put(&w, head, hlen);
-  kp_wbuf_put(&w, body, blen);
-  if (!w.overflow) io_send(ctx, whole, w.len);
+  size_t n = kp_join_parts(whole, sizeof(whole), head, hlen, body, blen);
+  if (n) io_send(ctx, whole, n);
 }
 
 static void own_close(kp_proxy_link_t *l, unsigned c);

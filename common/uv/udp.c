@@ -385,11 +385,8 @@ int kp_udp_send_parts(kp_udp_t *udp, const kp_addr_t *to, const void *head, size
   if (!b) {
     if (!blen) return kp_udp_send_now(udp, to, head, hlen);
     uint8_t whole[KP_UDP_MAX_DATAGRAM];
-    kp_wbuf_t w;
-    kp_wbuf_init(&w, whole, sizeof(whole));
-    kp_wbuf_put(&w, head, hlen);
-    kp_wbuf_put(&w, body, blen);
-    return kp_udp_send_now(udp, to, whole, w.len);
+    return kp_udp_send_now(udp, to, whole,
+                           kp_join_parts(whole, sizeof(whole), head, hlen, body, blen));
   }
   if (to->family != KP_AF_INET && to->family != KP_AF_INET6) return KP_EBADADDR;
   if (b->count == KP_UDP_BATCH_DGRAMS) flush(udp, b);
